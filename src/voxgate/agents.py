@@ -1,0 +1,112 @@
+"""Agent definitions loaded from YAML: what an agent says, which tools it may use, where it escalates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class WebhookSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    url: str
+    method: Literal["POST", "GET"] = "POST"
+    timeout_s: float = 5.0
+    retries: int = Field(default=2, ge=0, le=5)
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+class ToolDefinition(BaseModel):
+    """A server-side tool: exactly one of `handler` (Python), `webhook` (HTTP) or `builtin`."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    description: str = ""
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+    handler: str | None = None  # "pkg.module:function" or "relative/file.py:function"
+    webhook: WebhookSpec | None = None
+    builtin: Literal["transfer_to_human", "end_call", "send_dtmf"] | None = None
+    returns_pii: bool = False  # when false, card numbers, SSNs and emails are redacted from the output
+    max_output_bytes: int | None = None
+    roles: list[str] = Field(default_factory=list)  # empty: any caller may trigger it
+    pci: bool = False  # arguments are collected by DTMF in PCI mode and never shown to the model
+    # Reply templates for the flow brain, formatted with the tool's arguments and result fields.
+    say: str | None = None
+    say_error: str | None = None
+
+    @model_validator(mode="after")
+    def _one_implementation(self) -> ToolDefinition:
+        chosen = [x for x in (self.handler, self.webhook, self.builtin) if x is not None]
+        if len(chosen) != 1:
+            raise ValueError(f"tool {self.name!r}: give exactly one of handler, webhook, builtin")
+        return self
+
+    def as_function(self) -> dict[str, Any]:
+        """The OpenAI `tools[]` entry for this tool."""
+        return {"type": "function", "name": self.name, "description": self.description,
+                "parameters": self.parameters}
+
+
+class Intent(BaseModel):
+    """Something callers ask for: either a tool to call or a templated reply."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    examples: list[str] = Field(default_factory=list)
+    tool: str | None = None
+    reply: str | None = None
+
+
+class Escalation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    target: str = ""  # E.164 number or SIP URI of the human queue
+    handover_line: str = "Let me connect you with a colleague. One moment please."
+
+
+class TurnTaking(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    # Caller speech shorter than this during agent playback does not interrupt (echo, coughs).
+    barge_in_min_speech_ms: int = Field(default=200, ge=0, le=2000)
+    silence_duration_ms: int = Field(default=300, ge=100, le=5000)
+    threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+
+
+class AgentConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    description: str = ""
+    instructions: str = "You are a helpful voice agent."
+    voice: str = "joe"
+    engine: Literal["local", "echo", "openai"] | None = None  # None: the gateway's default
+    greeting: str | None = None  # spoken first on phone and browser calls
+    disclosure: str | None = None  # AI/recording disclosure, always played at call start on phone calls
+    fallback: str = "Sorry, I didn't catch that. Could you say it another way?"
+    tools: list[ToolDefinition] = Field(default_factory=list)
+    intents: list[Intent] = Field(default_factory=list)
+    escalation: Escalation = Field(default_factory=Escalation)
+    turn_taking: TurnTaking = Field(default_factory=TurnTaking)
+    pci_mode: bool = False
+    source: Path | None = None  # the YAML file it came from, to resolve relative handler paths
+
+    def tool(self, name: str) -> ToolDefinition | None:
+        return next((t for t in self.tools if t.name == name), None)
+
+
+def load_agent(path: Path) -> AgentConfig:
+    data = yaml.safe_load(path.read_text())
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: an agent file must be a mapping")
+    agent = AgentConfig.model_validate({**data, "source": path.resolve()})
+    return agent
+
+
+def load_agents(directory: Path) -> dict[str, AgentConfig]:
+    agents: dict[str, AgentConfig] = {}
+    for path in sorted(directory.glob("*.y*ml")):
+        agent = load_agent(path)
+        if agent.name in agents:
+            raise ValueError(f"{path}: agent name {agent.name!r} is defined twice")
+        agents[agent.name] = agent
+    return agents

@@ -1,0 +1,169 @@
+"""Streaming sample-rate conversion for int16 mono speech, chosen for latency.
+
+A call's audio crosses rates twice on its way through the gateway (a phone's 8 kHz up to an engine's
+16/24 kHz and back down), so whatever the resampler holds back is added twice to every reply.
+libsoxr's filtered qualities hold back a lot: they compute in blocks and emit nothing until a block is
+full, so output comes in bursts (LQ at 8k->24k gives 0 or 900 samples per 20 ms frame, HQ 0 or 1468).
+
+Measured with soxr 1.1.0 (libsoxr) on int16, 20 ms input frames. "Hold" is input time fed minus output
+time emitted over a steady stream, mean / worst; the worst is what a real-time player must absorb:
+
+    pair           QQ      LQ            MQ     HQ            VHQ    low-latency (default)
+    8k  -> 16k     0.3     32.6          62.1   62.0          63.1   2.5 ms
+    16k -> 8k      0.1     32.6          62.1   62.0          63.1   2.4 ms
+    8k  <-> 24k    0.2     22.5 / 40.0   43.4   43.5 / 73.2   86.4   2.5 / 2.3 ms
+    16k <-> 24k    0.1     11.3 / 20.0   21.5   22.4 / 36.1   43.6   1.3 / 1.2 ms
+    22050 -> 24k   0.1      0.9          22.7   22.2          23.5   0.9 ms
+    22050 -> 8k    0.0     22.3          47.7   47.3          93.0   2.3 ms
+    48k <-> 16k    0.0     11.3          21.5   22.4          43.6   1.1 / 1.2 ms
+    48k <-> 24k    0.0     11.2          22.0   21.3          21.7   0.8 ms
+
+So an 8k->24k->8k round trip holds ~146 ms worst case at HQ and ~80 ms at LQ, against <1 ms at QQ.
+But QQ alone is plain cubic interpolation: downsampling, it passes a tone above the new Nyquist at
+0 dB (a TTS voice's sibilants fold back into the phone band); upsampling 8k->24k, it leaves images only
+12 dB below a 3 kHz tone. The default, ``"low-latency"``, keeps QQ's block-free streaming and adds a
+short linear-phase Kaiser low-pass at the higher rate (60 dB stop-band from the lower Nyquist, transition
+0.1 x the lower rate) as anti-alias filter before downsampling or anti-image filter after upsampling;
+its group delay is the whole hold above. Measured on tones: downsampling is flat to 0.4 x the lower rate
+with aliases at -65 dB or lower; upsampling from 8 kHz droops -0.6 dB at 2 kHz and -2.5 dB at 3 kHz
+(cubic interpolation) with images below -80 dB; at non-integer ratios the interpolation error of a
+3 kHz tone sits at -41 dB (16k->24k) to -55 dB (22050->8k), below G.711's own ~38 dB SNR at worst.
+Cost is ~8-12 µs per 20 ms frame against ~3 µs for soxr alone (bench/codec_cost.py). The soxr
+qualities stay available by name for paths that want fidelity over latency.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+import numpy as np
+import numpy.typing as npt
+import soxr
+
+__all__ = ["Quality", "StreamResampler"]
+
+Quality = Literal["low-latency", "QQ", "LQ", "MQ", "HQ", "VHQ"]
+
+_GUARD_ATTENUATION_DB = 60.0
+_GUARD_TRANSITION = 0.1  # transition band width as a fraction of the lower rate
+_EMPTY_INT16: npt.NDArray[np.int16] = np.zeros(0, dtype=np.int16)
+_EMPTY_FLOAT32: npt.NDArray[np.float32] = np.zeros(0, dtype=np.float32)
+
+
+def _kaiser_lowpass(rate: int, band_edge: float) -> npt.NDArray[np.float32]:
+    """Linear-phase low-pass that reaches full attenuation at ``band_edge`` Hz (Kaiser's design formulas)."""
+    transition = _GUARD_TRANSITION * band_edge * 2
+    cutoff = band_edge - transition / 2
+    beta = 0.1102 * (_GUARD_ATTENUATION_DB - 8.7)
+    taps = int(np.ceil((_GUARD_ATTENUATION_DB - 8) / (2.285 * 2 * np.pi * transition / rate))) | 1
+    t = np.arange(taps) - (taps - 1) / 2
+    h = 2 * cutoff / rate * np.sinc(2 * cutoff / rate * t) * np.kaiser(taps, beta)
+    return (h / h.sum()).astype(np.float32)
+
+
+class _GuardFilter:
+    """Streaming FIR whose output is shifted back by its group delay, so it stays aligned with its input.
+
+    The delay is still real: the last ``delay`` samples only come out when ``flush`` pushes zeros through.
+    """
+
+    def __init__(self, taps: npt.NDArray[np.float32]) -> None:
+        self._taps = taps
+        self.delay = (len(taps) - 1) // 2
+        self.reset()
+
+    def reset(self) -> None:
+        self._history = np.zeros(len(self._taps) - 1, dtype=np.float32)
+        self._to_skip = self.delay
+
+    def process(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        if len(x) == 0:
+            return _EMPTY_FLOAT32
+        buffer = np.concatenate((self._history, x))
+        y = np.convolve(buffer, self._taps, mode="valid").astype(np.float32, copy=False)
+        self._history = buffer[len(buffer) - len(self._history) :]
+        if self._to_skip:
+            skipped = min(self._to_skip, len(y))
+            self._to_skip -= skipped
+            y = y[skipped:]
+        return y
+
+    def flush(self) -> npt.NDArray[np.float32]:
+        return self.process(np.zeros(self.delay, dtype=np.float32))
+
+
+def _to_int16(y: npt.NDArray[np.float32]) -> npt.NDArray[np.int16]:
+    return np.clip(np.rint(y), -32768, 32767).astype(np.int16)
+
+
+class StreamResampler:
+    """Resample an unbounded int16 mono stream chunk by chunk, keeping filter state between chunks.
+
+    Feed chunks of any size to ``process``; call ``flush`` at the end of a stream (an utterance, a
+    response) to get what the filters still hold. ``flush`` leaves the resampler ready for a new stream,
+    as does ``reset``, which drops what is held instead. Equal rates pass audio through untouched.
+    """
+
+    def __init__(self, in_rate: int, out_rate: int, quality: Quality = "low-latency") -> None:
+        if in_rate <= 0 or out_rate <= 0:
+            raise ValueError(f"sample rates must be positive, got {in_rate} -> {out_rate}")
+        if quality not in get_args(Quality):
+            raise ValueError(f"unknown resampler quality {quality!r}; expected one of {get_args(Quality)}")
+        self.in_rate = in_rate
+        self.out_rate = out_rate
+        self.quality = quality
+        self._stream: soxr.ResampleStream | None = None
+        self._guard: _GuardFilter | None = None
+        self._guard_before = in_rate > out_rate  # anti-alias before downsampling, anti-image after upsampling
+        if in_rate != out_rate and quality == "low-latency":
+            self._guard = _GuardFilter(_kaiser_lowpass(max(in_rate, out_rate), min(in_rate, out_rate) / 2))
+        self.reset()
+
+    @property
+    def delay_ms(self) -> float:
+        """Algorithmic delay of the guard filter (zero for the soxr qualities, whose delay is in blocks)."""
+        if self._guard is None:
+            return 0.0
+        return 1000 * self._guard.delay / max(self.in_rate, self.out_rate)
+
+    def reset(self) -> None:
+        """Drop any held audio and start a fresh stream."""
+        if self.in_rate == self.out_rate:
+            return
+        if self._guard is not None:
+            self._guard.reset()
+            self._stream = soxr.ResampleStream(self.in_rate, self.out_rate, 1, dtype="float32", quality="QQ")
+        else:
+            self._stream = soxr.ResampleStream(
+                self.in_rate, self.out_rate, 1, dtype="int16", quality=self.quality
+            )
+
+    def process(self, pcm: npt.NDArray[np.int16]) -> npt.NDArray[np.int16]:
+        """Resample one chunk (its output length may differ from the chunk's exact share by a sample)."""
+        if not isinstance(pcm, np.ndarray) or pcm.dtype != np.int16 or pcm.ndim != 1:
+            raise ValueError("StreamResampler.process takes a 1-D int16 numpy array")
+        return self._run(pcm, last=False)
+
+    def flush(self) -> npt.NDArray[np.int16]:
+        """End the stream: return the held tail, then get ready for a new stream."""
+        tail = self._run(_EMPTY_INT16, last=True)
+        self.reset()
+        return tail
+
+    def _run(self, pcm: npt.NDArray[np.int16], last: bool) -> npt.NDArray[np.int16]:
+        stream = self._stream
+        if stream is None:
+            return pcm.copy()
+        guard = self._guard
+        if guard is None:
+            return stream.resample_chunk(pcm, last=last)
+        x = pcm.astype(np.float32)
+        if self._guard_before:
+            filtered = guard.process(x)
+            if last:
+                filtered = np.concatenate((filtered, guard.flush()))
+            return _to_int16(stream.resample_chunk(filtered, last=last))
+        y = guard.process(stream.resample_chunk(x, last=last))
+        if last:
+            y = np.concatenate((y, guard.flush()))
+        return _to_int16(y)

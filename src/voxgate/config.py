@@ -1,0 +1,91 @@
+"""Gateway settings: defaults, then a YAML file, then ``VOXGATE_*`` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_AGENTS_DIR = REPO_ROOT / "examples" / "agents"
+
+
+class Settings(BaseSettings):
+    """Every port, timeout, bound and model choice, with a sane default."""
+
+    model_config = SettingsConfigDict(env_prefix="VOXGATE_", env_nested_delimiter="__", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_url: str = ""  # what carriers and browsers use to reach us; derived from host/port when empty
+    dev_mode: bool = True  # CORS for any origin, unsigned carrier webhooks allowed
+
+    # Comma-separated list of accepted client API keys. Empty: `serve` mints one and stores its hash.
+    api_keys: SecretStr = SecretStr("")
+    cors_origins: list[str] = Field(default_factory=list)
+
+    database_url: str = "sqlite+aiosqlite:///./voxgate.db"
+    agents_dir: Path = DEFAULT_AGENTS_DIR
+    default_agent: str = "acme"
+    engine: Literal["local", "echo", "openai"] = "local"
+
+    # Realtime protocol limits
+    max_message_bytes: int = 16 * 1024 * 1024  # OpenAI accepts 15 MiB of base64 per append
+    outbound_queue_events: int = 512  # per session; audio deltas beyond it are dropped and counted
+    session_max_seconds: int = 60 * 60
+    max_input_buffer_seconds: int = 120  # a monologue longer than this is committed in pieces
+
+    # Local engine
+    stt_threads: int = 2
+    tts_voice: str = "joe"
+    tts_max_concurrency: int = 1
+    stt_max_concurrency: int = 1
+
+    # Tools
+    tool_timeout_s: float = 5.0
+    tool_max_output_bytes: int = 4096
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, dotenv_settings, file_secret_settings)
+
+    def api_key_list(self) -> list[str]:
+        return [k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip()]
+
+    def base_url(self) -> str:
+        return self.public_url.rstrip("/") or f"http://{self.host}:{self.port}"
+
+    def shown(self) -> dict[str, Any]:
+        """The effective settings with secrets masked, for `voxgate config show`."""
+        data = self.model_dump(mode="json")
+        data["api_keys"] = "****" if self.api_key_list() else ""
+        if "@" in self.database_url:  # mask a password in a database URL
+            scheme, rest = self.database_url.split("://", 1)
+            creds, host = rest.rsplit("@", 1)
+            user = creds.split(":", 1)[0]
+            data["database_url"] = f"{scheme}://{user}:****@{host}"
+        return data
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from an optional YAML file; environment variables win over the file."""
+    file_values: dict[str, Any] = {}
+    if config_file is not None:
+        loaded = yaml.safe_load(config_file.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{config_file}: expected a mapping of settings")
+        file_values = loaded
+    env_settings = Settings()  # environment only
+    explicit_env = env_settings.model_fields_set
+    merged = {**file_values, **{k: getattr(env_settings, k) for k in explicit_env}, **overrides}
+    return Settings(**merged)

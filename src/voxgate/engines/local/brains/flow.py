@@ -1,0 +1,456 @@
+"""The flow brain: the local engine's default, offline, deterministic dialog manager.
+
+Per caller turn it routes the utterance to an agent intent or a tool (routing.py), fills the tool's
+arguments from what was said (slots.py), asks for whatever required argument is missing and remembers
+the pending tool in the session state so the next utterance fills it, validates every value against the
+tool's JSON schema, and after the tool ran speaks a short sentence built from its result.
+
+State it keeps in `request.state["flow"]`:
+    pending   {"tool", "arguments", "asking", "tries"} while a tool waits for arguments
+    route     the last route taken (an intent name, a tool name, "fallback"...), for KPIs and benchmarks
+`request.state["today"]` (a date or "YYYY-MM-DD") overrides the brain's clock for relative dates.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import string
+from collections.abc import Callable, Mapping, Sequence
+from datetime import date, datetime
+from typing import Any
+
+from voxgate.agents import AgentConfig
+from voxgate.engines.base import HistoryEntry, ResponseRequest, ToolSpec
+from voxgate.engines.local.brains.base import BrainDecision, CallTool, Say
+from voxgate.engines.local.brains.routing import Match, Route, Router, build_routes
+from voxgate.engines.local.brains.slots import (
+    argument_error,
+    extract_argument,
+    is_free_text,
+    slot_kind,
+    tokens,
+)
+
+# Below this score nothing matched well enough: the agent's fallback line is spoken.
+FALLBACK_BELOW = 0.3
+# While a tool waits for an argument, an answer that does not fill it switches topic above this score.
+SWITCH_ABOVE = 0.45
+# Extra score for a tool whose required values (an order number, a date and a time) are in the utterance,
+# times the square of the share found: all of them is strong evidence, one of two much weaker.
+EVIDENCE_BONUS = 0.3
+MAX_TRIES = 3
+
+_ESCALATION_TOOLS = ("transfer_to_human",)
+_CANCEL = re.compile(r"\b(never ?mind|forget (it|that|about it)|cancel (that|it)|no thanks|don't bother)\b")
+
+
+class FlowBrain:
+    """`decide(request)` -> Say | CallTool. Holds no per-call state itself; one instance serves all calls."""
+
+    def __init__(self, today: Callable[[], date] | None = None) -> None:
+        self._today = today or (lambda: datetime.now().date())
+        self._routers: dict[tuple[int, tuple[tuple[str, str], ...]], tuple[AgentConfig, Router]] = {}
+
+    # -- entry point ------------------------------------------------------------------------------------
+
+    def decide(self, request: ResponseRequest) -> BrainDecision:
+        flow: dict[str, Any] = request.state.setdefault("flow", {})
+        last = request.history[-1] if request.history else None
+        if last is not None and last.kind == "function_call_output":
+            flow.pop("pending", None)
+            flow["route"] = "tool_result"
+            return self._reply_to_result(request, last)
+        if last is None or last.kind != "user" or not last.text.strip():
+            said_anything = any(e.kind == "user" for e in request.history)
+            flow["route"] = "prompt"
+            if not said_anything:
+                return Say(request.agent.greeting or "Hello! How can I help you today?")
+            return Say("Is there anything else I can help you with?")
+        text = last.text.strip()
+        pending = flow.get("pending")
+        if pending is not None:
+            decision = self._continue_pending(request, flow, pending, text)
+            if decision is not None:
+                return decision
+        return self._route(request, flow, text)
+
+    # -- routing ----------------------------------------------------------------------------------------
+
+    def router(self, agent: AgentConfig, tools: Sequence[ToolSpec]) -> Router:
+        """The agent's routes plus every tool in the request (client tools too); cached per agent+tools."""
+        key = (id(agent), tuple((t.name, t.description) for t in tools))
+        cached = self._routers.get(key)
+        if cached is not None and cached[0] is agent:
+            return cached[1]
+        available = {t.name for t in tools} | {t.name for t in agent.tools}
+        intents = [(i.name, i.tool, i.reply, i.examples) for i in agent.intents
+                   if i.tool is None or i.tool in available]
+        specs = {t.name: (t.name, t.description, t.parameters) for t in agent.tools}
+        specs.update({t.name: (t.name, t.description, t.parameters) for t in tools})
+        router = Router(build_routes(intents, specs.values()))
+        if len(self._routers) > 256:
+            self._routers.clear()
+        self._routers[key] = (agent, router)
+        return router
+
+    def rank(self, request: ResponseRequest, text: str) -> list[Match]:
+        """Routes for `text`, best first, with the bonus for tools whose values the caller already gave."""
+        allowed = _allowed_tools(request)
+        today = self.today(request)
+        ranked = []
+        for m in self.router(request.agent, request.tools).match(text):
+            if m.route.tool is not None and allowed is not None and m.route.tool not in allowed:
+                continue
+            if m.route.tool is None and request.tool_choice == "required":
+                continue
+            score = m.score
+            if m.route.tool is not None:
+                score += EVIDENCE_BONUS * _evidence(_parameters(request, m.route.tool), text, today) ** 2
+            ranked.append(Match(m.route, score))
+        ranked.sort(key=lambda m: m.score, reverse=True)
+        return ranked
+
+    def _route(self, request: ResponseRequest, flow: dict[str, Any], text: str) -> BrainDecision:
+        forced = _forced_tool(request.tool_choice)
+        if forced is not None:
+            return self._start_tool(request, flow, forced, text)
+        ranked = self.rank(request, text)
+        if not ranked or ranked[0].score < FALLBACK_BELOW:
+            flow["route"] = "fallback"
+            return Say(request.agent.fallback)
+        route = ranked[0].route
+        flow["route"] = route.tool or route.name
+        if route.tool is None:
+            return Say(route.reply or request.agent.fallback)
+        return self._start_tool(request, flow, route.tool, text)
+
+    # -- arguments --------------------------------------------------------------------------------------
+
+    def _start_tool(self, request: ResponseRequest, flow: dict[str, Any], tool: str, text: str) -> BrainDecision:
+        flow["route"] = tool
+        params = _parameters(request, tool)
+        today = self.today(request)
+        arguments: dict[str, Any] = {}
+        for name, schema in _properties(params).items():
+            value = extract_argument(name, schema, text, today)
+            if value is not None and argument_error(schema, value) is None:
+                arguments[name] = value
+        if tool in _ESCALATION_TOOLS and "reason" in _properties(params) and "reason" not in arguments:
+            arguments["reason"] = text
+        return self._call_or_ask(request, flow, tool, arguments, tries=0, hint=None)
+
+    def _continue_pending(self, request: ResponseRequest, flow: dict[str, Any], pending: dict[str, Any],
+                          text: str) -> BrainDecision | None:
+        """The caller answers our question (fill it), changes topic (None: route afresh), or cancels."""
+        if _CANCEL.search(" ".join(tokens(text))) and len(tokens(text)) <= 6:
+            flow.pop("pending")
+            flow["route"] = "cancel"
+            return Say("Okay, no problem. Is there anything else I can help with?")
+        tool = pending["tool"]
+        props = _properties(_parameters(request, tool))
+        today = self.today(request)
+        asking = [n for n in pending["asking"] if n in props]
+        structured = [n for n in asking if slot_kind(n, props[n]) != "text"]
+        # A free-text answer ("Boston") would swallow a change of topic, so check for one first.
+        if len(structured) < len(asking) or not asking:
+            ranked = self.rank(request, text)
+            if ranked and ranked[0].score >= SWITCH_ABOVE and (ranked[0].route.tool or "") != tool:
+                flow.pop("pending")
+                return None
+        arguments = dict(pending["arguments"])
+        filled, bad = False, None
+        for name in asking:
+            value = extract_argument(name, props[name], text, today, answer=True)
+            if value is None:
+                continue
+            if argument_error(props[name], value) is None:
+                arguments[name] = value
+                filled = True
+            else:
+                bad = (name, value)
+        # The answer may also carry arguments we did not ask about yet ("friday at 3" for date and time).
+        for name, schema in props.items():
+            if name not in arguments and name not in asking and slot_kind(name, schema) != "text":
+                value = extract_argument(name, schema, text, today)
+                if value is not None and argument_error(schema, value) is None:
+                    arguments[name] = value
+        if not filled:
+            ranked = self.rank(request, text)
+            if ranked and ranked[0].score >= SWITCH_ABOVE and (ranked[0].route.tool or "") != tool:
+                flow.pop("pending")
+                return None
+            tries = pending.get("tries", 0) + 1
+            if tries >= MAX_TRIES:
+                flow.pop("pending")
+                flow["route"] = "fallback"
+                return Say(request.agent.fallback)
+            flow["route"] = tool
+            hint = _invalid_hint(bad[0], props[bad[0]]) if bad else "Sorry, I didn't get that."
+            return self._call_or_ask(request, flow, tool, arguments, tries=tries, hint=hint)
+        flow["route"] = tool
+        return self._call_or_ask(request, flow, tool, arguments, tries=0, hint=None)
+
+    def _call_or_ask(self, request: ResponseRequest, flow: dict[str, Any], tool: str,
+                     arguments: dict[str, Any], tries: int, hint: str | None) -> BrainDecision:
+        params = _parameters(request, tool)
+        props = _properties(params)
+        required = [n for n in params.get("required", []) if n in props]
+        missing = [n for n in required if n not in arguments]
+        if not missing:
+            flow.pop("pending", None)
+            return CallTool(tool, arguments)
+        flow["pending"] = {"tool": tool, "arguments": arguments, "asking": missing, "tries": tries}
+        question = question_for(missing, props)
+        return Say(f"{hint} {question}" if hint else question)
+
+    def today(self, request: ResponseRequest) -> date:
+        override = request.state.get("today")
+        if isinstance(override, datetime):
+            return override.date()
+        if isinstance(override, date):
+            return override
+        if isinstance(override, str):
+            return date.fromisoformat(override[:10])
+        return self._today()
+
+    # -- tool results -----------------------------------------------------------------------------------
+
+    def _reply_to_result(self, request: ResponseRequest, output: HistoryEntry) -> Say:
+        call = _call_for(request.history, output)
+        name = call.name if call is not None else ""
+        arguments = _json_object(call.arguments) if call is not None else {}
+        result = _parse(output.output)
+        definition = request.agent.tool(name) if name else None
+        failed = isinstance(result, dict) and "error" in result
+        template = None
+        if definition is not None:
+            template = definition.say_error if failed else definition.say
+        fields = {**arguments, **(result if isinstance(result, dict) else {"result": result})}
+        if failed and isinstance(fields.get("error"), dict):
+            fields["error"] = fields["error"].get("message", "something went wrong")
+        if template:
+            spoken = render(template, fields)
+            if spoken is not None:
+                return Say(spoken, completes_task=not failed and name not in _ESCALATION_TOOLS)
+        if name in _ESCALATION_TOOLS and not failed:
+            return Say(request.agent.escalation.handover_line)
+        if failed:
+            return Say(f"Sorry, that didn't work: {_sentence(str(fields['error']))}")
+        return Say(describe(result), completes_task=True)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Speaking results
+
+
+class _SpokenFormatter(string.Formatter):
+    """str.format with a `spoken` spec: {date:spoken} -> "Thursday, March 13", {time:spoken} -> "3 PM"."""
+
+    def format_field(self, value: Any, format_spec: str) -> str:
+        if format_spec == "spoken":
+            return spoken(value)
+        return super().format_field(value, format_spec)
+
+
+_FORMATTER = _SpokenFormatter()
+
+
+def render(template: str, fields: Mapping[str, Any]) -> str | None:
+    """The template filled from the fields, or None when it names a field the result lacks."""
+    try:
+        return _FORMATTER.vformat(template, (), dict(fields))
+    except (KeyError, IndexError, ValueError, AttributeError):
+        return None
+
+
+def spoken(value: Any) -> str:
+    """How a value sounds: ISO dates and times, booleans and lists in words."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        items = [spoken(v) for v in value[:5]]
+        if len(items) <= 1:
+            return items[0] if items else "none"
+        return ", ".join(items[:-1]) + " and " + items[-1]
+    if not isinstance(value, str):
+        return str(value)
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        try:
+            d = date.fromisoformat(value)
+        except ValueError:
+            return value
+        return f"{d:%A}, {d:%B} {d.day}"
+    clock = re.fullmatch(r"([01]?\d|2[0-3]):([0-5]\d)(?::\d{2})?", value)
+    if clock:
+        hour, minute = int(clock.group(1)), int(clock.group(2))
+        if (hour, minute) == (12, 0):
+            return "noon"
+        suffix = "AM" if hour < 12 else "PM"
+        h12 = hour % 12 or 12
+        return f"{h12} {suffix}" if minute == 0 else f"{h12}:{minute:02d} {suffix}"
+    return value
+
+
+_MESSAGE_KEYS = ("message", "summary", "text", "answer", "reply", "description", "status_message")
+
+
+def describe(result: Any) -> str:
+    """A short spoken sentence for a tool result with no template: never braces, quotes or raw keys."""
+    if result is None or result == {} or result == []:
+        return "Done."
+    if isinstance(result, str):
+        return _sentence(result[:300])
+    if isinstance(result, list):
+        scalars = [spoken(v) for v in result if isinstance(v, str | int | float)]
+        if scalars and len(scalars) == len(result):
+            return _sentence(f"I found {spoken(scalars[:5])}")
+        return f"I found {len(result)} result{'s' if len(result) != 1 else ''}."
+    if not isinstance(result, dict):
+        return _sentence(spoken(result))
+    for key in _MESSAGE_KEYS:
+        if isinstance(result.get(key), str) and result[key].strip():
+            return _sentence(result[key][:300])
+    clauses = []
+    for key, value in result.items():
+        if value is None or isinstance(value, dict) or key.lower() in ("ok", "success", "id") or \
+                key.lower().endswith("_id"):
+            continue
+        if isinstance(value, list) and not all(isinstance(v, str | int | float) for v in value):
+            continue
+        words = " ".join(re.findall(r"[a-z0-9]+", re.sub(r"(?<=[a-z])(?=[A-Z])", " ", key).lower()))
+        if not words:
+            continue
+        verb = "are" if words.endswith("s") and not words.endswith("ss") else "is"
+        clauses.append(f"the {words} {verb} {spoken(value)}")
+        if len(clauses) == 4:
+            break
+    if not clauses:
+        return "Done." if result.get("ok", result.get("success", True)) else "That didn't work."
+    text = clauses[0] if len(clauses) == 1 else ", ".join(clauses[:-1]) + " and " + clauses[-1]
+    return _sentence(text[0].upper() + text[1:])
+
+
+def _sentence(text: str) -> str:
+    text = text.strip()
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Questions
+
+
+def question_for(missing: Sequence[str], props: Mapping[str, dict[str, Any]]) -> str:
+    """A short question for the first missing argument, from its description; date and time together."""
+    kinds = {name: slot_kind(name, props[name]) for name in missing}
+    if "date" in kinds.values() and "time" in kinds.values():
+        return "What day and time would you like?"
+    name = missing[0]
+    kind = kinds[name]
+    if kind == "date":
+        return "What day would you like?"
+    if kind == "time":
+        return "What time would you like?"
+    phrase = _phrase(name, props[name])
+    if kind == "enum":
+        options = [str(v).replace("_", " ") for v in props[name]["enum"]]
+        listed = options[0] if len(options) == 1 else ", ".join(options[:-1]) + " or " + options[-1]
+        return f"Which {_strip_article(phrase)}: {listed}?"
+    if kind == "boolean":
+        return f"Should I {phrase}?" if not phrase.startswith(("the ", "your ")) else f"What about {phrase}?"
+    if re.match(r"(why|what|which|how|when|where|who)\b", phrase):
+        return f"Can you tell me {phrase}?"
+    return f"What's {phrase}?"
+
+
+def _phrase(name: str, schema: dict[str, Any]) -> str:
+    description = str(schema.get("description", "")).strip()
+    clause = re.split(r"[,.;:(]| - | e\.g\.", description)[0].strip() if description else ""
+    if not clause:
+        clause = name.replace("_", " ")
+    clause = re.sub(r"\bthe (caller|customer|user)'s\b", "your", clause, flags=re.I)
+    clause = re.sub(r"\bthe (caller|customer|user) (\w+?)s\b", r"you \2", clause, flags=re.I)
+    clause = re.sub(r"\bthe (caller|customer|user)\b", "you", clause, flags=re.I)
+    if clause[:1].isupper() and not clause[1:2].isupper():
+        clause = clause[0].lower() + clause[1:]
+    if not re.match(r"(the|your|a|an|why|what|which|how|when|where|who)\b", clause):
+        clause = f"the {clause}"
+    return clause
+
+
+def _strip_article(phrase: str) -> str:
+    return re.sub(r"^(the|a|an|your) ", "", phrase)
+
+
+def _invalid_hint(name: str, schema: dict[str, Any]) -> str:
+    description = str(schema.get("description", ""))
+    rest = description.split(",", 1)[1].strip() if "," in description else ""
+    if rest and slot_kind(name, schema) == "digits":
+        return f"Sorry, that doesn't look right: it should be {rest}."
+    return "Sorry, that doesn't look right."
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Request plumbing
+
+
+def _parameters(request: ResponseRequest, tool: str) -> dict[str, Any]:
+    for spec in request.tools:
+        if spec.name == tool:
+            return spec.parameters if isinstance(spec.parameters, dict) else {}
+    definition = request.agent.tool(tool)
+    return definition.parameters if definition is not None else {}
+
+
+def _properties(parameters: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    props = parameters.get("properties", {})
+    return {k: v for k, v in props.items() if isinstance(v, dict)} if isinstance(props, dict) else {}
+
+
+def _evidence(parameters: dict[str, Any], text: str, today: date) -> float:
+    """The share of a tool's required, checkable values (numbers, dates, enums) found in `text`."""
+    props = _properties(parameters)
+    checkable = [n for n in parameters.get("required", []) if n in props
+                 and slot_kind(n, props[n]) != "text" and not is_free_text(n, props[n])]
+    if not checkable:
+        return 0.0
+    found = 0
+    for name in checkable:
+        value = extract_argument(name, props[name], text, today)
+        if value is not None and argument_error(props[name], value) is None:
+            found += 1
+    return found / len(checkable)
+
+
+def _allowed_tools(request: ResponseRequest) -> set[str] | None:
+    """Tools the brain may call: None means any tool the request or agent knows."""
+    if request.tool_choice == "none":
+        return set()
+    return None
+
+
+def _forced_tool(tool_choice: str | dict[str, Any]) -> str | None:
+    if isinstance(tool_choice, dict):
+        name = tool_choice.get("name") or (tool_choice.get("function") or {}).get("name")
+        return str(name) if name else None
+    return None
+
+
+def _call_for(history: Sequence[HistoryEntry], output: HistoryEntry) -> HistoryEntry | None:
+    calls = [e for e in history if e.kind == "function_call"]
+    return next((c for c in reversed(calls) if c.call_id == output.call_id), calls[-1] if calls else None)
+
+
+def _parse(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, TypeError):
+        return raw
+
+
+def _json_object(raw: str) -> dict[str, Any]:
+    parsed = _parse(raw)
+    return parsed if isinstance(parsed, dict) else {}
+
+
+__all__ = ["FlowBrain", "Route", "describe", "question_for", "render", "spoken"]

@@ -1,0 +1,114 @@
+"""The local engine: offline STT (Whisper tiny.en), a brain, and TTS (Piper), all on the CPU.
+
+Models load once per process and are shared by every session; each model runs in its own small
+thread pool so one call's decoding never stalls another call's audio on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Sequence
+
+import numpy as np
+
+from voxgate.engines.base import AudioChunk, Engine, EngineOutput, ResponseRequest, TextDelta, ToolCall
+from voxgate.engines.local.brains.base import Brain, CallTool, Say
+from voxgate.engines.local.brains.flow import FlowBrain
+from voxgate.engines.local.stt import WhisperTranscriber
+from voxgate.engines.local.tts import PiperSynthesizer, split_sentences
+from voxgate.engines.local.vad import SileroModel, SileroStream
+from voxgate.protocol.ids import new_id
+
+log = logging.getLogger("voxgate.local")
+
+_LONG_NUMBER = re.compile(r"(?<![\d:/-])\d{4,}(?![\d:/-])")  # not years inside dates
+
+
+def spoken_form(text: str) -> str:
+    """How a sentence should be read aloud: ids digit by digit ("4567" → "4 5 6 7"), as an agent would.
+
+    Piper reads "4567" as "four thousand five hundred sixty-seven"; callers expect their order
+    number back the way they said it. The transcript keeps the digits.
+    """
+    return _LONG_NUMBER.sub(lambda m: " ".join(m.group(0)), text)
+
+
+class LocalEngine(Engine):
+    name = "local"
+
+    def __init__(self, *, stt_threads: int = 2, stt_concurrency: int = 1, tts_concurrency: int = 1,
+                 brain: Brain | None = None) -> None:
+        self._stt_threads = stt_threads
+        self._stt_concurrency = stt_concurrency
+        self._tts_concurrency = tts_concurrency
+        self.brain: Brain = brain or FlowBrain()
+        self.stt: WhisperTranscriber | None = None
+        self.tts: PiperSynthesizer | None = None
+        self.vad: SileroModel | None = None
+        # Timings of the latest stages, read by benchmarks through /metrics and logs.
+        self.last_brain_ms = 0.0
+        self.last_tts_first_ms = 0.0
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        self.vad = SileroModel.shared()
+        self.stt, self.tts = await asyncio.gather(
+            loop.run_in_executor(None, WhisperTranscriber.shared, self._stt_threads, self._stt_concurrency),
+            loop.run_in_executor(None, PiperSynthesizer.shared, self._tts_concurrency),
+        )
+        # A first decode and synthesis warm the kernels, so the first caller does not pay for it.
+        assert self.stt is not None and self.tts is not None
+        await loop.run_in_executor(None, self.stt.warm_up)
+        async for _ in self.tts.synthesize("Ready."):
+            pass
+        log.info("local engine ready in %.1f s", time.monotonic() - started)
+
+    def vad_stream(self) -> SileroStream:
+        assert self.vad is not None, "start() the engine first"
+        return SileroStream(self.vad)
+
+    def voices(self) -> Sequence[str]:
+        return self.tts.voices() if self.tts is not None else ()
+
+    async def transcribe(self, pcm16k: np.ndarray, language: str | None = None) -> str | None:
+        assert self.stt is not None, "start() the engine first"
+        if not pcm16k.size:
+            return ""
+        return (await self.stt.transcribe(pcm16k)).text
+
+    async def respond(self, request: ResponseRequest) -> AsyncIterator[EngineOutput]:
+        if request.say is not None:
+            async for out in self._speak(request.say, request):
+                yield out
+            return
+        started = time.perf_counter()
+        decision = self.brain.decide(request)
+        self.last_brain_ms = (time.perf_counter() - started) * 1000.0
+        if isinstance(decision, CallTool):
+            yield ToolCall(decision.name, json.dumps(decision.arguments), new_id("call"))
+            return
+        assert isinstance(decision, Say)
+        async for out in self._speak(decision.text, request):
+            yield out
+
+    async def _speak(self, text: str, request: ResponseRequest) -> AsyncIterator[EngineOutput]:
+        """Sentence by sentence: the words of a sentence, then its audio, so the first audio leaves early."""
+        if "audio" not in request.modalities:
+            yield TextDelta(text)
+            return
+        assert self.tts is not None, "start() the engine first"
+        voice = self.tts.resolve(request.voice)
+        for n, sentence in enumerate(split_sentences(text)):
+            yield TextDelta(sentence if n == 0 else " " + sentence)
+            started = time.perf_counter()
+            first = True
+            async for pcm in self.tts.synthesize(spoken_form(sentence), voice):
+                if first and n == 0:
+                    self.last_tts_first_ms = (time.perf_counter() - started) * 1000.0
+                first = False
+                yield AudioChunk(pcm, self.tts.sample_rate)

@@ -1,0 +1,121 @@
+"""Writes a session's call record (items, tool calls, outcome) without ever slowing the call.
+
+Writes go through one queue per call, drained by one task, so they land in order while the
+session never awaits the database. Text is redacted before it is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from voxgate.observability import metrics
+from voxgate.observability.cost import CostModel
+from voxgate.protocol.items import Item
+from voxgate.tools.redaction import redact
+
+if TYPE_CHECKING:
+    from voxgate.session.response import ResponseRun
+    from voxgate.session.session import Session
+    from voxgate.store.calls import CallStore
+    from voxgate.tools.registry import ToolResult
+
+log = logging.getLogger("voxgate.recorder")
+
+MAX_PENDING_WRITES = 2000
+
+
+class CallRecorder:
+    def __init__(self, store: CallStore, engine: str, cost: CostModel | None = None) -> None:
+        self.store = store
+        self.engine = engine
+        self.cost = cost or CostModel()
+        self._queue: asyncio.Queue[Callable[[], Awaitable[Any]] | None] = asyncio.Queue(MAX_PENDING_WRITES)
+        self._writer: asyncio.Task[None] | None = None
+        self.usage: dict[str, Any] = {}
+        self.task_completed = False
+
+    def _write(self, make: Callable[[], Awaitable[Any]]) -> None:
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(self._drain())
+        try:
+            self._queue.put_nowait(make)
+        except asyncio.QueueFull:
+            metrics.STORE_FAILURES.inc()  # a call record is never worth stalling a call for
+
+    async def _drain(self) -> None:
+        while True:
+            make = await self._queue.get()
+            if make is None:
+                return
+            try:
+                await make()
+            except Exception:
+                metrics.STORE_FAILURES.inc()
+                log.exception("call record write failed")
+
+    # -- what the session reports -----------------------------------------------------------------
+
+    def start_call(self, session: Session, caller_id: str | None) -> None:
+        self._write(lambda: self.store.start_call(
+            session.id, agent=session.agent.name, engine=self.engine, transport=session.caller.transport,
+            dialect=session.dialect, caller=caller_id, metadata={"model": session.config.model}))
+
+    def item(self, session: Session, item: Item, truncated_at_ms: int | None = None) -> None:
+        text = redact(item.text)[0] if item.type == "message" else redact(item.arguments or item.output or "")[0]
+        audio_ms = sum(p.audio_ms for p in item.content) or None
+        self._write(lambda: self.store.upsert_item(
+            session.id, item.id, role=item.role or "tool", type=item.type, text=text, audio_ms=audio_ms,
+            truncated_at_ms=truncated_at_ms, status=item.status))
+
+    def client_tool_call(self, session: Session, item: Item) -> None:
+        self.item(session, item)
+        self._write(lambda: self.store.record_tool_call(
+            session.id, tool_call_id=item.call_id or "", name=item.name or "", side="client",
+            arguments=redact(item.arguments or "")[0], status="delegated", output=None, duration_ms=None))
+
+    def gateway_tool_call(self, session: Session, result: ToolResult) -> None:
+        if result.ok and result.name != "transfer_to_human":
+            self.task_completed = True
+        self._write(lambda: self.store.record_tool_call(
+            session.id, tool_call_id=result.call_id, name=result.name, side="server",
+            arguments=redact_args(result.arguments), status="completed" if result.ok else result.status,
+            output=result.output,
+            duration_ms=result.duration_ms))
+
+    def response_done(self, session: Session, run: ResponseRun, status: str) -> None:
+        add_usage(self.usage, run.usage())
+
+    async def end_call(self, session: Session, status: str) -> None:
+        duration_s = time.monotonic() - session.started_at
+        outcome = session.outcome or ("task_completed" if self.task_completed else "no_task")
+        usage = dict(self.usage)
+        cost = self.cost.call_cost(self.engine, duration_s, usage)
+        if session.outcome == "escalated":
+            status = "transferred"
+        metrics.SESSIONS_ENDED.labels(status).inc()
+        self._write(lambda: self.store.end_call(
+            session.id, status=status, outcome=outcome, end_reason=session.end_reason,
+            first_response_ms=session.first_response_ms, turns=session.turns,
+            interruptions=session.interruptions, usage=usage, cost_usd=cost))
+        await self._queue.put(None)
+        if self._writer is not None:
+            await asyncio.shield(self._writer)
+
+
+def redact_args(arguments: dict[str, Any] | None) -> str | None:
+    if arguments is None:
+        return None
+    return redact(json.dumps(arguments))[0]
+
+
+def add_usage(total: dict[str, Any], usage: dict[str, Any]) -> None:
+    for key, value in usage.items():
+        if isinstance(value, dict):
+            add_usage(total.setdefault(key, {}), value)
+        elif isinstance(value, int | float):
+            total[key] = total.get(key, 0) + value

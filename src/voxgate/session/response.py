@@ -1,0 +1,438 @@
+"""One response: from `response.created` to `response.done`, whatever happens in between.
+
+The engine streams content; this turns it into OpenAI's event sequence (output items, content
+parts, deltas, the `.done` events), runs gateway tools in place, and always finishes — completed,
+cancelled on barge-in, or failed — with every open item closed and a `response.done`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from voxgate.audio.formats import AudioFormat, AudioFormatError, InputDecoder, OutputEncoder
+from voxgate.engines.base import AudioChunk, HistoryEntry, ResponseRequest, TextDelta, ToolCall, ToolSpec
+from voxgate.observability import metrics
+from voxgate.protocol import client_events as ce
+from voxgate.protocol.errors import RealtimeError
+from voxgate.protocol.ids import new_id
+from voxgate.protocol.items import ContentPart, Item
+from voxgate.tools.registry import ToolContext
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from voxgate.session.session import Session
+
+log = logging.getLogger("voxgate.response")
+
+MAX_TOOL_ROUNDS = 4  # gateway tools called back-to-back within one response
+DELTA_MS = 200  # audio is sent in pieces of at most this much, so cancellation is fine-grained
+
+
+@dataclass(frozen=True)
+class ResponseSettings:
+    instructions: str
+    modalities: list[str]
+    voice: str
+    output_format: AudioFormat
+    client_tools: list[dict[str, Any]]
+    tool_choice: str | dict[str, Any]
+    max_output_tokens: int | str
+    in_conversation: bool
+    metadata: dict[str, str] | None
+    input: list[dict[str, Any]] | None
+
+    @classmethod
+    def resolve(cls, session: Session, p: ce.ResponseParams) -> ResponseSettings:
+        cfg = session.config
+        output_format = cfg.output_format
+        if p.output_format is not None:
+            try:
+                output_format = (AudioFormat.from_beta(p.output_format) if session.dialect == "beta"
+                                 else AudioFormat.from_ga(p.output_format))
+            except (AudioFormatError, TypeError, AttributeError) as exc:
+                raise RealtimeError("invalid_value", f"Invalid response output format: {exc}",
+                                    param="response.audio.output.format") from exc
+        voice = p.voice if p.voice is not None else cfg.voice
+        voices = set(session.engine.voices())
+        if voices and voice not in voices:
+            raise RealtimeError("invalid_value", f"Unsupported voice {voice!r}.", param="response.voice")
+        return cls(
+            instructions=p.instructions if p.instructions is not None else cfg.instructions,
+            modalities=p.output_modalities or list(cfg.output_modalities),
+            voice=voice,
+            output_format=output_format,
+            client_tools=p.tools if p.tools is not None else list(cfg.tools),
+            tool_choice=p.tool_choice if p.tool_choice is not None else cfg.tool_choice,
+            max_output_tokens=p.max_output_tokens if p.max_output_tokens is not None else cfg.max_output_tokens,
+            in_conversation=p.conversation == "auto",
+            metadata=p.metadata,
+            input=p.input,
+        )
+
+    @property
+    def audio(self) -> bool:
+        return "audio" in self.modalities
+
+
+class ResponseRun:
+    def __init__(self, session: Session, settings: ResponseSettings, say: str | None = None) -> None:
+        self.id = new_id("resp")
+        self.session = session
+        self.settings = settings
+        self.say = say
+        self.task: asyncio.Task[None] | None = None
+        self.output: list[Item] = []
+        self.audio_item: Item | None = None  # the assistant item whose audio the caller is hearing
+        self._message: Item | None = None
+        self._encoder: OutputEncoder | None = None
+        self._encoder_rate = 0
+        self._cancel_reason: str | None = None
+        self._first_sent = False
+        self._private_history: list[HistoryEntry] = []  # gateway tool calls of an out-of-band response
+        self._audio_ms_out = 0.0
+        self._text_chars_out = 0
+
+    # -- control -----------------------------------------------------------------------------------
+
+    async def cancel(self, reason: str) -> None:
+        """Stop now; returns once `response.done` (cancelled) has been queued."""
+        if self.task is None or self.task.done():
+            return
+        self._cancel_reason = reason
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+
+    async def run(self) -> None:
+        s = self.session
+        s.emit({"type": "response.created", "response": self._wire("in_progress", None)})
+        status: str = "completed"
+        details: dict[str, Any] | None = None
+        try:
+            await self._generate()
+        except asyncio.CancelledError:
+            status = "cancelled"
+            details = {"type": "cancelled", "reason": self._cancel_reason or "client_cancelled"}
+        except RealtimeError as exc:
+            status = "failed"
+            details = {"type": "failed", "error": {"type": exc.type, "code": exc.code}}
+            s.error(exc)
+        except Exception as exc:
+            log.exception("response %s failed", self.id)
+            status = "failed"
+            details = {"type": "failed", "error": {"type": "server_error", "code": "engine_error"}}
+            s.error(RealtimeError("engine_error", f"The engine failed: {type(exc).__name__}: {exc}",
+                                  type="server_error"))
+        self._close_message("incomplete" if status != "completed" else "completed")
+        metrics.RESPONSES.labels(status).inc()
+        s.emit({"type": "response.done", "response": self._wire(status, details)})
+        if s.recorder:
+            s.recorder.response_done(s, self, status)
+
+    # -- generation --------------------------------------------------------------------------------
+
+    async def _generate(self) -> None:
+        s = self.session
+        if self.say is None:
+            await s.transcripts_settled()
+        for _ in range(MAX_TOOL_ROUNDS + 1):
+            request = self._request()
+            ran_gateway_tool = False
+            async with contextlib.aclosing(s.engine.respond(request)) as stream:  # type: ignore[type-var]
+                async for out in stream:
+                    if isinstance(out, TextDelta):
+                        self._text(out.text)
+                    elif isinstance(out, AudioChunk):
+                        if self.settings.audio:
+                            self._audio(out.pcm, out.rate)
+                    elif isinstance(out, ToolCall):
+                        self._close_message("completed")
+                        if self._is_gateway_tool(out.name):
+                            await self._run_gateway_tool(out)
+                            ran_gateway_tool = True
+                            break
+                        self._client_tool_call(out)
+                        return
+                    await asyncio.sleep(0)  # let the writer drain between chunks
+            if not ran_gateway_tool:
+                return
+            self._close_message("completed")
+
+    def _is_gateway_tool(self, name: str) -> bool:
+        # A client may shadow a gateway tool by declaring one of the same name: clients keep their code.
+        if any(t["name"] == name for t in self.settings.client_tools):
+            return False
+        return self.session.tools.has(name)
+
+    def _request(self) -> ResponseRequest:
+        s = self.session
+        history = self._input_history() if self.settings.input is not None else s.conversation.history()
+        history = [*history, *self._private_history]
+        tools: list[ToolSpec] = []
+        if self.settings.tool_choice != "none":
+            client_names = {t["name"] for t in self.settings.client_tools}
+            tools = [ToolSpec(t["name"], t.get("description", ""), t.get("parameters", {}), server=False)
+                     for t in self.settings.client_tools]
+            tools += [t for t in s.tools.specs() if t.name not in client_names]
+        return ResponseRequest(
+            history=history,
+            instructions=self.settings.instructions,
+            tools=tools,
+            tool_choice=self.settings.tool_choice,
+            modalities=self.settings.modalities,
+            voice=self.settings.voice,
+            agent=s.agent,
+            state=s.brain_state,
+            user_audio=self._last_user_audio(),
+            say=self.say,
+        )
+
+    def _input_history(self) -> list[HistoryEntry]:
+        """History for a response given explicit `input` (item references or inline text messages)."""
+        out: list[HistoryEntry] = []
+        for i, entry in enumerate(self.settings.input or []):
+            if not isinstance(entry, dict):
+                raise RealtimeError("invalid_type", "response.input entries must be objects.",
+                                    param=f"response.input[{i}]")
+            if entry.get("type") == "item_reference":
+                item = self.session.conversation.get(str(entry.get("id")))
+                if item is None:
+                    raise RealtimeError("item_not_found", f"Item {entry.get('id')!r} not found.",
+                                        param=f"response.input[{i}].id")
+                out.append(HistoryEntry(kind=item.role or "user", text=item.text) if item.type == "message"
+                           else HistoryEntry(kind=item.type, name=item.name or "", call_id=item.call_id or "",
+                                             arguments=item.arguments or "", output=item.output or ""))
+            elif entry.get("type", "message") == "message":
+                texts = [c.get("text") or c.get("transcript") or "" for c in entry.get("content", [])
+                         if isinstance(c, dict)]
+                role = entry.get("role", "user")
+                if role not in ("user", "assistant", "system"):
+                    raise RealtimeError("invalid_value", "Invalid role.", param=f"response.input[{i}].role")
+                out.append(HistoryEntry(kind=role, text=" ".join(texts)))
+            else:
+                raise RealtimeError("invalid_value", "Unsupported response.input entry.",
+                                    param=f"response.input[{i}].type")
+        return out
+
+    def _last_user_audio(self) -> np.ndarray | None:
+        for item in reversed(self.session.conversation.visible()):
+            if item.role == "user":
+                for part in item.content:
+                    if part.type == "input_audio" and part.audio and part.audio_format is not None:
+                        return InputDecoder(part.audio_format, 16000).decode(bytes(part.audio))
+                return None
+        return None
+
+    # -- output items ------------------------------------------------------------------------------
+
+    def _open_message(self) -> Item:
+        if self._message is not None:
+            return self._message
+        s = self.session
+        item = Item(id=new_id("item"), type="message", role="assistant", status="in_progress")
+        index = len(self.output)
+        self.output.append(item)
+        s.emit({"type": "response.output_item.added", "response_id": self.id, "output_index": index,
+                "item": item.to_wire(s.dialect)})
+        if self.settings.in_conversation:
+            previous = s.conversation.add(item)
+            s.emit({"type": "conversation.item.added", "previous_item_id": previous,
+                    "item": item.to_wire(s.dialect)})
+        if self.settings.audio:
+            part = ContentPart(type="output_audio", transcript="", audio=bytearray(),
+                               audio_format=self.settings.output_format)
+            wire_part: dict[str, Any] = {"type": "audio", "transcript": ""}
+        else:
+            part = ContentPart(type="output_text", text="")
+            wire_part = {"type": "text", "text": ""}
+        item.content.append(part)
+        s.emit({"type": "response.content_part.added", "response_id": self.id, "item_id": item.id,
+                "output_index": index, "content_index": 0, "part": wire_part})
+        if self.settings.audio:
+            if s.caller.playback.server_side and self.audio_item is None:
+                s.emit({"type": "output_audio_buffer.started", "response_id": self.id})
+            self.audio_item = item
+        self._message = item
+        self._encoder = None
+        return item
+
+    def _ids(self, item: Item) -> dict[str, Any]:
+        return {"response_id": self.id, "item_id": item.id, "output_index": self.output.index(item),
+                "content_index": 0}
+
+    def _text(self, text: str) -> None:
+        if not text:
+            return
+        s = self.session
+        item = self._open_message()
+        part = item.content[0]
+        self._text_chars_out += len(text)
+        if self.settings.audio:
+            part.segments.append((part.audio_ms, text.strip()))
+            part.transcript = (part.transcript or "") + text
+            s.emit({"type": "response.output_audio_transcript.delta", **self._ids(item), "delta": text})
+        else:
+            part.text = (part.text or "") + text
+            s.emit({"type": "response.output_text.delta", **self._ids(item), "delta": text})
+            self._first_output()
+
+    def _audio(self, pcm: np.ndarray, rate: int) -> None:
+        item = self._open_message()
+        if self._encoder is None or self._encoder_rate != rate:
+            self._encoder = OutputEncoder(self.settings.output_format, rate)
+            self._encoder_rate = rate
+        self._send_audio(item, self._encoder.encode(pcm))
+
+    def _send_audio(self, item: Item, data: bytes) -> None:
+        s = self.session
+        fmt = self.settings.output_format
+        part = item.content[0]
+        step = int(fmt.bytes_per_ms * DELTA_MS)
+        step -= step % 2
+        for start in range(0, len(data), step):
+            piece = data[start:start + step]
+            event = {"type": "response.output_audio.delta", **self._ids(item),
+                     "delta": base64.b64encode(piece).decode()}
+            if not s.emit_audio(event):
+                continue  # dropped for a client that does not read: not sent, so not heard
+            ms = fmt.duration_ms(len(piece))
+            assert part.audio is not None
+            part.audio.extend(piece)
+            self._audio_ms_out += ms
+            s.caller.playback.sent(item.id, ms)
+            self._first_output()
+
+    def _first_output(self) -> None:
+        if not self._first_sent:
+            self._first_sent = True
+            self.session.note_first_response()
+
+    def _close_message(self, status: str) -> None:
+        item = self._message
+        if item is None:
+            return
+        s = self.session
+        self._message = None
+        part = item.content[0]
+        if self.settings.audio:
+            if self._encoder is not None and status == "completed":
+                self._send_audio(item, self._encoder.flush())
+            self._encoder = None
+            s.emit({"type": "response.output_audio.done", **self._ids(item)})
+            s.emit({"type": "response.output_audio_transcript.done", **self._ids(item),
+                    "transcript": part.transcript or ""})
+            wire_part: dict[str, Any] = {"type": "audio", "transcript": part.transcript or ""}
+        else:
+            s.emit({"type": "response.output_text.done", **self._ids(item), "text": part.text or ""})
+            wire_part = {"type": "text", "text": part.text or ""}
+        s.emit({"type": "response.content_part.done", **self._ids(item), "part": wire_part})
+        item.status = "completed" if status == "completed" else "incomplete"  # type: ignore[assignment]
+        wire = item.to_wire(s.dialect)
+        s.emit({"type": "response.output_item.done", "response_id": self.id,
+                "output_index": self.output.index(item), "item": wire})
+        if self.settings.in_conversation:
+            s.emit({"type": "conversation.item.done", "previous_item_id": s.conversation.previous_of(item.id),
+                    "item": wire})
+            if s.recorder:
+                s.recorder.item(s, item)
+
+    # -- tools -------------------------------------------------------------------------------------
+
+    def _client_tool_call(self, call: ToolCall) -> None:
+        """A function call for the client to run: it answers with a function_call_output item."""
+        s = self.session
+        item = Item(id=new_id("item"), type="function_call", status="in_progress", call_id=call.call_id,
+                    name=call.name, arguments="")
+        index = len(self.output)
+        self.output.append(item)
+        s.emit({"type": "response.output_item.added", "response_id": self.id, "output_index": index,
+                "item": item.to_wire(s.dialect)})
+        if self.settings.in_conversation:
+            previous = s.conversation.add(item)
+            s.emit({"type": "conversation.item.added", "previous_item_id": previous,
+                    "item": item.to_wire(s.dialect)})
+        ids = {"response_id": self.id, "item_id": item.id, "output_index": index, "call_id": call.call_id}
+        s.emit({"type": "response.function_call_arguments.delta", **ids, "delta": call.arguments})
+        s.emit({"type": "response.function_call_arguments.done", **ids, "name": call.name,
+                "arguments": call.arguments})
+        item.arguments = call.arguments
+        item.status = "completed"
+        wire = item.to_wire(s.dialect)
+        s.emit({"type": "response.output_item.done", "response_id": self.id, "output_index": index, "item": wire})
+        if self.settings.in_conversation:
+            s.emit({"type": "conversation.item.done", "previous_item_id": s.conversation.previous_of(item.id),
+                    "item": wire})
+        self._first_output()
+        if s.recorder:
+            s.recorder.client_tool_call(s, item)
+
+    async def _run_gateway_tool(self, call: ToolCall) -> None:
+        """Run a gateway tool in place; the caller's client never sees the call, only the reply."""
+        s = self.session
+        ctx = ToolContext(call_id=call.call_id, session_id=s.id, agent=s.agent, roles=s.tool_context_roles(),
+                          actions=s)
+        started = time.monotonic()
+        result = await s.tools.call(call.name, call.arguments, ctx)
+        metrics.TOOL_CALLS.labels(call.name, result.status).inc()
+        metrics.TOOL_SECONDS.observe(time.monotonic() - started)
+        call_item = Item(id=new_id("item"), type="function_call", call_id=call.call_id, name=call.name,
+                         arguments=call.arguments)
+        output_item = Item(id=new_id("item"), type="function_call_output", call_id=call.call_id,
+                           output=result.output)
+        if self.settings.in_conversation:
+            s.conversation.add(call_item, internal=True)
+            s.conversation.add(output_item, internal=True)
+        else:
+            self._private_history += [
+                HistoryEntry(kind="function_call", name=call.name, call_id=call.call_id, arguments=call.arguments),
+                HistoryEntry(kind="function_call_output", name=call.name, call_id=call.call_id,
+                             output=result.output),
+            ]
+        if s.recorder:
+            s.recorder.gateway_tool_call(s, result)
+
+    # -- wire --------------------------------------------------------------------------------------
+
+    def _wire(self, status: str, details: dict[str, Any] | None) -> dict[str, Any]:
+        s = self.session
+        st = self.settings
+        out: dict[str, Any] = {
+            "object": "realtime.response",
+            "id": self.id,
+            "status": status,
+            "status_details": details,
+            "output": [item.to_wire(s.dialect) for item in self.output],
+            "conversation_id": f"conv_{s.id[5:]}" if st.in_conversation else None,
+            "max_output_tokens": st.max_output_tokens,
+            "usage": self.usage() if status != "in_progress" else None,
+            "metadata": st.metadata,
+        }
+        if s.dialect == "beta":
+            out.update(modalities=["text", "audio"] if st.audio else ["text"], voice=st.voice,
+                       output_audio_format=st.output_format.to_beta(), temperature=s.config.temperature)
+        else:
+            out.update(output_modalities=list(st.modalities),
+                       audio={"output": {"format": st.output_format.to_ga(), "voice": st.voice}})
+        return out
+
+    def usage(self) -> dict[str, Any]:
+        """Token usage in OpenAI's shape. The local engine has no tokens, so these are estimates
+        on OpenAI's scale (about 4 characters a text token, 50 ms an audio token) for cost comparison."""
+        history_chars = sum(len(e.text) + len(e.output) for e in self.session.conversation.history())
+        input_text = history_chars // 4
+        output_text = self._text_chars_out // 4
+        output_audio = int(self._audio_ms_out // 50)
+        return {
+            "total_tokens": input_text + output_text + output_audio,
+            "input_tokens": input_text,
+            "output_tokens": output_text + output_audio,
+            "input_token_details": {"text_tokens": input_text, "audio_tokens": 0, "cached_tokens": 0},
+            "output_token_details": {"text_tokens": output_text, "audio_tokens": output_audio},
+        }

@@ -1,0 +1,668 @@
+"""The Session: one call's conversation, input buffer, turn-taking and responses.
+
+A transport feeds it client events (`handle_message`) and caller audio (`append_audio`) and drains
+its `outbound` queue; an engine produces the content of each response. Everything a call does is
+decided here, so every transport gets the same barge-in, truncation, tools and bookkeeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from voxgate.agents import AgentConfig
+from voxgate.audio.formats import AudioFormatError, InputDecoder
+from voxgate.engines.base import Engine
+from voxgate.observability import metrics
+from voxgate.protocol import client_events as ce
+from voxgate.protocol.errors import RealtimeError, error_event
+from voxgate.protocol.ids import new_id
+from voxgate.protocol.items import ContentPart, Dialect, Item
+from voxgate.protocol.session_config import SessionConfig, default_turn_detection
+from voxgate.session.conversation import Conversation
+from voxgate.session.outbound import Outbound
+from voxgate.session.playback import PlaybackTracker
+from voxgate.session.recorder import CallRecorder
+from voxgate.session.response import ResponseRun, ResponseSettings
+from voxgate.session.turn_detection import SpeechStarted, SpeechStopped, TurnDetectionConfig, TurnDetector
+from voxgate.tools.redaction import redact
+from voxgate.tools.registry import ToolRegistry
+
+log = logging.getLogger("voxgate.session")
+
+VAD_RATE = 16000
+VAD_FRAME_MS = 32.0  # Silero scores 512-sample frames at 16 kHz
+MIN_COMMIT_MS = 100  # OpenAI refuses to commit less than 100 ms of audio
+
+
+class Caller(Protocol):
+    """The transport's end of the call, as the session needs it."""
+
+    transport: str
+    playback: PlaybackTracker
+
+    async def interrupt_playback(self) -> None:
+        """Stop agent audio at the caller now (carrier `clear`, drop RTP queue, flush the track)."""
+
+    async def transfer(self, target: str, reason: str) -> None: ...
+
+    async def hang_up(self, reason: str) -> None: ...
+
+    async def send_dtmf(self, digits: str) -> None: ...
+
+
+class VadStream(Protocol):
+    def feed(self, pcm: np.ndarray) -> list[float]: ...
+
+    def reset(self) -> None: ...
+
+
+@dataclass
+class _InputBuffer:
+    """Audio appended since the last commit or clear, as wire bytes and as 16 kHz PCM."""
+
+    wire: bytearray = field(default_factory=bytearray)
+    pcm: list[np.ndarray] = field(default_factory=list)
+    pcm_samples: int = 0
+    start_ms: float = 0.0  # stream time of the buffer's first sample
+
+    def duration_ms(self) -> float:
+        return self.pcm_samples * 1000.0 / VAD_RATE
+
+    def pcm_array(self) -> np.ndarray:
+        return np.concatenate(self.pcm) if self.pcm else np.zeros(0, dtype=np.int16)
+
+
+class Session:
+    def __init__(
+        self,
+        *,
+        agent: AgentConfig,
+        engine: Engine,
+        tools: ToolRegistry,
+        caller: Caller,
+        dialect: Dialect = "ga",
+        recorder: CallRecorder | None = None,
+        vad_factory: Callable[[], VadStream] | None = None,
+        model: str = "voxgate-local",
+        outbound_events: int = 512,
+        max_message_bytes: int = 16 * 1024 * 1024,
+        max_input_buffer_s: int = 120,
+        session_id: str | None = None,
+        initial_config: dict[str, Any] | None = None,
+    ) -> None:
+        self.id = session_id or new_id("sess")
+        self.agent = agent
+        self.engine = engine
+        self.tools = tools
+        self.caller = caller
+        self.dialect: Dialect = dialect
+        self.recorder = recorder
+        self.outbound = Outbound(outbound_events)
+        self.max_message_bytes = max_message_bytes
+        self.max_input_buffer_ms = max_input_buffer_s * 1000
+        self.config = SessionConfig(
+            id=self.id,
+            model=model,
+            instructions=agent.instructions,
+            voice=agent.voice,
+            turn_detection=default_turn_detection(
+                agent.turn_taking.silence_duration_ms, agent.turn_taking.threshold
+            ),
+            expires_at=int(time.time()) + 3600,
+        )
+        if initial_config:  # e.g. the session an ephemeral key was minted for
+            self.config = self.config.updated(initial_config, "ga", self._voices())
+        self.conversation = Conversation()
+        self.brain_state: dict[str, Any] = {}
+        self.closed = False
+        self.end_reason = ""
+        self.outcome = ""
+
+        self._decoder = InputDecoder(self.config.input_format, VAD_RATE)
+        self._buffer = _InputBuffer()
+        self._stream_ms = 0.0  # total caller audio received, the clock of audio_start/end_ms
+        self._response: ResponseRun | None = None
+        self._vad = vad_factory() if vad_factory else None
+        self._detector = self._make_detector()
+        self._speech_item_id: str | None = None  # the user item a speech_started announced
+        self._speech_start_ms: float | None = None
+        self._transcriptions: dict[str, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._pending_actions: list[Callable[[], Coroutine[Any, Any, None]]] = []
+        self.turn_ended_at: float | None = None  # monotonic time the caller's last turn ended
+        self.first_response_ms: float | None = None
+        self.turns = 0
+        self.interruptions = 0
+        self.started_at = time.monotonic()
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    async def start(self, *, greet: bool = False, caller_id: str | None = None) -> None:
+        metrics.SESSIONS_STARTED.labels(self.caller.transport).inc()
+        metrics.SESSIONS_ACTIVE.inc()
+        if self.recorder:
+            self.recorder.start_call(self, caller_id)
+        self.emit({"type": "session.created", "session": self.config.to_wire(self.dialect)})
+        if greet:
+            lines = [x for x in (self.agent.disclosure, self.agent.greeting) if x]
+            if lines:
+                self.say(" ".join(lines))
+
+    async def close(self, reason: str = "client_closed", status: str = "completed") -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.end_reason = self.end_reason or reason
+        if self._response is not None:
+            await self._response.cancel("client_cancelled")
+        for task in [*self._tasks, *self._transcriptions.values()]:
+            task.cancel()
+        await asyncio.gather(*self._tasks, *self._transcriptions.values(), return_exceptions=True)
+        metrics.SESSIONS_ACTIVE.dec()
+        if self.outbound.overflowed:
+            status = "dropped"
+            metrics.BUFFER_OVERFLOWS.inc()
+        if self.recorder:
+            await self.recorder.end_call(self, status)
+        self.outbound.close()
+
+    # -- output ------------------------------------------------------------------------------------
+
+    def emit(self, event: dict[str, Any]) -> None:
+        """Queue a server event (GA shape; the transport translates for beta)."""
+        event.setdefault("event_id", new_id("event"))
+        if event["type"] == "input_audio_buffer.dtmf_event_received":
+            event.pop("event_id")  # the one server event without an event_id
+        metrics.EVENTS.labels("out", event["type"]).inc()
+        self.outbound.put(event)
+
+    def emit_audio(self, event: dict[str, Any]) -> bool:
+        event.setdefault("event_id", new_id("event"))
+        sent = self.outbound.put_audio(event)
+        if not sent:
+            metrics.AUDIO_DROPPED.inc()
+        return sent
+
+    def error(self, exc: RealtimeError) -> None:
+        metrics.ERRORS.labels(exc.code).inc()
+        self.emit(exc.to_event())
+
+    # -- input: client events ----------------------------------------------------------------------
+
+    async def handle_message(self, raw: str | bytes) -> None:
+        """One client event off the wire. Never raises: mistakes become `error` events."""
+        try:
+            event = ce.parse_client_event(raw, self.dialect, self.max_message_bytes)
+            metrics.EVENTS.labels("in", type(event).__name__).inc()
+            await self.handle_event(event)
+        except RealtimeError as exc:
+            self.error(exc)
+        except Exception as exc:  # a bug must cost one event, not the call
+            log.exception("session %s: failed to handle a client event", self.id)
+            metrics.ERRORS.labels("server_error").inc()
+            self.emit(error_event("server_error", f"Internal error: {type(exc).__name__}", type="server_error"))
+
+    async def handle_event(self, event: ce.ClientEvent) -> None:
+        try:
+            await self._dispatch(event)
+        except RealtimeError as exc:
+            exc.event_id = exc.event_id or event.event_id
+            raise
+
+    async def _dispatch(self, event: ce.ClientEvent) -> None:
+        match event:
+            case ce.SessionUpdate(session=patch):
+                self._update_session(patch)
+            case ce.TranscriptionSessionUpdate(session=patch):
+                self._update_transcription_session(patch)
+            case ce.InputAudioBufferAppend(audio=audio):
+                await self.append_audio(audio)
+            case ce.InputAudioBufferCommit():
+                self._commit(manual=True)
+            case ce.InputAudioBufferClear():
+                self._clear_buffer()
+                self.emit({"type": "input_audio_buffer.cleared"})
+            case ce.ConversationItemCreate():
+                self._create_item(event)
+            case ce.ConversationItemRetrieve(item_id=item_id):
+                item = self._require_item(item_id)
+                self.emit({"type": "conversation.item.retrieved",
+                           "item": item.to_wire(self.dialect, include_audio=True)})
+            case ce.ConversationItemTruncate():
+                self._truncate(event.item_id, event.content_index, event.audio_end_ms)
+            case ce.ConversationItemDelete(item_id=item_id):
+                self.conversation.delete(item_id)
+                self.emit({"type": "conversation.item.deleted", "item_id": item_id})
+            case ce.ResponseCreate(response=params):
+                self.create_response(params)
+            case ce.ResponseCancel(response_id=response_id):
+                await self._cancel_by_client(response_id)
+            case ce.OutputAudioBufferClear():
+                await self._clear_output_buffer()
+
+    def _voices(self) -> set[str]:
+        return set(self.engine.voices())
+
+    def _update_session(self, patch: dict[str, Any]) -> None:
+        new = self.config.updated(patch, self.dialect, self._voices() or None)
+        if new.input_format != self.config.input_format:
+            self._decoder = InputDecoder(new.input_format, VAD_RATE)
+        if new.turn_detection != self.config.turn_detection:
+            self.config = new
+            self._detector = self._make_detector()
+        self.config = new
+        self.emit({"type": "session.updated", "session": self.config.to_wire(self.dialect)})
+
+    def _update_transcription_session(self, patch: dict[str, Any]) -> None:
+        allowed = {"input_audio_format", "input_audio_transcription", "turn_detection",
+                   "input_audio_noise_reduction", "include", "client_secret"}
+        for key in patch:
+            if key not in allowed:
+                raise RealtimeError("unknown_parameter", f"Unknown parameter: 'session.{key}'.",
+                                    param=f"session.{key}")
+        self._update_session({k: v for k, v in patch.items() if k not in ("include", "client_secret")})
+        # The beta SDK's model requires a client_secret on this event, even on a WebSocket.
+        session = {
+            "id": self.id,
+            "object": "realtime.transcription_session",
+            "input_audio_format": self.config.input_format.to_beta(),
+            "input_audio_transcription": self.config.transcription,
+            "turn_detection": self.config.turn_detection,
+            "modalities": ["text"],
+            "client_secret": {"value": "", "expires_at": self.config.expires_at},
+        }
+        self.emit({"type": "transcription_session.updated", "session": session})
+
+    # -- input: audio ------------------------------------------------------------------------------
+
+    def _make_detector(self) -> TurnDetector | None:
+        td = self.config.turn_detection
+        if td is None:
+            return None
+        return TurnDetector(TurnDetectionConfig.from_openai(td, min_speech_ms=self._min_speech_ms()))
+
+    def _min_speech_ms(self) -> int:
+        # Echo of the agent's own voice and short noises must not cut it off: while the agent is
+        # talking, the caller has to speak for a while before it counts as barge-in.
+        return self.agent.turn_taking.barge_in_min_speech_ms if self._response is not None else 60
+
+    async def append_audio(self, data: bytes) -> None:
+        """Caller audio in the session's input format (from the wire or from a carrier)."""
+        if self.closed:
+            return
+        try:
+            pcm = self._decoder.decode(data)
+        except AudioFormatError as exc:
+            raise RealtimeError("invalid_audio", str(exc), param="audio") from exc
+        if not pcm.size:
+            return
+        self._buffer.wire.extend(data)
+        self._buffer.pcm.append(pcm)
+        self._buffer.pcm_samples += pcm.size
+        chunk_ms = pcm.size * 1000.0 / VAD_RATE
+        self._stream_ms += chunk_ms
+        if self._detector is not None and self._vad is not None:
+            probs = self._vad.feed(pcm)
+            for turn_event in self._detector.feed(probs, VAD_FRAME_MS):
+                if isinstance(turn_event, SpeechStarted):
+                    await self._on_speech_started(turn_event.audio_start_ms)
+                elif isinstance(turn_event, SpeechStopped):
+                    self._on_speech_stopped(turn_event.audio_end_ms)
+            if self._speech_item_id is None:
+                self._trim_idle_buffer()
+        if self._buffer.duration_ms() > self.max_input_buffer_ms:
+            if self._speech_item_id is not None:
+                # A monologue longer than the buffer: end the turn here rather than grow without bound.
+                self._on_speech_stopped(self._stream_ms)
+            else:
+                self._clear_buffer()
+                raise RealtimeError("input_audio_buffer_full",
+                                    f"The input audio buffer holds at most {self.max_input_buffer_ms // 1000} s; "
+                                    "commit or clear it.", param="audio")
+
+    def _trim_idle_buffer(self) -> None:
+        """Outside speech, keep only the prefix padding: an idle line must not grow memory."""
+        keep_ms = float((self.config.turn_detection or {}).get("prefix_padding_ms", 300)) + 200.0
+        excess = self._buffer.duration_ms() - keep_ms
+        if excess < 1000.0:  # trim in steps, not on every frame
+            return
+        drop_samples = int(excess * VAD_RATE / 1000)
+        pcm = self._buffer.pcm_array()[drop_samples:]
+        fmt = self.config.input_format
+        drop_bytes = int(fmt.bytes_per_ms * excess)
+        drop_bytes -= drop_bytes % (2 if fmt.encoding == "pcm16" else 1)
+        del self._buffer.wire[:drop_bytes]
+        self._buffer.pcm = [pcm]
+        self._buffer.pcm_samples = pcm.size
+        self._buffer.start_ms += excess
+
+    async def _on_speech_started(self, audio_start_ms: float) -> None:
+        self._speech_item_id = new_id("item")
+        self._speech_start_ms = audio_start_ms
+        self.emit({"type": "input_audio_buffer.speech_started", "audio_start_ms": int(audio_start_ms),
+                   "item_id": self._speech_item_id})
+        td = self.config.turn_detection or {}
+        if self._response is not None and td.get("interrupt_response", True):
+            await self.barge_in()
+
+    async def barge_in(self) -> None:
+        """The caller spoke over the agent: silence the agent first, then do the bookkeeping."""
+        response = self._response
+        if response is None:
+            return
+        self.interruptions += 1
+        metrics.INTERRUPTIONS.inc()
+        await self.caller.interrupt_playback()
+        await response.cancel("turn_detected")
+        if self.caller.playback.server_side and response.audio_item is not None:
+            item = response.audio_item
+            heard = self.caller.playback.heard_ms(item.id)
+            self._truncate(item.id, 0, int(heard), clamp=True)
+            self.emit({"type": "output_audio_buffer.cleared", "response_id": response.id})
+
+    def _on_speech_stopped(self, audio_end_ms: float) -> None:
+        item_id = self._speech_item_id or new_id("item")
+        self.emit({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": int(audio_end_ms),
+                   "item_id": item_id})
+        self._speech_item_id = None
+        self.turn_ended_at = time.monotonic()
+        td = self.config.turn_detection or {}
+        item = self._commit(manual=False, item_id=item_id)
+        if item is not None and td.get("create_response", True) and self._response is None:
+            self.create_response(ce.ResponseParams(), trigger_item=item)
+
+    def _commit(self, *, manual: bool, item_id: str | None = None) -> Item | None:
+        duration = self._buffer.duration_ms()
+        if manual and duration < MIN_COMMIT_MS:
+            raise RealtimeError(
+                "input_audio_buffer_commit_empty",
+                f"Error committing input audio buffer: buffer too small. Expected at least {MIN_COMMIT_MS}ms "
+                f"of audio, but buffer only has {duration:.2f}ms of audio.",
+            )
+        if manual:
+            self.turn_ended_at = time.monotonic()
+        pcm = self._buffer.pcm_array()
+        part = ContentPart(type="input_audio", audio=bytearray(self._buffer.wire),
+                           audio_format=self.config.input_format)
+        item = Item(id=item_id or new_id("item"), type="message", role="user", content=[part])
+        self._clear_buffer()
+        previous = self.conversation.add(item)
+        self.emit({"type": "input_audio_buffer.committed", "item_id": item.id, "previous_item_id": previous})
+        self._announce_item(item, previous)
+        self.turns += 1
+        self._start_transcription(item, pcm)
+        return item
+
+    def _clear_buffer(self) -> None:
+        self._buffer = _InputBuffer(start_ms=self._stream_ms)
+        self._speech_item_id = None
+
+    def _start_transcription(self, item: Item, pcm: np.ndarray) -> None:
+        async def run() -> None:
+            started = time.monotonic()
+            try:
+                text = await self.engine.transcribe(pcm)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.exception("transcription failed")
+                if self.config.transcription is not None:
+                    self.emit({"type": "conversation.item.input_audio_transcription.failed", "item_id": item.id,
+                               "content_index": 0,
+                               "error": {"type": "server_error", "code": "transcription_failed",
+                                         "message": str(exc), "param": None}})
+                return
+            if text is None:
+                return
+            metrics.STT_SECONDS.observe(time.monotonic() - started)
+            shown = redact(text)[0] if self.agent.pci_mode else text
+            item.content[0].transcript = shown
+            if self.config.transcription is not None:
+                if shown:
+                    self.emit({"type": "conversation.item.input_audio_transcription.delta", "item_id": item.id,
+                               "content_index": 0, "delta": shown})
+                self.emit({
+                    "type": "conversation.item.input_audio_transcription.completed",
+                    "item_id": item.id, "content_index": 0, "transcript": shown,
+                    "usage": {"type": "duration", "seconds": round(pcm.size / VAD_RATE, 3)},
+                })
+            if self.recorder:
+                self.recorder.item(self, item)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._transcriptions[item.id] = task
+        task.add_done_callback(lambda _t: self._transcriptions.pop(item.id, None))
+
+    async def transcripts_settled(self) -> None:
+        """Wait until every committed user turn has its transcript (the brain needs the words)."""
+        pending = list(self._transcriptions.values())
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    # -- conversation items ------------------------------------------------------------------------
+
+    def _announce_item(self, item: Item, previous: str | None) -> None:
+        wire = item.to_wire(self.dialect)
+        self.emit({"type": "conversation.item.added", "previous_item_id": previous, "item": wire})
+        self.emit({"type": "conversation.item.done", "previous_item_id": previous, "item": wire})
+        if self.recorder:
+            self.recorder.item(self, item)
+
+    def _create_item(self, event: ce.ConversationItemCreate) -> None:
+        spec = event.item
+        item_id = spec.get("id") or new_id("item")
+        if spec["type"] == "message":
+            parts = []
+            for p in spec["content"]:
+                if p["type"].endswith("text"):
+                    parts.append(ContentPart(type=p["type"], text=p["text"]))
+                else:
+                    audio = p.get("audio")
+                    parts.append(ContentPart(type=p["type"], transcript=p.get("transcript"),
+                                             audio=bytearray(audio) if audio is not None else None,
+                                             audio_format=self.config.input_format))
+            item = Item(id=item_id, type="message", role=spec["role"], content=parts)
+        elif spec["type"] == "function_call":
+            item = Item(id=item_id, type="function_call", call_id=spec["call_id"], name=spec["name"],
+                        arguments=spec["arguments"])
+        else:
+            item = Item(id=item_id, type="function_call_output", call_id=spec["call_id"], output=spec["output"])
+        after = event.previous_item_id if event.has_previous else None
+        previous = self.conversation.add(item, after=after)
+        self._announce_item(item, previous)
+        if item.type == "message" and item.role == "user":
+            self.turn_ended_at = time.monotonic()
+            self.turns += 1
+            for part in item.content:
+                if part.type == "input_audio" and part.audio and part.transcript is None:
+                    self._start_transcription(item, InputDecoder(self.config.input_format, VAD_RATE)
+                                              .decode(bytes(part.audio)))
+
+    def _require_item(self, item_id: str) -> Item:
+        item = self.conversation.get(item_id)
+        if item is None:
+            raise RealtimeError("item_not_found", f"Item with item_id {item_id!r} not found.", param="item_id")
+        return item
+
+    def _truncate(self, item_id: str, content_index: int, audio_end_ms: int, clamp: bool = False) -> None:
+        item = self._require_item(item_id)
+        if item.type != "message" or item.role != "assistant":
+            raise RealtimeError("invalid_value", "Only assistant messages can be truncated.", param="item_id")
+        if content_index >= len(item.content) or item.content[content_index].type != "output_audio":
+            raise RealtimeError("invalid_value", "content_index does not point at an audio part.",
+                                param="content_index")
+        part = item.content[content_index]
+        total = part.audio_ms
+        if audio_end_ms > total + 1:
+            if not clamp:
+                raise RealtimeError(
+                    "invalid_value",
+                    f"Audio content of {total:.0f}ms is shorter than audio_end_ms {audio_end_ms}ms.",
+                    param="audio_end_ms",
+                )
+            audio_end_ms = int(total)
+        fmt = part.audio_format
+        if part.audio is not None and fmt is not None:
+            keep = int(fmt.bytes_per_ms * audio_end_ms)
+            keep -= keep % (2 if fmt.encoding == "pcm16" else 1)
+            del part.audio[keep:]
+        part.transcript = heard_transcript(part, audio_end_ms)
+        item.status = "incomplete"
+        self.emit({"type": "conversation.item.truncated", "item_id": item_id, "content_index": content_index,
+                   "audio_end_ms": audio_end_ms})
+        if self.recorder:
+            self.recorder.item(self, item, truncated_at_ms=audio_end_ms)
+
+    # -- responses ---------------------------------------------------------------------------------
+
+    @property
+    def response(self) -> ResponseRun | None:
+        return self._response
+
+    def create_response(self, params: ce.ResponseParams, trigger_item: Item | None = None,
+                        say: str | None = None) -> ResponseRun:
+        if self._response is not None:
+            raise RealtimeError(
+                "conversation_already_has_active_response",
+                f"Conversation already has an active response in progress: {self._response.id}. "
+                "Wait until the response is finished before creating a new one.",
+            )
+        settings = ResponseSettings.resolve(self, params)
+        run = ResponseRun(self, settings, say=say)
+        self._response = run
+        self._detector_min_speech_update()
+
+        def finished(_task: asyncio.Task[None]) -> None:
+            if self._response is run:
+                self._response = None
+                self._detector_min_speech_update()
+            if not self.closed:
+                self.response_finished()
+
+        task = asyncio.get_running_loop().create_task(run.run())
+        run.task = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(finished)
+        return run
+
+    def say(self, text: str) -> ResponseRun | None:
+        """Speak a fixed line (greeting, disclosure, handover) as an ordinary response."""
+        if self._response is not None or self.closed:
+            return None
+        return self.create_response(ce.ResponseParams(), say=text)
+
+    def _detector_min_speech_update(self) -> None:
+        if self._detector is not None:
+            self._detector.update(dataclasses.replace(self._detector.config, min_speech_ms=self._min_speech_ms()))
+
+    async def _cancel_by_client(self, response_id: str | None) -> None:
+        response = self._response
+        if response is None or (response_id is not None and response_id != response.id):
+            raise RealtimeError("response_cancel_not_active", "Cancellation failed: no active response found.",
+                                param="response_id" if response_id else None)
+        await self.caller.interrupt_playback()
+        await response.cancel("client_cancelled")
+
+    async def _clear_output_buffer(self) -> None:
+        await self.caller.interrupt_playback()
+        response = self._response
+        response_id = response.id if response else ""
+        if response is not None and response.audio_item is not None and self.caller.playback.server_side:
+            heard = self.caller.playback.heard_ms(response.audio_item.id)
+            await response.cancel("client_cancelled")
+            self._truncate(response.audio_item.id, 0, int(heard), clamp=True)
+        self.emit({"type": "output_audio_buffer.cleared", "response_id": response_id})
+
+    # -- call actions (tools and transports use these) --------------------------------------------
+
+    # A tool that moves or ends the call runs mid-response, before the agent has said its handover
+    # line; the call is moved once that response has finished (the transport then waits for the
+    # caller to have heard it).
+
+    async def transfer(self, target: str, reason: str) -> None:
+        self.outcome = "escalated"
+        self.end_reason = f"transferred: {redact(reason)[0]}"
+        metrics.ESCALATIONS.inc()
+        self._after_response(lambda: self.caller.transfer(target, reason))
+
+    async def hang_up(self, reason: str) -> None:
+        self.end_reason = reason
+        self.outcome = self.outcome or "hangup"
+        self._after_response(lambda: self.caller.hang_up(reason))
+
+    def _after_response(self, action: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        self._pending_actions.append(action)
+        if self._response is None:
+            self.response_finished()
+
+    def response_finished(self) -> None:
+        """Called as a response ends: run the call actions its tools asked for."""
+        actions, self._pending_actions = self._pending_actions, []
+        for action in actions:
+            task = asyncio.get_running_loop().create_task(action())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def send_dtmf(self, digits: str) -> None:
+        await self.caller.send_dtmf(digits)
+
+    def dtmf_received(self, digit: str) -> None:
+        """A key press from the caller (phones): GA clients see it; the brain gets it as input."""
+        self.emit({"type": "input_audio_buffer.dtmf_event_received", "event": digit, "received_at": int(time.time())})
+        digits = self.brain_state.setdefault("dtmf", [])
+        digits.append(digit)
+
+    def note_first_response(self) -> None:
+        """Called by a response when its first audio (or text) leaves: the turn latency KPI."""
+        if self.turn_ended_at is None:
+            return
+        latency_ms = (time.monotonic() - self.turn_ended_at) * 1000.0
+        self.turn_ended_at = None
+        metrics.FIRST_RESPONSE_SECONDS.observe(latency_ms / 1000.0)
+        if self.first_response_ms is None:
+            self.first_response_ms = latency_ms
+
+    def tool_context_roles(self) -> frozenset[str]:
+        return frozenset({"caller"})
+
+    def __repr__(self) -> str:
+        return f"<Session {self.id} agent={self.agent.name} transport={self.caller.transport}>"
+
+
+def heard_transcript(part: ContentPart, audio_end_ms: float) -> str:
+    """The words of an audio part that were spoken before `audio_end_ms`.
+
+    The engine emits each sentence's text just before its audio, so `part.segments` records where
+    every sentence starts; within a sentence, words are spread by their length.
+    """
+    segments = part.segments
+    if not segments:
+        return "" if audio_end_ms <= 0 else (part.transcript or "")
+    words: list[str] = []
+    total_ms = part.audio_ms or audio_end_ms
+    for i, (start, text) in enumerate(segments):
+        end = segments[i + 1][0] if i + 1 < len(segments) else max(total_ms, start)
+        if start >= audio_end_ms:
+            break
+        tokens = text.split()
+        if end <= audio_end_ms:
+            words.extend(tokens)
+            continue
+        span = max(end - start, 1.0)
+        weights = np.cumsum([len(t) + 1 for t in tokens], dtype=float)
+        heard_fraction = (audio_end_ms - start) / span
+        for token, upto in zip(tokens, weights / weights[-1], strict=True):
+            if upto <= heard_fraction + 1e-9:
+                words.append(token)
+        break
+    return " ".join(words)
+

@@ -1,0 +1,452 @@
+"""Call records: every session is a call with its items, tool calls and outcome, plus the audit trail.
+
+A session writes here from its own task while the call is live, so a write never raises and never
+waits longer than ``write_timeout_s``: a failing database costs the record (logged, and counted in
+``CallStore.failures``), a slow one costs the caller nothing (the write finishes in the background and
+is counted in ``CallStore.timeouts``). Each write returns True once it is committed.
+Reads (the control API, the dashboard) raise like any other query.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from voxgate.store.database import Database, StoreError
+from voxgate.store.models import AuditEvent, Call, CallItem, ToolCall, utc_now
+
+log = logging.getLogger(__name__)
+
+Transport = Literal["realtime_ws", "webrtc", "twilio", "telnyx", "sip"]
+CallStatus = Literal["active", "completed", "dropped", "transferred", "failed"]
+ItemType = Literal["message", "function_call", "function_call_output"]
+
+# A tool's output is capped before it reaches the row; the tools layer caps harder for the model.
+MAX_TOOL_OUTPUT_CHARS = 16_384
+TOOL_SUCCESS_STATUS = "completed"
+# Values under these detail keys are masked in audit events, whoever forgot to leave them out.
+SECRET_DETAIL_KEYS = frozenset({"secret", "key", "api_key", "token", "password", "authorization"})
+
+
+class CallNotFoundError(StoreError):
+    """A write named a call that was never started."""
+
+
+class CallStore:
+    """Writes and reads call records. ``now`` is the clock for timestamps (tests pass their own)."""
+
+    def __init__(
+        self, db: Database, *, now: Callable[[], datetime] = utc_now, write_timeout_s: float = 5.0
+    ) -> None:
+        self._db = db
+        self._now = now
+        self._write_timeout_s = write_timeout_s
+        self.failures = 0  # writes that were dropped; exported as a metric by the caller
+        self.timeouts = 0  # writes the caller stopped waiting for (they go on in the background)
+        self._in_flight: set[asyncio.Task[bool]] = set()
+
+    # -- writes: never raise -------------------------------------------------------------------
+
+    async def start_call(
+        self,
+        call_id: str,
+        *,
+        agent: str,
+        engine: str,
+        transport: Transport | str,
+        dialect: Literal["ga", "beta"] | None = None,
+        caller: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Open the call record with status ``active``. False if it could not be written."""
+
+        async def work(session: AsyncSession) -> None:
+            session.add(
+                Call(
+                    id=call_id,
+                    agent=agent,
+                    engine=engine,
+                    transport=transport,
+                    dialect=dialect,
+                    caller=caller,
+                    started_at=self._now(),
+                    status="active",
+                    turns=0,
+                    interruptions=0,
+                    meta=dict(metadata) if metadata is not None else None,
+                )
+            )
+
+        return await self._write("start_call", call_id, work)
+
+    async def upsert_item(
+        self,
+        call_id: str,
+        item_id: str,
+        *,
+        role: str | None,
+        type: ItemType | str,
+        text: str | None = None,
+        audio_ms: float | None = None,
+        truncated_at_ms: float | None = None,
+        status: str | None = None,
+    ) -> bool:
+        """Insert an item (numbered in arrival order) or update the one with this id.
+
+        On update, fields passed as None keep their stored value, so a transcript completion or a
+        truncation only has to name what changed.
+        """
+        table = CallItem.metadata.tables["call_items"]
+        earlier = sa.alias(table)  # aliased so the subquery never correlates with the INSERT
+        next_seq = (
+            sa.select(sa.func.coalesce(sa.func.max(earlier.c.seq), 0) + 1)
+            .where(earlier.c.call_id == call_id)
+            .scalar_subquery()
+        )
+        values = {
+            "call_id": call_id,
+            "item_id": item_id,
+            "seq": next_seq,
+            "role": role,
+            "type": type,
+            "text": text,
+            "audio_ms": _whole_ms(audio_ms),
+            "truncated_at_ms": _whole_ms(truncated_at_ms),
+            "status": status,
+            "created_at": self._now(),
+        }
+        updatable = ("role", "type", "text", "audio_ms", "truncated_at_ms", "status")
+
+        async def work(session: AsyncSession) -> None:
+            insert = postgresql.insert if self._db.dialect == "postgresql" else sqlite.insert
+            stmt = insert(table).values(values)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[table.c.call_id, table.c.item_id],
+                set_={name: sa.func.coalesce(stmt.excluded[name], table.c[name]) for name in updatable},
+            )
+            await session.execute(stmt)
+
+        return await self._write("upsert_item", call_id, work)
+
+    async def record_tool_call(
+        self,
+        call_id: str,
+        *,
+        tool_call_id: str,
+        name: str,
+        side: Literal["server", "client"] | str,
+        arguments: Any,
+        status: str,
+        output: str | None,
+        duration_ms: float | None,
+    ) -> bool:
+        """Record one tool invocation. ``status == "completed"`` counts as success in ``kpis``."""
+        if output is not None and len(output) > MAX_TOOL_OUTPUT_CHARS:
+            output = output[:MAX_TOOL_OUTPUT_CHARS] + "…[truncated]"
+
+        async def work(session: AsyncSession) -> None:
+            session.add(
+                ToolCall(
+                    call_id=call_id,
+                    tool_call_id=tool_call_id,
+                    name=name,
+                    side=side,
+                    arguments=arguments,
+                    status=status,
+                    output=output,
+                    duration_ms=duration_ms,
+                    created_at=self._now(),
+                )
+            )
+
+        return await self._write("record_tool_call", call_id, work)
+
+    async def end_call(
+        self,
+        call_id: str,
+        *,
+        status: CallStatus | str,
+        outcome: str | None = None,
+        end_reason: str | None = None,
+        first_response_ms: float | None = None,
+        turns: int = 0,
+        interruptions: int = 0,
+        usage: Mapping[str, Any] | None = None,
+        cost_usd: float | None = None,
+    ) -> bool:
+        """Close the call record: its final status, outcome and figures; duration from start to now."""
+
+        async def work(session: AsyncSession) -> None:
+            call = await session.get(Call, call_id)
+            if call is None:
+                raise CallNotFoundError(f"no call {call_id!r}")
+            ended_at = self._now()
+            call.ended_at = ended_at
+            call.duration_s = max(0.0, (ended_at - call.started_at).total_seconds())
+            call.status = status
+            call.outcome = outcome
+            call.end_reason = end_reason
+            call.first_response_ms = first_response_ms
+            call.turns = turns
+            call.interruptions = interruptions
+            call.usage = dict(usage) if usage is not None else None
+            call.cost_usd = cost_usd
+
+        return await self._write("end_call", call_id, work)
+
+    async def audit(
+        self, actor: str, action: str, subject: str | None = None, detail: Mapping[str, Any] | None = None
+    ) -> bool:
+        """Append to the audit trail, e.g. ``audit("api", "ephemeral_key.issued", key_id, {...})``."""
+
+        async def work(session: AsyncSession) -> None:
+            session.add(
+                AuditEvent(
+                    at=self._now(),
+                    actor=actor,
+                    action=action,
+                    subject=subject,
+                    detail=_mask_secrets(detail) if detail is not None else None,
+                )
+            )
+
+        return await self._write("audit", subject or "", work)
+
+    async def _write(self, op: str, subject: str, work: Callable[[AsyncSession], Awaitable[None]]) -> bool:
+        # The attempt runs as its own task so that neither a stuck database (SQLite waiting out a lock
+        # in its thread, PostgreSQL unreachable) nor the caller's cancellation at hang-up cuts it short:
+        # the caller waits at most write_timeout_s, and the record still lands if the database recovers.
+        attempt = asyncio.create_task(self._attempt(op, subject, work))
+        self._in_flight.add(attempt)
+        attempt.add_done_callback(self._in_flight.discard)
+        try:
+            return await asyncio.wait_for(asyncio.shield(attempt), self._write_timeout_s)
+        except TimeoutError:
+            self.timeouts += 1
+            log.warning(
+                "store: %s for %s not done in %.1f s; finishing in the background",
+                op,
+                subject,
+                self._write_timeout_s,
+            )
+            return False
+
+    async def _attempt(self, op: str, subject: str, work: Callable[[AsyncSession], Awaitable[None]]) -> bool:
+        try:
+            async with self._db.session() as session, session.begin():
+                await work(session)
+        except Exception as exc:  # a storage fault must cost this record, never the call
+            self.failures += 1
+            log.warning("store: %s for %s dropped (%d so far): %r", op, subject, self.failures, exc)
+            return False
+        return True
+
+    async def drain(self) -> None:
+        """Wait for writes still finishing in the background; call before closing the database."""
+        while self._in_flight:
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
+
+    # -- reads: raise on failure ---------------------------------------------------------------
+
+    async def get_call(self, call_id: str) -> dict[str, Any] | None:
+        """The call with its items (in order) and tool calls, JSON-ready; None if unknown."""
+        async with self._db.session() as session:
+            call = await session.get(Call, call_id)
+            if call is None:
+                return None
+            items = await session.scalars(
+                sa.select(CallItem).where(CallItem.call_id == call_id).order_by(CallItem.seq, CallItem.id)
+            )
+            tools = await session.scalars(
+                sa.select(ToolCall).where(ToolCall.call_id == call_id).order_by(ToolCall.id)
+            )
+            record = _call_dict(call)
+            record["items"] = [_item_dict(item) for item in items]
+            record["tool_calls"] = [_tool_call_dict(tool) for tool in tools]
+            return record
+
+    async def list_calls(
+        self, limit: int = 50, offset: int = 0, *, status: str | None = None, agent: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Newest first, without items."""
+        query = sa.select(Call).order_by(Call.started_at.desc(), Call.id.desc())
+        if status is not None:
+            query = query.where(Call.status == status)
+        if agent is not None:
+            query = query.where(Call.agent == agent)
+        async with self._db.session() as session:
+            calls = await session.scalars(query.limit(max(0, limit)).offset(max(0, offset)))
+            return [_call_dict(call) for call in calls]
+
+    async def list_audit(
+        self, limit: int = 100, offset: int = 0, *, action: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Audit events, newest first."""
+        query = sa.select(AuditEvent).order_by(AuditEvent.at.desc(), AuditEvent.id.desc())
+        if action is not None:
+            query = query.where(AuditEvent.action == action)
+        async with self._db.session() as session:
+            events = await session.scalars(query.limit(max(0, limit)).offset(max(0, offset)))
+            return [
+                {
+                    "id": e.id,
+                    "at": _iso(e.at),
+                    "actor": e.actor,
+                    "action": e.action,
+                    "subject": e.subject,
+                    "detail": e.detail,
+                }
+                for e in events
+            ]
+
+    async def kpis(self, since: datetime | None = None) -> dict[str, Any]:
+        """Figures over the calls started at or after ``since`` (all calls when None).
+
+        Rates are over finished calls (not ``active``) and are None when there are none:
+        drop rate (status ``dropped``), task completion (outcome ``task_completed``), escalation
+        (status ``transferred`` or outcome ``escalated``). Tool success is the share of tool calls
+        with status ``completed``. First-response percentiles interpolate linearly between ranks.
+        """
+        started = Call.started_at >= since if since is not None else sa.true()
+        async with self._db.session() as session:
+            by_status = {
+                status: count
+                for status, count in await session.execute(
+                    sa.select(Call.status, sa.func.count()).where(started).group_by(Call.status)
+                )
+            }
+            finished = sa.and_(started, Call.status != "active")
+            completed_tasks, escalated = (
+                await session.execute(
+                    sa.select(
+                        sa.func.count().filter(Call.outcome == "task_completed"),
+                        sa.func.count().filter(
+                            sa.or_(Call.status == "transferred", Call.outcome == "escalated")
+                        ),
+                    ).where(finished)
+                )
+            ).one()
+            tool_total, tool_ok = (
+                await session.execute(
+                    sa.select(sa.func.count(), sa.func.count().filter(ToolCall.status == TOOL_SUCCESS_STATUS))
+                    .join(Call, Call.id == ToolCall.call_id)
+                    .where(started, ToolCall.side == "server")  # client tools run outside the gateway
+                )
+            ).one()
+            first_response = sorted(
+                ms
+                for ms in await session.scalars(sa.select(Call.first_response_ms).where(started))
+                if ms is not None
+            )
+        total = sum(by_status.values())
+        ended = total - by_status.get("active", 0)
+        return {
+            "since": _iso(since) if since is not None else None,
+            "calls": total,
+            "active": by_status.get("active", 0),
+            "by_status": by_status,
+            "drop_rate": _ratio(by_status.get("dropped", 0), ended),
+            "task_completion_rate": _ratio(completed_tasks, ended),
+            "escalation_rate": _ratio(escalated, ended),
+            "tool_calls": tool_total,
+            "tool_success_rate": _ratio(tool_ok, tool_total),
+            "first_response_ms": {
+                "count": len(first_response),
+                "p50": percentile(first_response, 0.50),
+                "p95": percentile(first_response, 0.95),
+            },
+        }
+
+
+def percentile(ordered: Sequence[float], q: float) -> float | None:
+    """The q-quantile (0..1) of sorted values, interpolating between ranks; None for no values."""
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"quantile must be within 0..1, got {q}")
+    if not ordered:
+        return None
+    rank = q * (len(ordered) - 1)
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def _ratio(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
+
+
+def _whole_ms(ms: float | None) -> int | None:
+    return None if ms is None else round(ms)
+
+
+def _mask_secrets(detail: Mapping[str, Any]) -> dict[str, Any]:
+    masked: dict[str, Any] = {}
+    for key, value in detail.items():
+        if str(key).lower() in SECRET_DETAIL_KEYS:
+            masked[key] = "****"
+        elif isinstance(value, Mapping):
+            masked[key] = _mask_secrets(value)
+        else:
+            masked[key] = value
+    return masked
+
+
+def _iso(at: datetime | None) -> str | None:
+    return at.isoformat() if at is not None else None
+
+
+def _call_dict(call: Call) -> dict[str, Any]:
+    return {
+        "id": call.id,
+        "agent": call.agent,
+        "engine": call.engine,
+        "transport": call.transport,
+        "dialect": call.dialect,
+        "caller": call.caller,
+        "started_at": _iso(call.started_at),
+        "ended_at": _iso(call.ended_at),
+        "status": call.status,
+        "outcome": call.outcome,
+        "end_reason": call.end_reason,
+        "first_response_ms": call.first_response_ms,
+        "turns": call.turns,
+        "interruptions": call.interruptions,
+        "duration_s": call.duration_s,
+        "usage": call.usage,
+        "cost_usd": call.cost_usd,
+        "metadata": call.meta,
+    }
+
+
+def _item_dict(item: CallItem) -> dict[str, Any]:
+    return {
+        "item_id": item.item_id,
+        "seq": item.seq,
+        "role": item.role,
+        "type": item.type,
+        "text": item.text,
+        "audio_ms": item.audio_ms,
+        "truncated_at_ms": item.truncated_at_ms,
+        "status": item.status,
+        "created_at": _iso(item.created_at),
+    }
+
+
+def _tool_call_dict(tool: ToolCall) -> dict[str, Any]:
+    return {
+        "tool_call_id": tool.tool_call_id,
+        "name": tool.name,
+        "side": tool.side,
+        "arguments": tool.arguments,
+        "status": tool.status,
+        "output": tool.output,
+        "duration_ms": tool.duration_ms,
+        "created_at": _iso(tool.created_at),
+    }

@@ -1,0 +1,155 @@
+"""Checking tool schemas when an agent loads, and tool-call arguments before a tool runs.
+
+Schemas are JSON Schema Draft 2020-12. Formats are asserted, not just annotated: `date` (YYYY-MM-DD),
+`time` (RFC 3339 full-time, e.g. "14:30:00Z" or "14:30:00+02:00"), `date-time` and `email` reject
+malformed values, so a tool never receives "next Tuesday" where it asked for a date. Error messages
+name the parameter at fault ("items[0].qty: -1 is less than the minimum of 1") because the model
+reads them and retries.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from jsonschema import Draft202012Validator, FormatChecker
+from jsonschema.exceptions import SchemaError, ValidationError, best_match
+
+__all__ = ["ArgumentsError", "ArgumentsValidator", "ToolSchemaError", "check_tool_schema", "parse_arguments"]
+
+_MAX_ERRORS = 5
+_MAX_MESSAGE_CHARS = 200
+
+_TIME = re.compile(
+    r"^([01][0-9]|2[0-3]):([0-5][0-9]):([0-5][0-9]|60)(\.[0-9]+)?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$")
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s.]+(\.[^@\s.]+)+$")
+
+
+class ToolSchemaError(ValueError):
+    """A tool's `parameters` is not a usable JSON schema (raised when the agent's tools are built)."""
+
+
+@dataclass
+class ArgumentsError(Exception):
+    """The model's arguments are not a JSON object, or break the tool's schema."""
+
+    message: str
+    param: str | None = None  # path of the first failing parameter, e.g. "items[0].qty"
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _format_checker() -> FormatChecker:
+    checker = FormatChecker()
+
+    # jsonschema asserts `time` and `date-time` only when optional packages are installed; these
+    # checks have no dependencies and follow RFC 3339 as Draft 2020-12 asks.
+    @checker.checks("time", raises=ValueError)
+    def is_time(instance: object) -> bool:
+        return not isinstance(instance, str) or _TIME.match(instance) is not None
+
+    @checker.checks("date-time", raises=ValueError)
+    def is_date_time(instance: object) -> bool:
+        if not isinstance(instance, str):
+            return True
+        date, sep, time = instance.partition("T") if "T" in instance else instance.partition("t")
+        if not sep or _TIME.match(time) is None or len(date) != 10:
+            return False
+        dt.date.fromisoformat(date)
+        return True
+
+    # The stock check only looks for an "@"; a model that writes "jane at example dot com" should hear no.
+    @checker.checks("email")
+    def is_email(instance: object) -> bool:
+        return not isinstance(instance, str) or _EMAIL.match(instance) is not None
+
+    return checker
+
+
+_FORMAT_CHECKER = _format_checker()
+
+
+def _path(parts: Iterable[Any]) -> str:
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _shorten(text: str, limit: int = _MAX_MESSAGE_CHARS) -> str:
+    # Keep both ends: the value quoted at the start can be huge, the rule it broke comes at the end.
+    if len(text) <= limit:
+        return text
+    head = (limit - 1) // 2
+    return text[:head] + "…" + text[len(text) - (limit - 1 - head):]
+
+
+def check_tool_schema(tool_name: str, schema: dict[str, Any]) -> None:
+    """Raise ToolSchemaError unless `schema` is a valid Draft 2020-12 schema for an arguments object."""
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        where = _path(exc.path) or "parameters"
+        raise ToolSchemaError(
+            f"tool {tool_name!r}: invalid parameters schema at {where}: {_shorten(exc.message)}") from None
+    declared = schema.get("type")
+    if declared is not None and declared != "object":
+        raise ToolSchemaError(
+            f"tool {tool_name!r}: parameters must describe a JSON object (type: object), not {declared!r}")
+
+
+def parse_arguments(arguments: str) -> dict[str, Any]:
+    """Decode the model's arguments string; it must hold a JSON object. A blank string means no arguments."""
+    if not arguments.strip():
+        return {}
+    try:
+        value = json.loads(arguments)
+    except json.JSONDecodeError as exc:
+        raise ArgumentsError(
+            f"arguments are not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise ArgumentsError("arguments are nested too deeply") from None
+    if not isinstance(value, dict):
+        raise ArgumentsError(f"arguments must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+class ArgumentsValidator:
+    """A tool's schema compiled once; `validate` is called on every tool call."""
+
+    def __init__(self, tool_name: str, schema: dict[str, Any]) -> None:
+        check_tool_schema(tool_name, schema)
+        self.tool_name = tool_name
+        self._validator = Draft202012Validator(schema, format_checker=_FORMAT_CHECKER)
+
+    def validate(self, arguments: dict[str, Any]) -> None:
+        """Raise ArgumentsError naming the failing parameters unless `arguments` fits the schema."""
+        errors = list(self._validator.iter_errors(arguments))
+        if not errors:
+            return
+        first = best_match(errors)
+        ordered = [first, *sorted((e for e in errors if e is not first), key=lambda e: list(e.absolute_path))]
+        messages = [self._describe(e) for e in ordered[:_MAX_ERRORS]]
+        if len(errors) > _MAX_ERRORS:
+            messages.append(f"and {len(errors) - _MAX_ERRORS} more")
+        raise ArgumentsError("; ".join(messages), param=_path(first.absolute_path) or _missing_name(first))
+
+    @staticmethod
+    def _describe(error: ValidationError) -> str:
+        where = _path(error.absolute_path)
+        return _shorten(f"{where}: {error.message}" if where else error.message)
+
+
+def _missing_name(error: ValidationError) -> str | None:
+    # A missing property fails at its parent; name the property itself so the model knows what to add.
+    if error.validator == "required" and isinstance(error.instance, dict):
+        required: Any = error.validator_value
+        missing = [name for name in required if name not in error.instance]
+        if missing:
+            return _path([*error.absolute_path, missing[0]])
+    return None

@@ -1,0 +1,111 @@
+"""The Realtime WebSocket transport: OpenAI's protocol over `/v1/realtime`, GA or beta.
+
+The client owns playback here (it plays the audio deltas itself), so barge-in is the session's
+`speech_started` plus the client's own `conversation.item.truncate`; the server only knows what it sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import TYPE_CHECKING
+
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from voxgate.protocol.dialect import for_dialect
+from voxgate.protocol.errors import RealtimeError
+from voxgate.protocol.items import Dialect
+from voxgate.session.playback import PlaybackTracker
+
+if TYPE_CHECKING:
+    from voxgate.session.session import Session
+
+log = logging.getLogger("voxgate.ws")
+
+
+class WebSocketCaller:
+    """A Realtime WebSocket client, as the session sees it."""
+
+    transport = "realtime_ws"
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self.websocket = websocket
+        self.playback = PlaybackTracker(server_side=False)
+        self.hangup_requested = asyncio.Event()
+
+    async def interrupt_playback(self) -> None:
+        """Nothing to do server-side: the client stops its player on `speech_started`."""
+
+    async def transfer(self, target: str, reason: str) -> None:
+        # A WebSocket client is an app, not a phone line: it learns of the transfer from the
+        # agent's reply and the call record; there is no carrier to move the call.
+        log.info("transfer requested on a WebSocket session (target %s)", target)
+
+    async def hang_up(self, reason: str) -> None:
+        self.hangup_requested.set()
+
+    async def send_dtmf(self, digits: str) -> None:
+        raise RealtimeError("unsupported", "DTMF cannot be sent on a WebSocket session.")
+
+
+async def pump_outbound(session: Session, websocket: WebSocket, dialect: Dialect) -> None:
+    """Drain the session's outbound queue onto the socket (one writer, so one slow peer waits alone)."""
+    while True:
+        event = await session.outbound.get()
+        if event is None:
+            return
+        wire = for_dialect(event, dialect)
+        if wire is not None:
+            await websocket.send_text(json.dumps(wire, separators=(",", ":")))
+
+
+async def run_websocket_session(session: Session, websocket: WebSocket, caller: WebSocketCaller,
+                                max_seconds: float) -> None:
+    """Serve one accepted socket until either side goes away; the session is closed on every path."""
+    writer = asyncio.create_task(pump_outbound(session, websocket, session.dialect))
+    hangup = asyncio.create_task(caller.hangup_requested.wait())
+    reader = asyncio.create_task(_read(session, websocket))
+    close_code, close_reason = 1000, ""
+    try:
+        done, _ = await asyncio.wait({writer, reader, hangup}, timeout=max_seconds,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if not done:
+            session.error(RealtimeError("session_expired", "The session reached its maximum duration."))
+            close_reason = "session expired"
+        elif session.outbound.overflowed:
+            close_code, close_reason = 1008, "client is not reading"
+        elif hangup in done:
+            # Let the goodbye play out: wait for the response to finish before closing.
+            if session.response is not None and session.response.task is not None:
+                await asyncio.wait({session.response.task}, timeout=30)
+    finally:
+        reason = "client_closed" if reader.done() else "server_closed"
+        await session.close(reason, status="dropped" if session.outbound.overflowed else "completed")
+        reader.cancel()
+        hangup.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.wait_for(writer, timeout=2.0)  # flush what is queued (response.done, errors)
+        if websocket.application_state == WebSocketState.CONNECTED:
+            with contextlib.suppress(Exception):
+                await websocket.close(close_code, close_reason)
+
+
+async def _read(session: Session, websocket: WebSocket) -> None:
+    try:
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            text = message.get("text")
+            if text is None:
+                data = message.get("bytes") or b""
+                try:
+                    text = data.decode()
+                except UnicodeDecodeError:
+                    session.error(RealtimeError("invalid_json", "Binary frames must hold UTF-8 JSON."))
+                    continue
+            await session.handle_message(text)
+    except WebSocketDisconnect:
+        return

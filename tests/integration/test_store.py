@@ -1,0 +1,429 @@
+"""The storage layer against a real SQLite file: migrations, call records, KPIs and keys."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from hypothesis import given
+from hypothesis import strategies as st
+
+from voxgate.store.calls import MAX_TOOL_OUTPUT_CHARS, CallStore, percentile
+from voxgate.store.database import Database, DatabaseClosedError, async_url
+from voxgate.store.keys import KeyStore
+from voxgate.store.models import Base
+
+T0 = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, at: datetime = T0) -> None:
+        self.at = at
+
+    def __call__(self) -> datetime:
+        return self.at
+
+    def advance(self, seconds: float) -> None:
+        self.at += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "nested" / "dir" / "voxgate.db"
+
+
+@pytest.fixture
+async def db(db_path: Path):
+    database = Database(f"sqlite+aiosqlite:///{db_path}")
+    await database.connect()
+    await database.upgrade()
+    yield database
+    await database.aclose()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def calls(db: Database, clock: Clock) -> CallStore:
+    return CallStore(db, now=clock)
+
+
+@pytest.fixture
+def keys(db: Database, clock: Clock) -> KeyStore:
+    return KeyStore(db, now=clock)
+
+
+# -- database and migrations ------------------------------------------------------------------
+
+
+async def test_upgrade_is_idempotent_and_matches_models(db: Database, db_path: Path) -> None:
+    await db.upgrade()  # second run on the same database: nothing to do, no error
+    again = Database(f"sqlite+aiosqlite:///{db_path}")
+    await again.connect()
+    await again.upgrade()  # and from a fresh process-like start
+    async with again.engine.connect() as conn:
+        version = (await conn.execute(sa.text("SELECT version_num FROM alembic_version"))).scalars().all()
+        diffs = await conn.run_sync(lambda c: compare_metadata(MigrationContext.configure(c), Base.metadata))
+    await again.aclose()
+    assert version == ["0001"]
+    assert diffs == [], f"models and migrations disagree: {diffs}"
+
+
+async def test_sqlite_file_uses_wal_and_foreign_keys(db: Database, db_path: Path) -> None:
+    assert await asyncio.to_thread(db_path.exists)  # parent directories were created
+    async with db.engine.connect() as conn:
+        assert (await conn.execute(sa.text("PRAGMA journal_mode"))).scalar() == "wal"
+        assert (await conn.execute(sa.text("PRAGMA foreign_keys"))).scalar() == 1
+    with sqlite3.connect(db_path) as raw:  # WAL is a property of the file, seen by any reader
+        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_urls_get_async_drivers_and_bad_ones_are_refused() -> None:
+    assert async_url("sqlite:///x.db").drivername == "sqlite+aiosqlite"
+    assert async_url("postgres://u:p@h/db").drivername == "postgresql+asyncpg"
+    assert async_url("postgresql+asyncpg://u@h/db").drivername == "postgresql+asyncpg"
+    with pytest.raises(ValueError, match="unsupported database"):
+        Database("mysql://u@h/db")
+    with pytest.raises(ValueError, match="unsupported driver"):
+        Database("postgresql+psycopg2://u@h/db")
+    with pytest.raises(ValueError, match="not a database URL"):
+        Database("not a url")
+
+
+async def test_session_before_connect_raises_typed_error(tmp_path: Path) -> None:
+    database = Database(f"sqlite:///{tmp_path / 'x.db'}")
+    with pytest.raises(DatabaseClosedError):
+        database.session()
+    with pytest.raises(DatabaseClosedError):
+        await database.upgrade()
+
+
+# -- call records ----------------------------------------------------------------------------
+
+
+async def test_call_round_trip(calls: CallStore, clock: Clock) -> None:
+    assert await calls.start_call(
+        "sess_1",
+        agent="acme",
+        engine="local",
+        transport="twilio",
+        caller="+15551230000",
+        metadata={"stream_sid": "MZ1"},
+    )
+    clock.advance(1)
+    assert await calls.upsert_item(
+        "sess_1", "item_u1", role="user", type="message", text="hi", audio_ms=820.4
+    )
+    clock.advance(1)
+    assert await calls.upsert_item(
+        "sess_1", "item_a1", role="assistant", type="message", status="in_progress"
+    )
+    assert await calls.upsert_item("sess_1", "item_f1", role=None, type="function_call", text='{"id": 7}')
+    assert await calls.record_tool_call(
+        "sess_1",
+        tool_call_id="call_1",
+        name="lookup_order",
+        side="server",
+        arguments={"id": 7, "card": "****"},
+        status="completed",
+        output='{"state": "shipped"}',
+        duration_ms=12.5,
+    )
+    clock.advance(8.5)
+    assert await calls.end_call(
+        "sess_1",
+        status="completed",
+        outcome="task_completed",
+        end_reason="caller hung up",
+        first_response_ms=640.0,
+        turns=3,
+        interruptions=1,
+        usage={"input_tokens": 120, "output_tokens": 80},
+        cost_usd=0.0123,
+    )
+
+    call = await calls.get_call("sess_1")
+    assert call is not None
+    assert call["status"] == "completed" and call["outcome"] == "task_completed"
+    assert call["transport"] == "twilio" and call["dialect"] is None and call["caller"] == "+15551230000"
+    assert call["metadata"] == {"stream_sid": "MZ1"}
+    assert call["usage"] == {"input_tokens": 120, "output_tokens": 80}
+    assert call["started_at"] == T0.isoformat()
+    assert call["ended_at"] == (T0 + timedelta(seconds=10.5)).isoformat()
+    assert call["duration_s"] == pytest.approx(10.5)
+    assert (call["turns"], call["interruptions"], call["first_response_ms"]) == (3, 1, 640.0)
+    assert [(i["seq"], i["item_id"], i["role"]) for i in call["items"]] == [
+        (1, "item_u1", "user"),
+        (2, "item_a1", "assistant"),
+        (3, "item_f1", None),
+    ]
+    assert call["items"][0]["audio_ms"] == 820
+    assert call["tool_calls"] == [
+        {
+            "tool_call_id": "call_1",
+            "name": "lookup_order",
+            "side": "server",
+            "arguments": {"id": 7, "card": "****"},
+            "status": "completed",
+            "output": '{"state": "shipped"}',
+            "duration_ms": 12.5,
+            "created_at": (T0 + timedelta(seconds=2)).isoformat(),
+        }
+    ]
+    assert await calls.get_call("sess_missing") is None
+    assert calls.failures == 0
+
+
+async def test_upsert_updates_only_what_is_given(calls: CallStore) -> None:
+    await calls.start_call("sess_1", agent="acme", engine="openai", transport="realtime_ws", dialect="ga")
+    await calls.upsert_item("sess_1", "item_a", role="assistant", type="message", status="in_progress")
+    await calls.upsert_item("sess_1", "item_b", role="user", type="message")
+    # transcript completion, then a barge-in truncation that also shortens the text
+    await calls.upsert_item(
+        "sess_1",
+        "item_a",
+        role="assistant",
+        type="message",
+        text="Your order ships tomorrow and",
+        audio_ms=3000,
+    )
+    await calls.upsert_item(
+        "sess_1", "item_a", role="assistant", type="message", text="Your order", truncated_at_ms=1250.6
+    )
+    await calls.upsert_item("sess_1", "item_a", role="assistant", type="message", status="incomplete")
+
+    call = await calls.get_call("sess_1")
+    assert call is not None
+    first, second = call["items"]
+    assert (first["item_id"], first["seq"], second["item_id"], second["seq"]) == ("item_a", 1, "item_b", 2)
+    assert first["text"] == "Your order"
+    assert (first["audio_ms"], first["truncated_at_ms"], first["status"]) == (3000, 1251, "incomplete")
+    # seq numbering is per call
+    await calls.start_call("sess_2", agent="acme", engine="local", transport="sip")
+    await calls.upsert_item("sess_2", "item_a", role="user", type="message")
+    other = await calls.get_call("sess_2")
+    assert other is not None and [i["seq"] for i in other["items"]] == [1]
+
+
+async def test_tool_output_is_capped(calls: CallStore) -> None:
+    await calls.start_call("sess_1", agent="acme", engine="local", transport="webrtc")
+    await calls.record_tool_call(
+        "sess_1",
+        tool_call_id="call_x",
+        name="dump",
+        side="client",
+        arguments="not even JSON {",
+        status="failed",
+        output="x" * (MAX_TOOL_OUTPUT_CHARS * 2),
+        duration_ms=None,
+    )
+    call = await calls.get_call("sess_1")
+    assert call is not None
+    (tool,) = call["tool_calls"]
+    assert tool["arguments"] == "not even JSON {"
+    assert len(tool["output"]) < MAX_TOOL_OUTPUT_CHARS + 20 and tool["output"].endswith("[truncated]")
+
+
+async def test_list_calls_newest_first_with_filters(calls: CallStore, clock: Clock) -> None:
+    for n in range(5):
+        await calls.start_call(
+            f"sess_{n}", agent="acme" if n % 2 else "bank", engine="local", transport="sip"
+        )
+        clock.advance(1)
+    await calls.end_call("sess_3", status="dropped")
+    assert [c["id"] for c in await calls.list_calls()] == ["sess_4", "sess_3", "sess_2", "sess_1", "sess_0"]
+    assert [c["id"] for c in await calls.list_calls(limit=2, offset=1)] == ["sess_3", "sess_2"]
+    assert [c["id"] for c in await calls.list_calls(agent="acme")] == ["sess_3", "sess_1"]
+    assert [c["id"] for c in await calls.list_calls(status="dropped")] == ["sess_3"]
+    assert "items" not in (await calls.list_calls(limit=1))[0]
+
+
+async def test_audit_trail_masks_secrets(calls: CallStore, clock: Clock) -> None:
+    await calls.audit("admin", "key.created", "key_1", {"name": "ci", "secret": "vg_abc"})
+    clock.advance(1)
+    await calls.audit("api", "ephemeral_key.issued", "key_2", {"session": {"token": "ek_x", "model": "m"}})
+    events = await calls.list_audit()
+    assert [e["action"] for e in events] == ["ephemeral_key.issued", "key.created"]
+    assert events[1]["detail"] == {"name": "ci", "secret": "****"}
+    assert events[0]["detail"] == {"session": {"token": "****", "model": "m"}}
+    assert [e["subject"] for e in await calls.list_audit(action="key.created")] == ["key_1"]
+
+
+async def test_kpis(calls: CallStore, clock: Clock) -> None:
+    assert (await calls.kpis())["calls"] == 0
+    assert (await calls.kpis())["drop_rate"] is None
+    outcomes = [  # (status, outcome, first_response_ms)
+        ("completed", "task_completed", 100.0),
+        ("completed", "task_completed", 200.0),
+        ("transferred", "escalated", 300.0),
+        ("dropped", "hangup", 400.0),
+        ("failed", None, None),
+    ]
+    clock.advance(-3600)
+    await calls.start_call("sess_old", agent="acme", engine="local", transport="sip")
+    await calls.end_call("sess_old", status="dropped", first_response_ms=9999.0)
+    clock.at = T0
+    for n, (status, outcome, first_ms) in enumerate(outcomes):
+        await calls.start_call(f"sess_{n}", agent="acme", engine="local", transport="twilio")
+        await calls.end_call(f"sess_{n}", status=status, outcome=outcome, first_response_ms=first_ms)
+    await calls.start_call("sess_live", agent="acme", engine="local", transport="webrtc")
+    for n, status in enumerate(["completed", "completed", "completed", "failed"]):
+        await calls.record_tool_call(
+            "sess_0",
+            tool_call_id=f"c{n}",
+            name="t",
+            side="server",
+            arguments={},
+            status=status,
+            output=None,
+            duration_ms=1.0,
+        )
+
+    k = await calls.kpis(since=T0)
+    assert k["calls"] == 6 and k["active"] == 1
+    assert k["by_status"] == {"completed": 2, "transferred": 1, "dropped": 1, "failed": 1, "active": 1}
+    assert k["drop_rate"] == pytest.approx(1 / 5)
+    assert k["task_completion_rate"] == pytest.approx(2 / 5)
+    assert k["escalation_rate"] == pytest.approx(1 / 5)
+    assert (k["tool_calls"], k["tool_success_rate"]) == (4, pytest.approx(0.75))
+    assert k["first_response_ms"] == {"count": 4, "p50": pytest.approx(250.0), "p95": pytest.approx(385.0)}
+
+    everything = await calls.kpis()
+    assert everything["calls"] == 7 and everything["drop_rate"] == pytest.approx(2 / 6)
+    assert everything["first_response_ms"]["count"] == 5
+
+
+@given(st.lists(st.floats(min_value=0, max_value=1e6), min_size=1, max_size=50), st.floats(0, 1))
+def test_percentile_matches_numpy(values: list[float], q: float) -> None:
+    assert percentile(sorted(values), q) == pytest.approx(float(np.percentile(values, q * 100)), abs=1e-6)
+
+
+def test_percentile_edges() -> None:
+    assert percentile([], 0.5) is None
+    assert percentile([7.0], 0.95) == 7.0
+    with pytest.raises(ValueError):
+        percentile([1.0], 1.5)
+
+
+# -- writes never raise ------------------------------------------------------------------------
+
+
+async def test_writes_to_a_closed_database_are_counted_not_raised(db: Database, calls: CallStore) -> None:
+    await calls.start_call("sess_1", agent="acme", engine="local", transport="sip")
+    await db.aclose()
+    assert await calls.upsert_item("sess_1", "item_1", role="user", type="message", text="hi") is False
+    assert (
+        await calls.record_tool_call(
+            "sess_1",
+            tool_call_id="c",
+            name="t",
+            side="server",
+            arguments={},
+            status="completed",
+            output=None,
+            duration_ms=1.0,
+        )
+        is False
+    )
+    assert await calls.end_call("sess_1", status="completed") is False
+    assert await calls.audit("api", "call.transferred", "sess_1", {}) is False
+    assert calls.failures == 4
+    with pytest.raises(DatabaseClosedError):  # reads do raise
+        await calls.get_call("sess_1")
+
+
+async def test_integrity_failures_are_counted_not_raised(calls: CallStore) -> None:
+    assert await calls.upsert_item("sess_nope", "item_1", role="user", type="message") is False  # FK
+    assert await calls.end_call("sess_nope", status="completed") is False
+    await calls.start_call("sess_1", agent="acme", engine="local", transport="sip")
+    assert await calls.start_call("sess_1", agent="acme", engine="local", transport="sip") is False  # dup
+    assert calls.failures == 3
+    call = await calls.get_call("sess_1")
+    assert call is not None and call["status"] == "active"
+
+
+async def test_a_locked_database_does_not_block_the_call(db: Database, db_path: Path) -> None:
+    slow = CallStore(db, write_timeout_s=0.2)
+    with sqlite3.connect(db_path, timeout=0) as blocker:
+        blocker.execute("BEGIN EXCLUSIVE")  # another writer holds the file; SQLite would wait 5 s for it
+        assert await slow.start_call("sess_1", agent="acme", engine="local", transport="sip") is False
+        assert (slow.timeouts, slow.failures) == (1, 0)  # the caller stopped waiting; nothing failed
+        blocker.rollback()
+    await slow.drain()  # the write went on in the background and landed once the lock was gone
+    assert slow.failures == 0
+    assert await slow.get_call("sess_1") is not None
+
+
+async def test_a_write_survives_the_caller_being_cancelled(calls: CallStore) -> None:
+    await calls.start_call("sess_1", agent="acme", engine="local", transport="sip")
+    hangup = asyncio.create_task(calls.end_call("sess_1", status="completed", outcome="hangup"))
+    await asyncio.sleep(0)  # the write has started
+    hangup.cancel()
+    await calls.drain()
+    call = await calls.get_call("sess_1")
+    assert call is not None and call["outcome"] == "hangup"
+
+
+# -- keys --------------------------------------------------------------------------------------
+
+
+async def test_api_key_create_verify_revoke(keys: KeyStore, clock: Clock) -> None:
+    key_id, secret = await keys.create("ci", scopes=["calls:read", "keys:write"])
+    assert secret.startswith("vg_") and len(secret) > 40
+    record = await keys.verify(secret)
+    assert record is not None
+    assert (record.id, record.name, record.kind) == (key_id, "ci", "api")
+    assert record.scopes == ("calls:read", "keys:write") and record.expires_at is None
+
+    assert await keys.verify(secret + "x") is None
+    assert await keys.verify("ek_" + secret[3:]) is None
+    assert await keys.verify("") is None
+    assert await keys.verify("Bearer " + secret) is None
+
+    (listed,) = await keys.list()
+    assert listed["id"] == key_id and listed["prefix"] == secret[:10]
+    assert listed["used_at"] == T0.isoformat() and listed["revoked_at"] is None
+    assert secret not in str(listed) and "hash" not in listed
+
+    clock.advance(5)
+    assert await keys.revoke(key_id) is True
+    assert await keys.revoke(key_id) is False
+    assert await keys.revoke("key_unknown") is False
+    assert await keys.verify(secret) is None
+
+
+async def test_ephemeral_key_is_bound_and_expires(keys: KeyStore, clock: Clock) -> None:
+    config = {"type": "realtime", "model": "voxgate-local", "audio": {"output": {"voice": "joe"}}}
+    key_id, secret = await keys.create("browser", kind="ephemeral", ttl_s=60, session_config=config)
+    _, default_ttl = await keys.create("browser", kind="ephemeral")
+    assert secret.startswith("ek_")
+    clock.advance(59)
+    record = await keys.verify(secret)
+    assert record is not None and record.kind == "ephemeral" and record.session_config == config
+    assert record.expires_at == T0 + timedelta(seconds=60)
+    clock.advance(1)
+    assert await keys.verify(secret) is None  # expiry is exclusive
+    assert await keys.verify(default_ttl) is not None  # 600 s by default
+    assert [k["kind"] for k in await keys.list(kind="api")] == []
+    assert await keys.purge_expired() == 1
+    assert [k["id"] for k in await keys.list()] != [key_id]
+    assert len(await keys.list()) == 1
+
+
+async def test_bad_key_arguments_raise_value_error(keys: KeyStore) -> None:
+    with pytest.raises(ValueError, match="kind"):
+        await keys.create("x", kind="master")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="ttl_s"):
+        await keys.create("x", ttl_s=0)

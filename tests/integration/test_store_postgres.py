@@ -1,0 +1,228 @@
+"""The storage layer against a real PostgreSQL server, started here from Debian's `postgresql` package.
+
+The cluster lives in a temporary directory for this module only: initdb, pg_ctl start on a free
+loopback port (its unix socket in the same directory), one fresh database per test, pg_ctl stop.
+As root the server runs as the `postgres` OS user, since PostgreSQL refuses to run as root.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import os
+import pwd
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from voxgate.store.calls import CallStore
+from voxgate.store.database import Database
+from voxgate.store.keys import KeyStore
+from voxgate.store.models import Base
+
+T0 = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
+SUPERUSER = "voxgate"
+
+
+def _server_binaries() -> Path:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[-3]))
+    if not found:
+        pytest.fail(
+            "PostgreSQL server binaries not found (/usr/lib/postgresql/*/bin/initdb): "
+            "install them with `apt-get install -y postgresql` (the Makefile's setup does this)",
+            pytrace=False,
+        )
+    return Path(found[-1]).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def postgres_server() -> Iterator[tuple[str, int]]:
+    """A running PostgreSQL cluster; yields (host, port) with trust auth for SUPERUSER."""
+    bindir = _server_binaries()
+    as_user: list[str] = []
+    # Under /tmp directly: pytest's tmp_path sits below a root-only (0700) directory.
+    workdir = Path(tempfile.mkdtemp(prefix="voxgate-pg-"))
+    if os.geteuid() == 0:
+        try:
+            owner = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.fail("running as root but there is no `postgres` OS user to run the server", pytrace=False)
+        os.chown(workdir, owner.pw_uid, owner.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    data, log = workdir / "data", workdir / "server.log"
+    port = _free_port()
+
+    def run(*args: str) -> None:
+        done = subprocess.run([*as_user, *args], capture_output=True, text=True, timeout=120, check=False)
+        if done.returncode != 0:
+            server_log = log.read_text() if log.exists() else ""
+            pytest.fail(f"{args[0]} failed:\n{done.stdout}\n{done.stderr}\n{server_log}", pytrace=False)
+
+    try:
+        run(
+            str(bindir / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            SUPERUSER,
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+            "--no-instructions",
+        )
+        options = f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1 -c fsync=off -c timezone=Asia/Tokyo"
+        run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w", "start")
+        try:
+            yield "127.0.0.1", port
+        finally:
+            subprocess.run(
+                [*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
+                capture_output=True,
+                timeout=60,
+                check=False,
+            )
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+async def pg_url(postgres_server: tuple[str, int]) -> AsyncIterator[str]:
+    host, port = postgres_server
+    name = "t_" + secrets.token_hex(4)
+    admin = await asyncpg.connect(host=host, port=port, user=SUPERUSER, database="postgres")
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield f"postgresql://{SUPERUSER}@{host}:{port}/{name}"
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def db(pg_url: str) -> AsyncIterator[Database]:
+    database = Database(pg_url)
+    await database.connect()
+    await database.upgrade()
+    yield database
+    await database.aclose()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.at = T0
+
+    def __call__(self) -> datetime:
+        return self.at
+
+
+async def test_concurrent_upgrades_and_schema_matches_models(pg_url: str) -> None:
+    starts = [Database(pg_url) for _ in range(3)]
+    for database in starts:
+        await database.connect()
+    # three gateways starting at once: the advisory lock lets one migrate and the others find head
+    await asyncio.gather(*(database.upgrade() for database in starts))
+    await starts[0].upgrade()
+    async with starts[0].engine.connect() as conn:
+        version = (await conn.execute(sa.text("SELECT version_num FROM alembic_version"))).scalars().all()
+        diffs = await conn.run_sync(lambda c: compare_metadata(MigrationContext.configure(c), Base.metadata))
+    for database in starts:
+        await database.aclose()
+    assert version == ["0001"]
+    assert diffs == [], f"models and migrations disagree on PostgreSQL: {diffs}"
+
+
+async def test_round_trip(db: Database) -> None:
+    clock = Clock()
+    calls = CallStore(db, now=clock)
+    assert await calls.start_call(
+        "sess_pg", agent="acme", engine="openai", transport="realtime_ws", dialect="beta", metadata={"a": [1]}
+    )
+    await calls.upsert_item("sess_pg", "item_u", role="user", type="message", text="where is my order")
+    await calls.upsert_item("sess_pg", "item_a", role="assistant", type="message", status="in_progress")
+    await calls.upsert_item(
+        "sess_pg", "item_a", role="assistant", type="message", text="It ships", audio_ms=900.7
+    )
+    await calls.upsert_item("sess_pg", "item_a", role="assistant", type="message", truncated_at_ms=400)
+    await calls.record_tool_call(
+        "sess_pg",
+        tool_call_id="call_1",
+        name="lookup_order",
+        side="server",
+        arguments={"id": 7},
+        status="completed",
+        output="{}",
+        duration_ms=3.0,
+    )
+    await calls.audit("api", "call.transferred", "sess_pg", {"to": "+1555", "token": "x"})
+    clock.at = T0 + timedelta(seconds=30)
+    assert await calls.end_call(
+        "sess_pg",
+        status="transferred",
+        outcome="escalated",
+        first_response_ms=420.0,
+        turns=2,
+        interruptions=1,
+        usage={"total_tokens": 10},
+        cost_usd=0.5,
+    )
+    assert await calls.upsert_item("sess_none", "item_x", role="user", type="message") is False  # FK
+    assert calls.failures == 1
+
+    call = await calls.get_call("sess_pg")
+    assert call is not None
+    # the server runs in Asia/Tokyo; timestamps still come back as UTC
+    assert call["started_at"] == T0.isoformat() and call["duration_s"] == pytest.approx(30.0)
+    assert (call["status"], call["outcome"], call["dialect"]) == ("transferred", "escalated", "beta")
+    assert call["metadata"] == {"a": [1]} and call["usage"] == {"total_tokens": 10}
+    assert [(i["seq"], i["item_id"], i["text"]) for i in call["items"]] == [
+        (1, "item_u", "where is my order"),
+        (2, "item_a", "It ships"),
+    ]
+    assert (call["items"][1]["audio_ms"], call["items"][1]["truncated_at_ms"]) == (901, 400)
+    assert call["items"][1]["status"] == "in_progress"
+    assert [t["arguments"] for t in call["tool_calls"]] == [{"id": 7}]
+    assert [c["id"] for c in await calls.list_calls()] == ["sess_pg"]
+    (event,) = await calls.list_audit()
+    assert event["detail"] == {"to": "+1555", "token": "****"}
+
+    k = await calls.kpis(since=T0)
+    assert (k["calls"], k["escalation_rate"], k["tool_success_rate"]) == (1, 1.0, 1.0)
+    assert k["first_response_ms"] == {"count": 1, "p50": 420.0, "p95": 420.0}
+    assert (await calls.kpis(since=T0 + timedelta(seconds=1)))["calls"] == 0
+
+
+async def test_keys(db: Database) -> None:
+    clock = Clock()
+    keys = KeyStore(db, now=clock)
+    api_id, api_secret = await keys.create("ci", scopes=["calls:read"])
+    _, ek_secret = await keys.create("browser", kind="ephemeral", ttl_s=60, session_config={"model": "m"})
+    record = await keys.verify(ek_secret)
+    assert record is not None and record.session_config == {"model": "m"}
+    assert record.expires_at == T0 + timedelta(seconds=60)
+    clock.at = T0 + timedelta(seconds=60)
+    assert await keys.verify(ek_secret) is None
+    assert await keys.purge_expired() == 1
+    verified = await keys.verify(api_secret)
+    assert verified is not None and verified.scopes == ("calls:read",)
+    assert await keys.revoke(api_id) is True
+    assert await keys.verify(api_secret) is None
+    (listed,) = await keys.list()
+    assert listed["revoked_at"] == (T0 + timedelta(seconds=60)).isoformat()

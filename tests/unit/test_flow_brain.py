@@ -1,0 +1,275 @@
+"""The flow brain on the real acme agent: routing, slot filling dialogs, and replies to tool results."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from voxgate.agents import AgentConfig, load_agent
+from voxgate.engines.base import HistoryEntry, ResponseRequest, ToolSpec
+from voxgate.engines.local.brains.base import BrainDecision, CallTool, Say
+from voxgate.engines.local.brains.flow import FlowBrain, describe, question_for, render, spoken
+
+ACME = Path(__file__).resolve().parents[2] / "examples" / "agents" / "acme.yaml"
+WEATHER = ToolSpec("get_weather", "Get the current weather for a city.",
+                   {"type": "object", "properties": {"city": {"type": "string", "description": "City name"}},
+                    "required": ["city"]}, server=False)
+THERMOSTAT = ToolSpec("set_thermostat", "Set the home thermostat to a target temperature.",
+                      {"type": "object", "properties": {
+                          "temperature": {"type": "number", "description": "Target temperature"},
+                          "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+                       "required": ["temperature", "unit"]}, server=False)
+
+
+@pytest.fixture(scope="module")
+def agent() -> AgentConfig:
+    return load_agent(ACME)
+
+
+class Call:
+    """One caller's session: keeps the history and the brain's state between turns."""
+
+    def __init__(self, agent: AgentConfig, client_tools: tuple[ToolSpec, ...] = (), tool_choice: Any = "auto",
+                 today: str = "2025-03-12") -> None:
+        self.agent = agent
+        self.brain = FlowBrain(today=lambda: date(2000, 1, 1))  # the state's "today" must win
+        self.tools = [ToolSpec(t.name, t.description, t.parameters, True) for t in agent.tools]
+        self.tools += list(client_tools)
+        self.tool_choice = tool_choice
+        self.history: list[HistoryEntry] = []
+        self.state: dict[str, Any] = {"today": today}
+        self.calls = 0
+
+    def _decide(self) -> BrainDecision:
+        request = ResponseRequest(history=list(self.history), instructions="", tools=self.tools,
+                                  tool_choice=self.tool_choice, modalities=["audio"], voice="joe",
+                                  agent=self.agent, state=self.state)
+        decision = self.brain.decide(request)
+        if isinstance(decision, Say):
+            self.history.append(HistoryEntry(kind="assistant", text=decision.text))
+        return decision
+
+    def user(self, text: str) -> BrainDecision:
+        self.history.append(HistoryEntry(kind="user", text=text))
+        return self._decide()
+
+    def tool_output(self, call: CallTool, output: Any) -> BrainDecision:
+        self.calls += 1
+        call_id = f"call_{self.calls}"
+        self.history.append(HistoryEntry(kind="function_call", name=call.name, call_id=call_id,
+                                         arguments=json.dumps(call.arguments)))
+        self.history.append(HistoryEntry(kind="function_call_output", call_id=call_id,
+                                         output=output if isinstance(output, str) else json.dumps(output)))
+        return self._decide()
+
+
+# -- routing ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("said", "tool", "arguments"), [
+    ("Where's my order 4567?", "lookup_order", {"order_id": "4567"}),
+    ("can you check order number twelve thirty four", "lookup_order", {"order_id": "1234"}),
+    ("I'd like to book an appointment tomorrow at three pm", "book_appointment",
+     {"date": "2025-03-13", "time": "15:00"}),
+    ("Schedule me next Friday at noon.", "book_appointment", {"date": "2025-03-14", "time": "12:00"}),
+    ("book the 3rd of December at 10:30 am", "book_appointment", {"date": "2025-12-03", "time": "10:30"}),
+    ("You can hang up now.", "end_call", {}),
+])
+def test_routes_to_tools_with_arguments(agent: AgentConfig, said: str, tool: str,
+                                        arguments: dict[str, Any]) -> None:
+    assert Call(agent).user(said) == CallTool(tool, arguments)
+
+
+@pytest.mark.parametrize("said", ["talk to a human", "Can I speak to an agent?", "get me a real person",
+                                  "I want a representative now"])
+def test_escalation_carries_a_reason(agent: AgentConfig, said: str) -> None:
+    decision = Call(agent).user(said)
+    assert isinstance(decision, CallTool) and decision.name == "transfer_to_human"
+    assert decision.arguments["reason"].strip()
+
+
+@pytest.mark.parametrize(("said", "intent"), [
+    ("hello there", "greeting"), ("thanks a lot!", "thanks"), ("okay bye", "goodbye"),
+    ("when do you open on saturday?", "store_hours"), ("what can you do for me?", "capabilities"),
+])
+def test_small_talk_answers_from_templates(agent: AgentConfig, said: str, intent: str) -> None:
+    decision = Call(agent).user(said)
+    reply = next(i.reply for i in agent.intents if i.name == intent)
+    assert decision == Say(reply)
+
+
+@pytest.mark.parametrize("said", ["What's the capital of France?", "blah blah", "um", "Purple monkey dishwasher."])
+def test_anything_else_gets_the_fallback(agent: AgentConfig, said: str) -> None:
+    assert Call(agent).user(said) == Say(agent.fallback)
+
+
+def test_client_tools_route_from_their_schema_alone(agent: AgentConfig) -> None:
+    call = Call(agent, client_tools=(WEATHER, THERMOSTAT))
+    assert call.user("what's the weather like in Paris?") == CallTool("get_weather", {"city": "Paris"})
+    assert Call(agent, client_tools=(WEATHER, THERMOSTAT)).user("set the thermostat to 21 degrees celsius") == \
+        CallTool("set_thermostat", {"temperature": 21, "unit": "celsius"})
+    # Client tools do not steal the agent's own intents.
+    assert Call(agent, client_tools=(WEATHER, THERMOSTAT)).user("where is order 4567") == \
+        CallTool("lookup_order", {"order_id": "4567"})
+
+
+def test_tool_choice(agent: AgentConfig) -> None:
+    assert Call(agent, tool_choice="none").user("where is order 4567") == Say(agent.fallback)
+    forced = Call(agent, tool_choice={"type": "function", "name": "lookup_order"}).user("hello, it's 4567")
+    assert forced == CallTool("lookup_order", {"order_id": "4567"})
+
+
+# -- dialogs ------------------------------------------------------------------------------------------------
+
+
+def test_asks_for_a_missing_order_number_then_calls(agent: AgentConfig) -> None:
+    call = Call(agent)
+    assert call.user("I want to check my order") == Say("What's your order number?")
+    assert call.user("it's four five six seven") == CallTool("lookup_order", {"order_id": "4567"})
+    assert "pending" not in call.state["flow"]
+
+
+def test_invalid_value_is_not_sent_and_the_question_repeats(agent: AgentConfig) -> None:
+    call = Call(agent)
+    call.user("check my order")
+    decision = call.user("one two three")
+    assert isinstance(decision, Say) and "4 to 10 digits" in decision.text
+    assert call.user("1 2 3 4 5") == CallTool("lookup_order", {"order_id": "12345"})
+
+
+def test_gives_up_after_repeated_misses(agent: AgentConfig) -> None:
+    call = Call(agent)
+    call.user("check my order")
+    call.user("I don't know")
+    call.user("hmm")
+    assert call.user("no idea") == Say(agent.fallback)
+    assert "pending" not in call.state["flow"]
+
+
+def test_date_and_time_are_asked_together_then_one_by_one(agent: AgentConfig) -> None:
+    call = Call(agent)
+    assert call.user("I'd like to book an appointment") == Say("What day and time would you like?")
+    assert call.user("next monday") == Say("What time would you like?")
+    assert call.user("2:30 in the afternoon") == CallTool("book_appointment",
+                                                          {"date": "2025-03-17", "time": "14:30"})
+
+
+def test_change_of_topic_and_cancel_while_asking(agent: AgentConfig) -> None:
+    call = Call(agent)
+    call.user("check my order")
+    decision = call.user("actually, let me talk to a person")
+    assert isinstance(decision, CallTool) and decision.name == "transfer_to_human"
+    call = Call(agent)
+    call.user("book an appointment")
+    assert call.user("never mind") == Say("Okay, no problem. Is there anything else I can help with?")
+    assert "pending" not in call.state["flow"]
+
+
+def test_free_text_slot_filled_by_the_next_answer(agent: AgentConfig) -> None:
+    call = Call(agent, client_tools=(WEATHER, THERMOSTAT))
+    assert call.user("What's the weather?") == Say("What's the city name?")
+    assert call.user("Boston, please.") == CallTool("get_weather", {"city": "Boston"})
+    call = Call(agent, client_tools=(WEATHER, THERMOSTAT))
+    assert call.user("set the thermostat to 70") == Say("Which unit: celsius or fahrenheit?")
+    assert call.user("fahrenheit") == CallTool("set_thermostat", {"temperature": 70, "unit": "fahrenheit"})
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.text(alphabet="0123456789", min_size=4, max_size=10))
+def test_any_spoken_order_number_fills_the_slot(digits: str) -> None:
+    agent = load_agent(ACME)
+    words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    call = Call(agent)
+    call.user("I want to check on my order")
+    assert call.user("it's " + " ".join(words[int(d)] for d in digits)) == \
+        CallTool("lookup_order", {"order_id": digits})
+
+
+def test_today_comes_from_the_state_or_the_clock(agent: AgentConfig) -> None:
+    assert Call(agent, today="2025-06-30").user("book tomorrow at 10 am") == \
+        CallTool("book_appointment", {"date": "2025-07-01", "time": "10:00"})
+    brain = FlowBrain(today=lambda: date(2031, 1, 31))
+    request = ResponseRequest(history=[HistoryEntry(kind="user", text="book tomorrow at 10 am")],
+                              instructions="", tools=[], tool_choice="auto", modalities=["audio"],
+                              voice="joe", agent=agent, state={})
+    assert brain.decide(request) == CallTool("book_appointment", {"date": "2031-02-01", "time": "10:00"})
+
+
+def test_no_user_turn_yet_greets(agent: AgentConfig) -> None:
+    assert Call(agent)._decide() == Say(agent.greeting or "")
+
+
+# -- tool results -------------------------------------------------------------------------------------------
+
+
+def test_result_spoken_with_the_tools_template(agent: AgentConfig) -> None:
+    call = Call(agent)
+    decision = call.user("order 4567 please")
+    assert isinstance(decision, CallTool)
+    reply = call.tool_output(decision, {"order_id": "4567", "status": "shipped",
+                                        "summary": "has shipped with UPS and should arrive tomorrow"})
+    assert reply == Say("Order 4567 has shipped with UPS and should arrive tomorrow.", completes_task=True)
+
+
+def test_booking_reply_speaks_dates_and_times(agent: AgentConfig) -> None:
+    call = Call(agent)
+    decision = call.user("book friday at 3 pm")
+    assert isinstance(decision, CallTool)
+    reply = call.tool_output(decision, {"appointment_id": 7, "date": "2025-03-14", "time": "15:00"})
+    assert reply == Say("You're booked for Friday, March 14 at 3 PM. Your confirmation number is 7.",
+                        completes_task=True)
+
+
+def test_error_result_uses_say_error(agent: AgentConfig) -> None:
+    call = Call(agent)
+    decision = call.user("book friday at 3 pm")
+    assert isinstance(decision, CallTool)
+    reply = call.tool_output(decision, {"error": "that slot is already taken."})
+    assert reply == Say("I'm sorry, that slot is already taken. Would you like to try another time?")
+
+
+def test_transfer_speaks_the_handover_line(agent: AgentConfig) -> None:
+    call = Call(agent)
+    decision = call.user("let me talk to a human")
+    assert isinstance(decision, CallTool)
+    reply = call.tool_output(decision, {"ok": True})
+    assert isinstance(reply, Say) and reply.text == agent.escalation.handover_line
+    assert not reply.completes_task
+
+
+def test_client_tool_result_without_template_is_a_sentence(agent: AgentConfig) -> None:
+    call = Call(agent, client_tools=(WEATHER,))
+    decision = call.user("weather in Paris")
+    assert isinstance(decision, CallTool)
+    reply = call.tool_output(decision, {"city": "Paris", "temperature_c": 18, "conditions": "cloudy"})
+    assert reply == Say("The city is Paris, the temperature c is 18 and the conditions are cloudy.",
+                        completes_task=True)
+    failed = call.tool_output(decision, {"error": {"message": "service unavailable"}})
+    assert failed == Say("Sorry, that didn't work: service unavailable.")
+
+
+@given(st.dictionaries(st.text(alphabet="abcdefghij_", min_size=1, max_size=12),
+                       st.one_of(st.integers(), st.text(alphabet="abc xyz.", max_size=20), st.booleans(), st.none(),
+                                 st.lists(st.integers(), max_size=3)), max_size=6))
+def test_described_results_never_read_json_aloud(result: dict[str, Any]) -> None:
+    text = describe(result)
+    assert text and not any(ch in text for ch in '{}[]"_')
+
+
+def test_helpers() -> None:
+    assert spoken("2025-12-03") == "Wednesday, December 3"
+    assert spoken("09:30") == "9:30 AM" and spoken("12:00") == "noon" and spoken("17:00") == "5 PM"
+    assert spoken(["a", "b", "c"]) == "a, b and c"
+    assert render("Order {order_id} {missing}", {"order_id": "1"}) is None
+    assert describe("plain text answer") == "plain text answer."
+    assert describe({"ok": True}) == "Done."
+    assert describe([1, 2]) == "I found 1 and 2."
+    props = {"reason": {"type": "string", "description": "Why the caller wants a person"}}
+    assert question_for(["reason"], props) == "Can you tell me why you want a person?"
+    assert question_for(["x"], {"x": {"type": "string"}}) == "What's the x?"

@@ -1,0 +1,144 @@
+"""The sans-IO Realtime protocol core: client event parsing, session config, dialect translation."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from voxgate.audio.formats import PCMU
+from voxgate.protocol import client_events as ce
+from voxgate.protocol.dialect import dialect_from_handshake, for_dialect
+from voxgate.protocol.errors import RealtimeError
+from voxgate.protocol.session_config import SessionConfig
+
+SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "reference" / "samples" / "openai_events"
+
+
+def parse(event: dict[str, Any], dialect: str = "ga") -> ce.ClientEvent:
+    return ce.parse_client_event(json.dumps(event), dialect, 1 << 20)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("dialect, name", [("ga", "ga_client.jsonl"), ("beta", "beta_client.jsonl")])
+def test_every_reference_client_event_parses(dialect: str, name: str) -> None:
+    lines = (SAMPLES / name).read_text().splitlines()
+    assert lines
+    for line in lines:
+        event = ce.parse_client_event(line, dialect, 1 << 20)  # type: ignore[arg-type]
+        assert isinstance(event, ce.ClientEvent)
+
+
+def test_reference_session_updates_apply_in_both_dialects() -> None:
+    for dialect, name in (("ga", "ga_client.jsonl"), ("beta", "beta_client.jsonl")):
+        for line in (SAMPLES / name).read_text().splitlines():
+            event = ce.parse_client_event(line, dialect, 1 << 20)  # type: ignore[arg-type]
+            if isinstance(event, ce.SessionUpdate):
+                cfg = SessionConfig(id="sess_1").updated(event.session, dialect)  # type: ignore[arg-type]
+                assert cfg.input_format == PCMU if "pcmu" in line or "ulaw" in line else True
+
+
+def test_append_decodes_base64_and_rejects_garbage() -> None:
+    event = parse({"type": "input_audio_buffer.append", "audio": base64.b64encode(b"\x01\x02").decode()})
+    assert isinstance(event, ce.InputAudioBufferAppend) and event.audio == b"\x01\x02"
+    with pytest.raises(RealtimeError) as info:
+        parse({"type": "input_audio_buffer.append", "audio": "not base64!", "event_id": "e1"})
+    assert info.value.param == "audio" and info.value.event_id == "e1"
+
+
+@pytest.mark.parametrize("event, code, param", [
+    ({"type": "nope"}, "invalid_event_type", "type"),
+    ({"type": "conversation.item.truncate", "item_id": "x", "content_index": 0}, "missing_required_parameter",
+     "audio_end_ms"),
+    ({"type": "conversation.item.truncate", "item_id": "x", "content_index": "0", "audio_end_ms": 1},
+     "invalid_type", "content_index"),
+    ({"type": "response.create", "response": {"conversation": "sometimes"}}, "invalid_value",
+     "response.conversation"),
+    ({"type": "response.create", "response": {"bogus": 1}}, "unknown_parameter", "response.bogus"),
+    ({"type": "input_audio_buffer.commit", "extra": 1}, "unknown_parameter", "extra"),
+    ({"type": "conversation.item.create", "item": {"type": "message", "role": "assistant",
+                                                   "content": [{"type": "input_audio", "audio": ""}]}},
+     "invalid_value", "item.content[0].type"),
+])
+def test_bad_events_name_the_offending_parameter(event: dict[str, Any], code: str, param: str) -> None:
+    with pytest.raises(RealtimeError) as info:
+        parse(event)
+    assert info.value.code == code
+    assert info.value.param == param
+
+
+def test_oversized_and_non_json_messages() -> None:
+    with pytest.raises(RealtimeError) as info:
+        ce.parse_client_event("x" * 100, "ga", 10)
+    assert info.value.code == "message_too_large"
+    with pytest.raises(RealtimeError) as info:
+        ce.parse_client_event("{not json", "ga", 100)
+    assert info.value.code == "invalid_json"
+
+
+@given(st.text(max_size=200))
+def test_parser_raises_only_realtime_errors(raw: str) -> None:
+    try:
+        ce.parse_client_event(raw, "ga", 1 << 16)
+    except RealtimeError as exc:
+        assert exc.to_event()["error"]["message"]
+
+
+@given(st.dictionaries(st.sampled_from(["type", "event_id", "session", "item", "audio", "response", "item_id",
+                                        "content_index", "audio_end_ms", "response_id"]),
+                       st.one_of(st.none(), st.integers(), st.text(max_size=8), st.lists(st.integers(), max_size=2),
+                                 st.dictionaries(st.text(max_size=5), st.integers(), max_size=2)), max_size=5),
+       st.sampled_from(["ga", "beta"]))
+def test_parser_never_crashes_on_event_shaped_garbage(data: dict[str, Any], dialect: str) -> None:
+    try:
+        parse(data, dialect)
+    except RealtimeError:
+        pass
+
+
+def test_session_update_is_all_or_nothing() -> None:
+    cfg = SessionConfig(id="sess_1", instructions="old")
+    with pytest.raises(RealtimeError) as info:
+        cfg.updated({"instructions": "new", "audio": {"input": {"format": {"type": "audio/flac"}}}}, "ga")
+    assert info.value.param and info.value.param.startswith("session.audio.input.format")
+    assert cfg.instructions == "old"
+
+
+def test_ga_and_beta_session_shapes_round_trip() -> None:
+    cfg = SessionConfig(id="sess_1").updated({"input_audio_format": "g711_ulaw", "voice": "alloy",
+                                              "turn_detection": None, "modalities": ["text"]}, "beta")
+    ga = cfg.to_ga()
+    assert ga["type"] == "realtime" and ga["audio"]["input"]["format"] == {"type": "audio/pcmu"}
+    assert ga["audio"]["input"]["turn_detection"] is None and ga["output_modalities"] == ["text"]
+    beta = cfg.to_beta()
+    assert beta["input_audio_format"] == "g711_ulaw" and beta["voice"] == "alloy"
+    again = SessionConfig(id="sess_1").updated({k: v for k, v in ga.items()
+                                                if k not in ("object", "id", "expires_at")}, "ga")
+    assert again.to_beta() == beta
+
+
+def test_semantic_vad_and_bad_turn_detection() -> None:
+    cfg = SessionConfig(id="s").updated({"audio": {"input": {"turn_detection": {"type": "semantic_vad",
+                                                                                 "eagerness": "low"}}}}, "ga")
+    assert cfg.turn_detection == {"type": "semantic_vad", "eagerness": "low", "create_response": True,
+                                  "interrupt_response": True}
+    with pytest.raises(RealtimeError):
+        cfg.updated({"turn_detection": {"type": "server_vad", "threshold": 3}}, "beta")
+
+
+def test_beta_names_and_suppressed_events() -> None:
+    assert for_dialect({"type": "response.output_audio.delta"}, "beta") == {"type": "response.audio.delta"}
+    assert for_dialect({"type": "conversation.item.added"}, "beta") == {"type": "conversation.item.created"}
+    assert for_dialect({"type": "conversation.item.done"}, "beta") is None
+    assert for_dialect({"type": "conversation.item.done"}, "ga") == {"type": "conversation.item.done"}
+
+
+def test_dialect_from_handshake() -> None:
+    assert dialect_from_handshake({"openai-beta": "realtime=v1"}, []) == "beta"
+    assert dialect_from_handshake({"openai-beta": "assistants=v2, realtime=v1"}, []) == "beta"
+    assert dialect_from_handshake({}, ["realtime", "openai-beta.realtime-v1"]) == "beta"
+    assert dialect_from_handshake({}, ["realtime"]) == "ga"

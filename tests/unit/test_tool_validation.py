@@ -1,0 +1,171 @@
+"""Tool schemas checked at load, and tool-call arguments checked against them."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from voxgate.tools.validation import (
+    ArgumentsError,
+    ArgumentsValidator,
+    ToolSchemaError,
+    check_tool_schema,
+    parse_arguments,
+)
+
+BOOKING: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "date": {"type": "string", "format": "date"},
+        "time": {"type": "string", "format": "time"},
+        "email": {"type": "string", "format": "email"},
+        "party": {"type": "integer", "minimum": 1, "maximum": 12},
+        "items": {
+            "type": "array",
+            "items": {"type": "object", "properties": {"qty": {"type": "integer", "minimum": 1}},
+                      "required": ["qty"]},
+        },
+    },
+    "required": ["date", "party"],
+    "additionalProperties": False,
+}
+
+
+@pytest.fixture
+def booking() -> ArgumentsValidator:
+    return ArgumentsValidator("book_table", BOOKING)
+
+
+def error_of(validator: ArgumentsValidator, arguments: dict[str, Any]) -> ArgumentsError:
+    with pytest.raises(ArgumentsError) as caught:
+        validator.validate(arguments)
+    return caught.value
+
+
+def test_valid_arguments_pass(booking: ArgumentsValidator) -> None:
+    booking.validate({"date": "2025-03-14", "time": "19:30:00+01:00", "email": "jane@example.com",
+                      "party": 4, "items": [{"qty": 2}]})
+
+
+def test_a_missing_parameter_is_named(booking: ArgumentsValidator) -> None:
+    error = error_of(booking, {"date": "2025-03-14"})
+    assert error.param == "party"
+    assert "'party' is a required property" in error.message
+
+
+def test_an_unexpected_parameter_is_named(booking: ArgumentsValidator) -> None:
+    error = error_of(booking, {"date": "2025-03-14", "party": 2, "colour": "red"})
+    assert "'colour' was unexpected" in error.message
+
+
+def test_a_nested_failure_names_its_path(booking: ArgumentsValidator) -> None:
+    error = error_of(booking, {"date": "2025-03-14", "party": 2, "items": [{"qty": 1}, {"qty": 0}]})
+    assert error.param == "items[1].qty"
+    assert error.message.startswith("items[1].qty: 0 is less than the minimum of 1")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("date", "next tuesday"),
+        ("date", "2025-02-30"),
+        ("time", "7pm"),
+        ("time", "19:30"),  # RFC 3339 full-time needs seconds and an offset
+        ("time", "25:00:00Z"),
+        ("email", "jane at example dot com"),
+        ("email", "jane@localhost"),
+    ],
+)
+def test_formats_are_asserted(booking: ArgumentsValidator, field: str, value: str) -> None:
+    error = error_of(booking, {"date": "2025-03-14", "party": 2, field: value})
+    assert error.param == field
+    assert "is not a" in error.message
+
+
+def test_date_time_format() -> None:
+    validator = ArgumentsValidator("t", {"type": "object", "properties": {"at": {"format": "date-time"}}})
+    validator.validate({"at": "2025-03-14T19:30:00Z"})
+    for bad in ("2025-03-14 19:30", "2025-13-01T00:00:00Z", "yesterday"):
+        with pytest.raises(ArgumentsError):
+            validator.validate({"at": bad})
+
+
+def test_every_failure_is_reported_with_the_most_relevant_first(booking: ArgumentsValidator) -> None:
+    error = error_of(booking, {"date": "soon", "party": 40, "x": 1})
+    parts = error.message.split("; ")
+    assert len(parts) == 3
+    assert any(p.startswith("date: ") for p in parts) and any(p.startswith("party: ") for p in parts)
+
+
+def test_long_values_are_shortened_in_messages(booking: ArgumentsValidator) -> None:
+    error = error_of(booking, {"date": "x" * 10_000, "party": 1})
+    assert len(error.message) <= 200
+    assert error.message.startswith("date: ") and error.message.endswith("is not a 'date'")
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [("", {}), ("  ", {}), ('{"a": 1}', {"a": 1}), ('{"a": {"b": [1, 2]}}', {"a": {"b": [1, 2]}})],
+)
+def test_parse_arguments(arguments: str, expected: dict[str, Any]) -> None:
+    assert parse_arguments(arguments) == expected
+
+
+@pytest.mark.parametrize(
+    ("arguments", "fragment"),
+    [
+        ('{"a": 1', "not valid JSON"),
+        ("[1, 2]", "must be a JSON object, got list"),
+        ('"text"', "must be a JSON object, got str"),
+        ("null", "must be a JSON object, got NoneType"),
+        ("[" * 100_000, "nested too deeply"),
+    ],
+)
+def test_bad_arguments_are_typed_errors(arguments: str, fragment: str) -> None:
+    with pytest.raises(ArgumentsError, match=fragment):
+        parse_arguments(arguments)
+
+
+@given(st.text(max_size=200))
+def test_parse_arguments_returns_an_object_or_raises_arguments_error(arguments: str) -> None:
+    try:
+        value = parse_arguments(arguments)
+    except ArgumentsError:
+        return
+    assert isinstance(value, dict)
+
+
+@given(st.dictionaries(st.text(max_size=8), st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=10)))
+def test_validation_never_raises_anything_but_arguments_error(arguments: dict[str, Any]) -> None:
+    validator = ArgumentsValidator("book_table", BOOKING)
+    assert parse_arguments(json.dumps(arguments)) == arguments
+    try:
+        validator.validate(arguments)
+    except ArgumentsError as exc:
+        assert exc.message
+
+
+@pytest.mark.parametrize(
+    ("schema", "fragment"),
+    [
+        ({"type": "object", "properties": {"n": {"type": "integr"}}}, "properties.n.type"),
+        ({"type": "object", "required": "name"}, "required"),
+        ({"type": "array", "items": {}}, "must describe a JSON object"),
+        ({"type": "object", "properties": {"n": {"minimum": "one"}}}, "properties.n.minimum"),
+    ],
+)
+def test_bad_schemas_are_refused_with_the_place_named(schema: dict[str, Any], fragment: str) -> None:
+    with pytest.raises(ToolSchemaError, match="tool 'lookup'") as caught:
+        check_tool_schema("lookup", schema)
+    assert fragment in str(caught.value)
+
+
+def test_a_schema_without_type_is_accepted() -> None:
+    check_tool_schema("lookup", {"properties": {"id": {"type": "string"}}})
