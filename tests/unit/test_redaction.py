@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import string
+from typing import Any
 
 import pytest
 from hypothesis import example, given
@@ -80,7 +81,7 @@ def test_emails_are_masked() -> None:
 
 
 def test_redact_value_walks_json_and_masks_card_numbers_stored_as_numbers() -> None:
-    value = {
+    value: dict[str, Any] = {
         "customer": {"email": "jane@example.com", "card": 4111111111111111, "orders": [12345, "A-77"]},
         "notes": ["ssn 123-45-6789", 1.5, True, None],
         "jane@example.com": "key holds an address",

@@ -251,6 +251,14 @@ class Session:
     def _voices(self) -> set[str]:
         return set(self.engine.voices())
 
+    def configure(self, patch: dict[str, Any]) -> None:
+        """Apply a GA-shaped session patch from the server side (transports, sideband)."""
+        dialect, self.dialect = self.dialect, "ga"
+        try:
+            self._update_session(patch)
+        finally:
+            self.dialect = dialect
+
     def _update_session(self, patch: dict[str, Any]) -> None:
         new = self.config.updated(patch, self.dialect, self._voices() or None)
         if new.input_format != self.config.input_format:

@@ -18,18 +18,20 @@ from __future__ import annotations
 import re
 from typing import Any
 
-__all__ = ["EMAIL_MASK", "SSN_MASK", "mask_card", "redact", "redact_value"]
+__all__ = ["EMAIL_MASK", "SSN_MASK", "luhn_valid", "mask_card", "redact", "redact_value"]
 
 SSN_MASK = "***-**-****"
 EMAIL_MASK = "[email redacted]"
 _CARD_MASK_PREFIX = "**** **** **** "
 
 # A maximal run of ASCII digits joined by single spaces or dashes, holding at least 13 digits.
-# The lookbehinds make a match start only where a run starts, which keeps the scan linear.
-_DIGIT_RUN = re.compile(r"(?<![0-9])(?<![0-9][ -])[0-9](?:[ -]?[0-9]){12,}")
+# The lookbehinds make a match start only where a run starts, which keeps the scan linear; they come
+# after the first digit so that the engine can skip ahead to digits (twice as fast as leading them).
+_DIGIT_RUN = re.compile(r"[0-9](?<![0-9][0-9])(?<![0-9][ -][0-9])(?:[ -]?[0-9]){12,}")
 _DIGIT_GROUP = re.compile(r"[0-9]+")
+_DIGIT = re.compile(r"[0-9]")
 
-_SSN_DASHED = re.compile(r"(?<![0-9])(?<![0-9]-)([0-9]{3})-([0-9]{2})-([0-9]{4})(?!-?[0-9])")
+_SSN_DASHED = re.compile(r"([0-9](?<![0-9][0-9])(?<![0-9]-[0-9])[0-9]{2})-([0-9]{2})-([0-9]{4})(?!-?[0-9])")
 # Nine digits after an SSN label on the same line ("SSN: 123456789", "my social is 123 45 6789").
 # The gap may not hold '*' so that it never reaches past an earlier mask (idempotence).
 _SSN_LABELLED = re.compile(
@@ -37,18 +39,14 @@ _SSN_LABELLED = re.compile(
     r"(?<![0-9])([0-9]{3})[ -]?([0-9]{2})[ -]?([0-9]{4})(?![0-9])",
     re.IGNORECASE,
 )
-_SSN_LABEL_HINT = re.compile(r"ssn|social", re.IGNORECASE)
 
-# An address must stand alone: no address character just before it, nor just after it (a full stop
-# may end a sentence). That keeps the scan linear on long runs of word characters, and means a mask
-# never exposes a neighbour that a second pass would then match. SIP URIs (sip:queue@pbx.example.com)
-# are routing addresses, not email, and stay readable.
-_EMAIL = re.compile(
-    r"(?<![A-Za-z0-9._%+-])(?<!sip:)(?<!sips:)"
-    r"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})*\.[A-Za-z]{2,24}"
-    r"(?!\.?[A-Za-z0-9_%+@-])",
-    re.IGNORECASE,
-)
+# An email address must stand alone: no address character just before it, nor just after it (a full
+# stop may end a sentence), so a mask never exposes a neighbour that a second pass would then match.
+# Addresses are found from each '@' outwards rather than by a regex over every letter of the text.
+_EMAIL_LOCAL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._%+-")
+_EMAIL_DOMAIN = re.compile(
+    r"[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})*\.[A-Za-z]{2,24}(?!\.?[A-Za-z0-9_%+@-])")
+_MAX_EMAIL_LOCAL = 64
 
 _MIN_CARD_DIGITS = 13
 _MAX_CARD_DIGITS = 19
@@ -112,6 +110,29 @@ def _redact_cards(text: str) -> tuple[str, int]:
     return "".join(pieces), count
 
 
+def _redact_emails(text: str) -> tuple[str, int]:
+    pieces: list[str] = []
+    last = 0  # end of the previous address masked
+    at = text.find("@")
+    while at != -1:
+        start = at
+        while start > last and at - start <= _MAX_EMAIL_LOCAL and text[start - 1] in _EMAIL_LOCAL_CHARS:
+            start -= 1
+        domain = _EMAIL_DOMAIN.match(text, at + 1)
+        standalone = start == 0 or text[start - 1] not in _EMAIL_LOCAL_CHARS
+        # SIP URIs (sip:queue@pbx.example.com) are routing addresses, not email, and stay readable.
+        sip = text[max(0, start - 5):start].lower().endswith(("sip:", "sips:"))
+        if domain is not None and standalone and 0 < at - start <= _MAX_EMAIL_LOCAL and not sip:
+            pieces.append(text[last:start])
+            pieces.append(EMAIL_MASK)
+            last = domain.end()
+        at = text.find("@", max(at + 1, last))
+    if not pieces:
+        return text, 0
+    pieces.append(text[last:])
+    return "".join(pieces), len(pieces) // 2
+
+
 def _redact_ssns(text: str) -> tuple[str, int]:
     count = 0
 
@@ -131,20 +152,24 @@ def _redact_ssns(text: str) -> tuple[str, int]:
 
     if "-" in text:
         text = _SSN_DASHED.sub(mask_dashed, text)
-    if _SSN_LABEL_HINT.search(text) is not None:
+    lowered = text.lower()
+    if "ssn" in lowered or "social" in lowered:
         text = _SSN_LABELLED.sub(mask_labelled, text)
     return text, count
 
 
 def _redact_once(text: str) -> tuple[str, int]:
     count = 0
-    if _DIGIT_RUN.search(text) is not None:
+    has_digits = _DIGIT.search(text) is not None
+    if has_digits and _DIGIT_RUN.search(text) is not None:
         text, count = _redact_cards(text)
     if "@" in text:
-        text, n = _EMAIL.subn(EMAIL_MASK, text)
+        text, n = _redact_emails(text)
         count += n
-    text, n = _redact_ssns(text)
-    return text, count + n
+    if has_digits:
+        text, n = _redact_ssns(text)
+        count += n
+    return text, count
 
 
 def redact(text: str) -> tuple[str, int]:

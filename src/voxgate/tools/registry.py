@@ -214,7 +214,8 @@ class ToolRegistry:
             extra = {"param": param} if param else {}
             output = _fit(lambda m: _dumps({"error": {"type": kind, "message": m, **extra}}),
                           message, max_bytes)
-            logger.warning("tool call failed: %s", output[:300],
+            # Logs never carry PII, whatever the tool declares.
+            logger.warning("tool call failed: %s", output[:300] if not returns_pii else redact(output[:300])[0],
                            extra={"tool": name, "call_id": ctx.call_id, "session_id": ctx.session_id,
                                   "tool_status": status})
             return ToolResult(name=name, call_id=ctx.call_id, status=status, output=output, arguments=args,

@@ -1,0 +1,145 @@
+"""A spoken conversation with the local engine through the official openai SDK.
+
+Audio of a request goes in with server VAD; the gateway transcribes it, calls lookup_order with
+order_id "4567", and speaks the answer (transcribed back here to check it). Then the caller talks
+over the agent: the response is cancelled at once, and the client's truncate trims the reply to
+what was heard. The same in G.711 µ-law at 8 kHz.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from openai import AsyncOpenAI
+from pydantic import TypeAdapter
+
+from tests.conftest import LiveServer
+from tests.integration.test_text_conversation import StrictReader
+from tests.speech import silence, speak
+from voxgate.audio import g711
+from voxgate.audio.resample import StreamResampler
+from voxgate.engines.local.stt import WhisperTranscriber
+
+REQUEST = "what is the status of order four five six seven"
+INTERRUPTION = "wait, can I talk to a real person please"
+
+FORMATS = {
+    "pcm16": ({"type": "audio/pcm", "rate": 24000}, 24000),
+    "pcmu": ({"type": "audio/pcmu"}, 8000),
+}
+
+
+def encode(pcm: np.ndarray, fmt: str) -> bytes:
+    return g711.ulaw_encode(pcm) if fmt == "pcmu" else pcm.astype("<i2").tobytes()
+
+
+def decode_to_16k(data: bytes, fmt: str) -> np.ndarray:
+    if fmt == "pcmu":
+        pcm, rate = g711.ulaw_decode(data), 8000
+    else:
+        pcm, rate = np.frombuffer(data, dtype="<i2").astype(np.int16), 24000
+    resampler = StreamResampler(rate, 16000)
+    return np.concatenate([resampler.process(pcm), resampler.flush()])
+
+
+async def stream(conn: Any, audio: bytes, chunk: int, realtime: bool) -> None:
+    for start in range(0, len(audio), chunk):
+        await conn.input_audio_buffer.append(audio=base64.b64encode(audio[start:start + chunk]).decode())
+        if realtime:
+            await asyncio.sleep(0.02)
+
+
+@pytest.mark.parametrize("fmt", ["pcm16", "pcmu"])
+async def test_spoken_turn_tool_call_and_barge_in(live_server: LiveServer, ga_server_events: TypeAdapter[Any],
+                                                 fmt: str) -> None:
+    wire_format, rate = FORMATS[fmt]
+    bytes_per_20ms = rate // 50 * (2 if fmt == "pcm16" else 1)
+    client = AsyncOpenAI(api_key=live_server.api_key, base_url=f"{live_server.base_url}/v1",
+                         websocket_base_url=f"{live_server.ws_url}/v1")
+    async with client.realtime.connect(model="gpt-realtime") as conn:
+        reader = StrictReader(conn.recv_bytes, ga_server_events)
+        session_id = (await reader.next())["session"]["id"]
+        await conn.session.update(session={"type": "realtime", "audio": {
+            "input": {"format": wire_format, "transcription": {"model": "whisper-1"},
+                      "turn_detection": {"type": "server_vad", "silence_duration_ms": 300}},
+            "output": {"format": wire_format, "voice": "marin"}}})
+        await reader.until("session.updated")
+
+        # Turn 1: the request, streamed in real time, followed by silence so the VAD ends the turn.
+        request = np.concatenate([silence(300, rate), speak(REQUEST, rate=rate), silence(900, rate)])
+        await stream(conn, encode(request, fmt), bytes_per_20ms, realtime=True)
+        events = await reader.until("response.done")
+        kinds = [e["type"] for e in events]
+        for expected in ("input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped",
+                         "input_audio_buffer.committed", "response.created", "response.output_audio.delta"):
+            assert expected in kinds, kinds
+        started = next(e for e in events if e["type"] == "input_audio_buffer.speech_started")
+        stopped = next(e for e in events if e["type"] == "input_audio_buffer.speech_stopped")
+        spoken_ms = 300 + len(speak(REQUEST, rate=rate)) * 1000 / rate
+        assert 0 <= started["audio_start_ms"] < 600 < stopped["audio_end_ms"] < spoken_ms + 900
+        transcription = next(e for e in reader.seen
+                             if e["type"] == "conversation.item.input_audio_transcription.completed")
+        assert "4567" in transcription["transcript"].replace(" ", "") or "four five six seven" in \
+            transcription["transcript"].lower()
+        done = events[-1]["response"]
+        assert done["status"] == "completed"
+        transcript = done["output"][0]["content"][0]["transcript"]
+        assert "shipped" in transcript.lower(), transcript
+        audio = b"".join(base64.b64decode(e["delta"]) for e in events if e["type"] == "response.output_audio.delta")
+        heard = (await WhisperTranscriber.shared().transcribe(decode_to_16k(audio, fmt))).text
+        assert "ship" in heard.lower(), heard
+
+        # Turn 2: ask again, and talk over the agent as soon as its audio starts.
+        await stream(conn, encode(np.concatenate([speak("and order one two three four", rate=rate),
+                                                   silence(700, rate)]), fmt), bytes_per_20ms, realtime=False)
+        first_delta = None
+        while first_delta is None:
+            event = await reader.next()
+            if event["type"] == "response.output_audio.delta":
+                first_delta = event
+        interrupting = np.concatenate([speak(INTERRUPTION, rate=rate), silence(900, rate)])
+        await stream(conn, encode(interrupting, fmt), bytes_per_20ms, realtime=False)
+        events = await reader.until("response.done")
+        cancelled = events[-1]["response"]
+        assert cancelled["status"] == "cancelled"
+        assert cancelled["status_details"]["reason"] == "turn_detected"
+        kinds = [e["type"] for e in events]
+        assert "input_audio_buffer.speech_started" in kinds
+        assert kinds.index("input_audio_buffer.speech_started") < kinds.index("response.done")
+        # No audio after the cancel decision: the response ends right after speech_started.
+        after = kinds[kinds.index("input_audio_buffer.speech_started"):]
+        assert after.count("response.output_audio.delta") == 0
+
+        # The client heard 200 ms of that reply before stopping its player: truncate there.
+        item_id = first_delta["item_id"]
+        await conn.conversation.item.truncate(item_id=item_id, content_index=0, audio_end_ms=200)
+        truncated = await reader.until("conversation.item.truncated")
+        assert truncated[-1]["audio_end_ms"] == 200
+        await conn.conversation.item.retrieve(item_id=item_id)
+        retrieved = (await reader.until("conversation.item.retrieved"))[-1]["item"]
+        heard_text = retrieved["content"][0]["transcript"] or ""
+        assert len(heard_text.split()) <= 2, heard_text  # 200 ms is a word at most
+        heard_audio = base64.b64decode(retrieved["content"][0]["audio"])
+        assert len(heard_audio) == 200 * bytes_per_20ms // 20
+
+        # The interruption is itself a turn: it is answered (a transfer to a person).
+        events = await reader.until("response.done")
+        assert events[-1]["response"]["status"] == "completed"
+
+    async with httpx.AsyncClient(base_url=live_server.base_url,
+                                 headers={"Authorization": f"Bearer {live_server.api_key}"}) as http:
+        for _ in range(50):
+            call = (await http.get(f"/v1/calls/{session_id}")).json()
+            if call.get("ended_at"):
+                break
+            await asyncio.sleep(0.1)
+    lookups = [t for t in call["tool_calls"] if t["name"] == "lookup_order"]
+    assert json.loads(lookups[0]["arguments"]) == {"order_id": "4567"}
+    assert call["interruptions"] >= 1
+    assert any(t["name"] == "transfer_to_human" for t in call["tool_calls"])
