@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,15 +11,11 @@ from typing import Annotated, Any
 import pytest
 from pydantic import Field, TypeAdapter
 
+from voxgate.embedded import EmbeddedGateway
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 API_KEY = "sk-test-voxgate"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -30,35 +23,22 @@ class LiveServer:
     base_url: str  # http://127.0.0.1:PORT
     ws_url: str  # ws://127.0.0.1:PORT
     api_key: str
-    app: Any
+    embedded: EmbeddedGateway
+
+    @property
+    def app(self) -> Any:
+        return self.embedded.app
 
     @property
     def gateway(self) -> Any:
-        return self.app.state.gateway
+        return self.embedded.gateway
 
 
-def start_server(tmp: Path, **overrides: Any) -> tuple[LiveServer, Any, threading.Thread]:
-    import uvicorn
-
-    from voxgate.app import create_app
-    from voxgate.config import Settings
-
-    port = free_port()
-    settings = Settings(host="127.0.0.1", port=port, api_keys=API_KEY,
-                        database_url=f"sqlite+aiosqlite:///{tmp / 'voxgate.db'}", **overrides)
-    app = create_app(settings)
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", ws="websockets-sansio",
-                            ws_max_size=settings.max_message_bytes * 2, lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name=f"voxgate-{port}", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 120
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the gateway did not start")
-        time.sleep(0.05)
-    live = LiveServer(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", API_KEY, app)
-    return live, server, thread
+def start_server(tmp: Path, **overrides: Any) -> LiveServer:
+    """A gateway on a free loopback port; stop it with `live.embedded.stop()`."""
+    overrides.setdefault("api_keys", API_KEY)
+    embedded = EmbeddedGateway(tmp, **overrides).start()
+    return LiveServer(embedded.base_url, embedded.ws_url, overrides["api_keys"], embedded)
 
 
 @pytest.fixture(scope="session")
@@ -66,10 +46,9 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     """One gateway with the local engine and the demo agent for the whole run (models load once)."""
     tmp = tmp_path_factory.mktemp("gateway")
     os.environ["ACME_DB"] = str(tmp / "acme.db")
-    live, server, thread = start_server(tmp, engine="local")
+    live = start_server(tmp, engine="local")
     yield live
-    server.should_exit = True
-    thread.join(timeout=30)
+    live.embedded.stop()
 
 
 def _adapter(union: Any) -> TypeAdapter[Any]:

@@ -22,4 +22,25 @@ FIRST_RESPONSE_SECONDS = Histogram(
     buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.2, 1.5, 2.0, 3.0, 5.0),
 )
 STT_SECONDS = Histogram("voxgate_stt_seconds", "Transcription time per user turn")
+BRAIN_SECONDS = Histogram("voxgate_brain_seconds", "Local brain decision time",
+                          buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25))
+TTS_FIRST_CHUNK_SECONDS = Histogram("voxgate_tts_first_chunk_seconds", "Local TTS time to the first audio of a reply")
 STORE_FAILURES = Counter("voxgate_store_failures_total", "Call-record writes that failed")
+
+# Phone carriers (Twilio, Telnyx): what went wrong on the wire, per carrier, without touching other calls.
+CARRIER_MESSAGE_ERRORS = Counter("voxgate_carrier_message_errors_total",
+                                 "Carrier media-stream messages rejected or dropped", ["carrier", "code"])
+CARRIER_WEBHOOKS_REJECTED = Counter("voxgate_carrier_webhooks_rejected_total",
+                                    "Carrier webhooks and media sockets refused", ["carrier", "reason"])
+CARRIER_FRAMES_LOST = Counter("voxgate_carrier_frames_lost_total",
+                              "Inbound media chunks that never arrived (filled with silence)", ["carrier"])
+CARRIER_AUDIO_DROPPED = Counter("voxgate_carrier_audio_dropped_ms_total",
+                                "Agent audio dropped because a call's playout buffer was full (ms)", ["carrier"])
+CARRIER_CLEARS = Counter("voxgate_carrier_clears_total", "Playout cleared at the carrier (barge-in)", ["carrier"])
+CARRIER_STALLS = Counter("voxgate_carrier_stalls_total", "Calls dropped because the carrier stopped reading",
+                         ["carrier"])
+CARRIER_API_REQUESTS = Counter("voxgate_carrier_api_requests_total", "Carrier REST commands, by result",
+                               ["carrier", "action", "result"])
+CARRIER_TICK_LATENESS = Histogram("voxgate_carrier_tick_lateness_seconds",
+                                  "How late the shared 20 ms playout tick woke (event-loop load)",
+                                  buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25))

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from voxgate.observability import metrics
 from voxgate.observability.cost import CostModel
 from voxgate.protocol.items import Item
-from voxgate.tools.redaction import redact
+from voxgate.tools.redaction import redact, redact_value
 
 if TYPE_CHECKING:
     from voxgate.session.response import ResponseRun
@@ -110,7 +110,7 @@ class CallRecorder:
 def redact_args(arguments: dict[str, Any] | None) -> str | None:
     if arguments is None:
         return None
-    return redact(json.dumps(arguments))[0]
+    return json.dumps(redact_value(arguments)[0])  # masks card numbers given as JSON numbers too
 
 
 def add_usage(total: dict[str, Any], usage: dict[str, Any]) -> None:

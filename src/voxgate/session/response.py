@@ -180,7 +180,7 @@ class ResponseRun:
             client_names = {t["name"] for t in self.settings.client_tools}
             tools = [ToolSpec(t["name"], t.get("description", ""), t.get("parameters", {}), server=False)
                      for t in self.settings.client_tools]
-            tools += [t for t in s.tools.specs() if t.name not in client_names]
+            tools += [t for t in s.tools.specs(s.tool_context_roles()) if t.name not in client_names]
         return ResponseRequest(
             history=history,
             instructions=self.settings.instructions,
@@ -259,6 +259,8 @@ class ResponseRun:
             if s.caller.playback.server_side and self.audio_item is None:
                 s.emit({"type": "output_audio_buffer.started", "response_id": self.id})
             self.audio_item = item
+            if self.settings.in_conversation:
+                s.spoke(self.id, item)
         self._message = item
         self._encoder = None
         return item

@@ -39,6 +39,7 @@ log = logging.getLogger("voxgate.session")
 
 VAD_RATE = 16000
 VAD_FRAME_MS = 32.0  # Silero scores 512-sample frames at 16 kHz
+SPECULATE_AFTER_FRAMES = 4  # ~130 ms of pause before transcribing speculatively
 MIN_COMMIT_MS = 100  # OpenAI refuses to commit less than 100 ms of audio
 
 
@@ -134,6 +135,9 @@ class Session:
         self._detector = self._make_detector()
         self._speech_item_id: str | None = None  # the user item a speech_started announced
         self._speech_start_ms: float | None = None
+        self._quiet_frames = 0
+        self._last_spoken: tuple[str, Item] | None = None
+        self._speculation: asyncio.Task[str | None] | None = None
         self._transcriptions: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._pending_actions: list[Callable[[], Coroutine[Any, Any, None]]] = []
@@ -163,6 +167,8 @@ class Session:
         self.end_reason = self.end_reason or reason
         if self._response is not None:
             await self._response.cancel("client_cancelled")
+        if self._speculation is not None:
+            self._speculation.cancel()
         for task in [*self._tasks, *self._transcriptions.values()]:
             task.cancel()
         await asyncio.gather(*self._tasks, *self._transcriptions.values(), return_exceptions=True)
@@ -326,6 +332,8 @@ class Session:
                     self._on_speech_stopped(turn_event.audio_end_ms)
             if self._speech_item_id is None:
                 self._trim_idle_buffer()
+            else:
+                self._speculate(probs)
         if self._buffer.duration_ms() > self.max_input_buffer_ms:
             if self._speech_item_id is not None:
                 # A monologue longer than the buffer: end the turn here rather than grow without bound.
@@ -335,6 +343,26 @@ class Session:
                 raise RealtimeError("input_audio_buffer_full",
                                     f"The input audio buffer holds at most {self.max_input_buffer_ms // 1000} s; "
                                     "commit or clear it.", param="audio")
+
+    def _speculate(self, probs: list[float]) -> None:
+        """Start transcribing at the first real pause, before silence_duration_ms confirms the turn.
+
+        The turn usually does end there, so the transcript is ready (or nearly) when it is confirmed,
+        taking most of the STT time off the caller's wait. Speech after the pause voids the guess.
+        """
+        assert self._detector is not None
+        threshold = self._detector.config.threshold
+        for p in probs:
+            if p >= threshold:
+                self._quiet_frames = 0
+                if self._speculation is not None:
+                    self._speculation.cancel()
+                    self._speculation = None
+            elif p < threshold - 0.15:
+                self._quiet_frames += 1
+        if self._speculation is None and self._quiet_frames >= SPECULATE_AFTER_FRAMES:
+            self._speculation = asyncio.get_running_loop().create_task(
+                self.engine.transcribe(self._buffer.pcm_array()))
 
     def _trim_idle_buffer(self) -> None:
         """Outside speech, keep only the prefix padding: an idle line must not grow memory."""
@@ -354,27 +382,42 @@ class Session:
 
     async def _on_speech_started(self, audio_start_ms: float) -> None:
         self._speech_item_id = new_id("item")
+        self._quiet_frames = 0
         self._speech_start_ms = audio_start_ms
         self.emit({"type": "input_audio_buffer.speech_started", "audio_start_ms": int(audio_start_ms),
                    "item_id": self._speech_item_id})
         td = self.config.turn_detection or {}
-        if self._response is not None and td.get("interrupt_response", True):
+        if td.get("interrupt_response", True):
             await self.barge_in()
 
     async def barge_in(self) -> None:
-        """The caller spoke over the agent: silence the agent first, then do the bookkeeping."""
+        """The caller spoke over the agent: silence the agent first, then do the bookkeeping.
+
+        The agent may still be talking after its response is done: a transport that plays audio
+        at real time (phone, WebRTC) is seconds behind generation, so that counts too.
+        """
         response = self._response
-        if response is None:
+        playback = self.caller.playback
+        last = self._last_spoken
+        still_playing = (playback.server_side and last is not None
+                         and playback.heard_ms(last[1].id) < playback.sent_ms(last[1].id) - 1.0)
+        if response is None and not still_playing:
             return
         self.interruptions += 1
         metrics.INTERRUPTIONS.inc()
         await self.caller.interrupt_playback()
-        await response.cancel("turn_detected")
-        if self.caller.playback.server_side and response.audio_item is not None:
-            item = response.audio_item
-            heard = self.caller.playback.heard_ms(item.id)
-            self._truncate(item.id, 0, int(heard), clamp=True)
-            self.emit({"type": "output_audio_buffer.cleared", "response_id": response.id})
+        if response is not None:
+            await response.cancel("turn_detected")
+        if playback.server_side and self._last_spoken is not None:
+            response_id, item = self._last_spoken
+            self._last_spoken = None
+            if self.conversation.get(item.id) is not None:
+                self._truncate(item.id, 0, int(playback.heard_ms(item.id)), clamp=True)
+            self.emit({"type": "output_audio_buffer.cleared", "response_id": response_id})
+
+    def spoke(self, response_id: str, item: Item) -> None:
+        """A response started sending audio for `item` (the one a barge-in would cut)."""
+        self._last_spoken = (response_id, item)
 
     def _on_speech_stopped(self, audio_end_ms: float) -> None:
         item_id = self._speech_item_id or new_id("item")
@@ -401,23 +444,28 @@ class Session:
         part = ContentPart(type="input_audio", audio=bytearray(self._buffer.wire),
                            audio_format=self.config.input_format)
         item = Item(id=item_id or new_id("item"), type="message", role="user", content=[part])
+        speculation, self._speculation = self._speculation, None
         self._clear_buffer()
         previous = self.conversation.add(item)
         self.emit({"type": "input_audio_buffer.committed", "item_id": item.id, "previous_item_id": previous})
         self._announce_item(item, previous)
         self.turns += 1
-        self._start_transcription(item, pcm)
+        self._start_transcription(item, pcm, speculation)
         return item
 
     def _clear_buffer(self) -> None:
         self._buffer = _InputBuffer(start_ms=self._stream_ms)
         self._speech_item_id = None
+        if self._speculation is not None:
+            self._speculation.cancel()
+            self._speculation = None
 
-    def _start_transcription(self, item: Item, pcm: np.ndarray) -> None:
+    def _start_transcription(self, item: Item, pcm: np.ndarray,
+                             speculation: asyncio.Task[str | None] | None = None) -> None:
         async def run() -> None:
             started = time.monotonic()
             try:
-                text = await self.engine.transcribe(pcm)
+                text = await (speculation if speculation is not None else self.engine.transcribe(pcm))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -581,13 +629,17 @@ class Session:
         await response.cancel("client_cancelled")
 
     async def _clear_output_buffer(self) -> None:
+        """The client asks the server to stop playing (WebRTC/SIP): cut at what was heard."""
         await self.caller.interrupt_playback()
         response = self._response
-        response_id = response.id if response else ""
-        if response is not None and response.audio_item is not None and self.caller.playback.server_side:
-            heard = self.caller.playback.heard_ms(response.audio_item.id)
+        if response is not None:
             await response.cancel("client_cancelled")
-            self._truncate(response.audio_item.id, 0, int(heard), clamp=True)
+        response_id = response.id if response else (self._last_spoken[0] if self._last_spoken else "")
+        if self.caller.playback.server_side and self._last_spoken is not None:
+            _, item = self._last_spoken
+            self._last_spoken = None
+            if self.conversation.get(item.id) is not None:
+                self._truncate(item.id, 0, int(self.caller.playback.heard_ms(item.id)), clamp=True)
         self.emit({"type": "output_audio_buffer.cleared", "response_id": response_id})
 
     # -- call actions (tools and transports use these) --------------------------------------------

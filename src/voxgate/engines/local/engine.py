@@ -11,6 +11,7 @@ import json
 import logging
 import re
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 
 import numpy as np
@@ -21,6 +22,7 @@ from voxgate.engines.local.brains.flow import FlowBrain
 from voxgate.engines.local.stt import WhisperTranscriber
 from voxgate.engines.local.tts import PiperSynthesizer, split_sentences
 from voxgate.engines.local.vad import SileroModel, SileroStream
+from voxgate.observability import metrics
 from voxgate.protocol.ids import new_id
 
 log = logging.getLogger("voxgate.local")
@@ -49,9 +51,8 @@ class LocalEngine(Engine):
         self.stt: WhisperTranscriber | None = None
         self.tts: PiperSynthesizer | None = None
         self.vad: SileroModel | None = None
-        # Timings of the latest stages, read by benchmarks through /metrics and logs.
-        self.last_brain_ms = 0.0
-        self.last_tts_first_ms = 0.0
+        # Recent stage timings (ms), for benchmarks and the metrics below; bounded.
+        self.timings: dict[str, deque[float]] = {k: deque(maxlen=1000) for k in ("stt", "brain", "tts_first")}
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -79,7 +80,9 @@ class LocalEngine(Engine):
         assert self.stt is not None, "start() the engine first"
         if not pcm16k.size:
             return ""
-        return (await self.stt.transcribe(pcm16k)).text
+        result = await self.stt.transcribe(pcm16k)
+        self.timings["stt"].append(result.decode_ms)
+        return result.text
 
     async def respond(self, request: ResponseRequest) -> AsyncIterator[EngineOutput]:
         if request.say is not None:
@@ -88,7 +91,9 @@ class LocalEngine(Engine):
             return
         started = time.perf_counter()
         decision = self.brain.decide(request)
-        self.last_brain_ms = (time.perf_counter() - started) * 1000.0
+        brain_ms = (time.perf_counter() - started) * 1000.0
+        self.timings["brain"].append(brain_ms)
+        metrics.BRAIN_SECONDS.observe(brain_ms / 1000.0)
         if isinstance(decision, CallTool):
             yield ToolCall(decision.name, json.dumps(decision.arguments), new_id("call"))
             return
@@ -109,6 +114,8 @@ class LocalEngine(Engine):
             first = True
             async for pcm in self.tts.synthesize(spoken_form(sentence), voice):
                 if first and n == 0:
-                    self.last_tts_first_ms = (time.perf_counter() - started) * 1000.0
+                    tts_ms = (time.perf_counter() - started) * 1000.0
+                    self.timings["tts_first"].append(tts_ms)
+                    metrics.TTS_FIRST_CHUNK_SECONDS.observe(tts_ms / 1000.0)
                 first = False
                 yield AudioChunk(pcm, self.tts.sample_rate)

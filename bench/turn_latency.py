@@ -1,0 +1,260 @@
+"""Turn latency of the local engine, measured from a client over the Realtime WebSocket.
+
+Spoken requests (the project's own Piper voice at several speeds) are streamed in real time with
+server VAD (silence_duration_ms=300). For each turn it measures, from the end of the caller's
+speech: speech_stopped, transcription completed, and the first audio delta; the engine's own STT,
+brain and TTS-first-chunk times; the word error rate of the transcripts; then barge-ins (the caller
+talks over the reply: speech start → last audio delta and → response.done), and peak RSS with 1
+and with 10 concurrent sessions.
+
+    .venv/bin/python bench/turn_latency.py [--turns 24] [--concurrent 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import websockets
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from tests.speech import normalise, silence, speak, wer
+
+from voxgate.embedded import EmbeddedGateway
+
+RATE = 24000
+FRAME = RATE // 50  # 20 ms
+KEY = "bench-key"
+REQUESTS = [
+    "what is the status of order four five six seven",
+    "where is my order one two three four",
+    "can you check order number four five six seven for me",
+    "what time do you open on saturday",
+    "I would like to book an appointment tomorrow at three pm",
+    "what can you do",
+    "thank you very much",
+    "when are you open",
+]
+SPEEDS = (0.85, 1.0, 1.2)
+BARGE_IN = "wait a moment please"
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def row(name: str, values: list[float], unit: str = "ms") -> str:
+    if not values:
+        return f"  {name:<42} (no samples)"
+    return (f"  {name:<42} p50 {pct(values, 50):7.1f} {unit}   p95 {pct(values, 95):7.1f} {unit}"
+            f"   n={len(values)}")
+
+
+class Client:
+    """One Realtime WebSocket session that streams audio at real time and timestamps events."""
+
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+        self.events: asyncio.Queue[tuple[float, dict[str, Any]]] = asyncio.Queue()
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        async for raw in self.ws:
+            await self.events.put((time.perf_counter(), json.loads(raw)))
+
+    async def send(self, event: dict[str, Any]) -> None:
+        await self.ws.send(json.dumps(event))
+
+    async def stream(self, pcm: np.ndarray) -> float:
+        """Send at real time on an absolute schedule; returns the wall time the stream started."""
+        start = time.perf_counter()
+        for n, offset in enumerate(range(0, pcm.size, FRAME)):
+            chunk = pcm[offset:offset + FRAME].astype("<i2").tobytes()
+            await self.send({"type": "input_audio_buffer.append", "audio": base64.b64encode(chunk).decode()})
+            delay = start + (n + 1) * 0.02 - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        return start
+
+    async def until(self, kind: str, wait_s: float = 30.0) -> list[tuple[float, dict[str, Any]]]:
+        out = []
+        while True:
+            at, event = await asyncio.wait_for(self.events.get(), wait_s)
+            out.append((at, event))
+            if event["type"] == "error":
+                raise RuntimeError(event)
+            if event["type"] == kind:
+                return out
+
+    async def close(self) -> None:
+        await self.ws.close()
+        self._reader.cancel()
+
+
+async def connect(url: str) -> Client:
+    ws = await websockets.connect(f"{url}/v1/realtime?model=bench", max_size=None,
+                                  additional_headers={"Authorization": f"Bearer {KEY}"})
+    client = Client(ws)
+    await client.until("session.created")
+    await client.send({"type": "session.update", "session": {"type": "realtime", "audio": {
+        "input": {"format": {"type": "audio/pcm", "rate": RATE}, "transcription": {"model": "whisper-1"},
+                  "turn_detection": {"type": "server_vad", "silence_duration_ms": 300}},
+        "output": {"format": {"type": "audio/pcm", "rate": RATE}}}}})
+    await client.until("session.updated")
+    return client
+
+
+async def measure_turns(url: str, turns: int) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {k: [] for k in ("stopped", "transcribed", "first_audio", "wer")}
+    client = await connect(url)
+    for n in range(turns):
+        text = REQUESTS[n % len(REQUESTS)]
+        speed = SPEEDS[n % len(SPEEDS)]
+        lead = silence(300, RATE)
+        speech = speak(text, rate=RATE, speed=speed)
+        audio = np.concatenate([lead, speech, silence(1200, RATE)])
+        sender = asyncio.create_task(client.stream(audio))
+        got: dict[str, float] = {}
+        transcript = ""
+        while "first_audio" not in got or "transcribed" not in got or "done" not in got:
+            at, event = await asyncio.wait_for(client.events.get(), 30.0)
+            kind = event["type"]
+            if kind == "input_audio_buffer.speech_stopped":
+                got.setdefault("stopped", at)
+            elif kind == "conversation.item.input_audio_transcription.completed":
+                got.setdefault("transcribed", at)
+                transcript = event["transcript"]
+            elif kind == "response.output_audio.delta":
+                got.setdefault("first_audio", at)
+            elif kind == "response.done":
+                got["done"] = at
+            elif kind == "error":
+                raise RuntimeError(event)
+        start = await sender
+        speech_end = start + (lead.size + speech.size) / RATE
+        for key in ("stopped", "transcribed", "first_audio"):
+            out[key].append((got[key] - speech_end) * 1000.0)
+        out["wer"].append(wer(text, transcript) * len(normalise(text)))
+        out.setdefault("words", []).append(len(normalise(text)))
+    await client.close()
+    return out
+
+
+async def measure_barge_in(url: str, attempts: int) -> dict[str, list[float]]:
+    """Talk over a reply as soon as it starts (response.created).
+
+    Over a WebSocket the server generates faster than real time, so the interruption is sent in one
+    burst: this measures the gateway's own decision and cancel path, not the 200 ms of speech the
+    agent's barge-in threshold waits for (add that for the caller's experience).
+    """
+    out: dict[str, list[float]] = {"last_audio": [], "done": [], "missed": []}
+    client = await connect(url)
+    interruption = np.concatenate([speak(BARGE_IN, rate=RATE), silence(900, RATE)])
+    for _ in range(attempts):
+        request = np.concatenate([speak("what can you do", rate=RATE), silence(800, RATE)])
+        sender = asyncio.create_task(client.stream(request))
+        while True:
+            _, event = await asyncio.wait_for(client.events.get(), 30.0)
+            if event["type"] == "response.created":
+                break
+        speech_start = time.perf_counter()
+        chunk = interruption.astype("<i2").tobytes()
+        await client.send({"type": "input_audio_buffer.append", "audio": base64.b64encode(chunk).decode()})
+        last_audio = speech_start
+        status = ""
+        while not status:
+            at, event = await asyncio.wait_for(client.events.get(), 30.0)
+            if event["type"] == "response.output_audio.delta":
+                last_audio = at
+            elif event["type"] == "response.done":
+                status = event["response"]["status"]
+                done_at = at
+        await sender
+        await client.until("response.done")  # the interruption's own reply
+        if status != "cancelled":
+            out["missed"].append(1.0)  # the reply had finished before the caller spoke
+            continue
+        out["last_audio"].append((last_audio - speech_start) * 1000.0)
+        out["done"].append((done_at - speech_start) * 1000.0)
+    await client.close()
+    return out
+
+
+async def concurrent_sessions(url: str, n: int) -> None:
+    clients = await asyncio.gather(*(connect(url) for _ in range(n)))
+    audio = np.concatenate([speak(REQUESTS[0], rate=RATE), silence(1000, RATE)])
+    await asyncio.gather(*(c.stream(audio) for c in clients))
+    await asyncio.gather(*(c.until("response.done", 60.0) for c in clients))
+    await asyncio.gather(*(c.close() for c in clients))
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+async def main(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["ACME_DB"] = str(Path(tmp) / "acme.db")
+        with EmbeddedGateway(Path(tmp), api_keys=KEY, engine="local") as gw:
+            url = gw.ws_url
+            engine = await_engine(gw)
+            for text in [*REQUESTS, BARGE_IN, "what can you do"]:  # render test audio before timing anything
+                for speed in SPEEDS:
+                    speak(text, rate=RATE, speed=speed)
+            rss_idle = peak_rss_mb()
+            turns = await measure_turns(url, args.turns)
+            rss_one = peak_rss_mb()
+            barge = await measure_barge_in(url, args.barge_ins)
+            await concurrent_sessions(url, args.concurrent)
+            rss_many = peak_rss_mb()
+            timings = {k: list(v) for k, v in engine.timings.items()}
+
+    words = sum(turns.pop("words"))
+    errors = sum(turns.pop("wer"))
+    print(f"voxgate turn latency — local engine, {args.turns} spoken turns, server VAD silence 300 ms, "
+          f"{os.cpu_count()} CPUs")
+    print("From the end of the caller's speech:")
+    print(row("-> input_audio_buffer.speech_stopped", turns["stopped"]))
+    print(row("-> input transcription completed", turns["transcribed"]))
+    print(row("-> first response.output_audio.delta", turns["first_audio"]))
+    print("Engine stages:")
+    print(row("STT (Whisper tiny.en int8, per decode)", timings["stt"]))
+    print(row("brain (flow)", timings["brain"]))
+    print(row("TTS first chunk (Piper joe)", timings["tts_first"]))
+    print(f"  word error rate of the transcripts        {errors / max(words, 1) * 100:.1f} %"
+          f" ({errors:.0f}/{words} words)")
+    print(f"Barge-in ({args.barge_ins} attempts, {len(barge['missed'])} finished before the caller spoke):")
+    print(row("caller speech start -> last audio delta", barge["last_audio"]))
+    print(row("caller speech start -> response.done", barge["done"]))
+    print(f"Peak RSS (gateway and client in one process): idle {rss_idle:.0f} MB, after 1 session "
+          f"{rss_one:.0f} MB, after {args.concurrent} concurrent sessions {rss_many:.0f} MB")
+    if turns["first_audio"]:
+        print(f"mean first audio {statistics.mean(turns['first_audio']):.0f} ms")
+
+
+def await_engine(gw: EmbeddedGateway) -> Any:
+    engine = gw.gateway._engines.get("local")
+    if engine is None:
+        raise RuntimeError("local engine not started")
+    return engine
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--turns", type=int, default=24)
+    parser.add_argument("--barge-ins", type=int, default=6)
+    parser.add_argument("--concurrent", type=int, default=10)
+    asyncio.run(main(parser.parse_args()))

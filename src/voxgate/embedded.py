@@ -1,0 +1,61 @@
+"""A gateway in a background thread of this process: for tests, benchmarks, and embedding in an app."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import uvicorn
+
+from voxgate.app import Gateway, create_app
+from voxgate.config import Settings
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class EmbeddedGateway:
+    """`with EmbeddedGateway(tmp_dir, api_keys="k") as gw:` serves on gw.base_url until the block ends."""
+
+    def __init__(self, data_dir: Path, **settings: Any) -> None:
+        port = settings.pop("port", None) or free_port()
+        settings.setdefault("database_url", f"sqlite+aiosqlite:///{data_dir / 'voxgate.db'}")
+        self.settings = Settings(host="127.0.0.1", port=port, **settings)
+        self.app = create_app(self.settings)
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="warning", ws="websockets-sansio",
+                                ws_max_size=self.settings.max_message_bytes * 2, lifespan="on")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, name=f"voxgate-{port}", daemon=True)
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.ws_url = f"ws://127.0.0.1:{port}"
+
+    @property
+    def gateway(self) -> Gateway:
+        gateway: Gateway = self.app.state.gateway
+        return gateway
+
+    def start(self, timeout_s: float = 120.0) -> EmbeddedGateway:
+        self._thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the gateway did not start")
+            time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=30)
+
+    def __enter__(self) -> EmbeddedGateway:
+        return self.start()
+
+    def __exit__(self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]) -> None:
+        self.stop()
