@@ -143,3 +143,34 @@ async def test_spoken_turn_tool_call_and_barge_in(live_server: LiveServer, ga_se
     assert json.loads(lookups[0]["arguments"]) == {"order_id": "4567"}
     assert call["interruptions"] >= 1
     assert any(t["name"] == "transfer_to_human" for t in call["tool_calls"])
+
+
+async def test_semantic_vad_waits_longer_after_an_unfinished_phrase(live_server: LiveServer,
+                                                                  ga_server_events: TypeAdapter[Any]) -> None:
+    """semantic_vad (eagerness high): a whole phrase ends the turn after a short pause, while words that
+    trail off ("... and") keep the turn open through the same pause."""
+    client = AsyncOpenAI(api_key=live_server.api_key, base_url=f"{live_server.base_url}/v1",
+                         websocket_base_url=f"{live_server.ws_url}/v1")
+    async with client.realtime.connect(model="gpt-realtime") as conn:
+        reader = StrictReader(conn.recv_bytes, ga_server_events)
+        await reader.next()
+        await conn.session.update(session={"type": "realtime", "output_modalities": ["text"], "audio": {
+            "input": {"turn_detection": {"type": "semantic_vad", "eagerness": "high"}}}})
+        await reader.until("session.updated")
+
+        async def stopped_after(text: str, pause_ms: int) -> bool:
+            audio = np.concatenate([silence(200, 24000), speak(text, rate=24000), silence(pause_ms, 24000)])
+            await stream(conn, audio.astype("<i2").tobytes(), 960, realtime=True)
+            await asyncio.sleep(0.3)  # let the server finish with what it has
+            seen = []
+            while True:
+                try:
+                    seen.append(await asyncio.wait_for(reader.next(), 0.5))
+                except TimeoutError:
+                    break
+            return any(e["type"] == "input_audio_buffer.speech_stopped" for e in seen)
+
+        assert not await stopped_after("I want to check on my order and", 1200)
+        await conn.input_audio_buffer.clear()
+        await reader.until("input_audio_buffer.cleared")
+        assert await stopped_after("what is the status of order four five six seven", 1200)

@@ -26,6 +26,7 @@ class Outbound:
         self._closed = False
         self.dropped_audio_events = 0
         self.overflowed = False
+        self.overflow = asyncio.Event()  # set once: the transport must drop the connection
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -36,6 +37,8 @@ class Outbound:
             return
         if len(self._queue) >= 2 * self.max_events:
             self.overflowed = True
+            self.overflow.set()
+            self._queue.clear()  # nobody will read these: free them now
             self.close()
             return
         self._queue.append(event)

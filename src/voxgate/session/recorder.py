@@ -53,7 +53,8 @@ class CallRecorder:
             if make is None:
                 return
             try:
-                await make()
+                if await make() is False:  # the store reports a write it had to drop
+                    metrics.STORE_FAILURES.inc()
             except Exception:
                 metrics.STORE_FAILURES.inc()
                 log.exception("call record write failed")
@@ -79,12 +80,13 @@ class CallRecorder:
             arguments=redact(item.arguments or "")[0], status="delegated", output=None, duration_ms=None))
 
     def gateway_tool_call(self, session: Session, result: ToolResult) -> None:
-        if result.ok and result.name != "transfer_to_human":
-            self.task_completed = True
+        definition = session.agent.tool(result.name)
+        if result.ok and definition is not None and definition.builtin is None:
+            self.task_completed = True  # a business tool did its job; transfers and hang-ups are not tasks
         self._write(lambda: self.store.record_tool_call(
             session.id, tool_call_id=result.call_id, name=result.name, side="server",
             arguments=redact_args(result.arguments), status="completed" if result.ok else result.status,
-            output=result.output,
+            output=redact(result.output)[0],  # stored records never hold PII, even from tools allowed to return it
             duration_ms=result.duration_ms))
 
     def response_done(self, session: Session, run: ResponseRun, status: str) -> None:

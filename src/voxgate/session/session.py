@@ -31,7 +31,13 @@ from voxgate.session.outbound import Outbound
 from voxgate.session.playback import PlaybackTracker
 from voxgate.session.recorder import CallRecorder
 from voxgate.session.response import ResponseRun, ResponseSettings
-from voxgate.session.turn_detection import SpeechStarted, SpeechStopped, TurnDetectionConfig, TurnDetector
+from voxgate.session.turn_detection import (
+    SpeechStarted,
+    SpeechStopped,
+    TurnDetectionConfig,
+    TurnDetector,
+    phrase_looks_finished,
+)
 from voxgate.tools.redaction import redact
 from voxgate.tools.registry import ToolRegistry
 
@@ -120,7 +126,7 @@ class Session:
             expires_at=int(time.time()) + 3600,
         )
         if initial_config:  # e.g. the session an ephemeral key was minted for
-            self.config = self.config.updated(initial_config, "ga", self._voices())
+            self.config = self.config.updated(initial_config, "ga", self._voices() or None)
         self.conversation = Conversation()
         self.brain_state: dict[str, Any] = {}
         self.closed = False
@@ -131,12 +137,12 @@ class Session:
         self._buffer = _InputBuffer()
         self._stream_ms = 0.0  # total caller audio received, the clock of audio_start/end_ms
         self._response: ResponseRun | None = None
+        self._last_spoken: tuple[str, Item] | None = None  # (response id, item) a barge-in would cut
         self._vad = vad_factory() if vad_factory else None
         self._detector = self._make_detector()
         self._speech_item_id: str | None = None  # the user item a speech_started announced
-        self._speech_start_ms: float | None = None
+        self._detector_origin_ms = 0.0
         self._quiet_frames = 0
-        self._last_spoken: tuple[str, Item] | None = None
         self._speculation: asyncio.Task[str | None] | None = None
         self._transcriptions: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -272,6 +278,7 @@ class Session:
         if new.turn_detection != self.config.turn_detection:
             self.config = new
             self._detector = self._make_detector()
+            self._detector_origin_ms = self._stream_ms  # its clock starts now; events are in stream time
         self.config = new
         self.emit({"type": "session.updated", "session": self.config.to_wire(self.dialect)})
 
@@ -306,7 +313,15 @@ class Session:
     def _min_speech_ms(self) -> int:
         # Echo of the agent's own voice and short noises must not cut it off: while the agent is
         # talking, the caller has to speak for a while before it counts as barge-in.
-        return self.agent.turn_taking.barge_in_min_speech_ms if self._response is not None else 60
+        return self.agent.turn_taking.barge_in_min_speech_ms if self._agent_audible() else 60
+
+    def _agent_audible(self) -> bool:
+        """Is the agent talking: generating a response, or still playing one out at the caller?"""
+        if self._response is not None:
+            return True
+        playback, last = self.caller.playback, self._last_spoken
+        return (playback.server_side and last is not None
+                and playback.heard_ms(last[1].id) < playback.sent_ms(last[1].id) - 1.0)
 
     async def append_audio(self, data: bytes) -> None:
         """Caller audio in the session's input format (from the wire or from a carrier)."""
@@ -324,12 +339,14 @@ class Session:
         chunk_ms = pcm.size * 1000.0 / VAD_RATE
         self._stream_ms += chunk_ms
         if self._detector is not None and self._vad is not None:
+            if self._detector.config.min_speech_ms != self._min_speech_ms():
+                self._detector_min_speech_update()
             probs = self._vad.feed(pcm)
             for turn_event in self._detector.feed(probs, VAD_FRAME_MS):
                 if isinstance(turn_event, SpeechStarted):
-                    await self._on_speech_started(turn_event.audio_start_ms)
+                    await self._on_speech_started(self._detector_origin_ms + turn_event.audio_start_ms)
                 elif isinstance(turn_event, SpeechStopped):
-                    self._on_speech_stopped(turn_event.audio_end_ms)
+                    self._on_speech_stopped(self._detector_origin_ms + turn_event.audio_end_ms)
             if self._speech_item_id is None:
                 self._trim_idle_buffer()
             else:
@@ -361,8 +378,20 @@ class Session:
             elif p < threshold - 0.15:
                 self._quiet_frames += 1
         if self._speculation is None and self._quiet_frames >= SPECULATE_AFTER_FRAMES:
-            self._speculation = asyncio.get_running_loop().create_task(
-                self.engine.transcribe(self._buffer.pcm_array()))
+            task = asyncio.get_running_loop().create_task(self.engine.transcribe(self._buffer.pcm_array()))
+            task.add_done_callback(self._hint_phrase)
+            self._speculation = task
+            if self._detector.config.type == "semantic_vad":
+                # Until the words are known, assume the caller may go on; they end the turn once read.
+                self._detector.hint_phrase_finished(False)
+
+    def _hint_phrase(self, task: asyncio.Task[str | None]) -> None:
+        """semantic_vad: words that trail off ("...and", "um") earn a longer wait than a whole phrase."""
+        if task.cancelled() or task.exception() is not None or self._detector is None:
+            return
+        text = task.result()
+        if text is not None and self._speculation is task:
+            self._detector.hint_phrase_finished(phrase_looks_finished(text))
 
     def _trim_idle_buffer(self) -> None:
         """Outside speech, keep only the prefix padding: an idle line must not grow memory."""
@@ -383,7 +412,6 @@ class Session:
     async def _on_speech_started(self, audio_start_ms: float) -> None:
         self._speech_item_id = new_id("item")
         self._quiet_frames = 0
-        self._speech_start_ms = audio_start_ms
         self.emit({"type": "input_audio_buffer.speech_started", "audio_start_ms": int(audio_start_ms),
                    "item_id": self._speech_item_id})
         td = self.config.turn_detection or {}
@@ -398,10 +426,7 @@ class Session:
         """
         response = self._response
         playback = self.caller.playback
-        last = self._last_spoken
-        still_playing = (playback.server_side and last is not None
-                         and playback.heard_ms(last[1].id) < playback.sent_ms(last[1].id) - 1.0)
-        if response is None and not still_playing:
+        if not self._agent_audible():
             return
         self.interruptions += 1
         metrics.INTERRUPTIONS.inc()
@@ -522,6 +547,11 @@ class Session:
                     parts.append(ContentPart(type=p["type"], text=p["text"]))
                 else:
                     audio = p.get("audio")
+                    if audio is not None:
+                        try:
+                            InputDecoder(self.config.input_format, VAD_RATE).decode(audio)
+                        except AudioFormatError as exc:
+                            raise RealtimeError("invalid_audio", str(exc), param="item.content.audio") from exc
                     parts.append(ContentPart(type=p["type"], transcript=p.get("transcript"),
                                              audio=bytearray(audio) if audio is not None else None,
                                              audio_format=self.config.input_format))
@@ -656,7 +686,6 @@ class Session:
 
     async def hang_up(self, reason: str) -> None:
         self.end_reason = reason
-        self.outcome = self.outcome or "hangup"
         self._after_response(lambda: self.caller.hang_up(reason))
 
     def _after_response(self, action: Callable[[], Coroutine[Any, Any, None]]) -> None:

@@ -67,9 +67,10 @@ async def run_websocket_session(session: Session, websocket: WebSocket, caller: 
     writer = asyncio.create_task(pump_outbound(session, websocket, session.dialect))
     hangup = asyncio.create_task(caller.hangup_requested.wait())
     reader = asyncio.create_task(_read(session, websocket))
+    overflow = asyncio.create_task(session.outbound.overflow.wait())
     close_code, close_reason = 1000, ""
     try:
-        done, _ = await asyncio.wait({writer, reader, hangup}, timeout=max_seconds,
+        done, _ = await asyncio.wait({writer, reader, hangup, overflow}, timeout=max_seconds,
                                      return_when=asyncio.FIRST_COMPLETED)
         if not done:
             session.error(RealtimeError("session_expired", "The session reached its maximum duration."))
@@ -85,11 +86,13 @@ async def run_websocket_session(session: Session, websocket: WebSocket, caller: 
         await session.close(reason, status="dropped" if session.outbound.overflowed else "completed")
         reader.cancel()
         hangup.cancel()
+        overflow.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await asyncio.wait_for(writer, timeout=2.0)  # flush what is queued (response.done, errors)
         if websocket.application_state == WebSocketState.CONNECTED:
             with contextlib.suppress(Exception):
-                await websocket.close(close_code, close_reason)
+                # A peer that stopped reading may never take the close frame either: bounded wait.
+                await asyncio.wait_for(websocket.close(close_code, close_reason), timeout=2.0)
 
 
 async def _read(session: Session, websocket: WebSocket) -> None:
