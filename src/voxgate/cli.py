@@ -172,3 +172,7 @@ def config_show(config: ConfigOption = None) -> None:
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

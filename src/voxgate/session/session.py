@@ -45,6 +45,7 @@ log = logging.getLogger("voxgate.session")
 
 VAD_RATE = 16000
 VAD_FRAME_MS = 32.0  # Silero scores 512-sample frames at 16 kHz
+VAD_OFFLOAD_SAMPLES = VAD_RATE // 4  # 250 ms
 SPECULATE_AFTER_FRAMES = 4  # ~130 ms of pause before transcribing speculatively
 MIN_COMMIT_MS = 100  # OpenAI refuses to commit less than 100 ms of audio
 
@@ -341,7 +342,12 @@ class Session:
         if self._detector is not None and self._vad is not None:
             if self._detector.config.min_speech_ms != self._min_speech_ms():
                 self._detector_min_speech_update()
-            probs = self._vad.feed(pcm)
+            if pcm.size >= VAD_OFFLOAD_SAMPLES:
+                # A burst of audio (a client sending faster than real time) is scored off the loop;
+                # a 20-100 ms frame costs ~0.1 ms, less than the thread hop, so it stays inline.
+                probs = await asyncio.get_running_loop().run_in_executor(None, self._vad.feed, pcm)
+            else:
+                probs = self._vad.feed(pcm)
             for turn_event in self._detector.feed(probs, VAD_FRAME_MS):
                 if isinstance(turn_event, SpeechStarted):
                     await self._on_speech_started(self._detector_origin_ms + turn_event.audio_start_ms)

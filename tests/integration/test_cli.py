@@ -1,0 +1,77 @@
+"""The README's contract: `voxgate serve` on a fresh database starts, prints its URLs and a one-time API
+key that works, and the other commands do what they say."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import websockets
+
+from voxgate.embedded import free_port
+
+VOXGATE = [sys.executable, "-m", "voxgate.cli"]
+
+
+def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*VOXGATE, *args], env=env, capture_output=True, text=True, timeout=120, check=True)
+
+
+def test_serve_prints_a_working_key_and_commands_work(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "VOXGATE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'vg.db'}",
+           "ACME_DB": str(tmp_path / "acme.db"), "VOXGATE_API_KEYS": ""}
+    server = subprocess.Popen([*VOXGATE, "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    try:
+        lines: list[str] = []
+        key = None
+        deadline = time.monotonic() + 120
+        assert server.stdout is not None
+        while key is None and time.monotonic() < deadline:
+            line = server.stdout.readline()
+            lines.append(line)
+            match = re.search(r"API key .*: (vg_\S+)", line)
+            key = match.group(1) if match else None
+        assert key, "".join(lines)
+        assert any(f"ws://127.0.0.1:{port}/v1/realtime" in line for line in lines)
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        assert httpx.get(f"http://127.0.0.1:{port}/v1/agents", headers={"Authorization": f"Bearer {key}"}
+                         ).json()["data"][0]["name"] == "acme"
+        assert httpx.get(f"http://127.0.0.1:{port}/v1/agents").status_code == 401
+
+        async def handshake() -> str:
+            async with websockets.connect(f"ws://127.0.0.1:{port}/v1/realtime?model=x",
+                                          additional_headers={"Authorization": f"Bearer {key}"}) as ws:
+                return str(json.loads(await ws.recv())["type"])
+
+        import asyncio
+
+        assert asyncio.run(handshake()) == "session.created"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+    # Keys: only hashes are stored; a created key is listed by prefix and can be revoked.
+    created = run_cli("keys", "create", "--name", "ci", env=env).stdout.strip()
+    assert created.startswith("vg_")
+    listed = [json.loads(line) for line in run_cli("keys", "list", env=env).stdout.splitlines()]
+    assert created not in json.dumps(listed)
+    ci_key = next(k for k in listed if k["name"] == "ci")
+    assert run_cli("keys", "revoke", ci_key["id"], env=env).returncode == 0
+    assert "acme (default)" in run_cli("agents", "list", env=env).stdout
+    shown = json.loads(run_cli("config", "show", env={**env, "VOXGATE_API_KEYS": "secret-key"}).stdout)
+    assert shown["api_keys"] == "****"
+    assert run_cli("db", "upgrade", env=env).returncode == 0

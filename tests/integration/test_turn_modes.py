@@ -1,0 +1,90 @@
+"""Turn-taking options honoured as OpenAI documents them: manual commit, create_response=false,
+A-law input, unknown voices and malformed audio."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import numpy as np
+import websockets
+from pydantic import TypeAdapter
+
+from tests.conftest import LiveServer
+from tests.integration.test_text_conversation import StrictReader
+from tests.speech import silence, speak, wer
+from voxgate.audio import g711
+
+
+async def open_session(live: LiveServer, adapter: TypeAdapter[Any]) -> tuple[Any, StrictReader]:
+    ws = await websockets.connect(f"{live.ws_url}/v1/realtime?model=gpt-realtime", max_size=None,
+                                  additional_headers={"Authorization": f"Bearer {live.api_key}"})
+    reader = StrictReader(ws.recv, adapter)
+    await reader.next()
+    return ws, reader
+
+
+async def send(ws: Any, event: dict[str, Any]) -> None:
+    await ws.send(json.dumps(event))
+
+
+async def test_manual_commit_and_errors(live_server: LiveServer, ga_server_events: TypeAdapter[Any]) -> None:
+    ws, reader = await open_session(live_server, ga_server_events)
+    async with ws:
+        await send(ws, {"type": "session.update", "session": {"type": "realtime", "output_modalities": ["text"],
+                        "audio": {"input": {"format": {"type": "audio/pcma"}, "turn_detection": None}}}})
+        updated = (await reader.until("session.updated"))[-1]
+        assert updated["session"]["audio"]["input"]["turn_detection"] is None
+
+        await send(ws, {"type": "input_audio_buffer.commit", "event_id": "c0"})
+        error = await reader.next()
+        assert error["error"]["code"] == "input_audio_buffer_commit_empty" and error["error"]["event_id"] == "c0"
+
+        audio = g711.alaw_encode(np.concatenate([speak("where is order one two three four", rate=8000),
+                                                 silence(600, 8000)]))
+        await send(ws, {"type": "input_audio_buffer.append", "audio": base64.b64encode(audio).decode()})
+        await send(ws, {"type": "input_audio_buffer.commit"})
+        events = await reader.until("conversation.item.done")
+        assert [e["type"] for e in events] == ["input_audio_buffer.committed", "conversation.item.added",
+                                               "conversation.item.done"]  # no VAD events, no response
+        completed = await reader.until("conversation.item.input_audio_transcription.completed")
+        assert wer("where is order one two three four", completed[-1]["transcript"]) <= 0.3  # "where's" counts as two errors
+        await send(ws, {"type": "response.create"})
+        events = await reader.until("response.done")
+        reply = "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
+        assert "1234" in reply
+
+        await send(ws, {"type": "input_audio_buffer.append", "audio": base64.b64encode(b"\x01\x02\x03").decode()})
+        await send(ws, {"type": "input_audio_buffer.clear"})
+        await reader.until("input_audio_buffer.cleared")
+
+
+async def test_create_response_false_and_bad_audio(live_server: LiveServer,
+                                                   ga_server_events: TypeAdapter[Any]) -> None:
+    ws, reader = await open_session(live_server, ga_server_events)
+    async with ws:
+        await send(ws, {"type": "session.update", "session": {"type": "realtime", "audio": {
+            "input": {"turn_detection": {"type": "server_vad", "create_response": False}},
+            "output": {"voice": "nobody"}}}})
+        error = await reader.next()
+        assert error["type"] == "error" and error["error"]["param"] == "session.audio.output.voice"
+        await send(ws, {"type": "session.update", "session": {"type": "realtime", "audio": {
+            "input": {"turn_detection": {"type": "server_vad", "create_response": False}}}}})
+        await reader.until("session.updated")
+
+        await send(ws, {"type": "input_audio_buffer.append", "audio": base64.b64encode(b"\x00" * 3).decode(),
+                        "event_id": "odd"})
+        error = await reader.next()
+        assert error["error"]["code"] == "invalid_audio" and error["error"]["event_id"] == "odd"
+
+        audio = np.concatenate([silence(300, 24000), speak("hello there", rate=24000), silence(800, 24000)])
+        await send(ws, {"type": "input_audio_buffer.append",
+                        "audio": base64.b64encode(audio.astype("<i2").tobytes()).decode()})
+        events = await reader.until("conversation.item.done")
+        assert "input_audio_buffer.speech_stopped" in [e["type"] for e in events]
+        # VAD events still come, but no response is created on its own.
+        await send(ws, {"type": "response.cancel", "event_id": "probe"})
+        while (event := await reader.next())["type"] != "error":
+            assert not event["type"].startswith("response."), event
+        assert event["error"]["code"] == "response_cancel_not_active"
