@@ -49,7 +49,8 @@ async def test_manual_commit_and_errors(live_server: LiveServer, ga_server_event
         assert [e["type"] for e in events] == ["input_audio_buffer.committed", "conversation.item.added",
                                                "conversation.item.done"]  # no VAD events, no response
         completed = await reader.until("conversation.item.input_audio_transcription.completed")
-        assert wer("where is order one two three four", completed[-1]["transcript"]) <= 0.3  # "where's" counts as two errors
+        heard = completed[-1]["transcript"]
+        assert wer("where is order one two three four", heard) <= 0.3  # "where's" counts as two errors
         await send(ws, {"type": "response.create"})
         events = await reader.until("response.done")
         reply = "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
