@@ -83,6 +83,7 @@ class AgentConfig(BaseModel):
     greeting: str | None = None  # spoken first on phone and browser calls
     disclosure: str | None = None  # AI/recording disclosure, always played at call start on phone calls
     fallback: str = "Sorry, I didn't catch that. Could you say it another way?"
+    idle_prompt: str = "Are you still there?"  # said when turn_detection.idle_timeout_ms passes in silence
     tools: list[ToolDefinition] = Field(default_factory=list)
     intents: list[Intent] = Field(default_factory=list)
     escalation: Escalation = Field(default_factory=Escalation)

@@ -89,3 +89,26 @@ async def test_create_response_false_and_bad_audio(live_server: LiveServer,
         while (event := await reader.next())["type"] != "error":
             assert not event["type"].startswith("response."), event
         assert event["error"]["code"] == "response_cancel_not_active"
+
+
+async def test_idle_timeout_prompts_a_silent_caller(live_server: LiveServer,
+                                                    ga_server_events: TypeAdapter[Any]) -> None:
+    ws, reader = await open_session(live_server, ga_server_events)
+    async with ws:
+        await send(ws, {"type": "session.update", "session": {"type": "realtime", "output_modalities": ["text"],
+                        "audio": {"input": {"turn_detection": {"type": "server_vad", "idle_timeout_ms": 5000}}}}})
+        await reader.until("session.updated")
+        await send(ws, {"type": "conversation.item.create", "item": {
+            "type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}})
+        await send(ws, {"type": "response.create"})
+        await reader.until("response.done")
+        quiet = silence(4000, 24000).astype("<i2").tobytes()
+        await send(ws, {"type": "input_audio_buffer.append", "audio": base64.b64encode(quiet).decode()})
+        await send(ws, {"type": "input_audio_buffer.clear"})
+        events = await reader.until("input_audio_buffer.cleared")
+        assert "input_audio_buffer.timeout_triggered" not in [e["type"] for e in events]  # 4 s < 5 s
+        await send(ws, {"type": "input_audio_buffer.append", "audio": base64.b64encode(quiet).decode()})
+        triggered = (await reader.until("input_audio_buffer.timeout_triggered"))[-1]
+        assert triggered["audio_end_ms"] - triggered["audio_start_ms"] >= 5000
+        events = await reader.until("response.done")
+        assert "still there" in "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")

@@ -52,6 +52,7 @@ class ResponseRequest:
     user_audio: np.ndarray | None = None
     # Speak exactly this (greetings, disclosures, handover lines) instead of deciding what to say.
     say: str | None = None
+    speed: float = 1.0  # speaking rate (session audio.output.speed)
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,14 @@ class Engine(ABC):
 
     async def transcribe(self, pcm16k: np.ndarray, language: str | None = None) -> str | None:
         """Transcribe a committed user turn (16 kHz mono int16); None when the engine cannot."""
+        return None
+
+    async def close_session(self, state: dict[str, Any]) -> None:  # noqa: B027 - optional hook
+        """The session that owns `state` has ended: release what the engine keeps there (connections)."""
+
+    def take_usage(self, state: dict[str, Any]) -> dict[str, Any] | None:
+        """Token usage reported since the last call, in OpenAI's shape; None when the engine has none
+        (the session then estimates it)."""
         return None
 
     @abstractmethod

@@ -192,6 +192,7 @@ class ResponseRun:
             state=s.brain_state,
             user_audio=self._last_user_audio(),
             say=self.say,
+            speed=s.config.speed,
         )
 
     def _input_history(self) -> list[HistoryEntry]:

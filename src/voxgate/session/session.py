@@ -143,6 +143,7 @@ class Session:
         self._detector = self._make_detector()
         self._speech_item_id: str | None = None  # the user item a speech_started announced
         self._detector_origin_ms = 0.0
+        self._idle_since_ms: float | None = None  # stream time the line went quiet after the agent spoke
         self._quiet_frames = 0
         self._speculation: asyncio.Task[str | None] | None = None
         self._transcriptions: dict[str, asyncio.Task[None]] = {}
@@ -355,6 +356,7 @@ class Session:
                     self._on_speech_stopped(self._detector_origin_ms + turn_event.audio_end_ms)
             if self._speech_item_id is None:
                 self._trim_idle_buffer()
+                self._check_idle()
             else:
                 self._speculate(probs)
         if self._buffer.duration_ms() > self.max_input_buffer_ms:
@@ -366,6 +368,22 @@ class Session:
                 raise RealtimeError("input_audio_buffer_full",
                                     f"The input audio buffer holds at most {self.max_input_buffer_ms // 1000} s; "
                                     "commit or clear it.", param="audio")
+
+    def _check_idle(self) -> None:
+        """idle_timeout_ms: the caller has said nothing for that long since the agent last spoke."""
+        timeout = (self.config.turn_detection or {}).get("idle_timeout_ms")
+        if not timeout or self._idle_since_ms is None:
+            return
+        if self._agent_audible():
+            self._idle_since_ms = self._stream_ms  # the silence starts when the agent stops talking
+            return
+        if self._stream_ms - self._idle_since_ms < timeout:
+            return
+        start, self._idle_since_ms = self._idle_since_ms, None  # once per silence
+        item_id = new_id("item")
+        self.emit({"type": "input_audio_buffer.timeout_triggered", "audio_start_ms": int(start),
+                   "audio_end_ms": int(self._stream_ms), "item_id": item_id})
+        self.say(self.agent.idle_prompt)
 
     def _speculate(self, probs: list[float]) -> None:
         """Start transcribing at the first real pause, before silence_duration_ms confirms the turn.
@@ -417,6 +435,7 @@ class Session:
 
     async def _on_speech_started(self, audio_start_ms: float) -> None:
         self._speech_item_id = new_id("item")
+        self._idle_since_ms = None
         self._quiet_frames = 0
         self.emit({"type": "input_audio_buffer.speech_started", "audio_start_ms": int(audio_start_ms),
                    "item_id": self._speech_item_id})
@@ -701,6 +720,7 @@ class Session:
 
     def response_finished(self) -> None:
         """Called as a response ends: run the call actions its tools asked for."""
+        self._idle_since_ms = self._stream_ms
         actions, self._pending_actions = self._pending_actions, []
         for action in actions:
             task = asyncio.get_running_loop().create_task(action())

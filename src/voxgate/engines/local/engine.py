@@ -112,7 +112,7 @@ class LocalEngine(Engine):
             yield TextDelta(sentence if n == 0 else " " + sentence)
             started = time.perf_counter()
             first = True
-            async for pcm in self.tts.synthesize(spoken_form(sentence), voice):
+            async for pcm in self.tts.synthesize(spoken_form(sentence), voice, request.speed):
                 if first and n == 0:
                     tts_ms = (time.perf_counter() - started) * 1000.0
                     self.timings["tts_first"].append(tts_ms)
