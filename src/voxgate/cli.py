@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 from pathlib import Path
 from typing import Annotated
@@ -37,13 +36,15 @@ def serve(
     engine: Annotated[str | None, typer.Option(help="Default engine: local, echo or openai.")] = None,
     config: ConfigOption = None,
     log_level: Annotated[str, typer.Option(help="Log level.")] = "info",
+    json_logs: Annotated[bool, typer.Option("--json-logs", help="One JSON object per log line.")] = False,
 ) -> None:
     """Start the gateway."""
     import uvicorn
 
     from voxgate.app import create_app
+    from voxgate.observability.logs import configure_logging
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(log_level, json_lines=json_logs)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models come from installed packages, never a hub
     settings = _settings(config, host=host, port=port, engine=engine)
     dev_key = asyncio.run(_ensure_dev_key(settings))
@@ -55,7 +56,7 @@ def serve(
     if dev_key:
         typer.echo(f"  API key (shown once, only its hash is stored): {dev_key}")
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=log_level,
-                ws_max_size=settings.max_message_bytes * 2, ws="websockets-sansio")
+                ws_max_size=settings.max_message_bytes * 2, ws="websockets-sansio", log_config=None)
 
 
 async def _ensure_dev_key(settings: Settings) -> str | None:
