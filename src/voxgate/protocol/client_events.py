@@ -102,6 +102,22 @@ class OutputAudioBufferClear(ClientEvent):
     pass
 
 
+WIRE_TYPES: dict[type[ClientEvent], str] = {
+    SessionUpdate: "session.update",
+    TranscriptionSessionUpdate: "transcription_session.update",
+    InputAudioBufferAppend: "input_audio_buffer.append",
+    InputAudioBufferCommit: "input_audio_buffer.commit",
+    InputAudioBufferClear: "input_audio_buffer.clear",
+    ConversationItemCreate: "conversation.item.create",
+    ConversationItemRetrieve: "conversation.item.retrieve",
+    ConversationItemTruncate: "conversation.item.truncate",
+    ConversationItemDelete: "conversation.item.delete",
+    ResponseCreate: "response.create",
+    ResponseCancel: "response.cancel",
+    OutputAudioBufferClear: "output_audio_buffer.clear",
+}
+
+
 def parse_client_event(raw: str | bytes, dialect: Dialect, max_bytes: int) -> ClientEvent:
     if len(raw) > max_bytes:
         raise RealtimeError("message_too_large", f"Message of {len(raw)} bytes exceeds the limit of {max_bytes}.")

@@ -103,6 +103,7 @@ class Session:
         outbound_events: int = 512,
         max_message_bytes: int = 16 * 1024 * 1024,
         max_input_buffer_s: int = 120,
+        max_seconds: int = 3600,
         session_id: str | None = None,
         initial_config: dict[str, Any] | None = None,
     ) -> None:
@@ -124,7 +125,7 @@ class Session:
             turn_detection=default_turn_detection(
                 agent.turn_taking.silence_duration_ms, agent.turn_taking.threshold
             ),
-            expires_at=int(time.time()) + 3600,
+            expires_at=int(time.time()) + max_seconds,
         )
         if initial_config:  # e.g. the session an ephemeral key was minted for
             self.config = self.config.updated(initial_config, "ga", self._voices() or None)
@@ -215,7 +216,7 @@ class Session:
         """One client event off the wire. Never raises: mistakes become `error` events."""
         try:
             event = ce.parse_client_event(raw, self.dialect, self.max_message_bytes)
-            metrics.EVENTS.labels("in", type(event).__name__).inc()
+            metrics.EVENTS.labels("in", ce.WIRE_TYPES[type(event)]).inc()
             await self.handle_event(event)
         except RealtimeError as exc:
             self.error(exc)
