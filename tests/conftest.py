@@ -51,6 +51,56 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     live.embedded.stop()
 
 
+@dataclass
+class CarrierServer:
+    """A gateway that takes phone calls from Twilio and Telnyx, with their REST APIs on a local recorder."""
+
+    live: LiveServer
+    api: Any  # tests.phone_carrier.CarrierApiRecorder
+    twilio_auth_token: str
+    telnyx_api_key: str
+    telnyx_private_key: bytes  # raw Ed25519 seed: the test carrier signs its webhooks with it
+
+
+@pytest.fixture(scope="session")
+def carrier_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CarrierServer]:
+    """Local engine, demo and echo agents, carriers' signatures enforced (dev_mode off), Telnyx in A-law."""
+    import base64
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from tests.phone_carrier import CarrierApiRecorder
+
+    tmp = tmp_path_factory.mktemp("carrier-gateway")
+    os.environ.setdefault("ACME_DB", str(tmp / "acme.db"))
+    api = CarrierApiRecorder().start()
+    seed = bytes(range(32))
+    public = Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    secrets = {"twilio_auth_token": "twilio-test-token", "telnyx_api_key": "KEYtelnyx-test"}
+    live = start_server(tmp, engine="local", dev_mode=False, twilio_api_base=api.url, telnyx_api_base=api.url,
+                        telnyx_public_key=base64.b64encode(public).decode(), telnyx_codec="PCMA",
+                        carrier_stall_timeout_s=2.0, **secrets)
+    yield CarrierServer(live, api, secrets["twilio_auth_token"], secrets["telnyx_api_key"], seed)
+    live.embedded.stop()
+    api.stop()
+
+
+async def finished_call(live: LiveServer, session_id: str, wait_s: float = 10.0) -> dict[str, Any]:
+    """The call record of a session, once the gateway has written its end."""
+    import asyncio
+
+    import httpx
+
+    async with httpx.AsyncClient(base_url=live.base_url, headers={"Authorization": f"Bearer {live.api_key}"}) as http:
+        for _ in range(int(wait_s / 0.1)):
+            call: dict[str, Any] = (await http.get(f"/v1/calls/{session_id}")).json()
+            if call.get("ended_at"):
+                return call
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"call {session_id} was never ended: {call}")
+
+
 def _adapter(union: Any) -> TypeAdapter[Any]:
     return TypeAdapter(Annotated[union, Field(discriminator="type")])
 

@@ -13,13 +13,12 @@ import base64
 import json
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 from openai import AsyncOpenAI
 from pydantic import TypeAdapter
 
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, finished_call
 from tests.integration.test_text_conversation import StrictReader
 from tests.speech import silence, speak
 from voxgate.audio import g711
@@ -132,13 +131,7 @@ async def test_spoken_turn_tool_call_and_barge_in(live_server: LiveServer, ga_se
         events = await reader.until("response.done")
         assert events[-1]["response"]["status"] == "completed"
 
-    async with httpx.AsyncClient(base_url=live_server.base_url,
-                                 headers={"Authorization": f"Bearer {live_server.api_key}"}) as http:
-        for _ in range(50):
-            call = (await http.get(f"/v1/calls/{session_id}")).json()
-            if call.get("ended_at"):
-                break
-            await asyncio.sleep(0.1)
+    call = await finished_call(live_server, session_id)
     lookups = [t for t in call["tool_calls"] if t["name"] == "lookup_order"]
     assert json.loads(lookups[0]["arguments"]) == {"order_id": "4567"}
     assert call["interruptions"] >= 1

@@ -10,13 +10,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import httpx
 import pytest
 import websockets
 from openai import AsyncOpenAI
 from pydantic import TypeAdapter
 
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, finished_call
 
 WEATHER_TOOL = {
     "type": "function",
@@ -110,15 +109,7 @@ async def test_ga_text_conversation_with_gateway_and_client_tools(
         assert error["error"]["event_id"] == "evt_bad"
         assert error["error"]["code"] == "item_not_found"
 
-    async with httpx.AsyncClient(base_url=live_server.base_url,
-                                 headers={"Authorization": f"Bearer {live_server.api_key}"}) as http:
-        for _ in range(50):
-            call = (await http.get(f"/v1/calls/{session_id}")).json()
-            if call.get("ended_at"):
-                break
-            import asyncio
-
-            await asyncio.sleep(0.1)
+    call = await finished_call(live_server, session_id)
     tools = {(t["name"], t["side"]) for t in call["tool_calls"]}
     assert ("lookup_order", "server") in tools
     assert ("get_weather", "client") in tools

@@ -16,7 +16,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from voxgate.audio.formats import AudioFormat, AudioFormatError, InputDecoder, OutputEncoder
-from voxgate.engines.base import AudioChunk, HistoryEntry, ResponseRequest, TextDelta, ToolCall, ToolSpec
+from voxgate.engines.base import (
+    AudioChunk,
+    EngineError,
+    HistoryEntry,
+    ResponseRequest,
+    TextDelta,
+    ToolCall,
+    ToolSpec,
+)
 from voxgate.observability import metrics
 from voxgate.protocol import client_events as ce
 from voxgate.protocol.errors import RealtimeError
@@ -97,7 +105,9 @@ class ResponseRun:
         self._first_sent = False
         self._private_history: list[HistoryEntry] = []  # gateway tool calls of an out-of-band response
         self._audio_ms_out = 0.0
+        self._audio_started_at: float | None = None
         self._text_chars_out = 0
+        self._engine_usage: dict[str, Any] | None = None  # real usage, from engines that report it
 
     # -- control -----------------------------------------------------------------------------------
 
@@ -124,6 +134,12 @@ class ResponseRun:
             status = "failed"
             details = {"type": "failed", "error": {"type": exc.type, "code": exc.code}}
             s.error(exc)
+        except EngineError as exc:  # the engine says why (an upstream refused, timed out, dropped)
+            log.warning("response %s failed: %s", self.id, exc)
+            status = "failed"
+            details = {"type": "failed", "error": {"type": "server_error", "code": "engine_error"}}
+            s.error(RealtimeError("engine_error", f"The engine failed: {exc}", type="server_error"))
+            s.end_reason = s.end_reason or f"engine_error: {exc}"  # the call record shows why
         except Exception as exc:
             log.exception("response %s failed", self.id)
             status = "failed"
@@ -131,6 +147,7 @@ class ResponseRun:
             s.error(RealtimeError("engine_error", f"The engine failed: {type(exc).__name__}: {exc}",
                                   type="server_error"))
         self._close_message("incomplete" if status != "completed" else "completed")
+        self._engine_usage = s.engine.take_usage(s.brain_state)
         metrics.RESPONSES.labels(status).inc()
         s.emit({"type": "response.done", "response": self._wire(status, details)})
         if s.recorder:
@@ -151,7 +168,7 @@ class ResponseRun:
                         self._text(out.text)
                     elif isinstance(out, AudioChunk):
                         if self.settings.audio:
-                            self._audio(out.pcm, out.rate)
+                            await self._audio(out.pcm, out.rate)
                     elif isinstance(out, ToolCall):
                         self._close_message("completed")
                         if self._is_gateway_tool(out.name):
@@ -233,19 +250,24 @@ class ResponseRun:
 
     # -- output items ------------------------------------------------------------------------------
 
-    def _open_message(self) -> Item:
-        if self._message is not None:
-            return self._message
+    def _add_output_item(self, item: Item) -> int:
+        """Announce a new output item (and add it to the conversation); returns its output_index."""
         s = self.session
-        item = Item(id=new_id("item"), type="message", role="assistant", status="in_progress")
         index = len(self.output)
         self.output.append(item)
         s.emit({"type": "response.output_item.added", "response_id": self.id, "output_index": index,
                 "item": item.to_wire(s.dialect)})
         if self.settings.in_conversation:
             previous = s.conversation.add(item)
-            s.emit({"type": "conversation.item.added", "previous_item_id": previous,
-                    "item": item.to_wire(s.dialect)})
+            s.emit({"type": "conversation.item.added", "previous_item_id": previous, "item": item.to_wire(s.dialect)})
+        return index
+
+    def _open_message(self) -> Item:
+        if self._message is not None:
+            return self._message
+        s = self.session
+        item = Item(id=new_id("item"), type="message", role="assistant", status="in_progress")
+        index = self._add_output_item(item)
         if self.settings.audio:
             part = ContentPart(type="output_audio", transcript="", audio=bytearray(),
                                audio_format=self.settings.output_format)
@@ -286,12 +308,28 @@ class ResponseRun:
             s.emit({"type": "response.output_text.delta", **self._ids(item), "delta": text})
             self._first_output()
 
-    def _audio(self, pcm: np.ndarray, rate: int) -> None:
+    async def _audio(self, pcm: np.ndarray, rate: int) -> None:
         item = self._open_message()
         if self._encoder is None or self._encoder_rate != rate:
             self._encoder = OutputEncoder(self.settings.output_format, rate)
             self._encoder_rate = rate
         self._send_audio(item, self._encoder.encode(pcm))
+        await self._keep_pace()
+
+    async def _keep_pace(self) -> None:
+        """Stay at most `audio_lead_ms` ahead of real time.
+
+        Generating a whole reply at once would fill the caller's buffer with audio they may never
+        hear; pacing keeps what was sent close to what was heard, lets a barge-in cancel the unsaid
+        rest before it is synthesised, and bounds memory at every hop.
+        """
+        if self._audio_started_at is None:
+            self._audio_started_at = time.monotonic()
+            return
+        lead_ms = self._audio_ms_out - (time.monotonic() - self._audio_started_at) * 1000.0
+        excess_ms = lead_ms - self.session.audio_lead_ms
+        if excess_ms > 0:
+            await asyncio.sleep(excess_ms / 1000.0)
 
     def _send_audio(self, item: Item, data: bytes) -> None:
         s = self.session
@@ -353,14 +391,7 @@ class ResponseRun:
         s = self.session
         item = Item(id=new_id("item"), type="function_call", status="in_progress", call_id=call.call_id,
                     name=call.name, arguments="")
-        index = len(self.output)
-        self.output.append(item)
-        s.emit({"type": "response.output_item.added", "response_id": self.id, "output_index": index,
-                "item": item.to_wire(s.dialect)})
-        if self.settings.in_conversation:
-            previous = s.conversation.add(item)
-            s.emit({"type": "conversation.item.added", "previous_item_id": previous,
-                    "item": item.to_wire(s.dialect)})
+        index = self._add_output_item(item)
         ids = {"response_id": self.id, "item_id": item.id, "output_index": index, "call_id": call.call_id}
         s.emit({"type": "response.function_call_arguments.delta", **ids, "delta": call.arguments})
         s.emit({"type": "response.function_call_arguments.done", **ids, "name": call.name,
@@ -426,8 +457,11 @@ class ResponseRun:
         return out
 
     def usage(self) -> dict[str, Any]:
-        """Token usage in OpenAI's shape. The local engine has no tokens, so these are estimates
-        on OpenAI's scale (about 4 characters a text token, 50 ms an audio token) for cost comparison."""
+        """Token usage in OpenAI's shape: as the engine reported it (the openai engine), or else
+        estimates on OpenAI's scale (about 4 characters a text token, 50 ms an audio token) for cost
+        comparison, since the local engine has no tokens."""
+        if self._engine_usage is not None:
+            return reported_usage(self._engine_usage)
         history_chars = sum(len(e.text) + len(e.output) for e in self.session.conversation.history())
         input_text = history_chars // 4
         output_text = self._text_chars_out // 4
@@ -439,3 +473,20 @@ class ResponseRun:
             "input_token_details": {"text_tokens": input_text, "audio_tokens": 0, "cached_tokens": 0},
             "output_token_details": {"text_tokens": output_text, "audio_tokens": output_audio},
         }
+
+
+def reported_usage(usage: dict[str, Any]) -> dict[str, Any]:
+    """An engine's usage with every field OpenAI's shape has (an engine may report a subset)."""
+    inp = usage.get("input_token_details") or {}
+    out = usage.get("output_token_details") or {}
+    return {
+        **usage,
+        "total_tokens": usage.get("total_tokens", 0),
+        "input_tokens": usage.get("input_tokens", 0),
+        "output_tokens": usage.get("output_tokens", 0),
+        "input_token_details": {**inp, "text_tokens": inp.get("text_tokens", 0),
+                                "audio_tokens": inp.get("audio_tokens", 0),
+                                "cached_tokens": inp.get("cached_tokens", 0)},
+        "output_token_details": {**out, "text_tokens": out.get("text_tokens", 0),
+                                 "audio_tokens": out.get("audio_tokens", 0)},
+    }
