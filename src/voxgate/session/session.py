@@ -104,6 +104,7 @@ class Session:
         max_message_bytes: int = 16 * 1024 * 1024,
         max_input_buffer_s: int = 120,
         max_seconds: int = 3600,
+        audio_lead_ms: float = 1500.0,
         session_id: str | None = None,
         initial_config: dict[str, Any] | None = None,
     ) -> None:
@@ -116,6 +117,7 @@ class Session:
         self.recorder = recorder
         self.outbound = Outbound(outbound_events)
         self.max_message_bytes = max_message_bytes
+        self.audio_lead_ms = audio_lead_ms
         self.max_input_buffer_ms = max_input_buffer_s * 1000
         self.config = SessionConfig(
             id=self.id,
@@ -181,6 +183,10 @@ class Session:
         for task in [*self._tasks, *self._transcriptions.values()]:
             task.cancel()
         await asyncio.gather(*self._tasks, *self._transcriptions.values(), return_exceptions=True)
+        try:  # e.g. the openai engine closes this session's upstream connection
+            await self.engine.close_session(self.brain_state)
+        except Exception:
+            log.exception("session %s: the engine failed to close its session state", self.id)
         metrics.SESSIONS_ACTIVE.dec()
         if self.outbound.overflowed:
             status = "dropped"
