@@ -17,12 +17,13 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from voxgate.agents import AgentConfig, load_agents
 from voxgate.config import Settings
+from voxgate.control.ephemeral import create_beta_session, create_client_secret, redeem, revoke_client_secret
 from voxgate.engines.base import Engine
 from voxgate.engines.echo import EchoEngine
 from voxgate.engines.local.vad import SileroModel, SileroStream
@@ -34,7 +35,10 @@ from voxgate.store.calls import CallStore
 from voxgate.store.database import Database
 from voxgate.store.keys import KeyRecord, KeyStore
 from voxgate.tools.registry import ToolRegistry
+from voxgate.transports import telnyx, twilio
 from voxgate.transports.realtime_ws import WebSocketCaller, run_websocket_session
+from voxgate.transports.webrtc import attach_sideband, create_beta_call, create_call, hangup_call
+from voxgate.web.console import console_call, console_index, console_token, static_files
 
 log = logging.getLogger("voxgate")
 
@@ -101,6 +105,10 @@ class Gateway:
                                          tts_concurrency=self.settings.tts_max_concurrency)
                 elif name == "echo":
                     engine = EchoEngine()
+                elif name == "openai":
+                    from voxgate.engines.openai import OpenAIEngine
+
+                    engine = OpenAIEngine.from_settings(self.settings)
                 else:
                     raise ValueError(f"engine {name!r} is not available")
                 await engine.start()
@@ -138,6 +146,7 @@ class Gateway:
             model=model or f"voxgate-{engine_name}", outbound_events=self.settings.outbound_queue_events,
             max_message_bytes=self.settings.max_message_bytes,
             max_input_buffer_s=self.settings.max_input_buffer_seconds, initial_config=initial_config,
+            max_seconds=self.settings.session_max_seconds, audio_lead_ms=self.settings.audio_lead_ms,
         )
         self.sessions[session.id] = session
         return session
@@ -192,6 +201,12 @@ async def realtime_websocket(websocket: WebSocket) -> None:
         return
     if not gateway.ready:
         await websocket.send_denial_response(problem(503, "not_ready", "The gateway is starting."))
+        return
+    if "call_id" in websocket.query_params:  # sideband: join a live WebRTC call rather than open a session
+        await attach_sideband(websocket, principal)
+        return
+    if not await redeem(gateway, principal, "realtime_ws"):  # an ephemeral key opens one session only
+        await websocket.send_denial_response(problem(401, "invalid_api_key", "This key has already been used."))
         return
     headers = {k.lower(): v for k, v in websocket.headers.items()}
     dialect = dialect_from_handshake(headers, subprotocols)
@@ -263,10 +278,6 @@ async def list_agents(request: Request) -> Response:
          "tools": [t.name for t in a.tools]} for a in agents.values()]})
 
 
-async def index(request: Request) -> Response:
-    return RedirectResponse("/readyz")
-
-
 async def not_found(request: Request, exc: Exception) -> Response:
     return problem(404, "not_found", f"No route for {request.method} {request.url.path}.")
 
@@ -292,15 +303,26 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> Starlette:
     origins = ["*"] if settings.dev_mode and not settings.cors_origins else settings.cors_origins
     app = Starlette(
         routes=[
-            Route("/", index),
+            Route("/", console_index),
+            Route("/console/token", console_token, methods=["POST"]),
+            Route("/console/calls/{call_id}", console_call),
+            Mount("/static", app=static_files(), name="static"),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics_endpoint),
             WebSocketRoute("/v1/realtime", realtime_websocket),
+            Route("/v1/realtime", create_beta_call, methods=["POST"]),
+            Route("/v1/realtime/calls", create_call, methods=["POST"]),
+            Route("/v1/realtime/calls/{call_id}/hangup", hangup_call, methods=["POST"]),
+            Route("/v1/realtime/client_secrets", create_client_secret, methods=["POST"]),
+            Route("/v1/realtime/client_secrets/revoke", revoke_client_secret, methods=["POST"]),
+            Route("/v1/realtime/sessions", create_beta_session, methods=["POST"]),
             Route("/v1/calls", list_calls),
             Route("/v1/calls/{call_id}", get_call),
             Route("/v1/kpis", kpis),
             Route("/v1/agents", list_agents),
+            *twilio.routes(gateway_of),
+            *telnyx.routes(gateway_of),
         ],
         middleware=[Middleware(CORSMiddleware, allow_origins=origins, allow_methods=["*"], allow_headers=["*"],
                                expose_headers=["Location"])],

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     outbound_queue_events: int = 512  # per session; audio deltas beyond it are dropped and counted
     session_max_seconds: int = 60 * 60
     max_input_buffer_seconds: int = 120  # a monologue longer than this is committed in pieces
+    audio_lead_ms: int = 1500  # how far agent audio may run ahead of real time (barge-in cuts the rest)
 
     # Local engine
     stt_threads: int = 2
@@ -47,6 +48,44 @@ class Settings(BaseSettings):
     # Tools
     tool_timeout_s: float = 5.0
     tool_max_output_bytes: int = 4096
+
+    # Browser calls (ephemeral keys, WebRTC)
+    ephemeral_ttl_s: int = 60  # a key a browser holds lives this long unless the minting server asks otherwise
+    ephemeral_max_ttl_s: int = 600
+    # RTCIceServer dicts ({"urls": ..., "username": ..., "credential": ...}); empty on a LAN, STUN/TURN elsewhere
+    ice_servers: list[dict[str, Any]] = Field(default_factory=list)
+    webrtc_connect_timeout_s: float = 15.0  # a peer that has not connected by then is dropped
+    # Host addresses offered as ICE candidates; empty: every interface (aioice's choice, loopback excluded)
+    webrtc_host_addresses: list[str] = Field(default_factory=list)
+    webrtc_playout_buffer_s: float = 60.0  # agent audio queued on a call's track; beyond it, dropped and counted
+
+    # Phone carriers (Twilio Media Streams, Telnyx media streaming)
+    # Webhooks and media sockets must be signed; with this off, or in dev mode with no secret set, unsigned
+    # requests are let through (a secret that is set is always checked while this is on).
+    verify_carrier_signatures: bool = True
+    twilio_auth_token: SecretStr = SecretStr("")  # signs webhooks; with the AccountSid, authenticates REST
+    twilio_api_base: str = "https://api.twilio.com"
+    telnyx_api_key: SecretStr = SecretStr("")  # Bearer key for call commands; also keys the stream auth token
+    telnyx_public_key: str = ""  # base64 Ed25519 public key from the portal, checks webhook signatures
+    telnyx_api_base: str = "https://api.telnyx.com"
+    telnyx_codec: Literal["PCMU", "PCMA", "L16"] = "PCMU"  # asked of Telnyx both ways; L16 at telnyx_sample_rate
+    telnyx_sample_rate: int = 16000  # for L16 only (G.711 is 8000)
+    carrier_lead_frames: int = 2  # 20 ms frames sent ahead of real time, so the carrier never starves
+    carrier_mark_interval_ms: int = 100  # how often a mark asks "heard up to here?"; the truncation grain
+    carrier_playout_buffer_s: float = 60.0  # agent audio queued per call; beyond it, dropped and counted
+    carrier_stall_timeout_s: float = 5.0  # a carrier that has not taken a frame for this long is hung up on
+    carrier_api_timeout_s: float = 5.0
+
+    # OpenAI Realtime upstream (engine "openai"). The key stays in the gateway: clients never see it.
+    openai_api_key: SecretStr = Field(
+        default=SecretStr(""),
+        validation_alias=AliasChoices("openai_api_key", "VOXGATE_OPENAI_API_KEY", "OPENAI_API_KEY"),
+    )
+    openai_base_url: str = "https://api.openai.com/v1"  # any server speaking the protocol, another voxgate too
+    openai_model: str = "gpt-realtime"
+    openai_connect_timeout_s: float = 10.0
+    openai_max_retries: int = 2  # handshake retries per connect, with exponential backoff and jitter
+    openai_response_timeout_s: float = 30.0  # an upstream response silent for this long has failed
 
     @classmethod
     def settings_customise_sources(
@@ -69,6 +108,7 @@ class Settings(BaseSettings):
         """The effective settings with secrets masked, for `voxgate config show`."""
         data = self.model_dump(mode="json")
         data["api_keys"] = "****" if self.api_key_list() else ""
+        data["ice_servers"] = [{**s, "credential": "****"} if s.get("credential") else s for s in self.ice_servers]
         if "@" in self.database_url:  # mask a password in a database URL
             scheme, rest = self.database_url.split("://", 1)
             creds, host = rest.rsplit("@", 1)

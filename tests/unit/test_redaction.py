@@ -135,7 +135,7 @@ def test_short_digit_strings_are_left_alone(before: str, digits: str, after: str
 _pieces = st.one_of(
     st.text(alphabet="0123456789 -", max_size=24),
     st.sampled_from(["4111111111111111", "4111 1111 1111 1111", "123-45-6789", "ssn ", "social ", " @ ",
-                     "a@b.co", "jane@example.com", "*", "**** **** **** ", "\n", "x", ".", "-"]),
+                     "a@b.co", "jane@example.com", "sip:", "@", "*", "**** **** **** ", "\n", "x", ".", "-"]),
     _luhn_16,
     st.text(max_size=8),
 )

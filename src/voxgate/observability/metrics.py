@@ -44,3 +44,15 @@ CARRIER_API_REQUESTS = Counter("voxgate_carrier_api_requests_total", "Carrier RE
 CARRIER_TICK_LATENESS = Histogram("voxgate_carrier_tick_lateness_seconds",
                                   "How late the shared 20 ms playout tick woke (event-loop load)",
                                   buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25))
+
+# OpenAI Realtime upstream (engine "openai"): connections, refusals, rate limits, failed responses.
+UPSTREAM_CONNECTS = Counter("voxgate_upstream_connects_total", "Upstream connection attempts, by result",
+                            ["result"])  # ok | refused | rate_limited | timeout | error | circuit_open
+UPSTREAM_RATE_LIMITED = Counter("voxgate_upstream_rate_limited_total",
+                                "Upstream rate limiting: 429 at the handshake or a rate-limit error", ["where"])
+UPSTREAM_RATE_LIMIT_UPDATES = Counter("voxgate_upstream_rate_limit_updates_total",
+                                      "rate_limits.updated events received from the upstream")
+UPSTREAM_RATE_LIMIT_REMAINING = Gauge("voxgate_upstream_rate_limit_remaining",
+                                      "Remaining requests or tokens in the last rate_limits.updated", ["name"])
+UPSTREAM_FAILURES = Counter("voxgate_upstream_failures_total", "Upstream responses that failed, by reason",
+                            ["reason"])  # lost | timeout | failed

@@ -1,0 +1,509 @@
+"""How many phone calls one core bridges: N concurrent Twilio Media Streams calls to the echo agent.
+
+The gateway runs in its own process pinned to CPU 0 (engine `echo`: server VAD on every call, each
+turn played back when the caller stops; no models besides Silero VAD), this load generator on CPU 1.
+Every call streams a spoken sentence (2 s) then 4 s of line silence, over and over, at 20 ms real
+time, with each call's turns at a random phase; it plays the returned audio on a Twilio-like
+real-time clock and echoes marks when their audio has played. Over a steady window it measures:
+
+    CPU per call     the server process's CPU time / wall time / N
+    jitter p50/p99   |inter-arrival - previous frame's duration| of returned media, within a reply
+                     (a reply's first 4 messages, which carry the deliberate lead, excluded)
+    late frames      frames that reached the caller's line after its buffer had run dry (an audible gap)
+    returned         agent audio received / caller speech sent in the window
+
+N passes when p99 jitter <= 20 ms, no frame is late, >= 99 % of the speech came back, the server's
+CPU stayed under 95 % and no call failed; the largest passing N is "what one core holds". The same
+workload then runs against Pipecat (`pipecat-ai`: FastAPIWebsocketTransport + TwilioFrameSerializer +
+Silero VADProcessor + an echo-the-turn processor, 8 kHz) and the ratio is printed.
+
+    .venv/bin/python bench/bridge_capacity.py [--calls 50,100,...] [--window 12]
+        [--pipecat-python /path/to/venv/bin/python | --no-pipecat]
+
+Pipecat is not a project dependency: install it in a separate virtualenv (it pins its own numpy,
+websockets...), e.g. `python -m venv /tmp/pipecat && /tmp/pipecat/bin/pip install
+"pipecat-ai[silero,websocket]" fastapi uvicorn uvloop`, and pass its python with --pipecat-python.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import gc
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+FRAME_S = 0.02
+TALK_S = 2.0
+QUIET_S = 4.0  # room for the echo (speech + padding + end-of-turn wait) before the next turn
+# A reply's first messages are left out of the jitter figure: the lead sent at once (voxgate: the frame
+# due and 2 ahead) and the first frame on the shared 20 ms tick, whose gap from them depends only on
+# where between two ticks the reply began. Late frames count every message.
+LEAD_MESSAGES = 4
+REPLY_GAP_S = 0.15  # a longer pause in returned audio starts a new reply
+SLOTS = 4  # the load generator sends each call's frame in one of 4 sub-ticks of 5 ms
+RT_PRIORITY = 10  # --realtime: SCHED_FIFO, so neighbours on a shared machine do not decide the result
+
+
+# -- the servers (child processes) ------------------------------------------------------------------
+
+
+def serve_voxgate(port: int, data_dir: str, gc_freeze: bool = False) -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    sys.path.insert(0, str(ROOT / "src"))
+    import uvicorn
+
+    from voxgate.app import create_app
+    from voxgate.config import Settings
+
+    if gc_freeze:  # what `voxgate serve` would gain by freezing its start-up heap out of the collector
+        def freeze_when_up() -> None:
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                    break
+                except OSError:
+                    time.sleep(0.1)
+            gc.freeze()
+
+        threading.Thread(target=freeze_when_up, daemon=True).start()
+    settings = Settings(host="127.0.0.1", port=port, engine="echo", default_agent="echo", dev_mode=True,
+                        verify_carrier_signatures=False, api_keys="bench",
+                        database_url=f"sqlite+aiosqlite:///{data_dir}/voxgate.db")
+    uvicorn.run(create_app(settings), host="127.0.0.1", port=port, log_level="warning", ws="websockets-sansio",
+                lifespan="on", ws_per_message_deflate=False)
+
+
+def serve_pipecat(port: int) -> None:
+    """Pipecat as its Twilio examples set it up, with VAD and an echo of each turn (same workload)."""
+    import uvicorn
+    from fastapi import FastAPI, WebSocket
+    from loguru import logger
+    from pipecat.audio.vad.silero import SileroVADAnalyzer
+    from pipecat.audio.vad.vad_analyzer import VADParams
+    from pipecat.frames.frames import (
+        Frame,
+        InputAudioRawFrame,
+        OutputAudioRawFrame,
+        VADUserStartedSpeakingFrame,
+        VADUserStoppedSpeakingFrame,
+    )
+    from pipecat.pipeline.pipeline import Pipeline
+    from pipecat.pipeline.runner import PipelineRunner
+    from pipecat.pipeline.task import PipelineParams, PipelineTask
+    from pipecat.processors.audio.vad_processor import VADProcessor
+    from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+    from pipecat.serializers.twilio import TwilioFrameSerializer
+    from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams, FastAPIWebsocketTransport
+
+    logger.remove()
+    logger.add(sys.stderr, level="WARNING")
+
+    class EchoTurn(FrameProcessor):
+        """Buffers the caller's speech and plays it back when they stop (voxgate's echo engine)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self._speaking = False
+            self._audio = bytearray()
+            self._preroll: deque[bytes] = deque(maxlen=25)  # 0.5 s: VAD start delay + voxgate's 300 ms padding
+
+        async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+            await super().process_frame(frame, direction)
+            if isinstance(frame, VADUserStartedSpeakingFrame):
+                self._speaking, self._audio = True, bytearray(b"".join(self._preroll))
+            elif isinstance(frame, InputAudioRawFrame):
+                if self._speaking:
+                    self._audio.extend(frame.audio)
+                else:
+                    self._preroll.append(frame.audio)
+                return  # the caller's audio is not played back as it comes
+            elif isinstance(frame, VADUserStoppedSpeakingFrame):
+                self._speaking = False
+                if self._audio:
+                    await self.push_frame(OutputAudioRawFrame(bytes(self._audio), 8000, 1))
+            await self.push_frame(frame, direction)
+
+    app = FastAPI()
+
+    async def media(websocket: WebSocket) -> None:
+        await websocket.accept()
+        messages = websocket.iter_text()
+        await messages.__anext__()  # connected
+        start = json.loads(await messages.__anext__())["start"]
+        serializer = TwilioFrameSerializer(stream_sid=start["streamSid"], call_sid=start["callSid"],
+                                           params=TwilioFrameSerializer.InputParams(auto_hang_up=False))
+        transport = FastAPIWebsocketTransport(websocket, FastAPIWebsocketParams(
+            audio_in_enabled=True, audio_out_enabled=True, add_wav_header=False, serializer=serializer))
+        vad = VADProcessor(vad_analyzer=SileroVADAnalyzer(params=VADParams(start_secs=0.2, stop_secs=0.3)))
+        pipeline = Pipeline([transport.input(), vad, EchoTurn(), transport.output()])
+        task = PipelineTask(pipeline, params=PipelineParams(audio_in_sample_rate=8000, audio_out_sample_rate=8000))
+        await PipelineRunner(handle_sigint=False).run(task)
+
+    # This module's annotations are strings (PEP 563) naming a class imported in this function, which
+    # FastAPI cannot resolve: give it the class itself.
+    media.__annotations__ = {"websocket": WebSocket, "return": None}
+    app.add_api_websocket_route("/twilio/media", media)
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", ws_per_message_deflate=False)
+
+
+# -- the load generator -----------------------------------------------------------------------------
+
+
+@dataclass
+class Call:
+    index: int
+    ws: Any
+    stream_sid: str
+    phase: int  # frames into the talk/quiet cycle at the start
+    arrivals: list[float] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+    marks: deque[tuple[float, str]] = field(default_factory=deque)
+    play_until: float = 0.0
+    clears: int = 0
+    failed: str = ""
+    spoken_frames: int = 0  # speech frames sent inside the window
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def speech_frames() -> list[str]:
+    """TALK_S of the project's voice as base64 μ-law frames (made with the gateway's own codecs)."""
+    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT / "src"))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import numpy as np
+    from tests.speech import speak
+
+    from voxgate.audio import g711
+
+    pcm = speak("please check the status of my order, thank you very much", rate=8000)
+    need = int(TALK_S * 8000)
+    pcm = np.concatenate([pcm, np.zeros(max(0, need - pcm.size), np.int16)])[:need]
+    data = g711.ulaw_encode(pcm)
+    return [base64.b64encode(data[i:i + 160]).decode() for i in range(0, len(data), 160)]
+
+
+class LoadGenerator:
+    def __init__(self, url: str, speech: list[str]) -> None:
+        self.url = url
+        self.speech = speech
+        self.silence = base64.b64encode(b"\xff" * 160).decode()
+        self.cycle = len(speech) + int(QUIET_S / FRAME_S)
+        self.calls: list[Call] = []
+        self.tick_lateness: list[float] = []
+        self.window: tuple[float, float] = (0.0, 0.0)
+        self.frame_no = 0
+
+    async def dial(self, index: int) -> Call:
+        from websockets.asyncio.client import connect
+
+        ws = await connect(self.url, compression=None, max_size=None, ping_interval=None, open_timeout=30)
+        sid = f"MZ{index:032x}"
+        call = Call(index, ws, sid, phase=random.randrange(self.cycle))
+        await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+        await ws.send(json.dumps({"event": "start", "sequenceNumber": "1", "streamSid": sid, "start": {
+            "accountSid": "AC" + "0" * 32, "streamSid": sid, "callSid": f"CA{index:032x}", "tracks": ["inbound"],
+            "customParameters": {"agent": "echo"},
+            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}}))
+        return call
+
+    async def listen(self, call: Call) -> None:
+        try:
+            async for raw in call.ws:
+                now = time.monotonic()
+                if raw.startswith(('{"event":"media"', '{"event": "media"')):
+                    # The payload's size without parsing the JSON (the hot path): its base64 is the last string.
+                    end = raw.rfind('"')
+                    encoded = end - raw.rfind('"', 0, end) - 1
+                    payload_len = encoded * 3 // 4 - (raw[end - 1] == "=") - (raw[end - 2] == "=")
+                    call.arrivals.append(now)
+                    call.sizes.append(payload_len)
+                    call.play_until = max(call.play_until, now) + payload_len / 8000
+                    continue
+                message = json.loads(raw)
+                if message.get("event") == "mark":
+                    call.marks.append((max(call.play_until, now), message["mark"]["name"]))
+                elif message.get("event") == "clear":
+                    call.clears += 1
+                    call.play_until = now
+                    while call.marks:
+                        await call.ws.send(self.mark_echo(call, call.marks.popleft()[1]))
+        except Exception as exc:  # a dropped connection fails the run
+            call.failed = f"{type(exc).__name__}: {exc}"
+
+    def mark_echo(self, call: Call, name: str) -> str:
+        return json.dumps({"event": "mark", "sequenceNumber": "0", "streamSid": call.stream_sid,
+                           "mark": {"name": name}})
+
+    async def line(self, stop_at: float) -> None:
+        """One clock for every call's microphone: a frame per call every 20 ms, marks echoed when played.
+
+        Calls are spread over SLOTS sub-ticks: independent phone calls do not all send at the same instant.
+        """
+        start = time.monotonic()
+        n = 0
+        while time.monotonic() < stop_at:
+            n += 1
+            target = start + n * FRAME_S / SLOTS
+            await asyncio.sleep(max(0.0, target - time.monotonic()))
+            now = time.monotonic()
+            self.tick_lateness.append(now - target)
+            in_window = self.window[0] <= now <= self.window[1]
+            slot = n % SLOTS
+            if slot == 0:
+                self.frame_no += 1
+            for call in self.calls:
+                if call.failed or call.index % SLOTS != slot:
+                    continue
+                position = (self.frame_no + call.phase) % self.cycle
+                speaking = position < len(self.speech)
+                payload = self.speech[position] if speaking else self.silence
+                if speaking and in_window:
+                    call.spoken_frames += 1
+                chunk = self.frame_no
+                try:
+                    await call.ws.send(
+                        f'{{"event":"media","sequenceNumber":"{chunk + 1}","streamSid":"{call.stream_sid}",'
+                        f'"media":{{"track":"inbound","chunk":"{chunk}","timestamp":"{chunk * 20}",'
+                        f'"payload":"{payload}"}}}}')
+                    while call.marks and call.marks[0][0] <= now:
+                        await call.ws.send(self.mark_echo(call, call.marks.popleft()[1]))
+                except Exception as exc:
+                    call.failed = f"{type(exc).__name__}: {exc}"
+
+    async def run(self, n: int, ramp_s: float, warmup_s: float, window_s: float, server_pid: int) -> dict[str, Any]:
+        self.calls = []
+        for batch in range(0, n, 25):
+            self.calls += await asyncio.gather(*(self.dial(i) for i in range(batch, min(n, batch + 25))))
+            await asyncio.sleep(ramp_s * 25 / max(n, 1))
+        listeners = [asyncio.create_task(self.listen(call)) for call in self.calls]
+        begin = time.monotonic()
+        self.window = (begin + warmup_s, begin + warmup_s + window_s)
+        self.tick_lateness = []
+        line = asyncio.create_task(self.line(self.window[1] + 0.5))
+        await asyncio.sleep(warmup_s)
+        cpu0, wall0 = cpu_seconds(server_pid), time.monotonic()
+        await asyncio.sleep(window_s)
+        cpu1, wall1 = cpu_seconds(server_pid), time.monotonic()
+        await line
+        for call in self.calls:
+            try:
+                await call.ws.send(json.dumps({"event": "stop", "sequenceNumber": "0", "streamSid": call.stream_sid,
+                                               "stop": {"accountSid": "AC", "callSid": "CA"}}))
+                await call.ws.close()
+            except Exception:
+                pass
+        for task in listeners:
+            task.cancel()
+        await asyncio.gather(*listeners, return_exceptions=True)
+        return self.measure(n, (cpu1 - cpu0) / (wall1 - wall0))
+
+    def measure(self, n: int, cpu: float) -> dict[str, Any]:
+        start, end = self.window
+        jitter: list[float] = []
+        late = frames = 0
+        returned_s = 0.0
+        for call in self.calls:
+            play_until = 0.0
+            in_reply = 0
+            previous_at = previous_dur = 0.0
+            for at, size in zip(call.arrivals, call.sizes, strict=True):
+                duration = size / 8000
+                new_reply = at - max(play_until, previous_at) > REPLY_GAP_S
+                in_reply = 0 if new_reply else in_reply + 1
+                if start <= at <= end:
+                    frames += 1
+                    returned_s += duration
+                    if not new_reply:
+                        if at > play_until + 0.001:
+                            late += 1  # the line had nothing left to play: a gap the caller hears
+                        if in_reply >= LEAD_MESSAGES:
+                            jitter.append(abs(at - previous_at - previous_dur))
+                play_until = max(play_until, at) + duration
+                previous_at, previous_dur = at, duration
+        spoken_s = sum(c.spoken_frames for c in self.calls) * FRAME_S
+        failed = [c.failed for c in self.calls if c.failed]
+        return {"n": n, "cpu": cpu, "cpu_per_call": cpu / n, "p50": percentile(jitter, 50) * 1000,
+                "p99": percentile(jitter, 99) * 1000, "late": late, "frames": frames,
+                "returned": returned_s / spoken_s if spoken_s else 0.0, "failed": len(failed),
+                "failure": failed[0] if failed else "", "clears": sum(c.clears for c in self.calls),
+                "gen_lag_p99": percentile(self.tick_lateness, 99) * 1000}
+
+
+def server_late_ticks(port: int) -> str:
+    """Share of the gateway's 20 ms playout ticks that woke over 10 ms late (its event loop was busy)."""
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    except OSError:
+        return "-"
+    buckets = {}
+    for line in text.splitlines():
+        if line.startswith("voxgate_carrier_tick_lateness_seconds_bucket"):
+            buckets[line.split('le="')[1].split('"')[0]] = float(line.rsplit(" ", 1)[1])
+    total = buckets.get("+Inf", 0.0)
+    return f"{(total - buckets.get('0.01', 0.0)) / total:.1%}" if total else "-"
+
+
+def passed(result: dict[str, Any]) -> bool:
+    return (result["p99"] <= 20.0 and result["late"] == 0 and result["returned"] >= 0.99 and result["cpu"] < 0.95
+            and result["failed"] == 0)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_server(argv: list[str], port: int, log: Path, realtime: bool = False) -> subprocess.Popen[bytes]:
+    pin = ["taskset", "-c", "0"] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else []
+    if realtime and shutil.which("chrt"):
+        pin += ["chrt", "-f", str(RT_PRIORITY)]
+    process = subprocess.Popen([*pin, *argv], stdout=log.open("wb"), stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited early; see {log}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return process
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("server did not start")
+
+
+def stop_server(process: subprocess.Popen[bytes]) -> None:
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def ramp(name: str, argv: list[str], port: int, steps: list[int], speech: list[str], args: argparse.Namespace,
+         tmp: Path) -> int:
+    """Run each N until one fails (and one more step, to be sure); return the largest N that passed."""
+    print(f"\n{name}")
+    print(f"{'N':>5} {'CPU':>6} {'CPU/call':>9} {'jitter p50':>11} {'p99':>7} {'late':>6} {'returned':>9} "
+          f"{'clears':>7} {'failed':>7} {'gen lag p99':>12} {'ticks >10ms late':>17}  verdict")
+    best = 0
+    failures = 0
+    for n in steps:
+        server = start_server(argv, port, tmp / f"{name.split()[0]}-{n}.log", args.realtime)
+        try:
+            time.sleep(1.0)
+            generator = LoadGenerator(f"ws://127.0.0.1:{port}/twilio/media", speech)
+            result = asyncio.run(generator.run(n, args.ramp, args.warmup, args.window, server.pid))
+            result["server_late_ticks"] = server_late_ticks(port)
+        finally:
+            stop_server(server)
+        ok = passed(result)
+        best = max(best, n) if ok else best
+        print(f"{n:>5} {result['cpu']:>6.0%} {result['cpu_per_call']:>9.2%} {result['p50']:>9.1f}ms "
+              f"{result['p99']:>5.1f}ms {result['late']:>6} {result['returned']:>9.0%} {result['clears']:>7} "
+              f"{result['failed']:>7} {result['gen_lag_p99']:>10.1f}ms {result['server_late_ticks']:>17}  "
+              f"{'pass' if ok else 'FAIL'}"
+              + (f" ({result['failure'][:60]})" if result["failure"] else ""), flush=True)
+        failures += not ok
+        if failures >= 2:
+            break
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("role", nargs="?", default="bench", choices=["bench", "serve-voxgate", "serve-pipecat"])
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--data", default="")
+    parser.add_argument("--calls", default="50,100,150,200,250,300,350,400")
+    parser.add_argument("--pipecat-calls", default="25,50,75,100,125,150")
+    parser.add_argument("--window", type=float, default=12.0, help="steady measuring window, seconds")
+    parser.add_argument("--warmup", type=float, default=4.0)
+    parser.add_argument("--ramp", type=float, default=2.0, help="seconds to dial all calls")
+    parser.add_argument("--pipecat-python", default="", help="a python with pipecat-ai installed")
+    parser.add_argument("--no-pipecat", action="store_true")
+    parser.add_argument("--gc-freeze", action="store_true",
+                        help="voxgate server: gc.freeze() once started (not what `voxgate serve` does today)")
+    parser.add_argument("--realtime", action="store_true",
+                        help="run server and load generator under SCHED_FIFO (root; a busy shared machine)")
+    args = parser.parse_args()
+    if args.role == "serve-voxgate":
+        serve_voxgate(args.port, args.data, args.gc_freeze)
+        return
+    if args.role == "serve-pipecat":
+        serve_pipecat(args.port)
+        return
+
+    if (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(0, {1})
+    if args.realtime:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(RT_PRIORITY))
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    speech = speech_frames()
+    tmp = Path(tempfile.mkdtemp(prefix="bridge-bench-"))
+    port = free_port()
+    print(f"bridge capacity: {os.cpu_count()} CPUs, server pinned to CPU 0, load generator on CPU 1"
+          f"{' (both SCHED_FIFO)' if args.realtime else ''}; "
+          f"each call: {TALK_S:.0f} s speech, {QUIET_S:.1f} s silence, echo agent; window {args.window:.0f} s; "
+          f"logs in {tmp}")
+    steps = [int(x) for x in args.calls.split(",")]
+    voxgate_best = ramp(f"voxgate (echo engine, server VAD, uvicorn websockets-sansio"
+                        f"{', gc frozen after start-up' if args.gc_freeze else ''})",
+                        [sys.executable, __file__, "serve-voxgate", "--port", str(port), "--data", str(tmp),
+                         *(["--gc-freeze"] if args.gc_freeze else [])],
+                        port, steps, speech, args, tmp)
+    print(f"\nvoxgate: largest N one core holds: {voxgate_best}")
+
+    python = args.pipecat_python
+    if args.no_pipecat:
+        return
+    if not python:
+        probe = subprocess.run([sys.executable, "-c", "import pipecat"], capture_output=True)
+        python = sys.executable if probe.returncode == 0 else ""
+    if not python:
+        print("\npipecat-ai not installed: pass --pipecat-python (see the module docstring); skipping the comparison")
+        return
+    pipecat_best = ramp("pipecat 1.x (FastAPIWebsocketTransport + TwilioFrameSerializer + Silero VADProcessor)",
+                        [python, __file__, "serve-pipecat", "--port", str(port)], port,
+                        [int(x) for x in args.pipecat_calls.split(",")], speech, args, tmp)
+    print(f"\npipecat: largest N one core holds: {pipecat_best}")
+    if pipecat_best:
+        print(f"voxgate / pipecat capacity ratio: {voxgate_best / pipecat_best:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

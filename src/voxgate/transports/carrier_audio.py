@@ -1,0 +1,60 @@
+"""A phone call's audio between the carrier's codec and the session's format, both ways.
+
+G.711 needs no work at all: the session speaks `audio/pcmu` and `audio/pcma` itself, so carrier
+payloads pass straight through. L16 (Telnyx's linear PCM, big-endian as RTP carries it, at 8-48 kHz)
+becomes the session's 24 kHz PCM16 through stateful streaming resamplers, one per direction per call.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from voxgate.audio.resample import StreamResampler
+from voxgate.transports.media_stream import MediaEncoding
+
+__all__ = ["CarrierAudio"]
+
+SESSION_PCM_RATE = 24000
+FRAME_MS = 20
+_SILENCE = {"pcmu": b"\xff", "pcma": b"\xd5", "l16": b"\x00\x00"}
+_GA_FORMATS: dict[MediaEncoding, dict[str, Any]] = {
+    "pcmu": {"type": "audio/pcmu"},
+    "pcma": {"type": "audio/pcma"},
+    "l16": {"type": "audio/pcm", "rate": SESSION_PCM_RATE},
+}
+
+
+class CarrierAudio:
+    def __init__(self, inbound: MediaEncoding, inbound_rate: int, outbound: MediaEncoding, outbound_rate: int) -> None:
+        self.inbound, self.inbound_rate = inbound, inbound_rate
+        self.outbound, self.outbound_rate = outbound, outbound_rate
+        width = 2 if outbound == "l16" else 1
+        self.frame_bytes = outbound_rate * width * FRAME_MS // 1000
+        self.silence = _SILENCE[outbound]
+        self._up = StreamResampler(inbound_rate, SESSION_PCM_RATE) if inbound == "l16" else None
+        self._down = StreamResampler(SESSION_PCM_RATE, outbound_rate) if outbound == "l16" else None
+
+    def session_config(self) -> dict[str, Any]:
+        """The GA `session.update` patch that makes the session take and produce this call's audio."""
+        return {"audio": {"input": {"format": _GA_FORMATS[self.inbound]},
+                          "output": {"format": _GA_FORMATS[self.outbound]}}}
+
+    def to_session(self, payload: bytes) -> bytes:
+        """Caller audio from the carrier, in the session's input format."""
+        if self._up is None:
+            return payload
+        pcm = np.frombuffer(payload, dtype=">i2").astype(np.int16)
+        return self._up.process(pcm).astype("<i2").tobytes()
+
+    def from_session(self, data: bytes) -> bytes:
+        """Agent audio from the session, in the carrier's codec."""
+        if self._down is None:
+            return data
+        pcm = np.frombuffer(data[: len(data) - len(data) % 2], dtype="<i2").astype(np.int16)
+        return self._down.process(pcm).astype(">i2").tobytes()
+
+    def inbound_silence(self, ms: float) -> bytes:
+        """Silence in the carrier's inbound codec, to stand in for chunks that never came."""
+        return _SILENCE[self.inbound] * int(self.inbound_rate * ms / 1000)

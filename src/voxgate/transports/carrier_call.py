@@ -1,0 +1,519 @@
+"""One phone call bridged from a carrier's media WebSocket to a Session: the asyncio shell.
+
+Twilio and Telnyx differ only in their codec (twilio_messages.py, telnyx_messages.py) and their REST
+commands (`CarrierControl`); everything else lives here, once:
+
+    reader   carrier frames -> codec events -> session (caller audio, key presses, marks heard)
+    pump     session events -> CarrierPlayout (agent audio, cut into frames)
+    writer   CarrierPlayout -> carrier, released on the call's pacing clock at each shared tick
+
+All carrier calls in a process share one `FrameTicker` (one timer every 20 ms instead of one per call),
+but each keeps its own `PacingClock` grid and its own writer task, so a carrier that stops reading
+stalls its own call only; a watchdog hangs up on it after `carrier_stall_timeout_s`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Any, Protocol
+
+import httpx
+from starlette.websockets import WebSocket, WebSocketState
+
+from voxgate.observability import metrics
+from voxgate.protocol.errors import RealtimeError
+from voxgate.session.playback import PlaybackTracker
+from voxgate.transports.carrier_audio import FRAME_MS, CarrierAudio
+from voxgate.transports.carrier_playout import CarrierPlayout
+from voxgate.transports.media_stream import (
+    AudioReceived,
+    CarrierErrorReported,
+    ChunksLost,
+    DigitPressed,
+    MarkPlayed,
+    MediaStreamError,
+    MediaStreamEvent,
+    StreamConnected,
+    StreamStarted,
+    StreamStopped,
+)
+
+if TYPE_CHECKING:
+    from voxgate.agents import AgentConfig
+    from voxgate.config import Settings
+    from voxgate.protocol.items import Dialect
+    from voxgate.session.session import Session
+
+log = logging.getLogger("voxgate.carrier")
+
+START_TIMEOUT_S = 10.0  # a media socket that does not say `start` by then is closed
+HEARD_GRACE_S = 1.0  # after the last frame, how long to wait for its mark before moving the call anyway
+MAX_SILENCE_FILL = 10  # lost chunks filled with silence at most (a longer gap is not worth faking)
+_LOGGED_ERRORS = 5  # per call, then one line per hundred, so a broken peer cannot flood the log
+
+
+class CarrierApiError(Exception):
+    """A carrier REST command failed; `gone` when the call had already ended (Twilio 20404, Telnyx 90018)."""
+
+    def __init__(self, action: str, message: str, *, gone: bool = False) -> None:
+        super().__init__(message)
+        self.action = action
+        self.gone = gone
+
+
+class CarrierControl(Protocol):
+    """The carrier's REST commands for one call."""
+
+    async def transfer(self, target: str) -> None: ...
+
+    async def hang_up(self) -> None: ...
+
+    async def send_dtmf(self, digits: str) -> None: ...
+
+
+class MediaCodec(Protocol):
+    def receive(self, text: str | bytes) -> list[MediaStreamEvent]: ...
+
+    def media(self, payload: bytes) -> str: ...
+
+    def mark(self, name: str) -> str: ...
+
+    def clear(self) -> str: ...
+
+
+class CallGateway(Protocol):
+    """What a carrier route needs from the process-wide Gateway (app.py)."""
+
+    settings: Settings
+    http: httpx.AsyncClient
+    ready: bool
+
+    def agent(self, name: str | None) -> AgentConfig: ...
+
+    async def open_session(self, *, agent: AgentConfig, caller: Any, dialect: Dialect, model: str | None,
+                           initial_config: dict[str, Any] | None = None) -> Session: ...
+
+    def session_closed(self, session: Session) -> None: ...
+
+
+async def carrier_request(http: httpx.AsyncClient, carrier: str, action: str, method: str, url: str,
+                          timeout_s: float, gone_codes: tuple[int, ...], **kwargs: Any) -> None:
+    """One REST command with its outcome counted; raises CarrierApiError unless it succeeded."""
+    try:
+        response = await http.request(method, url, timeout=timeout_s, **kwargs)
+    except httpx.HTTPError as exc:
+        metrics.CARRIER_API_REQUESTS.labels(carrier, action, "error").inc()
+        raise CarrierApiError(action, f"{carrier} {action}: {type(exc).__name__}: {exc}") from exc
+    if response.is_success:
+        metrics.CARRIER_API_REQUESTS.labels(carrier, action, "ok").inc()
+        return
+    code = _error_code(response)
+    gone = code in gone_codes
+    metrics.CARRIER_API_REQUESTS.labels(carrier, action, "gone" if gone else "error").inc()
+    raise CarrierApiError(action, f"{carrier} {action}: HTTP {response.status_code} (code {code})", gone=gone)
+
+
+def _error_code(response: httpx.Response) -> int | None:
+    with contextlib.suppress(ValueError, AttributeError, TypeError, KeyError, IndexError):
+        body = response.json()
+        if "code" in body:  # Twilio
+            return int(body["code"])
+        return int(body["errors"][0]["code"])  # Telnyx
+    return None
+
+
+class FrameTicker:
+    """One 20 ms heartbeat for every carrier call on an event loop.
+
+    Writers `await tick()`; each tick wakes them all at once, on an absolute grid so the beat does not
+    drift. With no waiter for a second the ticker stops (an idle gateway costs nothing).
+    """
+
+    def __init__(self, period_s: float = FRAME_MS / 1000) -> None:
+        self.period_s = period_s
+        self._waiters: list[asyncio.Future[None]] = []
+        self._task: asyncio.Task[None] | None = None
+        self._next = 0.0  # loop time the next tick is due
+
+    def next_beat(self) -> float:
+        """When the next tick is due (starting the ticker if it was idle)."""
+        if self._task is None:
+            loop = asyncio.get_running_loop()
+            self._next = loop.time() + self.period_s
+            self._task = loop.create_task(self._run())
+        return self._next
+
+    async def tick(self) -> None:
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        self.next_beat()
+        await waiter
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        idle = 0
+        while True:
+            target = self._next
+            delay = target - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            now = loop.time()
+            lateness = now - target
+            metrics.CARRIER_TICK_LATENESS.observe(max(lateness, 0.0))
+            # On the absolute grid; after a stall longer than a beat, beat on from now (no catch-up race).
+            self._next = target + self.period_s if lateness <= self.period_s else now + self.period_s
+            waiters, self._waiters = self._waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+            idle = 0 if waiters else idle + 1
+            if idle * self.period_s >= 1.0:
+                self._task = None
+                return
+
+
+_tickers: dict[asyncio.AbstractEventLoop, FrameTicker] = {}
+
+
+def shared_ticker() -> FrameTicker:
+    """The running loop's ticker (a process normally has one loop; tests and benches may run several)."""
+    loop = asyncio.get_running_loop()
+    ticker = _tickers.get(loop)
+    if ticker is None:
+        for stale in [x for x in _tickers if x.is_closed()]:
+            del _tickers[stale]
+        ticker = _tickers[loop] = FrameTicker()
+    return ticker
+
+
+class CarrierCall:
+    """The `Caller` a session sees for a phone call through a carrier's media stream."""
+
+    def __init__(self, *, carrier: str, websocket: WebSocket, codec: MediaCodec, settings: Settings) -> None:
+        self.transport = carrier
+        self.carrier = carrier
+        self.websocket = websocket
+        self.codec = codec
+        self.settings = settings
+        self.playback = PlaybackTracker(server_side=True)
+        self.started: StreamStarted | None = None
+        self.connected: StreamConnected | None = None
+        self.session: Session | None = None
+        self.audio: CarrierAudio | None = None
+        self.control: CarrierControl | None = None
+        self.playout: CarrierPlayout | None = None
+        self.errors = 0
+        self._audio_ready = asyncio.Event()
+        self._ended = asyncio.Event()
+        self.end_reason = ""
+        self._generation = 0  # bumped by every clear, so a writer mid-batch stops sending stale frames
+        self._send_since: float | None = None  # when the send in progress began (stall watchdog)
+
+    @property
+    def name(self) -> str:
+        return f"{self.carrier} call {self.started.call_id if self.started else '(not started)'}"
+
+    # -- setup -------------------------------------------------------------------------------------
+
+    async def wait_for_start(self, timeout_s: float = START_TIMEOUT_S) -> StreamStarted | None:
+        """Read until the carrier says `start`; None if it hangs up, stalls, or breaks the protocol first."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                while self.started is None:
+                    message = await self.websocket.receive()
+                    if message["type"] == "websocket.disconnect":
+                        return None
+                    try:
+                        events = self.codec.receive(message.get("text") or message.get("bytes") or b"")
+                    except MediaStreamError as exc:
+                        self._reject(exc)
+                        if exc.fatal:
+                            return None
+                        continue
+                    for event in events:
+                        if isinstance(event, StreamConnected):
+                            self.connected = event
+                        elif isinstance(event, StreamStarted):
+                            self.started = event
+                        elif isinstance(event, CarrierErrorReported):
+                            self._carrier_error(event)
+        except TimeoutError:
+            self._reject(MediaStreamError("start_timeout", f"no 'start' within {timeout_s:.0f} s"))
+            return None
+        return self.started
+
+    async def close_socket(self, code: int = 1000) -> None:
+        """Close the media socket if it is still open; never waits long on a peer that does not read."""
+        if self.websocket.application_state == WebSocketState.CONNECTED:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(1.0):
+                    await self.websocket.close(code)
+
+    def attach(self, session: Session, audio: CarrierAudio, control: CarrierControl) -> None:
+        s = self.settings
+        self.session, self.audio, self.control = session, audio, control
+        self.playout = CarrierPlayout(
+            frame_bytes=audio.frame_bytes, silence=audio.silence, frame_ms=FRAME_MS,
+            lead_frames=s.carrier_lead_frames, mark_every_frames=max(1, s.carrier_mark_interval_ms // FRAME_MS),
+            max_frames=int(s.carrier_playout_buffer_s * 1000 / FRAME_MS))
+
+    # -- the call ----------------------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        """Run the call until the carrier stops it, the agent ends or moves it, or it breaks; always
+        closes the session and the socket."""
+        assert self.session is not None
+        session = self.session
+        loop = asyncio.get_running_loop()
+        tasks = {loop.create_task(self._read(), name="carrier-read"),
+                 loop.create_task(self._pump(), name="carrier-pump"),
+                 loop.create_task(self._write(), name="carrier-write"),
+                 loop.create_task(self._ended.wait(), name="carrier-ended")}
+        deadline = loop.time() + self.settings.session_max_seconds
+        status = "completed"
+        try:
+            while True:
+                done, _ = await asyncio.wait(tasks, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+                if done:
+                    for task in done:
+                        if not task.cancelled() and task.exception() is not None:
+                            log.error("%s: %s failed", self.name, task.get_name(), exc_info=task.exception())
+                            self._end("internal_error")
+                        elif isinstance(result := task.result(), str):
+                            self._end(result)
+                    break
+                now = loop.time()
+                if self._send_since is not None and now - self._send_since > self.settings.carrier_stall_timeout_s:
+                    metrics.CARRIER_STALLS.labels(self.carrier).inc()
+                    log.warning("%s: the carrier stopped reading for %.0f s; dropping the call", self.name,
+                                now - self._send_since)
+                    self._end("carrier_not_reading")
+                    status = "dropped"
+                    break
+                if now > deadline:
+                    self._end("session_expired")
+                    break
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await session.close(self.end_reason or "carrier_closed", status=status)
+            await self.close_socket()
+
+    def _end(self, reason: str) -> None:
+        if not self.end_reason:
+            self.end_reason = reason
+        self._ended.set()
+
+    async def _read(self) -> str:
+        assert self.session is not None and self.audio is not None and self.playout is not None
+        session, audio, playout = self.session, self.audio, self.playout
+        while True:
+            message = await self.websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return "carrier_closed"
+            try:
+                events = self.codec.receive(message.get("text") or message.get("bytes") or b"")
+            except MediaStreamError as exc:
+                self._reject(exc)
+                if exc.fatal:
+                    return "carrier_protocol_error"
+                continue
+            for event in events:
+                if isinstance(event, AudioReceived):
+                    await self._caller_audio(session, audio.to_session(event.payload))
+                elif isinstance(event, MarkPlayed):
+                    heard = playout.mark_echoed(event.name)
+                    if heard is not None:
+                        self.playback.played(*heard)
+                elif isinstance(event, DigitPressed):
+                    log.info("%s: key pressed", self.name)  # never the digit: it may be a card number
+                    session.dtmf_received(event.digit)
+                elif isinstance(event, ChunksLost):
+                    metrics.CARRIER_FRAMES_LOST.labels(self.carrier).inc(event.count)
+                    fill = audio.inbound_silence(FRAME_MS * min(event.count, MAX_SILENCE_FILL))
+                    await self._caller_audio(session, audio.to_session(fill))
+                elif isinstance(event, StreamStopped):
+                    return "carrier_stopped"
+                elif isinstance(event, CarrierErrorReported):
+                    self._carrier_error(event)
+
+    async def _caller_audio(self, session: Session, data: bytes) -> None:
+        try:
+            await session.append_audio(data)
+        except RealtimeError as exc:
+            self._reject(MediaStreamError(exc.code, exc.message))
+        except Exception:  # a bug must cost one frame, not the call
+            metrics.CARRIER_MESSAGE_ERRORS.labels(self.carrier, "internal_error").inc()
+            log.exception("%s: failed to take caller audio", self.name)
+
+    async def _pump(self) -> str:
+        """Session output -> playout. Only audio matters on a phone line; the rest is the session's record."""
+        assert self.session is not None and self.audio is not None and self.playout is not None
+        session, audio, playout = self.session, self.audio, self.playout
+        while True:
+            event = await session.outbound.get()
+            if event is None:
+                return "session_closed"
+            kind = event["type"]
+            if kind == "response.output_audio.delta":
+                dropped = playout.enqueue(event["item_id"], audio.from_session(base64.b64decode(event["delta"])))
+                if dropped:
+                    metrics.CARRIER_AUDIO_DROPPED.labels(self.carrier).inc(dropped * FRAME_MS)
+                self._audio_ready.set()
+            elif kind == "response.output_audio.done":
+                playout.end_item(event["item_id"])
+                self._audio_ready.set()
+            elif kind == "error":
+                log.warning("%s: session error %s", self.name, event.get("error", {}).get("code"))
+
+    async def _write(self) -> None:
+        assert self.playout is not None
+        playout, codec, ticker = self.playout, self.codec, shared_ticker()
+        loop = asyncio.get_running_loop()
+        while True:
+            if playout.idle:
+                self._audio_ready.clear()
+                await self._audio_ready.wait()
+            generation = self._generation
+            for frame in playout.due(loop.time(), ticker.next_beat()):
+                if not await self._send(codec.media(frame.payload)):
+                    return
+                if frame.mark is not None and not await self._send(codec.mark(frame.mark)):
+                    return
+                if generation != self._generation:
+                    break  # cleared while a send waited: the rest of this batch is stale
+            if not playout.idle:
+                await ticker.tick()
+
+    async def _send(self, text: str) -> bool:
+        self._send_since = asyncio.get_running_loop().time()
+        try:
+            await self.websocket.send_text(text)
+        except Exception:  # the carrier hung up under us (disconnect, reset, closed state)
+            self._end("carrier_closed")
+            return False
+        finally:
+            self._send_since = None
+        return True
+
+    # -- bad input ---------------------------------------------------------------------------------
+
+    def _reject(self, exc: MediaStreamError) -> None:
+        metrics.CARRIER_MESSAGE_ERRORS.labels(self.carrier, exc.code).inc()
+        self.errors += 1
+        if self.errors <= _LOGGED_ERRORS or self.errors % 100 == 0:
+            log.warning("%s: %s (%s)%s", self.name, exc.message, exc.code,
+                        f"; {self.errors} bad frames so far" if self.errors > 1 else "")
+
+    def _carrier_error(self, event: CarrierErrorReported) -> None:
+        metrics.CARRIER_MESSAGE_ERRORS.labels(self.carrier, "carrier_error").inc()
+        log.warning("%s: carrier reported error %s: %s %s", self.name, event.code, event.title, event.detail)
+
+    # -- the Caller protocol -----------------------------------------------------------------------
+
+    async def interrupt_playback(self) -> None:
+        """Barge-in: tell the carrier to drop its buffer now, and drop ours."""
+        if self.playout is None or self.started is None:
+            return
+        self.playout.clear()
+        self._generation += 1
+        metrics.CARRIER_CLEARS.labels(self.carrier).inc()
+        await self._send(self.codec.clear())
+
+    async def transfer(self, target: str, reason: str) -> None:
+        """Move the call to a person once the caller has heard the handover line."""
+        if not target:
+            log.warning("%s: transfer requested but the agent has no escalation target", self.name)
+            return
+        assert self.control is not None
+        await self._until_heard()
+        try:
+            await self.control.transfer(target)
+        except CarrierApiError as exc:
+            log.error("%s: transfer failed: %s", self.name, exc)
+            return
+        log.info("%s: transferred", self.name)
+        self._end("transferred")
+
+    async def hang_up(self, reason: str) -> None:
+        """End the carrier call once the goodbye has played."""
+        assert self.control is not None
+        await self._until_heard()
+        try:
+            await self.control.hang_up()
+        except CarrierApiError as exc:
+            if not exc.gone:
+                log.error("%s: hang-up failed: %s", self.name, exc)
+        self._end("agent_hung_up")
+
+    async def send_dtmf(self, digits: str) -> None:
+        assert self.control is not None
+        try:
+            await self.control.send_dtmf(digits)
+        except CarrierApiError as exc:
+            raise RealtimeError("dtmf_failed", str(exc)) from exc
+
+    async def _until_heard(self, max_wait_s: float = 60.0) -> None:
+        """Wait until every frame queued for the caller has been sent and its mark echoed (played).
+
+        A carrier that never echoes marks costs HEARD_GRACE_S beyond the last frame, not a stuck call.
+        """
+        assert self.session is not None and self.playout is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max_wait_s
+        quiet_since: float | None = None
+        while loop.time() < deadline and not self._ended.is_set():
+            now = loop.time()
+            if len(self.session.outbound) == 0 and self.playout.all_sent:
+                if self.playout.drained:
+                    return
+                quiet_since = quiet_since or now
+                if now - quiet_since > HEARD_GRACE_S:
+                    return
+            else:
+                quiet_since = None
+            await asyncio.sleep(FRAME_MS / 1000)
+
+
+def signatures_required(settings: Settings, secret_set: bool) -> bool:
+    """Whether a carrier request must carry a valid signature: always when its secret is configured
+    (unless checking is switched off); without a secret, only outside dev mode, where it is refused."""
+    if not settings.verify_carrier_signatures:
+        return False
+    return secret_set or not settings.dev_mode
+
+
+def media_socket_url(settings: Settings, path: str) -> str:
+    """The ws(s):// URL carriers open for media: the public base URL with its scheme swapped."""
+    base = settings.base_url()
+    scheme, _, rest = base.partition("://")
+    return f"{'wss' if scheme == 'https' else 'ws'}://{rest}{path}"
+
+
+def public_request_url(settings: Settings, url: str, path: str, query: str) -> str:
+    """The URL the carrier requested (and signed): behind a proxy, the public URL, not the local one."""
+    if not settings.public_url:
+        return url
+    return settings.public_url.rstrip("/") + path + (f"?{query}" if query else "")
+
+
+async def run_carrier_call(gateway: CallGateway, call: CarrierCall, started: StreamStarted, audio: CarrierAudio,
+                           control: CarrierControl) -> None:
+    """Open the session for a started media stream, greet the caller, and serve the call to its end."""
+    agent = gateway.agent(started.parameters.get("agent"))
+    session = await gateway.open_session(agent=agent, caller=call, dialect="ga", model=None)
+    try:
+        call.attach(session, audio, control)
+        session.configure(audio.session_config())
+        log.info("%s: stream %s started for agent %s", call.name, started.stream_id, agent.name)
+        await session.start(greet=True, caller_id=started.from_number or None)
+        await call.serve()
+    finally:
+        if not session.closed:
+            await session.close(call.end_reason or "carrier_closed")
+        gateway.session_closed(session)
+        log.info("%s: ended (%s)", call.name, call.end_reason or "closed")

@@ -1,0 +1,155 @@
+"""What a carrier's media stream says, whichever carrier it is: the events and errors both codecs produce.
+
+Twilio Media Streams and Telnyx media streaming are the same idea with different spellings (`streamSid`
+vs `stream_id`, `customParameters` vs `custom_parameters`). Their codecs (twilio_messages.py,
+telnyx_messages.py) turn JSON frames into these events, so the call shell (carrier_call.py) is written once.
+Sans-IO: nothing here reads a socket or a clock.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = [
+    "DTMF_DIGITS",
+    "AudioReceived",
+    "CarrierErrorReported",
+    "ChunkOrder",
+    "ChunksLost",
+    "DigitPressed",
+    "MarkPlayed",
+    "MediaEncoding",
+    "MediaStreamError",
+    "MediaStreamEvent",
+    "StreamConnected",
+    "StreamStarted",
+    "StreamStopped",
+    "decode_payload",
+]
+
+MediaEncoding = Literal["pcmu", "pcma", "l16"]
+DTMF_DIGITS = frozenset("0123456789*#ABCD")
+MAX_PAYLOAD_MS = 1000  # carriers send 20 ms; anything past a second is not a media chunk
+
+
+class MediaStreamError(ValueError):
+    """A frame the codec refused. `code` is a short stable name (a metric label); `fatal` ends the call."""
+
+    def __init__(self, code: str, message: str, *, fatal: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.fatal = fatal
+
+
+@dataclass(frozen=True)
+class StreamConnected:
+    auth_token: str | None = None  # Telnyx echoes the stream_auth_token it was given
+
+
+@dataclass(frozen=True)
+class StreamStarted:
+    stream_id: str
+    call_id: str  # Twilio CallSid, Telnyx call_control_id
+    account_id: str  # Twilio AccountSid; Telnyx user_id
+    parameters: dict[str, str]  # <Parameter>s / custom_parameters
+    encoding: MediaEncoding
+    sample_rate: int
+    from_number: str = ""
+    to_number: str = ""
+
+
+@dataclass(frozen=True)
+class AudioReceived:
+    payload: bytes  # raw codec bytes, no header
+    chunk: int
+
+
+@dataclass(frozen=True)
+class ChunksLost:
+    """Chunks that never came (a gap the reorder window gave up on); the shell fills them with silence."""
+
+    count: int
+
+
+@dataclass(frozen=True)
+class DigitPressed:
+    digit: str
+
+    def __repr__(self) -> str:  # digits may be card numbers: never in a log line by accident
+        return "DigitPressed(digit='*')"
+
+
+@dataclass(frozen=True)
+class MarkPlayed:
+    name: str
+
+
+@dataclass(frozen=True)
+class StreamStopped:
+    pass
+
+
+@dataclass(frozen=True)
+class CarrierErrorReported:
+    code: str
+    title: str
+    detail: str
+
+
+MediaStreamEvent = (StreamConnected | StreamStarted | AudioReceived | ChunksLost | DigitPressed | MarkPlayed
+                    | StreamStopped | CarrierErrorReported)
+
+
+def decode_payload(payload: object, encoding: MediaEncoding, sample_rate: int) -> bytes:
+    """A media payload's bytes, checked: valid base64, whole samples, not empty, at most a second."""
+    if not isinstance(payload, str):
+        raise MediaStreamError("missing_field", "media.payload must be a base64 string")
+    try:
+        data = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise MediaStreamError("invalid_base64", f"media.payload is not valid base64: {exc}") from exc
+    width = 2 if encoding == "l16" else 1
+    if not data or len(data) % width or len(data) > sample_rate * width * MAX_PAYLOAD_MS // 1000:
+        raise MediaStreamError("bad_payload_size",
+                               f"media payload of {len(data)} bytes is not 1..{MAX_PAYLOAD_MS} ms of {encoding}")
+    return data
+
+
+@dataclass
+class ChunkOrder:
+    """Puts media chunks back in order by their counter, holding at most `window` chunks past a gap.
+
+    In order (the normal case) a chunk passes straight through, so the window costs no delay. A chunk
+    that comes early waits for the missing one; when `window` chunks wait, the gap is given up on and
+    counted lost. A chunk older than what was already released is late and dropped.
+    """
+
+    window: int = 3
+    expected: int | None = None
+    _held: dict[int, bytes] = field(default_factory=dict)
+
+    def push(self, chunk: int, payload: bytes) -> tuple[list[AudioReceived], int]:
+        """Chunks now ready, in order, and how many were given up as lost. Raises on a late chunk."""
+        if self.expected is None:
+            self.expected = chunk
+        if chunk < self.expected or chunk in self._held:
+            raise MediaStreamError("out_of_order", f"media chunk {chunk} arrived after chunk {self.expected - 1}"
+                                   if chunk < self.expected else f"media chunk {chunk} arrived twice")
+        self._held[chunk] = payload
+        ready: list[AudioReceived] = []
+        lost = 0
+        while self._held:
+            if self.expected in self._held:
+                ready.append(AudioReceived(self._held.pop(self.expected), self.expected))
+                self.expected += 1
+            elif len(self._held) > self.window:
+                oldest = min(self._held)
+                lost += oldest - self.expected
+                self.expected = oldest
+            else:
+                break
+        return ready, lost

@@ -1,0 +1,153 @@
+"""Telnyx media streaming (bidirectional `rtp` mode), sans-IO: JSON frames in, typed events out.
+
+Same shape as twilio_messages.py, with Telnyx's spelling (snake_case, `stream_id`, `call_control_id`).
+Telnyx does not promise frame order, so media chunks go through a small reorder window. Outbound frames
+carry no stream id. Wire format: ../shared/reference/telephony-protocols.md §2.2-2.3.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from voxgate.transports.media_stream import (
+    DTMF_DIGITS,
+    CarrierErrorReported,
+    ChunkOrder,
+    ChunksLost,
+    DigitPressed,
+    MarkPlayed,
+    MediaEncoding,
+    MediaStreamError,
+    MediaStreamEvent,
+    StreamConnected,
+    StreamStarted,
+    StreamStopped,
+    decode_payload,
+)
+
+__all__ = ["CODEC_ENCODINGS", "TelnyxMediaStream"]
+
+CODEC_ENCODINGS: dict[str, MediaEncoding] = {"PCMU": "pcmu", "PCMA": "pcma", "L16": "l16"}
+L16_RATES = (8000, 16000, 22050, 24000, 48000)
+MAX_FRAME_BYTES = 256 * 1024  # L16 at 48 kHz, one second, in base64, with room to spare
+
+
+class TelnyxMediaStream:
+    def __init__(self, reorder_window: int = 3) -> None:
+        self.started: StreamStarted | None = None
+        self.stopped = False
+        self._order = ChunkOrder(reorder_window)
+
+    # -- inbound -----------------------------------------------------------------------------------
+
+    def receive(self, text: str | bytes) -> list[MediaStreamEvent]:
+        if len(text) > MAX_FRAME_BYTES:
+            raise MediaStreamError("too_large", f"frame of {len(text)} bytes is larger than {MAX_FRAME_BYTES}")
+        try:
+            message = json.loads(text)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise MediaStreamError("invalid_json", f"frame is not JSON: {exc}") from exc
+        if not isinstance(message, dict):
+            raise MediaStreamError("invalid_json", "frame is not a JSON object")
+        kind = message.get("event")
+        if kind == "connected":
+            token = message.get("x-telnyx-streaming-auth-token")
+            return [StreamConnected(token if isinstance(token, str) else None)]
+        if kind == "start":
+            return [self._start(message)]
+        if kind not in ("media", "mark", "dtmf", "stop", "error"):
+            raise MediaStreamError("unknown_event", f"unknown event {str(kind)[:40]!r}")
+        if kind == "error":  # may come before start (a stream that failed to set up)
+            payload = message.get("payload")
+            if not isinstance(payload, dict):
+                payload = {}
+            return [CarrierErrorReported(str(payload.get("code", "")), str(payload.get("title", ""))[:200],
+                                         str(payload.get("detail", ""))[:500])]
+        if self.started is None:
+            raise MediaStreamError(f"{kind}_before_start", f"{kind!r} arrived before 'start'")
+        stream_id = message.get("stream_id", self.started.stream_id)
+        if stream_id != self.started.stream_id:
+            raise MediaStreamError("unknown_stream", f"{kind!r} for stream {str(stream_id)[:70]!r}, "
+                                   f"not this socket's {self.started.stream_id!r}")
+        if kind == "media":
+            return self._media(message)
+        if kind == "mark":
+            name = _section(message, "mark").get("name")
+            if not isinstance(name, str):
+                raise MediaStreamError("missing_field", "mark.name must be a string")
+            return [MarkPlayed(name)]
+        if kind == "dtmf":
+            digit = _section(message, "dtmf").get("digit")
+            if not isinstance(digit, str) or digit not in DTMF_DIGITS:
+                raise MediaStreamError("invalid_digit", "dtmf.digit is not one of 0-9 * # A-D")
+            return [DigitPressed(digit)]
+        self.stopped = True
+        return [StreamStopped()]
+
+    def _start(self, message: dict[str, Any]) -> StreamStarted:
+        if self.started is not None:
+            raise MediaStreamError("duplicate_start", "a second 'start' on one socket")
+        start = _section(message, "start")
+        stream_id = message.get("stream_id")
+        call_control_id = start.get("call_control_id")
+        if not isinstance(stream_id, str) or not stream_id or len(stream_id) > 128:
+            raise MediaStreamError("missing_field", "stream_id is missing or malformed", fatal=True)
+        if not isinstance(call_control_id, str) or not call_control_id:
+            raise MediaStreamError("missing_field", "start.call_control_id is required", fatal=True)
+        fmt = start.get("media_format") or {}
+        if not isinstance(fmt, dict):
+            raise MediaStreamError("missing_field", "start.media_format must be an object", fatal=True)
+        encoding = CODEC_ENCODINGS.get(str(fmt.get("encoding", "PCMU")).upper())
+        try:
+            rate, channels = int(fmt.get("sample_rate", 8000)), int(fmt.get("channels", 1))
+        except (TypeError, ValueError):
+            rate, channels = 0, 0
+        if (encoding is None or (encoding != "l16" and rate != 8000) or (encoding == "l16" and rate not in L16_RATES)
+                or channels != 1):
+            raise MediaStreamError("unsupported_format",
+                                   f"media format {fmt!r} is not PCMU/PCMA 8 kHz or mono L16", fatal=True)
+        raw = start.get("custom_parameters") or {}
+        if isinstance(raw, list):  # the command takes [{name, value}]; accept it echoed either way
+            raw = {p.get("name"): p.get("value") for p in raw if isinstance(p, dict)}
+        if not isinstance(raw, dict):
+            raise MediaStreamError("missing_field", "start.custom_parameters must be an object", fatal=True)
+        self.started = StreamStarted(
+            stream_id=stream_id, call_id=call_control_id, account_id=str(start.get("user_id") or ""),
+            parameters={str(k): str(v) for k, v in raw.items()}, encoding=encoding, sample_rate=rate,
+            from_number=str(start.get("from") or ""), to_number=str(start.get("to") or ""))
+        return self.started
+
+    def _media(self, message: dict[str, Any]) -> list[MediaStreamEvent]:
+        assert self.started is not None
+        media = _section(message, "media")
+        if media.get("track", "inbound") != "inbound":
+            return []  # with both_tracks Telnyx also echoes our own audio; the session wants the caller only
+        data = decode_payload(media.get("payload"), self.started.encoding, self.started.sample_rate)
+        try:
+            chunk = int(media.get("chunk", message.get("sequence_number", "")))
+        except (TypeError, ValueError) as exc:
+            raise MediaStreamError("missing_field", "media.chunk must be a number") from exc
+        ready, lost = self._order.push(chunk, data)
+        events: list[MediaStreamEvent] = [ChunksLost(lost)] if lost else []
+        events.extend(ready)
+        return events
+
+    # -- outbound ----------------------------------------------------------------------------------
+
+    def media(self, payload: bytes) -> str:
+        return f'{{"event":"media","media":{{"payload":"{base64.b64encode(payload).decode("ascii")}"}}}}'
+
+    def mark(self, name: str) -> str:
+        return json.dumps({"event": "mark", "mark": {"name": name}}, separators=(",", ":"))
+
+    def clear(self) -> str:
+        return '{"event":"clear"}'
+
+
+def _section(message: dict[str, Any], name: str) -> dict[str, Any]:
+    section = message.get(name)
+    if not isinstance(section, dict):
+        raise MediaStreamError("missing_field", f"{name!r} object is missing")
+    return section

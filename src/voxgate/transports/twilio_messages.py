@@ -1,0 +1,158 @@
+"""Twilio Media Streams, sans-IO: JSON frames in, typed events out; outbound frames as ready-made text.
+
+    stream = TwilioMediaStream()
+    for event in stream.receive(text):      # raises MediaStreamError on a frame it refuses
+        ...                                 # StreamConnected, StreamStarted, AudioReceived, MarkPlayed, ...
+    ws.send(stream.media(frame_bytes)); ws.send(stream.mark("item_1:120")); ws.send(stream.clear())
+
+Wire format: ../shared/reference/telephony-protocols.md §1.2-1.3. A bidirectional stream carries only
+the caller's track, as μ-law 8 kHz.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from typing import Any
+
+from voxgate.transports.media_stream import (
+    DTMF_DIGITS,
+    ChunkOrder,
+    ChunksLost,
+    DigitPressed,
+    MarkPlayed,
+    MediaStreamError,
+    MediaStreamEvent,
+    StreamConnected,
+    StreamStarted,
+    StreamStopped,
+    decode_payload,
+)
+
+__all__ = ["TwilioMediaStream"]
+
+# Stream SIDs are "MZ" + 32 hex digits; anything safe to splice into JSON text unescaped is accepted.
+_SID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_ENCODINGS = {"audio/x-mulaw": "pcmu"}
+MAX_FRAME_BYTES = 64 * 1024  # a media frame is ~300 bytes; refuse to parse anything huge
+
+
+class TwilioMediaStream:
+    """One media WebSocket's protocol state: which stream it is, and the order of its chunks."""
+
+    def __init__(self, reorder_window: int = 3) -> None:
+        self.started: StreamStarted | None = None
+        self.stopped = False
+        self._order = ChunkOrder(reorder_window)
+        self._media_prefix = ""
+
+    @property
+    def stream_sid(self) -> str | None:
+        return self.started.stream_id if self.started else None
+
+    # -- inbound -----------------------------------------------------------------------------------
+
+    def receive(self, text: str | bytes) -> list[MediaStreamEvent]:
+        if len(text) > MAX_FRAME_BYTES:
+            raise MediaStreamError("too_large", f"frame of {len(text)} bytes is larger than {MAX_FRAME_BYTES}")
+        try:
+            message = json.loads(text)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise MediaStreamError("invalid_json", f"frame is not JSON: {exc}") from exc
+        if not isinstance(message, dict):
+            raise MediaStreamError("invalid_json", "frame is not a JSON object")
+        kind = message.get("event")
+        if kind == "connected":
+            return [StreamConnected()]
+        if kind == "start":
+            return [self._start(message)]
+        if kind not in ("media", "mark", "dtmf", "stop"):
+            raise MediaStreamError("unknown_event", f"unknown event {str(kind)[:40]!r}")
+        if self.started is None:
+            raise MediaStreamError(f"{kind}_before_start", f"{kind!r} arrived before 'start'")
+        if message.get("streamSid") != self.started.stream_id:
+            raise MediaStreamError("unknown_stream", f"{kind!r} for stream {str(message.get('streamSid'))[:70]!r}, "
+                                   f"not this socket's {self.started.stream_id!r}")
+        if kind == "media":
+            return self._media(message)
+        if kind == "mark":
+            name = _section(message, "mark").get("name")
+            if not isinstance(name, str):
+                raise MediaStreamError("missing_field", "mark.name must be a string")
+            return [MarkPlayed(name)]
+        if kind == "dtmf":
+            digit = _section(message, "dtmf").get("digit")
+            if not isinstance(digit, str) or digit not in DTMF_DIGITS:
+                raise MediaStreamError("invalid_digit", "dtmf.digit is not one of 0-9 * # A-D")
+            return [DigitPressed(digit)]
+        self.stopped = True
+        return [StreamStopped()]
+
+    def _start(self, message: dict[str, Any]) -> StreamStarted:
+        if self.started is not None:
+            raise MediaStreamError("duplicate_start", "a second 'start' on one socket")
+        start = _section(message, "start")
+        sid = message.get("streamSid", start.get("streamSid"))
+        if not isinstance(sid, str) or not _SID.match(sid):
+            raise MediaStreamError("missing_field", "start.streamSid is missing or malformed", fatal=True)
+        call_sid, account_sid = start.get("callSid"), start.get("accountSid")
+        if not isinstance(call_sid, str) or not isinstance(account_sid, str) or not (
+                _SID.match(call_sid) and _SID.match(account_sid)):
+            raise MediaStreamError("missing_field", "start.callSid and start.accountSid are required", fatal=True)
+        fmt = start.get("mediaFormat") or {}
+        encoding = _ENCODINGS.get(fmt.get("encoding", "audio/x-mulaw") if isinstance(fmt, dict) else "")
+        rate = fmt.get("sampleRate", 8000) if isinstance(fmt, dict) else 0
+        if encoding is None or rate not in (8000, "8000"):
+            raise MediaStreamError("unsupported_format", f"media format {fmt!r} is not μ-law 8 kHz", fatal=True)
+        raw = start.get("customParameters") or {}
+        if not isinstance(raw, dict):
+            raise MediaStreamError("missing_field", "start.customParameters must be an object", fatal=True)
+        parameters = {str(k): str(v) for k, v in raw.items()}
+        self.started = StreamStarted(
+            stream_id=sid, call_id=call_sid, account_id=account_sid, parameters=parameters, encoding="pcmu",
+            sample_rate=8000, from_number=parameters.get("from", ""), to_number=parameters.get("to", ""))
+        self._media_prefix = f'{{"event":"media","streamSid":"{sid}","media":{{"payload":"'
+        return self.started
+
+    def _media(self, message: dict[str, Any]) -> list[MediaStreamEvent]:
+        media = _section(message, "media")
+        if media.get("track", "inbound") != "inbound":
+            return []  # a bidirectional stream only carries the caller; ignore anything else
+        data = decode_payload(media.get("payload"), "pcmu", 8000)
+        try:
+            chunk = int(media.get("chunk", ""))
+        except (TypeError, ValueError) as exc:
+            raise MediaStreamError("missing_field", "media.chunk must be a number") from exc
+        ready, lost = self._order.push(chunk, data)
+        events: list[MediaStreamEvent] = [ChunksLost(lost)] if lost else []
+        events.extend(ready)
+        return events
+
+    # -- outbound ----------------------------------------------------------------------------------
+
+    def media(self, payload: bytes) -> str:
+        """A `media` frame for raw μ-law bytes (no header); formatted by hand, it is the hot path."""
+        self._require_started()
+        return f'{self._media_prefix}{base64.b64encode(payload).decode("ascii")}"}}}}'
+
+    def mark(self, name: str) -> str:
+        started = self._require_started()
+        return json.dumps({"event": "mark", "streamSid": started.stream_id, "mark": {"name": name}},
+                          separators=(",", ":"))
+
+    def clear(self) -> str:
+        started = self._require_started()
+        return f'{{"event":"clear","streamSid":"{started.stream_id}"}}'
+
+    def _require_started(self) -> StreamStarted:
+        if self.started is None:
+            raise RuntimeError("nothing can be sent on a Twilio stream before its 'start'")
+        return self.started
+
+
+def _section(message: dict[str, Any], name: str) -> dict[str, Any]:
+    section = message.get(name)
+    if not isinstance(section, dict):
+        raise MediaStreamError("missing_field", f"{name!r} object is missing")
+    return section

@@ -1,0 +1,640 @@
+"""The WebRTC transport: a browser's peer connection (aiortc), Opus both ways, events on `oai-events`.
+
+Signalling is OpenAI's, so a page written for OpenAI works by changing its base URL:
+
+- GA `POST /v1/realtime/calls`: raw `application/sdp` body, or `multipart/form-data` with an `sdp` part
+  and an optional `session` part (JSON); 201, the answer SDP, `Location: /v1/realtime/calls/{call_id}`.
+- beta `POST /v1/realtime?model=...`: SDP in, SDP out, beta event names on the data channel.
+- `POST /v1/realtime/calls/{call_id}/hangup` (API key) ends a call.
+- sideband: a WebSocket to `/v1/realtime?call_id=...` (API key) joins a live call's session: it sees
+  the call's events and may send events (tools, instructions); the audio stays on the peer connection.
+
+The server owns playback here: agent audio leaves on an RTP track paced at real time, so the track
+knows what the caller heard and the session truncates by itself on barge-in. Audio deltas never go on
+the data channel; `output_audio_buffer.stopped` is sent when a response's audio has all been played.
+A peer that has not connected within `webrtc_connect_timeout_s` is dropped, and a call ends (session
+closed, peer connection closed, call forgotten) on hang-up, on peer loss, or at the session time limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import email.parser
+import email.policy
+import fractions
+import json
+import logging
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import aioice.ice
+import av
+import numpy as np
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCDataChannel,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
+from aiortc.mediastreams import MediaStreamError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from voxgate.audio.clock import PacingClock
+from voxgate.audio.formats import PCM24K, InputDecoder, OutputEncoder
+from voxgate.config import Settings
+from voxgate.control.ephemeral import merge_bound_session, redeem, validate_session
+from voxgate.protocol.dialect import dialect_from_handshake, for_dialect
+from voxgate.protocol.errors import RealtimeError
+from voxgate.protocol.ids import new_id
+from voxgate.protocol.items import Dialect
+from voxgate.session.outbound import Outbound
+from voxgate.session.playback import PlaybackTracker
+from voxgate.transports.playout import Playout
+from voxgate.transports.webrtc_offer import OfferError, read_offer
+
+if TYPE_CHECKING:
+    from voxgate.app import Gateway, Principal
+    from voxgate.session.session import Session
+
+log = logging.getLogger("voxgate.webrtc")
+
+RATE = 48000  # Opus runs at 48 kHz; aiortc hands us and takes 48 kHz frames
+FRAME_MS = 20
+FRAME_SAMPLES = RATE * FRAME_MS // 1000
+CHANNEL_LABEL = "oai-events"
+MAX_INBOX_MESSAGES = 256  # data channel messages waiting for the session; more is a flood, refused
+MAX_PENDING_EVENTS = 512  # events held for a data channel that has not opened yet
+MAX_CHANNEL_BUFFERED = 4 * 1024 * 1024  # bytes a peer may leave unread on the channel before we hang up
+MAX_SIGNALLING_BYTES = 256 * 1024  # an offer plus a session: a few KiB in practice
+HANGUP_DRAIN_S = 30.0  # how long a goodbye may keep playing after the agent hangs up
+_TIME_BASE = fractions.Fraction(1, RATE)
+_SESSION_AUDIO = {"input": {"format": PCM24K.to_ga()}, "output": {"format": PCM24K.to_ga()}}
+_ORIGINAL_HOST_ADDRESSES = aioice.ice.get_host_addresses
+
+
+class PlayoutTrack(MediaStreamTrack):
+    """The agent's voice as aiortc pulls it: one 20 ms frame per `recv`, paced on the call's clock."""
+
+    kind = "audio"
+
+    def __init__(self, call: WebRtcCall) -> None:
+        super().__init__()
+        self._call = call
+        self._clock = PacingClock(FRAME_MS, max_catchup_ms=100)
+        self._owed = 0
+        self._pts = 0
+        self._silence = np.zeros((1, FRAME_SAMPLES), dtype=np.int16)
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        loop = asyncio.get_running_loop()
+        if not self._clock.started:
+            self._clock.start(loop.time())
+        while self._owed <= 0:
+            self._owed += self._clock.due(loop.time())
+            if self._owed <= 0:
+                await asyncio.sleep(max(0.0, self._clock.next_deadline - loop.time()))
+        self._owed -= 1
+        pcm = self._call.next_frame()
+        frame = av.AudioFrame.from_ndarray(self._silence if pcm is None else pcm.reshape(1, -1),
+                                           format="s16", layout="mono")
+        frame.sample_rate = RATE
+        frame.pts = self._pts
+        frame.time_base = _TIME_BASE
+        self._pts += FRAME_SAMPLES
+        return frame
+
+
+class Sideband:
+    """An app server's WebSocket joined to a live call: the call's events out, its events in."""
+
+    def __init__(self, websocket: WebSocket, dialect: Dialect, max_events: int) -> None:
+        self.websocket = websocket
+        self.dialect: Dialect = dialect
+        self.outbound = Outbound(max_events)  # control events only; a reader that stalls is cut off
+
+
+class WebRtcCall:
+    """One browser call: the peer connection, its session, and the Caller the session talks to."""
+
+    transport = "webrtc"
+
+    def __init__(self, gateway: Gateway, registry: WebRtcCalls, dialect: Dialect) -> None:
+        settings = gateway.settings
+        self.id = new_id("rtc")
+        self.gateway = gateway
+        self.registry = registry
+        self.dialect: Dialect = dialect
+        self.playback = PlaybackTracker(server_side=True)
+        self.session: Session | None = None
+        self.pc = RTCPeerConnection(ice_configuration(settings))
+        self.track = PlayoutTrack(self)
+        self.playout = Playout(RATE, FRAME_MS, max_ms=settings.webrtc_playout_buffer_s * 1000)
+        self.channel: RTCDataChannel | None = None
+        self.sidebands: set[Sideband] = set()
+        self.connected = asyncio.Event()
+        self._drained = asyncio.Event()  # set while no agent audio is queued on the track
+        self._drained.set()
+        self.closed = asyncio.Event()
+        self._closing = False
+        self._pending: list[str] = []  # serialised events waiting for the channel to open
+        self._inbox: asyncio.Queue[str | bytes] = asyncio.Queue(MAX_INBOX_MESSAGES)
+        self._audio_responses: set[str] = set()  # responses that announced output_audio_buffer.started
+        self._silenced: set[str] = set()  # responses cut off by barge-in: their late audio is dropped
+        self._decoder = InputDecoder(PCM24K, RATE)
+        self._encoder: OutputEncoder | None = None
+        self._encoder_rate = 0
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.events_dropped = 0
+        self.pc.on("connectionstatechange", self._on_connection_state)
+        self.pc.on("datachannel", self._on_datachannel)
+        self.pc.on("track", self._on_track)
+
+    # -- signalling --------------------------------------------------------------------------------
+
+    async def answer(self, offer_sdp: str) -> str:
+        """Take the browser's offer and return our answer (ICE candidates included: no trickle)."""
+        await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
+        self.pc.addTrack(self.track)
+        answer = await self.pc.createAnswer()
+        await self.pc.setLocalDescription(answer)
+        return str(self.pc.localDescription.sdp)
+
+    def start(self, session: Session) -> None:
+        """Run the call: pump the session's output, feed it the channel, watch the clock."""
+        self.session = session
+        self._spawn(self._pump())
+        self._spawn(self._read_inbox())
+        self._spawn(self._watch(self.gateway.settings))
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _watch(self, settings: Settings) -> None:
+        try:
+            await asyncio.wait_for(self.connected.wait(), settings.webrtc_connect_timeout_s)
+        except TimeoutError:
+            log.info("call %s: peer did not connect within %.0f s", self.id, settings.webrtc_connect_timeout_s)
+            self._spawn(self.close("connect_timeout"))
+            return
+        await asyncio.sleep(settings.session_max_seconds)
+        if self.session is not None:
+            self.session.error(RealtimeError("session_expired", "The session reached its maximum duration."))
+        self._spawn(self.close("session_expired"))
+
+    async def _on_connection_state(self) -> None:
+        state = self.pc.connectionState
+        if state == "connected":
+            self.connected.set()
+        elif state in ("failed", "closed"):
+            self._spawn(self.close("connection_failed" if state == "failed" else "client_closed"))
+
+    # -- events: data channel and sideband --------------------------------------------------------
+
+    def _on_datachannel(self, channel: RTCDataChannel) -> None:
+        if channel.label != CHANNEL_LABEL or self.channel is not None:
+            channel.close()  # the protocol has exactly one channel; anything else is not ours to read
+            return
+        self.channel = channel
+
+        @channel.on("message")
+        def on_message(message: str | bytes) -> None:
+            try:
+                self._inbox.put_nowait(message)
+            except asyncio.QueueFull:
+                if self.session is not None:
+                    self.session.error(RealtimeError("rate_limit_exceeded",
+                                                     "Too many events at once; this one was dropped."))
+
+        pending, self._pending = self._pending, []
+        for text in pending:
+            channel.send(text)
+
+    async def _read_inbox(self) -> None:
+        assert self.session is not None
+        while True:
+            message = await self._inbox.get()
+            if isinstance(message, bytes):
+                try:
+                    message = message.decode()
+                except UnicodeDecodeError:
+                    self.session.error(RealtimeError("invalid_json", "Binary messages must hold UTF-8 JSON."))
+                    continue
+            await self.session.handle_message(message)
+
+    def _send_event(self, event: dict[str, Any]) -> None:
+        wire = for_dialect(event, self.dialect)
+        if wire is not None:
+            text = json.dumps(wire, separators=(",", ":"))
+            channel = self.channel
+            if channel is not None and channel.readyState == "open":
+                channel.send(text)
+                if channel.bufferedAmount > MAX_CHANNEL_BUFFERED:
+                    log.warning("call %s: peer stopped reading its data channel", self.id)
+                    self._spawn(self.close("client_not_reading"))
+            elif channel is None:
+                if len(self._pending) < MAX_PENDING_EVENTS:
+                    self._pending.append(text)
+                else:
+                    self.events_dropped += 1
+        for sideband in list(self.sidebands):
+            sideband.outbound.put(event)
+
+    # -- audio out: session -> playout -> track --------------------------------------------------
+
+    async def _pump(self) -> None:
+        """Drain the session's output: audio to the playout queue, every other event to the channel."""
+        assert self.session is not None
+        session = self.session
+        while True:
+            event = await session.outbound.get()
+            if event is None:
+                break
+            kind = event["type"]
+            if kind == "response.output_audio.delta":
+                self._queue_audio(event)
+                continue
+            if kind == "output_audio_buffer.started":
+                self._audio_responses.add(event["response_id"])
+            elif kind == "response.output_audio.done":
+                if event["response_id"] not in self._silenced:
+                    self.playout.push(self._decoder.flush(), event["item_id"], event["response_id"])
+                    self.playout.end_item(event["item_id"])
+                    if len(self.playout):
+                        self._drained.clear()
+            elif kind == "response.done":
+                response_id = event["response"]["id"]
+                self._silenced.discard(response_id)
+                if response_id in self._audio_responses:
+                    self._audio_responses.discard(response_id)
+                    self.playout.response_done(response_id)
+            self._send_event(event)
+        self._spawn(self.close(session.end_reason or "session_closed"))
+
+    def _queue_audio(self, event: dict[str, Any]) -> None:
+        assert self.session is not None
+        if event["response_id"] in self._silenced:
+            return
+        fmt = self.session.config.output_format
+        if self._decoder.format != fmt:
+            self._decoder = InputDecoder(fmt, RATE)
+        pcm = self._decoder.decode(base64.b64decode(event["delta"]))
+        self.playout.push(pcm, event["item_id"], event["response_id"])
+        if len(self.playout):
+            self._drained.clear()
+
+    def next_frame(self) -> np.ndarray | None:
+        """The track's next 20 ms: agent audio if any is queued, else None (silence)."""
+        frame = self.playout.next_frame()
+        if frame is not None:
+            self.playback.played(frame.item_id, frame.heard_ms)
+        if not len(self.playout):
+            self._drained.set()
+        session = self.session
+        for response_id in self.playout.take_stopped():
+            if session is not None and not session.closed:
+                session.emit({"type": "output_audio_buffer.stopped", "response_id": response_id})
+        return frame.pcm if frame is not None else None
+
+    # -- audio in: track -> session ----------------------------------------------------------------
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        if track.kind == "audio":
+            self._spawn(self._read_audio(track))
+
+    async def _read_audio(self, track: MediaStreamTrack) -> None:
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            session = self.session
+            if session is None or session.closed:
+                return
+            if not isinstance(frame, av.AudioFrame):
+                continue
+            pcm = _mono(frame)
+            fmt = session.config.input_format  # PCM at the frame's rate -> the session's wire format
+            if self._encoder is None or self._encoder.format != fmt or self._encoder_rate != frame.sample_rate:
+                self._encoder = OutputEncoder(fmt, frame.sample_rate)
+                self._encoder_rate = frame.sample_rate
+            try:
+                await session.append_audio(self._encoder.encode(pcm))
+            except RealtimeError as exc:
+                session.error(exc)
+
+    # -- the Caller protocol -----------------------------------------------------------------------
+
+    async def interrupt_playback(self) -> None:
+        """Barge-in: drop every queued frame now; audio still on its way for those responses is dropped too."""
+        cut = self.playout.clear()
+        if self.session is not None and self.session.response is not None:
+            cut.add(self.session.response.id)
+        self._silenced |= cut
+        self._audio_responses -= cut  # they end with `cleared`, never `stopped`
+        self._decoder.reset()
+        self._drained.set()
+
+    async def transfer(self, target: str, reason: str) -> None:
+        # A browser is not a phone line: it learns of the hand-over from the agent's words and the call
+        # record; there is no carrier leg to move.
+        log.info("call %s: transfer to %s requested on a WebRTC call", self.id, target)
+
+    async def hang_up(self, reason: str) -> None:
+        """The agent ends the call: let the goodbye play out, then close."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._drained.wait(), HANGUP_DRAIN_S)
+        await self.close(reason)
+
+    async def send_dtmf(self, digits: str) -> None:
+        raise RealtimeError("unsupported", "DTMF cannot be sent on a WebRTC call.")
+
+    # -- teardown ----------------------------------------------------------------------------------
+
+    async def close(self, reason: str) -> None:
+        """End the call on any path; idempotent. Frees the session, the peer connection and the id."""
+        if self._closing:
+            return
+        self._closing = True
+        self.registry.forget(self)
+        current = asyncio.current_task()
+        for task in list(self._tasks):
+            if task is not current:
+                task.cancel()
+        session = self.session
+        if session is not None:
+            await session.close(reason)
+            self.gateway.session_closed(session)
+        self.track.stop()
+        with contextlib.suppress(Exception):
+            await self.pc.close()
+        for sideband in list(self.sidebands):
+            sideband.outbound.close()
+        self.closed.set()
+        log.info("call %s closed: %s", self.id, reason)
+
+
+class WebRtcCalls:
+    """The live calls of one app, by call id (what hang-up, sideband and the console look up)."""
+
+    def __init__(self) -> None:
+        self._calls: dict[str, WebRtcCall] = {}
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def __iter__(self) -> Iterator[WebRtcCall]:
+        return iter(list(self._calls.values()))
+
+    def add(self, call: WebRtcCall) -> None:
+        self._calls[call.id] = call
+
+    def get(self, call_id: str) -> WebRtcCall | None:
+        return self._calls.get(call_id)
+
+    def forget(self, call: WebRtcCall) -> None:
+        self._calls.pop(call.id, None)
+
+    async def close_all(self, reason: str) -> None:
+        await asyncio.gather(*(call.close(reason) for call in list(self._calls.values())))
+
+
+def calls_of(app_state: Any) -> WebRtcCalls:
+    """The app's call registry, made on first use."""
+    registry: WebRtcCalls | None = getattr(app_state, "webrtc_calls", None)
+    if registry is None:
+        registry = WebRtcCalls()
+        app_state.webrtc_calls = registry
+    return registry
+
+
+def ice_configuration(settings: Settings) -> RTCConfiguration:
+    """ICE as configured: no STUN/TURN by default (a LAN needs none; aiortc would otherwise ask Google's)."""
+    if settings.webrtc_host_addresses:
+        offered = list(settings.webrtc_host_addresses)
+
+        def host_addresses(use_ipv4: bool = True, use_ipv6: bool = True) -> list[str]:
+            return [a for a in offered if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
+
+        # aioice has no option for this and never offers loopback; the patch is process-wide, like the setting.
+        aioice.ice.get_host_addresses = host_addresses
+    else:
+        aioice.ice.get_host_addresses = _ORIGINAL_HOST_ADDRESSES
+    servers = [RTCIceServer(urls=s["urls"], username=s.get("username"), credential=s.get("credential"))
+               for s in settings.ice_servers]
+    return RTCConfiguration(iceServers=servers)
+
+
+def _mono(frame: av.AudioFrame) -> np.ndarray:
+    """A decoded frame (interleaved s16, any channel count) as int16 mono."""
+    channels = len(frame.layout.channels)
+    samples = frame.to_ndarray().reshape(-1)
+    if channels == 1:
+        return samples.astype(np.int16, copy=False)
+    return samples.reshape(-1, channels).mean(axis=1).astype(np.int16)
+
+
+# -- routes ----------------------------------------------------------------------------------------
+
+
+async def _read_signalling(request: Request, allow_session: bool) -> tuple[str, Any]:
+    """(offer SDP, session part or None) from a raw `application/sdp` body or a multipart form."""
+    header = request.headers.get("content-type", "")
+    content_type = header.split(";")[0].strip().lower()
+    accepted = "application/sdp or multipart/form-data" if allow_session else "application/sdp"
+    if content_type not in ("application/sdp", "text/plain", "") and not (
+            allow_session and content_type == "multipart/form-data"):
+        raise RealtimeError("unsupported_content_type", f"Send the SDP offer as {accepted}, not {content_type}.")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_SIGNALLING_BYTES:
+            raise RealtimeError("body_too_large", f"The request body exceeds {MAX_SIGNALLING_BYTES} bytes.")
+    if content_type != "multipart/form-data":
+        return body.decode("utf-8", "replace"), None
+    parts = form_parts(header, body)
+    if "sdp" not in parts:
+        raise RealtimeError("missing_required_parameter", "The multipart body has no 'sdp' part.", param="sdp")
+    session: Any = None
+    if "session" in parts:
+        try:
+            session = json.loads(parts["session"])
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise RealtimeError("invalid_json", f"The 'session' part is not valid JSON: {exc}.",
+                                param="session") from exc
+    return parts["sdp"].decode("utf-8", "replace"), session
+
+
+def form_parts(content_type: str, body: bytes) -> dict[str, bytes]:
+    """The named parts of a `multipart/form-data` body (the standard library's MIME parser does the work)."""
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body)
+    if not message.is_multipart():
+        raise RealtimeError("invalid_body", "The multipart body could not be read (check its boundary).")
+    parts: dict[str, bytes] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        payload = part.get_payload(decode=True)
+        if isinstance(name, str) and isinstance(payload, bytes):
+            parts[name] = payload
+    return parts
+
+
+async def _open_call(request: Request, dialect: Dialect) -> Response:
+    from voxgate.app import bearer_token, gateway_of, problem
+
+    gateway = gateway_of(request)
+    principal = await gateway.authenticate(bearer_token(request.headers))
+    if principal is None:
+        return problem(401, "invalid_api_key", "Missing, invalid, expired or already used key.")
+    if not gateway.ready:
+        return problem(503, "not_ready", "The gateway is starting.")
+    try:
+        sdp, session_part = await _read_signalling(request, allow_session=dialect == "ga")
+        read_offer(sdp)
+        initial = await _initial_config(gateway, principal, session_part)
+    except OfferError as exc:
+        return problem(400, "invalid_offer", str(exc), param="sdp")
+    except RealtimeError as exc:
+        return problem(400, exc.code, exc.message, param=exc.param)
+    registry = calls_of(request.app.state)
+    call = WebRtcCall(gateway, registry, dialect)
+    if not await redeem(gateway, principal, "webrtc", call.id):
+        await call.close("key_reused")
+        return problem(401, "invalid_api_key", "This ephemeral key has already been used to open a session.")
+    try:
+        answer = await call.answer(sdp)
+    except Exception as exc:  # aiortc refuses offers it cannot serve with assorted exception types
+        await call.close("bad_offer")
+        log.info("offer refused by aiortc: %r", exc)
+        return problem(400, "invalid_offer", f"The SDP offer could not be answered: {exc}", param="sdp")
+    params = request.query_params
+    model = params.get("model") or (principal.session_config or {}).get("model")
+    try:
+        session = await gateway.open_session(agent=gateway.agent(params.get("agent")), caller=call,
+                                             dialect=dialect, model=model, initial_config=initial)
+    except RealtimeError as exc:  # the bound config does not fit this agent (e.g. a voice its engine lacks)
+        await call.close("bad_session")
+        return problem(400, exc.code, exc.message, param=exc.param)
+    registry.add(call)
+    call.start(session)
+    await session.start(caller_id=request.client.host if request.client else None)
+    return Response(answer, status_code=201, media_type="application/sdp",
+                    headers={"Location": f"/v1/realtime/calls/{call.id}"})
+
+
+async def _initial_config(gateway: Gateway, principal: Principal, session_part: Any) -> dict[str, Any]:
+    """The session a call starts with: the key's bound config, the offer's `session` part, PCM 24 kHz."""
+    initial: dict[str, Any] = dict(principal.session_config or {})
+    if session_part is not None:
+        requested, _ = await validate_session(gateway, session_part, "ga")
+        initial = merge_bound_session(initial, requested) if principal.kind == "ephemeral" else \
+            {**initial, **requested}
+    # The media format of a WebRTC call is Opus on the wire whatever the session says; inside, the
+    # session hears and speaks PCM 24 kHz (the GA default).
+    audio = dict(initial.get("audio") or {})
+    audio["input"] = {**(audio.get("input") or {}), **_SESSION_AUDIO["input"]}
+    audio["output"] = {**(audio.get("output") or {}), **_SESSION_AUDIO["output"]}
+    initial["audio"] = audio
+    initial.pop("type", None)
+    return initial
+
+
+async def create_call(request: Request) -> Response:
+    """GA `POST /v1/realtime/calls`."""
+    return await _open_call(request, "ga")
+
+
+async def create_beta_call(request: Request) -> Response:
+    """Beta `POST /v1/realtime?model=...`: SDP in, SDP out."""
+    return await _open_call(request, "beta")
+
+
+async def hangup_call(request: Request) -> Response:
+    """`POST /v1/realtime/calls/{call_id}/hangup`: 200, empty body, as OpenAI answers it."""
+    from voxgate.app import problem, require_api_key
+
+    principal = await require_api_key(request)
+    if isinstance(principal, JSONResponse):
+        return principal
+    call = calls_of(request.app.state).get(request.path_params["call_id"])
+    if call is None:
+        return problem(404, "call_id_not_found", "No live call with that id.")
+    await call.close("hangup_requested")
+    return Response(status_code=200)
+
+
+async def attach_sideband(websocket: WebSocket, principal: Principal) -> None:
+    """`/v1/realtime?call_id=...`: join a live WebRTC call's session; refused at the handshake otherwise."""
+    from voxgate.app import problem
+
+    call_id = websocket.query_params.get("call_id", "")
+    if principal.kind == "ephemeral":
+        await websocket.send_denial_response(
+            problem(403, "ephemeral_key_not_allowed", "A sideband connection needs an API key."))
+        return
+    call = calls_of(websocket.app.state).get(call_id)
+    if call is None or call.session is None:
+        await websocket.send_denial_response(problem(404, "call_id_not_found", f"No live call {call_id!r}."))
+        return
+    session = call.session
+    subprotocols = list(websocket.scope.get("subprotocols") or [])
+    headers = {k.lower(): v for k, v in websocket.headers.items()}
+    sideband = Sideband(websocket, dialect_from_handshake(headers, subprotocols),
+                        call.gateway.settings.outbound_queue_events)
+    await websocket.accept(subprotocol="realtime" if "realtime" in subprotocols else None)
+    sideband.outbound.put({"type": "session.created", "event_id": new_id("event"),
+                           "session": session.config.to_wire(sideband.dialect)})
+    call.sidebands.add(sideband)
+    writer = asyncio.create_task(_sideband_writer(sideband))
+    reader = asyncio.create_task(_sideband_reader(sideband, session))
+    call_over = asyncio.create_task(call.closed.wait())
+    try:
+        await asyncio.wait({writer, reader, call_over}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        call.sidebands.discard(sideband)
+        sideband.outbound.close()
+        reader.cancel()
+        call_over.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.wait_for(writer, timeout=2.0)
+        with contextlib.suppress(Exception):
+            await websocket.close(1008 if sideband.outbound.overflowed else 1000)
+
+
+async def _sideband_writer(sideband: Sideband) -> None:
+    while True:
+        event = await sideband.outbound.get()
+        if event is None:
+            return
+        wire = for_dialect(event, sideband.dialect)
+        if wire is not None:
+            await sideband.websocket.send_text(json.dumps(wire, separators=(",", ":")))
+
+
+async def _sideband_reader(sideband: Sideband, session: Session) -> None:
+    try:
+        while True:
+            message = await sideband.websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            text = message.get("text")
+            if text is None:
+                try:
+                    text = (message.get("bytes") or b"").decode()
+                except UnicodeDecodeError:
+                    session.error(RealtimeError("invalid_json", "Binary frames must hold UTF-8 JSON."))
+                    continue
+            await session.handle_message(text)
+    except WebSocketDisconnect:
+        return

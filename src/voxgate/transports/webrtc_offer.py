@@ -1,0 +1,121 @@
+"""What a browser's SDP offer asks for, checked before any peer connection is built (sans-IO).
+
+aiortc fails on a bad offer with exceptions that name its internals, or answers an offer it cannot
+serve with an answer that carries no audio. This reads the offer first, so the caller gets a 400 that
+says what is wrong: not SDP at all, no audio section, or only codecs the gateway does not speak.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+MAX_OFFER_BYTES = 64 * 1024
+# Codecs aiortc can encode and decode for audio, as rtpmap names them (lower case).
+SUPPORTED_AUDIO = ("opus", "pcmu", "pcma")
+_STATIC_PAYLOADS = {"0": "pcmu", "8": "pcma", "9": "g722", "18": "g729", "3": "gsm", "4": "g723"}
+
+
+class OfferError(ValueError):
+    """The offer cannot be answered; the message is fit to show the caller."""
+
+
+@dataclass
+class MediaSection:
+    kind: str  # "audio" | "video" | "application" | ...
+    port: int
+    protocol: str
+    formats: list[str]
+    codecs: dict[str, str] = field(default_factory=dict)  # payload type -> codec name, lower case
+    direction: str = "sendrecv"
+    bundle_only: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.port != 0 or self.bundle_only
+
+
+@dataclass
+class Offer:
+    sections: list[MediaSection]
+
+    @property
+    def audio(self) -> MediaSection:
+        return next(s for s in self.sections if s.kind == "audio" and s.enabled)
+
+    @property
+    def audio_codecs(self) -> list[str]:
+        """The offered audio codecs the gateway can use, in the offer's order of preference."""
+        section = self.audio
+        names = [section.codecs.get(pt, "") for pt in section.formats]
+        return [n for n in dict.fromkeys(names) if n in SUPPORTED_AUDIO]
+
+    @property
+    def has_data_channel(self) -> bool:
+        return any(s.kind == "application" and s.enabled for s in self.sections)
+
+
+def read_offer(sdp: str) -> Offer:
+    """Parse and check an SDP offer; raises OfferError with a message for the caller."""
+    if len(sdp.encode("utf-8", "replace")) > MAX_OFFER_BYTES:
+        raise OfferError(f"The SDP offer is larger than {MAX_OFFER_BYTES} bytes.")
+    lines = [line.strip() for line in sdp.replace("\r\n", "\n").split("\n") if line.strip()]
+    if not lines or lines[0] != "v=0":
+        raise OfferError("The body is not an SDP offer (it must start with 'v=0').")
+    for number, line in enumerate(lines, 1):
+        if len(line) < 2 or line[1] != "=" or not line[0].isalpha():
+            raise OfferError(f"SDP line {number} is not of the form '<letter>=<value>': {line[:40]!r}.")
+    if not any(line.startswith("o=") for line in lines):
+        raise OfferError("The SDP offer has no origin ('o=') line.")
+    # WebRTC media is always DTLS-SRTP over ICE: without these the call could never connect.
+    if not any(line.startswith("a=fingerprint:") for line in lines):
+        raise OfferError("The SDP offer has no DTLS fingerprint ('a=fingerprint'); WebRTC needs DTLS-SRTP.")
+    if not any(line.startswith("a=ice-ufrag:") for line in lines) or \
+            not any(line.startswith("a=ice-pwd:") for line in lines):
+        raise OfferError("The SDP offer has no ICE credentials ('a=ice-ufrag' and 'a=ice-pwd').")
+    sections: list[MediaSection] = []
+    for line in lines:
+        if line.startswith("m="):
+            sections.append(_media_line(line))
+        elif sections and line.startswith("a="):
+            _attribute(sections[-1], line[2:])
+    audio = [s for s in sections if s.kind == "audio" and s.enabled]
+    if not audio:
+        raise OfferError("The SDP offer has no audio section; a realtime call needs a microphone or a "
+                         "recvonly audio transceiver.")
+    offer = Offer(sections)
+    if not offer.audio_codecs:
+        offered = sorted({offer.audio.codecs.get(pt, pt) for pt in offer.audio.formats})
+        raise OfferError(f"None of the offered audio codecs ({', '.join(offered)}) is supported; "
+                         f"offer one of: opus, PCMU, PCMA.")
+    return offer
+
+
+def _media_line(line: str) -> MediaSection:
+    parts = line[2:].split()
+    if len(parts) < 4:
+        raise OfferError(f"Malformed media line: {line[:60]!r}.")
+    kind, port, protocol, *formats = parts
+    try:
+        port_number = int(port.split("/")[0])
+    except ValueError:
+        raise OfferError(f"Malformed port in media line: {line[:60]!r}.") from None
+    if not 0 <= port_number <= 65535:
+        raise OfferError(f"Port out of range in media line: {line[:60]!r}.")
+    section = MediaSection(kind=kind, port=port_number, protocol=protocol, formats=formats)
+    for pt in formats:
+        if pt in _STATIC_PAYLOADS:
+            section.codecs[pt] = _STATIC_PAYLOADS[pt]
+    return section
+
+
+def _attribute(section: MediaSection, attribute: str) -> None:
+    name, _, value = attribute.partition(":")
+    if name == "rtpmap":
+        pt, _, encoding = value.partition(" ")
+        codec = encoding.split("/")[0].strip().lower()
+        if pt and codec:
+            section.codecs[pt] = codec
+    elif name in ("sendrecv", "sendonly", "recvonly", "inactive"):
+        section.direction = name
+    elif name == "bundle-only":
+        section.bundle_only = True

@@ -1,0 +1,138 @@
+"""Phone calls through Telnyx Call Control and media streaming, with a test carrier speaking its protocol.
+
+The call webhook is Ed25519-signed; on `call.initiated` the gateway answers over the REST API (a local
+recorder) asking for a bidirectional A-law stream with an auth token, which the test carrier echoes on
+the media socket. The call then goes as on Twilio: barge-in with `clear`, a spoken order-status request
+answered by voice (transcribed back), a key press, and a transfer command after the handover line.
+The test carrier swaps neighbouring media frames now and then: Telnyx does not promise order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+import uuid
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from tests.conftest import CarrierServer
+from tests.integration.test_twilio import HUMAN, REQUEST, metric, session_of, transcribe, wait_session
+from tests.phone_carrier import TelnyxLine, eventually
+from tests.speech import speak
+
+
+def signed(server: CarrierServer, body: bytes, timestamp: int | None = None) -> dict[str, str]:
+    """The headers Telnyx sends: Ed25519 over `timestamp|body` (reference §2.4)."""
+    ts = str(int(time.time()) if timestamp is None else timestamp)
+    signature = Ed25519PrivateKey.from_private_bytes(server.telnyx_private_key).sign(ts.encode() + b"|" + body)
+    return {"telnyx-signature-ed25519": base64.b64encode(signature).decode(), "telnyx-timestamp": ts,
+            "content-type": "application/json"}
+
+
+def call_initiated(call_control_id: str) -> bytes:
+    return json.dumps({"data": {
+        "record_type": "event", "event_type": "call.initiated", "id": str(uuid.uuid4()),
+        "occurred_at": "2025-01-01T00:00:00.000000Z",
+        "payload": {"call_control_id": call_control_id, "call_leg_id": str(uuid.uuid4()),
+                    "call_session_id": str(uuid.uuid4()), "connection_id": "1234", "direction": "incoming",
+                    "from": "+15557654321", "to": "+15551234567", "state": "parked"}}}).encode()
+
+
+async def answer(server: CarrierServer, http: httpx.AsyncClient, call_control_id: str) -> dict[str, Any]:
+    """Deliver a signed call.initiated and return the answer command the gateway sent to Telnyx."""
+    body = call_initiated(call_control_id)
+    response = await http.post(f"{server.live.base_url}/telnyx/webhook?agent=acme", content=body,
+                               headers=signed(server, body))
+    assert response.status_code == 200, response.text
+    request = await server.api.wait_for(f"/v2/calls/{quote(call_control_id, safe='')}/actions/answer", within_s=5)
+    assert request.headers["authorization"] == f"Bearer {server.telnyx_api_key}"
+    command: dict[str, Any] = request.json()
+    return command
+
+
+async def test_webhook_signature_and_answer_command(carrier_server: CarrierServer) -> None:
+    live = carrier_server.live
+    call_control_id = "v3:" + uuid.uuid4().hex
+    async with httpx.AsyncClient() as http:
+        command = await answer(carrier_server, http, call_control_id)
+        assert command["stream_url"] == f"{live.ws_url}/telnyx/media"
+        assert command["stream_track"] == "inbound_track"
+        assert command["stream_bidirectional_mode"] == "rtp"
+        assert command["stream_bidirectional_codec"] == "PCMA"
+        assert command["custom_parameters"] == [{"name": "agent", "value": "acme"}]
+        assert len(command["stream_auth_token"]) >= 32
+
+        body = call_initiated("v3:" + uuid.uuid4().hex)
+        url = f"{live.base_url}/telnyx/webhook"
+        tampered = body.replace(b"+15557654321", b"+15550000000")
+        for headers, content in [({}, body), (signed(carrier_server, body), tampered),
+                                 (signed(carrier_server, body, timestamp=int(time.time()) - 3600), body),
+                                 ({**signed(carrier_server, body), "telnyx-signature-ed25519": "!!"}, body)]:
+            refused = await http.post(url, content=content, headers=headers)
+            assert refused.status_code == 403
+        garbage = b'{"data": "not an event"}'
+        assert (await http.post(url, content=garbage, headers=signed(carrier_server, garbage))).status_code == 400
+        text = (await http.get(f"{live.base_url}/metrics")).text
+        for reason in ("missing", "invalid", "stale", "malformed"):
+            assert metric(text, "voxgate_carrier_webhooks_rejected_total", carrier="telnyx", reason=reason) >= 1
+
+
+async def test_media_socket_needs_the_stream_token_of_an_answered_call(carrier_server: CarrierServer) -> None:
+    line = await TelnyxLine.dial(f"{carrier_server.live.ws_url}/telnyx/media", "forged-token",
+                                 "v3:" + uuid.uuid4().hex, {"agent": "echo"}, encoding="pcma")
+    try:
+        await asyncio.wait_for(line.closed.wait(), timeout=5)
+        assert line.ws.close_code == 1008
+        assert session_of(carrier_server, line.call_control_id) is None
+    finally:
+        await line.close()
+
+
+async def test_call_barge_in_order_status_dtmf_and_transfer(carrier_server: CarrierServer) -> None:
+    live = carrier_server.live
+    call_control_id = "v3:" + uuid.uuid4().hex
+    async with httpx.AsyncClient() as http:
+        command = await answer(carrier_server, http, call_control_id)
+    line = await TelnyxLine.dial(command["stream_url"], command["stream_auth_token"], call_control_id,
+                                 {"agent": "acme"}, encoding="pcma", reorder=True)
+    try:
+        session = await wait_session(carrier_server, call_control_id)
+        assert session.caller.transport == "telnyx"
+        assert session.config.input_format.encoding == "pcma"
+
+        # Barge-in over the greeting.
+        await line.wait_audio(time.monotonic(), min_s=1.5, within_s=20)
+        said_at = time.monotonic()
+        talk_s = line.say(speak(REQUEST, rate=8000))
+        await eventually(lambda: line.clears, 5, "a clear on barge-in")
+        await asyncio.sleep(0.3)
+        assert not [f for f in line.frames if line.clears[0] + 0.05 < f.at < said_at + talk_s]
+
+        # The answer, in A-law, transcribed back.
+        reply_at = await line.wait_audio(said_at + talk_s, min_s=1.0, within_s=30)
+        await line.wait_quiet(reply_at, quiet_s=1.0, within_s=30)
+        reply = await transcribe(line.pcm_since(reply_at))
+        assert "shipped" in reply.lower(), reply
+
+        await line.press("5")
+        await eventually(lambda: session.brain_state.get("dtmf") == ["5"], 5, "the key press reaching the session")
+
+        asked_at = time.monotonic()
+        line.say(speak(HUMAN, rate=8000))
+        request = await carrier_server.api.wait_for(
+            f"/v2/calls/{quote(call_control_id, safe='')}/actions/transfer", within_s=30)
+        assert request.json() == {"to": "+15550100"}
+        assert request.headers["authorization"] == f"Bearer {carrier_server.telnyx_api_key}"
+        handover = [f for f in line.frames if f.at > asked_at]
+        assert len(handover) * 0.02 > 1.5 and request.at >= handover[-1].at
+        await asyncio.wait_for(line.closed.wait(), timeout=5)
+        assert session.closed and session.end_reason.startswith("transferred")
+        text = (await httpx.AsyncClient().get(f"{live.base_url}/metrics")).text
+        assert metric(text, "voxgate_carrier_message_errors_total", carrier="telnyx", code="out_of_order") == 0
+    finally:
+        await line.close()
