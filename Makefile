@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install run test lint typecheck unit integration system-deps bench clean
+.PHONY: install run test lint typecheck system-deps bench bench-pipecat clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,13 +17,11 @@ install: $(VENV)/.installed
 run: install
 	$(BIN)/voxgate serve
 
-# Debian packages the tests drive for real: PostgreSQL (store), espeak-ng and sox (spoken test audio).
-SYSTEM_PACKAGES := postgresql espeak-ng sox
+# Debian packages the tests drive for real: PostgreSQL (store) and Chromium (WebRTC end to end).
 system-deps:
 	@missing=""; \
-	command -v espeak-ng >/dev/null || missing="$$missing espeak-ng"; \
-	command -v sox >/dev/null || missing="$$missing sox"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
@@ -42,7 +40,17 @@ test: install system-deps lint typecheck
 bench: install
 	$(BIN)/python bench/brain_accuracy.py
 	$(BIN)/python bench/codec_cost.py
+	$(BIN)/python bench/models_cost.py
 	$(BIN)/python bench/turn_latency.py
+	$(BIN)/python bench/webrtc_capacity.py
+	$(BIN)/python bench/bridge_capacity.py --no-pipecat
+
+# Pipecat pins its own numpy and websockets, so its side of the bridge benchmark gets its own virtualenv.
+PIPECAT_VENV := /tmp/pipecat-venv
+bench-pipecat: install
+	[ -x $(PIPECAT_VENV)/bin/python ] || ($(PYTHON) -m venv $(PIPECAT_VENV) && \
+	  $(PIPECAT_VENV)/bin/pip install -q "pipecat-ai==1.14.0" onnxruntime fastapi uvicorn uvloop)
+	$(BIN)/python bench/bridge_capacity.py --pipecat-python $(PIPECAT_VENV)/bin/python
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache voxgate.db acme.db
