@@ -51,7 +51,10 @@ def serve(
     base = settings.base_url()
     ws = base.replace("http", "ws", 1)
     typer.echo(f"voxgate on {base}  (engine: {settings.engine}, default agent: {settings.default_agent})")
+    typer.echo(f"  Voice console:      {base}/")
     typer.echo(f"  Realtime WebSocket: {ws}/v1/realtime?model=voxgate")
+    typer.echo(f"  WebRTC (GA):        {base}/v1/realtime/calls   ephemeral keys: {base}/v1/realtime/client_secrets")
+    typer.echo(f"  Phones:             {base}/twilio/voice  {base}/telnyx/webhook")
     typer.echo(f"  Health / metrics:   {base}/readyz  {base}/metrics")
     if dev_key:
         typer.echo(f"  API key (shown once, only its hash is stored): {dev_key}")

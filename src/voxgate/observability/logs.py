@@ -43,3 +43,4 @@ def configure_logging(level: str = "info", json_lines: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    logging.getLogger("faster_whisper").setLevel(logging.WARNING)  # one line per decode is noise
