@@ -21,7 +21,6 @@ from voxgate.engines.local.brains.base import Brain, CallTool, Say
 from voxgate.engines.local.brains.flow import FlowBrain
 from voxgate.engines.local.stt import WhisperTranscriber
 from voxgate.engines.local.tts import PiperSynthesizer, split_sentences
-from voxgate.engines.local.vad import SileroModel, SileroStream
 from voxgate.observability import metrics
 from voxgate.protocol.ids import new_id
 
@@ -50,14 +49,12 @@ class LocalEngine(Engine):
         self.brain: Brain = brain or FlowBrain()
         self.stt: WhisperTranscriber | None = None
         self.tts: PiperSynthesizer | None = None
-        self.vad: SileroModel | None = None
         # Recent stage timings (ms), for benchmarks and the metrics below; bounded.
         self.timings: dict[str, deque[float]] = {k: deque(maxlen=1000) for k in ("stt", "brain", "tts_first")}
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         started = time.monotonic()
-        self.vad = SileroModel.shared()
         self.stt, self.tts = await asyncio.gather(
             loop.run_in_executor(None, WhisperTranscriber.shared, self._stt_threads, self._stt_concurrency),
             loop.run_in_executor(None, PiperSynthesizer.shared, self._tts_concurrency),
@@ -68,10 +65,6 @@ class LocalEngine(Engine):
         async for _ in self.tts.synthesize("Ready."):
             pass
         log.info("local engine ready in %.1f s", time.monotonic() - started)
-
-    def vad_stream(self) -> SileroStream:
-        assert self.vad is not None, "start() the engine first"
-        return SileroStream(self.vad)
 
     def voices(self) -> Sequence[str]:
         return self.tts.voices() if self.tts is not None else ()

@@ -7,8 +7,13 @@ several frames go through in one `run` with the recurrent state (`h`, `c`, each 
 across them. One `InferenceSession` serves the whole process (onnxruntime's `run` is thread-safe);
 each call owns a stream holding its own state, context and leftover samples.
 
-`WebRtcStream` has the same shape over webrtcvad (30 ms frames, 0.0 or 1.0): a near-free gate for
-spotting silence before paying for Silero, or a fallback.
+`WebRtcStream` has the same shape over webrtcvad (30 ms frames, 0.0 or 1.0): a fallback.
+
+`GatedVadStream` is what a call uses: Silero's frames and probabilities, but Silero only runs while
+webrtcvad (C, ~2 µs a frame against Silero's ~50 µs) hears something voice-like, and for a hangover
+after it. A phone line is silent most of the time (the caller listens to the agent), so most frames
+cost webrtcvad alone. webrtcvad fires on a speech onset a frame or two before Silero crosses 0.5, and on
+resuming Silero first re-reads the ~190 ms before it, so the onset frame is scored in context.
 
 The probabilities feed `voxgate.session.turn_detection.TurnDetector`.
 """
@@ -137,3 +142,89 @@ class WebRtcStream:
             frame = samples[i * self._frame_samples : (i + 1) * self._frame_samples]
             out.append(1.0 if self._vad.is_speech(frame.tobytes(), SAMPLE_RATE) else 0.0)
         return out
+
+
+class GatedVadStream:
+    """`SileroStream`'s interface and frames, with Silero run only around what webrtcvad calls voice.
+
+    Per 32 ms frame: webrtcvad reads its last 30 ms. Silero scores the frame when webrtcvad says voice,
+    within `hangover_frames` after it said so, or while Silero's last score is still `release` or more
+    (it has the last word on when speech is over). Any other frame reports 0.0 unscored: for a turn
+    detector with a threshold above `release` + 0.15 that is silence either way. When Silero resumes it
+    keeps its recurrent state (a fresh one moved later onsets by up to ~100 ms against a stream that
+    never stopped; kept, they stay within a frame or come earlier) and first reads `preroll_frames` of
+    the audio before the trigger, scores discarded, so its state has caught up with the line.
+
+    Steady noise costs Silero nothing once webrtcvad has adapted to it (~100 ms); noise loud enough to
+    keep webrtcvad voiced (a -24 dBFS hiss, a mains hum) just keeps Silero running, as ungated.
+    """
+
+    frame_ms: float = SILERO_FRAME_MS
+
+    def __init__(self, model: SileroModel, *, aggressiveness: int = 2, preroll_frames: int = 6,
+                 hangover_frames: int = 10, release: float = 0.1) -> None:
+        if aggressiveness not in (0, 1, 2, 3):
+            raise ValueError(f"webrtcvad aggressiveness must be 0..3, got {aggressiveness}")
+        if preroll_frames < 0 or hangover_frames < 0:
+            raise ValueError("preroll_frames and hangover_frames must be >= 0")
+        self._silero = SileroStream(model)
+        self._aggressiveness = aggressiveness
+        self._preroll_samples = preroll_frames * SILERO_FRAME_SAMPLES
+        self._hangover = hangover_frames
+        self._release = release
+        self.reset()
+
+    def reset(self) -> None:
+        self._silero.reset()
+        self._webrtc = webrtcvad.Vad(self._aggressiveness)  # it adapts to the line: start that over too
+        self._pending = np.zeros(0, dtype=np.int16)
+        self._recent = np.zeros(self._preroll_samples, dtype=np.int16)  # the audio before the next frame
+        self._scoring = False  # Silero has scored every frame since it last resumed
+        self._quiet = self._hangover + 1  # frames since webrtcvad last said voice
+        self._last = 0.0
+
+    def feed(self, pcm: np.ndarray) -> list[float]:
+        """Speech probabilities for every whole frame completed by `pcm`; the remainder waits for more."""
+        samples = _as_pcm16(pcm)
+        if self._pending.size:
+            samples = np.concatenate([self._pending, samples])
+        n = samples.size // SILERO_FRAME_SAMPLES
+        self._pending = samples[n * SILERO_FRAME_SAMPLES :].copy()
+        if n == 0:
+            return []
+        whole = samples[: n * SILERO_FRAME_SAMPLES]
+        voiced = [self._webrtc.is_speech(whole[(i + 1) * SILERO_FRAME_SAMPLES - 480 : (i + 1) * SILERO_FRAME_SAMPLES]
+                                         .tobytes(), SAMPLE_RATE) for i in range(n)]
+        out: list[float] = []
+        i = 0
+        while i < n:
+            self._quiet = 0 if voiced[i] else self._quiet + 1
+            if not (self._quiet <= self._hangover or (self._scoring and self._last >= self._release)):
+                self._scoring = False
+                out.append(0.0)
+                i += 1
+                continue
+            # Score a run at once: every frame up to where the hangover runs out needs Silero anyway.
+            end = i + 1
+            while end < n and (voiced[end] or self._quiet + 1 <= self._hangover):
+                self._quiet = 0 if voiced[end] else self._quiet + 1
+                end += 1
+            out += self._score(whole, i, end)
+            i = end
+        if self._preroll_samples:
+            self._recent = np.concatenate([self._recent, whole])[-self._preroll_samples :]
+        return out
+
+    def _score(self, whole: np.ndarray, start: int, end: int) -> list[float]:
+        """Silero's probabilities for frames [start, end) of `whole`, after the preroll if it was idle."""
+        frames = whole[start * SILERO_FRAME_SAMPLES : end * SILERO_FRAME_SAMPLES]
+        skip = 0
+        if not self._scoring:
+            if self._preroll_samples:
+                before = np.concatenate([self._recent, whole[: start * SILERO_FRAME_SAMPLES]])
+                frames = np.concatenate([before[-self._preroll_samples :], frames])
+                skip = self._preroll_samples // SILERO_FRAME_SAMPLES
+            self._scoring = True
+        probs = self._silero.feed(frames)[skip:]
+        self._last = probs[-1]
+        return probs
