@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 from tests.speech import silence, speak, wer
 
 from voxgate.engines.local.stt import WhisperTranscriber
