@@ -1,18 +1,13 @@
-"""Wiring: the Gateway (process-wide services) and the Starlette app that serves it."""
+"""Wiring: the Starlette app that serves a Gateway: its routes, middleware and lifespan."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gc
-import hmac
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Any
 
-import httpx
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -22,173 +17,18 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from voxgate.agents import AgentConfig, load_agents
 from voxgate.config import Settings
+from voxgate.control.auth import bearer_token, require_api_key
 from voxgate.control.ephemeral import create_beta_session, create_client_secret, redeem, revoke_client_secret
-from voxgate.engines.base import Engine
-from voxgate.engines.echo import EchoEngine
-from voxgate.engines.local.vad import GatedVadStream, SileroModel
+from voxgate.control.problems import problem
+from voxgate.gateway import Gateway, gateway_of
 from voxgate.protocol.dialect import dialect_from_handshake
-from voxgate.protocol.items import Dialect
-from voxgate.session.recorder import CallRecorder
-from voxgate.session.session import Caller, Session
-from voxgate.store.calls import CallStore
-from voxgate.store.database import Database
-from voxgate.store.keys import KeyRecord, KeyStore
-from voxgate.tools.registry import ToolRegistry
 from voxgate.transports import telnyx, twilio
 from voxgate.transports.realtime_ws import WebSocketCaller, run_websocket_session
 from voxgate.transports.webrtc import attach_sideband, create_beta_call, create_call, hangup_call
 from voxgate.web.console import console_call, console_index, console_token, static_files
 
 log = logging.getLogger("voxgate")
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling: an operator's API key, or an ephemeral key bound to one session config."""
-
-    key_id: str
-    kind: str  # "api" | "ephemeral" | "static"
-    session_config: dict[str, Any] | None = None
-
-
-class Gateway:
-    """Everything shared by all calls in the process: settings, agents, engines, storage, keys."""
-
-    def __init__(self, settings: Settings, agents: dict[str, AgentConfig] | None = None) -> None:
-        self.settings = settings
-        self.agents = agents if agents is not None else load_agents(settings.agents_dir)
-        if settings.default_agent not in self.agents:
-            raise ValueError(f"default agent {settings.default_agent!r} not found in {settings.agents_dir}")
-        self.db = Database(settings.database_url)
-        self.calls = CallStore(self.db)
-        self.keys = KeyStore(self.db)
-        self.http = httpx.AsyncClient(timeout=settings.tool_timeout_s)
-        self.tools = {
-            name: ToolRegistry(agent, timeout_s=settings.tool_timeout_s,
-                               max_output_bytes=settings.tool_max_output_bytes, http=self.http)
-            for name, agent in self.agents.items()
-        }
-        self._engines: dict[str, Engine] = {}
-        self._engine_lock = asyncio.Lock()
-        self.vad_model: SileroModel | None = None
-        self.ready = False
-        self.sessions: dict[str, Session] = {}
-
-    async def start(self) -> None:
-        await self.db.connect()
-        await self.db.upgrade()
-        self.vad_model = SileroModel.shared()
-        await self.engine(self.settings.engine)
-        self.ready = True
-
-    async def stop(self) -> None:
-        self.ready = False
-        for session in list(self.sessions.values()):
-            await session.close("server_shutdown")
-        for engine in self._engines.values():
-            await engine.aclose()
-        await self.http.aclose()
-        await self.calls.drain()
-        await self.db.aclose()
-
-    async def engine(self, name: str) -> Engine:
-        """The named engine, started on first use and shared by every session after that."""
-        async with self._engine_lock:
-            if name not in self._engines:
-                engine: Engine
-                if name == "local":
-                    from voxgate.engines.local.engine import LocalEngine
-
-                    engine = LocalEngine(stt_threads=self.settings.stt_threads,
-                                         stt_concurrency=self.settings.stt_max_concurrency,
-                                         tts_concurrency=self.settings.tts_max_concurrency)
-                elif name == "echo":
-                    engine = EchoEngine()
-                elif name == "openai":
-                    from voxgate.engines.openai import OpenAIEngine
-
-                    engine = OpenAIEngine.from_settings(self.settings)
-                else:
-                    raise ValueError(f"engine {name!r} is not available")
-                await engine.start()
-                self._engines[name] = engine
-            return self._engines[name]
-
-    def agent(self, name: str | None) -> AgentConfig:
-        """The named agent; a call that matches no agent goes to the default one, never refused."""
-        if name and name in self.agents:
-            return self.agents[name]
-        return self.agents[self.settings.default_agent]
-
-    def vad_stream(self) -> GatedVadStream:
-        # Silero runs only around what webrtcvad hears as voice: a listening caller's line costs ~nothing.
-        assert self.vad_model is not None
-        return GatedVadStream(self.vad_model)
-
-    async def authenticate(self, token: str | None) -> Principal | None:
-        if not token:
-            return None
-        for index, key in enumerate(self.settings.api_key_list()):
-            if hmac.compare_digest(key.encode(), token.encode()):
-                return Principal(key_id=f"static-{index}", kind="static")
-        record: KeyRecord | None = await self.keys.verify(token)
-        if record is None:
-            return None
-        return Principal(key_id=record.id, kind=record.kind, session_config=record.session_config)
-
-    async def open_session(self, *, agent: AgentConfig, caller: Caller, dialect: Dialect, model: str | None,
-                           initial_config: dict[str, Any] | None = None) -> Session:
-        engine_name = agent.engine or self.settings.engine
-        engine = await self.engine(engine_name)
-        session = Session(
-            agent=agent, engine=engine, tools=self.tools[agent.name], caller=caller, dialect=dialect,
-            recorder=CallRecorder(self.calls, engine_name), vad_factory=self.vad_stream,
-            model=model or f"voxgate-{engine_name}", outbound_events=self.settings.outbound_queue_events,
-            max_message_bytes=self.settings.max_message_bytes,
-            max_input_buffer_s=self.settings.max_input_buffer_seconds, initial_config=initial_config,
-            max_seconds=self.settings.session_max_seconds, audio_lead_ms=self.settings.audio_lead_ms,
-        )
-        self.sessions[session.id] = session
-        return session
-
-    def session_closed(self, session: Session) -> None:
-        self.sessions.pop(session.id, None)
-
-
-# -- HTTP helpers ----------------------------------------------------------------------------------
-
-
-def problem(status: int, code: str, message: str, *, param: str | None = None) -> JSONResponse:
-    """An error in OpenAI's REST shape, so SDK clients surface it properly."""
-    kind = "invalid_request_error" if status < 500 else "server_error"
-    return JSONResponse({"error": {"type": kind, "code": code, "message": message, "param": param}},
-                        status_code=status)
-
-
-def bearer_token(headers: Any, subprotocols: list[str] | None = None) -> str | None:
-    auth = headers.get("authorization", "")
-    if auth.lower().startswith("bearer "):
-        return str(auth[7:].strip())
-    for proto in subprotocols or []:
-        if proto.startswith("openai-insecure-api-key."):
-            return proto[len("openai-insecure-api-key."):]
-    return None
-
-
-def gateway_of(request: Request | WebSocket) -> Gateway:
-    gateway: Gateway = request.app.state.gateway
-    return gateway
-
-
-async def require_api_key(request: Request) -> Principal | JSONResponse:
-    principal = await gateway_of(request).authenticate(bearer_token(request.headers))
-    if principal is None:
-        return problem(401, "invalid_api_key", "Missing or invalid API key.")
-    if principal.kind == "ephemeral":
-        return problem(403, "ephemeral_key_not_allowed", "Ephemeral keys can only open a realtime session.")
-    return principal
 
 
 # -- routes ----------------------------------------------------------------------------------------

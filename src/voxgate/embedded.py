@@ -11,8 +11,9 @@ from typing import Any
 
 import uvicorn
 
-from voxgate.app import Gateway, create_app
+from voxgate.app import create_app
 from voxgate.config import Settings
+from voxgate.gateway import Gateway
 
 
 def free_port(host: str = "127.0.0.1") -> int:

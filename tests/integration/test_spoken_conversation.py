@@ -58,6 +58,9 @@ async def stream(conn: Any, audio: bytes, chunk: int, realtime: bool) -> None:
 async def test_spoken_turn_tool_call_and_barge_in(live_server: LiveServer, ga_server_events: TypeAdapter[Any],
                                                  fmt: str) -> None:
     wire_format, rate = FORMATS[fmt]
+    # Render every line before the call: the test must not compete with the gateway's own voice.
+    follow_up = np.concatenate([speak("and order one two three four", rate=rate), silence(700, rate)])
+    interrupting = np.concatenate([speak(INTERRUPTION, rate=rate), silence(900, rate)])
     bytes_per_20ms = rate // 50 * (2 if fmt == "pcm16" else 1)
     client = AsyncOpenAI(api_key=live_server.api_key, base_url=f"{live_server.base_url}/v1",
                          websocket_base_url=f"{live_server.ws_url}/v1")
@@ -95,14 +98,12 @@ async def test_spoken_turn_tool_call_and_barge_in(live_server: LiveServer, ga_se
         assert "ship" in heard.lower(), heard
 
         # Turn 2: ask again, and talk over the agent as soon as its audio starts.
-        await stream(conn, encode(np.concatenate([speak("and order one two three four", rate=rate),
-                                                   silence(700, rate)]), fmt), bytes_per_20ms, realtime=False)
+        await stream(conn, encode(follow_up, fmt), bytes_per_20ms, realtime=False)
         first_delta = None
         while first_delta is None:
             event = await reader.next()
             if event["type"] == "response.output_audio.delta":
                 first_delta = event
-        interrupting = np.concatenate([speak(INTERRUPTION, rate=rate), silence(900, rate)])
         await stream(conn, encode(interrupting, fmt), bytes_per_20ms, realtime=False)
         events = await reader.until("response.done")
         cancelled = events[-1]["response"]

@@ -28,13 +28,16 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from voxgate.control.auth import require_api_key
+from voxgate.control.problems import problem
+from voxgate.gateway import gateway_of
 from voxgate.protocol.errors import RealtimeError
 from voxgate.protocol.ids import new_id
 from voxgate.protocol.items import Dialect
 from voxgate.protocol.session_config import SessionConfig, default_turn_detection
 
 if TYPE_CHECKING:
-    from voxgate.app import Gateway, Principal
+    from voxgate.gateway import Gateway, Principal
 
 # Where each beta session field lives in the GA session object.
 _BETA_TO_GA: dict[str, tuple[str, ...]] = {
@@ -195,7 +198,6 @@ async def _json_body(request: Request) -> Any:
 
 async def create_client_secret(request: Request) -> Response:
     """GA `POST /v1/realtime/client_secrets`: `{expires_after?, session?}` -> `{value, expires_at, session}`."""
-    from voxgate.app import gateway_of, problem, require_api_key
 
     principal = await require_api_key(request)
     if isinstance(principal, JSONResponse):
@@ -220,7 +222,6 @@ async def create_client_secret(request: Request) -> Response:
 
 async def create_beta_session(request: Request) -> Response:
     """Beta `POST /v1/realtime/sessions`: flat session in, session plus `client_secret` out."""
-    from voxgate.app import gateway_of, problem, require_api_key
 
     principal = await require_api_key(request)
     if isinstance(principal, JSONResponse):
@@ -241,7 +242,6 @@ async def create_beta_session(request: Request) -> Response:
 
 async def revoke_client_secret(request: Request) -> Response:
     """`POST /v1/realtime/client_secrets/revoke` with `{"value": "ek_..."}`: the key opens nothing after this."""
-    from voxgate.app import gateway_of, problem, require_api_key
 
     principal = await require_api_key(request)
     if isinstance(principal, JSONResponse):

@@ -48,7 +48,10 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from voxgate.audio.clock import PacingClock
 from voxgate.audio.formats import PCM24K, InputDecoder, OutputEncoder
 from voxgate.config import Settings
+from voxgate.control.auth import bearer_token, require_api_key
 from voxgate.control.ephemeral import merge_bound_session, redeem, validate_session
+from voxgate.control.problems import problem
+from voxgate.gateway import gateway_of
 from voxgate.protocol.dialect import dialect_from_handshake, for_dialect
 from voxgate.protocol.errors import RealtimeError
 from voxgate.protocol.ids import new_id
@@ -59,7 +62,7 @@ from voxgate.transports.playout import Playout
 from voxgate.transports.webrtc_offer import OfferError, read_offer
 
 if TYPE_CHECKING:
-    from voxgate.app import Gateway, Principal
+    from voxgate.gateway import Gateway, Principal
     from voxgate.session.session import Session
 
 log = logging.getLogger("voxgate.webrtc")
@@ -491,7 +494,6 @@ def form_parts(content_type: str, body: bytes) -> dict[str, bytes]:
 
 
 async def _open_call(request: Request, dialect: Dialect) -> Response:
-    from voxgate.app import bearer_token, gateway_of, problem
 
     gateway = gateway_of(request)
     principal = await gateway.authenticate(bearer_token(request.headers))
@@ -562,7 +564,6 @@ async def create_beta_call(request: Request) -> Response:
 
 async def hangup_call(request: Request) -> Response:
     """`POST /v1/realtime/calls/{call_id}/hangup`: 200, empty body, as OpenAI answers it."""
-    from voxgate.app import problem, require_api_key
 
     principal = await require_api_key(request)
     if isinstance(principal, JSONResponse):
@@ -576,7 +577,6 @@ async def hangup_call(request: Request) -> Response:
 
 async def attach_sideband(websocket: WebSocket, principal: Principal) -> None:
     """`/v1/realtime?call_id=...`: join a live WebRTC call's session; refused at the handshake otherwise."""
-    from voxgate.app import problem
 
     call_id = websocket.query_params.get("call_id", "")
     if principal.kind == "ephemeral":

@@ -19,7 +19,10 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.staticfiles import StaticFiles
 
+from voxgate.control.auth import require_api_key
 from voxgate.control.ephemeral import mint, validate_session
+from voxgate.control.problems import problem
+from voxgate.gateway import Principal, gateway_of
 from voxgate.transports.webrtc import calls_of
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -37,7 +40,6 @@ async def console_index(request: Request) -> Response:
 
 async def console_token(request: Request) -> Response:
     """`POST /console/token`: an ephemeral key for one console call (open in dev mode)."""
-    from voxgate.app import Principal, gateway_of, problem, require_api_key
 
     gateway = gateway_of(request)
     principal: Principal | JSONResponse
@@ -59,7 +61,6 @@ async def console_token(request: Request) -> Response:
 
 async def console_call(request: Request) -> Response:
     """`GET /console/calls/{call_id}`: the live call's tool calls, for the page to show as they happen."""
-    from voxgate.app import gateway_of, problem
 
     call = calls_of(request.app.state).get(request.path_params["call_id"])
     if call is None or call.session is None:

@@ -30,6 +30,9 @@ DEFAULT_VOICE = "joe"
 # Clients written for OpenAI name its voices; each maps to an installed voice so they work unchanged.
 OPENAI_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
 MIN_SPEED, MAX_SPEED = 0.25, 4.0
+# Piper phonemizes through espeak-ng, whose state is process-global and not thread-safe: two threads
+# synthesizing at once can hang. Every synthesis in the process takes this lock.
+_PHONEMIZER_LOCK = threading.Lock()
 
 
 class UnknownVoice(ValueError):
@@ -170,7 +173,8 @@ class PiperSynthesizer:
 
     @staticmethod
     def _render(piper_voice: PiperVoice, piece: str, syn: SynthesisConfig) -> list[np.ndarray]:
-        return [chunk.audio_int16_array for chunk in piper_voice.synthesize(piece, syn_config=syn)]
+        with _PHONEMIZER_LOCK:
+            return [chunk.audio_int16_array for chunk in piper_voice.synthesize(piece, syn_config=syn)]
 
     def synthesize_sync(
         self, text: str, voice: str = DEFAULT_VOICE, speed: float = 1.0, *, deterministic: bool = False
