@@ -21,9 +21,15 @@ class CostModel:
         if engine == "openai" and usage:
             inp = usage.get("input_token_details") or {}
             out = usage.get("output_token_details") or {}
-            usd = (inp.get("text_tokens", 0) * OPENAI_PRICES["text_in"]
-                   + inp.get("audio_tokens", 0) * OPENAI_PRICES["audio_in"]
-                   + inp.get("cached_tokens", 0) * OPENAI_PRICES["cached_in"]
+            # Cached tokens are part of the input counts, billed at the cached rate instead.
+            cached = inp.get("cached_tokens", 0)
+            text_in = inp.get("text_tokens", 0)
+            audio_in = inp.get("audio_tokens", 0)
+            cached_text = min(cached, text_in)
+            cached_audio = min(cached - cached_text, audio_in)
+            usd = ((text_in - cached_text) * OPENAI_PRICES["text_in"]
+                   + (audio_in - cached_audio) * OPENAI_PRICES["audio_in"]
+                   + cached * OPENAI_PRICES["cached_in"]
                    + out.get("text_tokens", 0) * OPENAI_PRICES["text_out"]
                    + out.get("audio_tokens", 0) * OPENAI_PRICES["audio_out"]) / 1e6
             return round(usd, 6)
