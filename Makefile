@@ -49,7 +49,7 @@ bench: install
 PIPECAT_VENV := /tmp/pipecat-venv
 bench-pipecat: install
 	[ -x $(PIPECAT_VENV)/bin/python ] || ($(PYTHON) -m venv $(PIPECAT_VENV) && \
-	  $(PIPECAT_VENV)/bin/pip install -q "pipecat-ai==1.14.0" onnxruntime fastapi uvicorn uvloop)
+	  $(PIPECAT_VENV)/bin/pip install -q "pipecat-ai[silero,websocket]==1.14.0" fastapi uvicorn uvloop)
 	$(BIN)/python bench/bridge_capacity.py --pipecat-python $(PIPECAT_VENV)/bin/python
 
 clean:

@@ -28,10 +28,13 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from tests.speech import silence, speak
-from tests.webrtc_client import WebRtcCaller
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere: the test callers live in tests/
+
+from tests.speech import silence, speak  # noqa: E402
+from tests.webrtc_client import WebRtcCaller  # noqa: E402
+
 TICKS = os.sysconf("SC_CLK_TCK")
 
 def cpu_seconds(pid: int) -> float:
