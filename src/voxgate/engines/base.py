@@ -15,6 +15,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from voxgate.agents import AgentConfig
+    from voxgate.audio.formats import AudioFormat
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,10 @@ class ResponseRequest:
     state: dict[str, Any] = field(default_factory=dict)
     # Audio of the latest user turn at 16 kHz, for engines that answer from audio (echo).
     user_audio: np.ndarray | None = None
+    # The same turn as the caller sent it (wire bytes and their format), for engines that can pass it
+    # on untouched: the openai engine forwards 24 kHz PCM without resampling.
+    user_audio_wire: bytes | None = None
+    user_audio_format: AudioFormat | None = None
     # Speak exactly this (greetings, disclosures, handover lines) instead of deciding what to say.
     say: str | None = None
     speed: float = 1.0  # speaking rate (session audio.output.speed)

@@ -36,7 +36,7 @@ import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
-from voxgate.audio.resample import StreamResampler
+from voxgate.audio.formats import PCM24K, InputDecoder
 from voxgate.engines.base import Engine, EngineError, EngineOutput, ResponseRequest
 from voxgate.engines.openai_upstream import (
     UPSTREAM_RATE,
@@ -205,12 +205,14 @@ def _closed(exc: ConnectionClosed) -> str:
     return f"connection closed ({frame.code}{' ' + frame.reason if frame.reason else ''})"
 
 
-def _to_upstream_audio(pcm16k: np.ndarray | None) -> bytes | None:
-    """The caller's turn as pcm16 at 24 kHz, the rate the upstream takes."""
-    if pcm16k is None or not pcm16k.size:
+def _upstream_audio(request: ResponseRequest) -> bytes | None:
+    """The caller's turn as pcm16 at 24 kHz, the rate the upstream takes: as sent when it already is."""
+    wire, fmt = request.user_audio_wire, request.user_audio_format
+    if not wire or fmt is None:
         return None
-    resampler = StreamResampler(16000, UPSTREAM_RATE)
-    pcm = np.concatenate([resampler.process(pcm16k.astype(np.int16)), resampler.flush()])
+    if fmt == PCM24K:
+        return wire  # no re-encoding on the way through
+    pcm = InputDecoder(fmt, UPSTREAM_RATE).decode(wire)
     return pcm.astype("<i2").tobytes()
 
 
@@ -300,7 +302,7 @@ class OpenAIEngine(Engine):
 
     async def respond(self, request: ResponseRequest) -> AsyncIterator[EngineOutput]:
         link = await self._link(request.state)
-        audio = _to_upstream_audio(request.user_audio)
+        audio = _upstream_audio(request)
         try:
             queue = await link.begin(request, audio, self.response_timeout_s)
         except TimeoutError:  # the previous response never ended: start over on a fresh connection

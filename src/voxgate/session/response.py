@@ -208,6 +208,8 @@ class ResponseRun:
             agent=s.agent,
             state=s.brain_state,
             user_audio=self._last_user_audio(),
+            user_audio_wire=bytes(part.audio) if (part := self._last_user_audio_part()) and part.audio else None,
+            user_audio_format=part.audio_format if part else None,
             say=self.say,
             speed=s.config.speed,
         )
@@ -238,6 +240,12 @@ class ResponseRun:
                 raise RealtimeError("invalid_value", "Unsupported response.input entry.",
                                     param=f"response.input[{i}].type")
         return out
+
+    def _last_user_audio_part(self) -> ContentPart | None:
+        for item in reversed(self.session.conversation.visible()):
+            if item.role == "user":
+                return next((p for p in item.content if p.type == "input_audio" and p.audio), None)
+        return None
 
     def _last_user_audio(self) -> np.ndarray | None:
         for item in reversed(self.session.conversation.visible()):
