@@ -84,6 +84,9 @@ class AgentConfig(BaseModel):
     disclosure: str | None = None  # AI/recording disclosure, always played at call start on phone calls
     fallback: str = "Sorry, I didn't catch that. Could you say it another way?"
     idle_prompt: str = "Are you still there?"  # said when turn_detection.idle_timeout_ms passes in silence
+    # Said in the local voice when the engine fails on a call the gateway plays out (phone, browser),
+    # before the call goes to the escalation target: a caller must never be left in silence.
+    apology: str = "I'm sorry, I'm having trouble right now. Let me connect you with a colleague."
     tools: list[ToolDefinition] = Field(default_factory=list)
     intents: list[Intent] = Field(default_factory=list)
     escalation: Escalation = Field(default_factory=Escalation)

@@ -123,6 +123,8 @@ class Gateway:
                            initial_config: dict[str, Any] | None = None) -> Session:
         engine_name = agent.engine or self.settings.engine
         engine = await self.engine(engine_name)
+        # A call the gateway plays out (phone, browser) is never left silent if a remote engine fails.
+        fallback = await self.engine("local") if engine_name == "openai" and caller.playback.server_side else None
         session = Session(
             agent=agent, engine=engine, tools=self.tools[agent.name], caller=caller, dialect=dialect,
             recorder=CallRecorder(self.calls, engine_name), vad_factory=self.vad_stream,
@@ -130,6 +132,7 @@ class Gateway:
             max_message_bytes=self.settings.max_message_bytes,
             max_input_buffer_s=self.settings.max_input_buffer_seconds, initial_config=initial_config,
             max_seconds=self.settings.session_max_seconds, audio_lead_ms=self.settings.audio_lead_ms,
+            fallback_engine=fallback,
         )
         self.sessions[session.id] = session
         return session

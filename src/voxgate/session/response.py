@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from voxgate.audio.formats import AudioFormat, AudioFormatError, InputDecoder, OutputEncoder
 from voxgate.engines.base import (
     AudioChunk,
+    Engine,
     EngineError,
     HistoryEntry,
     ResponseRequest,
@@ -90,9 +91,12 @@ class ResponseSettings:
 
 
 class ResponseRun:
-    def __init__(self, session: Session, settings: ResponseSettings, say: str | None = None) -> None:
+    def __init__(self, session: Session, settings: ResponseSettings, say: str | None = None,
+                 engine: Engine | None = None) -> None:
         self.id = new_id("resp")
         self.session = session
+        self.engine = engine or session.engine
+        self.status = "in_progress"
         self.settings = settings
         self.say = say
         self.task: asyncio.Task[None] | None = None
@@ -147,7 +151,8 @@ class ResponseRun:
             s.error(RealtimeError("engine_error", f"The engine failed: {type(exc).__name__}: {exc}",
                                   type="server_error"))
         self._close_message("incomplete" if status != "completed" else "completed")
-        self._engine_usage = s.engine.take_usage(s.brain_state)
+        self.status = status
+        self._engine_usage = self.engine.take_usage(s.brain_state)
         metrics.RESPONSES.labels(status).inc()
         s.emit({"type": "response.done", "response": self._wire(status, details)})
         if s.recorder:
@@ -162,7 +167,7 @@ class ResponseRun:
         for _ in range(MAX_TOOL_ROUNDS + 1):
             request = self._request()
             ran_gateway_tool = False
-            async with contextlib.aclosing(s.engine.respond(request)) as stream:  # type: ignore[type-var]
+            async with contextlib.aclosing(self.engine.respond(request)) as stream:  # type: ignore[type-var]
                 async for out in stream:
                     if isinstance(out, TextDelta):
                         self._text(out.text)

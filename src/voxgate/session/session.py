@@ -105,6 +105,7 @@ class Session:
         max_input_buffer_s: int = 120,
         max_seconds: int = 3600,
         audio_lead_ms: float = 1500.0,
+        fallback_engine: Engine | None = None,
         session_id: str | None = None,
         initial_config: dict[str, Any] | None = None,
     ) -> None:
@@ -118,6 +119,7 @@ class Session:
         self.outbound = Outbound(outbound_events)
         self.max_message_bytes = max_message_bytes
         self.audio_lead_ms = audio_lead_ms
+        self.fallback_engine = fallback_engine  # speaks the apology when `engine` fails mid-call
         self.max_input_buffer_ms = max_input_buffer_s * 1000
         self.config = SessionConfig(
             id=self.id,
@@ -645,8 +647,25 @@ class Session:
     def response(self) -> ResponseRun | None:
         return self._response
 
+    def _recover_from(self, failed: ResponseRun) -> None:
+        """The engine failed on a call the gateway plays out: apologise in the local voice and hand over.
+
+        A WebSocket client gets the error event and decides; a caller on a phone or in a browser would
+        otherwise hear silence.
+        """
+        fallback = self.fallback_engine
+        if fallback is None or failed.engine is fallback or not self.caller.playback.server_side:
+            return
+        self.create_response(ce.ResponseParams(), say=self.agent.apology, engine=fallback)
+        target = self.agent.escalation.target
+        if target:
+            self.outcome = "escalated"
+            self.end_reason = f"transferred: {self.end_reason or 'engine failure'}"
+            metrics.ESCALATIONS.inc()
+            self._after_response(lambda: self.caller.transfer(target, "the agent's engine failed"))
+
     def create_response(self, params: ce.ResponseParams, trigger_item: Item | None = None,
-                        say: str | None = None) -> ResponseRun:
+                        say: str | None = None, engine: Engine | None = None) -> ResponseRun:
         if self._response is not None:
             raise RealtimeError(
                 "conversation_already_has_active_response",
@@ -654,7 +673,7 @@ class Session:
                 "Wait until the response is finished before creating a new one.",
             )
         settings = ResponseSettings.resolve(self, params)
-        run = ResponseRun(self, settings, say=say)
+        run = ResponseRun(self, settings, say=say, engine=engine)
         self._response = run
         self._detector_min_speech_update()
 
@@ -664,6 +683,8 @@ class Session:
                 self._detector_min_speech_update()
             if not self.closed:
                 self.response_finished()
+                if run.status == "failed":
+                    self._recover_from(run)
 
         task = asyncio.get_running_loop().create_task(run.run())
         run.task = task
