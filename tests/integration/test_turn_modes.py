@@ -112,3 +112,54 @@ async def test_idle_timeout_prompts_a_silent_caller(live_server: LiveServer,
         assert triggered["audio_end_ms"] - triggered["audio_start_ms"] >= 5000
         events = await reader.until("response.done")
         assert "still there" in "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
+
+
+async def test_a_minute_long_monologue_is_one_turn(live_server: LiveServer, ga_server_events: TypeAdapter[Any]) -> None:
+    """A long stretch of talking (about a minute) with only short breaths: one turn, transcribed whole, answered; memory bounded by
+    max_input_buffer_seconds (a longer one is cut into turns rather than grown without limit)."""
+    ws, reader = await open_session(live_server, ga_server_events)
+    sentences = [
+        "I have been waiting for my order for a very long time now",
+        "and I called last week and nobody could tell me anything useful",
+        "the tracking page says it left the warehouse but it never arrived",
+        "my neighbour got her parcel from you in two days",
+        "so I really do not understand what is happening with mine",
+        "I paid extra for the fast delivery option when I checked out",
+        "the confirmation email promised it would be here on Monday",
+        "then on Tuesday a message said there was a delay at the depot",
+        "on Wednesday the driver apparently could not find my street",
+        "which is strange because the bakery on the corner gets deliveries every morning",
+        "I waited at home the whole of Thursday and nobody knocked",
+        "the app shows a photo of a green door but my door is painted red",
+        "I think the box went to the wrong house entirely",
+        "it contains a birthday present for my daughter",
+        "her party is on Saturday afternoon and I am getting worried",
+        "could you please look into it and tell me where the box is now",
+        "I would also like the delivery fee refunded to my card",
+        "and if it cannot arrive by Friday I want to cancel the whole thing",
+    ]
+    pieces = []
+    for text in sentences:
+        pieces += [speak(text, rate=24000), silence(100, 24000)]
+    monologue = np.concatenate([*pieces, silence(1500, 24000)])
+    async with ws:
+        await send(ws, {"type": "session.update", "session": {"type": "realtime", "output_modalities": ["text"],
+                        "audio": {"input": {"turn_detection": {"type": "server_vad", "silence_duration_ms": 800}}}}})
+        await reader.until("session.updated")
+        second = 24000 * 2
+        data = monologue.astype("<i2").tobytes()
+        for start in range(0, len(data), second):
+            await send(ws, {"type": "input_audio_buffer.append",
+                            "audio": base64.b64encode(data[start:start + second]).decode()})
+        events = await reader.until("response.done")
+        kinds = [e["type"] for e in events]
+        assert kinds.count("input_audio_buffer.speech_started") == 1
+        assert kinds.count("input_audio_buffer.committed") == 1
+        stopped = next(e for e in events if e["type"] == "input_audio_buffer.speech_stopped")
+        assert stopped["audio_end_ms"] >= monologue.size * 1000 / 24000 - 1500
+        transcript = next(e for e in reader.seen
+                          if e["type"] == "conversation.item.input_audio_transcription.completed")["transcript"]
+        words = sum(len(t.split()) for t in sentences)
+        assert len(transcript.split()) > 0.8 * words, transcript
+        assert transcript.lower().startswith("i have been waiting") and "cancel" in transcript.lower(), transcript
+        assert events[-1]["response"]["status"] == "completed"
