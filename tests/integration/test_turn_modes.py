@@ -116,7 +116,8 @@ async def test_idle_timeout_prompts_a_silent_caller(live_server: LiveServer,
 
 async def test_a_minute_long_monologue_is_one_turn(live_server: LiveServer,
                                                    ga_server_events: TypeAdapter[Any]) -> None:
-    """A long stretch of talking (about a minute) with only short breaths: one turn, transcribed whole, answered; memory bounded by
+    """A long stretch of talking (about a minute) with only short breaths: one turn, transcribed whole,
+    answered; memory bounded by
     max_input_buffer_seconds (a longer one is cut into turns rather than grown without limit)."""
     ws, reader = await open_session(live_server, ga_server_events)
     sentences = [
