@@ -107,7 +107,7 @@ class Chromium:
     @classmethod
     async def launch(cls, fake_mic: Path | None = None, play_once: bool = True) -> Chromium:
         if CHROMIUM is None:
-            raise RuntimeError("chromium is not installed")
+            raise RuntimeError("chromium is not installed: `make test` installs it (apt-get install chromium)")
         profile = Path(tempfile.mkdtemp(prefix="voxgate-chromium-"))
         flags = [*FLAGS, f"--user-data-dir={profile}"]
         if fake_mic is not None:

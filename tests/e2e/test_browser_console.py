@@ -22,10 +22,8 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from tests.conftest import LiveServer, start_server
-from tests.e2e.chromium import CHROMIUM, Chromium, Page
+from tests.e2e.chromium import Chromium, Page
 from tests.speech import silence, speak
-
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
 
 REQUEST = "what is the status of order four five six seven"
 DOCS = Path(__file__).resolve().parents[2] / "docs"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 __all__ = [
     "DTMF_DIGITS",
@@ -102,6 +102,29 @@ class CarrierErrorReported:
 
 MediaStreamEvent = (StreamConnected | StreamStarted | AudioReceived | ChunksLost | DigitPressed | MarkPlayed
                     | StreamStopped | CarrierErrorReported)
+
+
+def section(message: dict[str, Any], name: str) -> dict[str, Any]:
+    """The named object inside a carrier message, or a MediaStreamError saying it is missing."""
+    value = message.get(name)
+    if not isinstance(value, dict):
+        raise MediaStreamError("missing_field", f"{name!r} object is missing")
+    return value
+
+
+def mark_digit_or_stop(kind: str, message: dict[str, Any]) -> list[MediaStreamEvent]:
+    """`mark`, `dtmf` and `stop`: the same in Twilio's and Telnyx's streams once the stream is known."""
+    if kind == "mark":
+        name = section(message, "mark").get("name")
+        if not isinstance(name, str):
+            raise MediaStreamError("missing_field", "mark.name must be a string")
+        return [MarkPlayed(name)]
+    if kind == "dtmf":
+        digit = section(message, "dtmf").get("digit")
+        if not isinstance(digit, str) or digit not in DTMF_DIGITS:
+            raise MediaStreamError("invalid_digit", "dtmf.digit is not one of 0-9 * # A-D")
+        return [DigitPressed(digit)]
+    return [StreamStopped()]
 
 
 def decode_payload(payload: object, encoding: MediaEncoding, sample_rate: int) -> bytes:

@@ -12,19 +12,17 @@ import json
 from typing import Any
 
 from voxgate.transports.media_stream import (
-    DTMF_DIGITS,
     CarrierErrorReported,
     ChunkOrder,
     ChunksLost,
-    DigitPressed,
-    MarkPlayed,
     MediaEncoding,
     MediaStreamError,
     MediaStreamEvent,
     StreamConnected,
     StreamStarted,
-    StreamStopped,
     decode_payload,
+    mark_digit_or_stop,
+    section,
 )
 
 __all__ = ["CODEC_ENCODINGS", "TelnyxMediaStream"]
@@ -73,23 +71,13 @@ class TelnyxMediaStream:
                                    f"not this socket's {self.started.stream_id!r}")
         if kind == "media":
             return self._media(message)
-        if kind == "mark":
-            name = _section(message, "mark").get("name")
-            if not isinstance(name, str):
-                raise MediaStreamError("missing_field", "mark.name must be a string")
-            return [MarkPlayed(name)]
-        if kind == "dtmf":
-            digit = _section(message, "dtmf").get("digit")
-            if not isinstance(digit, str) or digit not in DTMF_DIGITS:
-                raise MediaStreamError("invalid_digit", "dtmf.digit is not one of 0-9 * # A-D")
-            return [DigitPressed(digit)]
-        self.stopped = True
-        return [StreamStopped()]
+        self.stopped = kind == "stop"
+        return mark_digit_or_stop(kind, message)
 
     def _start(self, message: dict[str, Any]) -> StreamStarted:
         if self.started is not None:
             raise MediaStreamError("duplicate_start", "a second 'start' on one socket")
-        start = _section(message, "start")
+        start = section(message, "start")
         stream_id = message.get("stream_id")
         call_control_id = start.get("call_control_id")
         if not isinstance(stream_id, str) or not stream_id or len(stream_id) > 128:
@@ -121,7 +109,7 @@ class TelnyxMediaStream:
 
     def _media(self, message: dict[str, Any]) -> list[MediaStreamEvent]:
         assert self.started is not None
-        media = _section(message, "media")
+        media = section(message, "media")
         if media.get("track", "inbound") != "inbound":
             return []  # with both_tracks Telnyx also echoes our own audio; the session wants the caller only
         data = decode_payload(media.get("payload"), self.started.encoding, self.started.sample_rate)
@@ -144,10 +132,3 @@ class TelnyxMediaStream:
 
     def clear(self) -> str:
         return '{"event":"clear"}'
-
-
-def _section(message: dict[str, Any], name: str) -> dict[str, Any]:
-    section = message.get(name)
-    if not isinstance(section, dict):
-        raise MediaStreamError("missing_field", f"{name!r} object is missing")
-    return section

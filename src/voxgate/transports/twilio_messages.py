@@ -17,17 +17,15 @@ import re
 from typing import Any
 
 from voxgate.transports.media_stream import (
-    DTMF_DIGITS,
     ChunkOrder,
     ChunksLost,
-    DigitPressed,
-    MarkPlayed,
     MediaStreamError,
     MediaStreamEvent,
     StreamConnected,
     StreamStarted,
-    StreamStopped,
     decode_payload,
+    mark_digit_or_stop,
+    section,
 )
 
 __all__ = ["TwilioMediaStream"]
@@ -76,23 +74,13 @@ class TwilioMediaStream:
                                    f"not this socket's {self.started.stream_id!r}")
         if kind == "media":
             return self._media(message)
-        if kind == "mark":
-            name = _section(message, "mark").get("name")
-            if not isinstance(name, str):
-                raise MediaStreamError("missing_field", "mark.name must be a string")
-            return [MarkPlayed(name)]
-        if kind == "dtmf":
-            digit = _section(message, "dtmf").get("digit")
-            if not isinstance(digit, str) or digit not in DTMF_DIGITS:
-                raise MediaStreamError("invalid_digit", "dtmf.digit is not one of 0-9 * # A-D")
-            return [DigitPressed(digit)]
-        self.stopped = True
-        return [StreamStopped()]
+        self.stopped = kind == "stop"
+        return mark_digit_or_stop(kind, message)
 
     def _start(self, message: dict[str, Any]) -> StreamStarted:
         if self.started is not None:
             raise MediaStreamError("duplicate_start", "a second 'start' on one socket")
-        start = _section(message, "start")
+        start = section(message, "start")
         sid = message.get("streamSid", start.get("streamSid"))
         if not isinstance(sid, str) or not _SID.match(sid):
             raise MediaStreamError("missing_field", "start.streamSid is missing or malformed", fatal=True)
@@ -116,7 +104,7 @@ class TwilioMediaStream:
         return self.started
 
     def _media(self, message: dict[str, Any]) -> list[MediaStreamEvent]:
-        media = _section(message, "media")
+        media = section(message, "media")
         if media.get("track", "inbound") != "inbound":
             return []  # a bidirectional stream only carries the caller; ignore anything else
         data = decode_payload(media.get("payload"), "pcmu", 8000)
@@ -149,10 +137,3 @@ class TwilioMediaStream:
         if self.started is None:
             raise RuntimeError("nothing can be sent on a Twilio stream before its 'start'")
         return self.started
-
-
-def _section(message: dict[str, Any], name: str) -> dict[str, Any]:
-    section = message.get(name)
-    if not isinstance(section, dict):
-        raise MediaStreamError("missing_field", f"{name!r} object is missing")
-    return section
