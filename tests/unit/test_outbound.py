@@ -1,0 +1,62 @@
+"""The outbound queue's policy: audio is dropped and counted when full, control events never, and a peer
+that stops reading altogether trips the overflow that closes its connection."""
+
+from __future__ import annotations
+
+import asyncio
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from voxgate.session.outbound import Outbound
+from voxgate.session.playback import PlaybackTracker
+
+
+def test_audio_is_dropped_and_counted_when_full_but_control_is_not() -> None:
+    out = Outbound(max_events=3)
+    assert all(out.put_audio({"type": "response.output_audio.delta", "n": i}) for i in range(3))
+    assert not out.put_audio({"type": "response.output_audio.delta", "n": 3})
+    assert out.dropped_audio_events == 1
+    out.put({"type": "response.done"})
+    assert len(out) == 4 and not out.overflowed
+
+
+def test_overflow_frees_the_queue_and_signals() -> None:
+    out = Outbound(max_events=2)
+    for i in range(4):
+        out.put({"type": "error", "n": i})
+    assert not out.overflowed
+    out.put({"type": "error", "n": 4})
+    assert out.overflowed and out.overflow.is_set() and out.closed and len(out) == 0
+
+
+async def test_get_returns_in_order_then_none_after_close() -> None:
+    out = Outbound(max_events=8)
+    out.put({"type": "a"})
+    out.put_audio({"type": "b"})
+    assert (await out.get()) == {"type": "a"}
+    assert (await out.get()) == {"type": "b"}
+    waiter = asyncio.create_task(out.get())
+    await asyncio.sleep(0)
+    out.close()
+    assert await waiter is None
+
+
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 10)), max_size=200), st.integers(1, 20))
+def test_memory_stays_bounded(ops: list[tuple[bool, int]], bound: int) -> None:
+    out = Outbound(max_events=bound)
+    for audio, n in ops:
+        (out.put_audio if audio else out.put)({"type": "x", "n": n})
+        assert len(out) <= 2 * bound
+
+
+def test_playback_heard_is_bounded_by_sent_and_monotonic() -> None:
+    playback = PlaybackTracker(server_side=True)
+    playback.sent("item_a", 200)
+    assert playback.heard_ms("item_a") == 200  # nothing confirmed yet: the best guess is what was sent
+    playback.played("item_a", 120)
+    playback.played("item_a", 80)  # a late, older mark never moves it back
+    assert playback.heard_ms("item_a") == 120
+    playback.played("item_a", 900)  # never more than was sent
+    assert playback.heard_ms("item_a") == 200
+    assert playback.heard_ms("unknown") == 0.0
