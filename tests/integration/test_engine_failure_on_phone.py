@@ -44,7 +44,7 @@ async def test_caller_hears_an_apology_and_is_transferred(
         assert request.form() == {"Twiml": "<Response><Dial>+15550100</Dial></Response>"}
         assert request.at >= line.frames[-1].at, "transferred before the apology had played"
         apology = await transcribe(line.pcm_since(heard_at))
-        assert "sorry" in apology.lower() and "colleague" in apology.lower(), apology
+        assert "sorry" in apology.lower() and "connect you" in apology.lower(), apology
     finally:
         await line.close()
     session_id = next(iter(live.gateway.sessions), None)
