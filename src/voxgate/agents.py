@@ -8,6 +8,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+DTMF_KEYS = frozenset("0123456789*#ABCD")
+
 
 class WebhookSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -91,8 +93,22 @@ class AgentConfig(BaseModel):
     intents: list[Intent] = Field(default_factory=list)
     escalation: Escalation = Field(default_factory=Escalation)
     turn_taking: TurnTaking = Field(default_factory=TurnTaking)
+    # In PCI mode the arguments of `pci` tools are typed on the keypad (ended by '#'), never spoken, and
+    # never reach a transcript, a log, a stored record or the model's context.
     pci_mode: bool = False
+    # Key -> intent or tool name: a key press acts like the caller asking for it ("press 1 for orders").
+    dtmf_menu: dict[str, str] = Field(default_factory=dict)
     source: Path | None = None  # the YAML file it came from, to resolve relative handler paths
+
+    @model_validator(mode="after")
+    def _menu_names_known(self) -> AgentConfig:
+        known = {i.name for i in self.intents} | {t.name for t in self.tools}
+        for key, target in self.dtmf_menu.items():
+            if key not in DTMF_KEYS or key == "#":
+                raise ValueError(f"dtmf_menu: {key!r} is not a keypad key (0-9, *, A-D)")
+            if target not in known:
+                raise ValueError(f"dtmf_menu[{key!r}]: {target!r} is neither an intent nor a tool of this agent")
+        return self
 
     def tool(self, name: str) -> ToolDefinition | None:
         return next((t for t in self.tools if t.name == name), None)

@@ -85,7 +85,8 @@ class CallRecorder:
             self.task_completed = True  # a business tool did its job; transfers and hang-ups are not tasks
         self._write(lambda: self.store.record_tool_call(
             session.id, tool_call_id=result.call_id, name=result.name, side="server",
-            arguments=redact_args(result.arguments), status="completed" if result.ok else result.status,
+            arguments=redact_args(pci_masked(result.arguments) if definition is not None and definition.pci
+                                  else result.arguments), status="completed" if result.ok else result.status,
             output=redact(result.output)[0],  # stored records never hold PII, even from tools allowed to return it
             duration_ms=result.duration_ms))
 
@@ -113,6 +114,17 @@ def redact_args(arguments: dict[str, Any] | None) -> str | None:
     if arguments is None:
         return None
     return json.dumps(redact_value(arguments)[0])  # masks card numbers given as JSON numbers too
+
+
+def pci_masked(arguments: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A PCI tool's arguments as a record may hold them: every value masked but its last 4 characters."""
+    if arguments is None:
+        return None
+    return {key: mask_secret(str(value)) for key, value in arguments.items()}
+
+
+def mask_secret(value: str) -> str:
+    return "****" + value[-4:] if len(value) > 4 else "****"
 
 
 def add_usage(total: dict[str, Any], usage: dict[str, Any]) -> None:

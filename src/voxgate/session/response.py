@@ -426,7 +426,7 @@ class ResponseRun:
         ctx = ToolContext(call_id=call.call_id, session_id=s.id, agent=s.agent, roles=s.tool_context_roles(),
                           actions=s)
         started = time.monotonic()
-        result = await s.tools.call(call.name, call.arguments, ctx)
+        result = await s.tools.call(call.name, s.tool_arguments(call.name, call.arguments), ctx)
         metrics.TOOL_CALLS.labels(call.name, result.status).inc()
         metrics.TOOL_SECONDS.observe(time.monotonic() - started)
         call_item = Item(id=new_id("item"), type="function_call", call_id=call.call_id, name=call.name,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -758,11 +759,67 @@ class Session:
     async def send_dtmf(self, digits: str) -> None:
         await self.caller.send_dtmf(digits)
 
+    # Key presses reach the brain through `brain_state`, a contract with the flow brain:
+    #   "dtmf"       every key pressed outside a PCI entry, in order
+    #   "key_press"  the menu key the next response answers (the brain pops it)
+    #   "keypad"     set by the brain while it collects a PCI argument: {"digits": str, "done": bool, ...};
+    #                the digits live there only: no event, item, log line or record ever holds them.
+
     def dtmf_received(self, digit: str) -> None:
-        """A key press from the caller (phones): GA clients see it; the brain gets it as input."""
+        """A key press from the caller (phones): a PCI digit, a menu choice, or just an event for the client."""
+        keypad = self.brain_state.get("keypad")
+        if keypad is not None and not keypad.get("done"):
+            if digit == "#":
+                keypad["done"] = True
+                self._respond_to_keys()
+            elif digit == "*":  # start the entry over, as IVRs do
+                keypad["digits"] = ""
+            else:
+                keypad["digits"] = keypad.get("digits", "") + digit
+            return
         self.emit({"type": "input_audio_buffer.dtmf_event_received", "event": digit, "received_at": int(time.time())})
         digits = self.brain_state.setdefault("dtmf", [])
         digits.append(digit)
+        if digit in self.agent.dtmf_menu:
+            self.brain_state["key_press"] = digit
+            self._respond_to_keys()
+
+    def _respond_to_keys(self) -> None:
+        """Answer a key press like an utterance: silence the agent if it is talking, then respond."""
+
+        async def respond() -> None:
+            await self.barge_in()
+            response = self._response
+            if response is not None and response.task is not None:
+                await asyncio.wait([response.task], timeout=1.0)
+                await asyncio.sleep(0)  # let its done-callback clear `_response`
+            if self.closed or self._response is not None:
+                return  # a spoken turn got there first; its response reads the key press
+            self.turn_ended_at = time.monotonic()
+            self.turns += 1
+            self.create_response(ce.ResponseParams())
+
+        task = asyncio.get_running_loop().create_task(respond())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def tool_arguments(self, name: str, arguments: str) -> str:
+        """The arguments a gateway tool really runs with: masked PCI values swapped for the typed digits.
+
+        The brain calls a PCI tool with masks ("****1111"), so the conversation, the model's context and
+        the record only ever see those; the digits wait in `brain_state["pci_vault"]` and are used once.
+        """
+        vault = self.brain_state.get("pci_vault")
+        if not vault or vault.get("tool") != name:
+            return arguments
+        del self.brain_state["pci_vault"]
+        try:
+            parsed = json.loads(arguments)
+        except json.JSONDecodeError:
+            return arguments
+        if not isinstance(parsed, dict):
+            return arguments
+        return json.dumps({**parsed, **vault.get("values", {})})
 
     def note_first_response(self) -> None:
         """Called by a response when its first audio (or text) leaves: the turn latency KPI."""

@@ -9,6 +9,12 @@ State it keeps in `request.state["flow"]`:
     pending   {"tool", "arguments", "asking", "tries"} while a tool waits for arguments
     route     the last route taken (an intent name, a tool name, "fallback"...), for KPIs and benchmarks
 `request.state["today"]` (a date or "YYYY-MM-DD") overrides the brain's clock for relative dates.
+
+Key presses (the session writes them, see Session.dtmf_received):
+    key_press  a menu key waiting to be answered: routed to the agent's `dtmf_menu` intent or tool
+    keypad     {"tool", "argument", "digits", "done", "tries"} while a PCI argument is being typed
+    pci_vault  {"tool", "values"}: the typed PCI values; the tool call itself carries only masks, which
+               the session swaps for these when the tool runs
 """
 
 from __future__ import annotations
@@ -61,6 +67,15 @@ class FlowBrain:
             flow.pop("pending", None)
             flow["route"] = "tool_result"
             return self._reply_to_result(request, last)
+        keypad = request.state.get("keypad")
+        if keypad is not None and keypad.get("done"):
+            request.state.pop("key_press", None)
+            return self._keypad_entry(request, flow, keypad)
+        key = request.state.pop("key_press", None)
+        if key is not None and key in request.agent.dtmf_menu:
+            request.state.pop("keypad", None)
+            request.state.pop("pci_vault", None)
+            return self._menu_choice(request, flow, key)
         if last is None or last.kind != "user" or not last.text.strip():
             said_anything = any(e.kind == "user" for e in request.history)
             flow["route"] = "prompt"
@@ -68,6 +83,10 @@ class FlowBrain:
                 return Say(request.agent.greeting or "Hello! How can I help you today?")
             return Say("Is there anything else I can help you with?")
         text = last.text.strip()
+        if keypad is not None:
+            decision = self._speech_during_keypad(request, flow, keypad, text)
+            if decision is not None:
+                return decision
         pending = flow.get("pending")
         if pending is not None:
             decision = self._continue_pending(request, flow, pending, text)
@@ -125,6 +144,74 @@ class FlowBrain:
             return Say(route.reply or request.agent.fallback)
         return self._start_tool(request, flow, route.tool, text)
 
+    def _menu_choice(self, request: ResponseRequest, flow: dict[str, Any], key: str) -> BrainDecision:
+        """A menu key acts like asking for its intent or tool, with nothing said to fill arguments from."""
+        target = request.agent.dtmf_menu[key]
+        flow.pop("pending", None)
+        intent = next((i for i in request.agent.intents if i.name == target), None)
+        tool = intent.tool if intent is not None else target
+        if tool is None:
+            flow["route"] = target
+            return Say((intent.reply if intent is not None else None) or request.agent.fallback)
+        flow["route"] = tool
+        arguments: dict[str, Any] = {}
+        if tool in _ESCALATION_TOOLS and "reason" in _properties(_parameters(request, tool)):
+            arguments["reason"] = f"the caller pressed {key} in the menu"
+        return self._call_or_ask(request, flow, tool, arguments, tries=0, hint=None)
+
+    # -- PCI: arguments typed on the keypad -------------------------------------------------------------
+
+    def _keypad_entry(self, request: ResponseRequest, flow: dict[str, Any], keypad: dict[str, Any]) -> BrainDecision:
+        """The caller typed an argument and pressed '#': keep it in the vault, ask the next or call."""
+        del request.state["keypad"]
+        tool, name = str(keypad["tool"]), str(keypad["argument"])
+        props = _properties(_parameters(request, tool))
+        vault = request.state.get("pci_vault")
+        if not isinstance(vault, dict) or vault.get("tool") != tool:
+            vault = request.state["pci_vault"] = {"tool": tool, "values": {}}
+        value: Any = str(keypad.get("digits", ""))
+        schema = props.get(name, {})
+        if schema.get("type") in ("integer", "number") and value.isdigit():
+            value = int(value)
+        flow["route"] = tool
+        if not value or argument_error(schema, value) is not None:
+            tries = int(keypad.get("tries", 0)) + 1
+            if tries >= MAX_TRIES:
+                request.state.pop("pci_vault", None)
+                flow["route"] = "fallback"
+                return Say(request.agent.fallback)
+            return self._ask_keypad(request, tool, name, props, tries, "Sorry, that doesn't look right.")
+        vault["values"][name] = value
+        return self._call_or_ask(request, flow, tool, {}, tries=0, hint=None)
+
+    def _speech_during_keypad(self, request: ResponseRequest, flow: dict[str, Any], keypad: dict[str, Any],
+                              text: str) -> BrainDecision | None:
+        """Words while we wait for typed digits: cancel, a change of topic (None), or a reminder.
+
+        Spoken words are never taken as the PCI value: they are already in a transcript.
+        """
+        words = tokens(text)
+        switch = self.rank(request, text)
+        if _CANCEL.search(" ".join(words)) and len(words) <= 6:
+            decision: BrainDecision | None = Say("Okay, no problem. Is there anything else I can help with?")
+            flow["route"] = "cancel"
+        elif switch and switch[0].score >= SWITCH_ABOVE and (switch[0].route.tool or "") != keypad["tool"]:
+            decision = None
+        else:
+            props = _properties(_parameters(request, str(keypad["tool"])))
+            return self._ask_keypad(request, str(keypad["tool"]), str(keypad["argument"]), props,
+                                    int(keypad.get("tries", 0)), "For your security, please use the keypad.")
+        request.state.pop("keypad", None)
+        request.state.pop("pci_vault", None)
+        return decision
+
+    def _ask_keypad(self, request: ResponseRequest, tool: str, name: str, props: Mapping[str, dict[str, Any]],
+                    tries: int, hint: str | None) -> Say:
+        request.state["keypad"] = {"tool": tool, "argument": name, "digits": "", "done": False, "tries": tries}
+        phrase = _phrase(name, props.get(name, {}))
+        question = f"Please type {phrase} on your keypad, then press the pound key."
+        return Say(f"{hint} {question}" if hint else question)
+
     # -- arguments --------------------------------------------------------------------------------------
 
     def _start_tool(self, request: ResponseRequest, flow: dict[str, Any], tool: str, text: str) -> BrainDecision:
@@ -132,6 +219,8 @@ class FlowBrain:
         params = _parameters(request, tool)
         today = self.today(request)
         arguments: dict[str, Any] = {}
+        if _keypad_only(request, tool):  # PCI values come from the keypad, never from what was said
+            return self._call_or_ask(request, flow, tool, arguments, tries=0, hint=None)
         for name, schema in _properties(params).items():
             value = extract_argument(name, schema, text, today)
             if value is not None and argument_error(schema, value) is None:
@@ -196,6 +285,15 @@ class FlowBrain:
         params = _parameters(request, tool)
         props = _properties(params)
         required = [n for n in params.get("required", []) if n in props]
+        if _keypad_only(request, tool):
+            flow.pop("pending", None)
+            vault = request.state.get("pci_vault")
+            typed = vault["values"] if isinstance(vault, dict) and vault.get("tool") == tool else {}
+            untyped = [n for n in required if n not in typed]
+            if untyped:
+                return self._ask_keypad(request, tool, untyped[0], props, tries, hint)
+            # The call (and so the conversation) holds masks; the session swaps in the digits.
+            return CallTool(tool, {**arguments, **{n: _masked(str(v)) for n, v in typed.items()}})
         missing = [n for n in required if n not in arguments]
         if not missing:
             flow.pop("pending", None)
@@ -420,6 +518,16 @@ def _evidence(parameters: dict[str, Any], text: str, today: date) -> float:
         if value is not None and argument_error(props[name], value) is None:
             found += 1
     return found / len(checkable)
+
+
+def _keypad_only(request: ResponseRequest, tool: str) -> bool:
+    """A PCI tool in a PCI-mode agent: its arguments are typed on the keypad."""
+    definition = request.agent.tool(tool)
+    return request.agent.pci_mode and definition is not None and definition.pci
+
+
+def _masked(value: str) -> str:
+    return "****" + value[-4:] if len(value) > 4 else "****"
 
 
 def _allowed_tools(request: ResponseRequest) -> set[str] | None:
