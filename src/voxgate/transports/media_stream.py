@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -102,6 +103,19 @@ class CarrierErrorReported:
 
 MediaStreamEvent = (StreamConnected | StreamStarted | AudioReceived | ChunksLost | DigitPressed | MarkPlayed
                     | StreamStopped | CarrierErrorReported)
+
+
+def parse_frame(text: str | bytes, max_bytes: int) -> dict[str, Any]:
+    """One carrier WebSocket frame as a JSON object, or a MediaStreamError saying why not."""
+    if len(text) > max_bytes:
+        raise MediaStreamError("too_large", f"frame of {len(text)} bytes is larger than {max_bytes}")
+    try:
+        message = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MediaStreamError("invalid_json", f"frame is not JSON: {exc}") from exc
+    if not isinstance(message, dict):
+        raise MediaStreamError("invalid_json", "frame is not a JSON object")
+    return message
 
 
 def section(message: dict[str, Any], name: str) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from voxgate.transports.media_stream import (
     StreamStarted,
     decode_payload,
     mark_digit_or_stop,
+    parse_frame,
     section,
 )
 
@@ -41,14 +42,7 @@ class TelnyxMediaStream:
     # -- inbound -----------------------------------------------------------------------------------
 
     def receive(self, text: str | bytes) -> list[MediaStreamEvent]:
-        if len(text) > MAX_FRAME_BYTES:
-            raise MediaStreamError("too_large", f"frame of {len(text)} bytes is larger than {MAX_FRAME_BYTES}")
-        try:
-            message = json.loads(text)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise MediaStreamError("invalid_json", f"frame is not JSON: {exc}") from exc
-        if not isinstance(message, dict):
-            raise MediaStreamError("invalid_json", "frame is not a JSON object")
+        message = parse_frame(text, MAX_FRAME_BYTES)
         kind = message.get("event")
         if kind == "connected":
             token = message.get("x-telnyx-streaming-auth-token")
