@@ -9,11 +9,18 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import pytest
+from hypothesis import settings
 from pydantic import Field, TypeAdapter
 
 from voxgate.embedded import EmbeddedGateway
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+# `make test` gates every landing, so its property tests draw the same cases on every run: a fuzzer's
+# lucky find must not turn main red at random. `HYPOTHESIS_PROFILE=explore` hunts with fresh seeds.
+settings.register_profile("repeatable", derandomize=True, print_blob=True)
+settings.register_profile("explore", max_examples=1000, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 API_KEY = "sk-test-voxgate"
 

@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from voxgate.transports import twiml
@@ -141,6 +141,7 @@ def test_twiml_documents() -> None:
 
 
 @given(st.floats(0.0, 0.0199), st.floats(0.0, 0.0199), st.lists(st.floats(-0.009, 0.009), min_size=30, max_size=30))
+@example(arrival=0.01, phase=1.9465661073005266e-15, noise=[0.0] * 30)  # a deadline a rounding error after now
 def test_on_a_shared_beat_every_tick_sends_one_frame_despite_wakeup_noise(
         arrival: float, phase: float, noise: list[float]) -> None:
     """Deadlines sit half a frame before the beats, so a tick up to 9 ms early or late never sends 0 or 2."""

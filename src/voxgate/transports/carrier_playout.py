@@ -105,7 +105,7 @@ class CarrierPlayout:
             first_paced = now + frame_s
             if beat is not None:
                 first_paced = beat - frame_s / 2
-                while first_paced <= now:
+                while first_paced <= now + 1e-6:  # clear of the clock's on-time tolerance
                     first_paced += frame_s
             self.clock.start(first_paced - (self.lead_frames + 1) * frame_s)
             self._running = True
