@@ -71,6 +71,7 @@ def serve_voxgate(port: int, data_dir: str, gc_freeze: bool = False) -> None:
 
     from voxgate.app import create_app
     from voxgate.config import Settings
+    from voxgate.transports.direct_socket import UVICORN_WS
 
     if gc_freeze:  # what `voxgate serve` would gain by freezing its start-up heap out of the collector
         def freeze_when_up() -> None:
@@ -86,7 +87,7 @@ def serve_voxgate(port: int, data_dir: str, gc_freeze: bool = False) -> None:
     settings = Settings(host="127.0.0.1", port=port, engine="echo", default_agent="echo", dev_mode=True,
                         verify_carrier_signatures=False, api_keys="bench",
                         database_url=f"sqlite+aiosqlite:///{data_dir}/voxgate.db")
-    uvicorn.run(create_app(settings), host="127.0.0.1", port=port, log_level="warning", ws="websockets-sansio",
+    uvicorn.run(create_app(settings), host="127.0.0.1", port=port, log_level="warning", ws=UVICORN_WS,
                 lifespan="on", ws_per_message_deflate=False)
 
 

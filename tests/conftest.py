@@ -93,6 +93,22 @@ def carrier_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Carrier
     api.stop()
 
 
+@pytest.fixture(scope="module")
+def carrier_server_asgi(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CarrierServer]:
+    """Like `carrier_server` (echo engine) but on uvicorn's stock WebSocket protocol: media sockets take
+    the plain ASGI path, as under any ASGI server without voxgate's direct-socket extension."""
+    from tests.phone_carrier import CarrierApiRecorder
+
+    tmp = tmp_path_factory.mktemp("carrier-gateway-asgi")
+    api = CarrierApiRecorder().start()
+    token = "twilio-test-token"
+    live = start_server(tmp, engine="echo", default_agent="echo", dev_mode=False, twilio_api_base=api.url,
+                        twilio_auth_token=token, ws_protocol="websockets-sansio")
+    yield CarrierServer(live, api, token, "", b"")
+    live.embedded.stop()
+    api.stop()
+
+
 async def finished_call(live: LiveServer, session_id: str, wait_s: float = 10.0) -> dict[str, Any]:
     """The call record of a session, once the gateway has written its end."""
     import asyncio

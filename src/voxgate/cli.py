@@ -43,6 +43,7 @@ def serve(
 
     from voxgate.app import create_app
     from voxgate.observability.logs import configure_logging
+    from voxgate.transports.direct_socket import UVICORN_WS
 
     configure_logging(log_level, json_lines=json_logs)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models come from installed packages, never a hub
@@ -59,7 +60,7 @@ def serve(
     if dev_key:
         typer.echo(f"  API key (shown once, only its hash is stored): {dev_key}")
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=log_level,
-                ws_max_size=settings.max_message_bytes * 2, ws="websockets-sansio", log_config=None)
+                ws_max_size=settings.max_message_bytes * 2, ws=UVICORN_WS, log_config=None)
 
 
 async def _ensure_dev_key(settings: Settings) -> str | None:

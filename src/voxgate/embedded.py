@@ -14,6 +14,7 @@ import uvicorn
 from voxgate.app import create_app
 from voxgate.config import Settings
 from voxgate.gateway import Gateway
+from voxgate.transports.direct_socket import UVICORN_WS
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -25,12 +26,14 @@ def free_port(host: str = "127.0.0.1") -> int:
 class EmbeddedGateway:
     """`with EmbeddedGateway(tmp_dir, api_keys="k") as gw:` serves on gw.base_url until the block ends."""
 
-    def __init__(self, data_dir: Path, **settings: Any) -> None:
+    def __init__(self, data_dir: Path, *, ws_protocol: str = UVICORN_WS, **settings: Any) -> None:
+        """`ws_protocol` is uvicorn's `ws` setting: voxgate's own (direct media sockets) unless a test
+        wants the plain ASGI path, e.g. "websockets-sansio"."""
         port = settings.pop("port", None) or free_port()
         settings.setdefault("database_url", f"sqlite+aiosqlite:///{data_dir / 'voxgate.db'}")
         self.settings = Settings(host="127.0.0.1", port=port, **settings)
         self.app = create_app(self.settings)
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="warning", ws="websockets-sansio",
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="warning", ws=ws_protocol,
                                 ws_max_size=self.settings.max_message_bytes * 2, lifespan="on")
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name=f"voxgate-{port}", daemon=True)

@@ -354,6 +354,35 @@ async def test_integrity_failures_are_counted_not_raised(calls: CallStore) -> No
     assert call is not None and call["status"] == "active"
 
 
+async def test_concurrent_writes_share_transactions_and_a_bad_one_spoils_only_itself(calls: CallStore) -> None:
+    """Many calls writing at once: grouped into few transactions, in order, each write's outcome its own."""
+    commits = 0
+
+    def count(*_: object) -> None:
+        nonlocal commits
+        commits += 1
+
+    engine = calls._db._engine
+    assert engine is not None
+    sa.event.listen(engine.sync_engine, "commit", count)
+    writes = []
+    for n in range(30):
+        writes.append(calls.start_call(f"sess_{n}", agent="acme", engine="echo", transport="twilio"))
+        writes.append(calls.upsert_item(f"sess_{n}", "item_a", role="user", type="message", text=f"hello {n}"))
+        writes.append(calls.upsert_item(f"sess_{n}", "item_b", role="assistant", type="message"))
+    writes.insert(40, calls.upsert_item("sess_unknown", "item_x", role="user", type="message"))  # FK fails
+    results = await asyncio.gather(*writes)
+    assert results.count(False) == 1 and results[40] is False
+    assert calls.failures == 1
+    # One batch failed and was retried write by write; the rest went a transaction per batch.
+    assert commits < len(writes) - 40, commits
+    for n in (0, 17, 29):
+        call = await calls.get_call(f"sess_{n}")
+        assert call is not None
+        assert [(i["item_id"], i["seq"]) for i in call["items"]] == [("item_a", 1), ("item_b", 2)]
+        assert call["items"][0]["text"] == f"hello {n}"
+
+
 async def test_a_locked_database_does_not_block_the_call(db: Database, db_path: Path) -> None:
     slow = CallStore(db, write_timeout_s=0.2)
     with sqlite3.connect(db_path, timeout=0) as blocker:

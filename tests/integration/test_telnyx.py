@@ -117,7 +117,9 @@ async def test_call_barge_in_order_status_dtmf_and_transfer(carrier_server: Carr
         reply_at = await line.wait_audio(said_at + talk_s, min_s=1.0, within_s=30)
         await line.wait_quiet(reply_at, quiet_s=1.0, within_s=30)
         reply = await transcribe(line.pcm_since(reply_at))
-        assert "shipped" in reply.lower(), reply
+        # Heard back through G.711 and Whisper tiny, "has shipped" sometimes reads "has ship": the status and
+        # the date are what make it the order-status answer.
+        assert "ship" in reply.lower() and "friday" in reply.lower(), reply
 
         await line.press("5")
         await eventually(lambda: session.brain_state.get("dtmf") == ["5"], 5, "the key press reaching the session")

@@ -125,7 +125,9 @@ async def test_call_barge_in_order_status_dtmf_and_transfer(carrier_server: Carr
         reply_at = await line.wait_audio(said_at + talk_s, min_s=1.0, within_s=30)
         await line.wait_quiet(reply_at, quiet_s=1.0, within_s=30)
         reply = await transcribe(line.pcm_since(reply_at))
-        assert "shipped" in reply.lower(), reply
+        # Heard back through G.711 and Whisper tiny, "has shipped" sometimes reads "has ship": the status and
+        # the date are what make it the order-status answer.
+        assert "ship" in reply.lower() and "friday" in reply.lower(), reply
 
         # 3. A key press reaches the session (and the brain's state), never a log line.
         await line.press("1")
@@ -148,7 +150,10 @@ async def test_call_barge_in_order_status_dtmf_and_transfer(carrier_server: Carr
         await line.close()
 
 
-async def test_bad_frames_are_counted_and_the_call_goes_on(carrier_server: CarrierServer) -> None:
+@pytest.mark.parametrize("server", ["carrier_server", "carrier_server_asgi"])
+async def test_bad_frames_are_counted_and_the_call_goes_on(server: str, request: pytest.FixtureRequest) -> None:
+    """On voxgate's direct media sockets and on the stock ASGI path alike."""
+    carrier_server: CarrierServer = request.getfixturevalue(server)
     live, token = carrier_server.live, carrier_server.twilio_auth_token
     line = await TwilioLine.dial(f"{live.ws_url}/twilio/media", token, {"agent": "echo"})
     # A second call on another socket: media before start, then a proper start; it must be unaffected.

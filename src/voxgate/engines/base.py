@@ -49,10 +49,8 @@ class ResponseRequest:
     agent: AgentConfig
     # The engine's per-session scratchpad (e.g. the brain's pending slot filling). Engines own its keys.
     state: dict[str, Any] = field(default_factory=dict)
-    # Audio of the latest user turn at 16 kHz, for engines that answer from audio (echo).
-    user_audio: np.ndarray | None = None
-    # The same turn as the caller sent it (wire bytes and their format), for engines that can pass it
-    # on untouched: the openai engine forwards 24 kHz PCM without resampling.
+    # Audio of the latest user turn as the caller sent it (wire bytes and their format), for engines
+    # that answer from audio: the openai engine forwards 24 kHz PCM untouched, echo plays it back.
     user_audio_wire: bytes | None = None
     user_audio_format: AudioFormat | None = None
     # Speak exactly this (greetings, disclosures, handover lines) instead of deciding what to say.

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+from voxgate.audio.formats import InputDecoder
 from voxgate.engines.base import AudioChunk, Engine, EngineOutput, ResponseRequest, TextDelta
 
-CHUNK_SAMPLES = 16000 // 5  # 200 ms at 16 kHz
+CHUNK_MS = 200
 
 
 class EchoEngine(Engine):
@@ -19,9 +20,12 @@ class EchoEngine(Engine):
         if request.say is not None:
             yield TextDelta(request.say)  # no synthesis here: the words are the whole reply
             return
-        audio = request.user_audio
-        if audio is None or not audio.size:
+        wire, fmt = request.user_audio_wire, request.user_audio_format
+        if not wire or fmt is None:
             yield TextDelta("")
             return
-        for start in range(0, audio.size, CHUNK_SAMPLES):
-            yield AudioChunk(audio[start:start + CHUNK_SAMPLES], 16000)
+        # At the rate it was heard: a phone caller's 8 kHz comes back without a round trip through 16 kHz.
+        audio = InputDecoder(fmt, fmt.rate).decode(wire)
+        chunk = fmt.rate * CHUNK_MS // 1000
+        for start in range(0, audio.size, chunk):
+            yield AudioChunk(audio[start:start + chunk], fmt.rate)

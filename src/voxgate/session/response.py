@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from voxgate.audio.formats import AudioFormat, AudioFormatError, InputDecoder, OutputEncoder
+from voxgate.audio.formats import AudioFormat, AudioFormatError, OutputEncoder
 from voxgate.engines.base import (
     AudioChunk,
     Engine,
@@ -212,7 +212,6 @@ class ResponseRun:
             voice=self.settings.voice,
             agent=s.agent,
             state=s.brain_state,
-            user_audio=self._last_user_audio(),
             user_audio_wire=bytes(part.audio) if (part := self._last_user_audio_part()) and part.audio else None,
             user_audio_format=part.audio_format if part else None,
             say=self.say,
@@ -250,15 +249,6 @@ class ResponseRun:
         for item in reversed(self.session.conversation.visible()):
             if item.role == "user":
                 return next((p for p in item.content if p.type == "input_audio" and p.audio), None)
-        return None
-
-    def _last_user_audio(self) -> np.ndarray | None:
-        for item in reversed(self.session.conversation.visible()):
-            if item.role == "user":
-                for part in item.content:
-                    if part.type == "input_audio" and part.audio and part.audio_format is not None:
-                        return InputDecoder(part.audio_format, 16000).decode(bytes(part.audio))
-                return None
         return None
 
     # -- output items ------------------------------------------------------------------------------

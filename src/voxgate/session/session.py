@@ -12,7 +12,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -337,38 +337,77 @@ class Session:
 
     async def append_audio(self, data: bytes) -> None:
         """Caller audio in the session's input format (from the wire or from a carrier)."""
+        rest = self.append_audio_nowait(data)
+        if rest is not None:
+            await rest
+
+    def append_audio_nowait(self, data: bytes) -> Awaitable[None] | None:
+        """`append_audio` without a coroutine for the common case, for transports that take 50 frames a
+        second per call: the frame is decoded, buffered and scored now, and None comes back. Only when
+        the frame starts a turn (barge-in must finish before the next frame counts) or is a burst worth
+        scoring off the loop does an awaitable come back, which the caller must await before it appends
+        more. Raises RealtimeError like `append_audio`."""
         if self.closed:
-            return
+            return None
         try:
             pcm = self._decoder.decode(data)
         except AudioFormatError as exc:
             raise RealtimeError("invalid_audio", str(exc), param="audio") from exc
         if not pcm.size:
-            return
-        self._buffer.wire.extend(data)
-        self._buffer.pcm.append(pcm)
-        self._buffer.pcm_samples += pcm.size
-        chunk_ms = pcm.size * 1000.0 / VAD_RATE
-        self._stream_ms += chunk_ms
+            return None
+        buffer = self._buffer
+        buffer.wire.extend(data)
+        buffer.pcm.append(pcm)
+        buffer.pcm_samples += pcm.size
+        self._stream_ms += pcm.size * 1000.0 / VAD_RATE
         if self._detector is not None and self._vad is not None:
             if self._detector.config.min_speech_ms != self._min_speech_ms():
                 self._detector_min_speech_update()
             if pcm.size >= VAD_OFFLOAD_SAMPLES:
                 # A burst of audio (a client sending faster than real time) is scored off the loop;
                 # a 20-100 ms frame costs ~0.1 ms, less than the thread hop, so it stays inline.
-                probs = await asyncio.get_running_loop().run_in_executor(None, self._vad.feed, pcm)
-            else:
-                probs = self._vad.feed(pcm)
-            for turn_event in self._detector.feed(probs, VAD_FRAME_MS):
-                if isinstance(turn_event, SpeechStarted):
-                    await self._on_speech_started(self._detector_origin_ms + turn_event.audio_start_ms)
-                elif isinstance(turn_event, SpeechStopped):
-                    self._on_speech_stopped(self._detector_origin_ms + turn_event.audio_end_ms)
-            if self._speech_item_id is None:
-                self._trim_idle_buffer()
-                self._check_idle()
-            else:
-                self._speculate(probs)
+                return self._score_offloaded(pcm)
+            return self._take_scores(self._vad.feed(pcm))
+        self._check_buffer_size()
+        return None
+
+    async def _score_offloaded(self, pcm: np.ndarray) -> None:
+        assert self._vad is not None
+        probs = await asyncio.get_running_loop().run_in_executor(None, self._vad.feed, pcm)
+        rest = self._take_scores(probs)
+        if rest is not None:
+            await rest
+
+    def _take_scores(self, probs: list[float]) -> Awaitable[None] | None:
+        """Turn the VAD's scores into turn events; an awaitable when one of them starts a turn."""
+        assert self._detector is not None
+        turn_events = self._detector.feed(probs, VAD_FRAME_MS) if probs else []
+        for index, turn_event in enumerate(turn_events):
+            if isinstance(turn_event, SpeechStarted):
+                return self._start_turn(turn_event, turn_events[index + 1:], probs)
+            if isinstance(turn_event, SpeechStopped):
+                self._on_speech_stopped(self._detector_origin_ms + turn_event.audio_end_ms)
+        self._after_scores(probs)
+        return None
+
+    async def _start_turn(self, started: SpeechStarted, later: list[Any], probs: list[float]) -> None:
+        await self._on_speech_started(self._detector_origin_ms + started.audio_start_ms)
+        for turn_event in later:
+            if isinstance(turn_event, SpeechStarted):
+                await self._on_speech_started(self._detector_origin_ms + turn_event.audio_start_ms)
+            elif isinstance(turn_event, SpeechStopped):
+                self._on_speech_stopped(self._detector_origin_ms + turn_event.audio_end_ms)
+        self._after_scores(probs)
+
+    def _after_scores(self, probs: list[float]) -> None:
+        if self._speech_item_id is None:
+            self._trim_idle_buffer()
+            self._check_idle()
+        else:
+            self._speculate(probs)
+        self._check_buffer_size()
+
+    def _check_buffer_size(self) -> None:
         if self._buffer.duration_ms() > self.max_input_buffer_ms:
             if self._speech_item_id is not None:
                 # A monologue longer than the buffer: end the turn here rather than grow without bound.

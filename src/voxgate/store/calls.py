@@ -13,6 +13,7 @@ import asyncio
 import logging
 import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
@@ -36,6 +37,17 @@ TOOL_SUCCESS_STATUS = "completed"
 SECRET_DETAIL_KEYS = frozenset({"secret", "key", "api_key", "token", "password", "authorization"})
 
 
+MAX_WRITES_PER_TRANSACTION = 200
+
+
+@dataclass(frozen=True, slots=True)
+class _Write:
+    op: str
+    subject: str
+    work: Callable[[AsyncSession], Awaitable[None]]
+    done: asyncio.Future[bool]
+
+
 class CallNotFoundError(StoreError):
     """A write named a call that was never started."""
 
@@ -51,7 +63,9 @@ class CallStore:
         self._write_timeout_s = write_timeout_s
         self.failures = 0  # writes that were dropped; exported as a metric by the caller
         self.timeouts = 0  # writes the caller stopped waiting for (they go on in the background)
-        self._in_flight: set[asyncio.Task[bool]] = set()
+        self._queued: list[_Write] = []
+        self._committer: asyncio.Task[None] | None = None
+        self._upsert_item: sa.Insert | None = None
 
     # -- writes: never raise -------------------------------------------------------------------
 
@@ -104,17 +118,9 @@ class CallStore:
         On update, fields passed as None keep their stored value, so a transcript completion or a
         truncation only has to name what changed.
         """
-        table = CallItem.metadata.tables["call_items"]
-        earlier = sa.alias(table)  # aliased so the subquery never correlates with the INSERT
-        next_seq = (
-            sa.select(sa.func.coalesce(sa.func.max(earlier.c.seq), 0) + 1)
-            .where(earlier.c.call_id == call_id)
-            .scalar_subquery()
-        )
         values = {
             "call_id": call_id,
             "item_id": item_id,
-            "seq": next_seq,
             "role": role,
             "type": type,
             "text": text,
@@ -123,18 +129,34 @@ class CallStore:
             "status": status,
             "created_at": self._now(),
         }
-        updatable = ("role", "type", "text", "audio_ms", "truncated_at_ms", "status")
+        stmt = self._upsert_item_statement()
 
         async def work(session: AsyncSession) -> None:
+            await session.execute(stmt, values)
+
+        return await self._write("upsert_item", call_id, work)
+
+    def _upsert_item_statement(self) -> sa.Insert:
+        """The item upsert, built once: a turn writes several items, and building the statement (alias,
+        subquery, ON CONFLICT clause) cost more CPU than running it."""
+        if self._upsert_item is None:
+            table = CallItem.metadata.tables["call_items"]
+            earlier = sa.alias(table)  # aliased so the subquery never correlates with the INSERT
+            next_seq = (
+                sa.select(sa.func.coalesce(sa.func.max(earlier.c.seq), 0) + 1)
+                .where(earlier.c.call_id == sa.bindparam("call_id"))
+                .scalar_subquery()
+            )
             insert = postgresql.insert if self._db.dialect == "postgresql" else sqlite.insert
-            stmt = insert(table).values(values)
-            stmt = stmt.on_conflict_do_update(
+            columns = ("call_id", "item_id", "role", "type", "text", "audio_ms", "truncated_at_ms", "status",
+                       "created_at")
+            stmt = insert(table).values({name: sa.bindparam(name) for name in columns} | {"seq": next_seq})
+            updatable = ("role", "type", "text", "audio_ms", "truncated_at_ms", "status")
+            self._upsert_item = stmt.on_conflict_do_update(
                 index_elements=[table.c.call_id, table.c.item_id],
                 set_={name: sa.func.coalesce(stmt.excluded[name], table.c[name]) for name in updatable},
             )
-            await session.execute(stmt)
-
-        return await self._write("upsert_item", call_id, work)
+        return self._upsert_item
 
     async def record_tool_call(
         self,
@@ -221,14 +243,18 @@ class CallStore:
         return await self._write("audit", subject or "", work)
 
     async def _write(self, op: str, subject: str, work: Callable[[AsyncSession], Awaitable[None]]) -> bool:
-        # The attempt runs as its own task so that neither a stuck database (SQLite waiting out a lock
-        # in its thread, PostgreSQL unreachable) nor the caller's cancellation at hang-up cuts it short:
-        # the caller waits at most write_timeout_s, and the record still lands if the database recovers.
-        attempt = asyncio.create_task(self._attempt(op, subject, work))
-        self._in_flight.add(attempt)
-        attempt.add_done_callback(self._in_flight.discard)
+        # Writes queue for one committer task (group commit): those that arrive while a transaction is
+        # in flight go together in the next, so a busy gateway pays one transaction per batch, not per
+        # item. Neither a stuck database (SQLite waiting out a lock in its thread, PostgreSQL
+        # unreachable) nor the caller's cancellation at hang-up cuts a write short: the caller waits at
+        # most write_timeout_s, and the record still lands if the database recovers.
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[bool] = loop.create_future()
+        self._queued.append(_Write(op, subject, work, done))
+        if self._committer is None:
+            self._committer = loop.create_task(self._commit_queued())
         try:
-            return await asyncio.wait_for(asyncio.shield(attempt), self._write_timeout_s)
+            return await asyncio.wait_for(asyncio.shield(done), self._write_timeout_s)
         except TimeoutError:
             self.timeouts += 1
             log.warning(
@@ -238,6 +264,33 @@ class CallStore:
                 self._write_timeout_s,
             )
             return False
+
+    async def _commit_queued(self) -> None:
+        try:
+            while self._queued:
+                limit = MAX_WRITES_PER_TRANSACTION
+                batch, self._queued = self._queued[:limit], self._queued[limit:]
+                await self._commit(batch)
+        finally:
+            self._committer = None
+
+    async def _commit(self, batch: list[_Write]) -> None:
+        if len(batch) == 1:
+            write = batch[0]
+            write.done.set_result(await self._attempt(write.op, write.subject, write.work))
+            return
+        try:
+            async with self._db.session() as session, session.begin():
+                for write in batch:
+                    await write.work(session)
+                    await session.flush()  # in order: a call's row before its items
+        except Exception:  # a bad write spoils its batch: halve it until the bad one stands alone
+            half = len(batch) // 2
+            await self._commit(batch[:half])
+            await self._commit(batch[half:])
+            return
+        for write in batch:
+            write.done.set_result(True)
 
     async def _attempt(self, op: str, subject: str, work: Callable[[AsyncSession], Awaitable[None]]) -> bool:
         try:
@@ -251,8 +304,8 @@ class CallStore:
 
     async def drain(self) -> None:
         """Wait for writes still finishing in the background; call before closing the database."""
-        while self._in_flight:
-            await asyncio.gather(*self._in_flight, return_exceptions=True)
+        while self._committer is not None:
+            await asyncio.shield(self._committer)
 
     # -- reads: raise on failure ---------------------------------------------------------------
 

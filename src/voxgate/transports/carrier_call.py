@@ -7,6 +7,11 @@ commands (`CarrierControl`); everything else lives here, once:
     pump     session events -> CarrierPlayout (agent audio, cut into frames)
     writer   CarrierPlayout -> carrier, released on the call's pacing clock at each shared tick
 
+Served by voxgate's own uvicorn protocol (transports/direct_socket.py), the reader is not a task: each
+carrier frame is handled by a plain call as it arrives, and frames are written without awaiting. Only
+a frame whose handling must wait (a caller starting to speak over the agent) hands the frames after it
+to a task, so they keep their order. Under any other ASGI server the reader is an ordinary task.
+
 All carrier calls in a process share one `FrameTicker` (one timer every 20 ms instead of one per call),
 but each keeps its own `PacingClock` grid and its own writer task, so a carrier that stops reading
 stalls its own call only; a watchdog hangs up on it after `carrier_stall_timeout_s`.
@@ -18,6 +23,8 @@ import asyncio
 import base64
 import contextlib
 import logging
+from collections import deque
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
@@ -28,6 +35,8 @@ from voxgate.protocol.errors import RealtimeError
 from voxgate.session.playback import PlaybackTracker
 from voxgate.transports.carrier_audio import FRAME_MS, CarrierAudio
 from voxgate.transports.carrier_playout import CarrierPlayout
+from voxgate.transports.direct_socket import EXTENSION as DIRECT_SOCKET
+from voxgate.transports.direct_socket import DirectSocket
 from voxgate.transports.media_stream import (
     AudioReceived,
     CarrierErrorReported,
@@ -52,6 +61,7 @@ log = logging.getLogger("voxgate.carrier")
 START_TIMEOUT_S = 10.0  # a media socket that does not say `start` by then is closed
 HEARD_GRACE_S = 1.0  # after the last frame, how long to wait for its mark before moving the call anyway
 MAX_SILENCE_FILL = 10  # lost chunks filled with silence at most (a longer gap is not worth faking)
+MAX_BACKLOG = 50  # frames held while a barge-in completes (1 s); past that, reading pauses (TCP pushes back)
 _LOGGED_ERRORS = 5  # per call, then one line per hundred, so a broken peer cannot flood the log
 
 
@@ -211,6 +221,9 @@ class CarrierCall:
         self.end_reason = ""
         self._generation = 0  # bumped by every clear, so a writer mid-batch stops sending stale frames
         self._send_since: float | None = None  # when the send in progress began (stall watchdog)
+        self._direct: DirectSocket | None = None
+        self._backlog: deque[bytes] = deque()  # frames that arrived while `_step` was running
+        self._step: asyncio.Task[None] | None = None  # finishing a frame whose handling had to wait
 
     @property
     def name(self) -> str:
@@ -268,10 +281,14 @@ class CarrierCall:
         assert self.session is not None
         session = self.session
         loop = asyncio.get_running_loop()
-        tasks = {loop.create_task(self._read(), name="carrier-read"),
-                 loop.create_task(self._pump(), name="carrier-pump"),
+        tasks = {loop.create_task(self._pump(), name="carrier-pump"),
                  loop.create_task(self._write(), name="carrier-write"),
                  loop.create_task(self._ended.wait(), name="carrier-ended")}
+        self._direct = self.websocket.scope.get("extensions", {}).get(DIRECT_SOCKET)
+        if self._direct is not None:
+            self._direct.deliver_to(self._on_message, lambda code: self._end("carrier_closed"))
+        else:
+            tasks.add(loop.create_task(self._read(), name="carrier-read"))
         deadline = loop.time() + self.settings.session_max_seconds
         status = "completed"
         try:
@@ -297,6 +314,8 @@ class CarrierCall:
                     self._end("session_expired")
                     break
         finally:
+            if self._step is not None:
+                tasks.add(self._step)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -308,47 +327,104 @@ class CarrierCall:
             self.end_reason = reason
         self._ended.set()
 
-    async def _read(self) -> str:
-        assert self.session is not None and self.audio is not None and self.playout is not None
-        session, audio, playout = self.session, self.audio, self.playout
-        while True:
+    async def _read(self) -> None:
+        """The reader as a task, for ASGI servers that offer no direct socket."""
+        while not self._ended.is_set():
             message = await self.websocket.receive()
             if message["type"] == "websocket.disconnect":
-                return "carrier_closed"
-            try:
-                events = self.codec.receive(message.get("text") or message.get("bytes") or b"")
-            except MediaStreamError as exc:
-                self._reject(exc)
-                if exc.fatal:
-                    return "carrier_protocol_error"
-                continue
-            for event in events:
-                if isinstance(event, AudioReceived):
-                    await self._caller_audio(session, audio.to_session(event.payload))
-                elif isinstance(event, MarkPlayed):
-                    heard = playout.mark_echoed(event.name)
-                    if heard is not None:
-                        self.playback.played(*heard)
-                elif isinstance(event, DigitPressed):
-                    log.info("%s: key pressed", self.name)  # never the digit: it may be a card number
-                    session.dtmf_received(event.digit)
-                elif isinstance(event, ChunksLost):
-                    metrics.CARRIER_FRAMES_LOST.labels(self.carrier).inc(event.count)
-                    fill = audio.inbound_silence(FRAME_MS * min(event.count, MAX_SILENCE_FILL))
-                    await self._caller_audio(session, audio.to_session(fill))
-                elif isinstance(event, StreamStopped):
-                    return "carrier_stopped"
-                elif isinstance(event, CarrierErrorReported):
-                    self._carrier_error(event)
+                self._end("carrier_closed")
+                return
+            rest = self._on_frame(message.get("text") or message.get("bytes") or b"")
+            if rest is not None:
+                await rest
 
-    async def _caller_audio(self, session: Session, data: bytes) -> None:
+    def _on_message(self, data: bytes) -> None:
+        """A frame from the direct socket, in the event loop's read callback."""
+        if self._step is not None:  # an earlier frame is still being handled: keep the order
+            self._backlog.append(data)
+            if len(self._backlog) >= MAX_BACKLOG and self._direct is not None:
+                self._direct.pause_reading()
+            return
+        rest = self._on_frame(data)
+        if rest is not None:
+            self._step = asyncio.get_running_loop().create_task(self._finish(rest))
+
+    async def _finish(self, rest: Awaitable[None]) -> None:
         try:
-            await session.append_audio(data)
-        except RealtimeError as exc:
+            await rest
+            while self._backlog and not self._ended.is_set():
+                more = self._on_frame(self._backlog.popleft())
+                if more is not None:
+                    await more
+        finally:
+            self._step = None
+            if self._direct is not None:
+                self._direct.resume_reading()
+
+    def _on_frame(self, data: str | bytes) -> Awaitable[None] | None:
+        """Handle one carrier frame; an awaitable when its handling must wait (await it before the next)."""
+        try:
+            events = self.codec.receive(data)
+        except MediaStreamError as exc:
+            self._reject(exc)
+            if exc.fatal:
+                self._end("carrier_protocol_error")
+            return None
+        for index, event in enumerate(events):
+            rest = self._on_event(event)
+            if rest is not None:
+                return self._then(rest, events[index + 1:])
+        return None
+
+    async def _then(self, rest: Awaitable[None], events: list[MediaStreamEvent]) -> None:
+        await rest
+        for event in events:
+            more = self._on_event(event)
+            if more is not None:
+                await more
+
+    def _on_event(self, event: MediaStreamEvent) -> Awaitable[None] | None:
+        assert self.session is not None and self.audio is not None and self.playout is not None
+        if isinstance(event, AudioReceived):
+            return self._caller_audio(self.audio.to_session(event.payload))
+        if isinstance(event, MarkPlayed):
+            heard = self.playout.mark_echoed(event.name)
+            if heard is not None:
+                self.playback.played(*heard)
+        elif isinstance(event, DigitPressed):
+            log.info("%s: key pressed", self.name)  # never the digit: it may be a card number
+            self.session.dtmf_received(event.digit)
+        elif isinstance(event, ChunksLost):
+            metrics.CARRIER_FRAMES_LOST.labels(self.carrier).inc(event.count)
+            fill = self.audio.inbound_silence(FRAME_MS * min(event.count, MAX_SILENCE_FILL))
+            return self._caller_audio(self.audio.to_session(fill))
+        elif isinstance(event, StreamStopped):
+            self._end("carrier_stopped")
+        elif isinstance(event, CarrierErrorReported):
+            self._carrier_error(event)
+        return None
+
+    def _caller_audio(self, data: bytes) -> Awaitable[None] | None:
+        assert self.session is not None
+        try:
+            rest = self.session.append_audio_nowait(data)
+        except Exception as exc:
+            self._audio_failed(exc)
+            return None
+        return None if rest is None else self._guarded(rest)
+
+    async def _guarded(self, rest: Awaitable[None]) -> None:
+        try:
+            await rest
+        except Exception as exc:
+            self._audio_failed(exc)
+
+    def _audio_failed(self, exc: Exception) -> None:
+        if isinstance(exc, RealtimeError):
             self._reject(MediaStreamError(exc.code, exc.message))
-        except Exception:  # a bug must cost one frame, not the call
+        else:  # a bug must cost one frame, not the call
             metrics.CARRIER_MESSAGE_ERRORS.labels(self.carrier, "internal_error").inc()
-            log.exception("%s: failed to take caller audio", self.name)
+            log.error("%s: failed to take caller audio", self.name, exc_info=exc)
 
     async def _pump(self) -> str:
         """Session output -> playout. Only audio matters on a phone line; the rest is the session's record."""
@@ -390,6 +466,20 @@ class CarrierCall:
                 await ticker.tick()
 
     async def _send(self, text: str) -> bool:
+        direct = self._direct
+        if direct is not None:
+            if not direct.writable:  # the carrier is not reading: wait, watched by the stall watchdog
+                self._send_since = asyncio.get_running_loop().time()
+                try:
+                    await direct.wait_writable()
+                finally:
+                    self._send_since = None
+            try:
+                direct.send_text(text)
+            except ConnectionError:
+                self._end("carrier_closed")
+                return False
+            return True
         self._send_since = asyncio.get_running_loop().time()
         try:
             await self.websocket.send_text(text)
