@@ -6,9 +6,13 @@ round trip through the server: about 9 µs of the ~14 µs a media message costs 
 its parsing. `DirectWebSocketProtocol` is uvicorn's own WebSocket protocol (websockets-sansio) that
 offers each accepted connection a `DirectSocket` in `scope["extensions"]`; an app that takes it
 (the carrier bridge, transports/carrier_call.py) gets each message by a plain call from
-`data_received` and writes frames straight to the transport. Everything else (handshake, pings,
-close, size limits, the HTTP side) is uvicorn's. An app served without this protocol (another ASGI
-server) finds no extension and keeps the ASGI path, so the extension is an optimisation only.
+`data_received` and writes frames straight to the transport. Once it does, the common frame (a
+whole, masked text or binary message within the size limit) is parsed here in a few lines; any other
+frame (ping, pong, close, fragments, anything oversized or malformed) goes, whole and in order, to
+uvicorn's websockets parser, so the handshake, keep-alive, close and size limits stay uvicorn's. An
+app served without this protocol (another ASGI server) finds no extension and keeps the ASGI path:
+the extension is an optimisation only. One difference: a direct receiver gets text as bytes,
+unchecked for UTF-8 (the carrier codecs' JSON parser refuses bad UTF-8 as bad JSON).
 
     direct = websocket.scope["extensions"].get(EXTENSION)      # after websocket.accept()
     direct.deliver_to(on_message, on_disconnect)               # messages now arrive as calls
@@ -21,6 +25,11 @@ from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+try:
+    from websockets.speedups import apply_mask
+except ImportError:  # pragma: no cover - websockets built without its C extension
+    from websockets.utils import apply_mask
 
 __all__ = ["EXTENSION", "UVICORN_WS", "DirectSocket", "DirectWebSocketProtocol"]
 
@@ -140,6 +149,51 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
     """
 
     direct: DirectSocket | None = None
+    _unparsed = b""  # the start of a frame whose end has not arrived
+    _delegated = False  # an oversized frame went to websockets: the stream is its own from there
+
+    def data_received(self, data: bytes) -> None:
+        direct = self.direct
+        # websockets' reader may hold the start of a frame from before the app went direct: until it
+        # has finished that frame, the stream is not at a frame boundary for us.
+        if direct is None or not direct.active or self._delegated or self.conn.reader.buffer:
+            super().data_received(data)
+            return
+        buffer = self._unparsed + data if self._unparsed else data
+        end, limit, position = len(buffer), self.config.ws_max_size, 0
+        while end - position >= 2:
+            first, second = buffer[position], buffer[position + 1]
+            length, header = second & 0x7F, 2
+            if length == 126:
+                if end - position < 4:
+                    break
+                length, header = int.from_bytes(buffer[position + 2:position + 4], "big"), 4
+            elif length == 127:
+                if end - position < 10:
+                    break
+                length, header = int.from_bytes(buffer[position + 2:position + 10], "big"), 10
+            masked = second & 0x80
+            size = header + (4 if masked else 0) + length
+            # FIN, no RSV bits, text or binary, masked as clients must, within the size limit: ours.
+            if first in (0x81, 0x82) and masked and length <= limit:
+                if end - position < size:
+                    break
+                mask_at = position + header
+                payload = apply_mask(buffer[mask_at + 4:mask_at + 4 + length], buffer[mask_at:mask_at + 4])
+                position += size
+                if not self.close_sent:  # past our close, messages are dropped (as uvicorn does)
+                    direct._deliver(payload)
+                continue
+            if length > limit:  # websockets refuses it and closes; from here on everything is its to read
+                self._unparsed, self._delegated = b"", True
+                super().data_received(buffer[position:])
+                return
+            if end - position < size:
+                break
+            # Any other whole frame is websockets' to judge: it answers pings, closes, joins fragments.
+            super().data_received(buffer[position:position + size])
+            position += size
+        self._unparsed = buffer[position:]
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
