@@ -73,6 +73,9 @@ class TurnTaking(BaseModel):
     barge_in_min_speech_ms: int = Field(default=200, ge=0, le=2000)
     silence_duration_ms: int = Field(default=300, ge=100, le=5000)
     threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    # Which voice activity detector hears the caller: Silero (gated by webrtcvad: robust to noise, the
+    # default) or webrtcvad alone (no model at all: line tests, the echo agent, the bridge benchmark).
+    vad: Literal["silero", "webrtc"] = "silero"
 
 
 class AgentConfig(BaseModel):

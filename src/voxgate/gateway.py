@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 from dataclasses import dataclass
 from typing import Any
@@ -15,10 +16,10 @@ from voxgate.agents import AgentConfig, load_agents
 from voxgate.config import Settings
 from voxgate.engines.base import Engine
 from voxgate.engines.echo import EchoEngine
-from voxgate.engines.local.vad import GatedVadStream, SileroModel
+from voxgate.engines.local.vad import GatedVadStream, SileroModel, WebRtcStream
 from voxgate.protocol.items import Dialect
 from voxgate.session.recorder import CallRecorder
-from voxgate.session.session import Caller, Session
+from voxgate.session.session import Caller, Session, VadStream
 from voxgate.store.calls import CallStore
 from voxgate.store.database import Database
 from voxgate.store.keys import KeyRecord, KeyStore
@@ -103,7 +104,9 @@ class Gateway:
             return self.agents[name]
         return self.agents[self.settings.default_agent]
 
-    def vad_stream(self) -> GatedVadStream:
+    def vad_stream(self, agent: AgentConfig) -> VadStream:
+        if agent.turn_taking.vad == "webrtc":
+            return WebRtcStream()
         # Silero runs only around what webrtcvad hears as voice: a listening caller's line costs ~nothing.
         assert self.vad_model is not None
         return GatedVadStream(self.vad_model)
@@ -127,7 +130,7 @@ class Gateway:
         fallback = await self.engine("local") if engine_name == "openai" and caller.playback.server_side else None
         session = Session(
             agent=agent, engine=engine, tools=self.tools[agent.name], caller=caller, dialect=dialect,
-            recorder=CallRecorder(self.calls, engine_name), vad_factory=self.vad_stream,
+            recorder=CallRecorder(self.calls, engine_name), vad_factory=functools.partial(self.vad_stream, agent),
             model=model or f"voxgate-{engine_name}", outbound_events=self.settings.outbound_queue_events,
             max_message_bytes=self.settings.max_message_bytes,
             max_input_buffer_s=self.settings.max_input_buffer_seconds, initial_config=initial_config,

@@ -109,7 +109,7 @@ class RawClient:
 
     def send_in_pieces(self, data: bytes, cuts: list[int]) -> None:
         position = 0
-        for cut in sorted({c % (len(data) + 1) for c in cuts}) + [len(data)]:
+        for cut in [*sorted({c % (len(data) + 1) for c in cuts}), len(data)]:
             if cut > position:
                 self.sock.sendall(data[position:cut])
                 time.sleep(0.001)  # separate reads on the server, most of the time

@@ -45,7 +45,6 @@ from voxgate.tools.registry import ToolRegistry
 log = logging.getLogger("voxgate.session")
 
 VAD_RATE = 16000
-VAD_FRAME_MS = 32.0  # Silero scores 512-sample frames at 16 kHz
 VAD_OFFLOAD_SAMPLES = VAD_RATE // 4  # 250 ms
 SPECULATE_AFTER_FRAMES = 4  # ~130 ms of pause before transcribing speculatively
 MIN_COMMIT_MS = 100  # OpenAI refuses to commit less than 100 ms of audio
@@ -68,6 +67,8 @@ class Caller(Protocol):
 
 
 class VadStream(Protocol):
+    frame_ms: float  # each probability `feed` returns covers this much audio
+
     def feed(self, pcm: np.ndarray) -> list[float]: ...
 
     def reset(self) -> None: ...
@@ -381,7 +382,8 @@ class Session:
     def _take_scores(self, probs: list[float]) -> Awaitable[None] | None:
         """Turn the VAD's scores into turn events; an awaitable when one of them starts a turn."""
         assert self._detector is not None
-        turn_events = self._detector.feed(probs, VAD_FRAME_MS) if probs else []
+        assert self._vad is not None
+        turn_events = self._detector.feed(probs, self._vad.frame_ms) if probs else []
         for index, turn_event in enumerate(turn_events):
             if isinstance(turn_event, SpeechStarted):
                 return self._start_turn(turn_event, turn_events[index + 1:], probs)
