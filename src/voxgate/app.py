@@ -21,6 +21,7 @@ from voxgate.config import Settings
 from voxgate.control.auth import bearer_token, require_api_key
 from voxgate.control.ephemeral import create_beta_session, create_client_secret, redeem, revoke_client_secret
 from voxgate.control.problems import problem
+from voxgate.garbage_collection import BeatCollector
 from voxgate.gateway import Gateway, gateway_of
 from voxgate.protocol.dialect import dialect_from_handshake
 from voxgate.transports import telnyx, twilio
@@ -139,10 +140,14 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> Starlette:
         # What start-up built (models, agents, routes) lives as long as the process: out of the collector's
         # way, a full collection no longer walks it and stalls every call's 20 ms audio tick.
         gc.freeze()
+        collector = BeatCollector()
+        if settings.gc_on_beat:
+            collector.start()
         log.info("gateway ready in %.1f s", time.monotonic() - started)
         try:
             yield
         finally:
+            await collector.stop()
             await gw.stop()
 
     origins = ["*"] if settings.dev_mode and not settings.cors_origins else settings.cors_origins

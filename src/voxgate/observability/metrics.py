@@ -45,6 +45,10 @@ CARRIER_TICK_LATENESS = Histogram("voxgate_carrier_tick_lateness_seconds",
                                   "How late the shared 20 ms playout tick woke (event-loop load)",
                                   buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25))
 
+GC_PAUSES = Histogram("voxgate_gc_pause_seconds",
+                      "Cycle-collector pauses run on the audio beat (voxgate.garbage_collection), by generation",
+                      ["generation"], buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1))
+
 # OpenAI Realtime upstream (engine "openai"): connections, refusals, rate limits, failed responses.
 UPSTREAM_CONNECTS = Counter("voxgate_upstream_connects_total", "Upstream connection attempts, by result",
                             ["result"])  # ok | refused | rate_limited | timeout | error | circuit_open
