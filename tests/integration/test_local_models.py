@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.speech import silence, speak, wer
+from voxgate.audio.resample import StreamResampler
 from voxgate.engines.local.stt import Transcription, WhisperTranscriber
 from voxgate.engines.local.tts import OPENAI_VOICES, PiperSynthesizer, UnknownVoice, split_sentences
 from voxgate.engines.local.vad import SILERO_FRAME_MS, SileroModel, SileroStream, WebRtcStream
@@ -141,6 +142,20 @@ def test_webrtc_stream_marks_speech() -> None:
     assert np.mean(flags[35 : 33 + speech.size // 480 - 2]) > 0.7
     with pytest.raises(ValueError):
         WebRtcStream(aggressiveness=5)
+    with pytest.raises(ValueError):
+        WebRtcStream(rate=11025)
+
+
+def test_webrtc_stream_reads_a_phone_line_at_8k_as_it_hears_it_at_16k() -> None:
+    speech = np.concatenate([silence(1000, rate=8000), speak(SENTENCES[2], rate=8000), silence(600, rate=8000)])
+    narrow, wide = WebRtcStream(), WebRtcStream()
+    assert narrow.use_rate(8000) == 8000 and wide.use_rate(44100) == 16000  # 44.1k: read at 16k instead
+    at_8k = [p for chunk in chunks(speech, 160) for p in narrow.feed(chunk)]
+    up = StreamResampler(8000, 16000)
+    at_16k = [p for chunk in chunks(np.concatenate([up.process(speech), up.flush()]), 320) for p in wide.feed(chunk)]
+    assert len(at_8k) == len(at_16k) == speech.size // 240
+    assert at_8k[:30] == [0.0] * 30 and np.mean(at_8k[40:-30]) > 0.7
+    assert np.mean(np.array(at_8k) == np.array(at_16k)) > 0.9
 
 
 # --- TTS ------------------------------------------------------------------------------------------

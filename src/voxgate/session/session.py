@@ -20,6 +20,7 @@ import numpy as np
 
 from voxgate.agents import AgentConfig
 from voxgate.audio.formats import AudioFormatError, InputDecoder
+from voxgate.audio.resample import StreamResampler
 from voxgate.engines.base import Engine
 from voxgate.observability import metrics
 from voxgate.protocol import client_events as ce
@@ -44,8 +45,8 @@ from voxgate.tools.registry import ToolRegistry
 
 log = logging.getLogger("voxgate.session")
 
-VAD_RATE = 16000
-VAD_OFFLOAD_SAMPLES = VAD_RATE // 4  # 250 ms
+STT_RATE = 16000  # what the engine's transcribe() takes
+VAD_OFFLOAD_MS = 250
 SPECULATE_AFTER_FRAMES = 4  # ~130 ms of pause before transcribing speculatively
 MIN_COMMIT_MS = 100  # OpenAI refuses to commit less than 100 ms of audio
 
@@ -69,6 +70,11 @@ class Caller(Protocol):
 class VadStream(Protocol):
     frame_ms: float  # each probability `feed` returns covers this much audio
 
+    def use_rate(self, input_rate: int) -> int:
+        """The rate the stream will be fed at for caller audio arriving at `input_rate` (its own if it can
+        take that one: a phone's 8 kHz then needs no resampling per frame); resets the stream."""
+        ...
+
     def feed(self, pcm: np.ndarray) -> list[float]: ...
 
     def reset(self) -> None: ...
@@ -76,18 +82,28 @@ class VadStream(Protocol):
 
 @dataclass
 class _InputBuffer:
-    """Audio appended since the last commit or clear, as wire bytes and as 16 kHz PCM."""
+    """Audio appended since the last commit or clear, as wire bytes and as PCM at the VAD's rate."""
 
+    rate: int
     wire: bytearray = field(default_factory=bytearray)
     pcm: list[np.ndarray] = field(default_factory=list)
     pcm_samples: int = 0
     start_ms: float = 0.0  # stream time of the buffer's first sample
 
     def duration_ms(self) -> float:
-        return self.pcm_samples * 1000.0 / VAD_RATE
+        return self.pcm_samples * 1000.0 / self.rate
 
     def pcm_array(self) -> np.ndarray:
         return np.concatenate(self.pcm) if self.pcm else np.zeros(0, dtype=np.int16)
+
+    def speech_pcm(self) -> np.ndarray:
+        """The buffer at STT_RATE, resampled in one go when the VAD reads another rate (once per turn,
+        not once per frame)."""
+        pcm = self.pcm_array()
+        if self.rate == STT_RATE:
+            return pcm
+        resampler = StreamResampler(self.rate, STT_RATE)
+        return np.concatenate((resampler.process(pcm), resampler.flush()))
 
 
 class Session:
@@ -141,12 +157,13 @@ class Session:
         self.end_reason = ""
         self.outcome = ""
 
-        self._decoder = InputDecoder(self.config.input_format, VAD_RATE)
-        self._buffer = _InputBuffer()
+        self._vad = vad_factory() if vad_factory else None
+        self._rate = self._vad.use_rate(self.config.input_format.rate) if self._vad else STT_RATE
+        self._decoder = InputDecoder(self.config.input_format, self._rate)
+        self._buffer = _InputBuffer(self._rate)
         self._stream_ms = 0.0  # total caller audio received, the clock of audio_start/end_ms
         self._response: ResponseRun | None = None
         self._last_spoken: tuple[str, Item] | None = None  # (response id, item) a barge-in would cut
-        self._vad = vad_factory() if vad_factory else None
         self._detector = self._make_detector()
         self._speech_item_id: str | None = None  # the user item a speech_started announced
         self._detector_origin_ms = 0.0
@@ -287,7 +304,11 @@ class Session:
     def _update_session(self, patch: dict[str, Any]) -> None:
         new = self.config.updated(patch, self.dialect, self._voices() or None)
         if new.input_format != self.config.input_format:
-            self._decoder = InputDecoder(new.input_format, VAD_RATE)
+            rate = self._vad.use_rate(new.input_format.rate) if self._vad else STT_RATE
+            if rate != self._rate:  # the audio buffered so far is at the old rate: start over
+                self._rate = rate
+                self._buffer = _InputBuffer(rate, start_ms=self._stream_ms)
+            self._decoder = InputDecoder(new.input_format, rate)
         if new.turn_detection != self.config.turn_detection:
             self.config = new
             self._detector = self._make_detector()
@@ -360,11 +381,11 @@ class Session:
         buffer.wire.extend(data)
         buffer.pcm.append(pcm)
         buffer.pcm_samples += pcm.size
-        self._stream_ms += pcm.size * 1000.0 / VAD_RATE
+        self._stream_ms += pcm.size * 1000.0 / self._rate
         if self._detector is not None and self._vad is not None:
             if self._detector.config.min_speech_ms != self._min_speech_ms():
                 self._detector_min_speech_update()
-            if pcm.size >= VAD_OFFLOAD_SAMPLES:
+            if pcm.size >= self._rate * VAD_OFFLOAD_MS // 1000:
                 # A burst of audio (a client sending faster than real time) is scored off the loop;
                 # a 20-100 ms frame costs ~0.1 ms, less than the thread hop, so it stays inline.
                 return self._score_offloaded(pcm)
@@ -453,7 +474,7 @@ class Session:
             elif p < threshold - 0.15:
                 self._quiet_frames += 1
         if self._speculation is None and self._quiet_frames >= SPECULATE_AFTER_FRAMES:
-            task = asyncio.get_running_loop().create_task(self.engine.transcribe(self._buffer.pcm_array()))
+            task = asyncio.get_running_loop().create_task(self.engine.transcribe(self._buffer.speech_pcm()))
             task.add_done_callback(self._hint_phrase)
             self._speculation = task
             if self._detector.config.type == "semantic_vad":
@@ -474,7 +495,7 @@ class Session:
         excess = self._buffer.duration_ms() - keep_ms
         if excess < 1000.0:  # trim in steps, not on every frame
             return
-        drop_samples = int(excess * VAD_RATE / 1000)
+        drop_samples = int(excess * self._rate / 1000)
         pcm = self._buffer.pcm_array()[drop_samples:]
         fmt = self.config.input_format
         drop_bytes = int(fmt.bytes_per_ms * excess)
@@ -541,7 +562,7 @@ class Session:
             )
         if manual:
             self.turn_ended_at = time.monotonic()
-        pcm = self._buffer.pcm_array()
+        pcm = self._buffer.speech_pcm()
         part = ContentPart(type="input_audio", audio=bytearray(self._buffer.wire),
                            audio_format=self.config.input_format)
         item = Item(id=item_id or new_id("item"), type="message", role="user", content=[part])
@@ -555,7 +576,7 @@ class Session:
         return item
 
     def _clear_buffer(self) -> None:
-        self._buffer = _InputBuffer(start_ms=self._stream_ms)
+        self._buffer = _InputBuffer(self._rate, start_ms=self._stream_ms)
         self._speech_item_id = None
         if self._speculation is not None:
             self._speculation.cancel()
@@ -589,7 +610,7 @@ class Session:
                 self.emit({
                     "type": "conversation.item.input_audio_transcription.completed",
                     "item_id": item.id, "content_index": 0, "transcript": shown,
-                    "usage": {"type": "duration", "seconds": round(pcm.size / VAD_RATE, 3)},
+                    "usage": {"type": "duration", "seconds": round(pcm.size / STT_RATE, 3)},
                 })
             if self.recorder:
                 self.recorder.item(self, item)
@@ -625,7 +646,7 @@ class Session:
                     audio = p.get("audio")
                     if audio is not None:
                         try:
-                            InputDecoder(self.config.input_format, VAD_RATE).decode(audio)
+                            InputDecoder(self.config.input_format, STT_RATE).decode(audio)
                         except AudioFormatError as exc:
                             raise RealtimeError("invalid_audio", str(exc), param="item.content.audio") from exc
                     parts.append(ContentPart(type=p["type"], transcript=p.get("transcript"),
@@ -645,7 +666,7 @@ class Session:
             self.turns += 1
             for part in item.content:
                 if part.type == "input_audio" and part.audio and part.transcript is None:
-                    self._start_transcription(item, InputDecoder(self.config.input_format, VAD_RATE)
+                    self._start_transcription(item, InputDecoder(self.config.input_format, STT_RATE)
                                               .decode(bytes(part.audio)))
 
     def _require_item(self, item_id: str) -> Item:

@@ -90,6 +90,10 @@ class SileroStream:
         self._model = model
         self.reset()
 
+    def use_rate(self, input_rate: int) -> int:
+        self.reset()
+        return SAMPLE_RATE  # the bundled model reads 16 kHz only
+
     def reset(self) -> None:
         self._h = np.zeros(_STATE_SHAPE, dtype=np.float32)
         self._c = np.zeros(_STATE_SHAPE, dtype=np.float32)
@@ -117,16 +121,27 @@ class SileroStream:
 
 
 class WebRtcStream:
-    """webrtcvad with the `SileroStream` shape: 1.0 (speech) or 0.0 per 30 ms frame of 16 kHz int16."""
+    """webrtcvad with the `SileroStream` shape: 1.0 (speech) or 0.0 per 30 ms frame of int16 audio at
+    16 kHz, or at 8, 32 or 48 kHz after `use_rate` (a phone line's 8 kHz is read as it comes)."""
 
     frame_ms: float = 30.0
+    RATES = (8000, 16000, 32000, 48000)
 
-    def __init__(self, aggressiveness: int = 2) -> None:
+    def __init__(self, aggressiveness: int = 2, rate: int = SAMPLE_RATE) -> None:
         if aggressiveness not in (0, 1, 2, 3):
             raise ValueError(f"webrtcvad aggressiveness must be 0..3, got {aggressiveness}")
+        if rate not in self.RATES:
+            raise ValueError(f"webrtcvad reads {self.RATES} Hz, not {rate}")
         self._vad = webrtcvad.Vad(aggressiveness)
-        self._frame_samples = int(SAMPLE_RATE * self.frame_ms / 1000)
+        self._rate = rate
+        self._frame_samples = int(rate * self.frame_ms / 1000)
         self.reset()
+
+    def use_rate(self, input_rate: int) -> int:
+        self._rate = input_rate if input_rate in self.RATES else SAMPLE_RATE
+        self._frame_samples = int(self._rate * self.frame_ms / 1000)
+        self.reset()
+        return self._rate
 
     def reset(self) -> None:
         self._pending = np.zeros(0, dtype=np.int16)
@@ -140,7 +155,7 @@ class WebRtcStream:
         out: list[float] = []
         for i in range(n):
             frame = samples[i * self._frame_samples : (i + 1) * self._frame_samples]
-            out.append(1.0 if self._vad.is_speech(frame.tobytes(), SAMPLE_RATE) else 0.0)
+            out.append(1.0 if self._vad.is_speech(frame.tobytes(), self._rate) else 0.0)
         return out
 
 
@@ -173,6 +188,10 @@ class GatedVadStream:
         self._hangover = hangover_frames
         self._release = release
         self.reset()
+
+    def use_rate(self, input_rate: int) -> int:
+        self.reset()
+        return SAMPLE_RATE  # Silero's rate; webrtcvad reads the same frames
 
     def reset(self) -> None:
         self._silero.reset()
