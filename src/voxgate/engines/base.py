@@ -89,6 +89,7 @@ class EngineError(Exception):
 
 class Engine(ABC):
     name: str = "engine"
+    transcribes: bool = False  # overrides transcribe(): the session then prepares 16 kHz audio for it
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Load models once per process; called before the first session."""

@@ -226,6 +226,7 @@ def _error_code(body: bytes | None) -> str | None:
 
 
 class OpenAIEngine(Engine):
+    transcribes = True
     name = "openai"
 
     def __init__(self, *, api_key: str, base_url: str = "https://api.openai.com/v1", model: str = "gpt-realtime",

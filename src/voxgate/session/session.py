@@ -473,7 +473,7 @@ class Session:
                     self._speculation = None
             elif p < threshold - 0.15:
                 self._quiet_frames += 1
-        if self._speculation is None and self._quiet_frames >= SPECULATE_AFTER_FRAMES:
+        if self._speculation is None and self._quiet_frames >= SPECULATE_AFTER_FRAMES and self.engine.transcribes:
             task = asyncio.get_running_loop().create_task(self.engine.transcribe(self._buffer.speech_pcm()))
             task.add_done_callback(self._hint_phrase)
             self._speculation = task
@@ -562,7 +562,7 @@ class Session:
             )
         if manual:
             self.turn_ended_at = time.monotonic()
-        pcm = self._buffer.speech_pcm()
+        pcm = self._buffer.speech_pcm() if self.engine.transcribes else None
         part = ContentPart(type="input_audio", audio=bytearray(self._buffer.wire),
                            audio_format=self.config.input_format)
         item = Item(id=item_id or new_id("item"), type="message", role="user", content=[part])
@@ -572,7 +572,8 @@ class Session:
         self.emit({"type": "input_audio_buffer.committed", "item_id": item.id, "previous_item_id": previous})
         self._announce_item(item, previous)
         self.turns += 1
-        self._start_transcription(item, pcm, speculation)
+        if pcm is not None:
+            self._start_transcription(item, pcm, speculation)
         return item
 
     def _clear_buffer(self) -> None:

@@ -39,6 +39,7 @@ def spoken_form(text: str) -> str:
 
 
 class LocalEngine(Engine):
+    transcribes = True
     name = "local"
 
     def __init__(self, *, stt_threads: int = 2, stt_concurrency: int = 1, tts_concurrency: int = 1,
