@@ -439,7 +439,7 @@ def main() -> None:
     parser.add_argument("role", nargs="?", default="bench", choices=["bench", "serve-voxgate", "serve-pipecat"])
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--data", default="")
-    parser.add_argument("--calls", default="50,100,150,200,250,300,350,400")
+    parser.add_argument("--calls", default="100,200,250,300,350,400,450,500")
     parser.add_argument("--silero-calls", default="100,150,200,250", help="steps with Silero VAD on every call")
     parser.add_argument("--vad", default="webrtc", choices=["webrtc", "silero"], help="serve-voxgate: the echo VAD")
     parser.add_argument("--pipecat-calls", default="25,50,75,100,125,150")
