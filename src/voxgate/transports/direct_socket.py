@@ -142,6 +142,14 @@ class _DisconnectOnly:
         raise RuntimeError("this WebSocket delivers its messages to a DirectSocket receiver, not to ASGI receive()")
 
 
+# The lane leans on uvicorn's protocol internals (tested against uvicorn 0.54): should a release rename
+# them, the extension is simply not offered and media sockets take the ASGI path.
+_UVICORN_AS_EXPECTED = all(
+    name in WebSocketsSansIOProtocol.__dict__
+    for name in ("send_receive_event_to_app", "handle_connect", "data_received", "pause_writing")
+)
+
+
 class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's websockets-sansio protocol, offering `DirectSocket` as an ASGI extension.
 
@@ -198,7 +206,7 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
         scope = getattr(self, "scope", None)
-        if scope is not None:
+        if scope is not None and _UVICORN_AS_EXPECTED:
             self.direct = DirectSocket(self)
             scope["extensions"][EXTENSION] = self.direct
 
