@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import socket
 import threading
 import time
 import uuid
@@ -230,10 +231,13 @@ class TwilioLine(PhoneLine):
     parameters: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    async def dial(cls, ws_url: str, auth_token: str | None, parameters: dict[str, str], **kwargs: Any) -> TwilioLine:
-        """Open the media socket as Twilio does (upgrade signed over the ws URL) and send connected + start."""
+    async def dial(cls, ws_url: str, auth_token: str | None, parameters: dict[str, str], *,
+                   sock: socket.socket | None = None, **kwargs: Any) -> TwilioLine:
+        """Open the media socket as Twilio does (upgrade signed over the ws URL) and send connected + start.
+
+        `sock`: an already connected socket to speak over (e.g. one with a tiny receive buffer)."""
         headers = {"X-Twilio-Signature": twilio_sign(ws_url, {}, auth_token)} if auth_token else {}
-        ws = await connect(ws_url, additional_headers=headers, compression=None, max_size=None)
+        ws = await connect(ws_url, additional_headers=headers, compression=None, max_size=None, sock=sock)
         line = cls(ws=ws, parameters=parameters, **kwargs)
         await line.begin()
         return line

@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     carrier_playout_buffer_s: float = 60.0  # agent audio queued per call; beyond it, dropped and counted
     carrier_stall_timeout_s: float = 5.0  # a carrier that has not taken a frame for this long is hung up on
     carrier_api_timeout_s: float = 5.0
+    # Bytes held for a carrier that stops reading, in the kernel and in the process each (~1 s of audio):
+    # small, so a stall is noticed in seconds, not after the kernel has buffered minutes of audio.
+    carrier_send_buffer_bytes: int = 16384
     # Run Python's cycle collector just after each 20 ms audio beat rather than mid-beat (see
     # voxgate/garbage_collection.py); off gives CPython's automatic collection back.
     gc_on_beat: bool = True

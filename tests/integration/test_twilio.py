@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import socket
 import time
 import xml.etree.ElementTree as ET
 from typing import Any
@@ -21,7 +22,7 @@ import numpy as np
 import pytest
 import websockets
 
-from tests.conftest import CarrierServer
+from tests.conftest import CarrierServer, finished_call
 from tests.phone_carrier import TwilioLine, eventually, twilio_sign
 from tests.speech import speak
 from voxgate.audio.resample import StreamResampler
@@ -148,6 +149,40 @@ async def test_call_barge_in_order_status_dtmf_and_transfer(carrier_server: Carr
         assert session.closed and session.end_reason.startswith("transferred")
     finally:
         await line.close()
+
+
+async def test_a_carrier_that_stops_reading_is_hung_up_on_and_other_calls_go_on(
+        carrier_server: CarrierServer) -> None:
+    """The carrier keeps sending but stops reading while the agent talks: once its socket has been full for
+    carrier_stall_timeout_s (2 s here) the call is dropped, counted and recorded; another call is unaffected."""
+    live, token = carrier_server.live, carrier_server.twilio_auth_token
+    host, port = live.base_url.removeprefix("http://").split(":")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)  # a small window, so the gateway's side fills
+    sock.connect((host, int(port)))
+    deaf = await TwilioLine.dial(f"{live.ws_url}/twilio/media", token, {"agent": "echo"}, sock=sock)
+    other = await TwilioLine.dial(f"{live.ws_url}/twilio/media", token, {"agent": "echo"})
+    try:
+        session = await wait_session(carrier_server, deaf.call_sid)
+        deaf._tasks[1].cancel()  # its listener: the client library soon stops reading the socket
+        words = " ".join(["testing the line one two three four five six seven eight nine ten eleven twelve"] * 2)
+        deaf.say(speak(words, rate=8000))  # one turn, no pause: ~10 s echoed back, more than socket buffers hold
+        said_at = time.monotonic()
+        talk_s = other.say(speak("testing the line, one two three", rate=8000))
+        await eventually(lambda: session.closed, 60, "the deaf call being dropped")
+        assert session.end_reason == "carrier_not_reading"
+        call = await finished_call(live, session.id)
+        assert call["status"] == "dropped"
+        text = (await httpx.AsyncClient().get(f"{live.base_url}/metrics")).text
+        assert metric(text, "voxgate_carrier_stalls_total", carrier="twilio") >= 1
+
+        # The other call was answered meanwhile, in full.
+        reply_at = await other.wait_audio(said_at + talk_s, min_s=1.0, within_s=20)
+        await other.wait_quiet(reply_at, quiet_s=0.6, within_s=20)
+        assert talk_s * 0.7 < len(other.audio_since(reply_at)) / 8000 < talk_s + 1.5
+    finally:
+        await deaf.close()
+        await other.close()
 
 
 @pytest.mark.parametrize("server", ["carrier_server", "carrier_server_asgi"])

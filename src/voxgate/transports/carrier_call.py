@@ -286,6 +286,7 @@ class CarrierCall:
                  loop.create_task(self._ended.wait(), name="carrier-ended")}
         self._direct = self.websocket.scope.get("extensions", {}).get(DIRECT_SOCKET)
         if self._direct is not None:
+            self._direct.limit_send_buffer(self.settings.carrier_send_buffer_bytes)
             self._direct.deliver_to(self._on_message, lambda code: self._end("carrier_closed"))
         else:
             tasks.add(loop.create_task(self._read(), name="carrier-read"))

@@ -21,6 +21,8 @@ unchecked for UTF-8 (the carrier codecs' JSON parser refuses bad UTF-8 as bad JS
 
 from __future__ import annotations
 
+import contextlib
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -91,6 +93,17 @@ class DirectSocket:
             raise ConnectionError("the WebSocket is closed")
         payload = text.encode()
         protocol.transport.write(_frame_header(0x1, len(payload)) + payload)
+
+    def limit_send_buffer(self, nbytes: int) -> None:
+        """Hold at most about `nbytes` for a peer that is not reading, in the kernel and in the transport
+        each, so `writable` turns False within seconds of it stopping. (Linux otherwise grows a socket's
+        send buffer to 4 MiB even while the peer's window is shut: minutes of phone audio.)"""
+        transport = self._protocol.transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, nbytes)
+        transport.set_write_buffer_limits(high=nbytes)
 
     def pause_reading(self) -> None:
         """Stop reading from the peer (TCP pushes back) until `resume_reading`."""
