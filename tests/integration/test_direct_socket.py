@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import os
 import socket
 import struct
@@ -28,6 +29,20 @@ from voxgate.embedded import free_port
 from voxgate.transports.direct_socket import EXTENSION, UVICORN_WS, DirectSocket
 
 MAX_SIZE = 4096
+
+
+class _Errors(logging.Handler):
+    """Errors the server logs (an exception escaping data_received would be one), from its thread."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+SERVER_ERRORS = _Errors()
 
 
 async def echo(websocket: WebSocket) -> None:
@@ -54,6 +69,7 @@ def server() -> Iterator[int]:
     config = uvicorn.Config(Starlette(routes=[WebSocketRoute("/echo", echo)]), host="127.0.0.1", port=port,
                             ws=UVICORN_WS, ws_max_size=MAX_SIZE, log_level="warning", lifespan="off")
     server = uvicorn.Server(config)
+    logging.getLogger().addHandler(SERVER_ERRORS)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
@@ -61,6 +77,7 @@ def server() -> Iterator[int]:
     yield port
     server.should_exit = True
     thread.join(10)
+    logging.getLogger().removeHandler(SERVER_ERRORS)
 
 
 def frame(opcode: int, payload: bytes, *, fin: bool = True, mask: bool = True) -> bytes:
@@ -176,3 +193,29 @@ def test_an_unmasked_client_frame_is_a_protocol_error(server: int) -> None:
         assert opcode == 0x8 and struct.unpack("!H", payload[:2])[0] == 1002
     finally:
         client.sock.close()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(garbage=st.lists(st.binary(min_size=1, max_size=600), min_size=1, max_size=6))
+def test_garbage_after_going_direct_costs_that_connection_only(server: int, garbage: list[bytes]) -> None:
+    """Random bytes where frames should be: the server closes or ignores that connection, never crashes,
+    and a connection opened next works normally."""
+    client = RawClient(server)
+    try:
+        client.sock.sendall(frame(0x1, b"hello"))
+        assert client.read_frame() == (0x1, b"0:hello")
+        for chunk in garbage:
+            try:
+                client.sock.sendall(chunk)
+            except OSError:
+                break  # the server already closed it: fine
+    finally:
+        client.sock.close()
+    fresh = RawClient(server)
+    try:
+        fresh.sock.sendall(frame(0x1, b"hello") + frame(0x1, b"still here"))
+        assert fresh.read_frame() == (0x1, b"0:hello")
+        assert fresh.read_frame() == (0x1, b"1:still here")
+    finally:
+        fresh.sock.close()
+    assert not SERVER_ERRORS.records, [r.getMessage() for r in SERVER_ERRORS.records]
