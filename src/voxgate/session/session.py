@@ -38,6 +38,7 @@ from voxgate.session.turn_detection import (
     SpeechStopped,
     TurnDetectionConfig,
     TurnDetector,
+    TurnEvent,
     phrase_looks_finished,
 )
 from voxgate.tools.redaction import redact
@@ -405,17 +406,16 @@ class Session:
         assert self._detector is not None
         assert self._vad is not None
         turn_events = self._detector.feed(probs, self._vad.frame_ms) if probs else []
-        for index, turn_event in enumerate(turn_events):
-            if isinstance(turn_event, SpeechStarted):
-                return self._start_turn(turn_event, turn_events[index + 1:], probs)
+        if any(isinstance(turn_event, SpeechStarted) for turn_event in turn_events):
+            return self._take_turn_events(turn_events, probs)
+        for turn_event in turn_events:  # only ends of speech: nothing to await
             if isinstance(turn_event, SpeechStopped):
                 self._on_speech_stopped(self._detector_origin_ms + turn_event.audio_end_ms)
         self._after_scores(probs)
         return None
 
-    async def _start_turn(self, started: SpeechStarted, later: list[Any], probs: list[float]) -> None:
-        await self._on_speech_started(self._detector_origin_ms + started.audio_start_ms)
-        for turn_event in later:
+    async def _take_turn_events(self, turn_events: list[TurnEvent], probs: list[float]) -> None:
+        for turn_event in turn_events:
             if isinstance(turn_event, SpeechStarted):
                 await self._on_speech_started(self._detector_origin_ms + turn_event.audio_start_ms)
             elif isinstance(turn_event, SpeechStopped):
