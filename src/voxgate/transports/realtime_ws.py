@@ -17,6 +17,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from voxgate.protocol.dialect import for_dialect
 from voxgate.protocol.errors import RealtimeError
 from voxgate.protocol.items import Dialect
+from voxgate.session.outbound import Outbound
 from voxgate.session.playback import PlaybackTracker
 
 if TYPE_CHECKING:
@@ -50,10 +51,10 @@ class WebSocketCaller:
         raise RealtimeError("unsupported", "DTMF cannot be sent on a WebSocket session.")
 
 
-async def pump_outbound(session: Session, websocket: WebSocket, dialect: Dialect) -> None:
-    """Drain the session's outbound queue onto the socket (one writer, so one slow peer waits alone)."""
+async def pump_outbound(outbound: Outbound, websocket: WebSocket, dialect: Dialect) -> None:
+    """Drain an outbound queue onto the socket (one writer, so one slow peer waits alone)."""
     while True:
-        event = await session.outbound.get()
+        event = await outbound.get()
         if event is None:
             return
         wire = for_dialect(event, dialect)
@@ -64,9 +65,9 @@ async def pump_outbound(session: Session, websocket: WebSocket, dialect: Dialect
 async def run_websocket_session(session: Session, websocket: WebSocket, caller: WebSocketCaller,
                                 max_seconds: float) -> None:
     """Serve one accepted socket until either side goes away; the session is closed on every path."""
-    writer = asyncio.create_task(pump_outbound(session, websocket, session.dialect))
+    writer = asyncio.create_task(pump_outbound(session.outbound, websocket, session.dialect))
     hangup = asyncio.create_task(caller.hangup_requested.wait())
-    reader = asyncio.create_task(_read(session, websocket))
+    reader = asyncio.create_task(read_client_events(session, websocket))
     overflow = asyncio.create_task(session.outbound.overflow.wait())
     close_code, close_reason = 1000, ""
     try:
@@ -95,7 +96,8 @@ async def run_websocket_session(session: Session, websocket: WebSocket, caller: 
                 await asyncio.wait_for(websocket.close(close_code, close_reason), timeout=2.0)
 
 
-async def _read(session: Session, websocket: WebSocket) -> None:
+async def read_client_events(session: Session, websocket: WebSocket) -> None:
+    """Hand every client event on the socket to the session until the client goes away."""
     try:
         while True:
             message = await websocket.receive()

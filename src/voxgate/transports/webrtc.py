@@ -43,7 +43,7 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket
 
 from voxgate.audio.clock import PacingClock
 from voxgate.audio.formats import PCM24K, InputDecoder, OutputEncoder
@@ -59,6 +59,7 @@ from voxgate.protocol.items import Dialect
 from voxgate.session.outbound import Outbound
 from voxgate.session.playback import PlaybackTracker
 from voxgate.transports.playout import Playout
+from voxgate.transports.realtime_ws import pump_outbound, read_client_events
 from voxgate.transports.webrtc_offer import OfferError, read_offer
 
 if TYPE_CHECKING:
@@ -596,8 +597,8 @@ async def attach_sideband(websocket: WebSocket, principal: Principal) -> None:
     sideband.outbound.put({"type": "session.created", "event_id": new_id("event"),
                            "session": session.config.to_wire(sideband.dialect)})
     call.sidebands.add(sideband)
-    writer = asyncio.create_task(_sideband_writer(sideband))
-    reader = asyncio.create_task(_sideband_reader(sideband, session))
+    writer = asyncio.create_task(pump_outbound(sideband.outbound, websocket, sideband.dialect))
+    reader = asyncio.create_task(read_client_events(session, websocket))
     call_over = asyncio.create_task(call.closed.wait())
     try:
         await asyncio.wait({writer, reader, call_over}, return_when=asyncio.FIRST_COMPLETED)
@@ -610,31 +611,3 @@ async def attach_sideband(websocket: WebSocket, principal: Principal) -> None:
             await asyncio.wait_for(writer, timeout=2.0)
         with contextlib.suppress(Exception):
             await websocket.close(1008 if sideband.outbound.overflowed else 1000)
-
-
-async def _sideband_writer(sideband: Sideband) -> None:
-    while True:
-        event = await sideband.outbound.get()
-        if event is None:
-            return
-        wire = for_dialect(event, sideband.dialect)
-        if wire is not None:
-            await sideband.websocket.send_text(json.dumps(wire, separators=(",", ":")))
-
-
-async def _sideband_reader(sideband: Sideband, session: Session) -> None:
-    try:
-        while True:
-            message = await sideband.websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                return
-            text = message.get("text")
-            if text is None:
-                try:
-                    text = (message.get("bytes") or b"").decode()
-                except UnicodeDecodeError:
-                    session.error(RealtimeError("invalid_json", "Binary frames must hold UTF-8 JSON."))
-                    continue
-            await session.handle_message(text)
-    except WebSocketDisconnect:
-        return
