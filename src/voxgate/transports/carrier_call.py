@@ -28,6 +28,7 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
+from starlette.responses import PlainTextResponse
 from starlette.websockets import WebSocket, WebSocketState
 
 from voxgate.observability import metrics
@@ -590,6 +591,22 @@ def public_request_url(settings: Settings, url: str, path: str, query: str) -> s
     if not settings.public_url:
         return url
     return settings.public_url.rstrip("/") + path + (f"?{query}" if query else "")
+
+
+async def open_media_socket(gateway: CallGateway, websocket: WebSocket, carrier: str,
+                            codec: MediaCodec) -> tuple[CarrierCall, StreamStarted] | None:
+    """Accept a carrier's media socket and read until `start`; None when refused (503 while the gateway
+    starts) or when the carrier hangs up or breaks the protocol first (the socket is then closed, 1008)."""
+    if not gateway.ready:
+        await websocket.send_denial_response(PlainTextResponse("starting", status_code=503))
+        return None
+    await websocket.accept()
+    call = CarrierCall(carrier=carrier, websocket=websocket, codec=codec, settings=gateway.settings)
+    started = await call.wait_for_start()
+    if started is None:
+        await call.close_socket(1008)
+        return None
+    return call, started
 
 
 async def run_carrier_call(gateway: CallGateway, call: CarrierCall, started: StreamStarted, audio: CarrierAudio,

@@ -34,9 +34,9 @@ from voxgate.transports.carrier_audio import CarrierAudio
 from voxgate.transports.carrier_call import (
     CallGateway,
     CarrierApiError,
-    CarrierCall,
     carrier_request,
     media_socket_url,
+    open_media_socket,
     run_carrier_call,
     signatures_required,
 )
@@ -146,15 +146,10 @@ def routes(gateway_of: Callable[[Request | WebSocket], CallGateway]) -> list[Bas
     async def media_socket(websocket: WebSocket) -> None:
         gateway = gateway_of(websocket)
         settings = gateway.settings
-        if not gateway.ready:
-            await websocket.send_denial_response(PlainTextResponse("starting", status_code=503))
+        opened = await open_media_socket(gateway, websocket, "telnyx", TelnyxMediaStream())
+        if opened is None:
             return
-        await websocket.accept()
-        call = CarrierCall(carrier="telnyx", websocket=websocket, codec=TelnyxMediaStream(), settings=settings)
-        started = await call.wait_for_start()
-        if started is None:
-            await call.close_socket(1008)
-            return
+        call, started = opened
         expected = stream_auth_token(settings, started.call_id)
         if expected is not None and settings.verify_carrier_signatures:
             given = websocket.headers.get("x-telnyx-streaming-auth-token") or (

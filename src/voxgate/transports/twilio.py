@@ -26,9 +26,9 @@ from voxgate.transports.carrier_audio import CarrierAudio
 from voxgate.transports.carrier_call import (
     CallGateway,
     CarrierApiError,
-    CarrierCall,
     carrier_request,
     media_socket_url,
+    open_media_socket,
     public_request_url,
     run_carrier_call,
     signatures_required,
@@ -104,15 +104,10 @@ def routes(gateway_of: Callable[[Request | WebSocket], CallGateway]) -> list[Bas
                 log.warning("twilio media socket refused: missing or wrong X-Twilio-Signature")
                 await websocket.send_denial_response(PlainTextResponse("invalid signature", status_code=403))
                 return
-        if not gateway.ready:
-            await websocket.send_denial_response(PlainTextResponse("starting", status_code=503))
+        opened = await open_media_socket(gateway, websocket, "twilio", TwilioMediaStream())
+        if opened is None:
             return
-        await websocket.accept()
-        call = CarrierCall(carrier="twilio", websocket=websocket, codec=TwilioMediaStream(), settings=settings)
-        started = await call.wait_for_start()
-        if started is None:
-            await call.close_socket(1008)
-            return
+        call, started = opened
         control = TwilioControl(gateway.http, settings.twilio_api_base, started.account_id, started.call_id, token,
                                 settings.carrier_api_timeout_s)
         await run_carrier_call(gateway, call, started, CarrierAudio("pcmu", 8000, "pcmu", 8000), control)
