@@ -1,23 +1,43 @@
 # voxgate: `make run` starts the gateway (local engine, demo agent); `make test` runs every check.
+# Every install comes from uv.lock (exact versions and hashes of every runtime and test dependency), so each
+# machine runs the program that was tested. `make upgrade` moves the lock forward as a deliberate, tested step.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+UV_HOME := .uv
+UV := $(UV_HOME)/bin/uv
 export HF_HUB_OFFLINE := 1
+# uv uses this machine's Python (never one it downloads) and installs into .venv.
+export UV_PYTHON_DOWNLOADS := never
+export UV_PYTHON := $(PYTHON)
+export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: install run test lint typecheck system-deps bench bench-pipecat clean
+.PHONY: install install-test run test check lint typecheck lock-check upgrade system-deps bench bench-pipecat clean
 
-$(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -U pip
-	$(BIN)/pip install -q -e '.[test]'
+# uv itself is the one thing installed before the lock: pinned and hash-checked, in a venv of its own.
+$(UV): tools/uv-requirements.txt
+	$(PYTHON) -m venv $(UV_HOME)
+	$(UV_HOME)/bin/pip install -q --disable-pip-version-check --require-hashes --no-deps -r tools/uv-requirements.txt
 	touch $@
 
+# The runtime as locked; --inexact keeps the test tools if `make test` installed them.
+$(VENV)/.installed: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --locked --inexact
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --locked --extra test
+	touch $@ $(VENV)/.installed
+
 install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test
 
 run: install
 	$(BIN)/voxgate serve
 
-# Debian packages the tests drive for real: PostgreSQL (store) and Chromium (WebRTC end to end).
+# Debian packages the tests drive for real: PostgreSQL (store), Chromium (WebRTC end to end),
+# stress-ng (a CPU hog beside the suite when checking that tests do not depend on the machine's load).
 system-deps:
 	@missing=""; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
@@ -28,16 +48,29 @@ system-deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
-lint: install
+lint: install-test
 	$(BIN)/ruff check src tests bench examples
 
-typecheck: install
+typecheck: install-test
 	$(BIN)/mypy
 
-test: install system-deps lint typecheck
+# Fails when pyproject.toml and uv.lock disagree (uv's own check; the suite checks it too, offline).
+lock-check: | $(UV)
+	$(UV) lock --check --offline
+
+test: install-test system-deps lint typecheck
 	$(BIN)/pytest -q -p no:cacheprovider
 
-bench: install
+# Re-resolve every dependency to its newest release within pyproject's ranges, install exactly that and
+# run every check against it. Commit uv.lock when it is green; fix what broke when it is not.
+upgrade: | $(UV)
+	$(UV) lock --upgrade
+	cd bench/pipecat && ../../$(UV) lock --upgrade
+	$(UV) sync --locked --extra test
+	touch $(VENV)/.installed-test $(VENV)/.installed
+	$(MAKE) test
+
+bench: install-test
 	$(BIN)/python bench/brain_accuracy.py
 	$(BIN)/python bench/codec_cost.py
 	$(BIN)/python bench/models_cost.py
@@ -45,12 +78,12 @@ bench: install
 	$(BIN)/python bench/webrtc_capacity.py
 	$(BIN)/python bench/bridge_capacity.py --no-pipecat
 
-# Pipecat pins its own numpy and websockets, so its side of the bridge benchmark gets its own virtualenv.
-PIPECAT_VENV := /tmp/pipecat-venv
-bench-pipecat: install
-	[ -x $(PIPECAT_VENV)/bin/python ] || ($(PYTHON) -m venv $(PIPECAT_VENV) && \
-	  $(PIPECAT_VENV)/bin/pip install -q "pipecat-ai[silero,websocket]==1.14.0" fastapi uvicorn uvloop)
+# Pipecat pins its own numpy and websockets, so its side of the bridge benchmark gets its own virtualenv,
+# installed from its own lock (bench/pipecat/uv.lock).
+PIPECAT_VENV := $(CURDIR)/.venv-pipecat
+bench-pipecat: install-test | $(UV)
+	cd bench/pipecat && UV_PROJECT_ENVIRONMENT=$(PIPECAT_VENV) ../../$(UV) sync --locked
 	$(BIN)/python bench/bridge_capacity.py --pipecat-python $(PIPECAT_VENV)/bin/python
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache voxgate.db acme.db
+	rm -rf $(VENV) $(UV_HOME) .venv-pipecat .mypy_cache .ruff_cache .pytest_cache voxgate.db acme.db

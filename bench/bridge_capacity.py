@@ -22,9 +22,9 @@ Silero VADProcessor + an echo-the-turn processor, 8 kHz) and the ratio to voxgat
     .venv/bin/python bench/bridge_capacity.py [--calls 50,100,...] [--silero-calls 100,...] [--window 12]
         [--pipecat-python /path/to/venv/bin/python | --no-pipecat]
 
-Pipecat is not a project dependency: install it in a separate virtualenv (it pins its own numpy,
-websockets...), e.g. `python -m venv /tmp/pipecat && /tmp/pipecat/bin/pip install
-"pipecat-ai[silero,websocket]" fastapi uvicorn uvloop`, and pass its python with --pipecat-python.
+Pipecat is not a project dependency: it gets a virtualenv of its own (it pins its own numpy, websockets...),
+installed exactly from bench/pipecat/uv.lock by `make bench-pipecat`, which passes its python with
+--pipecat-python.
 """
 
 from __future__ import annotations

@@ -216,10 +216,10 @@ def _upstream_audio(request: ResponseRequest) -> bytes | None:
     return pcm.astype("<i2").tobytes()
 
 
-def _error_code(body: bytes | None) -> str | None:
+def _error_code(body: bytes | bytearray | None) -> str | None:
     """The `error.code` of a refused handshake's JSON body, if it has one (the message may quote the key)."""
     try:
-        code = json.loads(body or b"")["error"]["code"]
+        code = json.loads(bytes(body or b""))["error"]["code"]
     except (ValueError, KeyError, TypeError):
         return None
     return code if isinstance(code, str) and len(code) <= 64 else None
