@@ -4,7 +4,9 @@ recorder that stands in for their REST APIs.
 `PhoneLine` behaves like the carrier's side of a call: it streams the caller's audio in real time
 (20 ms frames, silence when the caller says nothing, as a real line does), plays the agent's audio on
 a real-time clock and echoes each mark when the audio before it has played, empties its buffer on
-`clear` (echoing the discarded marks, as both carriers do), and sends key presses and `stop`.
+`clear` (echoing the discarded marks, as both carriers do), and sends key presses and `stop`. The
+messages and the playback are the load generator's own (`voxgate.loadtest.carrier_line`); this file
+adds the sockets, tasks and what a test wants to look at afterwards.
 Wire formats: ../shared/reference/telephony-protocols.md §1-2.
 """
 
@@ -13,26 +15,30 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import hashlib
-import hmac
 import json
 import socket
-import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl
 
 import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
 
-from voxgate.audio import g711
+from voxgate.loadtest.carrier_api import ApiRequest, CarrierApiRecorder
+from voxgate.loadtest.carrier_line import (
+    FRAME_S,
+    Encoding,
+    LineCodec,
+    LinePlayback,
+    TelnyxMessages,
+    TwilioMessages,
+)
+from voxgate.loadtest.carrier_line import twilio_signature as twilio_sign
 
-FRAME_S = 0.02
+__all__ = ["ApiRequest", "CarrierApiRecorder", "PhoneLine", "Played", "TelnyxLine", "TwilioLine", "eventually",
+           "twilio_sign"]
 
 
 async def eventually(check: Callable[[], object], within_s: float, what: str) -> None:
@@ -46,12 +52,6 @@ async def eventually(check: Callable[[], object], within_s: float, what: str) ->
         await asyncio.sleep(0.01)
 
 
-def twilio_sign(url: str, params: dict[str, str], auth_token: str) -> str:
-    """X-Twilio-Signature, written out independently of the gateway's code (reference §1.5)."""
-    data = url + "".join(k + params[k] for k in sorted(params))
-    return base64.b64encode(hmac.new(auth_token.encode(), data.encode(), hashlib.sha1).digest()).decode()
-
-
 @dataclass
 class Played:
     at: float  # monotonic time the frame reached the line
@@ -60,56 +60,28 @@ class Played:
 
 @dataclass
 class PhoneLine:
-    """One call's carrier side. Subclasses spell the messages."""
+    """One call's carrier side; `messages` spells it as Twilio or Telnyx."""
 
     ws: ClientConnection
-    encoding: str = "pcmu"  # what the line sends and expects back: "pcmu" or "pcma"
+    messages: TwilioMessages | TelnyxMessages
+    encoding: Encoding = "pcmu"  # what the line sends and expects back: "pcmu" or "pcma"
     frames: list[Played] = field(default_factory=list)
     marks_echoed: list[tuple[float, str]] = field(default_factory=list)
     clears: list[float] = field(default_factory=list)
     other: list[dict[str, Any]] = field(default_factory=list)
     closed: asyncio.Event = field(default_factory=asyncio.Event)
+    playback: LinePlayback = field(default_factory=LinePlayback)
     _speech: deque[bytes] = field(default_factory=deque)
-    _pending_marks: deque[tuple[float, str]] = field(default_factory=deque)  # (plays at, name)
-    _play_until: float = 0.0
-    _sequence: int = 0
-    _chunk: int = 0
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     reorder: bool = False  # Telnyx does not promise order: swap neighbouring media frames now and then
 
-    # -- to be spelled by a carrier ------------------------------------------------------------
-
-    def connected_message(self) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def start_message(self) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def media_message(self, payload: bytes) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def dtmf_message(self, digit: str) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def mark_message(self, name: str) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def stop_message(self) -> dict[str, Any]:
-        raise NotImplementedError
-
-    # -- the call --------------------------------------------------------------------------------
-
-    def next_sequence(self) -> str:
-        self._sequence += 1
-        return str(self._sequence)
-
-    def next_chunk(self) -> tuple[str, str]:
-        self._chunk += 1
-        return str(self._chunk), str(int(self._chunk * FRAME_S * 1000))
+    @property
+    def codec(self) -> LineCodec:
+        return LineCodec(self.encoding)
 
     async def begin(self) -> None:
-        await self.send(self.connected_message())
-        await self.send(self.start_message())
+        await self.ws.send(self.messages.connected())
+        await self.ws.send(self.messages.start())
         self._tasks = [asyncio.create_task(self._line()), asyncio.create_task(self._listen()),
                        asyncio.create_task(self._echo_marks())]
 
@@ -118,17 +90,16 @@ class PhoneLine:
 
     def say(self, pcm8k: np.ndarray) -> float:
         """Queue caller speech (8 kHz int16); returns how long it takes to say it, in seconds."""
-        data = g711.ulaw_encode(pcm8k) if self.encoding == "pcmu" else g711.alaw_encode(pcm8k)
-        for start in range(0, len(data) - len(data) % 160, 160):
-            self._speech.append(data[start:start + 160])
-        return len(data) / 8000
+        frames = self.codec.frames(pcm8k[: len(pcm8k) - len(pcm8k) % 160])
+        self._speech.extend(frames)
+        return len(frames) * FRAME_S
 
     async def press(self, digit: str) -> None:
-        await self.send(self.dtmf_message(digit))
+        await self.ws.send(self.messages.dtmf(digit))
 
     async def hang_up(self) -> None:
         with contextlib.suppress(Exception):
-            await self.send(self.stop_message())
+            await self.ws.send(self.messages.stop())
         await self.close()
 
     async def close(self) -> None:
@@ -139,18 +110,18 @@ class PhoneLine:
 
     async def _line(self) -> None:
         """The caller's microphone: a frame every 20 ms on an absolute clock, speech when queued."""
-        silence = (b"\xff" if self.encoding == "pcmu" else b"\xd5") * 160
+        silence = self.codec.silence()
         started = time.monotonic()
         sent = 0
-        held: dict[str, Any] | None = None
+        held: str | None = None
         while True:
-            message = self.media_message(self._speech.popleft() if self._speech else silence)
+            message = self.messages.media(self._speech.popleft() if self._speech else silence)
             if self.reorder and held is None and sent % 7 == 3:
                 held = message  # send the next frame first
             else:
-                await self.send(message)
+                await self.ws.send(message)
                 if held is not None:
-                    await self.send(held)
+                    await self.ws.send(held)
                     held = None
             sent += 1
             await asyncio.sleep(max(0.0, started + sent * FRAME_S - time.monotonic()))
@@ -158,20 +129,18 @@ class PhoneLine:
     async def _listen(self) -> None:
         try:
             async for raw in self.ws:
-                message = json.loads(raw)
                 now = time.monotonic()
+                message = json.loads(raw)
                 kind = message.get("event")
                 if kind == "media":
                     payload = base64.b64decode(message["media"]["payload"])
                     self.frames.append(Played(now, payload))
-                    self._play_until = max(self._play_until, now) + len(payload) / 8000
+                    self.playback.audio(now, self.codec.seconds(len(payload)))
                 elif kind == "mark":
-                    self._pending_marks.append((max(self._play_until, now), message["mark"]["name"]))
+                    self.playback.mark(now, message["mark"]["name"])
                 elif kind == "clear":
                     self.clears.append(now)
-                    self._play_until = now
-                    pending, self._pending_marks = list(self._pending_marks), deque()
-                    for _, name in pending:  # discarded marks come back at once
+                    for name in self.playback.clear(now):  # discarded marks come back at once
                         await self._echo(name)
                 else:
                     self.other.append(message)
@@ -182,16 +151,14 @@ class PhoneLine:
 
     async def _echo_marks(self) -> None:
         while True:
-            now = time.monotonic()
-            while self._pending_marks and self._pending_marks[0][0] <= now:
-                _, name = self._pending_marks.popleft()
+            for name in self.playback.due_marks(time.monotonic()):
                 await self._echo(name)
             await asyncio.sleep(0.005)
 
     async def _echo(self, name: str) -> None:
         self.marks_echoed.append((time.monotonic(), name))
         with contextlib.suppress(Exception):
-            await self.send(self.mark_message(name))
+            await self.ws.send(self.messages.mark(name))
 
     # -- what the caller heard -------------------------------------------------------------------
 
@@ -199,8 +166,7 @@ class PhoneLine:
         return b"".join(f.payload for f in self.frames if f.at >= since)
 
     def pcm_since(self, since: float) -> np.ndarray:
-        data = self.audio_since(since)
-        return g711.ulaw_decode(data) if self.encoding == "pcmu" else g711.alaw_decode(data)
+        return self.codec.decode(self.audio_since(since))
 
     async def wait_audio(self, after: float, min_s: float, within_s: float) -> float:
         """Wait until at least `min_s` of agent audio has arrived after `after`; returns its first frame time."""
@@ -225,10 +191,19 @@ class PhoneLine:
 
 @dataclass
 class TwilioLine(PhoneLine):
-    stream_sid: str = field(default_factory=lambda: "MZ" + uuid.uuid4().hex)
-    call_sid: str = field(default_factory=lambda: "CA" + uuid.uuid4().hex)
-    account_sid: str = "AC" + "0" * 32
-    parameters: dict[str, str] = field(default_factory=dict)
+    messages: TwilioMessages = field(default_factory=TwilioMessages)
+
+    @property
+    def call_sid(self) -> str:
+        return self.messages.call_sid
+
+    @property
+    def stream_sid(self) -> str:
+        return self.messages.stream_sid
+
+    @property
+    def parameters(self) -> dict[str, str]:
+        return self.messages.parameters
 
     @classmethod
     async def dial(cls, ws_url: str, auth_token: str | None, parameters: dict[str, str], *,
@@ -238,143 +213,32 @@ class TwilioLine(PhoneLine):
         `sock`: an already connected socket to speak over (e.g. one with a tiny receive buffer)."""
         headers = {"X-Twilio-Signature": twilio_sign(ws_url, {}, auth_token)} if auth_token else {}
         ws = await connect(ws_url, additional_headers=headers, compression=None, max_size=None, sock=sock)
-        line = cls(ws=ws, parameters=parameters, **kwargs)
+        ids = {k: kwargs.pop(k) for k in ("call_sid", "account_sid", "stream_sid") if k in kwargs}
+        line = cls(ws=ws, messages=TwilioMessages(parameters=parameters, **ids), **kwargs)
         await line.begin()
         return line
-
-    def connected_message(self) -> dict[str, Any]:
-        return {"event": "connected", "protocol": "Call", "version": "1.0.0"}
-
-    def start_message(self) -> dict[str, Any]:
-        return {"event": "start", "sequenceNumber": self.next_sequence(), "streamSid": self.stream_sid,
-                "start": {"accountSid": self.account_sid, "streamSid": self.stream_sid, "callSid": self.call_sid,
-                          "tracks": ["inbound"], "customParameters": self.parameters,
-                          "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}}
-
-    def media_message(self, payload: bytes) -> dict[str, Any]:
-        chunk, timestamp = self.next_chunk()
-        return {"event": "media", "sequenceNumber": self.next_sequence(), "streamSid": self.stream_sid,
-                "media": {"track": "inbound", "chunk": chunk, "timestamp": timestamp,
-                          "payload": base64.b64encode(payload).decode()}}
-
-    def dtmf_message(self, digit: str) -> dict[str, Any]:
-        return {"event": "dtmf", "streamSid": self.stream_sid, "sequenceNumber": self.next_sequence(),
-                "dtmf": {"track": "inbound_track", "digit": digit}}
-
-    def mark_message(self, name: str) -> dict[str, Any]:
-        return {"event": "mark", "sequenceNumber": self.next_sequence(), "streamSid": self.stream_sid,
-                "mark": {"name": name}}
-
-    def stop_message(self) -> dict[str, Any]:
-        return {"event": "stop", "sequenceNumber": self.next_sequence(), "streamSid": self.stream_sid,
-                "stop": {"accountSid": self.account_sid, "callSid": self.call_sid}}
 
 
 @dataclass
 class TelnyxLine(PhoneLine):
-    stream_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    call_control_id: str = field(default_factory=lambda: "v3:" + uuid.uuid4().hex)
-    parameters: dict[str, str] = field(default_factory=dict)
-    auth_token: str | None = None
+    messages: TelnyxMessages = field(default_factory=TelnyxMessages)
+
+    @property
+    def call_control_id(self) -> str:
+        return self.messages.call_control_id
+
+    @property
+    def stream_id(self) -> str:
+        return self.messages.stream_id
 
     @classmethod
     async def dial(cls, ws_url: str, auth_token: str | None, call_control_id: str, parameters: dict[str, str],
                    **kwargs: Any) -> TelnyxLine:
         headers = {"x-telnyx-streaming-auth-token": auth_token} if auth_token else {}
         ws = await connect(ws_url, additional_headers=headers, compression=None, max_size=None)
-        line = cls(ws=ws, call_control_id=call_control_id, parameters=parameters, auth_token=auth_token, **kwargs)
+        ids = {k: kwargs.pop(k) for k in ("stream_id",) if k in kwargs}
+        messages = TelnyxMessages(call_control_id=call_control_id, parameters=parameters, auth_token=auth_token,
+                                  codec=LineCodec(kwargs.get("encoding", "pcmu")), **ids)
+        line = cls(ws=ws, messages=messages, **kwargs)
         await line.begin()
         return line
-
-    def connected_message(self) -> dict[str, Any]:
-        message: dict[str, Any] = {"event": "connected", "version": "1.0.0"}
-        if self.auth_token:
-            message["x-telnyx-streaming-auth-token"] = self.auth_token
-        return message
-
-    def start_message(self) -> dict[str, Any]:
-        return {"event": "start", "sequence_number": self.next_sequence(), "stream_id": self.stream_id,
-                "start": {"user_id": str(uuid.uuid4()), "call_control_id": self.call_control_id,
-                          "call_session_id": str(uuid.uuid4()), "client_state": None,
-                          "from": "+15557654321", "to": "+15551234567", "custom_parameters": self.parameters,
-                          "media_format": {"encoding": self.encoding.upper(), "sample_rate": 8000, "channels": 1}}}
-
-    def media_message(self, payload: bytes) -> dict[str, Any]:
-        chunk, timestamp = self.next_chunk()
-        return {"event": "media", "sequence_number": self.next_sequence(), "stream_id": self.stream_id,
-                "media": {"track": "inbound", "chunk": chunk, "timestamp": timestamp,
-                          "payload": base64.b64encode(payload).decode()}}
-
-    def dtmf_message(self, digit: str) -> dict[str, Any]:
-        return {"event": "dtmf", "stream_id": self.stream_id, "sequence_number": self.next_sequence(),
-                "dtmf": {"digit": digit}}
-
-    def mark_message(self, name: str) -> dict[str, Any]:
-        return {"event": "mark", "stream_id": self.stream_id, "mark": {"name": name}}
-
-    def stop_message(self) -> dict[str, Any]:
-        return {"event": "stop", "sequence_number": self.next_sequence(), "stream_id": self.stream_id,
-                "stop": {"user_id": "", "call_control_id": self.call_control_id}}
-
-
-# -- the carriers' REST APIs -----------------------------------------------------------------------
-
-
-@dataclass
-class ApiRequest:
-    at: float
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-    def form(self) -> dict[str, str]:
-        return dict(parse_qsl(self.body.decode()))
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-class CarrierApiRecorder:
-    """A loopback HTTP server that records every request and answers 200 `{}` (or what `reply` says)."""
-
-    def __init__(self) -> None:
-        self.requests: list[ApiRequest] = []
-        self.reply: tuple[int, dict[str, Any]] = (200, {})
-        recorder = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                recorder.requests.append(ApiRequest(time.monotonic(), "POST", self.path,
-                                                    {k.lower(): v for k, v in self.headers.items()}, body))
-                status, payload = recorder.reply
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def start(self) -> CarrierApiRecorder:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-
-    async def wait_for(self, path_part: str, within_s: float) -> ApiRequest:
-        deadline = time.monotonic() + within_s
-        while time.monotonic() < deadline:
-            for request in self.requests:
-                if path_part in request.path:
-                    return request
-            await asyncio.sleep(0.02)
-        raise TimeoutError(f"no request to {path_part!r} within {within_s} s; got {[r.path for r in self.requests]}")

@@ -1,44 +1,20 @@
-"""Spoken audio for tests and benches, made with the project's own Piper voice.
+"""Spoken audio for tests and benches, and how to score what came back.
 
-`speak` renders text to int16 PCM at any rate, identically on every run (the voice's random variation
-is off, so tests do not flake) and cached, so a sentence is synthesised once per process;
-`silence` makes gaps, and `wer` scores a transcript against what was said, after normalising the
-differences that are not errors: case, punctuation, "4,567" vs "four five six seven", "3.5" vs
-"three point five", "p.m." vs "pm".
+`speak` and `silence` are the load generator's caller voice (`voxgate.loadtest.speech`, the project's
+own Piper voice, deterministic and cached), named here too so tests keep one import. `wer` scores a
+transcript against what was said, after normalising the differences that are not errors: case,
+punctuation, "4,567" vs "four five six seven", "3.5" vs "three point five", "p.m." vs "pm".
 """
 
 from __future__ import annotations
 
-import functools
 import re
 
-import numpy as np
+from voxgate.loadtest.speech import silence, speak
 
-from voxgate.audio.resample import StreamResampler
-from voxgate.engines.local.tts import PiperSynthesizer
+__all__ = ["normalise", "silence", "speak", "wer"]
 
 _DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-
-
-@functools.lru_cache(maxsize=256)
-def _speak(text: str, rate: int, speed: float) -> np.ndarray:
-    synthesizer = PiperSynthesizer.shared()
-    chunks = synthesizer.synthesize_sync(text, speed=speed, deterministic=True)
-    pcm = np.concatenate([np.zeros(0, np.int16), *chunks])
-    if rate != synthesizer.sample_rate:
-        resampler = StreamResampler(synthesizer.sample_rate, rate)
-        pcm = np.concatenate([resampler.process(pcm), resampler.flush()])
-    pcm.setflags(write=False)
-    return pcm
-
-
-def speak(text: str, rate: int = 16000, speed: float = 1.0) -> np.ndarray:
-    """`text` spoken by the default voice as int16 mono PCM at `rate` (speed > 1 talks faster)."""
-    return _speak(text, rate, float(speed)).copy()
-
-
-def silence(ms: float, rate: int = 16000) -> np.ndarray:
-    return np.zeros(round(ms * rate / 1000), dtype=np.int16)
 
 
 def normalise(text: str) -> list[str]:
