@@ -1,4 +1,4 @@
-"""The `voxgate` command: serve, keys, db, agents, config."""
+"""The `voxgate` command: serve, keys, db, agents, config, loadtest."""
 
 from __future__ import annotations
 
@@ -173,6 +173,87 @@ def agents_list(config: ConfigOption = None) -> None:
 def config_show(config: ConfigOption = None) -> None:
     """Print the effective settings, secrets masked."""
     typer.echo(json.dumps(_settings(config).shown(), indent=2))
+
+
+@app.command()
+def loadtest(
+    url: Annotated[str, typer.Argument(help="The gateway's base URL.")] = "http://127.0.0.1:8000",
+    api_key: Annotated[str, typer.Option(envvar="VOXGATE_API_KEY", help="API key (Realtime WebSocket calls).",
+                                         show_default=False)] = "",
+    transport: Annotated[str, typer.Option(help="realtime, twilio, telnyx; several, comma-separated, take turns.")]
+        = "realtime",
+    calls: Annotated[int, typer.Option(min=1, max=10000, help="Calls live at once, once ramped up.")] = 10,
+    rate: Annotated[float, typer.Option(min=0.01, help="Calls started per second.")] = 2.0,
+    hold: Annotated[float, typer.Option(min=1, help="Seconds each call stays on the line.")] = 30.0,
+    duration: Annotated[float, typer.Option(min=1, max=7 * 24 * 3600, help="Seconds the run lasts.")] = 60.0,
+    max_calls: Annotated[int | None, typer.Option(min=1, help="Calls started at most (default: enough to hold "
+                                                              "--calls for --duration).")] = None,
+    mix: Annotated[str, typer.Option(help="Scenario weights: speak, tool, barge_in, listen.")]
+        = "speak=4,tool=2,barge_in=2,listen=1",
+    agent: Annotated[str | None, typer.Option(help="Agent to call (?agent=); default: the gateway's.")] = None,
+    gateway_pid: Annotated[int | None, typer.Option(help="Sample this local process's RSS, CPU and fds.")] = None,
+    json_path: Annotated[Path, typer.Option("--json", help="Where to write the JSON report.")]
+        = Path("loadtest.json"),
+    png: Annotated[Path, typer.Option(help="Where to write the plot (needs voxgate[loadtest]).")]
+        = Path("loadtest.png"),
+    allow_remote: Annotated[bool, typer.Option("--allow-remote", help="Allow a target that is not on loopback.")]
+        = False,
+    carrier_api_port: Annotated[int, typer.Option(min=0, max=65535, help="Loopback port standing in for the "
+                                                  "carriers' REST APIs (the gateway's telnyx_api_base).")] = 8090,
+    twilio_auth_token: Annotated[str, typer.Option(envvar="VOXGATE_TWILIO_AUTH_TOKEN", show_default=False,
+                                                   help="Sign Twilio webhooks and media sockets with it.")] = "",
+    telnyx_private_key: Annotated[str, typer.Option(envvar="VOXGATE_LOADTEST_TELNYX_PRIVATE_KEY", show_default=False,
+                                                    help="Sign Telnyx webhooks: base64 Ed25519 seed.")] = "",
+    reply_timeout: Annotated[float, typer.Option(min=1, help="Seconds a turn waits for the agent.")] = 15.0,
+) -> None:
+    """Load a running gateway with scripted calls and report latency, drops, refusals and its cost per call."""
+    import base64
+    import binascii
+
+    from voxgate.loadtest.driver import LoadPlan, run_load
+    from voxgate.loadtest.plot import PlotUnavailable, write_plot
+    from voxgate.loadtest.report import Sample
+    from voxgate.loadtest.scenario import Mix, Transport
+    from voxgate.loadtest.target import RemoteTargetRefused, Target
+
+    try:
+        transports = tuple(Transport(t.strip()) for t in transport.split(",") if t.strip())
+        target = Target.parse(url, api_key, allow_remote)
+        seed = base64.b64decode(telnyx_private_key, validate=True) if telnyx_private_key else None
+        if seed is not None and len(seed) != 32:
+            raise ValueError("the Telnyx private key must be a base64 32-byte Ed25519 seed")
+        if Transport.REALTIME in transports and not api_key:
+            raise ValueError("Realtime calls need an API key: --api-key or VOXGATE_API_KEY")
+        plan = LoadPlan(target, transports, Mix.parse(mix), calls, rate, hold, duration, max_calls, agent,
+                        gateway_pid, reply_timeout_s=reply_timeout, carrier_api_port=carrier_api_port,
+                        twilio_auth_token=twilio_auth_token or None, telnyx_private_key=seed)
+    except RemoteTargetRefused as exc:
+        typer.echo(f"refused: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except (ValueError, binascii.Error) as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+    def progress(sample: Sample) -> None:
+        if round(sample.t) % 10 == 0:
+            typer.echo(f"  t={sample.t:5.0f}s live {sample.live:4d}  completed {sample.completed}  dropped "
+                       f"{sample.dropped}  refused {sample.refused}")
+
+    typer.echo(f"voxgate loadtest -> {target.base_url}: {calls} calls over {', '.join(transports)}, {rate:g}/s, "
+               f"held {hold:g} s, for {duration:g} s (at most {plan.call_limit} calls)")
+    try:
+        report = asyncio.run(run_load(plan, progress))
+    except OSError as exc:  # the carrier API port is taken, say
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    for line in report.summary():
+        typer.echo(line)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(report.as_dict(), indent=2))
+    typer.echo(f"report: {json_path}")
+    try:
+        typer.echo(f"plot:   {write_plot(report.samples, png, f'voxgate loadtest: {target.base_url}')}")
+    except PlotUnavailable as exc:
+        typer.echo(str(exc), err=True)
 
 
 def main() -> None:

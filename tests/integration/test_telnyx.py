@@ -10,37 +10,24 @@ The test carrier swaps neighbouring media frames now and then: Telnyx does not p
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import time
 import uuid
 from typing import Any
 from urllib.parse import quote
 
 import httpx
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tests.conftest import CarrierServer
 from tests.integration.test_twilio import HUMAN, REQUEST, metric, session_of, transcribe, wait_session
 from tests.phone_carrier import TelnyxLine, eventually
 from tests.speech import speak
+from voxgate.loadtest.carrier_webhook import telnyx_call_initiated as call_initiated
+from voxgate.loadtest.carrier_webhook import telnyx_signature_headers
 
 
 def signed(server: CarrierServer, body: bytes, timestamp: int | None = None) -> dict[str, str]:
     """The headers Telnyx sends: Ed25519 over `timestamp|body` (reference §2.4)."""
-    ts = str(int(time.time()) if timestamp is None else timestamp)
-    signature = Ed25519PrivateKey.from_private_bytes(server.telnyx_private_key).sign(ts.encode() + b"|" + body)
-    return {"telnyx-signature-ed25519": base64.b64encode(signature).decode(), "telnyx-timestamp": ts,
-            "content-type": "application/json"}
-
-
-def call_initiated(call_control_id: str) -> bytes:
-    return json.dumps({"data": {
-        "record_type": "event", "event_type": "call.initiated", "id": str(uuid.uuid4()),
-        "occurred_at": "2025-01-01T00:00:00.000000Z",
-        "payload": {"call_control_id": call_control_id, "call_leg_id": str(uuid.uuid4()),
-                    "call_session_id": str(uuid.uuid4()), "connection_id": "1234", "direction": "incoming",
-                    "from": "+15557654321", "to": "+15551234567", "state": "parked"}}}).encode()
+    return telnyx_signature_headers(server.telnyx_private_key, body, timestamp)
 
 
 async def answer(server: CarrierServer, http: httpx.AsyncClient, call_control_id: str) -> dict[str, Any]:
