@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import os
 import random
@@ -49,7 +48,20 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-FRAME_S = 0.02
+sys.path.insert(0, str(ROOT / "src"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from voxgate.embedded import free_port  # noqa: E402
+from voxgate.loadtest.carrier_line import (  # noqa: E402
+    FRAME_S,
+    LineCodec,
+    LinePlayback,
+    TwilioMessages,
+    media_payload_bytes,
+)
+from voxgate.loadtest.gateway_process import GatewayProcess  # noqa: E402
+from voxgate.loadtest.statistics import percentile  # noqa: E402
+
 TALK_S = 2.0
 QUIET_S = 4.0  # room for the echo (speech + padding + end-of-turn wait) before the next turn
 # A reply's first messages are left out of the jitter figure: the lead sent at once (voxgate: the frame
@@ -65,8 +77,6 @@ RT_PRIORITY = 10  # --realtime: SCHED_FIFO, so neighbours on a shared machine do
 
 
 def serve_voxgate(port: int, data_dir: str, vad: str) -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    sys.path.insert(0, str(ROOT / "src"))
     import uvicorn
 
     from voxgate.agents import load_agents
@@ -166,51 +176,37 @@ def serve_pipecat(port: int) -> None:
 class Call:
     index: int
     ws: Any
-    stream_sid: str
+    messages: TwilioMessages
     phase: int  # frames into the talk/quiet cycle at the start
     arrivals: list[float] = field(default_factory=list)
     sizes: list[int] = field(default_factory=list)
-    marks: deque[tuple[float, str]] = field(default_factory=deque)
-    play_until: float = 0.0
+    playback: LinePlayback = field(default_factory=LinePlayback)  # the caller's phone: plays, echoes marks
     clears: int = 0
     failed: str = ""
     spoken_frames: int = 0  # speech frames sent inside the window
 
 
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+def pct(values: list[float], q: float) -> float:
+    value = percentile(values, q)
+    return float("nan") if value is None else value
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def speech_frames() -> list[str]:
-    """TALK_S of the project's voice as base64 μ-law frames (made with the gateway's own codecs)."""
-    sys.path.insert(0, str(ROOT))
-    sys.path.insert(0, str(ROOT / "src"))
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+def speech_frames() -> list[bytes]:
+    """TALK_S of the project's voice as μ-law frames (the load generator's voice and line codec)."""
     import numpy as np
-    from tests.speech import speak
 
-    from voxgate.audio import g711
+    from voxgate.loadtest.speech import speak
 
     pcm = speak("please check the status of my order, thank you very much", rate=8000)
     need = int(TALK_S * 8000)
-    pcm = np.concatenate([pcm, np.zeros(max(0, need - pcm.size), np.int16)])[:need]
-    data = g711.ulaw_encode(pcm)
-    return [base64.b64encode(data[i:i + 160]).decode() for i in range(0, len(data), 160)]
+    return LineCodec("pcmu").frames(np.concatenate([pcm, np.zeros(max(0, need - pcm.size), np.int16)])[:need])
 
 
 class LoadGenerator:
-    def __init__(self, url: str, speech: list[str]) -> None:
+    def __init__(self, url: str, speech: list[bytes]) -> None:
         self.url = url
         self.speech = speech
-        self.silence = base64.b64encode(b"\xff" * 160).decode()
+        self.silence = LineCodec("pcmu").silence()
         self.cycle = len(speech) + int(QUIET_S / FRAME_S)
         self.calls: list[Call] = []
         self.tick_lateness: list[float] = []
@@ -220,43 +216,33 @@ class LoadGenerator:
     async def dial(self, index: int) -> Call:
         from websockets.asyncio.client import connect
 
-        ws = await connect(self.url, compression=None, max_size=None, ping_interval=None, open_timeout=30)
-        sid = f"MZ{index:032x}"
-        call = Call(index, ws, sid, phase=random.randrange(self.cycle))
-        await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
-        await ws.send(json.dumps({"event": "start", "sequenceNumber": "1", "streamSid": sid, "start": {
-            "accountSid": "AC" + "0" * 32, "streamSid": sid, "callSid": f"CA{index:032x}", "tracks": ["inbound"],
-            "customParameters": {"agent": "echo"},
-            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}}))
+        ws = await connect(self.url, compression=None, max_size=None, ping_interval=None, open_timeout=30, proxy=None)
+        messages = TwilioMessages(call_sid=f"CA{index:032x}", stream_sid=f"MZ{index:032x}",
+                                  parameters={"agent": "echo"})
+        call = Call(index, ws, messages, phase=random.randrange(self.cycle))
+        await ws.send(messages.connected())
+        await ws.send(messages.start())
         return call
 
     async def listen(self, call: Call) -> None:
         try:
             async for raw in call.ws:
                 now = time.monotonic()
-                if raw.startswith(('{"event":"media"', '{"event": "media"')):
-                    # The payload's size without parsing the JSON (the hot path): its base64 is the last string.
-                    end = raw.rfind('"')
-                    encoded = end - raw.rfind('"', 0, end) - 1
-                    payload_len = encoded * 3 // 4 - (raw[end - 1] == "=") - (raw[end - 2] == "=")
+                payload_len = media_payload_bytes(raw)  # the hot path: no JSON parsing
+                if payload_len is not None:
                     call.arrivals.append(now)
                     call.sizes.append(payload_len)
-                    call.play_until = max(call.play_until, now) + payload_len / 8000
+                    call.playback.audio(now, payload_len / 8000)
                     continue
                 message = json.loads(raw)
                 if message.get("event") == "mark":
-                    call.marks.append((max(call.play_until, now), message["mark"]["name"]))
+                    call.playback.mark(now, message["mark"]["name"])
                 elif message.get("event") == "clear":
                     call.clears += 1
-                    call.play_until = now
-                    while call.marks:
-                        await call.ws.send(self.mark_echo(call, call.marks.popleft()[1]))
+                    for name in call.playback.clear(now):
+                        await call.ws.send(call.messages.mark(name))
         except Exception as exc:  # a dropped connection fails the run
             call.failed = f"{type(exc).__name__}: {exc}"
-
-    def mark_echo(self, call: Call, name: str) -> str:
-        return json.dumps({"event": "mark", "sequenceNumber": "0", "streamSid": call.stream_sid,
-                           "mark": {"name": name}})
 
     async def line(self, stop_at: float) -> None:
         """One clock for every call's microphone: a frame per call every 20 ms, marks echoed when played.
@@ -283,14 +269,10 @@ class LoadGenerator:
                 payload = self.speech[position] if speaking else self.silence
                 if speaking and in_window:
                     call.spoken_frames += 1
-                chunk = self.frame_no
                 try:
-                    await call.ws.send(
-                        f'{{"event":"media","sequenceNumber":"{chunk + 1}","streamSid":"{call.stream_sid}",'
-                        f'"media":{{"track":"inbound","chunk":"{chunk}","timestamp":"{chunk * 20}",'
-                        f'"payload":"{payload}"}}}}')
-                    while call.marks and call.marks[0][0] <= now:
-                        await call.ws.send(self.mark_echo(call, call.marks.popleft()[1]))
+                    await call.ws.send(call.messages.media(payload))
+                    for name in call.playback.due_marks(now):
+                        await call.ws.send(call.messages.mark(name))
                 except Exception as exc:
                     call.failed = f"{type(exc).__name__}: {exc}"
 
@@ -305,14 +287,14 @@ class LoadGenerator:
         self.tick_lateness = []
         line = asyncio.create_task(self.line(self.window[1] + 0.5))
         await asyncio.sleep(warmup_s)
-        cpu0, wall0 = cpu_seconds(server_pid), time.monotonic()
+        server = GatewayProcess(server_pid)
+        cpu0, wall0 = server.read().cpu_s, time.monotonic()
         await asyncio.sleep(window_s)
-        cpu1, wall1 = cpu_seconds(server_pid), time.monotonic()
+        cpu1, wall1 = server.read().cpu_s, time.monotonic()
         await line
         for call in self.calls:
             try:
-                await call.ws.send(json.dumps({"event": "stop", "sequenceNumber": "0", "streamSid": call.stream_sid,
-                                               "stop": {"accountSid": "AC", "callSid": "CA"}}))
+                await call.ws.send(call.messages.stop())
                 await call.ws.close()
             except Exception:
                 pass
@@ -346,11 +328,11 @@ class LoadGenerator:
                 previous_at, previous_dur = at, duration
         spoken_s = sum(c.spoken_frames for c in self.calls) * FRAME_S
         failed = [c.failed for c in self.calls if c.failed]
-        return {"n": n, "cpu": cpu, "cpu_per_call": cpu / n, "p50": percentile(jitter, 50) * 1000,
-                "p99": percentile(jitter, 99) * 1000, "late": late, "frames": frames,
+        return {"n": n, "cpu": cpu, "cpu_per_call": cpu / n, "p50": pct(jitter, 50) * 1000,
+                "p99": pct(jitter, 99) * 1000, "late": late, "frames": frames,
                 "returned": returned_s / spoken_s if spoken_s else 0.0, "failed": len(failed),
                 "failure": failed[0] if failed else "", "clears": sum(c.clears for c in self.calls),
-                "gen_lag_p99": percentile(self.tick_lateness, 99) * 1000}
+                "gen_lag_p99": pct(self.tick_lateness, 99) * 1000}
 
 
 def server_late_ticks(port: int) -> str:
@@ -370,12 +352,6 @@ def server_late_ticks(port: int) -> str:
 def passed(result: dict[str, Any]) -> bool:
     return (result["p99"] <= 20.0 and result["late"] == 0 and result["returned"] >= 0.99 and result["cpu"] < 0.95
             and result["failed"] == 0)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start_server(argv: list[str], port: int, log: Path, realtime: bool = False) -> subprocess.Popen[bytes]:
