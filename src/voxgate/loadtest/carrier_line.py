@@ -136,7 +136,26 @@ def _compact(message: dict[str, Any]) -> str:
 
 
 @dataclass
-class TwilioMessages:
+class _StreamCounters:
+    """The numbering both carriers put on a stream's messages: a sequence number on each, a chunk number
+    (and its 20 ms timestamp) on each media frame."""
+
+    _sequence: int = 0
+    _chunk: int = 0
+
+    def _next(self) -> int:
+        self._sequence += 1
+        return self._sequence
+
+    def _media(self, sequence_key: str, stream_key: str, stream: str, payload: bytes) -> str:
+        self._chunk += 1
+        return (f'{{"event":"media","{sequence_key}":"{self._next()}","{stream_key}":"{stream}",'
+                f'"media":{{"track":"inbound","chunk":"{self._chunk}","timestamp":"{self._chunk * 20}",'
+                f'"payload":"{base64.b64encode(payload).decode()}"}}}}')
+
+
+@dataclass
+class TwilioMessages(_StreamCounters):
     """One Twilio Media Streams call, as Twilio spells it (reference §1.3)."""
 
     call_sid: str = field(default_factory=lambda: "CA" + uuid.uuid4().hex)
@@ -144,12 +163,6 @@ class TwilioMessages:
     stream_sid: str = field(default_factory=lambda: "MZ" + uuid.uuid4().hex)
     parameters: dict[str, str] = field(default_factory=dict)
     codec: LineCodec = field(default_factory=LineCodec)
-    _sequence: int = 0
-    _chunk: int = 0
-
-    def _next(self) -> int:
-        self._sequence += 1
-        return self._sequence
 
     def connected(self) -> str:
         return '{"event":"connected","protocol":"Call","version":"1.0.0"}'
@@ -163,10 +176,7 @@ class TwilioMessages:
                                    "mediaFormat": {"encoding": encoding, "sampleRate": 8000, "channels": 1}}})
 
     def media(self, payload: bytes) -> str:
-        self._chunk += 1
-        return (f'{{"event":"media","sequenceNumber":"{self._next()}","streamSid":"{self.stream_sid}",'
-                f'"media":{{"track":"inbound","chunk":"{self._chunk}","timestamp":"{self._chunk * 20}",'
-                f'"payload":"{base64.b64encode(payload).decode()}"}}}}')
+        return self._media("sequenceNumber", "streamSid", self.stream_sid, payload)
 
     def dtmf(self, digit: str) -> str:
         return _compact({"event": "dtmf", "streamSid": self.stream_sid, "sequenceNumber": str(self._next()),
@@ -182,7 +192,7 @@ class TwilioMessages:
 
 
 @dataclass
-class TelnyxMessages:
+class TelnyxMessages(_StreamCounters):
     """One Telnyx media-streaming call, as Telnyx spells it (reference §2.2)."""
 
     call_control_id: str = field(default_factory=lambda: "v3:" + uuid.uuid4().hex)
@@ -190,12 +200,6 @@ class TelnyxMessages:
     parameters: dict[str, str] = field(default_factory=dict)
     auth_token: str | None = None  # the answer's stream_auth_token, echoed in `connected`
     codec: LineCodec = field(default_factory=LineCodec)
-    _sequence: int = 0
-    _chunk: int = 0
-
-    def _next(self) -> int:
-        self._sequence += 1
-        return self._sequence
 
     def connected(self) -> str:
         message: dict[str, Any] = {"event": "connected", "version": "1.0.0"}
@@ -213,10 +217,7 @@ class TelnyxMessages:
                                                     "sample_rate": self.codec.rate, "channels": 1}}})
 
     def media(self, payload: bytes) -> str:
-        self._chunk += 1
-        return (f'{{"event":"media","sequence_number":"{self._next()}","stream_id":"{self.stream_id}",'
-                f'"media":{{"track":"inbound","chunk":"{self._chunk}","timestamp":"{self._chunk * 20}",'
-                f'"payload":"{base64.b64encode(payload).decode()}"}}}}')
+        return self._media("sequence_number", "stream_id", self.stream_id, payload)
 
     def dtmf(self, digit: str) -> str:
         return _compact({"event": "dtmf", "stream_id": self.stream_id, "sequence_number": str(self._next()),
