@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from voxgate.config import Settings, load_settings
+from voxgate.loadtest.scenario import DEFAULT_MIX
 
 app = typer.Typer(help="voxgate: a self-hosted realtime voice-agent gateway.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
@@ -188,13 +189,12 @@ def loadtest(
     duration: Annotated[float, typer.Option(min=1, max=7 * 24 * 3600, help="Seconds the run lasts.")] = 60.0,
     max_calls: Annotated[int | None, typer.Option(min=1, help="Calls started at most (default: enough to hold "
                                                               "--calls for --duration).")] = None,
-    mix: Annotated[str, typer.Option(help="Scenario weights: speak, tool, barge_in, listen.")]
-        = "speak=4,tool=2,barge_in=2,listen=1",
+    mix: Annotated[str, typer.Option(help="Scenario weights: speak, tool, barge_in, listen.")] = DEFAULT_MIX,
     agent: Annotated[str | None, typer.Option(help="Agent to call (?agent=); default: the gateway's.")] = None,
     gateway_pid: Annotated[int | None, typer.Option(help="Sample this local process's RSS, CPU and fds.")] = None,
     json_path: Annotated[Path, typer.Option("--json", help="Where to write the JSON report.")]
         = Path("loadtest.json"),
-    png: Annotated[Path, typer.Option(help="Where to write the plot (needs voxgate[loadtest]).")]
+    png: Annotated[Path, typer.Option(help="Where to write the plot (needs the loadtest extra: matplotlib).")]
         = Path("loadtest.png"),
     allow_remote: Annotated[bool, typer.Option("--allow-remote", help="Allow a target that is not on loopback.")]
         = False,
@@ -233,8 +233,18 @@ def loadtest(
     except (ValueError, binascii.Error) as exc:
         raise typer.BadParameter(str(exc)) from None
 
+    if gateway_pid is not None:
+        from voxgate.loadtest.gateway_process import GatewayProcess
+
+        try:
+            GatewayProcess(gateway_pid)
+        except ProcessLookupError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--gateway-pid") from None
+    printed = [-10.0]
+
     def progress(sample: Sample) -> None:
-        if round(sample.t) % 10 == 0:
+        if sample.t - printed[0] >= 10:
+            printed[0] = sample.t
             typer.echo(f"  t={sample.t:5.0f}s live {sample.live:4d}  completed {sample.completed}  dropped "
                        f"{sample.dropped}  refused {sample.refused}")
 
@@ -245,6 +255,9 @@ def loadtest(
     except OSError as exc:  # the carrier API port is taken, say
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        typer.echo("interrupted: no report", err=True)
+        raise typer.Exit(130) from None
     for line in report.summary():
         typer.echo(line)
     json_path.parent.mkdir(parents=True, exist_ok=True)

@@ -24,16 +24,15 @@ from voxgate.loadtest.gateway_process import GatewayProcess, ProcessReading
 from voxgate.loadtest.phone_caller import CarrierCommands, PhoneCaller
 from voxgate.loadtest.realtime_caller import RealtimeCaller
 from voxgate.loadtest.report import CallRecord, Report, Sample, Timeline
-from voxgate.loadtest.scenario import LINES, Mix, Ramp, Transport
+from voxgate.loadtest.scenario import DEFAULT_MIX, LINES, Mix, Ramp, Transport
 from voxgate.loadtest.speech import Lines
 from voxgate.loadtest.statistics import Ending, LatencyWindow, classify
 from voxgate.loadtest.target import Target
 
-__all__ = ["DEFAULT_MIX", "Caller", "LoadPlan", "run_load"]
+__all__ = ["Caller", "LoadPlan", "run_load"]
 
 log = logging.getLogger("voxgate.loadtest")
 
-DEFAULT_MIX = "speak=4,tool=2,barge_in=2,listen=1"
 STOP_GRACE_S = 25.0  # after the run's end: time for live calls to hang up (a connect may take 15 s)
 P95_WINDOW_S = 10.0  # the timeline's first-response p95 is over the turns of this many seconds
 TICK_S = 0.05

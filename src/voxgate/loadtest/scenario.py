@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from enum import StrEnum
 
-__all__ = ["BARGE_IN_LINE", "LINES", "REQUESTS", "TOOL_REQUEST", "Mix", "Ramp", "Scenario", "Transport"]
+__all__ = ["BARGE_IN_LINE", "DEFAULT_MIX", "LINES", "REQUESTS", "TOOL_REQUEST", "Mix", "Ramp", "Scenario", "Transport"]
 
 
 class Transport(StrEnum):
@@ -31,6 +31,7 @@ class Scenario(StrEnum):
     LISTEN = "listen"  # the caller says nothing: the line stays open, silence streaming
 
 
+DEFAULT_MIX = "speak=4,tool=2,barge_in=2,listen=1"
 REQUESTS = ("what time do you open on saturday", "what can you do for me")
 TOOL_REQUEST = "what is the status of order four five six seven"
 BARGE_IN_LINE = "sorry, wait a moment, one more thing please"
