@@ -51,7 +51,7 @@ from voxgate.embedded import free_port  # noqa: E402
 from voxgate.loadtest.driver import LoadPlan, run_load  # noqa: E402
 from voxgate.loadtest.gateway_process import GatewayProcess, ProcessReading  # noqa: E402
 from voxgate.loadtest.plot import PlotUnavailable, write_plot  # noqa: E402
-from voxgate.loadtest.report import TASK_FIELDS, Report, Sample  # noqa: E402
+from voxgate.loadtest.report import Report, Sample, tasks_of  # noqa: E402
 from voxgate.loadtest.scenario import Transport  # noqa: E402
 from voxgate.loadtest.target import Target  # noqa: E402
 
@@ -125,10 +125,6 @@ def admission_limit(ready: dict[str, Any]) -> int | None:
         if isinstance(value, int) and value > 0:
             return value
     return None
-
-
-def tasks_of(ready: dict[str, Any]) -> int | None:
-    return next((ready[k] for k in TASK_FIELDS if isinstance(ready.get(k), int)), None)
 
 
 def loss_counters(base: str) -> dict[str, float]:

@@ -10,12 +10,17 @@ from typing import Any
 
 from voxgate.loadtest.gateway_process import ProcessReading
 from voxgate.loadtest.scenario import Scenario, Transport
-from voxgate.loadtest.statistics import LatencySummary, Outcome
+from voxgate.loadtest.statistics import LatencySummary, Outcome, percentile
 
-__all__ = ["CallRecord", "Report", "Sample", "Timeline"]
+__all__ = ["CallRecord", "Report", "Sample", "Timeline", "tasks_of"]
 
 # Where a gateway's /readyz may say how many asyncio tasks it runs (the first present wins).
 TASK_FIELDS = ("tasks", "asyncio_tasks", "event_loop_tasks")
+
+
+def tasks_of(ready: dict[str, Any] | None) -> int | None:
+    """The asyncio task count in a /readyz answer, where the gateway gives one."""
+    return next((ready[k] for k in TASK_FIELDS if isinstance(ready.get(k), int)), None) if ready else None
 
 
 @dataclass
@@ -99,10 +104,10 @@ class Timeline:
                 cpu = (reading.cpu_s - self._last[1].cpu_s) / (t - self._last[0])
             self._last = (t, reading)
         sessions = ready.get("sessions") if ready else None
-        tasks = next((ready[k] for k in TASK_FIELDS if isinstance(ready.get(k), int)), None) if ready else None
         sample = Sample(t, live, len(records), outcomes[Outcome.COMPLETED], outcomes[Outcome.DROPPED],
                         outcomes[Outcome.REFUSED], p95, reading.rss_mb if reading else None, cpu,
-                        reading.fds if reading else None, sessions if isinstance(sessions, int) else None, tasks)
+                        reading.fds if reading else None, sessions if isinstance(sessions, int) else None,
+                        tasks_of(ready))
         self.samples.append(sample)
         return sample
 
@@ -138,7 +143,7 @@ class Report:
         loaded = [s for s in read if s.live and s.cpu is not None]
         return {"pid": self.gateway_pid, "rss_mb_first": read[0].rss_mb, "rss_mb_last": read[-1].rss_mb,
                 "rss_mb_peak": max(s.rss_mb or 0.0 for s in read), "fds_first": read[0].fds, "fds_last": read[-1].fds,
-                "cpu_per_call_p50": LatencySummary.of([s.cpu_per_call or 0.0 for s in loaded]).p50,
+                "cpu_per_call_p50": percentile([s.cpu_per_call or 0.0 for s in loaded], 50),
                 "rss_per_call_mb_last": next((s.rss_per_call_mb for s in reversed(read) if s.live), None)}
 
     def as_dict(self) -> dict[str, Any]:
