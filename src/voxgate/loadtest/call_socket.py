@@ -44,6 +44,7 @@ async def stream_microphone(conversation: Conversation, frame_s: float,
                             lag: MicrophoneLag) -> None:
     """Send the conversation's frames until it is done or `ended()` says the call is over."""
     start = time.monotonic()
+    conversation.begin(start)
     n = 0
     while not ended():
         n += 1

@@ -84,6 +84,11 @@ class Conversation:
     def hard_stop(self) -> float:
         return self.start + self.timing.hold_s + self.timing.grace_s
 
+    def begin(self, now: float) -> None:
+        """The call is connected (the webhook, the answer and the handshake took until now): the hold and
+        the first wait for quiet count from here."""
+        self.start = now
+
     def stop(self) -> None:
         """The run is over: hang up now (a turn in flight is not counted)."""
         self.phase = Phase.DONE
