@@ -23,6 +23,9 @@ settings.register_profile("explore", max_examples=1000, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 API_KEY = "sk-test-voxgate"
+# Every test gateway's wall clock starts here (a Wednesday morning), so the dates it speaks are the same on
+# every day of the week; tests that check a spoken date derive it from the gateway's clock.
+CLOCK_START = "2026-03-11T10:00:00"
 
 
 @dataclass
@@ -44,6 +47,7 @@ class LiveServer:
 def start_server(tmp: Path, **overrides: Any) -> LiveServer:
     """A gateway on a free loopback port; stop it with `live.embedded.stop()`."""
     overrides.setdefault("api_keys", API_KEY)
+    overrides.setdefault("clock_start", CLOCK_START)
     embedded = EmbeddedGateway(tmp, **overrides).start()
     return LiveServer(embedded.base_url, embedded.ws_url, overrides["api_keys"], embedded)
 

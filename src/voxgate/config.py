@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +22,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     public_url: str = ""  # what carriers and browsers use to reach us; derived from host/port when empty
+    # Pins the wall clock at start-up to this local time, which then runs on (reproducing a call on the day
+    # it happened; tests). Empty: the machine's clock. Relative dates, opening hours and demo data read it.
+    clock_start: datetime | None = None
     dev_mode: bool = True  # CORS for any origin, unsigned carrier webhooks allowed
 
     # Comma-separated list of accepted client API keys. Empty: `serve` mints one and stores its hash.

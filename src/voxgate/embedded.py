@@ -29,6 +29,7 @@ class EmbeddedGateway:
     def __init__(self, data_dir: Path, *, ws_protocol: str = UVICORN_WS, **settings: Any) -> None:
         """`ws_protocol` is uvicorn's `ws` setting: voxgate's own (direct media sockets) unless a test
         wants the plain ASGI path, e.g. "websockets-sansio"."""
+        self.data_dir = data_dir
         port = settings.pop("port", None) or free_port()
         settings.setdefault("database_url", f"sqlite+aiosqlite:///{data_dir / 'voxgate.db'}")
         self.settings = Settings(host="127.0.0.1", port=port, **settings)

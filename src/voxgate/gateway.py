@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.websockets import WebSocket
 
 from voxgate.agents import AgentConfig, load_agents
+from voxgate.clock import Clock
 from voxgate.config import Settings
 from voxgate.engines.base import Engine
 from voxgate.engines.echo import EchoEngine
@@ -40,6 +41,7 @@ class Gateway:
 
     def __init__(self, settings: Settings, agents: dict[str, AgentConfig] | None = None) -> None:
         self.settings = settings
+        self.clock = Clock(settings.clock_start)  # the date callers hear; pinned by clock_start
         self.agents = agents if agents is not None else load_agents(settings.agents_dir)
         if settings.default_agent not in self.agents:
             raise ValueError(f"default agent {settings.default_agent!r} not found in {settings.agents_dir}")
@@ -49,7 +51,8 @@ class Gateway:
         self.http = httpx.AsyncClient(timeout=settings.tool_timeout_s)
         self.tools = {
             name: ToolRegistry(agent, timeout_s=settings.tool_timeout_s,
-                               max_output_bytes=settings.tool_max_output_bytes, http=self.http)
+                               max_output_bytes=settings.tool_max_output_bytes, http=self.http,
+                               clock=self.clock)
             for name, agent in self.agents.items()
         }
         self._engines: dict[str, Engine] = {}
@@ -81,11 +84,13 @@ class Gateway:
             if name not in self._engines:
                 engine: Engine
                 if name == "local":
+                    from voxgate.engines.local.brains.flow import FlowBrain
                     from voxgate.engines.local.engine import LocalEngine
 
                     engine = LocalEngine(stt_threads=self.settings.stt_threads,
                                          stt_concurrency=self.settings.stt_max_concurrency,
-                                         tts_concurrency=self.settings.tts_max_concurrency)
+                                         tts_concurrency=self.settings.tts_max_concurrency,
+                                         brain=FlowBrain(today=self.clock.today))
                 elif name == "echo":
                     engine = EchoEngine()
                 elif name == "openai":
