@@ -70,6 +70,8 @@ class PhoneLine:
     other: list[dict[str, Any]] = field(default_factory=list)
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     _speech: deque[bytes] = field(default_factory=deque)
+    _speech_unsent: int = 0  # queued speech frames not yet written to the socket
+    _spoke_at: float = 0.0  # when the last speech frame was written
     _pending_marks: deque[tuple[float, str]] = field(default_factory=deque)  # (plays at, name)
     _play_until: float = 0.0
     _sequence: int = 0
@@ -121,6 +123,7 @@ class PhoneLine:
         data = g711.ulaw_encode(pcm8k) if self.encoding == "pcmu" else g711.alaw_encode(pcm8k)
         for start in range(0, len(data) - len(data) % 160, 160):
             self._speech.append(data[start:start + 160])
+            self._speech_unsent += 1
         return len(data) / 8000
 
     async def press(self, digit: str) -> None:
@@ -142,18 +145,25 @@ class PhoneLine:
         silence = (b"\xff" if self.encoding == "pcmu" else b"\xd5") * 160
         started = time.monotonic()
         sent = 0
-        held: dict[str, Any] | None = None
+        held: tuple[dict[str, Any], bool] | None = None
         while True:
-            message = self.media_message(self._speech.popleft() if self._speech else silence)
+            speech = bool(self._speech)
+            message = self.media_message(self._speech.popleft() if speech else silence)
             if self.reorder and held is None and sent % 7 == 3:
-                held = message  # send the next frame first
+                held = (message, speech)  # send the next frame first
             else:
-                await self.send(message)
+                await self._send_frame(message, speech)
                 if held is not None:
-                    await self.send(held)
+                    await self._send_frame(*held)
                     held = None
             sent += 1
             await asyncio.sleep(max(0.0, started + sent * FRAME_S - time.monotonic()))
+
+    async def _send_frame(self, message: dict[str, Any], speech: bool) -> None:
+        await self.send(message)
+        if speech:
+            self._speech_unsent -= 1
+            self._spoke_at = time.monotonic()
 
     async def _listen(self) -> None:
         try:
@@ -212,15 +222,27 @@ class PhoneLine:
             await asyncio.sleep(0.02)
         raise TimeoutError(f"no {min_s} s of agent audio within {within_s} s")
 
-    async def wait_quiet(self, after: float, quiet_s: float, within_s: float) -> None:
-        """Wait until agent audio started after `after` and then stopped for `quiet_s`."""
-        deadline = time.monotonic() + within_s
-        while time.monotonic() < deadline:
-            got = [f for f in self.frames if f.at >= after]
-            if got and time.monotonic() - got[-1].at >= quiet_s:
-                return
-            await asyncio.sleep(0.05)
-        raise TimeoutError(f"the agent did not finish speaking within {within_s} s")
+    async def done_speaking(self, within_s: float = 60.0) -> float:
+        """Wait until every queued speech frame has been written; returns when the last one was.
+
+        Under load this line's 20 ms clock falls behind and catches up in bursts, so the end of what was
+        said is when it was sent, not when `say` was called plus its length.
+        """
+        await eventually(lambda: self._speech_unsent <= 0, within_s, "the caller finishing speaking")
+        return self._spoke_at
+
+    async def wait_played(self, session: Any, within_s: float) -> None:
+        """Wait until the agent has nothing left to say on this call and the line has played all of it.
+
+        Decided by the gateway's state, not by a quiet spell on the line: under load, frames can arrive in
+        bursts with gaps that look like the end of a reply. The carrier playout marks the end of every item
+        and this line echoes marks only after the frames before them, so "every mark echoed" means every
+        frame arrived.
+        """
+        call = session.caller
+        await eventually(lambda: session.response is None and len(session.outbound) == 0
+                         and call.playout.all_sent and call.playout.drained, within_s, "the reply played in full")
+
 
 
 @dataclass

@@ -115,8 +115,8 @@ async def test_call_barge_in_order_status_dtmf_and_transfer(carrier_server: Carr
         assert not [f for f in line.frames if line.clears[0] + 0.05 < f.at < said_at + talk_s]
 
         # The answer, in A-law, transcribed back.
-        reply_at = await line.wait_audio(said_at + talk_s, min_s=1.0, within_s=30)
-        await line.wait_quiet(reply_at, quiet_s=1.0, within_s=30)
+        reply_at = await line.wait_audio(await line.done_speaking(), min_s=1.0, within_s=30)
+        await line.wait_played(session, within_s=30)
         reply = await transcribe(line.pcm_since(reply_at))
         # Heard back through G.711 and Whisper tiny, "has shipped" sometimes reads "has ship": the status and
         # the date are what make it the order-status answer.
