@@ -76,7 +76,7 @@ def serve_voxgate(port: int, data_dir: str, vad: str) -> None:
     from voxgate.transports.direct_socket import UVICORN_WS
 
     settings = Settings(host="127.0.0.1", port=port, engine="echo", default_agent="echo", dev_mode=True,
-                        verify_carrier_signatures=False, api_keys="bench",
+                        verify_carrier_signatures=False, api_keys="bench", metrics_public=True,
                         database_url=f"sqlite+aiosqlite:///{data_dir}/voxgate.db")
     agents = load_agents(settings.agents_dir)
     echo = agents["echo"]

@@ -43,6 +43,11 @@ class LiveServer:
     def gateway(self) -> Any:
         return self.embedded.gateway
 
+    @property
+    def auth(self) -> dict[str, str]:
+        """Headers with the API key (the control API and /metrics want one)."""
+        return {"Authorization": f"Bearer {self.api_key}"}
+
 
 def start_server(tmp: Path, **overrides: Any) -> LiveServer:
     """A gateway on a free loopback port; stop it with `live.embedded.stop()`."""

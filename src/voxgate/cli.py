@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from voxgate.config import Settings, load_settings
+from voxgate.config import Settings, UnsafeSettingsError, load_settings
 
 app = typer.Typer(help="voxgate: a self-hosted realtime voice-agent gateway.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
@@ -48,6 +48,11 @@ def serve(
     configure_logging(log_level, json_lines=json_logs)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models come from installed packages, never a hub
     settings = _settings(config, host=host, port=port, engine=engine)
+    try:
+        settings.check_exposure()
+    except UnsafeSettingsError as exc:
+        typer.echo(f"voxgate: refusing to start: {exc}", err=True)
+        raise typer.Exit(2) from exc
     dev_key = asyncio.run(_ensure_dev_key(settings))
     base = settings.base_url()
     ws = base.replace("http", "ws", 1)
@@ -59,6 +64,8 @@ def serve(
     typer.echo(f"  Health / metrics:   {base}/readyz  {base}/metrics")
     if dev_key:
         typer.echo(f"  API key (shown once, only its hash is stored): {dev_key}")
+    if settings.dev_mode:
+        typer.echo("  Dev mode: the console page here mints keys without an API key (docs/operations.md)")
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=log_level,
                 ws_max_size=settings.max_message_bytes * 2, ws=UVICORN_WS, log_config=None)
 

@@ -10,8 +10,14 @@ import yaml
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from voxgate.hosts import is_loopback, origin_of
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_AGENTS_DIR = REPO_ROOT / "examples" / "agents"
+
+
+class UnsafeSettingsError(ValueError):
+    """Settings that would open the gateway wider than its operator can have meant; the message says what to do."""
 
 
 class Settings(BaseSettings):
@@ -25,11 +31,22 @@ class Settings(BaseSettings):
     # Pins the wall clock at start-up to this local time, which then runs on (reproducing a call on the day
     # it happened; tests). Empty: the machine's clock. Relative dates, opening hours and demo data read it.
     clock_start: datetime | None = None
-    dev_mode: bool = True  # CORS for any origin, unsigned carrier webhooks allowed
+    # The loopback demo's conveniences: the console page mints keys without an API key (same-origin only),
+    # loopback origins pass CORS and WebSocket Origin checks, unsigned carrier webhooks pass when no secret
+    # is set. A gateway bound beyond loopback or given a public_url refuses to start with it on...
+    dev_mode: bool = True
+    # ...unless this says so (and the log says it loudly at start).
+    allow_dev_mode_beyond_loopback: bool = False
 
     # Comma-separated list of accepted client API keys. Empty: `serve` mints one and stores its hash.
     api_keys: SecretStr = SecretStr("")
+    # Origins whose pages may call the gateway (CORS) and open its WebSockets (Origin check), besides the
+    # gateway's own origin; "*" for any. Dev mode adds the loopback origins.
     cors_origins: list[str] = Field(default_factory=list)
+    # Host header values accepted besides loopback names, IP literals, `host` and the public_url host: a
+    # name no one configured is DNS rebinding. "*" turns the check off.
+    allowed_hosts: list[str] = Field(default_factory=list)
+    metrics_public: bool = False  # serve /metrics without an API key (a scraper on a private network)
 
     database_url: str = "sqlite+aiosqlite:///./voxgate.db"
     agents_dir: Path = DEFAULT_AGENTS_DIR
@@ -56,6 +73,7 @@ class Settings(BaseSettings):
     # Browser calls (ephemeral keys, WebRTC)
     ephemeral_ttl_s: int = 60  # a key a browser holds lives this long unless the minting server asks otherwise
     ephemeral_max_ttl_s: int = 600
+    key_purge_interval_s: float = Field(default=60.0, gt=0)  # expired keys (spent browser keys, mostly) go this often
     # RTCIceServer dicts ({"urls": ..., "username": ..., "credential": ...}); empty on a LAN, STUN/TURN elsewhere
     ice_servers: list[dict[str, Any]] = Field(default_factory=list)
     webrtc_connect_timeout_s: float = 15.0  # a peer that has not connected by then is dropped
@@ -113,6 +131,26 @@ class Settings(BaseSettings):
 
     def base_url(self) -> str:
         return self.public_url.rstrip("/") or f"http://{self.host}:{self.port}"
+
+    def exposure(self) -> str | None:
+        """Why the gateway can be reached from beyond this machine, or None when it is on loopback only."""
+        if not is_loopback(self.host):
+            return f"it listens on {self.host}"
+        public = origin_of(self.public_url) if self.public_url else None
+        if self.public_url and (public is None or not is_loopback(public[1])):
+            return f"its public_url is {self.public_url}"
+        return None
+
+    def check_exposure(self) -> None:
+        """Refuse dev mode on a gateway others can reach, unless the operator said so explicitly."""
+        reason = self.exposure()
+        if self.dev_mode and reason and not self.allow_dev_mode_beyond_loopback:
+            raise UnsafeSettingsError(
+                f"dev_mode is on and {reason}. Dev mode is for a demo on this machine: its console page mints "
+                "keys without an API key and loopback pages pass CORS. Turn it off for a gateway others can "
+                "reach (VOXGATE_DEV_MODE=false, or dev_mode: false in the settings file), or listen on "
+                "127.0.0.1 with no public_url. To keep dev mode anyway, set "
+                "VOXGATE_ALLOW_DEV_MODE_BEYOND_LOOPBACK=true.")
 
     def shown(self) -> dict[str, Any]:
         """The effective settings with secrets masked, for `voxgate config show`."""

@@ -78,7 +78,7 @@ async def test_webhook_signature_and_answer_command(carrier_server: CarrierServe
             assert refused.status_code == 403
         garbage = b'{"data": "not an event"}'
         assert (await http.post(url, content=garbage, headers=signed(carrier_server, garbage))).status_code == 400
-        text = (await http.get(f"{live.base_url}/metrics")).text
+        text = (await http.get(f"{live.base_url}/metrics", headers=live.auth)).text
         for reason in ("missing", "invalid", "stale", "malformed"):
             assert metric(text, "voxgate_carrier_webhooks_rejected_total", carrier="telnyx", reason=reason) >= 1
 
@@ -136,7 +136,7 @@ async def test_call_barge_in_order_status_dtmf_and_transfer(carrier_server: Carr
         assert len(handover) * 0.02 > 1.5 and request.at >= handover[-1].at
         await asyncio.wait_for(line.closed.wait(), timeout=5)
         assert session.closed and session.end_reason.startswith("transferred")
-        text = (await httpx.AsyncClient().get(f"{live.base_url}/metrics")).text
+        text = (await httpx.AsyncClient().get(f"{live.base_url}/metrics", headers=live.auth)).text
         assert metric(text, "voxgate_carrier_message_errors_total", carrier="telnyx", code="out_of_order") == 0
     finally:
         await line.close()

@@ -77,7 +77,7 @@ async def test_voice_webhook_answers_signed_requests_with_stream_twiml(carrier_s
         assert parameters == {"agent": "acme", "from": "+15557654321", "to": "+15551234567",
                               "callSid": form["CallSid"]}
 
-        before = metric((await http.get(f"{live.base_url}/metrics")).text,
+        before = metric((await http.get(f"{live.base_url}/metrics", headers=live.auth)).text,
                         "voxgate_carrier_webhooks_rejected_total", carrier="twilio", reason="invalid_signature")
         tampered = {**form, "From": "+15550000000"}  # signed for other parameters
         for headers, data in [({}, form), ({"X-Twilio-Signature": "bm90IGEgc2lnbmF0dXJl"}, form),
@@ -85,7 +85,7 @@ async def test_voice_webhook_answers_signed_requests_with_stream_twiml(carrier_s
                               ({"X-Twilio-Signature": twilio_sign(url, form, "wrong-token")}, form)]:
             refused = await http.post(url, data=data, headers=headers)
             assert refused.status_code == 403
-        after = metric((await http.get(f"{live.base_url}/metrics")).text,
+        after = metric((await http.get(f"{live.base_url}/metrics", headers=live.auth)).text,
                        "voxgate_carrier_webhooks_rejected_total", carrier="twilio", reason="invalid_signature")
         assert after - before == 4
 
@@ -179,7 +179,7 @@ async def test_a_carrier_that_stops_reading_is_hung_up_on_and_other_calls_go_on(
         assert session.end_reason == "carrier_not_reading"
         call = await finished_call(live, session.id)
         assert call["status"] == "dropped"
-        text = (await httpx.AsyncClient().get(f"{live.base_url}/metrics")).text
+        text = (await httpx.AsyncClient().get(f"{live.base_url}/metrics", headers=live.auth)).text
         assert metric(text, "voxgate_carrier_stalls_total", carrier="twilio") >= 1
 
         # The other call was answered meanwhile, in full.
@@ -230,7 +230,7 @@ async def test_bad_frames_are_counted_and_the_call_goes_on(server: str, request:
         echoed_s = len(line.audio_since(reply_at)) / 8000
         assert talk_s * 0.7 < echoed_s < talk_s + 1.5, (talk_s, echoed_s)
 
-        text = (await httpx.AsyncClient().get(f"{live.base_url}/metrics")).text
+        text = (await httpx.AsyncClient().get(f"{live.base_url}/metrics", headers=live.auth)).text
         for code in ("invalid_json", "unknown_event", "unknown_stream", "invalid_base64", "bad_payload_size",
                      "out_of_order", "invalid_digit", "missing_field", "media_before_start"):
             assert metric(text, "voxgate_carrier_message_errors_total", carrier="twilio", code=code) >= 1, code
