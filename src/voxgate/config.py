@@ -48,6 +48,13 @@ class Settings(BaseSettings):
     allowed_hosts: list[str] = Field(default_factory=list)
     metrics_public: bool = False  # serve /metrics without an API key (a scraper on a private network)
 
+    # TLS for `serve` (clients that insist on wss://, the npm openai SDK among them): a certificate and its
+    # key in PEM, or a self-signed localhost certificate made once in data_dir.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_self_signed: bool = False
+    data_dir: Path = Path(".voxgate")  # files the gateway makes for itself (the self-signed certificate)
+
     database_url: str = "sqlite+aiosqlite:///./voxgate.db"
     agents_dir: Path = DEFAULT_AGENTS_DIR
     default_agent: str = "acme"
@@ -130,7 +137,8 @@ class Settings(BaseSettings):
         return [k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip()]
 
     def base_url(self) -> str:
-        return self.public_url.rstrip("/") or f"http://{self.host}:{self.port}"
+        scheme = "https" if self.tls_cert or self.tls_self_signed else "http"
+        return self.public_url.rstrip("/") or f"{scheme}://{self.host}:{self.port}"
 
     def exposure(self) -> str | None:
         """Why the gateway can be reached from beyond this machine, or None when it is on loopback only."""
