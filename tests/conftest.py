@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -116,6 +116,15 @@ def carrier_server_asgi(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ca
     yield CarrierServer(live, api, token, "", b"")
     live.embedded.stop()
     api.stop()
+
+
+@pytest.fixture
+async def http(gateway: LiveServer) -> AsyncIterator[Any]:
+    """An HTTP client for the module's `gateway` fixture (each module that uses it defines one)."""
+    import httpx
+
+    async with httpx.AsyncClient(base_url=gateway.base_url, timeout=20) as client:
+        yield client
 
 
 async def finished_call(live: LiveServer, session_id: str, wait_s: float = 10.0) -> dict[str, Any]:

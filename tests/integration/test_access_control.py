@@ -11,7 +11,7 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,12 +47,6 @@ def production(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]
                         metrics_public=True)
     yield live
     live.embedded.stop()
-
-
-@pytest.fixture
-async def http(gateway: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=gateway.base_url, timeout=20) as client:
-        yield client
 
 
 def own_origin(live: LiveServer) -> str:
