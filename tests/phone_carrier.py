@@ -1,6 +1,11 @@
 """Test carriers: a phone line that speaks Twilio's or Telnyx's media-stream protocol as documented, and a
 recorder that stands in for their REST APIs.
 
+A call starts as a carrier starts it: with the webhook (`TwilioLine.call` posts the voice webhook and
+follows its TwiML, sending the `<Parameter>`s, media token included, back in `start`; Telnyx tests
+deliver `call.initiated` and take the stream URL and token from the answer command). `dial` opens a
+media socket with whatever the caller of it says: what an attacker can do.
+
 `PhoneLine` behaves like the carrier's side of a call: it streams the caller's audio in real time
 (20 ms frames, silence when the caller says nothing, as a real line does), plays the agent's audio on
 a real-time clock and echoes each mark when the audio before it has played, empties its buffer on
@@ -26,7 +31,9 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl
+from xml.etree import ElementTree
 
+import httpx
 import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -50,6 +57,30 @@ def twilio_sign(url: str, params: dict[str, str], auth_token: str) -> str:
     """X-Twilio-Signature, written out independently of the gateway's code (reference §1.5)."""
     data = url + "".join(k + params[k] for k in sorted(params))
     return base64.b64encode(hmac.new(auth_token.encode(), data.encode(), hashlib.sha1).digest()).decode()
+
+
+TWILIO_ACCOUNT = "AC" + "0" * 32
+
+
+def twilio_voice_form(call_sid: str, account_sid: str = TWILIO_ACCOUNT, caller: str = "+15557654321",
+                      called: str = "+15551234567") -> dict[str, str]:
+    """The form Twilio posts to the voice webhook for a ringing inbound call."""
+    return {"CallSid": call_sid, "AccountSid": account_sid, "From": caller, "To": called, "CallStatus": "ringing",
+            "Direction": "inbound", "ApiVersion": "2010-04-01"}
+
+
+async def twilio_voice_webhook(base_url: str, auth_token: str | None, form: dict[str, str],
+                               agent: str = "acme") -> tuple[str, dict[str, str]]:
+    """Post the voice webhook as Twilio does (signed when there is a token); the stream URL and the
+    `<Parameter>`s of the `<Connect><Stream>` it answers with."""
+    url = f"{base_url}/twilio/voice?agent={agent}"
+    headers = {"X-Twilio-Signature": twilio_sign(url, form, auth_token)} if auth_token else {}
+    async with httpx.AsyncClient() as http:
+        response = await http.post(url, data=form, headers=headers)
+    response.raise_for_status()
+    stream = ElementTree.fromstring(response.text).find("./Connect/Stream")
+    assert stream is not None, response.text
+    return str(stream.get("url")), {str(p.get("name")): str(p.get("value")) for p in stream.findall("Parameter")}
 
 
 @dataclass
@@ -249,13 +280,27 @@ class PhoneLine:
 class TwilioLine(PhoneLine):
     stream_sid: str = field(default_factory=lambda: "MZ" + uuid.uuid4().hex)
     call_sid: str = field(default_factory=lambda: "CA" + uuid.uuid4().hex)
-    account_sid: str = "AC" + "0" * 32
+    account_sid: str = TWILIO_ACCOUNT
     parameters: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    async def call(cls, base_url: str, auth_token: str | None, *, agent: str = "acme",
+                   caller: str = "+15557654321", account_sid: str = TWILIO_ACCOUNT,
+                   stream_account_sid: str | None = None, **kwargs: Any) -> TwilioLine:
+        """Place a call as Twilio does: the voice webhook, then the media socket its TwiML names, with the
+        TwiML's `<Parameter>`s (the media token among them) sent back in `start`. `stream_account_sid`:
+        what `start` claims instead of the webhook's account (a forger's edit). `kwargs` go to `dial`."""
+        call_sid = kwargs.pop("call_sid", None) or "CA" + uuid.uuid4().hex
+        ws_url, parameters = await twilio_voice_webhook(
+            base_url, auth_token, twilio_voice_form(call_sid, account_sid, caller), agent)
+        return await cls.dial(ws_url, auth_token, parameters, call_sid=call_sid,
+                              account_sid=stream_account_sid or account_sid, **kwargs)
 
     @classmethod
     async def dial(cls, ws_url: str, auth_token: str | None, parameters: dict[str, str], *,
                    sock: socket.socket | None = None, **kwargs: Any) -> TwilioLine:
-        """Open the media socket as Twilio does (upgrade signed over the ws URL) and send connected + start.
+        """Open the media socket as Twilio does (upgrade signed over the ws URL) and send connected + start
+        with these `customParameters`: a real call takes them from the webhook's TwiML (`call`).
 
         `sock`: an already connected socket to speak over (e.g. one with a tiny receive buffer)."""
         headers = {"X-Twilio-Signature": twilio_sign(ws_url, {}, auth_token)} if auth_token else {}

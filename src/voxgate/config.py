@@ -89,12 +89,12 @@ class Settings(BaseSettings):
     webrtc_playout_buffer_s: float = 60.0  # agent audio queued on a call's track; beyond it, dropped and counted
 
     # Phone carriers (Twilio Media Streams, Telnyx media streaming)
-    # Webhooks and media sockets must be signed; with this off, or in dev mode with no secret set, unsigned
-    # requests are let through (a secret that is set is always checked while this is on).
+    # Webhooks and media-socket upgrades must be signed; with this off, or in dev mode with no secret set,
+    # unsigned ones are let through (a secret that is set is always checked while this is on).
     verify_carrier_signatures: bool = True
     twilio_auth_token: SecretStr = SecretStr("")  # signs webhooks; with the AccountSid, authenticates REST
     twilio_api_base: str = "https://api.twilio.com"
-    telnyx_api_key: SecretStr = SecretStr("")  # Bearer key for call commands; also keys the stream auth token
+    telnyx_api_key: SecretStr = SecretStr("")  # Bearer key for call commands
     telnyx_public_key: str = ""  # base64 Ed25519 public key from the portal, checks webhook signatures
     telnyx_api_base: str = "https://api.telnyx.com"
     telnyx_codec: Literal["PCMU", "PCMA", "L16"] = "PCMU"  # asked of Telnyx both ways; L16 at telnyx_sample_rate
@@ -104,6 +104,13 @@ class Settings(BaseSettings):
     carrier_playout_buffer_s: float = 60.0  # agent audio queued per call; beyond it, dropped and counted
     carrier_stall_timeout_s: float = 5.0  # a carrier that has not taken a frame for this long is hung up on
     carrier_api_timeout_s: float = 5.0
+    # Every carrier media socket must present a single-use token that the (signed) webhook minted for its
+    # call, whatever dev_mode and verify_carrier_signatures say: the webhook's answer to the stream's `start`.
+    carrier_media_token_ttl_s: float = 60.0
+    carrier_replay_cache_max: int = 100_000  # entries per cache: live media tokens, Twilio CallSids, Telnyx events
+    twilio_replay_window_s: float = 3600.0  # a voice webhook for a CallSid answered this recently is a replay
+    telnyx_webhook_tolerance_s: float = 300.0  # a signed Telnyx webhook older than this is refused as stale
+    telnyx_webhook_max_future_s: float = 30.0  # ... and one stamped further ahead of our clock than this
     # Bytes held for a carrier that stops reading, in the kernel and in the process each (~1 s of audio):
     # small, so a stall is noticed in seconds, not after the kernel has buffered minutes of audio.
     carrier_send_buffer_bytes: int = 16384

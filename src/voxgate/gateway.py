@@ -27,6 +27,8 @@ from voxgate.store.calls import CallStore
 from voxgate.store.database import Database
 from voxgate.store.keys import KeyRecord, KeyStore
 from voxgate.tools.registry import ToolRegistry
+from voxgate.transports.media_tokens import MediaTokens
+from voxgate.transports.replay_cache import ReplayCache
 
 log = logging.getLogger("voxgate")
 
@@ -54,6 +56,9 @@ class Gateway:
     def __init__(self, settings: Settings, agents: dict[str, AgentConfig] | None = None) -> None:
         self.settings = settings
         self.clock = Clock(settings.clock_start)  # the date callers hear; pinned by clock_start
+        # Real time, never pinned: webhook timestamps and media-token expiry are compared with the carriers'
+        # clocks (voxgate.clock). A test swaps it to move time.
+        self.real_clock = Clock()
         self.agents = agents if agents is not None else load_agents(settings.agents_dir)
         if settings.default_agent not in self.agents:
             raise ValueError(f"default agent {settings.default_agent!r} not found in {settings.agents_dir}")
@@ -73,6 +78,12 @@ class Gateway:
         self.ready = False
         self.sessions: dict[str, Session] = {}
         self._key_purger: asyncio.Task[None] | None = None
+        # Carrier calls: media sockets need a token our webhook minted; webhooks already acted on are replays.
+        bound = settings.carrier_replay_cache_max
+        self.media_tokens = MediaTokens(settings.carrier_media_token_ttl_s, bound)
+        self.twilio_calls_answered = ReplayCache(settings.twilio_replay_window_s, bound)
+        self.telnyx_events_seen = ReplayCache(
+            settings.telnyx_webhook_tolerance_s + settings.telnyx_webhook_max_future_s, bound)
 
     async def start(self) -> None:
         await self.db.connect()

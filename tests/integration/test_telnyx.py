@@ -78,8 +78,30 @@ async def test_webhook_signature_and_answer_command(carrier_server: CarrierServe
             assert refused.status_code == 403
         garbage = b'{"data": "not an event"}'
         assert (await http.post(url, content=garbage, headers=signed(carrier_server, garbage))).status_code == 400
+
+        # Replays: as captured (the same signature), or the same event signed again: refused, answered once.
+        replayed_id = "v3:" + uuid.uuid4().hex
+        body = call_initiated(replayed_id)
+        headers = signed(carrier_server, body)
+        assert (await http.post(url, content=body, headers=headers)).status_code == 200
+        again = await http.post(url, content=body, headers=headers)
+        assert again.status_code == 409 and again.json()["error"]["code"] == "replayed"
+        resigned = signed(carrier_server, body, timestamp=int(time.time()) + 1)
+        assert (await http.post(url, content=body, headers=resigned)).status_code == 409
+        answer_path = f"/v2/calls/{quote(replayed_id, safe='')}/actions/answer"
+        await carrier_server.api.wait_for(answer_path, within_s=5)
+        # A fresh event stamped 200 s ahead: a pre-signed request waiting to be used. Refused, never answered.
+        ahead_id = "v3:" + uuid.uuid4().hex
+        ahead = call_initiated(ahead_id)
+        early = await http.post(url, content=ahead, headers=signed(carrier_server, ahead, int(time.time()) + 200))
+        assert early.status_code == 403 and "ahead" in early.json()["error"]["message"]
+        # The refusals are answered before any command starts; the accepted one has had time to send its answer.
+        assert [r.path for r in carrier_server.api.requests if replayed_id.removeprefix("v3:") in r.path] == [
+            answer_path]
+        assert not [r for r in carrier_server.api.requests if ahead_id.removeprefix("v3:") in r.path]
+
         text = (await http.get(f"{live.base_url}/metrics", headers=live.auth)).text
-        for reason in ("missing", "invalid", "stale", "malformed"):
+        for reason in ("missing", "invalid", "stale", "malformed", "replayed", "future"):
             assert metric(text, "voxgate_carrier_webhooks_rejected_total", carrier="telnyx", reason=reason) >= 1
 
 
@@ -88,7 +110,7 @@ async def test_media_socket_needs_the_stream_token_of_an_answered_call(carrier_s
                                  "v3:" + uuid.uuid4().hex, {"agent": "echo"}, encoding="pcma")
     try:
         await asyncio.wait_for(line.closed.wait(), timeout=5)
-        assert line.ws.close_code == 1008
+        assert line.ws.close_code == 1008 and line.ws.close_reason == "unknown media token"
         assert session_of(carrier_server, line.call_control_id) is None
     finally:
         await line.close()

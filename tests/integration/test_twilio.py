@@ -14,6 +14,7 @@ import base64
 import json
 import socket
 import time
+import uuid
 import xml.etree.ElementTree as ET
 from datetime import timedelta
 from typing import Any
@@ -24,7 +25,7 @@ import pytest
 import websockets
 
 from tests.conftest import CarrierServer, finished_call
-from tests.phone_carrier import TwilioLine, eventually, twilio_sign
+from tests.phone_carrier import TwilioLine, eventually, twilio_sign, twilio_voice_form, twilio_voice_webhook
 from tests.speech import speak
 from voxgate.audio.resample import StreamResampler
 from voxgate.engines.local.stt import WhisperTranscriber
@@ -64,8 +65,7 @@ async def wait_session(server: CarrierServer, call_id: str) -> Any:
 async def test_voice_webhook_answers_signed_requests_with_stream_twiml(carrier_server: CarrierServer) -> None:
     live, token = carrier_server.live, carrier_server.twilio_auth_token
     url = f"{live.base_url}/twilio/voice?agent=acme"
-    form = {"CallSid": "CA" + "1" * 32, "AccountSid": ACCOUNT, "From": "+15557654321", "To": "+15551234567",
-            "CallStatus": "ringing", "Direction": "inbound", "ApiVersion": "2010-04-01"}
+    form = twilio_voice_form("CA" + "1" * 32, ACCOUNT)
     async with httpx.AsyncClient() as http:
         ok = await http.post(url, data=form, headers={"X-Twilio-Signature": twilio_sign(url, form, token)})
         assert ok.status_code == 200, ok.text
@@ -74,8 +74,19 @@ async def test_voice_webhook_answers_signed_requests_with_stream_twiml(carrier_s
         assert stream is not None
         assert stream.get("url") == f"{live.ws_url}/twilio/media"
         parameters = {p.get("name"): p.get("value") for p in stream.findall("Parameter")}
+        media_token = parameters.pop("token")
+        assert media_token and len(media_token) >= 40  # a fresh single-use token, for this call only
         assert parameters == {"agent": "acme", "from": "+15557654321", "to": "+15551234567",
                               "callSid": form["CallSid"]}
+
+        # Replayed as captured, signature and all: Twilio signs no timestamp, so the CallSid tells.
+        replays = metric((await http.get(f"{live.base_url}/metrics", headers=live.auth)).text,
+                         "voxgate_carrier_webhooks_rejected_total", carrier="twilio", reason="replayed")
+        replay = await http.post(url, data=form, headers={"X-Twilio-Signature": twilio_sign(url, form, token)})
+        assert replay.status_code == 409 and replay.json()["error"]["code"] == "replayed"
+        assert "token" not in replay.text
+        assert metric((await http.get(f"{live.base_url}/metrics", headers=live.auth)).text,
+                      "voxgate_carrier_webhooks_rejected_total", carrier="twilio", reason="replayed") == replays + 1
 
         before = metric((await http.get(f"{live.base_url}/metrics", headers=live.auth)).text,
                         "voxgate_carrier_webhooks_rejected_total", carrier="twilio", reason="invalid_signature")
@@ -99,8 +110,7 @@ async def test_media_socket_refuses_an_unsigned_upgrade(carrier_server: CarrierS
 
 async def test_call_barge_in_order_status_dtmf_and_transfer(carrier_server: CarrierServer) -> None:
     live, token = carrier_server.live, carrier_server.twilio_auth_token
-    line = await TwilioLine.dial(f"{live.ws_url}/twilio/media", token, {"agent": "acme", "from": "+15557654321"},
-                                 account_sid=ACCOUNT)
+    line = await TwilioLine.call(live.base_url, token, agent="acme", caller="+15557654321", account_sid=ACCOUNT)
     try:
         session = await wait_session(carrier_server, line.call_sid)
         assert session.caller.transport == "twilio"
@@ -158,6 +168,24 @@ async def test_call_barge_in_order_status_dtmf_and_transfer(carrier_server: Carr
         await line.close()
 
 
+async def test_rest_actions_use_the_webhooks_sids_whatever_the_stream_says(carrier_server: CarrierServer) -> None:
+    """Whoever holds a media socket writes its `start`: the accountSid there must not steer REST calls made
+    with the real auth token. The demo agent's key 0 asks for a person, which is a REST transfer."""
+    live, token = carrier_server.live, carrier_server.twilio_auth_token
+    claimed = "AC" + "f" * 32
+    line = await TwilioLine.call(live.base_url, token, agent="acme", account_sid=ACCOUNT, stream_account_sid=claimed)
+    try:
+        await wait_session(carrier_server, line.call_sid)
+        await line.wait_audio(time.monotonic(), min_s=0.5, within_s=20)
+        await line.press("0")
+        request = await carrier_server.api.wait_for(f"/Calls/{line.call_sid}.json", within_s=30)
+        assert request.path == f"/2010-04-01/Accounts/{ACCOUNT}/Calls/{line.call_sid}.json"
+        assert request.headers["authorization"] == "Basic " + base64.b64encode(f"{ACCOUNT}:{token}".encode()).decode()
+        assert not [r for r in carrier_server.api.requests if claimed in r.path]
+    finally:
+        await line.close()
+
+
 async def test_a_carrier_that_stops_reading_is_hung_up_on_and_other_calls_go_on(
         carrier_server: CarrierServer) -> None:
     """The carrier keeps sending but stops reading while the agent talks: once its socket has been full for
@@ -167,8 +195,8 @@ async def test_a_carrier_that_stops_reading_is_hung_up_on_and_other_calls_go_on(
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)  # a small window, so the gateway's side fills
     sock.connect((host, int(port)))
-    deaf = await TwilioLine.dial(f"{live.ws_url}/twilio/media", token, {"agent": "echo"}, sock=sock)
-    other = await TwilioLine.dial(f"{live.ws_url}/twilio/media", token, {"agent": "echo"})
+    deaf = await TwilioLine.call(live.base_url, token, agent="echo", sock=sock)
+    other = await TwilioLine.call(live.base_url, token, agent="echo")
     try:
         session = await wait_session(carrier_server, deaf.call_sid)
         deaf._tasks[1].cancel()  # its listener: the client library soon stops reading the socket
@@ -196,11 +224,13 @@ async def test_bad_frames_are_counted_and_the_call_goes_on(server: str, request:
     """On voxgate's direct media sockets and on the stock ASGI path alike."""
     carrier_server: CarrierServer = request.getfixturevalue(server)
     live, token = carrier_server.live, carrier_server.twilio_auth_token
-    line = await TwilioLine.dial(f"{live.ws_url}/twilio/media", token, {"agent": "echo"})
+    line = await TwilioLine.call(live.base_url, token, agent="echo")
     # A second call on another socket: media before start, then a proper start; it must be unaffected.
-    other = await websockets.connect(f"{live.ws_url}/twilio/media", compression=None,
-                                     additional_headers={"X-Twilio-Signature": twilio_sign(
-                                         f"{live.ws_url}/twilio/media", {}, token)})
+    other_sid = "CA" + uuid.uuid4().hex
+    other_url, other_parameters = await twilio_voice_webhook(live.base_url, token, twilio_voice_form(other_sid),
+                                                             agent="echo")
+    other = await websockets.connect(other_url, compression=None,
+                                     additional_headers={"X-Twilio-Signature": twilio_sign(other_url, {}, token)})
     try:
         sid = line.stream_sid
         good = base64.b64encode(b"\xff" * 160).decode()
@@ -220,7 +250,7 @@ async def test_bad_frames_are_counted_and_the_call_goes_on(server: str, request:
         for frame in bad_frames:
             await line.ws.send(frame)
         await other.send(json.dumps({"event": "media", "streamSid": "MZ1", "media": {"chunk": "1", "payload": good}}))
-        other_line = TwilioLine(ws=other)
+        other_line = TwilioLine(ws=other, call_sid=other_sid, parameters=other_parameters)
         await other_line.begin()
 
         # The echo agent still answers the first call: the garbage cost frames, not the call.

@@ -29,8 +29,8 @@ async def test_menu_choice_and_a_typed_card_that_stays_secret(carrier_server: Ca
                                                               caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     live = carrier_server.live
-    line = await TwilioLine.dial(f"{live.ws_url}/twilio/media", carrier_server.twilio_auth_token,
-                                 {"agent": "acme", "from": "+15557654321"}, account_sid="AC" + "0" * 32)
+    line = await TwilioLine.call(live.base_url, carrier_server.twilio_auth_token, agent="acme",
+                                 caller="+15557654321")
     try:
         session = await wait_session(carrier_server, line.call_sid)
         dialled = time.monotonic()
