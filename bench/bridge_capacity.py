@@ -4,8 +4,9 @@ The gateway runs in its own process pinned to CPU 0 (the `echo` agent: each turn
 caller stops), this load generator on CPU 1. It runs twice: first the echo agent as shipped, whose
 turns webrtcvad detects (no model: the bridge alone, the issue's target of 300 calls per core), then
 with Silero VAD on every call, the same work as the Pipecat pipeline it is compared with.
-Every call streams a spoken sentence (2 s) then 4 s of line silence, over and over, at 20 ms real
-time, with each call's turns at a random phase; it plays the returned audio on a Twilio-like
+Every call is placed as Twilio places it (the voice webhook first, whose TwiML carries the call's media
+token; Pipecat takes any stream) and streams a spoken sentence (2 s) then 4 s of line silence, over and
+over, at 20 ms real time, with each call's turns at a random phase; it plays the returned audio on a Twilio-like
 real-time clock and echoes marks when their audio has played. Over a steady window it measures:
 
     CPU per call     the server process's CPU time / wall time / N
@@ -47,6 +48,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAME_S = 0.02
@@ -207,8 +209,11 @@ def speech_frames() -> list[str]:
 
 
 class LoadGenerator:
-    def __init__(self, url: str, speech: list[str]) -> None:
+    def __init__(self, url: str, speech: list[str], voice_webhook: str | None = None) -> None:
+        """`voice_webhook`: the URL Twilio would post first (voxgate's /twilio/voice), whose TwiML gives the
+        call's media token; None for a server that takes any stream (the Pipecat comparison)."""
         self.url = url
+        self.voice_webhook = voice_webhook
         self.speech = speech
         self.silence = base64.b64encode(b"\xff" * 160).decode()
         self.cycle = len(speech) + int(QUIET_S / FRAME_S)
@@ -217,16 +222,34 @@ class LoadGenerator:
         self.window: tuple[float, float] = (0.0, 0.0)
         self.frame_no = 0
 
+    async def answer(self, call_sid: str) -> dict[str, str]:
+        """The `<Parameter>`s of the voice webhook's `<Connect><Stream>`, as Twilio gets them before it streams."""
+        if self.voice_webhook is None:
+            return {"agent": "echo"}
+        import httpx
+
+        form = {"CallSid": call_sid, "AccountSid": "AC" + "0" * 32, "From": "+15550000000", "To": "+15551111111",
+                "CallStatus": "ringing", "Direction": "inbound"}
+        async with httpx.AsyncClient(timeout=30) as http:
+            response = await http.post(self.voice_webhook, data=form)
+        response.raise_for_status()
+        stream = ElementTree.fromstring(response.text).find("./Connect/Stream")
+        if stream is None:
+            raise RuntimeError(f"the voice webhook did not answer with a stream: {response.text[:200]}")
+        return {str(p.get("name")): str(p.get("value")) for p in stream.findall("Parameter")}
+
     async def dial(self, index: int) -> Call:
         from websockets.asyncio.client import connect
 
+        call_sid = f"CA{os.getpid():08x}{index:024x}"  # unique per run: the gateway answers a CallSid once
+        parameters = await self.answer(call_sid)
         ws = await connect(self.url, compression=None, max_size=None, ping_interval=None, open_timeout=30)
         sid = f"MZ{index:032x}"
         call = Call(index, ws, sid, phase=random.randrange(self.cycle))
         await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
         await ws.send(json.dumps({"event": "start", "sequenceNumber": "1", "streamSid": sid, "start": {
-            "accountSid": "AC" + "0" * 32, "streamSid": sid, "callSid": f"CA{index:032x}", "tracks": ["inbound"],
-            "customParameters": {"agent": "echo"},
+            "accountSid": "AC" + "0" * 32, "streamSid": sid, "callSid": call_sid, "tracks": ["inbound"],
+            "customParameters": parameters,
             "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}}))
         return call
 
@@ -405,7 +428,7 @@ def stop_server(process: subprocess.Popen[bytes]) -> None:
 
 
 def ramp(name: str, argv: list[str], port: int, steps: list[int], speech: list[str], args: argparse.Namespace,
-         tmp: Path) -> int:
+         tmp: Path, voice_webhook: bool = True) -> int:
     """Run each N until one fails (and one more step, to be sure); return the largest N that passed."""
     print(f"\n{name}")
     print(f"{'N':>5} {'CPU':>6} {'CPU/call':>9} {'jitter p50':>11} {'p99':>7} {'late':>6} {'returned':>9} "
@@ -416,7 +439,8 @@ def ramp(name: str, argv: list[str], port: int, steps: list[int], speech: list[s
         server = start_server(argv, port, tmp / f"{name.split()[0]}-{n}.log", args.realtime)
         try:
             time.sleep(1.0)
-            generator = LoadGenerator(f"ws://127.0.0.1:{port}/twilio/media", speech)
+            generator = LoadGenerator(f"ws://127.0.0.1:{port}/twilio/media", speech,
+                                      f"http://127.0.0.1:{port}/twilio/voice?agent=echo" if voice_webhook else None)
             result = asyncio.run(generator.run(n, args.ramp, args.warmup, args.window, server.pid))
             result["server_late_ticks"] = server_late_ticks(port)
         finally:
@@ -496,7 +520,7 @@ def main() -> None:
         return
     pipecat_best = ramp("pipecat 1.x (FastAPIWebsocketTransport + TwilioFrameSerializer + Silero VADProcessor)",
                         [python, __file__, "serve-pipecat", "--port", str(port)], port,
-                        [int(x) for x in args.pipecat_calls.split(",")], speech, args, tmp)
+                        [int(x) for x in args.pipecat_calls.split(",")], speech, args, tmp, voice_webhook=False)
     print(f"\npipecat: largest N one core holds: {pipecat_best}")
     if pipecat_best:
         print(f"voxgate / pipecat capacity ratio, both with Silero VAD: {silero_best / pipecat_best:.1f}x"
