@@ -118,76 +118,7 @@ async def assert_refused(server: Gateway, carrier: str, line: PhoneLine, call_id
     assert await recorded_calls(server) == calls
 
 
-# -- Twilio ------------------------------------------------------------------------------------------
-
-
-async def twilio_token(server: Gateway, call_sid: str) -> tuple[str, dict[str, str]]:
-    """The stream URL and <Parameter>s our voice webhook answers for this call (as Twilio would get them)."""
-    return await twilio_voice_webhook(server.live.base_url, server.twilio_auth_token, twilio_voice_form(call_sid),
-                                      agent="echo")
-
-
-async def twilio_socket(server: Gateway, parameters: dict[str, str], call_sid: str) -> TwilioLine:
-    url = f"{server.live.ws_url}/twilio/media"
-    token = server.twilio_auth_token
-    headers = {"X-Twilio-Signature": twilio_sign(url, {}, token)} if token else {}
-    ws = await connect(url, additional_headers=headers, compression=None)
-    return TwilioLine(ws=ws, parameters=parameters, call_sid=call_sid)
-
-
-async def test_twilio_starts_without_a_live_token_of_their_own_call_get_nothing(gateway: Gateway) -> None:
-    server = gateway
-    # No token: a made-up start, as anyone who finds the URL (and, before, one observed signature) could send.
-    sid = "CA" + uuid.uuid4().hex
-    await assert_refused(server, "twilio", await twilio_socket(server, {"agent": "echo"}, sid), sid, "missing",
-                         "no media token: streams are accepted only for calls our webhook answered")
-    # A wrong token.
-    await assert_refused(server, "twilio", await twilio_socket(server, {"token": "x" * 43}, sid), sid, "unknown",
-                         "unknown media token")
-    # Another call's token: minted for call A, presented with call B's SID (a hijack of B).
-    sid_a, sid_b = "CA" + uuid.uuid4().hex, "CA" + uuid.uuid4().hex
-    _, parameters_a = await twilio_token(server, sid_a)
-    await assert_refused(server, "twilio", await twilio_socket(server, parameters_a, sid_b), sid_b, "wrong_call",
-                         "media token was minted for another call")
-    # Expired: the webhook answered, but the stream came after the TTL.
-    sid_late = "CA" + uuid.uuid4().hex
-    _, late = await twilio_token(server, sid_late)
-    server.move_time(TTL_S + 1)
-    try:
-        await assert_refused(server, "twilio", await twilio_socket(server, late, sid_late), sid_late, "expired",
-                             "media token expired")
-    finally:
-        server.move_time(0)
-
-    # The real call A still works with its token (the wrong-call attempt did not spend it)...
-    line = await TwilioLine.dial(f"{server.live.ws_url}/twilio/media", server.twilio_auth_token, parameters_a,
-                                 call_sid=sid_a)
-    try:
-        await eventually(lambda: server.sessions_for(sid_a), 10, "a session for the real call")
-    finally:
-        await line.hang_up()
-    # ...once: its handshake replayed word for word gets nothing.
-    await eventually(lambda: not server.sessions_for(sid_a), 10, "the real call ending")
-    await assert_refused(server, "twilio", await twilio_socket(server, parameters_a, sid_a), sid_a, "reused",
-                         "media token already used")
-
-
-async def test_twilio_voice_webhook_replays_mint_nothing(gateway: Gateway) -> None:
-    server = gateway
-    sid = "CA" + uuid.uuid4().hex
-    form = twilio_voice_form(sid)
-    url = f"{server.live.base_url}/twilio/voice?agent=echo"
-    headers = {"X-Twilio-Signature": twilio_sign(url, form, server.twilio_auth_token)} if server.twilio_auth_token \
-        else {}
-    before = await rejections(server, "twilio", "replayed")
-    async with httpx.AsyncClient() as http:
-        assert (await http.post(url, data=form, headers=headers)).status_code == 200
-        replay = await http.post(url, data=form, headers=headers)
-    assert replay.status_code == 409 and replay.json()["error"]["code"] == "replayed"
-    assert await rejections(server, "twilio", "replayed") == before + 1
-
-
-# -- Telnyx ------------------------------------------------------------------------------------------
+# -- media sockets -----------------------------------------------------------------------------------
 
 
 def telnyx_headers(server: Gateway, body: bytes) -> dict[str, str]:
@@ -213,40 +144,87 @@ async def telnyx_token(server: Gateway, call_control_id: str) -> str:
     return token
 
 
-async def telnyx_socket(server: Gateway, token: str | None, call_control_id: str) -> TelnyxLine:
-    headers = {"x-telnyx-streaming-auth-token": token} if token else {}
-    ws = await connect(f"{server.live.ws_url}/telnyx/media", additional_headers=headers, compression=None)
-    return TelnyxLine(ws=ws, call_control_id=call_control_id, auth_token=token)
+async def minted(server: Gateway, carrier: str, call_id: str) -> str:
+    """Ring the carrier's webhook for a new call as the carrier does; the media token it hands back."""
+    if carrier == "twilio":
+        _, parameters = await twilio_voice_webhook(server.live.base_url, server.twilio_auth_token,
+                                                   twilio_voice_form(call_id), agent="echo")
+        return parameters["token"]
+    return await telnyx_token(server, call_id)
 
 
-async def test_telnyx_starts_without_a_live_token_of_their_own_call_get_nothing(gateway: Gateway) -> None:
+async def media_socket(server: Gateway, carrier: str, token: str | None, call_id: str) -> PhoneLine:
+    """A media socket as the carrier opens it (Twilio: signed upgrade, token in customParameters; Telnyx:
+    token in the handshake header and `connected`), for `call_id`, with whatever token it is given."""
+    url = f"{server.live.ws_url}/{carrier}/media"
+    if carrier == "twilio":
+        auth = server.twilio_auth_token
+        ws = await connect(url, compression=None,
+                           additional_headers={"X-Twilio-Signature": twilio_sign(url, {}, auth)} if auth else {})
+        return TwilioLine(ws=ws, call_sid=call_id, parameters={"agent": "echo", **({"token": token} if token else {})})
+    ws = await connect(url, compression=None,
+                       additional_headers={"x-telnyx-streaming-auth-token": token} if token else {})
+    return TelnyxLine(ws=ws, call_control_id=call_id, auth_token=token)
+
+
+def new_call_id(carrier: str) -> str:
+    return ("CA" if carrier == "twilio" else "v3:") + uuid.uuid4().hex
+
+
+@pytest.mark.parametrize("carrier", ["twilio", "telnyx"])
+async def test_starts_without_a_live_token_of_their_own_call_get_nothing(gateway: Gateway, carrier: str) -> None:
     server = gateway
-    cid = "v3:" + uuid.uuid4().hex
-    await assert_refused(server, "telnyx", await telnyx_socket(server, None, cid), cid, "missing",
+    # No token: a made-up start, as anyone who finds the URL could send (on Twilio, with one observed
+    # upgrade signature: it is the same for every call).
+    call_id = new_call_id(carrier)
+    await assert_refused(server, carrier, await media_socket(server, carrier, None, call_id), call_id, "missing",
                          "no media token: streams are accepted only for calls our webhook answered")
-    await assert_refused(server, "telnyx", await telnyx_socket(server, "forged", cid), cid, "unknown",
-                         "unknown media token")
-    cid_a, cid_b = "v3:" + uuid.uuid4().hex, "v3:" + uuid.uuid4().hex
-    token_a = await telnyx_token(server, cid_a)
-    await assert_refused(server, "telnyx", await telnyx_socket(server, token_a, cid_b), cid_b, "wrong_call",
-                         "media token was minted for another call")
-    cid_late = "v3:" + uuid.uuid4().hex
-    late = await telnyx_token(server, cid_late)
+    await assert_refused(server, carrier, await media_socket(server, carrier, "x" * 43, call_id), call_id,
+                         "unknown", "unknown media token")
+    # Another call's token: minted for call A, presented with call B's id (a hijack of B).
+    call_a, call_b = new_call_id(carrier), new_call_id(carrier)
+    token_a = await minted(server, carrier, call_a)
+    await assert_refused(server, carrier, await media_socket(server, carrier, token_a, call_b), call_b,
+                         "wrong_call", "media token was minted for another call")
+    # Expired: the webhook answered, but the stream came after the TTL (the gateway's real-time clock moved on).
+    late_call = new_call_id(carrier)
+    late = await minted(server, carrier, late_call)
     server.move_time(TTL_S + 1)
     try:
-        await assert_refused(server, "telnyx", await telnyx_socket(server, late, cid_late), cid_late, "expired",
-                             "media token expired")
+        await assert_refused(server, carrier, await media_socket(server, carrier, late, late_call), late_call,
+                             "expired", "media token expired")
     finally:
         server.move_time(0)
 
-    line = await TelnyxLine.dial(f"{server.live.ws_url}/telnyx/media", token_a, cid_a, {})
+    # The real call A still works with its token (the wrong-call attempt did not spend it)...
+    line = await media_socket(server, carrier, token_a, call_a)
+    await line.begin()
     try:
-        await eventually(lambda: server.sessions_for(cid_a), 10, "a session for the real call")
+        await eventually(lambda: server.sessions_for(call_a), 10, "a session for the real call")
     finally:
         await line.hang_up()
-    await eventually(lambda: not server.sessions_for(cid_a), 10, "the real call ending")
-    await assert_refused(server, "telnyx", await telnyx_socket(server, token_a, cid_a), cid_a, "reused",
+    # ...once: its handshake replayed word for word gets nothing.
+    await eventually(lambda: not server.sessions_for(call_a), 10, "the real call ending")
+    await assert_refused(server, carrier, await media_socket(server, carrier, token_a, call_a), call_a, "reused",
                          "media token already used")
+
+
+# -- webhook replays ----------------------------------------------------------------------------------
+
+
+async def test_twilio_voice_webhook_replays_mint_nothing(gateway: Gateway) -> None:
+    server = gateway
+    sid = "CA" + uuid.uuid4().hex
+    form = twilio_voice_form(sid)
+    url = f"{server.live.base_url}/twilio/voice?agent=echo"
+    headers = {"X-Twilio-Signature": twilio_sign(url, form, server.twilio_auth_token)} if server.twilio_auth_token \
+        else {}
+    before = await rejections(server, "twilio", "replayed")
+    async with httpx.AsyncClient() as http:
+        assert (await http.post(url, data=form, headers=headers)).status_code == 200
+        replay = await http.post(url, data=form, headers=headers)
+    assert replay.status_code == 409 and replay.json()["error"]["code"] == "replayed"
+    assert await rejections(server, "twilio", "replayed") == before + 1
 
 
 async def test_telnyx_webhook_replays_are_refused(gateway: Gateway) -> None:
