@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import time
 import uuid
 from collections.abc import Iterator
@@ -172,7 +173,9 @@ def new_call_id(carrier: str) -> str:
 
 
 @pytest.mark.parametrize("carrier", ["twilio", "telnyx"])
-async def test_starts_without_a_live_token_of_their_own_call_get_nothing(gateway: Gateway, carrier: str) -> None:
+async def test_starts_without_a_live_token_of_their_own_call_get_nothing(
+        gateway: Gateway, carrier: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
     server = gateway
     # No token: a made-up start, as anyone who finds the URL could send (on Twilio, with one observed
     # upgrade signature: it is the same for every call).
@@ -207,6 +210,9 @@ async def test_starts_without_a_live_token_of_their_own_call_get_nothing(gateway
     await eventually(lambda: not server.sessions_for(call_a), 10, "the real call ending")
     await assert_refused(server, carrier, await media_socket(server, carrier, token_a, call_a), call_a, "reused",
                          "media token already used")
+    # The gateway never logs a token, used or not, even at debug (the test carrier's own library does).
+    logged = "\n".join(r.getMessage() for r in caplog.records if not r.name.startswith("websockets.client"))
+    assert "media token" in logged and token_a not in logged and late not in logged
 
 
 # -- webhook replays ----------------------------------------------------------------------------------
