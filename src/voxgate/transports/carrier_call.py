@@ -600,7 +600,7 @@ def public_request_url(settings: Settings, url: str, path: str, query: str) -> s
     return settings.public_url.rstrip("/") + path + (f"?{query}" if query else "")
 
 
-PresentedToken = Callable[["CarrierCall", StreamStarted], "str | None"]
+PresentedToken = Callable[[CarrierCall, StreamStarted], str | None]  # finds the token a media socket presents
 
 
 async def open_media_socket(gateway: CallGateway, websocket: WebSocket, carrier: str, codec: MediaCodec,
