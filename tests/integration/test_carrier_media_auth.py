@@ -2,10 +2,10 @@
 
 A media socket gets a call only with a single-use token that our own webhook minted for the call its
 `start` names. Each attack here reproduces what an attacker who reaches the socket can send: a made-up
-`start` with no token, a wrong one, another call's, one already used, one expired (the gateway's clock
-real-time clock moved past its TTL). Each must be closed with 1008 and a reason, counted by reason, and get no session
-and no call record, on a gateway with signatures enforced and on one in dev mode with signature checks
-off, where the webhooks themselves may be unsigned. A real call through the webhook works on both.
+`start` with no token, a wrong one, another call's, one already used, one expired (the gateway's
+real-time clock moved past its TTL). Each must be closed with 1008 and a reason, counted by reason, and
+get no session and no call record, on a gateway with signatures enforced and on one in dev mode with
+signature checks off, where the webhooks themselves may be unsigned. A real call through the webhook works on both.
 """
 
 from __future__ import annotations
