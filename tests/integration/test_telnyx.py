@@ -126,7 +126,8 @@ async def test_call_barge_in_order_status_dtmf_and_transfer(carrier_server: Carr
     try:
         session = await wait_session(carrier_server, call_control_id)
         assert session.caller.transport == "telnyx"
-        assert session.config.input_format.encoding == "pcma"
+        # The session is listed as it opens, a moment before the carrier's codec is applied to it.
+        await eventually(lambda: session.config.input_format.encoding == "pcma", 5, "the A-law session config")
 
         # Barge-in over the greeting.
         await line.wait_audio(time.monotonic(), min_s=1.5, within_s=20)
