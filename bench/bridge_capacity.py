@@ -4,8 +4,9 @@ The gateway runs in its own process pinned to CPU 0 (the `echo` agent: each turn
 caller stops), this load generator on CPU 1. It runs twice: first the echo agent as shipped, whose
 turns webrtcvad detects (no model: the bridge alone, the issue's target of 300 calls per core), then
 with Silero VAD on every call, the same work as the Pipecat pipeline it is compared with.
-Every call streams a spoken sentence (2 s) then 4 s of line silence, over and over, at 20 ms real
-time, with each call's turns at a random phase; it plays the returned audio on a Twilio-like
+Every call is placed as Twilio places it (the voice webhook first, whose TwiML carries the call's media
+token; Pipecat takes any stream) and streams a spoken sentence (2 s) then 4 s of line silence, over and
+over, at 20 ms real time, with each call's turns at a random phase; it plays the returned audio on a Twilio-like
 real-time clock and echoes marks when their audio has played. Over a steady window it measures:
 
     CPU per call     the server process's CPU time / wall time / N
@@ -60,6 +61,7 @@ from voxgate.loadtest.carrier_line import (  # noqa: E402
     TwilioMessages,
     media_payload_bytes,
 )
+from voxgate.loadtest.carrier_webhook import StreamAnswer, parse_twiml, twilio_voice_form  # noqa: E402
 from voxgate.loadtest.gateway_process import GatewayProcess  # noqa: E402
 from voxgate.loadtest.statistics import percentile  # noqa: E402
 
@@ -71,6 +73,7 @@ QUIET_S = 4.0  # room for the echo (speech + padding + end-of-turn wait) before 
 LEAD_MESSAGES = 4
 REPLY_GAP_S = 0.15  # a longer pause in returned audio starts a new reply
 SLOTS = 4  # the load generator sends each call's frame in one of 4 sub-ticks of 5 ms
+ACCOUNT_SID = "AC" + "0" * 32
 RT_PRIORITY = 10  # --realtime: SCHED_FIFO, so neighbours on a shared machine do not decide the result
 
 
@@ -87,7 +90,7 @@ def serve_voxgate(port: int, data_dir: str, vad: str) -> None:
     from voxgate.transports.direct_socket import UVICORN_WS
 
     settings = Settings(host="127.0.0.1", port=port, engine="echo", default_agent="echo", dev_mode=True,
-                        verify_carrier_signatures=False, api_keys="bench",
+                        verify_carrier_signatures=False, api_keys="bench", metrics_public=True,
                         database_url=f"sqlite+aiosqlite:///{data_dir}/voxgate.db")
     agents = load_agents(settings.agents_dir)
     echo = agents["echo"]
@@ -204,8 +207,11 @@ def speech_frames() -> list[bytes]:
 
 
 class LoadGenerator:
-    def __init__(self, url: str, speech: list[bytes]) -> None:
+    def __init__(self, url: str, speech: list[bytes], voice_webhook: str | None = None) -> None:
+        """`voice_webhook`: the URL Twilio would post first (voxgate's /twilio/voice), whose TwiML gives the
+        call's media token; None for a server that takes any stream (the Pipecat comparison)."""
         self.url = url
+        self.voice_webhook = voice_webhook
         self.speech = speech
         self.silence = LineCodec("pcmu").silence()
         self.cycle = len(speech) + int(QUIET_S / FRAME_S)
@@ -214,12 +220,28 @@ class LoadGenerator:
         self.window: tuple[float, float] = (0.0, 0.0)
         self.frame_no = 0
 
+    async def answer(self, call_sid: str) -> dict[str, str]:
+        """The `<Parameter>`s of the voice webhook's `<Connect><Stream>`, as Twilio gets them before it streams."""
+        if self.voice_webhook is None:
+            return {"agent": "echo"}
+        import httpx
+
+        async with httpx.AsyncClient(timeout=30, trust_env=False) as http:
+            response = await http.post(self.voice_webhook, data=twilio_voice_form(call_sid, ACCOUNT_SID))
+        response.raise_for_status()
+        answer = parse_twiml(response.text)
+        if not isinstance(answer, StreamAnswer):
+            raise RuntimeError(f"the voice webhook did not answer with a stream: {response.text[:200]}")
+        return answer.parameters
+
     async def dial(self, index: int) -> Call:
         from websockets.asyncio.client import connect
 
+        call_sid = f"CA{os.getpid():08x}{index:024x}"  # unique per run: the gateway answers a CallSid once
+        parameters = await self.answer(call_sid)
         ws = await connect(self.url, compression=None, max_size=None, ping_interval=None, open_timeout=30, proxy=None)
-        messages = TwilioMessages(call_sid=f"CA{index:032x}", stream_sid=f"MZ{index:032x}",
-                                  parameters={"agent": "echo"})
+        messages = TwilioMessages(call_sid=call_sid, account_sid=ACCOUNT_SID, stream_sid=f"MZ{index:032x}",
+                                  parameters=parameters)
         call = Call(index, ws, messages, phase=random.randrange(self.cycle))
         await ws.send(messages.connected())
         await ws.send(messages.start())
@@ -381,8 +403,8 @@ def stop_server(process: subprocess.Popen[bytes]) -> None:
         os.killpg(process.pid, signal.SIGKILL)
 
 
-def ramp(name: str, argv: list[str], port: int, steps: list[int], speech: list[str], args: argparse.Namespace,
-         tmp: Path) -> int:
+def ramp(name: str, argv: list[str], port: int, steps: list[int], speech: list[bytes], args: argparse.Namespace,
+         tmp: Path, voice_webhook: bool = True) -> int:
     """Run each N until one fails (and one more step, to be sure); return the largest N that passed."""
     print(f"\n{name}")
     print(f"{'N':>5} {'CPU':>6} {'CPU/call':>9} {'jitter p50':>11} {'p99':>7} {'late':>6} {'returned':>9} "
@@ -393,7 +415,8 @@ def ramp(name: str, argv: list[str], port: int, steps: list[int], speech: list[s
         server = start_server(argv, port, tmp / f"{name.split()[0]}-{n}.log", args.realtime)
         try:
             time.sleep(1.0)
-            generator = LoadGenerator(f"ws://127.0.0.1:{port}/twilio/media", speech)
+            generator = LoadGenerator(f"ws://127.0.0.1:{port}/twilio/media", speech,
+                                      f"http://127.0.0.1:{port}/twilio/voice?agent=echo" if voice_webhook else None)
             result = asyncio.run(generator.run(n, args.ramp, args.warmup, args.window, server.pid))
             result["server_late_ticks"] = server_late_ticks(port)
         finally:
@@ -474,7 +497,7 @@ def main() -> None:
         return
     pipecat_best = ramp("pipecat 1.x (FastAPIWebsocketTransport + TwilioFrameSerializer + Silero VADProcessor)",
                         [python, __file__, "serve-pipecat", "--port", str(port)], port,
-                        [int(x) for x in args.pipecat_calls.split(",")], speech, args, tmp)
+                        [int(x) for x in args.pipecat_calls.split(",")], speech, args, tmp, voice_webhook=False)
     print(f"\npipecat: largest N one core holds: {pipecat_best}")
     if pipecat_best:
         print(f"voxgate / pipecat capacity ratio, both with Silero VAD: {silero_best / pipecat_best:.1f}x"

@@ -95,8 +95,9 @@ def stop_gateway(process: subprocess.Popen[bytes]) -> None:
 
 
 def get(url: str, timeout: float = 5.0) -> tuple[int, str]:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {KEY}"})  # /metrics wants a key
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()

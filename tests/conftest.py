@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -23,6 +23,9 @@ settings.register_profile("explore", max_examples=1000, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 API_KEY = "sk-test-voxgate"
+# Every test gateway's wall clock starts here (a Wednesday morning), so the dates it speaks are the same on
+# every day of the week; tests that check a spoken date derive it from the gateway's clock.
+CLOCK_START = "2026-03-11T10:00:00"
 
 
 @dataclass
@@ -40,10 +43,16 @@ class LiveServer:
     def gateway(self) -> Any:
         return self.embedded.gateway
 
+    @property
+    def auth(self) -> dict[str, str]:
+        """Headers with the API key (the control API and /metrics want one)."""
+        return {"Authorization": f"Bearer {self.api_key}"}
+
 
 def start_server(tmp: Path, **overrides: Any) -> LiveServer:
     """A gateway on a free loopback port; stop it with `live.embedded.stop()`."""
     overrides.setdefault("api_keys", API_KEY)
+    overrides.setdefault("clock_start", CLOCK_START)
     embedded = EmbeddedGateway(tmp, **overrides).start()
     return LiveServer(embedded.base_url, embedded.ws_url, overrides["api_keys"], embedded)
 
@@ -107,6 +116,15 @@ def carrier_server_asgi(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ca
     yield CarrierServer(live, api, token, "", b"")
     live.embedded.stop()
     api.stop()
+
+
+@pytest.fixture
+async def http(gateway: LiveServer) -> AsyncIterator[Any]:
+    """An HTTP client for the module's `gateway` fixture (each module that uses it defines one)."""
+    import httpx
+
+    async with httpx.AsyncClient(base_url=gateway.base_url, timeout=20) as client:
+        yield client
 
 
 async def finished_call(live: LiveServer, session_id: str, wait_s: float = 10.0) -> dict[str, Any]:

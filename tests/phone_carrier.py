@@ -1,12 +1,17 @@
 """Test carriers: a phone line that speaks Twilio's or Telnyx's media-stream protocol as documented, and a
 recorder that stands in for their REST APIs.
 
+A call starts as a carrier starts it: with the webhook (`TwilioLine.call` posts the voice webhook and
+follows its TwiML, sending the `<Parameter>`s, media token included, back in `start`; Telnyx tests
+deliver `call.initiated` and take the stream URL and token from the answer command). `dial` opens a
+media socket with whatever the caller of it says: what an attacker can do.
+
 `PhoneLine` behaves like the carrier's side of a call: it streams the caller's audio in real time
 (20 ms frames, silence when the caller says nothing, as a real line does), plays the agent's audio on
 a real-time clock and echoes each mark when the audio before it has played, empties its buffer on
 `clear` (echoing the discarded marks, as both carriers do), and sends key presses and `stop`. The
-messages and the playback are the load generator's own (`voxgate.loadtest.carrier_line`); this file
-adds the sockets, tasks and what a test wants to look at afterwards.
+messages, the playback, the webhook's form and the reading of its TwiML are the load generator's own
+(`voxgate.loadtest`); this file adds the sockets, tasks and what a test wants to look at afterwards.
 Wire formats: ../shared/reference/telephony-protocols.md §1-2.
 """
 
@@ -18,11 +23,13 @@ import contextlib
 import json
 import socket
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -36,9 +43,12 @@ from voxgate.loadtest.carrier_line import (
     TwilioMessages,
 )
 from voxgate.loadtest.carrier_line import twilio_signature as twilio_sign
+from voxgate.loadtest.carrier_webhook import StreamAnswer, parse_twiml, twilio_voice_form, twilio_voice_headers
 
-__all__ = ["ApiRequest", "CarrierApiRecorder", "PhoneLine", "Played", "TelnyxLine", "TwilioLine", "eventually",
-           "twilio_sign"]
+__all__ = ["TWILIO_ACCOUNT", "ApiRequest", "CarrierApiRecorder", "PhoneLine", "Played", "TelnyxLine", "TwilioLine",
+           "eventually", "twilio_sign", "twilio_voice_form", "twilio_voice_webhook"]
+
+TWILIO_ACCOUNT = "AC" + "0" * 32
 
 
 async def eventually(check: Callable[[], object], within_s: float, what: str) -> None:
@@ -52,6 +62,19 @@ async def eventually(check: Callable[[], object], within_s: float, what: str) ->
         await asyncio.sleep(0.01)
 
 
+async def twilio_voice_webhook(base_url: str, auth_token: str | None, form: dict[str, str],
+                               agent: str = "acme") -> tuple[str, dict[str, str]]:
+    """Post the voice webhook as Twilio does (signed when there is a token); the stream URL and the
+    `<Parameter>`s of the `<Connect><Stream>` it answers with."""
+    url = f"{base_url}/twilio/voice?agent={agent}"
+    async with httpx.AsyncClient() as http:
+        response = await http.post(url, data=form, headers=twilio_voice_headers(url, form, auth_token))
+    response.raise_for_status()
+    answer = parse_twiml(response.text)
+    assert isinstance(answer, StreamAnswer), response.text
+    return answer.url, answer.parameters
+
+
 @dataclass
 class Played:
     at: float  # monotonic time the frame reached the line
@@ -60,10 +83,9 @@ class Played:
 
 @dataclass
 class PhoneLine:
-    """One call's carrier side; `messages` spells it as Twilio or Telnyx."""
+    """One call's carrier side; subclasses make `messages`, which spell it as Twilio or Telnyx."""
 
     ws: ClientConnection
-    messages: TwilioMessages | TelnyxMessages
     encoding: Encoding = "pcmu"  # what the line sends and expects back: "pcmu" or "pcma"
     frames: list[Played] = field(default_factory=list)
     marks_echoed: list[tuple[float, str]] = field(default_factory=list)
@@ -71,7 +93,10 @@ class PhoneLine:
     other: list[dict[str, Any]] = field(default_factory=list)
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     playback: LinePlayback = field(default_factory=LinePlayback)
+    messages: TwilioMessages | TelnyxMessages = field(init=False)
     _speech: deque[bytes] = field(default_factory=deque)
+    _speech_unsent: int = 0  # queued speech frames not yet written to the socket
+    _spoke_at: float = 0.0  # when the last speech frame was written
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     reorder: bool = False  # Telnyx does not promise order: swap neighbouring media frames now and then
 
@@ -79,27 +104,34 @@ class PhoneLine:
     def codec(self) -> LineCodec:
         return LineCodec(self.encoding)
 
+    def connected_message(self) -> str:
+        return self.messages.connected()
+
+    def start_message(self) -> str:
+        return self.messages.start()
+
     async def begin(self) -> None:
-        await self.ws.send(self.messages.connected())
-        await self.ws.send(self.messages.start())
+        await self.send(self.connected_message())
+        await self.send(self.start_message())
         self._tasks = [asyncio.create_task(self._line()), asyncio.create_task(self._listen()),
                        asyncio.create_task(self._echo_marks())]
 
-    async def send(self, message: dict[str, Any]) -> None:
-        await self.ws.send(json.dumps(message))
+    async def send(self, message: str | dict[str, Any]) -> None:
+        await self.ws.send(message if isinstance(message, str) else json.dumps(message))
 
     def say(self, pcm8k: np.ndarray) -> float:
         """Queue caller speech (8 kHz int16); returns how long it takes to say it, in seconds."""
         frames = self.codec.frames(pcm8k[: len(pcm8k) - len(pcm8k) % 160])
         self._speech.extend(frames)
+        self._speech_unsent += len(frames)
         return len(frames) * FRAME_S
 
     async def press(self, digit: str) -> None:
-        await self.ws.send(self.messages.dtmf(digit))
+        await self.send(self.messages.dtmf(digit))
 
     async def hang_up(self) -> None:
         with contextlib.suppress(Exception):
-            await self.ws.send(self.messages.stop())
+            await self.send(self.messages.stop())
         await self.close()
 
     async def close(self) -> None:
@@ -113,18 +145,25 @@ class PhoneLine:
         silence = self.codec.silence()
         started = time.monotonic()
         sent = 0
-        held: str | None = None
+        held: tuple[str, bool] | None = None
         while True:
-            message = self.messages.media(self._speech.popleft() if self._speech else silence)
+            speech = bool(self._speech)
+            message = self.messages.media(self._speech.popleft() if speech else silence)
             if self.reorder and held is None and sent % 7 == 3:
-                held = message  # send the next frame first
+                held = (message, speech)  # send the next frame first
             else:
-                await self.ws.send(message)
+                await self._send_frame(message, speech)
                 if held is not None:
-                    await self.ws.send(held)
+                    await self._send_frame(*held)
                     held = None
             sent += 1
             await asyncio.sleep(max(0.0, started + sent * FRAME_S - time.monotonic()))
+
+    async def _send_frame(self, message: str, speech: bool) -> None:
+        await self.send(message)
+        if speech:
+            self._speech_unsent -= 1
+            self._spoke_at = time.monotonic()
 
     async def _listen(self) -> None:
         try:
@@ -158,7 +197,7 @@ class PhoneLine:
     async def _echo(self, name: str) -> None:
         self.marks_echoed.append((time.monotonic(), name))
         with contextlib.suppress(Exception):
-            await self.ws.send(self.messages.mark(name))
+            await self.send(self.messages.mark(name))
 
     # -- what the caller heard -------------------------------------------------------------------
 
@@ -178,67 +217,82 @@ class PhoneLine:
             await asyncio.sleep(0.02)
         raise TimeoutError(f"no {min_s} s of agent audio within {within_s} s")
 
-    async def wait_quiet(self, after: float, quiet_s: float, within_s: float) -> None:
-        """Wait until agent audio started after `after` and then stopped for `quiet_s`."""
-        deadline = time.monotonic() + within_s
-        while time.monotonic() < deadline:
-            got = [f for f in self.frames if f.at >= after]
-            if got and time.monotonic() - got[-1].at >= quiet_s:
-                return
-            await asyncio.sleep(0.05)
-        raise TimeoutError(f"the agent did not finish speaking within {within_s} s")
+    async def done_speaking(self, within_s: float = 60.0) -> float:
+        """Wait until every queued speech frame has been written; returns when the last one was.
+
+        Under load this line's 20 ms clock falls behind and catches up in bursts, so the end of what was
+        said is when it was sent, not when `say` was called plus its length.
+        """
+        await eventually(lambda: self._speech_unsent <= 0, within_s, "the caller finishing speaking")
+        return self._spoke_at
+
+    async def wait_played(self, session: Any, within_s: float) -> None:
+        """Wait until the agent has nothing left to say on this call and the line has played all of it.
+
+        Decided by the gateway's state, not by a quiet spell on the line: under load, frames can arrive in
+        bursts with gaps that look like the end of a reply. The carrier playout marks the end of every item
+        and this line echoes marks only after the frames before them, so "every mark echoed" means every
+        frame arrived.
+        """
+        call = session.caller
+        await eventually(lambda: session.response is None and len(session.outbound) == 0
+                         and call.playout.all_sent and call.playout.drained, within_s, "the reply played in full")
 
 
 @dataclass
 class TwilioLine(PhoneLine):
-    messages: TwilioMessages = field(default_factory=TwilioMessages)
+    stream_sid: str = field(default_factory=lambda: "MZ" + uuid.uuid4().hex)
+    call_sid: str = field(default_factory=lambda: "CA" + uuid.uuid4().hex)
+    account_sid: str = TWILIO_ACCOUNT
+    parameters: dict[str, str] = field(default_factory=dict)
 
-    @property
-    def call_sid(self) -> str:
-        return self.messages.call_sid
+    def __post_init__(self) -> None:
+        self.messages = TwilioMessages(call_sid=self.call_sid, account_sid=self.account_sid,
+                                       stream_sid=self.stream_sid, parameters=self.parameters)
 
-    @property
-    def stream_sid(self) -> str:
-        return self.messages.stream_sid
-
-    @property
-    def parameters(self) -> dict[str, str]:
-        return self.messages.parameters
+    @classmethod
+    async def call(cls, base_url: str, auth_token: str | None, *, agent: str = "acme",
+                   caller: str = "+15557654321", account_sid: str = TWILIO_ACCOUNT,
+                   stream_account_sid: str | None = None, **kwargs: Any) -> TwilioLine:
+        """Place a call as Twilio does: the voice webhook, then the media socket its TwiML names, with the
+        TwiML's `<Parameter>`s (the media token among them) sent back in `start`. `stream_account_sid`:
+        what `start` claims instead of the webhook's account (a forger's edit). `kwargs` go to `dial`."""
+        call_sid = kwargs.pop("call_sid", None) or "CA" + uuid.uuid4().hex
+        ws_url, parameters = await twilio_voice_webhook(
+            base_url, auth_token, twilio_voice_form(call_sid, account_sid, caller), agent)
+        return await cls.dial(ws_url, auth_token, parameters, call_sid=call_sid,
+                              account_sid=stream_account_sid or account_sid, **kwargs)
 
     @classmethod
     async def dial(cls, ws_url: str, auth_token: str | None, parameters: dict[str, str], *,
                    sock: socket.socket | None = None, **kwargs: Any) -> TwilioLine:
-        """Open the media socket as Twilio does (upgrade signed over the ws URL) and send connected + start.
+        """Open the media socket as Twilio does (upgrade signed over the ws URL) and send connected + start
+        with these `customParameters`: a real call takes them from the webhook's TwiML (`call`).
 
         `sock`: an already connected socket to speak over (e.g. one with a tiny receive buffer)."""
         headers = {"X-Twilio-Signature": twilio_sign(ws_url, {}, auth_token)} if auth_token else {}
         ws = await connect(ws_url, additional_headers=headers, compression=None, max_size=None, sock=sock)
-        ids = {k: kwargs.pop(k) for k in ("call_sid", "account_sid", "stream_sid") if k in kwargs}
-        line = cls(ws=ws, messages=TwilioMessages(parameters=parameters, **ids), **kwargs)
+        line = cls(ws=ws, parameters=parameters, **kwargs)
         await line.begin()
         return line
 
 
 @dataclass
 class TelnyxLine(PhoneLine):
-    messages: TelnyxMessages = field(default_factory=TelnyxMessages)
+    stream_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    call_control_id: str = field(default_factory=lambda: "v3:" + uuid.uuid4().hex)
+    parameters: dict[str, str] = field(default_factory=dict)
+    auth_token: str | None = None
 
-    @property
-    def call_control_id(self) -> str:
-        return self.messages.call_control_id
-
-    @property
-    def stream_id(self) -> str:
-        return self.messages.stream_id
+    def __post_init__(self) -> None:
+        self.messages = TelnyxMessages(call_control_id=self.call_control_id, stream_id=self.stream_id,
+                                       parameters=self.parameters, auth_token=self.auth_token, codec=self.codec)
 
     @classmethod
     async def dial(cls, ws_url: str, auth_token: str | None, call_control_id: str, parameters: dict[str, str],
                    **kwargs: Any) -> TelnyxLine:
         headers = {"x-telnyx-streaming-auth-token": auth_token} if auth_token else {}
         ws = await connect(ws_url, additional_headers=headers, compression=None, max_size=None)
-        ids = {k: kwargs.pop(k) for k in ("stream_id",) if k in kwargs}
-        messages = TelnyxMessages(call_control_id=call_control_id, parameters=parameters, auth_token=auth_token,
-                                  codec=LineCodec(kwargs.get("encoding", "pcmu")), **ids)
-        line = cls(ws=ws, messages=messages, **kwargs)
+        line = cls(ws=ws, call_control_id=call_control_id, parameters=parameters, auth_token=auth_token, **kwargs)
         await line.begin()
         return line

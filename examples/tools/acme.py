@@ -4,7 +4,8 @@ The database lives at $ACME_DB (default ./acme.db) and is created and seeded on 
 refusals (unknown order, a slot in the past, outside opening hours, already taken) are results of the form
 {"error": "..."} written to be spoken after "I'm sorry, "; only real failures raise.
 
-Set $ACME_NOW (ISO date-time, local) or pass `now=` to pin the clock, e.g. in tests.
+"Now" is the gateway's clock (`voxgate.clock.current_clock()`: pinned by the gateway's `clock_start`
+setting), or `now=` where a caller passes one.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from datetime import datetime, timedelta
 from datetime import time as Time
 from pathlib import Path
 from typing import Any
+
+from voxgate.clock import current_clock
 
 OPEN_DAYS = range(0, 6)  # Monday..Saturday
 OPENS, CLOSES = Time(9, 0), Time(17, 0)
@@ -46,9 +49,9 @@ CREATE INDEX IF NOT EXISTS appointments_by_date ON appointments (date);
 class AcmeStore:
     """The synchronous core: one short-lived connection per operation, so it is safe from any thread."""
 
-    def __init__(self, path: str | Path, now: Callable[[], datetime] = datetime.now) -> None:
+    def __init__(self, path: str | Path, now: Callable[[], datetime] | None = None) -> None:
         self.path = Path(path)
-        self._now = now
+        self._now = now or _local_now
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
@@ -148,9 +151,12 @@ def _spoken_day(day: Date, today: Date) -> str:
     return f"on {day:%A}, {day:%B} {day.day}"
 
 
+def _local_now() -> datetime:
+    return current_clock().now().replace(tzinfo=None)  # the store keeps naive local times
+
+
 def _store(now: datetime | None) -> AcmeStore:
-    pinned = now or (datetime.fromisoformat(os.environ["ACME_NOW"]) if os.environ.get("ACME_NOW") else None)
-    return AcmeStore(os.environ.get("ACME_DB", "acme.db"), now=(lambda: pinned) if pinned else datetime.now)
+    return AcmeStore(os.environ.get("ACME_DB", "acme.db"), now=(lambda: now) if now else _local_now)
 
 
 async def lookup_order(order_id: str, now: datetime | None = None) -> dict[str, Any]:

@@ -19,15 +19,24 @@ from starlette.websockets import WebSocket
 
 from voxgate.config import Settings
 from voxgate.control.auth import bearer_token, require_api_key
-from voxgate.control.ephemeral import create_beta_session, create_client_secret, redeem, revoke_client_secret
+from voxgate.control.ephemeral import (
+    create_beta_session,
+    create_client_secret,
+    redeem,
+    revoke_client_secret,
+    session_agent,
+)
+from voxgate.control.origin_policy import BrowserGuard, OriginPolicy
 from voxgate.control.problems import problem
 from voxgate.garbage_collection import BeatCollector
 from voxgate.gateway import Gateway, gateway_of
+from voxgate.observability.logs import guard_credentials
 from voxgate.protocol.dialect import dialect_from_handshake
+from voxgate.protocol.errors import RealtimeError
 from voxgate.transports import telnyx, twilio
 from voxgate.transports.realtime_ws import WebSocketCaller, run_websocket_session
 from voxgate.transports.webrtc import attach_sideband, create_beta_call, create_call, hangup_call
-from voxgate.web.console import console_call, console_index, console_token, static_files
+from voxgate.web.console import ConsoleAccess, console_call, console_index, console_token, static_files
 
 log = logging.getLogger("voxgate")
 
@@ -48,17 +57,21 @@ async def realtime_websocket(websocket: WebSocket) -> None:
     if "call_id" in websocket.query_params:  # sideband: join a live WebRTC call rather than open a session
         await attach_sideband(websocket, principal)
         return
+    params = websocket.query_params
+    try:
+        agent = session_agent(gateway, principal, params.get("agent"))
+    except RealtimeError as exc:
+        await websocket.send_denial_response(problem(403, exc.code, exc.message, param=exc.param))
+        return
     if not await redeem(gateway, principal, "realtime_ws"):  # an ephemeral key opens one session only
         await websocket.send_denial_response(problem(401, "invalid_api_key", "This key has already been used."))
         return
     headers = {k.lower(): v for k, v in websocket.headers.items()}
     dialect = dialect_from_handshake(headers, subprotocols)
-    params = websocket.query_params
-    agent = gateway.agent(params.get("agent"))
     await websocket.accept(subprotocol="realtime" if "realtime" in subprotocols else None)
     caller = WebSocketCaller(websocket)
     session = await gateway.open_session(agent=agent, caller=caller, dialect=dialect, model=params.get("model"),
-                                         initial_config=principal.session_config)
+                                         initial_config=principal.session_config, owner=principal.owner)
     try:
         await session.start(caller_id=websocket.client.host if websocket.client else None)
         await run_websocket_session(session, websocket, caller, gateway.settings.session_max_seconds)
@@ -78,6 +91,10 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics_endpoint(request: Request) -> Response:
+    if not gateway_of(request).settings.metrics_public:  # call volumes, agents and tools are the operator's
+        principal = await require_api_key(request)
+        if isinstance(principal, JSONResponse):
+            return principal
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -90,7 +107,7 @@ async def list_calls(request: Request) -> Response:
         offset = max(int(request.query_params.get("offset", 0)), 0)
     except ValueError:
         return problem(400, "invalid_value", "limit and offset must be integers.")
-    calls = await gateway_of(request).calls.list_calls(limit=limit, offset=offset)
+    calls = await gateway_of(request).calls.list_calls(limit=limit, offset=offset, visible_to=principal.owner)
     return JSONResponse({"object": "list", "data": calls})
 
 
@@ -98,7 +115,8 @@ async def get_call(request: Request) -> Response:
     principal = await require_api_key(request)
     if isinstance(principal, JSONResponse):
         return principal
-    call = await gateway_of(request).calls.get_call(request.path_params["call_id"])
+    # Another key's call is answered as if it did not exist.
+    call = await gateway_of(request).calls.get_call(request.path_params["call_id"], visible_to=principal.owner)
     if call is None:
         return problem(404, "call_not_found", "No call with that id.")
     return JSONResponse(call)
@@ -131,6 +149,14 @@ async def server_error(request: Request, exc: Exception) -> Response:
 
 
 def create_app(settings: Settings, gateway: Gateway | None = None) -> Starlette:
+    """The app; raises UnsafeSettingsError for dev mode on a gateway others can reach (unless allowed)."""
+    settings.check_exposure()
+    exposure = settings.exposure()
+    if settings.dev_mode and exposure:
+        log.warning("DEV MODE IS ON BEYOND LOOPBACK (%s; allow_dev_mode_beyond_loopback is set): the console "
+                    "page mints keys for anyone who can load it. Turn dev_mode off before real callers or "
+                    "real data reach this gateway.", exposure)
+    guard_credentials()
     gw = gateway or Gateway(settings)
 
     @contextlib.asynccontextmanager
@@ -150,7 +176,7 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> Starlette:
             await collector.stop()
             await gw.stop()
 
-    origins = ["*"] if settings.dev_mode and not settings.cors_origins else settings.cors_origins
+    policy = OriginPolicy(settings)
     app = Starlette(
         routes=[
             Route("/", console_index),
@@ -174,11 +200,13 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> Starlette:
             *twilio.routes(gateway_of),
             *telnyx.routes(gateway_of),
         ],
-        middleware=[Middleware(CORSMiddleware, allow_origins=origins, allow_methods=["*"], allow_headers=["*"],
+        middleware=[Middleware(BrowserGuard, policy=policy),
+                    Middleware(CORSMiddleware, **policy.cors_options(), allow_methods=["*"], allow_headers=["*"],
                                expose_headers=["Location"])],
         exception_handlers={404: not_found, 500: server_error},
         lifespan=lifespan,
     )
     app.state.gateway = gw
+    app.state.console = ConsoleAccess(policy, dev_mode=settings.dev_mode)
     return app
 

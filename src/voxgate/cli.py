@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from voxgate.config import Settings, load_settings
+from voxgate.config import Settings, UnsafeSettingsError, load_settings
 from voxgate.loadtest.scenario import DEFAULT_MIX
 
 app = typer.Typer(help="voxgate: a self-hosted realtime voice-agent gateway.", no_args_is_help=True)
@@ -38,17 +38,29 @@ def serve(
     config: ConfigOption = None,
     log_level: Annotated[str, typer.Option(help="Log level.")] = "info",
     json_logs: Annotated[bool, typer.Option("--json-logs", help="One JSON object per log line.")] = False,
+    tls_cert: Annotated[Path | None, typer.Option(help="TLS certificate (PEM): serve https:// and wss://.")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="The certificate's private key (PEM).")] = None,
+    tls_self_signed: Annotated[bool, typer.Option(
+        "--tls-self-signed", help="Serve TLS with a self-signed localhost certificate made in data_dir.")] = False,
 ) -> None:
     """Start the gateway."""
     import uvicorn
 
     from voxgate.app import create_app
+    from voxgate.certificates import TlsSettingsError, tls_files
     from voxgate.observability.logs import configure_logging
     from voxgate.transports.direct_socket import UVICORN_WS
 
     configure_logging(log_level, json_lines=json_logs)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models come from installed packages, never a hub
-    settings = _settings(config, host=host, port=port, engine=engine)
+    settings = _settings(config, host=host, port=port, engine=engine, tls_cert=tls_cert, tls_key=tls_key,
+                         tls_self_signed=tls_self_signed or None)
+    try:
+        settings.check_exposure()
+        tls = tls_files(settings)
+    except (UnsafeSettingsError, TlsSettingsError) as exc:
+        typer.echo(f"voxgate: refusing to start: {exc}", err=True)
+        raise typer.Exit(2) from exc
     dev_key = asyncio.run(_ensure_dev_key(settings))
     base = settings.base_url()
     ws = base.replace("http", "ws", 1)
@@ -60,8 +72,14 @@ def serve(
     typer.echo(f"  Health / metrics:   {base}/readyz  {base}/metrics")
     if dev_key:
         typer.echo(f"  API key (shown once, only its hash is stored): {dev_key}")
+    if tls and settings.tls_self_signed:
+        typer.echo(f"  TLS certificate (self-signed; have clients trust this file): {tls[0].resolve()}")
+    if settings.dev_mode:
+        typer.echo("  Dev mode: the console page here mints keys without an API key (docs/operations.md)")
+    cert, key = tls or (None, None)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=log_level,
-                ws_max_size=settings.max_message_bytes * 2, ws=UVICORN_WS, log_config=None)
+                ws_max_size=settings.max_message_bytes * 2, ws=UVICORN_WS, log_config=None,
+                ssl_certfile=cert, ssl_keyfile=key)
 
 
 async def _ensure_dev_key(settings: Settings) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -9,8 +10,14 @@ import yaml
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from voxgate.hosts import is_loopback, origin_of
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_AGENTS_DIR = REPO_ROOT / "examples" / "agents"
+
+
+class UnsafeSettingsError(ValueError):
+    """Settings that would open the gateway wider than its operator can have meant; the message says what to do."""
 
 
 class Settings(BaseSettings):
@@ -21,11 +28,32 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     public_url: str = ""  # what carriers and browsers use to reach us; derived from host/port when empty
-    dev_mode: bool = True  # CORS for any origin, unsigned carrier webhooks allowed
+    # Pins the wall clock at start-up to this local time, which then runs on (reproducing a call on the day
+    # it happened; tests). Empty: the machine's clock. Relative dates, opening hours and demo data read it.
+    clock_start: datetime | None = None
+    # The loopback demo's conveniences: the console page mints keys without an API key (same-origin only),
+    # loopback origins pass CORS and WebSocket Origin checks, unsigned carrier webhooks pass when no secret
+    # is set. A gateway bound beyond loopback or given a public_url refuses to start with it on...
+    dev_mode: bool = True
+    # ...unless this says so (and the log says it loudly at start).
+    allow_dev_mode_beyond_loopback: bool = False
 
     # Comma-separated list of accepted client API keys. Empty: `serve` mints one and stores its hash.
     api_keys: SecretStr = SecretStr("")
+    # Origins whose pages may call the gateway (CORS) and open its WebSockets (Origin check), besides the
+    # gateway's own origin; "*" for any. Dev mode adds the loopback origins.
     cors_origins: list[str] = Field(default_factory=list)
+    # Host header values accepted besides loopback names, IP literals, `host` and the public_url host: a
+    # name no one configured is DNS rebinding. "*" turns the check off.
+    allowed_hosts: list[str] = Field(default_factory=list)
+    metrics_public: bool = False  # serve /metrics without an API key (a scraper on a private network)
+
+    # TLS for `serve` (clients that insist on wss://, the npm openai SDK among them): a certificate and its
+    # key in PEM, or a self-signed localhost certificate made once in data_dir.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_self_signed: bool = False
+    data_dir: Path = Path(".voxgate")  # files the gateway makes for itself (the self-signed certificate)
 
     database_url: str = "sqlite+aiosqlite:///./voxgate.db"
     agents_dir: Path = DEFAULT_AGENTS_DIR
@@ -52,6 +80,7 @@ class Settings(BaseSettings):
     # Browser calls (ephemeral keys, WebRTC)
     ephemeral_ttl_s: int = 60  # a key a browser holds lives this long unless the minting server asks otherwise
     ephemeral_max_ttl_s: int = 600
+    key_purge_interval_s: float = Field(default=60.0, gt=0)  # expired keys (spent browser keys, mostly) go this often
     # RTCIceServer dicts ({"urls": ..., "username": ..., "credential": ...}); empty on a LAN, STUN/TURN elsewhere
     ice_servers: list[dict[str, Any]] = Field(default_factory=list)
     webrtc_connect_timeout_s: float = 15.0  # a peer that has not connected by then is dropped
@@ -60,12 +89,12 @@ class Settings(BaseSettings):
     webrtc_playout_buffer_s: float = 60.0  # agent audio queued on a call's track; beyond it, dropped and counted
 
     # Phone carriers (Twilio Media Streams, Telnyx media streaming)
-    # Webhooks and media sockets must be signed; with this off, or in dev mode with no secret set, unsigned
-    # requests are let through (a secret that is set is always checked while this is on).
+    # Webhooks and media-socket upgrades must be signed; with this off, or in dev mode with no secret set,
+    # unsigned ones are let through (a secret that is set is always checked while this is on).
     verify_carrier_signatures: bool = True
     twilio_auth_token: SecretStr = SecretStr("")  # signs webhooks; with the AccountSid, authenticates REST
     twilio_api_base: str = "https://api.twilio.com"
-    telnyx_api_key: SecretStr = SecretStr("")  # Bearer key for call commands; also keys the stream auth token
+    telnyx_api_key: SecretStr = SecretStr("")  # Bearer key for call commands
     telnyx_public_key: str = ""  # base64 Ed25519 public key from the portal, checks webhook signatures
     telnyx_api_base: str = "https://api.telnyx.com"
     telnyx_codec: Literal["PCMU", "PCMA", "L16"] = "PCMU"  # asked of Telnyx both ways; L16 at telnyx_sample_rate
@@ -75,6 +104,13 @@ class Settings(BaseSettings):
     carrier_playout_buffer_s: float = 60.0  # agent audio queued per call; beyond it, dropped and counted
     carrier_stall_timeout_s: float = 5.0  # a carrier that has not taken a frame for this long is hung up on
     carrier_api_timeout_s: float = 5.0
+    # Every carrier media socket must present a single-use token that the (signed) webhook minted for its
+    # call, whatever dev_mode and verify_carrier_signatures say: the webhook's answer to the stream's `start`.
+    carrier_media_token_ttl_s: float = 60.0
+    carrier_replay_cache_max: int = 100_000  # entries per cache: live media tokens, Twilio CallSids, Telnyx events
+    twilio_replay_window_s: float = 3600.0  # a voice webhook for a CallSid answered this recently is a replay
+    telnyx_webhook_tolerance_s: float = 300.0  # a signed Telnyx webhook older than this is refused as stale
+    telnyx_webhook_max_future_s: float = 30.0  # ... and one stamped further ahead of our clock than this
     # Bytes held for a carrier that stops reading, in the kernel and in the process each (~1 s of audio):
     # small, so a stall is noticed in seconds, not after the kernel has buffered minutes of audio.
     carrier_send_buffer_bytes: int = 16384
@@ -108,7 +144,28 @@ class Settings(BaseSettings):
         return [k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip()]
 
     def base_url(self) -> str:
-        return self.public_url.rstrip("/") or f"http://{self.host}:{self.port}"
+        scheme = "https" if self.tls_cert or self.tls_self_signed else "http"
+        return self.public_url.rstrip("/") or f"{scheme}://{self.host}:{self.port}"
+
+    def exposure(self) -> str | None:
+        """Why the gateway can be reached from beyond this machine, or None when it is on loopback only."""
+        if not is_loopback(self.host):
+            return f"it listens on {self.host}"
+        public = origin_of(self.public_url) if self.public_url else None
+        if self.public_url and (public is None or not is_loopback(public[1])):
+            return f"its public_url is {self.public_url}"
+        return None
+
+    def check_exposure(self) -> None:
+        """Refuse dev mode on a gateway others can reach, unless the operator said so explicitly."""
+        reason = self.exposure()
+        if self.dev_mode and reason and not self.allow_dev_mode_beyond_loopback:
+            raise UnsafeSettingsError(
+                f"dev_mode is on and {reason}. Dev mode is for a demo on this machine: its console page mints "
+                "keys without an API key and loopback pages pass CORS. Turn it off for a gateway others can "
+                "reach (VOXGATE_DEV_MODE=false, or dev_mode: false in the settings file), or listen on "
+                "127.0.0.1 with no public_url. To keep dev mode anyway, set "
+                "VOXGATE_ALLOW_DEV_MODE_BEYOND_LOOPBACK=true.")
 
     def shown(self) -> dict[str, Any]:
         """The effective settings with secrets masked, for `voxgate config show`."""

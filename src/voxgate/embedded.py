@@ -12,6 +12,7 @@ from typing import Any
 import uvicorn
 
 from voxgate.app import create_app
+from voxgate.certificates import tls_files
 from voxgate.config import Settings
 from voxgate.gateway import Gateway
 from voxgate.transports.direct_socket import UVICORN_WS
@@ -29,16 +30,22 @@ class EmbeddedGateway:
     def __init__(self, data_dir: Path, *, ws_protocol: str = UVICORN_WS, **settings: Any) -> None:
         """`ws_protocol` is uvicorn's `ws` setting: voxgate's own (direct media sockets) unless a test
         wants the plain ASGI path, e.g. "websockets-sansio"."""
+        self.data_dir = data_dir
         port = settings.pop("port", None) or free_port()
         settings.setdefault("database_url", f"sqlite+aiosqlite:///{data_dir / 'voxgate.db'}")
+        settings.setdefault("data_dir", data_dir)
         self.settings = Settings(host="127.0.0.1", port=port, **settings)
         self.app = create_app(self.settings)
+        tls = tls_files(self.settings)
+        self.tls_cert = tls[0] if tls else None  # what a client trusts to reach a self-signed gateway
         config = uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="warning", ws=ws_protocol,
-                                ws_max_size=self.settings.max_message_bytes * 2, lifespan="on")
+                                ws_max_size=self.settings.max_message_bytes * 2, lifespan="on",
+                                ssl_certfile=tls[0] if tls else None, ssl_keyfile=tls[1] if tls else None)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name=f"voxgate-{port}", daemon=True)
-        self.base_url = f"http://127.0.0.1:{port}"
-        self.ws_url = f"ws://127.0.0.1:{port}"
+        scheme = "https" if tls else "http"
+        self.base_url = f"{scheme}://127.0.0.1:{port}"
+        self.ws_url = f"{scheme.replace('http', 'ws')}://127.0.0.1:{port}"
 
     @property
     def gateway(self) -> Gateway:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hmac
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +15,7 @@ from starlette.requests import Request
 from starlette.websockets import WebSocket
 
 from voxgate.agents import AgentConfig, load_agents
+from voxgate.clock import Clock
 from voxgate.config import Settings
 from voxgate.engines.base import Engine
 from voxgate.engines.echo import EchoEngine
@@ -24,15 +27,27 @@ from voxgate.store.calls import CallStore
 from voxgate.store.database import Database
 from voxgate.store.keys import KeyRecord, KeyStore
 from voxgate.tools.registry import ToolRegistry
+from voxgate.transports.media_tokens import MediaTokens
+from voxgate.transports.replay_cache import ReplayCache
+
+log = logging.getLogger("voxgate")
 
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: an operator's API key, or an ephemeral key bound to one session config."""
+    """Who is calling: an operator's API key, or an ephemeral key bound to one session config and agent."""
 
     key_id: str
-    kind: str  # "api" | "ephemeral" | "static"
+    kind: str  # "api" | "ephemeral" | "static" | "console" (the dev-mode console page)
     session_config: dict[str, Any] | None = None
+    # Whose calls its sessions are: the key itself, or the key that minted an ephemeral one; None: the
+    # gateway's own (the dev console), like phone calls.
+    owner: str | None = None
+    agent: str | None = None  # the agent an ephemeral key was minted for: the only one it opens
+
+    def sees(self, call_owner: str | None) -> bool:
+        """Whether a call with this owner is this key's to read and steer (the gateway's own are everyone's)."""
+        return call_owner is None or call_owner == self.owner
 
 
 class Gateway:
@@ -40,6 +55,10 @@ class Gateway:
 
     def __init__(self, settings: Settings, agents: dict[str, AgentConfig] | None = None) -> None:
         self.settings = settings
+        self.clock = Clock(settings.clock_start)  # the date callers hear; pinned by clock_start
+        # Real time, never pinned: webhook timestamps and media-token expiry are compared with the carriers'
+        # clocks (voxgate.clock). A test swaps it to move time.
+        self.real_clock = Clock()
         self.agents = agents if agents is not None else load_agents(settings.agents_dir)
         if settings.default_agent not in self.agents:
             raise ValueError(f"default agent {settings.default_agent!r} not found in {settings.agents_dir}")
@@ -49,7 +68,8 @@ class Gateway:
         self.http = httpx.AsyncClient(timeout=settings.tool_timeout_s)
         self.tools = {
             name: ToolRegistry(agent, timeout_s=settings.tool_timeout_s,
-                               max_output_bytes=settings.tool_max_output_bytes, http=self.http)
+                               max_output_bytes=settings.tool_max_output_bytes, http=self.http,
+                               clock=self.clock)
             for name, agent in self.agents.items()
         }
         self._engines: dict[str, Engine] = {}
@@ -57,16 +77,37 @@ class Gateway:
         self.vad_model: SileroModel | None = None
         self.ready = False
         self.sessions: dict[str, Session] = {}
+        self._key_purger: asyncio.Task[None] | None = None
+        # Carrier calls: media sockets need a token our webhook minted; webhooks already acted on are replays.
+        bound = settings.carrier_replay_cache_max
+        self.media_tokens = MediaTokens(settings.carrier_media_token_ttl_s, bound)
+        self.twilio_calls_answered = ReplayCache(settings.twilio_replay_window_s, bound)
+        self.telnyx_events_seen = ReplayCache(
+            settings.telnyx_webhook_tolerance_s + settings.telnyx_webhook_max_future_s, bound)
 
     async def start(self) -> None:
         await self.db.connect()
         await self.db.upgrade()
         self.vad_model = SileroModel.shared()
         await self.engine(self.settings.engine)
+        self._key_purger = asyncio.get_running_loop().create_task(self._purge_keys())
         self.ready = True
+
+    async def _purge_keys(self) -> None:
+        """Delete expired keys now and then: every minted browser key would otherwise stay in the table."""
+        while True:
+            await asyncio.sleep(self.settings.key_purge_interval_s)
+            try:
+                await self.keys.purge_expired()
+            except Exception:  # a database hiccup costs one sweep; the next one tries again
+                log.warning("expired keys were not purged", exc_info=True)
 
     async def stop(self) -> None:
         self.ready = False
+        if self._key_purger is not None:
+            self._key_purger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._key_purger
         for session in list(self.sessions.values()):
             await session.close("server_shutdown")
         for engine in self._engines.values():
@@ -81,11 +122,13 @@ class Gateway:
             if name not in self._engines:
                 engine: Engine
                 if name == "local":
+                    from voxgate.engines.local.brains.flow import FlowBrain
                     from voxgate.engines.local.engine import LocalEngine
 
                     engine = LocalEngine(stt_threads=self.settings.stt_threads,
                                          stt_concurrency=self.settings.stt_max_concurrency,
-                                         tts_concurrency=self.settings.tts_max_concurrency)
+                                         tts_concurrency=self.settings.tts_max_concurrency,
+                                         brain=FlowBrain(today=self.clock.today))
                 elif name == "echo":
                     engine = EchoEngine()
                 elif name == "openai":
@@ -116,21 +159,25 @@ class Gateway:
             return None
         for index, key in enumerate(self.settings.api_key_list()):
             if hmac.compare_digest(key.encode(), token.encode()):
-                return Principal(key_id=f"static-{index}", kind="static")
+                return Principal(key_id=f"static-{index}", kind="static", owner=f"static-{index}")
         record: KeyRecord | None = await self.keys.verify(token)
         if record is None:
             return None
-        return Principal(key_id=record.id, kind=record.kind, session_config=record.session_config)
+        if record.kind == "ephemeral":
+            return Principal(key_id=record.id, kind=record.kind, session_config=record.session_config,
+                             owner=record.owner, agent=record.agent)
+        return Principal(key_id=record.id, kind=record.kind, owner=record.id)
 
     async def open_session(self, *, agent: AgentConfig, caller: Caller, dialect: Dialect, model: str | None,
-                           initial_config: dict[str, Any] | None = None) -> Session:
+                           initial_config: dict[str, Any] | None = None, owner: str | None = None) -> Session:
         engine_name = agent.engine or self.settings.engine
         engine = await self.engine(engine_name)
         # A call the gateway plays out (phone, browser) is never left silent if a remote engine fails.
         fallback = await self.engine("local") if engine_name == "openai" and caller.playback.server_side else None
         session = Session(
             agent=agent, engine=engine, tools=self.tools[agent.name], caller=caller, dialect=dialect,
-            recorder=CallRecorder(self.calls, engine_name), vad_factory=functools.partial(self.vad_stream, agent),
+            recorder=CallRecorder(self.calls, engine_name, owner=owner),
+            vad_factory=functools.partial(self.vad_stream, agent),
             model=model or f"voxgate-{engine_name}", outbound_events=self.settings.outbound_queue_events,
             max_message_bytes=self.settings.max_message_bytes,
             max_input_buffer_s=self.settings.max_input_buffer_seconds, initial_config=initial_config,

@@ -19,6 +19,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +34,10 @@ FLAGS = [
     "--disable-default-apps", "--disable-extensions", "--no-default-browser-check", "--disable-breakpad",
     "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
     "--allow-loopback-in-peer-connection", "--autoplay-policy=no-user-gesture-required",
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost",
     "--disable-features=WebRtcHideLocalIpsWithMdns,OptimizationHints,MediaRouter,DialMediaRouteProvider",
     "--mute-audio", "--remote-debugging-port=0", "--window-size=1280,860",
 ]
+RESOLVE_NOTHING = "MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost"  # no network besides loopback
 
 
 class CdpError(RuntimeError):
@@ -105,11 +106,14 @@ class Chromium:
         self._sockets: list[Any] = []
 
     @classmethod
-    async def launch(cls, fake_mic: Path | None = None, play_once: bool = True) -> Chromium:
+    async def launch(cls, fake_mic: Path | None = None, play_once: bool = True,
+                     resolve: Mapping[str, str] | None = None) -> Chromium:
+        """`resolve` maps names to loopback addresses (a page "on another site" that is served here)."""
         if CHROMIUM is None:
             raise RuntimeError("chromium is not installed: `make test` installs it (apt-get install chromium)")
         profile = Path(tempfile.mkdtemp(prefix="voxgate-chromium-"))
-        flags = [*FLAGS, f"--user-data-dir={profile}"]
+        rules = [f"MAP {name} {address}" for name, address in (resolve or {}).items()] + [RESOLVE_NOTHING]
+        flags = [*FLAGS, f"--host-resolver-rules={', '.join(rules)}", f"--user-data-dir={profile}"]
         if fake_mic is not None:
             flags.append(f"--use-file-for-fake-audio-capture={fake_mic}{'%noloop' if play_once else ''}")
         process = await asyncio.to_thread(subprocess.Popen, [CHROMIUM, *flags, "about:blank"],

@@ -8,15 +8,21 @@ voice arriving on the inbound track. Set VOXGATE_UPDATE_SCREENSHOT=1 to refresh 
 from __future__ import annotations
 
 import asyncio
+import http.server
+import json
 import os
+import sqlite3
+import threading
 import time
 import wave
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
 import pytest
+import websockets
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
@@ -225,3 +231,74 @@ async def test_quickstart_page(gateway: LiveServer, page: Page, dialect: str) ->
     await page.wait_for("window.__result.energy > 0 && window.__result.packets > 50", within=10)
     await page.evaluate("window.__pc.close()")
     assert await _calls_gone(gateway)
+
+
+# -- attacks from other sites, in a real browser ----------------------------------------------------
+
+ATTACK = """<!doctype html><html><body><script>
+// A page on another site, opened by a developer whose gateway runs on 127.0.0.1.
+window.__attack = {token: null, tokenError: null, tries: 0, ws: null};
+(async () => {
+  const gateway = "http://127.0.0.1:GATEWAY_PORT";
+  for (const credentials of ["same-origin", "include"]) {
+    try {
+      const res = await fetch(gateway + "/console/token", {method: "POST", credentials});
+      window.__attack.token = (window.__attack.token || "") + res.status + ":" + await res.text();
+    } catch (err) { window.__attack.tokenError = String(err); }
+    window.__attack.tries += 1;
+  }
+  // A key that leaked to the page: its browser still cannot open a session with it from here.
+  const ws = new WebSocket("ws://127.0.0.1:GATEWAY_PORT/v1/realtime?model=x",
+                           ["realtime", "openai-insecure-api-key.LEAKED_KEY"]);
+  ws.onopen = () => { window.__attack.ws = "open"; };
+  ws.onclose = () => { window.__attack.ws = window.__attack.ws || "refused"; };
+})();
+</script></body></html>"""
+
+
+class _AttackerSite(http.server.BaseHTTPRequestHandler):
+    page = b""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.end_headers()
+        self.wfile.write(self.page)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def _ephemeral_keys(live: LiveServer) -> int:
+    db = Path(live.embedded.settings.database_url.split("///", 1)[1])
+    with sqlite3.connect(db) as sql:
+        return int(sql.execute("SELECT count(*) FROM api_keys WHERE kind = 'ephemeral'").fetchone()[0])
+
+
+async def test_pages_on_other_sites_cannot_drive_the_gateway(gateway: LiveServer) -> None:
+    port = gateway.base_url.rsplit(":", 1)[1]
+    async with httpx.AsyncClient(base_url=gateway.base_url, headers=gateway.auth) as client:
+        leaked = (await client.post("/v1/realtime/client_secrets", json={})).json()["value"]
+    _AttackerSite.page = ATTACK.replace("GATEWAY_PORT", port).replace("LEAKED_KEY", leaked).encode()
+    site = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _AttackerSite)
+    threading.Thread(target=site.serve_forever, daemon=True).start()
+    minted_before = _ephemeral_keys(gateway)
+    # evil.example resolves to this machine: the attacker's site, then (DNS rebinding) the gateway's port.
+    browser = await Chromium.launch(resolve={"evil.example": "127.0.0.1"})
+    try:
+        page = await browser.page()
+        await page.goto(f"http://evil.example:{site.server_address[1]}/")
+        await page.wait_for("window.__attack.ws !== null && window.__attack.tries === 2", within=15)
+        attack = await page.evaluate("window.__attack")
+        assert attack["ws"] == "refused"
+        assert "ek_" not in (attack["token"] or ""), attack
+        await page.goto(f"http://evil.example:{port}/")  # the rebound name, now pointing at the gateway
+        assert "invalid_host" in await page.wait_for("document.body && document.body.innerText", within=10)
+    finally:
+        await browser.close()
+        site.shutdown()
+    assert _ephemeral_keys(gateway) == minted_before, "a page on another site minted a key"
+    # The leaked key was never spent by the refused handshake: its own server can still use it.
+    async with websockets.connect(f"{gateway.ws_url}/v1/realtime?model=x",
+                                  additional_headers={"Authorization": f"Bearer {leaked}"}) as ws:
+        assert json.loads(await ws.recv())["type"] == "session.created"

@@ -75,3 +75,15 @@ def test_serve_prints_a_working_key_and_commands_work(tmp_path: Path) -> None:
     shown = json.loads(run_cli("config", "show", env={**env, "VOXGATE_API_KEYS": "secret-key"}).stdout)
     assert shown["api_keys"] == "****"
     assert run_cli("db", "upgrade", env=env).returncode == 0
+
+
+def test_serve_refuses_dev_mode_behind_a_public_url(tmp_path: Path) -> None:
+    # The README's phone set-up as it was: a public URL, dev mode left on. (The listen address stays
+    # loopback, so even a broken check would open nothing beyond this machine.)
+    env = {**os.environ, "VOXGATE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'vg.db'}",
+           "VOXGATE_PUBLIC_URL": "https://voice.example.com", "VOXGATE_API_KEYS": ""}
+    refused = subprocess.run([*VOXGATE, "serve", "--port", str(free_port())], env=env, capture_output=True,
+                             text=True, timeout=120)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "refusing to start" in refused.stderr and "VOXGATE_DEV_MODE=false" in refused.stderr
+    assert "API key" not in refused.stdout, "a key was minted for a gateway that did not start"

@@ -35,8 +35,7 @@ def failing_upstream_gateway(
 async def test_caller_hears_an_apology_and_is_transferred(
         failing_upstream_gateway: tuple[LiveServer, CarrierApiRecorder]) -> None:
     live, api = failing_upstream_gateway
-    line = await TwilioLine.dial(f"{live.ws_url}/twilio/media", None, {"agent": "acme", "from": "+15550199"},
-                                 account_sid=ACCOUNT)
+    line = await TwilioLine.call(live.base_url, None, agent="acme", caller="+15550199", account_sid=ACCOUNT)
     try:
         dialled = time.monotonic()
         heard_at = await line.wait_audio(dialled, min_s=1.5, within_s=30)

@@ -6,7 +6,7 @@ import asyncio
 import json
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +26,6 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     live = start_server(tmp, engine="echo", ephemeral_ttl_s=1, ephemeral_max_ttl_s=600)
     yield live
     live.embedded.stop()
-
-
-@pytest.fixture
-async def http(gateway: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=gateway.base_url) as client:
-        yield client
 
 
 async def mint(http: httpx.AsyncClient, seconds: int = 60, session: dict[str, Any] | None = None) -> dict[str, Any]:

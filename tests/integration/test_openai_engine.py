@@ -355,6 +355,7 @@ async def test_the_upstream_key_appears_nowhere(pair: Pair, ga_server_events: Ty
             rows = [row for t in tables for row in sql.execute(f'SELECT * FROM "{t}"')]
         assert rows, "no stored rows: the sweep would prove nothing"
         assert not any(BACK_KEY in str(v) for row in rows for v in row), f"key stored in {db}"
-    async with httpx.AsyncClient(base_url=pair.front.base_url) as http:
+    async with httpx.AsyncClient(base_url=pair.front.base_url, headers=pair.front.auth) as http:
         for path in ("/metrics", "/readyz"):
-            assert BACK_KEY not in (await http.get(path)).text
+            reply = await http.get(path)
+            assert reply.status_code == 200 and BACK_KEY not in reply.text

@@ -14,7 +14,9 @@ import base64
 import json
 import socket
 import time
+import uuid
 import xml.etree.ElementTree as ET
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -23,7 +25,7 @@ import pytest
 import websockets
 
 from tests.conftest import CarrierServer, finished_call
-from tests.phone_carrier import TwilioLine, eventually, twilio_sign
+from tests.phone_carrier import TwilioLine, eventually, twilio_sign, twilio_voice_form, twilio_voice_webhook
 from tests.speech import speak
 from voxgate.audio.resample import StreamResampler
 from voxgate.engines.local.stt import WhisperTranscriber
@@ -63,8 +65,7 @@ async def wait_session(server: CarrierServer, call_id: str) -> Any:
 async def test_voice_webhook_answers_signed_requests_with_stream_twiml(carrier_server: CarrierServer) -> None:
     live, token = carrier_server.live, carrier_server.twilio_auth_token
     url = f"{live.base_url}/twilio/voice?agent=acme"
-    form = {"CallSid": "CA" + "1" * 32, "AccountSid": ACCOUNT, "From": "+15557654321", "To": "+15551234567",
-            "CallStatus": "ringing", "Direction": "inbound", "ApiVersion": "2010-04-01"}
+    form = twilio_voice_form("CA" + "1" * 32, ACCOUNT)
     async with httpx.AsyncClient() as http:
         ok = await http.post(url, data=form, headers={"X-Twilio-Signature": twilio_sign(url, form, token)})
         assert ok.status_code == 200, ok.text
@@ -73,10 +74,21 @@ async def test_voice_webhook_answers_signed_requests_with_stream_twiml(carrier_s
         assert stream is not None
         assert stream.get("url") == f"{live.ws_url}/twilio/media"
         parameters = {p.get("name"): p.get("value") for p in stream.findall("Parameter")}
+        media_token = parameters.pop("token")
+        assert media_token and len(media_token) >= 40  # a fresh single-use token, for this call only
         assert parameters == {"agent": "acme", "from": "+15557654321", "to": "+15551234567",
                               "callSid": form["CallSid"]}
 
-        before = metric((await http.get(f"{live.base_url}/metrics")).text,
+        # Replayed as captured, signature and all: Twilio signs no timestamp, so the CallSid tells.
+        replays = metric((await http.get(f"{live.base_url}/metrics", headers=live.auth)).text,
+                         "voxgate_carrier_webhooks_rejected_total", carrier="twilio", reason="replayed")
+        replay = await http.post(url, data=form, headers={"X-Twilio-Signature": twilio_sign(url, form, token)})
+        assert replay.status_code == 409 and replay.json()["error"]["code"] == "replayed"
+        assert "token" not in replay.text
+        assert metric((await http.get(f"{live.base_url}/metrics", headers=live.auth)).text,
+                      "voxgate_carrier_webhooks_rejected_total", carrier="twilio", reason="replayed") == replays + 1
+
+        before = metric((await http.get(f"{live.base_url}/metrics", headers=live.auth)).text,
                         "voxgate_carrier_webhooks_rejected_total", carrier="twilio", reason="invalid_signature")
         tampered = {**form, "From": "+15550000000"}  # signed for other parameters
         for headers, data in [({}, form), ({"X-Twilio-Signature": "bm90IGEgc2lnbmF0dXJl"}, form),
@@ -84,7 +96,7 @@ async def test_voice_webhook_answers_signed_requests_with_stream_twiml(carrier_s
                               ({"X-Twilio-Signature": twilio_sign(url, form, "wrong-token")}, form)]:
             refused = await http.post(url, data=data, headers=headers)
             assert refused.status_code == 403
-        after = metric((await http.get(f"{live.base_url}/metrics")).text,
+        after = metric((await http.get(f"{live.base_url}/metrics", headers=live.auth)).text,
                        "voxgate_carrier_webhooks_rejected_total", carrier="twilio", reason="invalid_signature")
         assert after - before == 4
 
@@ -98,8 +110,7 @@ async def test_media_socket_refuses_an_unsigned_upgrade(carrier_server: CarrierS
 
 async def test_call_barge_in_order_status_dtmf_and_transfer(carrier_server: CarrierServer) -> None:
     live, token = carrier_server.live, carrier_server.twilio_auth_token
-    line = await TwilioLine.dial(f"{live.ws_url}/twilio/media", token, {"agent": "acme", "from": "+15557654321"},
-                                 account_sid=ACCOUNT)
+    line = await TwilioLine.call(live.base_url, token, agent="acme", caller="+15557654321", account_sid=ACCOUNT)
     try:
         session = await wait_session(carrier_server, line.call_sid)
         assert session.caller.transport == "twilio"
@@ -118,17 +129,23 @@ async def test_call_barge_in_order_status_dtmf_and_transfer(carrier_server: Carr
         assert not [f for f in line.frames if cleared_at + 0.05 < f.at < said_at + talk_s]
         heard_ms = greeting.content[0].audio_ms
         assert greeting.status == "incomplete"
-        # Truncated at what the marks confirmed: never more than was played, at most a mark interval
-        # and the carrier's lead less.
-        assert played_ms - 250 <= heard_ms <= played_ms + 1, (heard_ms, played_ms)
+        # Truncated at what the marks confirmed (a mark is named "item:ms"): at least what the marks echoed
+        # before the caller spoke said (echoes and speech share the socket, in order, so the gateway had
+        # them), exactly at one of the echoed marks, and never beyond what reached the line.
+        echoed = [(at, float(ms)) for at, (item, ms) in
+                  ((at, name.rsplit(":", 1)) for at, name in line.marks_echoed) if item == greeting.id]
+        before_speech = max((ms for at, ms in echoed if at < said_at), default=0.0)
+        assert before_speech <= heard_ms <= played_ms + 1, (heard_ms, before_speech, played_ms)
+        assert heard_ms in {ms for at, ms in echoed if at < cleared_at} | {0.0}, (heard_ms, echoed)
 
         # 2. The request is answered by voice: transcribe what the caller heard.
-        reply_at = await line.wait_audio(said_at + talk_s, min_s=1.0, within_s=30)
-        await line.wait_quiet(reply_at, quiet_s=1.0, within_s=30)
+        reply_at = await line.wait_audio(await line.done_speaking(), min_s=1.0, within_s=30)
+        await line.wait_played(session, within_s=30)
         reply = await transcribe(line.pcm_since(reply_at))
         # Heard back through G.711 and Whisper tiny, "has shipped" sometimes reads "has ship": the status and
         # the date are what make it the order-status answer.
-        assert "ship" in reply.lower() and "friday" in reply.lower(), reply
+        arrives = carrier_server.live.gateway.clock.today() + timedelta(days=2)  # how the demo data dates it
+        assert "ship" in reply.lower() and f"{arrives:%A}".lower() in reply.lower(), reply
 
         # 3. A key press reaches the session (and the brain's state), never a log line.
         await line.press("1")
@@ -151,6 +168,24 @@ async def test_call_barge_in_order_status_dtmf_and_transfer(carrier_server: Carr
         await line.close()
 
 
+async def test_rest_actions_use_the_webhooks_sids_whatever_the_stream_says(carrier_server: CarrierServer) -> None:
+    """Whoever holds a media socket writes its `start`: the accountSid there must not steer REST calls made
+    with the real auth token. The demo agent's key 0 asks for a person, which is a REST transfer."""
+    live, token = carrier_server.live, carrier_server.twilio_auth_token
+    claimed = "AC" + "f" * 32
+    line = await TwilioLine.call(live.base_url, token, agent="acme", account_sid=ACCOUNT, stream_account_sid=claimed)
+    try:
+        await wait_session(carrier_server, line.call_sid)
+        await line.wait_audio(time.monotonic(), min_s=0.5, within_s=20)
+        await line.press("0")
+        request = await carrier_server.api.wait_for(f"/Calls/{line.call_sid}.json", within_s=30)
+        assert request.path == f"/2010-04-01/Accounts/{ACCOUNT}/Calls/{line.call_sid}.json"
+        assert request.headers["authorization"] == "Basic " + base64.b64encode(f"{ACCOUNT}:{token}".encode()).decode()
+        assert not [r for r in carrier_server.api.requests if claimed in r.path]
+    finally:
+        await line.close()
+
+
 async def test_a_carrier_that_stops_reading_is_hung_up_on_and_other_calls_go_on(
         carrier_server: CarrierServer) -> None:
     """The carrier keeps sending but stops reading while the agent talks: once its socket has been full for
@@ -160,25 +195,24 @@ async def test_a_carrier_that_stops_reading_is_hung_up_on_and_other_calls_go_on(
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)  # a small window, so the gateway's side fills
     sock.connect((host, int(port)))
-    deaf = await TwilioLine.dial(f"{live.ws_url}/twilio/media", token, {"agent": "echo"}, sock=sock)
-    other = await TwilioLine.dial(f"{live.ws_url}/twilio/media", token, {"agent": "echo"})
+    deaf = await TwilioLine.call(live.base_url, token, agent="echo", sock=sock)
+    other = await TwilioLine.call(live.base_url, token, agent="echo")
     try:
         session = await wait_session(carrier_server, deaf.call_sid)
         deaf._tasks[1].cancel()  # its listener: the client library soon stops reading the socket
         words = " ".join(["testing the line one two three four five six seven eight nine ten eleven twelve"] * 2)
         deaf.say(speak(words, rate=8000))  # one turn, no pause: ~10 s echoed back, more than socket buffers hold
-        said_at = time.monotonic()
         talk_s = other.say(speak("testing the line, one two three", rate=8000))
         await eventually(lambda: session.closed, 60, "the deaf call being dropped")
         assert session.end_reason == "carrier_not_reading"
         call = await finished_call(live, session.id)
         assert call["status"] == "dropped"
-        text = (await httpx.AsyncClient().get(f"{live.base_url}/metrics")).text
+        text = (await httpx.AsyncClient().get(f"{live.base_url}/metrics", headers=live.auth)).text
         assert metric(text, "voxgate_carrier_stalls_total", carrier="twilio") >= 1
 
         # The other call was answered meanwhile, in full.
-        reply_at = await other.wait_audio(said_at + talk_s, min_s=1.0, within_s=20)
-        await other.wait_quiet(reply_at, quiet_s=0.6, within_s=20)
+        reply_at = await other.wait_audio(await other.done_speaking(), min_s=1.0, within_s=20)
+        await other.wait_played(session_of(carrier_server, other.call_sid), within_s=20)
         assert talk_s * 0.7 < len(other.audio_since(reply_at)) / 8000 < talk_s + 1.5
     finally:
         await deaf.close()
@@ -190,11 +224,13 @@ async def test_bad_frames_are_counted_and_the_call_goes_on(server: str, request:
     """On voxgate's direct media sockets and on the stock ASGI path alike."""
     carrier_server: CarrierServer = request.getfixturevalue(server)
     live, token = carrier_server.live, carrier_server.twilio_auth_token
-    line = await TwilioLine.dial(f"{live.ws_url}/twilio/media", token, {"agent": "echo"})
+    line = await TwilioLine.call(live.base_url, token, agent="echo")
     # A second call on another socket: media before start, then a proper start; it must be unaffected.
-    other = await websockets.connect(f"{live.ws_url}/twilio/media", compression=None,
-                                     additional_headers={"X-Twilio-Signature": twilio_sign(
-                                         f"{live.ws_url}/twilio/media", {}, token)})
+    other_sid = "CA" + uuid.uuid4().hex
+    other_url, other_parameters = await twilio_voice_webhook(live.base_url, token, twilio_voice_form(other_sid),
+                                                             agent="echo")
+    other = await websockets.connect(other_url, compression=None,
+                                     additional_headers={"X-Twilio-Signature": twilio_sign(other_url, {}, token)})
     try:
         sid = line.stream_sid
         good = base64.b64encode(b"\xff" * 160).decode()
@@ -214,18 +250,17 @@ async def test_bad_frames_are_counted_and_the_call_goes_on(server: str, request:
         for frame in bad_frames:
             await line.ws.send(frame)
         await other.send(json.dumps({"event": "media", "streamSid": "MZ1", "media": {"chunk": "1", "payload": good}}))
-        other_line = TwilioLine(ws=other)
+        other_line = TwilioLine(ws=other, call_sid=other_sid, parameters=other_parameters)
         await other_line.begin()
 
         # The echo agent still answers the first call: the garbage cost frames, not the call.
-        said_at = time.monotonic()
         talk_s = line.say(speak("testing the line, one two three", rate=8000))
-        reply_at = await line.wait_audio(said_at + talk_s, min_s=1.0, within_s=20)
-        await line.wait_quiet(reply_at, quiet_s=0.6, within_s=20)
+        reply_at = await line.wait_audio(await line.done_speaking(), min_s=1.0, within_s=20)
+        await line.wait_played(session_of(carrier_server, line.call_sid), within_s=20)
         echoed_s = len(line.audio_since(reply_at)) / 8000
         assert talk_s * 0.7 < echoed_s < talk_s + 1.5, (talk_s, echoed_s)
 
-        text = (await httpx.AsyncClient().get(f"{live.base_url}/metrics")).text
+        text = (await httpx.AsyncClient().get(f"{live.base_url}/metrics", headers=live.auth)).text
         for code in ("invalid_json", "unknown_event", "unknown_stream", "invalid_base64", "bad_payload_size",
                      "out_of_order", "invalid_digit", "missing_field", "media_before_start"):
             assert metric(text, "voxgate_carrier_message_errors_total", carrier="twilio", code=code) >= 1, code

@@ -29,8 +29,8 @@ async def test_menu_choice_and_a_typed_card_that_stays_secret(carrier_server: Ca
                                                               caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     live = carrier_server.live
-    line = await TwilioLine.dial(f"{live.ws_url}/twilio/media", carrier_server.twilio_auth_token,
-                                 {"agent": "acme", "from": "+15557654321"}, account_sid="AC" + "0" * 32)
+    line = await TwilioLine.call(live.base_url, carrier_server.twilio_auth_token, agent="acme",
+                                 caller="+15557654321")
     try:
         session = await wait_session(carrier_server, line.call_sid)
         dialled = time.monotonic()
@@ -41,13 +41,14 @@ async def test_menu_choice_and_a_typed_card_that_stays_secret(carrier_server: Ca
         await line.press("1")
         await eventually(lambda: line.clears, 5, "a clear when the key cut the greeting")
         reply_at = await line.wait_audio(pressed_at + 0.1, min_s=1.0, within_s=20)
-        await line.wait_quiet(reply_at, quiet_s=1.0, within_s=20)
+        await line.wait_played(session, within_s=20)
         assert "order" in (await transcribe(line.pcm_since(reply_at))).lower()
 
         # 2. A payment: the invoice and card numbers are typed, each ended with '#'.
         asked_at = time.monotonic()
         await line.press("3")
-        await line.wait_quiet(await line.wait_audio(asked_at, min_s=1.0, within_s=20), quiet_s=0.5, within_s=20)
+        await line.wait_audio(asked_at, min_s=1.0, within_s=20)
+        await line.wait_played(session, within_s=20)
         await eventually(lambda: (session.brain_state.get("keypad") or {}).get("argument") == "invoice_id", 5,
                          "the brain waiting for the invoice number")
         await type_digits(line, INVOICE + "#")
@@ -56,7 +57,7 @@ async def test_menu_choice_and_a_typed_card_that_stays_secret(carrier_server: Ca
         typed_at = time.monotonic()
         await type_digits(line, CARD + "#")
         confirmed_at = await line.wait_audio(typed_at, min_s=1.5, within_s=30)
-        await line.wait_quiet(confirmed_at, quiet_s=1.0, within_s=30)
+        await line.wait_played(session, within_s=30)
         confirmation = (await transcribe(line.pcm_since(confirmed_at))).lower()
         assert "payment" in confirmation, confirmation
         assert "pci_vault" not in session.brain_state  # used once, then gone

@@ -36,12 +36,6 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 
 
 @pytest.fixture
-async def http(gateway: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=gateway.base_url, timeout=20) as client:
-        yield client
-
-
-@pytest.fixture
 async def caller() -> AsyncIterator[WebRtcCaller]:
     client = WebRtcCaller()
     yield client

@@ -13,6 +13,7 @@ from types import ModuleType
 import pytest
 
 from voxgate.agents import load_agent
+from voxgate.clock import Clock, using_clock
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2025, 3, 12, 10, 0)  # Wednesday morning
@@ -102,11 +103,40 @@ def test_saturday_and_the_edges_of_the_day_are_bookable(store) -> None:  # type:
 async def test_async_tools_use_the_environment(acme: ModuleType, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ACME_DB", str(tmp_path / "env.db"))
-    monkeypatch.setenv("ACME_NOW", "2025-03-12T10:00:00")
-    assert (await acme.lookup_order("4567"))["eta"] == "2025-03-14"
-    first, second = await asyncio.gather(acme.book_appointment("2025-03-14", "11:00"),
-                                         acme.book_appointment("2025-03-14", "11:00"))
+    with using_clock(Clock(datetime(2025, 3, 12, 10, 0))):  # what a gateway pinned to that time does
+        assert (await acme.lookup_order("4567"))["eta"] == "2025-03-14"
+        first, second = await asyncio.gather(acme.book_appointment("2025-03-14", "11:00"),
+                                             acme.book_appointment("2025-03-14", "11:00"))
     assert sorted("error" in r for r in (first, second)) == [False, True]  # exactly one wins the slot
     assert (tmp_path / "env.db").exists()
     late = await acme.book_appointment("2025-03-12", "09:30", now=datetime(2025, 3, 12, 8, 0))
     assert late["status"] == "booked"
+
+
+@pytest.mark.parametrize(("today", "spoken"), [
+    (datetime(2026, 3, 11, 10, 0), "should arrive on Friday, March 13"),          # a Wednesday
+    (datetime(2026, 3, 30, 10, 0), "should arrive on Wednesday, April 1"),        # over a month end
+    (datetime(2026, 12, 30, 16, 0), "should arrive on Friday, January 1"),        # over a year end
+    (datetime(2026, 2, 27, 9, 0), "should arrive on Sunday, March 1"),            # February's end
+    (datetime(2026, 12, 5, 23, 59), "should arrive on Monday, December 7"),       # late on a Saturday
+])
+def test_spoken_delivery_day_follows_the_clock(acme: ModuleType, tmp_path: Path, today: datetime,
+                                               spoken: str) -> None:
+    with using_clock(Clock(today)):
+        summary = acme.AcmeStore(tmp_path / "acme.db").lookup_order("4567")["summary"]
+    assert summary == f"has shipped with UPS and {spoken}"
+
+
+def test_near_days_are_said_as_words(acme: ModuleType, tmp_path: Path) -> None:
+    with using_clock(Clock(datetime(2026, 12, 31, 12, 0))):
+        store = acme.AcmeStore(tmp_path / "acme.db")
+        assert store.lookup_order("3141")["summary"].endswith("should arrive today")
+        assert store.lookup_order("9876")["summary"] == "was delivered on Tuesday, December 29"
+
+
+def test_a_pinned_clock_runs_on_from_its_start() -> None:
+    ticks = iter([100.0, 100.0, 190.5])
+    clock = Clock(datetime(2026, 12, 31, 23, 59), monotonic=lambda: next(ticks))
+    assert clock.now().replace(tzinfo=None) == datetime(2026, 12, 31, 23, 59)
+    assert clock.now().replace(tzinfo=None) == datetime(2027, 1, 1, 0, 0, 30, 500000)
+    assert clock.pinned and not Clock().pinned

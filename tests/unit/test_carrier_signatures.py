@@ -95,3 +95,18 @@ def test_telnyx_bodies_round_trip_and_garbage_never_verifies(body: bytes, garbag
     verify_telnyx(body, telnyx_sign(body, "1700000000"), "1700000000", PUBLIC, now=1700000000)
     with pytest.raises(SignatureError):
         verify_telnyx(body, base64.b64encode(garbage).decode(), "1700000000", PUBLIC, now=1700000000)
+
+
+def test_telnyx_timestamps_too_far_ahead_or_behind_are_refused() -> None:
+    body = b'{"data":{"event_type":"call.initiated"}}'
+    now = 1700000000
+    for offset, reason in [(200, "future"), (31, "future"), (-301, "stale"), (-3600, "stale")]:
+        stamp = str(now + offset)
+        with pytest.raises(SignatureError) as error:
+            verify_telnyx(body, telnyx_sign(body, stamp), stamp, PUBLIC, now=now)
+        assert error.value.reason == reason, offset
+    for offset in (30, 0, -300):  # clock skew and Telnyx's customary five minutes
+        verify_telnyx(body, telnyx_sign(body, str(now + offset)), str(now + offset), PUBLIC, now=now)
+    stamp = str(now - 100)
+    with pytest.raises(SignatureError, match="more than 60 s"):  # the tolerance is the caller's
+        verify_telnyx(body, telnyx_sign(body, stamp), stamp, PUBLIC, now=now, tolerance_s=60)

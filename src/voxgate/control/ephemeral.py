@@ -12,6 +12,9 @@ with its real API key and hands the `ek_...` value to the page. The key:
   offer that carries its own `session` part may only add fields the minted config left open; a field the
   minting server set to another value is refused (400 `session_mismatch`), because the page would be
   overriding its own server;
+- is bound to one agent: the one the minting request names with `?agent=` (an unknown name is a 400), or
+  the default agent. A session opened with it talks to that agent; `?agent=` naming another is refused
+  (403 `agent_mismatch`). Its calls belong to the key that minted it;
 - can be revoked early (`POST /v1/realtime/client_secrets/revoke` with its value);
 - is audited at issuance, use and revocation, by key id and never by secret.
 
@@ -37,6 +40,7 @@ from voxgate.protocol.items import Dialect
 from voxgate.protocol.session_config import SessionConfig, default_turn_detection
 
 if TYPE_CHECKING:
+    from voxgate.agents import AgentConfig
     from voxgate.gateway import Gateway, Principal
 
 # Where each beta session field lives in the GA session object.
@@ -123,17 +127,40 @@ def merge_bound_session(minted: dict[str, Any], requested: dict[str, Any], prefi
     return merged
 
 
-async def validate_session(gateway: Gateway, patch: Any, dialect: Dialect) -> tuple[dict[str, Any], SessionConfig]:
-    """Check a session the way `session.update` would; returns (GA patch to bind, the full session)."""
+async def validate_session(gateway: Gateway, patch: Any, dialect: Dialect,
+                           agent_name: str | None = None) -> tuple[dict[str, Any], SessionConfig]:
+    """Check a session the way `session.update` would for this agent; returns (GA patch to bind, the session)."""
     if not isinstance(patch, dict):
         raise RealtimeError("invalid_type", "session must be an object.", param="session")
     if dialect == "ga" and patch.get("type", "realtime") != "realtime":
         raise RealtimeError("invalid_value", "Only session.type 'realtime' can be minted here.",
                             param="session.type")
     model = patch.get("model")
-    config = seed_config(gateway, model=model if isinstance(model, str) else None)
-    validated = config.updated(patch, dialect, await _voices(gateway))
+    config = seed_config(gateway, agent_name, model=model if isinstance(model, str) else None)
+    validated = config.updated(patch, dialect, await _voices(gateway, agent_name))
     return to_ga_patch(patch, dialect, validated), validated
+
+
+def minted_agent(gateway: Gateway, request: Request) -> str:
+    """The agent a key is minted for: `?agent=` on the minting request, or the default agent."""
+    name = request.query_params.get("agent")
+    if name is None:
+        return gateway.settings.default_agent
+    if name not in gateway.agents:
+        raise RealtimeError("invalid_value", f"No agent named {name!r} to mint a key for.", param="agent")
+    return name
+
+
+def session_agent(gateway: Gateway, principal: Principal, requested: str | None) -> AgentConfig:
+    """The agent a session opened by this key talks to; an ephemeral key opens only the one it was minted for."""
+    agent = gateway.agent(requested)
+    if principal.agent is None:
+        return agent
+    bound = gateway.agent(principal.agent)
+    if requested is not None and agent.name != bound.name:
+        raise RealtimeError("agent_mismatch", f"This key was minted for the agent {bound.name!r}; it cannot open "
+                            f"a session with {agent.name!r}. Mint a key with ?agent={agent.name}.", param="agent")
+    return bound
 
 
 def _ttl(gateway: Gateway, expires_after: Any) -> int:
@@ -159,13 +186,16 @@ def _ttl(gateway: Gateway, expires_after: Any) -> int:
 
 
 async def mint(gateway: Gateway, principal: Principal, ga_patch: dict[str, Any], ttl_s: int,
-               dialect: Dialect) -> tuple[str, int]:
-    """Store a key bound to `ga_patch` and audit its issuance; returns (secret, expires_at)."""
+               dialect: Dialect, agent_name: str) -> tuple[str, int]:
+    """Store a key bound to `ga_patch` and the agent, owned by `principal`, and audit its issuance;
+    returns (secret, expires_at)."""
     key_id, secret = await gateway.keys.create(f"ephemeral via {principal.key_id}", kind="ephemeral",
-                                               ttl_s=ttl_s, session_config=ga_patch)
+                                               ttl_s=ttl_s, session_config=ga_patch, owner=principal.owner,
+                                               agent=agent_name)
     expires_at = int(time.time()) + ttl_s
     await gateway.calls.audit(principal.key_id, "ephemeral_key.issued", key_id,
-                              {"ttl_s": ttl_s, "dialect": dialect, "bound_fields": sorted(ga_patch)})
+                              {"ttl_s": ttl_s, "dialect": dialect, "agent": agent_name,
+                               "bound_fields": sorted(ga_patch)})
     return secret, expires_at
 
 
@@ -212,10 +242,11 @@ async def create_client_secret(request: Request) -> Response:
             name = sorted(unknown)[0]
             raise RealtimeError("unknown_parameter", f"Unknown parameter: '{name}'.", param=name)
         ttl = _ttl(gateway, body.get("expires_after"))
-        ga_patch, config = await validate_session(gateway, body.get("session") or {"type": "realtime"}, "ga")
+        agent = minted_agent(gateway, request)
+        ga_patch, config = await validate_session(gateway, body.get("session") or {"type": "realtime"}, "ga", agent)
     except RealtimeError as exc:
         return problem(400, exc.code, exc.message, param=exc.param)
-    secret, expires_at = await mint(gateway, principal, ga_patch, ttl, "ga")
+    secret, expires_at = await mint(gateway, principal, ga_patch, ttl, "ga", agent)
     config.expires_at = expires_at
     return JSONResponse({"value": secret, "expires_at": expires_at, "session": config.to_ga()})
 
@@ -229,11 +260,12 @@ async def create_beta_session(request: Request) -> Response:
     gateway = gateway_of(request)
     try:
         body = await _json_body(request)
-        ga_patch, config = await validate_session(gateway, body, "beta")
+        agent = minted_agent(gateway, request)
+        ga_patch, config = await validate_session(gateway, body, "beta", agent)
     except RealtimeError as exc:
         return problem(400, exc.code, exc.message, param=exc.param)
     ttl = gateway.settings.ephemeral_ttl_s
-    secret, expires_at = await mint(gateway, principal, ga_patch, ttl, "beta")
+    secret, expires_at = await mint(gateway, principal, ga_patch, ttl, "beta", agent)
     session = config.to_beta()
     session["expires_at"] = expires_at
     session["client_secret"] = {"value": secret, "expires_at": expires_at}

@@ -53,7 +53,7 @@ class Declined:
 # -- Twilio ------------------------------------------------------------------------------------------
 
 
-def twilio_voice_form(call_sid: str, account_sid: str, caller: str = "+15557654321",
+def twilio_voice_form(call_sid: str, account_sid: str = "AC" + "0" * 32, caller: str = "+15557654321",
                       called: str = "+15551234567") -> dict[str, str]:
     """The fields Twilio posts to a number's voice webhook when a call comes in (reference §1.1)."""
     return {"CallSid": call_sid, "AccountSid": account_sid, "From": caller, "To": called, "CallStatus": "ringing",

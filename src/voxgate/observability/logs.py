@@ -2,12 +2,18 @@
 
 Every record passes through redaction (card numbers by Luhn, SSNs, emails), messages and tracebacks
 alike, so a tool that fails with a card number in its exception cannot write it to a log file.
+
+Credentials are scrubbed too: at debug level the WebSocket server (uvicorn's, via websockets) prints
+every handshake header, `Authorization: Bearer ...` and the browser's `openai-insecure-api-key.ek_...`
+subprotocol among them. `CredentialFilter` sits on the loggers that print headers, where each record is
+made (so it holds whatever handlers an embedding app installs), and on the handler `serve` installs.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 
 from voxgate.tools.redaction import redact
@@ -26,6 +32,45 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+# Header lines and tokens that carry a key; each match keeps its name and loses its value.
+_CREDENTIALS = re.compile(
+    r"(?P<keep>(?:authorization|proxy-authorization|cookie|set-cookie|x-api-key)\s*[:=]\s*)[^\r\n]+"
+    r"|(?P<keep2>openai-insecure-api-key\.)[^\s,;'\"]+"
+    r"|(?P<keep3>\bbearer\s+)[^\s,;'\"]+"
+    r"|(?P<keep4>\b(?:ek|vg)_)[A-Za-z0-9_-]{8,}",
+    re.IGNORECASE,
+)
+_MARKERS = ("authoriz", "cookie", "api-key", "bearer", "ek_", "vg_")  # a cheap test before the regex
+# Where records carrying request headers are made: uvicorn's WebSocket protocols log the handshake on
+# "uvicorn.error"; the websockets library on its own loggers when used directly.
+HEADER_LOGGERS = ("uvicorn.error", "uvicorn.access", "websockets.server", "websockets.client", "voxgate")
+
+
+def scrub_credentials(text: str) -> str:
+    """`text` with every key, bearer token, cookie and key subprotocol replaced by `[redacted]`."""
+    lowered = text.lower()
+    if not any(marker in lowered for marker in _MARKERS):
+        return text
+    return _CREDENTIALS.sub(lambda m: next(g for g in m.groups() if g is not None) + "[redacted]", text)
+
+
+class CredentialFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = scrub_credentials(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+def guard_credentials() -> None:
+    """Put a CredentialFilter on each logger that prints request headers (once per process)."""
+    for name in HEADER_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, CredentialFilter) for f in logger.filters):
+            logger.addFilter(CredentialFilter())
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {"ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + "Z",
@@ -37,6 +82,7 @@ class JsonFormatter(logging.Formatter):
 
 def configure_logging(level: str = "info", json_lines: bool = False) -> None:
     handler = logging.StreamHandler()
+    handler.addFilter(CredentialFilter())
     handler.addFilter(RedactingFilter())
     handler.setFormatter(JsonFormatter() if json_lines else logging.Formatter(
         "%(asctime)s %(levelname)s %(name)s: %(message)s"))

@@ -49,6 +49,10 @@ log = logging.getLogger("voxgate.session")
 STT_RATE = 16000  # what the engine's transcribe() takes
 VAD_OFFLOAD_MS = 250
 SPECULATE_AFTER_FRAMES = 4  # ~130 ms of pause before transcribing speculatively
+# Silence appended to a speculative decode. Whisper learnt utterances that end in a pause: cut ~130 ms after
+# the last word, tiny.en hears a trailing "and" as "end." (a finished phrase, so semantic_vad ended the turn
+# early), and with this much silence after it, as the turn's final decode has, it hears "and...".
+SPECULATIVE_PAUSE_MS = 300
 MIN_COMMIT_MS = 100  # OpenAI refuses to commit less than 100 ms of audio
 
 
@@ -474,7 +478,9 @@ class Session:
             elif p < threshold - 0.15:
                 self._quiet_frames += 1
         if self._speculation is None and self._quiet_frames >= SPECULATE_AFTER_FRAMES and self.engine.transcribes:
-            task = asyncio.get_running_loop().create_task(self.engine.transcribe(self._buffer.speech_pcm()))
+            pcm = self._buffer.speech_pcm()
+            pause = np.zeros(STT_RATE * SPECULATIVE_PAUSE_MS // 1000, dtype=np.int16)
+            task = asyncio.get_running_loop().create_task(self.engine.transcribe(np.concatenate((pcm, pause))))
             task.add_done_callback(self._hint_phrase)
             self._speculation = task
             if self._detector.config.type == "semantic_vad":

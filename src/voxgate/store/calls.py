@@ -79,8 +79,10 @@ class CallStore:
         dialect: Literal["ga", "beta"] | None = None,
         caller: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        owner: str | None = None,
     ) -> bool:
-        """Open the call record with status ``active``. False if it could not be written."""
+        """Open the call record with status ``active``, owned by ``owner`` (a key id; None: the gateway's).
+        False if it could not be written."""
 
         async def work(session: AsyncSession) -> None:
             session.add(
@@ -96,6 +98,7 @@ class CallStore:
                     turns=0,
                     interruptions=0,
                     meta=dict(metadata) if metadata is not None else None,
+                    owner=owner,
                 )
             )
 
@@ -309,11 +312,12 @@ class CallStore:
 
     # -- reads: raise on failure ---------------------------------------------------------------
 
-    async def get_call(self, call_id: str) -> dict[str, Any] | None:
-        """The call with its items (in order) and tool calls, JSON-ready; None if unknown."""
+    async def get_call(self, call_id: str, *, visible_to: str | None = None) -> dict[str, Any] | None:
+        """The call with its items (in order) and tool calls, JSON-ready; None if unknown, or when
+        ``visible_to`` (a key id) names a key that does not own it (calls without an owner are everyone's)."""
         async with self._db.session() as session:
             call = await session.get(Call, call_id)
-            if call is None:
+            if call is None or (visible_to is not None and call.owner not in (None, visible_to)):
                 return None
             items = await session.scalars(
                 sa.select(CallItem).where(CallItem.call_id == call_id).order_by(CallItem.seq, CallItem.id)
@@ -327,10 +331,18 @@ class CallStore:
             return record
 
     async def list_calls(
-        self, limit: int = 50, offset: int = 0, *, status: str | None = None, agent: str | None = None
+        self,
+        limit: int = 50,
+        offset: int = 0,
+        *,
+        status: str | None = None,
+        agent: str | None = None,
+        visible_to: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Newest first, without items."""
+        """Newest first, without items; with ``visible_to``, only that key's calls and those without an owner."""
         query = sa.select(Call).order_by(Call.started_at.desc(), Call.id.desc())
+        if visible_to is not None:
+            query = query.where(sa.or_(Call.owner.is_(None), Call.owner == visible_to))
         if status is not None:
             query = query.where(Call.status == status)
         if agent is not None:

@@ -38,6 +38,8 @@ class KeyRecord:
     scopes: tuple[str, ...]
     session_config: dict[str, Any] | None
     expires_at: datetime | None
+    owner: str | None = None  # who minted an ephemeral key
+    agent: str | None = None  # the agent an ephemeral key is bound to
 
 
 def hash_secret(secret: str) -> str:
@@ -58,10 +60,13 @@ class KeyStore:
         scopes: Iterable[str] = (),
         ttl_s: float | None = None,
         session_config: Mapping[str, Any] | None = None,
+        owner: str | None = None,
+        agent: str | None = None,
     ) -> tuple[str, str]:
         """Mint a key; returns ``(key_id, secret)``. The secret is shown once and never stored.
 
         Ephemeral keys expire after ``ttl_s`` (default 600 s); API keys only when ``ttl_s`` is given.
+        ``owner`` (the minting key) and ``agent`` bind an ephemeral key's session.
         """
         if kind not in SECRET_PREFIXES:
             raise ValueError(f"key kind must be 'api' or 'ephemeral', got {kind!r}")
@@ -85,12 +90,17 @@ class KeyStore:
                     session_config=dict(session_config) if session_config is not None else None,
                     created_at=now,
                     expires_at=now + timedelta(seconds=ttl_s) if ttl_s is not None else None,
+                    owner=owner,
+                    agent=agent,
                 )
             )
         return key_id, secret
 
     async def verify(self, secret: str) -> KeyRecord | None:
-        """The key's grant if the secret is known, not revoked and not expired; marks it used."""
+        """The key's grant if the secret is known, not revoked and not expired; marks it used.
+
+        An expired key met here is deleted: whoever holds it gets nothing from it again.
+        """
         if not secret.startswith(tuple(SECRET_PREFIXES.values())):
             return None
         digest = hash_secret(secret)
@@ -101,7 +111,10 @@ class KeyStore:
             # ever decided by compare_digest, whatever the database's string comparison does.
             if key is None or not hmac.compare_digest(key.hash, digest):
                 return None
-            if key.revoked_at is not None or (key.expires_at is not None and key.expires_at <= now):
+            if key.expires_at is not None and key.expires_at <= now:
+                await session.delete(key)
+                return None
+            if key.revoked_at is not None:
                 return None
             key.used_at = now
             return KeyRecord(
@@ -111,6 +124,8 @@ class KeyStore:
                 scopes=tuple(key.scopes or ()),
                 session_config=key.session_config,
                 expires_at=key.expires_at,
+                owner=key.owner,
+                agent=key.agent,
             )
 
     async def revoke(self, key_id: str) -> bool:

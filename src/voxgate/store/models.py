@@ -81,6 +81,9 @@ class Call(Base):
     cost_usd: Mapped[float | None] = mapped_column(sa.Float)
     # "metadata" is reserved on declarative classes, hence the attribute name.
     meta: Mapped[Any] = mapped_column("metadata", JSONValue, nullable=True)
+    # The key that opened the call (for an ephemeral key, the key that minted it); None: the gateway's own
+    # (phone calls, the dev console), which every API key sees.
+    owner: Mapped[str | None] = mapped_column(sa.String, index=True)
 
 
 class CallItem(Base):
@@ -151,3 +154,5 @@ class ApiKey(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    owner: Mapped[str | None] = mapped_column(sa.String)  # an ephemeral key's minter: its calls belong to it
+    agent: Mapped[str | None] = mapped_column(sa.String)  # the agent an ephemeral key may open a session with

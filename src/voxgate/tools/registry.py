@@ -24,6 +24,7 @@ from typing import Any, Literal, Protocol
 import httpx
 
 from voxgate.agents import AgentConfig, ToolDefinition
+from voxgate.clock import Clock, current_clock, using_clock
 from voxgate.engines.base import ToolSpec
 from voxgate.tools.builtins import BUILTINS
 from voxgate.tools.python_tool import HandlerError, PythonTool, resolve_handler
@@ -128,10 +129,12 @@ class ToolRegistry:
     """Built once per agent (per session is fine: handler modules and schemas are cached cheaply)."""
 
     def __init__(self, agent: AgentConfig, *, timeout_s: float = 5.0, max_output_bytes: int = 4096,
-                 http: httpx.AsyncClient | None = None, webhook_backoff_s: float = 0.25) -> None:
+                 http: httpx.AsyncClient | None = None, webhook_backoff_s: float = 0.25,
+                 clock: Clock | None = None) -> None:
         if max_output_bytes < _MIN_OUTPUT_BYTES:
             raise ToolConfigError(f"max_output_bytes must be at least {_MIN_OUTPUT_BYTES}")
         self.agent = agent
+        self.clock = clock or current_clock()  # what "today" is for the tools this registry runs
         self.timeout_s = timeout_s
         self.max_output_bytes = max_output_bytes
         self._http = http
@@ -265,7 +268,8 @@ class ToolRegistry:
             return await tool.webhook.run(args, ctx.call_id)
         async with asyncio.timeout(self.timeout_s):
             if tool.python is not None:
-                return await tool.python.run(args)
+                with using_clock(self.clock):  # threads started inside copy it too
+                    return await tool.python.run(args)
             assert tool.definition.builtin is not None
             return await BUILTINS[tool.definition.builtin].run(args, ctx)
 

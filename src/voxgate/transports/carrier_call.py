@@ -24,7 +24,7 @@ import base64
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
@@ -50,9 +50,12 @@ from voxgate.transports.media_stream import (
     StreamStarted,
     StreamStopped,
 )
+from voxgate.transports.media_tokens import MediaGrant, MediaTokenError, MediaTokens
+from voxgate.transports.replay_cache import ReplayCache
 
 if TYPE_CHECKING:
     from voxgate.agents import AgentConfig
+    from voxgate.clock import Clock
     from voxgate.config import Settings
     from voxgate.protocol.items import Dialect
     from voxgate.session.session import Session
@@ -101,6 +104,10 @@ class CallGateway(Protocol):
     settings: Settings
     http: httpx.AsyncClient
     ready: bool
+    real_clock: Clock  # real time (never pinned), for expiry and carriers' timestamps
+    media_tokens: MediaTokens
+    twilio_calls_answered: ReplayCache  # CallSids the voice webhook answered
+    telnyx_events_seen: ReplayCache  # Telnyx event ids and signatures acted on
 
     def agent(self, name: str | None) -> AgentConfig: ...
 
@@ -259,12 +266,12 @@ class CarrierCall:
             return None
         return self.started
 
-    async def close_socket(self, code: int = 1000) -> None:
+    async def close_socket(self, code: int = 1000, reason: str | None = None) -> None:
         """Close the media socket if it is still open; never waits long on a peer that does not read."""
         if self.websocket.application_state == WebSocketState.CONNECTED:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(1.0):
-                    await self.websocket.close(code)
+                    await self.websocket.close(code, reason)
 
     def attach(self, session: Session, audio: CarrierAudio, control: CarrierControl) -> None:
         s = self.settings
@@ -593,10 +600,16 @@ def public_request_url(settings: Settings, url: str, path: str, query: str) -> s
     return settings.public_url.rstrip("/") + path + (f"?{query}" if query else "")
 
 
-async def open_media_socket(gateway: CallGateway, websocket: WebSocket, carrier: str,
-                            codec: MediaCodec) -> tuple[CarrierCall, StreamStarted] | None:
-    """Accept a carrier's media socket and read until `start`; None when refused (503 while the gateway
-    starts) or when the carrier hangs up or breaks the protocol first (the socket is then closed, 1008)."""
+PresentedToken = Callable[[CarrierCall, StreamStarted], str | None]  # finds the token a media socket presents
+
+
+async def open_media_socket(gateway: CallGateway, websocket: WebSocket, carrier: str, codec: MediaCodec,
+                            presented_token: PresentedToken) -> tuple[CarrierCall, StreamStarted, MediaGrant] | None:
+    """Accept a carrier's media socket, read until `start`, and redeem the media token the socket presents
+    (`presented_token` finds it) for the call `start` names. None when refused: 503 while the gateway
+    starts; close 1008 when the carrier hangs up or breaks the protocol first, or the token is missing,
+    unknown, used, expired or another call's (counted, and no session is opened). Once per call: the
+    frames after `start` pay nothing for it."""
     if not gateway.ready:
         await websocket.send_denial_response(PlainTextResponse("starting", status_code=503))
         return None
@@ -606,19 +619,29 @@ async def open_media_socket(gateway: CallGateway, websocket: WebSocket, carrier:
     if started is None:
         await call.close_socket(1008)
         return None
-    return call, started
+    try:
+        grant = gateway.media_tokens.redeem(presented_token(call, started), carrier, started.call_id,
+                                            gateway.real_clock.time())
+    except MediaTokenError as exc:
+        metrics.CARRIER_WEBHOOKS_REJECTED.labels(carrier, f"token_{exc.reason}").inc()
+        log.warning("%s media socket from %s for call %r refused: %s", carrier,
+                    websocket.client.host if websocket.client else "?", started.call_id[:80], exc.message)
+        await call.close_socket(1008, exc.message)
+        return None
+    return call, started, grant
 
 
-async def run_carrier_call(gateway: CallGateway, call: CarrierCall, started: StreamStarted, audio: CarrierAudio,
-                           control: CarrierControl) -> None:
-    """Open the session for a started media stream, greet the caller, and serve the call to its end."""
-    agent = gateway.agent(started.parameters.get("agent"))
+async def run_carrier_call(gateway: CallGateway, call: CarrierCall, started: StreamStarted, grant: MediaGrant,
+                           audio: CarrierAudio, control: CarrierControl) -> None:
+    """Open the session for a started media stream, greet the caller, and serve the call to its end. The
+    agent and caller are the ones the signed webhook named (`grant`), not what the stream says."""
+    agent = gateway.agent(grant.agent)
     session = await gateway.open_session(agent=agent, caller=call, dialect="ga", model=None)
     try:
         call.attach(session, audio, control)
         session.configure(audio.session_config())
         log.info("%s: stream %s started for agent %s", call.name, started.stream_id, agent.name)
-        await session.start(greet=True, caller_id=started.from_number or None)
+        await session.start(greet=True, caller_id=grant.from_number or None)
         await call.serve()
     finally:
         if not session.closed:

@@ -3,6 +3,7 @@
 Twilio Media Streams and Telnyx media streaming are the same idea with different spellings (`streamSid`
 vs `stream_id`, `customParameters` vs `custom_parameters`). Their codecs (twilio_messages.py,
 telnyx_messages.py) turn JSON frames into these events, so the call shell (carrier_call.py) is written once.
+The same modules read the carriers' call webhooks, and refuse one they cannot act on with CallEventError.
 Sans-IO: nothing here reads a socket or a clock.
 """
 
@@ -17,6 +18,7 @@ from typing import Any, Literal
 __all__ = [
     "DTMF_DIGITS",
     "AudioReceived",
+    "CallEventError",
     "CarrierErrorReported",
     "ChunkOrder",
     "ChunksLost",
@@ -28,6 +30,7 @@ __all__ = [
     "StreamConnected",
     "StreamStarted",
     "StreamStopped",
+    "chunk_number",
     "decode_payload",
 ]
 
@@ -44,6 +47,10 @@ class MediaStreamError(ValueError):
         self.code = code
         self.message = message
         self.fatal = fatal
+
+
+class CallEventError(ValueError):
+    """A carrier webhook whose body is not a call event the gateway can act on (an HTTP 400)."""
 
 
 @dataclass(frozen=True)
@@ -111,8 +118,8 @@ def parse_frame(text: str | bytes, max_bytes: int) -> dict[str, Any]:
         raise MediaStreamError("too_large", f"frame of {len(text)} bytes is larger than {max_bytes}")
     try:
         message = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise MediaStreamError("invalid_json", f"frame is not JSON: {exc}") from exc
+    except (ValueError, RecursionError) as exc:  # RecursionError: arrays or objects nested thousands deep
+        raise MediaStreamError("invalid_json", f"frame is not JSON: {str(exc)[:80]}") from exc
     if not isinstance(message, dict):
         raise MediaStreamError("invalid_json", "frame is not a JSON object")
     return message
@@ -139,6 +146,18 @@ def mark_digit_or_stop(kind: str, message: dict[str, Any]) -> list[MediaStreamEv
             raise MediaStreamError("invalid_digit", "dtmf.digit is not one of 0-9 * # A-D")
         return [DigitPressed(digit)]
     return [StreamStopped()]
+
+
+def chunk_number(value: object) -> int:
+    """A media chunk's counter: an integer, or a string of one as the carriers send it."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:  # also a string of more digits than int() takes
+            pass
+    raise MediaStreamError("missing_field", "media.chunk must be a number")
 
 
 def decode_payload(payload: object, encoding: MediaEncoding, sample_rate: int) -> bytes:

@@ -23,7 +23,8 @@ __all__ = [
     "verify_telnyx",
 ]
 
-TELNYX_TOLERANCE_S = 300
+TELNYX_TOLERANCE_S = 300  # Telnyx's customary limit on a webhook's age
+TELNYX_MAX_FUTURE_S = 30  # a timestamp ahead of our clock by more than skew is not Telnyx's
 _DEFAULT_PORTS = {"https": 443, "wss": 443, "http": 80, "ws": 80}
 
 
@@ -91,8 +92,9 @@ def _without_port(url: str) -> str:
 
 
 def verify_telnyx(body: bytes, signature: str | None, timestamp: str | None, public_key: str, now: float,
-                  tolerance_s: float = TELNYX_TOLERANCE_S) -> None:
-    """Raise SignatureError unless `signature` is the Ed25519 signature of `timestamp|body`, made recently.
+                  tolerance_s: float = TELNYX_TOLERANCE_S, max_future_s: float = TELNYX_MAX_FUTURE_S) -> None:
+    """Raise SignatureError unless `signature` is the Ed25519 signature of `timestamp|body`, made recently:
+    at most `tolerance_s` before `now` and `max_future_s` after it (clock skew; Telnyx stamps as it sends).
 
     `public_key` is the portal's base64 of the raw 32-byte key; `body` the bytes exactly as received.
     """
@@ -102,8 +104,11 @@ def verify_telnyx(body: bytes, signature: str | None, timestamp: str | None, pub
         sent_at = int(timestamp)
     except ValueError as exc:
         raise SignatureError("malformed", "telnyx-timestamp is not a unix time") from exc
-    if abs(now - sent_at) > tolerance_s:
-        raise SignatureError("stale", f"telnyx-timestamp is {now - sent_at:.0f} s away from now")
+    if now - sent_at > tolerance_s:
+        raise SignatureError("stale", f"telnyx-timestamp is {now - sent_at:.0f} s old, more than {tolerance_s:.0f} s")
+    if sent_at - now > max_future_s:
+        raise SignatureError("future", f"telnyx-timestamp is {sent_at - now:.0f} s ahead of our clock, "
+                             f"more than {max_future_s:.0f} s")
     try:
         key = Ed25519PublicKey.from_public_bytes(base64.b64decode(public_key, validate=True))
         raw_signature = base64.b64decode(signature, validate=True)

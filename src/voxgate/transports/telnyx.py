@@ -4,46 +4,52 @@
                                         with streaming requested in the same command (bidirectional rtp)
     WS   /telnyx/media                  the media stream, served by CarrierCall
 
-The answer carries a `stream_auth_token` derived from the call's id with the API key, which Telnyx
-echoes on the media socket: only the stream of a call this gateway answered is accepted. Transfer,
-hang-up and DTMF are call commands (POST /v2/calls/{call_control_id}/actions/{command}).
+On `call.initiated` the gateway mints a single-use media token bound to the call_control_id
+(media_tokens.py) and sends it as the answer's `stream_auth_token`, which Telnyx echoes in the media
+socket's `x-telnyx-streaming-auth-token` header and its `connected` frame: a `start` is served only
+with a live, unused token bound to the call_control_id it names. (Not in the stream URL: URLs end up
+in access logs.) A webhook is refused when its timestamp is older than `telnyx_webhook_tolerance_s` or
+more than `telnyx_webhook_max_future_s` ahead, and when its event id or signature was already seen in
+that window (a replay). Transfer, hang-up and DTMF are call commands (POST
+/v2/calls/{call_control_id}/actions/{command}) on the webhook's call_control_id.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
-import hmac
 import json
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from voxgate.config import Settings
+from voxgate.control.problems import problem
 from voxgate.observability import metrics
 from voxgate.transports.carrier_audio import CarrierAudio
 from voxgate.transports.carrier_call import (
     CallGateway,
     CarrierApiError,
+    CarrierCall,
     carrier_request,
     media_socket_url,
     open_media_socket,
     run_carrier_call,
     signatures_required,
 )
+from voxgate.transports.media_stream import CallEventError, StreamStarted
+from voxgate.transports.media_tokens import MediaGrant
 from voxgate.transports.signatures import SignatureError, verify_telnyx
-from voxgate.transports.telnyx_messages import CODEC_ENCODINGS, TelnyxMediaStream
+from voxgate.transports.telnyx_messages import CODEC_ENCODINGS, TelnyxMediaStream, parse_call_event
 
-__all__ = ["MEDIA_PATH", "WEBHOOK_PATH", "TelnyxControl", "answer_command", "routes", "stream_auth_token"]
+__all__ = ["MEDIA_PATH", "WEBHOOK_PATH", "TelnyxControl", "answer_command", "routes"]
 
 log = logging.getLogger("voxgate.telnyx")
 
@@ -76,17 +82,9 @@ class TelnyxControl:
         await self.command("send_dtmf", {"digits": digits})
 
 
-def stream_auth_token(settings: Settings, call_control_id: str) -> str | None:
-    """The token Telnyx must echo on this call's media socket (None without an API key to derive it from)."""
-    key = settings.telnyx_api_key.get_secret_value()
-    if not key:
-        return None
-    digest = hmac.new(key.encode(), b"voxgate-stream:" + call_control_id.encode(), hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(digest[:24]).decode("ascii")
-
-
-def answer_command(settings: Settings, call_control_id: str, agent: str) -> dict[str, Any]:
-    """The `answer` body: pick up and start a bidirectional media stream to this gateway at once."""
+def answer_command(settings: Settings, agent: str, media_token: str) -> dict[str, Any]:
+    """The `answer` body: pick up and start a bidirectional media stream to this gateway at once, with the
+    call's media token as the `stream_auth_token` Telnyx echoes on the media socket."""
     codec = settings.telnyx_codec
     body: dict[str, Any] = {
         "stream_url": media_socket_url(settings, MEDIA_PATH),
@@ -98,10 +96,8 @@ def answer_command(settings: Settings, call_control_id: str, agent: str) -> dict
         "stream_bidirectional_target_legs": "self",
         "custom_parameters": [{"name": "agent", "value": agent}],
         "client_state": base64.b64encode(json.dumps({"agent": agent}).encode()).decode("ascii"),
+        "stream_auth_token": media_token,
     }
-    token = stream_auth_token(settings, call_control_id)
-    if token is not None:
-        body["stream_auth_token"] = token
     return body
 
 
@@ -114,60 +110,70 @@ def routes(gateway_of: Callable[[Request | WebSocket], CallGateway]) -> list[Bas
     async def call_webhook(request: Request) -> Response:
         gateway = gateway_of(request)
         settings = gateway.settings
+        client = request.client.host if request.client else "?"
         body = await request.body()
-        if signatures_required(settings, bool(settings.telnyx_public_key)):
+        now = gateway.real_clock.time()
+        signature = request.headers.get("telnyx-signature-ed25519")
+        verified = signatures_required(settings, bool(settings.telnyx_public_key))
+        if verified:
             try:
-                verify_telnyx(body, request.headers.get("telnyx-signature-ed25519"),
-                              request.headers.get("telnyx-timestamp"), settings.telnyx_public_key, time.time())
+                verify_telnyx(body, signature, request.headers.get("telnyx-timestamp"), settings.telnyx_public_key,
+                              now, settings.telnyx_webhook_tolerance_s, settings.telnyx_webhook_max_future_s)
             except SignatureError as exc:
                 metrics.CARRIER_WEBHOOKS_REJECTED.labels("telnyx", exc.reason).inc()
-                log.warning("telnyx webhook from %s refused: %s",
-                            request.client.host if request.client else "?", exc)
-                return PlainTextResponse("invalid signature", status_code=403)
+                log.warning("telnyx webhook from %s refused: %s", client, exc)
+                return problem(403, "invalid_signature", str(exc))
         try:
-            data = json.loads(body)["data"]
-            event_type, payload = str(data["event_type"]), data["payload"]
-            call_control_id = str(payload["call_control_id"])
-        except (ValueError, KeyError, TypeError):
+            event = parse_call_event(body)
+        except CallEventError as exc:
             metrics.CARRIER_WEBHOOKS_REJECTED.labels("telnyx", "malformed").inc()
-            return PlainTextResponse("expected a Telnyx call event: {data: {event_type, payload}}", status_code=400)
-        log.debug("telnyx %s for %s", event_type, call_control_id)
-        if event_type == "call.initiated" and payload.get("direction", "incoming") == "incoming":
+            return problem(400, "invalid_event", str(exc))
+        # Remembered only once verified, so a forged request cannot spend a real event's id. A redelivery
+        # keeps its event id; a replay within the tolerance keeps its signature.
+        seen = gateway.telnyx_events_seen
+        replayed = bool(event.event_id) and seen.seen(f"event:{event.event_id}", now)
+        if verified and signature:
+            replayed = seen.seen(f"signature:{signature}", now) or replayed
+        if replayed:
+            metrics.CARRIER_WEBHOOKS_REJECTED.labels("telnyx", "replayed").inc()
+            log.warning("telnyx webhook from %s refused: event %r was already received (a replay)", client,
+                        event.event_id)
+            return problem(409, "replayed", "This event was already received.")
+        log.debug("telnyx %s for %s", event.event_type, event.call_control_id)
+        if event.event_type == "call.initiated" and event.direction == "incoming":
             agent = gateway.agent(request.query_params.get("agent"))
-            control = TelnyxControl(gateway.http, settings.telnyx_api_base, call_control_id,
+            media_token = gateway.media_tokens.mint(MediaGrant(
+                "telnyx", event.call_control_id, "", agent.name, event.from_number, event.to_number), now)
+            control = TelnyxControl(gateway.http, settings.telnyx_api_base, event.call_control_id,
                                     settings.telnyx_api_key.get_secret_value(), settings.carrier_api_timeout_s)
             # Answer after replying: Telnyx wants its webhook acknowledged quickly, and retries otherwise.
             task = asyncio.get_running_loop().create_task(
-                _answer(control, answer_command(settings, call_control_id, agent.name), call_control_id))
+                _answer(control, answer_command(settings, agent.name, media_token), event.call_control_id))
             _background.add(task)
             task.add_done_callback(_background.discard)
-        return JSONResponse({"received": event_type})
+        return JSONResponse({"received": event.event_type})
 
     async def media_socket(websocket: WebSocket) -> None:
         gateway = gateway_of(websocket)
         settings = gateway.settings
-        opened = await open_media_socket(gateway, websocket, "telnyx", TelnyxMediaStream())
+        opened = await open_media_socket(gateway, websocket, "telnyx", TelnyxMediaStream(), _presented_token)
         if opened is None:
             return
-        call, started = opened
-        expected = stream_auth_token(settings, started.call_id)
-        if expected is not None and settings.verify_carrier_signatures:
-            given = websocket.headers.get("x-telnyx-streaming-auth-token") or (
-                call.connected.auth_token if call.connected else None) or ""
-            if not hmac.compare_digest(given.encode(), expected.encode()):
-                metrics.CARRIER_WEBHOOKS_REJECTED.labels("telnyx", "invalid_stream_token").inc()
-                log.warning("telnyx media socket for %s refused: wrong or missing stream auth token",
-                            started.call_id)
-                await call.close_socket(1008)
-                return
+        call, started, grant = opened
         outbound = CODEC_ENCODINGS[settings.telnyx_codec]
         audio = CarrierAudio(started.encoding, started.sample_rate, outbound,
                              settings.telnyx_sample_rate if outbound == "l16" else 8000)
-        control = TelnyxControl(gateway.http, settings.telnyx_api_base, started.call_id,
+        control = TelnyxControl(gateway.http, settings.telnyx_api_base, grant.call_id,
                                 settings.telnyx_api_key.get_secret_value(), settings.carrier_api_timeout_s)
-        await run_carrier_call(gateway, call, started, audio, control)
+        await run_carrier_call(gateway, call, started, grant, audio, control)
 
     return [Route(WEBHOOK_PATH, call_webhook, methods=["POST"]), WebSocketRoute(MEDIA_PATH, media_socket)]
+
+
+def _presented_token(call: CarrierCall, started: StreamStarted) -> str | None:
+    """Telnyx echoes the `stream_auth_token` in the upgrade's header and in `connected`."""
+    return call.websocket.headers.get("x-telnyx-streaming-auth-token") or (
+        call.connected.auth_token if call.connected else None)
 
 
 async def _answer(control: TelnyxControl, body: dict[str, Any], call_control_id: str) -> None:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import base64
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from voxgate.transports.media_stream import (
+    CallEventError,
     CarrierErrorReported,
     ChunkOrder,
     ChunksLost,
@@ -20,17 +22,56 @@ from voxgate.transports.media_stream import (
     MediaStreamEvent,
     StreamConnected,
     StreamStarted,
+    chunk_number,
     decode_payload,
     mark_digit_or_stop,
     parse_frame,
     section,
 )
 
-__all__ = ["CODEC_ENCODINGS", "TelnyxMediaStream"]
+__all__ = ["CODEC_ENCODINGS", "CallEvent", "TelnyxMediaStream", "parse_call_event"]
 
 CODEC_ENCODINGS: dict[str, MediaEncoding] = {"PCMU": "pcmu", "PCMA": "pcma", "L16": "l16"}
 L16_RATES = (8000, 16000, 22050, 24000, 48000)
 MAX_FRAME_BYTES = 256 * 1024  # L16 at 48 kHz, one second, in base64, with room to spare
+
+
+@dataclass(frozen=True)
+class CallEvent:
+    """One Call Control webhook, as far as the gateway acts on it."""
+
+    event_id: str  # Telnyx's id of this event (the same on a redelivery); "" when absent
+    event_type: str  # "call.initiated", "call.hangup", ...
+    call_control_id: str
+    direction: str  # "incoming" | "outgoing"
+    from_number: str
+    to_number: str
+
+
+def parse_call_event(body: bytes) -> CallEvent:
+    """`{"data": {"id", "event_type", "payload": {"call_control_id", ...}}}`, or CallEventError."""
+    try:
+        message = json.loads(body)
+    except (ValueError, RecursionError) as exc:  # RecursionError: JSON nested thousands deep
+        raise CallEventError(f"body is not JSON: {str(exc)[:80]}") from exc
+    data = message.get("data") if isinstance(message, dict) else None
+    payload = data.get("payload") if isinstance(data, dict) else None
+    if not isinstance(data, dict) or not isinstance(payload, dict):
+        raise CallEventError("expected a Telnyx call event: {data: {event_type, payload}}")
+    event_type, call_control_id = data.get("event_type"), payload.get("call_control_id")
+    if not isinstance(event_type, str) or not event_type or len(event_type) > 64:
+        raise CallEventError("data.event_type is missing or malformed")
+    if not isinstance(call_control_id, str) or not call_control_id or len(call_control_id) > 256:
+        raise CallEventError("data.payload.call_control_id is missing or malformed")
+    event_id = data.get("id")
+    return CallEvent(
+        event_id=event_id[:128] if isinstance(event_id, str) else "", event_type=event_type,
+        call_control_id=call_control_id, direction=_text(payload.get("direction"), "incoming"),
+        from_number=_text(payload.get("from")), to_number=_text(payload.get("to")))
+
+
+def _text(value: object, default: str = "") -> str:
+    return value[:256] if isinstance(value, str) else default
 
 
 class TelnyxMediaStream:
@@ -84,7 +125,7 @@ class TelnyxMediaStream:
         encoding = CODEC_ENCODINGS.get(str(fmt.get("encoding", "PCMU")).upper())
         try:
             rate, channels = int(fmt.get("sample_rate", 8000)), int(fmt.get("channels", 1))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: an infinite float
             rate, channels = 0, 0
         if (encoding is None or (encoding != "l16" and rate != 8000) or (encoding == "l16" and rate not in L16_RATES)
                 or channels != 1):
@@ -92,7 +133,7 @@ class TelnyxMediaStream:
                                    f"media format {fmt!r} is not PCMU/PCMA 8 kHz or mono L16", fatal=True)
         raw = start.get("custom_parameters") or {}
         if isinstance(raw, list):  # the command takes [{name, value}]; accept it echoed either way
-            raw = {p.get("name"): p.get("value") for p in raw if isinstance(p, dict)}
+            raw = {str(p.get("name")): p.get("value") for p in raw if isinstance(p, dict)}
         if not isinstance(raw, dict):
             raise MediaStreamError("missing_field", "start.custom_parameters must be an object", fatal=True)
         self.started = StreamStarted(
@@ -107,11 +148,7 @@ class TelnyxMediaStream:
         if media.get("track", "inbound") != "inbound":
             return []  # with both_tracks Telnyx also echoes our own audio; the session wants the caller only
         data = decode_payload(media.get("payload"), self.started.encoding, self.started.sample_rate)
-        try:
-            chunk = int(media.get("chunk", message.get("sequence_number", "")))
-        except (TypeError, ValueError) as exc:
-            raise MediaStreamError("missing_field", "media.chunk must be a number") from exc
-        ready, lost = self._order.push(chunk, data)
+        ready, lost = self._order.push(chunk_number(media.get("chunk", message.get("sequence_number"))), data)
         events: list[MediaStreamEvent] = [ChunksLost(lost)] if lost else []
         events.extend(ready)
         return events

@@ -1,11 +1,19 @@
 """Twilio Programmable Voice: the voice webhook, the Media Streams socket, and the REST commands.
 
     POST /twilio/voice[?agent=NAME]   signed webhook -> TwiML <Connect><Stream url=".../twilio/media">
-                                       with agent, from, to and callSid as <Parameter>s
+                                       with agent, from, to, callSid and a media token as <Parameter>s
     WS   /twilio/media                 the bidirectional media stream (signed upgrade), served by CarrierCall
 
+The webhook mints a single-use media token bound to its CallSid (media_tokens.py); Twilio hands the
+`<Parameter>`s back in `start.customParameters`, and the media socket serves a call only for a live,
+unused token bound to the CallSid its `start` names. The upgrade's X-Twilio-Signature is checked too,
+but it signs the fixed URL, the same for every call: alone it would let one observed handshake open any
+number of calls. A second voice webhook for a CallSid already answered (within
+`twilio_replay_window_s`) is a replay: Twilio signs no timestamp, so the CallSid is the idempotency key.
+
 Transfer and hang-up update the live call over REST (POST .../Calls/{CallSid}.json with `Twiml=<Dial>`
-or `Status=completed`), which ends the stream; Twilio then sends `stop`.
+or `Status=completed`), which ends the stream; Twilio then sends `stop`. The AccountSid and CallSid in
+that URL are the signed webhook's, never the stream's.
 """
 
 from __future__ import annotations
@@ -20,12 +28,14 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
+from voxgate.control.problems import problem
 from voxgate.observability import metrics
 from voxgate.transports import twiml
 from voxgate.transports.carrier_audio import CarrierAudio
 from voxgate.transports.carrier_call import (
     CallGateway,
     CarrierApiError,
+    CarrierCall,
     carrier_request,
     media_socket_url,
     open_media_socket,
@@ -33,8 +43,10 @@ from voxgate.transports.carrier_call import (
     run_carrier_call,
     signatures_required,
 )
+from voxgate.transports.media_stream import CallEventError, StreamStarted
+from voxgate.transports.media_tokens import MediaGrant
 from voxgate.transports.signatures import twilio_signature_valid
-from voxgate.transports.twilio_messages import TwilioMediaStream
+from voxgate.transports.twilio_messages import TOKEN_PARAMETER, TwilioMediaStream, parse_voice_call
 
 __all__ = ["MEDIA_PATH", "VOICE_PATH", "TwilioControl", "routes"]
 
@@ -76,6 +88,7 @@ def routes(gateway_of: Callable[[Request | WebSocket], CallGateway]) -> list[Bas
     async def voice_webhook(request: Request) -> Response:
         gateway = gateway_of(request)
         settings = gateway.settings
+        client = request.client.host if request.client else "?"
         # Twilio posts application/x-www-form-urlencoded; parsed here, it needs no multipart library.
         params = parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True)
         token = settings.twilio_auth_token.get_secret_value()
@@ -83,15 +96,26 @@ def routes(gateway_of: Callable[[Request | WebSocket], CallGateway]) -> list[Bas
             url = public_request_url(settings, str(request.url), request.url.path, request.url.query)
             if not twilio_signature_valid(url, params, request.headers.get("x-twilio-signature"), token):
                 metrics.CARRIER_WEBHOOKS_REJECTED.labels("twilio", "invalid_signature").inc()
-                log.warning("twilio webhook from %s refused: missing or wrong X-Twilio-Signature for %s",
-                            request.client.host if request.client else "?", url)
-                return PlainTextResponse("invalid signature", status_code=403)
-        fields = dict(params)
+                log.warning("twilio webhook from %s refused: missing or wrong X-Twilio-Signature for %s", client, url)
+                return problem(403, "invalid_signature", "Missing or wrong X-Twilio-Signature.")
+        try:
+            call = parse_voice_call(params)
+        except CallEventError as exc:
+            metrics.CARRIER_WEBHOOKS_REJECTED.labels("twilio", "malformed").inc()
+            return problem(400, "invalid_call", str(exc))
+        now = gateway.real_clock.time()
+        if gateway.twilio_calls_answered.seen(call.call_sid, now):
+            metrics.CARRIER_WEBHOOKS_REJECTED.labels("twilio", "replayed").inc()
+            log.warning("twilio webhook from %s refused: call %s was already answered (a replay)", client,
+                        call.call_sid)
+            return problem(409, "replayed", "This call was already answered.")
         agent = gateway.agent(request.query_params.get("agent"))
+        media_token = gateway.media_tokens.mint(MediaGrant(
+            "twilio", call.call_sid, call.account_sid, agent.name, call.from_number, call.to_number), now)
         document = twiml.connect_stream(media_socket_url(settings, MEDIA_PATH), {
-            "agent": agent.name, "from": fields.get("From", ""), "to": fields.get("To", ""),
-            "callSid": fields.get("CallSid", "")})
-        return Response(document, media_type="text/xml")
+            "agent": agent.name, "from": call.from_number, "to": call.to_number, "callSid": call.call_sid,
+            TOKEN_PARAMETER: media_token})
+        return Response(document, media_type="text/xml", headers={"Cache-Control": "no-store"})
 
     async def media_socket(websocket: WebSocket) -> None:
         gateway = gateway_of(websocket)
@@ -104,12 +128,17 @@ def routes(gateway_of: Callable[[Request | WebSocket], CallGateway]) -> list[Bas
                 log.warning("twilio media socket refused: missing or wrong X-Twilio-Signature")
                 await websocket.send_denial_response(PlainTextResponse("invalid signature", status_code=403))
                 return
-        opened = await open_media_socket(gateway, websocket, "twilio", TwilioMediaStream())
+        opened = await open_media_socket(gateway, websocket, "twilio", TwilioMediaStream(), _presented_token)
         if opened is None:
             return
-        call, started = opened
-        control = TwilioControl(gateway.http, settings.twilio_api_base, started.account_id, started.call_id, token,
+        call, started, grant = opened
+        control = TwilioControl(gateway.http, settings.twilio_api_base, grant.account_id, grant.call_id, token,
                                 settings.carrier_api_timeout_s)
-        await run_carrier_call(gateway, call, started, CarrierAudio("pcmu", 8000, "pcmu", 8000), control)
+        await run_carrier_call(gateway, call, started, grant, CarrierAudio("pcmu", 8000, "pcmu", 8000), control)
 
     return [Route(VOICE_PATH, voice_webhook, methods=["POST"]), WebSocketRoute(MEDIA_PATH, media_socket)]
+
+
+def _presented_token(call: CarrierCall, started: StreamStarted) -> str | None:
+    """Twilio hands our `<Parameter>`s back in `start.customParameters`."""
+    return started.parameters.get(TOKEN_PARAMETER)

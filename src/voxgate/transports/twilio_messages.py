@@ -14,27 +14,55 @@ from __future__ import annotations
 import base64
 import json
 import re
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from voxgate.transports.media_stream import (
+    CallEventError,
     ChunkOrder,
     ChunksLost,
     MediaStreamError,
     MediaStreamEvent,
     StreamConnected,
     StreamStarted,
+    chunk_number,
     decode_payload,
     mark_digit_or_stop,
     parse_frame,
     section,
 )
 
-__all__ = ["TwilioMediaStream"]
+__all__ = ["TOKEN_PARAMETER", "TwilioMediaStream", "VoiceCall", "parse_voice_call"]
 
-# Stream SIDs are "MZ" + 32 hex digits; anything safe to splice into JSON text unescaped is accepted.
-_SID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# SIDs are two letters + 32 hex digits; anything safe to splice into JSON text and URLs unescaped is
+# accepted (whole string: `$` would let a trailing newline through).
+_SID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+TOKEN_PARAMETER = "token"  # the <Parameter> that carries the call's media token back in `start`
 _ENCODINGS = {"audio/x-mulaw": "pcmu"}
 MAX_FRAME_BYTES = 64 * 1024  # a media frame is ~300 bytes; refuse to parse anything huge
+
+
+@dataclass(frozen=True)
+class VoiceCall:
+    """What Twilio's voice webhook says about a new call, as far as the gateway acts on it."""
+
+    call_sid: str
+    account_sid: str  # "" when absent (an unsigned request in dev mode)
+    from_number: str
+    to_number: str
+
+
+def parse_voice_call(params: Iterable[tuple[str, str]]) -> VoiceCall:
+    """The voice webhook's form fields; CallEventError without a usable CallSid. The SIDs end up in REST
+    URLs, so they must look like SIDs."""
+    fields = dict(params)
+    call_sid, account_sid = fields.get("CallSid", ""), fields.get("AccountSid", "")
+    if not _SID.fullmatch(call_sid):
+        raise CallEventError("CallSid is missing or malformed")
+    if account_sid and not _SID.fullmatch(account_sid):
+        raise CallEventError("AccountSid is malformed")
+    return VoiceCall(call_sid, account_sid, fields.get("From", "")[:256], fields.get("To", "")[:256])
 
 
 class TwilioMediaStream:
@@ -76,17 +104,18 @@ class TwilioMediaStream:
             raise MediaStreamError("duplicate_start", "a second 'start' on one socket")
         start = section(message, "start")
         sid = message.get("streamSid", start.get("streamSid"))
-        if not isinstance(sid, str) or not _SID.match(sid):
+        if not isinstance(sid, str) or not _SID.fullmatch(sid):
             raise MediaStreamError("missing_field", "start.streamSid is missing or malformed", fatal=True)
         call_sid, account_sid = start.get("callSid"), start.get("accountSid")
         if not isinstance(call_sid, str) or not isinstance(account_sid, str) or not (
-                _SID.match(call_sid) and _SID.match(account_sid)):
+                _SID.fullmatch(call_sid) and _SID.fullmatch(account_sid)):
             raise MediaStreamError("missing_field", "start.callSid and start.accountSid are required", fatal=True)
         fmt = start.get("mediaFormat") or {}
-        encoding = _ENCODINGS.get(fmt.get("encoding", "audio/x-mulaw") if isinstance(fmt, dict) else "")
+        encoding = fmt.get("encoding", "audio/x-mulaw") if isinstance(fmt, dict) else None
         rate = fmt.get("sampleRate", 8000) if isinstance(fmt, dict) else 0
-        if encoding is None or rate not in (8000, "8000"):
-            raise MediaStreamError("unsupported_format", f"media format {fmt!r} is not μ-law 8 kHz", fatal=True)
+        if not isinstance(encoding, str) or encoding not in _ENCODINGS or rate not in (8000, "8000"):
+            raise MediaStreamError("unsupported_format", f"media format {str(fmt)[:100]} is not μ-law 8 kHz",
+                                   fatal=True)
         raw = start.get("customParameters") or {}
         if not isinstance(raw, dict):
             raise MediaStreamError("missing_field", "start.customParameters must be an object", fatal=True)
@@ -102,11 +131,7 @@ class TwilioMediaStream:
         if media.get("track", "inbound") != "inbound":
             return []  # a bidirectional stream only carries the caller; ignore anything else
         data = decode_payload(media.get("payload"), "pcmu", 8000)
-        try:
-            chunk = int(media.get("chunk", ""))
-        except (TypeError, ValueError) as exc:
-            raise MediaStreamError("missing_field", "media.chunk must be a number") from exc
-        ready, lost = self._order.push(chunk, data)
+        ready, lost = self._order.push(chunk_number(media.get("chunk")), data)
         events: list[MediaStreamEvent] = [ChunksLost(lost)] if lost else []
         events.extend(ready)
         return events

@@ -8,6 +8,7 @@ Signalling is OpenAI's, so a page written for OpenAI works by changing its base 
 - `POST /v1/realtime/calls/{call_id}/hangup` (API key) ends a call.
 - sideband: a WebSocket to `/v1/realtime?call_id=...` (API key) joins a live call's session: it sees
   the call's events and may send events (tools, instructions); the audio stays on the peer connection.
+  Both answer 404 to a key that does not own the call (see `Principal.sees`).
 
 The server owns playback here: agent audio leaves on an RTP track paced at real time, so the track
 knows what the caller heard and the session truncates by itself on barge-in. Audio deltas never go on
@@ -49,7 +50,7 @@ from voxgate.audio.clock import PacingClock
 from voxgate.audio.formats import PCM24K, InputDecoder, OutputEncoder
 from voxgate.config import Settings
 from voxgate.control.auth import bearer_token, require_api_key
-from voxgate.control.ephemeral import merge_bound_session, redeem, validate_session
+from voxgate.control.ephemeral import merge_bound_session, redeem, session_agent, validate_session
 from voxgate.control.problems import problem
 from voxgate.gateway import gateway_of
 from voxgate.protocol.dialect import dialect_from_handshake, for_dialect
@@ -130,9 +131,10 @@ class WebRtcCall:
 
     transport = "webrtc"
 
-    def __init__(self, gateway: Gateway, registry: WebRtcCalls, dialect: Dialect) -> None:
+    def __init__(self, gateway: Gateway, registry: WebRtcCalls, dialect: Dialect, owner: str | None = None) -> None:
         settings = gateway.settings
         self.id = new_id("rtc")
+        self.owner = owner  # the key whose call this is (hang-up and sideband check it)
         self.gateway = gateway
         self.registry = registry
         self.dialect: Dialect = dialect
@@ -502,16 +504,21 @@ async def _open_call(request: Request, dialect: Dialect) -> Response:
         return problem(401, "invalid_api_key", "Missing, invalid, expired or already used key.")
     if not gateway.ready:
         return problem(503, "not_ready", "The gateway is starting.")
+    params = request.query_params
+    try:
+        agent = session_agent(gateway, principal, params.get("agent"))
+    except RealtimeError as exc:
+        return problem(403, exc.code, exc.message, param=exc.param)
     try:
         sdp, session_part = await _read_signalling(request, allow_session=dialect == "ga")
         read_offer(sdp)
-        initial = await _initial_config(gateway, principal, session_part)
+        initial = await _initial_config(gateway, principal, session_part, agent.name)
     except OfferError as exc:
         return problem(400, "invalid_offer", str(exc), param="sdp")
     except RealtimeError as exc:
         return problem(400, exc.code, exc.message, param=exc.param)
     registry = calls_of(request.app.state)
-    call = WebRtcCall(gateway, registry, dialect)
+    call = WebRtcCall(gateway, registry, dialect, owner=principal.owner)
     if not await redeem(gateway, principal, "webrtc", call.id):
         await call.close("key_reused")
         return problem(401, "invalid_api_key", "This ephemeral key has already been used to open a session.")
@@ -521,11 +528,10 @@ async def _open_call(request: Request, dialect: Dialect) -> Response:
         await call.close("bad_offer")
         log.info("offer refused by aiortc: %r", exc)
         return problem(400, "invalid_offer", f"The SDP offer could not be answered: {exc}", param="sdp")
-    params = request.query_params
     model = params.get("model") or (principal.session_config or {}).get("model")
     try:
-        session = await gateway.open_session(agent=gateway.agent(params.get("agent")), caller=call,
-                                             dialect=dialect, model=model, initial_config=initial)
+        session = await gateway.open_session(agent=agent, caller=call, dialect=dialect, model=model,
+                                             initial_config=initial, owner=principal.owner)
     except RealtimeError as exc:  # the bound config does not fit this agent (e.g. a voice its engine lacks)
         await call.close("bad_session")
         return problem(400, exc.code, exc.message, param=exc.param)
@@ -536,11 +542,12 @@ async def _open_call(request: Request, dialect: Dialect) -> Response:
                     headers={"Location": f"/v1/realtime/calls/{call.id}"})
 
 
-async def _initial_config(gateway: Gateway, principal: Principal, session_part: Any) -> dict[str, Any]:
+async def _initial_config(gateway: Gateway, principal: Principal, session_part: Any,
+                          agent_name: str) -> dict[str, Any]:
     """The session a call starts with: the key's bound config, the offer's `session` part, PCM 24 kHz."""
     initial: dict[str, Any] = dict(principal.session_config or {})
     if session_part is not None:
-        requested, _ = await validate_session(gateway, session_part, "ga")
+        requested, _ = await validate_session(gateway, session_part, "ga", agent_name)
         initial = merge_bound_session(initial, requested) if principal.kind == "ephemeral" else \
             {**initial, **requested}
     # The media format of a WebRTC call is Opus on the wire whatever the session says; inside, the
@@ -570,7 +577,7 @@ async def hangup_call(request: Request) -> Response:
     if isinstance(principal, JSONResponse):
         return principal
     call = calls_of(request.app.state).get(request.path_params["call_id"])
-    if call is None:
+    if call is None or not principal.sees(call.owner):  # another key's call is answered as if it did not exist
         return problem(404, "call_id_not_found", "No live call with that id.")
     await call.close("hangup_requested")
     return Response(status_code=200)
@@ -585,7 +592,7 @@ async def attach_sideband(websocket: WebSocket, principal: Principal) -> None:
             problem(403, "ephemeral_key_not_allowed", "A sideband connection needs an API key."))
         return
     call = calls_of(websocket.app.state).get(call_id)
-    if call is None or call.session is None:
+    if call is None or call.session is None or not principal.sees(call.owner):
         await websocket.send_denial_response(problem(404, "call_id_not_found", f"No live call {call_id!r}."))
         return
     session = call.session

@@ -1,7 +1,8 @@
 // The voxgate voice console: one WebRTC call to the gateway's default agent, the way OpenAI's
-// quickstart builds it. The page never holds an API key: it asks its own server (/console/token)
-// for an ephemeral key, posts its SDP offer with that key, and speaks the Realtime protocol over
-// the `oai-events` data channel. window.__console mirrors what the page shows (tests read it).
+// quickstart builds it. The page asks its own server (/console/token) for an ephemeral key, posts its
+// SDP offer with that key, and speaks the Realtime protocol over the `oai-events` data channel. In dev
+// mode the page's session cookie (HttpOnly, same-origin) stands for it; otherwise the operator types
+// an API key, kept in memory only. window.__console mirrors what the page shows (tests read it).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -98,7 +99,8 @@ function showTool(id, name, args, status, output) {
 async function pollTools() {
   if (!call || !view.callId) return;
   try {
-    const res = await fetch(`/console/calls/${encodeURIComponent(view.callId)}`, { cache: "no-store" });
+    const res = await fetch(`/console/calls/${encodeURIComponent(view.callId)}`,
+      { cache: "no-store", headers: operatorHeaders() });
     if (!res.ok) return;
     const body = await res.json();
     for (const t of body.tool_calls || []) showTool(t.tool_call_id, t.name, t.arguments, t.status, t.output);
@@ -186,13 +188,16 @@ async function pollStats() {
 
 // -- the call ------------------------------------------------------------------------------------------
 
-async function getKey() {
-  const headers = {};
+function operatorHeaders() {
   const operatorKey = $("operator-key").value.trim();
-  if (operatorKey) headers.Authorization = `Bearer ${operatorKey}`;
+  return operatorKey ? { Authorization: `Bearer ${operatorKey}` } : {};
+}
+
+async function getKey() {
+  const operatorKey = $("operator-key").value.trim();
   let res;
   try {
-    res = await fetch("/console/token", { method: "POST", headers });
+    res = await fetch("/console/token", { method: "POST", headers: operatorHeaders() });
   } catch (_) {
     throw new Error("Cannot reach the gateway. Is it running, and is this page served by it?");
   }
@@ -200,7 +205,8 @@ async function getKey() {
     $("operator").hidden = false;
     throw new Error(operatorKey
       ? "The operator API key was refused. Check it and try again."
-      : "This gateway is not in dev mode: enter the operator API key to start a console call.");
+      : "This gateway needs an operator API key for console calls (it is not in dev mode, or this page " +
+        "was not loaded from it): enter the key to start a call.");
   }
   if (!res.ok) throw new Error(`The gateway could not issue a session key (HTTP ${res.status}).`);
   return res.json();

@@ -27,6 +27,7 @@ from datetime import date, datetime
 from typing import Any
 
 from voxgate.agents import AgentConfig
+from voxgate.clock import current_clock
 from voxgate.engines.base import HistoryEntry, ResponseRequest, ToolSpec
 from voxgate.engines.local.brains.base import BrainDecision, CallTool, Say
 from voxgate.engines.local.brains.routing import Match, Route, Router, build_routes
@@ -55,7 +56,7 @@ class FlowBrain:
     """`decide(request)` -> Say | CallTool. Holds no per-call state itself; one instance serves all calls."""
 
     def __init__(self, today: Callable[[], date] | None = None) -> None:
-        self._today = today or (lambda: datetime.now().date())
+        self._today = today or (lambda: current_clock().today())
         self._routers: dict[tuple[int, tuple[tuple[str, str], ...]], tuple[AgentConfig, Router]] = {}
 
     # -- entry point ------------------------------------------------------------------------------------

@@ -1,0 +1,177 @@
+"""Fuzzing the carriers' parsers: Twilio and Telnyx media-stream frames and call webhooks.
+
+Thousands of frames per parser: arbitrary JSON (NaN, infinities, huge numbers, deep nesting), documented
+frames with one field swapped for anything, and raw bytes. Whatever arrives, a parser returns typed
+events or raises its documented error (MediaStreamError for frames, CallEventError for webhooks) with a
+stable code and a message: the shell answers each one (a counted rejection, a close, an HTTP 400), and
+nothing else can escape into a traceback. Pure cores, so it is fast.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.unit.test_carrier_messages import TELNYX_START, TWILIO_START, telnyx_media, twilio_media
+from voxgate.transports.media_stream import (
+    AudioReceived,
+    CallEventError,
+    CarrierErrorReported,
+    ChunksLost,
+    DigitPressed,
+    MarkPlayed,
+    MediaStreamError,
+    StreamConnected,
+    StreamStarted,
+    StreamStopped,
+)
+from voxgate.transports.telnyx_messages import CallEvent, TelnyxMediaStream, parse_call_event
+from voxgate.transports.twilio_messages import TwilioMediaStream, VoiceCall, parse_voice_call
+
+FUZZ = settings(max_examples=1200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+EVENTS = (StreamConnected, StreamStarted, AudioReceived, ChunksLost, DigitPressed, MarkPlayed, StreamStopped,
+          CarrierErrorReported)
+CODE = re.compile(r"[a-z][a-z0-9_]{2,40}")
+
+scalars = (st.none() | st.booleans() | st.integers() | st.integers(-10**30, 10**30) | st.floats()
+           | st.text(max_size=20) | st.sampled_from(["8000", "PCMU", "audio/x-mulaw", "inbound", "", "1"]))
+json_values = st.recursive(
+    scalars, lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children,
+                                                                               max_size=4), max_leaves=6)
+
+
+def _paths(value: Any, prefix: tuple[str | int, ...] = ()) -> list[tuple[str | int, ...]]:
+    out = [prefix] if prefix else []
+    children = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else []
+    for key, child in children:
+        out += _paths(child, (*prefix, key))
+    return out
+
+
+def _swap(template: dict[str, Any], path: tuple[Any, ...], value: Any, delete: bool) -> dict[str, Any]:
+    frame = copy.deepcopy(template)
+    parent = frame
+    for key in path[:-1]:
+        parent = parent[key]
+    if delete:
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = value
+    return frame
+
+
+def near(template: dict[str, Any]) -> st.SearchStrategy[str]:
+    """The documented frame with one field (at any depth) replaced by anything, or removed."""
+    return st.builds(_swap, st.just(template), st.sampled_from(_paths(template)), json_values,
+                     st.booleans()).map(json.dumps)
+
+
+def odd_text() -> st.SearchStrategy[str | bytes]:
+    nested = st.integers(1, 3000).map(lambda n: "[" * n + "]" * n)
+    objects = st.integers(1, 3000).map(lambda n: '{"event":' * n + "1" + "}" * n)
+    numbers = st.sampled_from(['{"event":"media","streamSid":"MZ","media":{"chunk":1e400,"payload":"/w=="}}',
+                               '{"event":"media","stream_id":"s","media":{"chunk":"9' + "9" * 5000 + '"}}',
+                               '{"event":"start","start":{"mediaFormat":{"sampleRate":Infinity}}}', "NaN",
+                               '{"event":"start","start":{"media_format":{"sample_rate":-Infinity}}}'])
+    return nested | objects | numbers | st.text(max_size=60) | st.binary(max_size=60)
+
+
+def frames(templates: list[dict[str, Any]], *media: str) -> st.SearchStrategy[list[str | bytes]]:
+    one = st.one_of(*[near(t) for t in templates], json_values.map(json.dumps), odd_text(), st.sampled_from(media))
+    return st.lists(one, min_size=1, max_size=6)
+
+
+def answered(stream: TwilioMediaStream | TelnyxMediaStream, frame: str | bytes) -> None:
+    """One frame in: typed events out, or a MediaStreamError with a code and a message; nothing else."""
+    try:
+        events = stream.receive(frame)
+    except MediaStreamError as exc:
+        assert CODE.fullmatch(exc.code), exc.code
+        assert exc.message
+        return
+    assert isinstance(events, list) and all(isinstance(e, EVENTS) for e in events), events
+    if stream.started is not None:  # whatever `start` said, what we send back is valid JSON
+        for text in (stream.media(b"\xff" * 160), stream.mark("item_1:100"), stream.clear()):
+            json.loads(text)
+
+
+TWILIO_TEMPLATES: list[dict[str, Any]] = [
+    TWILIO_START, {"event": "connected", "protocol": "Call", "version": "1.0.0"},
+    json.loads(twilio_media(1, b"\xff" * 160)),
+    {"event": "mark", "sequenceNumber": "4", "streamSid": TWILIO_START["streamSid"], "mark": {"name": "m"}},
+    {"event": "dtmf", "streamSid": TWILIO_START["streamSid"], "dtmf": {"track": "inbound_track", "digit": "1"}},
+    {"event": "stop", "streamSid": TWILIO_START["streamSid"], "stop": {"accountSid": "AC", "callSid": "CA"}}]
+TELNYX_TEMPLATES: list[dict[str, Any]] = [
+    TELNYX_START, {"event": "connected", "version": "1.0.0", "x-telnyx-streaming-auth-token": "t"},
+    json.loads(telnyx_media(1, b"\xd5" * 160)),
+    {"event": "mark", "stream_id": TELNYX_START["stream_id"], "mark": {"name": "m"}},
+    {"event": "dtmf", "stream_id": TELNYX_START["stream_id"], "dtmf": {"digit": "1"}},
+    {"event": "error", "stream_id": TELNYX_START["stream_id"], "payload": {"code": 1, "title": "t", "detail": "d"}},
+    {"event": "stop", "stream_id": TELNYX_START["stream_id"], "stop": {"call_control_id": "v3:abc"}},
+    {**TELNYX_START, "start": {**TELNYX_START["start"],
+                               "custom_parameters": [{"name": "agent", "value": "acme"}]}}]
+
+
+@FUZZ
+@given(frames([*TWILIO_TEMPLATES, *TELNYX_TEMPLATES], twilio_media(2, b"\xff" * 160), telnyx_media(2, b"\xd5" * 160)))
+def test_media_frames_are_answered_whatever_they_hold(sequence: list[str | bytes]) -> None:
+    """Every frame goes to both carriers' parsers, before and after a good `start` (one carrier's frames
+    are garbage to the other, which is a test too)."""
+    streams: list[TwilioMediaStream | TelnyxMediaStream] = [TwilioMediaStream(), TelnyxMediaStream()]
+    for stream, start in ((TwilioMediaStream(), TWILIO_START), (TelnyxMediaStream(), TELNYX_START)):
+        stream.receive(json.dumps(start))
+        streams.append(stream)
+    for frame in sequence:
+        for stream in streams:
+            answered(stream, frame)
+
+
+CALL_INITIATED = {"data": {"record_type": "event", "event_type": "call.initiated", "id": "0ccc7b54",
+                           "occurred_at": "2025-01-01T00:00:00.000000Z",
+                           "payload": {"call_control_id": "v3:abc", "direction": "incoming",
+                                       "from": "+15557654321", "to": "+15551234567", "state": "parked"}}}
+
+
+@FUZZ
+@given(st.one_of(near(CALL_INITIATED), json_values.map(json.dumps), odd_text()))
+def test_telnyx_webhook_bodies_are_answered_whatever_they_hold(body: str | bytes) -> None:
+    raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
+    try:
+        event = parse_call_event(raw)
+    except CallEventError as exc:
+        assert str(exc)
+        return
+    assert isinstance(event, CallEvent)
+    assert event.event_type and 0 < len(event.call_control_id) <= 256
+    assert all(isinstance(v, str) for v in vars(event).values())
+
+
+VOICE_FORM = {"CallSid": "CA" + "1" * 32, "AccountSid": "AC" + "2" * 32, "From": "+15557654321",
+              "To": "+15551234567", "CallStatus": "ringing", "Direction": "inbound", "ApiVersion": "2010-04-01"}
+SID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+form_values = st.text(max_size=80) | st.sampled_from(["CA" + "1" * 32, "CA1\n", "../../x", "AC" + "2" * 32, ""])
+voice_forms = st.builds(lambda real, changes: {**(VOICE_FORM if real else {}), **changes}, st.booleans(),
+                        st.dictionaries(st.sampled_from([*VOICE_FORM, "Caller"]), form_values))
+
+
+@FUZZ
+@given(voice_forms)
+def test_twilio_voice_webhook_forms_are_answered_whatever_they_hold(form: dict[str, str]) -> None:
+    # Through the wire encoding the route reads, so characters survive as Twilio would send them.
+    params = parse_qsl(urlencode(form), keep_blank_values=True)
+    try:
+        call = parse_voice_call(params)
+    except CallEventError as exc:
+        assert str(exc)
+        return
+    assert isinstance(call, VoiceCall)
+    # These end up in a REST URL: nothing there may be able to steer it.
+    assert SID.fullmatch(call.call_sid) and (not call.account_sid or SID.fullmatch(call.account_sid))
