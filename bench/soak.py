@@ -10,7 +10,7 @@ the gateway's RSS, CPU and open fds (/proc/PID) and its asyncio task count where
 waits for the calls to end and reads them again, and prints:
 
     drops              calls that ended abnormally (the load test's count and the gateway's `dropped` calls)
-    overflows          growth of the gateway's overflow / dropped / lost / stall counters on /metrics
+    overflows          growth of the gateway's overflow / dropped / lost / stall / store-failure counters
     RSS growth         median RSS over the last stretch of the hold against the first stretch at full load
     fds, tasks         after the run against before it (back to baseline)
 
@@ -60,8 +60,8 @@ KEY = "soak-key"
 # Where /readyz may give the admission limit (the first present wins): a path of keys.
 LIMIT_FIELDS = (("admission", "limit"), ("admission", "max_calls"), ("admission_limit",), ("max_calls",),
                 ("call_limit",), ("limits", "calls"))
-# Counters whose growth means audio or calls were lost: matched by name, so new ones are caught too.
-LOSS_COUNTER = re.compile(r"^voxgate_\w*(overflow|dropped|lost|stall)\w*$")
+# Counters whose growth means audio, calls or call records were lost: matched by name, so new ones count too.
+LOSS_COUNTER = re.compile(r"^voxgate_\w*(overflow|dropped|lost|stall|store_failures)\w*$")
 RSS_GROWTH_LIMIT = 5.0  # percent
 FD_SLACK = 2  # fds or tasks above the baseline that still count as "back"
 
@@ -130,7 +130,9 @@ def admission_limit(ready: dict[str, Any]) -> int | None:
 
 def loss_counters(base: str) -> dict[str, float]:
     """Every overflow / dropped / lost / stall counter (by labels), and the gateway's `dropped` calls."""
-    _, text = get(f"{base}/metrics")
+    status, text = get(f"{base}/metrics")
+    if status != 200:  # a check that read nothing would pass: fail instead
+        raise RuntimeError(f"cannot read the gateway's /metrics: HTTP {status}")
     out: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
