@@ -53,6 +53,9 @@ def start_server(tmp: Path, **overrides: Any) -> LiveServer:
     """A gateway on a free loopback port; stop it with `live.embedded.stop()`."""
     overrides.setdefault("api_keys", API_KEY)
     overrides.setdefault("clock_start", CLOCK_START)
+    # A fixed call limit: the derived one depends on this machine's cores and memory, and tests must not.
+    # Admission control has its own tests (tests/integration/test_admission.py).
+    overrides.setdefault("max_calls", 64)
     embedded = EmbeddedGateway(tmp, **overrides).start()
     return LiveServer(embedded.base_url, embedded.ws_url, overrides["api_keys"], embedded)
 

@@ -92,6 +92,9 @@ class AgentConfig(BaseModel):
     # Said in the local voice when the engine fails on a call the gateway plays out (phone, browser),
     # before the call goes to the escalation target: a caller must never be left in silence.
     apology: str = "I'm sorry, I'm having trouble right now. Let me connect you with a colleague."
+    # Said to callers still on the line when the gateway shuts down (SIGTERM drain); phone callers go to
+    # `escalation.target` after its handover line instead, when there is one.
+    goodbye: str = "I'm sorry, this line has to close for a moment. Please call back shortly. Goodbye."
     tools: list[ToolDefinition] = Field(default_factory=list)
     intents: list[Intent] = Field(default_factory=list)
     escalation: Escalation = Field(default_factory=Escalation)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import logging
+import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
@@ -17,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
+from voxgate.admission import Refusal
 from voxgate.config import Settings
 from voxgate.control.auth import bearer_token, require_api_key
 from voxgate.control.ephemeral import (
@@ -28,13 +31,14 @@ from voxgate.control.ephemeral import (
 )
 from voxgate.control.origin_policy import BrowserGuard, OriginPolicy
 from voxgate.control.problems import problem
+from voxgate.control.rate_limit import RateLimits, rate_limited, rate_limited_websocket
 from voxgate.garbage_collection import BeatCollector
 from voxgate.gateway import Gateway, gateway_of
 from voxgate.observability.logs import guard_credentials
 from voxgate.protocol.dialect import dialect_from_handshake
 from voxgate.protocol.errors import RealtimeError
 from voxgate.transports import telnyx, twilio
-from voxgate.transports.realtime_ws import WebSocketCaller, run_websocket_session
+from voxgate.transports.realtime_ws import WebSocketCaller, refuse_call, run_websocket_session
 from voxgate.transports.webrtc import attach_sideband, create_beta_call, create_call, hangup_call
 from voxgate.web.console import ConsoleAccess, console_call, console_index, console_token, static_files
 
@@ -63,20 +67,30 @@ async def realtime_websocket(websocket: WebSocket) -> None:
     except RealtimeError as exc:
         await websocket.send_denial_response(problem(403, exc.code, exc.message, param=exc.param))
         return
-    if not await redeem(gateway, principal, "realtime_ws"):  # an ephemeral key opens one session only
-        await websocket.send_denial_response(problem(401, "invalid_api_key", "This key has already been used."))
+    # Admitted before the key is spent: a refused browser may retry with it. Counted against the key that
+    # owns the call (an ephemeral key's minter), or the gateway's limit only for its own calls.
+    ticket = gateway.admission.try_admit(principal.owner, "realtime_ws")
+    if isinstance(ticket, Refusal):
+        await refuse_call(websocket, ticket)
         return
-    headers = {k.lower(): v for k, v in websocket.headers.items()}
-    dialect = dialect_from_handshake(headers, subprotocols)
-    await websocket.accept(subprotocol="realtime" if "realtime" in subprotocols else None)
-    caller = WebSocketCaller(websocket)
-    session = await gateway.open_session(agent=agent, caller=caller, dialect=dialect, model=params.get("model"),
-                                         initial_config=principal.session_config, owner=principal.owner)
     try:
-        await session.start(caller_id=websocket.client.host if websocket.client else None)
-        await run_websocket_session(session, websocket, caller, gateway.settings.session_max_seconds)
+        if not await redeem(gateway, principal, "realtime_ws"):  # an ephemeral key opens one session only
+            await websocket.send_denial_response(problem(401, "invalid_api_key", "This key has already been used."))
+            return
+        headers = {k.lower(): v for k, v in websocket.headers.items()}
+        dialect = dialect_from_handshake(headers, subprotocols)
+        await websocket.accept(subprotocol="realtime" if "realtime" in subprotocols else None)
+        caller = WebSocketCaller(websocket)
+        session = await gateway.open_session(agent=agent, caller=caller, dialect=dialect, model=params.get("model"),
+                                             initial_config=principal.session_config, owner=principal.owner)
+        try:
+            await session.start(caller_id=websocket.client.host if websocket.client else None)
+            await run_websocket_session(session, websocket, caller, gateway.settings.session_max_seconds,
+                                        gateway.settings.ws_idle_timeout_s)
+        finally:
+            gateway.session_closed(session)
     finally:
-        gateway.session_closed(session)
+        ticket.release()
 
 
 async def healthz(request: Request) -> Response:
@@ -84,10 +98,16 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
+    """200 while the gateway takes calls; 503 while it starts or drains. `calls` tells a load balancer how
+    much room is left (`active`, `limit`, `available`, `per_key_limit`, `accepting`)."""
     gateway = gateway_of(request)
     if not gateway.ready:
         return JSONResponse({"status": "starting"}, status_code=503)
-    return JSONResponse({"status": "ready", "engine": gateway.settings.engine, "sessions": len(gateway.sessions)})
+    calls = gateway.admission.snapshot()
+    if gateway.draining:
+        return JSONResponse({"status": "draining", "calls": calls}, status_code=503)
+    return JSONResponse({"status": "ready", "engine": gateway.settings.engine, "sessions": len(gateway.sessions),
+                         "calls": calls})
 
 
 async def metrics_endpoint(request: Request) -> Response:
@@ -148,8 +168,44 @@ async def server_error(request: Request, exc: Exception) -> Response:
     return problem(500, "server_error", "Internal server error.")
 
 
+def drain_on_sigterm(gateway: Gateway, stop_server: Callable[[], None]) -> Callable[[], None]:
+    """From now on SIGTERM drains the gateway (`Gateway.drain`), then calls `stop_server`; a second
+    SIGTERM stops at once. Returns the undo. Signals reach the main thread only: elsewhere (an embedded
+    gateway) this does nothing."""
+    loop = asyncio.get_running_loop()
+    draining: list[asyncio.Task[None]] = []
+
+    async def drain_then_stop() -> None:
+        try:
+            await gateway.drain()
+        finally:
+            stop_server()
+
+    def on_sigterm() -> None:
+        if draining:
+            log.info("second SIGTERM: stopping now")
+            stop_server()
+            return
+        log.info("SIGTERM: draining")
+        draining.append(loop.create_task(drain_then_stop()))
+
+    try:  # replaces uvicorn's handler, which would close every call at once
+        loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+    except (ValueError, RuntimeError, NotImplementedError):
+        return lambda: None
+
+    def undo() -> None:
+        loop.remove_signal_handler(signal.SIGTERM)
+        for task in draining:
+            task.cancel()
+
+    return undo
+
+
 def create_app(settings: Settings, gateway: Gateway | None = None) -> Starlette:
-    """The app; raises UnsafeSettingsError for dev mode on a gateway others can reach (unless allowed)."""
+    """The app; raises UnsafeSettingsError for dev mode on a gateway others can reach (unless allowed).
+    Whoever runs its server sets `app.state.stop_server` (a callable) so that SIGTERM can stop the server
+    once the gateway has drained."""
     settings.check_exposure()
     exposure = settings.exposure()
     if settings.dev_mode and exposure:
@@ -169,10 +225,13 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> Starlette:
         collector = BeatCollector()
         if settings.gc_on_beat:
             collector.start()
+        stop_server: Callable[[], None] | None = getattr(app.state, "stop_server", None)
+        undo_drain = drain_on_sigterm(gw, stop_server) if stop_server is not None else (lambda: None)
         log.info("gateway ready in %.1f s", time.monotonic() - started)
         try:
             yield
         finally:
+            undo_drain()
             await collector.stop()
             await gw.stop()
 
@@ -180,19 +239,20 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> Starlette:
     app = Starlette(
         routes=[
             Route("/", console_index),
-            Route("/console/token", console_token, methods=["POST"]),
+            Route("/console/token", rate_limited(console_token, "console_token"), methods=["POST"]),
             Route("/console/calls/{call_id}", console_call),
             Mount("/static", app=static_files(), name="static"),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics_endpoint),
-            WebSocketRoute("/v1/realtime", realtime_websocket),
-            Route("/v1/realtime", create_beta_call, methods=["POST"]),
-            Route("/v1/realtime/calls", create_call, methods=["POST"]),
+            WebSocketRoute("/v1/realtime", rate_limited_websocket(realtime_websocket, "realtime_ws")),
+            Route("/v1/realtime", rate_limited(create_beta_call, "realtime_calls"), methods=["POST"]),
+            Route("/v1/realtime/calls", rate_limited(create_call, "realtime_calls"), methods=["POST"]),
             Route("/v1/realtime/calls/{call_id}/hangup", hangup_call, methods=["POST"]),
-            Route("/v1/realtime/client_secrets", create_client_secret, methods=["POST"]),
+            Route("/v1/realtime/client_secrets", rate_limited(create_client_secret, "client_secrets"),
+                  methods=["POST"]),
             Route("/v1/realtime/client_secrets/revoke", revoke_client_secret, methods=["POST"]),
-            Route("/v1/realtime/sessions", create_beta_session, methods=["POST"]),
+            Route("/v1/realtime/sessions", rate_limited(create_beta_session, "client_secrets"), methods=["POST"]),
             Route("/v1/calls", list_calls),
             Route("/v1/calls/{call_id}", get_call),
             Route("/v1/kpis", kpis),
@@ -208,5 +268,8 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> Starlette:
     )
     app.state.gateway = gw
     app.state.console = ConsoleAccess(policy, dev_mode=settings.dev_mode)
+    app.state.rate_limits = RateLimits(
+        key_rate=settings.rate_limit_per_key, key_burst=settings.rate_limit_per_key_burst,
+        source_rate=settings.rate_limit_per_source, source_burst=settings.rate_limit_per_source_burst)
     return app
 

@@ -48,6 +48,7 @@ def serve(
 
     from voxgate.app import create_app
     from voxgate.certificates import TlsSettingsError, tls_files
+    from voxgate.listener import server_config
     from voxgate.observability.logs import configure_logging
     from voxgate.transports.direct_socket import UVICORN_WS
 
@@ -77,9 +78,13 @@ def serve(
     if settings.dev_mode:
         typer.echo("  Dev mode: the console page here mints keys without an API key (docs/operations.md)")
     cert, key = tls or (None, None)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=log_level,
-                ws_max_size=settings.max_message_bytes * 2, ws=UVICORN_WS, log_config=None,
-                ssl_certfile=cert, ssl_keyfile=key)
+    app = create_app(settings)
+    server = uvicorn.Server(server_config(app, settings, log_level=log_level, ws=UVICORN_WS, log_config=None,
+                                          ssl_certfile=cert, ssl_keyfile=key))
+    app.state.stop_server = lambda: setattr(server, "should_exit", True)  # SIGTERM drains, then this
+    server.run()
+    if not server.started:
+        raise typer.Exit(3)  # uvicorn's start-up failure code
 
 
 async def _ensure_dev_key(settings: Settings) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -66,6 +67,28 @@ class Settings(BaseSettings):
     session_max_seconds: int = 60 * 60
     max_input_buffer_seconds: int = 120  # a monologue longer than this is committed in pieces
     audio_lead_ms: int = 1500  # how far agent audio may run ahead of real time (barge-in cuts the rest)
+
+    # Admission control (admission.py, capacity.py): a call beyond these is refused, never slowed down
+    max_calls: int = Field(default=0, ge=0)  # live calls at most; 0: derived at start from cores and memory
+    max_calls_per_key: int = Field(default=0, ge=0)  # live calls one API key may hold; 0: max_calls only
+    # Rate limits on the routes that open calls or mint keys (token buckets; a rate of 0 turns one off)
+    rate_limit_per_key: float = Field(default=20.0, ge=0)  # requests a second per key presented
+    rate_limit_per_key_burst: int = Field(default=100, ge=1)
+    rate_limit_per_source: float = Field(default=20.0, ge=0)  # requests a second per client address
+    rate_limit_per_source_burst: int = Field(default=100, ge=1)
+
+    # Connections (listener.py). The soft open-file limit is raised to the hard one at start.
+    max_connections: int = Field(default=4096, ge=1)  # open at once; lowered to fit the open-file limit
+    http_request_timeout_s: float = Field(default=10.0, gt=0)  # a request must arrive whole within this
+    http_keep_alive_s: int = Field(default=5, ge=1)  # an idle keep-alive connection is closed after this
+    ws_idle_timeout_s: float = Field(default=300.0, ge=0)  # a Realtime WebSocket silent this long is closed; 0: never
+
+    # Drain on SIGTERM, and crash recovery
+    drain_timeout_s: float = Field(default=30.0, ge=0)  # live calls may end on their own for this long
+    drain_goodbye_timeout_s: float = Field(default=15.0, ge=0)  # then the goodbye or hand-over gets this long
+    # This gateway's name in call records; empty: "<host name>:<port>". At start, calls this node left
+    # `active` (a crash) are closed as `dropped`. Keep it stable across restarts of one node.
+    node_id: str = ""
 
     # Local engine
     stt_threads: int = 2
@@ -142,6 +165,9 @@ class Settings(BaseSettings):
 
     def api_key_list(self) -> list[str]:
         return [k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip()]
+
+    def node(self) -> str:
+        return self.node_id or f"{socket.gethostname()}:{self.port}"
 
     def base_url(self) -> str:
         scheme = "https" if self.tls_cert or self.tls_self_signed else "http"

@@ -15,6 +15,7 @@ from voxgate.app import create_app
 from voxgate.certificates import tls_files
 from voxgate.config import Settings
 from voxgate.gateway import Gateway
+from voxgate.listener import server_config
 from voxgate.transports.direct_socket import UVICORN_WS
 
 
@@ -38,10 +39,10 @@ class EmbeddedGateway:
         self.app = create_app(self.settings)
         tls = tls_files(self.settings)
         self.tls_cert = tls[0] if tls else None  # what a client trusts to reach a self-signed gateway
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="warning", ws=ws_protocol,
-                                ws_max_size=self.settings.max_message_bytes * 2, lifespan="on",
-                                ssl_certfile=tls[0] if tls else None, ssl_keyfile=tls[1] if tls else None)
-        self._server = uvicorn.Server(config)
+        self._server = uvicorn.Server(server_config(
+            self.app, self.settings, log_level="warning", ws=ws_protocol, lifespan="on",
+            ssl_certfile=tls[0] if tls else None, ssl_keyfile=tls[1] if tls else None))
+        self.app.state.stop_server = self.stop_soon
         self._thread = threading.Thread(target=self._server.run, name=f"voxgate-{port}", daemon=True)
         scheme = "https" if tls else "http"
         self.base_url = f"{scheme}://127.0.0.1:{port}"
@@ -61,8 +62,12 @@ class EmbeddedGateway:
             time.sleep(0.05)
         return self
 
-    def stop(self) -> None:
+    def stop_soon(self) -> None:
+        """Ask the server to stop (from any thread); `stop()` also waits for it."""
         self._server.should_exit = True
+
+    def stop(self) -> None:
+        self.stop_soon()
         self._thread.join(timeout=30)
 
     def __enter__(self) -> EmbeddedGateway:

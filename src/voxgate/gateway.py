@@ -7,6 +7,8 @@ import contextlib
 import functools
 import hmac
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +16,9 @@ import httpx
 from starlette.requests import Request
 from starlette.websockets import WebSocket
 
+from voxgate.admission import Admission
 from voxgate.agents import AgentConfig, load_agents
+from voxgate.capacity import CallLimit, CallProfile, derive_call_limit, probe_host
 from voxgate.clock import Clock
 from voxgate.config import Settings
 from voxgate.engines.base import Engine
@@ -84,12 +88,26 @@ class Gateway:
         self.twilio_calls_answered = ReplayCache(settings.twilio_replay_window_s, bound)
         self.telnyx_events_seen = ReplayCache(
             settings.telnyx_webhook_tolerance_s + settings.telnyx_webhook_max_future_s, bound)
+        self._sessions_changed = asyncio.Event()
+        self.node = settings.node()
+        self.admission = Admission(settings.max_calls or self.call_limit().calls, settings.max_calls_per_key)
 
     async def start(self) -> None:
         await self.db.connect()
         await self.db.upgrade()
+        # Calls a crash left `active` would count as live forever and skew the KPIs.
+        abandoned = await self.calls.close_abandoned(self.node, "gateway restarted")
+        if abandoned:
+            log.warning("closed %d call(s) left active by this node's previous run as dropped", len(abandoned))
         self.vad_model = SileroModel.shared()
         await self.engine(self.settings.engine)
+        if self.settings.max_calls:
+            log.info("admission: at most %d live calls (max_calls)", self.settings.max_calls)
+        else:  # the models are loaded now: the memory left is what calls may use
+            limit = self.call_limit()
+            self.admission.set_limit(limit.calls)
+            log.info("admission: at most %d live calls (derived, bound by %s; set max_calls to override)",
+                     limit.calls, limit.bound)
         self._key_purger = asyncio.get_running_loop().create_task(self._purge_keys())
         self.ready = True
 
@@ -102,14 +120,54 @@ class Gateway:
             except Exception:  # a database hiccup costs one sweep; the next one tries again
                 log.warning("expired keys were not purged", exc_info=True)
 
+    def call_limit(self) -> CallLimit:
+        """The default `max_calls` for this host and these agents (capacity.py has the formula)."""
+        profiles = [CallProfile(agent.engine or self.settings.engine, agent.turn_taking.vad)
+                    for agent in self.agents.values()]
+        return derive_call_limit(profiles, probe_host(), stt_threads=self.settings.stt_threads,
+                                 stt_concurrency=self.settings.stt_max_concurrency,
+                                 tts_concurrency=self.settings.tts_max_concurrency)
+
+    @property
+    def draining(self) -> bool:
+        return self.admission.draining
+
+    async def drain(self, now: Callable[[], float] = time.monotonic) -> None:
+        """Shut down gently (SIGTERM): take no new call, let live calls end on their own for
+        `drain_timeout_s`, then end the rest politely (`Session.drain`: a goodbye, or a phone caller
+        handed to a person) and give that `drain_goodbye_timeout_s`. Calls still up after that are
+        closed by `stop()`."""
+        self.admission.start_draining()
+        log.info("draining: %d live call(s); new calls are refused", len(self.sessions))
+        if await self._calls_ended(self.settings.drain_timeout_s, now):
+            return
+        log.info("drain: %d call(s) still up after %.0f s; saying goodbye", len(self.sessions),
+                 self.settings.drain_timeout_s)
+        for session in list(self.sessions.values()):
+            session.drain()
+        await self._calls_ended(self.settings.drain_goodbye_timeout_s, now)
+
+    async def _calls_ended(self, timeout_s: float, now: Callable[[], float]) -> bool:
+        """Wait until no call is live or admitted (True), or for `timeout_s` (False)."""
+        deadline = now() + timeout_s
+        while self.sessions or self.admission.in_use:
+            remaining = deadline - now()
+            if remaining <= 0:
+                return False
+            self._sessions_changed.clear()
+            # Woken by every call's end; a lapsing phone reservation is seen on the next half second.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._sessions_changed.wait(), min(remaining, 0.5))
+        return True
+
     async def stop(self) -> None:
         self.ready = False
         if self._key_purger is not None:
             self._key_purger.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._key_purger
-        for session in list(self.sessions.values()):
-            await session.close("server_shutdown")
+        for session in list(self.sessions.values()):  # cut off: dropped, unless a drain said goodbye already
+            await session.close("server_shutdown", status="completed" if session.draining else "dropped")
         for engine in self._engines.values():
             await engine.aclose()
         await self.http.aclose()
@@ -176,7 +234,7 @@ class Gateway:
         fallback = await self.engine("local") if engine_name == "openai" and caller.playback.server_side else None
         session = Session(
             agent=agent, engine=engine, tools=self.tools[agent.name], caller=caller, dialect=dialect,
-            recorder=CallRecorder(self.calls, engine_name, owner=owner),
+            recorder=CallRecorder(self.calls, engine_name, owner=owner, node=self.node),
             vad_factory=functools.partial(self.vad_stream, agent),
             model=model or f"voxgate-{engine_name}", outbound_events=self.settings.outbound_queue_events,
             max_message_bytes=self.settings.max_message_bytes,
@@ -189,6 +247,7 @@ class Gateway:
 
     def session_closed(self, session: Session) -> None:
         self.sessions.pop(session.id, None)
+        self._sessions_changed.set()
 
 
 def gateway_of(request: Request | WebSocket) -> Gateway:

@@ -27,6 +27,15 @@ BRAIN_SECONDS = Histogram("voxgate_brain_seconds", "Local brain decision time",
 TTS_FIRST_CHUNK_SECONDS = Histogram("voxgate_tts_first_chunk_seconds", "Local TTS time to the first audio of a reply")
 STORE_FAILURES = Counter("voxgate_store_failures_total", "Call-record writes that failed")
 
+# Admission control and abuse limits (admission.py, control/rate_limit.py, listener.py).
+CALLS_LIMIT = Gauge("voxgate_calls_limit", "Live calls the gateway takes at most (max_calls, or derived)")
+CALLS_ADMITTED = Gauge("voxgate_calls_admitted", "Calls holding an admission ticket (live or about to connect)")
+CALLS_REFUSED = Counter("voxgate_calls_refused_total", "New calls refused by admission control",
+                        ["reason", "transport"])
+RATE_LIMITED = Counter("voxgate_rate_limited_total", "Requests answered 429 by a rate limit", ["scope", "route"])
+CONNECTIONS_CLOSED = Counter("voxgate_connections_closed_total",
+                             "HTTP connections the gateway closed to protect itself", ["reason"])
+
 # Phone carriers (Twilio, Telnyx): what went wrong on the wire, per carrier, without touching other calls.
 CARRIER_MESSAGE_ERRORS = Counter("voxgate_carrier_message_errors_total",
                                  "Carrier media-stream messages rejected or dropped", ["carrier", "code"])

@@ -30,10 +30,12 @@ MAX_PENDING_WRITES = 2000
 
 
 class CallRecorder:
-    def __init__(self, store: CallStore, engine: str, cost: CostModel | None = None, owner: str | None = None) -> None:
+    def __init__(self, store: CallStore, engine: str, cost: CostModel | None = None, owner: str | None = None,
+                 node: str | None = None) -> None:
         self.store = store
         self.engine = engine
         self.owner = owner  # the key whose call this is; None: the gateway's own (phones, the dev console)
+        self.node = node  # the gateway serving the call: crash recovery closes its own calls only
         self.cost = cost or CostModel()
         self._queue: asyncio.Queue[Callable[[], Awaitable[Any]] | None] = asyncio.Queue(MAX_PENDING_WRITES)
         self._writer: asyncio.Task[None] | None = None
@@ -65,7 +67,8 @@ class CallRecorder:
     def start_call(self, session: Session, caller_id: str | None) -> None:
         self._write(lambda: self.store.start_call(
             session.id, agent=session.agent.name, engine=self.engine, transport=session.caller.transport,
-            dialect=session.dialect, caller=caller_id, metadata={"model": session.config.model}, owner=self.owner))
+            dialect=session.dialect, caller=caller_id, owner=self.owner,
+            metadata={"model": session.config.model, **({"node": self.node} if self.node else {})}))
 
     def item(self, session: Session, item: Item, truncated_at_ms: int | None = None) -> None:
         text = redact(item.text)[0] if item.type == "message" else redact(item.arguments or item.output or "")[0]

@@ -54,6 +54,7 @@ SPECULATE_AFTER_FRAMES = 4  # ~130 ms of pause before transcribing speculatively
 # early), and with this much silence after it, as the turn's final decode has, it hears "and...".
 SPECULATIVE_PAUSE_MS = 300
 MIN_COMMIT_MS = 100  # OpenAI refuses to commit less than 100 ms of audio
+PHONE_TRANSPORTS = frozenset({"twilio", "telnyx", "sip"})  # a carrier can move these calls to a person
 
 
 class Caller(Protocol):
@@ -159,6 +160,7 @@ class Session:
         self.conversation = Conversation()
         self.brain_state: dict[str, Any] = {}
         self.closed = False
+        self.draining = False  # the gateway is shutting down and ending this call (recorded `drained`)
         self.end_reason = ""
         self.outcome = ""
 
@@ -214,6 +216,8 @@ class Session:
         except Exception:
             log.exception("session %s: the engine failed to close its session state", self.id)
         metrics.SESSIONS_ACTIVE.dec()
+        if self.draining and status == "completed":
+            status = "drained"
         if self.outbound.overflowed:
             status = "dropped"
             metrics.BUFFER_OVERFLOWS.inc()
@@ -527,15 +531,20 @@ class Session:
         The agent may still be talking after its response is done: a transport that plays audio
         at real time (phone, WebRTC) is seconds behind generation, so that counts too.
         """
-        response = self._response
-        playback = self.caller.playback
         if not self._agent_audible():
             return
         self.interruptions += 1
         metrics.INTERRUPTIONS.inc()
+        await self._silence_agent("turn_detected")
+
+    async def _silence_agent(self, reason: str) -> None:
+        """Stop the agent mid-sentence: at the transport first, then its response; the item keeps what
+        was heard."""
+        response = self._response
+        playback = self.caller.playback
         await self.caller.interrupt_playback()
         if response is not None:
-            await response.cancel("turn_detected")
+            await response.cancel(reason)
         if playback.server_side and self._last_spoken is not None:
             response_id, item = self._last_spoken
             self._last_spoken = None
@@ -810,6 +819,32 @@ class Session:
     async def hang_up(self, reason: str) -> None:
         self.end_reason = reason
         self._after_response(lambda: self.caller.hang_up(reason))
+
+    def drain(self) -> None:
+        """The gateway is shutting down with this call still up: end it politely, recorded `drained`.
+
+        Whatever the agent is saying is cut short; a phone caller then hears the handover line and is
+        moved to the agent's escalation target (when it has one), anyone else hears the goodbye and the
+        call is hung up once it has been heard.
+        """
+        if self.closed or self.draining:
+            return
+        self.draining = True
+        target = self.agent.escalation.target if self.caller.transport in PHONE_TRANSPORTS else ""
+        self.end_reason = "drained: handed to the escalation target" if target else "drained: goodbye"
+
+        async def wind_down() -> None:
+            if self._response is not None or self._agent_audible():
+                await self._silence_agent("client_cancelled")
+            self.say(self.agent.escalation.handover_line if target else self.agent.goodbye)
+            if target:
+                self._after_response(lambda: self.caller.transfer(target, "the gateway is shutting down"))
+            else:
+                self._after_response(lambda: self.caller.hang_up("drained"))
+
+        task = asyncio.get_running_loop().create_task(wind_down())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _after_response(self, action: Callable[[], Coroutine[Any, Any, None]]) -> None:
         self._pending_actions.append(action)

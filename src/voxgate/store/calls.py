@@ -27,7 +27,7 @@ from voxgate.store.models import AuditEvent, Call, CallItem, ToolCall, utc_now
 log = logging.getLogger(__name__)
 
 Transport = Literal["realtime_ws", "webrtc", "twilio", "telnyx", "sip"]
-CallStatus = Literal["active", "completed", "dropped", "transferred", "failed"]
+CallStatus = Literal["active", "completed", "dropped", "transferred", "failed", "drained"]
 ItemType = Literal["message", "function_call", "function_call_output"]
 
 # A tool's output is capped before it reaches the row; the tools layer caps harder for the model.
@@ -226,6 +226,33 @@ class CallStore:
             call.cost_usd = cost_usd
 
         return await self._write("end_call", call_id, work)
+
+    async def close_abandoned(self, node: str, reason: str) -> list[str]:
+        """Close as ``dropped`` the calls a previous run of ``node`` left ``active`` (it crashed, or was
+        killed), so they stop counting as live and skewing the KPIs; returns their ids.
+
+        Only this node's calls (``metadata.node``; rows from before nodes were recorded count as this
+        node's): other gateways sharing the database keep theirs. Each ends at its last recorded
+        activity (its last item or tool call, else its start), the best guess of when the call died.
+        Run before the gateway takes calls.
+        """
+        async with self._db.session() as session, session.begin():
+            active = (await session.scalars(sa.select(Call).where(Call.status == "active"))).all()
+            closed: list[str] = []
+            for call in active:
+                if (call.meta or {}).get("node", node) != node:
+                    continue
+                last_item = await session.scalar(
+                    sa.select(sa.func.max(CallItem.created_at)).where(CallItem.call_id == call.id))
+                last_tool = await session.scalar(
+                    sa.select(sa.func.max(ToolCall.created_at)).where(ToolCall.call_id == call.id))
+                ended_at = max(t for t in (call.started_at, last_item, last_tool) if t is not None)
+                call.status = "dropped"
+                call.end_reason = reason
+                call.ended_at = ended_at
+                call.duration_s = max(0.0, (ended_at - call.started_at).total_seconds())
+                closed.append(call.id)
+        return closed
 
     async def audit(
         self, actor: str, action: str, subject: str | None = None, detail: Mapping[str, Any] | None = None

@@ -31,6 +31,7 @@ import httpx
 from starlette.responses import PlainTextResponse
 from starlette.websockets import WebSocket, WebSocketState
 
+from voxgate.admission import Refusal
 from voxgate.observability import metrics
 from voxgate.protocol.errors import RealtimeError
 from voxgate.session.playback import PlaybackTracker
@@ -54,6 +55,7 @@ from voxgate.transports.media_tokens import MediaGrant, MediaTokenError, MediaTo
 from voxgate.transports.replay_cache import ReplayCache
 
 if TYPE_CHECKING:
+    from voxgate.admission import Admission
     from voxgate.agents import AgentConfig
     from voxgate.clock import Clock
     from voxgate.config import Settings
@@ -108,6 +110,7 @@ class CallGateway(Protocol):
     media_tokens: MediaTokens
     twilio_calls_answered: ReplayCache  # CallSids the voice webhook answered
     telnyx_events_seen: ReplayCache  # Telnyx event ids and signatures acted on
+    admission: Admission
 
     def agent(self, name: str | None) -> AgentConfig: ...
 
@@ -634,17 +637,28 @@ async def open_media_socket(gateway: CallGateway, websocket: WebSocket, carrier:
 async def run_carrier_call(gateway: CallGateway, call: CarrierCall, started: StreamStarted, grant: MediaGrant,
                            audio: CarrierAudio, control: CarrierControl) -> None:
     """Open the session for a started media stream, greet the caller, and serve the call to its end. The
-    agent and caller are the ones the signed webhook named (`grant`), not what the stream says."""
-    agent = gateway.agent(grant.agent)
-    session = await gateway.open_session(agent=agent, caller=call, dialect="ga", model=None)
+    agent and caller are the ones the signed webhook named (`grant`), not what the stream says.
+
+    The call was admitted at that webhook (its ticket reserved under the carrier's call id); a stream
+    whose reservation lapsed is admitted now or closed 1013."""
+    ticket = gateway.admission.claim(grant.call_id) or gateway.admission.try_admit(None, call.carrier)
+    if isinstance(ticket, Refusal):
+        log.warning("%s: refused, %s", call.name, ticket.reason)
+        await call.close_socket(1013)
+        return
     try:
-        call.attach(session, audio, control)
-        session.configure(audio.session_config())
-        log.info("%s: stream %s started for agent %s", call.name, started.stream_id, agent.name)
-        await session.start(greet=True, caller_id=grant.from_number or None)
-        await call.serve()
+        agent = gateway.agent(grant.agent)
+        session = await gateway.open_session(agent=agent, caller=call, dialect="ga", model=None)
+        try:
+            call.attach(session, audio, control)
+            session.configure(audio.session_config())
+            log.info("%s: stream %s started for agent %s", call.name, started.stream_id, agent.name)
+            await session.start(greet=True, caller_id=grant.from_number or None)
+            await call.serve()
+        finally:
+            if not session.closed:
+                await session.close(call.end_reason or "carrier_closed")
+            gateway.session_closed(session)
+            log.info("%s: ended (%s)", call.name, call.end_reason or "closed")
     finally:
-        if not session.closed:
-            await session.close(call.end_reason or "carrier_closed")
-        gateway.session_closed(session)
-        log.info("%s: ended (%s)", call.name, call.end_reason or "closed")
+        ticket.release()

@@ -10,6 +10,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
@@ -21,6 +23,7 @@ from voxgate.session.outbound import Outbound
 from voxgate.session.playback import PlaybackTracker
 
 if TYPE_CHECKING:
+    from voxgate.admission import Refusal
     from voxgate.session.session import Session
 
 log = logging.getLogger("voxgate.ws")
@@ -31,10 +34,15 @@ class WebSocketCaller:
 
     transport = "realtime_ws"
 
-    def __init__(self, websocket: WebSocket) -> None:
+    def __init__(self, websocket: WebSocket, now: Callable[[], float] = time.monotonic) -> None:
         self.websocket = websocket
         self.playback = PlaybackTracker(server_side=False)
         self.hangup_requested = asyncio.Event()
+        self._now = now
+        self.last_heard = now()  # when the client last sent an event (the idle timeout's clock)
+
+    def heard(self) -> None:
+        self.last_heard = self._now()
 
     async def interrupt_playback(self) -> None:
         """Nothing to do server-side: the client stops its player on `speech_started`."""
@@ -62,26 +70,52 @@ async def pump_outbound(outbound: Outbound, websocket: WebSocket, dialect: Diale
             await websocket.send_text(json.dumps(wire, separators=(",", ":")))
 
 
+async def refuse_call(websocket: WebSocket, refusal: Refusal) -> None:
+    """Admission said no: accept only to say why (an `error` event), then close 1013 (try again later)."""
+    subprotocols = list(websocket.scope.get("subprotocols") or [])
+    await websocket.accept(subprotocol="realtime" if "realtime" in subprotocols else None)
+    error = RealtimeError(refusal.code, refusal.message,
+                          type="invalid_request_error" if refusal.reason == "key_limit" else "server_error")
+    with contextlib.suppress(Exception):
+        await websocket.send_text(json.dumps(error.to_event(), separators=(",", ":")))
+        await asyncio.wait_for(websocket.close(1013, f"try again later: {refusal.reason}"), timeout=2.0)
+
+
 async def run_websocket_session(session: Session, websocket: WebSocket, caller: WebSocketCaller,
-                                max_seconds: float) -> None:
-    """Serve one accepted socket until either side goes away; the session is closed on every path."""
+                                max_seconds: float, idle_timeout_s: float = 0.0,
+                                now: Callable[[], float] = time.monotonic) -> None:
+    """Serve one accepted socket until either side goes away, the session's time is up, or the client has
+    sent nothing for `idle_timeout_s` (0: no limit); the session is closed on every path."""
     writer = asyncio.create_task(pump_outbound(session.outbound, websocket, session.dialect))
     hangup = asyncio.create_task(caller.hangup_requested.wait())
-    reader = asyncio.create_task(read_client_events(session, websocket))
+    reader = asyncio.create_task(read_client_events(session, websocket, caller.heard))
     overflow = asyncio.create_task(session.outbound.overflow.wait())
     close_code, close_reason = 1000, ""
+    deadline = now() + max_seconds
     try:
-        done, _ = await asyncio.wait({writer, reader, hangup, overflow}, timeout=max_seconds,
-                                     return_when=asyncio.FIRST_COMPLETED)
-        if not done:
-            session.error(RealtimeError("session_expired", "The session reached its maximum duration."))
-            close_reason = "session expired"
-        elif session.outbound.overflowed:
+        while True:
+            wake_at = min(deadline, caller.last_heard + idle_timeout_s) if idle_timeout_s else deadline
+            done, _ = await asyncio.wait({writer, reader, hangup, overflow}, timeout=max(0.0, wake_at - now()),
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if done:
+                break
+            if now() >= deadline:
+                session.error(RealtimeError("session_expired", "The session reached its maximum duration."))
+                close_reason = "session expired"
+                break
+            if idle_timeout_s and now() - caller.last_heard >= idle_timeout_s:
+                session.error(RealtimeError("session_idle_timeout",
+                                            f"No client event for {idle_timeout_s:.0f} s; the session is closed."))
+                close_reason = "idle timeout"
+                break
+        if session.outbound.overflowed:
             close_code, close_reason = 1008, "client is not reading"
         elif hangup in done:
             # Let the goodbye play out: wait for the response to finish before closing.
             if session.response is not None and session.response.task is not None:
                 await asyncio.wait({session.response.task}, timeout=30)
+            if session.draining:
+                close_code, close_reason = 1001, "gateway shutting down"
     finally:
         reason = "client_closed" if reader.done() else "server_closed"
         await session.close(reason, status="dropped" if session.outbound.overflowed else "completed")
@@ -96,13 +130,17 @@ async def run_websocket_session(session: Session, websocket: WebSocket, caller: 
                 await asyncio.wait_for(websocket.close(close_code, close_reason), timeout=2.0)
 
 
-async def read_client_events(session: Session, websocket: WebSocket) -> None:
-    """Hand every client event on the socket to the session until the client goes away."""
+async def read_client_events(session: Session, websocket: WebSocket,
+                             heard: Callable[[], None] | None = None) -> None:
+    """Hand every client event on the socket to the session until the client goes away; `heard` is
+    called on each one."""
     try:
         while True:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
                 return
+            if heard is not None:
+                heard()
             text = message.get("text")
             if text is None:
                 data = message.get("bytes") or b""

@@ -30,6 +30,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
+from voxgate.admission import Refusal
 from voxgate.config import Settings
 from voxgate.control.problems import problem
 from voxgate.observability import metrics
@@ -142,15 +143,24 @@ def routes(gateway_of: Callable[[Request | WebSocket], CallGateway]) -> list[Bas
         log.debug("telnyx %s for %s", event.event_type, event.call_control_id)
         if event.event_type == "call.initiated" and event.direction == "incoming":
             agent = gateway.agent(request.query_params.get("agent"))
-            media_token = gateway.media_tokens.mint(MediaGrant(
-                "telnyx", event.call_control_id, "", agent.name, event.from_number, event.to_number), now)
             control = TelnyxControl(gateway.http, settings.telnyx_api_base, event.call_control_id,
                                     settings.telnyx_api_key.get_secret_value(), settings.carrier_api_timeout_s)
-            # Answer after replying: Telnyx wants its webhook acknowledged quickly, and retries otherwise.
-            task = asyncio.get_running_loop().create_task(
-                _answer(control, answer_command(settings, agent.name, media_token), event.call_control_id))
+            ticket = gateway.admission.try_admit(None, "telnyx")
+            if isinstance(ticket, Refusal):
+                log.info("telnyx call %s refused (%s): rejected as busy", event.call_control_id, ticket.reason)
+                command = _command(control, "reject", {"cause": "USER_BUSY"}, event.call_control_id)
+            else:  # held for this call's media socket, which claims it by call_control_id
+                gateway.admission.reserve(event.call_control_id, ticket)
+                media_token = gateway.media_tokens.mint(MediaGrant(
+                    "telnyx", event.call_control_id, "", agent.name, event.from_number, event.to_number), now)
+                command = _command(control, "answer", answer_command(settings, agent.name, media_token),
+                                   event.call_control_id)
+            # Command after replying: Telnyx wants its webhook acknowledged quickly, and retries otherwise.
+            task = asyncio.get_running_loop().create_task(command)
             _background.add(task)
             task.add_done_callback(_background.discard)
+        elif event.event_type == "call.hangup":
+            gateway.admission.cancel(event.call_control_id)  # hung up before its media came: free the slot
         return JSONResponse({"received": event.event_type})
 
     async def media_socket(websocket: WebSocket) -> None:
@@ -176,8 +186,8 @@ def _presented_token(call: CarrierCall, started: StreamStarted) -> str | None:
         call.connected.auth_token if call.connected else None)
 
 
-async def _answer(control: TelnyxControl, body: dict[str, Any], call_control_id: str) -> None:
+async def _command(control: TelnyxControl, action: str, body: dict[str, Any], call_control_id: str) -> None:
     try:
-        await control.command("answer", body)
+        await control.command(action, body)
     except CarrierApiError as exc:
-        log.error("telnyx call %s: answer failed: %s", call_control_id, exc)
+        log.error("telnyx call %s: %s failed: %s", call_control_id, action, exc)

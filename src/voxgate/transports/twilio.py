@@ -28,6 +28,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
+from voxgate.admission import Refusal
 from voxgate.control.problems import problem
 from voxgate.observability import metrics
 from voxgate.transports import twiml
@@ -109,6 +110,11 @@ def routes(gateway_of: Callable[[Request | WebSocket], CallGateway]) -> list[Bas
             log.warning("twilio webhook from %s refused: call %s was already answered (a replay)", client,
                         call.call_sid)
             return problem(409, "replayed", "This call was already answered.")
+        ticket = gateway.admission.try_admit(None, "twilio")
+        if isinstance(ticket, Refusal):
+            log.info("twilio call %s refused (%s): answered busy", call.call_sid, ticket.reason)
+            return Response(twiml.reject_busy(), media_type="text/xml")
+        gateway.admission.reserve(call.call_sid, ticket)  # held for this call's media socket
         agent = gateway.agent(request.query_params.get("agent"))
         media_token = gateway.media_tokens.mint(MediaGrant(
             "twilio", call.call_sid, call.account_sid, agent.name, call.from_number, call.to_number), now)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from xml.sax.saxutils import escape, quoteattr
 
-__all__ = ["connect_stream", "dial", "hang_up"]
+__all__ = ["connect_stream", "dial", "hang_up", "reject_busy"]
 
 _DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>'
 
@@ -26,3 +26,8 @@ def dial(target: str) -> str:
 
 def hang_up() -> str:
     return "<Response><Hangup/></Response>"
+
+
+def reject_busy() -> str:
+    """Turn the call away before it is answered: the caller hears busy and nothing is billed."""
+    return f'{_DECLARATION}<Response><Reject reason="busy"/></Response>'

@@ -46,12 +46,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.websockets import WebSocket
 
+from voxgate.admission import Refusal
 from voxgate.audio.clock import PacingClock
 from voxgate.audio.formats import PCM24K, InputDecoder, OutputEncoder
 from voxgate.config import Settings
 from voxgate.control.auth import bearer_token, require_api_key
 from voxgate.control.ephemeral import merge_bound_session, redeem, session_agent, validate_session
-from voxgate.control.problems import problem
+from voxgate.control.problems import problem, refused
 from voxgate.gateway import gateway_of
 from voxgate.protocol.dialect import dialect_from_handshake, for_dialect
 from voxgate.protocol.errors import RealtimeError
@@ -64,6 +65,7 @@ from voxgate.transports.realtime_ws import pump_outbound, read_client_events
 from voxgate.transports.webrtc_offer import OfferError, read_offer
 
 if TYPE_CHECKING:
+    from voxgate.admission import Ticket
     from voxgate.gateway import Gateway, Principal
     from voxgate.session.session import Session
 
@@ -131,10 +133,12 @@ class WebRtcCall:
 
     transport = "webrtc"
 
-    def __init__(self, gateway: Gateway, registry: WebRtcCalls, dialect: Dialect, owner: str | None = None) -> None:
+    def __init__(self, gateway: Gateway, registry: WebRtcCalls, dialect: Dialect, owner: str | None = None,
+                 ticket: Ticket | None = None) -> None:
         settings = gateway.settings
         self.id = new_id("rtc")
         self.owner = owner  # the key whose call this is (hang-up and sideband check it)
+        self.ticket = ticket  # admission: released when the call closes
         self.gateway = gateway
         self.registry = registry
         self.dialect: Dialect = dialect
@@ -373,6 +377,8 @@ class WebRtcCall:
             return
         self._closing = True
         self.registry.forget(self)
+        if self.ticket is not None:
+            self.ticket.release()
         current = asyncio.current_task()
         for task in list(self._tasks):
             if task is not current:
@@ -509,16 +515,25 @@ async def _open_call(request: Request, dialect: Dialect) -> Response:
         agent = session_agent(gateway, principal, params.get("agent"))
     except RealtimeError as exc:
         return problem(403, exc.code, exc.message, param=exc.param)
+    ticket = gateway.admission.try_admit(principal.owner, "webrtc")
+    if isinstance(ticket, Refusal):
+        return refused(ticket)
     try:
         sdp, session_part = await _read_signalling(request, allow_session=dialect == "ga")
         read_offer(sdp)
         initial = await _initial_config(gateway, principal, session_part, agent.name)
     except OfferError as exc:
+        ticket.release()
         return problem(400, "invalid_offer", str(exc), param="sdp")
     except RealtimeError as exc:
+        ticket.release()
         return problem(400, exc.code, exc.message, param=exc.param)
+    except BaseException:  # the client went away mid-body, or the task was cancelled
+        ticket.release()
+        raise
     registry = calls_of(request.app.state)
-    call = WebRtcCall(gateway, registry, dialect, owner=principal.owner)
+    # From here on, closing the call releases the ticket.
+    call = WebRtcCall(gateway, registry, dialect, owner=principal.owner, ticket=ticket)
     if not await redeem(gateway, principal, "webrtc", call.id):
         await call.close("key_reused")
         return problem(401, "invalid_api_key", "This ephemeral key has already been used to open a session.")
