@@ -7,7 +7,7 @@ one client from locking out the rest.
   At the cap, a new connection first evicts the oldest one that has not yet sent a whole request (an idle
   or trickling socket, answered 408); when every open connection is busy (a call, a request being
   served) the newcomer gets a 503 with `Retry-After` and is closed. uvicorn's own `limit_concurrency`
-  stays one above the cap as a backstop.
+  (twice the cap: connections and requests in flight) is a backstop.
 - **Request timeout**: a request must arrive whole (head and body) within `http_request_timeout_s` of
   its first byte, and a new connection must send one within that time of connecting: otherwise 408 and
   closed. This covers slowloris, which uvicorn (no header timeout of its own) does not. Idle time
@@ -212,6 +212,8 @@ def server_config(app: Any, settings: Settings, **options: Any) -> uvicorn.Confi
     })
     return uvicorn.Config(
         app, host=settings.host, port=settings.port, http=guarded, ws_max_size=settings.max_message_bytes * 2,
-        limit_concurrency=cap + 1,  # a backstop: the guard never lets uvicorn's count reach it
+        # A backstop on requests in flight. Above the guard's cap: uvicorn counts a closed connection until
+        # its connection_lost, a loop iteration later, and must not answer 503 for one being replaced.
+        limit_concurrency=2 * cap,
         timeout_keep_alive=settings.http_keep_alive_s, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         **options)

@@ -458,3 +458,28 @@ async def test_bad_key_arguments_raise_value_error(keys: KeyStore) -> None:
         await keys.create("x", kind="master")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="ttl_s"):
         await keys.create("x", ttl_s=0)
+
+
+async def test_calls_a_crash_left_active_are_closed_as_dropped_for_this_node_only(
+        calls: CallStore, clock: Clock) -> None:
+    await calls.start_call("sess_mine", agent="acme", engine="echo", transport="twilio", metadata={"node": "a:8000"})
+    clock.advance(20)
+    await calls.upsert_item("sess_mine", "item_1", role="user", type="message", text="hello")
+    await calls.start_call("sess_old", agent="acme", engine="echo", transport="realtime_ws")  # before nodes
+    await calls.start_call("sess_other", agent="acme", engine="echo", transport="realtime_ws",
+                           metadata={"node": "b:8000"})
+    await calls.start_call("sess_done", agent="acme", engine="echo", transport="webrtc", metadata={"node": "a:8000"})
+    await calls.end_call("sess_done", status="completed")
+    clock.advance(3600)  # the node comes back an hour later
+
+    closed = await calls.close_abandoned("a:8000", "gateway restarted")
+
+    assert sorted(closed) == ["sess_mine", "sess_old"]
+    mine = await calls.get_call("sess_mine")
+    assert mine is not None
+    assert (mine["status"], mine["end_reason"], mine["duration_s"]) == ("dropped", "gateway restarted", 20.0)
+    other, done = await calls.get_call("sess_other"), await calls.get_call("sess_done")
+    assert other is not None and other["status"] == "active"  # another gateway's live call
+    assert done is not None and done["status"] == "completed"
+    assert (await calls.kpis())["active"] == 1
+    assert await calls.close_abandoned("a:8000", "gateway restarted") == []
