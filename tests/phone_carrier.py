@@ -25,7 +25,7 @@ import socket
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,7 +46,7 @@ from voxgate.loadtest.carrier_line import twilio_signature as twilio_sign
 from voxgate.loadtest.carrier_webhook import StreamAnswer, parse_twiml, twilio_voice_form, twilio_voice_headers
 
 __all__ = ["TWILIO_ACCOUNT", "ApiRequest", "CarrierApiRecorder", "PhoneLine", "Played", "TelnyxLine", "TwilioLine",
-           "eventually", "twilio_sign", "twilio_voice_form", "twilio_voice_webhook"]
+           "eventually", "eventually_true", "twilio_sign", "twilio_voice_form", "twilio_voice_webhook"]
 
 TWILIO_ACCOUNT = "AC" + "0" * 32
 
@@ -60,6 +60,17 @@ async def eventually(check: Callable[[], object], within_s: float, what: str) ->
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} did not happen within {within_s} s")
         await asyncio.sleep(0.01)
+
+
+async def eventually_true(check: Callable[[], Awaitable[object]], within_s: float, what: str) -> None:
+    """`eventually` for a check that must await (a request to the gateway, say)."""
+    deadline = time.monotonic() + within_s
+    while True:
+        if await check():
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} did not happen within {within_s} s")
+        await asyncio.sleep(0.02)
 
 
 async def twilio_voice_webhook(base_url: str, auth_token: str | None, form: dict[str, str],

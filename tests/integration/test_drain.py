@@ -24,7 +24,7 @@ import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from tests.phone_carrier import CarrierApiRecorder, TwilioLine, twilio_sign
+from tests.phone_carrier import CarrierApiRecorder, TwilioLine, eventually_true, twilio_sign
 from voxgate.embedded import free_port
 
 KEY = "sk-drain"
@@ -81,6 +81,10 @@ async def open_call(serve: Serve) -> tuple[ClientConnection, str]:
     return ws, str(created["session"]["id"])
 
 
+async def not_ready(http: httpx.AsyncClient) -> bool:
+    return (await http.get("/readyz")).status_code == 503
+
+
 def stored_call(db: Path, call_id: str) -> dict[str, Any]:
     with sqlite3.connect(db) as sql:
         sql.row_factory = sqlite3.Row
@@ -108,13 +112,14 @@ async def test_sigterm_refuses_new_calls_says_goodbye_hands_phones_over_and_exit
         line = await TwilioLine.dial(f"{serve.ws_url}/twilio/media", TWILIO_TOKEN,
                                      {"agent": "acme", "from": "+15557654321"})  # acme hands over to +15550100
         async with httpx.AsyncClient(base_url=serve.base_url) as http:
-            while (await http.get("/readyz")).json()["calls"]["active"] < 2:  # the phone call is up too
-                await asyncio.sleep(0.05)
-            serve.process.send_signal(signal.SIGTERM)
+            async def both_up() -> bool:
+                return bool((await http.get("/readyz")).json()["calls"]["active"] == 2)
 
-            while (ready := await http.get("/readyz")).status_code == 200:
-                await asyncio.sleep(0.02)
-            assert ready.status_code == 503 and ready.json()["status"] == "draining"
+            await eventually_true(both_up, 30, "the phone call admitted too")
+            serve.process.send_signal(signal.SIGTERM)
+            await eventually_true(lambda: not_ready(http), 30, "/readyz turning 503")
+            ready = (await http.get("/readyz")).json()
+            assert ready["status"] == "draining" and ready["calls"]["accepting"] is False
 
             # New calls are turned away on every transport while the live ones carry on.
             async with websockets.connect(f"{serve.ws_url}/v1/realtime?model=x",
@@ -166,8 +171,7 @@ async def test_calls_that_end_during_the_drain_are_recorded_as_they_ended_and_th
         ws, call_id = await open_call(serve)
         serve.process.send_signal(signal.SIGTERM)
         async with httpx.AsyncClient(base_url=serve.base_url) as http:
-            while (await http.get("/readyz")).status_code == 200:
-                await asyncio.sleep(0.02)
+            await eventually_true(lambda: not_ready(http), 30, "/readyz turning 503")
         await ws.close()  # the caller finishes on their own
         assert await wait_exit(serve.process, within_s=120) == 0  # long before the 600 s deadline
     finally:
@@ -183,8 +187,10 @@ async def test_calls_left_active_by_a_crash_are_closed_as_dropped_at_the_next_st
         await first.ready()
         ws, call_id = await open_call(first)
         async with httpx.AsyncClient(base_url=first.base_url, headers={"Authorization": f"Bearer {KEY}"}) as http:
-            while (await http.get(f"/v1/calls/{call_id}")).status_code != 200:  # the record is written
-                await asyncio.sleep(0.05)
+            async def recorded() -> bool:
+                return (await http.get(f"/v1/calls/{call_id}")).status_code == 200
+
+            await eventually_true(recorded, 30, "the call's record written")
         first.process.kill()  # kill -9: no drain, no end of call
         first.process.wait(timeout=30)
     finally:

@@ -63,12 +63,17 @@ def test_draining_refuses_new_calls_and_lets_live_ones_end() -> None:
     assert admission.in_use == 0
 
 
-def test_a_phone_call_reserved_at_its_webhook_is_claimed_by_its_media_socket() -> None:
-    clock = Clock()
+def reserved(call_id: str, clock: Clock) -> tuple[Admission, Ticket]:
+    """A one-call gateway whose call was admitted at its webhook and awaits its media socket."""
     admission = Admission(1, reservation_ttl_s=30, now=clock)
     ticket = admission.try_admit(None, "twilio")
     assert isinstance(ticket, Ticket)
-    admission.reserve("CA1", ticket)
+    admission.reserve(call_id, ticket)
+    return admission, ticket
+
+
+def test_a_phone_call_reserved_at_its_webhook_is_claimed_by_its_media_socket() -> None:
+    admission, ticket = reserved("CA1", Clock())
     assert isinstance(admission.try_admit(None, "twilio"), Refusal)  # the reserved call holds the only slot
     assert admission.claim("CA2") is None
     assert admission.claim("CA1") is ticket
@@ -77,10 +82,7 @@ def test_a_phone_call_reserved_at_its_webhook_is_claimed_by_its_media_socket() -
 
 def test_an_unclaimed_reservation_lapses_and_frees_its_slot() -> None:
     clock = Clock()
-    admission = Admission(1, reservation_ttl_s=30, now=clock)
-    ticket = admission.try_admit(None, "telnyx")
-    assert isinstance(ticket, Ticket)
-    admission.reserve("v3:1", ticket)
+    admission, _ = reserved("v3:1", clock)
     clock.t += 29.9
     assert admission.in_use == 1
     clock.t += 0.2
