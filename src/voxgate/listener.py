@@ -76,15 +76,17 @@ class ConnectionGuard:
         self.max_connections = max_connections
         self.request_timeout_s = request_timeout_s
         self._open: OrderedDict[GuardedHttpProtocol, None] = OrderedDict()
+        self._prune_at = 64  # when to look for ended WebSockets again: amortised O(1) per connection
 
     def __len__(self) -> int:
         return len(self._open)
 
     def admit(self, protocol: GuardedHttpProtocol) -> bool:
         """Room for one more connection, making it if it must; False when every slot is busy."""
-        if len(self._open) >= self.max_connections:
+        if len(self._open) >= min(self.max_connections, self._prune_at):
             for gone in [p for p in self._open if p.closing]:  # WebSockets end without telling us
                 del self._open[gone]
+            self._prune_at = max(64, 2 * len(self._open))
         if len(self._open) >= self.max_connections:
             idle = next((p for p in self._open if p.evictable), None)
             if idle is None:
@@ -105,11 +107,11 @@ class GuardedHttpProtocol(asyncio.Protocol):
     inner_class: ClassVar[type[asyncio.Protocol]]
 
     def __init__(self, **kwargs: Any) -> None:
-        self._inner = self.inner_class(**kwargs)  # type: ignore[call-arg]  # config, server_state, app_state
+        # config, server_state, app_state: what uvicorn gives the protocol class it is configured with
+        self._inner: asyncio.Protocol | None = self.inner_class(**kwargs)  # type: ignore[call-arg]
         self._framing = RequestFraming()
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._admitted = False
         self._released = False  # upgraded or closed: the guard no longer times this connection
 
     @property
@@ -139,13 +141,15 @@ class GuardedHttpProtocol(asyncio.Protocol):
             metrics.CONNECTIONS_CLOSED.labels("over_capacity").inc()
             transport.write(REFUSED)
             transport.close()
+            self._inner = None
             return
-        self._admitted = True
+        assert self._inner is not None
         self._inner.connection_made(transport)
         self._arm()  # a new connection must send a whole request in time, like a trickled one
 
     def data_received(self, data: bytes) -> None:
-        if not self._admitted:
+        inner = self._inner
+        if inner is None:
             return
         if not self._released:
             if self._framing.receive(data) and self._timer is not None:
@@ -153,27 +157,32 @@ class GuardedHttpProtocol(asyncio.Protocol):
                 self._timer = None
             if self._framing.reading and self._timer is None:
                 self._arm()
-        self._inner.data_received(data)
+        inner.data_received(data)
         transport = self._transport
-        if not self._released and transport is not None and (
-                transport.get_protocol() is not self or not self._framing.watching):
-            self._release()  # now a WebSocket: its own pings and the app's timeouts watch it
+        if transport is not None and transport.get_protocol() is not self:
+            # Now a WebSocket, served by its own protocol (pings, the app's timeouts): the transport no
+            # longer calls this one, so let go of the HTTP protocol; the guard keeps counting the connection.
+            self._release()
+            self._inner = None
+        elif not self._framing.watching:
+            self._release()  # an upgrade this framing cannot follow; uvicorn serves (or refuses) it
 
     def eof_received(self) -> bool | None:
-        return self._inner.eof_received() if self._admitted else None
+        return self._inner.eof_received() if self._inner is not None else None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._release()
         self.guard.forget(self)
-        if self._admitted:
+        if self._inner is not None:
             self._inner.connection_lost(exc)
+            self._inner = None
 
     def pause_writing(self) -> None:
-        if self._admitted:
+        if self._inner is not None:
             self._inner.pause_writing()
 
     def resume_writing(self) -> None:
-        if self._admitted:
+        if self._inner is not None:
             self._inner.resume_writing()
 
     # -- the request deadline -----------------------------------------------------------------------

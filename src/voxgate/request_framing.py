@@ -17,10 +17,14 @@ request "arriving" so the deadline still applies; a WebSocket upgrade ends frami
 from __future__ import annotations
 
 import enum
+import re
 
 __all__ = ["MAX_HEAD_BYTES", "RequestFraming"]
 
 MAX_HEAD_BYTES = 64 * 1024  # beyond any head uvicorn accepts; a longer one is not followed
+_HEAD_END = re.compile(rb"\n\r?\n")  # the empty line after the headers (CRLF, or bare LF as parsers allow)
+_FRAMING_HEADER = re.compile(rb"^(content-length|transfer-encoding|upgrade)[ \t]*:(.*?)\r?$",
+                             re.IGNORECASE | re.MULTILINE)
 
 
 class _State(enum.Enum):
@@ -40,12 +44,9 @@ class RequestFraming:
 
     def __init__(self) -> None:
         self._state = _State.IDLE
-        self._line = bytearray()  # a line not yet ended by LF
-        self._head_bytes = 0
-        self._request_line_seen = False
-        self._length: int | None = None
-        self._chunked = False
-        self._upgrade = False
+        self._head = bytearray()  # the request head so far
+        self._line = bytearray()  # a chunk-size or trailer line not yet ended by LF
+        self._trailer_bytes = 0
         self._remaining = 0  # body or chunk bytes still to come
         self.completed = 0  # requests that have fully arrived on this connection
 
@@ -65,7 +66,10 @@ class RequestFraming:
         pos, end = 0, len(data)
         while pos < end and self._state not in (_State.UPGRADED, _State.LOST):
             if self._state is _State.IDLE:
-                self._start_head()
+                self._state = _State.HEAD
+            if self._state is _State.HEAD:
+                pos = self._take_head(data, pos)
+                continue
             if self._state in (_State.BODY, _State.CHUNK_DATA):
                 take = min(self._remaining, end - pos)
                 pos += take
@@ -89,13 +93,28 @@ class RequestFraming:
             self._on_line(line)
         return self.completed - before
 
-    def _start_head(self) -> None:
-        self._state = _State.HEAD
-        self._head_bytes = 0
-        self._request_line_seen = False
-        self._length = None
-        self._chunked = False
-        self._upgrade = False
+    def _take_head(self, data: bytes, pos: int) -> int:
+        """Add head bytes from `data[pos:]`; returns where the head ended in `data` (or its end)."""
+        if not self._head:  # empty lines before the request line are allowed (RFC 9112 §2.2)
+            while pos < len(data) and data[pos] in b"\r\n":
+                pos += 1
+            if pos == len(data):
+                return pos
+        carried = bytes(self._head[-2:])  # the terminator may straddle two reads
+        found = _HEAD_END.search(carried + data[pos:pos + MAX_HEAD_BYTES + 4])
+        if found is None:
+            self._head += data[pos:]
+            if len(self._head) > MAX_HEAD_BYTES:
+                self._state = _State.LOST
+            return len(data)
+        head_end = pos + found.end() - len(carried)
+        self._head += data[pos:head_end]
+        head, self._head = bytes(self._head), bytearray()
+        if len(head) > MAX_HEAD_BYTES:
+            self._state = _State.LOST
+        else:
+            self._end_of_head(head)
+        return head_end
 
     def _finish(self) -> None:
         self.completed += 1
@@ -103,9 +122,7 @@ class RequestFraming:
 
     def _on_line(self, line: bytes) -> None:
         state = self._state
-        if state is _State.HEAD:
-            self._head_line(line)
-        elif state is _State.CHUNK_SIZE:
+        if state is _State.CHUNK_SIZE:
             try:
                 size = int(line.split(b";", 1)[0].strip(), 16)
             except ValueError:
@@ -121,52 +138,37 @@ class RequestFraming:
         elif state is _State.CHUNK_END:
             self._state = _State.CHUNK_SIZE if not line else _State.LOST
         elif state is _State.TRAILERS:
-            self._head_bytes += len(line) + 2
+            self._trailer_bytes += len(line) + 2
             if not line:
+                self._trailer_bytes = 0
                 self._finish()
-            elif self._head_bytes > MAX_HEAD_BYTES:
+            elif self._trailer_bytes > MAX_HEAD_BYTES:
                 self._state = _State.LOST
 
-    def _head_line(self, line: bytes) -> None:
-        self._head_bytes += len(line) + 2
-        if self._head_bytes > MAX_HEAD_BYTES:
-            self._state = _State.LOST
-            return
-        if not line:
-            if self._request_line_seen:
-                self._end_of_head()
-            return  # empty lines before the request line are allowed (RFC 9112 §2.2)
-        if not self._request_line_seen:
-            self._request_line_seen = True
-            return
-        name, colon, value = line.partition(b":")
-        if not colon:
-            return  # not a header: uvicorn answers 400 and closes
-        name, value = name.strip().lower(), value.strip().lower()
-        if name == b"content-length":
-            try:
+    def _end_of_head(self, head: bytes) -> None:
+        """How the body after this head is framed: only three headers matter (uvicorn validates the rest)."""
+        length: int | None = None
+        chunked = upgrade = False
+        for name, raw in _FRAMING_HEADER.findall(head):
+            name, value = name.lower(), raw.strip().lower()
+            if name == b"content-length":
+                if not value.isdigit() or (length is not None and length != int(value)):
+                    self._state = _State.LOST
+                    return
                 length = int(value)
-            except ValueError:
-                self._state = _State.LOST
-                return
-            if length < 0 or (self._length is not None and self._length != length):
-                self._state = _State.LOST
-                return
-            self._length = length
-        elif name == b"transfer-encoding":
-            self._chunked = value.rsplit(b",", 1)[-1].strip() == b"chunked"
-            if not self._chunked:
-                self._state = _State.LOST  # a body framed by closing the connection: not for a request
-        elif name == b"upgrade":
-            self._upgrade = b"websocket" in value
-
-    def _end_of_head(self) -> None:
-        if self._upgrade:
+            elif name == b"transfer-encoding":
+                chunked = value.rsplit(b",", 1)[-1].strip() == b"chunked"
+                if not chunked:
+                    self._state = _State.LOST  # a body framed by closing the connection: not for a request
+                    return
+            else:
+                upgrade = b"websocket" in value
+        if upgrade:
             self._state = _State.UPGRADED
-        elif self._chunked:
+        elif chunked:
             self._state = _State.CHUNK_SIZE
-        elif self._length:
-            self._remaining = self._length
+        elif length:
+            self._remaining = length
             self._state = _State.BODY
         else:
             self._finish()

@@ -73,10 +73,10 @@ async def pump_outbound(outbound: Outbound, websocket: WebSocket, dialect: Diale
 async def refuse_call(websocket: WebSocket, refusal: Refusal) -> None:
     """Admission said no: accept only to say why (an `error` event), then close 1013 (try again later)."""
     subprotocols = list(websocket.scope.get("subprotocols") or [])
-    await websocket.accept(subprotocol="realtime" if "realtime" in subprotocols else None)
     error = RealtimeError(refusal.code, refusal.message,
                           type="invalid_request_error" if refusal.reason == "key_limit" else "server_error")
-    with contextlib.suppress(Exception):
+    with contextlib.suppress(Exception):  # a client already gone needs no answer
+        await websocket.accept(subprotocol="realtime" if "realtime" in subprotocols else None)
         await websocket.send_text(json.dumps(error.to_event(), separators=(",", ":")))
         await asyncio.wait_for(websocket.close(1013, f"try again later: {refusal.reason}"), timeout=2.0)
 
