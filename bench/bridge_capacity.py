@@ -89,8 +89,9 @@ def serve_voxgate(port: int, data_dir: str, vad: str) -> None:
     from voxgate.gateway import Gateway
     from voxgate.transports.direct_socket import UVICORN_WS
 
+    # max_calls: the benchmark looks for the limit itself; admission control must not stop it first.
     settings = Settings(host="127.0.0.1", port=port, engine="echo", default_agent="echo", dev_mode=True,
-                        verify_carrier_signatures=False, api_keys="bench", metrics_public=True,
+                        verify_carrier_signatures=False, api_keys="bench", metrics_public=True, max_calls=100_000,
                         database_url=f"sqlite+aiosqlite:///{data_dir}/voxgate.db")
     agents = load_agents(settings.agents_dir)
     echo = agents["echo"]

@@ -53,7 +53,8 @@ async def serve(data_dir: Path) -> None:
     from voxgate.transports.webrtc import calls_of
 
     port = free_port()
-    settings = Settings(host="127.0.0.1", port=port, engine="echo", api_keys=SecretStr("bench"),
+    # max_calls: the benchmark looks for the limit itself; admission control must not stop it first.
+    settings = Settings(host="127.0.0.1", port=port, engine="echo", api_keys=SecretStr("bench"), max_calls=100_000,
                         webrtc_host_addresses=["127.0.0.1"], database_url=f"sqlite+aiosqlite:///{data_dir}/vg.db")
     app = create_app(settings)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
