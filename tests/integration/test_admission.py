@@ -116,7 +116,7 @@ async def test_beyond_the_limit_every_transport_refuses_and_admitted_calls_carry
         assert await a_turn(first) == "completed"
         assert await a_turn(second) == "completed"
 
-        metrics = (await http.get("/metrics")).text
+        metrics = (await http.get("/metrics", headers={"Authorization": f"Bearer {KEY}"})).text
         for transport in ("realtime_ws", "webrtc", "twilio", "telnyx"):
             assert metric(metrics, "voxgate_calls_refused_total", reason="capacity", transport=transport) >= 1
         assert metric(metrics, "voxgate_calls_limit") == 2
@@ -143,11 +143,20 @@ async def test_a_key_at_its_limit_is_refused_while_other_keys_get_in(tmp_path: P
                 "Authorization": f"Bearer {KEY}", "Content-Type": "application/sdp"})
             assert offer.status_code == 429 and offer.headers["retry-after"] == "5"
             assert offer.json()["error"]["code"] == "key_call_limit_reached"
+            # A browser's ephemeral key counts against the key that minted it, and is not spent when refused.
+            minted = (await http.post("/v1/realtime/client_secrets", json={},
+                                      headers={"Authorization": f"Bearer {KEY}"})).json()["value"]
+            event, code = await refused_call(live, minted)
+            assert (code, event["error"]["code"]) == (1013, "key_call_limit_reached")
             other = await open_call(live, OTHER_KEY)
             assert await a_turn(other) == "completed"
             assert (await calls_now(http))["per_key_limit"] == 1
-        await other.close()
         await held.close()
+        async with httpx.AsyncClient(base_url=live.base_url) as http:
+            await until_active(http, 1)
+        browser = await open_call(live, minted)  # the same ephemeral key, now that its minter has room
+        await browser.close()
+        await other.close()
     finally:
         live.embedded.stop()
 

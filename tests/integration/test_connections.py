@@ -52,7 +52,7 @@ async def test_idle_sockets_beyond_the_cap_cannot_lock_a_real_client_out(tmp_pat
         # The oldest idle sockets made room, each answered 408 and closed: 24 + 1 sockets for 8 slots.
         for reader, _ in idle[:17]:
             assert (await read_to_close(reader)).startswith(b"HTTP/1.1 408 ")
-        async with httpx.AsyncClient(base_url=live.base_url) as http:
+        async with httpx.AsyncClient(base_url=live.base_url, headers={"Authorization": f"Bearer {KEY}"}) as http:
             metrics = (await http.get("/metrics")).text
         assert 'voxgate_connections_closed_total{reason="evicted"}' in metrics
         for _, writer in idle:
@@ -87,7 +87,7 @@ async def test_when_every_slot_is_a_live_call_a_new_connection_gets_a_clean_503(
 
 async def test_slowloris_is_closed_after_the_request_timeout(small_gateway: LiveServer) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port_of(small_gateway))
-    writer.write(b"GET /readyz HTTP/1.1\r\nHost: gw\r\nX-Slow: ")
+    writer.write(b"GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
     closed = asyncio.create_task(read_to_close(reader))
     trickled = 0
     while not closed.done() and trickled < 5000:  # a byte every 20 ms, forever unless the server hangs up
@@ -112,7 +112,7 @@ async def test_slowloris_is_closed_after_the_request_timeout(small_gateway: Live
 
 async def test_a_second_request_trickled_on_a_kept_alive_connection_is_closed_too(small_gateway: LiveServer) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port_of(small_gateway))
-    writer.write(b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n")
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     head = await reader.readuntil(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 ")
     await reader.readexactly(int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0]))
