@@ -15,7 +15,14 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from tests.conftest import LiveServer, start_server
-from tests.phone_carrier import CarrierApiRecorder, TwilioLine, eventually, eventually_true
+from tests.phone_carrier import (
+    CarrierApiRecorder,
+    TwilioLine,
+    eventually,
+    eventually_true,
+    twilio_voice_form,
+    twilio_voice_webhook,
+)
 
 KEY, OTHER_KEY = "sk-admission-1", "sk-admission-2"
 
@@ -101,7 +108,7 @@ async def test_beyond_the_limit_every_transport_refuses_and_admitted_calls_carry
         assert offer.status_code == 503 and offer.headers["retry-after"] == "5"
         assert offer.json()["error"]["code"] == "server_at_capacity"
 
-        voice = await http.post("/twilio/voice", data={"CallSid": "CAfull", "From": "+15550001111"})
+        voice = await http.post("/twilio/voice", data=twilio_voice_form("CAfull"))
         assert voice.status_code == 200
         assert '<Reject reason="busy"/>' in voice.text and "<Stream" not in voice.text
 
@@ -164,8 +171,8 @@ async def test_a_key_at_its_limit_is_refused_while_other_keys_get_in(tmp_path: P
 async def test_a_phone_call_is_admitted_at_its_webhook_and_its_media_socket_takes_that_slot(
         gateway: LiveServer) -> None:
     async with httpx.AsyncClient(base_url=gateway.base_url) as http:
-        voice = await http.post("/twilio/voice?agent=echo", data={"CallSid": "CAreserved", "From": "+15550002222"})
-        assert "<Stream" in voice.text
+        ws_url, parameters = await twilio_voice_webhook(gateway.base_url, None, twilio_voice_form("CAreserved"),
+                                                        agent="echo")
         assert (await calls_now(http))["active"] == 1  # held for the media socket
 
         webhook = await http.post("/telnyx/webhook", json={"data": {"event_type": "call.initiated", "payload": {
@@ -176,7 +183,7 @@ async def test_a_phone_call_is_admitted_at_its_webhook_and_its_media_socket_take
             "call_control_id": "v3:ringing"}}})  # the caller gave up before the stream came
         assert (await calls_now(http))["active"] == 1
 
-        line = await TwilioLine.dial(f"{gateway.ws_url}/twilio/media", None, {"agent": "echo"}, call_sid="CAreserved")
+        line = await TwilioLine.dial(ws_url, None, parameters, call_sid="CAreserved")
         try:
             await eventually(lambda: len(gateway.gateway.sessions) == 1, 10, "the phone call's session")
             assert (await calls_now(http))["active"] == 1  # the reserved slot, not a second one

@@ -24,7 +24,7 @@ import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from tests.phone_carrier import CarrierApiRecorder, TwilioLine, eventually_true, twilio_sign
+from tests.phone_carrier import CarrierApiRecorder, TwilioLine, eventually_true, twilio_sign, twilio_voice_form
 from voxgate.embedded import free_port
 
 KEY = "sk-drain"
@@ -109,8 +109,7 @@ async def test_sigterm_refuses_new_calls_says_goodbye_hands_phones_over_and_exit
     try:
         await serve.ready()
         ws, ws_call = await open_call(serve)
-        line = await TwilioLine.dial(f"{serve.ws_url}/twilio/media", TWILIO_TOKEN,
-                                     {"agent": "acme", "from": "+15557654321"})  # acme hands over to +15550100
+        line = await TwilioLine.call(serve.base_url, TWILIO_TOKEN, agent="acme")  # acme hands over to +15550100
         async with httpx.AsyncClient(base_url=serve.base_url) as http:
             async def both_up() -> bool:
                 return bool((await http.get("/readyz")).json()["calls"]["active"] == 2)
@@ -132,7 +131,7 @@ async def test_sigterm_refuses_new_calls_says_goodbye_hands_phones_over_and_exit
             offer = await http.post("/v1/realtime/calls", content="v=0\r\n", headers={
                 "Authorization": f"Bearer {KEY}", "Content-Type": "application/sdp"})
             assert offer.status_code == 503 and offer.headers["retry-after"] == "30"
-            form = {"CallSid": "CAlate", "From": "+15550003333"}
+            form = twilio_voice_form("CAlate")
             voice = await http.post("/twilio/voice", data=form, headers={
                 "X-Twilio-Signature": twilio_sign(f"{serve.base_url}/twilio/voice", form, TWILIO_TOKEN)})
             assert '<Reject reason="busy"/>' in voice.text
