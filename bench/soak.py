@@ -58,8 +58,8 @@ from voxgate.loadtest.target import Target  # noqa: E402
 OUT = ROOT / "bench" / "out"
 KEY = "soak-key"
 # Where /readyz may give the admission limit (the first present wins): a path of keys.
-LIMIT_FIELDS = (("admission", "limit"), ("admission", "max_calls"), ("admission_limit",), ("max_calls",),
-                ("call_limit",), ("limits", "calls"))
+LIMIT_FIELDS = (("calls", "limit"), ("admission", "limit"), ("admission", "max_calls"), ("admission_limit",),
+                ("max_calls",), ("call_limit",), ("limits", "calls"))
 # Counters whose growth means audio, calls or call records were lost: matched by name, so new ones count too.
 LOSS_COUNTER = re.compile(r"^voxgate_\w*(overflow|dropped|lost|stall|store_failures)\w*$")
 RSS_GROWTH_LIMIT = 5.0  # percent
