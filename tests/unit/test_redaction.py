@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+import re
 import string
 from typing import Any
 
 import pytest
-from hypothesis import example, given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from voxgate.tools.redaction import EMAIL_MASK, SSN_MASK, luhn_valid, redact, redact_value
+from voxgate.tools.redaction import (
+    EMAIL_MASK,
+    OFFLOAD_CHARS,
+    SSN_MASK,
+    fold,
+    luhn_valid,
+    redact,
+    redact_offloaded,
+    redact_value,
+)
 
 
 def luhn_complete(body: str) -> str:
@@ -37,6 +49,62 @@ def test_card_numbers_are_masked_keeping_the_last_four(text: str, expected: str)
     assert redact(text) == (expected, expected.count("**** **** ****"))
 
 
+# How speech recognition and people write 4111 1111 1111 1111 (issue 10, H3).
+@pytest.mark.parametrize("text", [
+    "4,111,111,111,111,111",  # Whisper's grouping commas
+    "4111.1111.1111.1111",
+    "4.111.111.111.111.111",  # European grouping
+    "4111  1111  1111  1111",  # double spaces
+    "4111 - 1111 - 1111 - 1111",
+    "4111 -- 1111 -- 1111 -- 1111",
+    "4111/1111/1111/1111",
+    "4111 / 1111 / 1111 / 1111",
+    "4111, 1111, 1111, 1111",  # a pause between groups
+    "4111_1111_1111_1111",
+    "4111'1111'1111'1111",
+    "4111 1111-1111.1111",  # mixed
+    "4 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1",
+    "41 11 11 11 11 11 11 11",
+    "4111\u00a01111\u00a01111\u00a01111",  # no-break space
+    "4111\u20091111\u20091111\u20091111",  # thin space
+    "4111\u202f1111\u202f1111\u202f1111",  # narrow no-break space
+    "4111\u20071111\u20071111\u20071111",  # figure space
+    "4111\u200b1111\u200b1111\u200b1111",  # zero-width space
+    "4111\u20131111\u20131111\u20131111",  # en dash
+    "4111\u20141111\u20141111\u20141111",  # em dash
+    "4111\u22121111\u22121111\u22121111",  # minus sign
+    "4111\u2011 1111\u2011 1111\u2011 1111",  # non-breaking hyphen and a space
+    "\uff14\uff11\uff11\uff11 \uff11\uff11\uff11\uff11 \uff11\uff11\uff11\uff11 \uff11\uff11\uff11\uff11",
+    "\uff14\uff11\uff11\uff11\uff0d\uff11\uff11\uff11\uff11\uff0d\uff11\uff11\uff11\uff11\uff0d1111",
+    "\u0664\u0661\u0661\u0661 \u0661\u0661\u0661\u0661 \u0661\u0661\u0661\u0661 \u0661\u0661\u0661\u0661",
+    "\u096a\u0967\u0967\u0967 \u0967\u0967\u0967\u0967 \u0967\u0967\u0967\u0967 \u0967\u0967\u0967\u0967",
+    "\u0664\u066c\u0661\u0661\u0661\u066c\u0661\u0661\u0661\u066c\u0661\u0661\u0661\u066c\u0661\u0661\u0661"
+    "\u066c\u0661\u0661\u0661",  # Arabic-Indic digits with Arabic thousands separators
+])
+def test_card_numbers_in_any_written_form_are_masked(text: str) -> None:
+    for before, after in (("", ""), ("my card is ", ", thanks."), ("card:", "!")):
+        redacted, count = redact(before + text + after)
+        assert (redacted, count) == (before + "**** **** **** 1111" + after, 1), text
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("amex 378,282,246,310,005 ok", "amex **** **** **** 0005 ok"),
+    ("short 4222222222222", "short **** **** **** 2222"),  # 13 digits
+    ("discover 6,011,000,990,139,424 ok", "discover **** **** **** 9424 ok"),
+    ("id 60110009901394240004", "id 60110009901394240004"),  # 20 digits in one group: too long
+    ("visa 4012 8888 8888 1881 and 5555 5555 5555 4444", "visa **** **** **** 1881 and **** **** **** 4444"),
+    ("\uff14\uff10\uff11\uff12\uff18\uff18\uff18\uff18\uff18\uff18\uff18\uff18\uff11\uff18\uff18\uff11",
+     "**** **** **** 1881"),  # the visible tail is always ASCII
+])
+def test_card_numbers_of_every_length_and_script(text: str, expected: str) -> None:
+    assert redact(text)[0] == expected
+
+
+def test_the_last_four_can_be_hidden_too() -> None:
+    assert redact("card 4111 1111 1111 1111 please", last_four=False) == ("card **** **** **** **** please", 1)
+    assert redact("**** **** **** **** 1234", last_four=False) == ("**** **** **** **** 1234", 0)
+
+
 @pytest.mark.parametrize(
     "text",
     [
@@ -49,6 +117,30 @@ def test_card_numbers_are_masked_keeping_the_last_four(text: str, expected: str)
         "ids 1234 5678",
         "ssn 000-00-0000",  # never issued
         "total 1,234,567.89 dollars",
+        "order 4567",
+        "order 202501 is late",
+        "orders 4567 and 202501",
+        "it's 4,567 dollars",
+        "on 01/15/2025 at 3:30 pm",
+        "2025-01-15T10:30:00Z",
+        "on 2025.01.15 at 10.30",
+        "between 9:00 and 17:00 on 15/01/2025",
+        "zip 12345-6789",
+        "call (415) 555-0100 or 415.555.0101",
+        "ip 192.168.100.200",
+        "version 1.2.3.4567",
+        "$1,234.56 and $7,890.12",
+        "appointment 2025-01-15 10:30",
+        "confirmation APT-20250115-0930",
+        "123-45-6789-0",  # longer than an SSN
+        "1-123-45-6789",
+        "666-12-3456 and 900-12-3456 and 123-00-4567 and 123-45-0000",  # never issued
+        "my social media has 12,345 followers",
+        "social 1234567890",  # ten digits after the label
+        "ssn 12345678",  # eight
+        "room 12, floor 3, 45 people",
+        "\uff14\uff15\uff16\uff17 is my order",  # full-width 4567
+        "12\u00a0345\u00a0678",  # a French-style 12 345 678
     ],
 )
 def test_ordinary_numbers_are_left_alone(text: str) -> None:
@@ -63,6 +155,20 @@ def test_ordinary_numbers_are_left_alone(text: str) -> None:
         ("SSN:123456789", f"SSN:{SSN_MASK}"),
         ("my social is 123 45 6789", f"my social is {SSN_MASK}"),
         ("Social Security Number: 123456789", f"Social Security Number: {SSN_MASK}"),
+        ("123 45 6789", SSN_MASK),
+        ("it is 123.45.6789.", f"it is {SSN_MASK}."),
+        ("123 - 45 - 6789", SSN_MASK),
+        ("123/45/6789", SSN_MASK),
+        ("123\u00a045\u00a06789", SSN_MASK),
+        ("123\u201345\u20136789", SSN_MASK),
+        ("\uff11\uff12\uff13-\uff14\uff15-\uff16\uff17\uff18\uff19", SSN_MASK),
+        ("\u0661\u0662\u0663-\u0664\u0665-\u0666\u0667\u0668\u0669", SSN_MASK),
+        ("my social is 123,456,789", f"my social is {SSN_MASK}"),  # Whisper's grouping after a label
+        ("ssn 123 456 789 thanks", f"ssn {SSN_MASK} thanks"),
+        ("SSN is 1 2 3 4 5 6 7 8 9", f"SSN is {SSN_MASK}"),
+        ("order 4567, ssn 123-45-6789", f"order 4567, ssn {SSN_MASK}"),
+        ("4567 123-45-6789", f"4567 {SSN_MASK}"),
+        ("social: 123456789, 2 items", f"social: {SSN_MASK}, 2 items"),
     ],
 )
 def test_ssns_are_masked(text: str, expected: str) -> None:
@@ -78,6 +184,48 @@ def test_emails_are_masked() -> None:
     assert redact(text) == (f"write to {EMAIL_MASK} or {EMAIL_MASK}.", 2)
     assert redact("meet @ noon, user@localhost") == ("meet @ noon, user@localhost", 0)
     assert redact("transfer to sip:queue@pbx.example.com") == ("transfer to sip:queue@pbx.example.com", 0)
+    assert redact("mail \uff4a@x.com or jane\uff20example.com") == (f"mail \uff4a@x.com or {EMAIL_MASK}", 1)
+    assert redact("x" * 65 + "@example.com") == ("x" * 65 + "@example.com", 0)  # no local part is that long
+    assert redact("a@" + "b." * 100 + "c1") == ("a@" + "b." * 100 + "c1", 0)
+
+
+def test_folding_keeps_every_position() -> None:
+    text = "\uff14\u00a0\u2013\uff0c\uff0e\uff20\u0664 \u4e2d\u2028x\u200b\u00e9"
+    folded = fold(text)
+    assert folded == "4 -,.@4 \u4e2d\nx \u00e9" and len(folded) == len(text)
+    assert fold("plain ascii 123") == "plain ascii 123"
+
+
+@pytest.mark.timeout(60)  # a hang guard, not a measurement: each input takes well under a second
+@pytest.mark.parametrize("text", [
+    "@" * 15_000_000,  # froze every call for 26 s (H4)
+    "a@" * 500_000,
+    "a" * 1_000_000 + "@",
+    "a@" + "b." * 500_000,
+    "1 " * 100_000,
+    "1-" * 100_000 + "x",
+    "social " * 100_000 + "1",
+    "\uff11 " * 100_000,
+])
+def test_adversarial_inputs_take_linear_time(text: str) -> None:
+    redacted, count = redact(text)
+    assert len(redacted) <= len(text) + 10 * count
+
+
+async def test_long_texts_are_redacted_off_the_event_loop() -> None:
+    async def loop_turns_while(text: str) -> tuple[str, int]:
+        """How many times the event loop came round while `text` was being redacted."""
+        redaction = asyncio.get_running_loop().create_task(redact_offloaded(text))
+        turns = 0
+        while not redaction.done():
+            await asyncio.sleep(0)
+            turns += 1
+        return redaction.result(), turns
+
+    short = "card 4111 1111 1111 1111"
+    assert await loop_turns_while(short) == ("card **** **** **** 1111", 1)  # inline: done in one turn
+    redacted, turns = await loop_turns_while(short + " 1" * OFFLOAD_CHARS)
+    assert redacted.startswith("card **** **** **** 1111 1 1") and turns >= 2  # in a thread, the loop went on
 
 
 def test_redact_value_walks_json_and_masks_card_numbers_stored_as_numbers() -> None:
@@ -155,3 +303,82 @@ def test_redaction_is_idempotent(text: str) -> None:
 def test_redact_value_is_idempotent(value: object) -> None:
     once, _ = redact_value(value)
     assert redact_value(once) == (once, 0)
+
+
+# Every way a digit or a separator between groups may be written (see the examples above).
+_SCRIPTS = [0x30, 0xFF10, 0x660, 0x6F0, 0x966, 0x9E6, 0xE50, 0x1D7CE]  # ASCII, full-width, Arabic-Indic...
+_SEPARATORS = " ,./-'_\t\u00a0\u2009\u202f\u2007\u200b\u2013\u2014\u2212\uff0c\uff0e\uff0d\u066c\u3000"
+
+
+@st.composite
+def _written(draw: st.DrawFn, number: str) -> str:
+    """`number` as some writer might put it: groups of 1-6 digits, runs of 1-3 separators, one or two scripts."""
+    sizes = draw(st.lists(st.integers(1, 6), min_size=1, max_size=6))
+    separators = draw(st.lists(st.text(alphabet=_SEPARATORS, min_size=1, max_size=3), min_size=1, max_size=3))
+    scripts = draw(st.tuples(st.sampled_from(_SCRIPTS), st.sampled_from(_SCRIPTS)))
+    out, i = "", 0
+    for n in itertools.count():
+        size = sizes[n % len(sizes)]
+        out += "".join(chr(scripts[(i + k) % 5 == 0] + int(d)) for k, d in enumerate(number[i:i + size]))
+        i += size
+        if i >= len(number):
+            break
+        out += separators[n % len(separators)]
+    return out
+
+
+def _digits(text: str) -> str:
+    return re.sub(r"[^0-9]", "", fold(text))
+
+
+_card_numbers = st.integers(12, 18).flatmap(
+    lambda n: st.text(alphabet="0123456789", min_size=n, max_size=n)).map(luhn_complete)
+
+
+@settings(max_examples=1000)
+@given(_surrounding, _card_numbers.flatmap(lambda n: st.tuples(st.just(n), _written(n))), _surrounding)
+def test_a_luhn_valid_card_in_any_written_form_never_survives(
+        before: str, card: tuple[str, str], after: str) -> None:
+    number, written = card
+    text = before + written + after
+    redacted, count = redact(text)
+    assert count >= 1
+    assert number[:-4] not in _digits(redacted)
+    assert len(redacted) <= len(text) + 10 * count  # a mask is never much longer than what it hides
+
+
+@settings(max_examples=300)
+@given(_surrounding, st.from_regex(r"[1-8][0-9]{2}", fullmatch=True), st.from_regex(r"[1-9][0-9]", fullmatch=True),
+       st.from_regex(r"[1-9][0-9]{3}", fullmatch=True), st.text(alphabet=_SEPARATORS, min_size=1, max_size=3),
+       _surrounding)
+def test_an_ssn_in_three_groups_never_survives(before: str, area: str, group: str, serial: str, separator: str,
+                                               after: str) -> None:
+    if area == "666":
+        area = "665"
+    text = before + separator.join((area, group, serial)) + after
+    redacted, count = redact(text)
+    assert count >= 1 and area + group + serial not in _digits(redacted)
+
+
+_unicode_pieces = st.one_of(
+    _pieces,
+    st.text(alphabet="0123456789" + _SEPARATORS, max_size=24),
+    st.sampled_from(["\uff14\uff11\uff11\uff11", "4,111,111,111,111,111", "123 45 6789", "my social is ",
+                     "\uff20", "4111.1111.1111.1111", "\u0661\u0662\u0663"]),
+)
+
+
+@settings(max_examples=600)
+@given(st.lists(_unicode_pieces, max_size=12).map("".join))
+def test_redaction_is_idempotent_and_never_grows_text_without_cause(text: str) -> None:
+    once, count = redact(text)
+    assert redact(once) == (once, 0)
+    assert len(once) <= len(text) + 10 * count
+    if count == 0:
+        assert once == text
+    assert len(fold(text)) == len(text)
+
+
+@given(st.text(alphabet=st.characters(blacklist_categories=["Nd"], blacklist_characters="@\uff20\ufe6b")))
+def test_text_without_digits_or_at_signs_is_left_alone(text: str) -> None:
+    assert redact(text) == (text, 0)

@@ -1,55 +1,137 @@
 """Masking of payment card numbers, US social security numbers and email addresses.
 
-Pure functions, used on tool results before the model sees them and, in PCI mode, on transcripts and
-logs. Masks are chosen so that masking twice changes nothing (idempotent) and so that a mask never
-looks like the thing it hides:
+Pure functions, used on tool results before the model sees them, on transcripts, stored records,
+what the flow brain reads and says, and logs. Masks are chosen so that masking twice changes nothing
+(idempotent) and so that a mask never looks like the thing it hides:
 
     4111 1111 1111 1111   ->  **** **** **** 1111
     123-45-6789           ->  ***-**-****
     jane@example.com      ->  [email redacted]
 
+Numbers are read the way speech recognition and people write them: digits in groups joined by any short
+run of separators (spaces, no-break and thin spaces, "-", " - ", "/", and the grouping commas and dots
+Whisper adds: "4,111,111,111,111,111", "4111.1111.1111.1111"), in any script's decimal digits
+(full-width "４１１１", Arabic-Indic, Devanagari...). Every such character is folded to its ASCII
+counterpart one for one, so positions in the folded text are positions in the original.
+
 Card numbers are masked only when their Luhn check passes, so order ids, phone numbers and dates stay
 readable; a random 13-19 digit number still passes Luhn one time in ten and is masked, which is the
-price of never letting a real card through.
+price of never letting a real card through. SSNs are nine digits grouped 3-2-4 with one separator
+("123-45-6789", "123 45 6789"), or any nine digits just after an SSN label ("my social is 123456789").
+
+Every scan is linear in the text: the regular expressions have no nested or overlapping repetition, and
+the work per digit run is bounded by the longest card number.
 """
 
 from __future__ import annotations
 
+import asyncio
+import bisect
+import functools
+import itertools
 import re
+import unicodedata
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["EMAIL_MASK", "SSN_MASK", "luhn_valid", "mask_card", "redact", "redact_value"]
+__all__ = ["EMAIL_MASK", "OFFLOAD_CHARS", "SSN_MASK", "fold", "luhn_valid", "mask_card", "redact",
+           "redact_offloaded", "redact_value"]
 
 SSN_MASK = "***-**-****"
 EMAIL_MASK = "[email redacted]"
 _CARD_MASK_PREFIX = "**** **** **** "
+_CARD_MASK_HIDDEN = "**** **** **** ****"
 
-# A maximal run of ASCII digits joined by single spaces or dashes, holding at least 13 digits.
-# The lookbehinds make a match start only where a run starts, which keeps the scan linear; they come
-# after the first digit so that the engine can skip ahead to digits (twice as fast as leading them).
-_DIGIT_RUN = re.compile(r"[0-9](?<![0-9][0-9])(?<![0-9][ -][0-9])(?:[ -]?[0-9]){12,}")
-_DIGIT_GROUP = re.compile(r"[0-9]+")
-_DIGIT = re.compile(r"[0-9]")
-
-_SSN_DASHED = re.compile(r"([0-9](?<![0-9][0-9])(?<![0-9]-[0-9])[0-9]{2})-([0-9]{2})-([0-9]{4})(?!-?[0-9])")
-# Nine digits after an SSN label on the same line ("SSN: 123456789", "my social is 123 45 6789").
-# The gap may not hold '*' so that it never reaches past an earlier mask (idempotence).
-_SSN_LABELLED = re.compile(
-    r"\b(?:ssn|social\s+security|social)\b[^0-9\n*]{0,24}?"
-    r"(?<![0-9])([0-9]{3})[ -]?([0-9]{2})[ -]?([0-9]{4})(?![0-9])",
-    re.IGNORECASE,
-)
-
-# An email address must stand alone: no address character just before it, nor just after it (a full
-# stop may end a sentence), so a mask never exposes a neighbour that a second pass would then match.
-# Addresses are found from each '@' outwards rather than by a regex over every letter of the text.
-_EMAIL_LOCAL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._%+-")
-_EMAIL_DOMAIN = re.compile(
-    r"[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})*\.[A-Za-z]{2,24}(?!\.?[A-Za-z0-9_%+@-])")
-_MAX_EMAIL_LOCAL = 64
+# Texts longer than this are redacted in a worker thread by `redact_offloaded` (a few milliseconds).
+OFFLOAD_CHARS = 16 * 1024
 
 _MIN_CARD_DIGITS = 13
 _MAX_CARD_DIGITS = 19
+_SSN_DIGITS = 9
+
+# -- folding ---------------------------------------------------------------------------------------
+
+# Non-ASCII characters that stand for a separator inside a number (or an '@'), as their ASCII form.
+_DASHES = "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\u2043\ufe58\ufe63\uff0d\u2e3a\u2e3b"
+_INVISIBLE = "\u00ad\u200b\u200c\u200d\u2060\ufeff"  # soft hyphen, zero-width spaces and joiners
+_PUNCTUATION = {
+    "\uff0c": ",", "\ufe50": ",", "\u3001": ",", "\u060c": ",", "\u066c": ",",  # commas
+    "\uff0e": ".", "\ufe52": ".", "\u3002": ".", "\u2024": ".", "\u00b7": ".", "\u2027": ".", "\u066b": ".",
+    "\uff0f": "/", "\u2044": "/", "\u2215": "/",
+    "\u2019": "'", "\uff07": "'",
+    "\uff20": "@", "\ufe6b": "@",
+}
+_FOLDABLE = re.compile(
+    "[" + _DASHES + _INVISIBLE + "".join(_PUNCTUATION) + r"]|(?![0-9])\d|(?![\t-\r\x1c-\x1f ])\s")
+
+
+@functools.lru_cache(maxsize=1024)
+def _fold_char(char: str) -> str:
+    if char.isdecimal():
+        return str(unicodedata.decimal(char))
+    if char in ("\u2028", "\u2029", "\x85"):
+        return "\n"
+    if char.isspace() or char in _INVISIBLE:
+        return " "
+    if char in _DASHES:
+        return "-"
+    return _PUNCTUATION.get(char, char)
+
+
+def fold(text: str) -> str:
+    """`text` with every Unicode digit, space, dash and number-punctuation character as its ASCII form.
+
+    One character for one, so the result has the same length and positions as `text`.
+    """
+    if text.isascii():
+        return text
+    return _FOLDABLE.sub(lambda m: _fold_char(m.group()), text)
+
+
+# -- digit runs ------------------------------------------------------------------------------------
+
+# Between two groups of a number: a short run of spaces, dashes, slashes, commas, dots, apostrophes.
+_SEPARATOR = r"[ \t,./'_-]"
+_MAX_SEPARATOR = 4
+# A maximal run of digit groups that holds at least nine digits (fewer can be neither a card nor an
+# SSN). Groups and separators are disjoint, so matching never backtracks beyond one separator run; a
+# shorter run fails its lookahead within 9 digits, so no start inside a run is ever tried at length. The
+# lookahead follows the first digit so that the engine skips ahead to digits.
+_DIGIT_RUN = re.compile(
+    rf"[0-9](?=(?:{_SEPARATOR}{{0,{_MAX_SEPARATOR}}}[0-9]){{{_SSN_DIGITS - 1}}})"
+    rf"[0-9]*(?:{_SEPARATOR}{{1,{_MAX_SEPARATOR}}}[0-9]+)*")
+_DIGIT_GROUP = re.compile(r"[0-9]+")
+_NOT_DIGIT = re.compile(r"[^0-9]+")
+_WHITESPACE = re.compile(r"\s+")
+# An SSN label, up to the first digit after it on the same line ("SSN: 123...", "my social is 123...").
+# The gap may not hold '*' so that it never reaches past an earlier mask (idempotence).
+_SSN_LABEL = re.compile(r"\b(?:ssn|social\s+security|social)\b[^0-9\n*]{0,24}?(?=[0-9])", re.IGNORECASE)
+
+
+@dataclass
+class _Run:
+    """One digit run: its groups as (start, end) in the text, their digits, and which are masked."""
+
+    folded: str
+    groups: list[tuple[int, int]]
+    digits: str
+    sizes: list[int]  # digits in each group
+    ends: list[int]  # ends[k]: digits in groups[0..k]
+    taken: list[bool]  # groups masked already (or the visible tail of an earlier card mask)
+
+    @classmethod
+    def read(cls, folded: str, start: int, end: int) -> _Run:
+        groups = [m.span() for m in _DIGIT_GROUP.finditer(folded, start, end)]
+        digits = _NOT_DIGIT.sub("", folded[start:end])
+        sizes = [b - a for a, b in groups]
+        return cls(folded, groups, digits, sizes, list(itertools.accumulate(sizes)), [False] * len(groups))
+
+    def separator(self, k: int) -> str:
+        """What joins groups k and k + 1, whitespace runs read as one space."""
+        return _WHITESPACE.sub(" ", self.folded[self.groups[k][1]:self.groups[k + 1][0]])
+
+    def digits_of(self, first: int, last: int) -> str:
+        return self.digits[(self.ends[first - 1] if first else 0):self.ends[last]]
 
 
 def luhn_valid(digits: str) -> bool:
@@ -68,121 +150,196 @@ def mask_card(digits: str) -> str:
     return _CARD_MASK_PREFIX + digits[-4:]
 
 
-def _ssn_plausible(area: str, group: str, serial: str) -> bool:
+def _luhn_sums(digits: str) -> tuple[list[int], list[int]]:
+    """Prefix sums that give the Luhn sum of any slice of `digits` in constant time.
+
+    A digit is doubled when an odd number of digits follows it in the slice, so which of a position's
+    two values counts depends only on whether the slice ends at an even or an odd position: the slice
+    [start, end) sums to `sums[end] - sums[start]` in the first list when `end` is even, else the second.
+    """
+    raw = digits.encode()
+    plain, doubled = raw.translate(_PLAIN), raw.translate(_DOUBLED)
+    ends_even, ends_odd = bytearray(plain), bytearray(plain)
+    ends_even[0::2] = doubled[0::2]
+    ends_odd[1::2] = doubled[1::2]
+    return list(itertools.accumulate(ends_even, initial=0)), list(itertools.accumulate(ends_odd, initial=0))
+
+
+_PLAIN = bytes.maketrans(b"0123456789", bytes(range(10)))
+_DOUBLED = bytes.maketrans(b"0123456789", bytes(d * 2 - 9 if d > 4 else d * 2 for d in range(10)))
+
+
+def _card_spans(run: _Run, text: str, last_four: bool) -> list[tuple[int, int, str]]:
+    """Leftmost, longest windows of whole groups that are Luhn-valid 13-19 digit numbers."""
+    spans: list[tuple[int, int, str]] = []
+    ends, count = run.ends, len(run.groups)
+    even, odd = _luhn_sums(run.digits)
+    i = 0
+    # The last four digits of a card masked earlier start a run of their own; skip them so that digits
+    # which follow a mask are judged alone, exactly as on the first pass.
+    if ends[0] == 4 and text.endswith(_CARD_MASK_PREFIX, 0, run.groups[0][0]):
+        run.taken[0] = True
+        i = 1
+    lo = hi = i  # candidate ends: the groups where a window from group i holds 13..19 digits
+    while i < count:
+        before = ends[i - 1] if i else 0
+        while lo < count and ends[lo] < before + _MIN_CARD_DIGITS:
+            lo += 1
+        hi = max(hi, lo)
+        while hi + 1 < count and ends[hi + 1] <= before + _MAX_CARD_DIGITS:
+            hi += 1
+        best = -1
+        for j in range(min(hi, count - 1), lo - 1, -1):  # longest first
+            end = ends[j]
+            if end - before > _MAX_CARD_DIGITS:
+                continue
+            sums = even if end % 2 == 0 else odd
+            if (sums[end] - sums[before]) % 10 == 0:
+                best = j
+                break
+        if best < 0:
+            i += 1
+            continue
+        number = run.digits[before:ends[best]]
+        spans.append((run.groups[i][0], run.groups[best][1], mask_card(number) if last_four else _CARD_MASK_HIDDEN))
+        run.taken[i:best + 1] = [True] * (best + 1 - i)
+        i = lo = hi = best + 1
+    return spans
+
+
+def _ssn_plausible(digits: str) -> bool:
     # Numbers the SSA never issues; rejecting them spares look-alikes such as 000-00-0000.
+    area, group, serial = digits[:3], digits[3:5], digits[5:]
     return area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
 
 
-def _redact_cards(text: str) -> tuple[str, int]:
+def _grouped_ssn_spans(run: _Run) -> list[tuple[int, int, str]]:
+    """Three free groups of 3, 2 and 4 digits joined by the same separator, and by nothing else to
+    their neighbours ("123-45-6789", "123 45 6789", but not "123-45-6789-0" or "1 123 45 6789")."""
+    spans: list[tuple[int, int, str]] = []
+    k = 0
+    while k + 2 < len(run.groups):
+        if run.sizes[k:k + 3] != [3, 2, 4] or any(run.taken[k:k + 3]):
+            k += 1
+            continue
+        separator = run.separator(k)
+        if (run.separator(k + 1) == separator
+                and not (k > 0 and not run.taken[k - 1] and run.separator(k - 1) == separator)
+                and not (k + 3 < len(run.groups) and not run.taken[k + 3] and run.separator(k + 2) == separator)
+                and _ssn_plausible(run.digits_of(k, k + 2))):
+            spans.append((run.groups[k][0], run.groups[k + 2][1], SSN_MASK))
+            run.taken[k:k + 3] = [True] * 3
+            k += 3
+        else:
+            k += 1
+    return spans
+
+
+def _labelled_ssn_span(run: _Run) -> tuple[int, int, str] | None:
+    """After an SSN label: the run's first groups when they hold exactly nine digits, however grouped."""
+    if run.taken[0]:
+        return None
+    last = bisect.bisect_left(run.ends, _SSN_DIGITS)
+    if last == len(run.ends) or run.ends[last] != _SSN_DIGITS or any(run.taken[:last + 1]):
+        return None
+    if not _ssn_plausible(run.digits[:_SSN_DIGITS]):
+        return None
+    run.taken[:last + 1] = [True] * (last + 1)
+    return run.groups[0][0], run.groups[last][1], SSN_MASK
+
+
+def _number_spans(text: str, folded: str, last_four: bool) -> list[tuple[int, int, str]]:
+    runs = {m.start(): _Run.read(folded, m.start(), m.end()) for m in _DIGIT_RUN.finditer(folded)}
+    if not runs:
+        return []
+    spans: list[tuple[int, int, str]] = []
+    for run in runs.values():
+        spans += _card_spans(run, text, last_four)
+    if "ssn" in folded.lower() or "social" in folded.lower():
+        for label in _SSN_LABEL.finditer(folded):
+            labelled = runs.get(label.end())
+            span = _labelled_ssn_span(labelled) if labelled is not None else None
+            if span is not None:
+                spans.append(span)
+    for run in runs.values():
+        spans += _grouped_ssn_spans(run)
+    return spans
+
+
+# -- emails ----------------------------------------------------------------------------------------
+
+# An email address must stand alone: no address character just before it, nor just after it (a full
+# stop may end a sentence), so a mask never exposes a neighbour that a second pass would then match.
+# The lookbehind lets a local part start only where a run of address characters starts (it follows the
+# first character so that the engine skips ahead to address characters), and the domain's labels are
+# delimited by dots, so the scan is linear: 15 MB of "@" take a tenth of a second.
+_EMAIL_CHAR = "[A-Za-z0-9._%+-]"
+_EMAIL = re.compile(
+    rf"{_EMAIL_CHAR}(?<!{_EMAIL_CHAR}{_EMAIL_CHAR}){_EMAIL_CHAR}{{0,63}}"
+    r"@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})*\.[A-Za-z]{2,24}(?!\.?[A-Za-z0-9_%+@-])")
+
+
+def _email_spans(text: str, folded: str) -> list[tuple[int, int, str]]:
+    spans = []
+    for m in _EMAIL.finditer(folded):
+        # SIP URIs (sip:queue@pbx.example.com) are routing addresses, not email, and stay readable.
+        if not folded[max(0, m.start() - 5):m.start()].lower().endswith(("sip:", "sips:")):
+            spans.append((m.start(), m.end(), EMAIL_MASK))
+    return spans
+
+
+# -- putting it together ---------------------------------------------------------------------------
+
+
+def _splice(text: str, spans: list[tuple[int, int, str]]) -> str:
     pieces: list[str] = []
     last = 0
-    count = 0
-    for run in _DIGIT_RUN.finditer(text):
-        groups = [(m.start() + run.start(), m.end() + run.start(), m.group())
-                  for m in _DIGIT_GROUP.finditer(run.group())]
-        i = 0
-        # The last four digits of a card we masked earlier start a run of their own; skip them so
-        # that digits which follow a mask are judged alone, exactly as on the first pass.
-        if len(groups[0][2]) == 4 and text.endswith(_CARD_MASK_PREFIX, 0, groups[0][0]):
-            i = 1
-        while i < len(groups):
-            # Leftmost, longest window of whole groups that is a Luhn-valid 13-19 digit number.
-            best: int | None = None
-            digits = ""
-            for j in range(i, len(groups)):
-                digits += groups[j][2]
-                if len(digits) > _MAX_CARD_DIGITS:
-                    break
-                if len(digits) >= _MIN_CARD_DIGITS and luhn_valid(digits):
-                    best = j
-            if best is None:
-                i += 1
-                continue
-            number = "".join(g[2] for g in groups[i:best + 1])
-            pieces.append(text[last:groups[i][0]])
-            pieces.append(mask_card(number))
-            last = groups[best][1]
-            count += 1
-            i = best + 1
-    if not count:
-        return text, 0
+    for start, end, mask in sorted(spans):
+        pieces.append(text[last:start])
+        pieces.append(mask)
+        last = end
     pieces.append(text[last:])
-    return "".join(pieces), count
+    return "".join(pieces)
 
 
-def _redact_emails(text: str) -> tuple[str, int]:
-    pieces: list[str] = []
-    last = 0  # end of the previous address masked
-    at = text.find("@")
-    while at != -1:
-        start = at
-        while start > last and at - start <= _MAX_EMAIL_LOCAL and text[start - 1] in _EMAIL_LOCAL_CHARS:
-            start -= 1
-        domain = _EMAIL_DOMAIN.match(text, at + 1)
-        standalone = start == 0 or text[start - 1] not in _EMAIL_LOCAL_CHARS
-        # SIP URIs (sip:queue@pbx.example.com) are routing addresses, not email, and stay readable.
-        sip = text[max(0, start - 5):start].lower().endswith(("sip:", "sips:"))
-        if domain is not None and standalone and 0 < at - start <= _MAX_EMAIL_LOCAL and not sip:
-            pieces.append(text[last:start])
-            pieces.append(EMAIL_MASK)
-            last = domain.end()
-        at = text.find("@", max(at + 1, last))
-    if not pieces:
-        return text, 0
-    pieces.append(text[last:])
-    return "".join(pieces), len(pieces) // 2
-
-
-def _redact_ssns(text: str) -> tuple[str, int]:
+def _redact_once(text: str, last_four: bool) -> tuple[str, int]:
     count = 0
-
-    def mask_dashed(m: re.Match[str]) -> str:
-        nonlocal count
-        if not _ssn_plausible(*m.groups()):
-            return m.group()
-        count += 1
-        return SSN_MASK
-
-    def mask_labelled(m: re.Match[str]) -> str:
-        nonlocal count
-        if not _ssn_plausible(*m.groups()):
-            return m.group()
-        count += 1
-        return m.group()[: m.start(1) - m.start()] + SSN_MASK
-
-    if "-" in text:
-        text = _SSN_DASHED.sub(mask_dashed, text)
-    lowered = text.lower()
-    if "ssn" in lowered or "social" in lowered:
-        text = _SSN_LABELLED.sub(mask_labelled, text)
+    folded = fold(text)
+    spans = _number_spans(text, folded, last_four)
+    if spans:
+        text = _splice(text, spans)
+        folded = fold(text)
+        count += len(spans)
+    if "@" in folded:
+        spans = _email_spans(text, folded)
+        if spans:
+            text = _splice(text, spans)
+            count += len(spans)
     return text, count
 
 
-def _redact_once(text: str) -> tuple[str, int]:
-    count = 0
-    has_digits = _DIGIT.search(text) is not None
-    if has_digits and _DIGIT_RUN.search(text) is not None:
-        text, count = _redact_cards(text)
-    if "@" in text:
-        text, n = _redact_emails(text)
-        count += n
-    if has_digits:
-        text, n = _redact_ssns(text)
-        count += n
-    return text, count
+def redact(text: str, *, last_four: bool = True) -> tuple[str, int]:
+    """Mask card numbers, SSNs and email addresses in `text`; return the new text and how many were masked.
 
-
-def redact(text: str) -> tuple[str, int]:
-    """Mask card numbers, SSNs and email addresses in `text`; return the new text and how many were masked."""
-    text, count = _redact_once(text)
+    `last_four=False` hides a card's last four digits too, for readers that must not take them for
+    something else (the flow brain must not read the tail of a card as an order number).
+    """
+    text, count = _redact_once(text, last_four)
     # A mask can change what its neighbours look like ("a@b.co123-45-6789": the email only ends once the
     # SSN is masked), so repeat until nothing changes. Each pass that masks removes digits or an '@',
     # so this ends, and text without PII is scanned once.
     n = count
     while n:
-        text, n = _redact_once(text)
+        text, n = _redact_once(text, last_four)
         count += n
     return text, count
+
+
+async def redact_offloaded(text: str) -> str:
+    """`redact(text)[0]`, in a worker thread when the text is long, so that no call's audio waits."""
+    if len(text) <= OFFLOAD_CHARS:
+        return redact(text)[0]
+    return (await asyncio.to_thread(redact, text))[0]
 
 
 def redact_value(value: Any) -> tuple[Any, int]:
