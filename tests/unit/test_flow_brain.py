@@ -14,7 +14,15 @@ from hypothesis import strategies as st
 from voxgate.agents import AgentConfig, load_agent
 from voxgate.engines.base import HistoryEntry, ResponseRequest, ToolSpec
 from voxgate.engines.local.brains.base import BrainDecision, CallTool, Say
-from voxgate.engines.local.brains.flow import FlowBrain, describe, question_for, render, spoken
+from voxgate.engines.local.brains.flow import (
+    MAX_UTTERANCE_CHARS,
+    FlowBrain,
+    describe,
+    heard,
+    question_for,
+    render,
+    spoken,
+)
 
 ACME = Path(__file__).resolve().parents[2] / "examples" / "agents" / "acme.yaml"
 WEATHER = ToolSpec("get_weather", "Get the current weather for a city.",
@@ -273,3 +281,55 @@ def test_helpers() -> None:
     props = {"reason": {"type": "string", "description": "Why the caller wants a person"}}
     assert question_for(["reason"], props) == "Can you tell me why you want a person?"
     assert question_for(["x"], {"x": {"type": "string"}}) == "What's the x?"
+
+
+# -- card numbers and SSNs ----------------------------------------------------------------------------------
+
+_PRIVATE = [
+    ("my social is 123 45 6789", "123456789"),
+    ("where is my order? my social is 123 45 6789", "123456789"),
+    ("check order 123-45-6789", "123456789"),
+    ("my social security number is 123,456,789", "123456789"),
+    ("my social is one two three four five six seven eight nine", "123456789"),
+    ("check my order 4,111,111,111,111,111", "4111111111111111"),
+    ("order number 4111 1111 1111 1111", "4111111111111111"),
+    ("order \uff14\uff11\uff11\uff11 \uff11\uff11\uff11\uff11 \uff11\uff11\uff11\uff11 \uff11\uff11\uff11\uff11",
+     "4111111111111111"),
+    ("order four one one one one one one one one one one one one one one one", "4111111111111111"),
+    ("get me a person, my card 4111-1111-1111-1111 was charged twice", "4111111111111111"),
+]
+
+
+def _digits_in(decision: BrainDecision) -> str:
+    said = decision.text if isinstance(decision, Say) else json.dumps(decision.arguments)
+    return "".join(ch for ch in said if ch.isdigit())
+
+
+@pytest.mark.parametrize(("said", "private"), _PRIVATE)
+def test_a_card_number_or_ssn_is_never_an_argument_nor_spoken_back(agent: AgentConfig, said: str,
+                                                                   private: str) -> None:
+    plain = agent.model_copy(update={"pci_mode": False})  # no keypad: only the brain stands in the way
+    first = Call(plain)
+    answered = Call(plain)
+    answered.user("I want to check my order")
+    paying = Call(plain)
+    paying.user("I want to pay invoice 20931")
+    for decision in (first.user(said), answered.user(said), paying.user(said), answered.user(said)):
+        digits = _digits_in(decision)
+        assert not any(private[i:i + 4] in digits for i in range(len(private) - 3)), (said, decision)
+
+
+def test_an_ssn_turns_into_a_question_not_a_lookup(agent: AgentConfig) -> None:
+    call = Call(agent)
+    call.user("I want to check my order")
+    decision = call.user("my social is 123 45 6789")
+    assert isinstance(decision, Say) and "order number" in decision.text
+    assert call.user("it's 4567") == CallTool("lookup_order", {"order_id": "4567"})  # real ones still work
+
+
+def test_a_typed_item_is_read_up_to_a_bound(agent: AgentConfig) -> None:
+    said = "where is my order 4567? " + "and also " * 50_000
+    assert Call(agent).user(said) == CallTool("lookup_order", {"order_id": "4567"})
+    assert heard(said) == heard(said[:MAX_UTTERANCE_CHARS]) and len(heard(said)) <= MAX_UTTERANCE_CHARS
+    straddling = heard("x" * (MAX_UTTERANCE_CHARS - 8) + " 4111 1111 1111 1111")
+    assert straddling.endswith(" **** **") and not any(ch.isdigit() for ch in straddling)  # no part of a card

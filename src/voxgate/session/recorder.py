@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from voxgate.observability import metrics
 from voxgate.observability.cost import CostModel
 from voxgate.protocol.items import Item
-from voxgate.tools.redaction import redact, redact_value
+from voxgate.tools.redaction import redact, redact_offloaded, redact_value
 
 if TYPE_CHECKING:
     from voxgate.session.response import ResponseRun
@@ -71,17 +71,27 @@ class CallRecorder:
             metadata={"model": session.config.model, **({"node": self.node} if self.node else {})}))
 
     def item(self, session: Session, item: Item, truncated_at_ms: int | None = None) -> None:
-        text = redact(item.text)[0] if item.type == "message" else redact(item.arguments or item.output or "")[0]
+        text = item.text if item.type == "message" else item.arguments or item.output or ""
         audio_ms = sum(p.audio_ms for p in item.content) or None
-        self._write(lambda: self.store.upsert_item(
-            session.id, item.id, role=item.role or "tool", type=item.type, text=text, audio_ms=audio_ms,
-            truncated_at_ms=truncated_at_ms, status=item.status))
+
+        async def write() -> Any:
+            # Redacted by the writer, so a long item is masked in a thread while the call goes on.
+            return await self.store.upsert_item(
+                session.id, item.id, role=item.role or "tool", type=item.type, text=await redact_offloaded(text),
+                audio_ms=audio_ms, truncated_at_ms=truncated_at_ms, status=item.status)
+
+        self._write(write)
 
     def client_tool_call(self, session: Session, item: Item) -> None:
         self.item(session, item)
-        self._write(lambda: self.store.record_tool_call(
-            session.id, tool_call_id=item.call_id or "", name=item.name or "", side="client",
-            arguments=redact(item.arguments or "")[0], status="delegated", output=None, duration_ms=None))
+        arguments = item.arguments or ""
+
+        async def write() -> Any:
+            return await self.store.record_tool_call(
+                session.id, tool_call_id=item.call_id or "", name=item.name or "", side="client",
+                arguments=await redact_offloaded(arguments), status="delegated", output=None, duration_ms=None)
+
+        self._write(write)
 
     def gateway_tool_call(self, session: Session, result: ToolResult) -> None:
         definition = session.agent.tool(result.name)
@@ -106,7 +116,7 @@ class CallRecorder:
             status = "transferred"
         metrics.SESSIONS_ENDED.labels(status).inc()
         self._write(lambda: self.store.end_call(
-            session.id, status=status, outcome=outcome, end_reason=session.end_reason,
+            session.id, status=status, outcome=outcome, end_reason=redact(session.end_reason)[0],
             first_response_ms=session.first_response_ms, turns=session.turns,
             interruptions=session.interruptions, usage=usage, cost_usd=cost))
         await self._queue.put(None)

@@ -41,7 +41,7 @@ from voxgate.session.turn_detection import (
     TurnEvent,
     phrase_looks_finished,
 )
-from voxgate.tools.redaction import redact
+from voxgate.tools.redaction import redact, redact_offloaded
 from voxgate.tools.registry import ToolRegistry
 
 log = logging.getLogger("voxgate.session")
@@ -617,7 +617,8 @@ class Session:
             if text is None:
                 return
             metrics.STT_SECONDS.observe(time.monotonic() - started)
-            shown = redact(text)[0] if self.agent.pci_mode else text
+            # What the caller said about cards, SSNs or emails reaches no client, brain or record.
+            shown = await redact_offloaded(text)
             item.content[0].transcript = shown
             if self.config.transcription is not None:
                 if shown:
@@ -811,12 +812,14 @@ class Session:
     # caller to have heard it).
 
     async def transfer(self, target: str, reason: str) -> None:
+        reason = redact(reason)[0]  # the model's words, kept in the call record
         self.outcome = "escalated"
-        self.end_reason = f"transferred: {redact(reason)[0]}"
+        self.end_reason = f"transferred: {reason}"
         metrics.ESCALATIONS.inc()
         self._after_response(lambda: self.caller.transfer(target, reason))
 
     async def hang_up(self, reason: str) -> None:
+        reason = redact(reason)[0]
         self.end_reason = reason
         self._after_response(lambda: self.caller.hang_up(reason))
 

@@ -34,7 +34,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["EMAIL_MASK", "OFFLOAD_CHARS", "SSN_MASK", "fold", "luhn_valid", "mask_card", "redact",
+__all__ = ["EMAIL_MASK", "OFFLOAD_CHARS", "SSN_MASK", "fold", "luhn_valid", "mask_card", "mentions_ssn", "redact",
            "redact_offloaded", "redact_value"]
 
 SSN_MASK = "***-**-****"
@@ -105,7 +105,9 @@ _NOT_DIGIT = re.compile(r"[^0-9]+")
 _WHITESPACE = re.compile(r"\s+")
 # An SSN label, up to the first digit after it on the same line ("SSN: 123...", "my social is 123...").
 # The gap may not hold '*' so that it never reaches past an earlier mask (idempotence).
-_SSN_LABEL = re.compile(r"\b(?:ssn|social\s+security|social)\b[^0-9\n*]{0,24}?(?=[0-9])", re.IGNORECASE)
+_SSN_WORDS = r"\b(?:ssn|social\s+security|social)\b"
+_SSN_LABEL = re.compile(_SSN_WORDS + r"[^0-9\n*]{0,24}?(?=[0-9])", re.IGNORECASE)
+_SSN_MENTION = re.compile(_SSN_WORDS, re.IGNORECASE)
 
 
 @dataclass
@@ -333,6 +335,12 @@ def redact(text: str, *, last_four: bool = True) -> tuple[str, int]:
         text, n = _redact_once(text, last_four)
         count += n
     return text, count
+
+
+def mentions_ssn(text: str) -> bool:
+    """Does `text` speak of a social security number ("SSN", "my social is...")? Nine digits said after
+    that are one, even spelled out in words that redaction cannot see."""
+    return _SSN_MENTION.search(text) is not None
 
 
 async def redact_offloaded(text: str) -> str:

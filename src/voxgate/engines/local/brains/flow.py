@@ -38,6 +38,7 @@ from voxgate.engines.local.brains.slots import (
     slot_kind,
     tokens,
 )
+from voxgate.tools.redaction import mentions_ssn, redact, redact_value
 
 # Below this score nothing matched well enough: the agent's fallback line is spoken.
 FALLBACK_BELOW = 0.3
@@ -47,6 +48,9 @@ SWITCH_ABOVE = 0.45
 # times the square of the share found: all of them is strong evidence, one of two much weaker.
 EVIDENCE_BONUS = 0.3
 MAX_TRIES = 3
+# A spoken turn is at most a few hundred words; a typed item may be far longer, and reading it all would
+# hold the event loop (about 4 ms per thousand characters).
+MAX_UTTERANCE_CHARS = 2000
 
 _ESCALATION_TOOLS = ("transfer_to_human",)
 _CANCEL = re.compile(r"\b(never ?mind|forget (it|that|about it)|cancel (that|it)|no thanks|don't bother)\b")
@@ -62,6 +66,16 @@ class FlowBrain:
     # -- entry point ------------------------------------------------------------------------------------
 
     def decide(self, request: ResponseRequest) -> BrainDecision:
+        """The next step, with nothing that looks like a card number, an SSN or an email in what it says
+        or in the arguments it extracted (the utterance it reads is masked too: see `heard`)."""
+        decision = self._decide(request)
+        if isinstance(decision, Say):
+            text, masked = redact(decision.text)
+            return Say(text, decision.completes_task) if masked else decision
+        arguments, masked = redact_value(decision.arguments)
+        return CallTool(decision.name, arguments) if masked else decision
+
+    def _decide(self, request: ResponseRequest) -> BrainDecision:
         flow: dict[str, Any] = request.state.setdefault("flow", {})
         last = request.history[-1] if request.history else None
         if last is not None and last.kind == "function_call_output":
@@ -77,13 +91,13 @@ class FlowBrain:
             request.state.pop("keypad", None)
             request.state.pop("pci_vault", None)
             return self._menu_choice(request, flow, key)
-        if last is None or last.kind != "user" or not last.text.strip():
+        text = heard(last.text) if last is not None and last.kind == "user" else ""
+        if not text:
             said_anything = any(e.kind == "user" for e in request.history)
             flow["route"] = "prompt"
             if not said_anything:
                 return Say(request.agent.greeting or "Hello! How can I help you today?")
             return Say("Is there anything else I can help you with?")
-        text = last.text.strip()
         if keypad is not None:
             decision = self._speech_during_keypad(request, flow, keypad, text)
             if decision is not None:
@@ -223,7 +237,7 @@ class FlowBrain:
         if _keypad_only(request, tool):  # PCI values come from the keypad, never from what was said
             return self._call_or_ask(request, flow, tool, arguments, tries=0, hint=None)
         for name, schema in _properties(params).items():
-            value = extract_argument(name, schema, text, today)
+            value = _extract(name, schema, text, today)
             if value is not None and argument_error(schema, value) is None:
                 arguments[name] = value
         if tool in _ESCALATION_TOOLS and "reason" in _properties(params) and "reason" not in arguments:
@@ -251,7 +265,7 @@ class FlowBrain:
         arguments = dict(pending["arguments"])
         filled, bad = False, None
         for name in asking:
-            value = extract_argument(name, props[name], text, today, answer=True)
+            value = _extract(name, props[name], text, today, answer=True)
             if value is None:
                 continue
             if argument_error(props[name], value) is None:
@@ -262,7 +276,7 @@ class FlowBrain:
         # The answer may also carry arguments we did not ask about yet ("friday at 3" for date and time).
         for name, schema in props.items():
             if name not in arguments and name not in asking and slot_kind(name, schema) != "text":
-                value = extract_argument(name, schema, text, today)
+                value = _extract(name, schema, text, today)
                 if value is not None and argument_error(schema, value) is None:
                     arguments[name] = value
         if not filled:
@@ -337,6 +351,31 @@ class FlowBrain:
         if failed:
             return Say(f"Sorry, that didn't work: {_sentence(str(fields['error']))}")
         return Say(describe(result), completes_task=True)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Reading the caller
+
+
+def heard(utterance: str) -> str:
+    """What the brain reads of an utterance: its first MAX_UTTERANCE_CHARS, with card numbers (last four
+    digits included), SSNs and emails masked, so none of them is ever taken as an order number or spoken
+    back ("my social is 123 45 6789" is not order 123456789)."""
+    # A little beyond the cut is masked first, so a card that straddles it is not read in part.
+    masked = redact(utterance[:MAX_UTTERANCE_CHARS + 64], last_four=False)[0]
+    return masked[:MAX_UTTERANCE_CHARS].strip()
+
+
+def _extract(name: str, schema: dict[str, Any], text: str, today: date, answer: bool = False) -> Any:
+    """`extract_argument`, except a value that is a card number or an SSN (spelled out in words, which
+    `heard` cannot mask) is never an argument, nor echoed back as what we understood."""
+    value = extract_argument(name, schema, text, today, answer)
+    if value is None or isinstance(value, bool):
+        return value
+    said = str(value)
+    if redact(said)[1] or (len(said) == 9 and said.isdigit() and mentions_ssn(text)):
+        return None
+    return value
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -515,7 +554,7 @@ def _evidence(parameters: dict[str, Any], text: str, today: date) -> float:
         return 0.0
     found = 0
     for name in checkable:
-        value = extract_argument(name, props[name], text, today)
+        value = _extract(name, props[name], text, today)
         if value is not None and argument_error(props[name], value) is None:
             found += 1
     return found / len(checkable)
@@ -562,4 +601,4 @@ def _json_object(raw: str) -> dict[str, Any]:
     return parsed if isinstance(parsed, dict) else {}
 
 
-__all__ = ["FlowBrain", "Route", "describe", "question_for", "render", "spoken"]
+__all__ = ["FlowBrain", "Route", "describe", "heard", "question_for", "render", "spoken"]
