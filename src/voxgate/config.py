@@ -63,6 +63,10 @@ class Settings(BaseSettings):
 
     # Realtime protocol limits
     max_message_bytes: int = 16 * 1024 * 1024  # OpenAI accepts 15 MiB of base64 per append
+    # Text one conversation item may hold (texts, transcripts, arguments, output together); larger items are
+    # refused with `string_above_max_length`. 512 Ki characters is about the 128k-token context of OpenAI's
+    # largest Realtime model: no longer item could be of use, and each is kept, redacted and stored whole.
+    max_item_text_chars: int = Field(default=512 * 1024, ge=1)
     outbound_queue_events: int = 512  # per session; audio deltas beyond it are dropped and counted
     session_max_seconds: int = 60 * 60
     max_input_buffer_seconds: int = 120  # a monologue longer than this is committed in pieces

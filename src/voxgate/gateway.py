@@ -237,7 +237,7 @@ class Gateway:
             recorder=CallRecorder(self.calls, engine_name, owner=owner, node=self.node),
             vad_factory=functools.partial(self.vad_stream, agent),
             model=model or f"voxgate-{engine_name}", outbound_events=self.settings.outbound_queue_events,
-            max_message_bytes=self.settings.max_message_bytes,
+            max_message_bytes=self.settings.max_message_bytes, max_item_text_chars=self.settings.max_item_text_chars,
             max_input_buffer_s=self.settings.max_input_buffer_seconds, initial_config=initial_config,
             max_seconds=self.settings.session_max_seconds, audio_lead_ms=self.settings.audio_lead_ms,
             fallback_engine=fallback,

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from voxgate.audio.formats import PCMU
@@ -98,6 +98,94 @@ def test_parser_never_crashes_on_event_shaped_garbage(data: dict[str, Any], dial
         parse(data, dialect)
     except RealtimeError:
         pass
+
+
+def nested(depth: int, leaf: Any = 1) -> Any:
+    value = leaf
+    for level in range(depth):
+        value = [value] if level % 2 else {"k": value}
+    return value
+
+
+@pytest.mark.parametrize("depth", [ce.MAX_JSON_DEPTH, ce.MAX_JSON_DEPTH + 1, 5_000, 200_000])
+def test_deep_nesting_is_refused_as_invalid_json(depth: int) -> None:
+    # The event itself and its "session" are two levels; the rest is nested inside the session.
+    event = '{"type":"session.update","session":{"instructions":' + "[" * (depth - 2) + "]" * (depth - 2) + "}}"
+    if depth <= ce.MAX_JSON_DEPTH:
+        assert isinstance(ce.parse_client_event(event, "ga", 1 << 20), ce.SessionUpdate)
+        return
+    with pytest.raises(RealtimeError) as info:
+        ce.parse_client_event(event, "ga", 1 << 20)
+    assert info.value.code == "invalid_json" and info.value.type == "invalid_request_error"
+    assert f"deeper than {ce.MAX_JSON_DEPTH} levels" in info.value.message
+
+
+def test_brackets_inside_strings_are_not_nesting() -> None:
+    event = {"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [
+        {"type": "input_text", "text": "[" * 10_000 + "{" * 10_000}]}}
+    assert isinstance(parse(event), ce.ConversationItemCreate)
+    assert ce.parse_json(json.dumps(nested(ce.MAX_JSON_DEPTH))) == nested(ce.MAX_JSON_DEPTH)
+    with pytest.raises(RealtimeError, match="deeper"):
+        ce.parse_json(json.dumps(nested(ce.MAX_JSON_DEPTH + 1)).encode())
+
+
+def _text_item(*texts: str) -> dict[str, Any]:
+    return {"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [
+        {"type": "input_text", "text": text} for text in texts]}}
+
+
+@pytest.mark.parametrize(("event", "param"), [
+    (_text_item("x" * 101), "item.content[0].text"),
+    (_text_item("x" * 60, "y" * 41), "item.content[1].text"),
+    ({"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [
+        {"type": "input_audio", "transcript": "x" * 101}]}}, "item.content[0].transcript"),
+    ({"type": "conversation.item.create", "item": {"type": "function_call", "call_id": "c", "name": "f",
+                                                   "arguments": "1" * 101}}, "item.arguments"),
+    ({"type": "conversation.item.create", "item": {"type": "function_call_output", "call_id": "c",
+                                                   "output": "o" * 101}}, "item.output"),
+    ({"type": "response.create", "response": {"input": [
+        {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "x" * 101}]}]}},
+     "response.input[0].content[0].text"),
+])
+def test_items_over_the_text_limit_are_refused_naming_the_field(event: dict[str, Any], param: str) -> None:
+    with pytest.raises(RealtimeError) as info:
+        ce.parse_client_event(json.dumps({**event, "event_id": "evt_big"}), "ga", 1 << 20, max_item_chars=100)
+    error = info.value.to_event()["error"]
+    assert error["type"] == "invalid_request_error" and error["code"] == "string_above_max_length"
+    assert error["param"] == param and error["event_id"] == "evt_big" and "at most 100 characters" in error["message"]
+
+
+def test_items_up_to_the_text_limit_are_taken() -> None:
+    event = ce.parse_client_event(json.dumps(_text_item("x" * 60, "y" * 40)), "ga", 1 << 20, max_item_chars=100)
+    assert isinstance(event, ce.ConversationItemCreate)
+
+
+# Any JSON at all in events of every type, with a field nested up to three times the limit: a typed event
+# or a RealtimeError.
+_json_leaf = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), st.text(max_size=12))
+_json = st.recursive(_json_leaf, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+    st.text(max_size=8), inner, max_size=3), max_leaves=10)
+_event_types = st.sampled_from([*ce.WIRE_TYPES.values(), "nope", ""])
+_event_keys = st.sampled_from(["session", "item", "audio", "response", "item_id", "content_index", "audio_end_ms",
+                               "response_id", "previous_item_id", "event_id", "type"])
+
+
+@settings(max_examples=400)
+@given(_event_types, st.dictionaries(_event_keys, _json, max_size=4), st.sampled_from(["ga", "beta"]),
+       st.integers(0, 3 * ce.MAX_JSON_DEPTH))
+def test_parser_answers_any_event_with_an_event_or_a_realtime_error(
+        kind: str, fields: dict[str, Any], dialect: str, depth: int) -> None:
+    event = {"type": kind, **fields}
+    if depth:
+        event[str(kind.split(".")[0] or "session")] = nested(depth)
+    try:
+        parsed = ce.parse_client_event(json.dumps(event), dialect, 1 << 20,  # type: ignore[arg-type]
+                                       max_item_chars=64)
+    except RealtimeError as exc:
+        error = exc.to_event()["error"]
+        assert error["type"] == "invalid_request_error" and error["message"] and error["code"]
+    else:
+        assert isinstance(parsed, ce.ClientEvent) and depth <= ce.MAX_JSON_DEPTH
 
 
 def test_session_update_is_all_or_nothing() -> None:

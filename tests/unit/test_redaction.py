@@ -9,7 +9,7 @@ import string
 from typing import Any
 
 import pytest
-from hypothesis import example, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from voxgate.tools.redaction import (
@@ -18,6 +18,7 @@ from voxgate.tools.redaction import (
     SSN_MASK,
     fold,
     luhn_valid,
+    private_value,
     redact,
     redact_offloaded,
     redact_value,
@@ -98,6 +99,35 @@ def test_card_numbers_in_any_written_form_are_masked(text: str) -> None:
 ])
 def test_card_numbers_of_every_length_and_script(text: str, expected: str) -> None:
     assert redact(text)[0] == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    # What Whisper wrote for a spoken 4111 1111 1111 1111: a digit too many, so no Luhn check can help.
+    ("My card number is 4-1-1-1-1. 1-1-1-1-1-1-1-1-1-1-1-1-1-1-1-1-1.", "My card number is **** **** **** 1111."),
+    ("visa 4111111111111112 please", "visa **** **** **** 1112 please"),
+    ("my credit card is 4111 1111 1111 111", "my credit card is **** **** **** 1111"),  # one short
+    ("Card: 1234-5678-9012-3456-7890-1234", "Card: **** **** **** 1234"),
+    ("the card ending in 1234", "the card ending in 1234"),
+    ("card 1 of 2, 3 cards", "card 1 of 2, 3 cards"),
+    ("discover 12 new things", "discover 12 new things"),
+    ("card 1234567890", "card 1234567890"),  # ten digits: no card is that short
+])
+def test_digits_after_a_card_label_are_masked_even_when_luhn_fails(text: str, expected: str) -> None:
+    assert redact(text)[0] == expected
+    assert redact(expected) == (expected, 0)
+
+
+@pytest.mark.parametrize(("value", "said", "private"), [
+    ("4111111111111111", "order 4111111111111111", True),
+    ("123456789", "my social is one two three four five six seven eight nine", True),
+    ("123456789", "order one two three four five six seven eight nine", False),
+    ("4111111111111112", "my card is four one one one ...", True),
+    ("4111111111111112", "tracking four one one one ...", False),
+    ("jane@example.com", "mail jane@example.com", True),
+    ("4567", "my social is 4567", False),
+])
+def test_private_values_in_what_was_said(value: str, said: str, private: bool) -> None:
+    assert private_value(value, said) is private
 
 
 def test_the_last_four_can_be_hidden_too() -> None:
@@ -268,6 +298,7 @@ def test_any_luhn_valid_16_digit_number_in_text_is_masked(
 
 @given(_surrounding, st.text(alphabet="0123456789", min_size=13, max_size=19), _surrounding)
 def test_digit_strings_failing_luhn_are_left_alone(before: str, digits: str, after: str) -> None:
+    assume(not re.search(r"card|visa|amex|american|discover", before, re.IGNORECASE))  # see the label rule
     if luhn_valid(digits):
         digits = digits[:-1] + str((int(digits[-1]) + 1) % 10)  # one check digit off
     text = before + digits + after
@@ -335,7 +366,7 @@ _card_numbers = st.integers(12, 18).flatmap(
     lambda n: st.text(alphabet="0123456789", min_size=n, max_size=n)).map(luhn_complete)
 
 
-@settings(max_examples=1000)
+@settings(max_examples=600)
 @given(_surrounding, _card_numbers.flatmap(lambda n: st.tuples(st.just(n), _written(n))), _surrounding)
 def test_a_luhn_valid_card_in_any_written_form_never_survives(
         before: str, card: tuple[str, str], after: str) -> None:

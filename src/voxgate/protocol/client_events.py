@@ -118,26 +118,85 @@ WIRE_TYPES: dict[type[ClientEvent], str] = {
 }
 
 
-def parse_client_event(raw: str | bytes, dialect: Dialect, max_bytes: int) -> ClientEvent:
-    if len(raw) > max_bytes:
-        raise RealtimeError("message_too_large", f"Message of {len(raw)} bytes exceeds the limit of {max_bytes}.")
+# No client event nests deeper than a tool schema inside a session inside the event (about 15 levels);
+# deeper JSON would only make every reader of it (schema checks, redaction, copies) recurse.
+MAX_JSON_DEPTH = 32
+# OpenAI's largest Realtime context, 128k tokens, is about 512 KiB of text: no longer item is of use.
+MAX_ITEM_TEXT_CHARS = 512 * 1024
+
+
+def parse_json(raw: str | bytes, what: str = "The message") -> Any:
+    """JSON text to a value, refusing nesting deeper than MAX_JSON_DEPTH with an `invalid_json` error."""
     try:
         data = json.loads(raw)
+    except RecursionError:  # far too deep: the decoder gives up before finishing
+        raise RealtimeError("invalid_json", f"{what} nests JSON deeper than {MAX_JSON_DEPTH} levels.") from None
     except (ValueError, UnicodeDecodeError) as exc:
-        raise RealtimeError("invalid_json", f"The message is not valid JSON: {exc}") from exc
+        raise RealtimeError("invalid_json", f"{what} is not valid JSON: {exc}") from exc
+    brackets = raw.count("[") + raw.count("{") if isinstance(raw, str) else raw.count(b"[") + raw.count(b"{")
+    if brackets > MAX_JSON_DEPTH and _deeper_than(data, MAX_JSON_DEPTH):  # counting is enough for most
+        raise RealtimeError("invalid_json", f"{what} nests JSON deeper than {MAX_JSON_DEPTH} levels.")
+    return data
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    stack = [(value, 1)] if isinstance(value, dict | list) else []
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+def parse_client_event(raw: str | bytes, dialect: Dialect, max_bytes: int, *,
+                       max_item_chars: int = MAX_ITEM_TEXT_CHARS) -> ClientEvent:
+    """One client event, or a RealtimeError naming what is wrong. `max_item_chars` bounds the text one
+    conversation item (or inline response input) may hold, checked before anything else is done with it."""
+    if len(raw) > max_bytes:
+        raise RealtimeError("message_too_large", f"Message of {len(raw)} bytes exceeds the limit of {max_bytes}.")
+    data = parse_json(raw)
     if not isinstance(data, dict):
         raise RealtimeError("invalid_json", "A client event must be a JSON object.")
     event_id = data.get("event_id")
     if event_id is not None and not isinstance(event_id, str):
         raise RealtimeError("invalid_type", "event_id must be a string.", param="event_id")
     try:
-        return _parse(data, dialect, event_id)
+        return _parse(data, dialect, event_id, max_item_chars)
     except RealtimeError as exc:
         exc.event_id = event_id
         raise
 
 
-def _parse(d: dict[str, Any], dialect: Dialect, eid: str | None) -> ClientEvent:
+def _check_text_size(item: Any, param: str, max_chars: int) -> None:
+    """Refuse an item whose text (every text, transcript, arguments and output in it) is over `max_chars`,
+    naming the field where it goes over, before any of it is read."""
+    if not isinstance(item, dict):
+        return
+    fields: list[tuple[str, Any]] = [(f"{param}.arguments", item.get("arguments")),
+                                     (f"{param}.output", item.get("output"))]
+    content = item.get("content")
+    if isinstance(content, list):
+        for i, part in enumerate(content):
+            if isinstance(part, dict):
+                fields += [(f"{param}.content[{i}].text", part.get("text")),
+                           (f"{param}.content[{i}].transcript", part.get("transcript"))]
+    sizes = [(where, len(text)) for where, text in fields if isinstance(text, str)]
+    total = sum(size for _, size in sizes)
+    if total <= max_chars:
+        return
+    running = 0
+    for where, size in sizes:
+        running += size
+        if running > max_chars:
+            raise RealtimeError(
+                "string_above_max_length",
+                f"Invalid '{where}': string too long. An item holds at most {max_chars} characters of text, "
+                f"but this one holds {total}.", param=where)
+
+
+def _parse(d: dict[str, Any], dialect: Dialect, eid: str | None, max_item_chars: int) -> ClientEvent:
     kind = d.get("type")
     if not isinstance(kind, str):
         raise RealtimeError("missing_required_parameter", "Missing required parameter: 'type'.", param="type")
@@ -167,7 +226,9 @@ def _parse(d: dict[str, Any], dialect: Dialect, eid: str | None) -> ClientEvent:
             if prev is not None and not isinstance(prev, str):
                 raise RealtimeError("invalid_type", "previous_item_id must be a string or null.",
                                     param="previous_item_id")
-            return ConversationItemCreate(eid, _item(_object(d, "item")), prev, "previous_item_id" in d)
+            item = _object(d, "item")
+            _check_text_size(item, "item", max_item_chars)
+            return ConversationItemCreate(eid, _item(item), prev, "previous_item_id" in d)
         case "conversation.item.retrieve":
             _fields(d, {"item_id"})
             return ConversationItemRetrieve(eid, _required_str(d, "item_id"))
@@ -186,7 +247,7 @@ def _parse(d: dict[str, Any], dialect: Dialect, eid: str | None) -> ClientEvent:
                 return ResponseCreate(eid)
             if not isinstance(resp, dict):
                 raise RealtimeError("invalid_type", "'response' must be an object.", param="response")
-            return ResponseCreate(eid, _response(resp, dialect))
+            return ResponseCreate(eid, _response(resp, dialect, max_item_chars))
         case "response.cancel":
             _fields(d, {"response_id"})
             rid = d.get("response_id")
@@ -299,7 +360,7 @@ def _item(item: dict[str, Any]) -> dict[str, Any]:
     raise RealtimeError("invalid_value", f"Unsupported item type {kind!r}.", param="item.type")
 
 
-def _response(r: dict[str, Any], dialect: Dialect) -> ResponseParams:
+def _response(r: dict[str, Any], dialect: Dialect, max_item_chars: int) -> ResponseParams:
     allowed = {"instructions", "tools", "tool_choice", "conversation", "metadata", "input", "prompt"}
     allowed |= {"modalities", "voice", "output_audio_format", "temperature", "max_response_output_tokens"} \
         if dialect == "beta" else {"output_modalities", "audio", "max_output_tokens", "reasoning"}
@@ -319,8 +380,11 @@ def _response(r: dict[str, Any], dialect: Dialect) -> ResponseParams:
         raise RealtimeError("invalid_value", "response.metadata must map at most 16 strings to strings.",
                             param="response.metadata")
     inputs = r.get("input")
-    if inputs is not None and not isinstance(inputs, list):
-        raise RealtimeError("invalid_type", "response.input must be an array.", param="response.input")
+    if inputs is not None:
+        if not isinstance(inputs, list):
+            raise RealtimeError("invalid_type", "response.input must be an array.", param="response.input")
+        for i, entry in enumerate(inputs):
+            _check_text_size(entry, f"response.input[{i}]", max_item_chars)
     mod_key = "modalities" if dialect == "beta" else "output_modalities"
     modalities = check_modalities(r[mod_key], f"response.{mod_key}", dialect) if mod_key in r else None
     voice = None

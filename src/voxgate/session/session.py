@@ -126,6 +126,7 @@ class Session:
         model: str = "voxgate-local",
         outbound_events: int = 512,
         max_message_bytes: int = 16 * 1024 * 1024,
+        max_item_text_chars: int = ce.MAX_ITEM_TEXT_CHARS,
         max_input_buffer_s: int = 120,
         max_seconds: int = 3600,
         audio_lead_ms: float = 1500.0,
@@ -142,6 +143,7 @@ class Session:
         self.recorder = recorder
         self.outbound = Outbound(outbound_events)
         self.max_message_bytes = max_message_bytes
+        self.max_item_text_chars = max_item_text_chars
         self.audio_lead_ms = audio_lead_ms
         self.fallback_engine = fallback_engine  # speaks the apology when `engine` fails mid-call
         self.max_input_buffer_ms = max_input_buffer_s * 1000
@@ -251,7 +253,8 @@ class Session:
     async def handle_message(self, raw: str | bytes) -> None:
         """One client event off the wire. Never raises: mistakes become `error` events."""
         try:
-            event = ce.parse_client_event(raw, self.dialect, self.max_message_bytes)
+            event = ce.parse_client_event(raw, self.dialect, self.max_message_bytes,
+                                          max_item_chars=self.max_item_text_chars)
             metrics.EVENTS.labels("in", ce.WIRE_TYPES[type(event)]).inc()
             await self.handle_event(event)
         except RealtimeError as exc:

@@ -34,7 +34,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["EMAIL_MASK", "OFFLOAD_CHARS", "SSN_MASK", "fold", "luhn_valid", "mask_card", "mentions_ssn", "redact",
+__all__ = ["EMAIL_MASK", "OFFLOAD_CHARS", "SSN_MASK", "fold", "luhn_valid", "mask_card", "private_value", "redact",
            "redact_offloaded", "redact_value"]
 
 SSN_MASK = "***-**-****"
@@ -108,6 +108,13 @@ _WHITESPACE = re.compile(r"\s+")
 _SSN_WORDS = r"\b(?:ssn|social\s+security|social)\b"
 _SSN_LABEL = re.compile(_SSN_WORDS + r"[^0-9\n*]{0,24}?(?=[0-9])", re.IGNORECASE)
 _SSN_MENTION = re.compile(_SSN_WORDS, re.IGNORECASE)
+# A card label: the digits after it are a card even when speech recognition dropped or doubled one and the
+# Luhn check fails ("my card number is 4-1-1-1-1. 1-1-1-1..."), if there are as many as a card has, give or
+# take a few.
+_CARD_WORDS = r"\b(?:card|visa|master\s?card|amex|american\s+express|discover)\b"
+_CARD_LABEL = re.compile(_CARD_WORDS + r"[^0-9\n*]{0,24}?(?=[0-9])", re.IGNORECASE)
+_CARD_MENTION = re.compile(_CARD_WORDS, re.IGNORECASE)
+_LABELLED_CARD_DIGITS = range(12, 25)
 
 
 @dataclass
@@ -255,9 +262,18 @@ def _number_spans(text: str, folded: str, last_four: bool) -> list[tuple[int, in
     if not runs:
         return []
     spans: list[tuple[int, int, str]] = []
+    lowered = folded.lower()
+    if any(word in lowered for word in ("card", "visa", "amex", "american", "discover")):
+        for label in _CARD_LABEL.finditer(folded):
+            labelled = runs.get(label.end())
+            if labelled is not None and not any(labelled.taken) and len(labelled.digits) in _LABELLED_CARD_DIGITS:
+                spans.append((labelled.groups[0][0], labelled.groups[-1][1],
+                              mask_card(labelled.digits) if last_four else _CARD_MASK_HIDDEN))
+                labelled.taken[:] = [True] * len(labelled.taken)
     for run in runs.values():
-        spans += _card_spans(run, text, last_four)
-    if "ssn" in folded.lower() or "social" in folded.lower():
+        if not run.taken[0]:
+            spans += _card_spans(run, text, last_four)
+    if "ssn" in lowered or "social" in lowered:
         for label in _SSN_LABEL.finditer(folded):
             labelled = runs.get(label.end())
             span = _labelled_ssn_span(labelled) if labelled is not None else None
@@ -337,10 +353,16 @@ def redact(text: str, *, last_four: bool = True) -> tuple[str, int]:
     return text, count
 
 
-def mentions_ssn(text: str) -> bool:
-    """Does `text` speak of a social security number ("SSN", "my social is...")? Nine digits said after
-    that are one, even spelled out in words that redaction cannot see."""
-    return _SSN_MENTION.search(text) is not None
+def private_value(value: str, said: str) -> bool:
+    """Is `value`, taken from what a caller `said`, something redaction hides: a card number, an SSN or an
+    email in itself, or as many digits as an SSN or a card has where `said` names one ("my social is one
+    two three four five six seven eight nine": words that redaction cannot see as digits)?"""
+    if redact(value)[1]:
+        return True
+    if not value.isdigit():
+        return False
+    return (len(value) == _SSN_DIGITS and _SSN_MENTION.search(said) is not None) or (
+        len(value) in _LABELLED_CARD_DIGITS and _CARD_MENTION.search(said) is not None)
 
 
 async def redact_offloaded(text: str) -> str:

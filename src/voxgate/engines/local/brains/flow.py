@@ -38,7 +38,7 @@ from voxgate.engines.local.brains.slots import (
     slot_kind,
     tokens,
 )
-from voxgate.tools.redaction import mentions_ssn, redact, redact_value
+from voxgate.tools.redaction import private_value, redact, redact_value
 
 # Below this score nothing matched well enough: the agent's fallback line is spoken.
 FALLBACK_BELOW = 0.3
@@ -367,15 +367,12 @@ def heard(utterance: str) -> str:
 
 
 def _extract(name: str, schema: dict[str, Any], text: str, today: date, answer: bool = False) -> Any:
-    """`extract_argument`, except a value that is a card number or an SSN (spelled out in words, which
+    """`extract_argument`, except a value that is a card number or an SSN (even spelled out in words, which
     `heard` cannot mask) is never an argument, nor echoed back as what we understood."""
     value = extract_argument(name, schema, text, today, answer)
     if value is None or isinstance(value, bool):
         return value
-    said = str(value)
-    if redact(said)[1] or (len(said) == 9 and said.isdigit() and mentions_ssn(text)):
-        return None
-    return value
+    return None if private_value(str(value), text) else value
 
 
 # ---------------------------------------------------------------------------------------------------------
