@@ -413,3 +413,21 @@ def test_redaction_is_idempotent_and_never_grows_text_without_cause(text: str) -
 @given(st.text(alphabet=st.characters(blacklist_categories=["Nd"], blacklist_characters="@\uff20\ufe6b")))
 def test_text_without_digits_or_at_signs_is_left_alone(text: str) -> None:
     assert redact(text) == (text, 0)
+
+
+@settings(max_examples=400)
+@given(st.lists(st.text(alphabet="0123456789", min_size=1, max_size=5), max_size=3), _card_numbers,
+       st.lists(st.text(alphabet="0123456789", min_size=1, max_size=5), max_size=3),
+       st.sampled_from([" ", ", ", "-", " - ", ".", "\u00a0"]))
+def test_a_card_among_other_numbers_never_survives(before: list[str], number: str, after: list[str],
+                                                   separator: str) -> None:
+    text = "ref " + separator.join([*before, separator.join(_grouped(number, " ").split()), *after]) + " ok"
+    redacted, count = redact(text)
+    assert count >= 1 and number[:-4] not in _digits(redacted)
+
+
+def test_a_window_that_takes_only_the_start_of_a_card_does_not_expose_the_rest() -> None:
+    # Twelve ones and 4111 pass Luhn, as do the card's own digits: both are masked, as one.
+    assert luhn_valid("1" * 12 + "4111")
+    text = "1 " * 12 + "4111 1111 1111 1111"
+    assert redact(text) == ("**** **** **** 1111", 1)

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from voxgate.transports.webrtc_offer import MAX_OFFER_BYTES, OfferError, read_offer
+from voxgate.transports.webrtc_offer import (
+    MAX_CANDIDATES,
+    MAX_MEDIA_SECTIONS,
+    MAX_OFFER_BYTES,
+    MAX_OFFER_LINES,
+    OfferError,
+    read_offer,
+)
 
 CHROME_OFFER = "\r\n".join([
     "v=0", "o=- 4611731400430051336 2 IN IP4 127.0.0.1", "s=-", "t=0 0", "a=group:BUNDLE 0 1",
@@ -46,10 +53,21 @@ def test_static_payload_types_need_no_rtpmap() -> None:
     (CHROME_OFFER.replace("m=audio 9 ", "m=audio 70000 "), "out of range"),
     (CHROME_OFFER.replace("m=audio 9 UDP/TLS/RTP/SAVPF 111 63 9 0 8 13 110 126", "m=audio 9"), "Malformed media"),
     ("v=0\r\n" + "a=x\r\n" * (MAX_OFFER_BYTES // 4), "larger than"),
+    ("v=0\r\n" + "a=x\r\n" * MAX_OFFER_LINES, f"{MAX_OFFER_LINES + 1} lines; at most {MAX_OFFER_LINES}"),
+    (CHROME_OFFER + "m=audio 9 UDP/TLS/RTP/SAVPF 0\r\n" * (MAX_MEDIA_SECTIONS - 1),
+     f"{MAX_MEDIA_SECTIONS + 1} media sections; at most {MAX_MEDIA_SECTIONS}"),
+    (CHROME_OFFER + "a=candidate:1 1 udp 2130706431 10.0.0.1 9 typ host\r\n" * (MAX_CANDIDATES + 1),
+     f"{MAX_CANDIDATES + 1} ICE candidates; at most {MAX_CANDIDATES}"),
 ])
 def test_refusals_say_what_is_wrong(sdp: str, message: str) -> None:
     with pytest.raises(OfferError, match=message.replace("(", r"\(").replace(")", r"\)")):
         read_offer(sdp)
+
+
+def test_offers_up_to_every_bound_are_read() -> None:
+    sections = "m=audio 9 UDP/TLS/RTP/SAVPF 0\r\n" * (MAX_MEDIA_SECTIONS - 2)
+    candidates = "a=candidate:1 1 udp 2130706431 10.0.0.1 9 typ host\r\n" * MAX_CANDIDATES
+    assert read_offer(CHROME_OFFER + sections + candidates).audio_codecs[0] == "opus"
 
 
 def test_bundle_only_audio_counts() -> None:
@@ -57,6 +75,7 @@ def test_bundle_only_audio_counts() -> None:
     assert read_offer(sdp).audio_codecs[0] == "opus"
 
 
+@settings(max_examples=400)
 @given(st.text(max_size=400))
 def test_any_text_is_an_offer_or_an_offer_error(text: str) -> None:
     try:
@@ -65,7 +84,8 @@ def test_any_text_is_an_offer_or_an_offer_error(text: str) -> None:
         assert str(exc)
 
 
-@given(st.lists(st.sampled_from(CHROME_OFFER.split("\r\n")), max_size=40))
+@settings(max_examples=400)
+@given(st.lists(st.sampled_from(CHROME_OFFER.split("\r\n")), max_size=400))
 def test_any_shuffle_of_real_lines_is_an_offer_or_an_offer_error(lines: list[str]) -> None:
     try:
         offer = read_offer("\r\n".join(["v=0", *lines]))

@@ -24,7 +24,6 @@ session applies as its starting point.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +33,7 @@ from starlette.responses import JSONResponse, Response
 from voxgate.control.auth import require_api_key
 from voxgate.control.problems import problem
 from voxgate.gateway import gateway_of
+from voxgate.protocol.client_events import parse_json
 from voxgate.protocol.errors import RealtimeError
 from voxgate.protocol.ids import new_id
 from voxgate.protocol.items import Dialect
@@ -220,10 +220,7 @@ async def _json_body(request: Request) -> Any:
     raw = await request.body()
     if not raw.strip():
         return {}
-    try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RealtimeError("invalid_json", f"The body is not valid JSON: {exc}.") from exc
+    return parse_json(raw, "The body")
 
 
 async def create_client_secret(request: Request) -> Response:

@@ -360,6 +360,32 @@ def _item(item: dict[str, Any]) -> dict[str, Any]:
     raise RealtimeError("invalid_value", f"Unsupported item type {kind!r}.", param="item.type")
 
 
+def _input_entry(entry: Any, param: str) -> None:
+    """One `response.input` entry: an item reference, or an inline message whose parts hold text."""
+    if not isinstance(entry, dict):
+        raise RealtimeError("invalid_type", f"{param} must be an object.", param=param)
+    kind = entry.get("type", "message")
+    if kind == "item_reference":
+        if not isinstance(entry.get("id"), str):
+            raise RealtimeError("invalid_type", f"{param}.id must be a string.", param=f"{param}.id")
+        return
+    if kind != "message":
+        raise RealtimeError("invalid_value", f"Unsupported {param}.type {kind!r}.", param=f"{param}.type")
+    if entry.get("role", "user") not in _ROLES:
+        raise RealtimeError("invalid_value", f"{param}.role must be 'user', 'assistant' or 'system'.",
+                            param=f"{param}.role")
+    content = entry.get("content", [])
+    if not isinstance(content, list):
+        raise RealtimeError("invalid_type", f"{param}.content must be an array.", param=f"{param}.content")
+    for k, part in enumerate(content):
+        where = f"{param}.content[{k}]"
+        if not isinstance(part, dict):
+            raise RealtimeError("invalid_type", f"{where} must be an object.", param=where)
+        for key in ("text", "transcript"):
+            if part.get(key) is not None and not isinstance(part[key], str):
+                raise RealtimeError("invalid_type", f"{where}.{key} must be a string.", param=f"{where}.{key}")
+
+
 def _response(r: dict[str, Any], dialect: Dialect, max_item_chars: int) -> ResponseParams:
     allowed = {"instructions", "tools", "tool_choice", "conversation", "metadata", "input", "prompt"}
     allowed |= {"modalities", "voice", "output_audio_format", "temperature", "max_response_output_tokens"} \
@@ -385,6 +411,7 @@ def _response(r: dict[str, Any], dialect: Dialect, max_item_chars: int) -> Respo
             raise RealtimeError("invalid_type", "response.input must be an array.", param="response.input")
         for i, entry in enumerate(inputs):
             _check_text_size(entry, f"response.input[{i}]", max_item_chars)
+            _input_entry(entry, f"response.input[{i}]")
     mod_key = "modalities" if dialect == "beta" else "output_modalities"
     modalities = check_modalities(r[mod_key], f"response.{mod_key}", dialect) if mod_key in r else None
     voice = None

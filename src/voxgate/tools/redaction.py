@@ -179,40 +179,44 @@ _DOUBLED = bytes.maketrans(b"0123456789", bytes(d * 2 - 9 if d > 4 else d * 2 fo
 
 
 def _card_spans(run: _Run, text: str, last_four: bool) -> list[tuple[int, int, str]]:
-    """Leftmost, longest windows of whole groups that are Luhn-valid 13-19 digit numbers."""
-    spans: list[tuple[int, int, str]] = []
+    """Every window of whole groups that is a Luhn-valid 13-19 digit number, overlapping ones merged.
+
+    Every window, not just the leftmost: in "1 1 1 4111 1111 1111 1111" a window of ones and the card's
+    first group may pass Luhn too, and masking it alone would leave the rest of the card readable.
+    """
     ends, count = run.ends, len(run.groups)
     even, odd = _luhn_sums(run.digits)
-    i = 0
+    first = 0
     # The last four digits of a card masked earlier start a run of their own; skip them so that digits
     # which follow a mask are judged alone, exactly as on the first pass.
     if ends[0] == 4 and text.endswith(_CARD_MASK_PREFIX, 0, run.groups[0][0]):
         run.taken[0] = True
-        i = 1
-    lo = hi = i  # candidate ends: the groups where a window from group i holds 13..19 digits
-    while i < count:
+        first = 1
+    windows: list[list[int]] = []  # [first group, last group] of each masked span
+    lo = hi = first  # candidate ends: the groups where a window from group i holds 13..19 digits
+    for i in range(first, count):
         before = ends[i - 1] if i else 0
         while lo < count and ends[lo] < before + _MIN_CARD_DIGITS:
             lo += 1
         hi = max(hi, lo)
         while hi + 1 < count and ends[hi + 1] <= before + _MAX_CARD_DIGITS:
             hi += 1
-        best = -1
-        for j in range(min(hi, count - 1), lo - 1, -1):  # longest first
+        for j in range(min(hi, count - 1), lo - 1, -1):  # the longest window from group i is enough
             end = ends[j]
             if end - before > _MAX_CARD_DIGITS:
                 continue
             sums = even if end % 2 == 0 else odd
             if (sums[end] - sums[before]) % 10 == 0:
-                best = j
+                if windows and i <= windows[-1][1]:
+                    windows[-1][1] = max(windows[-1][1], j)
+                else:
+                    windows.append([i, j])
                 break
-        if best < 0:
-            i += 1
-            continue
-        number = run.digits[before:ends[best]]
-        spans.append((run.groups[i][0], run.groups[best][1], mask_card(number) if last_four else _CARD_MASK_HIDDEN))
-        run.taken[i:best + 1] = [True] * (best + 1 - i)
-        i = lo = hi = best + 1
+    spans = []
+    for start, last in windows:
+        number = run.digits_of(start, last)
+        spans.append((run.groups[start][0], run.groups[last][1], mask_card(number) if last_four else _CARD_MASK_HIDDEN))
+        run.taken[start:last + 1] = [True] * (last + 1 - start)
     return spans
 
 

@@ -54,6 +54,7 @@ from voxgate.control.auth import bearer_token, require_api_key
 from voxgate.control.ephemeral import merge_bound_session, redeem, session_agent, validate_session
 from voxgate.control.problems import problem, refused
 from voxgate.gateway import gateway_of
+from voxgate.protocol.client_events import parse_json
 from voxgate.protocol.dialect import dialect_from_handshake, for_dialect
 from voxgate.protocol.errors import RealtimeError
 from voxgate.protocol.ids import new_id
@@ -460,18 +461,23 @@ def _mono(frame: av.AudioFrame) -> np.ndarray:
 
 
 async def _read_signalling(request: Request, allow_session: bool) -> tuple[str, Any]:
-    """(offer SDP, session part or None) from a raw `application/sdp` body or a multipart form."""
-    header = request.headers.get("content-type", "")
-    content_type = header.split(";")[0].strip().lower()
-    accepted = "application/sdp or multipart/form-data" if allow_session else "application/sdp"
-    if content_type not in ("application/sdp", "text/plain", "") and not (
-            allow_session and content_type == "multipart/form-data"):
-        raise RealtimeError("unsupported_content_type", f"Send the SDP offer as {accepted}, not {content_type}.")
+    """(offer SDP, session part or None) from the request body, read up to MAX_SIGNALLING_BYTES."""
     body = b""
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_SIGNALLING_BYTES:
             raise RealtimeError("body_too_large", f"The request body exceeds {MAX_SIGNALLING_BYTES} bytes.")
+    return read_signalling(request.headers.get("content-type", ""), body, allow_session)
+
+
+def read_signalling(header: str, body: bytes, allow_session: bool) -> tuple[str, Any]:
+    """(offer SDP, session part or None) from a raw `application/sdp` body or a multipart form, or a
+    RealtimeError saying what is wrong with it (sans-IO)."""
+    content_type = header.split(";")[0].strip().lower()
+    accepted = "application/sdp or multipart/form-data" if allow_session else "application/sdp"
+    if content_type not in ("application/sdp", "text/plain", "") and not (
+            allow_session and content_type == "multipart/form-data"):
+        raise RealtimeError("unsupported_content_type", f"Send the SDP offer as {accepted}, not {content_type}.")
     if content_type != "multipart/form-data":
         return body.decode("utf-8", "replace"), None
     parts = form_parts(header, body)
@@ -480,10 +486,10 @@ async def _read_signalling(request: Request, allow_session: bool) -> tuple[str, 
     session: Any = None
     if "session" in parts:
         try:
-            session = json.loads(parts["session"])
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise RealtimeError("invalid_json", f"The 'session' part is not valid JSON: {exc}.",
-                                param="session") from exc
+            session = parse_json(parts["session"], "The 'session' part")
+        except RealtimeError as exc:
+            exc.param = "session"
+            raise
     return parts["sdp"].decode("utf-8", "replace"), session
 
 
@@ -541,8 +547,9 @@ async def _open_call(request: Request, dialect: Dialect) -> Response:
         answer = await call.answer(sdp)
     except Exception as exc:  # aiortc refuses offers it cannot serve with assorted exception types
         await call.close("bad_offer")
-        log.info("offer refused by aiortc: %r", exc)
-        return problem(400, "invalid_offer", f"The SDP offer could not be answered: {exc}", param="sdp")
+        log.info("offer refused by aiortc: %r", exc)  # its words name its internals: for the log, not the caller
+        return problem(400, "invalid_offer", "The SDP offer could not be answered: check that every media "
+                       "section has ICE credentials, a DTLS fingerprint and a codec the gateway speaks.", param="sdp")
     model = params.get("model") or (principal.session_config or {}).get("model")
     try:
         session = await gateway.open_session(agent=agent, caller=call, dialect=dialect, model=model,
