@@ -14,7 +14,7 @@ import websockets
 from aiortc import RTCConfiguration, RTCPeerConnection
 
 from tests.conftest import LiveServer, start_server
-from voxgate.protocol.client_events import MAX_JSON_DEPTH
+from voxgate.protocol.json_text import MAX_JSON_DEPTH
 
 
 class ErrorRecords(logging.Handler):

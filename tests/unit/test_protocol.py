@@ -15,6 +15,7 @@ from voxgate.audio.formats import PCMU
 from voxgate.protocol import client_events as ce
 from voxgate.protocol.dialect import dialect_from_handshake, for_dialect
 from voxgate.protocol.errors import RealtimeError
+from voxgate.protocol.json_text import MAX_JSON_DEPTH, parse_json
 from voxgate.protocol.session_config import SessionConfig
 
 SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "reference" / "samples" / "openai_events"
@@ -107,26 +108,26 @@ def nested(depth: int, leaf: Any = 1) -> Any:
     return value
 
 
-@pytest.mark.parametrize("depth", [ce.MAX_JSON_DEPTH, ce.MAX_JSON_DEPTH + 1, 5_000, 200_000])
+@pytest.mark.parametrize("depth", [MAX_JSON_DEPTH, MAX_JSON_DEPTH + 1, 5_000, 200_000])
 def test_deep_nesting_is_refused_as_invalid_json(depth: int) -> None:
     # The event itself and its "session" are two levels; the rest is nested inside the session.
     event = '{"type":"session.update","session":{"instructions":' + "[" * (depth - 2) + "]" * (depth - 2) + "}}"
-    if depth <= ce.MAX_JSON_DEPTH:
+    if depth <= MAX_JSON_DEPTH:
         assert isinstance(ce.parse_client_event(event, "ga", 1 << 20), ce.SessionUpdate)
         return
     with pytest.raises(RealtimeError) as info:
         ce.parse_client_event(event, "ga", 1 << 20)
     assert info.value.code == "invalid_json" and info.value.type == "invalid_request_error"
-    assert f"deeper than {ce.MAX_JSON_DEPTH} levels" in info.value.message
+    assert f"deeper than {MAX_JSON_DEPTH} levels" in info.value.message
 
 
 def test_brackets_inside_strings_are_not_nesting() -> None:
     event = {"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [
         {"type": "input_text", "text": "[" * 10_000 + "{" * 10_000}]}}
     assert isinstance(parse(event), ce.ConversationItemCreate)
-    assert ce.parse_json(json.dumps(nested(ce.MAX_JSON_DEPTH))) == nested(ce.MAX_JSON_DEPTH)
+    assert parse_json(json.dumps(nested(MAX_JSON_DEPTH))) == nested(MAX_JSON_DEPTH)
     with pytest.raises(RealtimeError, match="deeper"):
-        ce.parse_json(json.dumps(nested(ce.MAX_JSON_DEPTH + 1)).encode())
+        parse_json(json.dumps(nested(MAX_JSON_DEPTH + 1)).encode())
 
 
 def _text_item(*texts: str) -> dict[str, Any]:
@@ -172,7 +173,7 @@ _event_keys = st.sampled_from(["session", "item", "audio", "response", "item_id"
 
 @settings(max_examples=400)
 @given(_event_types, st.dictionaries(_event_keys, _json, max_size=4), st.sampled_from(["ga", "beta"]),
-       st.integers(0, 3 * ce.MAX_JSON_DEPTH))
+       st.integers(0, 3 * MAX_JSON_DEPTH))
 def test_parser_answers_any_event_with_an_event_or_a_realtime_error(
         kind: str, fields: dict[str, Any], dialect: str, depth: int) -> None:
     event = {"type": kind, **fields}
@@ -185,7 +186,7 @@ def test_parser_answers_any_event_with_an_event_or_a_realtime_error(
         error = exc.to_event()["error"]
         assert error["type"] == "invalid_request_error" and error["message"] and error["code"]
     else:
-        assert isinstance(parsed, ce.ClientEvent) and depth <= ce.MAX_JSON_DEPTH
+        assert isinstance(parsed, ce.ClientEvent) and depth <= MAX_JSON_DEPTH
 
 
 def test_session_update_is_all_or_nothing() -> None:

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from voxgate.protocol.client_events import MAX_JSON_DEPTH
 from voxgate.protocol.errors import RealtimeError
+from voxgate.protocol.json_text import MAX_JSON_DEPTH
 from voxgate.transports.webrtc import read_signalling
 
 OFFER = b"v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\n"

@@ -33,10 +33,10 @@ from starlette.responses import JSONResponse, Response
 from voxgate.control.auth import require_api_key
 from voxgate.control.problems import problem
 from voxgate.gateway import gateway_of
-from voxgate.protocol.client_events import parse_json
 from voxgate.protocol.errors import RealtimeError
 from voxgate.protocol.ids import new_id
 from voxgate.protocol.items import Dialect
+from voxgate.protocol.json_text import parse_json
 from voxgate.protocol.session_config import SessionConfig, default_turn_detection
 
 if TYPE_CHECKING:

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from voxgate.protocol.errors import RealtimeError
 from voxgate.protocol.items import Dialect, ga_content_type
+from voxgate.protocol.json_text import parse_json
 from voxgate.protocol.session_config import check_modalities, check_tool_choice, check_tools
 
 
@@ -118,36 +118,8 @@ WIRE_TYPES: dict[type[ClientEvent], str] = {
 }
 
 
-# No client event nests deeper than a tool schema inside a session inside the event (about 15 levels);
-# deeper JSON would only make every reader of it (schema checks, redaction, copies) recurse.
-MAX_JSON_DEPTH = 32
 # OpenAI's largest Realtime context, 128k tokens, is about 512 KiB of text: no longer item is of use.
 MAX_ITEM_TEXT_CHARS = 512 * 1024
-
-
-def parse_json(raw: str | bytes, what: str = "The message") -> Any:
-    """JSON text to a value, refusing nesting deeper than MAX_JSON_DEPTH with an `invalid_json` error."""
-    try:
-        data = json.loads(raw)
-    except RecursionError:  # far too deep: the decoder gives up before finishing
-        raise RealtimeError("invalid_json", f"{what} nests JSON deeper than {MAX_JSON_DEPTH} levels.") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RealtimeError("invalid_json", f"{what} is not valid JSON: {exc}") from exc
-    brackets = raw.count("[") + raw.count("{") if isinstance(raw, str) else raw.count(b"[") + raw.count(b"{")
-    if brackets > MAX_JSON_DEPTH and _deeper_than(data, MAX_JSON_DEPTH):  # counting is enough for most
-        raise RealtimeError("invalid_json", f"{what} nests JSON deeper than {MAX_JSON_DEPTH} levels.")
-    return data
-
-
-def _deeper_than(value: Any, limit: int) -> bool:
-    stack = [(value, 1)] if isinstance(value, dict | list) else []
-    while stack:
-        node, depth = stack.pop()
-        if depth > limit:
-            return True
-        children = node.values() if isinstance(node, dict) else node
-        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
-    return False
 
 
 def parse_client_event(raw: str | bytes, dialect: Dialect, max_bytes: int, *,

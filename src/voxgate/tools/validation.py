@@ -2,31 +2,36 @@
 
 Schemas are JSON Schema Draft 2020-12. Formats are asserted, not just annotated: `date` (YYYY-MM-DD),
 `time` (RFC 3339 full-time, e.g. "14:30:00Z" or "14:30:00+02:00"), `date-time` and `email` reject
-malformed values, so a tool never receives "next Tuesday" where it asked for a date. Error messages
-name the parameter at fault ("items[0].qty: -1 is less than the minimum of 1") because the model
-reads them and retries.
+malformed values, so a tool never receives "next Tuesday" where it asked for a date. Patterns mean what
+JSON Schema says they mean (ECMA-262), not what Python's `re` makes of them: "^[0-9]{4}$" refuses "1234"
+followed by a newline. Error messages name the parameter at fault ("items[0].qty: -1 is less than the
+minimum of 1") because the model reads them and retries.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from jsonschema import Draft202012Validator, FormatChecker
+from jsonschema import Draft202012Validator, FormatChecker, validators
 from jsonschema.exceptions import SchemaError, ValidationError, best_match
 
-__all__ = ["ArgumentsError", "ArgumentsValidator", "ToolSchemaError", "check_tool_schema", "parse_arguments"]
+from voxgate.protocol.json_text import MAX_JSON_DEPTH, nested_too_deep
+
+__all__ = ["ArgumentsError", "ArgumentsValidator", "SchemaValidator", "ToolSchemaError", "check_tool_schema",
+           "ecma_pattern", "parse_arguments"]
 
 _MAX_ERRORS = 5
 _MAX_MESSAGE_CHARS = 200
 
 _TIME = re.compile(
-    r"^([01][0-9]|2[0-3]):([0-5][0-9]):([0-5][0-9]|60)(\.[0-9]+)?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$")
-_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s.]+(\.[^@\s.]+)+$")
+    r"([01][0-9]|2[0-3]):([0-5][0-9]):([0-5][0-9]|60)(\.[0-9]+)?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])")
+_EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s.]+(\.[^@\s.]+)+")
 
 
 class ToolSchemaError(ValueError):
@@ -51,14 +56,14 @@ def _format_checker() -> FormatChecker:
     # checks have no dependencies and follow RFC 3339 as Draft 2020-12 asks.
     @checker.checks("time", raises=ValueError)
     def is_time(instance: object) -> bool:
-        return not isinstance(instance, str) or _TIME.match(instance) is not None
+        return not isinstance(instance, str) or _TIME.fullmatch(instance) is not None
 
     @checker.checks("date-time", raises=ValueError)
     def is_date_time(instance: object) -> bool:
         if not isinstance(instance, str):
             return True
         date, sep, time = instance.partition("T") if "T" in instance else instance.partition("t")
-        if not sep or _TIME.match(time) is None or len(date) != 10:
+        if not sep or _TIME.fullmatch(time) is None or len(date) != 10:
             return False
         dt.date.fromisoformat(date)
         return True
@@ -66,12 +71,66 @@ def _format_checker() -> FormatChecker:
     # The stock check only looks for an "@"; a model that writes "jane at example dot com" should hear no.
     @checker.checks("email")
     def is_email(instance: object) -> bool:
-        return not isinstance(instance, str) or _EMAIL.match(instance) is not None
+        return not isinstance(instance, str) or _EMAIL.fullmatch(instance) is not None
 
     return checker
 
 
 _FORMAT_CHECKER = _format_checker()
+
+
+@functools.lru_cache(maxsize=1024)
+def ecma_pattern(pattern: str) -> re.Pattern[str]:
+    r"""A schema `pattern` compiled to match as ECMA-262 reads it, which is what JSON Schema specifies.
+
+    Python's `$` also matches before a final newline ("^[0-9]{4}$" would take "1234\n"); ECMA's only at
+    the very end, so every `$` outside a character class becomes `\Z`. ECMA's `\d` and `\w` are ASCII.
+    """
+    out: list[str] = []
+    i, in_class = 0, False
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\":
+            out.append(pattern[i:i + 2])
+            i += 2
+            continue
+        if in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+            # A ']' right after '[' or '[^' is a literal inside the class, not its end (as `re` reads it).
+            skip = 2 if pattern[i + 1:i + 2] == "^" else 1
+            if pattern[i + skip:i + skip + 1] == "]":
+                out.append(pattern[i:i + skip + 1])
+                i += skip + 1
+                continue
+        elif char == "$":
+            out.append(r"\Z")
+            i += 1
+            continue
+        out.append(char)
+        i += 1
+    return re.compile("".join(out), re.ASCII)
+
+
+def _pattern(validator: Any, pattern: str, instance: Any, schema: dict[str, Any]) -> Iterator[ValidationError]:
+    if validator.is_type(instance, "string") and not ecma_pattern(pattern).search(instance):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+def _pattern_properties(validator: Any, patterns: dict[str, Any], instance: Any,
+                        schema: dict[str, Any]) -> Iterator[ValidationError]:
+    if not validator.is_type(instance, "object"):
+        return
+    for pattern, subschema in patterns.items():
+        for name, value in instance.items():
+            if ecma_pattern(pattern).search(name):
+                yield from validator.descend(value, subschema, path=name, schema_path=pattern)
+
+
+# Draft 2020-12 with its patterns read as ECMA-262 (`ecma_pattern`).
+SchemaValidator = validators.extend(Draft202012Validator, {"pattern": _pattern,
+                                                           "patternProperties": _pattern_properties})
 
 
 def _path(parts: Iterable[Any]) -> str:
@@ -92,7 +151,7 @@ def _shorten(text: str, limit: int = _MAX_MESSAGE_CHARS) -> str:
 def check_tool_schema(tool_name: str, schema: dict[str, Any]) -> None:
     """Raise ToolSchemaError unless `schema` is a valid Draft 2020-12 schema for an arguments object."""
     try:
-        Draft202012Validator.check_schema(schema)
+        SchemaValidator.check_schema(schema)
     except SchemaError as exc:
         where = _path(exc.path) or "parameters"
         raise ToolSchemaError(
@@ -114,6 +173,8 @@ def parse_arguments(arguments: str) -> dict[str, Any]:
             f"arguments are not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
         raise ArgumentsError("arguments are nested too deeply") from None
+    if nested_too_deep(arguments, value):  # schema checks and redaction would recurse through it again
+        raise ArgumentsError(f"arguments are nested too deeply (more than {MAX_JSON_DEPTH} levels)")
     if not isinstance(value, dict):
         raise ArgumentsError(f"arguments must be a JSON object, got {type(value).__name__}")
     return value
@@ -125,7 +186,7 @@ class ArgumentsValidator:
     def __init__(self, tool_name: str, schema: dict[str, Any]) -> None:
         check_tool_schema(tool_name, schema)
         self.tool_name = tool_name
-        self._validator = Draft202012Validator(schema, format_checker=_FORMAT_CHECKER)
+        self._validator = SchemaValidator(schema, format_checker=_FORMAT_CHECKER)
 
     def validate(self, arguments: dict[str, Any]) -> None:
         """Raise ArgumentsError naming the failing parameters unless `arguments` fits the schema."""

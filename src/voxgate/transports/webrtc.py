@@ -54,11 +54,11 @@ from voxgate.control.auth import bearer_token, require_api_key
 from voxgate.control.ephemeral import merge_bound_session, redeem, session_agent, validate_session
 from voxgate.control.problems import problem, refused
 from voxgate.gateway import gateway_of
-from voxgate.protocol.client_events import parse_json
 from voxgate.protocol.dialect import dialect_from_handshake, for_dialect
 from voxgate.protocol.errors import RealtimeError
 from voxgate.protocol.ids import new_id
 from voxgate.protocol.items import Dialect
+from voxgate.protocol.json_text import parse_json
 from voxgate.session.outbound import Outbound
 from voxgate.session.playback import PlaybackTracker
 from voxgate.transports.playout import Playout

@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any, Literal
 
-from jsonschema import Draft202012Validator, FormatChecker
+from jsonschema import FormatChecker
 from jsonschema.exceptions import SchemaError
+
+from voxgate.tools.validation import SchemaValidator
 
 SlotKind = Literal["date", "time", "digits", "number", "enum", "boolean", "text"]
 
@@ -541,7 +543,7 @@ _FORMATS = FormatChecker()
 def argument_error(schema: dict[str, Any], value: Any) -> str | None:
     """Why `value` does not fit the parameter's schema (pattern, format, enum, range), or None."""
     try:
-        error = next(iter(Draft202012Validator(schema, format_checker=_FORMATS).iter_errors(value)), None)
+        error = next(iter(SchemaValidator(schema, format_checker=_FORMATS).iter_errors(value)), None)
     except SchemaError as exc:
         return f"invalid schema: {exc.message}"
     return error.message if error is not None else None
