@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -60,11 +61,43 @@ fields = st.fixed_dictionaries({}, optional={
 })
 
 client_event = st.builds(lambda t, f: {"type": t, **f}, st.sampled_from(CLIENT_TYPES), fields)
+
+
+def _nested(depth: int, event: dict[str, Any]) -> str:
+    """`event` with a value nested `depth` deep in one of its fields (arrays and objects in turn)."""
+    field = next((k for k in ("session", "item", "response", "audio") if k in event), "session")
+    inner = "[" * depth + "]" * depth if depth % 2 else '{"a":' * depth + "1" + "}" * depth
+    return json.dumps({**event, field: None}).replace(f'"{field}": null', f'"{field}": {inner}')
+
+
 raw_message = st.one_of(
     client_event.map(json.dumps),
     st.text(max_size=40),  # not JSON at all
     json_value.map(json.dumps),  # JSON, but not an event
+    st.builds(_nested, st.sampled_from([33, 40, 1000, 50_000]), client_event),  # nested too deep
+    st.builds(lambda n, t: json.dumps({"type": "conversation.item.create", "item": {"type": "message", "role": "user",
+              "content": [{"type": "input_text", "text": t * n}]}}),  # over max_item_text_chars
+              st.sampled_from([512 * 1024 + 1, 600_000]), st.sampled_from(["@", "1 ", "a"])),
 )
+
+
+class ErrorRecords(logging.Handler):
+    """Records at ERROR or above from any thread of this process (the gateway serves from a thread)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture(scope="module")
+def error_logs() -> Iterator[ErrorRecords]:
+    handler = ErrorRecords()
+    logging.getLogger().addHandler(handler)
+    yield handler
+    logging.getLogger().removeHandler(handler)
 
 _sentinels = itertools.count()
 
@@ -89,6 +122,7 @@ def read_until_sentinel(ws: ClientConnection, sentinel: str, adapter: TypeAdapte
             err = event["error"]
             assert err["message"] and err["type"]
             assert "code" in err and "param" in err and "event_id" in err
+            assert err["type"] != "server_error", err  # a bad event is the client's mistake, never a crash
             if err.get("event_id") == sentinel:
                 return events
 
@@ -97,13 +131,15 @@ def read_until_sentinel(ws: ClientConnection, sentinel: str, adapter: TypeAdapte
                                                                    HealthCheck.too_slow])
 @given(batch=st.lists(raw_message, min_size=1, max_size=25))
 def test_generated_events_never_break_the_session(batch: list[str], fuzz_connection: ClientConnection,
-                                                  ga_server_events: TypeAdapter[Any]) -> None:
+                                                  ga_server_events: TypeAdapter[Any],
+                                                  error_logs: ErrorRecords) -> None:
     for message in batch:
         fuzz_connection.send(message)
     sentinel = f"sentinel-{next(_sentinels)}"
     fuzz_connection.send(json.dumps({"type": "conversation.item.retrieve", "item_id": "item_absent",
                                      "event_id": sentinel}))
     read_until_sentinel(fuzz_connection, sentinel, ga_server_events)
+    assert not error_logs.records, [r.getMessage() for r in error_logs.records]  # no traceback logged
 
 
 def test_session_still_completes_a_turn_after_fuzzing(fuzz_connection: ClientConnection,

@@ -1,19 +1,23 @@
 """Bounded input on a live gateway: oversized items, deep nesting, bad multipart and SDP get clear answers,
-and a maximal item is redacted off the event loop while another call goes on being served (issue 10, H4)."""
+a maximal item is redacted off the event loop while another call goes on being served (issue 10, H4), and
+numbers as speech recognition writes them are masked in transcripts, replies and records (H3)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 import websockets
 from aiortc import RTCConfiguration, RTCPeerConnection
 
-from tests.conftest import LiveServer, start_server
+from tests.conftest import LiveServer, finished_call, start_server
+from tests.speech import silence, speak
 from voxgate.protocol.json_text import MAX_JSON_DEPTH
 
 
@@ -181,3 +185,54 @@ async def test_bad_multipart_and_sdp_get_a_400_problem_without_library_internals
         assert not any(word in error["message"] for word in ("aiortc", "Traceback", "username fragment", "mid"))
     assert not error_logs.records
     assert not gateway.gateway.sessions
+
+
+# -- what speech recognition writes (H3) ------------------------------------------------------------------
+
+PLAIN_AGENT = """\
+name: plain
+description: No tools and no PCI mode, so only redaction stands between a caller's numbers and the record.
+engine: local
+fallback: "Sorry, I didn't catch that."
+"""
+
+
+@pytest.fixture(scope="module")
+def plain_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    tmp = tmp_path_factory.mktemp("plain")
+    (tmp / "agents").mkdir()
+    (tmp / "agents" / "plain.yaml").write_text(PLAIN_AGENT)
+    live = start_server(tmp, engine="local", agents_dir=tmp / "agents", default_agent="plain")
+    yield live
+    live.embedded.stop()
+
+
+@pytest.mark.parametrize("said", [
+    "my card number is four one one one, one one one one, one one one one, one one one one",
+    "my social is one two three, four five, six seven eight nine",
+])
+async def test_spoken_numbers_are_masked_in_transcripts_replies_and_records(plain_gateway: LiveServer,
+                                                                            said: str) -> None:
+    audio = np.concatenate([silence(300, 24000), speak(said, rate=24000), silence(1500, 24000)]).astype("<i2")
+    async with connect(plain_gateway) as ws:
+        session_id = (await next_of(ws, "session.created"))["session"]["id"]
+        await ws.send(json.dumps({"type": "session.update", "session": {
+            "type": "realtime", "output_modalities": ["text"], "audio": {"input": {
+                "format": {"type": "audio/pcm", "rate": 24000}, "transcription": {"model": "whisper-1"},
+                "turn_detection": {"type": "server_vad", "silence_duration_ms": 1000}}}}}))
+        await next_of(ws, "session.updated")
+        chunk = 24000 // 50 * 2
+        data = audio.tobytes()
+        for start in range(0, len(data), chunk):
+            await ws.send(json.dumps({"type": "input_audio_buffer.append",
+                                      "audio": base64.b64encode(data[start:start + chunk]).decode()}))
+        transcript = (await next_of(ws, "conversation.item.input_audio_transcription.completed"))["transcript"]
+        reply = (await next_of(ws, "response.done"))["response"]
+    print(f"{said!r} was transcribed and masked as {transcript!r}")
+    assert "****" in transcript and sum(ch.isdigit() for ch in transcript) <= 4, transcript
+    spoken_back = " ".join(part.get("text") or part.get("transcript") or ""
+                           for item in reply["output"] for part in item.get("content", []))
+    assert sum(ch.isdigit() for ch in spoken_back) <= 4, spoken_back
+    call = await finished_call(plain_gateway, session_id)
+    stored = " ".join(item["text"] or "" for item in call["items"])
+    assert "****" in stored and sum(ch.isdigit() for ch in stored) <= 4, stored
