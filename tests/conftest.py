@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -47,6 +48,27 @@ class LiveServer:
     def auth(self) -> dict[str, str]:
         """Headers with the API key (the control API and /metrics want one)."""
         return {"Authorization": f"Bearer {self.api_key}"}
+
+
+class ErrorRecords(logging.Handler):
+    """Every record at ERROR or above that reaches the root logger, from any thread: a test gateway serves
+    from its own, and a traceback it logs is a bug even when the client got a good answer."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture(scope="module")
+def error_logs() -> Iterator[ErrorRecords]:
+    """What was logged at ERROR or above while this module's tests ran."""
+    handler = ErrorRecords()
+    logging.getLogger().addHandler(handler)
+    yield handler
+    logging.getLogger().removeHandler(handler)
 
 
 def start_server(tmp: Path, **overrides: Any) -> LiveServer:

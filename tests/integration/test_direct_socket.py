@@ -25,24 +25,14 @@ from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
+from tests.conftest import ErrorRecords
 from voxgate.embedded import free_port
 from voxgate.transports.direct_socket import EXTENSION, UVICORN_WS, DirectSocket
 
 MAX_SIZE = 4096
 
 
-class _Errors(logging.Handler):
-    """Errors the server logs (an exception escaping data_received would be one), from its thread."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-SERVER_ERRORS = _Errors()
+SERVER_ERRORS = ErrorRecords()  # errors the server logs (an exception escaping data_received would be one)
 
 
 async def echo(websocket: WebSocket) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import itertools
 import json
-import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,7 +15,7 @@ from hypothesis import strategies as st
 from pydantic import TypeAdapter
 from websockets.sync.client import ClientConnection, connect
 
-from tests.conftest import LiveServer
+from tests.conftest import ErrorRecords, LiveServer
 
 CLIENT_TYPES = [
     "session.update", "input_audio_buffer.append", "input_audio_buffer.commit", "input_audio_buffer.clear",
@@ -80,24 +79,6 @@ raw_message = st.one_of(
               st.sampled_from([512 * 1024 + 1, 600_000]), st.sampled_from(["@", "1 ", "a"])),
 )
 
-
-class ErrorRecords(logging.Handler):
-    """Records at ERROR or above from any thread of this process (the gateway serves from a thread)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-@pytest.fixture(scope="module")
-def error_logs() -> Iterator[ErrorRecords]:
-    handler = ErrorRecords()
-    logging.getLogger().addHandler(handler)
-    yield handler
-    logging.getLogger().removeHandler(handler)
 
 _sentinels = itertools.count()
 

@@ -108,13 +108,13 @@ _WHITESPACE = re.compile(r"\s+")
 _SSN_WORDS = r"\b(?:ssn|social\s+security|social)\b"
 _SSN_LABEL = re.compile(_SSN_WORDS + r"[^0-9\n*]{0,24}?(?=[0-9])", re.IGNORECASE)
 _SSN_MENTION = re.compile(_SSN_WORDS, re.IGNORECASE)
-# A card label: the digits after it are a card even when speech recognition dropped or doubled one and the
-# Luhn check fails ("my card number is 4-1-1-1-1. 1-1-1-1..."), if there are as many as a card has, give or
-# take a few.
+# A card label: the digits after it are a card even when speech recognition dropped or doubled some and the
+# Luhn check fails ("my card number is 4-1-1-1-1-1-1-1-1-1": ten of sixteen), from 9 digits (the fewest a
+# digit run holds here; a PIN, an amount or a card's last four are shorter) to 24.
 _CARD_WORDS = r"\b(?:card|visa|master\s?card|amex|american\s+express|discover)\b"
 _CARD_LABEL = re.compile(_CARD_WORDS + r"[^0-9\n*]{0,24}?(?=[0-9])", re.IGNORECASE)
 _CARD_MENTION = re.compile(_CARD_WORDS, re.IGNORECASE)
-_LABELLED_CARD_DIGITS = range(12, 25)
+_LABELLED_CARD_DIGITS = range(9, 25)
 
 
 @dataclass
