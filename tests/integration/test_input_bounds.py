@@ -204,3 +204,20 @@ async def test_spoken_numbers_are_masked_in_transcripts_replies_and_records(plai
     call = await finished_call(plain_gateway, session_id)
     stored = " ".join(item["text"] or "" for item in call["items"])
     assert sum(ch.isdigit() for ch in stored) <= 4, stored
+
+
+async def test_a_card_in_a_typed_request_reaches_no_argument_reply_or_end_reason(live_server: LiveServer) -> None:
+    said = "get me a person, my card 4,111,111,111,111,111 was charged twice"
+    async with connect(live_server) as ws:
+        session_id = (await next_of(ws, "session.created"))["session"]["id"]
+        await ws.send(json.dumps({"type": "session.update", "session": {"type": "realtime",
+                                                                        "output_modalities": ["text"]}}))
+        await ws.send(item_event(said, "evt_card"))
+        await ws.send(json.dumps({"type": "response.create"}))
+        reply = (await next_of(ws, "response.done"))["response"]
+    spoken_back = " ".join(part.get("text") or "" for item in reply["output"] for part in item.get("content", []))
+    call = await finished_call(live_server, session_id)
+    transfer = next(t for t in call["tool_calls"] if t["name"] == "transfer_to_human")
+    for field in (spoken_back, transfer["arguments"], call["end_reason"], call["items"][0]["text"]):
+        assert sum(ch.isdigit() for ch in field) <= 4, field  # a card's last four at most
+    assert call["end_reason"].startswith("transferred: ") and "**** **** ****" in call["end_reason"]
