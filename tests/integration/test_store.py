@@ -384,6 +384,32 @@ async def test_concurrent_writes_share_transactions_and_a_bad_one_spoils_only_it
         assert call["items"][0]["text"] == f"hello {n}"
 
 
+async def test_rows_of_one_kind_queued_together_go_in_one_statement(calls: CallStore) -> None:
+    """A burst of call starts, items and ends (calls churning on a busy gateway) costs a few round trips to
+    the database, not one per row: each round trip waits for a turn of the event loop, which a gateway
+    full of calls' audio hands out slowly."""
+    executions: list[bool] = []
+
+    def count(conn: object, cursor: object, statement: str, parameters: object, context: object,
+              executemany: bool) -> None:
+        executions.append(executemany)
+
+    engine = calls._db._engine
+    assert engine is not None
+    sa.event.listen(engine.sync_engine, "before_cursor_execute", count)
+    await asyncio.gather(*(calls.start_call(f"sess_{n}", agent="acme", engine="echo", transport="twilio")
+                           for n in range(50)))
+    executions.clear()
+    writes = [calls.upsert_item(f"sess_{n}", f"item_{k}", role="user", type="message", text="hi")
+              for n in range(50) for k in range(3)]
+    writes += [calls.end_call(f"sess_{n}", status="completed", turns=3) for n in range(50)]
+    assert all(await asyncio.gather(*writes))
+    assert len(executions) <= 10 and any(executions), executions  # 200 rows
+    ended = await calls.get_call("sess_49")
+    assert ended is not None and ended["status"] == "completed" and ended["duration_s"] >= 0
+    assert [i["seq"] for i in ended["items"]] == [1, 2, 3]
+
+
 async def test_a_locked_database_does_not_block_the_call(db: Database, db_path: Path) -> None:
     slow = CallStore(db, write_timeout_s=0.2)
     with sqlite3.connect(db_path, timeout=0) as blocker:

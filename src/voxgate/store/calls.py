@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -42,10 +42,30 @@ MAX_WRITES_PER_TRANSACTION = 200
 
 @dataclass(frozen=True, slots=True)
 class _Write:
+    """One row to write: a statement built once per kind of write, and this row's parameters."""
+
     op: str
     subject: str
-    work: Callable[[AsyncSession], Awaitable[None]]
+    statement: sa.Executable
+    params: dict[str, Any]
     done: asyncio.Future[bool]
+
+
+# Inserts of whole rows, by attribute name; a run of them goes to the database as one executemany.
+_INSERT_CALL = sa.insert(Call)
+_INSERT_TOOL_CALL = sa.insert(ToolCall)
+_INSERT_AUDIT_EVENT = sa.insert(AuditEvent)
+
+
+def _runs(batch: list[_Write]) -> list[list[_Write]]:
+    """The batch cut where the statement changes: each run is one executemany, and order is kept."""
+    runs: list[list[_Write]] = []
+    for write in batch:
+        if runs and runs[-1][0].statement is write.statement:
+            runs[-1].append(write)
+        else:
+            runs.append([write])
+    return runs
 
 
 class CallNotFoundError(StoreError):
@@ -66,6 +86,7 @@ class CallStore:
         self._queued: list[_Write] = []
         self._committer: asyncio.Task[None] | None = None
         self._upsert_item: sa.Insert | None = None
+        self._end_call: sa.Update | None = None
 
     # -- writes: never raise -------------------------------------------------------------------
 
@@ -84,25 +105,10 @@ class CallStore:
         """Open the call record with status ``active``, owned by ``owner`` (a key id; None: the gateway's).
         False if it could not be written."""
 
-        async def work(session: AsyncSession) -> None:
-            session.add(
-                Call(
-                    id=call_id,
-                    agent=agent,
-                    engine=engine,
-                    transport=transport,
-                    dialect=dialect,
-                    caller=caller,
-                    started_at=self._now(),
-                    status="active",
-                    turns=0,
-                    interruptions=0,
-                    meta=dict(metadata) if metadata is not None else None,
-                    owner=owner,
-                )
-            )
-
-        return await self._write("start_call", call_id, work)
+        row = {"id": call_id, "agent": agent, "engine": engine, "transport": transport, "dialect": dialect,
+               "caller": caller, "started_at": self._now(), "status": "active", "turns": 0, "interruptions": 0,
+               "meta": dict(metadata) if metadata is not None else None, "owner": owner}
+        return await self._write("start_call", call_id, _INSERT_CALL, row)
 
     async def upsert_item(
         self,
@@ -132,12 +138,7 @@ class CallStore:
             "status": status,
             "created_at": self._now(),
         }
-        stmt = self._upsert_item_statement()
-
-        async def work(session: AsyncSession) -> None:
-            await session.execute(stmt, values)
-
-        return await self._write("upsert_item", call_id, work)
+        return await self._write("upsert_item", call_id, self._upsert_item_statement(), values)
 
     def _upsert_item_statement(self) -> sa.Insert:
         """The item upsert, built once: a turn writes several items, and building the statement (alias,
@@ -161,6 +162,29 @@ class CallStore:
             )
         return self._upsert_item
 
+    def _end_call_statement(self) -> sa.Update:
+        """Close a call, its duration computed by the database from the stored start (no read first)."""
+        if self._end_call is None:
+            table = Call.metadata.tables["calls"]
+            ended_at = sa.bindparam("b_ended_at", type_=Call.__table__.c.ended_at.type)
+            seconds: sa.ColumnElement[Any]
+            if self._db.dialect == "postgresql":
+                seconds = sa.func.extract("epoch", ended_at - table.c.started_at)
+            else:  # SQLite keeps UTC datetimes as text that julianday() reads
+                seconds = (sa.func.julianday(ended_at) - sa.func.julianday(table.c.started_at)) * 86400.0
+            self._end_call = (
+                sa.update(table)
+                .where(table.c.id == sa.bindparam("b_call_id"))
+                .values(ended_at=ended_at, duration_s=sa.case((seconds < 0, 0.0), else_=seconds),
+                        status=sa.bindparam("b_status"), outcome=sa.bindparam("b_outcome"),
+                        end_reason=sa.bindparam("b_end_reason"),
+                        first_response_ms=sa.bindparam("b_first_response_ms"), turns=sa.bindparam("b_turns"),
+                        interruptions=sa.bindparam("b_interruptions"),
+                        usage=sa.bindparam("b_usage", type_=table.c.usage.type),
+                        cost_usd=sa.bindparam("b_cost_usd"))
+            )
+        return self._end_call
+
     async def record_tool_call(
         self,
         call_id: str,
@@ -177,22 +201,10 @@ class CallStore:
         if output is not None and len(output) > MAX_TOOL_OUTPUT_CHARS:
             output = output[:MAX_TOOL_OUTPUT_CHARS] + "…[truncated]"
 
-        async def work(session: AsyncSession) -> None:
-            session.add(
-                ToolCall(
-                    call_id=call_id,
-                    tool_call_id=tool_call_id,
-                    name=name,
-                    side=side,
-                    arguments=arguments,
-                    status=status,
-                    output=output,
-                    duration_ms=duration_ms,
-                    created_at=self._now(),
-                )
-            )
-
-        return await self._write("record_tool_call", call_id, work)
+        row = {"call_id": call_id, "tool_call_id": tool_call_id, "name": name, "side": side,
+               "arguments": arguments, "status": status, "output": output, "duration_ms": duration_ms,
+               "created_at": self._now()}
+        return await self._write("record_tool_call", call_id, _INSERT_TOOL_CALL, row)
 
     async def end_call(
         self,
@@ -209,23 +221,11 @@ class CallStore:
     ) -> bool:
         """Close the call record: its final status, outcome and figures; duration from start to now."""
 
-        async def work(session: AsyncSession) -> None:
-            call = await session.get(Call, call_id)
-            if call is None:
-                raise CallNotFoundError(f"no call {call_id!r}")
-            ended_at = self._now()
-            call.ended_at = ended_at
-            call.duration_s = max(0.0, (ended_at - call.started_at).total_seconds())
-            call.status = status
-            call.outcome = outcome
-            call.end_reason = end_reason
-            call.first_response_ms = first_response_ms
-            call.turns = turns
-            call.interruptions = interruptions
-            call.usage = dict(usage) if usage is not None else None
-            call.cost_usd = cost_usd
-
-        return await self._write("end_call", call_id, work)
+        row = {"b_call_id": call_id, "b_ended_at": self._now(), "b_status": status, "b_outcome": outcome,
+               "b_end_reason": end_reason, "b_first_response_ms": first_response_ms, "b_turns": turns,
+               "b_interruptions": interruptions, "b_usage": dict(usage) if usage is not None else None,
+               "b_cost_usd": cost_usd}
+        return await self._write("end_call", call_id, self._end_call_statement(), row)
 
     async def close_abandoned(self, node: str, reason: str) -> list[str]:
         """Close as ``dropped`` the calls a previous run of ``node`` left ``active`` (it crashed, or was
@@ -259,28 +259,22 @@ class CallStore:
     ) -> bool:
         """Append to the audit trail, e.g. ``audit("api", "ephemeral_key.issued", key_id, {...})``."""
 
-        async def work(session: AsyncSession) -> None:
-            session.add(
-                AuditEvent(
-                    at=self._now(),
-                    actor=actor,
-                    action=action,
-                    subject=subject,
-                    detail=_mask_secrets(detail) if detail is not None else None,
-                )
-            )
+        row = {"at": self._now(), "actor": actor, "action": action, "subject": subject,
+               "detail": _mask_secrets(detail) if detail is not None else None}
+        return await self._write("audit", subject or "", _INSERT_AUDIT_EVENT, row)
 
-        return await self._write("audit", subject or "", work)
-
-    async def _write(self, op: str, subject: str, work: Callable[[AsyncSession], Awaitable[None]]) -> bool:
+    async def _write(self, op: str, subject: str, statement: sa.Executable, params: dict[str, Any]) -> bool:
         # Writes queue for one committer task (group commit): those that arrive while a transaction is
         # in flight go together in the next, so a busy gateway pays one transaction per batch, not per
-        # item. Neither a stuck database (SQLite waiting out a lock in its thread, PostgreSQL
-        # unreachable) nor the caller's cancellation at hang-up cuts a write short: the caller waits at
-        # most write_timeout_s, and the record still lands if the database recovers.
+        # item, and rows of one kind that queue back to back go in one executemany: one round trip to the
+        # database's thread (aiosqlite) or server (asyncpg) for the run, where a statement each would wait
+        # for a turn of an event loop busy with hundreds of calls' audio several times over. Neither a
+        # stuck database (SQLite waiting out a lock in its thread, PostgreSQL unreachable) nor the caller's
+        # cancellation at hang-up cuts a write short: the caller waits at most write_timeout_s, and the
+        # record still lands if the database recovers.
         loop = asyncio.get_running_loop()
         done: asyncio.Future[bool] = loop.create_future()
-        self._queued.append(_Write(op, subject, work, done))
+        self._queued.append(_Write(op, subject, statement, params, done))
         if self._committer is None:
             self._committer = loop.create_task(self._commit_queued())
         try:
@@ -307,13 +301,12 @@ class CallStore:
     async def _commit(self, batch: list[_Write]) -> None:
         if len(batch) == 1:
             write = batch[0]
-            write.done.set_result(await self._attempt(write.op, write.subject, write.work))
+            write.done.set_result(await self._attempt(write))
             return
         try:
             async with self._db.session() as session, session.begin():
-                for write in batch:
-                    await write.work(session)
-                    await session.flush()  # in order: a call's row before its items
+                for run in _runs(batch):  # in order: a call's row before its items
+                    await self._execute(session, run[0].statement, [write.params for write in run])
         except Exception:  # a bad write spoils its batch: halve it until the bad one stands alone
             half = len(batch) // 2
             await self._commit(batch[:half])
@@ -322,15 +315,23 @@ class CallStore:
         for write in batch:
             write.done.set_result(True)
 
-    async def _attempt(self, op: str, subject: str, work: Callable[[AsyncSession], Awaitable[None]]) -> bool:
+    async def _attempt(self, write: _Write) -> bool:
         try:
             async with self._db.session() as session, session.begin():
-                await work(session)
+                await self._execute(session, write.statement, [write.params])
         except Exception as exc:  # a storage fault must cost this record, never the call
             self.failures += 1
-            log.warning("store: %s for %s dropped (%d so far): %r", op, subject, self.failures, exc)
+            log.warning("store: %s for %s dropped (%d so far): %r", write.op, write.subject, self.failures, exc)
             return False
         return True
+
+    async def _execute(self, session: AsyncSession, statement: sa.Executable, rows: list[dict[str, Any]]) -> None:
+        result = await session.execute(statement, rows if len(rows) > 1 else rows[0])
+        # An UPDATE of a call that was never started matches no row; in a run, the halving finds which.
+        if statement is self._end_call:
+            matched = cast(sa.CursorResult[Any], result).rowcount
+            if matched != len(rows):
+                raise CallNotFoundError(f"{len(rows) - matched} of {len(rows)} calls were never started")
 
     async def drain(self) -> None:
         """Wait for writes still finishing in the background; call before closing the database."""
