@@ -110,11 +110,12 @@ _SSN_LABEL = re.compile(_SSN_WORDS + r"[^0-9\n*]{0,24}?(?=[0-9])", re.IGNORECASE
 _SSN_MENTION = re.compile(_SSN_WORDS, re.IGNORECASE)
 # A card label: the digits after it are a card even when speech recognition dropped or doubled some and the
 # Luhn check fails ("my card number is 4-1-1-1-1-1-1-1-1-1": ten of sixteen), from 9 digits (the fewest a
-# digit run holds here; a PIN, an amount or a card's last four are shorter) to 24.
+# digit run holds here; a PIN, an amount or a card's last four are shorter), with no upper bound: Whisper
+# also repeats groups ("4111, 1111, 1111, 1111, 111, 111, 111."), and a Luhn window would leave the repeats.
 _CARD_WORDS = r"\b(?:card|visa|master\s?card|amex|american\s+express|discover)\b"
 _CARD_LABEL = re.compile(_CARD_WORDS + r"[^0-9\n*]{0,24}?(?=[0-9])", re.IGNORECASE)
 _CARD_MENTION = re.compile(_CARD_WORDS, re.IGNORECASE)
-_LABELLED_CARD_DIGITS = range(9, 25)
+_LABELLED_CARD_MIN_DIGITS = 9
 
 
 @dataclass
@@ -270,7 +271,7 @@ def _number_spans(text: str, folded: str, last_four: bool) -> list[tuple[int, in
     if any(word in lowered for word in ("card", "visa", "amex", "american", "discover")):
         for label in _CARD_LABEL.finditer(folded):
             labelled = runs.get(label.end())
-            if labelled is not None and not any(labelled.taken) and len(labelled.digits) in _LABELLED_CARD_DIGITS:
+            if labelled is not None and not any(labelled.taken) and len(labelled.digits) >= _LABELLED_CARD_MIN_DIGITS:
                 spans.append((labelled.groups[0][0], labelled.groups[-1][1],
                               mask_card(labelled.digits) if last_four else _CARD_MASK_HIDDEN))
                 labelled.taken[:] = [True] * len(labelled.taken)
@@ -366,7 +367,7 @@ def private_value(value: str, said: str) -> bool:
     if not value.isdigit():
         return False
     return (len(value) == _SSN_DIGITS and _SSN_MENTION.search(said) is not None) or (
-        len(value) in _LABELLED_CARD_DIGITS and _CARD_MENTION.search(said) is not None)
+        len(value) >= _LABELLED_CARD_MIN_DIGITS and _CARD_MENTION.search(said) is not None)
 
 
 async def redact_offloaded(text: str) -> str:
