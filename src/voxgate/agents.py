@@ -18,6 +18,9 @@ class WebhookSpec(BaseModel):
     timeout_s: float = 5.0
     retries: int = Field(default=2, ge=0, le=5)
     headers: dict[str, str] = Field(default_factory=dict)
+    # A larger answer is refused (the tool fails) before it is read whole: the endpoint is not trusted
+    # to bound what it sends, and the body is held in memory and parsed on the event loop.
+    max_response_bytes: int = Field(default=1 << 20, ge=1, le=16 << 20)
 
 
 class ToolDefinition(BaseModel):

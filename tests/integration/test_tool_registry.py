@@ -10,7 +10,7 @@ import textwrap
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ import pytest
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from voxgate.agents import AgentConfig, load_agent
@@ -80,7 +80,23 @@ def _hooks_app(hooks: Hooks) -> Starlette:
         await record(request)
         return JSONResponse({"name": "Jane", "email": "jane@example.com", "card": "4111 1111 1111 1111"})
 
+    async def huge(request: Request) -> Response:
+        await record(request)
+        size = int(request.query_params["size"])
+        if request.query_params.get("chunked"):  # no Content-Length: the bound must hold while reading
+            async def chunks() -> AsyncIterator[bytes]:
+                for _ in range(size // 65536 + 1):
+                    yield b"x" * 65536
+            return StreamingResponse(chunks(), media_type="text/plain")
+        return PlainTextResponse("x" * size)
+
+    async def deep(request: Request) -> Response:
+        await record(request)
+        return Response("[" * 5000 + "]" * 5000, media_type="application/json")
+
     return Starlette(routes=[
+        Route("/huge/{key}", huge, methods=["POST"]),
+        Route("/deep/{key}", deep, methods=["POST"]),
         Route("/flaky/{key}", flaky, methods=["POST"]),
         Route("/throttled/{key}", throttled, methods=["POST"]),
         Route("/hang/{key}", hang, methods=["POST"]),
@@ -465,6 +481,27 @@ async def test_an_unreachable_webhook_is_retried_then_reported(tmp_path: Path, h
     registry = ToolRegistry(agent, http=http, webhook_backoff_s=0.01)
     result = await registry.call("book", "{}", ctx_for(agent))
     assert result.status == "error" and "cannot reach" in error_of(result)["message"]
+
+
+async def test_webhook_answers_over_the_size_bound_fail_the_tool_unread(hooks: Hooks, tmp_path: Path,
+                                                                       http: httpx.AsyncClient) -> None:
+    agent = make_agent(tmp_path, [
+        webhook("declared", f"{hooks.base_url}/huge/j?size=3000000", retries=2),
+        webhook("streamed", f"{hooks.base_url}/huge/k?size=3000000&chunked=1", retries=2),
+        webhook("bounded", f"{hooks.base_url}/huge/l?size=5000", max_response_bytes=4096),
+        webhook("small", f"{hooks.base_url}/huge/m?size=4000", max_response_bytes=4096),
+        webhook("deep", f"{hooks.base_url}/deep/n"),
+    ])
+    registry = ToolRegistry(agent, http=http, webhook_backoff_s=0.01)
+    for name, key in (("declared", "j"), ("streamed", "k"), ("bounded", "l")):
+        result = await registry.call(name, "{}", ctx_for(agent))
+        assert result.status == "error" and error_of(result)["type"] == "webhook_error", name
+        assert "limit" in error_of(result)["message"]
+        assert hooks.attempts[key] == 1  # a size refusal is final: no retry
+    result = await registry.call("small", "{}", ctx_for(agent))  # the control: under the bound, it works
+    assert result.status == "ok" and json.loads(result.output) == {"text": "x" * 4000}
+    result = await registry.call("deep", "{}", ctx_for(agent))  # too deep for JSON: kept as text
+    assert result.status == "ok" and "[[[" in result.output, result.output[:300]
 
 
 async def test_webhook_get_text_and_pii(hooks: Hooks, tmp_path: Path) -> None:

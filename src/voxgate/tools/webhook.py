@@ -5,7 +5,8 @@ POST sends the arguments as a JSON body; GET sends them as query parameters. Eve
 Connection failures, 429 and 5xx are retried with exponential backoff (honouring a short Retry-After);
 other 4xx answers are final. An attempt that times out is not retried: a hung endpoint usually stays
 hung, and the caller is waiting on the line. A JSON body is the tool's result; any other body comes
-back as {"text": ...}.
+back as {"text": ...}. An answer over the spec's `max_response_bytes` fails the tool without being read
+further, and a JSON body nested deeper than the project's bound is treated as text.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from typing import Any
 import httpx
 
 from voxgate.agents import WebhookSpec
+from voxgate.protocol.errors import RealtimeError
+from voxgate.protocol.json_text import parse_json
 
 __all__ = ["WebhookError", "WebhookTool"]
 
@@ -38,7 +41,7 @@ def _retryable(status_code: int) -> bool:
     return status_code == 429 or status_code >= 500
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def _retry_after(response: _Answer) -> float | None:
     value = response.headers.get("Retry-After")
     if value is None:
         return None
@@ -54,12 +57,21 @@ def _query(arguments: dict[str, Any]) -> dict[str, Any]:
     return {key: json.dumps(value) if isinstance(value, dict) else value for key, value in arguments.items()}
 
 
-def _body_result(response: httpx.Response) -> Any:
-    text = response.text
+class _Answer:
+    """What the endpoint answered: its status, headers and a body read up to the spec's bound."""
+
+    def __init__(self, response: httpx.Response, body: bytes) -> None:
+        self.status_code = response.status_code
+        self.is_success = response.is_success
+        self.headers = response.headers
+        self.text = body.decode(response.encoding or "utf-8", errors="replace")
+
+
+def _body_result(answer: _Answer) -> Any:
     try:
-        return json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
-        return {"text": text}
+        return parse_json(answer.text, "The tool's answer")
+    except RealtimeError:
+        return {"text": answer.text}
 
 
 class WebhookTool:
@@ -102,10 +114,28 @@ class WebhookTool:
             await self._sleep(min(delay, _MAX_BACKOFF_S))
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    async def _send(self, arguments: dict[str, Any], call_id: str) -> httpx.Response:
+    async def _send(self, arguments: dict[str, Any], call_id: str) -> _Answer:
         headers = {**self.spec.headers, "Idempotency-Key": call_id}
-        timeout = httpx.Timeout(self.spec.timeout_s)
         client = self._client()
         if self.spec.method == "GET":
-            return await client.get(self.spec.url, params=_query(arguments), headers=headers, timeout=timeout)
-        return await client.post(self.spec.url, json=arguments, headers=headers, timeout=timeout)
+            request = client.build_request("GET", self.spec.url, params=_query(arguments), headers=headers,
+                                           timeout=httpx.Timeout(self.spec.timeout_s))
+        else:
+            request = client.build_request("POST", self.spec.url, json=arguments, headers=headers,
+                                           timeout=httpx.Timeout(self.spec.timeout_s))
+        response = await client.send(request, stream=True)
+        try:
+            limit = self.spec.max_response_bytes
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > limit:
+                raise WebhookError(f"{self.spec.url} answered {declared} bytes, over the {limit}-byte limit",
+                                   status_code=response.status_code)
+            body = bytearray()
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > limit:
+                    raise WebhookError(f"{self.spec.url} answered more than the {limit}-byte limit",
+                                       status_code=response.status_code)
+            return _Answer(response, bytes(body))
+        finally:
+            await response.aclose()
