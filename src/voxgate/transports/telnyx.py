@@ -66,10 +66,13 @@ class TelnyxControl:
                  timeout_s: float) -> None:
         self._http = http
         self._base = f"{api_base.rstrip('/')}/v2/calls/{quote(call_control_id, safe='')}/actions"
-        self._headers = {"Authorization": f"Bearer {api_key}"}
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._timeout_s = timeout_s
 
     async def command(self, action: str, body: dict[str, Any]) -> None:
+        if not self._headers:  # Telnyx would answer 401: say what is missing instead
+            raise CarrierApiError(action, "no Telnyx API key is configured (VOXGATE_TELNYX_API_KEY): "
+                                          "call commands cannot be sent")
         await carrier_request(self._http, "telnyx", action, "POST", f"{self._base}/{action}", self._timeout_s,
                               (CALL_GONE,), json=body, headers=self._headers)
 
