@@ -11,14 +11,17 @@ waits for the calls to end and reads them again, and prints:
 
     drops              calls that ended abnormally (the load test's count and the gateway's `dropped` calls)
     overflows          growth of the gateway's overflow / dropped / lost / stall / store-failure counters
-    RSS growth         median RSS over the last stretch of the hold against the first stretch at full load
+    RSS growth         median RSS over the last stretch of the run against the first stretch after the
+                       warm-up (--warmup, default three holds at full load: the climb to the working set)
     fds, tasks         after the run against before it (back to baseline)
 
 It writes bench/out/soak-<engine>.json (the load test's report, the baseline and the verdicts) and
 bench/out/soak-<engine>.png, and exits 1 when a check fails. The issue's runs:
 
-    .venv/bin/python bench/soak.py --engine echo --fraction 0.8 --duration 600
-    .venv/bin/python bench/soak.py --engine local --fraction 1.0 --duration 600
+    .venv/bin/python bench/soak.py --engine echo --fraction 0.8 --duration 900
+    .venv/bin/python bench/soak.py --engine local --fraction 1.0 --duration 900
+
+(900 s: the default warm-up of three 60 s holds, then ten minutes at load that the RSS check covers.)
 """
 
 from __future__ import annotations
@@ -148,14 +151,20 @@ def loss_counters(base: str) -> dict[str, float]:
 # -- the verdicts --------------------------------------------------------------------------------------
 
 
-def rss_growth(samples: list[Sample], target: int, duration_s: float) -> tuple[float | None, ...]:
-    """(early MB, late MB, growth %): median RSS over the first stretch at full load and over the last
-    stretch before the run's end; a stretch is a tenth of the run, at least 10 s."""
+def rss_growth(samples: list[Sample], target: int, duration_s: float,
+               warmup_s: float) -> tuple[float | None, ...]:
+    """(early MB, late MB, growth %): median RSS over the first stretch after the warm-up and over the
+    last stretch before the run's end; a stretch is a tenth of the run, at least 10 s.
+
+    The warm-up counts from the moment the load is full. RSS climbs in steps while the first few
+    generations of calls are replaced (malloc arenas of the worker threads, heap high-water marks), then
+    stays flat: a leak is growth after that, not the climb to the working set."""
     stretch = max(10.0, duration_s / 10)
     full = next((s.t for s in samples if s.live >= target), None)
     if full is None:
         return None, None, None
-    early = [s.rss_mb for s in samples if full + stretch / 2 <= s.t <= full + 1.5 * stretch and s.rss_mb]
+    warm = full + warmup_s
+    early = [s.rss_mb for s in samples if warm <= s.t <= warm + stretch and s.rss_mb]
     late = [s.rss_mb for s in samples if duration_s - stretch <= s.t <= duration_s and s.rss_mb]
     if not early or not late:
         return None, None, None
@@ -190,12 +199,16 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=0, help="the admission limit, when /readyz does not give it")
     parser.add_argument("--duration", type=float, default=600.0, help="seconds of load")
     parser.add_argument("--hold", type=float, default=60.0, help="seconds each call stays on the line")
+    parser.add_argument("--warmup", type=float, default=0.0,
+                        help="seconds at full load before RSS growth is measured (default: 3 holds)")
     parser.add_argument("--rate", type=float, default=0.0, help="calls started per second (default: ramp in 20 s)")
     parser.add_argument("--transports", default="realtime,twilio,telnyx")
     parser.add_argument("--no-pin", action="store_true", help="do not pin the gateway to CPU 0")
     args = parser.parse_args()
     if not 0 < args.fraction <= 2 or args.duration <= 0:
         parser.error("--fraction must be in (0, 2] and --duration positive")
+    if (args.warmup or 3 * args.hold) + 60 > args.duration:
+        parser.error("--duration must leave at least 60 s at load after the warm-up (--warmup, default 3 holds)")
 
     pin = not args.no_pin and (os.cpu_count() or 1) > 1
     if pin:
@@ -249,7 +262,8 @@ def main() -> int:
 
     counts = report.counts()
     grown = {k: v for k, v in losses.items() if v}
-    early, late, growth = rss_growth(report.samples, target, args.duration)
+    warmup = args.warmup or 3 * args.hold
+    early, late, growth = rss_growth(report.samples, target, args.duration, warmup)
     checks = {
         "no_drops": counts["dropped"] == 0 and not any("sessions_ended" in k for k in grown),
         "no_overflows": not any("sessions_ended" not in k for k in grown),
@@ -275,7 +289,8 @@ def main() -> int:
     result = {"engine": args.engine, "admission_limit": limit, "limit_source": source, "fraction": args.fraction,
               "calls": target, "baseline": {"rss_mb": before.rss_mb, "fds": before.fds, "tasks": tasks_before},
               "after": {"rss_mb": after.rss_mb, "fds": after.fds, "tasks": tasks_after},
-              "rss_at_load_mb": {"early": early, "late": late, "growth_pct": growth}, "loss_counters": grown,
+              "rss_at_load_mb": {"warmup_s": warmup, "early": early, "late": late, "growth_pct": growth},
+              "loss_counters": grown,
               "checks": checks, "report": report.as_dict()}
     (OUT / f"{name}.json").write_text(json.dumps(result, indent=2))
     print(f"report: {OUT / f'{name}.json'}")

@@ -99,7 +99,8 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     """200 while the gateway takes calls; 503 while it starts or drains. `calls` tells a load balancer how
-    much room is left (`active`, `limit`, `available`, `per_key_limit`, `accepting`)."""
+    much room is left (`active`, `limit`, `available`, `per_key_limit`, `accepting`); `tasks` (the event
+    loop's live asyncio tasks) lets a soak see that calls leave nothing behind."""
     gateway = gateway_of(request)
     if not gateway.ready:
         return JSONResponse({"status": "starting"}, status_code=503)
@@ -107,7 +108,7 @@ async def readyz(request: Request) -> Response:
     if gateway.draining:
         return JSONResponse({"status": "draining", "calls": calls}, status_code=503)
     return JSONResponse({"status": "ready", "engine": gateway.settings.engine, "sessions": len(gateway.sessions),
-                         "calls": calls})
+                         "calls": calls, "tasks": len(asyncio.all_tasks())})
 
 
 async def metrics_endpoint(request: Request) -> Response:
