@@ -14,10 +14,12 @@ from hypothesis import strategies as st
 from voxgate.tools.validation import (
     ArgumentsError,
     ArgumentsValidator,
+    PatternTooSlow,
     ToolSchemaError,
     check_tool_schema,
     ecma_pattern,
     parse_arguments,
+    pattern_search,
 )
 
 BOOKING: dict[str, Any] = {
@@ -226,3 +228,28 @@ def test_ecma_patterns_differ_from_pythons_only_at_a_final_newline(pattern: str,
         assert (ecma.search(value) is None) == (python.search(value) is None)
     elif ecma.search(value) is not None:
         assert python.search(value) is not None  # ECMA's '$' only ever matches less
+
+
+# Catastrophic backtracking: a client's `^(a|aa)+$` against forty letters and a stop would take minutes.
+EVIL = {"type": "object", "properties": {"code": {"type": "string", "pattern": "^(a|aa)+$"}}, "required": ["code"]}
+
+
+def test_a_pattern_that_backtracks_forever_is_an_argument_error_not_a_hang() -> None:
+    validator = ArgumentsValidator("lookup", EVIL)
+    error = error_of(validator, {"code": "a" * 40 + "!"})
+    assert error.param == "code" and "took too long" in str(error)
+    # The control: a pattern of the same shape matches what it should (the slow one is refused from now on).
+    ArgumentsValidator("lookup", {"type": "object", "properties": {"code": {"pattern": "^(b|bb)+$"}}}).validate(
+        {"code": "bbbb"})
+    assert "took too long" in str(error_of(validator, {"code": "aaaa"}))
+
+
+def test_pattern_properties_and_slot_guessing_survive_a_backtracking_pattern() -> None:
+    with pytest.raises(PatternTooSlow):
+        pattern_search("^(c|cc)+$", "c" * 40 + "!")
+    schema = {"type": "object", "patternProperties": {"^(d|dd)+$": {"type": "integer"}}}
+    assert "took too long" in str(error_of(ArgumentsValidator("t", schema), {"d" * 40 + "!": 1}))
+    from voxgate.engines.local.brains.slots import slot_kind  # the flow brain reads client patterns too
+    assert slot_kind("reference", {"type": "string", "pattern": "^([0-9]+)+$"}) == "digits"
+    assert slot_kind("reference", {"type": "string", "pattern": "^([0-9]|[0-9][0-9])+$"}) == "digits"
+    assert slot_kind("reference", {"type": "string", "pattern": "^(e|ee)+$"}) == "text"

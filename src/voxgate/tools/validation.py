@@ -18,13 +18,23 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import regex
 from jsonschema import Draft202012Validator, FormatChecker, validators
 from jsonschema.exceptions import SchemaError, ValidationError, best_match
 
 from voxgate.protocol.json_text import MAX_JSON_DEPTH, nested_too_deep
 
-__all__ = ["ArgumentsError", "ArgumentsValidator", "SchemaValidator", "ToolSchemaError", "check_tool_schema",
-           "ecma_pattern", "parse_arguments"]
+__all__ = [
+    "ArgumentsError",
+    "ArgumentsValidator",
+    "PatternTooSlow",
+    "SchemaValidator",
+    "ToolSchemaError",
+    "check_tool_schema",
+    "ecma_pattern",
+    "parse_arguments",
+    "pattern_search",
+]
 
 _MAX_ERRORS = 5
 _MAX_MESSAGE_CHARS = 200
@@ -79,8 +89,36 @@ def _format_checker() -> FormatChecker:
 _FORMAT_CHECKER = _format_checker()
 
 
+# A pattern is matched for at most about this long. Schemas come from clients (session.update tools) as
+# well as agents: `^(a|aa)+$` against forty letters would otherwise hold the interpreter (and every call)
+# for minutes. The `regex` module releases the GIL while it matches and stops near the time limit (it
+# looks at the clock now and then: a few times the limit in practice). A pattern that ran out of time
+# once is refused at once from then on, so a client cannot spend the limit again and again.
+PATTERN_TIME_LIMIT_S = 0.02
+_too_slow: set[str] = set()
+_TOO_SLOW_REMEMBERED = 1024
+
+
+class PatternTooSlow(ValueError):
+    """A schema pattern did not finish matching within PATTERN_TIME_LIMIT_S."""
+
+
+def pattern_search(pattern: str, text: str) -> bool:
+    """Does the ECMA-262 `pattern` match somewhere in `text`? PatternTooSlow when it takes too long;
+    regex.error when the pattern is not one."""
+    if pattern in _too_slow:
+        raise PatternTooSlow(f"the pattern {pattern[:80]!r} took too long to match before")
+    try:
+        return ecma_pattern(pattern).search(text, timeout=PATTERN_TIME_LIMIT_S, concurrent=True) is not None
+    except TimeoutError:
+        if len(_too_slow) >= _TOO_SLOW_REMEMBERED:
+            _too_slow.clear()
+        _too_slow.add(pattern)
+        raise PatternTooSlow(f"the pattern {pattern[:80]!r} took too long to match") from None
+
+
 @functools.lru_cache(maxsize=1024)
-def ecma_pattern(pattern: str) -> re.Pattern[str]:
+def ecma_pattern(pattern: str) -> regex.Pattern[str]:
     r"""A schema `pattern` compiled to match as ECMA-262 reads it, which is what JSON Schema specifies.
 
     Python's `$` also matches before a final newline ("^[0-9]{4}$" would take "1234\n"); ECMA's only at
@@ -110,11 +148,18 @@ def ecma_pattern(pattern: str) -> re.Pattern[str]:
             continue
         out.append(char)
         i += 1
-    return re.compile("".join(out), re.ASCII)
+    return regex.compile("".join(out), regex.ASCII | regex.VERSION0)
 
 
 def _pattern(validator: Any, pattern: str, instance: Any, schema: dict[str, Any]) -> Iterator[ValidationError]:
-    if validator.is_type(instance, "string") and not ecma_pattern(pattern).search(instance):
+    if not validator.is_type(instance, "string"):
+        return
+    try:
+        matched = pattern_search(pattern, instance)
+    except (PatternTooSlow, regex.error) as exc:
+        yield ValidationError(f"{instance[:80]!r} cannot be checked against the pattern: {exc}")
+        return
+    if not matched:
         yield ValidationError(f"{instance!r} does not match {pattern!r}")
 
 
@@ -124,7 +169,12 @@ def _pattern_properties(validator: Any, patterns: dict[str, Any], instance: Any,
         return
     for pattern, subschema in patterns.items():
         for name, value in instance.items():
-            if ecma_pattern(pattern).search(name):
+            try:
+                matched = pattern_search(pattern, name)
+            except (PatternTooSlow, regex.error) as exc:
+                yield ValidationError(f"property {name[:80]!r} cannot be checked against the pattern: {exc}")
+                continue
+            if matched:
                 yield from validator.descend(value, subschema, path=name, schema_path=pattern)
 
 
