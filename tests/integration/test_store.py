@@ -15,6 +15,7 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY
 
 from voxgate.store.calls import MAX_TOOL_OUTPUT_CHARS, CallStore, percentile
 from voxgate.store.database import Database, DatabaseClosedError, alembic_config, async_url
@@ -414,8 +415,13 @@ async def test_a_locked_database_does_not_block_the_call(db: Database, db_path: 
     slow = CallStore(db, write_timeout_s=0.2)
     with sqlite3.connect(db_path, timeout=0) as blocker:
         blocker.execute("BEGIN EXCLUSIVE")  # another writer holds the file; SQLite would wait 5 s for it
-        assert await slow.start_call("sess_1", agent="acme", engine="local", transport="sip") is False
+        slow_before = REGISTRY.get_sample_value("voxgate_store_slow_writes_total") or 0.0
+        lost_before = REGISTRY.get_sample_value("voxgate_store_failures_total") or 0.0
+        assert await slow.start_call("sess_1", agent="acme", engine="local", transport="sip") is None
         assert (slow.timeouts, slow.failures) == (1, 0)  # the caller stopped waiting; nothing failed
+        # Counted as slow, not as lost: a soak's loss check must not take a busy disk for dropped records.
+        assert REGISTRY.get_sample_value("voxgate_store_slow_writes_total") == slow_before + 1
+        assert (REGISTRY.get_sample_value("voxgate_store_failures_total") or 0.0) == lost_before
         blocker.rollback()
     await slow.drain()  # the write went on in the background and landed once the lock was gone
     assert slow.failures == 0

@@ -25,7 +25,11 @@ STT_SECONDS = Histogram("voxgate_stt_seconds", "Transcription time per user turn
 BRAIN_SECONDS = Histogram("voxgate_brain_seconds", "Local brain decision time",
                           buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25))
 TTS_FIRST_CHUNK_SECONDS = Histogram("voxgate_tts_first_chunk_seconds", "Local TTS time to the first audio of a reply")
-STORE_FAILURES = Counter("voxgate_store_failures_total", "Call-record writes that failed")
+STORE_FAILURES = Counter("voxgate_store_failures_total",
+                         "Call-record writes lost: the database refused them, or a call's write queue was full")
+STORE_SLOW_WRITES = Counter("voxgate_store_slow_writes_total",
+                            "Call-record writes not committed within store_write_timeout_s (they go on in the "
+                            "background: slow, not lost)")
 
 # Admission control and abuse limits (admission.py, control/rate_limit.py, listener.py).
 CALLS_LIMIT = Gauge("voxgate_calls_limit", "Live calls the gateway takes at most (max_calls, or derived)")

@@ -2,8 +2,10 @@
 
 A session writes here from its own task while the call is live, so a write never raises and never
 waits longer than ``write_timeout_s``: a failing database costs the record (logged, and counted in
-``CallStore.failures``), a slow one costs the caller nothing (the write finishes in the background and
-is counted in ``CallStore.timeouts``). Each write returns True once it is committed.
+``CallStore.failures`` and `voxgate_store_failures_total`), a slow one costs the caller nothing (the
+write finishes in the background and is counted in ``CallStore.timeouts`` and
+`voxgate_store_slow_writes_total`, not as a loss). Each write returns True once it is committed, False
+when it was lost, and None when the caller stopped waiting for it.
 Reads (the control API, the dashboard) raise like any other query.
 """
 
@@ -21,6 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from voxgate.observability import metrics
 from voxgate.store.database import Database, StoreError
 from voxgate.store.models import AuditEvent, Call, CallItem, ToolCall, utc_now
 
@@ -101,7 +104,7 @@ class CallStore:
         caller: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         owner: str | None = None,
-    ) -> bool:
+    ) -> bool | None:
         """Open the call record with status ``active``, owned by ``owner`` (a key id; None: the gateway's).
         False if it could not be written."""
 
@@ -121,7 +124,7 @@ class CallStore:
         audio_ms: float | None = None,
         truncated_at_ms: float | None = None,
         status: str | None = None,
-    ) -> bool:
+    ) -> bool | None:
         """Insert an item (numbered in arrival order) or update the one with this id.
 
         On update, fields passed as None keep their stored value, so a transcript completion or a
@@ -196,7 +199,7 @@ class CallStore:
         status: str,
         output: str | None,
         duration_ms: float | None,
-    ) -> bool:
+    ) -> bool | None:
         """Record one tool invocation. ``status == "completed"`` counts as success in ``kpis``."""
         if output is not None and len(output) > MAX_TOOL_OUTPUT_CHARS:
             output = output[:MAX_TOOL_OUTPUT_CHARS] + "…[truncated]"
@@ -218,7 +221,7 @@ class CallStore:
         interruptions: int = 0,
         usage: Mapping[str, Any] | None = None,
         cost_usd: float | None = None,
-    ) -> bool:
+    ) -> bool | None:
         """Close the call record: its final status, outcome and figures; duration from start to now."""
 
         row = {"b_call_id": call_id, "b_ended_at": self._now(), "b_status": status, "b_outcome": outcome,
@@ -256,14 +259,15 @@ class CallStore:
 
     async def audit(
         self, actor: str, action: str, subject: str | None = None, detail: Mapping[str, Any] | None = None
-    ) -> bool:
+    ) -> bool | None:
         """Append to the audit trail, e.g. ``audit("api", "ephemeral_key.issued", key_id, {...})``."""
 
         row = {"at": self._now(), "actor": actor, "action": action, "subject": subject,
                "detail": _mask_secrets(detail) if detail is not None else None}
         return await self._write("audit", subject or "", _INSERT_AUDIT_EVENT, row)
 
-    async def _write(self, op: str, subject: str, statement: sa.Executable, params: dict[str, Any]) -> bool:
+    async def _write(self, op: str, subject: str, statement: sa.Executable,
+                     params: dict[str, Any]) -> bool | None:
         # Writes queue for one committer task (group commit): those that arrive while a transaction is
         # in flight go together in the next, so a busy gateway pays one transaction per batch, not per
         # item, and rows of one kind that queue back to back go in one executemany: one round trip to the
@@ -281,13 +285,14 @@ class CallStore:
             return await asyncio.wait_for(asyncio.shield(done), self._write_timeout_s)
         except TimeoutError:
             self.timeouts += 1
+            metrics.STORE_SLOW_WRITES.inc()
             log.warning(
                 "store: %s for %s not done in %.1f s; finishing in the background",
                 op,
                 subject,
                 self._write_timeout_s,
             )
-            return False
+            return None
 
     async def _commit_queued(self) -> None:
         try:
@@ -321,6 +326,7 @@ class CallStore:
                 await self._execute(session, write.statement, [write.params])
         except Exception as exc:  # a storage fault must cost this record, never the call
             self.failures += 1
+            metrics.STORE_FAILURES.inc()
             log.warning("store: %s for %s dropped (%d so far): %r", write.op, write.subject, self.failures, exc)
             return False
         return True
