@@ -6,6 +6,8 @@ import asyncio
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -17,6 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
+from voxgate.session.recorder import CallRecorder
 from voxgate.store.calls import MAX_TOOL_OUTPUT_CHARS, CallStore, percentile
 from voxgate.store.database import Database, DatabaseClosedError, alembic_config, async_url
 from voxgate.store.keys import KeyStore
@@ -426,6 +429,28 @@ async def test_a_locked_database_does_not_block_the_call(db: Database, db_path: 
     await slow.drain()  # the write went on in the background and landed once the lock was gone
     assert slow.failures == 0
     assert await slow.get_call("sess_1") is not None
+
+
+async def test_a_call_ending_on_a_locked_database_lets_go_before_its_record_lands(db: Database,
+                                                                               db_path: Path) -> None:
+    """A hang-up waits a moment for its record, then leaves it to the store: the call's admission slot
+    must not be held while the disk is busy (a soak beside a busy disk refused calls at 80 % of the limit)."""
+    store = CallStore(db, write_timeout_s=30.0)
+    recorder = CallRecorder(store, engine="echo")
+    session = SimpleNamespace(  # what the recorder reads of a session, no more
+        id="sess_locked", agent=SimpleNamespace(name="acme"), caller=SimpleNamespace(transport="twilio"),
+        dialect="ga", config=SimpleNamespace(model="voxgate"), outcome=None, end_reason="caller hung up",
+        first_response_ms=None, turns=0, interruptions=0, started_at=0.0)
+    with sqlite3.connect(db_path, timeout=0) as blocker:
+        blocker.execute("BEGIN EXCLUSIVE")
+        recorder.start_call(cast(Any, session), None)
+        await recorder.end_call(cast(Any, session), "completed")
+        # It returned with its writes still waiting on the lock: nothing has landed, failed or timed out.
+        assert (store.failures, store.timeouts) == (0, 0)
+        blocker.rollback()
+    await store.drain()  # the store finished them once the lock was gone
+    record = await store.get_call("sess_locked")
+    assert record is not None and record["status"] == "completed" and store.failures == 0
 
 
 async def test_a_write_survives_the_caller_being_cancelled(calls: CallStore) -> None:

@@ -7,6 +7,7 @@ session never awaits the database. Text is redacted before it is stored.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -27,6 +28,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("voxgate.recorder")
 
 MAX_PENDING_WRITES = 2000
+# At hang-up the call waits this long for its record to land (so a client that asks for it at once finds
+# it), then hands the rest to the store: the call's admission slot is not held hostage by a slow disk.
+END_WAIT_S = 1.0
 
 
 class CallRecorder:
@@ -39,6 +43,7 @@ class CallRecorder:
         self.cost = cost or CostModel()
         self._queue: asyncio.Queue[Callable[[], Awaitable[Any]] | None] = asyncio.Queue(MAX_PENDING_WRITES)
         self._writer: asyncio.Task[None] | None = None
+        self._ended = False  # no write after this: the writer stops once the queue is empty
         self.usage: dict[str, Any] = {}
         self.task_completed = False
 
@@ -51,7 +56,7 @@ class CallRecorder:
             metrics.STORE_FAILURES.inc()  # a call record is never worth stalling a call for
 
     async def _drain(self) -> None:
-        while True:
+        while not (self._ended and self._queue.empty()):
             make = await self._queue.get()
             if make is None:
                 return
@@ -118,9 +123,12 @@ class CallRecorder:
             session.id, status=status, outcome=outcome, end_reason=redact(session.end_reason)[0],
             first_response_ms=session.first_response_ms, turns=session.turns,
             interruptions=session.interruptions, usage=usage, cost_usd=cost))
-        await self._queue.put(None)
+        self._ended = True
+        with contextlib.suppress(asyncio.QueueFull):  # full: the writer stops when it has emptied it
+            self._queue.put_nowait(None)
         if self._writer is not None:
-            await asyncio.shield(self._writer)
+            await asyncio.wait({self._writer}, timeout=END_WAIT_S)
+            self.store.finish_later(self._writer)
 
 
 def redact_args(arguments: dict[str, Any] | None) -> str | None:

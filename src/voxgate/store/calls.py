@@ -88,6 +88,7 @@ class CallStore:
         self.timeouts = 0  # writes the caller stopped waiting for (they go on in the background)
         self._queued: list[_Write] = []
         self._committer: asyncio.Task[None] | None = None
+        self._finishing: set[asyncio.Task[Any]] = set()  # writers whose calls have ended (see finish_later)
         self._upsert_item: sa.Insert | None = None
         self._end_call: sa.Update | None = None
 
@@ -339,10 +340,19 @@ class CallStore:
             if matched != len(rows):
                 raise CallNotFoundError(f"{len(rows) - matched} of {len(rows)} calls were never started")
 
+    def finish_later(self, writer: asyncio.Task[Any]) -> None:
+        """Keep a writer of an ended call running until `drain`: the call has let go of it."""
+        if not writer.done():
+            self._finishing.add(writer)
+            writer.add_done_callback(self._finishing.discard)
+
     async def drain(self) -> None:
         """Wait for writes still finishing in the background; call before closing the database."""
-        while self._committer is not None:
-            await asyncio.shield(self._committer)
+        while self._finishing or self._committer is not None:
+            if self._finishing:
+                await asyncio.gather(*self._finishing, return_exceptions=True)
+            if self._committer is not None:
+                await asyncio.shield(self._committer)
 
     # -- reads: raise on failure ---------------------------------------------------------------
 
