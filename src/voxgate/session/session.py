@@ -712,12 +712,13 @@ class Session:
                     param="audio_end_ms",
                 )
             audio_end_ms = int(total)
+        # The words are placed on the audio as it was spoken, so they are cut before the audio is.
+        part.transcript = heard_transcript(part, audio_end_ms)
         fmt = part.audio_format
         if part.audio is not None and fmt is not None:
             keep = int(fmt.bytes_per_ms * audio_end_ms)
             keep -= keep % (2 if fmt.encoding == "pcm16" else 1)
             del part.audio[keep:]
-        part.transcript = heard_transcript(part, audio_end_ms)
         item.status = "incomplete"
         self.emit({"type": "conversation.item.truncated", "item_id": item_id, "content_index": content_index,
                    "audio_end_ms": audio_end_ms})
