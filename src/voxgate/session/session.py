@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from voxgate.agents import AgentConfig
-from voxgate.audio.formats import AudioFormatError, InputDecoder
+from voxgate.audio.formats import AudioFormat, AudioFormatError, InputDecoder
 from voxgate.audio.resample import StreamResampler
 from voxgate.engines.base import Engine
 from voxgate.observability import metrics
@@ -101,6 +101,20 @@ class _InputBuffer:
 
     def pcm_array(self) -> np.ndarray:
         return np.concatenate(self.pcm) if self.pcm else np.zeros(0, dtype=np.int16)
+
+    def drop_before(self, stream_ms: float, fmt: AudioFormat) -> None:
+        """Forget the audio before stream time `stream_ms`: the PCM to the sample, the wire bytes
+        (in `fmt`, maybe at another rate) to the same instant."""
+        samples = min(round((stream_ms - self.start_ms) * self.rate / 1000), self.pcm_samples)
+        if samples <= 0:
+            return
+        dropped_ms = samples * 1000 / self.rate
+        pcm = self.pcm_array()[samples:]
+        wire_bytes = round(dropped_ms * fmt.rate / 1000) * fmt.bytes_per_sample
+        del self.wire[:wire_bytes]
+        self.pcm = [pcm]
+        self.pcm_samples = pcm.size
+        self.start_ms += dropped_ms
 
     def speech_pcm(self) -> np.ndarray:
         """The buffer at STT_RATE, resampled in one go when the VAD reads another rate (once per turn,
@@ -503,22 +517,20 @@ class Session:
             self._detector.hint_phrase_finished(phrase_looks_finished(text))
 
     def _trim_idle_buffer(self) -> None:
-        """Outside speech, keep only the prefix padding: an idle line must not grow memory."""
-        keep_ms = float((self.config.turn_detection or {}).get("prefix_padding_ms", 300)) + 200.0
-        excess = self._buffer.duration_ms() - keep_ms
-        if excess < 1000.0:  # trim in steps, not on every frame
+        """Outside speech, an idle line must not grow memory: keep what a turn starting now could need
+        (its prefix padding, the speech it needs to be declared, and a VAD frame still being scored).
+        The turn itself is cut to its exact start when it is declared (`_on_speech_started`)."""
+        assert self._detector is not None and self._vad is not None
+        config = self._detector.config
+        keep_ms = config.prefix_padding_ms + config.min_speech_ms + self._vad.frame_ms
+        if self._buffer.duration_ms() - keep_ms < 1000.0:  # trim in steps, not on every frame
             return
-        drop_samples = int(excess * self._rate / 1000)
-        pcm = self._buffer.pcm_array()[drop_samples:]
-        fmt = self.config.input_format
-        drop_bytes = int(fmt.bytes_per_ms * excess)
-        drop_bytes -= drop_bytes % (2 if fmt.encoding == "pcm16" else 1)
-        del self._buffer.wire[:drop_bytes]
-        self._buffer.pcm = [pcm]
-        self._buffer.pcm_samples = pcm.size
-        self._buffer.start_ms += excess
+        self._buffer.drop_before(self._stream_ms - keep_ms, self.config.input_format)
 
     async def _on_speech_started(self, audio_start_ms: float) -> None:
+        # The turn's audio starts where the event says: exactly the prefix padding before the first
+        # speech frame, whatever the idle trimming happened to leave.
+        self._buffer.drop_before(audio_start_ms, self.config.input_format)
         self._speech_item_id = new_id("item")
         self._idle_since_ms = None
         self._quiet_frames = 0
