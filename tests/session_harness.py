@@ -1,0 +1,298 @@
+"""A Session in-process: a scripted engine, a loudness VAD and a test caller; no sockets, no models.
+
+Tests drive a call through the interface that outlives refactors of the inside: client events go in as
+wire dicts (`send`), caller audio as `input_audio_buffer.append` events (`speak`, `pause`), key presses
+as a carrier would hand them over (`press`), and server events come out as the wire dicts a Realtime
+client would read (`next`, `queued`), each checked against the official SDK's strict event models.
+
+Time is the audio: the session's stream clock advances only with the caller audio a test appends, so
+turn timing, prefix padding and idle timeouts are exact numbers. What the caller has heard of the agent
+is whatever the test says it has heard (`heard`). A response stays mid-air for as long as the test
+likes: the engine parks at a `Hold` until the test releases it (or a barge-in cancels it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from pydantic import TypeAdapter
+
+from voxgate.agents import AgentConfig
+from voxgate.engines.base import AudioChunk, Engine, EngineOutput, ResponseRequest, TextDelta
+from voxgate.protocol.dialect import for_dialect
+from voxgate.session.playback import PlaybackTracker
+from voxgate.session.session import Session
+from voxgate.tools.registry import ToolRegistry
+
+RATE = 24000  # pcm16 at 24 kHz: the Realtime default for input and output
+FRAME_MS = 20  # what a caller sends per append, and what the VAD scores at once
+LOUD = 8000  # amplitude of the caller's "speech" and the agent's voice
+EVENT_WAIT_S = 10.0  # a guard against a hang, not a timing: a healthy test waits microseconds
+
+
+def tone(ms: float, rate: int = RATE, amplitude: int = LOUD) -> np.ndarray:
+    """A 440 Hz tone: loud enough for `LoudnessVad`, and (a cosine) loud from its first sample, so where it
+    starts in a buffer can be read to the sample."""
+    t = np.arange(int(rate * ms / 1000)) / rate
+    return (amplitude * np.cos(2 * np.pi * 440 * t)).astype(np.int16)
+
+
+class LoudnessVad:
+    """A deterministic VadStream: a 20 ms frame is speech (1.0) when any sample is loud, else silence (0.0)."""
+
+    frame_ms: float = FRAME_MS
+
+    def __init__(self) -> None:
+        self._rate = RATE
+        self._pending = np.zeros(0, dtype=np.int16)
+
+    def use_rate(self, input_rate: int) -> int:
+        self._rate = input_rate
+        self.reset()
+        return input_rate
+
+    def feed(self, pcm: np.ndarray) -> list[float]:
+        samples = np.concatenate((self._pending, pcm))
+        size = self._rate * FRAME_MS // 1000
+        whole = samples.size - samples.size % size
+        self._pending = samples[whole:]
+        frames = samples[:whole].reshape(-1, size)
+        return [1.0 if np.abs(frame.astype(np.int32)).max() > LOUD // 4 else 0.0 for frame in frames]
+
+    def reset(self) -> None:
+        self._pending = np.zeros(0, dtype=np.int16)
+
+
+@dataclass(frozen=True)
+class Hold:
+    """In a script: stop here (the response stays in progress) until the test calls `release()`."""
+
+
+Step = EngineOutput | Hold
+Script = Sequence[Step] | Callable[[ResponseRequest], Iterable[Step]]
+
+
+def speech(text: str, ms: float) -> list[Step]:
+    """A sentence as an engine streams it: its words, then `ms` of its audio."""
+    return [TextDelta(text), AudioChunk(tone(ms), RATE)]
+
+
+@dataclass
+class ScriptedEngine(Engine):
+    """A real engine whose responses are written in the test: each response plays the next script.
+
+    A script is a list of outputs (`TextDelta`, `AudioChunk`, `ToolCall`, `Hold`) or a function of the
+    request that returns one, for replies that read the conversation or the brain state. A fixed line
+    (`say`: greetings, idle prompts) is spoken without using a script. `transcribe` answers the next of
+    `transcripts` (an empty string once they run out).
+    """
+
+    scripts: deque[Script] = field(default_factory=deque)
+    transcripts: deque[str] = field(default_factory=deque)
+    say_ms: float = 400.0
+    name: str = "scripted"
+    transcribes: bool = True
+    requests: list[ResponseRequest] = field(default_factory=list)
+    transcribed: list[int] = field(default_factory=list)  # samples of each audio it was asked to transcribe
+    _release: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+
+    def __post_init__(self) -> None:
+        self.scripts, self.transcripts = deque(self.scripts), deque(self.transcripts)
+
+    def script(self, *scripts: Script) -> None:
+        self.scripts.extend(scripts)
+
+    def release(self) -> None:
+        """Let a response parked at a `Hold` go on."""
+        self._release.set()
+
+    async def transcribe(self, pcm16k: np.ndarray, language: str | None = None) -> str | None:
+        self.transcribed.append(pcm16k.size)
+        return self.transcripts.popleft() if self.transcripts else ""
+
+    async def respond(self, request: ResponseRequest) -> AsyncIterator[EngineOutput]:
+        self.requests.append(request)
+        if request.say is not None:
+            steps: Iterable[Step] = speech(request.say, self.say_ms)
+        else:
+            if not self.scripts:
+                raise AssertionError("the engine was asked for a response the test did not script")
+            script = self.scripts.popleft()
+            steps = script(request) if callable(script) else script
+        for step in steps:
+            if isinstance(step, Hold):
+                self._release.clear()
+                await self._release.wait()
+            else:
+                yield step
+
+
+@dataclass
+class TestCaller:
+    """The transport's end of the call. `server_side`: it plays the agent's audio itself (phone, browser)."""
+
+    server_side: bool = False
+    transport: str = "realtime_ws"
+    playback: PlaybackTracker = field(init=False)
+    interrupted: int = 0
+    hung_up: list[str] = field(default_factory=list)
+    transferred: list[tuple[str, str]] = field(default_factory=list)
+    dtmf_sent: list[str] = field(default_factory=list)
+
+    __test__ = False  # not a pytest test class
+
+    def __post_init__(self) -> None:
+        self.playback = PlaybackTracker(server_side=self.server_side)
+
+    async def interrupt_playback(self) -> None:
+        self.interrupted += 1
+
+    async def transfer(self, target: str, reason: str) -> None:
+        self.transferred.append((target, reason))
+
+    async def hang_up(self, reason: str) -> None:
+        self.hung_up.append(reason)
+
+    async def send_dtmf(self, digits: str) -> None:
+        self.dtmf_sent.append(digits)
+
+
+class _ErrorRecords(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+class Call:
+    """One Session driven in-process; use as `async with Call(...) as call:`."""
+
+    def __init__(self, agent: AgentConfig | None = None, *, engine: ScriptedEngine | None = None,
+                 caller: TestCaller | None = None, events: TypeAdapter[Any] | None = None,
+                 **session_options: Any) -> None:
+        self.agent = agent or AgentConfig(name="test")
+        self.engine = engine or ScriptedEngine()
+        self.caller = caller or TestCaller()
+        self.tools = ToolRegistry(self.agent)
+        self.session = Session(agent=self.agent, engine=self.engine, tools=self.tools, caller=self.caller,
+                               vad_factory=LoudnessVad, audio_lead_ms=3_600_000.0, **session_options)
+        self._events = events  # the SDK's server-event union: every event must validate against it
+        self.seen: list[dict[str, Any]] = []  # every server event read so far, in order
+        self.stream_ms = 0.0  # caller audio appended so far: the session's clock
+        self.errors = _ErrorRecords()  # a traceback the session logs is a failure, even if the events look right
+
+    async def __aenter__(self) -> Call:
+        logging.getLogger("voxgate").addHandler(self.errors)
+        await self.session.start()
+        await self.next("session.created")
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        try:
+            await self.session.close()
+            await self.tools.aclose()
+        finally:
+            logging.getLogger("voxgate").removeHandler(self.errors)
+        if exc_info[0] is None:
+            assert not self.errors.records, [r.getMessage() for r in self.errors.records]
+
+    # -- in ----------------------------------------------------------------------------------------
+
+    async def send(self, event: dict[str, Any]) -> None:
+        """A client event, as a Realtime client would write it."""
+        await self.session.handle_message(json.dumps(event))
+
+    async def append(self, pcm: np.ndarray) -> None:
+        """Caller audio, one frame per `input_audio_buffer.append`, letting the session's tasks run in
+        between as the 20 ms between real frames would."""
+        size = RATE * FRAME_MS // 1000
+        for start in range(0, pcm.size, size):
+            frame = pcm[start:start + size].astype("<i2").tobytes()
+            await self.send({"type": "input_audio_buffer.append", "audio": base64.b64encode(frame).decode()})
+            self.stream_ms += len(frame) / 2 * 1000 / RATE
+            for _ in range(3):  # a task started by this frame runs, finishes, and its callbacks run
+                await asyncio.sleep(0)
+
+    async def speak(self, ms: float) -> None:
+        await self.append(tone(ms))
+
+    async def pause(self, ms: float) -> None:
+        await self.append(np.zeros(int(RATE * ms / 1000), dtype=np.int16))
+
+    def press(self, key: str) -> None:
+        """A key pressed on the caller's phone, as the carrier transport reports it."""
+        self.session.dtmf_received(key)
+
+    def heard(self, item_id: str, ms: float) -> None:
+        """The transport reports that the caller has heard `ms` of this item's audio."""
+        self.caller.playback.played(item_id, ms)
+
+    # -- out ---------------------------------------------------------------------------------------
+
+    def _wire(self, event: dict[str, Any]) -> dict[str, Any] | None:
+        """The event as the client reads it: the dialect's spelling, through JSON, validated."""
+        wire = for_dialect(event, self.session.dialect)
+        if wire is None:
+            return None
+        out: dict[str, Any] = json.loads(json.dumps(wire))
+        if self._events is not None:
+            self._events.validate_python(out, strict=True)
+        self.seen.append(out)
+        return out
+
+    async def next(self, kind: str) -> dict[str, Any]:
+        """The next server event of this type; the ones before it are kept in `seen`."""
+        try:
+            async with asyncio.timeout(EVENT_WAIT_S):
+                while True:
+                    event = await self.session.outbound.get()
+                    if event is None:
+                        raise AssertionError(f"the session closed before {kind}")
+                    wire = self._wire(event)
+                    if wire is not None and wire["type"] == kind:
+                        return wire
+        except TimeoutError:
+            raise AssertionError(f"no {kind} event; saw {[e['type'] for e in self.seen[-20:]]}") from None
+
+    async def queued(self) -> list[dict[str, Any]]:
+        """The server events queued so far, without waiting for more."""
+        out = []
+        while len(self.session.outbound):
+            event = await self.session.outbound.get()
+            wire = self._wire(event) if event is not None else None
+            if wire is not None:
+                out.append(wire)
+        return out
+
+    async def response(self) -> dict[str, Any]:
+        """Wait for the current response to end; its `response.done` event."""
+        return await self.next("response.done")
+
+    async def retrieve(self, item_id: str) -> dict[str, Any]:
+        """An item as the server holds it, audio included."""
+        await self.send({"type": "conversation.item.retrieve", "item_id": item_id})
+        item: dict[str, Any] = (await self.next("conversation.item.retrieved"))["item"]
+        return item
+
+
+def audio_ms(part: dict[str, Any]) -> float:
+    """Length of a retrieved pcm16 24 kHz audio part."""
+    return len(base64.b64decode(part["audio"])) / 2 / RATE * 1000
+
+
+def pcm_of(part: dict[str, Any]) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(part["audio"]), dtype="<i2")
+
+
+def types(events: Iterable[dict[str, Any]]) -> list[str]:
+    return [e["type"] for e in events]

@@ -1,0 +1,77 @@
+"""The input buffer of one Session, in-process: a turn's audio starts exactly `prefix_padding_ms` before its
+first speech frame, however long the line was idle before it and whenever the call connected."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from pydantic import TypeAdapter
+
+from tests.session_harness import RATE, Call, ScriptedEngine, pcm_of, speech
+
+
+@pytest.fixture
+def events(ga_server_events: TypeAdapter[Any]) -> TypeAdapter[Any]:
+    return ga_server_events
+
+
+async def turn_audio(call: Call, lead_ms: int, speech_ms: int = 400) -> tuple[dict[str, Any], np.ndarray]:
+    """One spoken turn after `lead_ms` of silence: the speech_started event and the committed audio."""
+    began_ms = call.stream_ms  # where the buffer starts: the call's start or the last commit
+    await call.pause(lead_ms)
+    await call.speak(speech_ms)
+    await call.pause(300)
+    started = await call.next("input_audio_buffer.speech_started")
+    stopped = await call.next("input_audio_buffer.speech_stopped")
+    committed = await call.next("input_audio_buffer.committed")
+    audio = pcm_of((await call.retrieve(committed["item_id"]))["content"][0])
+    kept_from = max(started["audio_start_ms"], began_ms)  # the padding never reaches into the last turn
+    assert audio.size == (stopped["audio_end_ms"] - kept_from) * RATE // 1000
+    return started, audio
+
+
+def leading_silence_ms(audio: np.ndarray) -> float:
+    loud = np.flatnonzero(np.abs(audio.astype(np.int32)) > 1000)
+    return float(loud[0]) * 1000 / RATE
+
+
+@pytest.mark.parametrize("lead_ms", [0, 100, 300, 320, 500, 980, 1000, 1500, 1740, 2520, 4000])
+async def test_a_turn_keeps_exactly_the_prefix_padding(events: TypeAdapter[Any], lead_ms: int) -> None:
+    engine = ScriptedEngine(transcripts=["hello"])
+    engine.script(speech("Hi.", 200))
+    async with Call(engine=engine, events=events) as call:
+        started, audio = await turn_audio(call, lead_ms)
+        assert started["audio_start_ms"] == max(0, lead_ms - 300)
+        assert leading_silence_ms(audio) == min(lead_ms, 300)
+        assert audio.size == (min(lead_ms, 300) + 400 + 300) * RATE // 1000
+        await call.response()
+
+
+@pytest.mark.parametrize("prefix_ms", [0, 60, 500, 1000])
+async def test_every_turn_of_a_call_keeps_the_configured_padding(events: TypeAdapter[Any], prefix_ms: int) -> None:
+    engine = ScriptedEngine(transcripts=["one", "two", "three"])
+    engine.script(*[speech("Okay.", 200)] * 3)
+    async with Call(engine=engine, events=events) as call:
+        await call.send({"type": "session.update", "session": {"type": "realtime", "audio": {"input": {
+            "turn_detection": {"type": "server_vad", "prefix_padding_ms": prefix_ms, "silence_duration_ms": 300}}}}})
+        await call.next("session.updated")
+        for lead_ms in (1700, 260, 3140):
+            _, audio = await turn_audio(call, lead_ms)
+            assert leading_silence_ms(audio) == min(lead_ms, prefix_ms)
+            await call.response()
+
+
+async def test_without_turn_detection_the_client_commits_everything(events: TypeAdapter[Any]) -> None:
+    async with Call(events=events) as call:
+        await call.send({"type": "session.update", "session": {"type": "realtime", "audio": {"input": {
+            "turn_detection": None}}}})
+        await call.next("session.updated")
+        await call.pause(2500)
+        await call.speak(200)
+        await call.send({"type": "input_audio_buffer.commit"})
+        committed = await call.next("input_audio_buffer.committed")
+        audio = pcm_of((await call.retrieve(committed["item_id"]))["content"][0])
+        assert leading_silence_ms(audio) == 2500
+        assert audio.size == 2700 * RATE // 1000
