@@ -20,7 +20,7 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 from pydantic import TypeAdapter
@@ -76,8 +76,8 @@ class Hold:
     """In a script: stop here (the response stays in progress) until the test calls `release()`."""
 
 
-Step = EngineOutput | Hold
-Script = Sequence[Step] | Callable[[ResponseRequest], Iterable[Step]]
+Step: TypeAlias = EngineOutput | Hold
+Script: TypeAlias = Sequence[Step] | Callable[[ResponseRequest], Iterable[Step]]
 
 
 def speech(text: str, ms: float) -> list[Step]:
@@ -85,27 +85,26 @@ def speech(text: str, ms: float) -> list[Step]:
     return [TextDelta(text), AudioChunk(tone(ms), RATE)]
 
 
-@dataclass
 class ScriptedEngine(Engine):
     """A real engine whose responses are written in the test: each response plays the next script.
 
     A script is a list of outputs (`TextDelta`, `AudioChunk`, `ToolCall`, `Hold`) or a function of the
-    request that returns one, for replies that read the conversation or the brain state. A fixed line
-    (`say`: greetings, idle prompts) is spoken without using a script. `transcribe` answers the next of
+    request that returns one, for replies that read the conversation or the brain state. A response that
+    calls a gateway tool takes a second script for what it says after the tool. A fixed line (`say`:
+    greetings, idle prompts) is spoken without using a script. `transcribe` answers the next of
     `transcripts` (an empty string once they run out).
     """
 
-    scripts: deque[Script] = field(default_factory=deque)
-    transcripts: deque[str] = field(default_factory=deque)
-    say_ms: float = 400.0
-    name: str = "scripted"
-    transcribes: bool = True
-    requests: list[ResponseRequest] = field(default_factory=list)
-    transcribed: list[int] = field(default_factory=list)  # samples of each audio it was asked to transcribe
-    _release: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    name = "scripted"
+    transcribes = True
 
-    def __post_init__(self) -> None:
-        self.scripts, self.transcripts = deque(self.scripts), deque(self.transcripts)
+    def __init__(self, transcripts: Iterable[str] = (), say_ms: float = 400.0) -> None:
+        self.scripts: deque[Script] = deque()
+        self.transcripts = deque(transcripts)
+        self.say_ms = say_ms
+        self.requests: list[ResponseRequest] = []  # every request, in order
+        self.transcribed: list[int] = []  # samples of each audio it was asked to transcribe
+        self._release = asyncio.Event()
 
     def script(self, *scripts: Script) -> None:
         self.scripts.extend(scripts)
@@ -146,6 +145,7 @@ class TestCaller:
     hung_up: list[str] = field(default_factory=list)
     transferred: list[tuple[str, str]] = field(default_factory=list)
     dtmf_sent: list[str] = field(default_factory=list)
+    moved: asyncio.Event = field(default_factory=asyncio.Event)  # hung up or transferred
 
     __test__ = False  # not a pytest test class
 
@@ -157,9 +157,16 @@ class TestCaller:
 
     async def transfer(self, target: str, reason: str) -> None:
         self.transferred.append((target, reason))
+        self.moved.set()
 
     async def hang_up(self, reason: str) -> None:
         self.hung_up.append(reason)
+        self.moved.set()
+
+    async def wait_moved(self) -> None:
+        """Until the session has hung up or transferred the call."""
+        async with asyncio.timeout(EVENT_WAIT_S):
+            await self.moved.wait()
 
     async def send_dtmf(self, digits: str) -> None:
         self.dtmf_sent.append(digits)
@@ -261,6 +268,8 @@ class Call:
                     wire = self._wire(event)
                     if wire is not None and wire["type"] == kind:
                         return wire
+                    if wire is not None and wire["type"] == "error":
+                        raise AssertionError(f"an error while waiting for {kind}: {wire['error']}")
         except TimeoutError:
             raise AssertionError(f"no {kind} event; saw {[e['type'] for e in self.seen[-20:]]}") from None
 
@@ -275,8 +284,14 @@ class Call:
         return out
 
     async def response(self) -> dict[str, Any]:
-        """Wait for the current response to end; its `response.done` event."""
-        return await self.next("response.done")
+        """Wait for the current response to end; its `response.done` event. As a client reading it from a
+        socket would, the test then finds the session free for the next response."""
+        done = await self.next("response.done")
+        for _ in range(100):
+            if self.session.response is None:
+                break
+            await asyncio.sleep(0)  # the response's task ends right after queueing response.done
+        return done
 
     async def retrieve(self, item_id: str) -> dict[str, Any]:
         """An item as the server holds it, audio included."""

@@ -1,0 +1,110 @@
+"""Key presses in one Session, in-process: menu keys reach the engine as a key press and are answered like
+an utterance, and a PCI value typed on the keypad reaches only the tool that needs it: no server event,
+conversation item or engine history ever holds the digits."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from pydantic import TypeAdapter
+
+from tests.session_harness import Call, Hold, ScriptedEngine, Step, TestCaller, speech, types
+from voxgate.agents import AgentConfig, Intent, ToolDefinition
+from voxgate.engines.base import ResponseRequest, ToolCall
+
+CARD = "4111111111111111"
+MASKED = "************1111"
+MENU = AgentConfig(name="menu", intents=[Intent(name="billing", reply="Billing.")], dtmf_menu={"1": "billing"})
+CARD_PARAMETERS = {"type": "object", "properties": {"card": {"type": "string"}}, "required": ["card"]}
+
+
+async def pay(card: str) -> dict[str, Any]:
+    """The PCI tool of these tests: it is the one place the typed digits may reach."""
+    return {"paid": card == CARD}
+
+
+@pytest.fixture
+def events(ga_server_events: TypeAdapter[Any]) -> TypeAdapter[Any]:
+    return ga_server_events
+
+
+async def test_a_menu_key_is_answered_and_other_keys_are_only_reported(events: TypeAdapter[Any]) -> None:
+    def menu(request: ResponseRequest) -> list[Step]:
+        return speech(f"You pressed {request.state.pop('key_press')}: billing.", 400)
+
+    engine = ScriptedEngine()
+    engine.script(menu)
+    caller = TestCaller(server_side=True, transport="twilio")
+    async with Call(MENU, engine=engine, caller=caller,
+                    events=events) as call:
+        call.press("5")
+        pressed = await call.next("input_audio_buffer.dtmf_event_received")
+        assert pressed["event"] == "5" and "event_id" not in pressed
+        call.press("1")
+        assert (await call.next("input_audio_buffer.dtmf_event_received"))["event"] == "1"
+        done = await call.response()
+        assert done["response"]["output"][0]["content"][0]["transcript"] == "You pressed 1: billing."
+        assert engine.requests[0].state["dtmf"] == ["5", "1"]
+        assert len(engine.requests) == 1  # the 5 was not a menu choice
+
+
+async def test_a_menu_key_interrupts_the_agent(events: TypeAdapter[Any]) -> None:
+    engine = ScriptedEngine()
+    engine.script([*speech("Welcome to Acme. For billing press one.", 1000), Hold()], speech("Billing.", 200))
+    caller = TestCaller(server_side=True, transport="twilio")
+    async with Call(MENU, engine=engine, caller=caller,
+                    events=events) as call:
+        await call.send({"type": "response.create"})
+        item_id = (await call.next("response.output_item.added"))["item"]["id"]
+        await call.next("response.output_audio.delta")
+        call.heard(item_id, 200)
+        call.press("1")
+        assert (await call.response())["response"]["status_details"]["reason"] == "turn_detected"
+        assert (await call.next("conversation.item.truncated"))["audio_end_ms"] == 200
+        assert (await call.response())["response"]["status"] == "completed"
+        assert engine.requests[1].state["key_press"] == "1"
+
+
+async def test_a_card_typed_on_the_keypad_reaches_the_tool_and_nothing_else(events: TypeAdapter[Any]) -> None:
+    agent = AgentConfig(name="payments", pci_mode=True, tools=[ToolDefinition(
+        name="pay", pci=True, parameters=CARD_PARAMETERS, handler=f"{__name__}:pay")])
+
+    def ask(request: ResponseRequest) -> list[Step]:  # what the flow brain does for a PCI argument
+        request.state["keypad"] = {"tool": "pay", "argument": "card", "digits": "", "done": False, "tries": 0}
+        return speech("Please type your card number, then press the pound key.", 600)
+
+    def charge(request: ResponseRequest) -> list[Step]:
+        keypad = request.state.pop("keypad")
+        assert keypad["done"]
+        request.state["pci_vault"] = {"tool": "pay", "values": {"card": keypad["digits"]}}
+        return [ToolCall("pay", json.dumps({"card": MASKED}), "call_pay")]
+
+    def confirm(request: ResponseRequest) -> list[Step]:
+        paid = json.loads(request.history[-1].output)["paid"]
+        return speech("Your payment went through." if paid else "That card did not work.", 400)
+
+    engine = ScriptedEngine()
+    engine.script(ask, charge, confirm)
+    caller = TestCaller(server_side=True, transport="twilio")
+    async with Call(agent, engine=engine, caller=caller, events=events) as call:
+        await call.send({"type": "response.create"})
+        await call.response()
+        for key in "5500*":  # a false start, cleared with star as IVRs do
+            call.press(key)
+        for key in CARD:
+            call.press(key)
+        assert types(await call.queued()) == []  # not one event for a PCI key
+        assert len(engine.requests) == 1
+        call.press("#")
+        done = await call.response()
+        assert done["response"]["output"][0]["content"][0]["transcript"] == "Your payment went through."
+        assert "pci_vault" not in call.session.brain_state  # used once, then gone
+
+        for request in engine.requests:
+            assert all(CARD not in entry.arguments + entry.output + entry.text for entry in request.history)
+        assert engine.requests[-1].history[-2].arguments == json.dumps({"card": MASKED})
+        wire = json.dumps(call.seen)
+        assert CARD not in wire and "5500" not in wire
+        assert "dtmf" not in call.session.brain_state  # PCI keys are not kept as menu presses either
