@@ -267,3 +267,19 @@ async def test_idle_timeout_prompts_once_per_silence(events: TypeAdapter[Any]) -
         await call.next("input_audio_buffer.committed")
         await call.response()
         assert not engine.scripts
+
+
+async def test_a_beta_client_gets_the_same_turn_in_beta_names(beta_server_events: TypeAdapter[Any]) -> None:
+    engine = ScriptedEngine(transcripts=["Hello?"])
+    engine.script([*speech("Hello there.", 600), Hold()])
+    async with Call(engine=engine, events=beta_server_events, dialect="beta") as call:
+        await call.speak(300)
+        await call.pause(300)
+        item_id = (await call.next("input_audio_buffer.committed"))["item_id"]
+        assert (await call.next("conversation.item.created"))["item"]["id"] == item_id
+        await call.next("response.audio_transcript.delta")
+        await call.next("response.audio.delta")
+        await call.speak(200)  # barge-in
+        await call.next("input_audio_buffer.speech_started")
+        assert (await call.response())["response"]["status_details"]["reason"] == "turn_detected"
+        assert not {"conversation.item.done", "response.output_audio.delta"} & set(types(call.seen))
