@@ -219,6 +219,12 @@ class Call:
         """A client event, as a Realtime client would write it."""
         await self.session.handle_message(json.dumps(event))
 
+    async def detect_turns(self, turn_detection: dict[str, Any] | None) -> None:
+        """`session.update` of the turn detection (None: the client commits), once it is applied."""
+        await self.send({"type": "session.update", "session": {"type": "realtime", "audio": {"input": {
+            "turn_detection": turn_detection}}}})
+        await self.next("session.updated")
+
     async def append(self, pcm: np.ndarray) -> None:
         """Caller audio, one frame per `input_audio_buffer.append`, letting the session's tasks run in
         between as the 20 ms between real frames would."""

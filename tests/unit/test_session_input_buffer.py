@@ -12,11 +12,6 @@ from pydantic import TypeAdapter
 from tests.session_harness import RATE, Call, ScriptedEngine, pcm_of, speech
 
 
-@pytest.fixture
-def events(ga_server_events: TypeAdapter[Any]) -> TypeAdapter[Any]:
-    return ga_server_events
-
-
 async def turn_audio(call: Call, lead_ms: int, speech_ms: int = 400) -> tuple[dict[str, Any], np.ndarray]:
     """One spoken turn after `lead_ms` of silence: the speech_started event and the committed audio."""
     began_ms = call.stream_ms  # where the buffer starts: the call's start or the last commit
@@ -38,10 +33,10 @@ def leading_silence_ms(audio: np.ndarray) -> float:
 
 
 @pytest.mark.parametrize("lead_ms", [0, 100, 300, 320, 500, 980, 1000, 1500, 1740, 2520, 4000])
-async def test_a_turn_keeps_exactly_the_prefix_padding(events: TypeAdapter[Any], lead_ms: int) -> None:
+async def test_a_turn_keeps_exactly_the_prefix_padding(ga_server_events: TypeAdapter[Any], lead_ms: int) -> None:
     engine = ScriptedEngine(transcripts=["hello"])
     engine.script(speech("Hi.", 200))
-    async with Call(engine=engine, events=events) as call:
+    async with Call(engine=engine, events=ga_server_events) as call:
         started, audio = await turn_audio(call, lead_ms)
         assert started["audio_start_ms"] == max(0, lead_ms - 300)
         assert leading_silence_ms(audio) == min(lead_ms, 300)
@@ -50,24 +45,21 @@ async def test_a_turn_keeps_exactly_the_prefix_padding(events: TypeAdapter[Any],
 
 
 @pytest.mark.parametrize("prefix_ms", [0, 60, 500, 1000])
-async def test_every_turn_of_a_call_keeps_the_configured_padding(events: TypeAdapter[Any], prefix_ms: int) -> None:
+async def test_every_turn_of_a_call_keeps_the_configured_padding(ga_server_events: TypeAdapter[Any],
+                                                                prefix_ms: int) -> None:
     engine = ScriptedEngine(transcripts=["one", "two", "three"])
     engine.script(*[speech("Okay.", 200)] * 3)
-    async with Call(engine=engine, events=events) as call:
-        await call.send({"type": "session.update", "session": {"type": "realtime", "audio": {"input": {
-            "turn_detection": {"type": "server_vad", "prefix_padding_ms": prefix_ms, "silence_duration_ms": 300}}}}})
-        await call.next("session.updated")
+    async with Call(engine=engine, events=ga_server_events) as call:
+        await call.detect_turns({"type": "server_vad", "prefix_padding_ms": prefix_ms, "silence_duration_ms": 300})
         for lead_ms in (1700, 260, 3140):
             _, audio = await turn_audio(call, lead_ms)
             assert leading_silence_ms(audio) == min(lead_ms, prefix_ms)
             await call.response()
 
 
-async def test_without_turn_detection_the_client_commits_everything(events: TypeAdapter[Any]) -> None:
-    async with Call(events=events) as call:
-        await call.send({"type": "session.update", "session": {"type": "realtime", "audio": {"input": {
-            "turn_detection": None}}}})
-        await call.next("session.updated")
+async def test_without_turn_detection_the_client_commits_everything(ga_server_events: TypeAdapter[Any]) -> None:
+    async with Call(events=ga_server_events) as call:
+        await call.detect_turns(None)
         await call.pause(2500)
         await call.speak(200)
         await call.send({"type": "input_audio_buffer.commit"})

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import pytest
 from pydantic import TypeAdapter
 
 from tests.session_harness import Call, Hold, ScriptedEngine, Step, TestCaller, speech, types
@@ -25,12 +24,7 @@ async def pay(card: str) -> dict[str, Any]:
     return {"paid": card == CARD}
 
 
-@pytest.fixture
-def events(ga_server_events: TypeAdapter[Any]) -> TypeAdapter[Any]:
-    return ga_server_events
-
-
-async def test_a_menu_key_is_answered_and_other_keys_are_only_reported(events: TypeAdapter[Any]) -> None:
+async def test_a_menu_key_is_answered_and_other_keys_are_only_reported(ga_server_events: TypeAdapter[Any]) -> None:
     def menu(request: ResponseRequest) -> list[Step]:
         return speech(f"You pressed {request.state.pop('key_press')}: billing.", 400)
 
@@ -38,7 +32,7 @@ async def test_a_menu_key_is_answered_and_other_keys_are_only_reported(events: T
     engine.script(menu)
     caller = TestCaller(server_side=True, transport="twilio")
     async with Call(MENU, engine=engine, caller=caller,
-                    events=events) as call:
+                    events=ga_server_events) as call:
         call.press("5")
         pressed = await call.next("input_audio_buffer.dtmf_event_received")
         assert pressed["event"] == "5" and "event_id" not in pressed
@@ -50,12 +44,12 @@ async def test_a_menu_key_is_answered_and_other_keys_are_only_reported(events: T
         assert len(engine.requests) == 1  # the 5 was not a menu choice
 
 
-async def test_a_menu_key_interrupts_the_agent(events: TypeAdapter[Any]) -> None:
+async def test_a_menu_key_interrupts_the_agent(ga_server_events: TypeAdapter[Any]) -> None:
     engine = ScriptedEngine()
     engine.script([*speech("Welcome to Acme. For billing press one.", 1000), Hold()], speech("Billing.", 200))
     caller = TestCaller(server_side=True, transport="twilio")
     async with Call(MENU, engine=engine, caller=caller,
-                    events=events) as call:
+                    events=ga_server_events) as call:
         await call.send({"type": "response.create"})
         item_id = (await call.next("response.output_item.added"))["item"]["id"]
         await call.next("response.output_audio.delta")
@@ -67,7 +61,7 @@ async def test_a_menu_key_interrupts_the_agent(events: TypeAdapter[Any]) -> None
         assert engine.requests[1].state["key_press"] == "1"
 
 
-async def test_a_card_typed_on_the_keypad_reaches_the_tool_and_nothing_else(events: TypeAdapter[Any]) -> None:
+async def test_a_card_typed_on_the_keypad_reaches_the_tool_and_nothing_else(ga_server_events: TypeAdapter[Any]) -> None:
     agent = AgentConfig(name="payments", pci_mode=True, tools=[ToolDefinition(
         name="pay", pci=True, parameters=CARD_PARAMETERS, handler=f"{__name__}:pay")])
 
@@ -88,7 +82,7 @@ async def test_a_card_typed_on_the_keypad_reaches_the_tool_and_nothing_else(even
     engine = ScriptedEngine()
     engine.script(ask, charge, confirm)
     caller = TestCaller(server_side=True, transport="twilio")
-    async with Call(agent, engine=engine, caller=caller, events=events) as call:
+    async with Call(agent, engine=engine, caller=caller, events=ga_server_events) as call:
         await call.send({"type": "response.create"})
         await call.response()
         for key in "5500*":  # a false start, cleared with star as IVRs do

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import pytest
 from pydantic import TypeAdapter
 
 from tests.session_harness import Call, ScriptedEngine, Step, TestCaller, speech, types
@@ -24,11 +23,6 @@ async def order_status(order_id: str) -> dict[str, str]:
     return {"order_id": order_id, "status": "shipped"}
 
 
-@pytest.fixture
-def events(ga_server_events: TypeAdapter[Any]) -> TypeAdapter[Any]:
-    return ga_server_events
-
-
 def tool_output(request: ResponseRequest) -> dict[str, Any]:
     entry = request.history[-1]
     assert entry.kind == "function_call_output"
@@ -36,13 +30,13 @@ def tool_output(request: ResponseRequest) -> dict[str, Any]:
     return output
 
 
-async def test_a_client_tool_round_trip(events: TypeAdapter[Any]) -> None:
+async def test_a_client_tool_round_trip(ga_server_events: TypeAdapter[Any]) -> None:
     def answer(request: ResponseRequest) -> list[Step]:
         return speech(f"It is {tool_output(request)['sky']} in Paris.", 400)
 
     engine = ScriptedEngine()
     engine.script([TextDelta("Let me check."), ToolCall("get_weather", '{"city": "Paris"}', "call_w1")], answer)
-    async with Call(engine=engine, events=events) as call:
+    async with Call(engine=engine, events=ga_server_events) as call:
         await call.send({"type": "session.update", "session": {"type": "realtime", "tools": [WEATHER]}})
         await call.next("session.updated")
         await call.send({"type": "response.create"})
@@ -66,7 +60,7 @@ async def test_a_client_tool_round_trip(events: TypeAdapter[Any]) -> None:
         assert (history[1].name, history[1].call_id) == ("get_weather", "call_w1")
 
 
-async def test_a_gateway_tool_runs_in_place(events: TypeAdapter[Any]) -> None:
+async def test_a_gateway_tool_runs_in_place(ga_server_events: TypeAdapter[Any]) -> None:
     agent = AgentConfig(name="orders", tools=[ToolDefinition(
         name="order_status", parameters=ORDER_PARAMETERS, handler=f"{__name__}:order_status")])
 
@@ -79,7 +73,7 @@ async def test_a_gateway_tool_runs_in_place(events: TypeAdapter[Any]) -> None:
     engine = ScriptedEngine()
     engine.script([ToolCall("order_status", '{"order_id": "4567"}', "call_o1")], answer,
                   [ToolCall("order_status", '{"order_id": "next week"}', "call_o2")], refused)
-    async with Call(agent, engine=engine, events=events) as call:
+    async with Call(agent, engine=engine, events=ga_server_events) as call:
         await call.send({"type": "response.create"})
         done = await call.response()
         assert done["response"]["status"] == "completed"
@@ -95,13 +89,13 @@ async def test_a_gateway_tool_runs_in_place(events: TypeAdapter[Any]) -> None:
         assert done["response"]["output"][0]["content"][0]["transcript"] == "Sorry: invalid_arguments."
 
 
-async def test_end_call_hangs_up_once_the_goodbye_is_said(events: TypeAdapter[Any]) -> None:
+async def test_end_call_hangs_up_once_the_goodbye_is_said(ga_server_events: TypeAdapter[Any]) -> None:
     agent = AgentConfig(name="closer", tools=[ToolDefinition(name="end_call", builtin="end_call")])
     engine = ScriptedEngine()
     engine.script([ToolCall("end_call", '{"reason": "the caller said goodbye"}', "call_e1")],
                   speech("Goodbye!", 400))
     caller = TestCaller(server_side=True, transport="twilio")
-    async with Call(agent, engine=engine, caller=caller, events=events) as call:
+    async with Call(agent, engine=engine, caller=caller, events=ga_server_events) as call:
         await call.send({"type": "response.create"})
         assert not caller.hung_up
         done = await call.response()

@@ -14,15 +14,10 @@ from tests.session_harness import Call, Hold, ScriptedEngine, TestCaller, audio_
 from voxgate.engines.base import HistoryEntry, TextDelta
 
 
-@pytest.fixture
-def events(ga_server_events: TypeAdapter[Any]) -> TypeAdapter[Any]:
-    return ga_server_events
-
-
-async def test_a_server_vad_turn_is_committed_and_answered(events: TypeAdapter[Any]) -> None:
+async def test_a_server_vad_turn_is_committed_and_answered(ga_server_events: TypeAdapter[Any]) -> None:
     engine = ScriptedEngine(transcripts=["What time do you open?"])
     engine.script(speech("We open at nine.", 400))
-    async with Call(engine=engine, events=events) as call:
+    async with Call(engine=engine, events=ga_server_events) as call:
         await call.pause(1000)
         await call.speak(600)
         started = await call.next("input_audio_buffer.speech_started")
@@ -43,25 +38,23 @@ async def test_a_server_vad_turn_is_committed_and_answered(events: TypeAdapter[A
         assert engine.requests[0].history[-1] == HistoryEntry("user", "What time do you open?")
 
 
-async def test_create_response_false_commits_without_answering(events: TypeAdapter[Any]) -> None:
-    async with Call(events=events) as call:
-        await call.send({"type": "session.update", "session": {"type": "realtime", "audio": {"input": {
-            "turn_detection": {"type": "server_vad", "create_response": False}}}}})
-        await call.next("session.updated")
+async def test_create_response_false_commits_without_answering(ga_server_events: TypeAdapter[Any]) -> None:
+    async with Call(events=ga_server_events) as call:
+        await call.detect_turns({"type": "server_vad", "create_response": False})
         await call.speak(300)
         await call.pause(600)
         await call.next("input_audio_buffer.committed")
         assert "response.created" not in types(await call.queued())
 
 
-async def test_barge_in_cancels_and_truncates_at_what_the_caller_heard(events: TypeAdapter[Any]) -> None:
+async def test_barge_in_cancels_and_truncates_at_what_the_caller_heard(ga_server_events: TypeAdapter[Any]) -> None:
     """A phone or browser caller (the gateway plays the audio): speech over the agent stops it at the
     transport, cancels the response and cuts its item at the position the transport reported heard."""
     engine = ScriptedEngine()
     engine.script([*speech("Hello there.", 1000), *speech("How can I help you today?", 1000), Hold(),
                    *speech("This is never said.", 1000)])
     caller = TestCaller(server_side=True, transport="twilio")
-    async with Call(engine=engine, caller=caller, events=events) as call:
+    async with Call(engine=engine, caller=caller, events=ga_server_events) as call:
         await call.pause(1000)
         await call.send({"type": "response.create"})
         item = (await call.next("response.output_item.added"))["item"]
@@ -90,12 +83,13 @@ async def test_barge_in_cancels_and_truncates_at_what_the_caller_heard(events: T
         assert started["audio_start_ms"] == 1280 - 300  # the turn starts at its first speech frame, not the cough
 
 
-async def test_barge_in_after_the_response_ended_cuts_what_was_still_playing(events: TypeAdapter[Any]) -> None:
+async def test_barge_in_after_the_response_ended_cuts_what_was_still_playing(
+        ga_server_events: TypeAdapter[Any]) -> None:
     """The response is done (all audio generated) but the carrier is seconds behind: still a barge-in."""
     engine = ScriptedEngine()
     engine.script(speech("One two three four five six.", 1200))
     caller = TestCaller(server_side=True, transport="twilio")
-    async with Call(engine=engine, caller=caller, events=events) as call:
+    async with Call(engine=engine, caller=caller, events=ga_server_events) as call:
         await call.send({"type": "response.create"})
         done = await call.response()
         item_id = done["response"]["output"][0]["id"]
@@ -110,11 +104,11 @@ async def test_barge_in_after_the_response_ended_cuts_what_was_still_playing(eve
         assert (await call.retrieve(item_id))["content"][0]["transcript"] == "One two three"
 
 
-async def test_a_heard_response_is_not_interrupted(events: TypeAdapter[Any]) -> None:
+async def test_a_heard_response_is_not_interrupted(ga_server_events: TypeAdapter[Any]) -> None:
     engine = ScriptedEngine()
     engine.script(speech("Done.", 400), speech("Sure.", 400))
     caller = TestCaller(server_side=True, transport="twilio")
-    async with Call(engine=engine, caller=caller, events=events) as call:
+    async with Call(engine=engine, caller=caller, events=ga_server_events) as call:
         await call.send({"type": "response.create"})
         item_id = (await call.response())["response"]["output"][0]["id"]
         call.heard(item_id, 400)
@@ -127,11 +121,11 @@ async def test_a_heard_response_is_not_interrupted(events: TypeAdapter[Any]) -> 
         assert (await call.retrieve(item_id))["status"] == "completed"
 
 
-async def test_a_websocket_client_truncates_what_it_played(events: TypeAdapter[Any]) -> None:
+async def test_a_websocket_client_truncates_what_it_played(ga_server_events: TypeAdapter[Any]) -> None:
     """The client plays the audio itself: speech cancels the response, and the client says what it played."""
     engine = ScriptedEngine()
     engine.script([*speech("Hello there.", 1000), *speech("How can I help you today?", 1000), Hold()])
-    async with Call(engine=engine, events=events) as call:
+    async with Call(engine=engine, events=ga_server_events) as call:
         await call.send({"type": "response.create"})
         item = (await call.next("response.output_item.added"))["item"]
         for _ in range(10):
@@ -155,10 +149,10 @@ async def test_a_websocket_client_truncates_what_it_played(events: TypeAdapter[A
         assert (await call.retrieve(item["id"]))["content"][0]["transcript"] == ""  # the session carries on
 
 
-async def test_response_cancel(events: TypeAdapter[Any]) -> None:
+async def test_response_cancel(ga_server_events: TypeAdapter[Any]) -> None:
     engine = ScriptedEngine()
     engine.script([TextDelta("Let me think"), Hold(), TextDelta(" about that.")], speech("Yes.", 200))
-    async with Call(engine=engine, events=events) as call:
+    async with Call(engine=engine, events=ga_server_events) as call:
         await call.send({"type": "response.cancel"})
         assert (await call.next("error"))["error"]["code"] == "response_cancel_not_active"
         await call.send({"type": "response.create"})
@@ -175,12 +169,12 @@ async def test_response_cancel(events: TypeAdapter[Any]) -> None:
         assert (await call.response())["response"]["status"] == "completed"
 
 
-async def test_output_audio_buffer_clear_cuts_at_the_heard_position(events: TypeAdapter[Any]) -> None:
+async def test_output_audio_buffer_clear_cuts_at_the_heard_position(ga_server_events: TypeAdapter[Any]) -> None:
     """WebRTC and SIP clients ask the server to stop playing; the item keeps what was heard."""
     engine = ScriptedEngine()
     engine.script([*speech("Hello there.", 1000), Hold()])
     caller = TestCaller(server_side=True, transport="webrtc")
-    async with Call(engine=engine, caller=caller, events=events) as call:
+    async with Call(engine=engine, caller=caller, events=ga_server_events) as call:
         await call.send({"type": "response.create"})
         item = (await call.next("response.output_item.added"))["item"]
         for _ in range(5):
@@ -198,14 +192,12 @@ async def test_output_audio_buffer_clear_cuts_at_the_heard_position(events: Type
     ("I'd like to book a table and", 2000),  # trails off: the caller gets time to go on
     ("", 500),  # no words heard: the middle wait
 ])
-async def test_semantic_vad_waits_by_what_was_said(events: TypeAdapter[Any], transcript: str,
+async def test_semantic_vad_waits_by_what_was_said(ga_server_events: TypeAdapter[Any], transcript: str,
                                                    silence_ms: int) -> None:
     engine = ScriptedEngine(transcripts=[transcript])
     engine.script(speech("Certainly.", 200))
-    async with Call(engine=engine, events=events) as call:
-        await call.send({"type": "session.update", "session": {"type": "realtime", "audio": {"input": {
-            "turn_detection": {"type": "semantic_vad", "eagerness": "high"}}}}})
-        await call.next("session.updated")
+    async with Call(engine=engine, events=ga_server_events) as call:
+        await call.detect_turns({"type": "semantic_vad", "eagerness": "high"})
         await call.pause(200)
         await call.speak(800)
         await call.next("input_audio_buffer.speech_started")
@@ -219,13 +211,11 @@ async def test_semantic_vad_waits_by_what_was_said(events: TypeAdapter[Any], tra
         assert engine.requests[0].history[-1].text == transcript
 
 
-async def test_semantic_vad_speech_after_a_pause_voids_the_guess(events: TypeAdapter[Any]) -> None:
+async def test_semantic_vad_speech_after_a_pause_voids_the_guess(ga_server_events: TypeAdapter[Any]) -> None:
     engine = ScriptedEngine(transcripts=["Book a table.", "Book a table for two and"])
     engine.script(speech("Certainly.", 200))
-    async with Call(engine=engine, events=events) as call:
-        await call.send({"type": "session.update", "session": {"type": "realtime", "audio": {"input": {
-            "turn_detection": {"type": "semantic_vad", "eagerness": "high"}}}}})
-        await call.next("session.updated")
+    async with Call(engine=engine, events=ga_server_events) as call:
+        await call.detect_turns({"type": "semantic_vad", "eagerness": "high"})
         await call.speak(600)
         await call.pause(200)  # a finished phrase so far...
         await call.speak(400)  # ...but the caller goes on
@@ -237,14 +227,12 @@ async def test_semantic_vad_speech_after_a_pause_voids_the_guess(events: TypeAda
         assert engine.requests[0].history[-1].text == "Book a table for two and"
 
 
-async def test_idle_timeout_prompts_once_per_silence(events: TypeAdapter[Any]) -> None:
+async def test_idle_timeout_prompts_once_per_silence(ga_server_events: TypeAdapter[Any]) -> None:
     engine = ScriptedEngine()
     engine.script(speech("How can I help?", 600), speech("Go ahead.", 200))
     caller = TestCaller(server_side=True, transport="twilio")
-    async with Call(engine=engine, caller=caller, events=events) as call:
-        await call.send({"type": "session.update", "session": {"type": "realtime", "audio": {"input": {
-            "turn_detection": {"type": "server_vad", "idle_timeout_ms": 5000}}}}})
-        await call.next("session.updated")
+    async with Call(engine=engine, caller=caller, events=ga_server_events) as call:
+        await call.detect_turns({"type": "server_vad", "idle_timeout_ms": 5000})
         await call.send({"type": "response.create"})
         item_id = (await call.response())["response"]["output"][0]["id"]
         call.heard(item_id, 0)
