@@ -2,7 +2,7 @@
 
 Thousands of frames per parser: arbitrary JSON (NaN, infinities, huge numbers, deep nesting), documented
 frames with one field swapped for anything, and raw bytes. Whatever arrives, a parser returns typed
-events or raises its documented error (MediaStreamError for frames, CallEventError for webhooks) with a
+events or raises its documented error (CarrierMessageError for frames, CallEventError for webhooks) with a
 stable code and a message: the shell answers each one (a counted rejection, a close, an HTTP 400), and
 nothing else can escape into a traceback. Pure cores, so it is fast.
 """
@@ -23,10 +23,10 @@ from voxgate.transports.media_stream import (
     AudioReceived,
     CallEventError,
     CarrierErrorReported,
+    CarrierMessageError,
     ChunksLost,
     DigitPressed,
     MarkPlayed,
-    MediaStreamError,
     StreamConnected,
     StreamStarted,
     StreamStopped,
@@ -88,10 +88,10 @@ def frames(templates: list[dict[str, Any]], *media: str) -> st.SearchStrategy[li
 
 
 def answered(stream: TwilioMediaStream | TelnyxMediaStream, frame: str | bytes) -> None:
-    """One frame in: typed events out, or a MediaStreamError with a code and a message; nothing else."""
+    """One frame in: typed events out, or a CarrierMessageError with a code and a message; nothing else."""
     try:
         events = stream.receive(frame)
-    except MediaStreamError as exc:
+    except CarrierMessageError as exc:
         assert CODE.fullmatch(exc.code), exc.code
         assert exc.message
         return

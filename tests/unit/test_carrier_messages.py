@@ -1,7 +1,7 @@
 """The Twilio and Telnyx media-stream codecs: documented frames parse, bad frames raise typed errors only.
 
 Hypothesis throws arbitrary JSON and near-valid frames at both parsers: whatever arrives, `receive`
-either returns events or raises MediaStreamError, never anything else.
+either returns events or raises CarrierMessageError, never anything else.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from hypothesis import strategies as st
 from voxgate.transports.media_stream import (
     AudioReceived,
     CarrierErrorReported,
+    CarrierMessageError,
     ChunkOrder,
     ChunksLost,
     DigitPressed,
     MarkPlayed,
-    MediaStreamError,
     StreamConnected,
     StreamStarted,
     StreamStopped,
@@ -97,7 +97,7 @@ def test_twilio_outbound_frames_are_the_documented_json() -> None:
 ])
 def test_twilio_bad_frames_raise_typed_errors(frame: str, code: str) -> None:
     stream = started_twilio()
-    with pytest.raises(MediaStreamError) as error:
+    with pytest.raises(CarrierMessageError) as error:
         stream.receive(frame)
     assert error.value.code == code
     assert not error.value.fatal
@@ -105,14 +105,14 @@ def test_twilio_bad_frames_raise_typed_errors(frame: str, code: str) -> None:
 
 
 def test_twilio_media_before_start_and_unusable_starts() -> None:
-    with pytest.raises(MediaStreamError) as error:
+    with pytest.raises(CarrierMessageError) as error:
         TwilioMediaStream().receive(twilio_media(1, b"\xff" * 160))
     assert error.value.code == "media_before_start"
     for broken in ({**TWILIO_START, "streamSid": 'MZ"injected'},
                    {**TWILIO_START, "start": {**TWILIO_START["start"], "callSid": "../../etc"}},
                    {**TWILIO_START, "start": {**TWILIO_START["start"],
                                               "mediaFormat": {"encoding": "audio/x-l16", "sampleRate": 16000}}}):
-        with pytest.raises(MediaStreamError) as error:
+        with pytest.raises(CarrierMessageError) as error:
             TwilioMediaStream().receive(json.dumps(broken))
         assert error.value.fatal
 
@@ -120,7 +120,7 @@ def test_twilio_media_before_start_and_unusable_starts() -> None:
 def test_twilio_late_and_duplicate_chunks_are_refused_and_gaps_reported() -> None:
     stream = started_twilio()
     assert stream.receive(twilio_media(1, b"\x01")) == [AudioReceived(b"\x01", 1)]
-    with pytest.raises(MediaStreamError, match="after chunk 1"):
+    with pytest.raises(CarrierMessageError, match="after chunk 1"):
         stream.receive(twilio_media(1, b"\x01"))
     assert stream.receive(twilio_media(3, b"\x03")) == []  # held: chunk 2 may still come
     assert stream.receive(twilio_media(2, b"\x02")) == [AudioReceived(b"\x02", 2), AudioReceived(b"\x03", 3)]
@@ -173,7 +173,7 @@ def test_telnyx_l16_and_pcmu_streams(fmt: dict[str, Any]) -> None:
     assert isinstance(started, StreamStarted)
     assert started.sample_rate == fmt["sample_rate"]
     if started.encoding == "l16":
-        with pytest.raises(MediaStreamError, match=r"bad_payload_size|payload"):
+        with pytest.raises(CarrierMessageError, match=r"bad_payload_size|payload"):
             stream.receive(telnyx_media(1, b"\x00\x01\x02"))  # half a sample
 
 
@@ -181,7 +181,7 @@ def test_telnyx_l16_and_pcmu_streams(fmt: dict[str, Any]) -> None:
                                  {"encoding": "L16", "sample_rate": 11025}, {"encoding": "PCMU", "channels": 2},
                                  {"encoding": "PCMU", "sample_rate": "fast"}])
 def test_telnyx_refuses_formats_it_cannot_play(fmt: dict[str, Any]) -> None:
-    with pytest.raises(MediaStreamError) as error:
+    with pytest.raises(CarrierMessageError) as error:
         TelnyxMediaStream().receive(json.dumps({**TELNYX_START, "start": {**TELNYX_START["start"],
                                                                             "media_format": fmt}}))
     assert error.value.code == "unsupported_format" and error.value.fatal
@@ -212,7 +212,7 @@ def test_fuzzed_frames_only_ever_raise_media_stream_errors(frames: list[str | by
         for frame in frames:
             try:
                 stream.receive(frame)
-            except MediaStreamError:
+            except CarrierMessageError:
                 pass
 
 
@@ -240,7 +240,7 @@ def test_any_chunk_sequence_releases_strictly_increasing_chunks(numbers: list[in
     for number in numbers:
         try:
             ready, _ = chunks.push(number, b"\xff")
-        except MediaStreamError as exc:
+        except CarrierMessageError as exc:
             assert exc.code == "out_of_order"
             continue
         released += [e.chunk for e in ready]

@@ -9,6 +9,8 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from voxgate.audio import g711
+from voxgate.audio.resample import StreamResampler
 from voxgate.transports import twiml
 from voxgate.transports.carrier_audio import CarrierAudio
 from voxgate.transports.carrier_playout import CarrierPlayout
@@ -110,9 +112,15 @@ def test_every_byte_goes_out_once_in_order(chunks: list[tuple[str, int]], lead: 
     assert p.drained
 
 
-def test_g711_passes_through_and_l16_is_resampled_big_endian() -> None:
+def test_g711_passes_through_in_is_encoded_from_pcm_out_and_l16_is_resampled_big_endian() -> None:
     mulaw = CarrierAudio("pcmu", 8000, "pcmu", 8000)
-    assert mulaw.to_session(b"\x01\x02") == b"\x01\x02" and mulaw.from_session(b"\x03") == b"\x03"
+    assert mulaw.to_session(b"\x01\x02") == b"\x01\x02"
+    speech = (8000 * np.sin(np.arange(160) / 5)).astype(np.int16)
+    assert mulaw.from_session(speech, 8000) == g711.ulaw_encode(speech)  # one table pass, no resampling
+    alaw = CarrierAudio("pcma", 8000, "pcma", 8000)
+    assert alaw.from_session(speech, 8000) == g711.alaw_encode(speech)
+    wide = (8000 * np.sin(np.arange(4800) / 15)).astype(np.int16)  # a session at 24 kHz: resampled, then coded
+    assert mulaw.from_session(wide, 24000) == g711.ulaw_encode(StreamResampler(24000, 8000).process(wide))
     assert mulaw.session_config()["audio"]["input"]["format"] == {"type": "audio/pcmu"}
     assert (mulaw.frame_bytes, mulaw.silence) == (160, b"\xff")
     assert CarrierAudio("pcma", 8000, "pcma", 8000).inbound_silence(20) == b"\xd5" * 160
@@ -125,7 +133,7 @@ def test_g711_passes_through_and_l16_is_resampled_big_endian() -> None:
     up = np.frombuffer(l16.to_session(tone.astype(">i2").tobytes()), dtype="<i2")
     assert abs(up.size - 24000) < 50
     assert np.abs(up).max() == pytest.approx(8000, rel=0.05)  # big-endian read right: not byte-swapped noise
-    down = np.frombuffer(l16.from_session(up.astype("<i2").tobytes()), dtype=">i2")
+    down = np.frombuffer(l16.from_session(up, 24000), dtype=">i2")
     assert abs(down.size - 16000) < 50
     assert np.abs(down).max() == pytest.approx(8000, rel=0.05)
 

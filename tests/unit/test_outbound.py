@@ -5,37 +5,50 @@ from __future__ import annotations
 
 import asyncio
 
+import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
+from voxgate.audio.formats import PCM24K
+from voxgate.protocol import server_events as se
 from voxgate.session.outbound import Outbound
 from voxgate.session.playback import PlaybackTracker
 
 
+def _audio(n: int) -> se.ResponseOutputAudioDelta:
+    return se.ResponseOutputAudioDelta(response_id="resp_1", item_id="item_1", output_index=0,
+                                       pcm=np.full(480, n, dtype=np.int16), format=PCM24K)
+
+
+def _control(n: int) -> se.ServerEvent:
+    return se.ConversationItemDeleted(item_id=f"item_{n}")
+
+
 def test_audio_is_dropped_and_counted_when_full_but_control_is_not() -> None:
     out = Outbound(max_events=3)
-    assert all(out.put_audio({"type": "response.output_audio.delta", "n": i}) for i in range(3))
-    assert not out.put_audio({"type": "response.output_audio.delta", "n": 3})
+    assert all(out.put_audio(_audio(i)) for i in range(3))
+    assert not out.put_audio(_audio(3))
     assert out.dropped_audio_events == 1
-    out.put({"type": "response.done"})
+    out.put(_control(0))
     assert len(out) == 4 and not out.overflowed
 
 
 def test_overflow_frees_the_queue_and_signals() -> None:
     out = Outbound(max_events=2)
     for i in range(4):
-        out.put({"type": "error", "n": i})
+        out.put(_control(i))
     assert not out.overflowed
-    out.put({"type": "error", "n": 4})
+    out.put(_control(4))
     assert out.overflowed and out.overflow.is_set() and out.closed and len(out) == 0
 
 
 async def test_get_returns_in_order_then_none_after_close() -> None:
     out = Outbound(max_events=8)
-    out.put({"type": "a"})
-    out.put_audio({"type": "b"})
-    assert (await out.get()) == {"type": "a"}
-    assert (await out.get()) == {"type": "b"}
+    first, second = _control(1), _audio(2)
+    out.put(first)
+    out.put_audio(second)
+    assert (await out.get()) is first
+    assert (await out.get()) is second
     waiter = asyncio.create_task(out.get())
     await asyncio.sleep(0)
     out.close()
@@ -46,7 +59,10 @@ async def test_get_returns_in_order_then_none_after_close() -> None:
 def test_memory_stays_bounded(ops: list[tuple[bool, int]], bound: int) -> None:
     out = Outbound(max_events=bound)
     for audio, n in ops:
-        (out.put_audio if audio else out.put)({"type": "x", "n": n})
+        if audio:
+            out.put_audio(_audio(n))
+        else:
+            out.put(_control(n))
         assert len(out) <= 2 * bound
 
 

@@ -25,6 +25,7 @@ __all__ = [
     "AudioFormatError",
     "InputDecoder",
     "OutputEncoder",
+    "encode_pcm",
     "pcm16_array",
     "pcm16_bytes",
 ]
@@ -127,6 +128,15 @@ def pcm16_array(data: bytes) -> npt.NDArray[np.int16]:
     return np.frombuffer(data, dtype="<i2").astype(np.int16)
 
 
+def encode_pcm(pcm: npt.NDArray[np.int16], fmt: AudioFormat) -> bytes:
+    """int16 PCM already at ``fmt.rate`` as ``fmt``'s wire bytes (G.711 by table, PCM16 little-endian)."""
+    if fmt.encoding == "pcmu":
+        return g711.ulaw_encode(pcm)
+    if fmt.encoding == "pcma":
+        return g711.alaw_encode(pcm)
+    return pcm16_bytes(pcm)
+
+
 class InputDecoder:
     """Wire audio of one format in, int16 PCM at ``target_rate`` out, resampler state kept across calls."""
 
@@ -162,19 +172,12 @@ class OutputEncoder:
         self._resampler = StreamResampler(source_rate, fmt.rate)
 
     def encode(self, pcm: npt.NDArray[np.int16]) -> bytes:
-        return self._encode(self._resampler.process(pcm))
+        return encode_pcm(self._resampler.process(pcm), self.format)
 
     def flush(self) -> bytes:
         """End of a response: the held tail, encoded."""
-        return self._encode(self._resampler.flush())
+        return encode_pcm(self._resampler.flush(), self.format)
 
     def reset(self) -> None:
         """Drop held audio, e.g. on barge-in."""
         self._resampler.reset()
-
-    def _encode(self, pcm: npt.NDArray[np.int16]) -> bytes:
-        if self.format.encoding == "pcmu":
-            return g711.ulaw_encode(pcm)
-        if self.format.encoding == "pcma":
-            return g711.alaw_encode(pcm)
-        return pcm16_bytes(pcm)

@@ -1,42 +1,12 @@
-"""Outbound dialect translation: the session speaks GA; beta clients get beta names.
+"""Which dialect a client speaks: GA unless its handshake asks for beta.
 
-Items, sessions and responses are rendered per dialect where they are built (they know their own
-shapes); this module only renames event types and drops the events beta does not have.
+Server events are spelt per dialect by `protocol/serialiser.py`; client events are read per dialect by
+`protocol/client_events.py`.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from voxgate.protocol.items import Dialect
-
-_BETA_NAMES = {
-    "response.output_text.delta": "response.text.delta",
-    "response.output_text.done": "response.text.done",
-    "response.output_audio.delta": "response.audio.delta",
-    "response.output_audio.done": "response.audio.done",
-    "response.output_audio_transcript.delta": "response.audio_transcript.delta",
-    "response.output_audio_transcript.done": "response.audio_transcript.done",
-    "conversation.item.added": "conversation.item.created",
-}
-_NOT_IN_BETA = {
-    "conversation.item.done",
-    "input_audio_buffer.dtmf_event_received",
-    "input_audio_buffer.timeout_triggered",
-}
-
-
-def for_dialect(event: dict[str, Any], dialect: Dialect) -> dict[str, Any] | None:
-    """The event as `dialect` spells it, or None when that dialect has no such event."""
-    if dialect == "ga":
-        return event
-    kind = event["type"]
-    if kind in _NOT_IN_BETA:
-        return None
-    renamed = _BETA_NAMES.get(kind)
-    if renamed is None:
-        return event
-    return {**event, "type": renamed}
 
 
 def dialect_from_handshake(headers: dict[str, str], subprotocols: list[str]) -> Dialect:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from voxgate.protocol.ids import new_id
+from voxgate.protocol.server_events import ErrorEvent
 
 
 class RealtimeError(Exception):
@@ -26,20 +24,6 @@ class RealtimeError(Exception):
         self.event_id = event_id
         self.type = type
 
-    def to_event(self) -> dict[str, Any]:
-        return error_event(self.code, self.message, param=self.param, event_id=self.event_id, type=self.type)
-
-
-def error_event(
-    code: str | None,
-    message: str,
-    *,
-    param: str | None = None,
-    event_id: str | None = None,
-    type: str = "invalid_request_error",
-) -> dict[str, Any]:
-    return {
-        "type": "error",
-        "event_id": new_id("event"),
-        "error": {"type": type, "code": code, "message": message, "param": param, "event_id": event_id},
-    }
+    def to_event(self) -> ErrorEvent:
+        return ErrorEvent(error_type=self.type, code=self.code, message=self.message, param=self.param,
+                          client_event_id=self.event_id)

@@ -7,7 +7,7 @@ An item keeps its audio as the bytes that crossed the wire (input or output form
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from voxgate.audio.formats import AudioFormat
@@ -66,6 +66,12 @@ class Item:
         return " ".join(
             (p.text if p.type.endswith("text") else p.transcript) or "" for p in self.content
         ).strip()
+
+    def snapshot(self, include_audio: bool = False) -> Item:
+        """A copy frozen in time for an event: the item may change before the event reaches the wire."""
+        parts = [replace(p, audio=bytearray(p.audio) if include_audio and p.audio is not None else None,
+                         segments=[]) for p in self.content]
+        return replace(self, content=parts)
 
     def to_wire(self, dialect: Dialect, include_audio: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {"id": self.id, "object": "realtime.item", "type": self.type}

@@ -11,17 +11,14 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import Any
 
-
-class OutboundOverflow(Exception):
-    """The peer stopped reading; the session must be closed."""
+from voxgate.protocol.server_events import ResponseOutputAudioDelta, ServerEvent
 
 
 class Outbound:
     def __init__(self, max_events: int = 512) -> None:
         self.max_events = max_events
-        self._queue: deque[dict[str, Any]] = deque()
+        self._queue: deque[ServerEvent] = deque()
         self._ready = asyncio.Event()
         self._closed = False
         self.dropped_audio_events = 0
@@ -31,7 +28,7 @@ class Outbound:
     def __len__(self) -> int:
         return len(self._queue)
 
-    def put(self, event: dict[str, Any]) -> None:
+    def put(self, event: ServerEvent) -> None:
         """Queue a control event (never dropped)."""
         if self._closed:
             return
@@ -44,7 +41,7 @@ class Outbound:
         self._queue.append(event)
         self._ready.set()
 
-    def put_audio(self, event: dict[str, Any]) -> bool:
+    def put_audio(self, event: ResponseOutputAudioDelta) -> bool:
         """Queue an audio delta; False (and counted) when the queue is full."""
         if self._closed:
             return False
@@ -63,7 +60,7 @@ class Outbound:
     def closed(self) -> bool:
         return self._closed
 
-    async def get(self) -> dict[str, Any] | None:
+    async def get(self) -> ServerEvent | None:
         """The next event, or None once closed and drained."""
         while not self._queue:
             if self._closed:
@@ -71,8 +68,3 @@ class Outbound:
             self._ready.clear()
             await self._ready.wait()
         return self._queue.popleft()
-
-    def drain_nowait(self) -> list[dict[str, Any]]:
-        items = list(self._queue)
-        self._queue.clear()
-        return items

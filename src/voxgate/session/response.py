@@ -8,14 +8,14 @@ cancelled on barge-in, or failed — with every open item closed and a `response
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from voxgate.audio.formats import AudioFormat, AudioFormatError, OutputEncoder
+from voxgate.audio.formats import AudioFormat, AudioFormatError, encode_pcm
+from voxgate.audio.resample import StreamResampler
 from voxgate.engines.base import (
     AudioChunk,
     Engine,
@@ -28,6 +28,7 @@ from voxgate.engines.base import (
 )
 from voxgate.observability import metrics
 from voxgate.protocol import client_events as ce
+from voxgate.protocol import server_events as se
 from voxgate.protocol.errors import RealtimeError
 from voxgate.protocol.ids import new_id
 from voxgate.protocol.items import ContentPart, Item
@@ -35,6 +36,7 @@ from voxgate.tools.registry import ToolContext
 
 if TYPE_CHECKING:
     import numpy as np
+    import numpy.typing as npt
 
     from voxgate.session.session import Session
 
@@ -96,15 +98,14 @@ class ResponseRun:
         self.id = new_id("resp")
         self.session = session
         self.engine = engine or session.engine
-        self.status = "in_progress"
+        self.status: se.ResponseStatus = "in_progress"
         self.settings = settings
         self.say = say
         self.task: asyncio.Task[None] | None = None
         self.output: list[Item] = []
         self.audio_item: Item | None = None  # the assistant item whose audio the caller is hearing
         self._message: Item | None = None
-        self._encoder: OutputEncoder | None = None
-        self._encoder_rate = 0
+        self._resampler: StreamResampler | None = None  # engine audio -> the output format's rate
         self._cancel_reason: str | None = None
         self._first_sent = False
         self._private_history: list[HistoryEntry] = []  # gateway tool calls of an out-of-band response
@@ -126,35 +127,31 @@ class ResponseRun:
 
     async def run(self) -> None:
         s = self.session
-        s.emit({"type": "response.created", "response": self._wire("in_progress", None)})
-        status: str = "completed"
-        details: dict[str, Any] | None = None
+        s.emit(se.ResponseCreated(response=self._resource()))
+        status: se.ResponseStatus = "completed"
+        error: RealtimeError | None = None  # why it failed
         try:
             await self._generate()
         except asyncio.CancelledError:
             status = "cancelled"
-            details = {"type": "cancelled", "reason": self._cancel_reason or "client_cancelled"}
         except RealtimeError as exc:
-            status = "failed"
-            details = {"type": "failed", "error": {"type": exc.type, "code": exc.code}}
+            status, error = "failed", exc
             s.error(exc)
         except EngineError as exc:  # the engine says why (an upstream refused, timed out, dropped)
             log.warning("response %s failed: %s", self.id, exc)
-            status = "failed"
-            details = {"type": "failed", "error": {"type": "server_error", "code": "engine_error"}}
-            s.error(RealtimeError("engine_error", f"The engine failed: {exc}", type="server_error"))
+            status, error = "failed", RealtimeError("engine_error", f"The engine failed: {exc}", type="server_error")
+            s.error(error)
             s.end_reason = s.end_reason or f"engine_error: {exc}"  # the call record shows why
         except Exception as exc:
             log.exception("response %s failed", self.id)
-            status = "failed"
-            details = {"type": "failed", "error": {"type": "server_error", "code": "engine_error"}}
-            s.error(RealtimeError("engine_error", f"The engine failed: {type(exc).__name__}: {exc}",
-                                  type="server_error"))
+            status, error = "failed", RealtimeError("engine_error", f"The engine failed: {type(exc).__name__}: {exc}",
+                                                    type="server_error")
+            s.error(error)
         self._close_message("incomplete" if status != "completed" else "completed")
         self.status = status
         self._engine_usage = self.engine.take_usage(s.brain_state)
         metrics.RESPONSES.labels(status).inc()
-        s.emit({"type": "response.done", "response": self._wire(status, details)})
+        s.emit(se.ResponseDone(response=self._resource(error)))
         if s.recorder:
             s.recorder.response_done(s, self, status)
 
@@ -258,11 +255,11 @@ class ResponseRun:
         s = self.session
         index = len(self.output)
         self.output.append(item)
-        s.emit({"type": "response.output_item.added", "response_id": self.id, "output_index": index,
-                "item": item.to_wire(s.dialect)})
+        snapshot = item.snapshot()
+        s.emit(se.ResponseOutputItemAdded(response_id=self.id, output_index=index, item=snapshot))
         if self.settings.in_conversation:
             previous = s.conversation.add(item)
-            s.emit({"type": "conversation.item.added", "previous_item_id": previous, "item": item.to_wire(s.dialect)})
+            s.emit(se.ConversationItemAdded(previous_item_id=previous, item=snapshot))
         return index
 
     def _open_message(self) -> Item:
@@ -274,26 +271,20 @@ class ResponseRun:
         if self.settings.audio:
             part = ContentPart(type="output_audio", transcript="", audio=bytearray(),
                                audio_format=self.settings.output_format)
-            wire_part: dict[str, Any] = {"type": "audio", "transcript": ""}
         else:
             part = ContentPart(type="output_text", text="")
-            wire_part = {"type": "text", "text": ""}
         item.content.append(part)
-        s.emit({"type": "response.content_part.added", "response_id": self.id, "item_id": item.id,
-                "output_index": index, "content_index": 0, "part": wire_part})
+        s.emit(se.ResponseContentPartAdded(response_id=self.id, item_id=item.id, output_index=index,
+                                           part=se.OutputPart("audio" if self.settings.audio else "text", "")))
         if self.settings.audio:
             if s.caller.playback.server_side and self.audio_item is None:
-                s.emit({"type": "output_audio_buffer.started", "response_id": self.id})
+                s.emit(se.OutputAudioBufferStarted(response_id=self.id))
             self.audio_item = item
             if self.settings.in_conversation:
                 s.spoke(self.id, item)
         self._message = item
-        self._encoder = None
+        self._resampler = None
         return item
-
-    def _ids(self, item: Item) -> dict[str, Any]:
-        return {"response_id": self.id, "item_id": item.id, "output_index": self.output.index(item),
-                "content_index": 0}
 
     def _text(self, text: str) -> None:
         if not text:
@@ -305,18 +296,19 @@ class ResponseRun:
         if self.settings.audio:
             part.segments.append((part.audio_ms, text.strip()))
             part.transcript = (part.transcript or "") + text
-            s.emit({"type": "response.output_audio_transcript.delta", **self._ids(item), "delta": text})
+            s.emit(se.ResponseOutputAudioTranscriptDelta(response_id=self.id, item_id=item.id,
+                                                         output_index=self.output.index(item), delta=text))
         else:
             part.text = (part.text or "") + text
-            s.emit({"type": "response.output_text.delta", **self._ids(item), "delta": text})
+            s.emit(se.ResponseOutputTextDelta(response_id=self.id, item_id=item.id,
+                                              output_index=self.output.index(item), delta=text))
             self._first_output()
 
     async def _audio(self, pcm: np.ndarray, rate: int) -> None:
         item = self._open_message()
-        if self._encoder is None or self._encoder_rate != rate:
-            self._encoder = OutputEncoder(self.settings.output_format, rate)
-            self._encoder_rate = rate
-        self._send_audio(item, self._encoder.encode(pcm))
+        if self._resampler is None or self._resampler.in_rate != rate:
+            self._resampler = StreamResampler(rate, self.settings.output_format.rate)
+        self._send_audio(item, self._resampler.process(pcm))
         await self._keep_pace()
 
     async def _keep_pace(self) -> None:
@@ -334,21 +326,22 @@ class ResponseRun:
         if excess_ms > 0:
             await asyncio.sleep(excess_ms / 1000.0)
 
-    def _send_audio(self, item: Item, data: bytes) -> None:
+    def _send_audio(self, item: Item, pcm: npt.NDArray[np.int16]) -> None:
+        """PCM at the output format's rate, in deltas of at most DELTA_MS; the item keeps it as wire bytes."""
         s = self.session
         fmt = self.settings.output_format
         part = item.content[0]
-        step = int(fmt.bytes_per_ms * DELTA_MS)
-        step -= step % 2
-        for start in range(0, len(data), step):
-            piece = data[start:start + step]
-            event = {"type": "response.output_audio.delta", **self._ids(item),
-                     "delta": base64.b64encode(piece).decode()}
+        index = self.output.index(item)
+        step = fmt.rate * DELTA_MS // 1000
+        for start in range(0, pcm.size, step):
+            piece = pcm[start:start + step]
+            event = se.ResponseOutputAudioDelta(response_id=self.id, item_id=item.id, output_index=index,
+                                                pcm=piece, format=fmt)
             if not s.emit_audio(event):
                 continue  # dropped for a client that does not read: not sent, so not heard
-            ms = fmt.duration_ms(len(piece))
+            ms = piece.size * 1000.0 / fmt.rate
             assert part.audio is not None
-            part.audio.extend(piece)
+            part.audio.extend(encode_pcm(piece, fmt))
             self._audio_ms_out += ms
             s.caller.playback.sent(item.id, ms)
             self._first_output()
@@ -365,25 +358,25 @@ class ResponseRun:
         s = self.session
         self._message = None
         part = item.content[0]
+        index = self.output.index(item)
         if self.settings.audio:
-            if self._encoder is not None and status == "completed":
-                self._send_audio(item, self._encoder.flush())
-            self._encoder = None
-            s.emit({"type": "response.output_audio.done", **self._ids(item)})
-            s.emit({"type": "response.output_audio_transcript.done", **self._ids(item),
-                    "transcript": part.transcript or ""})
-            wire_part: dict[str, Any] = {"type": "audio", "transcript": part.transcript or ""}
+            if self._resampler is not None and status == "completed":
+                self._send_audio(item, self._resampler.flush())
+            self._resampler = None
+            s.emit(se.ResponseOutputAudioDone(response_id=self.id, item_id=item.id, output_index=index))
+            s.emit(se.ResponseOutputAudioTranscriptDone(response_id=self.id, item_id=item.id, output_index=index,
+                                                        transcript=part.transcript or ""))
+            done_part = se.OutputPart("audio", part.transcript or "")
         else:
-            s.emit({"type": "response.output_text.done", **self._ids(item), "text": part.text or ""})
-            wire_part = {"type": "text", "text": part.text or ""}
-        s.emit({"type": "response.content_part.done", **self._ids(item), "part": wire_part})
-        item.status = "completed" if status == "completed" else "incomplete"  # type: ignore[assignment]
-        wire = item.to_wire(s.dialect)
-        s.emit({"type": "response.output_item.done", "response_id": self.id,
-                "output_index": self.output.index(item), "item": wire})
+            s.emit(se.ResponseOutputTextDone(response_id=self.id, item_id=item.id, output_index=index,
+                                             text=part.text or ""))
+            done_part = se.OutputPart("text", part.text or "")
+        s.emit(se.ResponseContentPartDone(response_id=self.id, item_id=item.id, output_index=index, part=done_part))
+        item.status = "completed" if status == "completed" else "incomplete"
+        snapshot = item.snapshot()
+        s.emit(se.ResponseOutputItemDone(response_id=self.id, output_index=index, item=snapshot))
         if self.settings.in_conversation:
-            s.emit({"type": "conversation.item.done", "previous_item_id": s.conversation.previous_of(item.id),
-                    "item": wire})
+            s.emit(se.ConversationItemDone(previous_item_id=s.conversation.previous_of(item.id), item=snapshot))
             if s.recorder:
                 s.recorder.item(s, item)
 
@@ -395,17 +388,16 @@ class ResponseRun:
         item = Item(id=new_id("item"), type="function_call", status="in_progress", call_id=call.call_id,
                     name=call.name, arguments="")
         index = self._add_output_item(item)
-        ids = {"response_id": self.id, "item_id": item.id, "output_index": index, "call_id": call.call_id}
-        s.emit({"type": "response.function_call_arguments.delta", **ids, "delta": call.arguments})
-        s.emit({"type": "response.function_call_arguments.done", **ids, "name": call.name,
-                "arguments": call.arguments})
+        s.emit(se.ResponseFunctionCallArgumentsDelta(response_id=self.id, item_id=item.id, output_index=index,
+                                                     call_id=call.call_id, delta=call.arguments))
+        s.emit(se.ResponseFunctionCallArgumentsDone(response_id=self.id, item_id=item.id, output_index=index,
+                                                    call_id=call.call_id, name=call.name, arguments=call.arguments))
         item.arguments = call.arguments
         item.status = "completed"
-        wire = item.to_wire(s.dialect)
-        s.emit({"type": "response.output_item.done", "response_id": self.id, "output_index": index, "item": wire})
+        snapshot = item.snapshot()
+        s.emit(se.ResponseOutputItemDone(response_id=self.id, output_index=index, item=snapshot))
         if self.settings.in_conversation:
-            s.emit({"type": "conversation.item.done", "previous_item_id": s.conversation.previous_of(item.id),
-                    "item": wire})
+            s.emit(se.ConversationItemDone(previous_item_id=s.conversation.previous_of(item.id), item=snapshot))
         self._first_output()
         if s.recorder:
             s.recorder.client_tool_call(s, item)
@@ -437,27 +429,26 @@ class ResponseRun:
 
     # -- wire --------------------------------------------------------------------------------------
 
-    def _wire(self, status: str, details: dict[str, Any] | None) -> dict[str, Any]:
+    def _resource(self, error: RealtimeError | None = None) -> se.ResponseResource:
+        """This response as its `response.created` / `response.done` show it, now."""
         s = self.session
         st = self.settings
-        out: dict[str, Any] = {
-            "object": "realtime.response",
-            "id": self.id,
-            "status": status,
-            "status_details": details,
-            "output": [item.to_wire(s.dialect) for item in self.output],
-            "conversation_id": f"conv_{s.id[5:]}" if st.in_conversation else None,
-            "max_output_tokens": st.max_output_tokens,
-            "usage": self.usage() if status != "in_progress" else None,
-            "metadata": st.metadata,
-        }
-        if s.dialect == "beta":
-            out.update(modalities=["text", "audio"] if st.audio else ["text"], voice=st.voice,
-                       output_audio_format=st.output_format.to_beta(), temperature=s.config.temperature)
-        else:
-            out.update(output_modalities=list(st.modalities),
-                       audio={"output": {"format": st.output_format.to_ga(), "voice": st.voice}})
-        return out
+        return se.ResponseResource(
+            id=self.id,
+            status=self.status,
+            output=tuple(item.snapshot() for item in self.output),
+            conversation_id=f"conv_{s.id[5:]}" if st.in_conversation else None,
+            max_output_tokens=st.max_output_tokens,
+            metadata=st.metadata,
+            modalities=tuple(st.modalities),
+            voice=st.voice,
+            output_format=st.output_format,
+            temperature=s.config.temperature,
+            usage=self.usage() if self.status != "in_progress" else None,
+            cancel_reason=(self._cancel_reason or "client_cancelled") if self.status == "cancelled" else None,
+            error_type=error.type if error is not None else None,
+            error_code=error.code if error is not None else None,
+        )
 
     def usage(self) -> dict[str, Any]:
         """Token usage in OpenAI's shape: as the engine reported it (the openai engine), or else

@@ -24,7 +24,8 @@ from voxgate.audio.resample import StreamResampler
 from voxgate.engines.base import Engine
 from voxgate.observability import metrics
 from voxgate.protocol import client_events as ce
-from voxgate.protocol.errors import RealtimeError, error_event
+from voxgate.protocol import server_events as se
+from voxgate.protocol.errors import RealtimeError
 from voxgate.protocol.ids import new_id
 from voxgate.protocol.items import ContentPart, Dialect, Item
 from voxgate.protocol.session_config import SessionConfig, default_turn_detection
@@ -209,7 +210,7 @@ class Session:
         metrics.SESSIONS_ACTIVE.inc()
         if self.recorder:
             self.recorder.start_call(self, caller_id)
-        self.emit({"type": "session.created", "session": self.config.to_wire(self.dialect)})
+        self.emit(se.SessionCreated(session=self.config))
         if greet:
             lines = [x for x in (self.agent.disclosure, self.agent.greeting) if x]
             if lines:
@@ -243,16 +244,13 @@ class Session:
 
     # -- output ------------------------------------------------------------------------------------
 
-    def emit(self, event: dict[str, Any]) -> None:
-        """Queue a server event (GA shape; the transport translates for beta)."""
-        event.setdefault("event_id", new_id("event"))
-        if event["type"] == "input_audio_buffer.dtmf_event_received":
-            event.pop("event_id")  # the one server event without an event_id
-        metrics.EVENTS.labels("out", event["type"]).inc()
+    def emit(self, event: se.ServerEvent) -> None:
+        """Queue a server event (the transport serialises it for its client's dialect)."""
+        metrics.EVENTS.labels("out", event.type).inc()
         self.outbound.put(event)
 
-    def emit_audio(self, event: dict[str, Any]) -> bool:
-        event.setdefault("event_id", new_id("event"))
+    def emit_audio(self, event: se.ResponseOutputAudioDelta) -> bool:
+        """Queue an audio delta; False when the queue dropped it (a client that does not read)."""
         sent = self.outbound.put_audio(event)
         if not sent:
             metrics.AUDIO_DROPPED.inc()
@@ -276,7 +274,8 @@ class Session:
         except Exception as exc:  # a bug must cost one event, not the call
             log.exception("session %s: failed to handle a client event", self.id)
             metrics.ERRORS.labels("server_error").inc()
-            self.emit(error_event("server_error", f"Internal error: {type(exc).__name__}", type="server_error"))
+            self.emit(se.ErrorEvent(error_type="server_error", code="server_error",
+                                    message=f"Internal error: {type(exc).__name__}"))
 
     async def handle_event(self, event: ce.ClientEvent) -> None:
         try:
@@ -297,18 +296,17 @@ class Session:
                 self._commit(manual=True)
             case ce.InputAudioBufferClear():
                 self._clear_buffer()
-                self.emit({"type": "input_audio_buffer.cleared"})
+                self.emit(se.InputAudioBufferCleared())
             case ce.ConversationItemCreate():
                 self._create_item(event)
             case ce.ConversationItemRetrieve(item_id=item_id):
                 item = self._require_item(item_id)
-                self.emit({"type": "conversation.item.retrieved",
-                           "item": item.to_wire(self.dialect, include_audio=True)})
+                self.emit(se.ConversationItemRetrieved(item=item.snapshot(include_audio=True)))
             case ce.ConversationItemTruncate():
                 self._truncate(event.item_id, event.content_index, event.audio_end_ms)
             case ce.ConversationItemDelete(item_id=item_id):
                 self.conversation.delete(item_id)
-                self.emit({"type": "conversation.item.deleted", "item_id": item_id})
+                self.emit(se.ConversationItemDeleted(item_id=item_id))
             case ce.ResponseCreate(response=params):
                 self.create_response(params)
             case ce.ResponseCancel(response_id=response_id):
@@ -340,7 +338,7 @@ class Session:
             self._detector = self._make_detector()
             self._detector_origin_ms = self._stream_ms  # its clock starts now; events are in stream time
         self.config = new
-        self.emit({"type": "session.updated", "session": self.config.to_wire(self.dialect)})
+        self.emit(se.SessionUpdated(session=self.config))
 
     def _update_transcription_session(self, patch: dict[str, Any]) -> None:
         allowed = {"input_audio_format", "input_audio_transcription", "turn_detection",
@@ -350,17 +348,7 @@ class Session:
                 raise RealtimeError("unknown_parameter", f"Unknown parameter: 'session.{key}'.",
                                     param=f"session.{key}")
         self._update_session({k: v for k, v in patch.items() if k not in ("include", "client_secret")})
-        # The beta SDK's model requires a client_secret on this event, even on a WebSocket.
-        session = {
-            "id": self.id,
-            "object": "realtime.transcription_session",
-            "input_audio_format": self.config.input_format.to_beta(),
-            "input_audio_transcription": self.config.transcription,
-            "turn_detection": self.config.turn_detection,
-            "modalities": ["text"],
-            "client_secret": {"value": "", "expires_at": self.config.expires_at},
-        }
-        self.emit({"type": "transcription_session.updated", "session": session})
+        self.emit(se.TranscriptionSessionUpdated(session=self.config))
 
     # -- input: audio ------------------------------------------------------------------------------
 
@@ -478,8 +466,8 @@ class Session:
             return
         start, self._idle_since_ms = self._idle_since_ms, None  # once per silence
         item_id = new_id("item")
-        self.emit({"type": "input_audio_buffer.timeout_triggered", "audio_start_ms": int(start),
-                   "audio_end_ms": int(self._stream_ms), "item_id": item_id})
+        self.emit(se.InputAudioBufferTimeoutTriggered(audio_start_ms=int(start), audio_end_ms=int(self._stream_ms),
+                                                      item_id=item_id))
         self.say(self.agent.idle_prompt)
 
     def _speculate(self, probs: list[float]) -> None:
@@ -534,8 +522,7 @@ class Session:
         self._speech_item_id = new_id("item")
         self._idle_since_ms = None
         self._quiet_frames = 0
-        self.emit({"type": "input_audio_buffer.speech_started", "audio_start_ms": int(audio_start_ms),
-                   "item_id": self._speech_item_id})
+        self.emit(se.InputAudioBufferSpeechStarted(audio_start_ms=int(audio_start_ms), item_id=self._speech_item_id))
         td = self.config.turn_detection or {}
         if td.get("interrupt_response", True):
             await self.barge_in()
@@ -565,7 +552,7 @@ class Session:
             self._last_spoken = None
             if self.conversation.get(item.id) is not None:
                 self._truncate(item.id, 0, int(playback.heard_ms(item.id)), clamp=True)
-            self.emit({"type": "output_audio_buffer.cleared", "response_id": response_id})
+            self.emit(se.OutputAudioBufferCleared(response_id=response_id))
 
     def spoke(self, response_id: str, item: Item) -> None:
         """A response started sending audio for `item` (the one a barge-in would cut)."""
@@ -573,14 +560,13 @@ class Session:
 
     def _on_speech_stopped(self, audio_end_ms: float) -> None:
         item_id = self._speech_item_id or new_id("item")
-        self.emit({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": int(audio_end_ms),
-                   "item_id": item_id})
+        self.emit(se.InputAudioBufferSpeechStopped(audio_end_ms=int(audio_end_ms), item_id=item_id))
         self._speech_item_id = None
         self.turn_ended_at = time.monotonic()
         td = self.config.turn_detection or {}
         item = self._commit(manual=False, item_id=item_id)
         if item is not None and td.get("create_response", True) and self._response is None:
-            self.create_response(ce.ResponseParams(), trigger_item=item)
+            self.create_response(ce.ResponseParams())
 
     def _commit(self, *, manual: bool, item_id: str | None = None) -> Item | None:
         duration = self._buffer.duration_ms()
@@ -599,7 +585,7 @@ class Session:
         speculation, self._speculation = self._speculation, None
         self._clear_buffer()
         previous = self.conversation.add(item)
-        self.emit({"type": "input_audio_buffer.committed", "item_id": item.id, "previous_item_id": previous})
+        self.emit(se.InputAudioBufferCommitted(item_id=item.id, previous_item_id=previous))
         self._announce_item(item, previous)
         self.turns += 1
         if pcm is not None:
@@ -624,10 +610,9 @@ class Session:
             except Exception as exc:
                 log.exception("transcription failed")
                 if self.config.transcription is not None:
-                    self.emit({"type": "conversation.item.input_audio_transcription.failed", "item_id": item.id,
-                               "content_index": 0,
-                               "error": {"type": "server_error", "code": "transcription_failed",
-                                         "message": str(exc), "param": None}})
+                    self.emit(se.ConversationItemInputAudioTranscriptionFailed(
+                        item_id=item.id, content_index=0, error_type="server_error", code="transcription_failed",
+                        message=str(exc)))
                 return
             if text is None:
                 return
@@ -637,13 +622,11 @@ class Session:
             item.content[0].transcript = shown
             if self.config.transcription is not None:
                 if shown:
-                    self.emit({"type": "conversation.item.input_audio_transcription.delta", "item_id": item.id,
-                               "content_index": 0, "delta": shown})
-                self.emit({
-                    "type": "conversation.item.input_audio_transcription.completed",
-                    "item_id": item.id, "content_index": 0, "transcript": shown,
-                    "usage": {"type": "duration", "seconds": round(pcm.size / STT_RATE, 3)},
-                })
+                    self.emit(se.ConversationItemInputAudioTranscriptionDelta(item_id=item.id, content_index=0,
+                                                                              delta=shown))
+                self.emit(se.ConversationItemInputAudioTranscriptionCompleted(
+                    item_id=item.id, content_index=0, transcript=shown,
+                    audio_seconds=round(pcm.size / STT_RATE, 3)))
             if self.recorder:
                 self.recorder.item(self, item)
 
@@ -660,9 +643,9 @@ class Session:
     # -- conversation items ------------------------------------------------------------------------
 
     def _announce_item(self, item: Item, previous: str | None) -> None:
-        wire = item.to_wire(self.dialect)
-        self.emit({"type": "conversation.item.added", "previous_item_id": previous, "item": wire})
-        self.emit({"type": "conversation.item.done", "previous_item_id": previous, "item": wire})
+        snapshot = item.snapshot()
+        self.emit(se.ConversationItemAdded(previous_item_id=previous, item=snapshot))
+        self.emit(se.ConversationItemDone(previous_item_id=previous, item=snapshot))
         if self.recorder:
             self.recorder.item(self, item)
 
@@ -732,8 +715,8 @@ class Session:
             keep -= keep % (2 if fmt.encoding == "pcm16" else 1)
             del part.audio[keep:]
         item.status = "incomplete"
-        self.emit({"type": "conversation.item.truncated", "item_id": item_id, "content_index": content_index,
-                   "audio_end_ms": audio_end_ms})
+        self.emit(se.ConversationItemTruncated(item_id=item_id, content_index=content_index,
+                                               audio_end_ms=audio_end_ms))
         if self.recorder:
             self.recorder.item(self, item, truncated_at_ms=audio_end_ms)
 
@@ -760,8 +743,8 @@ class Session:
             metrics.ESCALATIONS.inc()
             self._after_response(lambda: self.caller.transfer(target, "the agent's engine failed"))
 
-    def create_response(self, params: ce.ResponseParams, trigger_item: Item | None = None,
-                        say: str | None = None, engine: Engine | None = None) -> ResponseRun:
+    def create_response(self, params: ce.ResponseParams, say: str | None = None,
+                        engine: Engine | None = None) -> ResponseRun:
         if self._response is not None:
             raise RealtimeError(
                 "conversation_already_has_active_response",
@@ -819,7 +802,7 @@ class Session:
             self._last_spoken = None
             if self.conversation.get(item.id) is not None:
                 self._truncate(item.id, 0, int(self.caller.playback.heard_ms(item.id)), clamp=True)
-        self.emit({"type": "output_audio_buffer.cleared", "response_id": response_id})
+        self.emit(se.OutputAudioBufferCleared(response_id=response_id))
 
     # -- call actions (tools and transports use these) --------------------------------------------
 
@@ -900,7 +883,7 @@ class Session:
             else:
                 keypad["digits"] = keypad.get("digits", "") + digit
             return
-        self.emit({"type": "input_audio_buffer.dtmf_event_received", "event": digit, "received_at": int(time.time())})
+        self.emit(se.InputAudioBufferDtmfEventReceived(event=digit, received_at=int(time.time())))
         digits = self.brain_state.setdefault("dtmf", [])
         digits.append(digit)
         if digit in self.agent.dtmf_menu:

@@ -1,8 +1,10 @@
-"""A phone call's audio between the carrier's codec and the session's format, both ways.
+"""A phone call's audio between the carrier's codec and the session, both ways.
 
-G.711 needs no work at all: the session speaks `audio/pcmu` and `audio/pcma` itself, so carrier
-payloads pass straight through. L16 (Telnyx's linear PCM, big-endian as RTP carries it, at 8-48 kHz)
-becomes the session's 24 kHz PCM16 through stateful streaming resamplers, one per direction per call.
+Inbound, G.711 needs no work at all: the session takes `audio/pcmu` and `audio/pcma` itself, so carrier
+payloads pass straight through. Outbound, the session hands over PCM (at 8 kHz for a G.711 call, whose
+session speaks G.711) and this encodes it to the carrier's codec by table, once. L16 (Telnyx's linear
+PCM, big-endian as RTP carries it, at 8-48 kHz) becomes the session's 24 kHz PCM16 and back through
+stateful streaming resamplers, one per direction per call.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
+from voxgate.audio import g711
 from voxgate.audio.resample import StreamResampler
 from voxgate.transports.media_stream import MediaEncoding
 
@@ -34,7 +38,7 @@ class CarrierAudio:
         self.frame_bytes = outbound_rate * width * FRAME_MS // 1000
         self.silence = _SILENCE[outbound]
         self._up = StreamResampler(inbound_rate, SESSION_PCM_RATE) if inbound == "l16" else None
-        self._down = StreamResampler(SESSION_PCM_RATE, outbound_rate) if outbound == "l16" else None
+        self._down: StreamResampler | None = None  # agent PCM -> the carrier's rate, made for the first delta
 
     def session_config(self) -> dict[str, Any]:
         """The GA `session.update` patch that makes the session take and produce this call's audio."""
@@ -48,12 +52,17 @@ class CarrierAudio:
         pcm = np.frombuffer(payload, dtype=">i2").astype(np.int16)
         return self._up.process(pcm).astype("<i2").tobytes()
 
-    def from_session(self, data: bytes) -> bytes:
-        """Agent audio from the session, in the carrier's codec."""
-        if self._down is None:
-            return data
-        pcm = np.frombuffer(data[: len(data) - len(data) % 2], dtype="<i2").astype(np.int16)
-        return self._down.process(pcm).astype(">i2").tobytes()
+    def from_session(self, pcm: npt.NDArray[np.int16], rate: int) -> bytes:
+        """Agent audio (PCM at `rate`) in the carrier's codec."""
+        if rate != self.outbound_rate:
+            if self._down is None or self._down.in_rate != rate:
+                self._down = StreamResampler(rate, self.outbound_rate)
+            pcm = self._down.process(pcm)
+        if self.outbound == "pcmu":
+            return g711.ulaw_encode(pcm)
+        if self.outbound == "pcma":
+            return g711.alaw_encode(pcm)
+        return pcm.astype(">i2").tobytes()
 
     def inbound_silence(self, ms: float) -> bytes:
         """Silence in the carrier's inbound codec, to stand in for chunks that never came."""

@@ -20,7 +20,6 @@ stalls its own call only; a watchdog hangs up on it after `carrier_stall_timeout
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 from collections import deque
@@ -33,6 +32,7 @@ from starlette.websockets import WebSocket, WebSocketState
 
 from voxgate.admission import Refusal
 from voxgate.observability import metrics
+from voxgate.protocol import server_events as se
 from voxgate.protocol.errors import RealtimeError
 from voxgate.session.playback import PlaybackTracker
 from voxgate.transports.carrier_audio import FRAME_MS, CarrierAudio
@@ -42,10 +42,10 @@ from voxgate.transports.direct_socket import DirectSocket
 from voxgate.transports.media_stream import (
     AudioReceived,
     CarrierErrorReported,
+    CarrierMessageError,
     ChunksLost,
     DigitPressed,
     MarkPlayed,
-    MediaStreamError,
     MediaStreamEvent,
     StreamConnected,
     StreamStarted,
@@ -131,13 +131,13 @@ async def carrier_request(http: httpx.AsyncClient, carrier: str, action: str, me
     if response.is_success:
         metrics.CARRIER_API_REQUESTS.labels(carrier, action, "ok").inc()
         return
-    code = _error_code(response)
+    code = _carrier_error_code(response)
     gone = code in gone_codes
     metrics.CARRIER_API_REQUESTS.labels(carrier, action, "gone" if gone else "error").inc()
     raise CarrierApiError(action, f"{carrier} {action}: HTTP {response.status_code} (code {code})", gone=gone)
 
 
-def _error_code(response: httpx.Response) -> int | None:
+def _carrier_error_code(response: httpx.Response) -> int | None:
     with contextlib.suppress(ValueError, AttributeError, TypeError, KeyError, IndexError):
         body = response.json()
         if "code" in body:  # Twilio
@@ -252,7 +252,7 @@ class CarrierCall:
                         return None
                     try:
                         events = self.codec.receive(message.get("text") or message.get("bytes") or b"")
-                    except MediaStreamError as exc:
+                    except CarrierMessageError as exc:
                         self._reject(exc)
                         if exc.fatal:
                             return None
@@ -265,7 +265,7 @@ class CarrierCall:
                         elif isinstance(event, CarrierErrorReported):
                             self._carrier_error(event)
         except TimeoutError:
-            self._reject(MediaStreamError("start_timeout", f"no 'start' within {timeout_s:.0f} s"))
+            self._reject(CarrierMessageError("start_timeout", f"no 'start' within {timeout_s:.0f} s"))
             return None
         return self.started
 
@@ -377,7 +377,7 @@ class CarrierCall:
         """Handle one carrier frame; an awaitable when its handling must wait (await it before the next)."""
         try:
             events = self.codec.receive(data)
-        except MediaStreamError as exc:
+        except CarrierMessageError as exc:
             self._reject(exc)
             if exc.fatal:
                 self._end("carrier_protocol_error")
@@ -433,7 +433,7 @@ class CarrierCall:
 
     def _audio_failed(self, exc: Exception) -> None:
         if isinstance(exc, RealtimeError):
-            self._reject(MediaStreamError(exc.code, exc.message))
+            self._reject(CarrierMessageError(exc.code, exc.message))
         else:  # a bug must cost one frame, not the call
             metrics.CARRIER_MESSAGE_ERRORS.labels(self.carrier, "internal_error").inc()
             log.error("%s: failed to take caller audio", self.name, exc_info=exc)
@@ -446,17 +446,17 @@ class CarrierCall:
             event = await session.outbound.get()
             if event is None:
                 return "session_closed"
-            kind = event["type"]
-            if kind == "response.output_audio.delta":
-                dropped = playout.enqueue(event["item_id"], audio.from_session(base64.b64decode(event["delta"])))
+            if isinstance(event, se.ResponseOutputAudioDelta):
+                # The carrier's codec straight from PCM; base64 happens once, in the media message.
+                dropped = playout.enqueue(event.item_id, audio.from_session(event.pcm, event.format.rate))
                 if dropped:
                     metrics.CARRIER_AUDIO_DROPPED.labels(self.carrier).inc(dropped * FRAME_MS)
                 self._audio_ready.set()
-            elif kind == "response.output_audio.done":
-                playout.end_item(event["item_id"])
+            elif isinstance(event, se.ResponseOutputAudioDone):
+                playout.end_item(event.item_id)
                 self._audio_ready.set()
-            elif kind == "error":
-                log.warning("%s: session error %s", self.name, event.get("error", {}).get("code"))
+            elif isinstance(event, se.ErrorEvent):
+                log.warning("%s: session error %s", self.name, event.code)
 
     async def _write(self) -> None:
         assert self.playout is not None
@@ -504,7 +504,7 @@ class CarrierCall:
 
     # -- bad input ---------------------------------------------------------------------------------
 
-    def _reject(self, exc: MediaStreamError) -> None:
+    def _reject(self, exc: CarrierMessageError) -> None:
         metrics.CARRIER_MESSAGE_ERRORS.labels(self.carrier, exc.code).inc()
         self.errors += 1
         if self.errors <= _LOGGED_ERRORS or self.errors % 100 == 0:

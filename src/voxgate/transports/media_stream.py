@@ -20,12 +20,12 @@ __all__ = [
     "AudioReceived",
     "CallEventError",
     "CarrierErrorReported",
+    "CarrierMessageError",
     "ChunkOrder",
     "ChunksLost",
     "DigitPressed",
     "MarkPlayed",
     "MediaEncoding",
-    "MediaStreamError",
     "MediaStreamEvent",
     "StreamConnected",
     "StreamStarted",
@@ -39,8 +39,9 @@ DTMF_DIGITS = frozenset("0123456789*#ABCD")
 MAX_PAYLOAD_MS = 1000  # carriers send 20 ms; anything past a second is not a media chunk
 
 
-class MediaStreamError(ValueError):
-    """A frame the codec refused. `code` is a short stable name (a metric label); `fatal` ends the call."""
+class CarrierMessageError(ValueError):
+    """A carrier frame the codec refused (not aiortc's MediaStreamError, which ends a WebRTC track). `code`
+    is a short stable name (a metric label); `fatal` ends the call."""
 
     def __init__(self, code: str, message: str, *, fatal: bool = False) -> None:
         super().__init__(message)
@@ -113,23 +114,23 @@ MediaStreamEvent = (StreamConnected | StreamStarted | AudioReceived | ChunksLost
 
 
 def parse_frame(text: str | bytes, max_bytes: int) -> dict[str, Any]:
-    """One carrier WebSocket frame as a JSON object, or a MediaStreamError saying why not."""
+    """One carrier WebSocket frame as a JSON object, or a CarrierMessageError saying why not."""
     if len(text) > max_bytes:
-        raise MediaStreamError("too_large", f"frame of {len(text)} bytes is larger than {max_bytes}")
+        raise CarrierMessageError("too_large", f"frame of {len(text)} bytes is larger than {max_bytes}")
     try:
         message = json.loads(text)
     except (ValueError, RecursionError) as exc:  # RecursionError: arrays or objects nested thousands deep
-        raise MediaStreamError("invalid_json", f"frame is not JSON: {str(exc)[:80]}") from exc
+        raise CarrierMessageError("invalid_json", f"frame is not JSON: {str(exc)[:80]}") from exc
     if not isinstance(message, dict):
-        raise MediaStreamError("invalid_json", "frame is not a JSON object")
+        raise CarrierMessageError("invalid_json", "frame is not a JSON object")
     return message
 
 
 def section(message: dict[str, Any], name: str) -> dict[str, Any]:
-    """The named object inside a carrier message, or a MediaStreamError saying it is missing."""
+    """The named object inside a carrier message, or a CarrierMessageError saying it is missing."""
     value = message.get(name)
     if not isinstance(value, dict):
-        raise MediaStreamError("missing_field", f"{name!r} object is missing")
+        raise CarrierMessageError("missing_field", f"{name!r} object is missing")
     return value
 
 
@@ -138,12 +139,12 @@ def mark_digit_or_stop(kind: str, message: dict[str, Any]) -> list[MediaStreamEv
     if kind == "mark":
         name = section(message, "mark").get("name")
         if not isinstance(name, str):
-            raise MediaStreamError("missing_field", "mark.name must be a string")
+            raise CarrierMessageError("missing_field", "mark.name must be a string")
         return [MarkPlayed(name)]
     if kind == "dtmf":
         digit = section(message, "dtmf").get("digit")
         if not isinstance(digit, str) or digit not in DTMF_DIGITS:
-            raise MediaStreamError("invalid_digit", "dtmf.digit is not one of 0-9 * # A-D")
+            raise CarrierMessageError("invalid_digit", "dtmf.digit is not one of 0-9 * # A-D")
         return [DigitPressed(digit)]
     return [StreamStopped()]
 
@@ -157,20 +158,20 @@ def chunk_number(value: object) -> int:
             return int(value)
         except ValueError:  # also a string of more digits than int() takes
             pass
-    raise MediaStreamError("missing_field", "media.chunk must be a number")
+    raise CarrierMessageError("missing_field", "media.chunk must be a number")
 
 
 def decode_payload(payload: object, encoding: MediaEncoding, sample_rate: int) -> bytes:
     """A media payload's bytes, checked: valid base64, whole samples, not empty, at most a second."""
     if not isinstance(payload, str):
-        raise MediaStreamError("missing_field", "media.payload must be a base64 string")
+        raise CarrierMessageError("missing_field", "media.payload must be a base64 string")
     try:
         data = base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise MediaStreamError("invalid_base64", f"media.payload is not valid base64: {exc}") from exc
+        raise CarrierMessageError("invalid_base64", f"media.payload is not valid base64: {exc}") from exc
     width = 2 if encoding == "l16" else 1
     if not data or len(data) % width or len(data) > sample_rate * width * MAX_PAYLOAD_MS // 1000:
-        raise MediaStreamError("bad_payload_size",
+        raise CarrierMessageError("bad_payload_size",
                                f"media payload of {len(data)} bytes is not 1..{MAX_PAYLOAD_MS} ms of {encoding}")
     return data
 
@@ -193,7 +194,7 @@ class ChunkOrder:
         if self.expected is None:
             self.expected = chunk
         if chunk < self.expected or chunk in self._held:
-            raise MediaStreamError("out_of_order", f"media chunk {chunk} arrived after chunk {self.expected - 1}"
+            raise CarrierMessageError("out_of_order", f"media chunk {chunk} arrived after chunk {self.expected - 1}"
                                    if chunk < self.expected else f"media chunk {chunk} arrived twice")
         self._held[chunk] = payload
         ready: list[AudioReceived] = []

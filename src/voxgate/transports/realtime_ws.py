@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -16,9 +15,9 @@ from typing import TYPE_CHECKING
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from voxgate.protocol.dialect import for_dialect
 from voxgate.protocol.errors import RealtimeError
 from voxgate.protocol.items import Dialect
+from voxgate.protocol.serialiser import encode_event
 from voxgate.session.outbound import Outbound
 from voxgate.session.playback import PlaybackTracker
 
@@ -65,9 +64,9 @@ async def pump_outbound(outbound: Outbound, websocket: WebSocket, dialect: Diale
         event = await outbound.get()
         if event is None:
             return
-        wire = for_dialect(event, dialect)
-        if wire is not None:
-            await websocket.send_text(json.dumps(wire, separators=(",", ":")))
+        text = encode_event(event, dialect)
+        if text is not None:
+            await websocket.send_text(text)
 
 
 async def refuse_call(websocket: WebSocket, refusal: Refusal) -> None:
@@ -75,9 +74,11 @@ async def refuse_call(websocket: WebSocket, refusal: Refusal) -> None:
     subprotocols = list(websocket.scope.get("subprotocols") or [])
     error = RealtimeError(refusal.code, refusal.message,
                           type="invalid_request_error" if refusal.reason == "key_limit" else "server_error")
+    text = encode_event(error.to_event(), "ga")  # an `error` reads the same in both dialects
+    assert text is not None
     with contextlib.suppress(Exception):  # a client already gone needs no answer
         await websocket.accept(subprotocol="realtime" if "realtime" in subprotocols else None)
-        await websocket.send_text(json.dumps(error.to_event(), separators=(",", ":")))
+        await websocket.send_text(text)
         await asyncio.wait_for(websocket.close(1013, f"try again later: {refusal.reason}"), timeout=2.0)
 
 

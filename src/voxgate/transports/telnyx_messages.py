@@ -15,10 +15,10 @@ from typing import Any
 from voxgate.transports.media_stream import (
     CallEventError,
     CarrierErrorReported,
+    CarrierMessageError,
     ChunkOrder,
     ChunksLost,
     MediaEncoding,
-    MediaStreamError,
     MediaStreamEvent,
     StreamConnected,
     StreamStarted,
@@ -91,7 +91,7 @@ class TelnyxMediaStream:
         if kind == "start":
             return [self._start(message)]
         if kind not in ("media", "mark", "dtmf", "stop", "error"):
-            raise MediaStreamError("unknown_event", f"unknown event {str(kind)[:40]!r}")
+            raise CarrierMessageError("unknown_event", f"unknown event {str(kind)[:40]!r}")
         if kind == "error":  # may come before start (a stream that failed to set up)
             payload = message.get("payload")
             if not isinstance(payload, dict):
@@ -99,10 +99,10 @@ class TelnyxMediaStream:
             return [CarrierErrorReported(str(payload.get("code", "")), str(payload.get("title", ""))[:200],
                                          str(payload.get("detail", ""))[:500])]
         if self.started is None:
-            raise MediaStreamError(f"{kind}_before_start", f"{kind!r} arrived before 'start'")
+            raise CarrierMessageError(f"{kind}_before_start", f"{kind!r} arrived before 'start'")
         stream_id = message.get("stream_id", self.started.stream_id)
         if stream_id != self.started.stream_id:
-            raise MediaStreamError("unknown_stream", f"{kind!r} for stream {str(stream_id)[:70]!r}, "
+            raise CarrierMessageError("unknown_stream", f"{kind!r} for stream {str(stream_id)[:70]!r}, "
                                    f"not this socket's {self.started.stream_id!r}")
         if kind == "media":
             return self._media(message)
@@ -111,17 +111,17 @@ class TelnyxMediaStream:
 
     def _start(self, message: dict[str, Any]) -> StreamStarted:
         if self.started is not None:
-            raise MediaStreamError("duplicate_start", "a second 'start' on one socket")
+            raise CarrierMessageError("duplicate_start", "a second 'start' on one socket")
         start = section(message, "start")
         stream_id = message.get("stream_id")
         call_control_id = start.get("call_control_id")
         if not isinstance(stream_id, str) or not stream_id or len(stream_id) > 128:
-            raise MediaStreamError("missing_field", "stream_id is missing or malformed", fatal=True)
+            raise CarrierMessageError("missing_field", "stream_id is missing or malformed", fatal=True)
         if not isinstance(call_control_id, str) or not call_control_id:
-            raise MediaStreamError("missing_field", "start.call_control_id is required", fatal=True)
+            raise CarrierMessageError("missing_field", "start.call_control_id is required", fatal=True)
         fmt = start.get("media_format") or {}
         if not isinstance(fmt, dict):
-            raise MediaStreamError("missing_field", "start.media_format must be an object", fatal=True)
+            raise CarrierMessageError("missing_field", "start.media_format must be an object", fatal=True)
         encoding = CODEC_ENCODINGS.get(str(fmt.get("encoding", "PCMU")).upper())
         try:
             rate, channels = int(fmt.get("sample_rate", 8000)), int(fmt.get("channels", 1))
@@ -129,13 +129,13 @@ class TelnyxMediaStream:
             rate, channels = 0, 0
         if (encoding is None or (encoding != "l16" and rate != 8000) or (encoding == "l16" and rate not in L16_RATES)
                 or channels != 1):
-            raise MediaStreamError("unsupported_format",
+            raise CarrierMessageError("unsupported_format",
                                    f"media format {fmt!r} is not PCMU/PCMA 8 kHz or mono L16", fatal=True)
         raw = start.get("custom_parameters") or {}
         if isinstance(raw, list):  # the command takes [{name, value}]; accept it echoed either way
             raw = {str(p.get("name")): p.get("value") for p in raw if isinstance(p, dict)}
         if not isinstance(raw, dict):
-            raise MediaStreamError("missing_field", "start.custom_parameters must be an object", fatal=True)
+            raise CarrierMessageError("missing_field", "start.custom_parameters must be an object", fatal=True)
         self.started = StreamStarted(
             stream_id=stream_id, call_id=call_control_id, account_id=str(start.get("user_id") or ""),
             parameters={str(k): str(v) for k, v in raw.items()}, encoding=encoding, sample_rate=rate,

@@ -1,7 +1,7 @@
 """Twilio Media Streams, sans-IO: JSON frames in, typed events out; outbound frames as ready-made text.
 
     stream = TwilioMediaStream()
-    for event in stream.receive(text):      # raises MediaStreamError on a frame it refuses
+    for event in stream.receive(text):      # raises CarrierMessageError on a frame it refuses
         ...                                 # StreamConnected, StreamStarted, AudioReceived, MarkPlayed, ...
     ws.send(stream.media(frame_bytes)); ws.send(stream.mark("item_1:120")); ws.send(stream.clear())
 
@@ -20,9 +20,9 @@ from typing import Any
 
 from voxgate.transports.media_stream import (
     CallEventError,
+    CarrierMessageError,
     ChunkOrder,
     ChunksLost,
-    MediaStreamError,
     MediaStreamEvent,
     StreamConnected,
     StreamStarted,
@@ -88,11 +88,11 @@ class TwilioMediaStream:
         if kind == "start":
             return [self._start(message)]
         if kind not in ("media", "mark", "dtmf", "stop"):
-            raise MediaStreamError("unknown_event", f"unknown event {str(kind)[:40]!r}")
+            raise CarrierMessageError("unknown_event", f"unknown event {str(kind)[:40]!r}")
         if self.started is None:
-            raise MediaStreamError(f"{kind}_before_start", f"{kind!r} arrived before 'start'")
+            raise CarrierMessageError(f"{kind}_before_start", f"{kind!r} arrived before 'start'")
         if message.get("streamSid") != self.started.stream_id:
-            raise MediaStreamError("unknown_stream", f"{kind!r} for stream {str(message.get('streamSid'))[:70]!r}, "
+            raise CarrierMessageError("unknown_stream", f"{kind!r} for stream {str(message.get('streamSid'))[:70]!r}, "
                                    f"not this socket's {self.started.stream_id!r}")
         if kind == "media":
             return self._media(message)
@@ -101,24 +101,24 @@ class TwilioMediaStream:
 
     def _start(self, message: dict[str, Any]) -> StreamStarted:
         if self.started is not None:
-            raise MediaStreamError("duplicate_start", "a second 'start' on one socket")
+            raise CarrierMessageError("duplicate_start", "a second 'start' on one socket")
         start = section(message, "start")
         sid = message.get("streamSid", start.get("streamSid"))
         if not isinstance(sid, str) or not _SID.fullmatch(sid):
-            raise MediaStreamError("missing_field", "start.streamSid is missing or malformed", fatal=True)
+            raise CarrierMessageError("missing_field", "start.streamSid is missing or malformed", fatal=True)
         call_sid, account_sid = start.get("callSid"), start.get("accountSid")
         if not isinstance(call_sid, str) or not isinstance(account_sid, str) or not (
                 _SID.fullmatch(call_sid) and _SID.fullmatch(account_sid)):
-            raise MediaStreamError("missing_field", "start.callSid and start.accountSid are required", fatal=True)
+            raise CarrierMessageError("missing_field", "start.callSid and start.accountSid are required", fatal=True)
         fmt = start.get("mediaFormat") or {}
         encoding = fmt.get("encoding", "audio/x-mulaw") if isinstance(fmt, dict) else None
         rate = fmt.get("sampleRate", 8000) if isinstance(fmt, dict) else 0
         if not isinstance(encoding, str) or encoding not in _ENCODINGS or rate not in (8000, "8000"):
-            raise MediaStreamError("unsupported_format", f"media format {str(fmt)[:100]} is not μ-law 8 kHz",
+            raise CarrierMessageError("unsupported_format", f"media format {str(fmt)[:100]} is not μ-law 8 kHz",
                                    fatal=True)
         raw = start.get("customParameters") or {}
         if not isinstance(raw, dict):
-            raise MediaStreamError("missing_field", "start.customParameters must be an object", fatal=True)
+            raise CarrierMessageError("missing_field", "start.customParameters must be an object", fatal=True)
         parameters = {str(k): str(v) for k, v in raw.items()}
         self.started = StreamStarted(
             stream_id=sid, call_id=call_sid, account_id=account_sid, parameters=parameters, encoding="pcmu",

@@ -20,12 +20,10 @@ closed, peer connection closed, call forgotten) on hang-up, on peer loss, or at 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import email.parser
 import email.policy
 import fractions
-import json
 import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -48,17 +46,20 @@ from starlette.websockets import WebSocket
 
 from voxgate.admission import Refusal
 from voxgate.audio.clock import PacingClock
-from voxgate.audio.formats import PCM24K, InputDecoder, OutputEncoder
+from voxgate.audio.formats import PCM24K, OutputEncoder
+from voxgate.audio.resample import StreamResampler
 from voxgate.config import Settings
 from voxgate.control.auth import bearer_token, require_api_key
 from voxgate.control.ephemeral import merge_bound_session, redeem, session_agent, validate_session
 from voxgate.control.problems import problem, refused
 from voxgate.gateway import gateway_of
-from voxgate.protocol.dialect import dialect_from_handshake, for_dialect
+from voxgate.protocol import server_events as se
+from voxgate.protocol.dialect import dialect_from_handshake
 from voxgate.protocol.errors import RealtimeError
 from voxgate.protocol.ids import new_id
 from voxgate.protocol.items import Dialect
 from voxgate.protocol.json_text import parse_json
+from voxgate.protocol.serialiser import encode_event
 from voxgate.session.outbound import Outbound
 from voxgate.session.playback import PlaybackTracker
 from voxgate.transports.playout import Playout
@@ -159,7 +160,7 @@ class WebRtcCall:
         self._inbox: asyncio.Queue[str | bytes] = asyncio.Queue(MAX_INBOX_MESSAGES)
         self._audio_responses: set[str] = set()  # responses that announced output_audio_buffer.started
         self._silenced: set[str] = set()  # responses cut off by barge-in: their late audio is dropped
-        self._decoder = InputDecoder(PCM24K, RATE)
+        self._resampler = StreamResampler(PCM24K.rate, RATE)  # agent PCM -> the track's rate
         self._encoder: OutputEncoder | None = None
         self._encoder_rate = 0
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -243,10 +244,9 @@ class WebRtcCall:
                     continue
             await self.session.handle_message(message)
 
-    def _send_event(self, event: dict[str, Any]) -> None:
-        wire = for_dialect(event, self.dialect)
-        if wire is not None:
-            text = json.dumps(wire, separators=(",", ":"))
+    def _send_event(self, event: se.ServerEvent) -> None:
+        text = encode_event(event, self.dialect)
+        if text is not None:
             channel = self.channel
             if channel is not None and channel.readyState == "open":
                 channel.send(text)
@@ -271,20 +271,19 @@ class WebRtcCall:
             event = await session.outbound.get()
             if event is None:
                 break
-            kind = event["type"]
-            if kind == "response.output_audio.delta":
+            if isinstance(event, se.ResponseOutputAudioDelta):
                 self._queue_audio(event)
                 continue
-            if kind == "output_audio_buffer.started":
-                self._audio_responses.add(event["response_id"])
-            elif kind == "response.output_audio.done":
-                if event["response_id"] not in self._silenced:
-                    self.playout.push(self._decoder.flush(), event["item_id"], event["response_id"])
-                    self.playout.end_item(event["item_id"])
+            if isinstance(event, se.OutputAudioBufferStarted):
+                self._audio_responses.add(event.response_id)
+            elif isinstance(event, se.ResponseOutputAudioDone):
+                if event.response_id not in self._silenced:
+                    self.playout.push(self._resampler.flush(), event.item_id, event.response_id)
+                    self.playout.end_item(event.item_id)
                     if len(self.playout):
                         self._drained.clear()
-            elif kind == "response.done":
-                response_id = event["response"]["id"]
+            elif isinstance(event, se.ResponseDone):
+                response_id = event.response.id
                 self._silenced.discard(response_id)
                 if response_id in self._audio_responses:
                     self._audio_responses.discard(response_id)
@@ -292,15 +291,13 @@ class WebRtcCall:
             self._send_event(event)
         self._spawn(self.close(session.end_reason or "session_closed"))
 
-    def _queue_audio(self, event: dict[str, Any]) -> None:
-        assert self.session is not None
-        if event["response_id"] in self._silenced:
+    def _queue_audio(self, event: se.ResponseOutputAudioDelta) -> None:
+        if event.response_id in self._silenced:
             return
-        fmt = self.session.config.output_format
-        if self._decoder.format != fmt:
-            self._decoder = InputDecoder(fmt, RATE)
-        pcm = self._decoder.decode(base64.b64decode(event["delta"]))
-        self.playout.push(pcm, event["item_id"], event["response_id"])
+        if self._resampler.in_rate != event.format.rate:
+            self._resampler = StreamResampler(event.format.rate, RATE)
+        pcm = self._resampler.process(event.pcm)
+        self.playout.push(pcm, event.item_id, event.response_id)
         if len(self.playout):
             self._drained.clear()
 
@@ -314,7 +311,7 @@ class WebRtcCall:
         session = self.session
         for response_id in self.playout.take_stopped():
             if session is not None and not session.closed:
-                session.emit({"type": "output_audio_buffer.stopped", "response_id": response_id})
+                session.emit(se.OutputAudioBufferStopped(response_id=response_id))
         return frame.pcm if frame is not None else None
 
     # -- audio in: track -> session ----------------------------------------------------------------
@@ -353,7 +350,7 @@ class WebRtcCall:
             cut.add(self.session.response.id)
         self._silenced |= cut
         self._audio_responses -= cut  # they end with `cleared`, never `stopped`
-        self._decoder.reset()
+        self._resampler.reset()
         self._drained.set()
 
     async def transfer(self, target: str, reason: str) -> None:
@@ -417,9 +414,6 @@ class WebRtcCalls:
 
     def forget(self, call: WebRtcCall) -> None:
         self._calls.pop(call.id, None)
-
-    async def close_all(self, reason: str) -> None:
-        await asyncio.gather(*(call.close(reason) for call in list(self._calls.values())))
 
 
 def calls_of(app_state: Any) -> WebRtcCalls:
@@ -623,8 +617,7 @@ async def attach_sideband(websocket: WebSocket, principal: Principal) -> None:
     sideband = Sideband(websocket, dialect_from_handshake(headers, subprotocols),
                         call.gateway.settings.outbound_queue_events)
     await websocket.accept(subprotocol="realtime" if "realtime" in subprotocols else None)
-    sideband.outbound.put({"type": "session.created", "event_id": new_id("event"),
-                           "session": session.config.to_wire(sideband.dialect)})
+    sideband.outbound.put(se.SessionCreated(session=session.config))
     call.sidebands.add(sideband)
     writer = asyncio.create_task(pump_outbound(sideband.outbound, websocket, sideband.dialect))
     reader = asyncio.create_task(read_client_events(session, websocket))
