@@ -47,10 +47,10 @@ from voxgate.engines.openai_upstream import (
     Send,
     UpstreamConversation,
     UpstreamError,
-    add_usage,
 )
 from voxgate.engines.reconnect import ReconnectPolicy
 from voxgate.observability import metrics
+from voxgate.protocol.usage import add_usage
 
 if TYPE_CHECKING:
     from voxgate.config import Settings
@@ -216,7 +216,7 @@ def _upstream_audio(request: ResponseRequest) -> bytes | None:
     return pcm.astype("<i2").tobytes()
 
 
-def _error_code(body: bytes | bytearray | None) -> str | None:
+def _refusal_code(body: bytes | bytearray | None) -> str | None:
     """The `error.code` of a refused handshake's JSON body, if it has one (the message may quote the key)."""
     try:
         code = json.loads(bytes(body or b""))["error"]["code"]
@@ -389,7 +389,7 @@ class OpenAIEngine(Engine):
                                    logger=_wire_log)
             except InvalidStatus as exc:
                 status = exc.response.status_code
-                code = _error_code(exc.response.body)
+                code = _refusal_code(exc.response.body)
                 last = f"HTTP {status}" + (f" ({code})" if code else "")
                 self.policy.failed(time.monotonic(), random.random())
                 if status in (401, 403):

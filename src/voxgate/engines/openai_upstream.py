@@ -25,11 +25,12 @@ from typing import Any
 
 import numpy as np
 
+from voxgate.audio.formats import PCM24K
 from voxgate.engines.base import AudioChunk, EngineOutput, HistoryEntry, ResponseRequest, TextDelta, ToolCall
 from voxgate.protocol.ids import new_id as mint_id
+from voxgate.protocol.usage import add_usage
 
 UPSTREAM_RATE = 24000  # pcm16 both ways: the only PCM rate OpenAI Realtime speaks
-PCM24K = {"type": "audio/pcm", "rate": UPSTREAM_RATE}
 SAY_INSTRUCTIONS = "Say exactly the following words, and nothing else: {text}"
 
 _AUDIO_DELTAS = ("response.output_audio.delta", "response.audio.delta")
@@ -143,8 +144,9 @@ class UpstreamConversation:
                        "parameters": copy.deepcopy(t.parameters)} for t in request.tools],
             "tool_choice": copy.deepcopy(request.tool_choice),
             # The gateway decides turns (its VAD, its barge-in): the upstream only answers when asked.
-            "audio": {"input": {"format": PCM24K, "transcription": self._transcription, "turn_detection": None},
-                      "output": {"format": PCM24K}},
+            "audio": {"input": {"format": PCM24K.to_ga(), "transcription": self._transcription,
+                                "turn_detection": None},
+                      "output": {"format": PCM24K.to_ga()}},
         }
         if config != self._sent_config:
             events.append({"type": "session.update", "event_id": self._new_id("event"), "session": config})
@@ -311,10 +313,3 @@ def _entry_of(item: dict[str, Any]) -> HistoryEntry | None:
     return None
 
 
-def add_usage(total: dict[str, Any], usage: dict[str, Any]) -> None:
-    """Sum token counts, nested details included."""
-    for key, value in usage.items():
-        if isinstance(value, dict):
-            add_usage(total.setdefault(key, {}), value)
-        elif isinstance(value, int | float) and not isinstance(value, bool):
-            total[key] = total.get(key, 0) + value

@@ -36,12 +36,6 @@ class Conversation:
     def visible(self) -> list[Item]:
         return [e.item for e in self._entries if not e.internal]
 
-    def last_visible_id(self) -> str | None:
-        for entry in reversed(self._entries):
-            if not entry.internal:
-                return entry.item.id
-        return None
-
     def previous_of(self, item_id: str) -> str | None:
         """The id of the visible item just before `item_id` (None when it is first)."""
         prev: str | None = None

@@ -21,13 +21,11 @@ class PlaybackTracker:
         # server_side: the transport plays the audio itself, so the session truncates on barge-in.
         self.server_side = server_side
         self._items: dict[str, _ItemPlayback] = {}
-        self.current_item: str | None = None
 
     def sent(self, item_id: str, ms: float) -> None:
         """`ms` more of this item's audio left the server."""
         entry = self._items.setdefault(item_id, _ItemPlayback())
         entry.sent_ms += ms
-        self.current_item = item_id
 
     def played(self, item_id: str, ms: float) -> None:
         """The transport confirms the caller heard this item up to `ms` (monotonic)."""
@@ -43,8 +41,3 @@ class PlaybackTracker:
         if entry is None:
             return 0.0
         return entry.played_ms if entry.played_ms is not None else entry.sent_ms
-
-    def forget(self, item_id: str) -> None:
-        self._items.pop(item_id, None)
-        if self.current_item == item_id:
-            self.current_item = None

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from voxgate.observability import metrics
 from voxgate.observability.cost import CostModel
 from voxgate.protocol.items import Item
+from voxgate.protocol.usage import add_usage
 from voxgate.tools.redaction import redact, redact_offloaded, redact_value
 
 if TYPE_CHECKING:
@@ -148,9 +149,3 @@ def mask_secret(value: str) -> str:
     return "****" + value[-4:] if len(value) > 4 else "****"
 
 
-def add_usage(total: dict[str, Any], usage: dict[str, Any]) -> None:
-    for key, value in usage.items():
-        if isinstance(value, dict):
-            add_usage(total.setdefault(key, {}), value)
-        elif isinstance(value, int | float):
-            total[key] = total.get(key, 0) + value

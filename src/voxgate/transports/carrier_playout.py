@@ -182,6 +182,3 @@ class CarrierPlayout:
     def drained(self) -> bool:
         """Everything sent has been confirmed played: the caller heard the whole reply."""
         return not self._queue and not self._partial and not self._outstanding
-
-    def forget_item(self, item_id: str) -> None:
-        self._item_ms.pop(item_id, None)
