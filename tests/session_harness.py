@@ -27,7 +27,8 @@ from pydantic import TypeAdapter
 
 from voxgate.agents import AgentConfig
 from voxgate.engines.base import AudioChunk, Engine, EngineOutput, ResponseRequest, TextDelta
-from voxgate.protocol.dialect import for_dialect
+from voxgate.protocol.serialiser import encode_event
+from voxgate.protocol.server_events import ServerEvent
 from voxgate.session.playback import PlaybackTracker
 from voxgate.session.session import Session
 from voxgate.tools.registry import ToolRegistry
@@ -252,12 +253,12 @@ class Call:
 
     # -- out ---------------------------------------------------------------------------------------
 
-    def _wire(self, event: dict[str, Any]) -> dict[str, Any] | None:
-        """The event as the client reads it: the dialect's spelling, through JSON, validated."""
-        wire = for_dialect(event, self.session.dialect)
-        if wire is None:
+    def _wire(self, event: ServerEvent) -> dict[str, Any] | None:
+        """The event as the client reads it: serialised for the dialect as a transport would, validated."""
+        text = encode_event(event, self.session.dialect)
+        if text is None:
             return None
-        out: dict[str, Any] = json.loads(json.dumps(wire))
+        out: dict[str, Any] = json.loads(text)
         if self._events is not None:
             self._events.validate_python(out, strict=True)
         self.seen.append(out)
