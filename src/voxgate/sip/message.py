@@ -589,7 +589,7 @@ def _answer(request_headers: Headers, status: int, reason: str | None, *, to_tag
             out.add(name, copy)
     for name, value in headers:
         out.add(name, value)
-    if body:
+    if body and (content_type is not None or "Content-Type" not in out):
         out.set("Content-Type", content_type or "application/sdp")
     return Response(status, reason if reason is not None else reason_phrase(status), out, body)
 
@@ -623,7 +623,7 @@ def new_request(method: str, uri: Uri, *, via: Via, from_: NameAddress, to: Name
         out.add("Contact", str(contact))
     for name, value in headers:
         out.add(name, value)
-    if body:
+    if body and (content_type is not None or "Content-Type" not in out):
         out.set("Content-Type", content_type or "application/sdp")
     return Request(method, uri, out, body)
 
