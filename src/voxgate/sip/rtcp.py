@@ -1,0 +1,285 @@
+"""RTCP (RFC 3550 §6): sender and receiver reports, SDES CNAME and BYE, in compound packets; and the
+reception statistics a report block is built from (RFC 3550 Appendix A.1, A.3, A.8).
+
+    stats = ReceptionStatistics(remote_ssrc, clock_rate=8000)
+    stats.receive(packet, arrival=now)                      # every RTP packet from the peer
+    data = build_rtcp(SenderReport(ssrc, ntp_time(wallclock), sender.timestamp, sender.packets_sent,
+                                   sender.octets_sent, (stats.report_block(now),)),
+                      SourceDescription(((ssrc, "voxgate@host"),)))
+    for report in parse_rtcp(datagram): ...                 # SenderReport | ReceiverReport | ...; RtcpError
+
+`now` is monotonic seconds; `ntp_time` turns a wall-clock time (seconds since 1970, passed in) into the
+64-bit NTP timestamp of a sender report.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from voxgate.sip.rtp import RtpPacket
+
+__all__ = [
+    "Goodbye",
+    "ReceiverReport",
+    "ReceptionStatistics",
+    "ReportBlock",
+    "RtcpError",
+    "RtcpPacket",
+    "SenderReport",
+    "SourceDescription",
+    "build_rtcp",
+    "ntp_time",
+    "parse_rtcp",
+]
+
+SR, RR, SDES, BYE = 200, 201, 202, 203
+_NTP_EPOCH = 2_208_988_800  # seconds from 1900 to 1970
+_BLOCK = struct.Struct("!IB3sIIII")
+MAX_RTCP_BYTES = 1500
+
+
+class RtcpError(ValueError):
+    def __init__(self, message: str, code: str = "bad_rtcp") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def ntp_time(wallclock: float) -> int:
+    """Unix time in seconds → 64-bit NTP timestamp (32.32 fixed point since 1900)."""
+    return int((wallclock + _NTP_EPOCH) * (1 << 32)) & 0xFFFFFFFFFFFFFFFF
+
+
+def _header(count: int, packet_type: int, body: bytes) -> bytes:
+    return struct.pack("!BBH", 0x80 | count, packet_type, len(body) // 4) + body
+
+
+@dataclass(frozen=True, slots=True)
+class ReportBlock:
+    ssrc: int
+    fraction_lost: int  # 0-255: lost / expected since the last report, × 256
+    cumulative_lost: int  # signed 24-bit
+    highest_sequence: int  # extended (cycles << 16 | sequence)
+    jitter: int  # timestamp units
+    last_sr: int = 0  # middle 32 bits of the last SR's NTP timestamp
+    delay_since_last_sr: int = 0  # 1/65536 s
+
+    def to_bytes(self) -> bytes:
+        lost = self.cumulative_lost & 0xFFFFFF
+        return _BLOCK.pack(self.ssrc, self.fraction_lost & 0xFF, lost.to_bytes(3, "big"),
+                           self.highest_sequence & 0xFFFFFFFF, self.jitter & 0xFFFFFFFF,
+                           self.last_sr & 0xFFFFFFFF, self.delay_since_last_sr & 0xFFFFFFFF)
+
+
+@dataclass(frozen=True, slots=True)
+class SenderReport:
+    ssrc: int
+    ntp_timestamp: int
+    rtp_timestamp: int
+    packet_count: int
+    octet_count: int
+    reports: tuple[ReportBlock, ...] = ()
+
+    def to_bytes(self) -> bytes:
+        body = struct.pack("!IQIII", self.ssrc, self.ntp_timestamp, self.rtp_timestamp & 0xFFFFFFFF,
+                           self.packet_count & 0xFFFFFFFF, self.octet_count & 0xFFFFFFFF)
+        return _header(len(self.reports), SR, body + b"".join(r.to_bytes() for r in self.reports))
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiverReport:
+    ssrc: int
+    reports: tuple[ReportBlock, ...] = ()
+
+    def to_bytes(self) -> bytes:
+        body = struct.pack("!I", self.ssrc) + b"".join(r.to_bytes() for r in self.reports)
+        return _header(len(self.reports), RR, body)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceDescription:
+    """SDES with the CNAME item of each source (the only item RFC 3550 requires)."""
+
+    chunks: tuple[tuple[int, str], ...]
+
+    def to_bytes(self) -> bytes:
+        body = b""
+        for ssrc, cname in self.chunks:
+            text = cname.encode()[:255]
+            chunk = struct.pack("!IBB", ssrc, 1, len(text)) + text + b"\x00"
+            body += chunk + bytes(-len(chunk) % 4)
+        return _header(len(self.chunks), SDES, body)
+
+
+@dataclass(frozen=True, slots=True)
+class Goodbye:
+    ssrcs: tuple[int, ...]
+    reason: str = ""
+
+    def to_bytes(self) -> bytes:
+        body = struct.pack(f"!{len(self.ssrcs)}I", *self.ssrcs)
+        if self.reason:
+            text = self.reason.encode()[:255]
+            body += bytes([len(text)]) + text
+            body += bytes(-len(body) % 4)
+        return _header(len(self.ssrcs), BYE, body)
+
+
+RtcpPacket = SenderReport | ReceiverReport | SourceDescription | Goodbye
+
+
+def build_rtcp(*packets: RtcpPacket) -> bytes:
+    """A compound packet (RFC 3550 §6.1: it should start with an SR or RR and carry an SDES CNAME)."""
+    return b"".join(packet.to_bytes() for packet in packets)
+
+
+def _blocks(data: bytes, offset: int, count: int, end: int) -> tuple[ReportBlock, ...]:
+    if offset + count * _BLOCK.size > end:
+        raise RtcpError("report blocks run past the packet", "truncated")
+    out = []
+    for index in range(count):
+        ssrc, fraction, lost, highest, jitter, lsr, dlsr = _BLOCK.unpack_from(data, offset + index * _BLOCK.size)
+        cumulative = int.from_bytes(lost, "big", signed=True)
+        out.append(ReportBlock(ssrc, fraction, cumulative, highest, jitter, lsr, dlsr))
+    return tuple(out)
+
+
+def _sdes(data: bytes, offset: int, count: int, end: int) -> SourceDescription:
+    chunks = []
+    for _ in range(count):
+        if offset + 4 > end:
+            raise RtcpError("SDES chunk runs past the packet", "truncated")
+        ssrc = struct.unpack_from("!I", data, offset)[0]
+        offset += 4
+        cname = ""
+        while True:
+            if offset >= end:
+                raise RtcpError("SDES items run past the packet", "truncated")
+            item = data[offset]
+            if item == 0:
+                offset += 1
+                offset += -offset % 4  # pad to the next 32-bit boundary
+                break
+            if offset + 2 > end or offset + 2 + data[offset + 1] > end:
+                raise RtcpError("SDES item runs past the packet", "truncated")
+            length = data[offset + 1]
+            if item == 1:
+                cname = data[offset + 2 : offset + 2 + length].decode("utf-8", "replace")
+            offset += 2 + length
+        chunks.append((ssrc, cname))
+    return SourceDescription(tuple(chunks))
+
+
+def parse_rtcp(data: bytes) -> list[RtcpPacket]:
+    """Every SR, RR, SDES and BYE in a compound packet; other types (APP, feedback, XR) are skipped."""
+    if len(data) > MAX_RTCP_BYTES:
+        raise RtcpError("larger than an RTCP packet", "too_large")
+    out: list[RtcpPacket] = []
+    offset = 0
+    while offset < len(data):
+        if offset + 4 > len(data):
+            raise RtcpError("truncated RTCP header", "truncated")
+        first, packet_type, words = struct.unpack_from("!BBH", data, offset)
+        if first >> 6 != 2:
+            raise RtcpError("not RTCP version 2", "bad_version")
+        end = offset + 4 + 4 * words
+        if end > len(data):
+            raise RtcpError("RTCP length runs past the datagram", "truncated")
+        if first & 0x20:
+            padding = data[end - 1]
+            if padding == 0 or padding > end - offset - 4:
+                raise RtcpError("bad RTCP padding", "bad_padding")
+            body_end = end - padding
+        else:
+            body_end = end
+        count = first & 0x1F
+        body = offset + 4
+        if packet_type == SR:
+            if body + 24 > body_end:
+                raise RtcpError("short sender report", "truncated")
+            ssrc, ntp, rtp_ts, packets, octets = struct.unpack_from("!IQIII", data, body)
+            out.append(SenderReport(ssrc, ntp, rtp_ts, packets, octets, _blocks(data, body + 24, count, body_end)))
+        elif packet_type == RR:
+            if body + 4 > body_end:
+                raise RtcpError("short receiver report", "truncated")
+            ssrc = struct.unpack_from("!I", data, body)[0]
+            out.append(ReceiverReport(ssrc, _blocks(data, body + 4, count, body_end)))
+        elif packet_type == SDES:
+            out.append(_sdes(data, body, count, body_end))
+        elif packet_type == BYE:
+            if body + 4 * count > body_end:
+                raise RtcpError("BYE sources run past the packet", "truncated")
+            ssrcs = struct.unpack_from(f"!{count}I", data, body)
+            reason = ""
+            at = body + 4 * count
+            if at < body_end:
+                length = data[at]
+                if at + 1 + length > body_end:
+                    raise RtcpError("BYE reason runs past the packet", "truncated")
+                reason = data[at + 1 : at + 1 + length].decode("utf-8", "replace")
+            out.append(Goodbye(tuple(ssrcs), reason))
+        offset = end
+    return out
+
+
+class ReceptionStatistics:
+    """What we received from one source, as a report block wants it (RFC 3550 A.1, A.3, A.8)."""
+
+    def __init__(self, ssrc: int, clock_rate: int = 8000) -> None:
+        self.ssrc = ssrc
+        self.clock_rate = clock_rate
+        self.received = 0
+        self._base_seq: int | None = None
+        self._max_seq = 0
+        self._cycles = 0
+        self._jitter = 0.0  # timestamp units
+        self._last_transit: float | None = None
+        self._expected_prior = 0
+        self._received_prior = 0
+        self._last_sr = 0
+        self._last_sr_at: float | None = None
+
+    def receive(self, packet: RtpPacket, arrival: float) -> None:
+        sequence = packet.sequence
+        if self._base_seq is None:
+            self._base_seq = self._max_seq = sequence
+        else:
+            delta = (sequence - self._max_seq) & 0xFFFF
+            if 0 < delta < 0x8000:
+                if sequence < self._max_seq:
+                    self._cycles += 1 << 16  # wrapped
+                self._max_seq = sequence
+        self.received += 1
+        transit = arrival * self.clock_rate - packet.timestamp
+        if self._last_transit is not None:
+            d = abs(transit - self._last_transit)
+            self._jitter += (d - self._jitter) / 16
+        self._last_transit = transit
+
+    def sender_report(self, report: SenderReport, arrival: float) -> None:
+        """Remember the peer's latest SR, for LSR/DLSR in our next report block."""
+        self._last_sr = (report.ntp_timestamp >> 16) & 0xFFFFFFFF
+        self._last_sr_at = arrival
+
+    @property
+    def extended_highest(self) -> int:
+        return self._cycles + self._max_seq
+
+    @property
+    def jitter(self) -> int:
+        return int(self._jitter)
+
+    def report_block(self, now: float) -> ReportBlock:
+        if self._base_seq is None:
+            return ReportBlock(self.ssrc, 0, 0, 0, 0)
+        expected = self.extended_highest - self._base_seq + 1
+        lost = expected - self.received
+        expected_interval = expected - self._expected_prior
+        received_interval = self.received - self._received_prior
+        self._expected_prior, self._received_prior = expected, self.received
+        lost_interval = expected_interval - received_interval
+        fraction = 0 if expected_interval <= 0 or lost_interval <= 0 else (lost_interval << 8) // expected_interval
+        lost = max(-0x800000, min(0x7FFFFF, lost))
+        dlsr = 0 if self._last_sr_at is None else int((now - self._last_sr_at) * 65536)
+        return ReportBlock(self.ssrc, min(fraction, 255), lost, self.extended_highest, self.jitter,
+                           self._last_sr, dlsr)
