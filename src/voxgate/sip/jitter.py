@@ -41,6 +41,7 @@ class JitterStats:
     late: int = 0  # arrived after its turn: dropped
     duplicate: int = 0
     overflow: int = 0  # dropped because the buffer was full
+    flushed: int = 0  # still waiting when the stream restarted
     restarts: int = 0
 
 
@@ -80,6 +81,7 @@ class JitterBuffer:
     def _restart(self, packet: RtpPacket) -> None:
         if self._ssrc is not None:
             self.stats.restarts += 1
+        self.stats.flushed += len(self._packets)
         self._packets.clear()
         self._ssrc = packet.ssrc
         self._next = self._highest = packet.sequence
