@@ -17,7 +17,7 @@ import re
 import secrets
 from dataclasses import dataclass, replace
 
-from voxgate.sip.uri import Params, SipUri, Uri, UriError, param, parse_uri, write_params
+from voxgate.sip.uri import Params, SipUri, Uri, UriError, param, parse_host, parse_uri, write_params
 
 __all__ = [
     "MAGIC_COOKIE",
@@ -55,6 +55,25 @@ _CALL_ID_WORD = r"[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]+"
 _CALL_ID = re.compile(rf"{_CALL_ID_WORD}(?:@{_CALL_ID_WORD})?")
 _METHOD = _TOKEN
 _DISPLAY_TOKENS = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+(?:[ \t]+[A-Za-z0-9\-.!%*_+`'~]+)*")
+
+
+# Fast paths for the canonical spelling (no white space, no quoted parameter values): one regex instead of
+# the scanner. Anything else, including everything malformed, goes through the scanner, which decides.
+_TOKEN_CHARS = r"A-Za-z0-9\-.!%*_+`'~"
+_FAST_PARAMS = rf"(?:;[{_TOKEN_CHARS}]+(?:=[{_TOKEN_CHARS}\[\]:]+)?)*"
+_FAST_VIA = re.compile(
+    rf"SIP/2\.0/([A-Za-z]+) ([A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{{1,5}}))?({_FAST_PARAMS})")
+_FAST_ADDRESS = re.compile(rf'(?:"([^"\\]*)" ?|([{_TOKEN_CHARS}]+) ?)?<([^<>\s"]+)>({_FAST_PARAMS})')
+
+
+def _fast_params(text: str) -> Params:
+    if not text:
+        return ()
+    out: list[tuple[str, str | None]] = []
+    for item in text[1:].split(";"):
+        name, eq, value = item.partition("=")
+        out.append((name.lower(), value if eq else None))
+    return tuple(out)
 
 
 class HeaderError(ValueError):
@@ -120,8 +139,10 @@ class _Scanner:
         self.pos = 0
 
     def ws(self) -> None:
-        match = _WS.match(self.text, self.pos)
-        self.pos = match.end() if match else self.pos
+        text, pos = self.text, self.pos
+        if pos < len(text) and text[pos] in " \t":  # most values have no white space to skip
+            match = _WS.match(text, pos)
+            self.pos = match.end() if match else pos
 
     def at_end(self) -> bool:
         self.ws()
@@ -239,6 +260,17 @@ _VIA_HOST = re.compile(r"\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-.]+")
 _DIGITS = re.compile(r"[0-9]{1,5}")
 
 
+def _via_params_problem(params: Params) -> str | None:
+    for key, value in params:
+        if key == "ttl" and (value is None or not value.isdigit() or int(value) > 255):
+            return "Via ttl out of range"
+        if key == "rport" and value is not None and (not value.isdigit() or int(value) > 65535):
+            return "Via rport out of range"
+        if key == "branch" and not value:
+            return "empty Via branch"
+    return None
+
+
 def _via(scanner: _Scanner) -> Via:
     name = scanner.match(_TOKEN, "a protocol name")
     scanner.expect("/", "in the Via protocol")
@@ -247,12 +279,9 @@ def _via(scanner: _Scanner) -> Via:
     transport = scanner.match(_TOKEN, "a transport").upper()
     if name.upper() != "SIP":  # another version is still readable: its request is answered 505
         raise HeaderError(f"unsupported Via protocol {name}/{version}", "bad_via")
-    start = scanner.pos
     host = scanner.match(_VIA_HOST, "a sent-by host")
-    if scanner.pos == start:
-        raise HeaderError("missing sent-by", "bad_via")
     try:
-        checked = parse_uri(f"sip:{host}")
+        host = parse_host(host)[0]
     except UriError as exc:
         raise HeaderError(f"malformed Via host {host!r}", "bad_via") from exc
     port = None
@@ -261,19 +290,26 @@ def _via(scanner: _Scanner) -> Via:
         if port > 65535:
             raise HeaderError("Via port out of range", "bad_via")
     params = scanner.params()
-    for key, value in params:
-        if key == "ttl" and (value is None or not value.isdigit() or int(value) > 255):
-            raise HeaderError("Via ttl out of range", "bad_via")
-        if key == "rport" and value is not None and (not value.isdigit() or int(value) > 65535):
-            raise HeaderError("Via rport out of range", "bad_via")
-        if key == "branch" and not value:
-            raise HeaderError("empty Via branch", "bad_via")
-    assert isinstance(checked, SipUri)
-    return Via(transport, checked.host, port, params, f"SIP/{version}")
+    problem = _via_params_problem(params)
+    if problem is not None:
+        raise HeaderError(problem, "bad_via")
+    return Via(transport, host, port, params, f"SIP/{version}")
 
 
 def parse_via(value: str) -> list[Via]:
     """Every Via in one header value (a proxy may fold several into one line, comma-separated)."""
+    fast = _FAST_VIA.fullmatch(value)
+    if fast is not None:
+        transport, host, port, params = fast.groups()
+        try:
+            host = parse_host(host)[0]
+        except UriError:
+            fast = None  # let the scanner say what is wrong
+        else:
+            port_number = int(port) if port else None
+            parsed = _fast_params(params)
+            if (port_number is None or port_number <= 65535) and _via_params_problem(parsed) is None:
+                return [Via(transport.upper(), host, port_number, parsed)]
     scanner = _Scanner(value)
     vias = [_via(scanner)]
     while scanner.take(","):
@@ -361,8 +397,23 @@ def _name_address(scanner: _Scanner) -> NameAddress:
     return NameAddress(uri, display, scanner.params())
 
 
+def _fast_name_address(value: str) -> NameAddress | None:
+    fast = _FAST_ADDRESS.fullmatch(value)
+    if fast is None:
+        return None
+    quoted, token, uri_text, params = fast.groups()
+    try:
+        uri = parse_uri(uri_text)
+    except UriError:
+        return None
+    return NameAddress(uri, quoted if quoted is not None else token, _fast_params(params))
+
+
 def parse_name_address(value: str) -> NameAddress:
     """One name-addr or addr-spec (From, To, Refer-To, Referred-By)."""
+    fast = _fast_name_address(value)
+    if fast is not None:
+        return fast
     scanner = _Scanner(value)
     address = _name_address(scanner)
     if not scanner.at_end():
@@ -372,6 +423,10 @@ def parse_name_address(value: str) -> NameAddress:
 
 def parse_name_addresses(value: str) -> list[NameAddress]:
     """A comma-separated list of addresses (Contact, Route, Record-Route)."""
+    if "," not in value:
+        fast = _fast_name_address(value)
+        if fast is not None:
+            return [fast]
     scanner = _Scanner(value)
     out = [_name_address(scanner)]
     while scanner.take(","):

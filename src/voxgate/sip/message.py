@@ -175,6 +175,18 @@ def canonical_name(name: str) -> str:
     return _CANONICAL.get(name.lower(), name)
 
 
+_KEYS: dict[str, str] = {}  # the names code looks up (a small, fixed set) → their lowercase canonical key
+
+
+def _key(name: str) -> str:
+    key = _KEYS.get(name)
+    if key is None:
+        key = canonical_name(name).lower()
+        if len(_KEYS) < 256:  # bounded, should a caller look up names it read off the wire
+            _KEYS[name] = key
+    return key
+
+
 class Headers:
     """Header fields in order, with case-insensitive lookup by full or compact name. One entry per
     header line; `values` splits comma-separated lists across lines (Via, Contact, Allow, ...)."""
@@ -202,18 +214,18 @@ class Headers:
         self._items.append((key, name, str(value)))
 
     def remove(self, name: str) -> None:
-        key = canonical_name(name).lower()
+        key = _key(name)
         self._items = [item for item in self._items if item[0] != key]
 
     def get(self, name: str) -> str | None:
-        key = canonical_name(name).lower()
+        key = _key(name)
         for item in self._items:
             if item[0] == key:
                 return item[2]
         return None
 
     def get_all(self, name: str) -> list[str]:
-        key = canonical_name(name).lower()
+        key = _key(name)
         return [item[2] for item in self._items if item[0] == key]
 
     def values(self, name: str) -> list[str]:
@@ -224,7 +236,7 @@ class Headers:
         return out
 
     def count(self, name: str) -> int:
-        key = canonical_name(name).lower()
+        key = _key(name)
         return sum(1 for item in self._items if item[0] == key)
 
     def copy(self) -> Headers:
@@ -404,7 +416,7 @@ def _split_head(data: bytes) -> tuple[bytes, bytes]:
 def _header_lines(head: str) -> tuple[str, list[tuple[str, str]], HeaderError | None]:
     """The start line, the (name, value) pairs with folded lines joined by one space, and the first
     malformed line's error (the lines after it are still read: they may hold the Via to answer)."""
-    lines = _LINE_BREAK.split(head)
+    lines = head.replace("\r\n", "\n").split("\n")  # CRLF, or the bare LF some stacks send
     start = lines[0]
     fields: list[tuple[str, str]] = []
     problem: HeaderError | None = None
@@ -461,10 +473,9 @@ def _framed_body(headers: Headers, rest: bytes, limits: MessageLimits, stream: b
     return rest[:length]
 
 
-def _check_headers(fields: list[tuple[str, str]], limits: MessageLimits) -> Headers:
-    if len(fields) > limits.max_headers:
+def _check_headers(headers: Headers, limits: MessageLimits) -> Headers:
+    if len(headers) > limits.max_headers:
         raise HeaderError("too many header lines", "too_many_headers")
-    headers = Headers(fields)
     seen: set[str] = set()
     for key, _, _ in headers._items:
         if key in _SINGLE:
@@ -508,7 +519,7 @@ def _parse_request(head: str, rest: bytes, limits: MessageLimits, stream: bool) 
             raise _VersionNotSupported()
         if problem is not None:
             raise problem
-        headers = _check_headers(fields, limits)
+        _check_headers(headers, limits)
         try:
             uri = parse_uri(uri_text)
         except UriError as exc:
@@ -555,7 +566,7 @@ def _parse_response(head: str, rest: bytes, limits: MessageLimits, stream: bool)
     try:
         if problem is not None:
             raise problem
-        headers = _check_headers(fields, limits)
+        headers = _check_headers(Headers(fields), limits)
         response = Response(int(status_text), reason, headers, _framed_body(headers, rest, limits, stream))
         _validate(response)
         response.cseq  # noqa: B018

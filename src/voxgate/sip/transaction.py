@@ -25,6 +25,7 @@ from __future__ import annotations
 import enum
 import heapq
 import itertools
+from collections import Counter
 from dataclasses import dataclass, field
 
 from voxgate.sip.headers import MAGIC_COOKIE, CSeq, Via, new_tag
@@ -578,6 +579,13 @@ class TransactionLayer:
                 heapq.heappush(self._heap, (deadline, next(self._order), name, transaction))
 
     # -- inspection
+
+    def states(self) -> Counter[tuple[str, State]]:
+        """How many transactions of each method are in each state (for metrics and tests)."""
+        found: Counter[tuple[str, State]] = Counter()
+        for transaction in (*self._server.values(), *self._client.values()):
+            found[(transaction.request.method, transaction.state)] += 1
+        return found
 
     @property
     def server_transactions(self) -> int:

@@ -25,6 +25,7 @@ __all__ = [
     "Uri",
     "UriError",
     "param",
+    "parse_host",
     "parse_uri",
     "unescape",
     "write_params",
@@ -171,7 +172,8 @@ def _parse_params(text: str, value_chars: re.Pattern[str]) -> Params:
     return tuple(out)
 
 
-def _parse_host(text: str) -> tuple[str, int | None]:
+def parse_host(text: str) -> tuple[str, int | None]:
+    """`host[:port]` (a name, an IPv4 address or a bracketed IPv6 reference); host lowercased."""
     port: int | None = None
     if text.startswith("["):
         end = text.find("]")
@@ -229,7 +231,7 @@ def _parse_sip(scheme: str, rest: str) -> SipUri:
             pairs.append((name, value))
         headers = tuple(pairs)
     host_text, semi, param_text = rest.partition(";")
-    host, port = _parse_host(host_text)
+    host, port = parse_host(host_text)
     params = _parse_params(param_text, _PARAM_CHARS) if semi else ()
     return SipUri(scheme, host, user, password, port, params, headers)
 

@@ -1,0 +1,263 @@
+"""The SIP endpoint's thin asyncio shell: UDP and TCP sockets around the sans-IO cores.
+
+    endpoint = SipEndpoint(host="127.0.0.1", udp_port=5060, tcp_port=5060)
+    await endpoint.start()          # endpoint.udp_address, endpoint.tcp_address
+    ...
+    await endpoint.stop()
+
+Until calls are wired to sessions it is a signalling-only user agent: OPTIONS is answered 200 (trunks probe
+with it), INVITE 503 Service Unavailable with Retry-After, CANCEL per RFC 3261 §9.2, requests for dialogs
+it does not have 481, other methods 405; a Require it does not support 420, a Request-URI scheme it does
+not speak 416. Malformed requests get the parser's answer (400, 505) or are dropped and counted; a TCP
+stream that loses its framing is closed; nothing one peer sends reaches another peer's state. It is not
+started by the gateway: nothing turns it on by default.
+
+`answer_out_of_dialog` is the decision as a pure function, so it is tested without sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from voxgate.sip.headers import new_tag
+from voxgate.sip.message import (
+    BadRequest,
+    FramingError,
+    KeepAlive,
+    MalformedMessage,
+    MessageError,
+    MessageLimits,
+    MessageStream,
+    Request,
+    Response,
+    is_keepalive,
+    make_response,
+    parse_message,
+)
+from voxgate.sip.transaction import (
+    Address,
+    RequestReceived,
+    TransactionEvent,
+    TransactionLayer,
+    Transmit,
+)
+from voxgate.sip.uri import OtherUri
+
+__all__ = ["ALLOW", "SUPPORTED", "SipEndpoint", "answer_out_of_dialog"]
+
+log = logging.getLogger(__name__)
+
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REFER, NOTIFY, INFO, UPDATE"
+SUPPORTED = frozenset({"replaces", "timer"})
+SERVER = "voxgate"
+DIALOG_METHODS = frozenset({"BYE", "INFO", "UPDATE", "REFER", "NOTIFY", "PRACK"})
+
+
+def answer_out_of_dialog(request: Request, *, accepting_calls: bool = False) -> Response | None:
+    """The response to a request outside any dialog, or None (ACK, and CANCEL, which the shell matches
+    to its INVITE). `accepting_calls` False: INVITE gets 503 until calls are wired to sessions."""
+    method = request.method
+    if method in ("ACK", "CANCEL"):
+        return None
+    tag = new_tag()
+    common = [("Server", SERVER)]
+    if isinstance(request.uri, OtherUri):
+        return make_response(request, 416, to_tag=tag, headers=common)
+    required = [item for item in request.headers.values("Require") if item.lower() not in SUPPORTED]
+    if required:
+        return make_response(request, 420, to_tag=tag, headers=[*common, ("Unsupported", ", ".join(required))])
+    if method == "OPTIONS":
+        return make_response(request, 200, to_tag=tag, headers=[
+            *common, ("Allow", ALLOW), ("Accept", "application/sdp"), ("Supported", ", ".join(sorted(SUPPORTED)))])
+    if method == "INVITE":
+        if request.to.tag is not None:
+            return make_response(request, 481, headers=common)  # a re-INVITE for a dialog we do not have
+        if not accepting_calls:
+            return make_response(request, 503, to_tag=tag, headers=[*common, ("Retry-After", "60")])
+        return None
+    if method in DIALOG_METHODS:
+        return make_response(request, 481, to_tag=tag, headers=common)
+    return make_response(request, 405, to_tag=tag, headers=[*common, ("Allow", ALLOW)])
+
+
+class _Datagrams(asyncio.DatagramProtocol):
+    def __init__(self, endpoint: SipEndpoint) -> None:
+        self.endpoint = endpoint
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+        self.endpoint._datagram(data, (addr[0], addr[1]))
+
+    def error_received(self, exc: Exception) -> None:
+        self.endpoint.counters["udp_errors"] += 1  # an ICMP error for a past send: nothing to do
+
+
+class _Connection(asyncio.Protocol):
+    """One TCP peer: a MessageStream frames its bytes; a framing error closes it."""
+
+    def __init__(self, endpoint: SipEndpoint) -> None:
+        self.endpoint = endpoint
+        self.stream = MessageStream(endpoint.limits)
+        self.transport: asyncio.Transport | None = None
+        self.peer: Address = ("", 0)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        host, port = transport.get_extra_info("peername")[:2]
+        self.peer = (host, port)
+        if len(self.endpoint._connections) >= self.endpoint.max_connections:
+            self.endpoint.counters["tcp_refused"] += 1
+            transport.close()
+            return
+        self.endpoint._connections[self.peer] = self
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.endpoint._connections.get(self.peer) is self:
+            del self.endpoint._connections[self.peer]
+
+    def data_received(self, data: bytes) -> None:
+        assert self.transport is not None
+        try:
+            self.stream.receive_data(data)
+            while True:
+                try:
+                    item = self.stream.next_message()
+                except FramingError:
+                    raise
+                except MessageError as error:
+                    self.endpoint._refused(error, self.peer)
+                    continue
+                if item is None:
+                    return
+                if isinstance(item, KeepAlive):
+                    if item.ping:
+                        self.transport.write(b"\r\n")  # RFC 5626 pong
+                    continue
+                self.endpoint._message(item, self.peer, reliable=True)
+        except FramingError:
+            self.endpoint.counters["tcp_framing_errors"] += 1
+            self.transport.close()
+
+
+@dataclass
+class SipEndpoint:
+    host: str = "127.0.0.1"
+    udp_port: int = 5060
+    tcp_port: int | None = 5060  # None: UDP only
+    limits: MessageLimits = field(default_factory=MessageLimits)
+    max_connections: int = 1024
+    layer: TransactionLayer = field(default_factory=TransactionLayer)
+    counters: Counter[str] = field(default_factory=Counter)
+    # called with every message after the transaction layer handled it (for logs, metrics and tests)
+    observer: Callable[[Request | Response, Address], None] | None = None
+
+    def __post_init__(self) -> None:
+        self._udp: asyncio.DatagramTransport | None = None
+        self._tcp: asyncio.Server | None = None
+        self._connections: dict[Address, _Connection] = {}
+        self._timer: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self.udp_address: Address | None = None
+        self.tcp_address: Address | None = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(lambda: _Datagrams(self), local_addr=(self.host,
+                                                                                                 self.udp_port))
+        self._udp = transport
+        self.udp_address = transport.get_extra_info("sockname")[:2]
+        if self.tcp_port is not None:
+            self._tcp = await loop.create_server(lambda: _Connection(self), self.host, self.tcp_port)
+            self.tcp_address = self._tcp.sockets[0].getsockname()[:2]
+        self._timer = asyncio.create_task(self._run_timers(), name="sip-timers")
+
+    async def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._timer
+        for connection in list(self._connections.values()):
+            if connection.transport is not None:
+                connection.transport.close()
+        if self._tcp is not None:
+            self._tcp.close()
+            await self._tcp.wait_closed()
+        if self._udp is not None:
+            self._udp.close()
+
+    # -- input
+
+    def _datagram(self, data: bytes, peer: Address) -> None:
+        if is_keepalive(data):
+            return
+        try:
+            message = parse_message(data, self.limits)
+        except MessageError as error:
+            self._refused(error, peer)
+            return
+        self._message(message, peer, reliable=False)
+
+    def _refused(self, error: MessageError, peer: Address) -> None:
+        self.counters[f"refused_{error.code}"] += 1
+        if isinstance(error, BadRequest):
+            self._send(Transmit(response := error.response(new_tag()), peer, response.to_bytes()))
+        elif not isinstance(error, MalformedMessage | FramingError):  # pragma: no cover - every error is one
+            log.warning("unexpected SIP message error %r", error)
+
+    def _message(self, message: Request | Response, peer: Address, *, reliable: bool) -> None:
+        now = asyncio.get_running_loop().time()
+        if isinstance(message, Response):
+            self._handle(self.layer.receive_response(message, now))
+        else:
+            self._handle(self.layer.receive_request(message, peer, now, reliable=reliable))
+        if self.observer is not None:
+            self.observer(message, peer)
+
+    def _handle(self, events: list[TransactionEvent]) -> None:
+        now = asyncio.get_running_loop().time()
+        for event in events:
+            if isinstance(event, Transmit):
+                self._send(event)
+            elif isinstance(event, RequestReceived) and event.transaction is not None:
+                request = event.request
+                self.counters[f"request_{request.method.lower()}" if request.method in ALLOW else
+                              "request_other"] += 1
+                if request.method == "CANCEL":
+                    self._handle(self._cancel(request, now))
+                    continue
+                response = answer_out_of_dialog(request)
+                if response is not None:
+                    self._handle(self.layer.send_response(response, now))
+            # ResponseReceived, TransactionTimedOut, ACKs: this shell sends no requests and keeps no calls
+        self._wake.set()
+
+    def _cancel(self, cancel: Request, now: float) -> list[TransactionEvent]:
+        invite = self.layer.invite_for_cancel(cancel)
+        events = self.layer.send_response(make_response(cancel, 200 if invite else 481, to_tag=new_tag()), now)
+        if invite is not None and invite.final is None:
+            events += self.layer.send_response(make_response(invite.request, 487, to_tag=new_tag()), now)
+        return events
+
+    # -- output and time
+
+    def _send(self, transmit: Transmit) -> None:
+        connection = self._connections.get(transmit.peer)
+        if connection is not None and connection.transport is not None:
+            connection.transport.write(transmit.data)
+        elif self._udp is not None:
+            self._udp.sendto(transmit.data, transmit.peer)
+
+    async def _run_timers(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            deadline = self.layer.next_deadline()
+            self._wake.clear()
+            timeout = None if deadline is None else max(0.0, deadline - loop.time())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            self._handle(self.layer.handle_timer(loop.time()))
