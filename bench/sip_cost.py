@@ -4,7 +4,8 @@ Signalling: parsing and writing a SIPp-style INVITE with its SDP, answering the 
 round (INVITE in, 100 out, 200 out). Media: RTP parse and build per 20 ms packet, a jitter-buffer
 push+pop, an RFC 4733 packet. Each operation runs a few thousand times, timed one by one (p50/p95/mean);
 the last lines turn the media costs into the share of one core a G.711 call spends on RTP headers
-(50 packets in and 50 out per second), and the signalling cost into set-ups per second. Run:
+(50 packets in and 50 out per second), and the signalling cost into set-ups per second. A last run sends
+RTP through real asyncio UDP sockets on loopback and reports CPU per packet, the socket path included. Run:
 
     .venv/bin/python bench/sip_cost.py [--runs N]
 """
@@ -12,6 +13,7 @@ the last lines turn the media costs into the share of one core a G.711 call spen
 from __future__ import annotations
 
 import argparse
+import asyncio
 import time
 from collections.abc import Callable
 
@@ -59,6 +61,60 @@ def measure(step: Callable[[int], object], runs: int) -> tuple[float, float, flo
     return float(p50), float(p95), float(costs.mean()) / 1000
 
 
+class _RtpSink(asyncio.DatagramProtocol):
+    """The receive path of a call: parse, jitter buffer, and one packet back per packet in (what a G.711
+    call sends), through the event loop's real UDP sockets."""
+
+    def __init__(self, expected: int, done: asyncio.Future[None]) -> None:
+        self.jitter = JitterBuffer()
+        self.sender = RtpSender(payload_type=0)
+        self.expected, self.done, self.count = expected, done, 0
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+        packet = parse_rtp(data)
+        now = self.count * 0.02
+        self.jitter.push(packet, now)
+        self.jitter.pop(now)
+        assert self.transport is not None
+        self.transport.sendto(self.sender.packet(packet.payload, 160).to_bytes(), addr)
+        self.count += 1
+        if self.count == self.expected and not self.done.done():
+            self.done.set_result(None)
+
+
+async def _udp_round(packets: list[bytes]) -> float:
+    """CPU seconds (this process) per packet for: send one RTP packet, receive it in the sink, which
+    answers with one; the answers are read and dropped. Sent in bursts of 50 to keep socket buffers sane."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+    sink_transport, _ = await loop.create_datagram_endpoint(lambda: _RtpSink(len(packets), done),
+                                                            local_addr=("127.0.0.1", 0))
+    sink = sink_transport.get_extra_info("sockname")
+    replies = asyncio.Queue[bytes]()
+
+    class Caller(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+            replies.put_nowait(data)
+
+    caller, _ = await loop.create_datagram_endpoint(Caller, local_addr=("127.0.0.1", 0))
+    start = time.process_time()
+    for offset in range(0, len(packets), 50):
+        batch = packets[offset : offset + 50]
+        for data in batch:
+            caller.sendto(data, sink)
+        for _ in batch:
+            await replies.get()
+    await done
+    spent = time.process_time() - start
+    caller.close()
+    sink_transport.close()
+    return spent / len(packets)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5000)
@@ -104,6 +160,7 @@ def main() -> None:
     rows["jitter buffer push + pop"] = measure(jitter_step, runs)
     rows["RFC 4733 packet receive"] = measure(lambda i: receiver.receive(event), runs)
 
+    udp_packet = asyncio.run(_udp_round(packets[:runs]))
     width = max(len(name) for name in rows)
     print(f"{'operation':<{width}}  {'p50 µs':>8}  {'p95 µs':>8}  {'mean µs':>8}")
     for name, (p50, p95, mean) in rows.items():
@@ -117,6 +174,11 @@ def main() -> None:
           f"{100 * per_call:.3f} % of a core, {1 / per_call:,.0f} calls per core for this part alone")
     print(f"call set-up in the cores (transaction round + SDP answer): {setup:.0f} µs, "
           f"{1e6 / setup:,.0f} set-ups per second per core")
+    # both ends of the loopback exchange run in this process, so a packet each way is counted once
+    print(f"asyncio UDP, per 20 ms packet received and one sent (parse, jitter, build), both ends of the "
+          f"loopback counted: {udp_packet * 1e6:.1f} µs CPU; a G.711 call (50 each way per second) costs at most "
+          f"{100 * 50 * udp_packet:.2f} % of a core, at least {1 / (50 * udp_packet):,.0f} calls per core before "
+          f"any audio work (decode, resample, VAD) or pacing")
 
 
 if __name__ == "__main__":
