@@ -311,3 +311,22 @@ def test_stream_bounds_an_endless_head() -> None:
     stream.receive_data(b"INVITE sip:a@b SIP/2.0\r\n" + b"X: y\r\n" * 200)
     with pytest.raises(FramingError):
         stream.next_message()
+
+
+def test_every_core_error_is_a_sip_error_with_a_code() -> None:
+    from voxgate.sip.dialog import DialogError
+    from voxgate.sip.digest import DigestError
+    from voxgate.sip.dtmf import DtmfError
+    from voxgate.sip.errors import SipError
+    from voxgate.sip.rtcp import RtcpError
+    from voxgate.sip.rtp import RtpError
+    from voxgate.sip.sdes import SdesError
+    from voxgate.sip.sdp import OfferRejected, SdpError
+
+    kinds = [UriError, HeaderError, BadRequest, MalformedMessage, FramingError, DialogError, DigestError,
+             DtmfError, RtcpError, RtpError, SdesError, SdpError, OfferRejected]
+    for kind in kinds:
+        assert issubclass(kind, SipError)
+    assert {UriError("x").code, HeaderError("x").code, SdpError("x").code, RtpError("x").code} == {
+        "bad_uri", "bad_header", "bad_sdp", "bad_rtp"}
+    assert HeaderError("x", "bad_via").code == "bad_via"

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from tests.sip_network import ALICE, BOB, Network
+from tests.sip_network import ALICE, BOB, Network, Peer
 from voxgate.sip.headers import NameAddress, Via, new_branch
 from voxgate.sip.message import Request, Response, make_response, new_request, parse_message
 from voxgate.sip.transaction import (
     ClientInviteTransaction,
+    ClientTransaction,
     RequestReceived,
     ResponseReceived,
     ServerInviteTransaction,
@@ -31,8 +32,19 @@ def request(method: str, *, branch: str | None = None, cseq: int = 1, call_id: s
                        contact=NameAddress(parse_uri("sip:alice@192.0.2.1:5062")))
 
 
-def sent_times(net: Network, peer_sent: list[bytes], start_line: bytes) -> int:
+def count_sent(peer_sent: list[bytes], start_line: bytes) -> int:
     return sum(1 for data in peer_sent if data.startswith(start_line))
+
+
+def send_times(net: Network, peer: Peer, *, until: float) -> list[float]:
+    """Step the clock timer by timer up to `until`; when did `peer` send something?"""
+    times = []
+    while net.now < until:
+        before = len(peer.sent)
+        net.advance(peer.layer.next_deadline() or until)
+        if len(peer.sent) > before:
+            times.append(net.now)
+    return times
 
 
 def only(items: list) -> object:
@@ -44,6 +56,14 @@ def server_request(net: Network) -> RequestReceived:
     received = only(net.bob.take(RequestReceived))
     assert isinstance(received, RequestReceived)
     return received
+
+
+def call(net: Network) -> tuple[Request, ClientTransaction | None, RequestReceived]:
+    """Alice sends an INVITE; Bob's core receives it."""
+    invite = request("INVITE")
+    client, events = net.alice.layer.send_request(invite, BOB, net.now)
+    net.deliver(net.alice, events)
+    return invite, client, server_request(net)
 
 
 def bob_answers(net: Network, received: RequestReceived, status: int, **kwargs: object) -> Response:
@@ -61,13 +81,7 @@ def test_invite_retransmits_with_timer_a_then_times_out_with_b() -> None:
         net.drop(lambda data: data.startswith(b"INVITE"))
     _, events = net.alice.layer.send_request(request("INVITE"), BOB, net.now)
     net.deliver(net.alice, events)
-    times = []
-    while net.now < 40:
-        before = len(net.alice.sent)
-        net.advance(net.alice.layer.next_deadline() or 40)
-        if len(net.alice.sent) > before:
-            times.append(net.now)
-    assert times == [0.5, 1.5, 3.5, 7.5, 15.5, 31.5]  # Timer A: T1, doubling
+    assert send_times(net, net.alice, until=40) == [0.5, 1.5, 3.5, 7.5, 15.5, 31.5]  # Timer A: T1, doubling
     timeout = only(net.alice.take(TransactionTimedOut))
     assert isinstance(timeout, TransactionTimedOut) and timeout.transaction.state == State.TERMINATED
     assert net.alice.layer.client_transactions == 0 and net.alice.layer.next_deadline() is None
@@ -96,16 +110,13 @@ def test_server_answers_100_at_once_and_absorbs_retransmitted_invites() -> None:
     trying = only(net.alice.take(ResponseReceived))
     assert isinstance(trying, ResponseReceived) and trying.response.status == 100
     net.advance(40)
-    assert sent_times(net, net.alice.sent, b"INVITE") == 2  # Proceeding: no more retransmissions
+    assert count_sent(net.alice.sent, b"INVITE") == 2  # Proceeding: no more retransmissions
     assert net.alice.events(TransactionTimedOut) == []  # Timer B is off once a provisional came
 
 
 def test_non_2xx_final_is_acked_by_the_client_and_retransmitted_until_then() -> None:
     net = Network()
-    invite = request("INVITE")
-    client, events = net.alice.layer.send_request(invite, BOB, net.now)
-    net.deliver(net.alice, events)
-    received = server_request(net)
+    invite, client, received = call(net)
     net.drop(lambda data: data.startswith(b"SIP/2.0 486"))
     net.drop(lambda data: data.startswith(b"SIP/2.0 486"))
     bob_answers(net, received, 486)
@@ -114,7 +125,7 @@ def test_non_2xx_final_is_acked_by_the_client_and_retransmitted_until_then() -> 
     net.advance(1.5)  # third copy arrives: Alice ACKs it, reports it once
     busy = [e.response.status for e in net.alice.take(ResponseReceived)]
     assert busy == [100, 486]
-    assert sent_times(net, net.bob.sent, b"SIP/2.0 486") == 3  # G: 0, 0.5, 1.5
+    assert count_sent(net.bob.sent, b"SIP/2.0 486") == 3  # G: 0, 0.5, 1.5
     ack = parse_message(next(d for d in net.alice.sent if d.startswith(b"ACK")))
     assert isinstance(ack, Request) and ack.via[0].branch == invite.via[0].branch  # the INVITE's branch
     assert ack.to.tag == "b1" and ack.cseq.number == 1 and ack.cseq.method == "ACK"
@@ -123,24 +134,17 @@ def test_non_2xx_final_is_acked_by_the_client_and_retransmitted_until_then() -> 
     assert isinstance(server, ServerInviteTransaction) and server.state == State.CONFIRMED
     assert net.bob.events(RequestReceived) == []  # the ACK to a non-2xx stays in the transaction
     net.advance(40)
-    assert sent_times(net, net.bob.sent, b"SIP/2.0 486") == 3  # no retransmission after the ACK
+    assert count_sent(net.bob.sent, b"SIP/2.0 486") == 3  # no retransmission after the ACK
     assert net.alice.layer.client_transactions == 0 and net.bob.layer.server_transactions == 0
 
 
 def test_timer_g_doubles_to_t2_and_h_gives_up() -> None:
     net = Network()
-    _, events = net.alice.layer.send_request(request("INVITE"), BOB, net.now)
-    net.deliver(net.alice, events)
-    received = server_request(net)
+    _, _, received = call(net)
     for _ in range(20):
         net.drop(lambda data: data.startswith(b"SIP/2.0 480"))
     bob_answers(net, received, 480)
-    times = []
-    while net.now < 33:
-        before = len(net.bob.sent)
-        net.advance(net.bob.layer.next_deadline() or 33)
-        if len(net.bob.sent) > before:
-            times.append(net.now)
+    times = send_times(net, net.bob, until=33)
     assert times[:6] == [0.5, 1.5, 3.5, 7.5, 11.5, 15.5]  # doubling up to T2 = 4 s
     assert times[-1] == 31.5
     timed_out = only(net.bob.take(TransactionTimedOut))
@@ -149,10 +153,7 @@ def test_timer_g_doubles_to_t2_and_h_gives_up() -> None:
 
 def test_2xx_retransmissions_reach_the_core_and_the_ack_is_a_new_transaction() -> None:
     net = Network()
-    invite = request("INVITE")
-    client, events = net.alice.layer.send_request(invite, BOB, net.now)
-    net.deliver(net.alice, events)
-    received = server_request(net)
+    invite, client, received = call(net)
     ok = bob_answers(net, received, 200, headers=[("Contact", "<sip:bob@192.0.2.10>")])
     assert isinstance(received.transaction, ServerInviteTransaction)
     assert received.transaction.state == State.ACCEPTED
@@ -183,13 +184,7 @@ def test_non_invite_timer_e_caps_at_t2_then_f_times_out() -> None:
     for _ in range(20):
         net.drop(lambda data: data.startswith(b"OPTIONS"))
     net.deliver(net.alice, net.alice.layer.send_request(request("OPTIONS"), BOB, net.now)[1])
-    times = []
-    while net.now < 33:
-        before = len(net.alice.sent)
-        net.advance(net.alice.layer.next_deadline() or 33)
-        if len(net.alice.sent) > before:
-            times.append(net.now)
-    assert times == [0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5]
+    assert send_times(net, net.alice, until=33) == [0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5]
     assert len(net.alice.take(TransactionTimedOut)) == 1
 
 
@@ -200,12 +195,12 @@ def test_non_invite_after_a_provisional_retransmits_every_t2() -> None:
     net.drop(lambda data: data.startswith(b"SIP/2.0 200"))
     bob_answers(net, received, 100)
     net.advance(0.5)  # E fires in Proceeding: the next comes T2 later
-    before = sent_times(net, net.alice.sent, b"BYE")
+    before = count_sent(net.alice.sent, b"BYE")
     net.advance(4.4)
-    assert sent_times(net, net.alice.sent, b"BYE") == before
+    assert count_sent(net.alice.sent, b"BYE") == before
     net.advance(4.5)
-    assert sent_times(net, net.alice.sent, b"BYE") == before + 1
-    assert sent_times(net, net.bob.sent, b"SIP/2.0 100") >= 2  # each retransmission got the 100 again
+    assert count_sent(net.alice.sent, b"BYE") == before + 1
+    assert count_sent(net.bob.sent, b"SIP/2.0 100") >= 2  # each retransmission got the 100 again
 
 
 def test_server_non_invite_retransmits_its_final_and_lingers_for_timer_j() -> None:
@@ -258,9 +253,7 @@ def test_cancel_matching_nothing() -> None:
 
 def test_cancel_that_gets_no_final_answer_times_out() -> None:
     net = Network()
-    client, events = net.alice.layer.send_request(request("INVITE"), BOB, net.now)
-    net.deliver(net.alice, events)
-    server_request(net)
+    _, client, _ = call(net)
     assert isinstance(client, ClientInviteTransaction)
     net.deliver(net.alice, net.alice.layer.cancel(client, net.now))
     bob_answers(net, server_request(net), 200)  # the CANCEL is answered; the INVITE never is

@@ -4,6 +4,7 @@ Every module here is a pure core in h11's shape: bytes and typed values in, type
 time passed in by the caller (`now`, seconds on any monotonic clock). Nothing reads a socket or a clock,
 so every rule is tested without an event loop and every parser is fuzzed.
 
+    errors.py       SipError, the root of every core's typed error (each carries a stable `code`)
     uri.py          sip:/sips:/tel: URIs (RFC 3261 §19, RFC 3966)
     headers.py      typed header values: Via, name-addr (From/To/Contact/Route), CSeq, parameters
     message.py      requests and responses: parse, serialise, stream framing, bounds, typed errors

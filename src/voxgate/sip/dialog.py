@@ -21,6 +21,7 @@ import enum
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
+from voxgate.sip.errors import SipError
 from voxgate.sip.headers import NameAddress, Via, new_branch
 from voxgate.sip.message import Request, Response, new_request
 from voxgate.sip.transaction import Address, Timers, Transmit
@@ -38,7 +39,7 @@ __all__ = [
 TARGET_REFRESH = frozenset({"INVITE", "UPDATE"})  # requests whose Contact replaces the remote target
 
 
-class DialogError(ValueError):
+class DialogError(SipError):
     """A message that cannot make or belong to a dialog (no tag, no usable Contact)."""
 
 

@@ -32,6 +32,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from voxgate.sip.errors import SipError
 from voxgate.sip.message import Response
 
 __all__ = [
@@ -55,17 +56,14 @@ _HASHES: dict[str, Callable[[bytes], str]] = {
 ALGORITHMS = ("SHA-256", "MD5")  # strongest first
 MAX_HEADER_CHARS = 4096
 
-_TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 _PARAM = re.compile(r'[ \t]*([A-Za-z0-9\-.!%*_+`\'~]+)[ \t]*=[ \t]*("(?:[^"\\]|\\.)*"|[^\s,"]+)[ \t]*')
 _HEX = re.compile(r"[0-9a-fA-F]+")
 
 
-class DigestError(ValueError):
-    """A challenge or credentials header that cannot be used. `code` is a short stable name."""
+class DigestError(SipError):
+    """A challenge or credentials header that cannot be used."""
 
-    def __init__(self, message: str, code: str = "bad_digest") -> None:
-        super().__init__(message)
-        self.code = code
+    default_code = "bad_digest"
 
 
 def _split_algorithm(name: str) -> tuple[str, bool]:

@@ -19,6 +19,7 @@ import re
 import struct
 from dataclasses import dataclass
 
+from voxgate.sip.errors import SipError
 from voxgate.sip.rtp import RtpPacket, RtpSender
 
 __all__ = [
@@ -39,10 +40,8 @@ _RELAY_DURATION = re.compile(r"^\s*duration\s*=\s*([0-9]{1,6})\s*$", re.IGNORECA
 MAX_INFO_BYTES = 1024
 
 
-class DtmfError(ValueError):
-    def __init__(self, message: str, code: str = "bad_dtmf") -> None:
-        super().__init__(message)
-        self.code = code
+class DtmfError(SipError):
+    default_code = "bad_dtmf"
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
+from voxgate.sip.errors import SipError
 from voxgate.sip.uri import Params, SipUri, Uri, UriError, param, parse_host, parse_uri, write_params
 
 __all__ = [
@@ -46,21 +49,22 @@ MAGIC_COOKIE = "z9hG4bK"  # an RFC 3261 branch starts with it; others are RFC 25
 MAX_CSEQ = 2**31 - 1  # RFC 3261 §8.1.1.5: the sequence number must be below 2**31
 
 _WS = re.compile(r"[ \t]*")
-_TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
+_TOKEN_CHARS = r"A-Za-z0-9\-.!%*_+`'~"
+_TOKEN = re.compile(rf"[{_TOKEN_CHARS}]+")
 # gen-value = token / host / quoted-string; a host adds ':' and brackets for IPv6
-_GEN_VALUE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~\[\]:]+")
+_GEN_VALUE_CHARS = rf"{_TOKEN_CHARS}\[\]:"
+_GEN_VALUE = re.compile(rf"[{_GEN_VALUE_CHARS}]+")
 _QUOTED = re.compile(r'"((?:[^"\\]|\\[\x00-\x09\x0b\x0c\x0e-\x7f])*)"')
 _QUOTED_PAIR = re.compile(r"\\(.)")
 _CALL_ID_WORD = r"[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]+"
 _CALL_ID = re.compile(rf"{_CALL_ID_WORD}(?:@{_CALL_ID_WORD})?")
 _METHOD = _TOKEN
-_DISPLAY_TOKENS = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+(?:[ \t]+[A-Za-z0-9\-.!%*_+`'~]+)*")
+_DISPLAY_TOKENS = re.compile(rf"[{_TOKEN_CHARS}]+(?:[ \t]+[{_TOKEN_CHARS}]+)*")
 
 
 # Fast paths for the canonical spelling (no white space, no quoted parameter values): one regex instead of
 # the scanner. Anything else, including everything malformed, goes through the scanner, which decides.
-_TOKEN_CHARS = r"A-Za-z0-9\-.!%*_+`'~"
-_FAST_PARAMS = rf"(?:;[{_TOKEN_CHARS}]+(?:=[{_TOKEN_CHARS}\[\]:]+)?)*"
+_FAST_PARAMS = rf"(?:;[{_TOKEN_CHARS}]+(?:=[{_GEN_VALUE_CHARS}]+)?)*"
 _FAST_VIA = re.compile(
     rf"SIP/2\.0/([A-Za-z]+) ([A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{{1,5}}))?({_FAST_PARAMS})")
 _FAST_ADDRESS = re.compile(rf'(?:"([^"\\]*)" ?|([{_TOKEN_CHARS}]+) ?)?<([^<>\s"]+)>({_FAST_PARAMS})')
@@ -76,12 +80,10 @@ def _fast_params(text: str) -> Params:
     return tuple(out)
 
 
-class HeaderError(ValueError):
-    """A header value that does not follow its grammar. `code` is a short stable name for counters."""
+class HeaderError(SipError):
+    """A header value that does not follow its grammar."""
 
-    def __init__(self, message: str, code: str = "bad_header") -> None:
-        super().__init__(message)
-        self.code = code
+    default_code = "bad_header"
 
 
 def new_branch() -> str:
@@ -191,6 +193,20 @@ class _Scanner:
                     value = self.match(_GEN_VALUE, f"a value for {name}")
             out.append((name, value))
         return tuple(out)
+
+
+T = TypeVar("T")
+
+
+def _comma_list(value: str, item: Callable[[_Scanner], T], code: str) -> list[T]:
+    """`item *(COMMA item)` to the end of the value."""
+    scanner = _Scanner(value)
+    out = [item(scanner)]
+    while scanner.take(","):
+        out.append(item(scanner))
+    if not scanner.at_end():
+        raise HeaderError(f"junk in list: {value[scanner.pos:][:40]!r}", code)
+    return out
 
 
 def parse_params(text: str) -> Params:
@@ -310,13 +326,7 @@ def parse_via(value: str) -> list[Via]:
             parsed = _fast_params(params)
             if (port_number is None or port_number <= 65535) and _via_params_problem(parsed) is None:
                 return [Via(transport.upper(), host, port_number, parsed)]
-    scanner = _Scanner(value)
-    vias = [_via(scanner)]
-    while scanner.take(","):
-        vias.append(_via(scanner))
-    if not scanner.at_end():
-        raise HeaderError(f"junk in Via: {value[scanner.pos:][:40]!r}", "bad_via")
-    return vias
+    return _comma_list(value, _via, "bad_via")
 
 
 # --- name-addr: From, To, Contact, Route, Record-Route, Refer-To, Referred-By -----------------------------
@@ -427,13 +437,7 @@ def parse_name_addresses(value: str) -> list[NameAddress]:
         fast = _fast_name_address(value)
         if fast is not None:
             return [fast]
-    scanner = _Scanner(value)
-    out = [_name_address(scanner)]
-    while scanner.take(","):
-        out.append(_name_address(scanner))
-    if not scanner.at_end():
-        raise HeaderError(f"junk in address list: {value[scanner.pos:][:40]!r}", "bad_address")
-    return out
+    return _comma_list(value, _name_address, "bad_address")
 
 
 # --- CSeq, Call-ID ---------------------------------------------------------------------------------------

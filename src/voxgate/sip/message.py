@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from voxgate.sip.errors import SipError
 from voxgate.sip.headers import (
     CSeq,
     HeaderError,
@@ -131,12 +132,10 @@ class MessageLimits:
 DEFAULT_LIMITS = MessageLimits()
 
 
-class MessageError(ValueError):
-    """A message this stack refuses. `code` is a short stable name (a counter label)."""
+class MessageError(SipError):
+    """A message this stack refuses."""
 
-    def __init__(self, message: str, code: str) -> None:
-        super().__init__(message)
-        self.code = code
+    default_code = "bad_message"
 
 
 class MalformedMessage(MessageError):

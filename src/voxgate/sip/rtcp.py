@@ -17,6 +17,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from voxgate.sip.errors import SipError
 from voxgate.sip.rtp import RtpPacket
 
 __all__ = [
@@ -39,10 +40,8 @@ _BLOCK = struct.Struct("!IB3sIIII")
 MAX_RTCP_BYTES = 1500
 
 
-class RtcpError(ValueError):
-    def __init__(self, message: str, code: str = "bad_rtcp") -> None:
-        super().__init__(message)
-        self.code = code
+class RtcpError(SipError):
+    default_code = "bad_rtcp"
 
 
 def ntp_time(wallclock: float) -> int:

@@ -18,6 +18,8 @@ import secrets
 import struct
 from dataclasses import dataclass, field
 
+from voxgate.sip.errors import SipError
+
 __all__ = [
     "HEADER_BYTES",
     "RtpError",
@@ -33,10 +35,8 @@ MAX_PACKET_BYTES = 1500  # one Ethernet MTU: a larger datagram is no voice packe
 _HEADER = struct.Struct("!BBHII")
 
 
-class RtpError(ValueError):
-    def __init__(self, message: str, code: str = "bad_rtp") -> None:
-        super().__init__(message)
-        self.code = code
+class RtpError(SipError):
+    default_code = "bad_rtp"
 
 
 @dataclass(frozen=True, slots=True)

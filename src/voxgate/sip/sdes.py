@@ -17,6 +17,8 @@ import re
 import secrets
 from dataclasses import dataclass
 
+from voxgate.sip.errors import SipError
+
 __all__ = [
     "SUITES",
     "CryptoAttribute",
@@ -33,10 +35,8 @@ SUITES = {"AES_CM_128_HMAC_SHA1_80": 1, "AES_CM_128_HMAC_SHA1_32": 2}
 _LINE = re.compile(r"([0-9]{1,9}) ([A-Za-z0-9_]+) inline:([A-Za-z0-9+/=]+)((?:\|[^|\s;]+){0,2})((?: \S+)*)")
 
 
-class SdesError(ValueError):
-    def __init__(self, message: str, code: str = "bad_crypto") -> None:
-        super().__init__(message)
-        self.code = code
+class SdesError(SipError):
+    default_code = "bad_crypto"
 
 
 def new_key() -> bytes:

@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
+from voxgate.sip.errors import SipError
 from voxgate.sip.sdes import CryptoAttribute, SdesError, SrtpKeys, answer_crypto, new_key, parse_crypto
 
 __all__ = [
@@ -58,12 +59,10 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+")
 _RTPMAP = re.compile(r"([0-9]{1,3}) ([^/\s]+)/([0-9]{1,6})(?:/([0-9]{1,2}))?")
 
 
-class SdpError(ValueError):
+class SdpError(SipError):
     """A session description that does not follow the grammar or exceeds a bound."""
 
-    def __init__(self, message: str, code: str = "bad_sdp") -> None:
-        super().__init__(message)
-        self.code = code
+    default_code = "bad_sdp"
 
 
 class OfferRejected(SdpError):
@@ -113,6 +112,14 @@ class Connection:
         return f"IN {self.address_type} {self.address}"
 
 
+def _attribute_value(attributes: list[tuple[str, str | None]], name: str) -> str | None:
+    """The first `a=name[:value]`'s value ("" for a flag such as `a=rtcp-mux`), None when absent."""
+    for key, value in attributes:
+        if key == name:
+            return value if value is not None else ""
+    return None
+
+
 @dataclass
 class MediaDescription:
     media: str
@@ -125,10 +132,7 @@ class MediaDescription:
     bandwidths: list[str] = field(default_factory=list)
 
     def attribute(self, name: str) -> str | None:
-        for key, value in self.attributes:
-            if key == name:
-                return value if value is not None else ""
-        return None
+        return _attribute_value(self.attributes, name)
 
     def attribute_values(self, name: str) -> list[str]:
         return [value or "" for key, value in self.attributes if key == name]
@@ -197,10 +201,7 @@ class SessionDescription:
     bandwidths: list[str] = field(default_factory=list)
 
     def attribute(self, name: str) -> str | None:
-        for key, value in self.attributes:
-            if key == name:
-                return value if value is not None else ""
-        return None
+        return _attribute_value(self.attributes, name)
 
     def connection_for(self, media: MediaDescription) -> Connection | None:
         return media.connection or self.connection

@@ -17,6 +17,8 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
+from voxgate.sip.errors import SipError
+
 __all__ = [
     "OtherUri",
     "Params",
@@ -48,12 +50,10 @@ _TEL_NUMBER = re.compile(r"\+?[0-9A-Fa-f*#\-.()]+")
 _OPAQUE = re.compile(r"[!-~]+")  # an absolute URI of another scheme: visible ASCII, no spaces
 
 
-class UriError(ValueError):
-    """A URI that does not follow the grammar. `code` is a short stable name for counters."""
+class UriError(SipError):
+    """A URI that does not follow the grammar."""
 
-    def __init__(self, message: str, code: str = "bad_uri") -> None:
-        super().__init__(message)
-        self.code = code
+    default_code = "bad_uri"
 
 
 def unescape(component: str) -> str:
