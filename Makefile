@@ -36,12 +36,13 @@ install-test: $(VENV)/.installed-test
 run: install
 	$(BIN)/voxgate serve
 
-# Debian packages the tests drive for real: PostgreSQL (store), Chromium (WebRTC end to end),
+# Debian packages the tests drive for real: PostgreSQL (store), Chromium (WebRTC end to end), SIPp (SIP),
 # stress-ng (a CPU hog beside the suite when checking that tests do not depend on the machine's load).
 system-deps:
 	@missing=""; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v sipp >/dev/null || missing="$$missing sip-tester"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \

@@ -36,7 +36,7 @@ from voxgate.sip.sdp import SdpError, answer_offer, parse_sdp
 from voxgate.sip.transaction import TransactionLayer
 from voxgate.sip.uri import UriError, parse_uri
 
-FUZZ = settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=1200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 DATA = Path(__file__).parent.parent / "data" / "sip" / "rfc4475"
 SEEDS = [path.read_bytes() for path in sorted(DATA.glob("*.dat"))]
 SDP_SEED = (b"v=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"

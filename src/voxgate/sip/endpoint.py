@@ -205,7 +205,8 @@ class SipEndpoint:
     def _refused(self, error: MessageError, peer: Address) -> None:
         self.counters[f"refused_{error.code}"] += 1
         if isinstance(error, BadRequest):
-            self._send(Transmit(response := error.response(new_tag()), peer, response.to_bytes()))
+            response = error.response(new_tag())  # stateless: a request this broken gets no transaction
+            self._send(Transmit(response, peer, response.to_bytes()))
         elif not isinstance(error, MalformedMessage | FramingError):  # pragma: no cover - every error is one
             log.warning("unexpected SIP message error %r", error)
 
