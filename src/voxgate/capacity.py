@@ -9,8 +9,12 @@ project's 2-core x86-64 machine) set against what this host offers:
   0.47 % with Silero VAD on every call (150 calls), 1 % estimated for the openai relay (base64 audio
   both ways; not benchmarked).
 - **worker threads** (local engine): Whisper and Piper run outside the loop on every core:
-  `cores × CORE_HEADROOM / (core-seconds per turn / TURN_INTERVAL_S)`; a turn costs STT 0.282 s on
-  `stt_threads` threads plus TTS 0.29 s (`bench/models_cost.py`).
+  `cores × LOCAL_CPU_SHARE / (core-seconds per turn / TURN_INTERVAL_S)`. A turn costs 1.7 core-seconds
+  as callers really talk (`bench/soak.py --engine local`: 68 % of a core for 351 turns in 15 minutes:
+  speculative and final Whisper decodes, the whole reply's synthesis, VAD), twice the sum of one decode
+  and one first sentence (`bench/models_cost.py`). The share is half the cores, not three quarters: a
+  turn is over a second of work, so a turn that finds the cores busy waits a long time (at 75 %, five
+  callers on one core waited 2.4 s median for first audio).
 - **STT/TTS throughput** (local engine): decodes queue on `stt_max_concurrency` workers, syntheses on
   `tts_max_concurrency`; kept at `UTILISATION` so a turn rarely waits behind another:
   `UTILISATION × TURN_INTERVAL_S × min(stt workers / 0.282 s, tts workers / 0.29 s)`.
@@ -33,7 +37,8 @@ from pathlib import Path
 __all__ = ["CallLimit", "CallProfile", "Host", "derive_call_limit", "probe_host"]
 
 LOOP_HEADROOM = 0.75  # of the loop's one core: the rest absorbs bursts, collections and HTTP
-CORE_HEADROOM = 0.75  # of all cores, for the local engine's worker threads
+LOCAL_CPU_SHARE = 0.5  # of all cores, for the local engine's worker threads (latency, not throughput)
+LOCAL_TURN_CORE_S = 1.7  # core-seconds per turn of a real conversation (bench/soak.py, local engine)
 LOOP_CORE_PER_CALL = {"webrtc": 0.0025, "silero": 0.0047}  # by VAD, bridge included
 OPENAI_RELAY_CORE_PER_CALL = 0.01  # an estimate: relaying base64 audio costs about twice the bridge
 STT_DECODE_S = 0.282  # Whisper tiny.en int8, a ~3 s utterance, 2 threads
@@ -67,7 +72,7 @@ class CallLimit:
     bound: str  # which bound set it, for the start-up log line
 
 
-def derive_call_limit(profiles: Iterable[CallProfile], host: Host, *, stt_threads: int, stt_concurrency: int,
+def derive_call_limit(profiles: Iterable[CallProfile], host: Host, *, stt_concurrency: int,
                       tts_concurrency: int) -> CallLimit:
     """The largest number of live calls that keeps every call's latency near its unloaded figure."""
     bounds: list[tuple[float, str]] = [
@@ -79,8 +84,7 @@ def derive_call_limit(profiles: Iterable[CallProfile], host: Host, *, stt_thread
             loop_cost += OPENAI_RELAY_CORE_PER_CALL
         bounds.append((LOOP_HEADROOM / loop_cost, f"event loop ({profile.engine} engine, {profile.vad} VAD)"))
         if profile.engine == "local":
-            turn_core_s = STT_DECODE_S * stt_threads + TTS_REPLY_S
-            bounds.append((host.cores * CORE_HEADROOM * TURN_INTERVAL_S / turn_core_s, "local engine: CPU"))
+            bounds.append((host.cores * LOCAL_CPU_SHARE * TURN_INTERVAL_S / LOCAL_TURN_CORE_S, "local engine: CPU"))
             rate = min(stt_concurrency / STT_DECODE_S, tts_concurrency / TTS_REPLY_S)  # turns a second
             bounds.append((UTILISATION * TURN_INTERVAL_S * rate, "local engine: STT/TTS throughput"))
     value, bound = min(bounds)

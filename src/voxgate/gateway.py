@@ -124,8 +124,7 @@ class Gateway:
         """The default `max_calls` for this host and these agents (capacity.py has the formula)."""
         profiles = [CallProfile(agent.engine or self.settings.engine, agent.turn_taking.vad)
                     for agent in self.agents.values()]
-        return derive_call_limit(profiles, probe_host(), stt_threads=self.settings.stt_threads,
-                                 stt_concurrency=self.settings.stt_max_concurrency,
+        return derive_call_limit(profiles, probe_host(), stt_concurrency=self.settings.stt_max_concurrency,
                                  tts_concurrency=self.settings.tts_max_concurrency)
 
     @property
