@@ -25,8 +25,9 @@ from voxgate.engines.base import Engine
 from voxgate.engines.echo import EchoEngine
 from voxgate.engines.local.vad import GatedVadStream, SileroModel, WebRtcStream
 from voxgate.protocol.items import Dialect
+from voxgate.session.listening import VadStream
 from voxgate.session.recorder import CallRecorder
-from voxgate.session.session import Caller, Session, VadStream
+from voxgate.session.session import Caller, Session
 from voxgate.store.calls import CallStore
 from voxgate.store.database import Database
 from voxgate.store.keys import KeyRecord, KeyStore

@@ -6,8 +6,6 @@ import asyncio
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -19,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
-from voxgate.session.recorder import CallRecorder
+from voxgate.session.recorder import CallRecorder, CallSummary
 from voxgate.store.calls import MAX_TOOL_OUTPUT_CHARS, CallStore, percentile
 from voxgate.store.database import Database, DatabaseClosedError, alembic_config, async_url
 from voxgate.store.keys import KeyStore
@@ -437,14 +435,13 @@ async def test_a_call_ending_on_a_locked_database_lets_go_before_its_record_land
     must not be held while the disk is busy (a soak beside a busy disk refused calls at 80 % of the limit)."""
     store = CallStore(db, write_timeout_s=30.0)
     recorder = CallRecorder(store, engine="echo")
-    session = SimpleNamespace(  # what the recorder reads of a session, no more
-        id="sess_locked", agent=SimpleNamespace(name="acme"), caller=SimpleNamespace(transport="twilio"),
-        dialect="ga", config=SimpleNamespace(model="voxgate"), outcome=None, end_reason="caller hung up",
-        first_response_ms=None, turns=0, interruptions=0, started_at=0.0)
+    summary = CallSummary(status="completed", outcome="", end_reason="caller hung up", duration_s=1.0,
+                          first_response_ms=None, turns=0, interruptions=0)
     with sqlite3.connect(db_path, timeout=0) as blocker:
         blocker.execute("BEGIN EXCLUSIVE")
-        recorder.start_call(cast(Any, session), None)
-        await recorder.end_call(cast(Any, session), "completed")
+        recorder.start_call("sess_locked", agent="acme", transport="twilio", dialect="ga", caller=None,
+                            model="voxgate")
+        await recorder.end_call(summary)
         # It returned with its writes still waiting on the lock: nothing has landed, failed or timed out.
         assert (store.failures, store.timeouts) == (0, 0)
         blocker.rollback()

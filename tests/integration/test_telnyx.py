@@ -134,7 +134,7 @@ async def test_call_barge_in_order_status_dtmf_and_transfer(carrier_server: Carr
         assert "ship" in reply.lower() and f"{arrives:%A}".lower() in reply.lower(), reply
 
         await line.press("5")
-        await eventually(lambda: session.brain_state.get("dtmf") == ["5"], 5, "the key press reaching the session")
+        await eventually(lambda: session.keypad.pressed == ["5"], 5, "the key press reaching the session")
 
         asked_at = time.monotonic()
         line.say(speak(HUMAN, rate=8000))

@@ -149,7 +149,7 @@ async def test_call_barge_in_order_status_dtmf_and_transfer(carrier_server: Carr
 
         # 3. A key press reaches the session (and the brain's state), never a log line.
         await line.press("1")
-        await eventually(lambda: session.brain_state.get("dtmf") == ["1"], 5, "the key press reaching the session")
+        await eventually(lambda: session.keypad.pressed == ["1"], 5, "the key press reaching the session")
 
         # 4. Transfer: the handover line plays in full, then Twilio's REST API gets the <Dial>.
         asked_at = time.monotonic()

@@ -15,9 +15,16 @@ import pytest
 from tests.conftest import CarrierServer, finished_call
 from tests.integration.test_twilio import transcribe, wait_session
 from tests.phone_carrier import TwilioLine, eventually
+from voxgate.session.session import Session
 
 CARD = "4111111111111111"
 INVOICE = "20931"
+
+
+def waiting_for(session: Session) -> str | None:
+    """The PCI argument the brain waits to be typed."""
+    entry = session.keypad.entry
+    return entry.argument if entry is not None else None
 
 
 async def type_digits(line: TwilioLine, digits: str) -> None:
@@ -49,10 +56,10 @@ async def test_menu_choice_and_a_typed_card_that_stays_secret(carrier_server: Ca
         await line.press("3")
         await line.wait_audio(asked_at, min_s=1.0, within_s=20)
         await line.wait_played(session, within_s=20)
-        await eventually(lambda: (session.brain_state.get("keypad") or {}).get("argument") == "invoice_id", 5,
+        await eventually(lambda: waiting_for(session) == "invoice_id", 5,
                          "the brain waiting for the invoice number")
         await type_digits(line, INVOICE + "#")
-        await eventually(lambda: (session.brain_state.get("keypad") or {}).get("argument") == "card_number", 20,
+        await eventually(lambda: waiting_for(session) == "card_number", 20,
                          "the brain waiting for the card number")
         typed_at = time.monotonic()
         await type_digits(line, CARD + "#")
@@ -60,7 +67,7 @@ async def test_menu_choice_and_a_typed_card_that_stays_secret(carrier_server: Ca
         await line.wait_played(session, within_s=30)
         confirmation = (await transcribe(line.pcm_since(confirmed_at))).lower()
         assert "payment" in confirmation, confirmation
-        assert "pci_vault" not in session.brain_state  # used once, then gone
+        assert session.keypad.vault is None  # used once, then gone
         # The items a client sees, and the history the model would be given (tool calls included).
         conversation = json.dumps([item.to_wire("ga") for item in session.conversation.visible()])
         conversation += json.dumps([vars(entry) for entry in session.conversation.history()])

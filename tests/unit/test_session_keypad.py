@@ -26,7 +26,7 @@ async def pay(card: str) -> dict[str, Any]:
 
 async def test_a_menu_key_is_answered_and_other_keys_are_only_reported(ga_server_events: TypeAdapter[Any]) -> None:
     def menu(request: ResponseRequest) -> list[Step]:
-        return speech(f"You pressed {request.state.pop('key_press')}: billing.", 400)
+        return speech(f"You pressed {request.keypad.take_menu_key()}: billing.", 400)
 
     engine = ScriptedEngine()
     engine.script(menu)
@@ -40,7 +40,7 @@ async def test_a_menu_key_is_answered_and_other_keys_are_only_reported(ga_server
         assert (await call.next("input_audio_buffer.dtmf_event_received"))["event"] == "1"
         done = await call.response()
         assert done["response"]["output"][0]["content"][0]["transcript"] == "You pressed 1: billing."
-        assert engine.requests[0].state["dtmf"] == ["5", "1"]
+        assert engine.requests[0].keypad.pressed == ["5", "1"]
         assert len(engine.requests) == 1  # the 5 was not a menu choice
 
 
@@ -58,7 +58,7 @@ async def test_a_menu_key_interrupts_the_agent(ga_server_events: TypeAdapter[Any
         assert (await call.response())["response"]["status_details"]["reason"] == "turn_detected"
         assert (await call.next("conversation.item.truncated"))["audio_end_ms"] == 200
         assert (await call.response())["response"]["status"] == "completed"
-        assert engine.requests[1].state["key_press"] == "1"
+        assert engine.requests[1].keypad.menu_key == "1"
 
 
 async def test_a_card_typed_on_the_keypad_reaches_the_tool_and_nothing_else(ga_server_events: TypeAdapter[Any]) -> None:
@@ -66,13 +66,13 @@ async def test_a_card_typed_on_the_keypad_reaches_the_tool_and_nothing_else(ga_s
         name="pay", pci=True, parameters=CARD_PARAMETERS, handler=f"{__name__}:pay")])
 
     def ask(request: ResponseRequest) -> list[Step]:  # what the flow brain does for a PCI argument
-        request.state["keypad"] = {"tool": "pay", "argument": "card", "digits": "", "done": False, "tries": 0}
+        request.keypad.ask("pay", "card", tries=0)
         return speech("Please type your card number, then press the pound key.", 600)
 
     def charge(request: ResponseRequest) -> list[Step]:
-        keypad = request.state.pop("keypad")
-        assert keypad["done"]
-        request.state["pci_vault"] = {"tool": "pay", "values": {"card": keypad["digits"]}}
+        entry = request.keypad.take_entry()
+        assert entry is not None and entry.done
+        request.keypad.vault_for("pay").values["card"] = entry.digits
         return [ToolCall("pay", json.dumps({"card": MASKED}), "call_pay")]
 
     def confirm(request: ResponseRequest) -> list[Step]:
@@ -94,11 +94,11 @@ async def test_a_card_typed_on_the_keypad_reaches_the_tool_and_nothing_else(ga_s
         call.press("#")
         done = await call.response()
         assert done["response"]["output"][0]["content"][0]["transcript"] == "Your payment went through."
-        assert "pci_vault" not in call.session.brain_state  # used once, then gone
+        assert call.session.keypad.vault is None  # used once, then gone
 
         for request in engine.requests:
             assert all(CARD not in entry.arguments + entry.output + entry.text for entry in request.history)
         assert engine.requests[-1].history[-2].arguments == json.dumps({"card": MASKED})
         wire = json.dumps(call.seen)
         assert CARD not in wire and "5500" not in wire
-        assert "dtmf" not in call.session.brain_state  # PCI keys are not kept as menu presses either
+        assert call.session.keypad.pressed == []  # PCI keys are not kept as menu presses either

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from voxgate.session.keypad import Keypad
+
 if TYPE_CHECKING:
     from voxgate.agents import AgentConfig
     from voxgate.audio.formats import AudioFormat
@@ -49,6 +51,8 @@ class ResponseRequest:
     agent: AgentConfig
     # The engine's per-session scratchpad (e.g. the brain's pending slot filling). Engines own its keys.
     state: dict[str, Any] = field(default_factory=dict)
+    # The caller's keypad (phones): the menu key to answer, the PCI entry being typed and its vault.
+    keypad: Keypad = field(default_factory=Keypad)
     # Audio of the latest user turn as the caller sent it (wire bytes and their format), for engines
     # that answer from audio: the openai engine forwards 24 kHz PCM untouched, echo plays it back.
     user_audio_wire: bytes | None = None

@@ -1,7 +1,8 @@
 """Writes a session's call record (items, tool calls, outcome) without ever slowing the call.
 
 Writes go through one queue per call, drained by one task, so they land in order while the
-session never awaits the database. Text is redacted before it is stored.
+session never awaits the database. Text is redacted before it is stored. The recorder is fed ids,
+items and a closing `CallSummary`, never the session itself, so it imports nothing of the session.
 """
 
 from __future__ import annotations
@@ -10,19 +11,18 @@ import asyncio
 import contextlib
 import json
 import logging
-import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from voxgate.observability import metrics
 from voxgate.observability.cost import CostModel
-from voxgate.protocol.items import Item
+from voxgate.protocol.items import Dialect, Item
 from voxgate.protocol.usage import add_usage
 from voxgate.tools.redaction import redact, redact_offloaded, redact_value
 
 if TYPE_CHECKING:
-    from voxgate.session.response import ResponseRun
-    from voxgate.session.session import Session
+    from voxgate.agents import ToolDefinition
     from voxgate.store.calls import CallStore
     from voxgate.tools.registry import ToolResult
 
@@ -32,6 +32,19 @@ MAX_PENDING_WRITES = 2000
 # At hang-up the call waits this long for its record to land (so a client that asks for it at once finds
 # it), then hands the rest to the store: the call's admission slot is not held hostage by a slow disk.
 END_WAIT_S = 1.0
+
+
+@dataclass(frozen=True)
+class CallSummary:
+    """How a call ended, as its record keeps it."""
+
+    status: str  # completed, drained, dropped... ("transferred" when the outcome is escalated)
+    outcome: str  # "escalated", or "" for the recorder to decide from the tools that ran
+    end_reason: str
+    duration_s: float
+    first_response_ms: float | None
+    turns: int
+    interruptions: int
 
 
 class CallRecorder:
@@ -47,6 +60,7 @@ class CallRecorder:
         self._ended = False  # no write after this: the writer stops once the queue is empty
         self.usage: dict[str, Any] = {}
         self.task_completed = False
+        self.call_id = ""  # set by start_call
 
     def _write(self, make: Callable[[], Awaitable[Any]]) -> None:
         if self._writer is None:
@@ -69,61 +83,60 @@ class CallRecorder:
 
     # -- what the session reports -----------------------------------------------------------------
 
-    def start_call(self, session: Session, caller_id: str | None) -> None:
+    def start_call(self, call_id: str, *, agent: str, transport: str, dialect: Dialect, caller: str | None,
+                   model: str) -> None:
+        self.call_id = call_id
         self._write(lambda: self.store.start_call(
-            session.id, agent=session.agent.name, engine=self.engine, transport=session.caller.transport,
-            dialect=session.dialect, caller=caller_id, owner=self.owner,
-            metadata={"model": session.config.model, **({"node": self.node} if self.node else {})}))
+            call_id, agent=agent, engine=self.engine, transport=transport, dialect=dialect, caller=caller,
+            owner=self.owner, metadata={"model": model, **({"node": self.node} if self.node else {})}))
 
-    def item(self, session: Session, item: Item, truncated_at_ms: int | None = None) -> None:
+    def item(self, item: Item, truncated_at_ms: int | None = None) -> None:
         text = item.text if item.type == "message" else item.arguments or item.output or ""
         audio_ms = sum(p.audio_ms for p in item.content) or None
 
         async def write() -> Any:
             # Redacted by the writer, so a long item is masked in a thread while the call goes on.
             return await self.store.upsert_item(
-                session.id, item.id, role=item.role or "tool", type=item.type, text=await redact_offloaded(text),
+                self.call_id, item.id, role=item.role or "tool", type=item.type, text=await redact_offloaded(text),
                 audio_ms=audio_ms, truncated_at_ms=truncated_at_ms, status=item.status)
 
         self._write(write)
 
-    def client_tool_call(self, session: Session, item: Item) -> None:
-        self.item(session, item)
+    def client_tool_call(self, item: Item) -> None:
+        self.item(item)
         arguments = item.arguments or ""
 
         async def write() -> Any:
             return await self.store.record_tool_call(
-                session.id, tool_call_id=item.call_id or "", name=item.name or "", side="client",
+                self.call_id, tool_call_id=item.call_id or "", name=item.name or "", side="client",
                 arguments=await redact_offloaded(arguments), status="delegated", output=None, duration_ms=None)
 
         self._write(write)
 
-    def gateway_tool_call(self, session: Session, result: ToolResult) -> None:
-        definition = session.agent.tool(result.name)
+    def gateway_tool_call(self, result: ToolResult, definition: ToolDefinition | None) -> None:
+        """`definition`: the agent's tool that ran (a PCI one is stored masked)."""
         if result.ok and definition is not None and definition.builtin is None:
             self.task_completed = True  # a business tool did its job; transfers and hang-ups are not tasks
         self._write(lambda: self.store.record_tool_call(
-            session.id, tool_call_id=result.call_id, name=result.name, side="server",
+            self.call_id, tool_call_id=result.call_id, name=result.name, side="server",
             arguments=redact_args(pci_masked(result.arguments) if definition is not None and definition.pci
                                   else result.arguments), status="completed" if result.ok else result.status,
             output=redact(result.output)[0],  # stored records never hold PII, even from tools allowed to return it
             duration_ms=result.duration_ms))
 
-    def response_done(self, session: Session, run: ResponseRun, status: str) -> None:
-        add_usage(self.usage, run.usage())
+    def response_done(self, usage: dict[str, Any]) -> None:
+        add_usage(self.usage, usage)
 
-    async def end_call(self, session: Session, status: str) -> None:
-        duration_s = time.monotonic() - session.started_at
-        outcome = session.outcome or ("task_completed" if self.task_completed else "no_task")
+    async def end_call(self, summary: CallSummary) -> None:
+        outcome = summary.outcome or ("task_completed" if self.task_completed else "no_task")
         usage = dict(self.usage)
-        cost = self.cost.call_cost(self.engine, duration_s, usage)
-        if session.outcome == "escalated":
-            status = "transferred"
+        cost = self.cost.call_cost(self.engine, summary.duration_s, usage)
+        status = "transferred" if summary.outcome == "escalated" else summary.status
         metrics.SESSIONS_ENDED.labels(status).inc()
         self._write(lambda: self.store.end_call(
-            session.id, status=status, outcome=outcome, end_reason=redact(session.end_reason)[0],
-            first_response_ms=session.first_response_ms, turns=session.turns,
-            interruptions=session.interruptions, usage=usage, cost_usd=cost))
+            self.call_id, status=status, outcome=outcome, end_reason=redact(summary.end_reason)[0],
+            first_response_ms=summary.first_response_ms, turns=summary.turns,
+            interruptions=summary.interruptions, usage=usage, cost_usd=cost))
         self._ended = True
         with contextlib.suppress(asyncio.QueueFull):  # full: the writer stops when it has emptied it
             self._queue.put_nowait(None)

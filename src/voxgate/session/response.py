@@ -11,8 +11,9 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from voxgate.audio.formats import AudioFormat, AudioFormatError, encode_pcm
 from voxgate.audio.resample import StreamResampler
@@ -31,19 +32,81 @@ from voxgate.protocol import client_events as ce
 from voxgate.protocol import server_events as se
 from voxgate.protocol.errors import RealtimeError
 from voxgate.protocol.ids import new_id
-from voxgate.protocol.items import ContentPart, Item
-from voxgate.tools.registry import ToolContext
+from voxgate.protocol.items import ContentPart, Dialect, Item
 
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-    from voxgate.session.session import Session
+    from voxgate.agents import AgentConfig
+    from voxgate.protocol.session_config import SessionConfig
+    from voxgate.session.conversation import Conversation
+    from voxgate.session.keypad import Keypad
+    from voxgate.session.playback import PlaybackTracker
+    from voxgate.session.recorder import CallRecorder
+    from voxgate.tools.registry import ToolResult
 
 log = logging.getLogger("voxgate.response")
 
 MAX_TOOL_ROUNDS = 4  # gateway tools called back-to-back within one response
 DELTA_MS = 200  # audio is sent in pieces of at most this much, so cancellation is fine-grained
+
+
+class ResponseHost(Protocol):
+    """What a response needs of the call it speaks in (the `Session` is one): where its events go, the
+    conversation it adds to, what the engine is told, the gateway tools, and the playback it feeds."""
+
+    @property
+    def agent(self) -> AgentConfig: ...
+
+    @property
+    def brain_state(self) -> dict[str, Any]: ...
+
+    @property
+    def keypad(self) -> Keypad: ...
+
+    @property
+    def conversation(self) -> Conversation: ...
+
+    @property
+    def playback(self) -> PlaybackTracker: ...
+
+    @property
+    def recorder(self) -> CallRecorder | None: ...
+
+    def emit(self, event: se.ServerEvent) -> None: ...
+
+    def emit_audio(self, event: se.ResponseOutputAudioDelta) -> bool:
+        """False when the delta was dropped (a client that does not read): it was not sent."""
+        ...
+
+    def error(self, exc: RealtimeError) -> None: ...
+
+    async def transcripts_settled(self) -> None:
+        """Every committed user turn has its transcript (the engine needs the words)."""
+        ...
+
+    def spoke(self, response_id: str, item: Item) -> None:
+        """The response started audio for `item` (the one a barge-in would cut)."""
+        ...
+
+    def note_first_response(self) -> None:
+        """The response's first audio or text left: the turn-latency KPI."""
+        ...
+
+    def engine_failed(self, reason: str) -> None:
+        """The engine gave up on a response; the call record shows why."""
+        ...
+
+    def gateway_tools(self) -> list[ToolSpec]:
+        """The gateway tools offered to the engine."""
+        ...
+
+    def is_gateway_tool(self, name: str) -> bool: ...
+
+    async def run_gateway_tool(self, call: ToolCall) -> ToolResult:
+        """Run a gateway tool the engine called (validated, redacted, recorded)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -58,20 +121,25 @@ class ResponseSettings:
     in_conversation: bool
     metadata: dict[str, str] | None
     input: list[dict[str, Any]] | None
+    conversation_id: str | None
+    speed: float
+    temperature: float
+    audio_lead_ms: float  # how far ahead of real time its audio may run
 
     @classmethod
-    def resolve(cls, session: Session, p: ce.ResponseParams) -> ResponseSettings:
-        cfg = session.config
+    def resolve(cls, p: ce.ResponseParams, *, config: SessionConfig, dialect: Dialect, voices: Collection[str],
+                session_id: str, audio_lead_ms: float) -> ResponseSettings:
+        """`p` over the session's `config`; `voices`: what the engine speaks (empty: any)."""
+        cfg = config
         output_format = cfg.output_format
         if p.output_format is not None:
             try:
-                output_format = (AudioFormat.from_beta(p.output_format) if session.dialect == "beta"
+                output_format = (AudioFormat.from_beta(p.output_format) if dialect == "beta"
                                  else AudioFormat.from_ga(p.output_format))
             except (AudioFormatError, TypeError, AttributeError) as exc:
                 raise RealtimeError("invalid_value", f"Invalid response output format: {exc}",
                                     param="response.audio.output.format") from exc
         voice = p.voice if p.voice is not None else cfg.voice
-        voices = set(session.engine.voices())
         if voices and voice not in voices:
             raise RealtimeError("invalid_value", f"Unsupported voice {voice!r}.", param="response.voice")
         return cls(
@@ -85,6 +153,10 @@ class ResponseSettings:
             in_conversation=p.conversation == "auto",
             metadata=p.metadata,
             input=p.input,
+            conversation_id=f"conv_{session_id[5:]}" if p.conversation == "auto" else None,
+            speed=cfg.speed,
+            temperature=cfg.temperature,
+            audio_lead_ms=audio_lead_ms,
         )
 
     @property
@@ -93,11 +165,10 @@ class ResponseSettings:
 
 
 class ResponseRun:
-    def __init__(self, session: Session, settings: ResponseSettings, say: str | None = None,
-                 engine: Engine | None = None) -> None:
+    def __init__(self, host: ResponseHost, settings: ResponseSettings, engine: Engine, say: str | None = None) -> None:
         self.id = new_id("resp")
-        self.session = session
-        self.engine = engine or session.engine
+        self.host = host
+        self.engine = engine
         self.status: se.ResponseStatus = "in_progress"
         self.settings = settings
         self.say = say
@@ -126,7 +197,7 @@ class ResponseRun:
             await self.task
 
     async def run(self) -> None:
-        s = self.session
+        s = self.host
         s.emit(se.ResponseCreated(response=self._resource()))
         status: se.ResponseStatus = "completed"
         error: RealtimeError | None = None  # why it failed
@@ -141,7 +212,7 @@ class ResponseRun:
             log.warning("response %s failed: %s", self.id, exc)
             status, error = "failed", RealtimeError("engine_error", f"The engine failed: {exc}", type="server_error")
             s.error(error)
-            s.end_reason = s.end_reason or f"engine_error: {exc}"  # the call record shows why
+            s.engine_failed(f"engine_error: {exc}")
         except Exception as exc:
             log.exception("response %s failed", self.id)
             status, error = "failed", RealtimeError("engine_error", f"The engine failed: {type(exc).__name__}: {exc}",
@@ -153,12 +224,12 @@ class ResponseRun:
         metrics.RESPONSES.labels(status).inc()
         s.emit(se.ResponseDone(response=self._resource(error)))
         if s.recorder:
-            s.recorder.response_done(s, self, status)
+            s.recorder.response_done(self.usage())
 
     # -- generation --------------------------------------------------------------------------------
 
     async def _generate(self) -> None:
-        s = self.session
+        s = self.host
         if self.say is None:
             await s.transcripts_settled()
         for _ in range(MAX_TOOL_ROUNDS + 1):
@@ -188,10 +259,10 @@ class ResponseRun:
         # A client may shadow a gateway tool by declaring one of the same name: clients keep their code.
         if any(t["name"] == name for t in self.settings.client_tools):
             return False
-        return self.session.tools.has(name)
+        return self.host.is_gateway_tool(name)
 
     def _request(self) -> ResponseRequest:
-        s = self.session
+        s = self.host
         history = self._input_history() if self.settings.input is not None else s.conversation.history()
         history = [*history, *self._private_history]
         tools: list[ToolSpec] = []
@@ -199,7 +270,7 @@ class ResponseRun:
             client_names = {t["name"] for t in self.settings.client_tools}
             tools = [ToolSpec(t["name"], t.get("description", ""), t.get("parameters", {}), server=False)
                      for t in self.settings.client_tools]
-            tools += [t for t in s.tools.specs(s.tool_context_roles()) if t.name not in client_names]
+            tools += [t for t in s.gateway_tools() if t.name not in client_names]
         return ResponseRequest(
             history=history,
             instructions=self.settings.instructions,
@@ -209,10 +280,11 @@ class ResponseRun:
             voice=self.settings.voice,
             agent=s.agent,
             state=s.brain_state,
+            keypad=s.keypad,
             user_audio_wire=bytes(part.audio) if (part := self._last_user_audio_part()) and part.audio else None,
             user_audio_format=part.audio_format if part else None,
             say=self.say,
-            speed=s.config.speed,
+            speed=self.settings.speed,
         )
 
     def _input_history(self) -> list[HistoryEntry]:
@@ -223,7 +295,7 @@ class ResponseRun:
                 raise RealtimeError("invalid_type", "response.input entries must be objects.",
                                     param=f"response.input[{i}]")
             if entry.get("type") == "item_reference":
-                item = self.session.conversation.get(str(entry.get("id")))
+                item = self.host.conversation.get(str(entry.get("id")))
                 if item is None:
                     raise RealtimeError("item_not_found", f"Item {entry.get('id')!r} not found.",
                                         param=f"response.input[{i}].id")
@@ -243,7 +315,7 @@ class ResponseRun:
         return out
 
     def _last_user_audio_part(self) -> ContentPart | None:
-        for item in reversed(self.session.conversation.visible()):
+        for item in reversed(self.host.conversation.visible()):
             if item.role == "user":
                 return next((p for p in item.content if p.type == "input_audio" and p.audio), None)
         return None
@@ -252,7 +324,7 @@ class ResponseRun:
 
     def _add_output_item(self, item: Item) -> int:
         """Announce a new output item (and add it to the conversation); returns its output_index."""
-        s = self.session
+        s = self.host
         index = len(self.output)
         self.output.append(item)
         snapshot = item.snapshot()
@@ -265,7 +337,7 @@ class ResponseRun:
     def _open_message(self) -> Item:
         if self._message is not None:
             return self._message
-        s = self.session
+        s = self.host
         item = Item(id=new_id("item"), type="message", role="assistant", status="in_progress")
         index = self._add_output_item(item)
         if self.settings.audio:
@@ -277,7 +349,7 @@ class ResponseRun:
         s.emit(se.ResponseContentPartAdded(response_id=self.id, item_id=item.id, output_index=index,
                                            part=se.OutputPart("audio" if self.settings.audio else "text", "")))
         if self.settings.audio:
-            if s.caller.playback.server_side and self.audio_item is None:
+            if s.playback.server_side and self.audio_item is None:
                 s.emit(se.OutputAudioBufferStarted(response_id=self.id))
             self.audio_item = item
             if self.settings.in_conversation:
@@ -289,7 +361,7 @@ class ResponseRun:
     def _text(self, text: str) -> None:
         if not text:
             return
-        s = self.session
+        s = self.host
         item = self._open_message()
         part = item.content[0]
         self._text_chars_out += len(text)
@@ -322,13 +394,13 @@ class ResponseRun:
             self._audio_started_at = time.monotonic()
             return
         lead_ms = self._audio_ms_out - (time.monotonic() - self._audio_started_at) * 1000.0
-        excess_ms = lead_ms - self.session.audio_lead_ms
+        excess_ms = lead_ms - self.settings.audio_lead_ms
         if excess_ms > 0:
             await asyncio.sleep(excess_ms / 1000.0)
 
     def _send_audio(self, item: Item, pcm: npt.NDArray[np.int16]) -> None:
         """PCM at the output format's rate, in deltas of at most DELTA_MS; the item keeps it as wire bytes."""
-        s = self.session
+        s = self.host
         fmt = self.settings.output_format
         part = item.content[0]
         index = self.output.index(item)
@@ -343,19 +415,19 @@ class ResponseRun:
             assert part.audio is not None
             part.audio.extend(encode_pcm(piece, fmt))
             self._audio_ms_out += ms
-            s.caller.playback.sent(item.id, ms)
+            s.playback.sent(item.id, ms)
             self._first_output()
 
     def _first_output(self) -> None:
         if not self._first_sent:
             self._first_sent = True
-            self.session.note_first_response()
+            self.host.note_first_response()
 
     def _close_message(self, status: str) -> None:
         item = self._message
         if item is None:
             return
-        s = self.session
+        s = self.host
         self._message = None
         part = item.content[0]
         index = self.output.index(item)
@@ -378,13 +450,13 @@ class ResponseRun:
         if self.settings.in_conversation:
             s.emit(se.ConversationItemDone(previous_item_id=s.conversation.previous_of(item.id), item=snapshot))
             if s.recorder:
-                s.recorder.item(s, item)
+                s.recorder.item(item)
 
     # -- tools -------------------------------------------------------------------------------------
 
     def _client_tool_call(self, call: ToolCall) -> None:
         """A function call for the client to run: it answers with a function_call_output item."""
-        s = self.session
+        s = self.host
         item = Item(id=new_id("item"), type="function_call", status="in_progress", call_id=call.call_id,
                     name=call.name, arguments="")
         index = self._add_output_item(item)
@@ -400,17 +472,12 @@ class ResponseRun:
             s.emit(se.ConversationItemDone(previous_item_id=s.conversation.previous_of(item.id), item=snapshot))
         self._first_output()
         if s.recorder:
-            s.recorder.client_tool_call(s, item)
+            s.recorder.client_tool_call(item)
 
     async def _run_gateway_tool(self, call: ToolCall) -> None:
         """Run a gateway tool in place; the caller's client never sees the call, only the reply."""
-        s = self.session
-        ctx = ToolContext(call_id=call.call_id, session_id=s.id, agent=s.agent, roles=s.tool_context_roles(),
-                          actions=s)
-        started = time.monotonic()
-        result = await s.tools.call(call.name, s.tool_arguments(call.name, call.arguments), ctx)
-        metrics.TOOL_CALLS.labels(call.name, result.status).inc()
-        metrics.TOOL_SECONDS.observe(time.monotonic() - started)
+        s = self.host
+        result = await s.run_gateway_tool(call)
         call_item = Item(id=new_id("item"), type="function_call", call_id=call.call_id, name=call.name,
                          arguments=call.arguments)
         output_item = Item(id=new_id("item"), type="function_call_output", call_id=call.call_id,
@@ -424,26 +491,23 @@ class ResponseRun:
                 HistoryEntry(kind="function_call_output", name=call.name, call_id=call.call_id,
                              output=result.output),
             ]
-        if s.recorder:
-            s.recorder.gateway_tool_call(s, result)
 
     # -- wire --------------------------------------------------------------------------------------
 
     def _resource(self, error: RealtimeError | None = None) -> se.ResponseResource:
         """This response as its `response.created` / `response.done` show it, now."""
-        s = self.session
         st = self.settings
         return se.ResponseResource(
             id=self.id,
             status=self.status,
             output=tuple(item.snapshot() for item in self.output),
-            conversation_id=f"conv_{s.id[5:]}" if st.in_conversation else None,
+            conversation_id=st.conversation_id,
             max_output_tokens=st.max_output_tokens,
             metadata=st.metadata,
             modalities=tuple(st.modalities),
             voice=st.voice,
             output_format=st.output_format,
-            temperature=s.config.temperature,
+            temperature=st.temperature,
             usage=self.usage() if self.status != "in_progress" else None,
             cancel_reason=(self._cancel_reason or "client_cancelled") if self.status == "cancelled" else None,
             error_type=error.type if error is not None else None,
@@ -456,7 +520,7 @@ class ResponseRun:
         comparison, since the local engine has no tokens."""
         if self._engine_usage is not None:
             return reported_usage(self._engine_usage)
-        history_chars = sum(len(e.text) + len(e.output) for e in self.session.conversation.history())
+        history_chars = sum(len(e.text) + len(e.output) for e in self.host.conversation.history())
         input_text = history_chars // 4
         output_text = self._text_chars_out // 4
         output_audio = int(self._audio_ms_out // 50)

@@ -8,20 +8,16 @@ decided here, so every transport gets the same barge-in, truncation, tools and b
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
 from voxgate.agents import AgentConfig
-from voxgate.audio.formats import AudioFormat, AudioFormatError, InputDecoder
-from voxgate.audio.resample import StreamResampler
-from voxgate.engines.base import Engine
+from voxgate.audio.formats import AudioFormatError, InputDecoder
+from voxgate.engines.base import Engine, ToolCall, ToolSpec
 from voxgate.observability import metrics
 from voxgate.protocol import client_events as ce
 from voxgate.protocol import server_events as se
@@ -30,32 +26,20 @@ from voxgate.protocol.ids import new_id
 from voxgate.protocol.items import ContentPart, Dialect, Item
 from voxgate.protocol.session_config import SessionConfig, default_turn_detection
 from voxgate.session.conversation import Conversation
+from voxgate.session.keypad import Keypad, KeyPress
+from voxgate.session.listening import STT_RATE, Listening, Utterance, VadStream
 from voxgate.session.outbound import Outbound
 from voxgate.session.playback import PlaybackTracker
-from voxgate.session.recorder import CallRecorder
+from voxgate.session.recorder import CallRecorder, CallSummary
 from voxgate.session.response import ResponseRun, ResponseSettings
-from voxgate.session.turn_detection import (
-    SpeechStarted,
-    SpeechStopped,
-    TurnDetectionConfig,
-    TurnDetector,
-    TurnEvent,
-    phrase_looks_finished,
-)
 from voxgate.tools.redaction import redact, redact_offloaded
-from voxgate.tools.registry import ToolRegistry
+from voxgate.tools.registry import ToolContext, ToolRegistry, ToolResult
 
 log = logging.getLogger("voxgate.session")
 
-STT_RATE = 16000  # what the engine's transcribe() takes
-VAD_OFFLOAD_MS = 250
-SPECULATE_AFTER_FRAMES = 4  # ~130 ms of pause before transcribing speculatively
-# Silence appended to a speculative decode. Whisper learnt utterances that end in a pause: cut ~130 ms after
-# the last word, tiny.en hears a trailing "and" as "end." (a finished phrase, so semantic_vad ended the turn
-# early), and with this much silence after it, as the turn's final decode has, it hears "and...".
-SPECULATIVE_PAUSE_MS = 300
 MIN_COMMIT_MS = 100  # OpenAI refuses to commit less than 100 ms of audio
 PHONE_TRANSPORTS = frozenset({"twilio", "telnyx", "sip"})  # a carrier can move these calls to a person
+TOOL_ROLES = frozenset({"caller"})  # whom a gateway tool runs for: the person on the call
 
 
 class Caller(Protocol):
@@ -72,59 +56,6 @@ class Caller(Protocol):
     async def hang_up(self, reason: str) -> None: ...
 
     async def send_dtmf(self, digits: str) -> None: ...
-
-
-class VadStream(Protocol):
-    frame_ms: float  # each probability `feed` returns covers this much audio
-
-    def use_rate(self, input_rate: int) -> int:
-        """The rate the stream will be fed at for caller audio arriving at `input_rate` (its own if it can
-        take that one: a phone's 8 kHz then needs no resampling per frame); resets the stream."""
-        ...
-
-    def feed(self, pcm: np.ndarray) -> list[float]: ...
-
-    def reset(self) -> None: ...
-
-
-@dataclass
-class _InputBuffer:
-    """Audio appended since the last commit or clear, as wire bytes and as PCM at the VAD's rate."""
-
-    rate: int
-    wire: bytearray = field(default_factory=bytearray)
-    pcm: list[np.ndarray] = field(default_factory=list)
-    pcm_samples: int = 0
-    start_ms: float = 0.0  # stream time of the buffer's first sample
-
-    def duration_ms(self) -> float:
-        return self.pcm_samples * 1000.0 / self.rate
-
-    def pcm_array(self) -> np.ndarray:
-        return np.concatenate(self.pcm) if self.pcm else np.zeros(0, dtype=np.int16)
-
-    def drop_before(self, stream_ms: float, fmt: AudioFormat) -> None:
-        """Forget the audio before stream time `stream_ms`: the PCM to the sample, the wire bytes
-        (in `fmt`, maybe at another rate) to the same instant."""
-        samples = min(round((stream_ms - self.start_ms) * self.rate / 1000), self.pcm_samples)
-        if samples <= 0:
-            return
-        dropped_ms = samples * 1000 / self.rate
-        pcm = self.pcm_array()[samples:]
-        wire_bytes = round(dropped_ms * fmt.rate / 1000) * fmt.bytes_per_sample
-        del self.wire[:wire_bytes]
-        self.pcm = [pcm]
-        self.pcm_samples = pcm.size
-        self.start_ms += dropped_ms
-
-    def speech_pcm(self) -> np.ndarray:
-        """The buffer at STT_RATE, resampled in one go when the VAD reads another rate (once per turn,
-        not once per frame)."""
-        pcm = self.pcm_array()
-        if self.rate == STT_RATE:
-            return pcm
-        resampler = StreamResampler(self.rate, STT_RATE)
-        return np.concatenate((resampler.process(pcm), resampler.flush()))
 
 
 class Session:
@@ -161,7 +92,6 @@ class Session:
         self.max_item_text_chars = max_item_text_chars
         self.audio_lead_ms = audio_lead_ms
         self.fallback_engine = fallback_engine  # speaks the apology when `engine` fails mid-call
-        self.max_input_buffer_ms = max_input_buffer_s * 1000
         self.config = SessionConfig(
             id=self.id,
             model=model,
@@ -175,25 +105,18 @@ class Session:
         if initial_config:  # e.g. the session an ephemeral key was minted for
             self.config = self.config.updated(initial_config, "ga", self._voices() or None)
         self.conversation = Conversation()
-        self.brain_state: dict[str, Any] = {}
+        self.brain_state: dict[str, Any] = {}  # the engine's, per call (e.g. the openai engine's connection)
+        self.keypad = Keypad()
         self.closed = False
         self.draining = False  # the gateway is shutting down and ending this call (recorded `drained`)
         self.end_reason = ""
         self.outcome = ""
 
-        self._vad = vad_factory() if vad_factory else None
-        self._rate = self._vad.use_rate(self.config.input_format.rate) if self._vad else STT_RATE
-        self._decoder = InputDecoder(self.config.input_format, self._rate)
-        self._buffer = _InputBuffer(self._rate)
-        self._stream_ms = 0.0  # total caller audio received, the clock of audio_start/end_ms
         self._response: ResponseRun | None = None
         self._last_spoken: tuple[str, Item] | None = None  # (response id, item) a barge-in would cut
-        self._detector = self._make_detector()
-        self._speech_item_id: str | None = None  # the user item a speech_started announced
-        self._detector_origin_ms = 0.0
-        self._idle_since_ms: float | None = None  # stream time the line went quiet after the agent spoke
-        self._quiet_frames = 0
-        self._speculation: asyncio.Task[str | None] | None = None
+        self.listening = Listening(self, engine, vad_factory() if vad_factory else None,
+                                   barge_in_min_speech_ms=agent.turn_taking.barge_in_min_speech_ms,
+                                   max_buffer_ms=max_input_buffer_s * 1000)
         self._transcriptions: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._pending_actions: list[Callable[[], Coroutine[Any, Any, None]]] = []
@@ -209,7 +132,8 @@ class Session:
         metrics.SESSIONS_STARTED.labels(self.caller.transport).inc()
         metrics.SESSIONS_ACTIVE.inc()
         if self.recorder:
-            self.recorder.start_call(self, caller_id)
+            self.recorder.start_call(self.id, agent=self.agent.name, transport=self.caller.transport,
+                                     dialect=self.dialect, caller=caller_id, model=self.config.model)
         self.emit(se.SessionCreated(session=self.config))
         if greet:
             lines = [x for x in (self.agent.disclosure, self.agent.greeting) if x]
@@ -223,8 +147,7 @@ class Session:
         self.end_reason = self.end_reason or reason
         if self._response is not None:
             await self._response.cancel("client_cancelled")
-        if self._speculation is not None:
-            self._speculation.cancel()
+        self.listening.close()
         for task in [*self._tasks, *self._transcriptions.values()]:
             task.cancel()
         await asyncio.gather(*self._tasks, *self._transcriptions.values(), return_exceptions=True)
@@ -239,7 +162,10 @@ class Session:
             status = "dropped"
             metrics.BUFFER_OVERFLOWS.inc()
         if self.recorder:
-            await self.recorder.end_call(self, status)
+            await self.recorder.end_call(CallSummary(
+                status=status, outcome=self.outcome, end_reason=self.end_reason,
+                duration_s=time.monotonic() - self.started_at, first_response_ms=self.first_response_ms,
+                turns=self.turns, interruptions=self.interruptions))
         self.outbound.close()
 
     # -- output ------------------------------------------------------------------------------------
@@ -295,7 +221,7 @@ class Session:
             case ce.InputAudioBufferCommit():
                 self._commit(manual=True)
             case ce.InputAudioBufferClear():
-                self._clear_buffer()
+                self.listening.clear()
                 self.emit(se.InputAudioBufferCleared())
             case ce.ConversationItemCreate():
                 self._create_item(event)
@@ -326,18 +252,9 @@ class Session:
             self.dialect = dialect
 
     def _update_session(self, patch: dict[str, Any]) -> None:
-        new = self.config.updated(patch, self.dialect, self._voices() or None)
-        if new.input_format != self.config.input_format:
-            rate = self._vad.use_rate(new.input_format.rate) if self._vad else STT_RATE
-            if rate != self._rate:  # the audio buffered so far is at the old rate: start over
-                self._rate = rate
-                self._buffer = _InputBuffer(rate, start_ms=self._stream_ms)
-            self._decoder = InputDecoder(new.input_format, rate)
-        if new.turn_detection != self.config.turn_detection:
-            self.config = new
-            self._detector = self._make_detector()
-            self._detector_origin_ms = self._stream_ms  # its clock starts now; events are in stream time
+        old, new = self.config, self.config.updated(patch, self.dialect, self._voices() or None)
         self.config = new
+        self.listening.reconfigure(old, new)
         self.emit(se.SessionUpdated(session=self.config))
 
     def _update_transcription_session(self, patch: dict[str, Any]) -> None:
@@ -352,18 +269,7 @@ class Session:
 
     # -- input: audio ------------------------------------------------------------------------------
 
-    def _make_detector(self) -> TurnDetector | None:
-        td = self.config.turn_detection
-        if td is None:
-            return None
-        return TurnDetector(TurnDetectionConfig.from_openai(td, min_speech_ms=self._min_speech_ms()))
-
-    def _min_speech_ms(self) -> int:
-        # Echo of the agent's own voice and short noises must not cut it off: while the agent is
-        # talking, the caller has to speak for a while before it counts as barge-in.
-        return self.agent.turn_taking.barge_in_min_speech_ms if self._agent_audible() else 60
-
-    def _agent_audible(self) -> bool:
+    def agent_audible(self) -> bool:
         """Is the agent talking: generating a response, or still playing one out at the caller?"""
         if self._response is not None:
             return True
@@ -385,147 +291,20 @@ class Session:
         more. Raises RealtimeError like `append_audio`."""
         if self.closed:
             return None
-        try:
-            pcm = self._decoder.decode(data)
-        except AudioFormatError as exc:
-            raise RealtimeError("invalid_audio", str(exc), param="audio") from exc
-        if not pcm.size:
-            return None
-        buffer = self._buffer
-        buffer.wire.extend(data)
-        buffer.pcm.append(pcm)
-        buffer.pcm_samples += pcm.size
-        self._stream_ms += pcm.size * 1000.0 / self._rate
-        if self._detector is not None and self._vad is not None:
-            if self._detector.config.min_speech_ms != self._min_speech_ms():
-                self._detector_min_speech_update()
-            if pcm.size >= self._rate * VAD_OFFLOAD_MS // 1000:
-                # A burst of audio (a client sending faster than real time) is scored off the loop;
-                # a 20-100 ms frame costs ~0.1 ms, less than the thread hop, so it stays inline.
-                return self._score_offloaded(pcm)
-            return self._take_scores(self._vad.feed(pcm))
-        self._check_buffer_size()
-        return None
+        return self.listening.append_nowait(data)
 
-    async def _score_offloaded(self, pcm: np.ndarray) -> None:
-        assert self._vad is not None
-        probs = await asyncio.get_running_loop().run_in_executor(None, self._vad.feed, pcm)
-        rest = self._take_scores(probs)
-        if rest is not None:
-            await rest
+    # -- turns (the listening hooks) ---------------------------------------------------------------
 
-    def _take_scores(self, probs: list[float]) -> Awaitable[None] | None:
-        """Turn the VAD's scores into turn events; an awaitable when one of them starts a turn."""
-        assert self._detector is not None
-        assert self._vad is not None
-        turn_events = self._detector.feed(probs, self._vad.frame_ms) if probs else []
-        if any(isinstance(turn_event, SpeechStarted) for turn_event in turn_events):
-            return self._take_turn_events(turn_events, probs)
-        for turn_event in turn_events:  # only ends of speech: nothing to await
-            if isinstance(turn_event, SpeechStopped):
-                self._on_speech_stopped(self._detector_origin_ms + turn_event.audio_end_ms)
-        self._after_scores(probs)
-        return None
-
-    async def _take_turn_events(self, turn_events: list[TurnEvent], probs: list[float]) -> None:
-        for turn_event in turn_events:
-            if isinstance(turn_event, SpeechStarted):
-                await self._on_speech_started(self._detector_origin_ms + turn_event.audio_start_ms)
-            elif isinstance(turn_event, SpeechStopped):
-                self._on_speech_stopped(self._detector_origin_ms + turn_event.audio_end_ms)
-        self._after_scores(probs)
-
-    def _after_scores(self, probs: list[float]) -> None:
-        if self._speech_item_id is None:
-            self._trim_idle_buffer()
-            self._check_idle()
-        else:
-            self._speculate(probs)
-        self._check_buffer_size()
-
-    def _check_buffer_size(self) -> None:
-        if self._buffer.duration_ms() > self.max_input_buffer_ms:
-            if self._speech_item_id is not None:
-                # A monologue longer than the buffer: end the turn here rather than grow without bound.
-                self._on_speech_stopped(self._stream_ms)
-            else:
-                self._clear_buffer()
-                raise RealtimeError("input_audio_buffer_full",
-                                    f"The input audio buffer holds at most {self.max_input_buffer_ms // 1000} s; "
-                                    "commit or clear it.", param="audio")
-
-    def _check_idle(self) -> None:
-        """idle_timeout_ms: the caller has said nothing for that long since the agent last spoke."""
-        timeout = (self.config.turn_detection or {}).get("idle_timeout_ms")
-        if not timeout or self._idle_since_ms is None:
-            return
-        if self._agent_audible():
-            self._idle_since_ms = self._stream_ms  # the silence starts when the agent stops talking
-            return
-        if self._stream_ms - self._idle_since_ms < timeout:
-            return
-        start, self._idle_since_ms = self._idle_since_ms, None  # once per silence
-        item_id = new_id("item")
-        self.emit(se.InputAudioBufferTimeoutTriggered(audio_start_ms=int(start), audio_end_ms=int(self._stream_ms),
-                                                      item_id=item_id))
-        self.say(self.agent.idle_prompt)
-
-    def _speculate(self, probs: list[float]) -> None:
-        """Start transcribing at the first real pause, before silence_duration_ms confirms the turn.
-
-        The turn usually does end there, so the transcript is ready (or nearly) when it is confirmed,
-        taking most of the STT time off the caller's wait. Speech after the pause voids the guess.
-        """
-        assert self._detector is not None
-        threshold = self._detector.config.threshold
-        for p in probs:
-            if p >= threshold:
-                self._quiet_frames = 0
-                if self._speculation is not None:
-                    self._speculation.cancel()
-                    self._speculation = None
-            elif p < threshold - 0.15:
-                self._quiet_frames += 1
-        if self._speculation is None and self._quiet_frames >= SPECULATE_AFTER_FRAMES and self.engine.transcribes:
-            pcm = self._buffer.speech_pcm()
-            pause = np.zeros(STT_RATE * SPECULATIVE_PAUSE_MS // 1000, dtype=np.int16)
-            task = asyncio.get_running_loop().create_task(self.engine.transcribe(np.concatenate((pcm, pause))))
-            task.add_done_callback(self._hint_phrase)
-            self._speculation = task
-            if self._detector.config.type == "semantic_vad":
-                # Until the words are known, assume the caller may go on; they end the turn once read.
-                self._detector.hint_phrase_finished(False)
-
-    def _hint_phrase(self, task: asyncio.Task[str | None]) -> None:
-        """semantic_vad: words that trail off ("...and", "um") earn a longer wait than a whole phrase."""
-        if task.cancelled() or task.exception() is not None or self._detector is None:
-            return
-        text = task.result()
-        if text is not None and self._speculation is task:
-            self._detector.hint_phrase_finished(phrase_looks_finished(text))
-
-    def _trim_idle_buffer(self) -> None:
-        """Outside speech, an idle line must not grow memory: keep what a turn starting now could need
-        (its prefix padding, the speech it needs to be declared, and a VAD frame still being scored).
-        The turn itself is cut to its exact start when it is declared (`_on_speech_started`)."""
-        assert self._detector is not None and self._vad is not None
-        config = self._detector.config
-        keep_ms = config.prefix_padding_ms + config.min_speech_ms + self._vad.frame_ms
-        if self._buffer.duration_ms() - keep_ms < 1000.0:  # trim in steps, not on every frame
-            return
-        self._buffer.drop_before(self._stream_ms - keep_ms, self.config.input_format)
-
-    async def _on_speech_started(self, audio_start_ms: float) -> None:
-        # The turn's audio starts where the event says: exactly the prefix padding before the first
-        # speech frame, whatever the idle trimming happened to leave.
-        self._buffer.drop_before(audio_start_ms, self.config.input_format)
-        self._speech_item_id = new_id("item")
-        self._idle_since_ms = None
-        self._quiet_frames = 0
-        self.emit(se.InputAudioBufferSpeechStarted(audio_start_ms=int(audio_start_ms), item_id=self._speech_item_id))
+    def turn_ended(self, item_id: str) -> None:
+        """Speech stopped: the turn becomes a user item, answered unless `create_response` is off."""
+        self.turn_ended_at = time.monotonic()
         td = self.config.turn_detection or {}
-        if td.get("interrupt_response", True):
-            await self.barge_in()
+        item = self._commit(manual=False, item_id=item_id)
+        if item is not None and td.get("create_response", True) and self._response is None:
+            self.create_response(ce.ResponseParams())
+
+    def idle_timed_out(self) -> None:
+        self.say(self.agent.idle_prompt)
 
     async def barge_in(self) -> None:
         """The caller spoke over the agent: silence the agent first, then do the bookkeeping.
@@ -533,7 +312,7 @@ class Session:
         The agent may still be talking after its response is done: a transport that plays audio
         at real time (phone, WebRTC) is seconds behind generation, so that counts too.
         """
-        if not self._agent_audible():
+        if not self.agent_audible():
             return
         self.interruptions += 1
         metrics.INTERRUPTIONS.inc()
@@ -558,18 +337,8 @@ class Session:
         """A response started sending audio for `item` (the one a barge-in would cut)."""
         self._last_spoken = (response_id, item)
 
-    def _on_speech_stopped(self, audio_end_ms: float) -> None:
-        item_id = self._speech_item_id or new_id("item")
-        self.emit(se.InputAudioBufferSpeechStopped(audio_end_ms=int(audio_end_ms), item_id=item_id))
-        self._speech_item_id = None
-        self.turn_ended_at = time.monotonic()
-        td = self.config.turn_detection or {}
-        item = self._commit(manual=False, item_id=item_id)
-        if item is not None and td.get("create_response", True) and self._response is None:
-            self.create_response(ce.ResponseParams())
-
     def _commit(self, *, manual: bool, item_id: str | None = None) -> Item | None:
-        duration = self._buffer.duration_ms()
+        duration = self.listening.buffered_ms()
         if manual and duration < MIN_COMMIT_MS:
             raise RealtimeError(
                 "input_audio_buffer_commit_empty",
@@ -578,26 +347,16 @@ class Session:
             )
         if manual:
             self.turn_ended_at = time.monotonic()
-        pcm = self._buffer.speech_pcm() if self.engine.transcribes else None
-        part = ContentPart(type="input_audio", audio=bytearray(self._buffer.wire),
-                           audio_format=self.config.input_format)
+        utterance: Utterance = self.listening.take()
+        part = ContentPart(type="input_audio", audio=bytearray(utterance.wire), audio_format=self.config.input_format)
         item = Item(id=item_id or new_id("item"), type="message", role="user", content=[part])
-        speculation, self._speculation = self._speculation, None
-        self._clear_buffer()
         previous = self.conversation.add(item)
         self.emit(se.InputAudioBufferCommitted(item_id=item.id, previous_item_id=previous))
         self._announce_item(item, previous)
         self.turns += 1
-        if pcm is not None:
-            self._start_transcription(item, pcm, speculation)
+        if utterance.speech_pcm is not None:
+            self._start_transcription(item, utterance.speech_pcm, utterance.speculation)
         return item
-
-    def _clear_buffer(self) -> None:
-        self._buffer = _InputBuffer(self._rate, start_ms=self._stream_ms)
-        self._speech_item_id = None
-        if self._speculation is not None:
-            self._speculation.cancel()
-            self._speculation = None
 
     def _start_transcription(self, item: Item, pcm: np.ndarray,
                              speculation: asyncio.Task[str | None] | None = None) -> None:
@@ -628,7 +387,7 @@ class Session:
                     item_id=item.id, content_index=0, transcript=shown,
                     audio_seconds=round(pcm.size / STT_RATE, 3)))
             if self.recorder:
-                self.recorder.item(self, item)
+                self.recorder.item(item)
 
         task = asyncio.get_running_loop().create_task(run())
         self._transcriptions[item.id] = task
@@ -647,7 +406,7 @@ class Session:
         self.emit(se.ConversationItemAdded(previous_item_id=previous, item=snapshot))
         self.emit(se.ConversationItemDone(previous_item_id=previous, item=snapshot))
         if self.recorder:
-            self.recorder.item(self, item)
+            self.recorder.item(item)
 
     def _create_item(self, event: ce.ConversationItemCreate) -> None:
         spec = event.item
@@ -718,7 +477,7 @@ class Session:
         self.emit(se.ConversationItemTruncated(item_id=item_id, content_index=content_index,
                                                audio_end_ms=audio_end_ms))
         if self.recorder:
-            self.recorder.item(self, item, truncated_at_ms=audio_end_ms)
+            self.recorder.item(item, truncated_at_ms=audio_end_ms)
 
     # -- responses ---------------------------------------------------------------------------------
 
@@ -751,15 +510,16 @@ class Session:
                 f"Conversation already has an active response in progress: {self._response.id}. "
                 "Wait until the response is finished before creating a new one.",
             )
-        settings = ResponseSettings.resolve(self, params)
-        run = ResponseRun(self, settings, say=say, engine=engine)
+        settings = ResponseSettings.resolve(params, config=self.config, dialect=self.dialect, voices=self._voices(),
+                                            session_id=self.id, audio_lead_ms=self.audio_lead_ms)
+        run = ResponseRun(self, settings, engine or self.engine, say=say)
         self._response = run
-        self._detector_min_speech_update()
+        self.listening.agent_audibility_changed()
 
         def finished(_task: asyncio.Task[None]) -> None:
             if self._response is run:
                 self._response = None
-                self._detector_min_speech_update()
+                self.listening.agent_audibility_changed()
             if not self.closed:
                 self.response_finished()
                 if run.status == "failed":
@@ -777,10 +537,6 @@ class Session:
         if self._response is not None or self.closed:
             return None
         return self.create_response(ce.ResponseParams(), say=text)
-
-    def _detector_min_speech_update(self) -> None:
-        if self._detector is not None:
-            self._detector.update(dataclasses.replace(self._detector.config, min_speech_ms=self._min_speech_ms()))
 
     async def _cancel_by_client(self, response_id: str | None) -> None:
         response = self._response
@@ -836,7 +592,7 @@ class Session:
         self.end_reason = "drained: handed to the escalation target" if target else "drained: goodbye"
 
         async def wind_down() -> None:
-            if self._response is not None or self._agent_audible():
+            if self._response is not None or self.agent_audible():
                 await self._silence_agent("client_cancelled")
             self.say(self.agent.escalation.handover_line if target else self.agent.goodbye)
             if target:
@@ -855,7 +611,7 @@ class Session:
 
     def response_finished(self) -> None:
         """Called as a response ends: run the call actions its tools asked for."""
-        self._idle_since_ms = self._stream_ms
+        self.listening.agent_finished()
         actions, self._pending_actions = self._pending_actions, []
         for action in actions:
             task = asyncio.get_running_loop().create_task(action())
@@ -865,29 +621,14 @@ class Session:
     async def send_dtmf(self, digits: str) -> None:
         await self.caller.send_dtmf(digits)
 
-    # Key presses reach the brain through `brain_state`, a contract with the flow brain:
-    #   "dtmf"       every key pressed outside a PCI entry, in order
-    #   "key_press"  the menu key the next response answers (the brain pops it)
-    #   "keypad"     set by the brain while it collects a PCI argument: {"digits": str, "done": bool, ...};
-    #                the digits live there only: no event, item, log line or record ever holds them.
-
     def dtmf_received(self, digit: str) -> None:
         """A key press from the caller (phones): a PCI digit, a menu choice, or just an event for the client."""
-        keypad = self.brain_state.get("keypad")
-        if keypad is not None and not keypad.get("done"):
-            if digit == "#":
-                keypad["done"] = True
-                self._respond_to_keys()
-            elif digit == "*":  # start the entry over, as IVRs do
-                keypad["digits"] = ""
-            else:
-                keypad["digits"] = keypad.get("digits", "") + digit
-            return
-        self.emit(se.InputAudioBufferDtmfEventReceived(event=digit, received_at=int(time.time())))
-        digits = self.brain_state.setdefault("dtmf", [])
-        digits.append(digit)
-        if digit in self.agent.dtmf_menu:
-            self.brain_state["key_press"] = digit
+        press = self.keypad.press(digit, self.agent.dtmf_menu)
+        if press is KeyPress.TYPED:
+            return  # a PCI digit: no event, item, log line or record ever holds it
+        if press is not KeyPress.ENTERED:
+            self.emit(se.InputAudioBufferDtmfEventReceived(event=digit, received_at=int(time.time())))
+        if press in (KeyPress.ENTERED, KeyPress.MENU):
             self._respond_to_keys()
 
     def _respond_to_keys(self) -> None:
@@ -909,24 +650,6 @@ class Session:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def tool_arguments(self, name: str, arguments: str) -> str:
-        """The arguments a gateway tool really runs with: masked PCI values swapped for the typed digits.
-
-        The brain calls a PCI tool with masks ("****1111"), so the conversation, the model's context and
-        the record only ever see those; the digits wait in `brain_state["pci_vault"]` and are used once.
-        """
-        vault = self.brain_state.get("pci_vault")
-        if not vault or vault.get("tool") != name:
-            return arguments
-        del self.brain_state["pci_vault"]
-        try:
-            parsed = json.loads(arguments)
-        except json.JSONDecodeError:
-            return arguments
-        if not isinstance(parsed, dict):
-            return arguments
-        return json.dumps({**parsed, **vault.get("values", {})})
-
     def note_first_response(self) -> None:
         """Called by a response when its first audio (or text) leaves: the turn latency KPI."""
         if self.turn_ended_at is None:
@@ -937,8 +660,31 @@ class Session:
         if self.first_response_ms is None:
             self.first_response_ms = latency_ms
 
-    def tool_context_roles(self) -> frozenset[str]:
-        return frozenset({"caller"})
+    # -- what responses ask of the call (ResponseHost) ------------------------------------------------
+
+    @property
+    def playback(self) -> PlaybackTracker:
+        return self.caller.playback
+
+    def engine_failed(self, reason: str) -> None:
+        self.end_reason = self.end_reason or reason  # the first cause is the one the record keeps
+
+    def gateway_tools(self) -> list[ToolSpec]:
+        return self.tools.specs(TOOL_ROLES)
+
+    def is_gateway_tool(self, name: str) -> bool:
+        return self.tools.has(name)
+
+    async def run_gateway_tool(self, call: ToolCall) -> ToolResult:
+        ctx = ToolContext(call_id=call.call_id, session_id=self.id, agent=self.agent, roles=TOOL_ROLES, actions=self)
+        started = time.monotonic()
+        # The engine's call carries masks for PCI values; the tool alone gets the digits typed for it.
+        result = await self.tools.call(call.name, self.keypad.tool_arguments(call.name, call.arguments), ctx)
+        metrics.TOOL_CALLS.labels(call.name, result.status).inc()
+        metrics.TOOL_SECONDS.observe(time.monotonic() - started)
+        if self.recorder:
+            self.recorder.gateway_tool_call(result, self.agent.tool(result.name))
+        return result
 
     def __repr__(self) -> str:
         return f"<Session {self.id} agent={self.agent.name} transport={self.caller.transport}>"

@@ -10,11 +10,10 @@ State it keeps in `request.state["flow"]`:
     route     the last route taken (an intent name, a tool name, "fallback"...), for KPIs and benchmarks
 `request.state["today"]` (a date or "YYYY-MM-DD") overrides the brain's clock for relative dates.
 
-Key presses (the session writes them, see Session.dtmf_received):
-    key_press  a menu key waiting to be answered: routed to the agent's `dtmf_menu` intent or tool
-    keypad     {"tool", "argument", "digits", "done", "tries"} while a PCI argument is being typed
-    pci_vault  {"tool", "values"}: the typed PCI values; the tool call itself carries only masks, which
-               the session swaps for these when the tool runs
+Key presses arrive on `request.keypad` (session/keypad.py): a menu key waiting to be answered is routed
+to the agent's `dtmf_menu` intent or tool; a PCI argument is asked for with `keypad.ask` and its typed
+value kept in the keypad's vault, so the tool call itself carries only masks, which the session swaps
+for the digits when the tool runs.
 """
 
 from __future__ import annotations
@@ -38,6 +37,7 @@ from voxgate.engines.local.brains.slots import (
     slot_kind,
     tokens,
 )
+from voxgate.session.keypad import KeypadEntry
 from voxgate.tools.redaction import private_value, redact, redact_value
 
 # Below this score nothing matched well enough: the agent's fallback line is spoken.
@@ -82,15 +82,15 @@ class FlowBrain:
             flow.pop("pending", None)
             flow["route"] = "tool_result"
             return self._reply_to_result(request, last)
-        keypad = request.state.get("keypad")
-        if keypad is not None and keypad.get("done"):
-            request.state.pop("key_press", None)
-            return self._keypad_entry(request, flow, keypad)
-        key = request.state.pop("key_press", None)
+        entered = request.keypad.take_entry()
+        if entered is not None:
+            request.keypad.take_menu_key()
+            return self._keypad_entry(request, flow, entered)
+        key = request.keypad.take_menu_key()
         if key is not None and key in request.agent.dtmf_menu:
-            request.state.pop("keypad", None)
-            request.state.pop("pci_vault", None)
+            request.keypad.cancel()
             return self._menu_choice(request, flow, key)
+        keypad = request.keypad.entry
         text = heard(last.text) if last is not None and last.kind == "user" else ""
         if not text:
             said_anything = any(e.kind == "user" for e in request.history)
@@ -176,30 +176,27 @@ class FlowBrain:
 
     # -- PCI: arguments typed on the keypad -------------------------------------------------------------
 
-    def _keypad_entry(self, request: ResponseRequest, flow: dict[str, Any], keypad: dict[str, Any]) -> BrainDecision:
+    def _keypad_entry(self, request: ResponseRequest, flow: dict[str, Any], entry: KeypadEntry) -> BrainDecision:
         """The caller typed an argument and pressed '#': keep it in the vault, ask the next or call."""
-        del request.state["keypad"]
-        tool, name = str(keypad["tool"]), str(keypad["argument"])
+        tool, name = entry.tool, entry.argument
         props = _properties(_parameters(request, tool))
-        vault = request.state.get("pci_vault")
-        if not isinstance(vault, dict) or vault.get("tool") != tool:
-            vault = request.state["pci_vault"] = {"tool": tool, "values": {}}
-        value: Any = str(keypad.get("digits", ""))
+        vault = request.keypad.vault_for(tool)
+        value: Any = entry.digits
         schema = props.get(name, {})
         if schema.get("type") in ("integer", "number") and value.isdigit():
             value = int(value)
         flow["route"] = tool
         if not value or argument_error(schema, value) is not None:
-            tries = int(keypad.get("tries", 0)) + 1
+            tries = entry.tries + 1
             if tries >= MAX_TRIES:
-                request.state.pop("pci_vault", None)
+                request.keypad.vault = None
                 flow["route"] = "fallback"
                 return Say(request.agent.fallback)
             return self._ask_keypad(request, tool, name, props, tries, "Sorry, that doesn't look right.")
-        vault["values"][name] = value
+        vault.values[name] = value
         return self._call_or_ask(request, flow, tool, {}, tries=0, hint=None)
 
-    def _speech_during_keypad(self, request: ResponseRequest, flow: dict[str, Any], keypad: dict[str, Any],
+    def _speech_during_keypad(self, request: ResponseRequest, flow: dict[str, Any], entry: KeypadEntry,
                               text: str) -> BrainDecision | None:
         """Words while we wait for typed digits: cancel, a change of topic (None), or a reminder.
 
@@ -210,19 +207,18 @@ class FlowBrain:
         if _CANCEL.search(" ".join(words)) and len(words) <= 6:
             decision: BrainDecision | None = Say("Okay, no problem. Is there anything else I can help with?")
             flow["route"] = "cancel"
-        elif switch and switch[0].score >= SWITCH_ABOVE and (switch[0].route.tool or "") != keypad["tool"]:
+        elif switch and switch[0].score >= SWITCH_ABOVE and (switch[0].route.tool or "") != entry.tool:
             decision = None
         else:
-            props = _properties(_parameters(request, str(keypad["tool"])))
-            return self._ask_keypad(request, str(keypad["tool"]), str(keypad["argument"]), props,
-                                    int(keypad.get("tries", 0)), "For your security, please use the keypad.")
-        request.state.pop("keypad", None)
-        request.state.pop("pci_vault", None)
+            props = _properties(_parameters(request, entry.tool))
+            return self._ask_keypad(request, entry.tool, entry.argument, props, entry.tries,
+                                    "For your security, please use the keypad.")
+        request.keypad.cancel()
         return decision
 
     def _ask_keypad(self, request: ResponseRequest, tool: str, name: str, props: Mapping[str, dict[str, Any]],
                     tries: int, hint: str | None) -> Say:
-        request.state["keypad"] = {"tool": tool, "argument": name, "digits": "", "done": False, "tries": tries}
+        request.keypad.ask(tool, name, tries)
         phrase = _phrase(name, props.get(name, {}))
         question = f"Please type {phrase} on your keypad, then press the pound key."
         return Say(f"{hint} {question}" if hint else question)
@@ -302,8 +298,7 @@ class FlowBrain:
         required = [n for n in params.get("required", []) if n in props]
         if _keypad_only(request, tool):
             flow.pop("pending", None)
-            vault = request.state.get("pci_vault")
-            typed = vault["values"] if isinstance(vault, dict) and vault.get("tool") == tool else {}
+            typed = request.keypad.typed(tool)
             untyped = [n for n in required if n not in typed]
             if untyped:
                 return self._ask_keypad(request, tool, untyped[0], props, tries, hint)
