@@ -1,8 +1,11 @@
-"""The Session: one call's conversation, input buffer, turn-taking and responses.
+"""The Session: one call's conversation, turn-taking and responses.
 
 A transport feeds it client events (`handle_message`) and caller audio (`append_audio`) and drains
 its `outbound` queue; an engine produces the content of each response. Everything a call does is
-decided here, so every transport gets the same barge-in, truncation, tools and bookkeeping.
+decided here, so every transport gets the same barge-in, truncation, tools and bookkeeping. Its parts
+live beside it: `Listening` hears the caller's turns and reports them through `ListeningHooks`, a
+`ResponseRun` speaks through its `ResponseHost`, the `Keypad` holds key presses and PCI entries, and
+the `CallRecorder` is told what to keep; the Session is the hooks and the host.
 """
 
 from __future__ import annotations
