@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
@@ -308,6 +308,7 @@ async def test_kpis(calls: CallStore, clock: Clock) -> None:
     assert everything["first_response_ms"]["count"] == 5
 
 
+@settings(deadline=None)  # a per-example time limit fails on a loaded machine, not on a wrong percentile
 @given(st.lists(st.floats(min_value=0, max_value=1e6), min_size=1, max_size=50), st.floats(0, 1))
 def test_percentile_matches_numpy(values: list[float], q: float) -> None:
     assert percentile(sorted(values), q) == pytest.approx(float(np.percentile(values, q * 100)), abs=1e-6)
