@@ -36,7 +36,11 @@ from pathlib import Path
 
 __all__ = ["CallLimit", "CallProfile", "Host", "derive_call_limit", "probe_host"]
 
-LOOP_HEADROOM = 0.75  # of the loop's one core: the rest absorbs bursts, collections and HTTP
+# Of the loop's one core. Not a throughput figure: with callers beyond the limit redialling, the admitted
+# calls' p99 first response must stay within 20 % of an unloaded gateway's (bench/overload.py: at 159
+# Silero calls, 0.75 of the core, it was 1.89x; at 100, 1.22x on a busy machine), and the rest of the
+# core absorbs bursts, collections, refusals and HTTP.
+LOOP_HEADROOM = 0.4
 LOCAL_CPU_SHARE = 0.5  # of all cores, for the local engine's worker threads (latency, not throughput)
 LOCAL_TURN_CORE_S = 1.7  # core-seconds per turn of a real conversation (bench/soak.py, local engine)
 LOOP_CORE_PER_CALL = {"webrtc": 0.0025, "silero": 0.0047}  # by VAD, bridge included
