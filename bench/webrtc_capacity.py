@@ -76,7 +76,7 @@ async def serve(data_dir: Path) -> None:
         calls = list(calls_of(app.state))
         ordered = sorted(lags) or [0.0]
         print(json.dumps({"live": len(calls), "lag_p99_ms": 1000 * ordered[int(0.99 * (len(ordered) - 1))],
-                          "reanchors": sum(c.track._clock.reanchors for c in calls),
+                          "reanchors": sum(c.playout.clock.reanchors for c in calls),
                           "dropped_ms": sum(c.playout.dropped_ms for c in calls)}), flush=True)
         lags.clear()
     probing.cancel()

@@ -247,7 +247,7 @@ class PhoneLine:
         """
         call = session.caller
         await eventually(lambda: session.response is None and len(session.outbound) == 0
-                         and call.playout.all_sent and call.playout.drained, within_s, "the reply played in full")
+                         and call.output.playout.drained, within_s, "the reply played in full")
 
 
 @dataclass

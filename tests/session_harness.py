@@ -7,7 +7,8 @@ client would read (`next`, `queued`), each checked against the official SDK's st
 
 Time is the audio: the session's stream clock advances only with the caller audio a test appends, so
 turn timing, prefix padding and idle timeouts are exact numbers. What the caller has heard of the agent
-is whatever the test says it has heard (`heard`). A response stays mid-air for as long as the test
+is whatever the test says it has heard (`heard`), or, for a `LineCaller`, what the gateway's own paced
+playout has released on a clock the test moves (`LineCaller.play`). A response stays mid-air for as long as the test
 likes: the engine parks at a `Hold` until the test releases it (or a barge-in cancels it).
 """
 
@@ -26,12 +27,14 @@ import numpy as np
 from pydantic import TypeAdapter
 
 from voxgate.agents import AgentConfig
+from voxgate.audio.playout import Playout
 from voxgate.engines.base import AudioChunk, Engine, EngineOutput, ResponseRequest, TextDelta
 from voxgate.protocol.serialiser import encode_event
 from voxgate.protocol.server_events import ServerEvent
 from voxgate.session.playback import PlaybackTracker
 from voxgate.session.session import Session
 from voxgate.tools.registry import ToolRegistry
+from voxgate.transports.audio_output import AudioOutput
 
 RATE = 24000  # pcm16 at 24 kHz: the Realtime default for input and output
 FRAME_MS = 20  # what a caller sends per append, and what the VAD scores at once
@@ -147,11 +150,17 @@ class TestCaller:
     transferred: list[tuple[str, str]] = field(default_factory=list)
     dtmf_sent: list[str] = field(default_factory=list)
     moved: asyncio.Event = field(default_factory=asyncio.Event)  # hung up or transferred
+    heard_by_item: dict[str, float] = field(default_factory=dict)  # what the test says the caller heard
 
     __test__ = False  # not a pytest test class
 
     def __post_init__(self) -> None:
         self.playback = PlaybackTracker(server_side=self.server_side)
+        if self.server_side:
+            self.playback.line = self
+
+    def heard_ms(self, item_id: str) -> float:
+        return self.heard_by_item.get(item_id, 0.0)
 
     async def interrupt_playback(self) -> None:
         self.interrupted += 1
@@ -171,6 +180,62 @@ class TestCaller:
 
     async def send_dtmf(self, digits: str) -> None:
         self.dtmf_sent.append(digits)
+
+
+class PcmLine:
+    """A line that carries the session's pcm16 as it is (the `LineEncoder` of a 24 kHz PCM line)."""
+
+    def encode(self, pcm: np.ndarray, rate: int) -> bytes:
+        assert rate == RATE
+        return pcm.astype("<i2").tobytes()
+
+    def flush(self) -> bytes:
+        return b""
+
+    def reset(self) -> None:
+        pass
+
+
+@dataclass
+class LineCaller(TestCaller):
+    """A caller on a paced line: the gateway's own playout shell and core (what the carrier, WebRTC and RTP
+    transports use) take the session's audio as a transport's pump would (`Call` feeds them every event it
+    reads), and release it on a clock the test moves with `play`. What the caller has heard is what that
+    playout released; `on_interrupt` runs inside the barge-in's clear, as a transport's slow clear would."""
+
+    server_side: bool = True
+    transport: str = "webrtc"
+    now: float = 0.0
+    played: bytearray = field(default_factory=bytearray)  # the agent audio released to the caller
+    on_interrupt: Callable[[], Any] | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        playout = Playout(frame_bytes=RATE * FRAME_MS // 1000 * 2, silence=b"\x00\x00", frame_ms=FRAME_MS,
+                          continuous=True)
+        self.output = AudioOutput(playout, PcmLine(), self.playback)
+
+    def heard_ms(self, item_id: str) -> float:
+        return self.output.playout.heard_ms(item_id)
+
+    def play(self, ms: float) -> None:
+        """`ms` of real time pass on the line: the frames due go to the caller (silence when none)."""
+        for _ in range(round(ms / FRAME_MS)):  # tick by tick, as a line's sender wakes
+            self.now += FRAME_MS / 1000
+            for _ in range(self.output.due(self.now)):
+                frame = self.output.pop()
+                if frame is not None:
+                    self.played += frame.payload
+
+    @property
+    def played_ms(self) -> float:
+        return len(self.played) / 2 * 1000 / RATE
+
+    async def interrupt_playback(self) -> None:
+        self.interrupted += 1
+        self.output.clear()
+        if self.on_interrupt is not None:
+            await self.on_interrupt()
 
 
 class _ErrorRecords(logging.Handler):
@@ -195,6 +260,9 @@ class Call:
         self.session = Session(agent=self.agent, engine=self.engine, tools=self.tools, caller=self.caller,
                                vad_factory=LoudnessVad, audio_lead_ms=3_600_000.0, **session_options)
         self._events = events  # the SDK's server-event union: every event must validate against it
+        if isinstance(self.caller, LineCaller):
+            self.caller.output.session = self.session
+            self.caller.output.due(0.0)  # the line's clock starts with the call
         self.seen: list[dict[str, Any]] = []  # every server event read so far, in order
         self.stream_ms = 0.0  # caller audio appended so far: the session's clock
         self.errors = _ErrorRecords()  # a traceback the session logs is a failure, even if the events look right
@@ -249,12 +317,15 @@ class Call:
 
     def heard(self, item_id: str, ms: float) -> None:
         """The transport reports that the caller has heard `ms` of this item's audio."""
-        self.caller.playback.played(item_id, ms)
+        self.caller.heard_by_item[item_id] = ms
 
     # -- out ---------------------------------------------------------------------------------------
 
     def _wire(self, event: ServerEvent) -> dict[str, Any] | None:
-        """The event as the client reads it: serialised for the dialect as a transport would, validated."""
+        """The event as the client reads it: serialised for the dialect as a transport would, validated.
+        A paced line takes it first, as the transport's pump would."""
+        if isinstance(self.caller, LineCaller):
+            self.caller.output.take(event)
         text = encode_event(event, self.session.dialect)
         if text is None:
             return None

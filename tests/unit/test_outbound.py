@@ -66,13 +66,57 @@ def test_memory_stays_bounded(ops: list[tuple[bool, int]], bound: int) -> None:
         assert len(out) <= 2 * bound
 
 
-def test_playback_heard_is_bounded_by_sent_and_monotonic() -> None:
+def test_a_cut_drops_the_queued_audio_and_refuses_the_cut_response_s_later_audio() -> None:
+    out = Outbound(max_events=10)
+    out.put_audio(_audio(0))
+    out.put(_control(0))
+    out.put_audio(_audio(1))
+    assert out.cut_audio("resp_1") == 2
+    assert len(out) == 1  # control events stay
+    assert not out.put_audio(_audio(2))  # the response being cancelled: refused, and not a loss
+    assert out.dropped_audio_events == 0
+    other = se.ResponseOutputAudioDelta(response_id="resp_2", item_id="item_2", output_index=0,
+                                        pcm=np.zeros(480, dtype=np.int16), format=PCM24K)
+    assert out.put_audio(other)  # the next response plays
+
+
+async def test_emptied_waits_for_the_reader_to_take_everything() -> None:
+    out = Outbound(max_events=10)
+    await out.emptied()  # nothing queued: at once
+    out.put(_control(0))
+    out.put(_control(1))
+    waiting = asyncio.ensure_future(out.emptied())
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    assert await out.get() is not None
+    assert await out.get() is not None
+    reader = asyncio.ensure_future(out.get())  # back for more with the queue empty: all handled
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert waiting.done()
+    out.close()
+    assert await reader is None
+
+
+class _Line:
+    def __init__(self) -> None:
+        self.heard: dict[str, float] = {}
+
+    def heard_ms(self, item_id: str) -> float:
+        return self.heard.get(item_id, 0.0)
+
+
+def test_playback_heard_is_the_line_s_and_never_more_than_was_sent() -> None:
     playback = PlaybackTracker(server_side=True)
     playback.sent("item_a", 200)
-    assert playback.heard_ms("item_a") == 200  # nothing confirmed yet: the best guess is what was sent
-    playback.played("item_a", 120)
-    playback.played("item_a", 80)  # a late, older mark never moves it back
+    assert playback.heard_ms("item_a") == 0.0  # no line yet: nothing has been heard (not what was sent)
+    line = _Line()
+    playback.line = line
+    line.heard["item_a"] = 120
     assert playback.heard_ms("item_a") == 120
-    playback.played("item_a", 900)  # never more than was sent
+    line.heard["item_a"] = 900  # never more than was sent
     assert playback.heard_ms("item_a") == 200
     assert playback.heard_ms("unknown") == 0.0
+    client = PlaybackTracker()  # a WebSocket client plays it itself: what was sent is all the server knows
+    client.sent("item_a", 200)
+    assert client.heard_ms("item_a") == 200

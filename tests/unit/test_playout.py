@@ -1,109 +1,220 @@
-"""Playout: frames out in order, heard position per item, `stopped` only once played, barge-in clears."""
+"""Playout, the sans-IO core of every paced line: frames at the pace on a fake clock, the heard position,
+clear mid-item, confirmations, `stopped`, and futures resolved when a position is heard."""
 
 from __future__ import annotations
 
-import numpy as np
+import asyncio
+
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
-from voxgate.transports.playout import Playout
+from voxgate.audio.playout import Frame, Playout
 
-RATE = 48000
-FRAME = 960
-
-
-def tone(samples: int, value: int = 1000) -> np.ndarray:
-    return np.full(samples, value, dtype=np.int16)
+FRAME = 160  # 20 ms of G.711 at 8 kHz, as a carrier or RTP line carries it
+SILENCE = b"\xff"
 
 
-def drain(playout: Playout) -> list:
+def line(**kwargs: int | bool) -> Playout:
+    return Playout(frame_bytes=FRAME, silence=SILENCE, **kwargs)  # type: ignore[arg-type]
+
+
+def release(p: Playout, now: float, beat: float | None = None) -> list[Frame]:
     frames = []
-    while (frame := playout.next_frame()) is not None:
+    for _ in range(p.due(now, beat)):
+        frame = p.pop()
+        assert frame is not None
         frames.append(frame)
     return frames
 
 
-def test_frames_carry_the_heard_position() -> None:
-    p = Playout(RATE, 20)
-    p.push(tone(FRAME * 2 + 480), "item_a", "resp_1")
-    assert len(p) == 2  # the half frame waits for more audio or the end of the item
-    p.end_item("item_a")
-    frames = drain(p)
-    assert [f.heard_ms for f in frames] == [20.0, 40.0, 50.0]  # the padded tail counts only its real audio
-    assert frames[-1].pcm[480:].tolist() == [0] * 480 and frames[-1].pcm.size == FRAME
+def test_frames_leave_in_real_time_with_a_small_lead() -> None:
+    p = line(lead_frames=2, confirm_every_frames=5)
+    p.push(bytes(range(160)) * 10, "item_a")  # 200 ms
+    first = release(p, 100.0)
+    assert len(first) == 3  # the frame due now and the two of lead
+    assert release(p, 100.005) == []
+    assert len(release(p, 100.020)) == 1
+    third = release(p, 100.065)
+    assert len(third) == 2  # a late wake-up sends what it owes, on the same grid
+    rest = release(p, 101.0)  # a long stall: no burst, one frame and a fresh grid
+    assert len(rest) == 1 and p.clock.reanchors == 1
+    assert p.heard_ms("item_a") == 140.0  # what the clock has released is what the caller has heard
 
 
-def test_stopped_comes_after_the_last_frame_has_been_taken() -> None:
-    p = Playout(RATE, 20)
-    p.push(tone(FRAME * 3), "item_a", "resp_1")
-    p.response_done("resp_1")
-    assert p.take_stopped() == []
-    p.next_frame()
-    p.next_frame()
-    assert p.take_stopped() == []
-    p.next_frame()
-    assert p.take_stopped() == ["resp_1"]
-    assert p.take_stopped() == []
+def test_the_heard_position_is_the_clock_s_from_the_first_frame() -> None:
+    """No report from the far end is needed: before any confirmation, what was sent ahead is not heard."""
+    p = line(confirm_every_frames=5)
+    p.push(b"\x01" * FRAME * 50, "a")  # a second of audio handed over at once
+    assert p.heard_ms("a") == 0.0
+    for tick in range(5):  # 100 ms of the line's clock
+        release(p, tick * 0.02)
+    assert p.heard_ms("a") == 100.0
+    assert p.heard_ms("never played") == 0.0
 
 
-def test_a_response_with_nothing_queued_stops_at_once() -> None:
-    p = Playout(RATE, 20)
-    p.response_done("resp_1")
-    assert p.take_stopped() == ["resp_1"]
+def test_a_continuous_line_ticks_silence_and_stays_on_its_grid() -> None:
+    p = Playout(frame_bytes=8, silence=b"\x00\x00", frame_ms=20, continuous=True)
+    assert p.due(10.0) == 1 and p.pop() is None  # nothing queued: the line plays silence
+    p.push(b"\x01\x00" * 6, "a")  # a frame and a half
+    assert p.due(10.01) == 0 and p.next_deadline == pytest.approx(10.02)
+    assert p.due(10.02) == 1
+    frame = p.pop()
+    assert frame is not None and (frame.item_id, frame.heard_ms) == ("a", 20.0)
+    p.end_item("a")  # the half frame is padded with silence; only its real audio counts as heard
+    assert p.due(10.04) == 1
+    tail = p.pop()
+    assert tail is not None and tail.payload == b"\x01\x00" * 2 + b"\x00\x00" * 2 and tail.heard_ms == 30.0
+    assert p.heard_ms("a") == 30.0
 
 
-def test_clear_drops_everything_and_names_the_responses() -> None:
-    p = Playout(RATE, 20)
-    p.push(tone(FRAME * 5 + 10), "item_a", "resp_1")
-    p.response_done("resp_1")
-    assert p.clear() == {"resp_1"}
-    assert len(p) == 0 and p.next_frame() is None and p.take_stopped() == []
+def test_confirmations_at_every_nth_frame_and_at_each_item_end() -> None:
+    p = line(confirm_every_frames=5)
+    p.push(b"\x01" * 1600, "a")
+    p.push(b"\x02" * 50, "a")  # a partial frame waits for the rest of the item
+    p.end_item("a")  # ... then is padded with silence
+    frames = [f for k in range(20) for f in release(p, k * 0.02)]
+    assert len(frames) == 11
+    assert frames[-1].payload == b"\x02" * 50 + b"\xff" * 110
+    assert [f.confirm for f in frames if f.confirm] == ["a:100", "a:200", "a:206"]
+    assert not p.drained
+    assert p.confirmed("a:100") and p.confirmed("a:200")
+    assert not p.confirmed("nonsense") and p.unknown_confirmations == 1
+    assert p.confirmed("a:206") and p.drained
 
 
-def test_a_new_item_closes_the_previous_partial_frame() -> None:
-    p = Playout(RATE, 20)
-    p.push(tone(100), "item_a", "resp_1")
-    p.push(tone(FRAME), "item_b", "resp_2")
-    frames = drain(p)
-    assert [(f.item_id, f.heard_ms) for f in frames] == [("item_a", pytest.approx(100 / 48)), ("item_b", 20.0)]
+def test_clear_mid_item_drops_what_was_not_played_and_keeps_what_was() -> None:
+    p = line(lead_frames=2, confirm_every_frames=1)
+    p.push(b"\x01" * 1600 + b"\x01" * 30, "a")  # 10 frames and a partial one
+    sent = release(p, 0.0)
+    assert [f.confirm for f in sent] == ["a:20", "a:40", "a:60"]
+    assert p.confirmed("a:20")
+    assert p.clear() == 8  # 7 queued frames and the partial one
+    assert p.idle and release(p, 0.1) == []
+    assert p.heard_ms("a") == 60.0  # released before the clear: heard
+    assert not p.confirmed("a:40") and not p.confirmed("a:60")  # echoed by the clear: not a stranger
+    assert p.unknown_confirmations == 0
+    p.push(b"\x03" * 320, "b")  # the next reply plays at once, on a fresh grid
+    assert [f.payload[0] for f in release(p, 1.0)] == [3, 3]
+    assert p.heard_ms("a") == 60.0 and p.heard_ms("b") == 40.0
 
 
-def test_the_bound_drops_and_counts() -> None:
-    p = Playout(RATE, 20, max_ms=100)
-    p.push(tone(FRAME * 8), "item_a", "resp_1")
-    assert len(p) == 5 and p.dropped_ms == 60.0
-    assert drain(p)[-1].heard_ms == 100.0  # dropped audio is never counted as heard
+async def test_futures_resolve_when_a_position_is_sent_and_heard() -> None:
+    p = line(lead_frames=0, confirm_every_frames=5)
+    p.push(b"\x01" * FRAME * 3 + b"\x01" * 10, "a")
+    sent, heard = p.until_sent(), p.until_heard()  # "here": everything queued so far, the partial padded
+    release(p, 0.0)
+    release(p, 0.02)
+    assert not sent.done()
+    frames = release(p, 0.06)
+    assert sent.done() and sent.result() is True
+    assert not heard.done()  # released, not yet confirmed by the line
+    assert frames[-1].confirm is not None and p.confirmed(frames[-1].confirm)
+    assert heard.result() is True
+    already = p.until_heard()
+    assert already.done() and already.result() is True  # nothing left to hear
+
+
+async def test_a_clear_answers_waiters_with_false() -> None:
+    p = Playout(frame_bytes=4, silence=b"\x00\x00", continuous=True)
+    p.push(b"\x01" * 40, "a")
+    heard = p.until_heard()
+    assert p.due(0.0) == 1 and p.pop() is not None
+    p.clear()
+    assert heard.done() and heard.result() is False
+    await asyncio.sleep(0)
+
+
+def test_stopped_comes_once_the_last_frame_of_a_response_is_out() -> None:
+    p = Playout(frame_bytes=4, silence=b"\x00\x00", continuous=True)
+    p.push(b"\x01" * 12, "a")
+    p.end_response("resp_1")
+    assert p.stopped == []
+    assert p.due(0.0) == 1 and p.pop() is not None
+    assert p.due(0.04) == 2
+    p.pop()
+    assert p.stopped == []
+    p.pop()
+    assert p.stopped == ["resp_1"]
+    p.stopped.clear()
+    p.end_response("resp_2")  # nothing queued: it stops at once
+    assert p.stopped == ["resp_2"]
+
+
+def test_a_cleared_response_never_stops() -> None:
+    p = Playout(frame_bytes=4, silence=b"\x00\x00", continuous=True)
+    p.push(b"\x01" * 40, "a")
+    p.end_response("resp_1")
+    p.clear()
+    assert p.due(1.0) == 1 and p.pop() is None and p.stopped == []
+
+
+def test_a_full_queue_drops_and_counts_and_never_hears_the_dropped() -> None:
+    p = line(max_frames=3)
+    assert p.push(b"\x00" * 800, "a") == 2
+    assert p.frames_dropped == 2 and p.queued_ms == 60 and p.dropped_ms == 40
+    release(p, 0.0)
+    release(p, 1.0)
+    release(p, 2.0)
+    assert p.heard_ms("a") == 60.0
 
 
 def test_bad_geometry_is_refused() -> None:
     with pytest.raises(ValueError):
-        Playout(44100, 7)
+        Playout(frame_bytes=161, silence=b"\x00\x00")
 
 
-@given(st.lists(st.tuples(st.integers(0, 3000), st.integers(0, 2)), max_size=25), st.booleans())
-def test_every_pushed_sample_comes_out_once_in_order(pushes: list[tuple[int, int]], finish: bool) -> None:
-    p = Playout(RATE, 20, max_ms=10**9)
-    sent: list[np.ndarray] = []
+@given(st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(0, 700)), max_size=20),
+       st.integers(0, 3), st.integers(0, 6))
+def test_every_byte_goes_out_once_in_order(chunks: list[tuple[str, int]], lead: int, every: int) -> None:
+    p = line(lead_frames=lead, confirm_every_frames=every)
+    expected = bytearray()
+    current = None
     counter = 0
-    for size, item in pushes:
-        chunk = (np.arange(counter, counter + size) % 30000 + 1).astype(np.int16)
+    names = [name for name, _ in chunks]
+    for n, (name, size) in enumerate(chunks):
+        item = current if n and names[n - 1] == name and current else f"{name}{n}"  # items never resume
+        if current is not None and item != current and len(expected) % FRAME:
+            expected += SILENCE * (FRAME - len(expected) % FRAME)  # the previous item's tail, padded
+        current = item
+        data = bytes((counter + i) % 251 for i in range(size))
         counter += size
-        sent.append(chunk)
-        p.push(chunk, f"item_{item}", f"resp_{item}")
-    if finish:
-        for item_id in {f"item_{i}" for _, i in pushes}:
-            p.end_item(item_id)
-    frames = drain(p)
-    assert all(f.pcm.size == FRAME for f in frames)
-    out = np.concatenate([f.pcm for f in frames]) if frames else np.zeros(0, np.int16)
-    audio = out[out != 0]
-    queued = np.concatenate([np.zeros(0, np.int16), *sent])
-    # Frames come out in push order; only the last item's partial frame may still be held.
-    assert audio.tolist() == queued[: audio.size].tolist()
-    if finish:
-        assert audio.size == queued.size
-    last: dict[str, float] = {}
-    for f in frames:
-        assert f.heard_ms > last.get(f.item_id, 0.0)
-        last[f.item_id] = f.heard_ms
+        p.push(data, item)
+        expected += data
+    if current is not None:
+        p.end_item(current)
+        if len(expected) % FRAME:
+            expected += SILENCE * (FRAME - len(expected) % FRAME)
+    out = bytearray()
+    now = 0.0
+    last_ms: dict[str, float] = {}
+    while not p.idle:
+        frames = release(p, now)
+        for frame in frames:
+            assert len(frame.payload) == FRAME
+            out += frame.payload
+            assert frame.heard_ms > last_ms.get(frame.item_id, 0.0)
+            last_ms[frame.item_id] = frame.heard_ms
+            if frame.confirm:
+                assert p.confirmed(frame.confirm)
+        if frames:
+            assert p.heard_ms(frames[-1].item_id) == frames[-1].heard_ms
+        now += 0.02
+    assert bytes(out) == bytes(expected)
+    assert p.drained
+
+
+@given(st.floats(0.0, 0.0199), st.floats(0.0, 0.0199), st.lists(st.floats(-0.009, 0.009), min_size=30, max_size=30))
+@example(arrival=0.01, phase=1.9465661073005266e-15, noise=[0.0] * 30)  # a deadline a rounding error after now
+def test_on_a_shared_beat_every_tick_sends_one_frame_despite_wakeup_noise(
+        arrival: float, phase: float, noise: list[float]) -> None:
+    """Deadlines sit half a frame before the beats, so a tick up to 9 ms early or late never sends 0 or 2."""
+    p = line(lead_frames=2)
+    p.push(b"\x01" * FRAME * 40, "a")
+    beats = [phase + 0.02 * k for k in range(40)]  # the writer's next tick is always within a frame
+    first_beat = next(b for b in beats if b > arrival)
+    assert len(release(p, arrival, first_beat)) == 3  # the lead goes at once
+    counts = [len(release(p, beat + jitter)) for beat, jitter in zip([b for b in beats if b >= first_beat], noise,
+                                                                       strict=False)]
+    # The first beat may come too soon after the lead (its frame goes on the next one); then one per beat.
+    assert counts[0] in (0, 1) and counts[1:] == [1] * (len(counts) - 1)

@@ -1,43 +1,47 @@
 """What the caller has heard: the per-call playback record that truncation and latency read.
 
-Transports that pace audio themselves (phones, WebRTC) report progress with `played()`; for a
-WebSocket client, which owns its own playback, the best the server knows is what it sent, and the
-client's `conversation.item.truncate` says the rest.
+A transport that plays the agent's audio itself at real time (phone, WebRTC, RTP) hands its line's
+playout to the tracker (`line`), and the heard position is that line's: what its clock has released,
+never what was merely sent ahead of it (until the line exists, nothing has been heard). For a WebSocket
+client, which owns its own playback, the best the server knows is what it sent, and the client's
+`conversation.item.truncate` says the rest.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Protocol
+
+__all__ = ["HeardPosition", "PlaybackTracker"]
+
+_ITEMS = 256  # items whose sent audio is remembered (a barge-in only ever cuts a recent one)
 
 
-@dataclass
-class _ItemPlayback:
-    sent_ms: float = 0.0
-    played_ms: float | None = None
+class HeardPosition(Protocol):
+    """A paced line's record of what the caller has heard (`audio.playout.Playout`)."""
+
+    def heard_ms(self, item_id: str) -> float: ...
 
 
 class PlaybackTracker:
     def __init__(self, server_side: bool = False) -> None:
         # server_side: the transport plays the audio itself, so the session truncates on barge-in.
         self.server_side = server_side
-        self._items: dict[str, _ItemPlayback] = {}
+        self.line: HeardPosition | None = None  # the paced line's playout, once the transport has one
+        self._sent: dict[str, float] = {}
 
     def sent(self, item_id: str, ms: float) -> None:
-        """`ms` more of this item's audio left the server."""
-        entry = self._items.setdefault(item_id, _ItemPlayback())
-        entry.sent_ms += ms
-
-    def played(self, item_id: str, ms: float) -> None:
-        """The transport confirms the caller heard this item up to `ms` (monotonic)."""
-        entry = self._items.setdefault(item_id, _ItemPlayback())
-        entry.played_ms = max(entry.played_ms or 0.0, min(ms, entry.sent_ms))
+        """`ms` more of this item's audio left the session for the transport."""
+        sent = self._sent
+        sent[item_id] = sent.get(item_id, 0.0) + ms
+        if len(sent) > _ITEMS:
+            del sent[next(iter(sent))]
 
     def sent_ms(self, item_id: str) -> float:
-        entry = self._items.get(item_id)
-        return entry.sent_ms if entry else 0.0
+        return self._sent.get(item_id, 0.0)
 
     def heard_ms(self, item_id: str) -> float:
-        entry = self._items.get(item_id)
-        if entry is None:
-            return 0.0
-        return entry.played_ms if entry.played_ms is not None else entry.sent_ms
+        sent = self._sent.get(item_id, 0.0)
+        if not self.server_side:
+            return sent
+        line = self.line
+        return 0.0 if line is None else min(sent, line.heard_ms(item_id))

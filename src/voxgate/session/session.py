@@ -180,8 +180,9 @@ class Session:
 
     def emit_audio(self, event: se.ResponseOutputAudioDelta) -> bool:
         """Queue an audio delta; False when the queue dropped it (a client that does not read)."""
+        dropped = self.outbound.dropped_audio_events
         sent = self.outbound.put_audio(event)
-        if not sent:
+        if self.outbound.dropped_audio_events != dropped:  # full; a cut response's audio is no loss
             metrics.AUDIO_DROPPED.inc()
         return sent
 
@@ -326,7 +327,7 @@ class Session:
         was heard."""
         response = self._response
         playback = self.caller.playback
-        await self.caller.interrupt_playback()
+        await self._stop_playback()
         if response is not None:
             await response.cancel(reason)
         if playback.server_side and self._last_spoken is not None:
@@ -335,6 +336,14 @@ class Session:
             if self.conversation.get(item.id) is not None:
                 self._truncate(item.id, 0, int(playback.heard_ms(item.id)), clamp=True)
             self.emit(se.OutputAudioBufferCleared(response_id=response_id))
+
+    async def _stop_playback(self) -> None:
+        """Silence the agent at the caller now. On a server-playback transport the audio still queued for
+        it is dropped first, and the active response's later deltas refused: the session, not the
+        transport, decides that late audio is not played."""
+        if self.caller.playback.server_side:
+            self.outbound.cut_audio(self._response.id if self._response is not None else None)
+        await self.caller.interrupt_playback()
 
     def spoke(self, response_id: str, item: Item) -> None:
         """A response started sending audio for `item` (the one a barge-in would cut)."""
@@ -546,12 +555,12 @@ class Session:
         if response is None or (response_id is not None and response_id != response.id):
             raise RealtimeError("response_cancel_not_active", "Cancellation failed: no active response found.",
                                 param="response_id" if response_id else None)
-        await self.caller.interrupt_playback()
+        await self._stop_playback()
         await response.cancel("client_cancelled")
 
     async def _clear_output_buffer(self) -> None:
         """The client asks the server to stop playing (WebRTC/SIP): cut at what was heard."""
-        await self.caller.interrupt_playback()
+        await self._stop_playback()
         response = self._response
         if response is not None:
             await response.cancel("client_cancelled")

@@ -52,12 +52,26 @@ class CarrierAudio:
         pcm = np.frombuffer(payload, dtype=">i2").astype(np.int16)
         return self._up.process(pcm).astype("<i2").tobytes()
 
-    def from_session(self, pcm: npt.NDArray[np.int16], rate: int) -> bytes:
+    def encode(self, pcm: npt.NDArray[np.int16], rate: int) -> bytes:
         """Agent audio (PCM at `rate`) in the carrier's codec."""
         if rate != self.outbound_rate:
             if self._down is None or self._down.in_rate != rate:
                 self._down = StreamResampler(rate, self.outbound_rate)
             pcm = self._down.process(pcm)
+        return self._code(pcm)
+
+    def flush(self) -> bytes:
+        """The end of an item: what the resampler still holds, coded (nothing when it needs no resampling)."""
+        if self._down is None:
+            return b""
+        tail = self._down.flush()
+        return self._code(tail) if tail.size else b""
+
+    def reset(self) -> None:
+        if self._down is not None:
+            self._down.reset()
+
+    def _code(self, pcm: npt.NDArray[np.int16]) -> bytes:
         if self.outbound == "pcmu":
             return g711.ulaw_encode(pcm)
         if self.outbound == "pcma":

@@ -4,8 +4,8 @@ Twilio and Telnyx differ only in their codec (twilio_messages.py, telnyx_message
 commands (`CarrierControl`); everything else lives here, once:
 
     reader   carrier frames -> codec events -> session (caller audio, key presses, marks heard)
-    pump     session events -> CarrierPlayout (agent audio, cut into frames)
-    writer   CarrierPlayout -> carrier, released on the call's pacing clock at each shared tick
+    pump     session events -> the call's AudioOutput (agent audio, coded and cut into frames)
+    writer   AudioOutput -> carrier, released on the call's pacing clock at each shared tick, with marks
 
 Served by voxgate's own uvicorn protocol (transports/direct_socket.py), the reader is not a task: each
 carrier frame is handled by a plain call as it arrives, and frames are written without awaiting. Only
@@ -31,12 +31,13 @@ from starlette.responses import PlainTextResponse
 from starlette.websockets import WebSocket, WebSocketState
 
 from voxgate.admission import Refusal
+from voxgate.audio.playout import Playout
 from voxgate.observability import metrics
 from voxgate.protocol import server_events as se
 from voxgate.protocol.errors import RealtimeError
 from voxgate.session.playback import PlaybackTracker
+from voxgate.transports.audio_output import AudioOutput
 from voxgate.transports.carrier_audio import FRAME_MS, CarrierAudio
-from voxgate.transports.carrier_playout import CarrierPlayout
 from voxgate.transports.direct_socket import EXTENSION as DIRECT_SOCKET
 from voxgate.transports.direct_socket import DirectSocket
 from voxgate.transports.media_stream import (
@@ -225,9 +226,8 @@ class CarrierCall:
         self.session: Session | None = None
         self.audio: CarrierAudio | None = None
         self.control: CarrierControl | None = None
-        self.playout: CarrierPlayout | None = None
+        self.output: AudioOutput | None = None
         self.errors = 0
-        self._audio_ready = asyncio.Event()
         self._ended = asyncio.Event()
         self.end_reason = ""
         self._generation = 0  # bumped by every clear, so a writer mid-batch stops sending stale frames
@@ -279,10 +279,12 @@ class CarrierCall:
     def attach(self, session: Session, audio: CarrierAudio, control: CarrierControl) -> None:
         s = self.settings
         self.session, self.audio, self.control = session, audio, control
-        self.playout = CarrierPlayout(
+        playout = Playout(
             frame_bytes=audio.frame_bytes, silence=audio.silence, frame_ms=FRAME_MS,
-            lead_frames=s.carrier_lead_frames, mark_every_frames=max(1, s.carrier_mark_interval_ms // FRAME_MS),
+            lead_frames=s.carrier_lead_frames, confirm_every_frames=max(1, s.carrier_mark_interval_ms // FRAME_MS),
             max_frames=int(s.carrier_playout_buffer_s * 1000 / FRAME_MS))
+        self.output = AudioOutput(playout, audio, self.playback)
+        self.output.session = session
 
     # -- the call ----------------------------------------------------------------------------------
 
@@ -396,13 +398,11 @@ class CarrierCall:
                 await more
 
     def _on_event(self, event: MediaStreamEvent) -> Awaitable[None] | None:
-        assert self.session is not None and self.audio is not None and self.playout is not None
+        assert self.session is not None and self.audio is not None and self.output is not None
         if isinstance(event, AudioReceived):
             return self._caller_audio(self.audio.to_session(event.payload))
         if isinstance(event, MarkPlayed):
-            heard = self.playout.mark_echoed(event.name)
-            if heard is not None:
-                self.playback.played(*heard)
+            self.output.playout.confirmed(event.name)
         elif isinstance(event, DigitPressed):
             log.info("%s: key pressed", self.name)  # never the digit: it may be a card number
             self.session.dtmf_received(event.digit)
@@ -439,38 +439,36 @@ class CarrierCall:
             log.error("%s: failed to take caller audio", self.name, exc_info=exc)
 
     async def _pump(self) -> str:
-        """Session output -> playout. Only audio matters on a phone line; the rest is the session's record."""
-        assert self.session is not None and self.audio is not None and self.playout is not None
-        session, audio, playout = self.session, self.audio, self.playout
+        """Session output -> the line. Only audio matters on a phone line; the rest is the session's record."""
+        assert self.session is not None and self.output is not None
+        session, output = self.session, self.output
         while True:
             event = await session.outbound.get()
             if event is None:
                 return "session_closed"
-            if isinstance(event, se.ResponseOutputAudioDelta):
-                # The carrier's codec straight from PCM; base64 happens once, in the media message.
-                dropped = playout.enqueue(event.item_id, audio.from_session(event.pcm, event.format.rate))
-                if dropped:
-                    metrics.CARRIER_AUDIO_DROPPED.labels(self.carrier).inc(dropped * FRAME_MS)
-                self._audio_ready.set()
-            elif isinstance(event, se.ResponseOutputAudioDone):
-                playout.end_item(event.item_id)
-                self._audio_ready.set()
-            elif isinstance(event, se.ErrorEvent):
+            # The carrier's codec straight from PCM; base64 happens once, in the media message.
+            dropped = output.take(event)
+            if dropped:
+                metrics.CARRIER_AUDIO_DROPPED.labels(self.carrier).inc(dropped * FRAME_MS)
+            elif dropped is None and isinstance(event, se.ErrorEvent):
                 log.warning("%s: session error %s", self.name, event.code)
 
     async def _write(self) -> None:
-        assert self.playout is not None
-        playout, codec, ticker = self.playout, self.codec, shared_ticker()
+        assert self.output is not None
+        output, playout, codec, ticker = self.output, self.output.playout, self.codec, shared_ticker()
         loop = asyncio.get_running_loop()
         while True:
             if playout.idle:
-                self._audio_ready.clear()
-                await self._audio_ready.wait()
+                output.ready.clear()
+                await output.ready.wait()
             generation = self._generation
-            for frame in playout.due(loop.time(), ticker.next_beat()):
+            for _ in range(output.due(loop.time(), ticker.next_beat())):
+                frame = output.pop()
+                if frame is None:
+                    break
                 if not await self._send(codec.media(frame.payload)):
                     return
-                if frame.mark is not None and not await self._send(codec.mark(frame.mark)):
+                if frame.confirm is not None and not await self._send(codec.mark(frame.confirm)):
                     return
                 if generation != self._generation:
                     break  # cleared while a send waited: the rest of this batch is stale
@@ -519,9 +517,9 @@ class CarrierCall:
 
     async def interrupt_playback(self) -> None:
         """Barge-in: tell the carrier to drop its buffer now, and drop ours."""
-        if self.playout is None or self.started is None:
+        if self.output is None or self.started is None:
             return
-        self.playout.clear()
+        self.output.clear()
         self._generation += 1
         metrics.CARRIER_CLEARS.labels(self.carrier).inc()
         await self._send(self.codec.clear())
@@ -560,25 +558,18 @@ class CarrierCall:
             raise RealtimeError("dtmf_failed", str(exc)) from exc
 
     async def _until_heard(self, max_wait_s: float = 60.0) -> None:
-        """Wait until every frame queued for the caller has been sent and its mark echoed (played).
+        """Wait until the caller has heard what the session queued: every frame sent and its mark echoed.
 
         A carrier that never echoes marks costs HEARD_GRACE_S beyond the last frame, not a stuck call.
         """
-        assert self.session is not None and self.playout is not None
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + max_wait_s
-        quiet_since: float | None = None
-        while loop.time() < deadline and not self._ended.is_set():
-            now = loop.time()
-            if len(self.session.outbound) == 0 and self.playout.all_sent:
-                if self.playout.drained:
-                    return
-                quiet_since = quiet_since or now
-                if now - quiet_since > HEARD_GRACE_S:
-                    return
-            else:
-                quiet_since = None
-            await asyncio.sleep(FRAME_MS / 1000)
+        assert self.output is not None
+        ended = asyncio.ensure_future(self._ended.wait())
+        heard = asyncio.ensure_future(self.output.until_heard(max_wait_s, HEARD_GRACE_S))
+        try:
+            await asyncio.wait((ended, heard), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ended.cancel()
+            heard.cancel()
 
 
 def signatures_required(settings: Settings, secret_set: bool) -> bool:

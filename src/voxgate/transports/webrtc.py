@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import aioice.ice
 import av
 import numpy as np
+import numpy.typing as npt
 from aiortc import (
     MediaStreamTrack,
     RTCConfiguration,
@@ -45,8 +46,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.websockets import WebSocket
 
 from voxgate.admission import Refusal
-from voxgate.audio.clock import PacingClock
 from voxgate.audio.formats import PCM24K, OutputEncoder
+from voxgate.audio.playout import Playout
 from voxgate.audio.resample import StreamResampler
 from voxgate.config import Settings
 from voxgate.control.auth import bearer_token, require_api_key
@@ -62,7 +63,7 @@ from voxgate.protocol.json_text import parse_json
 from voxgate.protocol.serialiser import encode_event
 from voxgate.session.outbound import Outbound
 from voxgate.session.playback import PlaybackTracker
-from voxgate.transports.playout import Playout
+from voxgate.transports.audio_output import AudioOutput
 from voxgate.transports.realtime_ws import pump_outbound, read_client_events
 from voxgate.transports.webrtc_offer import OfferError, read_offer
 
@@ -87,15 +88,33 @@ _SESSION_AUDIO = {"input": {"format": PCM24K.to_ga()}, "output": {"format": PCM2
 _ORIGINAL_HOST_ADDRESSES = aioice.ice.get_host_addresses
 
 
+class TrackAudio:
+    """The session's PCM at the track's rate, as the bytes of 16-bit native samples the playout cuts."""
+
+    def __init__(self) -> None:
+        self._resampler = StreamResampler(PCM24K.rate, RATE)
+
+    def encode(self, pcm: npt.NDArray[np.int16], rate: int) -> bytes:
+        if self._resampler.in_rate != rate:
+            self._resampler = StreamResampler(rate, RATE)
+        return self._resampler.process(pcm).tobytes()
+
+    def flush(self) -> bytes:
+        return self._resampler.flush().tobytes()
+
+    def reset(self) -> None:
+        self._resampler.reset()
+
+
 class PlayoutTrack(MediaStreamTrack):
-    """The agent's voice as aiortc pulls it: one 20 ms frame per `recv`, paced on the call's clock."""
+    """The agent's voice as aiortc pulls it: one 20 ms frame per `recv`, paced on the call's playout clock
+    (silence when nothing is queued)."""
 
     kind = "audio"
 
-    def __init__(self, call: WebRtcCall) -> None:
+    def __init__(self, output: AudioOutput) -> None:
         super().__init__()
-        self._call = call
-        self._clock = PacingClock(FRAME_MS, max_catchup_ms=100)
+        self._output = output
         self._owed = 0
         self._pts = 0
         self._silence = np.zeros((1, FRAME_SAMPLES), dtype=np.int16)
@@ -104,16 +123,16 @@ class PlayoutTrack(MediaStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
         loop = asyncio.get_running_loop()
-        if not self._clock.started:
-            self._clock.start(loop.time())
+        output = self._output
         while self._owed <= 0:
-            self._owed += self._clock.due(loop.time())
+            self._owed += output.due(loop.time())
             if self._owed <= 0:
-                await asyncio.sleep(max(0.0, self._clock.next_deadline - loop.time()))
+                deadline = output.playout.next_deadline
+                await asyncio.sleep(max(0.0, (deadline or 0.0) - loop.time()))
         self._owed -= 1
-        pcm = self._call.next_frame()
-        frame = av.AudioFrame.from_ndarray(self._silence if pcm is None else pcm.reshape(1, -1),
-                                           format="s16", layout="mono")
+        played = output.pop()
+        pcm = self._silence if played is None else np.frombuffer(played.payload, dtype=np.int16).reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
         frame.sample_rate = RATE
         frame.pts = self._pts
         frame.time_base = _TIME_BASE
@@ -147,20 +166,17 @@ class WebRtcCall:
         self.playback = PlaybackTracker(server_side=True)
         self.session: Session | None = None
         self.pc = RTCPeerConnection(ice_configuration(settings))
-        self.track = PlayoutTrack(self)
-        self.playout = Playout(RATE, FRAME_MS, max_ms=settings.webrtc_playout_buffer_s * 1000)
+        self.playout = Playout(frame_bytes=FRAME_SAMPLES * 2, silence=b"\x00\x00", frame_ms=FRAME_MS, continuous=True,
+                               max_frames=int(settings.webrtc_playout_buffer_s * 1000 / FRAME_MS))
+        self.output = AudioOutput(self.playout, TrackAudio(), self.playback)
+        self.track = PlayoutTrack(self.output)
         self.channel: RTCDataChannel | None = None
         self.sidebands: set[Sideband] = set()
         self.connected = asyncio.Event()
-        self._drained = asyncio.Event()  # set while no agent audio is queued on the track
-        self._drained.set()
         self.closed = asyncio.Event()
         self._closing = False
         self._pending: list[str] = []  # serialised events waiting for the channel to open
         self._inbox: asyncio.Queue[str | bytes] = asyncio.Queue(MAX_INBOX_MESSAGES)
-        self._audio_responses: set[str] = set()  # responses that announced output_audio_buffer.started
-        self._silenced: set[str] = set()  # responses cut off by barge-in: their late audio is dropped
-        self._resampler = StreamResampler(PCM24K.rate, RATE)  # agent PCM -> the track's rate
         self._encoder: OutputEncoder | None = None
         self._encoder_rate = 0
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -182,6 +198,7 @@ class WebRtcCall:
     def start(self, session: Session) -> None:
         """Run the call: pump the session's output, feed it the channel, watch the clock."""
         self.session = session
+        self.output.session = session
         self._spawn(self._pump())
         self._spawn(self._read_inbox())
         self._spawn(self._watch(self.gateway.settings))
@@ -264,55 +281,16 @@ class WebRtcCall:
     # -- audio out: session -> playout -> track --------------------------------------------------
 
     async def _pump(self) -> None:
-        """Drain the session's output: audio to the playout queue, every other event to the channel."""
+        """Drain the session's output: audio to the track's playout, every other event to the channel."""
         assert self.session is not None
-        session = self.session
+        session, output = self.session, self.output
         while True:
             event = await session.outbound.get()
             if event is None:
                 break
-            if isinstance(event, se.ResponseOutputAudioDelta):
-                self._queue_audio(event)
-                continue
-            if isinstance(event, se.OutputAudioBufferStarted):
-                self._audio_responses.add(event.response_id)
-            elif isinstance(event, se.ResponseOutputAudioDone):
-                if event.response_id not in self._silenced:
-                    self.playout.push(self._resampler.flush(), event.item_id, event.response_id)
-                    self.playout.end_item(event.item_id)
-                    if len(self.playout):
-                        self._drained.clear()
-            elif isinstance(event, se.ResponseDone):
-                response_id = event.response.id
-                self._silenced.discard(response_id)
-                if response_id in self._audio_responses:
-                    self._audio_responses.discard(response_id)
-                    self.playout.response_done(response_id)
-            self._send_event(event)
+            if output.take(event) is None:
+                self._send_event(event)
         self._spawn(self.close(session.end_reason or "session_closed"))
-
-    def _queue_audio(self, event: se.ResponseOutputAudioDelta) -> None:
-        if event.response_id in self._silenced:
-            return
-        if self._resampler.in_rate != event.format.rate:
-            self._resampler = StreamResampler(event.format.rate, RATE)
-        pcm = self._resampler.process(event.pcm)
-        self.playout.push(pcm, event.item_id, event.response_id)
-        if len(self.playout):
-            self._drained.clear()
-
-    def next_frame(self) -> np.ndarray | None:
-        """The track's next 20 ms: agent audio if any is queued, else None (silence)."""
-        frame = self.playout.next_frame()
-        if frame is not None:
-            self.playback.played(frame.item_id, frame.heard_ms)
-        if not len(self.playout):
-            self._drained.set()
-        session = self.session
-        for response_id in self.playout.take_stopped():
-            if session is not None and not session.closed:
-                session.emit(se.OutputAudioBufferStopped(response_id=response_id))
-        return frame.pcm if frame is not None else None
 
     # -- audio in: track -> session ----------------------------------------------------------------
 
@@ -344,14 +322,8 @@ class WebRtcCall:
     # -- the Caller protocol -----------------------------------------------------------------------
 
     async def interrupt_playback(self) -> None:
-        """Barge-in: drop every queued frame now; audio still on its way for those responses is dropped too."""
-        cut = self.playout.clear()
-        if self.session is not None and self.session.response is not None:
-            cut.add(self.session.response.id)
-        self._silenced |= cut
-        self._audio_responses -= cut  # they end with `cleared`, never `stopped`
-        self._resampler.reset()
-        self._drained.set()
+        """Barge-in: drop every queued frame now (the session has already cut the audio still on its way)."""
+        self.output.clear()
 
     async def transfer(self, target: str, reason: str) -> None:
         # A browser is not a phone line: it learns of the hand-over from the agent's words and the call
@@ -360,8 +332,7 @@ class WebRtcCall:
 
     async def hang_up(self, reason: str) -> None:
         """The agent ends the call: let the goodbye play out, then close."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._drained.wait(), HANGUP_DRAIN_S)
+        await self.output.until_heard(HANGUP_DRAIN_S)
         await self.close(reason)
 
     async def send_dtmf(self, digits: str) -> None:

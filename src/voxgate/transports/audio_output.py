@@ -1,0 +1,127 @@
+"""The agent's voice on a paced line: the thin asyncio shell every paced transport puts round a `Playout`.
+
+A carrier's media stream, a WebRTC track and RTP differ in how a frame leaves (a media message with
+marks, an Opus frame aiortc pulls, a datagram) but not in anything else, which lives here once:
+
+    the transport's pump  session events -> take(): audio encoded for the line (PCM in, bytes queued),
+                          items and responses closed as the session closes them
+    the line's sender     due(now) / pop(): frames at the pace; `output_audio_buffer.stopped` once a
+                          response's last frame is out
+    barge-in              clear(): the line's queue dropped, the encoder's state with it
+    call actions          until_heard(): everything the session has queued has been played (and, on a
+                          line that confirms, confirmed); a futures wait, no polling
+
+The caller's heard position is the `Playout`'s, handed to the call's `PlaybackTracker` for the session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from voxgate.audio.playout import Frame, Playout
+from voxgate.protocol import server_events as se
+from voxgate.session.playback import PlaybackTracker
+
+if TYPE_CHECKING:
+    from voxgate.session.session import Session
+
+__all__ = ["AudioOutput", "LineEncoder"]
+
+
+class LineEncoder(Protocol):
+    """The session's PCM in the line's bytes (G.711, L16, PCM16 at the track's rate)."""
+
+    def encode(self, pcm: npt.NDArray[np.int16], rate: int) -> bytes: ...
+
+    def flush(self) -> bytes:
+        """The tail a streaming resampler still holds, at the end of an item."""
+        ...
+
+    def reset(self) -> None:
+        """Forget any state (a barge-in cut the stream)."""
+        ...
+
+
+class AudioOutput:
+    def __init__(self, playout: Playout, encoder: LineEncoder, playback: PlaybackTracker) -> None:
+        self.playout = playout
+        self.encoder = encoder
+        self.session: Session | None = None  # set by the transport once the call's session is open
+        self.ready = asyncio.Event()  # set when audio is queued (a non-continuous sender waits on it)
+        self._audio_responses: set[str] = set()  # responses that announced output_audio_buffer.started
+        playback.line = playout
+
+    # -- the session's events ----------------------------------------------------------------------
+
+    def take(self, event: se.ServerEvent) -> int | None:
+        """Feed one session event, in order; the frames dropped (queue full) when it was an audio delta
+        (the line's, not to be forwarded as an event), None for every other event."""
+        playout = self.playout
+        if isinstance(event, se.ResponseOutputAudioDelta):
+            dropped = playout.push(self.encoder.encode(event.pcm, event.format.rate), event.item_id)
+            self.ready.set()
+            return dropped
+        if isinstance(event, se.ResponseOutputAudioDone):
+            tail = self.encoder.flush()
+            if tail:
+                playout.push(tail, event.item_id)
+            playout.end_item(event.item_id)
+            self.ready.set()
+        elif isinstance(event, se.OutputAudioBufferStarted):
+            self._audio_responses.add(event.response_id)
+        elif isinstance(event, se.ResponseDone) and event.response.id in self._audio_responses:
+            self._audio_responses.discard(event.response.id)
+            playout.end_response(event.response.id)
+            self._report_stopped()
+        return None
+
+    # -- the line ----------------------------------------------------------------------------------
+
+    def due(self, now: float, beat: float | None = None) -> int:
+        return self.playout.due(now, beat)
+
+    def pop(self) -> Frame | None:
+        frame = self.playout.pop()
+        if self.playout.stopped:
+            self._report_stopped()
+        return frame
+
+    def _report_stopped(self) -> None:
+        stopped, self.playout.stopped = self.playout.stopped, []
+        session = self.session
+        if session is not None and not session.closed:
+            for response_id in stopped:
+                session.emit(se.OutputAudioBufferStopped(response_id=response_id))
+
+    def clear(self) -> int:
+        """Barge-in: drop what the line has not played; returns the frames dropped. The responses cut end
+        with the session's `output_audio_buffer.cleared`, never `stopped`."""
+        self._audio_responses.clear()
+        self.encoder.reset()
+        return self.playout.clear()
+
+    async def until_heard(self, max_wait_s: float, confirm_grace_s: float = 0.0) -> bool:
+        """Wait until the caller has heard everything the session queued so far: the transport's pump has
+        handed it all to the line, the line has played it, and (on a line that confirms) confirmed it
+        within `confirm_grace_s` of the last frame, so a far end that never confirms costs that, not a
+        stuck call. False when it did not come to pass within `max_wait_s` or a barge-in cut it."""
+        session = self.session
+        try:
+            async with asyncio.timeout(max_wait_s):
+                if session is not None:
+                    await session.outbound.emptied()
+                if not await self.playout.until_sent():
+                    return False
+                if not self.playout.confirm_every:
+                    return True
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(confirm_grace_s):
+                        return await self.playout.until_heard()
+                return True
+        except TimeoutError:
+            return False
