@@ -190,8 +190,7 @@ def test_free_text_slot_filled_by_the_next_answer(agent: AgentConfig) -> None:
 
 @settings(max_examples=40, deadline=None)
 @given(st.text(alphabet="0123456789", min_size=4, max_size=10))
-def test_any_spoken_order_number_fills_the_slot(digits: str) -> None:
-    agent = load_agent(ACME)
+def test_any_spoken_order_number_fills_the_slot(agent: AgentConfig, digits: str) -> None:
     words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
     call = Call(agent)
     call.user("I want to check on my order")

@@ -142,8 +142,7 @@ def test_without_pci_mode_the_arguments_are_spoken(agent: AgentConfig) -> None:
 
 @settings(max_examples=60, deadline=None)
 @given(st.text(alphabet="0123456789", min_size=0, max_size=22))
-def test_any_typed_card_reaches_only_the_vault(digits: str) -> None:
-    agent = load_agent(ACME)
+def test_any_typed_card_reaches_only_the_vault(agent: AgentConfig, digits: str) -> None:
     phone = Phone(agent)
     phone.press("3")
     phone.type(INVOICE)
