@@ -7,20 +7,22 @@ import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import pytest
 from hypothesis import settings
 from pydantic import Field, TypeAdapter
 
-from voxgate.embedded import EmbeddedGateway
+if TYPE_CHECKING:  # imported where a gateway starts: unit tests never need the server, store and media stacks
+    from voxgate.embedded import EmbeddedGateway
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 # `make test` gates every landing, so its property tests draw the same cases on every run: a fuzzer's
 # lucky find must not turn main red at random. `HYPOTHESIS_PROFILE=explore` hunts with fresh seeds.
-settings.register_profile("repeatable", derandomize=True, print_blob=True)
-settings.register_profile("explore", max_examples=1000, print_blob=True)
+# No deadline in either: an example's time depends on the machine's load, and timing must never fail a test.
+settings.register_profile("repeatable", derandomize=True, deadline=None, print_blob=True)
+settings.register_profile("explore", max_examples=1000, deadline=None, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 API_KEY = "sk-test-voxgate"
@@ -78,6 +80,8 @@ def start_server(tmp: Path, **overrides: Any) -> LiveServer:
     # A fixed call limit: the derived one depends on this machine's cores and memory, and tests must not.
     # Admission control has its own tests (tests/integration/test_admission.py).
     overrides.setdefault("max_calls", 64)
+    from voxgate.embedded import EmbeddedGateway
+
     embedded = EmbeddedGateway(tmp, **overrides).start()
     return LiveServer(embedded.base_url, embedded.ws_url, overrides["api_keys"], embedded)
 
