@@ -11,8 +11,11 @@ export HF_HUB_OFFLINE := 1
 export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
 export UV_PROJECT_ENVIRONMENT := $(VENV)
+# Installs compile every module to bytecode once, so no process (a test run, each of its workers, a
+# gateway) compiles its imports again, even where PYTHONDONTWRITEBYTECODE keeps Python from caching them.
+export UV_COMPILE_BYTECODE := 1
 
-.PHONY: install install-test run test check lint typecheck lock-check upgrade system-deps bench bench-pipecat clean
+.PHONY: install install-test run test unit check lint typecheck lock-check upgrade system-deps bench bench-pipecat clean
 
 # uv itself is the one thing installed before the lock: pinned and hash-checked, in a venv of its own.
 $(UV): tools/uv-requirements.txt
@@ -59,8 +62,14 @@ typecheck: install-test
 lock-check: | $(UV)
 	$(UV) lock --check --offline
 
+# The unit layer (pure cores and in-process sessions: no servers, ports or models) runs on every core;
+# integration and end-to-end tests share live gateways and loaded models, so they run in one process.
 test: install-test system-deps lint typecheck
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider -n auto tests/unit
+	$(BIN)/pytest -q -p no:cacheprovider --ignore=tests/unit
+
+unit: install-test
+	$(BIN)/pytest -q -p no:cacheprovider -n auto tests/unit
 
 # Re-resolve every dependency to its newest release within pyproject's ranges, install exactly that and
 # run every check against it. Commit uv.lock when it is green; fix what broke when it is not.
