@@ -45,21 +45,26 @@ SDP_SEED = (b"v=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\nc=IN
             b"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwd\r\n")
 SIP_CHARS = st.sampled_from(list(" \t;:,=<>\"@/\\%.-_!*~'+`()[]?&$") + list("sipSIPtagbranchz9hG4bK0123456789"))
 sip_text = st.text(SIP_CHARS, max_size=40)
+# Strategies the composites draw from are built once: hypothesis validates each new one, which cost more
+# than drawing from it.
+MUTATIONS = st.sampled_from(["replace", "insert", "delete", "line", "value"])
+REPLACEMENTS = sip_text.map(str.encode) | st.binary(min_size=1, max_size=8)
+INSERTIONS = sip_text.map(str.encode) | st.binary(min_size=1, max_size=16)
 
 
 @st.composite
 def mutated(draw: st.DrawFn, seeds: list[bytes]) -> bytes:
     data = bytearray(draw(st.sampled_from(seeds)))
     for _ in range(draw(st.integers(1, 3))):
-        kind = draw(st.sampled_from(["replace", "insert", "delete", "line", "value"]))
+        kind = draw(MUTATIONS)
         if not data:
             break
         at = draw(st.integers(0, len(data) - 1))
         # SIP-ish text most of the time, so most cases get past UTF-8 decoding into the grammar
         if kind == "replace":
-            data[at : at + draw(st.integers(1, 8))] = draw(sip_text.map(str.encode) | st.binary(min_size=1, max_size=8))
+            data[at : at + draw(st.integers(1, 8))] = draw(REPLACEMENTS)
         elif kind == "insert":
-            data[at:at] = draw(sip_text.map(str.encode) | st.binary(min_size=1, max_size=16))
+            data[at:at] = draw(INSERTIONS)
         elif kind == "delete":
             del data[at : at + draw(st.integers(1, 40))]
         else:
@@ -91,22 +96,26 @@ HEADER_VALUES = {
     "Date": ["Sat, 13 Nov 2010 23:29:00 GMT", "yesterday"],
 }
 METHODS = ["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REFER", "NOTIFY", "INFO", "UPDATE", "REGISTER"]
+REQUIRED = ["Via", "From", "To", "Call-ID", "CSeq"]
+OPTIONAL = st.lists(st.sampled_from(sorted(set(HEADER_VALUES) - set(REQUIRED))), unique=True, max_size=6)
+REPEATED = st.sampled_from([[], [], [], ["Via"], ["To"]])
+VALUES = {name: st.sampled_from(values) for name, values in HEADER_VALUES.items()}
+METHOD = st.sampled_from(METHODS)
+BODIES = st.sampled_from([b"", SDP_SEED, b"SIP/2.0 200 OK\r\n", b"Signal=5\r\n"])
 
 
 @st.composite
 def assembled(draw: st.DrawFn) -> bytes:
     """A request or response from a pool of good, odd and bad header values, in any order and number."""
-    required = ["Via", "From", "To", "Call-ID", "CSeq"]
-    optional = draw(st.lists(st.sampled_from(sorted(set(HEADER_VALUES) - set(required))), unique=True, max_size=6))
-    names = draw(st.permutations(required + optional + draw(st.sampled_from([[], [], [], ["Via"], ["To"]]))))
+    names = draw(st.permutations(REQUIRED + draw(OPTIONAL) + draw(REPEATED)))
     if draw(st.integers(0, 9)) == 0:
         names = names[1:]  # now and then a required header is missing
-    values = [draw(st.sampled_from(HEADER_VALUES[name]) if draw(st.integers(0, 7)) else sip_text) for name in names]
+    values = [draw(VALUES[name] if draw(st.integers(0, 7)) else sip_text) for name in names]
     lines = [f"{name}: {value}" for name, value in zip(names, values, strict=True)]
-    method = draw(st.sampled_from(METHODS))
+    method = draw(METHOD)
     start = draw(st.sampled_from([f"{method} sip:bot@192.0.2.10 SIP/2.0", "SIP/2.0 200 OK", "SIP/2.0 180 Ringing",
                                   f"{method} tel:+1555 SIP/2.0"]))
-    body = draw(st.sampled_from([b"", SDP_SEED, b"SIP/2.0 200 OK\r\n", b"Signal=5\r\n"]))
+    body = draw(BODIES)
     return ("\r\n".join([start, *lines]) + "\r\n\r\n").encode() + body
 
 
