@@ -64,6 +64,10 @@ lock-check: | $(UV)
 
 # The unit layer (pure cores and in-process sessions: no servers, ports or models) runs on every core;
 # integration and end-to-end tests share live gateways and loaded models, so they run in one process.
+# Test runs cache bytecode even where the environment sets PYTHONDONTWRITEBYTECODE: otherwise every
+# worker and every gateway they start compiles src/ again, and pytest rewrites every test module's asserts
+# again (about 2 s of CPU per process).
+test unit: export PYTHONDONTWRITEBYTECODE :=
 test: install-test system-deps lint typecheck
 	$(BIN)/pytest -q -p no:cacheprovider -n auto tests/unit
 	$(BIN)/pytest -q -p no:cacheprovider --ignore=tests/unit
