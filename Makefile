@@ -69,11 +69,11 @@ lock-check: | $(UV)
 # again (about 2 s of CPU per process).
 test unit: export PYTHONDONTWRITEBYTECODE :=
 test: install-test system-deps lint typecheck
-	$(BIN)/pytest -q -p no:cacheprovider -n auto tests/unit
+	$(BIN)/pytest -q -p no:cacheprovider -n auto --dist loadgroup tests/unit
 	$(BIN)/pytest -q -p no:cacheprovider --ignore=tests/unit
 
 unit: install-test
-	$(BIN)/pytest -q -p no:cacheprovider -n auto tests/unit
+	$(BIN)/pytest -q -p no:cacheprovider -n auto --dist loadgroup tests/unit
 
 # Re-resolve every dependency to its newest release within pyproject's ranges, install exactly that and
 # run every check against it. Commit uv.lock when it is green; fix what broke when it is not.

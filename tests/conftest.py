@@ -171,6 +171,14 @@ async def finished_call(live: LiveServer, session_id: str, wait_s: float = 10.0)
     raise AssertionError(f"call {session_id} was never ended: {call}")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under `--dist loadgroup` (`make unit`), the tests that use the SDK's validators share one worker:
+    building them takes seconds, and every worker that ran one would build its own."""
+    for item in items:
+        if {"ga_server_events", "beta_server_events"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group("openai_sdk_validators"))
+
+
 def _adapter(union: Any) -> TypeAdapter[Any]:
     return TypeAdapter(Annotated[union, Field(discriminator="type")])
 
