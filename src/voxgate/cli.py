@@ -35,6 +35,8 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Listen address.")] = None,
     port: Annotated[int | None, typer.Option(help="Listen port.")] = None,
     engine: Annotated[str | None, typer.Option(help="Default engine: local, echo or openai.")] = None,
+    sip_port: Annotated[int | None, typer.Option(
+        min=0, max=65535, help="SIP port, UDP and TCP (default 5060; 0 turns SIP off).")] = None,
     config: ConfigOption = None,
     log_level: Annotated[str, typer.Option(help="Log level.")] = "info",
     json_logs: Annotated[bool, typer.Option("--json-logs", help="One JSON object per log line.")] = False,
@@ -55,7 +57,7 @@ def serve(
     configure_logging(log_level, json_lines=json_logs)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models come from installed packages, never a hub
     settings = _settings(config, host=host, port=port, engine=engine, tls_cert=tls_cert, tls_key=tls_key,
-                         tls_self_signed=tls_self_signed or None)
+                         tls_self_signed=tls_self_signed or None, sip_port=sip_port)
     try:
         settings.check_exposure()
         tls = tls_files(settings)
@@ -70,6 +72,11 @@ def serve(
     typer.echo(f"  Realtime WebSocket: {ws}/v1/realtime?model=voxgate")
     typer.echo(f"  WebRTC (GA):        {base}/v1/realtime/calls   ephemeral keys: {base}/v1/realtime/client_secrets")
     typer.echo(f"  Phones:             {base}/twilio/voice  {base}/telnyx/webhook")
+    if settings.sip_port:
+        sip_host = settings.sip_public_address or settings.sip_host or settings.host
+        typer.echo(f"  SIP (UDP and TCP):  sip:<agent>@{sip_host}:{settings.sip_port}   calls from "
+                   f"{', '.join(settings.sip_allowed_sources) or 'loopback'}"
+                   f"{' or with digest auth' if settings.sip_digest_password.get_secret_value() else ' only'}")
     typer.echo(f"  Health / metrics:   {base}/readyz  {base}/metrics")
     if dev_key:
         typer.echo(f"  API key (shown once, only its hash is stored): {dev_key}")

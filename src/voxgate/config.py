@@ -141,6 +141,26 @@ class Settings(BaseSettings):
     # Bytes held for a carrier that stops reading, in the kernel and in the process each (~1 s of audio):
     # small, so a stall is noticed in seconds, not after the kernel has buffered minutes of audio.
     carrier_send_buffer_bytes: int = 16384
+    # Phone systems over SIP (transports/sip_phone.py, docs/sip.md): a SIP user agent on UDP and TCP.
+    sip_port: int = Field(default=5060, ge=0, le=65535)  # UDP and TCP; 0: no SIP door
+    sip_host: str = ""  # the address SIP and RTP listen on; empty: `host`
+    # The address put in Contact, Via and SDP (what the PBX or trunk reaches us at); empty: the listen
+    # address. Set it when listening on 0.0.0.0 or behind NAT.
+    sip_public_address: str = ""
+    # Who may place calls without digest authentication: addresses or networks (CIDR). Empty: loopback
+    # only. With sip_digest_password set, everyone else must authenticate; without it, they get 403.
+    sip_allowed_sources: list[str] = Field(default_factory=list)
+    sip_digest_user: str = ""  # the user name a trunk or PBX authenticates as (any, when empty)
+    sip_digest_password: SecretStr = SecretStr("")
+    sip_digest_realm: str = "voxgate"
+    # Which agent takes a call: request-URI user or called number (To user) -> agent name; no match: the
+    # default agent. A header named by sip_agent_header, when present, names the agent directly.
+    sip_routes: dict[str, str] = Field(default_factory=dict)
+    sip_agent_header: str = ""  # e.g. "X-Voxgate-Agent"; empty: routing by URI and number only
+    sip_codecs: list[str] = Field(default_factory=lambda: ["PCMU", "PCMA"])  # answered in this order of preference
+    sip_ring_ms: int = Field(default=0, ge=0, le=60_000)  # 180 Ringing this long before the 200 OK
+    sip_media_timeout_s: float = Field(default=30.0, gt=0)  # a call with no RTP for this long is hung up (not on hold)
+    sip_transfer_timeout_s: float = Field(default=30.0, gt=0)  # a REFER whose outcome is not known by then failed
     # Run Python's cycle collector just after each 20 ms audio beat rather than mid-beat (see
     # voxgate/garbage_collection.py); off gives CPython's automatic collection back.
     gc_on_beat: bool = True
@@ -201,6 +221,7 @@ class Settings(BaseSettings):
         """The effective settings with secrets masked, for `voxgate config show`."""
         data = self.model_dump(mode="json")
         data["api_keys"] = "****" if self.api_key_list() else ""
+        data["sip_digest_password"] = "****" if self.sip_digest_password.get_secret_value() else ""
         data["ice_servers"] = [{**s, "credential": "****"} if s.get("credential") else s for s in self.ice_servers]
         if "@" in self.database_url:  # mask a password in a database URL
             scheme, rest = self.database_url.split("://", 1)

@@ -35,6 +35,7 @@ class EmbeddedGateway:
         port = settings.pop("port", None) or free_port()
         settings.setdefault("database_url", f"sqlite+aiosqlite:///{data_dir / 'voxgate.db'}")
         settings.setdefault("data_dir", data_dir)
+        settings.setdefault("sip_port", 0)  # no SIP door unless asked: many embedded gateways share a host
         self.settings = Settings(host="127.0.0.1", port=port, **settings)
         self.app = create_app(self.settings)
         tls = tls_files(self.settings)

@@ -34,6 +34,7 @@ from voxgate.store.keys import KeyRecord, KeyStore
 from voxgate.tools.registry import ToolRegistry
 from voxgate.transports.media_tokens import MediaTokens
 from voxgate.transports.replay_cache import ReplayCache
+from voxgate.transports.sip_phone import SipPhone
 
 log = logging.getLogger("voxgate")
 
@@ -92,6 +93,7 @@ class Gateway:
         self._sessions_changed = asyncio.Event()
         self.node = settings.node()
         self.admission = Admission(settings.max_calls or self.call_limit().calls, settings.max_calls_per_key)
+        self.sip: SipPhone | None = None  # the SIP door, once started (sip_port)
 
     async def start(self) -> None:
         await self.db.connect()
@@ -110,7 +112,21 @@ class Gateway:
             log.info("admission: at most %d live calls (derived, bound by %s; set max_calls to override)",
                      limit.calls, limit.bound)
         self._key_purger = asyncio.get_running_loop().create_task(self._purge_keys())
+        if self.settings.sip_port:
+            await self._open_sip()
         self.ready = True
+
+    async def _open_sip(self) -> None:
+        """Open the SIP door; a port that cannot be bound leaves the other doors serving, loudly."""
+        phone = SipPhone(self)
+        try:
+            await phone.start()
+        except OSError as exc:
+            await phone.stop()
+            log.error("SIP is off: cannot listen on %s:%d (%s); set sip_port (0 turns SIP off)",
+                      phone.host, self.settings.sip_port, exc)
+            return
+        self.sip = phone
 
     async def _purge_keys(self) -> None:
         """Delete expired keys now and then: every minted browser key would otherwise stay in the table."""
@@ -162,6 +178,8 @@ class Gateway:
 
     async def stop(self) -> None:
         self.ready = False
+        if self.sip is not None:
+            await self.sip.stop()
         if self._key_purger is not None:
             self._key_purger.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -73,3 +73,10 @@ UPSTREAM_RATE_LIMIT_REMAINING = Gauge("voxgate_upstream_rate_limit_remaining",
                                       "Remaining requests or tokens in the last rate_limits.updated", ["name"])
 UPSTREAM_FAILURES = Counter("voxgate_upstream_failures_total", "Upstream responses that failed, by reason",
                             ["reason"])  # lost | timeout | failed
+
+# Phone systems over SIP (transports/sip_phone.py): calls, refusals and what the wire got wrong.
+SIP_INVITES = Counter("voxgate_sip_invites_total", "Inbound SIP INVITEs, by outcome (answered, or why not)",
+                      ["outcome"])
+SIP_CALLS_ENDED = Counter("voxgate_sip_calls_ended_total", "SIP calls ended, by reason", ["reason"])
+SIP_RTP_DROPPED = Counter("voxgate_sip_rtp_dropped_total", "Inbound RTP datagrams dropped, by reason", ["reason"])
+SIP_TRANSFERS = Counter("voxgate_sip_transfers_total", "Transfers by REFER, by outcome", ["outcome"])

@@ -23,6 +23,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from voxgate.sip.headers import new_tag
 from voxgate.sip.message import (
@@ -41,14 +42,19 @@ from voxgate.sip.message import (
 )
 from voxgate.sip.transaction import (
     Address,
+    ClientTransaction,
     RequestReceived,
+    ResponseReceived,
+    ServerInviteTransaction,
+    ServerTransaction,
     TransactionEvent,
     TransactionLayer,
+    TransactionTimedOut,
     Transmit,
 )
 from voxgate.sip.uri import OtherUri
 
-__all__ = ["ALLOW", "SUPPORTED", "SipEndpoint", "answer_out_of_dialog"]
+__all__ = ["ALLOW", "SUPPORTED", "SipEndpoint", "TransactionUser", "answer_out_of_dialog"]
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +89,23 @@ def answer_out_of_dialog(request: Request, *, accepting_calls: bool = False) -> 
     if method in DIALOG_METHODS:
         return make_response(request, 481, to_tag=tag, headers=common)
     return make_response(request, 405, to_tag=tag, headers=[*common, ("Allow", ALLOW)])
+
+
+class TransactionUser(Protocol):
+    """The UA core above the endpoint (calls): it sees requests before the endpoint's default answers."""
+
+    def request(self, request: Request, peer: Address, transaction: ServerTransaction | None, *,
+                reliable: bool) -> bool:
+        """Handle a new request (`transaction` None: an ACK to a 2xx); False leaves it to the endpoint."""
+        ...
+
+    def response(self, response: Response, transaction: ClientTransaction | None) -> None: ...
+
+    def timed_out(self, transaction: ClientTransaction | ServerTransaction) -> None: ...
+
+    def cancelled(self, invite: Request) -> None:
+        """A CANCEL ended this INVITE before it was answered (the endpoint has sent 200 and 487)."""
+        ...
 
 
 class _Datagrams(asyncio.DatagramProtocol):
@@ -155,6 +178,7 @@ class SipEndpoint:
     counters: Counter[str] = field(default_factory=Counter)
     # called with every message after the transaction layer handled it (for logs, metrics and tests)
     observer: Callable[[Request | Response, Address], None] | None = None
+    user: TransactionUser | None = None  # the calls; None: INVITE is answered 503
 
     def __post_init__(self) -> None:
         self._udp: asyncio.DatagramTransport | None = None
@@ -215,34 +239,63 @@ class SipEndpoint:
         if isinstance(message, Response):
             self._handle(self.layer.receive_response(message, now))
         else:
-            self._handle(self.layer.receive_request(message, peer, now, reliable=reliable))
+            self._handle(self.layer.receive_request(message, peer, now, reliable=reliable), reliable)
         if self.observer is not None:
             self.observer(message, peer)
 
-    def _handle(self, events: list[TransactionEvent]) -> None:
+    def _handle(self, events: list[TransactionEvent], reliable: bool = False) -> None:
         now = asyncio.get_running_loop().time()
+        user = self.user
         for event in events:
             if isinstance(event, Transmit):
                 self._send(event)
-            elif isinstance(event, RequestReceived) and event.transaction is not None:
+            elif isinstance(event, RequestReceived):
                 request = event.request
+                if event.transaction is None:  # an ACK to a 2xx
+                    if user is not None:
+                        user.request(request, event.peer, None, reliable=reliable)
+                    continue
                 self.counters[f"request_{request.method.lower()}" if request.method in ALLOW else
                               "request_other"] += 1
                 if request.method == "CANCEL":
                     self._handle(self._cancel(request, now))
                     continue
-                response = answer_out_of_dialog(request)
+                if user is not None and user.request(request, event.peer, event.transaction, reliable=reliable):
+                    continue
+                response = answer_out_of_dialog(request, accepting_calls=user is not None)
                 if response is not None:
                     self._handle(self.layer.send_response(response, now))
-            # ResponseReceived, TransactionTimedOut, ACKs: this shell sends no requests and keeps no calls
+            elif user is not None and isinstance(event, ResponseReceived):
+                user.response(event.response, event.transaction)
+            elif user is not None and isinstance(event, TransactionTimedOut):
+                user.timed_out(event.transaction)
         self._wake.set()
 
     def _cancel(self, cancel: Request, now: float) -> list[TransactionEvent]:
         invite = self.layer.invite_for_cancel(cancel)
         events = self.layer.send_response(make_response(cancel, 200 if invite else 481, to_tag=new_tag()), now)
         if invite is not None and invite.final is None:
-            events += self.layer.send_response(make_response(invite.request, 487, to_tag=new_tag()), now)
+            events += self.layer.send_response(make_response(invite.request, 487, to_tag=_to_tag(invite)), now)
+            if self.user is not None:
+                self.user.cancelled(invite.request)
         return events
+
+    # -- for the transaction user
+
+    def respond(self, response: Response) -> None:
+        """Send a response through the server transaction of the request it answers."""
+        self._handle(self.layer.send_response(response, asyncio.get_running_loop().time()))
+
+    def send_request(self, request: Request, peer: Address, *, reliable: bool = False) -> ClientTransaction | None:
+        """Start a client transaction (an ACK has none: it is just sent); its responses reach the user."""
+        transaction, events = self.layer.send_request(request, peer, asyncio.get_running_loop().time(),
+                                                      reliable=reliable)
+        self._handle(events)
+        return transaction
+
+    def transmit(self, transmit: Transmit) -> None:
+        """Send bytes the transaction layer does not own (a 2xx retransmitted until its ACK)."""
+        self._send(transmit)
 
     # -- output and time
 
@@ -262,3 +315,10 @@ class SipEndpoint:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
             self._handle(self.layer.handle_timer(loop.time()))
+
+
+def _to_tag(invite: ServerInviteTransaction) -> str:
+    """The To tag of the INVITE's last response (a 1xx we sent with one), so the 487 stays in that dialog."""
+    last = invite.last_response
+    tag = last.message.to.tag if last is not None else None
+    return tag or new_tag()

@@ -1,0 +1,598 @@
+"""One SIP call bridged to a Session: the `Caller` the session sees, and the asyncio shell round the call.
+
+    ringing   RTP socket opened, SDP answered, 180 Ringing, the session opened, 200 OK (resent until ACK)
+    serving   RTP in -> session (G.711 payloads as they are; RFC 4733 and INFO key presses as carrier
+              DTMF); session audio -> the call's paced output -> one RTP packet per 20 ms tick
+              (silence between replies, so NATs and media timeouts on the far side stay satisfied)
+    in-dialog BYE ends the call, re-INVITE/UPDATE move or hold the media, INFO carries keys, NOTIFY
+              reports a transfer we asked for with REFER
+    ending    BYE (unless the caller sent it), RTP socket closed, the session closed and recorded
+
+The dialog, SDP, RTP and DTMF rules are the sans-IO cores' (`voxgate.sip`); signalling goes through the
+`CallSignalling` the phone (`sip_phone.py`) provides. Barge-in drops the output queue at once (the next
+tick sends silence) and the session truncates the item at the last packet that left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from voxgate.audio import g711
+from voxgate.audio.clock import PacingClock
+from voxgate.audio.resample import StreamResampler
+from voxgate.observability import metrics
+from voxgate.protocol import server_events as se
+from voxgate.protocol.errors import RealtimeError
+from voxgate.session.playback import PlaybackTracker
+from voxgate.sip.dialog import Dialog, InviteAnswer
+from voxgate.sip.dtmf import DtmfError, dtmf_packets, parse_dtmf_info
+from voxgate.sip.endpoint import ALLOW
+from voxgate.sip.errors import SipError
+from voxgate.sip.headers import NameAddress
+from voxgate.sip.message import Request, Response, make_response
+from voxgate.sip.refer import TransferProgress, parse_refer_notify, refer_headers
+from voxgate.sip.sdp import CodecPreferences, MediaSession, OfferRejected, answer_offer, parse_sdp
+from voxgate.sip.transaction import Address, ServerInviteTransaction, Transmit
+from voxgate.sip.uri import SipUri, Uri, UriError, parse_uri
+from voxgate.transports.carrier_audio import CarrierAudio
+from voxgate.transports.carrier_call import shared_ticker
+from voxgate.transports.media_stream import MediaEncoding
+from voxgate.transports.playout import Playout
+from voxgate.transports.rtp_line import RtpLine
+
+if TYPE_CHECKING:
+    from voxgate.config import Settings
+    from voxgate.session.session import Session
+
+__all__ = ["CallSignalling", "PacedAudio", "SipCall", "offer_status", "transfer_uri"]
+
+log = logging.getLogger("voxgate.sip")
+
+FRAME_MS = 20
+MAX_BACKLOG = 50  # caller packets held while a barge-in completes (1 s); past that, dropped and counted
+HEARD_MAX_WAIT_S = 60.0
+APOLOGY_TRANSFER_FAILED = "I'm sorry, I could not put you through right now."
+
+
+class CallSignalling(Protocol):
+    """What a call needs from the SIP phone: send responses and requests, and say when it is over."""
+
+    def respond(self, response: Response) -> None: ...
+
+    def transmit(self, transmit: Transmit) -> None: ...
+
+    def send(self, call: SipCall, request: Request) -> Awaitable[Response | None]:
+        """Send an in-dialog request to the call's peer; its final response, or None (timed out)."""
+        ...
+
+    def call_ended(self, call: SipCall) -> None: ...
+
+
+class PacedAudio:
+    """The call's agent audio on the RTP clock: queue, 20 ms frames, what the caller has heard, clear.
+
+    The shape of the gateway's shared playout (push PCM, clear, heard position, awaitable heard); it wraps
+    `transports.playout.Playout` until that shared one replaces it."""
+
+    def __init__(self, codec: str, playback: PlaybackTracker, max_ms: float) -> None:
+        self.encode = g711.alaw_encode if codec == "PCMA" else g711.ulaw_encode
+        self.silence = (b"\xd5" if codec == "PCMA" else b"\xff") * (8000 * FRAME_MS // 1000)
+        self.playout = Playout(8000, FRAME_MS, max_ms=max_ms)
+        self.playback = playback
+        self.clock = PacingClock(FRAME_MS, max_catchup_ms=100)
+        self._resampler: StreamResampler | None = None
+        self._audio_responses: set[str] = set()
+        self.session: Session | None = None
+
+    def take(self, event: se.ServerEvent) -> None:
+        playout = self.playout
+        if isinstance(event, se.ResponseOutputAudioDelta):
+            playout.push(self._to_8k(event.pcm, event.format.rate), event.item_id, event.response_id)
+            self._audio_responses.add(event.response_id)
+        elif isinstance(event, se.ResponseOutputAudioDone):
+            if self._resampler is not None:
+                playout.push(self._resampler.flush(), event.item_id, event.response_id)
+            playout.end_item(event.item_id)
+        elif isinstance(event, se.ResponseDone) and event.response.id in self._audio_responses:
+            self._audio_responses.discard(event.response.id)
+            playout.response_done(event.response.id)
+
+    def _to_8k(self, pcm: npt.NDArray[np.int16], rate: int) -> npt.NDArray[np.int16]:
+        if rate == 8000:
+            return pcm
+        if self._resampler is None or self._resampler.in_rate != rate:
+            self._resampler = StreamResampler(rate, 8000)
+        return self._resampler.process(pcm)
+
+    def due(self, now: float) -> int:
+        """Frames the line owes at `now` (a continuous line: silence when nothing is queued)."""
+        if not self.clock.started:
+            self.clock.start(now)
+        return self.clock.due(now)
+
+    def pop(self) -> bytes:
+        """The next frame's G.711 payload (silence when nothing is queued); counted as heard."""
+        frame = self.playout.next_frame()
+        session = self.session
+        for response_id in self.playout.take_stopped():
+            if session is not None and not session.closed:
+                session.emit(se.OutputAudioBufferStopped(response_id=response_id))
+        if frame is None:
+            return self.silence
+        self.playback.played(frame.item_id, frame.heard_ms)
+        return self.encode(frame.pcm)
+
+    def clear(self) -> int:
+        dropped = len(self.playout)
+        self.playout.clear()
+        self._audio_responses.clear()
+        self._resampler = None
+        return dropped
+
+    @property
+    def drained(self) -> bool:
+        return not len(self.playout)
+
+    async def until_heard(self, max_wait_s: float) -> bool:
+        """Everything the session queued so far has left on the line (a paced line plays what it sends)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max_wait_s
+        session = self.session
+        while loop.time() < deadline:
+            if (session is None or len(session.outbound) == 0) and self.drained:
+                return True
+            await asyncio.sleep(FRAME_MS / 1000)
+        return False
+
+
+def offer_status(error: SipError) -> int:
+    """The answer to an offer we cannot take: 488 when it is well-formed but unacceptable, else 400."""
+    return 488 if isinstance(error, OfferRejected) else 400
+
+
+def transfer_uri(target: str, peer_host: str) -> Uri:
+    """The Refer-To for an agent's escalation target: a sip:/sips:/tel: URI as it is, a bare number as
+    `sip:<number>@<the PBX that sent the call>` (what a PBX routes; `tel:` is often refused)."""
+    if ":" in target:
+        return parse_uri(target)
+    number = "".join(ch for ch in target if ch.isdigit() or ch == "+")
+    if not number:
+        raise UriError(f"escalation target {target!r} is neither a URI nor a number", "bad_target")
+    return SipUri("sip", peer_host, number, params=(("user", "phone"),))
+
+
+class SipCall:
+    """The `Caller` a session sees for a SIP call."""
+
+    transport = "sip"
+
+    def __init__(self, *, signalling: CallSignalling, invite: Request, transaction: ServerInviteTransaction,
+                 peer: Address,
+                 reliable: bool, dialog: Dialog, settings: Settings, media_host: str, public_address: str) -> None:
+        self.signalling = signalling
+        self.invite = invite
+        self.transaction = transaction
+        self.peer = peer
+        self.reliable = reliable
+        self.dialog = dialog
+        self.settings = settings
+        self.media_host = media_host
+        self.public_address = public_address
+        self.playback = PlaybackTracker(server_side=True)
+        self.preferences = CodecPreferences(order=tuple(settings.sip_codecs), srtp="never")
+        self.media: MediaSession | None = None
+        self.rtp: RtpLine | None = None
+        self.audio: PacedAudio | None = None
+        self.session: Session | None = None
+        self.answered = False
+        self.end_reason = ""
+        self._ended = asyncio.Event()
+        self._answers: list[InviteAnswer] = []  # 2xx to INVITE resent until their ACK
+        self._answers_changed = asyncio.Event()
+        self._sdp_version = 1
+        self._sdp_id = int.from_bytes(dialog.local_tag.encode()[:6].ljust(6, b"0"), "big") % 10**12
+        self._backlog: deque[bytes] = deque()
+        self._step: asyncio.Task[None] | None = None
+        self._transfer: asyncio.Future[TransferProgress] | None = None
+        self._sending_dtmf = False
+        self.backlog_dropped = 0
+
+    @property
+    def name(self) -> str:
+        return f"sip call {self.dialog.call_id[:40]}"
+
+    @property
+    def ended(self) -> bool:
+        return self._ended.is_set()
+
+    async def wait_ended(self) -> None:
+        await self._ended.wait()
+
+    # -- answering ---------------------------------------------------------------------------------
+
+    async def open_media(self) -> bytes:
+        """Open the RTP socket and answer the INVITE's offer; the SDP answer. Raises SipError (488/400)."""
+        offer = parse_sdp(self.invite.body)
+        # The port goes into the answer, so the socket is opened first with the offer's settlement.
+        answer, media = answer_offer(offer, address=self.public_address, port=0, session_id=self._sdp_id,
+                                     session_version=self._sdp_version, preferences=self.preferences)
+        self.media = media
+        self.rtp = RtpLine(media, self.peer[0], self._on_audio, self._on_digit)
+        _, port = await self.rtp.open(self.media_host)
+        answer, media = answer_offer(offer, address=self.public_address, port=port, session_id=self._sdp_id,
+                                     session_version=self._sdp_version, preferences=self.preferences)
+        self.media = media
+        self.rtp.update(media)
+        return answer.to_bytes()
+
+    def provisional(self, status: int) -> None:
+        self.signalling.respond(make_response(self.invite, status, to_tag=self.dialog.local_tag,
+                                              headers=[("Contact", str(self.dialog.contact))]))
+
+    def refuse(self, status: int, headers: list[tuple[str, str]] | None = None) -> None:
+        """A final non-2xx to the INVITE (the transaction resends it until the ACK)."""
+        if self.transaction.final is None:
+            self.signalling.respond(make_response(self.invite, status, to_tag=self.dialog.local_tag,
+                                                  headers=headers or []))
+
+    def answer(self, sdp: bytes, session: Session) -> None:
+        """200 OK with our SDP; resent until the caller's ACK. The session starts taking audio now."""
+        assert self.media is not None
+        self.session = session
+        self.audio = PacedAudio(self.media.codec.name, self.playback,
+                                max_ms=self.settings.carrier_playout_buffer_s * 1000)
+        self.audio.session = session
+        ok = make_response(self.invite, 200, to_tag=self.dialog.local_tag, body=sdp,
+                           headers=[("Contact", str(self.dialog.contact)), ("Allow", ALLOW)])
+        self.signalling.respond(ok)
+        self._resend_until_ack(ok)
+        self.answered = True
+
+    def codec_audio(self) -> CarrierAudio:
+        """The session's input and output formats for this call's codec (G.711 passes straight in)."""
+        assert self.media is not None
+        encoding: MediaEncoding = "pcma" if self.media.codec.name == "PCMA" else "pcmu"
+        return CarrierAudio(encoding, 8000, encoding, 8000)
+
+    def _resend_until_ack(self, ok: Response) -> None:
+        loop = asyncio.get_running_loop()
+        self._answers.append(InviteAnswer(ok, self.peer, loop.time(), reliable=self.reliable))
+        self._answers_changed.set()
+
+    # -- the call ----------------------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        """Run the answered call until either side ends it; then BYE (if ours) and close the media."""
+        assert self.session is not None
+        loop = asyncio.get_running_loop()
+        tasks = {loop.create_task(self._pump(), name="sip-pump"), loop.create_task(self._send(), name="sip-send"),
+                 loop.create_task(self._watch(), name="sip-watch"),
+                 loop.create_task(self._ended.wait(), name="sip-ended")}
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if not task.cancelled() and task.exception() is not None:
+                    log.error("%s: %s failed", self.name, task.get_name(), exc_info=task.exception())
+                    self.end("internal_error")
+                elif isinstance(result := task.result(), str):
+                    self.end(result)
+        finally:
+            if self._step is not None:
+                tasks.add(self._step)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self._leave()
+
+    def end(self, reason: str) -> None:
+        if not self._ended.is_set():
+            self.end_reason = reason
+            metrics.SIP_CALLS_ENDED.labels(reason).inc()
+            self._ended.set()
+
+    async def _leave(self) -> None:
+        """Say BYE unless the caller did (or the call never came up), and close the media socket."""
+        if self.answered and self.end_reason not in ("caller_hung_up", "transferred_by_peer"):
+            with contextlib.suppress(SipError):
+                bye = self.dialog.bye()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(5):
+                        await self.signalling.send(self, bye)
+        if self.rtp is not None:
+            self.rtp.close()
+        self.signalling.call_ended(self)
+
+    def close_media(self) -> None:
+        if self.rtp is not None:
+            self.rtp.close()
+
+    async def _pump(self) -> str:
+        """Session output -> the paced line. Only audio matters on a phone line."""
+        assert self.session is not None and self.audio is not None
+        session, audio = self.session, self.audio
+        while True:
+            event = await session.outbound.get()
+            if event is None:
+                return "session_closed"
+            audio.take(event)
+            if isinstance(event, se.ErrorEvent):
+                log.warning("%s: session error %s", self.name, event.code)
+
+    async def _send(self) -> None:
+        """One RTP packet per 20 ms tick of the shared ticker, on the call's own pacing grid."""
+        assert self.audio is not None and self.rtp is not None
+        audio, rtp, ticker = self.audio, self.rtp, shared_ticker()
+        loop = asyncio.get_running_loop()
+        samples = 8000 * FRAME_MS // 1000
+        while True:
+            await ticker.tick()
+            if self._sending_dtmf:
+                continue
+            for _ in range(audio.due(loop.time())):
+                payload = audio.pop()
+                if rtp.media.sends:
+                    rtp.send(rtp.sender.packet(payload, samples))
+                else:  # on hold: the clock runs on, nothing is sent
+                    rtp.sender.skip(samples)
+
+    async def _watch(self) -> str:
+        """2xx resends until their ACK, the media timeout and the call's length limit."""
+        assert self.rtp is not None
+        loop = asyncio.get_running_loop()
+        rtp, settings = self.rtp, self.settings
+        deadline = loop.time() + settings.session_max_seconds
+        while True:
+            self._answers_changed.clear()
+            due = [a.deadline for a in self._answers if a.deadline is not None]
+            wait = min([1.0, *(max(0.0, d - loop.time()) for d in due)])
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._answers_changed.wait()
+            now = loop.time()
+            for pending in list(self._answers):
+                for transmit in pending.handle_timer(now):
+                    self.signalling.transmit(transmit)
+                if pending.timed_out:
+                    log.warning("%s: no ACK to our 200 OK", self.name)
+                    return "no_ack"
+                if pending.acknowledged:
+                    self._answers.remove(pending)
+            media = rtp.media
+            if not media.on_hold and now - rtp.last_heard > settings.sip_media_timeout_s:
+                log.warning("%s: no RTP for %.0f s; hanging up", self.name, now - rtp.last_heard)
+                return "media_timeout"
+            if now > deadline:
+                return "session_expired"
+
+    # -- caller audio and keys ---------------------------------------------------------------------
+
+    def _on_audio(self, payload: bytes) -> None:
+        session = self.session
+        if session is None or session.closed or self._ended.is_set():
+            return
+        if self._step is not None:  # an earlier packet is still being taken (a barge-in): keep the order
+            if len(self._backlog) < MAX_BACKLOG:
+                self._backlog.append(payload)
+            else:
+                self.backlog_dropped += 1
+            return
+        rest = self._append(payload)
+        if rest is not None:
+            self._step = asyncio.get_running_loop().create_task(self._finish(rest))
+
+    def _append(self, payload: bytes) -> Awaitable[None] | None:
+        assert self.session is not None
+        try:
+            return self.session.append_audio_nowait(payload)
+        except RealtimeError as exc:
+            log.warning("%s: caller audio refused: %s", self.name, exc.message)
+        except Exception:  # a bug must cost one packet, not the call
+            log.exception("%s: failed to take caller audio", self.name)
+        return None
+
+    async def _finish(self, rest: Awaitable[None]) -> None:
+        try:
+            await rest
+            while self._backlog and not self._ended.is_set():
+                more = self._append(self._backlog.popleft())
+                if more is not None:
+                    await more
+        except Exception:
+            log.exception("%s: failed to take caller audio", self.name)
+        finally:
+            self._step = None
+
+    def _on_digit(self, digit: str) -> None:
+        session = self.session
+        if session is None or session.closed:
+            return
+        log.info("%s: key pressed", self.name)  # never the digit: it may be a card number
+        session.dtmf_received(digit)
+
+    # -- in-dialog requests ------------------------------------------------------------------------
+
+    def acknowledged(self, ack: Request) -> None:
+        for pending in self._answers:
+            if pending.acknowledge(ack):
+                self._answers_changed.set()
+                return
+
+    def in_dialog(self, request: Request) -> None:
+        """A request inside this call's dialog (its transaction is the layer's): answer it."""
+        problem = self.dialog.receive_request(request)
+        if problem is not None:
+            self._reply(request, problem)
+            return
+        method = request.method
+        if method == "BYE":
+            self._reply(request, 200)
+            self.end("caller_hung_up")
+        elif method in ("INVITE", "UPDATE"):
+            self._renegotiate(request)
+        elif method == "INFO":
+            self._info(request)
+        elif method == "NOTIFY":
+            self._notify(request)
+        else:
+            self._reply(request, 405, [("Allow", ALLOW)])
+
+    def _reply(self, request: Request, status: int, headers: list[tuple[str, str]] | None = None,
+               body: bytes = b"") -> Response:
+        response = make_response(request, status, to_tag=self.dialog.local_tag, headers=headers or [], body=body)
+        self.signalling.respond(response)
+        return response
+
+    def _renegotiate(self, request: Request) -> None:
+        """re-INVITE or UPDATE: hold, unhold, a new address or codec (RFC 3264 §8). A request without an
+        offer gets our current description back (a session refresh)."""
+        assert self.rtp is not None and self.media is not None
+        try:
+            if request.body:
+                offer = parse_sdp(request.body)
+                self._sdp_version += 1
+                answer, media = answer_offer(offer, address=self.public_address, port=self.rtp.local[1],
+                                             session_id=self._sdp_id, session_version=self._sdp_version,
+                                             preferences=self.preferences)
+                if media.codec.name != self.media.codec.name:
+                    raise OfferRejected("a codec change mid-call is not supported", "codec_change")
+                self.media = media
+                self.rtp.update(media)
+                log.info("%s: media %s", self.name, "held" if media.on_hold else "resumed")
+                body = answer.to_bytes()
+            else:
+                body = self._current_description()
+        except SipError as error:
+            self._reply(request, offer_status(error))
+            return
+        ok = self._reply(request, 200, [("Contact", str(self.dialog.contact))], body)
+        if request.method == "INVITE":
+            self._resend_until_ack(ok)
+
+    def _current_description(self) -> bytes:
+        assert self.rtp is not None and self.media is not None
+        offer = parse_sdp(self.invite.body)
+        answer, _ = answer_offer(offer, address=self.public_address, port=self.rtp.local[1], session_id=self._sdp_id,
+                                 session_version=self._sdp_version, preferences=self.preferences)
+        return answer.to_bytes()
+
+    def _info(self, request: Request) -> None:
+        try:
+            digit, _ = parse_dtmf_info(request.content_type, request.body)
+        except DtmfError as error:
+            self._reply(request, 415 if error.code == "unsupported_type" else 400)
+            return
+        self._reply(request, 200)
+        self._on_digit(digit)
+
+    def _notify(self, request: Request) -> None:
+        try:
+            progress = parse_refer_notify(request)
+        except SipError:
+            self._reply(request, 400)
+            return
+        self._reply(request, 200)
+        if self._transfer is not None and not self._transfer.done() and (progress.final or progress.subscription_ended):
+            self._transfer.set_result(progress)
+
+    # -- the Caller protocol -----------------------------------------------------------------------
+
+    async def interrupt_playback(self) -> None:
+        """Barge-in: drop the queue now; the next tick sends silence and starts a new talkspurt."""
+        if self.audio is None or self.rtp is None:
+            return
+        self.audio.clear()
+        self.rtp.sender.talkspurt()
+
+    async def transfer(self, target: str, reason: str) -> None:
+        """Blind transfer by REFER once the caller has heard the handover line; the outcome (NOTIFY) is
+        recorded. Refused or failed, the caller is told and the call goes on."""
+        if not target:
+            log.warning("%s: transfer requested but the agent has no escalation target", self.name)
+            return
+        if self.audio is not None:
+            await self.audio.until_heard(HEARD_MAX_WAIT_S)
+        try:
+            uri = transfer_uri(target, self.peer[0])
+            refer = self.dialog.new_request("REFER", headers=refer_headers(
+                uri, referred_by=NameAddress(self.dialog.local_uri.uri)))
+        except SipError as error:
+            self._transfer_failed(f"bad target ({error})")
+            return
+        self._transfer = asyncio.get_running_loop().create_future()
+        response = await self.signalling.send(self, refer)
+        if response is None or response.status >= 300:
+            self._transfer_failed(f"REFER {response.status} {response.reason}" if response else "REFER timed out")
+            return
+        try:
+            async with asyncio.timeout(self.settings.sip_transfer_timeout_s):
+                progress = await self._transfer
+        except TimeoutError:
+            self._transfer_failed("no final NOTIFY")
+            return
+        if not progress.succeeded:
+            self._transfer_failed(f"NOTIFY {progress.status} {progress.reason}".strip())
+            return
+        metrics.SIP_TRANSFERS.labels("succeeded").inc()
+        self._note(f"REFER accepted, NOTIFY {progress.status} {progress.reason}".strip())
+        log.info("%s: transferred", self.name)
+        self.end("transferred")
+
+    def _transfer_failed(self, why: str) -> None:
+        metrics.SIP_TRANSFERS.labels("failed").inc()
+        log.warning("%s: transfer failed: %s", self.name, why)
+        self._note(f"transfer failed: {why}")
+        session = self.session
+        if session is not None and not session.closed:
+            session.outcome = ""  # not escalated after all
+            session.say(APOLOGY_TRANSFER_FAILED)
+
+    def _note(self, text: str) -> None:
+        """Add the transfer's outcome to the call's end reason (its record)."""
+        session = self.session
+        if session is not None:
+            session.end_reason = f"{session.end_reason} ({text})" if session.end_reason else text
+
+    async def hang_up(self, reason: str) -> None:
+        """End the call once the goodbye has played."""
+        if self.audio is not None:
+            await self.audio.until_heard(HEARD_MAX_WAIT_S)
+        self.end("agent_hung_up")
+
+    async def send_dtmf(self, digits: str) -> None:
+        """Key presses to the far end: RFC 4733 events on the RTP stream when negotiated, else SIP INFO."""
+        if self.rtp is None or self.media is None:
+            raise RealtimeError("dtmf_failed", "the call has no media yet")
+        rtp, event = self.rtp, self.media.telephone_event
+        for digit in digits:
+            if event is None:
+                info = self.dialog.new_request("INFO", body=f"Signal={digit}\r\nDuration=160\r\n".encode(),
+                                               content_type="application/dtmf-relay")
+                response = await self.signalling.send(self, info)
+                if response is None or response.status >= 300:
+                    raise RealtimeError("dtmf_failed", "the far end refused the key press")
+                continue
+            try:
+                packets = dtmf_packets(rtp.sender, digit, payload_type=event)
+            except DtmfError as exc:
+                raise RealtimeError("dtmf_failed", str(exc)) from exc
+            self._sending_dtmf = True
+            try:
+                loop = asyncio.get_running_loop()
+                start = loop.time()
+                for offset, packet in packets:
+                    delay = start + offset - loop.time()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    rtp.send(packet)
+            finally:
+                self._sending_dtmf = False
+                rtp.sender.talkspurt()
+

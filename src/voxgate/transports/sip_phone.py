@@ -1,0 +1,338 @@
+"""voxgate's SIP door: the endpoint on `sip_port`, who may call, which agent answers, and the live calls.
+
+    INVITE -> allowed source or digest auth (else 403 / 401) -> admission (else 503 Retry-After)
+           -> agent routing (header, request-URI user, called number; no match: the default agent)
+           -> SipCall: RTP socket, SDP answer, 180, session, 200 OK ... BYE
+
+Secure by default: with no `sip_allowed_sources` only loopback may place calls, and with
+`sip_digest_password` set everyone else must pass digest authentication (RFC 8760: SHA-256 offered
+first, MD5 beside it for the PBXs that know no better). Everything a peer sends that the cores refuse is
+answered (400, 488, 481, ...) or dropped and counted; no call's fault reaches another call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import ipaddress
+import logging
+import secrets
+from typing import TYPE_CHECKING, Any, Protocol
+
+from voxgate.admission import Refusal, Ticket
+from voxgate.observability import metrics
+from voxgate.sip.dialog import Dialog, DialogError
+from voxgate.sip.digest import DigestError, DigestVerifier, parse_credentials
+from voxgate.sip.endpoint import SipEndpoint, answer_out_of_dialog
+from voxgate.sip.errors import SipError
+from voxgate.sip.headers import NameAddress, Via, new_tag
+from voxgate.sip.message import Request, Response, make_response
+from voxgate.sip.transaction import (
+    Address,
+    ClientTransaction,
+    ServerInviteTransaction,
+    ServerTransaction,
+    Transmit,
+)
+from voxgate.sip.uri import SipUri, TelUri
+from voxgate.transports.sip_call import SipCall, offer_status
+
+if TYPE_CHECKING:
+    from voxgate.admission import Admission
+    from voxgate.agents import AgentConfig
+    from voxgate.config import Settings
+    from voxgate.protocol.items import Dialect
+    from voxgate.session.session import Session
+
+__all__ = ["SipPhone", "allowed_networks", "route_agent"]
+
+log = logging.getLogger("voxgate.sip")
+
+LOOPBACK = ("127.0.0.0/8", "::1/128")
+DROPPED = frozenset({"media_timeout", "no_ack", "internal_error"})  # ends recorded as dropped, not completed
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class PhoneGateway(Protocol):
+    """What the SIP door needs from the process-wide Gateway (gateway.py)."""
+
+    settings: Settings
+    ready: bool
+    admission: Admission
+    agents: dict[str, AgentConfig]
+
+    def agent(self, name: str | None) -> AgentConfig: ...
+
+    async def open_session(self, *, agent: AgentConfig, caller: Any, dialect: Dialect, model: str | None,
+                           initial_config: dict[str, Any] | None = None) -> Session: ...
+
+    def session_closed(self, session: Session) -> None: ...
+
+
+def allowed_networks(sources: list[str]) -> list[Network]:
+    """The networks that may call without authenticating (loopback when none are configured)."""
+    return [ipaddress.ip_network(source, strict=False) for source in (sources or LOOPBACK)]
+
+
+def _source_allowed(host: str, networks: list[Network]) -> bool:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return any(address in network for network in networks)
+
+
+def route_agent(request: Request, routes: dict[str, str], agents: dict[str, Any], header: str = "") -> str | None:
+    """The agent a call asks for: `header`'s value when it names an agent, else the route (or the agent)
+    that the request-URI user or the called number (To) names; None: the default agent."""
+    if header:
+        named = (request.headers.get(header) or "").strip()
+        if named in agents:
+            return named
+    for uri in (request.uri, request.to.uri):
+        key = uri.user if isinstance(uri, SipUri) else uri.digits if isinstance(uri, TelUri) else None
+        if not key:
+            continue
+        if key in routes:
+            return routes[key]
+        if key in agents:
+            return key
+    return None
+
+
+def _user_of(address: NameAddress) -> str | None:
+    uri = address.uri
+    if isinstance(uri, SipUri):
+        return uri.user
+    if isinstance(uri, TelUri):
+        return uri.digits
+    return None
+
+
+class SipPhone:
+    """The SIP user agent that answers calls for the gateway (the endpoint's transaction user)."""
+
+    def __init__(self, gateway: PhoneGateway) -> None:
+        settings = gateway.settings
+        self.gateway = gateway
+        self.settings = settings
+        self.host = settings.sip_host or settings.host
+        self.endpoint = SipEndpoint(host=self.host, udp_port=settings.sip_port, tcp_port=settings.sip_port, user=self)
+        self.public_address = settings.sip_public_address or self.host
+        self.networks = allowed_networks(settings.sip_allowed_sources)
+        password = settings.sip_digest_password.get_secret_value()
+        self.verifier = DigestVerifier(settings.sip_digest_realm, secrets.token_bytes(32)) if password else None
+        self.calls: dict[str, SipCall] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._pending: dict[ClientTransaction, tuple[SipCall, asyncio.Future[Response | None]]] = {}
+
+    @property
+    def port(self) -> int:
+        address = self.endpoint.udp_address
+        return address[1] if address else self.settings.sip_port
+
+    async def start(self) -> None:
+        await self.endpoint.start()
+        log.info("SIP on %s:%d (UDP and TCP); calls from %s%s", self.host, self.port,
+                 ", ".join(str(n) for n in self.networks), " or with digest auth" if self.verifier else " only")
+
+    async def stop(self) -> None:
+        for call in list(self.calls.values()):
+            call.end("server_shutdown")
+        if self._tasks:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5):
+                    await asyncio.gather(*self._tasks, return_exceptions=True)
+        for task in self._tasks:
+            task.cancel()
+        await self.endpoint.stop()
+
+    # -- the endpoint's transaction user -------------------------------------------------------------
+
+    def request(self, request: Request, peer: Address, transaction: ServerTransaction | None, *,
+                reliable: bool) -> bool:
+        if transaction is None:  # an ACK to a 2xx
+            call = self.calls.get(request.call_id)
+            if call is not None:
+                call.acknowledged(request)
+            return True
+        if isinstance(transaction, ServerInviteTransaction) and request.to.tag is None:
+            self._invite(request, peer, transaction, reliable)
+            return True
+        call = self.calls.get(request.call_id)
+        if call is not None and request.to.tag is not None and call.dialog.matches(request):
+            call.in_dialog(request)
+            return True
+        return False  # the endpoint answers (OPTIONS 200, 481 for a dialog we do not have, 405, ...)
+
+    def response(self, response: Response, transaction: ClientTransaction | None) -> None:
+        if transaction is None or response.status < 200:
+            return
+        pending = self._pending.pop(transaction, None)
+        if pending is not None:
+            call, future = pending
+            call.dialog.receive_response(transaction.request, response)
+            if not future.done():
+                future.set_result(response)
+
+    def timed_out(self, transaction: ClientTransaction | ServerTransaction) -> None:
+        pending = self._pending.pop(transaction, None)  # type: ignore[arg-type]
+        if pending is not None and not pending[1].done():
+            pending[1].set_result(None)
+
+    def cancelled(self, invite: Request) -> None:
+        call = self.calls.get(invite.call_id)
+        if call is not None and not call.answered:
+            metrics.SIP_INVITES.labels("cancelled").inc()
+            call.end("cancelled")
+
+    # -- what calls need (CallSignalling) --------------------------------------------------------------
+
+    def respond(self, response: Response) -> None:
+        try:
+            self.endpoint.respond(response)
+        except LookupError:  # its transaction ended (the peer gave up): nothing to answer any more
+            log.debug("no transaction left for %r", response)
+
+    def transmit(self, transmit: Transmit) -> None:
+        self.endpoint.transmit(transmit)
+
+    def send(self, call: SipCall, request: Request) -> asyncio.Future[Response | None]:
+        future: asyncio.Future[Response | None] = asyncio.get_running_loop().create_future()
+        transaction = self.endpoint.send_request(request, call.peer, reliable=call.reliable)
+        if transaction is None:
+            future.set_result(None)
+        else:
+            self._pending[transaction] = (call, future)
+        return future
+
+    def call_ended(self, call: SipCall) -> None:
+        if self.calls.get(call.dialog.call_id) is call:
+            del self.calls[call.dialog.call_id]
+
+    # -- a new call --------------------------------------------------------------------------------
+
+    def _invite(self, request: Request, peer: Address, transaction: ServerInviteTransaction, reliable: bool) -> None:
+        refusal = answer_out_of_dialog(request, accepting_calls=True)  # 416, 420: what no call can take
+        if refusal is not None:
+            metrics.SIP_INVITES.labels("unsupported").inc()
+            self.respond(refusal)
+            return
+        if not self.gateway.ready:
+            self._refuse(request, "starting", 503, [("Retry-After", "5")])
+            return
+        if not self._authorised(request, peer):
+            return
+        if request.call_id in self.calls:
+            self._refuse(request, "duplicate", 482)  # a second INVITE for a live call: a loop or a fork
+            return
+        if not request.body:
+            # An INVITE without an offer wants ours in the 200 and its answer in the ACK: not taken yet.
+            self._refuse(request, "no_offer", 488, [("Warning", '399 voxgate "an SDP offer is required"')])
+            return
+        ticket = self.gateway.admission.try_admit(None, "sip")
+        if isinstance(ticket, Refusal):
+            self._refuse(request, ticket.reason, 503, [("Retry-After", str(ticket.retry_after_s))])
+            return
+        transport = "TCP" if reliable else "UDP"
+        params: tuple[tuple[str, str | None], ...] = (("transport", "tcp"),) if reliable else ()
+        contact = NameAddress(SipUri("sip", self.public_address, "voxgate", port=self.port, params=params))
+        try:
+            dialog = Dialog.for_uas(request, local_tag=new_tag(), contact=contact,
+                                    via=Via(transport, self.public_address, self.port, (("rport", None),)))
+        except (DialogError, SipError):
+            ticket.release()
+            self._refuse(request, "bad_request", 400)
+            return
+        call = SipCall(signalling=self, invite=request, transaction=transaction, peer=peer, reliable=reliable,
+                       dialog=dialog, settings=self.settings, media_host=self.host,
+                       public_address=self.public_address)
+        self.calls[request.call_id] = call
+        agent = route_agent(request, self.settings.sip_routes, self.gateway.agents, self.settings.sip_agent_header)
+        task = asyncio.get_running_loop().create_task(self._run(call, ticket, agent), name="sip-call")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _refuse(self, request: Request, outcome: str, status: int,
+                headers: list[tuple[str, str]] | None = None) -> None:
+        metrics.SIP_INVITES.labels(outcome).inc()
+        self.respond(make_response(request, status, to_tag=new_tag(), headers=headers or []))
+
+    def _authorised(self, request: Request, peer: Address) -> bool:
+        """An allowed source, or valid digest credentials; otherwise answered 403 or 401 here."""
+        if _source_allowed(peer[0], self.networks):
+            return True
+        verifier = self.verifier
+        if verifier is None:
+            log.warning("SIP INVITE from %s refused: not in sip_allowed_sources", peer[0])
+            self._refuse(request, "forbidden", 403)
+            return False
+        now = asyncio.get_running_loop().time()
+        stale = False
+        presented = request.headers.get("Authorization")
+        if presented is not None:
+            try:
+                credentials = parse_credentials(presented)
+            except DigestError:
+                self._refuse(request, "bad_credentials", 400)
+                return False
+            user = self.settings.sip_digest_user
+            password = (self.settings.sip_digest_password.get_secret_value()
+                        if not user or credentials.username == user else None)
+            verdict = verifier.verify(credentials, method=request.method, password=password, now=now,
+                                      body=request.body)
+            if verdict.ok:
+                return True
+            if not verdict.stale:
+                log.warning("SIP INVITE from %s refused: %s", peer[0], verdict.reason)
+                self._refuse(request, "forbidden", 403)
+                return False
+            stale = True
+        challenge = verifier.challenge(now, stale=stale)
+        self._refuse(request, "challenged", 401, [("WWW-Authenticate", str(challenge)),
+                                                  ("WWW-Authenticate", str(dataclasses.replace(challenge,
+                                                                                               algorithm="MD5")))])
+        return False
+
+    async def _run(self, call: SipCall, ticket: Ticket, agent_name: str | None) -> None:
+        """Ring, answer with a session, and serve the call to its end; the ticket is held throughout."""
+        gateway = self.gateway
+        session: Session | None = None
+        try:
+            try:
+                sdp = await call.open_media()
+            except SipError as error:
+                metrics.SIP_INVITES.labels("bad_offer").inc()
+                call.refuse(offer_status(error))
+                return
+            call.provisional(180)
+            if self.settings.sip_ring_ms:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.settings.sip_ring_ms / 1000):
+                        await call.wait_ended()
+            if call.ended:  # cancelled while ringing: the endpoint has answered 487
+                return
+            agent = gateway.agent(agent_name)
+            session = await gateway.open_session(agent=agent, caller=call, dialect="ga", model=None)
+            if call.ended:
+                return
+            session.configure(call.codec_audio().session_config())
+            call.answer(sdp, session)
+            metrics.SIP_INVITES.labels("answered").inc()
+            log.info("%s: answered for agent %s", call.name, agent.name)
+            await session.start(greet=True, caller_id=_user_of(call.invite.from_))
+            await call.serve()
+        except Exception:
+            log.exception("%s: failed", call.name)
+            call.refuse(500)
+        finally:
+            call.close_media()
+            self.call_ended(call)
+            if session is not None:
+                if not session.closed:
+                    status = "dropped" if call.end_reason in DROPPED else "completed"
+                    await session.close(call.end_reason or "caller_hung_up", status=status)
+                gateway.session_closed(session)
+            ticket.release()
+            log.info("%s: ended (%s)", call.name, call.end_reason or "closed")
