@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
+from collections.abc import Coroutine
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import uvicorn
 
@@ -23,6 +25,8 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+T = TypeVar("T")
 
 
 class EmbeddedGateway:
@@ -62,6 +66,15 @@ class EmbeddedGateway:
                 raise RuntimeError("the gateway did not start")
             time.sleep(0.05)
         return self
+
+    def run(self, work: Coroutine[Any, Any, T], timeout_s: float = 30.0) -> T:
+        """Run `work` on the gateway's event loop from another thread (an app steering a live call) and
+        return its result."""
+        loop = self.gateway.loop
+        if loop is None:
+            work.close()
+            raise RuntimeError("the gateway has not started")
+        return asyncio.run_coroutine_threadsafe(work, loop).result(timeout_s)
 
     def stop_soon(self) -> None:
         """Ask the server to stop (from any thread); `stop()` also waits for it."""

@@ -94,8 +94,10 @@ class Gateway:
         self.node = settings.node()
         self.admission = Admission(settings.max_calls or self.call_limit().calls, settings.max_calls_per_key)
         self.sip: SipPhone | None = None  # the SIP door, once started (sip_port)
+        self.loop: asyncio.AbstractEventLoop | None = None  # the loop the gateway serves on, once started
 
     async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()  # what other threads hand work to (EmbeddedGateway.run)
         await self.db.connect()
         await self.db.upgrade()
         # Calls a crash left `active` would count as live forever and skew the KPIs.

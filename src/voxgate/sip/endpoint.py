@@ -23,7 +23,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, cast
 
 from voxgate.sip.headers import new_tag
 from voxgate.sip.message import (
@@ -129,8 +129,7 @@ class _Connection(asyncio.Protocol):
         self.peer: Address = ("", 0)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's class is not asyncio's subclass
         host, port = transport.get_extra_info("peername")[:2]
         self.peer = (host, port)
         if len(self.endpoint._connections) >= self.endpoint.max_connections:
