@@ -25,6 +25,7 @@ from tests.phone_carrier import eventually
 from tests.sipp_caller import (
     BARESIP,
     RtpCapture,
+    SippRun,
     answered,
     free_port,
     invite,
@@ -52,8 +53,16 @@ def sip_sessions(server: CarrierServer) -> list[Any]:
     return [s for s in list(server.live.gateway.sessions.values()) if s.caller.transport == "sip"]
 
 
-async def new_sip_session(server: CarrierServer, before: list[Any]) -> Any:
-    await eventually(lambda: [s for s in sip_sessions(server) if s not in before], 30, "a SIP call's session")
+async def new_sip_session(server: CarrierServer, before: list[Any], caller: asyncio.Task[SippRun] | None = None) -> Any:
+    """The session of the call just placed (a caller that ends first fails the test with what it said)."""
+
+    def found() -> bool:
+        if caller is not None and caller.done():
+            run = caller.result()
+            raise AssertionError(f"the caller ended first (exit {run.returncode}): {run.output[-2000:]}")
+        return any(s not in before for s in sip_sessions(server))
+
+    await eventually(found, 30, "a SIP call's session")
     return next(s for s in sip_sessions(server) if s not in before)
 
 
@@ -75,7 +84,7 @@ async def test_a_spoken_request_is_answered_by_voice_with_barge_in_and_a_call_re
     before = sip_sessions(carrier_server)
     with RtpCapture(media) as capture:
         caller = asyncio.create_task(run_sipp(tmp_path, xml, sip_port(carrier_server), media_port=media))
-        session = await new_sip_session(carrier_server, before)
+        session = await new_sip_session(carrier_server, before, caller)
         call = session.caller
         # 1. The greeting is interrupted by the caller.
         await eventually(lambda: any(i.role == "user" for i in session.conversation.visible()), 30,
@@ -117,7 +126,7 @@ async def test_rfc4733_and_info_key_presses_reach_the_session(carrier_server: Ca
                    request("BYE", 3), '  <recv response="200"/>\n', variables=("sdp",))
     before = sip_sessions(carrier_server)
     caller = asyncio.create_task(run_sipp(tmp_path, xml, sip_port(carrier_server), service="echo"))
-    session = await new_sip_session(carrier_server, before)
+    session = await new_sip_session(carrier_server, before, caller)
     await eventually(lambda: session.brain_state.get("dtmf") == ["1", "5"], 20, "both key presses")
     outcome = await caller
     assert outcome.returncode == 0, outcome.messages[-3000:]
@@ -132,7 +141,7 @@ async def test_transfer_to_a_person_by_refer_records_the_notify_outcome(
     notify = "Event: refer\nSubscription-State: {state}"
     xml = scenario(
         "refer", invite(), answered(), request("ACK", 1), stream("caller.ulaw"),
-        '  <recv request="REFER">\n    <action><ereg regexp="Refer-To: <sip:\\+15550100@" search_in="msg" '
+        '  <recv request="REFER">\n    <action><ereg regexp="Refer-To: &lt;sip:\\+15550100@" search_in="msg" '
         'check_it="true" assign_to="target"/></action>\n  </recv>\n', reply(202, "Accepted"),
         request("NOTIFY", 2, body="SIP/2.0 100 Trying\n", content_type="message/sipfrag;version=2.0",
                 extra=notify.format(state="active;expires=60")), '  <recv response="200"/>\n',
@@ -141,7 +150,7 @@ async def test_transfer_to_a_person_by_refer_records_the_notify_outcome(
         '  <recv request="BYE"/>\n', reply(200, "OK"), variables=("target",))
     before = sip_sessions(carrier_server)
     caller = asyncio.create_task(run_sipp(tmp_path, xml, sip_port(carrier_server)))
-    session = await new_sip_session(carrier_server, before)
+    session = await new_sip_session(carrier_server, before, caller)
     outcome = await caller
     assert outcome.returncode == 0, outcome.messages[-3000:]
     record = await finished_call(live, session.id)
@@ -157,7 +166,7 @@ async def test_re_invite_holds_and_resumes_the_call(carrier_server: CarrierServe
                    request("BYE", 4), '  <recv response="200"/>\n', variables=("sdp",))
     before = sip_sessions(carrier_server)
     caller = asyncio.create_task(run_sipp(tmp_path, xml, sip_port(carrier_server), service="echo"))
-    session = await new_sip_session(carrier_server, before)
+    session = await new_sip_session(carrier_server, before, caller)
     outcome = await caller
     assert outcome.returncode == 0, outcome.messages[-3000:]
     record = await finished_call(carrier_server.live, session.id)
@@ -197,7 +206,7 @@ async def test_bad_sip_and_bad_rtp_are_answered_or_counted_while_a_call_goes_on(
         with RtpCapture(media) as capture:
             caller = asyncio.create_task(run_sipp(tmp_path, xml, sip_port(carrier_server), media_port=media,
                                                   transport="t1", service="echo"))
-            session = await new_sip_session(carrier_server, before)
+            session = await new_sip_session(carrier_server, before, caller)
             call = session.caller
             await eventually(lambda: call.rtp is not None and call.rtp.latched is not None, 10, "RTP latched")
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rogue:
