@@ -69,9 +69,12 @@ Content-Length: {length}
 """
 
 
-def invite(direction: str = "sendrecv", cseq: int = 1, version: int = 1) -> str:
-    return request("INVITE", cseq, in_dialog=cseq > 1, body=OFFER.format(direction=direction, version=version),
-                   content_type="application/sdp")
+def invite(direction: str = "sendrecv", cseq: int = 1, version: int = 1, *, in_dialog: bool | None = None,
+           extra: str = "") -> str:
+    """An INVITE with a PCMU + telephone-event offer; a re-INVITE (in the dialog) from CSeq 2 on, unless
+    `in_dialog` says otherwise (a new INVITE after a challenge, with `extra="[authentication]"`)."""
+    return request("INVITE", cseq, in_dialog=cseq > 1 if in_dialog is None else in_dialog, extra=extra,
+                   body=OFFER.format(direction=direction, version=version), content_type="application/sdp")
 
 
 def answered(expect_sdp: str = "") -> str:
@@ -129,7 +132,8 @@ class SippRun:
 
 
 async def run_sipp(directory: Path, xml: str, sip_port: int, *, media_port: int | None = None,
-                   transport: str = "u1", timeout_s: int = 90, service: str = "acme") -> SippRun:
+                   transport: str = "u1", timeout_s: int = 90, service: str = "acme",
+                   extra: tuple[str, ...] = ()) -> SippRun:
     """One SIPp call of the scenario `xml` to the gateway at 127.0.0.1:`sip_port`, run in `directory`."""
     (directory / "scenario.xml").write_text(xml)
     messages = directory / "messages.log"
@@ -138,7 +142,7 @@ async def run_sipp(directory: Path, xml: str, sip_port: int, *, media_port: int 
     args = [f"127.0.0.1:{sip_port}", "-sf", "scenario.xml", "-s", service, "-i", "127.0.0.1", "-mi", "127.0.0.1",
             "-p", str(free_port(socket.SOCK_STREAM if transport == "t1" else socket.SOCK_DGRAM)),
             "-mp", str(media_port or free_port()), "-t", transport, "-m", "1", "-nostdin",
-            "-timeout", f"{timeout_s}s", "-timeout_error", "-trace_msg", "-message_file", str(messages)]
+            "-timeout", f"{timeout_s}s", "-timeout_error", "-trace_msg", "-message_file", str(messages), *extra]
     process = await asyncio.create_subprocess_exec(SIPP, *args, cwd=directory, stdout=asyncio.subprocess.PIPE,
                                                    stderr=asyncio.subprocess.STDOUT)
     try:

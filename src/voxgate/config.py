@@ -153,6 +153,10 @@ class Settings(BaseSettings):
     sip_digest_user: str = ""  # the user name a trunk or PBX authenticates as (any, when empty)
     sip_digest_password: SecretStr = SecretStr("")
     sip_digest_realm: str = "voxgate"
+    # Challenges offered, best first (RFC 8760). A client that reads only the first one and knows only
+    # MD5 (SIPp, older PBXs) needs ["MD5"].
+    sip_digest_algorithms: list[Literal["SHA-256", "MD5"]] = Field(default_factory=lambda: ["SHA-256", "MD5"],
+                                                                   min_length=1)
     # Which agent takes a call: request-URI user or called number (To user) -> agent name; no match: the
     # default agent. A header named by sip_agent_header, when present, names the agent directly.
     sip_routes: dict[str, str] = Field(default_factory=dict)

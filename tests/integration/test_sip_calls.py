@@ -53,7 +53,8 @@ def sip_sessions(server: CarrierServer) -> list[Any]:
     return [s for s in list(server.live.gateway.sessions.values()) if s.caller.transport == "sip"]
 
 
-async def new_sip_session(server: CarrierServer, before: list[Any], caller: asyncio.Task[SippRun] | None = None) -> Any:
+async def new_sip_session(server: CarrierServer, before: list[Any],
+                          caller: asyncio.Task[SippRun] | None = None) -> Any:
     """The session of the call just placed (a caller that ends first fails the test with what it said)."""
 
     def found() -> bool:

@@ -6,8 +6,9 @@
 
 Secure by default: with no `sip_allowed_sources` only loopback may place calls, and with
 `sip_digest_password` set everyone else must pass digest authentication (RFC 8760: SHA-256 offered
-first, MD5 beside it for the PBXs that know no better). Everything a peer sends that the cores refuse is
-answered (400, 488, 481, ...) or dropped and counted; no call's fault reaches another call.
+first, MD5 beside it for the PBXs that know no better; `sip_digest_algorithms`). Everything a peer
+sends that the cores refuse is answered (400, 488, 481, ...) or dropped and counted; no call's fault
+reaches another call.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
     from voxgate.protocol.items import Dialect
     from voxgate.session.session import Session
 
-__all__ = ["SipPhone", "allowed_networks", "route_agent"]
+__all__ = ["SipPhone", "allowed_networks", "route_agent", "source_allowed"]
 
 log = logging.getLogger("voxgate.sip")
 
@@ -75,7 +76,7 @@ def allowed_networks(sources: list[str]) -> list[Network]:
     return [ipaddress.ip_network(source, strict=False) for source in (sources or LOOPBACK)]
 
 
-def _source_allowed(host: str, networks: list[Network]) -> bool:
+def source_allowed(host: str, networks: list[Network]) -> bool:
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
@@ -261,7 +262,7 @@ class SipPhone:
 
     def _authorised(self, request: Request, peer: Address) -> bool:
         """An allowed source, or valid digest credentials; otherwise answered 403 or 401 here."""
-        if _source_allowed(peer[0], self.networks):
+        if source_allowed(peer[0], self.networks):
             return True
         verifier = self.verifier
         if verifier is None:
@@ -289,10 +290,10 @@ class SipPhone:
                 self._refuse(request, "forbidden", 403)
                 return False
             stale = True
-        challenge = verifier.challenge(now, stale=stale)
-        self._refuse(request, "challenged", 401, [("WWW-Authenticate", str(challenge)),
-                                                  ("WWW-Authenticate", str(dataclasses.replace(challenge,
-                                                                                               algorithm="MD5")))])
+        challenge = verifier.challenge(now, stale=stale)  # one nonce, offered with each algorithm
+        self._refuse(request, "challenged", 401, [
+            ("WWW-Authenticate", str(dataclasses.replace(challenge, algorithm=algorithm)))
+            for algorithm in self.settings.sip_digest_algorithms])
         return False
 
     async def _run(self, call: SipCall, ticket: Ticket, agent_name: str | None) -> None:
