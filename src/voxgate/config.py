@@ -17,6 +17,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_AGENTS_DIR = REPO_ROOT / "examples" / "agents"
 
 
+DigestAlgorithm = Literal["SHA-256", "MD5"]
+DIGEST_ALGORITHMS: tuple[DigestAlgorithm, ...] = ("SHA-256", "MD5")  # best first (RFC 8760)
+
+
 class UnsafeSettingsError(ValueError):
     """Settings that would open the gateway wider than its operator can have meant; the message says what to do."""
 
@@ -155,8 +159,8 @@ class Settings(BaseSettings):
     sip_digest_realm: str = "voxgate"
     # Challenges offered, best first (RFC 8760). A client that reads only the first one and knows only
     # MD5 (SIPp, older PBXs) needs ["MD5"].
-    sip_digest_algorithms: list[Literal["SHA-256", "MD5"]] = Field(default_factory=lambda: ["SHA-256", "MD5"],
-                                                                   min_length=1)
+    sip_digest_algorithms: list[DigestAlgorithm] = Field(default_factory=lambda: list(DIGEST_ALGORITHMS),
+                                                         min_length=1)
     # Which agent takes a call: request-URI user or called number (To user) -> agent name; no match: the
     # default agent. A header named by sip_agent_header, when present, names the agent directly.
     sip_routes: dict[str, str] = Field(default_factory=dict)
