@@ -128,7 +128,7 @@ async def test_rfc4733_and_info_key_presses_reach_the_session(carrier_server: Ca
     before = sip_sessions(carrier_server)
     caller = asyncio.create_task(run_sipp(tmp_path, xml, sip_port(carrier_server), service="echo"))
     session = await new_sip_session(carrier_server, before, caller)
-    await eventually(lambda: session.brain_state.get("dtmf") == ["1", "5"], 20, "both key presses")
+    await eventually(lambda: session.keypad.pressed == ["1", "5"], 20, "both key presses")
     outcome = await caller
     assert outcome.returncode == 0, outcome.messages[-3000:]
 
