@@ -37,6 +37,7 @@ from tests.sipp_caller import (
     ulaw_file,
 )
 from tests.speech import silence, speak
+from voxgate.sip.dtmf import parse_telephone_event
 
 REQUEST = "what is the status of order four five six seven"
 HUMAN = "can I talk to a real person please"
@@ -258,3 +259,29 @@ async def test_baresip_places_a_call_and_hangs_up(carrier_server: CarrierServer,
         if process.returncode is None:
             process.terminate()
         await process.wait()
+
+
+async def test_send_dtmf_goes_out_as_rfc4733_events(carrier_server: CarrierServer, tmp_path: Path) -> None:
+    """`send_dtmf` on a SIP call: each key an RFC 4733 event on the call's RTP stream (PT 101, one timestamp
+    per key, the end packet sent three times), between the audio packets."""
+    xml = scenario("keys out", invite(), answered(), request("ACK", 1), '  <recv request="BYE"/>\n',
+                   reply(200, "OK"))
+    media = free_port()
+    before = sip_sessions(carrier_server)
+    with RtpCapture(media) as capture:
+        caller = asyncio.create_task(run_sipp(tmp_path, xml, sip_port(carrier_server), media_port=media,
+                                              service="echo"))
+        session = await new_sip_session(carrier_server, before, caller)
+        await eventually(lambda: capture.audio(), 10, "the call's audio")
+        run = carrier_server.live.embedded.run
+        await asyncio.to_thread(run, session.caller.send_dtmf("1#"))
+        await asyncio.to_thread(run, session.caller.hang_up("test done"))
+        outcome = await caller
+    assert outcome.returncode == 0, outcome.messages[-3000:]
+    events = [parse_telephone_event(c.packet.payload) for c in capture.audio(101)]
+    keys = [(c.packet.timestamp, e.event, e.end) for c, e in zip(capture.audio(101), events, strict=True)]
+    presses = sorted({timestamp for timestamp, _, _ in keys})
+    assert [next(event for t, event, _ in keys if t == stamp) for stamp in presses] == [1, 11]  # '1', '#'
+    assert [sum(1 for t, _, end in keys if t == stamp and end) for stamp in presses] == [3, 3]
+    assert len({c.packet.ssrc for c in capture.packets}) == 1  # one stream: the audio's SSRC
+
