@@ -19,5 +19,5 @@ so every rule is tested without an event loop and every parser is fuzzed.
     dtmf.py         telephone-event payloads (RFC 4733) both ways, and SIP INFO dtmf-relay bodies
     jitter.py       a small adaptive jitter buffer for received RTP
     rtcp.py         RTCP sender and receiver reports, and the reception statistics behind them
-    endpoint.py     the thin asyncio shell: UDP and TCP, OPTIONS answered, INVITE refused with 503
+    endpoint.py     the thin asyncio shell: UDP and TCP, OPTIONS answered, calls handed to its user
 """

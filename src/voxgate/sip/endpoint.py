@@ -5,12 +5,13 @@
     ...
     await endpoint.stop()
 
-Until calls are wired to sessions it is a signalling-only user agent: OPTIONS is answered 200 (trunks probe
-with it), INVITE 503 Service Unavailable with Retry-After, CANCEL per RFC 3261 §9.2, requests for dialogs
-it does not have 481, other methods 405; a Require it does not support 420, a Request-URI scheme it does
-not speak 416. Malformed requests get the parser's answer (400, 505) or are dropped and counted; a TCP
-stream that loses its framing is closed; nothing one peer sends reaches another peer's state. It is not
-started by the gateway: nothing turns it on by default.
+Calls belong to its `user` (a `TransactionUser`: the gateway's `transports/sip_phone.py`), which sees
+every request first. What the user leaves, the endpoint answers itself: OPTIONS 200 (trunks probe with
+it), INVITE 503 Service Unavailable with Retry-After when there is no user, CANCEL per RFC 3261 §9.2 (the
+user is told), requests for dialogs it does not have 481, other methods 405; a Require it does not
+support 420, a Request-URI scheme it does not speak 416. Malformed requests get the parser's answer (400,
+505) or are dropped and counted; a TCP stream that loses its framing is closed; nothing one peer sends
+reaches another peer's state.
 
 `answer_out_of_dialog` is the decision as a pure function, so it is tested without sockets.
 """
