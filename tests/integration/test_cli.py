@@ -24,11 +24,11 @@ def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
 
 
 def test_serve_prints_a_working_key_and_commands_work(tmp_path: Path) -> None:
-    port = free_port()
+    port, sip_port = free_port(), free_port()
     env = {**os.environ, "VOXGATE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'vg.db'}",
            "ACME_DB": str(tmp_path / "acme.db"), "VOXGATE_API_KEYS": ""}
-    server = subprocess.Popen([*VOXGATE, "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
+    server = subprocess.Popen([*VOXGATE, "serve", "--port", str(port), "--sip-port", str(sip_port)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         lines: list[str] = []
         key = None
@@ -41,6 +41,7 @@ def test_serve_prints_a_working_key_and_commands_work(tmp_path: Path) -> None:
             key = match.group(1) if match else None
         assert key, "".join(lines)
         assert any(f"ws://127.0.0.1:{port}/v1/realtime" in line for line in lines)
+        assert any(f"sip:<agent>@127.0.0.1:{sip_port}" in line and "loopback only" in line for line in lines)
         while time.monotonic() < deadline:
             try:
                 if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
@@ -72,8 +73,10 @@ def test_serve_prints_a_working_key_and_commands_work(tmp_path: Path) -> None:
     ci_key = next(k for k in listed if k["name"] == "ci")
     assert run_cli("keys", "revoke", ci_key["id"], env=env).returncode == 0
     assert "acme (default)" in run_cli("agents", "list", env=env).stdout
-    shown = json.loads(run_cli("config", "show", env={**env, "VOXGATE_API_KEYS": "secret-key"}).stdout)
-    assert shown["api_keys"] == "****"
+    shown = json.loads(run_cli("config", "show", env={**env, "VOXGATE_API_KEYS": "secret-key",
+                                                      "VOXGATE_SIP_DIGEST_PASSWORD": "sip-secret"}).stdout)
+    assert shown["api_keys"] == "****" and shown["sip_digest_password"] == "****"
+    assert shown["sip_port"] == 5060 and shown["sip_allowed_sources"] == []
     assert run_cli("db", "upgrade", env=env).returncode == 0
 
 
