@@ -28,7 +28,13 @@ async def test_garbage_is_counted_the_first_good_packet_latches_and_strangers_ar
                             session_version=1)
     audio: list[bytes] = []
     digits: list[str] = []
-    line = RtpLine(media, "127.0.0.1", audio.append, digits.append)
+    line = RtpLine(media, "127.0.0.1", digits.append)
+    loop = asyncio.get_running_loop()
+
+    def arrived() -> list[bytes]:
+        audio.extend(line.take_audio(loop.time() + 1.0))  # past any playout delay
+        return audio
+
     local = await line.open("127.0.0.1")
     try:
         for datagram in (b"", b"short", b"\x40" + bytes(20), bytes(1600),  # not RTP version 2; too large
@@ -37,7 +43,7 @@ async def test_garbage_is_counted_the_first_good_packet_latches_and_strangers_ar
                          packet(101, b"\x01\x0a")):  # a telephone-event payload is 4 bytes
             caller.sendto(datagram, local)
         caller.sendto(packet(0, b"\x7f" * 160), local)  # the first good one latches the line to its sender
-        await eventually(lambda: audio, 5, "caller audio")
+        await eventually(arrived, 5, "caller audio")
         assert line.latched == caller.getsockname() and line.remote == caller.getsockname()
         assert {name: count for name, count in line.counters.items() if name.startswith("dropped")} == {
             "dropped_too_short": 2, "dropped_bad_version": 1, "dropped_too_large": 1,
@@ -45,7 +51,7 @@ async def test_garbage_is_counted_the_first_good_packet_latches_and_strangers_ar
         stranger.sendto(packet(0, b"\x00" * 160, sequence=2), local)  # same host, another port: not the call
         caller.sendto(packet(101, TelephoneEvent(5, False, 10, 160).to_bytes(), sequence=3, timestamp=320), local)
         await eventually(lambda: digits, 5, "the key press")
-        assert digits == ["5"] and audio == [b"\x7f" * 160] and line.counters["dropped_wrong_source"] == 1
+        assert digits == ["5"] and arrived() == [b"\x7f" * 160] and line.counters["dropped_wrong_source"] == 1
         line.send(line.sender.packet(b"\xff" * 160, 160))  # symmetric: back to where the caller sends from
         data = await asyncio.wait_for(asyncio.get_running_loop().sock_recv(caller, 2048), 5)
         assert parse_rtp(data).payload == b"\xff" * 160
@@ -58,12 +64,30 @@ async def test_garbage_is_counted_the_first_good_packet_latches_and_strangers_ar
 async def test_a_packet_from_an_untrusted_host_cannot_latch_the_line() -> None:
     _, media = answer_offer(parse_sdp(OFFER.format(port=40000).replace("127.0.0.1", "192.0.2.9")),
                             address="127.0.0.1", port=1, session_id=1, session_version=1)
-    line = RtpLine(media, "192.0.2.1", lambda payload: None, lambda digit: None)
+    line = RtpLine(media, "192.0.2.1", lambda digit: None)
     local = await line.open("127.0.0.1")
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as guesser:
             guesser.sendto(packet(0, b"\x7f" * 160), local)
             await eventually(lambda: line.counters["dropped_untrusted_source"] == 1, 5, "the guess refused")
         assert line.latched is None and line.remote == ("192.0.2.9", 40000)
+    finally:
+        line.close()
+
+
+async def test_caller_audio_comes_out_in_order_with_a_lost_packet_as_silence() -> None:
+    _, media = answer_offer(parse_sdp(OFFER.format(port=40000)), address="127.0.0.1", port=1, session_id=1,
+                            session_version=1)
+    line = RtpLine(media, "127.0.0.1", lambda digit: None)
+    local = await line.open("127.0.0.1")
+    loop = asyncio.get_running_loop()
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as caller:
+            for sequence in (1, 3, 2, 5):  # 3 overtakes 2; 4 never comes
+                caller.sendto(packet(0, bytes([sequence]) * 160, sequence, sequence * 160), local)
+            await eventually(lambda: line.counters["received"] == 4, 5, "four packets")
+        assert line.take_audio(loop.time() + 1.0) == [bytes([n]) * 160 for n in (1, 2, 3)] + [b"\xff" * 160,
+                                                                                              b"\x05" * 160]
+        assert line.counters["lost"] == 1
     finally:
         line.close()

@@ -7,6 +7,10 @@ signalling came from, or the SDP's host, may latch the line, so a stranger who g
 take the call's audio. Everything malformed (not RTP, unknown payload type, a payload no 20-60 ms frame
 has, a telephone-event payload that is not one) is a counted drop for this call alone.
 
+Caller audio waits in a small adaptive jitter buffer (40-200 ms, following the measured jitter) that puts
+it back in order; the call takes what is due on each 20 ms tick (`take_audio`), a lost packet's turn as
+silence. Key presses skip the buffer: they are reported as they arrive.
+
 The parsing is the sans-IO core's (`voxgate.sip.rtp`, `voxgate.sip.dtmf`); this shell owns the socket.
 """
 
@@ -20,6 +24,7 @@ from typing import cast
 
 from voxgate.observability import metrics
 from voxgate.sip.dtmf import DtmfError, DtmfReceiver
+from voxgate.sip.jitter import JitterBuffer, Lost
 from voxgate.sip.rtp import RtpError, RtpPacket, RtpSender, is_rtcp, parse_rtp
 from voxgate.sip.sdp import MediaSession
 
@@ -30,17 +35,18 @@ log = logging.getLogger("voxgate.sip")
 Address = tuple[str, int]
 MAX_AUDIO_PAYLOAD = 480  # bytes of G.711: 60 ms, the longest packet time a trunk uses
 MIN_AUDIO_PAYLOAD = 8  # 1 ms
+_SILENCE = {"PCMU": b"\xff", "PCMA": b"\xd5"}
 
 
 class RtpLine(asyncio.DatagramProtocol):
-    """`on_audio(payload)` gets each accepted G.711 payload in arrival order; `on_digit(digit)` each key
-    press (RFC 4733). `last_heard` is the loop time of the last accepted packet (media timeout)."""
+    """`take_audio(now)` gives the G.711 payloads due, in order; `on_digit(digit)` gets each key press
+    (RFC 4733). `last_heard` is the loop time of the last accepted packet (media timeout)."""
 
-    def __init__(self, media: MediaSession, signalling_host: str, on_audio: Callable[[bytes], None],
-                 on_digit: Callable[[str], None]) -> None:
+    def __init__(self, media: MediaSession, signalling_host: str, on_digit: Callable[[str], None]) -> None:
         self.media = media
-        self.on_audio = on_audio
         self.on_digit = on_digit
+        self.jitter = JitterBuffer(clock_rate=media.codec.clock_rate)
+        self._silence = _SILENCE.get(media.codec.name, b"\xff") * (media.codec.clock_rate // 50)
         self.sender = RtpSender(media.codec.payload_type, media.codec.clock_rate)
         self.dtmf = DtmfReceiver()
         self.counters: Counter[str] = Counter()
@@ -108,7 +114,7 @@ class RtpLine(asyncio.DatagramProtocol):
                 return
             if not self._accept(source):
                 return
-            self.on_audio(packet.payload)
+            self.jitter.push(packet, self.last_heard)
         elif media.telephone_event is not None and packet.payload_type == media.telephone_event:
             if not self._accept(source):
                 return
@@ -121,6 +127,20 @@ class RtpLine(asyncio.DatagramProtocol):
                 self.on_digit(digit)
         else:
             self._drop("unknown_payload_type")
+
+    def take_audio(self, now: float) -> list[bytes]:
+        """The caller's audio due at `now`, in order; a lost packet's turn as silence of the same length."""
+        out: list[bytes] = []
+        jitter = self.jitter
+        while (item := jitter.pop(now)) is not None:
+            if isinstance(item, Lost):
+                self.counters["lost"] += 1
+                out.append(self._silence)
+            else:
+                out.append(item.payload)
+                if len(item.payload) != len(self._silence):
+                    self._silence = self._silence[:1] * len(item.payload)
+        return out
 
     def _accept(self, source: Address) -> bool:
         """Latch on the first good packet from a trusted host; count what a latched line accepts."""

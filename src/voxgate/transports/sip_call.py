@@ -225,7 +225,7 @@ class SipCall:
         answer, media = answer_offer(offer, address=self.public_address, port=0, session_id=self._sdp_id,
                                      session_version=self._sdp_version, preferences=self.preferences)
         self.media = media
-        self.rtp = RtpLine(media, self.peer[0], self._on_audio, self._on_digit)
+        self.rtp = RtpLine(media, self.peer[0], self._on_digit)
         _, port = await self.rtp.open(self.media_host)
         answer, media = answer_offer(offer, address=self.public_address, port=port, session_id=self._sdp_id,
                                      session_version=self._sdp_version, preferences=self.preferences)
@@ -327,16 +327,20 @@ class SipCall:
                 log.warning("%s: session error %s", self.name, event.code)
 
     async def _send(self) -> None:
-        """One RTP packet per 20 ms tick of the shared ticker, on the call's own pacing grid."""
+        """Each 20 ms tick of the shared ticker: the caller's audio that is due (out of the jitter buffer) to
+        the session, and one RTP packet (on the call's own pacing grid) to the caller."""
         assert self.audio is not None and self.rtp is not None
         audio, rtp, ticker = self.audio, self.rtp, shared_ticker()
         loop = asyncio.get_running_loop()
         samples = 8000 * FRAME_MS // 1000
         while True:
             await ticker.tick()
+            now = loop.time()
+            for payload in rtp.take_audio(now):
+                self._on_audio(payload)
             if self._sending_dtmf:
                 continue
-            for _ in range(audio.due(loop.time())):
+            for _ in range(audio.due(now)):
                 payload = audio.pop()
                 if rtp.media.sends:
                     rtp.send(rtp.sender.packet(payload, samples))
