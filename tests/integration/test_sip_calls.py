@@ -160,6 +160,24 @@ async def test_transfer_to_a_person_by_refer_records_the_notify_outcome(
     assert "NOTIFY 200" in record["end_reason"] and record["end_reason"].startswith("transferred"), record
 
 
+async def test_a_refused_refer_is_recorded_and_the_call_goes_on(
+        carrier_server: CarrierServer, tmp_path: Path) -> None:
+    """The PBX declines the REFER (603): the caller is told, the record says why, and the call is still the
+    gateway's (the caller hangs up later)."""
+    call_audio(tmp_path, silence(1000, 8000), speak(HUMAN, rate=8000), silence(500, 8000))
+    xml = scenario("refer declined", invite(), answered(), request("ACK", 1), stream("caller.ulaw"),
+                   '  <recv request="REFER"/>\n', reply(603, "Decline"), '  <pause milliseconds="1500"/>\n',
+                   request("BYE", 2), '  <recv response="200"/>\n')
+    before = sip_sessions(carrier_server)
+    caller = asyncio.create_task(run_sipp(tmp_path, xml, sip_port(carrier_server)))
+    session = await new_sip_session(carrier_server, before, caller)
+    outcome = await caller
+    assert outcome.returncode == 0, outcome.messages[-3000:]
+    record = await finished_call(carrier_server.live, session.id)
+    assert record["end_reason"] == "transfer failed: REFER 603 Decline", record
+    assert record["outcome"] != "escalated", record
+
+
 async def test_re_invite_holds_and_resumes_the_call(carrier_server: CarrierServer, tmp_path: Path) -> None:
     """A re-INVITE with a=sendonly is answered recvonly (the gateway stops sending), then sendrecv again."""
     xml = scenario("hold", invite(), answered(), request("ACK", 1), '  <pause milliseconds="300"/>\n',

@@ -550,12 +550,13 @@ class SipCall:
         self.end("transferred")
 
     def _transfer_failed(self, why: str) -> None:
+        """The call stays ours: the caller hears so, and the record says why (no longer `transferred`)."""
         metrics.SIP_TRANSFERS.labels("failed").inc()
         log.warning("%s: transfer failed: %s", self.name, why)
-        self._note(f"transfer failed: {why}")
         session = self.session
         if session is not None and not session.closed:
             session.outcome = ""  # not escalated after all
+            session.end_reason = f"transfer failed: {why}"
             session.say(APOLOGY_TRANSFER_FAILED)
 
     def _note(self, text: str) -> None:
