@@ -24,6 +24,7 @@ from tests.integration.test_twilio import metric, transcribe
 from tests.phone_carrier import eventually
 from tests.sipp_caller import (
     BARESIP,
+    OFFER,
     RtpCapture,
     SippRun,
     answered,
@@ -179,11 +180,14 @@ async def test_a_refused_refer_is_recorded_and_the_call_goes_on(
 
 
 async def test_re_invite_holds_and_resumes_the_call(carrier_server: CarrierServer, tmp_path: Path) -> None:
-    """A re-INVITE with a=sendonly is answered recvonly (the gateway stops sending), then sendrecv again."""
+    """A re-INVITE with a=sendonly is answered recvonly (the gateway stops sending), an UPDATE resumes
+    (sendrecv), and a re-INVITE without an offer gets the current description."""
+    resume = request("UPDATE", 3, body=OFFER.format(direction="sendrecv", version=3), content_type="application/sdp")
     xml = scenario("hold", invite(), answered(), request("ACK", 1), '  <pause milliseconds="300"/>\n',
                    invite("sendonly", cseq=2, version=2), answered("a=recvonly"), request("ACK", 2),
-                   invite("sendrecv", cseq=3, version=3), answered("a=sendrecv"), request("ACK", 3),
-                   request("BYE", 4), '  <recv response="200"/>\n', variables=("sdp",))
+                   '  <pause milliseconds="400"/>\n', resume, answered("a=sendrecv"),
+                   request("INVITE", 4), answered("m=audio [0-9]+ RTP/AVP 0"),
+                   request("ACK", 4), request("BYE", 5), '  <recv response="200"/>\n', variables=("sdp",))
     before = sip_sessions(carrier_server)
     caller = asyncio.create_task(run_sipp(tmp_path, xml, sip_port(carrier_server), service="echo"))
     session = await new_sip_session(carrier_server, before, caller)
@@ -191,6 +195,7 @@ async def test_re_invite_holds_and_resumes_the_call(carrier_server: CarrierServe
     assert outcome.returncode == 0, outcome.messages[-3000:]
     record = await finished_call(carrier_server.live, session.id)
     assert record["end_reason"] == "caller_hung_up", record
+    assert session.caller.rtp.counters["held"] >= 10  # 400 ms on hold: frames kept, not sent
 
 
 async def test_cancel_before_answer_ends_the_attempt_without_a_session(

@@ -346,6 +346,7 @@ class SipCall:
                     rtp.send(rtp.sender.packet(payload, samples))
                 else:  # on hold: the clock runs on, nothing is sent
                     rtp.sender.skip(samples)
+                    rtp.counters["held"] += 1
 
     async def _watch(self) -> str:
         """2xx resends until their ACK, the media timeout and the call's length limit."""
