@@ -332,7 +332,8 @@ class SipPhone:
             self.call_ended(call)
             if session is not None:
                 if not session.closed:
-                    status = "dropped" if call.end_reason in DROPPED else "completed"
+                    cut_off = call.end_reason == "server_shutdown" and not session.draining
+                    status = "dropped" if call.end_reason in DROPPED or cut_off else "completed"
                     await session.close(call.end_reason or "caller_hung_up", status=status)
                 gateway.session_closed(session)
             ticket.release()
