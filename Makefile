@@ -92,6 +92,7 @@ bench: install-test
 	$(BIN)/python bench/turn_latency.py
 	$(BIN)/python bench/webrtc_capacity.py
 	$(BIN)/python bench/bridge_capacity.py --no-pipecat
+	$(BIN)/python bench/sip_capacity.py
 
 # Pipecat pins its own numpy and websockets, so its side of the bridge benchmark gets its own virtualenv,
 # installed from its own lock (bench/pipecat/uv.lock).

@@ -1,0 +1,239 @@
+"""How many SIP calls one core holds: N concurrent calls to the echo agent over SIP/RTP on loopback.
+
+The gateway runs in its own process pinned to CPU 0 (`voxgate serve`'s app, the echo engine, SIP on a
+free port); this load generator, pinned to CPU 1, places N calls with voxgate's own SIP cores (INVITE with
+a PCMU offer, ACK, BYE) and streams a spoken sentence then silence, over and over, as 20 ms RTP on one
+shared real-time tick. Over a steady window it measures:
+
+    CPU per call       the gateway process's CPU time / wall time / N
+    send jitter p99    |inter-arrival - 20 ms| of the RTP the gateway sends (it sends every 20 ms, silence
+                       between replies)
+    late packets       packets that came more than 60 ms after the one before (a gap a 40 ms jitter
+                       buffer cannot hide)
+    INVITE -> RTP      from the INVITE to the first RTP packet back (p50, p99)
+
+N passes when p99 jitter <= 20 ms, no packet is late and every call was answered; the largest passing N
+is "what one core holds". Figures from a shared machine are upper bounds for cost, lower for capacity.
+
+    .venv/bin/python bench/sip_capacity.py [--calls 50,100,200] [--window 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import itertools
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from typing import cast
+
+import numpy as np
+
+from voxgate.audio import g711
+from voxgate.loadtest.gateway_process import GatewayProcess
+from voxgate.loadtest.speech import silence, speak
+from voxgate.sip.headers import NameAddress, Via, new_branch, new_tag
+from voxgate.sip.message import Request, Response, new_request, parse_message
+from voxgate.sip.rtp import RtpSender, parse_rtp
+from voxgate.sip.uri import SipUri
+
+FRAME_S = 0.02
+LATE_GAP_S = 0.06  # a gap between packets that a 40 ms jitter buffer cannot hide
+
+
+def serve(http_port: int, sip_port: int, data_dir: str) -> None:
+    import uvicorn
+
+    from voxgate.app import create_app
+    from voxgate.config import Settings
+
+    # max_calls: the benchmark looks for the limit itself; admission control must not stop it first.
+    settings = Settings(host="127.0.0.1", port=http_port, engine="echo", default_agent="echo",
+                        sip_port=sip_port, max_calls=100_000, api_keys="bench",
+                        database_url=f"sqlite+aiosqlite:///{data_dir}/voxgate.db")
+    uvicorn.run(create_app(settings), host="127.0.0.1", port=settings.port, log_level="warning", lifespan="on")
+
+
+def free_port(kind: int = socket.SOCK_DGRAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class Call:
+    """One caller: its SIP and RTP sockets' protocol, and what came back."""
+
+    index: int
+    invited_at: float = 0.0
+    first_rtp: float | None = None
+    remote_rtp: tuple[str, int] | None = None
+    answer: asyncio.Future[Response] | None = None
+    ok: Response | None = None
+    arrivals: list[tuple[float, int]] = field(default_factory=list)  # (arrival, RTP timestamp)
+    sender: RtpSender = field(default_factory=lambda: RtpSender(0))
+
+
+class SipSide(asyncio.DatagramProtocol):
+    def __init__(self, calls: dict[str, Call]) -> None:
+        self.calls = calls
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+        message = parse_message(data)
+        if isinstance(message, Response):
+            call = self.calls.get(message.call_id)
+            if call and call.answer and message.status >= 200 and message.cseq.method == "INVITE" \
+                    and not call.answer.done():
+                call.answer.set_result(message)
+
+
+class RtpSide(asyncio.DatagramProtocol):
+    def __init__(self, call: Call, window: list[float]) -> None:
+        self.call, self.window = call, window
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+        now = time.monotonic()
+        call = self.call
+        if call.first_rtp is None:
+            call.first_rtp = now
+        if self.window[0] <= now <= self.window[1]:
+            call.arrivals.append((now, parse_rtp(data).timestamp))
+
+
+async def run(n: int, sip_port: int, window_s: float, audio: list[bytes]) -> dict[str, float]:
+    loop = asyncio.get_running_loop()
+    calls: dict[str, Call] = {}
+    window = [float("inf"), float("inf")]
+    sip, _ = await loop.create_datagram_endpoint(lambda: SipSide(calls), local_addr=("127.0.0.1", 0))
+    sip_t = cast(asyncio.DatagramTransport, sip)
+    local = sip_t.get_extra_info("sockname")[:2]
+    gateway = ("127.0.0.1", sip_port)
+    rtps: list[tuple[Call, asyncio.DatagramTransport]] = []
+    for index in range(n):
+        call = Call(index)
+        rtp, _ = await loop.create_datagram_endpoint(functools.partial(RtpSide, call, window),
+                                                     local_addr=("127.0.0.1", 0))
+        rtp_t = cast(asyncio.DatagramTransport, rtp)
+        port = rtp_t.get_extra_info("sockname")[1]
+        sdp = (f"v=0\r\no=- {index} 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+               f"m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=ptime:20\r\n").encode()
+        call_id = secrets.token_hex(8)
+        me = SipUri("sip", local[0], "bench", port=local[1])
+        invite = new_request("INVITE", SipUri("sip", "127.0.0.1", "echo", port=sip_port),
+                             via=Via("UDP", local[0], local[1], (("branch", new_branch()), ("rport", None))),
+                             from_=NameAddress(me).with_tag(new_tag()),
+                             to=NameAddress(SipUri("sip", "127.0.0.1", "echo")),
+                             call_id=call_id, cseq=1, contact=NameAddress(me), body=sdp, content_type="application/sdp")
+        call.answer = loop.create_future()
+        calls[call_id] = call
+        call.invited_at = time.monotonic()
+        sip_t.sendto(invite.to_bytes(), gateway)
+        ok = await asyncio.wait_for(call.answer, 30)
+        if ok.status != 200:
+            raise RuntimeError(f"call {index}: {ok.status} {ok.reason}")
+        call.ok = ok
+        answer = ok.body.decode()
+        rport = int(next(line for line in answer.splitlines() if line.startswith("m=audio")).split()[1])
+        call.remote_rtp = ("127.0.0.1", rport)
+        sip_t.sendto(_in_dialog("ACK", ok, 1, local).to_bytes(), gateway)
+        rtps.append((call, rtp_t))
+        await asyncio.sleep(0.01)  # ramp: 100 calls a second
+    process = GatewayProcess(int(os.environ["SIP_BENCH_PID"]))
+    phase = [i * 7 % len(audio) for i in range(n)]
+    start = time.monotonic()
+    window[:] = [start + 2.0, start + 2.0 + window_s]
+    cpu_before: float | None = None
+    tick = 0
+    while time.monotonic() < window[1]:
+        now = time.monotonic()
+        if cpu_before is None and now >= window[0]:
+            cpu_before = process.read().cpu_s
+        for call, rtp_t in rtps:
+            frame = audio[(phase[call.index] + tick) % len(audio)]
+            assert call.remote_rtp is not None
+            rtp_t.sendto(call.sender.packet(frame, 160).to_bytes(), call.remote_rtp)
+        tick += 1
+        await asyncio.sleep(max(0.0, start + tick * FRAME_S - time.monotonic()))
+    cpu = process.read().cpu_s - (cpu_before or 0.0)
+    for call, rtp_t in rtps:
+        assert call.ok is not None
+        sip_t.sendto(_in_dialog("BYE", call.ok, 2, local).to_bytes(), gateway)
+        rtp_t.close()
+    await asyncio.sleep(0.5)
+    sip_t.close()
+    jitter: list[float] = []
+    late = 0
+    for call, _ in rtps:
+        for (a0, _), (a1, _) in itertools.pairwise(call.arrivals):
+            jitter.append(abs(a1 - a0 - FRAME_S))
+            late += a1 - a0 > LATE_GAP_S
+    setup = [c.first_rtp - c.invited_at for c, _ in rtps if c.first_rtp is not None]
+    def ms(values: list[float], q: int) -> float:
+        return 1000 * float(np.percentile(values, q)) if values else float("nan")
+
+    return {"calls": n, "cpu_per_call_pct": 100 * cpu / window_s / n, "jitter_p50_ms": ms(jitter, 50),
+            "jitter_p99_ms": ms(jitter, 99), "late": late, "setup_p50_ms": ms(setup, 50), "setup_p99_ms": ms(setup, 99)}
+
+
+def _in_dialog(method: str, ok: Response, cseq: int, local: tuple[str, int]) -> Request:
+    """ACK or BYE in the dialog the 200 OK made: to its Contact, our From and its To (both tagged)."""
+    return new_request(method, ok.contacts[0].uri, via=Via("UDP", local[0], local[1], (("branch", new_branch()),)),
+                       from_=ok.from_, to=ok.to, call_id=ok.call_id, cseq=cseq)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", default="50,100,200")
+    parser.add_argument("--window", type=float, default=10.0)
+    parser.add_argument("--serve", nargs=2, type=int, help=argparse.SUPPRESS)  # HTTP and SIP ports
+    parser.add_argument("--data", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        os.sched_setaffinity(0, {0})
+        serve(args.serve[0], args.serve[1], args.data)
+        return
+    os.sched_setaffinity(0, {1 % (os.cpu_count() or 1)})
+    pcm = np.concatenate([speak("what is the status of my order please", rate=8000), silence(4000, 8000)])
+    pcm = pcm[: len(pcm) - len(pcm) % 160]
+    audio = [g711.ulaw_encode(pcm[i:i + 160]) for i in range(0, len(pcm), 160)]
+    print(f"{'calls':>6} {'CPU/call':>9} {'jitter p50':>11} {'p99':>7} {'late':>5} {'INVITE->RTP p50':>16} {'p99':>7}")
+    for n in (int(x) for x in args.calls.split(",")):
+        http_port, sip_port = free_port(socket.SOCK_STREAM), free_port()
+        with tempfile.TemporaryDirectory() as data:
+            server = subprocess.Popen([sys.executable, __file__, "--serve", str(http_port), str(sip_port),
+                                       "--data", data])
+            try:
+                wait_ready(http_port)
+                os.environ["SIP_BENCH_PID"] = str(server.pid)
+                row = asyncio.run(run(n, sip_port, args.window, audio))
+            finally:
+                server.terminate()
+                server.wait(timeout=30)
+        verdict = "pass" if row["jitter_p99_ms"] <= 20 and row["late"] == 0 else "FAIL"
+        print(f"{n:>6} {row['cpu_per_call_pct']:>8.2f}% {row['jitter_p50_ms']:>9.2f}ms {row['jitter_p99_ms']:>5.1f}ms"
+              f" {row['late']:>5} {row['setup_p50_ms']:>14.0f}ms {row['setup_p99_ms']:>5.0f}ms  {verdict}")
+
+
+def wait_ready(http_port: int, within_s: float = 120.0) -> None:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/readyz", timeout=1) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError("the gateway did not become ready")
+
+
+if __name__ == "__main__":
+    main()
