@@ -98,7 +98,7 @@ async def test_a_spoken_request_is_answered_by_voice_with_barge_in_and_a_call_re
         # 2. The reply: wait until it has been played out in full, then transcribe what came back.
         speech_end = time.monotonic()
         await eventually(lambda: len([i for i in session.conversation.visible() if i.role == "assistant"]) >= 2
-                         and session.response is None and call.audio is not None and call.audio.drained, 60,
+                         and session.response is None and call.audio is not None and call.audio.playout.drained, 60,
                          "the reply played out")
         answer = await transcribe(capture.pcm(since=speech_end - 1.0))
         # 3. The gateway hangs up; SIPp takes the BYE and ends its scenario.

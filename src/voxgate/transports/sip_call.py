@@ -2,8 +2,9 @@
 
     ringing   RTP socket opened, SDP answered, 180 Ringing, the session opened, 200 OK (resent until ACK)
     serving   RTP in -> session (G.711 payloads as they are; RFC 4733 and INFO key presses as carrier
-              DTMF); session audio -> the call's paced output -> one RTP packet per 20 ms tick
-              (silence between replies, so NATs and media timeouts on the far side stay satisfied)
+              DTMF); session audio -> the call's AudioOutput (the gateway's one playout, continuous)
+              -> one RTP packet per 20 ms tick (silence between replies, so NATs and media timeouts on
+              the far side stay satisfied)
     in-dialog BYE ends the call, re-INVITE/UPDATE move or hold the media, INFO carries keys, NOTIFY
               reports a transfer we asked for with REFER
     ending    BYE (unless the caller sent it), RTP socket closed, the session closed and recorded
@@ -22,12 +23,7 @@ from collections import deque
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Protocol
 
-import numpy as np
-import numpy.typing as npt
-
-from voxgate.audio import g711
-from voxgate.audio.clock import PacingClock
-from voxgate.audio.resample import StreamResampler
+from voxgate.audio.playout import Playout
 from voxgate.observability import metrics
 from voxgate.protocol import server_events as se
 from voxgate.protocol.errors import RealtimeError
@@ -42,17 +38,17 @@ from voxgate.sip.refer import TransferProgress, parse_refer_notify, refer_header
 from voxgate.sip.sdp import CodecPreferences, MediaSession, OfferRejected, answer_offer, parse_sdp
 from voxgate.sip.transaction import Address, ServerInviteTransaction, Transmit
 from voxgate.sip.uri import SipUri, Uri, UriError, parse_uri
+from voxgate.transports.audio_output import AudioOutput
 from voxgate.transports.carrier_audio import CarrierAudio
 from voxgate.transports.carrier_call import shared_ticker
 from voxgate.transports.media_stream import MediaEncoding
-from voxgate.transports.playout import Playout
 from voxgate.transports.rtp_line import RtpLine
 
 if TYPE_CHECKING:
     from voxgate.config import Settings
     from voxgate.session.session import Session
 
-__all__ = ["CallSignalling", "PacedAudio", "SipCall", "offer_status", "transfer_uri"]
+__all__ = ["CallSignalling", "SipCall", "offer_status", "transfer_uri"]
 
 log = logging.getLogger("voxgate.sip")
 
@@ -74,83 +70,6 @@ class CallSignalling(Protocol):
         ...
 
     def call_ended(self, call: SipCall) -> None: ...
-
-
-class PacedAudio:
-    """The call's agent audio on the RTP clock: queue, 20 ms frames, what the caller has heard, clear.
-
-    The shape of the gateway's shared playout (push PCM, clear, heard position, awaitable heard); it wraps
-    `transports.playout.Playout` until that shared one replaces it."""
-
-    def __init__(self, codec: str, playback: PlaybackTracker, max_ms: float) -> None:
-        self.encode = g711.alaw_encode if codec == "PCMA" else g711.ulaw_encode
-        self.silence = (b"\xd5" if codec == "PCMA" else b"\xff") * (8000 * FRAME_MS // 1000)
-        self.playout = Playout(8000, FRAME_MS, max_ms=max_ms)
-        self.playback = playback
-        self.clock = PacingClock(FRAME_MS, max_catchup_ms=100)
-        self._resampler: StreamResampler | None = None
-        self._audio_responses: set[str] = set()
-        self.session: Session | None = None
-
-    def take(self, event: se.ServerEvent) -> None:
-        playout = self.playout
-        if isinstance(event, se.ResponseOutputAudioDelta):
-            playout.push(self._to_8k(event.pcm, event.format.rate), event.item_id, event.response_id)
-            self._audio_responses.add(event.response_id)
-        elif isinstance(event, se.ResponseOutputAudioDone):
-            if self._resampler is not None:
-                playout.push(self._resampler.flush(), event.item_id, event.response_id)
-            playout.end_item(event.item_id)
-        elif isinstance(event, se.ResponseDone) and event.response.id in self._audio_responses:
-            self._audio_responses.discard(event.response.id)
-            playout.response_done(event.response.id)
-
-    def _to_8k(self, pcm: npt.NDArray[np.int16], rate: int) -> npt.NDArray[np.int16]:
-        if rate == 8000:
-            return pcm
-        if self._resampler is None or self._resampler.in_rate != rate:
-            self._resampler = StreamResampler(rate, 8000)
-        return self._resampler.process(pcm)
-
-    def due(self, now: float) -> int:
-        """Frames the line owes at `now` (a continuous line: silence when nothing is queued)."""
-        if not self.clock.started:
-            self.clock.start(now)
-        return self.clock.due(now)
-
-    def pop(self) -> bytes:
-        """The next frame's G.711 payload (silence when nothing is queued); counted as heard."""
-        frame = self.playout.next_frame()
-        session = self.session
-        for response_id in self.playout.take_stopped():
-            if session is not None and not session.closed:
-                session.emit(se.OutputAudioBufferStopped(response_id=response_id))
-        if frame is None:
-            return self.silence
-        self.playback.played(frame.item_id, frame.heard_ms)
-        return self.encode(frame.pcm)
-
-    def clear(self) -> int:
-        dropped = len(self.playout)
-        self.playout.clear()
-        self._audio_responses.clear()
-        self._resampler = None
-        return dropped
-
-    @property
-    def drained(self) -> bool:
-        return not len(self.playout)
-
-    async def until_heard(self, max_wait_s: float) -> bool:
-        """Everything the session queued so far has left on the line (a paced line plays what it sends)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + max_wait_s
-        session = self.session
-        while loop.time() < deadline:
-            if (session is None or len(session.outbound) == 0) and self.drained:
-                return True
-            await asyncio.sleep(FRAME_MS / 1000)
-        return False
 
 
 def offer_status(error: SipError) -> int:
@@ -190,7 +109,7 @@ class SipCall:
         self.preferences = CodecPreferences(order=tuple(settings.sip_codecs), srtp="never")
         self.media: MediaSession | None = None
         self.rtp: RtpLine | None = None
-        self.audio: PacedAudio | None = None
+        self.audio: AudioOutput | None = None
         self.session: Session | None = None
         self.answered = False
         self.end_reason = ""
@@ -203,6 +122,7 @@ class SipCall:
         self._step: asyncio.Task[None] | None = None
         self._transfer: asyncio.Future[TransferProgress] | None = None
         self._sending_dtmf = False
+        self._silence_frame = b""
         self.backlog_dropped = 0
 
     @property
@@ -247,9 +167,13 @@ class SipCall:
         """200 OK with our SDP; resent until the caller's ACK. The session starts taking audio now."""
         assert self.media is not None
         self.session = session
-        self.audio = PacedAudio(self.media.codec.name, self.playback,
-                                max_ms=self.settings.carrier_playout_buffer_s * 1000)
+        # A continuous line: a packet every 20 ms, silence between replies; heard is what the clock released.
+        encoder = self.codec_audio()
+        playout = Playout(frame_bytes=encoder.frame_bytes, silence=encoder.silence, frame_ms=FRAME_MS,
+                          continuous=True, max_frames=int(self.settings.carrier_playout_buffer_s * 1000 / FRAME_MS))
+        self.audio = AudioOutput(playout, encoder, self.playback)
         self.audio.session = session
+        self._silence_frame = encoder.silence * (encoder.frame_bytes // len(encoder.silence))
         ok = make_response(self.invite, 200, to_tag=self.dialog.local_tag, body=sdp,
                            headers=[("Contact", str(self.dialog.contact)), ("Allow", ALLOW)])
         self.signalling.respond(ok)
@@ -341,7 +265,8 @@ class SipCall:
             if self._sending_dtmf:
                 continue
             for _ in range(audio.due(now)):
-                payload = audio.pop()
+                frame = audio.pop()
+                payload = frame.payload if frame is not None else self._silence_frame
                 if rtp.media.sends:
                     rtp.send(rtp.sender.packet(payload, samples))
                 else:  # on hold: the clock runs on, nothing is sent
