@@ -1,4 +1,4 @@
-"""Log lines never carry card numbers, SSNs or emails, tracebacks included."""
+"""Log lines never carry card numbers, SSNs or emails, tracebacks included, nor credentials."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import io
 import json
 import logging
 
-from voxgate.observability.logs import JsonFormatter, RedactingFilter
+from voxgate.observability.logs import JsonFormatter, RedactingFilter, scrub_credentials
 
 
 def test_messages_and_tracebacks_are_redacted() -> None:
@@ -31,3 +31,14 @@ def test_messages_and_tracebacks_are_redacted() -> None:
     lines = [json.loads(line) for line in out.splitlines()]
     assert lines[0]["msg"].endswith("1111 and mail [email redacted]")
     assert "ValueError" in lines[1]["exc"]
+
+
+def test_carrier_handshake_credentials_are_scrubbed() -> None:
+    """websockets prints every handshake header at debug level: the Telnyx stream token and the Twilio
+    signature go the way of Authorization."""
+    lines = ["< x-telnyx-streaming-auth-token: OYp0uCqq-Z5KpmZvl8YKO4SVlbkKk29rGYAkVGjn558",
+             "< X-Twilio-Signature: bm90IGEgc2lnbmF0dXJlIGJ1dCBjbG9zZQ==", "< Authorization: Bearer vg_abcdefgh123"]
+    assert [scrub_credentials(line) for line in lines] == [
+        "< x-telnyx-streaming-auth-token: [redacted]", "< X-Twilio-Signature: [redacted]",
+        "< Authorization: [redacted]"]
+    assert scrub_credentials("< Upgrade: websocket") == "< Upgrade: websocket"

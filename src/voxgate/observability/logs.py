@@ -3,7 +3,7 @@
 Every record passes through redaction (card numbers by Luhn, SSNs, emails), messages and tracebacks
 alike, so a tool that fails with a card number in its exception cannot write it to a log file.
 
-Credentials are scrubbed too: at debug level the WebSocket server (uvicorn's, via websockets) prints
+Credentials are scrubbed too: at debug level the WebSocket server (websockets' sans-IO protocol) prints
 every handshake header, `Authorization: Bearer ...` and the browser's `openai-insecure-api-key.ek_...`
 subprotocol among them. `CredentialFilter` sits on the loggers that print headers, where each record is
 made (so it holds whatever handlers an embedding app installs), and on the handler `serve` installs.
@@ -34,16 +34,18 @@ class RedactingFilter(logging.Filter):
 
 # Header lines and tokens that carry a key; each match keeps its name and loses its value.
 _CREDENTIALS = re.compile(
-    r"(?P<keep>(?:authorization|proxy-authorization|cookie|set-cookie|x-api-key)\s*[:=]\s*)[^\r\n]+"
+    r"(?P<keep>(?:authorization|proxy-authorization|cookie|set-cookie|x-api-key|x-telnyx-streaming-auth-token"
+    r"|x-twilio-signature)\s*[:=]\s*)[^\r\n]+"
     r"|(?P<keep2>openai-insecure-api-key\.)[^\s,;'\"]+"
     r"|(?P<keep3>\bbearer\s+)[^\s,;'\"]+"
     r"|(?P<keep4>\b(?:ek|vg)_)[A-Za-z0-9_-]{8,}",
     re.IGNORECASE,
 )
-_MARKERS = ("authoriz", "cookie", "api-key", "bearer", "ek_", "vg_")  # a cheap test before the regex
-# Where records carrying request headers are made: uvicorn's WebSocket protocols log the handshake on
-# "uvicorn.error"; the websockets library on its own loggers when used directly.
-HEADER_LOGGERS = ("uvicorn.error", "uvicorn.access", "websockets.server", "websockets.client", "voxgate")
+_MARKERS = ("authoriz", "cookie", "api-key", "bearer", "ek_", "vg_", "auth-token", "signature")  # cheap pre-test
+# Where records carrying request headers are made: websockets logs every handshake header on its own
+# loggers (the listener's WebSocket connections use "websockets.server"); uvicorn's, for an app embedded
+# under uvicorn, log on "uvicorn.error".
+HEADER_LOGGERS = ("websockets.server", "websockets.client", "voxgate", "uvicorn.error", "uvicorn.access")
 
 
 def scrub_credentials(text: str) -> str:
