@@ -123,6 +123,8 @@ async def run_websocket_session(session: Session, websocket: WebSocket, caller: 
         reader.cancel()
         hangup.cancel()
         overflow.cancel()
+        if session.outbound.overflowed:
+            writer.cancel()  # the client is not reading: nothing queued will reach it
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await asyncio.wait_for(writer, timeout=2.0)  # flush what is queued (response.done, errors)
         if websocket.application_state == WebSocketState.CONNECTED:
