@@ -81,13 +81,12 @@ RT_PRIORITY = 10  # --realtime: SCHED_FIFO, so neighbours on a shared machine do
 
 
 def serve_voxgate(port: int, data_dir: str, vad: str) -> None:
-    import uvicorn
-
+    """voxgate as `voxgate serve` runs it: its own listener, on uvloop (SIGTERM stops it, no drain)."""
     from voxgate.agents import load_agents
     from voxgate.app import create_app
     from voxgate.config import Settings
     from voxgate.gateway import Gateway
-    from voxgate.transports.direct_socket import UVICORN_WS
+    from voxgate.server.listener import Listener, run
 
     # max_calls: the benchmark looks for the limit itself; admission control must not stop it first.
     settings = Settings(host="127.0.0.1", port=port, engine="echo", default_agent="echo", dev_mode=True,
@@ -96,8 +95,7 @@ def serve_voxgate(port: int, data_dir: str, vad: str) -> None:
     agents = load_agents(settings.agents_dir)
     echo = agents["echo"]
     agents["echo"] = echo.model_copy(update={"turn_taking": echo.turn_taking.model_copy(update={"vad": vad})})
-    uvicorn.run(create_app(settings, Gateway(settings, agents)), host="127.0.0.1", port=port, log_level="warning",
-                ws=UVICORN_WS, lifespan="on", ws_per_message_deflate=False)
+    raise SystemExit(run(Listener(create_app(settings, Gateway(settings, agents)), settings)))
 
 
 def serve_pipecat(port: int) -> None:

@@ -44,12 +44,12 @@ def cpu_seconds(pid: int) -> float:
 
 async def serve(data_dir: Path) -> None:
     """The child: a gateway on this process's loop, answering `report` on stdin with its own figures."""
-    import uvicorn
     from pydantic import SecretStr
 
     from voxgate.app import create_app
     from voxgate.config import Settings
     from voxgate.embedded import free_port
+    from voxgate.server.listener import Listener
     from voxgate.transports.webrtc import calls_of
 
     port = free_port()
@@ -57,10 +57,9 @@ async def serve(data_dir: Path) -> None:
     settings = Settings(host="127.0.0.1", port=port, engine="echo", api_keys=SecretStr("bench"), max_calls=100_000,
                         webrtc_host_addresses=["127.0.0.1"], database_url=f"sqlite+aiosqlite:///{data_dir}/vg.db")
     app = create_app(settings)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    serving = asyncio.ensure_future(server.serve())
-    while not server.started:  # noqa: ASYNC110 (uvicorn offers no event for this)
-        await asyncio.sleep(0.05)
+    listener = Listener(app, settings)
+    serving = asyncio.ensure_future(listener.serve())
+    await asyncio.to_thread(listener.started.wait)
     lags: list[float] = []
 
     async def probe() -> None:
@@ -80,7 +79,7 @@ async def serve(data_dir: Path) -> None:
                           "dropped_ms": sum(c.playout.dropped_ms for c in calls)}), flush=True)
         lags.clear()
     probing.cancel()
-    server.should_exit = True
+    listener.stop_soon()
     await serving
 
 

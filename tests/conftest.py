@@ -73,8 +73,9 @@ def error_logs() -> Iterator[ErrorRecords]:
     logging.getLogger().removeHandler(handler)
 
 
-def start_server(tmp: Path, **overrides: Any) -> LiveServer:
-    """A gateway on a free loopback port; stop it with `live.embedded.stop()`."""
+def start_server(tmp: Path, *, under_uvicorn: bool = False, **overrides: Any) -> LiveServer:
+    """A gateway on a free loopback port (voxgate's own listener, or stock uvicorn); stop it with
+    `live.embedded.stop()`."""
     overrides.setdefault("api_keys", API_KEY)
     overrides.setdefault("clock_start", CLOCK_START)
     # A fixed call limit: the derived one depends on this machine's cores and memory, and tests must not.
@@ -82,7 +83,12 @@ def start_server(tmp: Path, **overrides: Any) -> LiveServer:
     overrides.setdefault("max_calls", 64)
     from voxgate.embedded import EmbeddedGateway
 
-    embedded = EmbeddedGateway(tmp, **overrides).start()
+    gateway: type[EmbeddedGateway] = EmbeddedGateway
+    if under_uvicorn:
+        from tests.uvicorn_gateway import UvicornGateway
+
+        gateway = UvicornGateway
+    embedded = gateway(tmp, **overrides).start()
     return LiveServer(embedded.base_url, embedded.ws_url, overrides["api_keys"], embedded)
 
 
@@ -139,15 +145,15 @@ def carrier_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Carrier
 
 @pytest.fixture(scope="module")
 def carrier_server_asgi(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CarrierServer]:
-    """Like `carrier_server` (echo engine) but on uvicorn's stock WebSocket protocol: media sockets take
-    the plain ASGI path, as under any ASGI server without voxgate's direct-socket extension."""
+    """Like `carrier_server` (echo engine) but served by stock uvicorn: media sockets take the plain ASGI
+    path, as under any ASGI server without voxgate's `DirectSocket` extension."""
     from tests.phone_carrier import CarrierApiRecorder
 
     tmp = tmp_path_factory.mktemp("carrier-gateway-asgi")
     api = CarrierApiRecorder().start()
     token = "twilio-test-token"
     live = start_server(tmp, engine="echo", default_agent="echo", dev_mode=False, twilio_api_base=api.url,
-                        twilio_auth_token=token, ws_protocol="websockets-sansio")
+                        twilio_auth_token=token, under_uvicorn=True)
     yield CarrierServer(live, api, token, "", b"")
     live.embedded.stop()
     api.stop()

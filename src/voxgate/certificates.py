@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import ssl
 from pathlib import Path
 
 from cryptography import x509
@@ -46,6 +47,18 @@ def tls_files(settings: Settings) -> tuple[Path, Path] | None:
         if not path.is_file():
             raise TlsSettingsError(f"{path} is not a readable file.")
     return settings.tls_cert, settings.tls_key
+
+
+def server_context(files: tuple[Path, Path] | None) -> ssl.SSLContext | None:
+    """The TLS context the listener serves with, from `tls_files`; None for plain HTTP."""
+    if files is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(*files)
+    except (ssl.SSLError, OSError) as exc:
+        raise TlsSettingsError(f"{files[0]} and {files[1]} are not a certificate and its key in PEM: {exc}") from exc
+    return context
 
 
 def self_signed(directory: Path, host: str = "127.0.0.1") -> tuple[Path, Path]:

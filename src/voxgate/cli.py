@@ -46,13 +46,10 @@ def serve(
         "--tls-self-signed", help="Serve TLS with a self-signed localhost certificate made in data_dir.")] = False,
 ) -> None:
     """Start the gateway."""
-    import uvicorn
-
     from voxgate.app import create_app
-    from voxgate.certificates import TlsSettingsError, tls_files
-    from voxgate.listener import server_config
+    from voxgate.certificates import TlsSettingsError, server_context, tls_files
     from voxgate.observability.logs import configure_logging
-    from voxgate.transports.direct_socket import UVICORN_WS
+    from voxgate.server.listener import Listener, run
 
     configure_logging(log_level, json_lines=json_logs)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models come from installed packages, never a hub
@@ -61,6 +58,7 @@ def serve(
     try:
         settings.check_exposure()
         tls = tls_files(settings)
+        context = server_context(tls)
     except (UnsafeSettingsError, TlsSettingsError) as exc:
         typer.echo(f"voxgate: refusing to start: {exc}", err=True)
         raise typer.Exit(2) from exc
@@ -84,14 +82,11 @@ def serve(
         typer.echo(f"  TLS certificate (self-signed; have clients trust this file): {tls[0].resolve()}")
     if settings.dev_mode:
         typer.echo("  Dev mode: the console page here mints keys without an API key (docs/operations.md)")
-    cert, key = tls or (None, None)
     app = create_app(settings)
-    server = uvicorn.Server(server_config(app, settings, log_level=log_level, ws=UVICORN_WS, log_config=None,
-                                          ssl_certfile=cert, ssl_keyfile=key))
-    app.state.stop_server = lambda: setattr(server, "should_exit", True)  # SIGTERM drains, then this
-    server.run()
-    if not server.started:
-        raise typer.Exit(3)  # uvicorn's start-up failure code
+    listener = Listener(app, settings, tls=context)
+    app.state.stop_server = listener.stop_soon  # SIGTERM drains, then this
+    if run(listener) != 0:
+        raise typer.Exit(3)  # it could not start: the log says why
 
 
 async def _ensure_dev_key(settings: Settings) -> str | None:

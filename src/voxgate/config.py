@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from voxgate.hosts import is_loopback, origin_of
+from voxgate.server.forwarded import TrustedProxies
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_AGENTS_DIR = REPO_ROOT / "examples" / "agents"
@@ -85,11 +86,20 @@ class Settings(BaseSettings):
     rate_limit_per_source: float = Field(default=20.0, ge=0)  # requests a second per client address
     rate_limit_per_source_burst: int = Field(default=100, ge=1)
 
-    # Connections (listener.py). The soft open-file limit is raised to the hard one at start.
+    # Connections (server/listener.py). The soft open-file limit is raised to the hard one at start.
     max_connections: int = Field(default=4096, ge=1)  # open at once; lowered to fit the open-file limit
     http_request_timeout_s: float = Field(default=10.0, gt=0)  # a request must arrive whole within this
     http_keep_alive_s: int = Field(default=5, ge=1)  # an idle keep-alive connection is closed after this
     ws_idle_timeout_s: float = Field(default=300.0, ge=0)  # a Realtime WebSocket silent this long is closed; 0: never
+    # Every WebSocket is pinged this often; a peer that has not answered by the next ping is dropped (a
+    # half-open TCP connection would otherwise hold its call until the session's own limits). 0: no pings.
+    ws_ping_interval_s: float = Field(default=20.0, ge=0)
+    # Proxies whose X-Forwarded-For and X-Forwarded-Proto are believed: comma-separated addresses or
+    # networks, "*" for any. Rate limits and logs see the client's address, not the proxy's. The
+    # FORWARDED_ALLOW_IPS variable (uvicorn's name) is read too.
+    forwarded_allow_ips: str = Field(
+        default="127.0.0.1,::1",
+        validation_alias=AliasChoices("forwarded_allow_ips", "VOXGATE_FORWARDED_ALLOW_IPS", "FORWARDED_ALLOW_IPS"))
 
     # Drain on SIGTERM, and crash recovery
     drain_timeout_s: float = Field(default=30.0, ge=0)  # live calls may end on their own for this long
@@ -183,6 +193,12 @@ class Settings(BaseSettings):
     openai_connect_timeout_s: float = 10.0
     openai_max_retries: int = 2  # handshake retries per connect, with exponential backoff and jitter
     openai_response_timeout_s: float = 30.0  # an upstream response silent for this long has failed
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _proxies_parse(cls, value: str) -> str:
+        TrustedProxies(value)  # says which entry is not an address or network
+        return value
 
     @classmethod
     def settings_customise_sources(

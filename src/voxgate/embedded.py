@@ -11,14 +11,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-import uvicorn
-
 from voxgate.app import create_app
-from voxgate.certificates import tls_files
+from voxgate.certificates import server_context, tls_files
 from voxgate.config import Settings
 from voxgate.gateway import Gateway
-from voxgate.listener import server_config
-from voxgate.transports.direct_socket import UVICORN_WS
+from voxgate.server.listener import Listener, run
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -32,9 +29,7 @@ T = TypeVar("T")
 class EmbeddedGateway:
     """`with EmbeddedGateway(tmp_dir, api_keys="k") as gw:` serves on gw.base_url until the block ends."""
 
-    def __init__(self, data_dir: Path, *, ws_protocol: str = UVICORN_WS, **settings: Any) -> None:
-        """`ws_protocol` is uvicorn's `ws` setting: voxgate's own (direct media sockets) unless a test
-        wants the plain ASGI path, e.g. "websockets-sansio"."""
+    def __init__(self, data_dir: Path, **settings: Any) -> None:
         self.data_dir = data_dir
         port = settings.pop("port", None) or free_port()
         settings.setdefault("database_url", f"sqlite+aiosqlite:///{data_dir / 'voxgate.db'}")
@@ -44,11 +39,10 @@ class EmbeddedGateway:
         self.app = create_app(self.settings)
         tls = tls_files(self.settings)
         self.tls_cert = tls[0] if tls else None  # what a client trusts to reach a self-signed gateway
-        self._server = uvicorn.Server(server_config(
-            self.app, self.settings, log_level="warning", ws=ws_protocol, lifespan="on",
-            ssl_certfile=tls[0] if tls else None, ssl_keyfile=tls[1] if tls else None))
+        self.listener = Listener(self.app, self.settings, tls=server_context(tls))
         self.app.state.stop_server = self.stop_soon
-        self._thread = threading.Thread(target=self._server.run, name=f"voxgate-{port}", daemon=True)
+        self._thread = threading.Thread(target=run, args=(self.listener,), kwargs={"signals": False},
+                                        name=f"voxgate-{port}", daemon=True)
         scheme = "https" if tls else "http"
         self.base_url = f"{scheme}://127.0.0.1:{port}"
         self.ws_url = f"{scheme.replace('http', 'ws')}://127.0.0.1:{port}"
@@ -61,10 +55,9 @@ class EmbeddedGateway:
     def start(self, timeout_s: float = 120.0) -> EmbeddedGateway:
         self._thread.start()
         deadline = time.monotonic() + timeout_s
-        while not self._server.started:
+        while not self.listener.started.wait(0.05):
             if not self._thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError("the gateway did not start")
-            time.sleep(0.05)
         return self
 
     def run(self, work: Coroutine[Any, Any, T], timeout_s: float = 30.0) -> T:
@@ -78,7 +71,7 @@ class EmbeddedGateway:
 
     def stop_soon(self) -> None:
         """Ask the server to stop (from any thread); `stop()` also waits for it."""
-        self._server.should_exit = True
+        self.listener.stop_soon()
 
     def stop(self) -> None:
         self.stop_soon()

@@ -7,10 +7,11 @@ commands (`CarrierControl`); everything else lives here, once:
     pump     session events -> the call's AudioOutput (agent audio, coded and cut into frames)
     writer   AudioOutput -> carrier, released on the call's pacing clock at each shared tick, with marks
 
-Served by voxgate's own uvicorn protocol (transports/direct_socket.py), the reader is not a task: each
-carrier frame is handled by a plain call as it arrives, and frames are written without awaiting. Only
-a frame whose handling must wait (a caller starting to speak over the agent) hands the frames after it
-to a task, so they keep their order. Under any other ASGI server the reader is an ordinary task.
+Served by voxgate's own listener (server/websocket_connection.py: the `DirectSocket` extension), the
+reader is not a task: each carrier frame is handled by a plain call as it arrives, and frames are written
+without awaiting. Only a frame whose handling must wait (a caller starting to speak over the agent) hands
+the frames after it to a task, so they keep their order. Under any other ASGI server the reader is an
+ordinary task.
 
 All carrier calls in a process share one `FrameTicker` (one timer every 20 ms instead of one per call),
 but each keeps its own `PacingClock` grid and its own writer task, so a carrier that stops reading
@@ -35,11 +36,11 @@ from voxgate.audio.playout import Playout
 from voxgate.observability import metrics
 from voxgate.protocol import server_events as se
 from voxgate.protocol.errors import RealtimeError
+from voxgate.server.websocket_connection import EXTENSION as DIRECT_SOCKET
+from voxgate.server.websocket_connection import DirectSocket
 from voxgate.session.playback import PlaybackTracker
 from voxgate.transports.audio_output import AudioOutput
 from voxgate.transports.carrier_audio import FRAME_MS, CarrierAudio
-from voxgate.transports.direct_socket import EXTENSION as DIRECT_SOCKET
-from voxgate.transports.direct_socket import DirectSocket
 from voxgate.transports.media_stream import (
     AudioReceived,
     CarrierErrorReported,
