@@ -16,12 +16,15 @@ real-time clock and echoes marks when their audio has played. Over a steady wind
     returned         agent audio received / caller speech sent in the window
 
 N passes when p99 jitter <= 20 ms, no frame is late, >= 99 % of the speech came back, the server's
-CPU stayed under 95 % and no call failed; the largest passing N is "what one core holds". The same
+CPU stayed under 95 % and no call failed; the largest passing N is "what one core holds". Each row climbs
+its ladder until two steps fail; when its first step already fails it steps down, halving N, until one
+holds; then it narrows the gap to the first N that failed to `--resolution` (10 %). So every row reports
+the largest N that held, never 0 for a ladder that started too high. The same
 workload then runs against Pipecat (`pipecat-ai`: FastAPIWebsocketTransport + TwilioFrameSerializer +
 Silero VADProcessor + an echo-the-turn processor, 8 kHz) and the ratio to voxgate with Silero is printed.
 
     .venv/bin/python bench/bridge_capacity.py [--calls 50,100,...] [--silero-calls 100,...] [--window 12]
-        [--pipecat-python /path/to/venv/bin/python | --no-pipecat]
+        [--resolution 0.1] [--pipecat-python /path/to/venv/bin/python | --no-pipecat]
 
 Pipecat is not a project dependency: it gets a virtualenv of its own (it pins its own numpy, websockets...),
 installed exactly from bench/pipecat/uv.lock by `make bench-pipecat`, which passes its python with
@@ -54,6 +57,7 @@ sys.path.insert(0, str(ROOT / "src"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from voxgate.embedded import free_port  # noqa: E402
+from voxgate.loadtest.capacity_search import CapacitySearch  # noqa: E402
 from voxgate.loadtest.carrier_line import (  # noqa: E402
     FRAME_S,
     LineCodec,
@@ -404,13 +408,13 @@ def stop_server(process: subprocess.Popen[bytes]) -> None:
 
 def ramp(name: str, argv: list[str], port: int, steps: list[int], speech: list[bytes], args: argparse.Namespace,
          tmp: Path, voice_webhook: bool = True) -> int:
-    """Run each N until one fails (and one more step, to be sure); return the largest N that passed."""
+    """Climb the steps until two fail, stepping down (halving) when the first already fails, then narrow
+    the gap to the first N that failed (loadtest/capacity_search.py); return the largest N that passed."""
     print(f"\n{name}")
     print(f"{'N':>5} {'CPU':>6} {'CPU/call':>9} {'jitter p50':>11} {'p99':>7} {'late':>6} {'returned':>9} "
           f"{'clears':>7} {'failed':>7} {'gen lag p99':>12} {'ticks >10ms late':>17}  verdict")
-    best = 0
-    failures = 0
-    for n in steps:
+    search = CapacitySearch(steps, resolution=args.resolution)
+    while (n := search.next_n()) is not None:
         server = start_server(argv, port, tmp / f"{name.split()[0]}-{n}.log", args.realtime)
         try:
             time.sleep(1.0)
@@ -421,16 +425,13 @@ def ramp(name: str, argv: list[str], port: int, steps: list[int], speech: list[b
         finally:
             stop_server(server)
         ok = passed(result)
-        best = max(best, n) if ok else best
+        search.record(n, ok)
         print(f"{n:>5} {result['cpu']:>6.0%} {result['cpu_per_call']:>9.2%} {result['p50']:>9.1f}ms "
               f"{result['p99']:>5.1f}ms {result['late']:>6} {result['returned']:>9.0%} {result['clears']:>7} "
               f"{result['failed']:>7} {result['gen_lag_p99']:>10.1f}ms {result['server_late_ticks']:>17}  "
               f"{'pass' if ok else 'FAIL'}"
               + (f" ({result['failure'][:60]})" if result["failure"] else ""), flush=True)
-        failures += not ok
-        if failures >= 2:
-            break
-    return best
+    return search.best
 
 
 def main() -> None:
@@ -445,6 +446,9 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=12.0, help="steady measuring window, seconds")
     parser.add_argument("--warmup", type=float, default=4.0)
     parser.add_argument("--ramp", type=float, default=2.0, help="seconds to dial all calls")
+    parser.add_argument("--resolution", type=float, default=0.1,
+                        help="narrow the gap between the largest N that held and the first that failed to this "
+                             "fraction of N (0: the ladder's steps only, and halving below a first step that fails)")
     parser.add_argument("--pipecat-python", default="", help="a python with pipecat-ai installed")
     parser.add_argument("--no-pipecat", action="store_true")
     parser.add_argument("--realtime", action="store_true",
@@ -477,7 +481,7 @@ def main() -> None:
           f"logs in {tmp}")
     steps = [int(x) for x in args.calls.split(",")]
     serve = [sys.executable, __file__, "serve-voxgate", "--port", str(port), "--data", str(tmp)]
-    voxgate_best = ramp("voxgate (echo agent as shipped: webrtcvad turns, no model; direct media sockets)",
+    voxgate_best = ramp("voxgate (echo agent as shipped: webrtcvad turns, no model; media sockets read by callback)",
                         [*serve, "--vad", "webrtc"], port, steps, speech, args, tmp)
     print(f"\nvoxgate: largest N one core holds: {voxgate_best}")
     silero_best = ramp("voxgate-silero (echo agent with Silero VAD on every call, as the Pipecat pipeline)",
