@@ -252,9 +252,10 @@ class HttpConnection(asyncio.Protocol):
 
     # -- answers -----------------------------------------------------------------------------------
 
-    def send(self, event: h11.Event) -> None:
+    def send(self, *events: h11.Event) -> None:
+        """Write `events` in one write (a response's head, body and end are one syscall, not three)."""
         assert self.transport is not None
-        data = self.h11.send(event)
+        data = b"".join(self.h11.send(event) or b"" for event in events)
         if data:
             self.transport.write(data)
 
@@ -329,6 +330,7 @@ class Exchange:
         self._waiter: asyncio.Future[None] | None = None
         self._continued = False
         self._body_ended = False  # the app has been given the body's end
+        self._head: h11.Response | None = None  # the response head, until its body goes out with it
         self._headers = headers
 
     def head(self) -> bytes:
@@ -421,24 +423,32 @@ class Exchange:
         if kind == "http.response.start":
             if self.started:
                 raise RuntimeError("the response has started already")
-            self.started = True
             headers = list(message.get("headers") or [])
             if not any(name.lower() == b"date" for name, _ in headers):
                 headers.append((b"date", _Date.now()))
             status = int(message["status"])
-            connection.send(h11.Response(status_code=status, headers=headers, reason=_reason(status)))
+            # Held until the body: most answers are then one write.
+            self._head = h11.Response(status_code=status, headers=headers, reason=_reason(status))
+            self.started = True
         elif kind == "http.response.body":
             if not self.started or self.complete:
                 raise RuntimeError("http.response.body outside a response")
+            events: list[h11.Event] = []
+            if self._head is not None:
+                events.append(self._head)
+                self._head = None
             body = message.get("body", b"")
             if body and not self._head_only:
                 await connection.drain()
                 if self.disconnected:
                     raise ClientDisconnected("the client has gone")
-                connection.send(h11.Data(data=body))
-            if not message.get("more_body", False):
+                events.append(h11.Data(data=body))
+            more = message.get("more_body", False)
+            if not more:
+                events.append(h11.EndOfMessage())
+            connection.send(*events)
+            if not more:
                 self.complete = True
-                connection.send(h11.EndOfMessage())
                 self._wake()
                 connection.answered()
         else:
