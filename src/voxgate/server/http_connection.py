@@ -23,6 +23,7 @@ import h11
 
 from voxgate.observability import metrics
 from voxgate.server.websocket_connection import WebSocketConnection
+from voxgate.server.write_flow import WriteFlow
 
 if TYPE_CHECKING:
     from voxgate.server.listener import Listener
@@ -82,8 +83,7 @@ class HttpConnection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None  # the request deadline, or the keep-alive one
         self._awaiting_request = True  # between requests: the next byte starts the request deadline
         self._read_paused = False
-        self._writable = True
-        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._flow = WriteFlow()
         self._stopping = False  # the server is stopping: close once the answer in flight is out
 
     # -- the guard's view --------------------------------------------------------------------------
@@ -148,20 +148,13 @@ class HttpConnection(asyncio.Protocol):
         self.resume_writing()
 
     def pause_writing(self) -> None:
-        self._writable = False
+        self._flow.pause()
 
     def resume_writing(self) -> None:
-        self._writable = True
-        waiters, self._drain_waiters = self._drain_waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        self._flow.resume()
 
     async def drain(self) -> None:
-        while not self._writable and self.transport is not None and not self.transport.is_closing():
-            waiter = asyncio.get_running_loop().create_future()
-            self._drain_waiters.append(waiter)
-            await waiter
+        await self._flow.wait(lambda: self.closing)
 
     def pause_reading(self) -> None:
         if not self._read_paused and self.transport is not None:

@@ -37,6 +37,7 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from voxgate.server.websocket_frames import MESSAGE_TEXT, FrameSplitter, binary_frame, text_frame
+from voxgate.server.write_flow import WriteFlow
 
 if TYPE_CHECKING:
     from voxgate.server.listener import Listener
@@ -112,8 +113,7 @@ class WebSocketConnection(asyncio.Protocol):
         self._fragments: list[bytes] = []  # a fragmented message so far
         self._fragmented_text = False
         self._read_paused = False
-        self._writable = True
-        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._flow = WriteFlow()
         self._timer: asyncio.TimerHandle | None = None  # the close-handshake deadline
         self._ping: asyncio.TimerHandle | None = None  # the next keepalive ping
         self._pong_due = b""  # the payload of a ping not yet answered
@@ -180,14 +180,10 @@ class WebSocketConnection(asyncio.Protocol):
         self.resume_writing()  # nobody may wait to write on a connection that is gone
 
     def pause_writing(self) -> None:
-        self._writable = False
+        self._flow.pause()
 
     def resume_writing(self) -> None:
-        self._writable = True
-        waiters, self._drain_waiters = self._drain_waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        self._flow.resume()
 
     # -- DirectSocket ------------------------------------------------------------------------------
 
@@ -204,13 +200,10 @@ class WebSocketConnection(asyncio.Protocol):
 
     @property
     def writable(self) -> bool:
-        return self._writable
+        return self._flow.writable
 
     async def wait_writable(self) -> None:
-        while not self._writable and not self.disconnected:
-            waiter = asyncio.get_running_loop().create_future()
-            self._drain_waiters.append(waiter)
-            await waiter
+        await self._flow.wait(lambda: self.disconnected)
 
     def send_text(self, text: str) -> None:
         if self.closing or not self.answered or self.transport.is_closing():
