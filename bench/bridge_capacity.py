@@ -56,7 +56,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from voxgate.embedded import free_port  # noqa: E402
 from voxgate.loadtest.capacity_search import CapacitySearch  # noqa: E402
 from voxgate.loadtest.carrier_line import (  # noqa: E402
     FRAME_S,
@@ -471,6 +470,8 @@ def main() -> None:
         uvloop.install()
     except ImportError:
         pass
+    from voxgate.embedded import free_port  # the gateway's modules: not importable in Pipecat's virtualenv
+
     speech = speech_frames()
     gc.freeze()  # what start-up imported lives to the end: keep the collector's full passes off the line clock
     tmp = Path(tempfile.mkdtemp(prefix="bridge-bench-"))
