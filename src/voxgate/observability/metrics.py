@@ -31,7 +31,7 @@ STORE_SLOW_WRITES = Counter("voxgate_store_slow_writes_total",
                             "Call-record writes not committed within store_write_timeout_s (they go on in the "
                             "background: slow, not lost)")
 
-# Admission control and abuse limits (admission.py, control/rate_limit.py, listener.py).
+# Admission control and abuse limits (admission.py, control/rate_limit.py, server/listener.py).
 CALLS_LIMIT = Gauge("voxgate_calls_limit", "Live calls the gateway takes at most (max_calls, or derived)")
 CALLS_ADMITTED = Gauge("voxgate_calls_admitted", "Calls holding an admission ticket (live or about to connect)")
 CALLS_REFUSED = Counter("voxgate_calls_refused_total", "New calls refused by admission control",
