@@ -147,7 +147,7 @@ async def kpis(request: Request) -> Response:
     principal = await require_api_key(request)
     if isinstance(principal, JSONResponse):
         return principal
-    return JSONResponse(await gateway_of(request).calls.kpis())
+    return JSONResponse(await gateway_of(request).calls.kpis(visible_to=principal.owner))
 
 
 async def list_agents(request: Request) -> Response:
