@@ -113,6 +113,11 @@ class Settings(BaseSettings):
     tts_voice: str = "joe"
     tts_max_concurrency: int = 1
     stt_max_concurrency: int = 1
+    # voxgate as a speech service (speech_service.py: /v1/audio/transcriptions and /v1/audio/speech with an
+    # API key): requests waiting for the models beyond this get 503; uploads and their audio are bounded.
+    speech_max_waiting: int = Field(default=8, ge=1)
+    speech_max_upload_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)  # OpenAI's 25 MB
+    speech_max_audio_s: float = Field(default=600.0, gt=0)
 
     # Tools
     tool_timeout_s: float = 5.0
