@@ -109,6 +109,9 @@ class Settings(BaseSettings):
     node_id: str = ""
 
     # Local engine
+    # The Whisper model: "" is tiny.en from its package; else a CTranslate2 Whisper model directory an
+    # operator placed on disk (base.en, small.en, distil-whisper): the lever for noisy real phone lines.
+    stt_model: str = ""
     stt_threads: int = 2
     tts_voice: str = "joe"
     tts_max_concurrency: int = 1
@@ -198,6 +201,15 @@ class Settings(BaseSettings):
     openai_connect_timeout_s: float = 10.0
     openai_max_retries: int = 2  # handshake retries per connect, with exponential backoff and jitter
     openai_response_timeout_s: float = 30.0  # an upstream response silent for this long has failed
+
+    @field_validator("stt_model")
+    @classmethod
+    def _stt_model_is_a_model(cls, value: str) -> str:
+        if value:  # refused at start, not at the first call's first turn
+            from voxgate.engines.local.stt import check_model_directory
+
+            return str(check_model_directory(value))
+        return value
 
     @field_validator("forwarded_allow_ips")
     @classmethod

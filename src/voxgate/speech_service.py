@@ -83,7 +83,7 @@ class SpeechService:
                 if self._stt is None:
                     s = self.settings
                     self._stt = await asyncio.get_running_loop().run_in_executor(
-                        None, WhisperTranscriber.shared, s.stt_threads, s.stt_max_concurrency)
+                        None, WhisperTranscriber.shared, s.stt_threads, s.stt_max_concurrency, s.stt_model)
         return self._stt
 
     async def synthesizer(self) -> PiperSynthesizer:
