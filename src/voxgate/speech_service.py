@@ -119,6 +119,8 @@ async def transcriptions(request: Request) -> Response:
         return problem(411, "length_required", "Send the upload with a Content-Length.")
     if not declared.isdigit() or int(declared) > limit:
         return problem(413, "file_too_large", f"Uploads are limited to {limit} bytes.", param="file")
+    if service.full:  # before reading 25 MB that would only wait
+        return _busy()
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         return problem(400, "invalid_request", "Send the audio as multipart/form-data with a `file` part.")
     try:
