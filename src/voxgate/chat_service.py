@@ -54,7 +54,12 @@ async def chat_completions(request: Request) -> Response:
     history, instructions, tools, tool_choice = parsed
     gateway = gateway_of(request)
     model = body.get("model") if isinstance(body.get("model"), str) else ""
-    agent = gateway.agent(model)
+    # The request's tools are the model's only tools, as with any chat model, routed by their names,
+    # descriptions and schemas: the agent lends its replies, templates and tool-less intents (greetings,
+    # hours), not tools of its own or the phrases written for them, which the caller of this API cannot run.
+    named = gateway.agent(model)
+    agent = named.model_copy(update={"client_tools": "replace",
+                                     "intents": [i for i in named.intents if i.tool is None]})
     brain: FlowBrain = getattr(request.app.state, "chat_brain", None) or FlowBrain(today=gateway.clock.today)
     request.app.state.chat_brain = brain
     decision = brain.decide(ResponseRequest(history=history, instructions=instructions, tools=tools,

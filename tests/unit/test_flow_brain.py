@@ -316,6 +316,8 @@ def test_helpers() -> None:
     assert render("Order {order_id} {missing}", {"order_id": "1"}) is None
     assert describe("plain text answer") == "plain text answer."
     assert describe({"ok": True}) == "Done."
+    assert describe({"order_id": "777", "status": "out for delivery"}) == "The status is out for delivery."
+    assert describe({"items": 3, "address": "12 Main St"}) == "The items are 3 and the address is 12 Main St."
     assert describe([1, 2]) == "I found 1 and 2."
     props = {"reason": {"type": "string", "description": "Why the caller wants a person"}}
     assert question_for(["reason"], props) == "Can you tell me why you want a person?"

@@ -467,7 +467,8 @@ def describe(result: Any) -> str:
         words = " ".join(re.findall(r"[a-z0-9]+", re.sub(r"(?<=[a-z])(?=[A-Z])", " ", key).lower()))
         if not words:
             continue
-        verb = "are" if words.endswith("s") and not words.endswith("ss") else "is"
+        # "items are", "status is", "address is", "analysis is": a final s is a plural only after most letters
+        verb = "are" if words.endswith("s") and not words.endswith(("ss", "us", "is")) else "is"
         clauses.append(f"the {words} {verb} {spoken(value)}")
         if len(clauses) == 4:
             break
