@@ -4,7 +4,7 @@
     serving   RTP in -> session (G.711 payloads as they are; RFC 4733 and INFO key presses as carrier
               DTMF); session audio -> the call's AudioOutput (the gateway's one playout, continuous)
               -> one RTP packet per 20 ms tick (silence between replies, so NATs and media timeouts on
-              the far side stay satisfied)
+              the far side stay satisfied); SRTP when the offer asked for it; an RTCP report every ~5 s
     in-dialog BYE ends the call, re-INVITE/UPDATE move or hold the media, INFO carries keys, NOTIFY
               reports a transfer we asked for with REFER
     ending    BYE (unless the caller sent it), RTP socket closed, the session closed and recorded
@@ -35,7 +35,8 @@ from voxgate.sip.errors import SipError
 from voxgate.sip.headers import NameAddress
 from voxgate.sip.message import Request, Response, make_response
 from voxgate.sip.refer import TransferProgress, parse_refer_notify, refer_headers
-from voxgate.sip.sdp import CodecPreferences, MediaSession, OfferRejected, answer_offer, parse_sdp
+from voxgate.sip.sdes import new_key
+from voxgate.sip.sdp import CodecPreferences, MediaSession, OfferRejected, SrtpPolicy, answer_offer, parse_sdp
 from voxgate.sip.transaction import Address, ServerInviteTransaction, Transmit
 from voxgate.sip.uri import SipUri, Uri, UriError, parse_uri
 from voxgate.transports.audio_output import AudioOutput
@@ -43,6 +44,7 @@ from voxgate.transports.carrier_audio import CarrierAudio
 from voxgate.transports.carrier_call import shared_ticker
 from voxgate.transports.media_stream import MediaEncoding
 from voxgate.transports.rtp_line import RtpLine
+from voxgate.transports.rtp_ports import PortsExhausted, RtpPorts
 
 if TYPE_CHECKING:
     from voxgate.config import Settings
@@ -56,6 +58,7 @@ FRAME_MS = 20
 MAX_BACKLOG = 50  # caller packets held while a barge-in completes (1 s); past that, dropped and counted
 HEARD_MAX_WAIT_S = 60.0
 APOLOGY_TRANSFER_FAILED = "I'm sorry, I could not put you through right now."
+SRTP_POLICIES: dict[str, SrtpPolicy] = {"optional": "optional", "required": "required", "off": "never"}  # sip_srtp
 
 
 class CallSignalling(Protocol):
@@ -73,8 +76,9 @@ class CallSignalling(Protocol):
 
 
 def offer_status(error: SipError) -> int:
-    """The answer to an offer we cannot take: 488 when it is well-formed but unacceptable, else 400."""
-    return 488 if isinstance(error, OfferRejected) else 400
+    """The answer to an offer we cannot take: 488 when it is well-formed but unacceptable, 503 when no
+    media port is free, else 400."""
+    return 488 if isinstance(error, OfferRejected) else 503 if isinstance(error, PortsExhausted) else 400
 
 
 def transfer_uri(target: str, peer_host: str) -> Uri:
@@ -95,7 +99,8 @@ class SipCall:
 
     def __init__(self, *, signalling: CallSignalling, invite: Request, transaction: ServerInviteTransaction,
                  peer: Address,
-                 reliable: bool, dialog: Dialog, settings: Settings, media_host: str, public_address: str) -> None:
+                 reliable: bool, dialog: Dialog, settings: Settings, media_host: str, public_address: str,
+                 ports: RtpPorts | None = None) -> None:
         self.signalling = signalling
         self.invite = invite
         self.transaction = transaction
@@ -106,7 +111,9 @@ class SipCall:
         self.media_host = media_host
         self.public_address = public_address
         self.playback = PlaybackTracker(server_side=True)
-        self.preferences = CodecPreferences(order=tuple(settings.sip_codecs), srtp="never")
+        self.preferences = CodecPreferences(order=tuple(settings.sip_codecs), srtp=SRTP_POLICIES[settings.sip_srtp])
+        self.ports = ports
+        self._srtp_key = new_key()  # our SDES key for the whole call (every answer in the dialog repeats it)
         self.media: MediaSession | None = None
         self.rtp: RtpLine | None = None
         self.audio: AudioOutput | None = None
@@ -143,12 +150,15 @@ class SipCall:
         offer = parse_sdp(self.invite.body)
         # The port goes into the answer, so the socket is opened first with the offer's settlement.
         answer, media = answer_offer(offer, address=self.public_address, port=0, session_id=self._sdp_id,
-                                     session_version=self._sdp_version, preferences=self.preferences)
+                                     session_version=self._sdp_version, preferences=self.preferences,
+                                     local_key=self._srtp_key)
         self.media = media
-        self.rtp = RtpLine(media, self.peer[0], self._on_digit)
+        self.rtp = RtpLine(media, self.peer[0], self._on_digit, ports=self.ports,
+                           cname=f"voxgate@{self.public_address}")
         _, port = await self.rtp.open(self.media_host)
         answer, media = answer_offer(offer, address=self.public_address, port=port, session_id=self._sdp_id,
-                                     session_version=self._sdp_version, preferences=self.preferences)
+                                     session_version=self._sdp_version, preferences=self.preferences,
+                                     local_key=self._srtp_key)
         self.media = media
         self.rtp.update(media)
         return answer.to_bytes()
@@ -262,6 +272,7 @@ class SipCall:
             now = loop.time()
             for payload in rtp.take_audio(now):
                 self._on_audio(payload)
+            rtp.report(now)
             if self._sending_dtmf:
                 continue
             for _ in range(audio.due(now)):
@@ -390,7 +401,7 @@ class SipCall:
                 self._sdp_version += 1
                 answer, media = answer_offer(offer, address=self.public_address, port=self.rtp.local[1],
                                              session_id=self._sdp_id, session_version=self._sdp_version,
-                                             preferences=self.preferences)
+                                             preferences=self.preferences, local_key=self._srtp_key)
                 if media.codec.name != self.media.codec.name:
                     raise OfferRejected("a codec change mid-call is not supported", "codec_change")
                 self.media = media
@@ -410,7 +421,8 @@ class SipCall:
         assert self.rtp is not None and self.media is not None
         offer = parse_sdp(self.invite.body)
         answer, _ = answer_offer(offer, address=self.public_address, port=self.rtp.local[1], session_id=self._sdp_id,
-                                 session_version=self._sdp_version, preferences=self.preferences)
+                                 session_version=self._sdp_version, preferences=self.preferences,
+                                 local_key=self._srtp_key)
         return answer.to_bytes()
 
     def _info(self, request: Request) -> None:
