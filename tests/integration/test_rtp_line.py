@@ -154,7 +154,7 @@ async def test_srtp_authenticates_before_latching_and_protects_what_it_sends() -
         assert isinstance(sr, SenderReport) and sr.packet_count == 1 and sr.reports[0].ssrc == 0x1234
         plain = build_rtcp(ReceiverReport(0x1234), SourceDescription(((0x1234, "caller"),)))
         caller_rtcp.sendto(plain, (local[0], local[1] + 1))  # plain RTCP on an SRTP call: refused
-        await eventually(lambda: line.counters["dropped_srtcp_auth_failed"] == 1, 5, "plain RTCP refused")
+        await eventually(lambda: line.counters["dropped_srtcp_unencrypted"] == 1, 5, "plain RTCP refused")
     finally:
         line.close()
         caller.close()

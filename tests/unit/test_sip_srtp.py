@@ -49,6 +49,10 @@ def test_forgeries_replays_and_plain_packets_are_refused_with_a_reason() -> None
     assert reasons == ["replay", "auth_failed", "auth_failed", "auth_failed", "bad_packet"]
     with pytest.raises(SrtpError):
         us.unprotect_rtcp(ReceiverReport(1).to_bytes())  # SRTCP without its tag and index
+    plain = ReceiverReport(1).to_bytes() + bytes(20)  # room for an index and a tag, but no E flag
+    with pytest.raises(SrtpError) as refused:
+        us.unprotect_rtcp(plain)
+    assert refused.value.code == "unencrypted"
 
 
 def test_rekey_restarts_only_the_direction_whose_key_changed() -> None:

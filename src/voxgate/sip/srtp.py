@@ -21,7 +21,8 @@ __all__ = ["SrtpContext", "SrtpError"]
 
 # libsrtp's messages (pylibsrtp.Error's text) → the reason a dropped packet is counted under
 _REASONS = {"authentication failure": "auth_failed", "replay check failed (bad index)": "replay",
-            "replay check failed (index too old)": "replay"}
+            "replay check failed (index too old)": "replay",
+            "unable to perform desired validation": "unencrypted"}  # an SRTCP packet whose E flag is clear
 
 
 class SrtpError(SipError):
