@@ -175,7 +175,8 @@ class Settings(BaseSettings):
     # default agent. A header named by sip_agent_header, when present, names the agent directly.
     sip_routes: dict[str, str] = Field(default_factory=dict)
     sip_agent_header: str = ""  # e.g. "X-Voxgate-Agent"; empty: routing by URI and number only
-    sip_codecs: list[str] = Field(default_factory=lambda: ["PCMU", "PCMA"])  # answered in this order of preference
+    # Answered in this order of preference: PCMU, PCMA, and "opus" (RFC 7587, 48 kHz) where a PBX offers it.
+    sip_codecs: list[str] = Field(default_factory=lambda: ["PCMU", "PCMA"])
     sip_ring_ms: int = Field(default=0, ge=0, le=60_000)  # 180 Ringing this long before the 200 OK
     sip_media_timeout_s: float = Field(default=30.0, gt=0)  # a call with no RTP for this long is hung up (not on hold)
     sip_transfer_timeout_s: float = Field(default=30.0, gt=0)  # a REFER whose outcome is not known by then failed
@@ -201,6 +202,14 @@ class Settings(BaseSettings):
     openai_connect_timeout_s: float = 10.0
     openai_max_retries: int = 2  # handshake retries per connect, with exponential backoff and jitter
     openai_response_timeout_s: float = 30.0  # an upstream response silent for this long has failed
+
+    @field_validator("sip_codecs")
+    @classmethod
+    def _codecs_known(cls, value: list[str]) -> list[str]:
+        unknown = [name for name in value if name.upper() not in ("PCMU", "PCMA", "OPUS")]
+        if unknown or not value:
+            raise ValueError(f"sip_codecs takes PCMU, PCMA and opus (at least one); not {unknown}")
+        return value
 
     @model_validator(mode="after")
     def _rtp_ports_form_a_range(self) -> Settings:

@@ -54,7 +54,7 @@ def test_transfer_targets_become_refer_to_uris() -> None:
         transfer_uri("the front desk", "192.0.2.1")
 
 
-def test_the_rtp_port_range_must_hold_a_pair_or_be_off() -> None:
+def test_media_settings_are_checked() -> None:
     assert (Settings().sip_rtp_port_min, Settings().sip_rtp_port_max) == (10000, 20000)
     assert Settings(sip_rtp_port_min=0, sip_rtp_port_max=0).sip_rtp_port_max == 0  # ephemeral ports
     assert Settings(sip_rtp_port_min=40001, sip_rtp_port_max=40003).sip_rtp_port_min == 40001  # pair 40002-3
@@ -63,3 +63,7 @@ def test_the_rtp_port_range_must_hold_a_pair_or_be_off() -> None:
             Settings(sip_rtp_port_min=low, sip_rtp_port_max=high)
     with pytest.raises(ValidationError):
         Settings(sip_srtp="sometimes")
+    assert Settings(sip_codecs=["opus", "PCMU"]).sip_codecs == ["opus", "PCMU"]
+    for codecs in ([], ["PCMU", "G729"]):
+        with pytest.raises(ValidationError, match="sip_codecs"):
+            Settings(sip_codecs=codecs)

@@ -48,7 +48,8 @@ log = logging.getLogger("voxgate.sip")
 Address = tuple[str, int]
 MAX_AUDIO_PAYLOAD = 480  # bytes of G.711: 60 ms, the longest packet time a trunk uses
 MIN_AUDIO_PAYLOAD = 8  # 1 ms
-_SILENCE = {"PCMU": b"\xff", "PCMA": b"\xd5"}
+_PAYLOAD_BYTES = {"OPUS": (1, 1275)}  # RFC 6716 §3.4: an Opus packet is 1-1275 bytes
+_SILENCE = {"PCMU": b"\xff", "PCMA": b"\xd5", "OPUS": b""}  # Opus: an empty payload, decoded as silence
 
 
 class _RtcpSocket(asyncio.DatagramProtocol):
@@ -65,7 +66,7 @@ class _RtcpSocket(asyncio.DatagramProtocol):
 
 
 class RtpLine(asyncio.DatagramProtocol):
-    """`take_audio(now)` gives the G.711 payloads due, in order; `on_digit(digit)` gets each key press
+    """`take_audio(now)` gives the audio payloads due, in order (G.711 or Opus); `on_digit(digit)` gets each key press
     (RFC 4733). `last_heard` is the loop time of the last accepted packet (media timeout); `report(now)`
     sends the RTCP report when one is due."""
 
@@ -77,6 +78,7 @@ class RtpLine(asyncio.DatagramProtocol):
         self.cname = cname
         self.jitter = JitterBuffer(clock_rate=media.codec.clock_rate)
         self._silence = _SILENCE.get(media.codec.name, b"\xff") * (media.codec.clock_rate // 50)
+        self._payload_bytes = _PAYLOAD_BYTES.get(media.codec.name, (MIN_AUDIO_PAYLOAD, MAX_AUDIO_PAYLOAD))
         self.sender = RtpSender(media.codec.payload_type, media.codec.clock_rate)
         self.srtp = SrtpContext(media.srtp) if media.srtp is not None else None
         self.rtcp: RtcpSession | None = None  # once the sockets are open (its clock starts then)
@@ -173,13 +175,13 @@ class RtpLine(asyncio.DatagramProtocol):
         a trusted host (the host RTP latched to, once it has)."""
         if not muxed:
             if self.rtcp_latched is not None and source != self.rtcp_latched:
-                self._drop("wrong_source")
+                self.drop("wrong_source")
                 return
             if self.latched is not None and source[0] != self.latched[0]:
-                self._drop("wrong_source")
+                self.drop("wrong_source")
                 return
         if self.latched is None and source[0] not in self._trusted_hosts:
-            self._drop("untrusted_source")
+            self.drop("untrusted_source")
             return
         if self.rtcp is None:
             return
@@ -187,10 +189,10 @@ class RtpLine(asyncio.DatagramProtocol):
             plain = self.srtp.unprotect_rtcp(data) if self.srtp is not None else data
             self.rtcp.receive(plain, asyncio.get_running_loop().time())
         except SrtpError as error:
-            self._drop(f"srtcp_{error.code}")
+            self.drop(f"srtcp_{error.code}")
             return
         except RtcpError as error:
-            self._drop(f"rtcp_{error.code}")
+            self.drop(f"rtcp_{error.code}")
             return
         self.counters["rtcp"] += 1
         if not muxed and self.rtcp_latched is None:
@@ -200,12 +202,12 @@ class RtpLine(asyncio.DatagramProtocol):
         pass
 
     def error_received(self, exc: Exception) -> None:
-        self._drop("socket_error")  # an ICMP unreachable for something we sent: the far end went away
+        self.drop("socket_error")  # an ICMP unreachable for something we sent: the far end went away
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
         source = (addr[0], addr[1])
         if self.latched is not None and source != self.latched:
-            self._drop("wrong_source")
+            self.drop("wrong_source")
             return
         if is_rtcp(data):  # muxed, or a peer that sends its reports to the RTP port anyway
             self.rtcp_received(data, source, muxed=True)
@@ -214,17 +216,17 @@ class RtpLine(asyncio.DatagramProtocol):
             try:
                 data = self.srtp.unprotect(data)
             except SrtpError as error:
-                self._drop(f"srtp_{error.code}")
+                self.drop(f"srtp_{error.code}")
                 return
         try:
             packet = parse_rtp(data)
         except RtpError as error:
-            self._drop(error.code)
+            self.drop(error.code)
             return
         media = self.media
         if packet.payload_type == media.codec.payload_type:
-            if not MIN_AUDIO_PAYLOAD <= len(packet.payload) <= MAX_AUDIO_PAYLOAD:
-                self._drop("bad_payload_size")
+            if not self._payload_bytes[0] <= len(packet.payload) <= self._payload_bytes[1]:
+                self.drop("bad_payload_size")
                 return
             if not self._accept(source, packet):
                 return
@@ -235,12 +237,12 @@ class RtpLine(asyncio.DatagramProtocol):
             try:
                 digit = self.dtmf.receive(packet)
             except DtmfError as error:
-                self._drop(error.code)
+                self.drop(error.code)
                 return
             if digit is not None:
                 self.on_digit(digit)
         else:
-            self._drop("unknown_payload_type")
+            self.drop("unknown_payload_type")
 
     def take_audio(self, now: float) -> list[bytes]:
         """The caller's audio due at `now`, in order; a lost packet's turn as silence of the same length."""
@@ -260,7 +262,7 @@ class RtpLine(asyncio.DatagramProtocol):
         """Latch on the first good packet from a trusted host; count what a latched line accepts."""
         if self.latched is None:
             if source[0] not in self._trusted_hosts:
-                self._drop("untrusted_source")
+                self.drop("untrusted_source")
                 return False
             self.latched = self.remote = source
         self.counters["received"] += 1
@@ -294,6 +296,7 @@ class RtpLine(asyncio.DatagramProtocol):
                         if key.startswith("dropped_")},
         }
 
-    def _drop(self, reason: str) -> None:
+    def drop(self, reason: str) -> None:
+        """Count a datagram (or a payload) refused for `reason`: for this call and in the metric."""
         self.counters[f"dropped_{reason}"] += 1
         metrics.SIP_RTP_DROPPED.labels(reason).inc()

@@ -1,10 +1,11 @@
 """One SIP call bridged to a Session: the `Caller` the session sees, and the asyncio shell round the call.
 
     ringing   RTP socket opened, SDP answered, 180 Ringing, the session opened, 200 OK (resent until ACK)
-    serving   RTP in -> session (G.711 payloads as they are; RFC 4733 and INFO key presses as carrier
-              DTMF); session audio -> the call's AudioOutput (the gateway's one playout, continuous)
-              -> one RTP packet per 20 ms tick (silence between replies, so NATs and media timeouts on
-              the far side stay satisfied); SRTP when the offer asked for it; an RTCP report every ~5 s
+    serving   RTP in -> session (G.711 payloads as they are, Opus decoded and resampled to the session's
+              24 kHz PCM; RFC 4733 and INFO key presses as carrier DTMF); session audio -> the call's
+              AudioOutput (the gateway's one playout, continuous) -> one RTP packet per 20 ms tick
+              (silence between replies, so NATs and media timeouts on the far side stay satisfied);
+              SRTP when the offer asked for it; an RTCP report every ~5 s
     in-dialog BYE ends the call, re-INVITE/UPDATE move or hold the media, INFO carries keys, NOTIFY
               reports a transfer we asked for with REFER
     ending    BYE (unless the caller sent it), RTP socket closed, the session closed and recorded
@@ -23,6 +24,9 @@ from collections import deque
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Protocol
 
+import numpy as np
+
+from voxgate.audio.opus import OpusCodec, OpusError
 from voxgate.audio.playout import Playout
 from voxgate.observability import metrics
 from voxgate.protocol import server_events as se
@@ -130,6 +134,8 @@ class SipCall:
         self._transfer: asyncio.Future[TransferProgress] | None = None
         self._sending_dtmf = False
         self._silence_frame = b""
+        self.opus: OpusCodec | None = None  # an Opus call's encoder and decoder
+        self._line_audio: CarrierAudio | None = None  # an Opus call's PCM both ways (its resamplers)
         self.backlog_dropped = 0
 
     @property
@@ -182,6 +188,8 @@ class SipCall:
         playout = Playout(frame_bytes=encoder.frame_bytes, silence=encoder.silence, frame_ms=FRAME_MS,
                           continuous=True, max_frames=int(self.settings.carrier_playout_buffer_s * 1000 / FRAME_MS))
         self.audio = AudioOutput(playout, encoder, self.playback)
+        if self.media.codec.name == "OPUS":
+            self.opus, self._line_audio = OpusCodec(), encoder
         self.audio.session = session
         self._silence_frame = encoder.silence * (encoder.frame_bytes // len(encoder.silence))
         ok = make_response(self.invite, 200, to_tag=self.dialog.local_tag, body=sdp,
@@ -191,8 +199,11 @@ class SipCall:
         self.answered = True
 
     def codec_audio(self) -> CarrierAudio:
-        """The session's input and output formats for this call's codec (G.711 passes straight in)."""
+        """The session's input and output formats for this call's codec (G.711 passes straight in; Opus
+        is 48 kHz PCM on the line, the session's 24 kHz PCM inside)."""
         assert self.media is not None
+        if self.media.codec.name == "OPUS":
+            return CarrierAudio("l16", 48000, "l16", 48000)
         encoding: MediaEncoding = "pcma" if self.media.codec.name == "PCMA" else "pcmu"
         return CarrierAudio(encoding, 8000, encoding, 8000)
 
@@ -266,7 +277,8 @@ class SipCall:
         assert self.audio is not None and self.rtp is not None
         audio, rtp, ticker = self.audio, self.rtp, shared_ticker()
         loop = asyncio.get_running_loop()
-        samples = 8000 * FRAME_MS // 1000
+        samples = rtp.media.codec.clock_rate * FRAME_MS // 1000  # a codec change mid-call is refused
+        opus = self.opus
         while True:
             await ticker.tick()
             now = loop.time()
@@ -278,6 +290,11 @@ class SipCall:
             for _ in range(audio.due(now)):
                 frame = audio.pop()
                 payload = frame.payload if frame is not None else self._silence_frame
+                if opus is not None:  # the playout holds big-endian 48 kHz PCM for an Opus line
+                    payload = opus.encode(np.frombuffer(payload, dtype=">i2").astype(np.int16))
+                    if not payload:  # the encoder kept this frame back: its time passes unsent
+                        rtp.sender.skip(samples)
+                        continue
                 if rtp.media.sends:
                     rtp.send(rtp.sender.packet(payload, samples))
                 else:  # on hold: the clock runs on, nothing is sent
@@ -319,6 +336,14 @@ class SipCall:
         session = self.session
         if session is None or session.closed or self._ended.is_set():
             return
+        if self.opus is not None and self._line_audio is not None:
+            try:
+                pcm = self.opus.decode(payload)  # b"": a lost packet's turn, silence
+            except OpusError:
+                if self.rtp is not None:
+                    self.rtp.drop("bad_opus")
+                return
+            payload = self._line_audio.to_session(pcm.astype(">i2").tobytes())
         if self._step is not None:  # an earlier packet is still being taken (a barge-in): keep the order
             if len(self._backlog) < MAX_BACKLOG:
                 self._backlog.append(payload)
