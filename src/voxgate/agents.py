@@ -99,6 +99,10 @@ class AgentConfig(BaseModel):
     # `escalation.target` after its handover line instead, when there is one.
     goodbye: str = "I'm sorry, this line has to close for a moment. Please call back shortly. Goodbye."
     tools: list[ToolDefinition] = Field(default_factory=list)
+    # When a session's client declares function tools (session.update, a minted key's session): "replace"
+    # gives the session the client's tools alone, as OpenAI does, so the agent's gateway tools and the
+    # intents that call them do not answer for the client's app; "extend" keeps them beside the client's.
+    client_tools: Literal["replace", "extend"] = "replace"
     intents: list[Intent] = Field(default_factory=list)
     escalation: Escalation = Field(default_factory=Escalation)
     turn_taking: TurnTaking = Field(default_factory=TurnTaking)

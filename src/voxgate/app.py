@@ -37,6 +37,7 @@ from voxgate.gateway import Gateway, gateway_of
 from voxgate.observability.logs import guard_credentials
 from voxgate.protocol.dialect import dialect_from_handshake
 from voxgate.protocol.errors import RealtimeError
+from voxgate.speech_service import speech, transcriptions
 from voxgate.transports import telnyx, twilio
 from voxgate.transports.realtime_ws import WebSocketCaller, refuse_call, run_websocket_session
 from voxgate.transports.webrtc import attach_sideband, create_beta_call, create_call, hangup_call
@@ -147,7 +148,7 @@ async def kpis(request: Request) -> Response:
     principal = await require_api_key(request)
     if isinstance(principal, JSONResponse):
         return principal
-    return JSONResponse(await gateway_of(request).calls.kpis())
+    return JSONResponse(await gateway_of(request).calls.kpis(visible_to=principal.owner))
 
 
 async def list_agents(request: Request) -> Response:
@@ -258,6 +259,8 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> Starlette:
             Route("/v1/calls/{call_id}", get_call),
             Route("/v1/kpis", kpis),
             Route("/v1/agents", list_agents),
+            Route("/v1/audio/transcriptions", rate_limited(transcriptions, "speech"), methods=["POST"]),
+            Route("/v1/audio/speech", rate_limited(speech, "speech"), methods=["POST"]),
             *twilio.routes(gateway_of),
             *telnyx.routes(gateway_of),
         ],

@@ -109,10 +109,18 @@ class Settings(BaseSettings):
     node_id: str = ""
 
     # Local engine
+    # The Whisper model: "" is tiny.en from its package; else a CTranslate2 Whisper model directory an
+    # operator placed on disk (base.en, small.en, distil-whisper): the lever for noisy real phone lines.
+    stt_model: str = ""
     stt_threads: int = 2
     tts_voice: str = "joe"
     tts_max_concurrency: int = 1
     stt_max_concurrency: int = 1
+    # voxgate as a speech service (speech_service.py: /v1/audio/transcriptions and /v1/audio/speech with an
+    # API key): requests waiting for the models beyond this get 503; uploads and their audio are bounded.
+    speech_max_waiting: int = Field(default=8, ge=1)
+    speech_max_upload_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)  # OpenAI's 25 MB
+    speech_max_audio_s: float = Field(default=600.0, gt=0)
 
     # Tools
     tool_timeout_s: float = 5.0
@@ -218,6 +226,15 @@ class Settings(BaseSettings):
             raise ValueError(f"sip_rtp_port_min/max ({low}-{high}) must both be 0 (ephemeral ports) or a range "
                              "from 1024 up holding at least one even RTP port and the RTCP port above it")
         return self
+
+    @field_validator("stt_model")
+    @classmethod
+    def _stt_model_is_a_model(cls, value: str) -> str:
+        if value:  # refused at start, not at the first call's first turn
+            from voxgate.engines.local.stt import check_model_directory
+
+            return str(check_model_directory(value))
+        return value
 
     @field_validator("forwarded_allow_ips")
     @classmethod

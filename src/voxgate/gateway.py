@@ -206,6 +206,7 @@ class Gateway:
                     engine = LocalEngine(stt_threads=self.settings.stt_threads,
                                          stt_concurrency=self.settings.stt_max_concurrency,
                                          tts_concurrency=self.settings.tts_max_concurrency,
+                                         stt_model=self.settings.stt_model,
                                          brain=FlowBrain(today=self.clock.today))
                 elif name == "echo":
                     engine = EchoEngine()

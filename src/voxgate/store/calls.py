@@ -421,8 +421,9 @@ class CallStore:
                 for e in events
             ]
 
-    async def kpis(self, since: datetime | None = None) -> dict[str, Any]:
-        """Figures over the calls started at or after ``since`` (all calls when None).
+    async def kpis(self, since: datetime | None = None, *, visible_to: str | None = None) -> dict[str, Any]:
+        """Figures over the calls started at or after ``since`` (all calls when None); with ``visible_to``
+        (a key id), over that key's calls and those without an owner only, as ``list_calls``.
 
         Rates are over finished calls (not ``active``) and are None when there are none:
         drop rate (status ``dropped``), task completion (outcome ``task_completed``), escalation
@@ -430,6 +431,8 @@ class CallStore:
         with status ``completed``. First-response percentiles interpolate linearly between ranks.
         """
         started = Call.started_at >= since if since is not None else sa.true()
+        if visible_to is not None:  # another key's calls are not this key's business, nor their volumes
+            started = sa.and_(started, sa.or_(Call.owner.is_(None), Call.owner == visible_to))
         async with self._db.session() as session:
             by_status = {
                 status: count

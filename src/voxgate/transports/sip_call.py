@@ -45,7 +45,7 @@ from voxgate.sip.transaction import Address, ServerInviteTransaction, Transmit
 from voxgate.sip.uri import SipUri, Uri, UriError, parse_uri
 from voxgate.transports.audio_output import AudioOutput
 from voxgate.transports.carrier_audio import CarrierAudio
-from voxgate.transports.carrier_call import shared_ticker
+from voxgate.transports.frame_ticker import shared_ticker
 from voxgate.transports.media_stream import MediaEncoding
 from voxgate.transports.rtp_line import RtpLine
 from voxgate.transports.rtp_ports import PortsExhausted, RtpPorts
@@ -218,8 +218,9 @@ class SipCall:
         """Run the answered call until either side ends it; then BYE (if ours) and close the media."""
         assert self.session is not None
         loop = asyncio.get_running_loop()
-        tasks = {loop.create_task(self._pump(), name="sip-pump"), loop.create_task(self._send(), name="sip-send"),
-                 loop.create_task(self._watch(), name="sip-watch"),
+        ticker = shared_ticker()
+        ticker.add_beat(self._beat)  # the line's 20 ms, as a plain call on the shared ticker: no task per call
+        tasks = {loop.create_task(self._pump(), name="sip-pump"), loop.create_task(self._watch(), name="sip-watch"),
                  loop.create_task(self._ended.wait(), name="sip-ended")}
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -230,6 +231,7 @@ class SipCall:
                 elif isinstance(result := task.result(), str):
                     self.end(result)
         finally:
+            ticker.remove_beat(self._beat)
             if self._step is not None:
                 tasks.add(self._step)
             for task in tasks:
@@ -271,35 +273,31 @@ class SipCall:
             if isinstance(event, se.ErrorEvent):
                 log.warning("%s: session error %s", self.name, event.code)
 
-    async def _send(self) -> None:
-        """Each 20 ms tick of the shared ticker: the caller's audio that is due (out of the jitter buffer) to
+    def _beat(self, now: float) -> None:
+        """Each 20 ms beat of the shared ticker: the caller's audio that is due (out of the jitter buffer) to
         the session, and one RTP packet (on the call's own pacing grid) to the caller."""
-        assert self.audio is not None and self.rtp is not None
-        audio, rtp, ticker = self.audio, self.rtp, shared_ticker()
-        loop = asyncio.get_running_loop()
+        audio, rtp = self.audio, self.rtp
+        assert audio is not None and rtp is not None
+        for payload in rtp.take_audio(now):
+            self._on_audio(payload)
+        rtp.report(now)
+        if self._sending_dtmf:
+            return
         samples = rtp.media.codec.clock_rate * FRAME_MS // 1000  # a codec change mid-call is refused
         opus = self.opus
-        while True:
-            await ticker.tick()
-            now = loop.time()
-            for payload in rtp.take_audio(now):
-                self._on_audio(payload)
-            rtp.report(now)
-            if self._sending_dtmf:
-                continue
-            for _ in range(audio.due(now)):
-                frame = audio.pop()
-                payload = frame.payload if frame is not None else self._silence_frame
-                if opus is not None:  # the playout holds big-endian 48 kHz PCM for an Opus line
-                    payload = opus.encode(np.frombuffer(payload, dtype=">i2").astype(np.int16))
-                    if not payload:  # the encoder kept this frame back: its time passes unsent
-                        rtp.sender.skip(samples)
-                        continue
-                if rtp.media.sends:
-                    rtp.send(rtp.sender.packet(payload, samples))
-                else:  # on hold: the clock runs on, nothing is sent
+        for _ in range(audio.due(now, shared_ticker().next_beat())):
+            frame = audio.pop()
+            payload = frame.payload if frame is not None else self._silence_frame
+            if opus is not None:  # the playout holds big-endian 48 kHz PCM for an Opus line
+                payload = opus.encode(np.frombuffer(payload, dtype=">i2").astype(np.int16))
+                if not payload:  # the encoder kept this frame back: its time passes unsent
                     rtp.sender.skip(samples)
-                    rtp.counters["held"] += 1
+                    continue
+            if rtp.media.sends:
+                rtp.send(rtp.sender.packet(payload, samples))
+            else:  # on hold: the clock runs on, nothing is sent
+                rtp.sender.skip(samples)
+                rtp.counters["held"] += 1
 
     async def _watch(self) -> str:
         """2xx resends until their ACK, the media timeout and the call's length limit."""
