@@ -87,7 +87,7 @@ class AgentConfig(BaseModel):
     description: str = ""
     instructions: str = "You are a helpful voice agent."
     voice: str = "joe"
-    engine: Literal["local", "echo", "openai"] | None = None  # None: the gateway's default
+    engine: Literal["local", "echo", "openai", "cascade"] | None = None  # None: the gateway's default
     greeting: str | None = None  # spoken first on phone and browser calls
     disclosure: str | None = None  # AI/recording disclosure, always played at call start on phone calls
     fallback: str = "Sorry, I didn't catch that. Could you say it another way?"

@@ -20,6 +20,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from voxgate.admission import Refusal
+from voxgate.chat_service import chat_completions
 from voxgate.config import Settings
 from voxgate.control.auth import bearer_token, require_api_key
 from voxgate.control.ephemeral import (
@@ -261,6 +262,7 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> Starlette:
             Route("/v1/agents", list_agents),
             Route("/v1/audio/transcriptions", rate_limited(transcriptions, "speech"), methods=["POST"]),
             Route("/v1/audio/speech", rate_limited(speech, "speech"), methods=["POST"]),
+            Route("/v1/chat/completions", rate_limited(chat_completions, "chat"), methods=["POST"]),
             *twilio.routes(gateway_of),
             *telnyx.routes(gateway_of),
         ],

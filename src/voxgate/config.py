@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     database_url: str = "sqlite+aiosqlite:///./voxgate.db"
     agents_dir: Path = DEFAULT_AGENTS_DIR
     default_agent: str = "acme"
-    engine: Literal["local", "echo", "openai"] = "local"
+    engine: Literal["local", "echo", "openai", "cascade"] = "local"
 
     # Realtime protocol limits
     max_message_bytes: int = 16 * 1024 * 1024  # OpenAI accepts 15 MiB of base64 per append
@@ -199,6 +199,22 @@ class Settings(BaseSettings):
     # Run Python's cycle collector just after each 20 ms audio beat rather than mid-beat (see
     # voxgate/garbage_collection.py); off gives CPython's automatic collection back.
     gc_on_beat: bool = True
+
+    # The cascade engine (engines/cascade.py): STT -> an LLM -> TTS over OpenAI-compatible services. Base URLs
+    # end in /v1 (llama.cpp server http://127.0.0.1:8080/v1, Ollama http://127.0.0.1:11434/v1, vLLM, OpenAI,
+    # another voxgate). STT and TTS left empty use the in-process local models. Keys stay in the gateway.
+    cascade_llm_base_url: str = ""
+    cascade_llm_model: str = ""  # empty: the server's default (llama.cpp serves one model)
+    cascade_llm_api_key: SecretStr = SecretStr("")
+    cascade_stt_base_url: str = ""
+    cascade_stt_model: str = "whisper-1"
+    cascade_stt_api_key: SecretStr = SecretStr("")
+    cascade_tts_base_url: str = ""
+    cascade_tts_model: str = "tts-1"
+    cascade_tts_api_key: SecretStr = SecretStr("")
+    cascade_connect_timeout_s: float = Field(default=5.0, gt=0)
+    cascade_timeout_s: float = Field(default=30.0, gt=0)  # a service silent this long (between bytes) has failed
+    cascade_max_retries: int = Field(default=1, ge=0, le=5)  # an LLM request that failed before any token
 
     # OpenAI Realtime upstream (engine "openai"). The key stays in the gateway: clients never see it.
     openai_api_key: SecretStr = Field(
