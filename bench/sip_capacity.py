@@ -52,7 +52,7 @@ from voxgate.loadtest.gateway_process import GatewayProcess
 from voxgate.loadtest.speech import silence, speak
 from voxgate.sip.headers import NameAddress, Via, new_branch, new_tag
 from voxgate.sip.message import Request, Response, new_request, parse_message
-from voxgate.sip.rtp import RtpSender, parse_rtp
+from voxgate.sip.rtp import RtpSender, is_rtcp, parse_rtp
 from voxgate.sip.uri import SipUri
 
 FRAME_S = 0.02
@@ -112,6 +112,8 @@ class RtpSide(asyncio.DatagramProtocol):
         self.call, self.window = call, window
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+        if is_rtcp(data):  # the gateway's reports go to RTP + 1, which may be another caller's RTP port
+            return
         now = time.monotonic()
         call = self.call
         if call.first_rtp is None:

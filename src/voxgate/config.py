@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from voxgate.hosts import is_loopback, origin_of
@@ -183,10 +183,19 @@ class Settings(BaseSettings):
     # default agent. A header named by sip_agent_header, when present, names the agent directly.
     sip_routes: dict[str, str] = Field(default_factory=dict)
     sip_agent_header: str = ""  # e.g. "X-Voxgate-Agent"; empty: routing by URI and number only
-    sip_codecs: list[str] = Field(default_factory=lambda: ["PCMU", "PCMA"])  # answered in this order of preference
+    # Answered in this order of preference: PCMU, PCMA, and "opus" (RFC 7587, 48 kHz) where a PBX offers it.
+    sip_codecs: list[str] = Field(default_factory=lambda: ["PCMU", "PCMA"])
     sip_ring_ms: int = Field(default=0, ge=0, le=60_000)  # 180 Ringing this long before the 200 OK
     sip_media_timeout_s: float = Field(default=30.0, gt=0)  # a call with no RTP for this long is hung up (not on hold)
     sip_transfer_timeout_s: float = Field(default=30.0, gt=0)  # a REFER whose outcome is not known by then failed
+    # SDES-SRTP (RFC 4568): "optional" takes an RTP/SAVP offer with a=crypto (and plain RTP too), "required"
+    # answers plain RTP offers 488, "off" refuses SRTP offers. Keys never reach logs or call records.
+    sip_srtp: Literal["optional", "required", "off"] = "optional"
+    # The UDP ports calls' media use: RTP on even ports, RTCP on the odd one above, so a firewall or NAT
+    # forwards exactly this range (the PBX convention, as Asterisk's default: 5,000 concurrent calls).
+    # Both 0: ephemeral ports from the kernel. A call that finds no free pair is answered 503.
+    sip_rtp_port_min: int = Field(default=10000, ge=0, le=65534)
+    sip_rtp_port_max: int = Field(default=20000, ge=0, le=65535)
     # Run Python's cycle collector just after each 20 ms audio beat rather than mid-beat (see
     # voxgate/garbage_collection.py); off gives CPython's automatic collection back.
     gc_on_beat: bool = True
@@ -217,6 +226,22 @@ class Settings(BaseSettings):
     openai_connect_timeout_s: float = 10.0
     openai_max_retries: int = 2  # handshake retries per connect, with exponential backoff and jitter
     openai_response_timeout_s: float = 30.0  # an upstream response silent for this long has failed
+
+    @field_validator("sip_codecs")
+    @classmethod
+    def _codecs_known(cls, value: list[str]) -> list[str]:
+        unknown = [name for name in value if name.upper() not in ("PCMU", "PCMA", "OPUS")]
+        if unknown or not value:
+            raise ValueError(f"sip_codecs takes PCMU, PCMA and opus (at least one); not {unknown}")
+        return value
+
+    @model_validator(mode="after")
+    def _rtp_ports_form_a_range(self) -> Settings:
+        low, high = self.sip_rtp_port_min, self.sip_rtp_port_max
+        if (low == 0) != (high == 0) or (low and (low < 1024 or high < low + low % 2 + 1)):
+            raise ValueError(f"sip_rtp_port_min/max ({low}-{high}) must both be 0 (ephemeral ports) or a range "
+                             "from 1024 up holding at least one even RTP port and the RTCP port above it")
+        return self
 
     @field_validator("stt_model")
     @classmethod

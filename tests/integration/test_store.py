@@ -556,3 +556,12 @@ async def test_calls_a_crash_left_active_are_closed_as_dropped_for_this_node_onl
     assert done is not None and done["status"] == "completed"
     assert (await calls.kpis())["active"] == 1
     assert await calls.close_abandoned("a:8000", "gateway restarted") == []
+
+
+async def test_the_end_of_a_call_can_replace_its_metadata(calls: CallStore) -> None:
+    """A SIP call's media quality joins the record at hang-up; an end without metadata keeps the start's."""
+    await calls.start_call("sess_m", agent="echo", engine="echo", transport="sip", metadata={"model": "m"})
+    media = {"codec": "PCMU", "srtp": None, "round_trip_ms": 1.5, "peer_report": {"packets_lost": 2}}
+    assert await calls.end_call("sess_m", status="completed", metadata={"model": "m", "media": media})
+    call = await calls.get_call("sess_m")
+    assert call is not None and call["metadata"] == {"model": "m", "media": media}

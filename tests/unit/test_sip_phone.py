@@ -4,7 +4,9 @@ goes."""
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
+from voxgate.config import Settings
 from voxgate.sip.message import parse_message
 from voxgate.sip.uri import SipUri, TelUri, UriError
 from voxgate.transports.sip_call import transfer_uri
@@ -50,3 +52,18 @@ def test_transfer_targets_become_refer_to_uris() -> None:
     assert isinstance(transfer_uri("tel:+15550100", "192.0.2.1"), TelUri)
     with pytest.raises(UriError):
         transfer_uri("the front desk", "192.0.2.1")
+
+
+def test_media_settings_are_checked() -> None:
+    assert (Settings().sip_rtp_port_min, Settings().sip_rtp_port_max) == (10000, 20000)
+    assert Settings(sip_rtp_port_min=0, sip_rtp_port_max=0).sip_rtp_port_max == 0  # ephemeral ports
+    assert Settings(sip_rtp_port_min=40001, sip_rtp_port_max=40003).sip_rtp_port_min == 40001  # pair 40002-3
+    for low, high in ((0, 20000), (10000, 0), (20000, 10000), (40001, 40002), (80, 100)):
+        with pytest.raises(ValidationError, match="sip_rtp_port_min/max"):
+            Settings(sip_rtp_port_min=low, sip_rtp_port_max=high)
+    with pytest.raises(ValidationError):
+        Settings(sip_srtp="sometimes")
+    assert Settings(sip_codecs=["opus", "PCMU"]).sip_codecs == ["opus", "PCMU"]
+    for codecs in ([], ["PCMU", "G729"]):
+        with pytest.raises(ValidationError, match="sip_codecs"):
+            Settings(sip_codecs=codecs)

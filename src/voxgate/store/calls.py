@@ -186,6 +186,9 @@ class CallStore:
                         interruptions=sa.bindparam("b_interruptions"),
                         usage=sa.bindparam("b_usage", type_=table.c.usage.type),
                         cost_usd=sa.bindparam("b_cost_usd"))
+                # metadata given replaces what start_call wrote; none given keeps it
+                .values({table.c["metadata"]: sa.func.coalesce(
+                    sa.bindparam("b_meta", type_=table.c["metadata"].type), table.c["metadata"])})
             )
         return self._end_call
 
@@ -222,13 +225,15 @@ class CallStore:
         interruptions: int = 0,
         usage: Mapping[str, Any] | None = None,
         cost_usd: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> bool | None:
-        """Close the call record: its final status, outcome and figures; duration from start to now."""
+        """Close the call record: its final status, outcome and figures; duration from start to now;
+        `metadata`, when given, replaces the record's (the start's with the transport's additions)."""
 
         row = {"b_call_id": call_id, "b_ended_at": self._now(), "b_status": status, "b_outcome": outcome,
                "b_end_reason": end_reason, "b_first_response_ms": first_response_ms, "b_turns": turns,
                "b_interruptions": interruptions, "b_usage": dict(usage) if usage is not None else None,
-               "b_cost_usd": cost_usd}
+               "b_cost_usd": cost_usd, "b_meta": dict(metadata) if metadata is not None else None}
         return await self._write("end_call", call_id, self._end_call_statement(), row)
 
     async def close_abandoned(self, node: str, reason: str) -> list[str]:

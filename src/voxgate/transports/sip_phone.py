@@ -37,6 +37,7 @@ from voxgate.sip.transaction import (
     Transmit,
 )
 from voxgate.sip.uri import SipUri, TelUri
+from voxgate.transports.rtp_ports import PortsExhausted, RtpPorts
 from voxgate.transports.sip_call import SipCall, offer_status
 
 if TYPE_CHECKING:
@@ -125,6 +126,7 @@ class SipPhone:
         password = settings.sip_digest_password.get_secret_value()
         self.verifier = DigestVerifier(settings.sip_digest_realm, secrets.token_bytes(32)) if password else None
         self.calls: dict[str, SipCall] = {}
+        self.rtp_ports = RtpPorts(settings.sip_rtp_port_min, settings.sip_rtp_port_max)
         self._tasks: set[asyncio.Task[None]] = set()
         self._pending: dict[ClientTransaction, tuple[SipCall, asyncio.Future[Response | None]]] = {}
 
@@ -248,7 +250,7 @@ class SipPhone:
             return
         call = SipCall(signalling=self, invite=request, transaction=transaction, peer=peer, reliable=reliable,
                        dialog=dialog, settings=self.settings, media_host=self.host,
-                       public_address=self.public_address)
+                       public_address=self.public_address, ports=self.rtp_ports)
         self.calls[request.call_id] = call
         agent = route_agent(request, self.settings.sip_routes, self.gateway.agents, self.settings.sip_agent_header)
         task = asyncio.get_running_loop().create_task(self._run(call, ticket, agent), name="sip-call")
@@ -303,6 +305,11 @@ class SipPhone:
         try:
             try:
                 sdp = await call.open_media()
+            except PortsExhausted as error:
+                log.warning("%s: refused: %s", call.name, error)
+                metrics.SIP_INVITES.labels("no_rtp_port").inc()
+                call.refuse(offer_status(error), [("Retry-After", "5")])
+                return
             except SipError as error:
                 metrics.SIP_INVITES.labels("bad_offer").inc()
                 call.refuse(offer_status(error))
@@ -332,6 +339,8 @@ class SipPhone:
             self.call_ended(call)
             if session is not None:
                 if not session.closed:
+                    if call.rtp is not None:
+                        session.record_metadata["media"] = call.rtp.quality()
                     cut_off = call.end_reason == "server_shutdown" and not session.draining
                     status = "dropped" if call.end_reason in DROPPED or cut_off else "completed"
                     await session.close(call.end_reason or "caller_hung_up", status=status)
