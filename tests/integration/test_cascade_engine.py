@@ -5,6 +5,7 @@ error the session reports, and the call goes on."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import Iterator
@@ -123,3 +124,44 @@ async def test_an_llm_service_that_is_gone_is_an_error_and_the_session_goes_on(
             assert (await reader.until("conversation.item.done"))[-1]["type"] == "conversation.item.done"
     finally:
         live.embedded.stop()
+
+
+async def test_an_llm_service_that_dies_mid_reply_keeps_what_was_said_and_fails_the_rest(
+        tmp_path: Path, ga_server_events: TypeAdapter[Any]) -> None:
+    """An LLM server that streams one sentence and then dies (its socket closes mid-stream): the caller has
+    the sentence that came, the response fails with an engine_error, and the session takes the next turn."""
+    import asyncio
+
+    async def dying_llm(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")  # the request head; the body is not needed to die
+        chunk = json.dumps({"choices": [{"index": 0, "delta": {"content": "Let me check that for you. "}}]})
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+        event = f"data: {chunk}\n\n".encode()
+        writer.write(f"{len(event):x}\r\n".encode() + event + b"\r\n")
+        await writer.drain()
+        writer.transport.abort()  # the process behind it is gone
+
+    server = await asyncio.start_server(dying_llm, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    live = start_server(tmp_path, engine="cascade", default_agent="acme",
+                        cascade_llm_base_url=f"http://127.0.0.1:{port}/v1")
+    try:
+        async with client_for(live).realtime.connect(model="gpt-realtime") as conn:
+            reader = StrictReader(conn.recv_bytes, ga_server_events)
+            await reader.until("session.created")
+            await conn.session.update(session={"type": "realtime", "output_modalities": ["text"]})
+            await reader.until("session.updated")
+            await conn.conversation.item.create(item={"type": "message", "role": "user", "content": [
+                {"type": "input_text", "text": "where is my order"}]})
+            await conn.response.create()
+            events: list[dict[str, Any]] = []
+            while not events or events[-1]["type"] != "response.done":
+                events.append(await reader.next())
+            said = "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
+            assert said.startswith("Let me check that for you")
+            error = next(e for e in events if e["type"] == "error")
+            assert error["error"]["code"] == "engine_error"
+            assert events[-1]["response"]["status"] == "failed"
+    finally:
+        live.embedded.stop()
+        server.close()
