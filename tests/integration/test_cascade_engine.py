@@ -165,3 +165,34 @@ async def test_an_llm_service_that_dies_mid_reply_keeps_what_was_said_and_fails_
     finally:
         live.embedded.stop()
         server.close()
+
+
+async def test_a_caller_who_talks_over_a_cascade_reply_cancels_it(
+        cascade: LiveServer, ga_server_events: TypeAdapter[Any]) -> None:
+    """Barge-in on the cascade: the caller speaks while the reply is being generated and spoken; the
+    response is cancelled (its HTTP streams closed), no audio follows the caller's speech, and the next
+    turn is answered."""
+    question = np.concatenate([silence(300, 24000), speak("what can you do", rate=24000), silence(900, 24000)])
+    interruption = np.concatenate([speak("wait, where is order four five six seven", rate=24000),
+                                   silence(900, 24000)])
+    async with client_for(cascade).realtime.connect(model="gpt-realtime") as conn:
+        reader = StrictReader(conn.recv_bytes, ga_server_events)
+        await reader.until("session.created")
+        await conn.session.update(session={"type": "realtime", "audio": {
+            "input": {"transcription": {"model": "whisper-1"},
+                      "turn_detection": {"type": "server_vad", "silence_duration_ms": 300}}}})
+        await reader.until("session.updated")
+        await stream(conn, question.astype("<i2").tobytes(), 960, realtime=True)
+        await reader.until("response.output_audio.delta")  # the reply has begun: talk over it
+        talking = asyncio.create_task(stream(conn, interruption.astype("<i2").tobytes(), 960, realtime=True))
+        events = await reader.until("response.done")
+        assert events[-1]["response"]["status"] == "cancelled"
+        started = next(n for n, e in enumerate(events) if e["type"] == "input_audio_buffer.speech_started")
+        assert not any(e["type"] == "response.output_audio.delta" for e in events[started + 1:])
+        await talking
+        for _ in range(4):  # "wait," then a pause: the caller may take more than one turn to finish
+            answer = await reader.until("response.done")
+            if answer[-1]["response"]["status"] == "completed":
+                break
+        transcript = "".join(e["delta"] for e in answer if e["type"] == "response.output_audio_transcript.delta")
+        assert "shipped" in transcript.lower(), transcript
