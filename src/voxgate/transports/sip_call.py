@@ -1,10 +1,10 @@
 """One SIP call bridged to a Session: the `Caller` the session sees, and the asyncio shell round the call.
 
     ringing   RTP socket opened, SDP answered, 180 Ringing, the session opened, 200 OK (resent until ACK)
-    serving   RTP in -> session (G.711 payloads as they are; RFC 4733 and INFO key presses as carrier
-              DTMF); session audio -> the call's AudioOutput (the gateway's one playout, continuous)
-              -> one RTP packet per 20 ms tick (silence between replies, so NATs and media timeouts on
-              the far side stay satisfied)
+    serving   RTP in -> session (G.711 payloads as they are, silence while the caller sends none, as a
+              carrier's continuous line; RFC 4733 and INFO key presses as carrier DTMF); session audio
+              -> the call's AudioOutput (the gateway's one playout, continuous) -> one RTP packet per
+              20 ms tick (silence between replies, so NATs and media timeouts on the far side stay satisfied)
     in-dialog BYE ends the call, re-INVITE/UPDATE move or hold the media, INFO carries keys, NOTIFY
               reports a transfer we asked for with REFER
     ending    BYE (unless the caller sent it), RTP socket closed, the session closed and recorded
@@ -250,7 +250,11 @@ class SipCall:
 
     async def _send(self) -> None:
         """Each 20 ms tick of the shared ticker: the caller's audio that is due (out of the jitter buffer) to
-        the session, and one RTP packet (on the call's own pacing grid) to the caller."""
+        the session, and one RTP packet (on the call's own pacing grid) to the caller.
+
+        A caller that has stopped sending (silence suppression) is heard as silence, a frame a tick: the
+        session's turn-taking and idle timeout run on the audio it is given, and a carrier's line never
+        stops, so a SIP caller's pause must not stop the session's clock either."""
         assert self.audio is not None and self.rtp is not None
         audio, rtp, ticker = self.audio, self.rtp, shared_ticker()
         loop = asyncio.get_running_loop()
@@ -258,8 +262,12 @@ class SipCall:
         while True:
             await ticker.tick()
             now = loop.time()
-            for payload in rtp.take_audio(now):
+            taken = rtp.take_audio(now)
+            for payload in taken:
                 self._on_audio(payload)
+            if not taken and rtp.caller_quiet(now):
+                rtp.counters["quiet"] += 1
+                self._on_audio(self._silence_frame)
             if self._sending_dtmf:
                 continue
             for _ in range(audio.due(now)):
