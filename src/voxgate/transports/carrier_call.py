@@ -394,7 +394,9 @@ class CarrierCall:
             fill = self.audio.inbound_silence(FRAME_MS * min(event.count, MAX_SILENCE_FILL))
             return self._caller_audio(self.audio.to_session(fill))
         elif isinstance(event, StreamStopped):
-            self._end("carrier_stopped")
+            # The carrier ends the stream when the call ends; unless we ended it first (`agent_hung_up`,
+            # `transferred`, which `_end` keeps), the caller hung up: the record says so as a SIP BYE's does.
+            self._end("caller_hung_up")
         elif isinstance(event, CarrierErrorReported):
             self._carrier_error(event)
         return None
