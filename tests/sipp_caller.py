@@ -25,6 +25,8 @@ from voxgate.audio import g711
 from voxgate.sip.rtp import RtpError, RtpPacket, parse_rtp
 
 SIPP = "/usr/bin/sipp"  # Debian sip-tester
+CAPTURE_BUFFER_BYTES = 32 << 20
+SO_RCVBUFFORCE = 33  # Linux's; Python's socket module does not name it
 BARESIP = "/usr/bin/baresip"
 
 _HEADERS = """Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
@@ -194,6 +196,9 @@ class RtpCapture:
     def __post_init__(self) -> None:
         self._stop = threading.Event()
         self._socket = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.ntohs(0x0003))
+        # Every loopback packet queues here, not only the call's: room for seconds of them, so a reader
+        # thread the busy test process starves for a while loses none (root may pass net.core.rmem_max).
+        self._socket.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, CAPTURE_BUFFER_BYTES)
         self._socket.bind(("lo", 0))
         self._socket.settimeout(0.1)
         self._thread = threading.Thread(target=self._read, name="rtp-capture", daemon=True)
@@ -208,10 +213,12 @@ class RtpCapture:
         self._socket.close()
 
     def _read(self) -> None:
-        while not self._stop.is_set():
+        while True:
             try:
                 frame, address = self._socket.recvfrom(65535)
             except TimeoutError:
+                if self._stop.is_set():
+                    return  # stopped, and what was queued before the stop has all been read
                 continue
             except OSError:
                 return

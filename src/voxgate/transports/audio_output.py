@@ -4,7 +4,8 @@ A carrier's media stream, a WebRTC track and RTP differ in how a frame leaves (a
 marks, an Opus frame aiortc pulls, a datagram) but not in anything else, which lives here once:
 
     the transport's pump  session events -> take(): audio encoded for the line (PCM in, bytes queued),
-                          items and responses closed as the session closes them
+                          items and responses closed as the session closes them (`take_from`: a phone
+                          line's whole pump, where only the audio matters)
     the line's sender     due(now) / pop(): frames at the pace; `output_audio_buffer.stopped` once a
                           response's last frame is out
     barge-in              clear(): the line's queue dropped, the encoder's state with it
@@ -18,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -31,6 +34,8 @@ if TYPE_CHECKING:
     from voxgate.session.session import Session
 
 __all__ = ["AudioOutput", "LineEncoder"]
+
+log = logging.getLogger("voxgate.transports")
 
 
 class LineEncoder(Protocol):
@@ -79,6 +84,21 @@ class AudioOutput:
             playout.end_response(event.response.id)
             self._report_stopped()
         return None
+
+    async def take_from(self, session: Session, on_dropped: Callable[[int], None] | None = None) -> None:
+        """A phone line's pump: every event the session queues, in order, until the session closes. Only
+        audio matters on a phone line; the rest is the session's record (an error is logged).
+        `on_dropped(frames)` hears of audio the line's queue had no room for."""
+        while True:
+            event = await session.outbound.get()
+            if event is None:
+                return
+            dropped = self.take(event)
+            if dropped:
+                if on_dropped is not None:
+                    on_dropped(dropped)
+            elif dropped is None and isinstance(event, se.ErrorEvent):
+                log.warning("session %s: error %s", session.id, event.code)
 
     # -- the line ----------------------------------------------------------------------------------
 

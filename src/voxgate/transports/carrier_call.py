@@ -10,8 +10,8 @@ commands (`CarrierControl`); everything else lives here, once:
 Served by voxgate's own listener (server/websocket_connection.py: the `DirectSocket` extension), the
 reader is not a task: each carrier frame is handled by a plain call as it arrives, and frames are written
 without awaiting. Only a frame whose handling must wait (a caller starting to speak over the agent) hands
-the frames after it to a task, so they keep their order. Under any other ASGI server the reader is an
-ordinary task.
+the frames after it to a task, so they keep their order (`CallerInput`, as a SIP call's RTP does). Under
+any other ASGI server the reader is an ordinary task.
 
 All carrier calls in a process share one `FrameTicker` (frame_ticker.py: one timer every 20 ms instead
 of one per call), but each keeps its own `PacingClock` grid and its own writer task, so a carrier that
@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -34,12 +33,12 @@ from starlette.websockets import WebSocket, WebSocketState
 from voxgate.admission import Refusal
 from voxgate.audio.playout import Playout
 from voxgate.observability import metrics
-from voxgate.protocol import server_events as se
 from voxgate.protocol.errors import RealtimeError
 from voxgate.server.websocket_connection import EXTENSION as DIRECT_SOCKET
 from voxgate.server.websocket_connection import DirectSocket
 from voxgate.session.playback import PlaybackTracker
 from voxgate.transports.audio_output import AudioOutput
+from voxgate.transports.caller_input import CallerInput
 from voxgate.transports.carrier_audio import FRAME_MS, CarrierAudio
 from voxgate.transports.frame_ticker import shared_ticker
 from voxgate.transports.media_stream import (
@@ -171,8 +170,7 @@ class CarrierCall:
         self._generation = 0  # bumped by every clear, so a writer mid-batch stops sending stale frames
         self._send_since: float | None = None  # when the send in progress began (stall watchdog)
         self._direct: DirectSocket | None = None
-        self._backlog: deque[bytes] = deque()  # frames that arrived while `_step` was running
-        self._step: asyncio.Task[None] | None = None  # finishing a frame whose handling had to wait
+        self._frames: CallerInput[bytes] | None = None  # the direct socket's frames, in order
 
     @property
     def name(self) -> str:
@@ -235,10 +233,13 @@ class CarrierCall:
         tasks = {loop.create_task(self._pump(), name="carrier-pump"),
                  loop.create_task(self._write(), name="carrier-write"),
                  loop.create_task(self._ended.wait(), name="carrier-ended")}
-        self._direct = self.websocket.scope.get("extensions", {}).get(DIRECT_SOCKET)
-        if self._direct is not None:
-            self._direct.limit_send_buffer(self.settings.carrier_send_buffer_bytes)
-            self._direct.deliver_to(self._on_message, lambda code: self._end("carrier_closed"))
+        self._direct = direct = self.websocket.scope.get("extensions", {}).get(DIRECT_SOCKET)
+        if direct is not None:
+            direct.limit_send_buffer(self.settings.carrier_send_buffer_bytes)
+            # Past the backlog's bound reading pauses: TCP pushes back on the carrier.
+            self._frames = CallerInput(self._on_frame, max_backlog=MAX_BACKLOG, pause=direct.pause_reading,
+                                       resume=direct.resume_reading)
+            direct.deliver_to(self._frames.put, lambda code: self._end("carrier_closed"))
         else:
             tasks.add(loop.create_task(self._read(), name="carrier-read"))
         deadline = loop.time() + self.settings.session_max_seconds
@@ -266,8 +267,10 @@ class CarrierCall:
                     self._end("session_expired")
                     break
         finally:
-            if self._step is not None:
-                tasks.add(self._step)
+            if self._frames is not None:
+                self._frames.close()
+                if (step := self._frames.finishing) is not None:
+                    tasks.add(step)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -278,6 +281,8 @@ class CarrierCall:
         if not self.end_reason:
             self.end_reason = reason
         self._ended.set()
+        if self._frames is not None:
+            self._frames.close()  # the frames after the end are nobody's
 
     async def _read(self) -> None:
         """The reader as a task, for ASGI servers that offer no direct socket."""
@@ -289,29 +294,6 @@ class CarrierCall:
             rest = self._on_frame(message.get("text") or message.get("bytes") or b"")
             if rest is not None:
                 await rest
-
-    def _on_message(self, data: bytes) -> None:
-        """A frame from the direct socket, in the event loop's read callback."""
-        if self._step is not None:  # an earlier frame is still being handled: keep the order
-            self._backlog.append(data)
-            if len(self._backlog) >= MAX_BACKLOG and self._direct is not None:
-                self._direct.pause_reading()
-            return
-        rest = self._on_frame(data)
-        if rest is not None:
-            self._step = asyncio.get_running_loop().create_task(self._finish(rest))
-
-    async def _finish(self, rest: Awaitable[None]) -> None:
-        try:
-            await rest
-            while self._backlog and not self._ended.is_set():
-                more = self._on_frame(self._backlog.popleft())
-                if more is not None:
-                    await more
-        finally:
-            self._step = None
-            if self._direct is not None:
-                self._direct.resume_reading()
 
     def _on_frame(self, data: str | bytes) -> Awaitable[None] | None:
         """Handle one carrier frame; an awaitable when its handling must wait (await it before the next)."""
@@ -349,7 +331,9 @@ class CarrierCall:
             fill = self.audio.inbound_silence(FRAME_MS * min(event.count, MAX_SILENCE_FILL))
             return self._caller_audio(self.audio.to_session(fill))
         elif isinstance(event, StreamStopped):
-            self._end("carrier_stopped")
+            # The carrier ends the stream when the call ends; unless we ended it first (`agent_hung_up`,
+            # `transferred`, which `_end` keeps), the caller hung up: the record says so as a SIP BYE's does.
+            self._end("caller_hung_up")
         elif isinstance(event, CarrierErrorReported):
             self._carrier_error(event)
         return None
@@ -377,19 +361,12 @@ class CarrierCall:
             log.error("%s: failed to take caller audio", self.name, exc_info=exc)
 
     async def _pump(self) -> str:
-        """Session output -> the line. Only audio matters on a phone line; the rest is the session's record."""
+        """Session output -> the line, in the carrier's codec straight from PCM (base64 happens once, in the
+        media message)."""
         assert self.session is not None and self.output is not None
-        session, output = self.session, self.output
-        while True:
-            event = await session.outbound.get()
-            if event is None:
-                return "session_closed"
-            # The carrier's codec straight from PCM; base64 happens once, in the media message.
-            dropped = output.take(event)
-            if dropped:
-                metrics.CARRIER_AUDIO_DROPPED.labels(self.carrier).inc(dropped * FRAME_MS)
-            elif dropped is None and isinstance(event, se.ErrorEvent):
-                log.warning("%s: session error %s", self.name, event.code)
+        dropped = metrics.CARRIER_AUDIO_DROPPED.labels(self.carrier)
+        await self.output.take_from(self.session, lambda frames: dropped.inc(frames * FRAME_MS))
+        return "session_closed"
 
     async def _write(self) -> None:
         assert self.output is not None

@@ -9,7 +9,9 @@ has, a telephone-event payload that is not one) is a counted drop for this call 
 
 Caller audio waits in a small adaptive jitter buffer (40-200 ms, following the measured jitter) that puts
 it back in order; the call takes what is due on each 20 ms tick (`take_audio`), a lost packet's turn as
-silence. Key presses skip the buffer: they are reported as they arrive.
+silence. A caller may also stop sending between talkspurts (silence suppression, RFC 3551 §4.1): the line
+says when it has (`caller_quiet`), so the call can hand the session that silence as a carrier's
+continuous line would. Key presses skip the buffer: they are reported as they arrive.
 
 SDES-SRTP (when the offer/answer settled keys): every packet we send, RTP and RTCP, is protected; every
 packet that arrives is authenticated and decrypted before anything reads it, so one that fails (a wrong
@@ -48,6 +50,7 @@ log = logging.getLogger("voxgate.sip")
 Address = tuple[str, int]
 MAX_AUDIO_PAYLOAD = 480  # bytes of G.711: 60 ms, the longest packet time a trunk uses
 MIN_AUDIO_PAYLOAD = 8  # 1 ms
+TICK_S = 0.02  # the call takes the caller's audio once per 20 ms tick
 _PAYLOAD_BYTES = {"OPUS": (1, 1275)}  # RFC 6716 §3.4: an Opus packet is 1-1275 bytes
 _SILENCE = {"PCMU": b"\xff", "PCMA": b"\xd5", "OPUS": b""}  # Opus: an empty payload, decoded as silence
 
@@ -257,6 +260,12 @@ class RtpLine(asyncio.DatagramProtocol):
                 if len(item.payload) != len(self._silence):
                     self._silence = self._silence[:1] * len(item.payload)
         return out
+
+    def caller_quiet(self, now: float) -> bool:
+        """The caller has stopped sending, not on hold: nothing waits in the jitter buffer and nothing has come
+        for longer than its playout delay and a tick (a late packet is still waited for that long)."""
+        return (not self.jitter and not self.media.on_hold
+                and now - self.last_heard > self.jitter.delay + TICK_S)
 
     def _accept(self, source: Address, packet: RtpPacket) -> bool:
         """Latch on the first good packet from a trusted host; count what a latched line accepts."""

@@ -2,10 +2,11 @@
 
     ringing   RTP socket opened, SDP answered, 180 Ringing, the session opened, 200 OK (resent until ACK)
     serving   RTP in -> session (G.711 payloads as they are, Opus decoded and resampled to the session's
-              24 kHz PCM; RFC 4733 and INFO key presses as carrier DTMF); session audio -> the call's
-              AudioOutput (the gateway's one playout, continuous) -> one RTP packet per 20 ms tick
-              (silence between replies, so NATs and media timeouts on the far side stay satisfied);
-              SRTP when the offer asked for it; an RTCP report every ~5 s
+              24 kHz PCM, silence while the caller sends none, as a carrier's continuous line; RFC 4733 and
+              INFO key presses as carrier DTMF); session audio -> the call's AudioOutput (the gateway's one
+              playout, continuous) -> one RTP packet per 20 ms tick (silence between replies, so NATs and
+              media timeouts on the far side stay satisfied); SRTP when the offer asked for it; an RTCP
+              report every ~5 s
     in-dialog BYE ends the call, re-INVITE/UPDATE move or hold the media, INFO carries keys, NOTIFY
               reports a transfer we asked for with REFER
     ending    BYE (unless the caller sent it), RTP socket closed, the session closed and recorded
@@ -20,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Protocol
 
@@ -29,7 +29,6 @@ import numpy as np
 from voxgate.audio.opus import OpusCodec, OpusError
 from voxgate.audio.playout import Playout
 from voxgate.observability import metrics
-from voxgate.protocol import server_events as se
 from voxgate.protocol.errors import RealtimeError
 from voxgate.session.playback import PlaybackTracker
 from voxgate.sip.dialog import Dialog, InviteAnswer
@@ -44,6 +43,7 @@ from voxgate.sip.sdp import CodecPreferences, MediaSession, OfferRejected, SrtpP
 from voxgate.sip.transaction import Address, ServerInviteTransaction, Transmit
 from voxgate.sip.uri import SipUri, Uri, UriError, parse_uri
 from voxgate.transports.audio_output import AudioOutput
+from voxgate.transports.caller_input import CallerInput
 from voxgate.transports.carrier_audio import CarrierAudio
 from voxgate.transports.frame_ticker import shared_ticker
 from voxgate.transports.media_stream import MediaEncoding
@@ -129,18 +129,21 @@ class SipCall:
         self._answers_changed = asyncio.Event()
         self._sdp_version = 1
         self._sdp_id = int.from_bytes(dialog.local_tag.encode()[:6].ljust(6, b"0"), "big") % 10**12
-        self._backlog: deque[bytes] = deque()
-        self._step: asyncio.Task[None] | None = None
+        self._input = CallerInput(self._append, max_backlog=MAX_BACKLOG)  # the caller's audio, in order
         self._transfer: asyncio.Future[TransferProgress] | None = None
         self._sending_dtmf = False
         self._silence_frame = b""
         self.opus: OpusCodec | None = None  # an Opus call's encoder and decoder
         self._line_audio: CarrierAudio | None = None  # an Opus call's PCM both ways (its resamplers)
-        self.backlog_dropped = 0
 
     @property
     def name(self) -> str:
         return f"sip call {self.dialog.call_id[:40]}"
+
+    @property
+    def backlog_dropped(self) -> int:
+        """Caller packets dropped because a barge-in held the session up for over a second."""
+        return self._input.dropped
 
     @property
     def ended(self) -> bool:
@@ -232,8 +235,9 @@ class SipCall:
                     self.end(result)
         finally:
             ticker.remove_beat(self._beat)
-            if self._step is not None:
-                tasks.add(self._step)
+            self._input.close()
+            if (step := self._input.finishing) is not None:
+                tasks.add(step)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -244,6 +248,7 @@ class SipCall:
             self.end_reason = reason
             metrics.SIP_CALLS_ENDED.labels(reason).inc()
             self._ended.set()
+            self._input.close()  # the caller's audio after the end is nobody's
 
     async def _leave(self) -> None:
         """Say BYE unless the caller did (or the call never came up), and close the media socket."""
@@ -262,24 +267,25 @@ class SipCall:
             self.rtp.close()
 
     async def _pump(self) -> str:
-        """Session output -> the paced line. Only audio matters on a phone line."""
+        """Session output -> the paced line."""
         assert self.session is not None and self.audio is not None
-        session, audio = self.session, self.audio
-        while True:
-            event = await session.outbound.get()
-            if event is None:
-                return "session_closed"
-            audio.take(event)
-            if isinstance(event, se.ErrorEvent):
-                log.warning("%s: session error %s", self.name, event.code)
+        await self.audio.take_from(self.session)
+        return "session_closed"
 
     def _beat(self, now: float) -> None:
         """Each 20 ms beat of the shared ticker: the caller's audio that is due (out of the jitter buffer) to
         the session, and one RTP packet (on the call's own pacing grid) to the caller."""
         audio, rtp = self.audio, self.rtp
         assert audio is not None and rtp is not None
-        for payload in rtp.take_audio(now):
+        taken = rtp.take_audio(now)
+        for payload in taken:
             self._on_audio(payload)
+        if not taken and rtp.caller_quiet(now):
+            # A caller that has stopped sending (silence suppression) is heard as silence, a frame a beat:
+            # the session's turn-taking and idle timeout run on the audio it is given, and a carrier's line
+            # never stops, so a SIP caller's pause must not stop the session's clock either.
+            rtp.counters["quiet"] += 1
+            self._on_audio(b"" if self.opus is not None else self._silence_frame)  # Opus: b"" decodes as silence
         rtp.report(now)
         if self._sending_dtmf:
             return
@@ -332,7 +338,7 @@ class SipCall:
 
     def _on_audio(self, payload: bytes) -> None:
         session = self.session
-        if session is None or session.closed or self._ended.is_set():
+        if session is None or session.closed:
             return
         if self.opus is not None and self._line_audio is not None:
             try:
@@ -342,15 +348,7 @@ class SipCall:
                     self.rtp.drop("bad_opus")
                 return
             payload = self._line_audio.to_session(pcm.astype(">i2").tobytes())
-        if self._step is not None:  # an earlier packet is still being taken (a barge-in): keep the order
-            if len(self._backlog) < MAX_BACKLOG:
-                self._backlog.append(payload)
-            else:
-                self.backlog_dropped += 1
-            return
-        rest = self._append(payload)
-        if rest is not None:
-            self._step = asyncio.get_running_loop().create_task(self._finish(rest))
+        self._input.put(payload)
 
     def _append(self, payload: bytes) -> Awaitable[None] | None:
         assert self.session is not None
@@ -361,18 +359,6 @@ class SipCall:
         except Exception:  # a bug must cost one packet, not the call
             log.exception("%s: failed to take caller audio", self.name)
         return None
-
-    async def _finish(self, rest: Awaitable[None]) -> None:
-        try:
-            await rest
-            while self._backlog and not self._ended.is_set():
-                more = self._append(self._backlog.popleft())
-                if more is not None:
-                    await more
-        except Exception:
-            log.exception("%s: failed to take caller audio", self.name)
-        finally:
-            self._step = None
 
     def _on_digit(self, digit: str) -> None:
         session = self.session
