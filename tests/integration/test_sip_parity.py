@@ -185,8 +185,11 @@ def record_shape(record: dict[str, Any]) -> dict[str, Any]:
             # A cut item's words depend on where it was cut; a caller's are compared as words.
             "text": bool(text) if truncated else normalise(text) if item["role"] == "user" else text,
         })
+    # A SIP call's record adds what only RTP measures (codec, SRTP, RTCP loss and jitter): set aside.
+    metadata = {key: value for key, value in (record.get("metadata") or {}).items() if key != "media"}
     return {
-        **{key: value for key, value in record.items() if key not in ("items", "tool_calls", *VARYING)},
+        **{key: value for key, value in record.items() if key not in ("items", "tool_calls", "metadata", *VARYING)},
+        "metadata": metadata,
         "filled": {key: record[key] is not None for key in VARYING},
         "items": items,
         "tool_calls": [{key: tool[key] for key in ("name", "side", "arguments", "status", "output")}
