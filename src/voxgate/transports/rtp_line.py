@@ -74,6 +74,8 @@ class RtpLine(asyncio.DatagramProtocol):
             self.remote = media.remote
         if media.codec.payload_type != self.sender.payload_type:
             self.sender.payload_type = media.codec.payload_type
+            # a delayed offer's answer may pick another codec than the one we expected
+            self._silence = _SILENCE.get(media.codec.name, b"\xff") * (media.codec.clock_rate // 50)
 
     def close(self) -> None:
         if self.transport is not None:
