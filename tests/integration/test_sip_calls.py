@@ -9,10 +9,12 @@ its -timeout. Nothing here waits a fixed time for the gateway: every wait is for
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import socket
 import time
 import wave
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -69,6 +71,18 @@ async def new_sip_session(server: CarrierServer, before: list[Any],
 
     await eventually(found, 30, "a SIP call's session")
     return next(s for s in sip_sessions(server) if s not in before)
+
+
+@contextlib.asynccontextmanager
+async def captured_call(server: CarrierServer, directory: Path, xml: str, **sipp: Any,
+                        ) -> AsyncIterator[tuple[RtpCapture, asyncio.Task[SippRun], Any]]:
+    """A SIPp call placed in the background, what comes back to its media port captured:
+    (the capture, SIPp's run, the call's session)."""
+    media = free_port()
+    before = sip_sessions(server)
+    with RtpCapture(media) as capture:
+        caller = asyncio.create_task(run_sipp(directory, xml, sip_port(server), media_port=media, **sipp))
+        yield capture, caller, await new_sip_session(server, before, caller)
 
 
 def call_audio(directory: Path, *parts: np.ndarray) -> None:
@@ -224,12 +238,7 @@ async def test_an_invite_without_an_offer_gets_ours_and_the_ack_brings_the_answe
                    answered("m=audio [0-9]+ RTP/AVP 0 8 101"),
                    request("ACK", 1, body=answer, content_type="application/sdp"), stream("caller.ulaw"),
                    '  <recv request="BYE"/>\n', reply(200, "OK"), variables=("sdp",))
-    media = free_port()
-    before = sip_sessions(carrier_server)
-    with RtpCapture(media) as capture:
-        caller = asyncio.create_task(run_sipp(tmp_path, xml, sip_port(carrier_server), media_port=media,
-                                              service="echo"))
-        session = await new_sip_session(carrier_server, before, caller)
+    async with captured_call(carrier_server, tmp_path, xml, service="echo") as (capture, caller, session):
         call = session.caller
 
         def echoed() -> bool:
@@ -332,21 +341,8 @@ async def test_session_timer_refreshed_by_the_gateway(carrier_server: CarrierSer
     else by re-INVITE offering its current description (SIPp answers and gets the ACK). The call goes on
     until SIPp hangs up."""
     answer = OFFER.format(direction="sendrecv", version=2) if method == "INVITE" else ""
-    typed = "Content-Type: application/sdp\n" if answer else ""
-    ok = f"""  <send><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:]
-[last_Call-ID:]
-[last_CSeq:]
-Contact: <sip:caller@[local_ip]:[local_port]>
-Session-Expires: 90;refresher=uac
-Require: timer
-{typed}Content-Length: {"[len]" if answer else "0"}
-
-{answer}]]></send>
-"""
+    ok = reply(200, "OK", extra="Session-Expires: 90;refresher=uac\nRequire: timer", body=answer,
+               content_type="application/sdp" if answer else "")
     checks = [("Session-Expires: 90;refresher=uac", "asked")]
     if method == "INVITE":
         checks.append(("m=audio [0-9]+ RTP/AVP 0", "offer"))
@@ -464,12 +460,7 @@ async def test_send_dtmf_goes_out_as_rfc4733_events(carrier_server: CarrierServe
     per key, the end packet sent three times), between the audio packets."""
     xml = scenario("keys out", invite(), answered(), request("ACK", 1), '  <recv request="BYE"/>\n',
                    reply(200, "OK"))
-    media = free_port()
-    before = sip_sessions(carrier_server)
-    with RtpCapture(media) as capture:
-        caller = asyncio.create_task(run_sipp(tmp_path, xml, sip_port(carrier_server), media_port=media,
-                                              service="echo"))
-        session = await new_sip_session(carrier_server, before, caller)
+    async with captured_call(carrier_server, tmp_path, xml, service="echo") as (capture, caller, session):
         await eventually(lambda: capture.audio(), 10, "the call's audio")
         run = carrier_server.live.embedded.run
         await asyncio.to_thread(run, session.caller.send_dtmf("1#"))
