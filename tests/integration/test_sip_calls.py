@@ -14,7 +14,7 @@ import re
 import socket
 import time
 import wave
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -254,24 +254,16 @@ async def test_an_invite_without_an_offer_gets_ours_and_the_ack_brings_the_answe
     assert record["transport"] == "sip" and record["end_reason"] == "agent_hung_up", record
 
 
-async def test_an_ack_without_the_answer_to_our_offer_ends_the_call_with_bye(
-        carrier_server: CarrierServer, tmp_path: Path) -> None:
-    """A delayed offer whose ACK carries no answer: the gateway sends BYE (RFC 3261 §13.2.1), counts the
-    end and records it as dropped. (The call lasts milliseconds: its record is found in the list.)"""
-    xml = scenario("no answer", request("INVITE", 1, in_dialog=False), answered("m=audio"), request("ACK", 1),
-                   '  <recv request="BYE"/>\n', reply(200, "OK"), variables=("sdp",))
-    live = carrier_server.live
+async def record_of_a_short_call(live: Any, placing: Awaitable[SippRun]) -> dict[str, Any]:
+    """The record of the one call `placing` makes, found in the call list once SIPp is done (a call that
+    lasts milliseconds may come and go between two looks at the live sessions)."""
     async with httpx.AsyncClient(base_url=live.base_url, headers=live.auth) as http:
 
         async def records() -> list[dict[str, Any]]:
             return list((await http.get("/v1/calls", params={"limit": 500})).json()["data"])
 
-        async def ended_for_bad_answers() -> float:
-            return metric((await http.get("/metrics")).text, "voxgate_sip_calls_ended_total", reason="bad_answer")
-
         known = {record["id"] for record in await records()}
-        counted = await ended_for_bad_answers()
-        outcome = await run_sipp(tmp_path, xml, sip_port(carrier_server), service="echo")
+        outcome = await placing
         assert outcome.returncode == 0, outcome.messages[-3000:]
         found: list[dict[str, Any]] = []
 
@@ -280,10 +272,39 @@ async def test_an_ack_without_the_answer_to_our_offer_ends_the_call_with_bye(
             return bool(found)
 
         await eventually_true(recorded, 10, "the call's record")
-        assert await ended_for_bad_answers() - counted == 1
     [record] = found
+    return record
+
+
+async def test_an_ack_without_the_answer_to_our_offer_ends_the_call_with_bye(
+        carrier_server: CarrierServer, tmp_path: Path) -> None:
+    """A delayed offer whose ACK carries no answer: the gateway sends BYE (RFC 3261 §13.2.1), counts the
+    end and records it as dropped."""
+    xml = scenario("no answer", request("INVITE", 1, in_dialog=False), answered("m=audio"), request("ACK", 1),
+                   '  <recv request="BYE"/>\n', reply(200, "OK"), variables=("sdp",))
+    live = carrier_server.live
+
+    async def ended_for_bad_answers() -> float:
+        async with httpx.AsyncClient(base_url=live.base_url, headers=live.auth) as http:
+            return metric((await http.get("/metrics")).text, "voxgate_sip_calls_ended_total", reason="bad_answer")
+
+    counted = await ended_for_bad_answers()
+    record = await record_of_a_short_call(live, run_sipp(tmp_path, xml, sip_port(carrier_server), service="echo"))
     assert record["transport"] == "sip" and record["end_reason"] == "bad_answer", record
     assert record["status"] == "dropped", record
+    assert await ended_for_bad_answers() - counted == 1
+
+
+async def test_a_re_invite_without_an_offer_whose_ack_brings_no_answer_ends_the_call(
+        carrier_server: CarrierServer, tmp_path: Path) -> None:
+    """The same rule mid-call: our offer in the 200 to an offerless re-INVITE must be answered in the ACK;
+    an ACK without one gets BYE, recorded."""
+    xml = scenario("re-INVITE, no answer", invite(), answered(), request("ACK", 1), request("INVITE", 2),
+                   answered("m=audio [0-9]+ RTP/AVP 0 101"), request("ACK", 2), '  <recv request="BYE"/>\n',
+                   reply(200, "OK"), variables=("sdp",))
+    record = await record_of_a_short_call(carrier_server.live,
+                                          run_sipp(tmp_path, xml, sip_port(carrier_server), service="echo"))
+    assert record["end_reason"] == "bad_answer" and record["status"] == "dropped", record
 
 
 def timer_invite(session_expires: str) -> str:
