@@ -89,8 +89,11 @@ def answered(expect_sdp: str = "") -> str:
 """
 
 
-def reply(status: int, reason: str) -> str:
-    """Our answer to the request just received (its headers copied, as a UAS does)."""
+def reply(status: int, reason: str, *, extra: str = "", body: str = "", content_type: str = "") -> str:
+    """Our answer to the request just received (its headers copied, as a UAS does), with `extra` header
+    lines and a body if given."""
+    head = "".join(f"{line}\n" for line in [*extra.strip().splitlines(),
+                                              *([f"Content-Type: {content_type}"] if content_type else [])])
     return f"""  <send><![CDATA[
 SIP/2.0 {status} {reason}
 [last_Via:]
@@ -99,9 +102,9 @@ SIP/2.0 {status} {reason}
 [last_Call-ID:]
 [last_CSeq:]
 Contact: <sip:caller@[local_ip]:[local_port]>
-Content-Length: 0
+{head}Content-Length: {"[len]" if body else "0"}
 
-]]></send>
+{body}]]></send>
 """
 
 

@@ -39,14 +39,26 @@ def tls_files(settings: Settings) -> tuple[Path, Path] | None:
         if settings.tls_cert or settings.tls_key:
             raise TlsSettingsError("Give either tls_cert and tls_key, or tls_self_signed, not both.")
         return self_signed(settings.data_dir, settings.host)
-    if settings.tls_cert is None and settings.tls_key is None:
+    return _pair(settings.tls_cert, settings.tls_key, "tls")
+
+
+def sip_tls_files(settings: Settings) -> tuple[Path, Path] | None:
+    """(certificate, key) for SIP over TLS: its own pair when set, else the gateway's; None: no SIP TLS."""
+    if not settings.sip_tls_port:
         return None
-    if settings.tls_cert is None or settings.tls_key is None:
-        raise TlsSettingsError("tls_cert and tls_key go together: give the certificate and its private key (PEM).")
-    for path in (settings.tls_cert, settings.tls_key):
+    return _pair(settings.sip_tls_cert, settings.sip_tls_key, "sip_tls") or tls_files(settings)
+
+
+def _pair(cert: Path | None, key: Path | None, setting: str) -> tuple[Path, Path] | None:
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise TlsSettingsError(f"{setting}_cert and {setting}_key go together: give the certificate and its "
+                               "private key (PEM).")
+    for path in (cert, key):
         if not path.is_file():
             raise TlsSettingsError(f"{path} is not a readable file.")
-    return settings.tls_cert, settings.tls_key
+    return cert, key
 
 
 def server_context(files: tuple[Path, Path] | None) -> ssl.SSLContext | None:

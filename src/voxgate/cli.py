@@ -47,7 +47,7 @@ def serve(
 ) -> None:
     """Start the gateway."""
     from voxgate.app import create_app
-    from voxgate.certificates import TlsSettingsError, server_context, tls_files
+    from voxgate.certificates import TlsSettingsError, server_context, sip_tls_files, tls_files
     from voxgate.observability.logs import configure_logging
     from voxgate.server.listener import Listener, run
 
@@ -59,6 +59,7 @@ def serve(
         settings.check_exposure()
         tls = tls_files(settings)
         context = server_context(tls)
+        sip_tls = server_context(sip_tls_files(settings)) if settings.sip_port else None
     except (UnsafeSettingsError, TlsSettingsError) as exc:
         typer.echo(f"voxgate: refusing to start: {exc}", err=True)
         raise typer.Exit(2) from exc
@@ -75,6 +76,8 @@ def serve(
         typer.echo(f"  SIP (UDP and TCP):  sip:<agent>@{sip_host}:{settings.sip_port}   calls from "
                    f"{', '.join(settings.sip_allowed_sources) or 'loopback'}"
                    f"{' or with digest auth' if settings.sip_digest_password.get_secret_value() else ' only'}")
+        if sip_tls is not None:
+            typer.echo(f"  SIP over TLS:       sips:<agent>@{sip_host}:{settings.sip_tls_port}")
     typer.echo(f"  Health / metrics:   {base}/readyz  {base}/metrics")
     if dev_key:
         typer.echo(f"  API key (shown once, only its hash is stored): {dev_key}")

@@ -163,7 +163,7 @@ class Settings(BaseSettings):
     # Bytes held for a carrier that stops reading, in the kernel and in the process each (~1 s of audio):
     # small, so a stall is noticed in seconds, not after the kernel has buffered minutes of audio.
     carrier_send_buffer_bytes: int = 16384
-    # Phone systems over SIP (transports/sip_phone.py, docs/sip.md): a SIP user agent on UDP and TCP.
+    # Phone systems over SIP (transports/sip_phone.py, docs/sip.md): a SIP user agent on UDP and TCP (and TLS).
     sip_port: int = Field(default=5060, ge=0, le=65535)  # UDP and TCP; 0: no SIP door
     sip_host: str = ""  # the address SIP and RTP listen on; empty: `host`
     # The address put in Contact, Via and SDP (what the PBX or trunk reaches us at); empty: the listen
@@ -196,6 +196,17 @@ class Settings(BaseSettings):
     # Both 0: ephemeral ports from the kernel. A call that finds no free pair is answered 503.
     sip_rtp_port_min: int = Field(default=10000, ge=0, le=65534)
     sip_rtp_port_max: int = Field(default=20000, ge=0, le=65535)
+    # Session timers (RFC 4028): the call's refresher re-INVITEs or UPDATEs every half interval, and the
+    # other side hangs up when no refresh came, so a far end that vanished without a BYE is noticed.
+    # 0: we ask for none (a caller's own Session-Expires is still granted).
+    sip_session_expires_s: int = Field(default=1800, ge=0, le=86_400)
+    sip_min_se_s: int = Field(default=90, ge=90, le=86_400)  # shorter intervals are refused 422 (90: the RFC's floor)
+    # SIP over TLS (5061) when a certificate is set: sip_tls_cert/sip_tls_key, else the gateway's own
+    # (tls_cert/tls_key, tls_self_signed). Its own pair lets HTTPS end at a reverse proxy while SIP's TLS
+    # ends here. 0: no TLS listener.
+    sip_tls_port: int = Field(default=5061, ge=0, le=65535)
+    sip_tls_cert: Path | None = None
+    sip_tls_key: Path | None = None
     # Run Python's cycle collector just after each 20 ms audio beat rather than mid-beat (see
     # voxgate/garbage_collection.py); off gives CPython's automatic collection back.
     gc_on_beat: bool = True

@@ -9,19 +9,23 @@ its -timeout. Nothing here waits a fixed time for the gateway: every wait is for
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import re
 import socket
 import time
 import wave
+from collections.abc import AsyncIterator, Awaitable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
+import pytest
 
 from tests.conftest import CarrierServer, finished_call
 from tests.integration.test_twilio import metric, transcribe
-from tests.phone_carrier import eventually
+from tests.phone_carrier import eventually, eventually_true
 from tests.sipp_caller import (
     BARESIP,
     OFFER,
@@ -67,6 +71,18 @@ async def new_sip_session(server: CarrierServer, before: list[Any],
 
     await eventually(found, 30, "a SIP call's session")
     return next(s for s in sip_sessions(server) if s not in before)
+
+
+@contextlib.asynccontextmanager
+async def captured_call(server: CarrierServer, directory: Path, xml: str, **sipp: Any,
+                        ) -> AsyncIterator[tuple[RtpCapture, asyncio.Task[SippRun], Any]]:
+    """A SIPp call placed in the background, what comes back to its media port captured:
+    (the capture, SIPp's run, the call's session)."""
+    media = free_port()
+    before = sip_sessions(server)
+    with RtpCapture(media) as capture:
+        caller = asyncio.create_task(run_sipp(directory, xml, sip_port(server), media_port=media, **sipp))
+        yield capture, caller, await new_sip_session(server, before, caller)
 
 
 def call_audio(directory: Path, *parts: np.ndarray) -> None:
@@ -183,13 +199,16 @@ async def test_a_refused_refer_is_recorded_and_the_call_goes_on(
 
 async def test_re_invite_holds_and_resumes_the_call(carrier_server: CarrierServer, tmp_path: Path) -> None:
     """A re-INVITE with a=sendonly is answered recvonly (the gateway stops sending), an UPDATE resumes
-    (sendrecv), and a re-INVITE without an offer gets the current description."""
+    (sendrecv), and a re-INVITE without an offer gets the current description as the gateway's offer,
+    unchanged (the same o= version), whose answer the ACK carries (RFC 3264 §8)."""
     resume = request("UPDATE", 3, body=OFFER.format(direction="sendrecv", version=3), content_type="application/sdp")
     xml = scenario("hold", invite(), answered(), request("ACK", 1), '  <pause milliseconds="300"/>\n',
                    invite("sendonly", cseq=2, version=2), answered("a=recvonly"), request("ACK", 2),
                    '  <pause milliseconds="400"/>\n', resume, answered("a=sendrecv"),
                    request("INVITE", 4), answered("m=audio [0-9]+ RTP/AVP 0"),
-                   request("ACK", 4), request("BYE", 5), '  <recv response="200"/>\n', variables=("sdp",))
+                   request("ACK", 4, body=OFFER.format(direction="sendrecv", version=4),
+                           content_type="application/sdp"),
+                   request("BYE", 5), '  <recv response="200"/>\n', variables=("sdp",))
     before = sip_sessions(carrier_server)
     caller = asyncio.create_task(run_sipp(tmp_path, xml, sip_port(carrier_server), service="echo"))
     session = await new_sip_session(carrier_server, before, caller)
@@ -198,6 +217,179 @@ async def test_re_invite_holds_and_resumes_the_call(carrier_server: CarrierServe
     record = await finished_call(carrier_server.live, session.id)
     assert record["end_reason"] == "caller_hung_up", record
     assert session.caller.rtp.counters["held"] >= 10  # 400 ms on hold: frames kept, not sent
+    # the UPDATE's answer, then the offer in the 200 to the offerless re-INVITE: the same description
+    resumed, offered = sdp_versions(outcome.messages, "3 UPDATE"), sdp_versions(outcome.messages, "4 INVITE")
+    assert len(resumed) == 1 and offered == resumed, (resumed, offered)
+
+
+def sdp_versions(messages: str, cseq: str) -> set[str]:
+    """The o= versions of the gateway's SDP in its 200s with this CSeq, from SIPp's message log."""
+    return {version for block in re.split(r"^-{20,}.*$", messages, flags=re.MULTILINE)
+            if re.search(r"^SIP/2.0 200", block, re.MULTILINE) and f"CSeq: {cseq}" in block
+            for version in re.findall(r"^o=- \d+ (\d+) IN", block, re.MULTILINE)}
+
+
+async def test_an_invite_without_an_offer_gets_ours_and_the_ack_brings_the_answer(
+        carrier_server: CarrierServer, tmp_path: Path) -> None:
+    """Delayed offer (RFC 3264): SIPp's INVITE has no SDP; the 200 OK carries the gateway's offer (PCMU,
+    PCMA, telephone-event), SIPp's ACK the answer (PCMU). Then audio both ways: SIPp's speech reaches the
+    echo agent, which plays it back to SIPp's media port."""
+    call_audio(tmp_path, silence(300, 8000), speak("one two three", rate=8000), silence(2500, 8000))
+    answer = OFFER.format(direction="sendrecv", version=1)
+    xml = scenario("delayed offer", request("INVITE", 1, in_dialog=False),
+                   answered("m=audio [0-9]+ RTP/AVP 0 8 101"),
+                   request("ACK", 1, body=answer, content_type="application/sdp"), stream("caller.ulaw"),
+                   '  <recv request="BYE"/>\n', reply(200, "OK"), variables=("sdp",))
+    async with captured_call(carrier_server, tmp_path, xml, service="echo") as (capture, caller, session):
+        call = session.caller
+
+        def echoed() -> bool:
+            return len([c for c in capture.audio() if c.packet.payload.count(SILENT) < 160]) > 25
+
+        await eventually(echoed, 30, "the caller's words echoed back")
+        await asyncio.to_thread(carrier_server.live.embedded.run, call.hang_up("test done"))
+        outcome = await caller
+    assert outcome.returncode == 0, outcome.messages[-3000:]
+    assert call.media.codec.name == "PCMU" and call.media.telephone_event == 101
+    assert call.rtp.counters["received"] > 50  # SIPp's audio reached the gateway
+    record = await finished_call(carrier_server.live, session.id)
+    assert record["transport"] == "sip" and record["end_reason"] == "agent_hung_up", record
+
+
+async def record_of_a_short_call(live: Any, placing: Awaitable[SippRun]) -> dict[str, Any]:
+    """The record of the one call `placing` makes, found in the call list once SIPp is done (a call that
+    lasts milliseconds may come and go between two looks at the live sessions)."""
+    async with httpx.AsyncClient(base_url=live.base_url, headers=live.auth) as http:
+
+        async def records() -> list[dict[str, Any]]:
+            return list((await http.get("/v1/calls", params={"limit": 500})).json()["data"])
+
+        known = {record["id"] for record in await records()}
+        outcome = await placing
+        assert outcome.returncode == 0, outcome.messages[-3000:]
+        found: list[dict[str, Any]] = []
+
+        async def recorded() -> bool:
+            found[:] = [r for r in await records() if r["id"] not in known and r["ended_at"]]
+            return bool(found)
+
+        await eventually_true(recorded, 10, "the call's record")
+    [record] = found
+    return record
+
+
+async def test_an_ack_without_the_answer_to_our_offer_ends_the_call_with_bye(
+        carrier_server: CarrierServer, tmp_path: Path) -> None:
+    """A delayed offer whose ACK carries no answer: the gateway sends BYE (RFC 3261 §13.2.1), counts the
+    end and records it as dropped."""
+    xml = scenario("no answer", request("INVITE", 1, in_dialog=False), answered("m=audio"), request("ACK", 1),
+                   '  <recv request="BYE"/>\n', reply(200, "OK"), variables=("sdp",))
+    live = carrier_server.live
+
+    async def ended_for_bad_answers() -> float:
+        async with httpx.AsyncClient(base_url=live.base_url, headers=live.auth) as http:
+            return metric((await http.get("/metrics")).text, "voxgate_sip_calls_ended_total", reason="bad_answer")
+
+    counted = await ended_for_bad_answers()
+    record = await record_of_a_short_call(live, run_sipp(tmp_path, xml, sip_port(carrier_server), service="echo"))
+    assert record["transport"] == "sip" and record["end_reason"] == "bad_answer", record
+    assert record["status"] == "dropped", record
+    assert await ended_for_bad_answers() - counted == 1
+
+
+async def test_a_re_invite_without_an_offer_whose_ack_brings_no_answer_ends_the_call(
+        carrier_server: CarrierServer, tmp_path: Path) -> None:
+    """The same rule mid-call: our offer in the 200 to an offerless re-INVITE must be answered in the ACK;
+    an ACK without one gets BYE, recorded."""
+    xml = scenario("re-INVITE, no answer", invite(), answered(), request("ACK", 1), request("INVITE", 2),
+                   answered("m=audio [0-9]+ RTP/AVP 0 101"), request("ACK", 2), '  <recv request="BYE"/>\n',
+                   reply(200, "OK"), variables=("sdp",))
+    record = await record_of_a_short_call(carrier_server.live,
+                                          run_sipp(tmp_path, xml, sip_port(carrier_server), service="echo"))
+    assert record["end_reason"] == "bad_answer" and record["status"] == "dropped", record
+
+
+def timer_invite(session_expires: str) -> str:
+    """An INVITE (with an offer) that supports session timers and asks for this Session-Expires."""
+    return invite(extra=f"Supported: timer\nSession-Expires: {session_expires}")
+
+
+def expect(*checks: tuple[str, str]) -> str:
+    """Check the message just received against regular expressions (its whole text), each (pattern, name)."""
+    eregs = "".join(f'<ereg regexp="{pattern}" search_in="msg" check_it="true" assign_to="{name}"/>'
+                    for pattern, name in checks)
+    return f"<action>{eregs}</action>"
+
+
+async def test_session_timer_granted_refreshed_by_the_caller_and_ended_when_refreshes_stop(
+        carrier_server: CarrierServer, tmp_path: Path) -> None:
+    """RFC 4028 with the caller refreshing: too short an interval is refused 422 with Min-SE; 120 s is
+    granted in the 200 OK (Require: timer); SIPp's refresh re-INVITE is answered with the timer again; then
+    the call's clock is stepped past the expiry and the gateway hangs up with BYE, recorded."""
+    refused = scenario("too short", timer_invite("60"), '  <recv response="100" optional="true"/>\n',
+                       f'  <recv response="422">{expect(("Min-SE: 90", "floor"))}</recv>\n',
+                       request("ACK", 1, branch="[branch-3]"), variables=("floor",))
+    short = await run_sipp(tmp_path, refused, sip_port(carrier_server), service="echo")
+    assert short.returncode == 0, short.messages[-3000:]
+
+    granted = expect(("Session-Expires: 120;refresher=uac", "granted"), ("Require: timer", "required"))
+    again = expect(("Session-Expires: 120;refresher=uac", "again"))
+    refresh = request("INVITE", 2, body=OFFER.format(direction="sendrecv", version=2),
+                      content_type="application/sdp", extra="Supported: timer\nSession-Expires: 120;refresher=uac")
+    xml = scenario("caller refreshes", timer_invite("120;refresher=uac"),
+                   '  <recv response="100" optional="true"/>\n  <recv response="180" optional="true"/>\n',
+                   f'  <recv response="200">{granted}</recv>\n', request("ACK", 1), refresh,
+                   '  <recv response="100" optional="true"/>\n', f'  <recv response="200">{again}</recv>\n',
+                   request("ACK", 2), '  <recv request="BYE"/>\n', reply(200, "OK"),
+                   variables=("granted", "required", "again"))
+    before = sip_sessions(carrier_server)
+    caller = asyncio.create_task(run_sipp(tmp_path, xml, sip_port(carrier_server), service="echo"))
+    session = await new_sip_session(carrier_server, before, caller)
+    call = session.caller
+    await eventually(lambda: call.refresh is not None and call.refresh.refreshes == 1, 20, "the caller's refresh")
+    assert not call.refresh.timer.we_refresh and call.refresh.timer.interval == 120
+    real = call.clock
+    call.clock = lambda: real() + 120.0  # past 120 - 32 s since that refresh: expired
+    outcome = await caller
+    assert outcome.returncode == 0, outcome.messages[-3000:]
+    record = await finished_call(carrier_server.live, session.id)
+    assert record["end_reason"] == "session_timer_expired" and record["status"] == "dropped", record
+
+
+@pytest.mark.parametrize("method", ["INVITE", "UPDATE"])
+async def test_session_timer_refreshed_by_the_gateway(carrier_server: CarrierServer, tmp_path: Path,
+                                                      method: str) -> None:
+    """RFC 4028 with the gateway refreshing (refresher=uas): at half the interval on the call's clock it
+    refreshes with the timer (refresher=uac: itself again): by UPDATE when the caller's INVITE allows it,
+    else by re-INVITE offering its current description (SIPp answers and gets the ACK). The call goes on
+    until SIPp hangs up."""
+    answer = OFFER.format(direction="sendrecv", version=2) if method == "INVITE" else ""
+    ok = reply(200, "OK", extra="Session-Expires: 90;refresher=uac\nRequire: timer", body=answer,
+               content_type="application/sdp" if answer else "")
+    checks = [("Session-Expires: 90;refresher=uac", "asked")]
+    if method == "INVITE":
+        checks.append(("m=audio [0-9]+ RTP/AVP 0", "offer"))
+    asked = expect(*checks)
+    allow = "\nAllow: INVITE, ACK, CANCEL, BYE, UPDATE" if method == "UPDATE" else ""
+    xml = scenario("gateway refreshes", invite(extra=f"Supported: timer\nSession-Expires: 90;refresher=uas{allow}"),
+                   '  <recv response="100" optional="true"/>\n  <recv response="180" optional="true"/>\n',
+                   f'  <recv response="200">{expect(("Session-Expires: 90;refresher=uas", "granted"))}</recv>\n',
+                   request("ACK", 1), f'  <recv request="{method}">{asked}</recv>\n', ok,
+                   '  <recv request="ACK"/>\n' if method == "INVITE" else "", request("BYE", 2),
+                   '  <recv response="200"/>\n', variables=("granted", "asked", *(("offer",) if answer else ())))
+    before = sip_sessions(carrier_server)
+    caller = asyncio.create_task(run_sipp(tmp_path, xml, sip_port(carrier_server), service="echo"))
+    session = await new_sip_session(carrier_server, before, caller)
+    call = session.caller
+    await eventually(lambda: call.refresh is not None and call.audio is not None, 10, "the call answered")
+    assert call.refresh.timer.we_refresh and call.refresh.refresh_at is not None
+    real = call.clock
+    call.clock = lambda: real() + 46.0  # past half of 90 s
+    outcome = await caller
+    assert outcome.returncode == 0, outcome.messages[-3000:]
+    assert call.refresh.refreshes == 1 and call.refresh.timer.we_refresh
+    record = await finished_call(carrier_server.live, session.id)
+    assert record["end_reason"] == "caller_hung_up", record
 
 
 async def test_cancel_before_answer_ends_the_attempt_without_a_session(
@@ -291,12 +483,7 @@ async def test_send_dtmf_goes_out_as_rfc4733_events(carrier_server: CarrierServe
     per key, the end packet sent three times), between the audio packets."""
     xml = scenario("keys out", invite(), answered(), request("ACK", 1), '  <recv request="BYE"/>\n',
                    reply(200, "OK"))
-    media = free_port()
-    before = sip_sessions(carrier_server)
-    with RtpCapture(media) as capture:
-        caller = asyncio.create_task(run_sipp(tmp_path, xml, sip_port(carrier_server), media_port=media,
-                                              service="echo"))
-        session = await new_sip_session(carrier_server, before, caller)
+    async with captured_call(carrier_server, tmp_path, xml, service="echo") as (capture, caller, session):
         await eventually(lambda: capture.audio(), 10, "the call's audio")
         run = carrier_server.live.embedded.run
         await asyncio.to_thread(run, session.caller.send_dtmf("1#"))

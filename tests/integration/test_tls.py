@@ -19,7 +19,7 @@ import websockets
 from cryptography import x509
 
 from tests.conftest import LiveServer, start_server
-from voxgate.certificates import CERT_FILE, KEY_FILE, TlsSettingsError, self_signed, tls_files
+from voxgate.certificates import CERT_FILE, KEY_FILE, TlsSettingsError, self_signed, sip_tls_files, tls_files
 from voxgate.config import Settings
 from voxgate.embedded import free_port
 
@@ -80,6 +80,18 @@ def test_tls_settings_that_cannot_be_served_say_why(tmp_path: Path) -> None:
     cert, key = self_signed(tmp_path)
     assert tls_files(Settings(tls_cert=cert, tls_key=key)) == (cert, key)
     assert tls_files(Settings()) is None
+
+
+def test_sip_tls_uses_its_own_pair_else_the_gateways(tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path / "sip")
+    gateway_cert, gateway_key = self_signed(tmp_path / "https")
+    assert sip_tls_files(Settings()) is None  # no certificate: no SIP over TLS
+    assert sip_tls_files(Settings(tls_cert=gateway_cert, tls_key=gateway_key)) == (gateway_cert, gateway_key)
+    both = Settings(tls_cert=gateway_cert, tls_key=gateway_key, sip_tls_cert=cert, sip_tls_key=key)
+    assert sip_tls_files(both) == (cert, key)
+    assert sip_tls_files(both.model_copy(update={"sip_tls_port": 0})) is None
+    with pytest.raises(TlsSettingsError, match="sip_tls_cert and sip_tls_key go together"):
+        sip_tls_files(Settings(sip_tls_cert=cert))
 
 
 def test_serve_with_a_self_signed_certificate_prints_where_it_is(tmp_path: Path) -> None:

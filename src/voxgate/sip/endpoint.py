@@ -1,7 +1,8 @@
-"""The SIP endpoint's thin asyncio shell: UDP and TCP sockets around the sans-IO cores.
+"""The SIP endpoint's thin asyncio shell: UDP, TCP and TLS sockets around the sans-IO cores.
 
     endpoint = SipEndpoint(host="127.0.0.1", udp_port=5060, tcp_port=5060)
     await endpoint.start()          # endpoint.udp_address, endpoint.tcp_address
+    SipEndpoint(..., tls_port=5061, tls=ssl_context)     # also TLS: endpoint.tls_address, .secure(peer)
     ...
     await endpoint.stop()
 
@@ -11,7 +12,8 @@ it), INVITE 503 Service Unavailable with Retry-After when there is no user, CANC
 user is told), requests for dialogs it does not have 481, other methods 405; a Require it does not
 support 420, a Request-URI scheme it does not speak 416. Malformed requests get the parser's answer (400,
 505) or are dropped and counted; a TCP stream that loses its framing is closed; nothing one peer sends
-reaches another peer's state.
+reaches another peer's state. TLS is framed as TCP is (`MessageStream`); what a peer sent over TLS is
+answered over its TLS connection.
 
 `answer_out_of_dialog` is the decision as a pure function, so it is tested without sockets.
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -121,10 +124,11 @@ class _Datagrams(asyncio.DatagramProtocol):
 
 
 class _Connection(asyncio.Protocol):
-    """One TCP peer: a MessageStream frames its bytes; a framing error closes it."""
+    """One TCP or TLS peer: a MessageStream frames its bytes; a framing error closes it."""
 
-    def __init__(self, endpoint: SipEndpoint) -> None:
+    def __init__(self, endpoint: SipEndpoint, *, secure: bool = False) -> None:
         self.endpoint = endpoint
+        self.secure = secure
         self.stream = MessageStream(endpoint.limits)
         self.transport: asyncio.Transport | None = None
         self.peer: Address = ("", 0)
@@ -179,6 +183,8 @@ class SipEndpoint:
     # called with every message after the transaction layer handled it (for logs, metrics and tests)
     observer: Callable[[Request | Response, Address], None] | None = None
     user: TransactionUser | None = None  # the calls; None: INVITE is answered 503
+    tls_port: int | None = None  # with `tls`: SIP over TLS on this port too (0: any free port)
+    tls: ssl.SSLContext | None = None
 
     def __post_init__(self) -> None:
         self._udp: asyncio.DatagramTransport | None = None
@@ -188,6 +194,8 @@ class SipEndpoint:
         self._wake = asyncio.Event()
         self.udp_address: Address | None = None
         self.tcp_address: Address | None = None
+        self.tls_address: Address | None = None
+        self._tls: asyncio.Server | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -198,6 +206,10 @@ class SipEndpoint:
         if self.tcp_port is not None:
             self._tcp = await loop.create_server(lambda: _Connection(self), self.host, self.tcp_port)
             self.tcp_address = self._tcp.sockets[0].getsockname()[:2]
+        if self.tls is not None and self.tls_port is not None:
+            self._tls = await loop.create_server(lambda: _Connection(self, secure=True), self.host, self.tls_port,
+                                                 ssl=self.tls)
+            self.tls_address = self._tls.sockets[0].getsockname()[:2]
         self._timer = asyncio.create_task(self._run_timers(), name="sip-timers")
 
     async def stop(self) -> None:
@@ -208,9 +220,10 @@ class SipEndpoint:
         for connection in list(self._connections.values()):
             if connection.transport is not None:
                 connection.transport.close()
-        if self._tcp is not None:
-            self._tcp.close()
-            await self._tcp.wait_closed()
+        for server in (self._tcp, self._tls):
+            if server is not None:
+                server.close()
+                await server.wait_closed()
         if self._udp is not None:
             self._udp.close()
 
@@ -296,6 +309,11 @@ class SipEndpoint:
     def transmit(self, transmit: Transmit) -> None:
         """Send bytes the transaction layer does not own (a 2xx retransmitted until its ACK)."""
         self._send(transmit)
+
+    def secure(self, peer: Address) -> bool:
+        """Whether `peer` reaches us over TLS (its connection is open now)."""
+        connection = self._connections.get(peer)
+        return connection is not None and connection.secure
 
     # -- output and time
 

@@ -1,14 +1,17 @@
 """One SIP call bridged to a Session: the `Caller` the session sees, and the asyncio shell round the call.
 
-    ringing   RTP socket opened, SDP answered, 180 Ringing, the session opened, 200 OK (resent until ACK)
+    ringing   RTP socket opened, SDP answered (or, for an INVITE without one, our offer made), 180
+              Ringing, the session opened, 200 OK (resent until ACK; a delayed offer's answer is in the ACK:
+              without an acceptable one the call ends with BYE, RFC 3261 §13.2.1)
     serving   RTP in -> session (G.711 payloads as they are, Opus decoded and resampled to the session's
               24 kHz PCM, silence while the caller sends none, as a carrier's continuous line; RFC 4733 and
               INFO key presses as carrier DTMF); session audio -> the call's AudioOutput (the gateway's one
               playout, continuous) -> one RTP packet per 20 ms tick (silence between replies, so NATs and
               media timeouts on the far side stay satisfied); SRTP when the offer asked for it; an RTCP
               report every ~5 s
-    in-dialog BYE ends the call, re-INVITE/UPDATE move or hold the media, INFO carries keys, NOTIFY
-              reports a transfer we asked for with REFER
+    in-dialog BYE ends the call, re-INVITE/UPDATE move or hold the media and refresh the session timer
+              (RFC 4028: we refresh when we are the refresher, and hang up when the peer's refresh never
+              came), INFO carries keys, NOTIFY reports a transfer we asked for with REFER
     ending    BYE (unless the caller sent it), RTP socket closed, the session closed and recorded
 
 The dialog, SDP, RTP and DTMF rules are the sans-IO cores' (`voxgate.sip`); signalling goes through the
@@ -20,8 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
-from collections.abc import Awaitable
+import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -35,11 +40,30 @@ from voxgate.sip.dialog import Dialog, InviteAnswer
 from voxgate.sip.dtmf import DtmfError, dtmf_packets, parse_dtmf_info
 from voxgate.sip.endpoint import ALLOW
 from voxgate.sip.errors import SipError
-from voxgate.sip.headers import NameAddress
+from voxgate.sip.headers import HeaderError, NameAddress
 from voxgate.sip.message import Request, Response, make_response
 from voxgate.sip.refer import TransferProgress, parse_refer_notify, refer_headers
 from voxgate.sip.sdes import new_key
-from voxgate.sip.sdp import CodecPreferences, MediaSession, OfferRejected, SrtpPolicy, answer_offer, parse_sdp
+from voxgate.sip.sdp import (
+    CodecPreferences,
+    MediaSession,
+    OfferRejected,
+    SessionDescription,
+    SrtpPolicy,
+    accept_answer,
+    answer_offer,
+    make_offer,
+    parse_sdp,
+)
+from voxgate.sip.session_timer import (
+    IntervalTooSmall,
+    SessionRefresh,
+    SessionTimer,
+    SessionTimerPolicy,
+    accept_session_timer,
+    answer_session_timer,
+    parse_min_se,
+)
 from voxgate.sip.transaction import Address, ServerInviteTransaction, Transmit
 from voxgate.sip.uri import SipUri, Uri, UriError, parse_uri
 from voxgate.transports.audio_output import AudioOutput
@@ -104,7 +128,9 @@ class SipCall:
     def __init__(self, *, signalling: CallSignalling, invite: Request, transaction: ServerInviteTransaction,
                  peer: Address,
                  reliable: bool, dialog: Dialog, settings: Settings, media_host: str, public_address: str,
-                 ports: RtpPorts | None = None) -> None:
+                 ports: RtpPorts | None = None,
+                 timer_policy: SessionTimerPolicy | None = None, session_timer: SessionTimer | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.signalling = signalling
         self.invite = invite
         self.transaction = transaction
@@ -135,6 +161,16 @@ class SipCall:
         self._silence_frame = b""
         self.opus: OpusCodec | None = None  # an Opus call's encoder and decoder
         self._line_audio: CarrierAudio | None = None  # an Opus call's PCM both ways (its resamplers)
+        # Session timers (RFC 4028) run on `clock` (monotonic seconds; a test steps it by hand)
+        self.clock = clock
+        self.timer_policy = timer_policy or SessionTimerPolicy(0)
+        self.session_timer = session_timer  # what the INVITE's 200 grants
+        self.refresh: SessionRefresh | None = None
+        self._refreshing: asyncio.Task[None] | None = None
+        self._reinviting = False  # our refresh re-INVITE is out: a peer's re-INVITE now is glare (491)
+        self._last_ack: Request | None = None  # to our last re-INVITE's 2xx, sent again if the 2xx comes again
+        self._local_sdp: SessionDescription | None = None  # the description we last sent, offer or answer
+        self._awaiting: tuple[int, SessionDescription] | None = None  # (CSeq, our offer) whose answer the ACK brings
 
     @property
     def name(self) -> str:
@@ -155,7 +191,10 @@ class SipCall:
     # -- answering ---------------------------------------------------------------------------------
 
     async def open_media(self) -> bytes:
-        """Open the RTP socket and answer the INVITE's offer; the SDP answer. Raises SipError (488/400)."""
+        """Open the RTP socket and answer the INVITE's offer, or make ours when it has none (delayed offer);
+        the SDP for the 200 OK. Raises SipError (488/400)."""
+        if not self.invite.body:
+            return await self._open_with_offer()
         offer = parse_sdp(self.invite.body)
         # The port goes into the answer, so the socket is opened first with the offer's settlement.
         answer, media = answer_offer(offer, address=self.public_address, port=0, session_id=self._sdp_id,
@@ -170,7 +209,25 @@ class SipCall:
                                      local_key=self._srtp_key)
         self.media = media
         self.rtp.update(media)
+        self._local_sdp = answer
         return answer.to_bytes()
+
+    async def _open_with_offer(self) -> bytes:
+        """Delayed offer (RFC 3264 §4): our offer (the configured codecs and telephone-event) goes in the 200
+        OK and the caller's answer comes in the ACK. Until then the line sends nothing and expects our first
+        codec, from the signalling host only."""
+        placeholder = make_offer(address=self.peer[0], port=9, session_id=0, session_version=0,
+                                 preferences=self.preferences)
+        expected = accept_answer(placeholder, placeholder, self.preferences)  # our first codec, as if taken
+        self.media = dataclasses.replace(expected, direction="inactive")
+        self.rtp = RtpLine(self.media, self.peer[0], self._on_digit, ports=self.ports,
+                           cname=f"voxgate@{self.public_address}")
+        _, port = await self.rtp.open(self.media_host)
+        offer = make_offer(address=self.public_address, port=port, session_id=self._sdp_id,
+                           session_version=self._sdp_version, preferences=self.preferences)
+        self._local_sdp = offer
+        self._awaiting = (self.invite.cseq.number, offer)
+        return offer.to_bytes()
 
     def provisional(self, status: int) -> None:
         self.signalling.respond(make_response(self.invite, status, to_tag=self.dialog.local_tag,
@@ -183,9 +240,32 @@ class SipCall:
                                                   headers=headers or []))
 
     def answer(self, sdp: bytes, session: Session) -> None:
-        """200 OK with our SDP; resent until the caller's ACK. The session starts taking audio now."""
+        """200 OK with our SDP (answer, or offer for a delayed offer) and the session timer; resent until the
+        caller's ACK. The session's audio is connected now, or when the ACK brings the answer (`settled`)."""
         assert self.media is not None
         self.session = session
+        ok = make_response(self.invite, 200, to_tag=self.dialog.local_tag, body=sdp,
+                           headers=[("Contact", str(self.dialog.contact)), ("Allow", ALLOW),
+                                    *self._timer_headers(self.session_timer)])
+        self.signalling.respond(ok)
+        self._resend_until_ack(ok)
+        self.answered = True
+        self._session_refreshed(self.session_timer)
+        if self._awaiting is None:
+            self._connect_audio()
+
+    async def settled(self) -> bool:
+        """True once the media is agreed: at once, or (delayed offer) when the ACK brought an acceptable
+        answer, the 200 OK resent meanwhile. False when the call ended instead (no ACK, no answer)."""
+        while self._awaiting is not None and not self.ended:
+            reason = await self._tend_answers(1.0)
+            if reason is not None:
+                self.end(reason)
+        return not self.ended
+
+    def _connect_audio(self) -> None:
+        """The session's audio out, on the agreed codec."""
+        assert self.session is not None and self.media is not None
         # A continuous line: a packet every 20 ms, silence between replies; heard is what the clock released.
         encoder = self.codec_audio()
         playout = Playout(frame_bytes=encoder.frame_bytes, silence=encoder.silence, frame_ms=FRAME_MS,
@@ -193,13 +273,8 @@ class SipCall:
         self.audio = AudioOutput(playout, encoder, self.playback)
         if self.media.codec.name == "OPUS":
             self.opus, self._line_audio = OpusCodec(), encoder
-        self.audio.session = session
+        self.audio.session = self.session
         self._silence_frame = encoder.silence * (encoder.frame_bytes // len(encoder.silence))
-        ok = make_response(self.invite, 200, to_tag=self.dialog.local_tag, body=sdp,
-                           headers=[("Contact", str(self.dialog.contact)), ("Allow", ALLOW)])
-        self.signalling.respond(ok)
-        self._resend_until_ack(ok)
-        self.answered = True
 
     def codec_audio(self) -> CarrierAudio:
         """The session's input and output formats for this call's codec (G.711 passes straight in; Opus
@@ -238,10 +313,12 @@ class SipCall:
             self._input.close()
             if (step := self._input.finishing) is not None:
                 tasks.add(step)
+            if self._refreshing is not None:
+                tasks.add(self._refreshing)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await self._leave()
+            await self.leave()
 
     def end(self, reason: str) -> None:
         if not self._ended.is_set():
@@ -249,8 +326,9 @@ class SipCall:
             metrics.SIP_CALLS_ENDED.labels(reason).inc()
             self._ended.set()
             self._input.close()  # the caller's audio after the end is nobody's
+            self._answers_changed.set()  # wake `settled`
 
-    async def _leave(self) -> None:
+    async def leave(self) -> None:
         """Say BYE unless the caller did (or the call never came up), and close the media socket."""
         if self.answered and self.end_reason not in ("caller_hung_up", "transferred_by_peer"):
             with contextlib.suppress(SipError):
@@ -306,33 +384,129 @@ class SipCall:
                 rtp.counters["held"] += 1
 
     async def _watch(self) -> str:
-        """2xx resends until their ACK, the media timeout and the call's length limit."""
+        """2xx resends until their ACK, the media timeout, the session timer and the call's length limit."""
         assert self.rtp is not None
         loop = asyncio.get_running_loop()
         rtp, settings = self.rtp, self.settings
         deadline = loop.time() + settings.session_max_seconds
         while True:
-            self._answers_changed.clear()
-            due = [a.deadline for a in self._answers if a.deadline is not None]
-            wait = min([1.0, *(max(0.0, d - loop.time()) for d in due)])
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait):
-                    await self._answers_changed.wait()
+            refresh = self.refresh
+            reason = await self._tend_answers(1.0 if refresh is None else
+                                              min(1.0, max(0.0, refresh.deadline - self.clock())))
+            if reason is not None:
+                return reason
             now = loop.time()
-            for pending in list(self._answers):
-                for transmit in pending.handle_timer(now):
-                    self.signalling.transmit(transmit)
-                if pending.timed_out:
-                    log.warning("%s: no ACK to our 200 OK", self.name)
-                    return "no_ack"
-                if pending.acknowledged:
-                    self._answers.remove(pending)
             media = rtp.media
             if not media.on_hold and now - rtp.last_heard > settings.sip_media_timeout_s:
                 log.warning("%s: no RTP for %.0f s; hanging up", self.name, now - rtp.last_heard)
                 return "media_timeout"
             if now > deadline:
                 return "session_expired"
+            reason = self._tend_session_timer()
+            if reason is not None:
+                return reason
+
+    async def _tend_answers(self, longest: float) -> str | None:
+        """Wait up to `longest` seconds (less when a 2xx is due again), resend the 2xx that are due; "no_ack"
+        when one never got its ACK."""
+        loop = asyncio.get_running_loop()
+        self._answers_changed.clear()
+        due = [a.deadline for a in self._answers if a.deadline is not None]
+        wait = min([longest, *(max(0.0, d - loop.time()) for d in due)])
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait):
+                await self._answers_changed.wait()
+        now = loop.time()
+        for pending in list(self._answers):
+            for transmit in pending.handle_timer(now):
+                self.signalling.transmit(transmit)
+            if pending.timed_out:
+                log.warning("%s: no ACK to our 200 OK", self.name)
+                return "no_ack"
+            if pending.acknowledged:
+                self._answers.remove(pending)
+        return None
+
+    # -- session timer (RFC 4028) ------------------------------------------------------------------
+
+    @staticmethod
+    def _timer_headers(timer: SessionTimer | None) -> list[tuple[str, str]]:
+        return [("Supported", "timer"), *(timer.headers() if timer is not None else [])]
+
+    def _session_refreshed(self, timer: SessionTimer | None) -> None:
+        """A 2xx of ours to the INVITE, a re-INVITE or an UPDATE set the timer (None: no timer now)."""
+        if timer is None:
+            self.refresh = None
+        elif self.refresh is None:
+            self.refresh = SessionRefresh(timer, self.clock(), min_se=self.timer_policy.min_se)
+        else:
+            self.refresh.refreshed(timer, self.clock())
+
+    def _tend_session_timer(self) -> str | None:
+        """Send our refresh when it is due; "session_timer_expired" when the session went unrefreshed."""
+        refresh = self.refresh
+        if refresh is None:
+            return None
+        now = self.clock()
+        due = refresh.due(now)
+        if due == "expired":
+            log.warning("%s: no session refresh within %d s; hanging up", self.name, refresh.timer.interval)
+            return "session_timer_expired"
+        if due == "refresh" and self._refreshing is None:
+            refresh.sent(now)
+            self._refreshing = asyncio.get_running_loop().create_task(self._refresh_session(refresh),
+                                                                      name="sip-refresh")
+        return None
+
+    async def _refresh_session(self, refresh: SessionRefresh) -> None:
+        """Our refresh (§7.4): an UPDATE without a body when the caller allows UPDATE, else a re-INVITE
+        offering our current description unchanged. No answer, 408 or 481: the dialog is gone (BYE)."""
+        try:
+            update = "UPDATE" in {method.upper() for method in self.invite.headers.values("Allow")}
+            offer = None if update else self._local_sdp
+            request = self.dialog.new_request("UPDATE" if update else "INVITE", headers=refresh.request_headers(),
+                                              body=offer.to_bytes() if offer is not None else b"")
+            self._reinviting = not update
+            response = await self.signalling.send(self, request)
+            if response is not None and request.method == "INVITE" and 200 <= response.status < 300:
+                self._last_ack = self.dialog.ack(request)
+                await self.signalling.send(self, self._last_ack)
+            now = self.clock()
+            if response is None or response.status in (408, 481):
+                log.warning("%s: session refresh %s; hanging up", self.name,
+                            f"answered {response.status}" if response else "unanswered")
+                self.end("session_refresh_failed")
+            elif 200 <= response.status < 300:
+                if offer is not None and not self._take_answer(offer, response.body, "the answer to our refresh"):
+                    self.end("bad_answer")
+                    return
+                try:
+                    timer = accept_session_timer(response)
+                except HeaderError:
+                    timer = refresh.timer  # a malformed Session-Expires in a 2xx: keep the interval we asked
+                if timer is None:
+                    self.refresh = None  # the caller dropped the timer
+                else:
+                    refresh.refreshed(timer, now)
+            elif response.status == 422:
+                try:
+                    floor = parse_min_se(response.headers.get("Min-SE") or "")
+                except HeaderError:
+                    floor = refresh.timer.interval * 2
+                refresh.failed(now, min_se=floor)
+            else:
+                refresh.failed(now)  # 491 glare, 500, ...: the session goes on; tried again half way to expiry
+        except SipError as error:  # the dialog ended under us: the call is ending anyway
+            log.debug("%s: no session refresh: %s", self.name, error)
+        finally:
+            self._reinviting = False
+            self._refreshing = None
+
+    def acknowledge_again(self, response: Response) -> None:
+        """A 2xx to our re-INVITE came again (its ACK was lost): the same ACK again (RFC 3261 §13.2.2.4)."""
+        ack = self._last_ack
+        if ack is not None and ack.cseq.number == response.cseq.number:
+            self.signalling.transmit(Transmit(ack, self.peer, ack.to_bytes()))
 
     # -- caller audio and keys ---------------------------------------------------------------------
 
@@ -370,10 +544,35 @@ class SipCall:
     # -- in-dialog requests ------------------------------------------------------------------------
 
     def acknowledged(self, ack: Request) -> None:
+        """The ACK to one of our 2xx; it carries the answer when the 2xx carried our offer."""
         for pending in self._answers:
             if pending.acknowledge(ack):
+                awaiting = self._awaiting
+                if awaiting is not None and awaiting[0] == ack.cseq.number:
+                    self._awaiting = None
+                    if not self._take_answer(awaiting[1], ack.body, "the ACK"):
+                        self.end("bad_answer")
                 self._answers_changed.set()
                 return
+
+    def _take_answer(self, offer: SessionDescription, body: bytes, where: str) -> bool:
+        """Settle the media from the answer to our offer; False (the call must end with BYE, RFC 3261
+        §13.2.1) when there is none or it is unacceptable."""
+        assert self.rtp is not None
+        try:
+            if not body:
+                raise OfferRejected(f"{where} carries no answer to our offer", "no_answer")
+            media = accept_answer(offer, parse_sdp(body), self.preferences)
+            if self.audio is not None and self.media is not None and media.codec.name != self.media.codec.name:
+                raise OfferRejected("a codec change mid-call is not supported", "codec_change")
+        except SipError as error:
+            log.warning("%s: no acceptable SDP answer (%s): %s; hanging up", self.name, error.code, error)
+            return False
+        self.media = media
+        self.rtp.update(media)
+        if self.audio is None and self.session is not None:
+            self._connect_audio()
+        return True
 
     def in_dialog(self, request: Request) -> None:
         """A request inside this call's dialog (its transaction is the layer's): answer it."""
@@ -401,38 +600,50 @@ class SipCall:
         return response
 
     def _renegotiate(self, request: Request) -> None:
-        """re-INVITE or UPDATE: hold, unhold, a new address or codec (RFC 3264 §8). A request without an
-        offer gets our current description back (a session refresh)."""
-        assert self.rtp is not None and self.media is not None
+        """re-INVITE or UPDATE: hold, unhold, a new address (RFC 3264 §8), and a session refresh (RFC 4028).
+        A re-INVITE without an offer gets ours, the current description unchanged, and the ACK brings the
+        answer; an UPDATE without one changes no media."""
+        if self.rtp is None or self.media is None or not self.answered:  # an UPDATE while it still rings
+            self._reply(request, 491)
+            return
+        try:
+            timer = answer_session_timer(request, self.timer_policy)
+        except HeaderError:
+            self._reply(request, 400)
+            return
+        if isinstance(timer, IntervalTooSmall):
+            self._reply(request, 422, timer.headers())
+            return
+        if (request.body or request.method == "INVITE") and (self._reinviting or self._awaiting is not None):
+            self._reply(request, 491)  # an offer of ours is still out (RFC 3261 §14.2, RFC 3311 §5.2)
+            return
         try:
             if request.body:
                 offer = parse_sdp(request.body)
-                self._sdp_version += 1
                 answer, media = answer_offer(offer, address=self.public_address, port=self.rtp.local[1],
-                                             session_id=self._sdp_id, session_version=self._sdp_version,
+                                             session_id=self._sdp_id, session_version=self._sdp_version + 1,
                                              preferences=self.preferences, local_key=self._srtp_key)
                 if media.codec.name != self.media.codec.name:
                     raise OfferRejected("a codec change mid-call is not supported", "codec_change")
+                self._sdp_version += 1  # only for a description we send (RFC 3264 §8: one more each time)
                 self.media = media
                 self.rtp.update(media)
                 log.info("%s: media %s", self.name, "held" if media.on_hold else "resumed")
+                self._local_sdp = answer
                 body = answer.to_bytes()
+            elif request.method == "INVITE" and self._local_sdp is not None:
+                # the same version: an unchanged description (RFC 3264 §8)
+                body = self._local_sdp.to_bytes()
+                self._awaiting = (request.cseq.number, self._local_sdp)
             else:
-                body = self._current_description()
+                body = b""
         except SipError as error:
             self._reply(request, offer_status(error))
             return
-        ok = self._reply(request, 200, [("Contact", str(self.dialog.contact))], body)
+        ok = self._reply(request, 200, [("Contact", str(self.dialog.contact)), *self._timer_headers(timer)], body)
+        self._session_refreshed(timer)
         if request.method == "INVITE":
             self._resend_until_ack(ok)
-
-    def _current_description(self) -> bytes:
-        assert self.rtp is not None and self.media is not None
-        offer = parse_sdp(self.invite.body)
-        answer, _ = answer_offer(offer, address=self.public_address, port=self.rtp.local[1], session_id=self._sdp_id,
-                                 session_version=self._sdp_version, preferences=self.preferences,
-                                 local_key=self._srtp_key)
-        return answer.to_bytes()
 
     def _info(self, request: Request) -> None:
         try:

@@ -1,8 +1,13 @@
 """voxgate's SIP door: the endpoint on `sip_port`, who may call, which agent answers, and the live calls.
 
-    INVITE -> allowed source or digest auth (else 403 / 401) -> admission (else 503 Retry-After)
+    INVITE -> allowed source or digest auth (else 403 / 401) -> session timer (else 422 Min-SE)
+           -> admission (else 503 Retry-After)
            -> agent routing (header, request-URI user, called number; no match: the default agent)
-           -> SipCall: RTP socket, SDP answer, 180, session, 200 OK ... BYE
+           -> SipCall: RTP socket, SDP answer (or our offer, when the INVITE has none), 180, session,
+              200 OK (the answer in the ACK, for a delayed offer) ... BYE
+
+UDP and TCP on `sip_port`, TLS on `sip_tls_port` when a certificate is set (`certificates.sip_tls_files`);
+a call that came over TLS gets a `sips:` (or `;transport=tls`) Contact and a TLS Via.
 
 Secure by default: with no `sip_allowed_sources` only loopback may place calls, and with
 `sip_digest_password` set everyone else must pass digest authentication (RFC 8760: SHA-256 offered
@@ -22,13 +27,15 @@ import secrets
 from typing import TYPE_CHECKING, Any, Protocol
 
 from voxgate.admission import Refusal, Ticket
+from voxgate.certificates import server_context, sip_tls_files
 from voxgate.observability import metrics
 from voxgate.sip.dialog import Dialog, DialogError
 from voxgate.sip.digest import DigestError, DigestVerifier, parse_credentials
 from voxgate.sip.endpoint import SipEndpoint, answer_out_of_dialog
 from voxgate.sip.errors import SipError
-from voxgate.sip.headers import NameAddress, Via, new_tag
+from voxgate.sip.headers import HeaderError, NameAddress, Via, new_tag
 from voxgate.sip.message import Request, Response, make_response
+from voxgate.sip.session_timer import IntervalTooSmall, SessionTimerPolicy, answer_session_timer
 from voxgate.sip.transaction import (
     Address,
     ClientTransaction,
@@ -52,7 +59,9 @@ __all__ = ["SipPhone", "allowed_networks", "route_agent", "source_allowed"]
 log = logging.getLogger("voxgate.sip")
 
 LOOPBACK = ("127.0.0.0/8", "::1/128")
-DROPPED = frozenset({"media_timeout", "no_ack", "internal_error"})  # ends recorded as dropped, not completed
+# ends recorded as dropped, not completed: the line or the far end failed
+DROPPED = frozenset({"media_timeout", "no_ack", "internal_error", "bad_answer", "session_timer_expired",
+                     "session_refresh_failed"})
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -120,7 +129,10 @@ class SipPhone:
         self.gateway = gateway
         self.settings = settings
         self.host = settings.sip_host or settings.host
-        self.endpoint = SipEndpoint(host=self.host, udp_port=settings.sip_port, tcp_port=settings.sip_port, user=self)
+        tls = server_context(sip_tls_files(settings))  # raises TlsSettingsError on a pair it cannot serve
+        self.endpoint = SipEndpoint(host=self.host, udp_port=settings.sip_port, tcp_port=settings.sip_port, user=self,
+                                    tls_port=settings.sip_tls_port if tls else None, tls=tls)
+        self.timer_policy = SessionTimerPolicy(settings.sip_session_expires_s, settings.sip_min_se_s)
         self.public_address = settings.sip_public_address or self.host
         self.networks = allowed_networks(settings.sip_allowed_sources)
         password = settings.sip_digest_password.get_secret_value()
@@ -135,9 +147,15 @@ class SipPhone:
         address = self.endpoint.udp_address
         return address[1] if address else self.settings.sip_port
 
+    @property
+    def tls_port(self) -> int | None:
+        address = self.endpoint.tls_address
+        return address[1] if address else None
+
     async def start(self) -> None:
         await self.endpoint.start()
-        log.info("SIP on %s:%d (UDP and TCP); calls from %s%s", self.host, self.port,
+        log.info("SIP on %s:%d (UDP and TCP)%s; calls from %s%s", self.host, self.port,
+                 f", TLS on {self.tls_port}" if self.tls_port else "",
                  ", ".join(str(n) for n in self.networks), " or with digest auth" if self.verifier else " only")
 
     async def stop(self) -> None:
@@ -173,6 +191,10 @@ class SipPhone:
         if transaction is None or response.status < 200:
             return
         pending = self._pending.pop(transaction, None)
+        if pending is None and transaction.request.method == "INVITE" and response.status < 300:
+            call = self.calls.get(response.call_id)  # a 2xx to our re-INVITE, again: it wants the ACK again
+            if call is not None:
+                call.acknowledge_again(response)
         if pending is not None:
             call, future = pending
             call.dialog.receive_response(transaction.request, response)
@@ -230,32 +252,52 @@ class SipPhone:
         if request.call_id in self.calls:
             self._refuse(request, "duplicate", 482)  # a second INVITE for a live call: a loop or a fork
             return
-        if not request.body:
-            # An INVITE without an offer wants ours in the 200 and its answer in the ACK: not taken yet.
-            self._refuse(request, "no_offer", 488, [("Warning", '399 voxgate "an SDP offer is required"')])
+        try:
+            timer = answer_session_timer(request, self.timer_policy)
+        except HeaderError:
+            self._refuse(request, "bad_session_timer", 400)
+            return
+        if isinstance(timer, IntervalTooSmall):
+            self._refuse(request, "interval_too_small", 422, timer.headers())
             return
         ticket = self.gateway.admission.try_admit(None, "sip")
         if isinstance(ticket, Refusal):
             self._refuse(request, ticket.reason, 503, [("Retry-After", str(ticket.retry_after_s))])
             return
-        transport = "TCP" if reliable else "UDP"
-        params: tuple[tuple[str, str | None], ...] = (("transport", "tcp"),) if reliable else ()
-        contact = NameAddress(SipUri("sip", self.public_address, "voxgate", port=self.port, params=params))
+        contact, via = self._contact_and_via(request, peer, reliable)
         try:
-            dialog = Dialog.for_uas(request, local_tag=new_tag(), contact=contact,
-                                    via=Via(transport, self.public_address, self.port, (("rport", None),)))
+            dialog = Dialog.for_uas(request, local_tag=new_tag(), contact=contact, via=via)
         except (DialogError, SipError):
             ticket.release()
             self._refuse(request, "bad_request", 400)
             return
         call = SipCall(signalling=self, invite=request, transaction=transaction, peer=peer, reliable=reliable,
                        dialog=dialog, settings=self.settings, media_host=self.host,
-                       public_address=self.public_address, ports=self.rtp_ports)
+                       public_address=self.public_address, ports=self.rtp_ports, timer_policy=self.timer_policy,
+                       session_timer=timer)
         self.calls[request.call_id] = call
         agent = route_agent(request, self.settings.sip_routes, self.gateway.agents, self.settings.sip_agent_header)
         task = asyncio.get_running_loop().create_task(self._run(call, ticket, agent), name="sip-call")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _contact_and_via(self, request: Request, peer: Address, reliable: bool) -> tuple[NameAddress, Via]:
+        """Ours for this call, on the transport it came over: a call over TLS gets a TLS Via, and a `sips:`
+        Contact when its Request-URI, top Record-Route or (without one) Contact is sips: (RFC 3261 §12.1.1),
+        else `;transport=tls` (RFC 5630)."""
+        params: tuple[tuple[str, str | None], ...] = ()
+        scheme, transport, port = "sip", "UDP", self.port
+        if reliable and self.endpoint.secure(peer) and self.tls_port:
+            transport, port = "TLS", self.tls_port
+            hop = request.record_route[:1] or request.contacts[:1]
+            if any(isinstance(uri, SipUri) and uri.secure for uri in (request.uri, *(h.uri for h in hop))):
+                scheme = "sips"
+            else:
+                params = (("transport", "tls"),)
+        elif reliable:
+            transport, params = "TCP", (("transport", "tcp"),)
+        contact = NameAddress(SipUri(scheme, self.public_address, "voxgate", port=port, params=params))
+        return contact, Via(transport, self.public_address, port, (("rport", None),))
 
     def _refuse(self, request: Request, outcome: str, status: int,
                 headers: list[tuple[str, str]] | None = None) -> None:
@@ -325,11 +367,15 @@ class SipPhone:
             session = await gateway.open_session(agent=agent, caller=call, dialect="ga", model=None)
             if call.ended:
                 return
-            session.configure(call.codec_audio().session_config())
             call.answer(sdp, session)
             metrics.SIP_INVITES.labels("answered").inc()
             log.info("%s: answered for agent %s", call.name, agent.name)
-            await session.start(greet=True, caller_id=_user_of(call.invite.from_))
+            settled = await call.settled()  # a delayed offer's answer comes in the ACK
+            session.configure(call.codec_audio().session_config())
+            await session.start(greet=settled, caller_id=_user_of(call.invite.from_))  # the record starts
+            if not settled:  # no ACK, or no acceptable answer in it: BYE, and the record says why
+                await call.leave()
+                return
             await call.serve()
         except Exception:
             log.exception("%s: failed", call.name)
