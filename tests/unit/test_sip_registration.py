@@ -9,8 +9,8 @@ import pytest
 from voxgate.sip.digest import DigestClient, DigestVerifier, parse_credentials
 from voxgate.sip.headers import NameAddress, Via
 from voxgate.sip.message import Request, Response, make_response
-from voxgate.sip.registration import Registration, RegistrationPolicy, RegistrationState
-from voxgate.sip.uri import SipUri, parse_uri
+from voxgate.sip.registration import Registration, RegistrationPolicy, RegistrationState, trunk_uri
+from voxgate.sip.uri import SipUri, UriError, parse_uri
 
 REGISTRAR = SipUri("sip", "trunk.test")
 AOR = SipUri("sip", "trunk.test", "alice")
@@ -173,3 +173,19 @@ def test_nothing_to_unregister_before_a_binding() -> None:
     reg.start(0.0)
     reg.timed_out(32.0)
     assert reg.unregister(33.0) is None and reg.state == RegistrationState.UNREGISTERED
+
+
+@pytest.mark.parametrize(("text", "host", "port"), [
+    ("sip:trunk.example", "trunk.example", None), ("trunk.example:5070", "trunk.example", 5070),
+    ("127.0.0.1", "127.0.0.1", None), ("sip:alice@trunk.example:5080;transport=udp", "trunk.example", 5080),
+])
+def test_trunk_addresses_parse(text: str, host: str, port: int | None) -> None:
+    uri = trunk_uri(text)
+    assert (uri.host, uri.port) == (host, port)
+
+
+@pytest.mark.parametrize("text", ["mailto:alice@example.com", "sips:trunk.example", "sip:trunk.example;transport=tcp",
+                                  "tel:+15551234567", "trunk.example:port"])
+def test_trunk_addresses_we_cannot_use_are_refused(text: str) -> None:
+    with pytest.raises(UriError):
+        trunk_uri(text)

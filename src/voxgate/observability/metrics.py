@@ -80,3 +80,10 @@ SIP_INVITES = Counter("voxgate_sip_invites_total", "Inbound SIP INVITEs, by outc
 SIP_CALLS_ENDED = Counter("voxgate_sip_calls_ended_total", "SIP calls ended, by reason", ["reason"])
 SIP_RTP_DROPPED = Counter("voxgate_sip_rtp_dropped_total", "Inbound RTP datagrams dropped, by reason", ["reason"])
 SIP_TRANSFERS = Counter("voxgate_sip_transfers_total", "Transfers by REFER, by outcome", ["outcome"])
+SIP_TRUNK_REGISTERED = Gauge("voxgate_sip_trunk_registered",
+                             "1 while the gateway holds a registration with its SIP trunk, else 0")
+SIP_REGISTRATIONS = Counter("voxgate_sip_registrations_total",
+                            "REGISTER attempts with the trunk, by result (registered, failed, unregistered)",
+                            ["result"])
+SIP_OUTBOUND_CALLS = Counter("voxgate_sip_outbound_calls_total",
+                             "Outbound SIP calls, by outcome (answered, busy, no_answer, failed)", ["outcome"])

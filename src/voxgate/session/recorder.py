@@ -49,11 +49,12 @@ class CallSummary:
 
 class CallRecorder:
     def __init__(self, store: CallStore, engine: str, cost: CostModel | None = None, owner: str | None = None,
-                 node: str | None = None) -> None:
+                 node: str | None = None, metadata: dict[str, Any] | None = None) -> None:
         self.store = store
         self.engine = engine
         self.owner = owner  # the key whose call this is; None: the gateway's own (phones, the dev console)
         self.node = node  # the gateway serving the call: crash recovery closes its own calls only
+        self.metadata = metadata or {}  # the transport's own facts (an outbound call's direction and dial outcome)
         self.cost = cost or CostModel()
         self._queue: asyncio.Queue[Callable[[], Awaitable[Any]] | None] = asyncio.Queue(MAX_PENDING_WRITES)
         self._writer: asyncio.Task[None] | None = None
@@ -88,7 +89,8 @@ class CallRecorder:
         self.call_id = call_id
         self._write(lambda: self.store.start_call(
             call_id, agent=agent, engine=self.engine, transport=transport, dialect=dialect, caller=caller,
-            owner=self.owner, metadata={"model": model, **({"node": self.node} if self.node else {})}))
+            owner=self.owner, metadata={"model": model, **({"node": self.node} if self.node else {}),
+                                        **self.metadata}))
 
     def item(self, item: Item, truncated_at_ms: int | None = None) -> None:
         text = item.text if item.type == "message" else item.arguments or item.output or ""

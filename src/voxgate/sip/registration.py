@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from voxgate.sip.digest import DigestClient, DigestError, pick_challenge
 from voxgate.sip.headers import NameAddress, Via, new_branch, new_tag
 from voxgate.sip.message import Request, Response, new_request
-from voxgate.sip.uri import SipUri
+from voxgate.sip.uri import SipUri, UriError, parse_uri
 
-__all__ = ["Registration", "RegistrationPolicy", "RegistrationState"]
+__all__ = ["Registration", "RegistrationPolicy", "RegistrationState", "trunk_uri"]
 
 USER_AGENT = "voxgate"
 
@@ -46,6 +46,19 @@ class RegistrationPolicy:
     refresh_fraction: float = 0.75  # of the granted time: refresh well before the binding lapses
     retry_min_s: float = 5.0
     retry_max_s: float = 300.0
+
+
+def trunk_uri(text: str) -> SipUri:
+    """A trunk address as configured: a sip: URI, or `host[:port]`. UriError when it is neither."""
+    scheme, colon, rest = text.partition(":")
+    if colon and scheme.lower() not in ("sip", "sips") and not rest.split(";")[0].isdigit():
+        raise UriError(f"a trunk is a sip: URI or host[:port], not {text!r}", "bad_trunk")
+    uri = parse_uri(text if text.lower().startswith(("sip:", "sips:")) else f"sip:{text}")
+    if not isinstance(uri, SipUri):
+        raise UriError(f"not a SIP address: {text!r}", "bad_trunk")
+    if uri.secure or (uri.param("transport") or "udp").lower() != "udp":
+        raise UriError(f"{text!r}: only SIP over UDP reaches a trunk so far", "unsupported_transport")
+    return uri
 
 
 def _delta_seconds(value: str | None) -> int | None:
@@ -152,36 +165,33 @@ class Registration:
 
     def _challenged(self, response: Response, now: float) -> Request | None:
         if self.credentials is None:
-            self._outstanding = None
-            self.last_status, self.last_reason = response.status, "challenged, and no credentials are set"
-            return self._failed_or_unbound(now)
+            self._give_up(now, response.status, "challenged, and no credentials are set")
+            return None
         try:
             header, challenge = pick_challenge(response)
         except DigestError as error:
-            self._outstanding = None
-            self.last_status, self.last_reason = response.status, str(error)
-            return self._failed_or_unbound(now)
+            self._give_up(now, response.status, str(error))
+            return None
         # Credentials refused (a fresh challenge after our answer that is not `stale`): do not loop.
         if self._auth_answered >= 2 or (self._auth_answered == 1 and not challenge.stale):
-            self._outstanding = None
-            self.last_status, self.last_reason = response.status, "credentials refused"
-            return self._failed_or_unbound(now)
+            self._give_up(now, response.status, "credentials refused")
+            return None
         self._auth_answered += 1
         self.credentials.challenged(challenge)
         return self._register(self._asked(), (header, self.credentials.authorization("REGISTER", str(self.registrar))))
 
-    def _failed_or_unbound(self, now: float) -> None:
+    def _give_up(self, now: float, status: int, reason: str) -> None:
+        """This attempt failed (a retry is scheduled), or the unregistration is over either way."""
+        self._outstanding = None
+        self.last_status, self.last_reason = status, reason
         if self.state == RegistrationState.UNREGISTERING:
             self._unbound()
         else:
-            self._failed(now, self.last_reason)
-        return None
+            self._failed(now, reason)
 
     def timed_out(self, now: float) -> None:
         """No final response to our REGISTER (the transaction layer's Timer F)."""
-        self._outstanding = None
-        self.last_status, self.last_reason = 408, "no response from the registrar"
-        self._failed_or_unbound(now)
+        self._give_up(now, 408, "no response from the registrar")
 
     def _failed(self, now: float, why: str, retry_after: int | None = None) -> None:
         self.failures += 1

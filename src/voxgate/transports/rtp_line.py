@@ -74,6 +74,8 @@ class RtpLine(asyncio.DatagramProtocol):
             self.remote = media.remote
         if media.codec.payload_type != self.sender.payload_type:
             self.sender.payload_type = media.codec.payload_type
+            # our offer's first codec may not be the one the answer chose (PCMA's silence is not PCMU's)
+            self._silence = _SILENCE.get(media.codec.name, b"\xff") * (media.codec.clock_rate // 50)
 
     def close(self) -> None:
         if self.transport is not None:

@@ -23,6 +23,7 @@ from collections import deque
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Protocol
 
+from voxgate.audio import g711
 from voxgate.audio.playout import Playout
 from voxgate.observability import metrics
 from voxgate.protocol import server_events as se
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
     from voxgate.config import Settings
     from voxgate.session.session import Session
 
-__all__ = ["CallSignalling", "SipCall", "offer_status", "transfer_uri"]
+__all__ = ["CallSignalling", "SipCall", "offer_status", "sdp_session_id", "transcoded", "transfer_uri"]
 
 log = logging.getLogger("voxgate.sip")
 
@@ -71,10 +72,27 @@ class CallSignalling(Protocol):
 
     def call_ended(self, call: SipCall) -> None: ...
 
+    def dial_leg(self, to: str, codec: str) -> Awaitable[SipCall | None]:
+        """Call `to` ourselves (offering `codec` first): the answered leg, or None (not answered)."""
+        ...
+
 
 def offer_status(error: SipError) -> int:
     """The answer to an offer we cannot take: 488 when it is well-formed but unacceptable, else 400."""
     return 488 if isinstance(error, OfferRejected) else 400
+
+
+def transcoded(payload: bytes, source: str, target: str) -> bytes:
+    """A G.711 payload in the other law (PCMU <-> PCMA); as it is when the laws match."""
+    if source == target:
+        return payload
+    pcm = g711.ulaw_decode(payload) if source == "PCMU" else g711.alaw_decode(payload)
+    return g711.alaw_encode(pcm) if target == "PCMA" else g711.ulaw_encode(pcm)
+
+
+def sdp_session_id(local_tag: str) -> int:
+    """Our SDP o= session id for a call, stable across its offers and answers (from our dialog tag)."""
+    return int.from_bytes(local_tag.encode()[:6].ljust(6, b"0"), "big") % 10**12
 
 
 def transfer_uri(target: str, peer_host: str) -> Uri:
@@ -93,9 +111,12 @@ class SipCall:
 
     transport = "sip"
 
-    def __init__(self, *, signalling: CallSignalling, invite: Request, transaction: ServerInviteTransaction,
+    def __init__(self, *, signalling: CallSignalling, invite: Request, transaction: ServerInviteTransaction | None,
                  peer: Address,
-                 reliable: bool, dialog: Dialog, settings: Settings, media_host: str, public_address: str) -> None:
+                 reliable: bool, dialog: Dialog, settings: Settings, media_host: str, public_address: str,
+                 rtp: RtpLine | None = None, media: MediaSession | None = None) -> None:
+        """An inbound call: `invite` is the caller's, `transaction` its server transaction. An outbound call
+        (the far end answered our `invite`, `transaction` None) brings its RTP line and settled `media`."""
         self.signalling = signalling
         self.invite = invite
         self.transaction = transaction
@@ -107,8 +128,11 @@ class SipCall:
         self.public_address = public_address
         self.playback = PlaybackTracker(server_side=True)
         self.preferences = CodecPreferences(order=tuple(settings.sip_codecs), srtp="never")
-        self.media: MediaSession | None = None
-        self.rtp: RtpLine | None = None
+        self.media: MediaSession | None = media
+        self.rtp: RtpLine | None = rtp
+        self.outbound = transaction is None
+        if rtp is not None:
+            rtp.on_digit = self._on_digit
         self.audio: AudioOutput | None = None
         self.session: Session | None = None
         self.answered = False
@@ -117,13 +141,15 @@ class SipCall:
         self._answers: list[InviteAnswer] = []  # 2xx to INVITE resent until their ACK
         self._answers_changed = asyncio.Event()
         self._sdp_version = 1
-        self._sdp_id = int.from_bytes(dialog.local_tag.encode()[:6].ljust(6, b"0"), "big") % 10**12
+        self._sdp_id = sdp_session_id(dialog.local_tag)
         self._backlog: deque[bytes] = deque()
         self._step: asyncio.Task[None] | None = None
         self._transfer: asyncio.Future[TransferProgress] | None = None
         self._sending_dtmf = False
         self._silence_frame = b""
         self.backlog_dropped = 0
+        self.bridged: SipCall | None = None  # the leg our RTP is relayed to (a refused REFER's fallback)
+        self._bridge_watch: asyncio.Task[None] | None = None
 
     @property
     def name(self) -> str:
@@ -159,12 +185,27 @@ class SipCall:
 
     def refuse(self, status: int, headers: list[tuple[str, str]] | None = None) -> None:
         """A final non-2xx to the INVITE (the transaction resends it until the ACK)."""
-        if self.transaction.final is None:
+        if self.transaction is not None and self.transaction.final is None:
             self.signalling.respond(make_response(self.invite, status, to_tag=self.dialog.local_tag,
                                                   headers=headers or []))
 
     def answer(self, sdp: bytes, session: Session) -> None:
         """200 OK with our SDP; resent until the caller's ACK. The session starts taking audio now."""
+        self._attach(session)
+        ok = make_response(self.invite, 200, to_tag=self.dialog.local_tag, body=sdp,
+                           headers=[("Contact", str(self.dialog.contact)), ("Allow", ALLOW)])
+        self.signalling.respond(ok)
+        self._resend_until_ack(ok)
+        self.answered = True
+
+    def connected(self, session: Session) -> None:
+        """Our outbound call was answered (and ACKed): the session starts taking audio now."""
+        self._attach(session)
+        if self.rtp is not None:
+            self.rtp.last_heard = asyncio.get_running_loop().time()  # ringing is not silence on the line
+        self.answered = True
+
+    def _attach(self, session: Session) -> None:
         assert self.media is not None
         self.session = session
         # A continuous line: a packet every 20 ms, silence between replies; heard is what the clock released.
@@ -174,11 +215,6 @@ class SipCall:
         self.audio = AudioOutput(playout, encoder, self.playback)
         self.audio.session = session
         self._silence_frame = encoder.silence * (encoder.frame_bytes // len(encoder.silence))
-        ok = make_response(self.invite, 200, to_tag=self.dialog.local_tag, body=sdp,
-                           headers=[("Contact", str(self.dialog.contact)), ("Allow", ALLOW)])
-        self.signalling.respond(ok)
-        self._resend_until_ack(ok)
-        self.answered = True
 
     def codec_audio(self) -> CarrierAudio:
         """The session's input and output formats for this call's codec (G.711 passes straight in)."""
@@ -223,7 +259,14 @@ class SipCall:
             self._ended.set()
 
     async def _leave(self) -> None:
-        """Say BYE unless the caller did (or the call never came up), and close the media socket."""
+        """Say BYE unless the caller did (or the call never came up), and close the media socket; a
+        bridged leg is hung up too."""
+        leg, self.bridged = self.bridged, None
+        if self._bridge_watch is not None:
+            self._bridge_watch.cancel()
+        if leg is not None:
+            leg.end("bridge_ended")
+            await leg._leave()
         if self.answered and self.end_reason not in ("caller_hung_up", "transferred_by_peer"):
             with contextlib.suppress(SipError):
                 bye = self.dialog.bye()
@@ -260,6 +303,9 @@ class SipCall:
         while True:
             await ticker.tick()
             now = loop.time()
+            if self.bridged is not None:
+                self._relay(now, self.bridged)
+                continue
             for payload in rtp.take_audio(now):
                 self._on_audio(payload)
             if self._sending_dtmf:
@@ -408,6 +454,8 @@ class SipCall:
 
     def _current_description(self) -> bytes:
         assert self.rtp is not None and self.media is not None
+        if self.outbound:  # our offer stands (RFC 3264 §8: the same version when nothing changed)
+            return self.invite.body
         offer = parse_sdp(self.invite.body)
         answer, _ = answer_offer(offer, address=self.public_address, port=self.rtp.local[1], session_id=self._sdp_id,
                                  session_version=self._sdp_version, preferences=self.preferences)
@@ -459,7 +507,9 @@ class SipCall:
         self._transfer = asyncio.get_running_loop().create_future()
         response = await self.signalling.send(self, refer)
         if response is None or response.status >= 300:
-            self._transfer_failed(f"REFER {response.status} {response.reason}" if response else "REFER timed out")
+            why = f"REFER {response.status} {response.reason}" if response else "REFER timed out"
+            if not (self.settings.sip_transfer_bridge and await self._bridge(uri, why)):
+                self._transfer_failed(why)
             return
         try:
             async with asyncio.timeout(self.settings.sip_transfer_timeout_s):
@@ -474,6 +524,44 @@ class SipCall:
         self._note(f"REFER accepted, NOTIFY {progress.status} {progress.reason}".strip())
         log.info("%s: transferred", self.name)
         self.end("transferred")
+
+    async def _bridge(self, target: Uri, why: str) -> bool:
+        """The REFER was refused: call the target ourselves and relay RTP between the two legs until either
+        hangs up (the agent leaves the conversation). False when the target did not answer."""
+        assert self.media is not None
+        log.info("%s: %s; calling %s to bridge", self.name, why, target)
+        leg = await self.signalling.dial_leg(str(target), self.media.codec.name)
+        if leg is None or self.ended:
+            if leg is not None:
+                leg.end("bridge_ended")
+                await leg._leave()
+            return False
+        self.bridged = leg
+        leg.answered = True  # its BYE is ours to send when this call ends
+        assert self.rtp is not None and leg.rtp is not None
+        self.rtp.sender.talkspurt()
+        leg.rtp.last_heard = asyncio.get_running_loop().time()
+        self._bridge_watch = asyncio.get_running_loop().create_task(self._until_leg_ends(leg), name="sip-bridge")
+        metrics.SIP_TRANSFERS.labels("bridged").inc()
+        session = self.session
+        if session is not None and not session.closed:
+            session.outcome = "escalated"  # a person has the caller now
+        self._note(f"{why}; bridged to {target} by a second INVITE")
+        return True
+
+    async def _until_leg_ends(self, leg: SipCall) -> None:
+        await leg.wait_ended()
+        self.end("bridged_party_hung_up")
+
+    def _relay(self, now: float, leg: SipCall) -> None:
+        """One tick of a bridge: what each side sent that is due goes to the other, re-stamped (and
+        transcoded when the legs settled on different G.711 laws)."""
+        assert self.rtp is not None and self.media is not None and leg.rtp is not None and leg.media is not None
+        ours, theirs = self.media.codec.name, leg.media.codec.name
+        for payload in self.rtp.take_audio(now):
+            leg.rtp.send(leg.rtp.sender.packet(transcoded(payload, ours, theirs), len(payload)))
+        for payload in leg.rtp.take_audio(now):
+            self.rtp.send(self.rtp.sender.packet(transcoded(payload, theirs, ours), len(payload)))
 
     def _transfer_failed(self, why: str) -> None:
         """The call stays ours: the caller hears so, and the record says why (no longer `transferred`)."""
