@@ -141,6 +141,8 @@ async def test_an_answered_call_opens_with_the_disclosure_talks_and_is_recorded_
         await eventually(lambda: call_id in gateway.sessions or far.done(), 30, "the call answered")
         assert not far.done(), far.result().messages[-3000:]
         session = gateway.sessions[call_id]
+        await eventually(lambda: any(i.role == "assistant" for i in session.conversation.visible()), 10,
+                         "the agent's first words")
         first = next(i for i in session.conversation.visible() if i.role == "assistant")
         assert first.text == f"{DISCLOSURE} {GREETING}"  # the AI disclosure is the first thing said
         async with http(direct) as client:  # the one call the gateway has room for is up: refused as elsewhere
@@ -243,6 +245,7 @@ async def test_a_refused_refer_falls_back_to_a_second_invite_and_bridges_the_aud
         assert not caller.done(), caller.result().messages[-3000:]
         session = gateway.sessions[next(iter(set(gateway.sessions) - before))]
         call = session.caller
+        await eventually(lambda: call.answered, 10, "the caller's call answered")
         await asyncio.to_thread(direct.embedded.run, call.transfer(f"sip:human@127.0.0.1:{person_port}", "test"),
                                 60)
         assert call.bridged is not None, "the second leg was not answered"
