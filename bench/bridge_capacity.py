@@ -439,7 +439,8 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--data", default="")
     parser.add_argument("--calls", default="100,200,250,300,350,400,450,500")
-    parser.add_argument("--silero-calls", default="100,150,200,250", help="steps with Silero VAD on every call")
+    parser.add_argument("--silero-calls", default="100,150,200,250",
+                        help='steps with Silero VAD on every call ("": no Silero row, and no Pipecat)')
     parser.add_argument("--vad", default="webrtc", choices=["webrtc", "silero"], help="serve-voxgate: the echo VAD")
     parser.add_argument("--pipecat-calls", default="25,50,75,100,125,150")
     parser.add_argument("--window", type=float, default=12.0, help="steady measuring window, seconds")
@@ -485,6 +486,8 @@ def main() -> None:
     voxgate_best = ramp("voxgate (echo agent as shipped: webrtcvad turns, no model; media sockets read by callback)",
                         [*serve, "--vad", "webrtc"], port, steps, speech, args, tmp)
     print(f"\nvoxgate: largest N one core holds: {voxgate_best}")
+    if not args.silero_calls:  # --silero-calls "": the bridge alone (bench/sip_capacity.py runs it so)
+        return
     silero_best = ramp("voxgate-silero (echo agent with Silero VAD on every call, as the Pipecat pipeline)",
                        [*serve, "--vad", "silero"], port, [int(x) for x in args.silero_calls.split(",")], speech,
                        args, tmp)

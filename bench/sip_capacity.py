@@ -12,10 +12,16 @@ shared real-time tick. Over a steady window it measures:
                        buffer cannot hide)
     INVITE -> RTP      from the INVITE to the first RTP packet back (p50, p99)
 
-N passes when p99 jitter <= 20 ms, no packet is late and every call was answered; the largest passing N
-is "what one core holds". Figures from a shared machine are upper bounds for cost, lower for capacity.
+N passes when p99 jitter <= 20 ms, no packet is late, every call was answered and the gateway's CPU
+stayed under 95 %; the largest passing N is "what one core holds". The ladder is searched as the bridge
+bench's (loadtest/capacity_search.py: climb until two steps fail, halve below a first step that fails,
+then narrow the gap to `--resolution`). Then, in the same run and on the same cores, bench/bridge_capacity.py
+measures the carrier bridge (Twilio Media Streams, the same echo agent) and both figures are printed side
+by side (`--no-bridge` skips it). `--realtime` runs the gateway and the callers under SCHED_FIFO, so
+neighbours on a shared machine do not decide the result.
 
-    .venv/bin/python bench/sip_capacity.py [--calls 50,100,200] [--window 10]
+    .venv/bin/python bench/sip_capacity.py [--calls 200,300,400,500] [--window 10] [--realtime]
+        [--bridge-calls 200,250,300] [--no-bridge]
 """
 
 from __future__ import annotations
@@ -25,7 +31,9 @@ import asyncio
 import functools
 import itertools
 import os
+import re
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -33,33 +41,37 @@ import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import cast
 
 import numpy as np
 
 from voxgate.audio import g711
+from voxgate.loadtest.capacity_search import CapacitySearch
 from voxgate.loadtest.gateway_process import GatewayProcess
 from voxgate.loadtest.speech import silence, speak
 from voxgate.sip.headers import NameAddress, Via, new_branch, new_tag
 from voxgate.sip.message import Request, Response, new_request, parse_message
-from voxgate.sip.rtp import RtpSender, parse_rtp
+from voxgate.sip.rtp import RtpSender, is_rtcp, parse_rtp
 from voxgate.sip.uri import SipUri
 
 FRAME_S = 0.02
 LATE_GAP_S = 0.06  # a gap between packets that a 40 ms jitter buffer cannot hide
+RT_PRIORITY = 10  # --realtime: SCHED_FIFO, as bench/bridge_capacity.py
+MAX_CPU = 0.95
 
 
 def serve(http_port: int, sip_port: int, data_dir: str) -> None:
-    import uvicorn
-
+    """voxgate as `voxgate serve` runs it: its own listener on uvloop, SIP on `sip_port`."""
     from voxgate.app import create_app
     from voxgate.config import Settings
+    from voxgate.server.listener import Listener, run
 
     # max_calls: the benchmark looks for the limit itself; admission control must not stop it first.
     settings = Settings(host="127.0.0.1", port=http_port, engine="echo", default_agent="echo",
                         sip_port=sip_port, max_calls=100_000, api_keys="bench",
                         database_url=f"sqlite+aiosqlite:///{data_dir}/voxgate.db")
-    uvicorn.run(create_app(settings), host="127.0.0.1", port=settings.port, log_level="warning", lifespan="on")
+    raise SystemExit(run(Listener(create_app(settings), settings)))
 
 
 def free_port(kind: int = socket.SOCK_DGRAM) -> int:
@@ -100,6 +112,8 @@ class RtpSide(asyncio.DatagramProtocol):
         self.call, self.window = call, window
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+        if is_rtcp(data):  # the gateway's reports go to RTP + 1, which may be another caller's RTP port
+            return
         now = time.monotonic()
         call = self.call
         if call.first_rtp is None:
@@ -179,7 +193,8 @@ async def run(n: int, sip_port: int, window_s: float, audio: list[bytes]) -> dic
     def ms(values: list[float], q: int) -> float:
         return 1000 * float(np.percentile(values, q)) if values else float("nan")
 
-    return {"calls": n, "cpu_per_call_pct": 100 * cpu / window_s / n, "jitter_p50_ms": ms(jitter, 50),
+    return {"calls": n, "cpu_pct": 100 * cpu / window_s, "cpu_per_call_pct": 100 * cpu / window_s / n,
+            "jitter_p50_ms": ms(jitter, 50),
             "jitter_p99_ms": ms(jitter, 99), "late": late, "setup_p50_ms": ms(setup, 50), "setup_p99_ms": ms(setup, 99)}
 
 
@@ -191,8 +206,13 @@ def _in_dialog(method: str, ok: Response, cseq: int, local: tuple[str, int]) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--calls", default="50,100,200")
+    parser.add_argument("--calls", default="200,300,400,500")
     parser.add_argument("--window", type=float, default=10.0)
+    parser.add_argument("--resolution", type=float, default=0.1, help="as bench/bridge_capacity.py's")
+    parser.add_argument("--realtime", action="store_true",
+                        help="run gateway and callers under SCHED_FIFO (root; a busy shared machine)")
+    parser.add_argument("--bridge-calls", default="150,200,250,300", help="the carrier bridge's ladder, same run")
+    parser.add_argument("--no-bridge", action="store_true", help="skip the carrier bridge figure")
     parser.add_argument("--serve", nargs=2, type=int, help=argparse.SUPPRESS)  # HTTP and SIP ports
     parser.add_argument("--data", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -201,15 +221,23 @@ def main() -> None:
         serve(args.serve[0], args.serve[1], args.data)
         return
     os.sched_setaffinity(0, {1 % (os.cpu_count() or 1)})
+    if args.realtime:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(RT_PRIORITY))
     pcm = np.concatenate([speak("what is the status of my order please", rate=8000), silence(4000, 8000)])
     pcm = pcm[: len(pcm) - len(pcm) % 160]
     audio = [g711.ulaw_encode(pcm[i:i + 160]) for i in range(0, len(pcm), 160)]
-    print(f"{'calls':>6} {'CPU/call':>9} {'jitter p50':>11} {'p99':>7} {'late':>5} {'INVITE->RTP p50':>16} {'p99':>7}")
-    for n in (int(x) for x in args.calls.split(",")):
+    print(f"SIP calls per core: gateway pinned to CPU 0, callers on CPU 1"
+          f"{' (both SCHED_FIFO)' if args.realtime else ''}; echo agent; window {args.window:.0f} s")
+    print(f"{'calls':>6} {'CPU':>5} {'CPU/call':>9} {'jitter p50':>11} {'p99':>7} {'late':>5} "
+          f"{'INVITE->RTP p50':>16} {'p99':>7}")
+    search = CapacitySearch([int(x) for x in args.calls.split(",")], resolution=args.resolution)
+    while (n := search.next_n()) is not None:
         http_port, sip_port = free_port(socket.SOCK_STREAM), free_port()
         with tempfile.TemporaryDirectory() as data:
-            server = subprocess.Popen([sys.executable, __file__, "--serve", str(http_port), str(sip_port),
-                                       "--data", data])
+            argv = [sys.executable, __file__, "--serve", str(http_port), str(sip_port), "--data", data]
+            if args.realtime and shutil.which("chrt"):
+                argv = ["chrt", "-f", str(RT_PRIORITY), *argv]
+            server = subprocess.Popen(argv)
             try:
                 wait_ready(http_port)
                 os.environ["SIP_BENCH_PID"] = str(server.pid)
@@ -217,9 +245,28 @@ def main() -> None:
             finally:
                 server.terminate()
                 server.wait(timeout=30)
-        verdict = "pass" if row["jitter_p99_ms"] <= 20 and row["late"] == 0 else "FAIL"
-        print(f"{n:>6} {row['cpu_per_call_pct']:>8.2f}% {row['jitter_p50_ms']:>9.2f}ms {row['jitter_p99_ms']:>5.1f}ms"
-              f" {row['late']:>5} {row['setup_p50_ms']:>14.0f}ms {row['setup_p99_ms']:>5.0f}ms  {verdict}")
+        ok = row["jitter_p99_ms"] <= 20 and row["late"] == 0 and row["cpu_pct"] < 100 * MAX_CPU
+        search.record(n, ok)
+        print(f"{n:>6} {row['cpu_pct']:>4.0f}% {row['cpu_per_call_pct']:>8.2f}% {row['jitter_p50_ms']:>9.2f}ms "
+              f"{row['jitter_p99_ms']:>5.1f}ms {row['late']:>5} {row['setup_p50_ms']:>14.0f}ms "
+              f"{row['setup_p99_ms']:>5.0f}ms  {'pass' if ok else 'FAIL'}", flush=True)
+    print(f"\nSIP: largest N one core holds: {search.best}")
+    if args.no_bridge:
+        return
+    # The carrier bridge on the same cores, in the same run: bench/bridge_capacity.py's echo row alone.
+    bridge = [sys.executable, str(Path(__file__).with_name("bridge_capacity.py")), "--calls", args.bridge_calls,
+              "--silero-calls", "", "--window", str(args.window), "--resolution", str(args.resolution)]
+    if args.realtime:
+        bridge.append("--realtime")
+    print("\ncarrier bridge (bench/bridge_capacity.py, same run):", flush=True)
+    result = subprocess.run(bridge, capture_output=True, text=True, check=False)
+    print(result.stdout.strip())
+    held = re.search(r"largest N one core holds: (\d+)", result.stdout)
+    if held and int(held.group(1)):
+        print(f"\nSIP {search.best} / carrier bridge {held.group(1)} calls per core: "
+              f"{search.best / int(held.group(1)):.2f}x")
+    elif result.returncode:
+        print(result.stderr.strip()[-2000:])
 
 
 def wait_ready(http_port: int, within_s: float = 120.0) -> None:

@@ -5,9 +5,12 @@ server VAD (silence_duration_ms=300). For each turn it measures, from the end of
 speech: speech_stopped, transcription completed, and the first audio delta; the engine's own STT,
 brain and TTS-first-chunk times; the word error rate of the transcripts; then barge-ins (the caller
 talks over the reply: speech start → last audio delta and → response.done), and peak RSS with 1
-and with 10 concurrent sessions.
+and with 10 concurrent sessions. Then the same turns through the cascade engine, each stage an HTTP
+request (this gateway's speech routes, and its flow brain as the chat model or the LLM at
+--cascade-llm-url), with its budget per stage beside the local engine's.
 
-    .venv/bin/python bench/turn_latency.py [--turns 24] [--concurrent 10]
+    .venv/bin/python bench/turn_latency.py [--turns 24] [--concurrent 10] [--cascade-turns 12]
+        [--cascade-llm-url http://127.0.0.1:8080/v1 --cascade-llm-model ...]
 """
 
 from __future__ import annotations
@@ -222,6 +225,20 @@ async def main(args: argparse.Namespace) -> None:
             await concurrent_sessions(url, args.concurrent)
             rss_many = peak_rss_mb()
             timings = {k: list(v) for k, v in engine.timings.items()}
+            cascade_turns: dict[str, list[float]] = {}
+            cascade_timings: dict[str, list[float]] = {}
+            if args.cascade_turns:
+                # The same turns through the cascade engine, its STT, LLM and TTS over HTTP: this gateway's
+                # own speech routes and flow brain as a chat model, or the LLM given by --cascade-llm-url.
+                services = f"{gw.base_url}/v1"
+                llm = args.cascade_llm_url or services
+                with EmbeddedGateway(Path(tmp) / "cascade", api_keys=KEY, engine="cascade", max_calls=100,
+                                     cascade_llm_base_url=llm, cascade_llm_model=args.cascade_llm_model,
+                                     cascade_llm_api_key=KEY, cascade_stt_base_url=services, cascade_stt_api_key=KEY,
+                                     cascade_tts_base_url=services, cascade_tts_api_key=KEY) as cascade_gw:
+                    cascade_turns = await measure_turns(cascade_gw.ws_url, args.cascade_turns)
+                    cascade = cascade_gw.gateway._engines["cascade"]
+                    cascade_timings = {k: list(v) for k, v in cascade.timings.items()}
 
     words = sum(turns.pop("words"))
     errors = sum(turns.pop("wer"))
@@ -244,6 +261,20 @@ async def main(args: argparse.Namespace) -> None:
           f"{rss_one:.0f} MB, after {args.concurrent} concurrent sessions {rss_many:.0f} MB")
     if turns["first_audio"]:
         print(f"mean first audio {statistics.mean(turns['first_audio']):.0f} ms")
+    if cascade_turns:
+        cascade_words = sum(cascade_turns.pop("words"))
+        cascade_errors = sum(cascade_turns.pop("wer"))
+        llm = args.cascade_llm_url or "this gateway's flow brain at /v1/chat/completions"
+        print(f"\nThe same turns through the cascade engine ({args.cascade_turns}): STT, LLM and TTS over HTTP "
+              f"(speech: this gateway's /v1/audio routes; LLM: {llm})")
+        print(row("-> input transcription completed", cascade_turns["transcribed"]))
+        print(row("-> first response.output_audio.delta", cascade_turns["first_audio"]))
+        print("Cascade stages (each an HTTP request):")
+        print(row("STT: /v1/audio/transcriptions", cascade_timings["stt"]))
+        print(row("LLM: request -> first streamed token", cascade_timings["llm_first_token"]))
+        print(row("TTS: first sentence -> first pcm bytes", cascade_timings["tts_first"]))
+        print(f"  word error rate of the transcripts        {cascade_errors / max(cascade_words, 1) * 100:.1f} %"
+              f" ({cascade_errors:.0f}/{cascade_words} words)")
 
 
 def await_engine(gw: EmbeddedGateway) -> Any:
@@ -258,4 +289,8 @@ if __name__ == "__main__":
     parser.add_argument("--turns", type=int, default=24)
     parser.add_argument("--barge-ins", type=int, default=6)
     parser.add_argument("--concurrent", type=int, default=10)
+    parser.add_argument("--cascade-turns", type=int, default=12, help="the same turns on the cascade engine (0: none)")
+    parser.add_argument("--cascade-llm-url", default="", help="an OpenAI-compatible /v1 URL for the cascade's LLM "
+                        "(default: this gateway's flow brain as a chat model)")
+    parser.add_argument("--cascade-llm-model", default="acme")
     asyncio.run(main(parser.parse_args()))

@@ -124,6 +124,27 @@ def free_port(kind: int = socket.SOCK_DGRAM) -> int:
         return int(probe.getsockname()[1])
 
 
+def free_port_pair(pairs: int = 1) -> int:
+    """An even UDP port from which `pairs` RTP/RTCP pairs (2 x `pairs` ports) are free on loopback."""
+    for _ in range(200):
+        base = free_port()
+        if base % 2 or base + 2 * pairs > 65535:
+            continue
+        probes: list[socket.socket] = []
+        try:
+            for offset in range(2 * pairs):
+                probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                probes.append(probe)
+                probe.bind(("127.0.0.1", base + offset))
+        except OSError:
+            continue
+        finally:
+            for probe in probes:
+                probe.close()
+        return base
+    raise AssertionError("no free run of UDP ports on loopback")
+
+
 @dataclass
 class SippRun:
     returncode: int

@@ -87,7 +87,7 @@ class AgentConfig(BaseModel):
     description: str = ""
     instructions: str = "You are a helpful voice agent."
     voice: str = "joe"
-    engine: Literal["local", "echo", "openai"] | None = None  # None: the gateway's default
+    engine: Literal["local", "echo", "openai", "cascade"] | None = None  # None: the gateway's default
     greeting: str | None = None  # spoken first on phone and browser calls
     disclosure: str | None = None  # AI/recording disclosure, always played at call start on phone calls
     fallback: str = "Sorry, I didn't catch that. Could you say it another way?"
@@ -99,6 +99,10 @@ class AgentConfig(BaseModel):
     # `escalation.target` after its handover line instead, when there is one.
     goodbye: str = "I'm sorry, this line has to close for a moment. Please call back shortly. Goodbye."
     tools: list[ToolDefinition] = Field(default_factory=list)
+    # When a session's client declares function tools (session.update, a minted key's session): "replace"
+    # gives the session the client's tools alone, as OpenAI does, so the agent's gateway tools and the
+    # intents that call them do not answer for the client's app; "extend" keeps them beside the client's.
+    client_tools: Literal["replace", "extend"] = "replace"
     intents: list[Intent] = Field(default_factory=list)
     escalation: Escalation = Field(default_factory=Escalation)
     turn_taking: TurnTaking = Field(default_factory=TurnTaking)

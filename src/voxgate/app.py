@@ -20,6 +20,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from voxgate.admission import Refusal
+from voxgate.chat_service import chat_completions
 from voxgate.config import Settings
 from voxgate.control import outbound_calls
 from voxgate.control.auth import bearer_token, require_api_key
@@ -38,6 +39,7 @@ from voxgate.gateway import Gateway, gateway_of
 from voxgate.observability.logs import guard_credentials
 from voxgate.protocol.dialect import dialect_from_handshake
 from voxgate.protocol.errors import RealtimeError
+from voxgate.speech_service import speech, transcriptions
 from voxgate.transports import telnyx, twilio
 from voxgate.transports.realtime_ws import WebSocketCaller, refuse_call, run_websocket_session
 from voxgate.transports.webrtc import attach_sideband, create_beta_call, create_call, hangup_call
@@ -156,7 +158,7 @@ async def kpis(request: Request) -> Response:
     principal = await require_api_key(request)
     if isinstance(principal, JSONResponse):
         return principal
-    return JSONResponse(await gateway_of(request).calls.kpis())
+    return JSONResponse(await gateway_of(request).calls.kpis(visible_to=principal.owner))
 
 
 async def list_agents(request: Request) -> Response:
@@ -268,6 +270,9 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> Starlette:
             Route("/v1/calls/{call_id}", get_call),
             Route("/v1/kpis", kpis),
             Route("/v1/agents", list_agents),
+            Route("/v1/audio/transcriptions", rate_limited(transcriptions, "speech"), methods=["POST"]),
+            Route("/v1/audio/speech", rate_limited(speech, "speech"), methods=["POST"]),
+            Route("/v1/chat/completions", rate_limited(chat_completions, "chat"), methods=["POST"]),
             *twilio.routes(gateway_of),
             *telnyx.routes(gateway_of),
         ],

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from voxgate.hosts import is_loopback, origin_of
@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     database_url: str = "sqlite+aiosqlite:///./voxgate.db"
     agents_dir: Path = DEFAULT_AGENTS_DIR
     default_agent: str = "acme"
-    engine: Literal["local", "echo", "openai"] = "local"
+    engine: Literal["local", "echo", "openai", "cascade"] = "local"
 
     # Realtime protocol limits
     max_message_bytes: int = 16 * 1024 * 1024  # OpenAI accepts 15 MiB of base64 per append
@@ -110,10 +110,18 @@ class Settings(BaseSettings):
     node_id: str = ""
 
     # Local engine
+    # The Whisper model: "" is tiny.en from its package; else a CTranslate2 Whisper model directory an
+    # operator placed on disk (base.en, small.en, distil-whisper): the lever for noisy real phone lines.
+    stt_model: str = ""
     stt_threads: int = 2
     tts_voice: str = "joe"
     tts_max_concurrency: int = 1
     stt_max_concurrency: int = 1
+    # voxgate as a speech service (speech_service.py: /v1/audio/transcriptions and /v1/audio/speech with an
+    # API key): requests waiting for the models beyond this get 503; uploads and their audio are bounded.
+    speech_max_waiting: int = Field(default=8, ge=1)
+    speech_max_upload_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)  # OpenAI's 25 MB
+    speech_max_audio_s: float = Field(default=600.0, gt=0)
 
     # Tools
     tool_timeout_s: float = 5.0
@@ -176,10 +184,19 @@ class Settings(BaseSettings):
     # default agent. A header named by sip_agent_header, when present, names the agent directly.
     sip_routes: dict[str, str] = Field(default_factory=dict)
     sip_agent_header: str = ""  # e.g. "X-Voxgate-Agent"; empty: routing by URI and number only
-    sip_codecs: list[str] = Field(default_factory=lambda: ["PCMU", "PCMA"])  # answered in this order of preference
+    # Answered in this order of preference: PCMU, PCMA, and "opus" (RFC 7587, 48 kHz) where a PBX offers it.
+    sip_codecs: list[str] = Field(default_factory=lambda: ["PCMU", "PCMA"])
     sip_ring_ms: int = Field(default=0, ge=0, le=60_000)  # 180 Ringing this long before the 200 OK
     sip_media_timeout_s: float = Field(default=30.0, gt=0)  # a call with no RTP for this long is hung up (not on hold)
     sip_transfer_timeout_s: float = Field(default=30.0, gt=0)  # a REFER whose outcome is not known by then failed
+    # SDES-SRTP (RFC 4568): "optional" takes an RTP/SAVP offer with a=crypto (and plain RTP too), "required"
+    # answers plain RTP offers 488, "off" refuses SRTP offers. Keys never reach logs or call records.
+    sip_srtp: Literal["optional", "required", "off"] = "optional"
+    # The UDP ports calls' media use: RTP on even ports, RTCP on the odd one above, so a firewall or NAT
+    # forwards exactly this range (the PBX convention, as Asterisk's default: 5,000 concurrent calls).
+    # Both 0: ephemeral ports from the kernel. A call that finds no free pair is answered 503.
+    sip_rtp_port_min: int = Field(default=10000, ge=0, le=65534)
+    sip_rtp_port_max: int = Field(default=20000, ge=0, le=65535)
     # When the PBX refuses our REFER: call the escalation target ourselves (through the trunk, or a host in
     # sip_allowed_sources) and relay RTP between the caller and the person. Off: the caller is told it failed.
     sip_transfer_bridge: bool = False
@@ -199,6 +216,22 @@ class Settings(BaseSettings):
     # voxgate/garbage_collection.py); off gives CPython's automatic collection back.
     gc_on_beat: bool = True
 
+    # The cascade engine (engines/cascade.py): STT -> an LLM -> TTS over OpenAI-compatible services. Base URLs
+    # end in /v1 (llama.cpp server http://127.0.0.1:8080/v1, Ollama http://127.0.0.1:11434/v1, vLLM, OpenAI,
+    # another voxgate). STT and TTS left empty use the in-process local models. Keys stay in the gateway.
+    cascade_llm_base_url: str = ""
+    cascade_llm_model: str = ""  # empty: the server's default (llama.cpp serves one model)
+    cascade_llm_api_key: SecretStr = SecretStr("")
+    cascade_stt_base_url: str = ""
+    cascade_stt_model: str = "whisper-1"
+    cascade_stt_api_key: SecretStr = SecretStr("")
+    cascade_tts_base_url: str = ""
+    cascade_tts_model: str = "tts-1"
+    cascade_tts_api_key: SecretStr = SecretStr("")
+    cascade_connect_timeout_s: float = Field(default=5.0, gt=0)
+    cascade_timeout_s: float = Field(default=30.0, gt=0)  # a service silent this long (between bytes) has failed
+    cascade_max_retries: int = Field(default=1, ge=0, le=5)  # an LLM request that failed before any token
+
     # OpenAI Realtime upstream (engine "openai"). The key stays in the gateway: clients never see it.
     openai_api_key: SecretStr = Field(
         default=SecretStr(""),
@@ -215,6 +248,31 @@ class Settings(BaseSettings):
     def _trunk_parses(cls, value: str) -> str:
         if value:
             trunk_uri(value)  # says what is wrong with the address (a sip: URI or host[:port], over UDP)
+        return value
+
+    @field_validator("sip_codecs")
+    @classmethod
+    def _codecs_known(cls, value: list[str]) -> list[str]:
+        unknown = [name for name in value if name.upper() not in ("PCMU", "PCMA", "OPUS")]
+        if unknown or not value:
+            raise ValueError(f"sip_codecs takes PCMU, PCMA and opus (at least one); not {unknown}")
+        return value
+
+    @model_validator(mode="after")
+    def _rtp_ports_form_a_range(self) -> Settings:
+        low, high = self.sip_rtp_port_min, self.sip_rtp_port_max
+        if (low == 0) != (high == 0) or (low and (low < 1024 or high < low + low % 2 + 1)):
+            raise ValueError(f"sip_rtp_port_min/max ({low}-{high}) must both be 0 (ephemeral ports) or a range "
+                             "from 1024 up holding at least one even RTP port and the RTCP port above it")
+        return self
+
+    @field_validator("stt_model")
+    @classmethod
+    def _stt_model_is_a_model(cls, value: str) -> str:
+        if value:  # refused at start, not at the first call's first turn
+            from voxgate.engines.local.stt import check_model_directory
+
+            return str(check_model_directory(value))
         return value
 
     @field_validator("forwarded_allow_ips")

@@ -23,7 +23,7 @@ import threading
 import time
 
 from voxgate.observability import metrics
-from voxgate.transports.carrier_call import shared_ticker
+from voxgate.transports.frame_ticker import shared_ticker
 
 __all__ = ["BeatCollector"]
 

@@ -206,6 +206,7 @@ class Gateway:
                     engine = LocalEngine(stt_threads=self.settings.stt_threads,
                                          stt_concurrency=self.settings.stt_max_concurrency,
                                          tts_concurrency=self.settings.tts_max_concurrency,
+                                         stt_model=self.settings.stt_model,
                                          brain=FlowBrain(today=self.clock.today))
                 elif name == "echo":
                     engine = EchoEngine()
@@ -213,6 +214,10 @@ class Gateway:
                     from voxgate.engines.openai import OpenAIEngine
 
                     engine = OpenAIEngine.from_settings(self.settings)
+                elif name == "cascade":
+                    from voxgate.engines.cascade import CascadeEngine
+
+                    engine = CascadeEngine(self.settings)
                 else:
                     raise ValueError(f"engine {name!r} is not available")
                 await engine.start()
@@ -254,7 +259,8 @@ class Gateway:
         engine_name = agent.engine or self.settings.engine
         engine = await self.engine(engine_name)
         # A call the gateway plays out (phone, browser) is never left silent if a remote engine fails.
-        fallback = await self.engine("local") if engine_name == "openai" and caller.playback.server_side else None
+        remote = engine_name in ("openai", "cascade")
+        fallback = await self.engine("local") if remote and caller.playback.server_side else None
         session = Session(
             agent=agent, engine=engine, tools=self.tools[agent.name], caller=caller, dialect=dialect,
             recorder=CallRecorder(self.calls, engine_name, owner=owner, node=self.node, metadata=record_metadata),

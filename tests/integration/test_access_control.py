@@ -198,6 +198,7 @@ async def test_dns_rebinding_host_is_refused(gateway: LiveServer, production: Li
 
 
 async def test_another_key_cannot_read_a_call(gateway: LiveServer, http: httpx.AsyncClient) -> None:
+    counted_a, counted_b = [(await http.get("/v1/kpis", headers=k)).json()["calls"] for k in (A, B)]
     async with websockets.connect(f"{gateway.ws_url}/v1/realtime?model=x", additional_headers=A) as ws:
         session_id = json.loads(await ws.recv())["session"]["id"]
 
@@ -210,6 +211,9 @@ async def test_another_key_cannot_read_a_call(gateway: LiveServer, http: httpx.A
     listed_a = [c["id"] for c in (await http.get("/v1/calls", headers=A)).json()["data"]]
     listed_b = [c["id"] for c in (await http.get("/v1/calls", headers=B)).json()["data"]]
     assert session_id in listed_a and session_id not in listed_b
+    # Nor count it: another key's call volumes and outcomes are not this key's business either.
+    assert (await http.get("/v1/kpis", headers=A)).json()["calls"] == counted_a + 1
+    assert (await http.get("/v1/kpis", headers=B)).json()["calls"] == counted_b
 
 
 async def test_another_key_cannot_hang_up_or_join_a_call(gateway: LiveServer, http: httpx.AsyncClient) -> None:

@@ -136,6 +136,15 @@ def test_a_body_the_app_leaves_unread_closes_the_connection_after_the_answer(por
     assert answer.startswith(b"HTTP/1.1 413 ") and answer.endswith(b"not reading that")  # and no second answer
 
 
+async def test_an_answer_sent_before_a_large_upload_is_read_reaches_the_client_whole(port: int) -> None:
+    """A 413 (or a 401) to an upload still being sent: closing at once would reset the connection and the
+    client would see a broken pipe instead of the answer; the rest of the body is read and dropped first."""
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+        reply = await http.post("/ignore", files={"file": ("big.bin", b"x" * (26 * 1024 * 1024))})
+        assert reply.status_code == 413 and reply.text == "not reading that"
+        assert (await http.get("/hello")).text == "hi"  # a new connection: that one was closed after the linger
+
+
 def test_a_failing_handler_is_answered_500_and_logged_and_the_server_goes_on(port: int) -> None:
     errors = ErrorRecords()
     logging.getLogger().addHandler(errors)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -243,3 +244,25 @@ def test_split_sentences_keeps_decimals(whole: int, fraction: int) -> None:
         f"It costs {whole}.{fraction} now.",
         "Thanks.",
     ]
+
+
+def test_the_whisper_model_is_a_setting_and_a_directory_without_one_is_refused(tmp_path: Path) -> None:
+    """An operator's model directory (here: a copy of the packaged one's files under another path) loads
+    and transcribes; a path that holds no model is refused when the settings are read, naming the path,
+    and nothing is fetched from a hub."""
+    import shutil
+
+    from pydantic import ValidationError
+
+    from voxgate.config import Settings
+    from voxgate.engines.local.stt import packaged_model
+
+    model = tmp_path / "whisper-model"
+    shutil.copytree(packaged_model(), model)
+    settings = Settings(stt_model=str(model))
+    transcriber = WhisperTranscriber(cpu_threads=1, model=settings.stt_model)
+    assert transcriber.model_path == model
+    assert "order" in transcriber.transcribe_sync(speak("Please check my order status.")).text.lower()
+    transcriber.close()
+    with pytest.raises(ValidationError, match=r"small\.en"):
+        Settings(stt_model="small.en")  # a hub name is not a directory: refused, never downloaded

@@ -1,15 +1,24 @@
-"""A SIP call's RTP socket on loopback: what it accepts, what it drops and counts, and whom it latches to."""
+"""A SIP call's RTP socket on loopback: what it accepts, what it drops and counts, and whom it latches to;
+SRTP on it, its RTCP reports both ways, and the port range it binds from."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import socket
 
+import pytest
+
 from tests.phone_carrier import eventually
+from tests.sipp_caller import free_port_pair
 from voxgate.sip.dtmf import TelephoneEvent
+from voxgate.sip.rtcp import ReceiverReport, ReportBlock, SenderReport, SourceDescription, build_rtcp, parse_rtcp
 from voxgate.sip.rtp import RtpPacket, parse_rtp
-from voxgate.sip.sdp import answer_offer, parse_sdp
+from voxgate.sip.sdes import SrtpKeys, new_key
+from voxgate.sip.sdp import MediaSession, answer_offer, parse_sdp
+from voxgate.sip.srtp import SrtpContext
 from voxgate.transports.rtp_line import RtpLine
+from voxgate.transports.rtp_ports import PortsExhausted, RtpPorts
 
 OFFER = ("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
          "m=audio {port} RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n")
@@ -91,3 +100,141 @@ async def test_caller_audio_comes_out_in_order_with_a_lost_packet_as_silence() -
         assert line.counters["lost"] == 1
     finally:
         line.close()
+
+
+def udp(port: int = 0) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", port))
+    sock.setblocking(False)
+    return sock
+
+
+def negotiated(offer: str) -> MediaSession:
+    return answer_offer(parse_sdp(offer), address="127.0.0.1", port=1, session_id=1, session_version=1)[1]
+
+
+async def received(sock: socket.socket) -> bytes:
+    return await asyncio.wait_for(asyncio.get_running_loop().sock_recv(sock, 2048), 5)
+
+
+async def test_srtp_authenticates_before_latching_and_protects_what_it_sends() -> None:
+    """Plain RTP, a wrong key, a tampered packet: dropped and counted, the line still unlatched; the caller's
+    good packet latches and is heard; its replay is dropped; what we send the caller decrypts; so is SRTCP."""
+    port = free_port_pair()
+    caller_key = new_key()
+    offer = OFFER.format(port=port).replace("RTP/AVP", "RTP/SAVP") + (
+        f"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{base64.b64encode(caller_key).decode()}\r\n")
+    media = negotiated(offer)
+    assert media.srtp is not None
+    caller_tx = SrtpContext(SrtpKeys(media.srtp.suite, caller_key, media.srtp.local_key))
+    caller_rx = SrtpContext(SrtpKeys(media.srtp.suite, caller_key, media.srtp.local_key))
+    stranger_tx = SrtpContext(SrtpKeys(media.srtp.suite, new_key(), media.srtp.local_key))
+    line = RtpLine(media, "127.0.0.1", lambda digit: None)
+    local = await line.open("127.0.0.1")
+    caller, caller_rtcp = udp(port), udp(port + 1)
+    loop = asyncio.get_running_loop()
+    try:
+        tampered = bytearray(caller_tx.protect(packet(0, b"\x11" * 160, sequence=9)))
+        tampered[30] ^= 0xFF
+        for datagram in (packet(0, b"\x7f" * 160), stranger_tx.protect(packet(0, b"\x7f" * 160, sequence=2)),
+                         bytes(tampered)):
+            caller.sendto(datagram, local)
+        await eventually(lambda: line.counters["dropped_srtp_auth_failed"] == 3, 5, "three refusals")
+        assert line.latched is None and line.counters["received"] == 0
+        good = caller_tx.protect(packet(0, b"\x7f" * 160, sequence=10, timestamp=1600))
+        caller.sendto(good, local)
+        caller.sendto(good, local)  # a replay
+        await eventually(lambda: line.counters["dropped_srtp_replay"] == 1, 5, "the replay refused")
+        assert line.latched == caller.getsockname() and line.counters["received"] == 1
+        assert line.take_audio(loop.time() + 1.0) == [b"\x7f" * 160]
+        line.send(line.sender.packet(b"\x22" * 160, 160))
+        assert parse_rtp(caller_rx.unprotect(await received(caller))).payload == b"\x22" * 160
+        line.report(line.rtcp.next_report_at)  # SRTCP to the RTP port + 1
+        [sr, _] = parse_rtcp(caller_rx.unprotect_rtcp(await received(caller_rtcp)))
+        assert isinstance(sr, SenderReport) and sr.packet_count == 1 and sr.reports[0].ssrc == 0x1234
+        plain = build_rtcp(ReceiverReport(0x1234), SourceDescription(((0x1234, "caller"),)))
+        caller_rtcp.sendto(plain, (local[0], local[1] + 1))  # plain RTCP on an SRTP call: refused
+        await eventually(lambda: line.counters["dropped_srtcp_unencrypted"] == 1, 5, "plain RTCP refused")
+    finally:
+        line.close()
+        caller.close()
+        caller_rtcp.close()
+
+
+@pytest.mark.parametrize("mux", [False, True])
+async def test_rtcp_reports_go_both_ways_and_the_peers_report_is_kept(mux: bool) -> None:
+    """Our SR (the sender's counts, a block on the caller's stream) reaches the caller's RTCP port, or its
+    RTP port with rtcp-mux; the caller's RR about our stream (echoing our SR) shows in the line's quality."""
+    port = free_port_pair()
+    media = negotiated(OFFER.format(port=port) + ("a=rtcp-mux\r\n" if mux else ""))
+    line = RtpLine(media, "127.0.0.1", lambda digit: None)
+    local = await line.open("127.0.0.1")
+    caller, caller_rtcp = udp(port), udp(port + 1)
+    ours_rtcp = local if mux else (local[0], local[1] + 1)
+    try:
+        for sequence in range(1, 11):
+            if sequence != 4:  # one lost
+                caller.sendto(packet(0, b"\x7f" * 160, sequence, sequence * 160), local)
+        await eventually(lambda: line.counters["received"] == 9, 5, "the caller's packets")
+        for _ in range(5):
+            line.send(line.sender.packet(b"\xff" * 160, 160))
+        line.report(line.rtcp.next_report_at)
+        inbox = caller if mux else caller_rtcp
+        while True:  # with rtcp-mux our RTP arrives on the same socket first
+            data = await received(inbox)
+            if data[1] == 200:
+                break
+        [sr, sdes] = parse_rtcp(data)
+        assert isinstance(sr, SenderReport) and (sr.packet_count, sr.octet_count) == (5, 800)
+        assert sr.reports[0].cumulative_lost == 1 and sr.reports[0].highest_sequence == 10
+        assert sdes == SourceDescription(((line.sender.ssrc, "voxgate"),))
+        lsr = (sr.ntp_timestamp >> 16) & 0xFFFFFFFF
+        report = build_rtcp(ReceiverReport(0x1234, (ReportBlock(line.sender.ssrc, 64, 3, 5, 16, lsr, 0),)),
+                            SourceDescription(((0x1234, "caller"),)))
+        (caller if mux else caller_rtcp).sendto(report, ours_rtcp)
+        await eventually(lambda: line.rtcp.peer is not None, 5, "the caller's report read")
+        quality = line.quality()
+        assert quality["peer_report"] == {"packets_lost": 3, "fraction_lost": 0.25, "jitter_ms": 2.0,
+                                          "highest_sequence": 5}
+        assert quality["round_trip_ms"] is not None and quality["round_trip_ms"] >= 0
+        assert quality["received"]["packets"] == 9 and quality["received"]["lost"] == 1
+        assert quality["sent"] == {"packets": 5, "octets": 800} and quality["rtcp_mux"] is mux
+        assert quality["rtcp"]["received"] == 1 and quality["srtp"] is None and quality["dropped"] == {}
+        with udp() as stranger:  # another port of the caller's host cannot speak for the call
+            stranger.sendto(report, ours_rtcp)
+            await eventually(lambda: line.counters["dropped_wrong_source"] == 1, 5, "the stranger's report")
+    finally:
+        line.close()
+        caller.close()
+        caller_rtcp.close()
+
+
+async def test_the_port_range_hands_out_even_pairs_skips_taken_ports_and_runs_out() -> None:
+    base = free_port_pair(2)
+    ports = RtpPorts(base, base + 3)
+    taken = udp(base)  # another program holds the first pair's RTP port
+    try:
+        rtp, rtcp = ports.bind("127.0.0.1", rtcp=True)
+        assert rtcp is not None
+        assert (rtp.getsockname()[1], rtcp.getsockname()[1]) == (base + 2, base + 3)
+        with pytest.raises(PortsExhausted):
+            ports.bind("127.0.0.1", rtcp=True)
+        taken.close()
+        again, none = ports.bind("127.0.0.1", rtcp=False)  # rtcp-mux: one socket
+        assert again.getsockname()[1] == base and none is None
+        with pytest.raises(PortsExhausted):
+            ports.bind("127.0.0.1", rtcp=True)
+        rtp.close()
+        rtcp.close()
+        ports.release(base + 2)
+        last, last_rtcp = ports.bind("127.0.0.1", rtcp=True)
+        assert last.getsockname()[1] == base + 2 and last_rtcp is not None
+        for sock in (again, last, last_rtcp):
+            sock.close()
+    finally:
+        taken.close()
+    ephemeral, ephemeral_rtcp = RtpPorts().bind("127.0.0.1", rtcp=True)
+    assert ephemeral_rtcp is not None
+    assert ephemeral.getsockname()[1] % 2 == 0 and ephemeral_rtcp.getsockname()[1] == ephemeral.getsockname()[1] + 1
+    ephemeral.close()
+    ephemeral_rtcp.close()

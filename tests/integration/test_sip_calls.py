@@ -105,10 +105,12 @@ async def test_a_spoken_request_is_answered_by_voice_with_barge_in_and_a_call_re
         await asyncio.to_thread(live.embedded.run, call.hang_up("test done"))
         outcome = await caller
     assert outcome.returncode == 0, outcome.messages[-3000:]
-    # As in the Twilio call: the status and the date (two days on, how the demo data dates it) make it
-    # the order-status answer, heard back through G.711 and Whisper tiny.
+    # As in the Twilio call: the status or the carrier, and the date (two days on, how the demo data dates
+    # it) make it the order-status answer, heard back through G.711 and Whisper tiny (which, on a loaded
+    # machine, has heard "has shipped" as "HES": one word of the answer is allowed to be misheard).
     arrives = live.gateway.clock.today() + timedelta(days=2)
-    assert "ship" in answer.lower() and f"{arrives:%A}".lower() in answer.lower(), answer
+    heard = answer.lower()
+    assert ("ship" in heard or "ups" in heard) and f"{arrives:%A}".lower() in heard, answer
     # Barge-in on the wire: the greeting's packets stop at the truncation point, silence right after it.
     frames = [c.packet.payload for c in capture.audio()]
     first = next(i for i, f in enumerate(frames) if f.count(SILENT) < len(f))

@@ -308,6 +308,24 @@ async def test_kpis(calls: CallStore, clock: Clock) -> None:
     assert everything["first_response_ms"]["count"] == 5
 
 
+async def test_kpis_for_a_key_count_its_own_calls_and_the_gateways_only(calls: CallStore) -> None:
+    await calls.start_call("sess_a", agent="acme", engine="echo", transport="twilio", owner="key_a")
+    await calls.end_call("sess_a", status="dropped", first_response_ms=100.0)
+    await calls.start_call("sess_b", agent="acme", engine="echo", transport="twilio", owner="key_b")
+    await calls.end_call("sess_b", status="completed", outcome="task_completed", first_response_ms=900.0)
+    await calls.record_tool_call("sess_b", tool_call_id="c1", name="t", side="server", arguments={},
+                                 status="failed", output=None, duration_ms=1.0)
+    await calls.start_call("sess_gateway", agent="acme", engine="echo", transport="sip")  # no owner: everyone's
+    await calls.end_call("sess_gateway", status="completed", first_response_ms=300.0)
+
+    mine = await calls.kpis(visible_to="key_a")
+    assert mine["calls"] == 2 and mine["by_status"] == {"dropped": 1, "completed": 1}
+    assert mine["task_completion_rate"] == 0.0 and mine["tool_calls"] == 0
+    assert mine["first_response_ms"]["count"] == 2 and mine["first_response_ms"]["p95"] < 900.0
+    assert (await calls.kpis(visible_to="key_b"))["tool_calls"] == 1
+    assert (await calls.kpis())["calls"] == 3
+
+
 @settings(deadline=None)  # a per-example time limit fails on a loaded machine, not on a wrong percentile
 @given(st.lists(st.floats(min_value=0, max_value=1e6), min_size=1, max_size=50), st.floats(0, 1))
 def test_percentile_matches_numpy(values: list[float], q: float) -> None:
@@ -538,3 +556,12 @@ async def test_calls_a_crash_left_active_are_closed_as_dropped_for_this_node_onl
     assert done is not None and done["status"] == "completed"
     assert (await calls.kpis())["active"] == 1
     assert await calls.close_abandoned("a:8000", "gateway restarted") == []
+
+
+async def test_the_end_of_a_call_can_replace_its_metadata(calls: CallStore) -> None:
+    """A SIP call's media quality joins the record at hang-up; an end without metadata keeps the start's."""
+    await calls.start_call("sess_m", agent="echo", engine="echo", transport="sip", metadata={"model": "m"})
+    media = {"codec": "PCMU", "srtp": None, "round_trip_ms": 1.5, "peer_report": {"packets_lost": 2}}
+    assert await calls.end_call("sess_m", status="completed", metadata={"model": "m", "media": media})
+    call = await calls.get_call("sess_m")
+    assert call is not None and call["metadata"] == {"model": "m", "media": media}

@@ -228,3 +228,12 @@ async def test_keys(db: Database) -> None:
     assert await keys.verify(api_secret) is None
     (listed,) = await keys.list()
     assert listed["revoked_at"] == (T0 + timedelta(seconds=60)).isoformat()
+
+
+async def test_the_end_of_a_call_can_replace_its_metadata(db: Database) -> None:
+    calls = CallStore(db, now=Clock())
+    await calls.start_call("sess_pg_m", agent="echo", engine="echo", transport="sip", metadata={"model": "m"})
+    media = {"codec": "PCMU", "round_trip_ms": 1.5, "peer_report": None}
+    assert await calls.end_call("sess_pg_m", status="completed", metadata={"model": "m", "media": media})
+    call = await calls.get_call("sess_pg_m")
+    assert call is not None and call["metadata"] == {"model": "m", "media": media}

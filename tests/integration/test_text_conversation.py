@@ -181,3 +181,31 @@ async def test_browser_subprotocol_auth_and_beta(live_server: LiveServer,
         created = json.loads(await ws.recv())
         beta_server_events.validate_python(created)
         assert "modalities" in created["session"]
+
+
+ORDER_STATUS_TOOL = {
+    "type": "function", "name": "get_order_status", "description": "Get the status of a customer's order.",
+    "parameters": {"type": "object", "properties": {"order_id": {"type": "string", "description": "The order id"}},
+                   "required": ["order_id"]},
+}
+
+
+@pytest.mark.parametrize("order", ["777", "4567"])
+async def test_a_client_order_tool_is_called_on_the_default_agent(
+        live_server: LiveServer, ga_server_events: TypeAdapter[Any], order: str) -> None:
+    """What code written for OpenAI does first: its own order tool, under its own name. The demo agent
+    has an order lookup of its own (4567 is in its demo data); the client's tool is the one called."""
+    client = AsyncOpenAI(api_key=live_server.api_key, base_url=f"{live_server.base_url}/v1",
+                         websocket_base_url=f"{live_server.ws_url}/v1")
+    async with client.realtime.connect(model="gpt-realtime") as conn:
+        reader = StrictReader(conn.recv_bytes, ga_server_events)
+        await reader.until("session.created")
+        await conn.session.update(session={"type": "realtime", "output_modalities": ["text"],
+                                           "tools": [ORDER_STATUS_TOOL]})
+        await reader.until("session.updated")
+        await conn.conversation.item.create(item={
+            "type": "message", "role": "user", "content": [{"type": "input_text", "text": f"Where is order {order}?"}]})
+        await conn.response.create()
+        events = await reader.until("response.done")
+        call = next(e for e in events if e["type"] == "response.function_call_arguments.done")
+        assert call["name"] == "get_order_status" and json.loads(call["arguments"]) == {"order_id": order}

@@ -122,9 +122,49 @@ def test_client_tools_route_from_their_schema_alone(agent: AgentConfig) -> None:
     assert call.user("what's the weather like in Paris?") == CallTool("get_weather", {"city": "Paris"})
     assert Call(agent, client_tools=(WEATHER, THERMOSTAT)).user("set the thermostat to 21 degrees celsius") == \
         CallTool("set_thermostat", {"temperature": 21, "unit": "celsius"})
-    # Client tools do not steal the agent's own intents.
+    # The demo agent keeps its own tools beside a client's (`client_tools: extend` in acme.yaml): client
+    # tools for other topics do not steal its order lookup...
+    assert agent.client_tools == "extend"
     assert Call(agent, client_tools=(WEATHER, THERMOSTAT)).user("where is order 4567") == \
         CallTool("lookup_order", {"order_id": "4567"})
+    # ... while an agent that leaves `client_tools` at its default gives a client that declared tools
+    # those alone, as OpenAI does.
+    replacing = agent.model_copy(update={"client_tools": "replace"})
+    assert Call(replacing, client_tools=(WEATHER, THERMOSTAT)).user("where is order 4567") == \
+        Say(agent.fallback)
+    assert Call(replacing, client_tools=(WEATHER, THERMOSTAT)).user("what's the weather like in Paris?") == \
+        CallTool("get_weather", {"city": "Paris"})
+
+
+ORDER_STATUS = ToolSpec("get_order_status", "Get the status of a customer's order.",
+                        {"type": "object",
+                         "properties": {"order_id": {"type": "string", "description": "The order id"}},
+                         "required": ["order_id"]}, False)
+SHIPMENT = ToolSpec("check_shipment", "Check where a shipment is.",
+                    {"type": "object", "properties": {"tracking_number": {"type": "string"}},
+                     "required": ["tracking_number"]}, False)
+
+
+@pytest.mark.parametrize(("said", "arguments"), [
+    ("Where is order 777?", {"order_id": "777"}),
+    ("Where is order 4567?", {"order_id": "4567"}),
+    ("What's the status of my order 12345", {"order_id": "12345"}),
+])
+def test_a_client_tool_for_what_the_agent_also_does_is_the_one_called(agent: AgentConfig, said: str,
+                                                                      arguments: dict[str, str]) -> None:
+    """The first thing code written for OpenAI does: declare its own order tool. The demo agent has one
+    too, with example phrases, and keeps it beside the client's; the client's is called, with the caller's
+    number, not the demo data (and so on an agent whose tools the client's replace)."""
+    assert Call(agent, client_tools=(ORDER_STATUS,)).user(said) == CallTool("get_order_status", arguments)
+    replacing = agent.model_copy(update={"client_tools": "replace"})
+    assert Call(replacing, client_tools=(ORDER_STATUS,)).user(said) == CallTool("get_order_status", arguments)
+
+
+def test_a_client_tool_asks_for_what_its_schema_requires(agent: AgentConfig) -> None:
+    call = Call(agent, client_tools=(SHIPMENT, ORDER_STATUS))
+    asked = call.user("can you check my shipment")
+    assert isinstance(asked, Say) and "tracking number" in asked.text.lower()
+    assert call.user("it's 88123") == CallTool("check_shipment", {"tracking_number": "88123"})
 
 
 def test_tool_choice(agent: AgentConfig) -> None:
@@ -276,6 +316,8 @@ def test_helpers() -> None:
     assert render("Order {order_id} {missing}", {"order_id": "1"}) is None
     assert describe("plain text answer") == "plain text answer."
     assert describe({"ok": True}) == "Done."
+    assert describe({"order_id": "777", "status": "out for delivery"}) == "The status is out for delivery."
+    assert describe({"items": 3, "address": "12 Main St"}) == "The items are 3 and the address is 12 Main St."
     assert describe([1, 2]) == "I found 1 and 2."
     props = {"reason": {"type": "string", "description": "Why the caller wants a person"}}
     assert question_for(["reason"], props) == "Can you tell me why you want a person?"

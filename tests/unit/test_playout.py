@@ -68,6 +68,21 @@ def test_a_continuous_line_ticks_silence_and_stays_on_its_grid() -> None:
     assert p.heard_ms("a") == 30.0
 
 
+@pytest.mark.parametrize("wobble_s", [-0.004, -0.0001, 0.0, 0.0001, 0.004])
+def test_a_continuous_line_on_a_shared_beat_sends_one_frame_per_beat_however_the_beat_wobbles(
+        wobble_s: float) -> None:
+    """An RTP call started exactly on a beat of the shared ticker: its deadlines sit half a frame before
+    each beat, so a beat a few ms early or late finds one frame, never none and then two (a 40 ms gap
+    the caller's jitter buffer must hide)."""
+    p = Playout(frame_bytes=8, silence=b"\x00\x00", frame_ms=20, continuous=True)
+    beat = 10.0
+    counts = []
+    for n in range(50):
+        now = beat + n * 0.02 + (wobble_s if n % 2 else -wobble_s)
+        counts.append(p.due(now, beat + (n + 1) * 0.02))
+    assert counts == [1] * 50
+
+
 def test_confirmations_at_every_nth_frame_and_at_each_item_end() -> None:
     p = line(confirm_every_frames=5)
     p.push(b"\x01" * 1600, "a")

@@ -1,4 +1,5 @@
-"""RTP packets, the sender's header state, RFC 4733 DTMF both ways, the jitter buffer, RTCP reports."""
+"""RTP packets, the sender's header state, RFC 4733 DTMF both ways, the jitter buffer, RTCP reports and
+a call's RTCP session on an explicit clock."""
 
 from __future__ import annotations
 
@@ -18,10 +19,12 @@ from voxgate.sip.dtmf import (
 from voxgate.sip.jitter import JitterBuffer, Lost
 from voxgate.sip.rtcp import (
     Goodbye,
+    PeerReport,
     ReceiverReport,
     ReceptionStatistics,
     ReportBlock,
     RtcpError,
+    RtcpSession,
     SenderReport,
     SourceDescription,
     build_rtcp,
@@ -292,3 +295,40 @@ def test_reception_statistics() -> None:
     for n, packet in enumerate(stream(20)):
         jittery.receive(packet, 0.02 * n + (0.01 if n % 2 else 0))
     assert jittery.jitter > 30  # 10 ms swings at 8 kHz converge towards 80 units
+
+
+def test_rtcp_session_reports_on_schedule_and_reads_the_peers_reports() -> None:
+    """RR before we send, SR with the sender's counts after; our reception in a report block; the peer's
+    SR remembered for LSR/DLSR; its block on our stream read, and the round trip from the LSR it echoes."""
+    sender = RtpSender(0, ssrc=0xA1, sequence=100, timestamp=5000)
+    rtcp = RtcpSession(sender, "voxgate@192.0.2.10", start=10.0, uniform=lambda: 0.5)
+    assert rtcp.next_report_at == 12.5 and not rtcp.due(12.4) and rtcp.due(12.5)  # half an interval first
+    [rr, sdes] = parse_rtcp(rtcp.report(12.5, 1_700_000_000.0))
+    assert rr == ReceiverReport(0xA1) and sdes == SourceDescription(((0xA1, "voxgate@192.0.2.10"),))
+    assert rtcp.next_report_at == 17.5  # then every interval (randomised 0.5-1.5x; here exactly 1x)
+    for packet in stream(50, ssrc=0xB2):
+        if packet.sequence != 1010:  # one lost
+            rtcp.receive_rtp(packet, 13.0)
+    for _ in range(3):
+        sender.packet(b"\xff" * 160, 160)
+    rtcp.receive(SenderReport(0xB2, ntp_time(1_700_000_003.0), 0, 49, 7840).to_bytes(), arrival=14.0)
+    [sr, _] = parse_rtcp(rtcp.report(17.5, 1_700_000_005.0))
+    assert isinstance(sr, SenderReport) and (sr.ssrc, sr.packet_count, sr.octet_count) == (0xA1, 3, 480)
+    assert sr.rtp_timestamp == 5000 + 3 * 160 and sr.ntp_timestamp == ntp_time(1_700_000_005.0)
+    [block] = sr.reports
+    assert (block.ssrc, block.cumulative_lost, block.highest_sequence) == (0xB2, 1, 1049)
+    assert block.last_sr == (ntp_time(1_700_000_003.0) >> 16) & 0xFFFFFFFF and block.delay_since_last_sr == 3.5 * 65536
+    # The peer's RR: 10 % of our packets lost, jitter 80 units (10 ms), our SR echoed 0.5 s after it arrived.
+    lsr = (sr.ntp_timestamp >> 16) & 0xFFFFFFFF
+    theirs = ReceiverReport(0xB2, (ReportBlock(0xA1, 25, 2, 102, 80, lsr, 32768), ReportBlock(0x77, 255, 9, 1, 1)))
+    rtcp.receive(build_rtcp(theirs, SourceDescription(((0xB2, "pbx"),))), arrival=18.25)
+    assert rtcp.peer == PeerReport(25 / 256, 2, 10.0, 102)  # the block on another source is not ours
+    assert rtcp.round_trip_ms == pytest.approx(250.0)  # 18.25 - 17.5 - 0.5 s held by the peer
+    rtcp.receive(ReceiverReport(0xB2, (ReportBlock(0xA1, 0, 2, 150, 8, 0x1234, 1),)).to_bytes(), arrival=19.0)
+    assert rtcp.round_trip_ms == pytest.approx(250.0) and rtcp.peer.highest_sequence == 150  # an unknown LSR: kept
+    assert rtcp.reports_received == 3
+    # Nothing sent since: RR again; the last report says goodbye.
+    [rr, _, bye] = parse_rtcp(rtcp.report(22.5, 1_700_000_010.0, goodbye=True))
+    assert isinstance(rr, ReceiverReport) and bye == Goodbye((0xA1,))
+    with pytest.raises(RtcpError):
+        rtcp.receive(b"\x80\xc8\x00", arrival=23.0)

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from voxgate.audio import g711
+from voxgate.config import Settings
 from voxgate.sip.message import parse_message
 from voxgate.sip.uri import SipUri, TelUri, UriError
 from voxgate.transports.sip_call import transcoded, transfer_uri
@@ -62,3 +64,18 @@ def test_a_bridge_transcodes_between_the_g711_laws_only_when_they_differ() -> No
     assert transcoded(b"\xff" * 160, "PCMU", "PCMA") == b"\xd5" * 160  # silence stays silence
     back = g711.ulaw_decode(transcoded(alaw, "PCMA", "PCMU")).astype(np.int32)
     assert np.max(np.abs(back - g711.ulaw_decode(tone).astype(np.int32))) < 300  # both laws' step sizes
+
+
+def test_media_settings_are_checked() -> None:
+    assert (Settings().sip_rtp_port_min, Settings().sip_rtp_port_max) == (10000, 20000)
+    assert Settings(sip_rtp_port_min=0, sip_rtp_port_max=0).sip_rtp_port_max == 0  # ephemeral ports
+    assert Settings(sip_rtp_port_min=40001, sip_rtp_port_max=40003).sip_rtp_port_min == 40001  # pair 40002-3
+    for low, high in ((0, 20000), (10000, 0), (20000, 10000), (40001, 40002), (80, 100)):
+        with pytest.raises(ValidationError, match="sip_rtp_port_min/max"):
+            Settings(sip_rtp_port_min=low, sip_rtp_port_max=high)
+    with pytest.raises(ValidationError):
+        Settings(sip_srtp="sometimes")
+    assert Settings(sip_codecs=["opus", "PCMU"]).sip_codecs == ["opus", "PCMU"]
+    for codecs in ([], ["PCMU", "G729"]):
+        with pytest.raises(ValidationError, match="sip_codecs"):
+            Settings(sip_codecs=codecs)

@@ -218,3 +218,24 @@ def test_crypto_lines() -> None:
 def test_bad_sdp(text: str | bytes) -> None:
     with pytest.raises(SdpError):
         parse_sdp(text)
+
+
+def test_rtcp_port_follows_the_offer_and_rtcp_mux_is_answered_when_offered() -> None:
+    _, plain = answer(offer("m=audio 5004 RTP/AVP 0\r\n"))
+    assert (plain.remote_rtcp_port, plain.rtcp_mux) == (5005, False)
+    _, moved = answer(offer("m=audio 5004 RTP/AVP 0\r\na=rtcp:6001\r\n"))
+    assert moved.remote_rtcp_port == 6001
+    sdp, muxed = answer(offer("m=audio 5004 RTP/AVP 0\r\na=rtcp-mux\r\n"))
+    assert (muxed.remote_rtcp_port, muxed.rtcp_mux) == (5004, True) and "a=rtcp-mux\r\n" in sdp.to_bytes().decode()
+
+
+def test_keys_never_show_in_a_repr() -> None:
+    """A key logged by mistake (a MediaSession or crypto line in a log call) shows only its suite."""
+    theirs = bytes(reversed(KEY))
+    line = CryptoAttribute(1, "AES_CM_128_HMAC_SHA1_80", theirs)
+    _, media = answer(srtp_offer(f"a=crypto:{line}\r\n"), local_key=KEY)
+    assert media.srtp == SrtpKeys("AES_CM_128_HMAC_SHA1_80", KEY, theirs)
+    shown = repr(media) + repr(line) + repr(media.srtp)
+    assert "AES_CM_128_HMAC_SHA1_80" in shown
+    for key in (KEY, theirs):
+        assert base64.b64encode(key).decode() not in shown and repr(key) not in shown

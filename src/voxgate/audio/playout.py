@@ -149,21 +149,26 @@ class Playout:
         """
         if self.continuous:
             if not self.clock.started:
-                self.clock.start(now)
+                self.clock.start(self._first_deadline(now, beat) - self.clock.frame_s)
             return self.clock.due(now)
         if not self._queue:
             self._running = False
             return 0
         if not self._running:  # audio after silence: a fresh grid, `lead_frames` ahead at once
-            frame_s = self.clock.frame_s
-            first_paced = now + frame_s
-            if beat is not None:
-                first_paced = beat - frame_s / 2
-                while first_paced <= now + 1e-6:  # clear of the clock's on-time tolerance
-                    first_paced += frame_s
-            self.clock.start(first_paced - (self.lead_frames + 1) * frame_s)
+            self.clock.start(self._first_deadline(now, beat) - (self.lead_frames + 1) * self.clock.frame_s)
             self._running = True
         return min(self.clock.due(now), len(self._queue))
+
+    def _first_deadline(self, now: float, beat: float | None) -> float:
+        """A fresh grid's first paced deadline after `now`: half a frame before a beat when the shell
+        calls on one (see `due`), else a frame from now."""
+        frame_s = self.clock.frame_s
+        if beat is None:
+            return now + frame_s
+        first = beat - frame_s / 2
+        while first <= now + 1e-6:  # clear of the clock's on-time tolerance
+            first += frame_s
+        return first
 
     @property
     def next_deadline(self) -> float | None:

@@ -232,6 +232,7 @@ class OpenAIEngine(Engine):
     def __init__(self, *, api_key: str, base_url: str = "https://api.openai.com/v1", model: str = "gpt-realtime",
                  connect_timeout_s: float = 10.0, max_retries: int = 2, response_timeout_s: float = 30.0,
                  local_transcription: bool = True, stt_threads: int = 2, stt_concurrency: int = 1,
+                 stt_model: str = "",
                  policy: ReconnectPolicy | None = None) -> None:
         if not api_key:
             raise ValueError("the openai engine needs an API key: set OPENAI_API_KEY (or VOXGATE_OPENAI_API_KEY)")
@@ -246,6 +247,7 @@ class OpenAIEngine(Engine):
         self._local_transcription = local_transcription
         self._stt_threads = stt_threads
         self._stt_concurrency = stt_concurrency
+        self._stt_model = stt_model
         self.stt: WhisperTranscriber | None = None
         self._links: set[UpstreamLink] = set()
 
@@ -254,7 +256,8 @@ class OpenAIEngine(Engine):
         return cls(api_key=settings.openai_api_key.get_secret_value(), base_url=settings.openai_base_url,
                    model=settings.openai_model, connect_timeout_s=settings.openai_connect_timeout_s,
                    max_retries=settings.openai_max_retries, response_timeout_s=settings.openai_response_timeout_s,
-                   stt_threads=settings.stt_threads, stt_concurrency=settings.stt_max_concurrency)
+                   stt_threads=settings.stt_threads, stt_concurrency=settings.stt_max_concurrency,
+                   stt_model=settings.stt_model)
 
     def scrub(self, text: str) -> str:
         """`text` with the key masked: for anything from the upstream that reaches a log or an error."""
@@ -268,7 +271,7 @@ class OpenAIEngine(Engine):
 
             loop = asyncio.get_running_loop()
             self.stt = await loop.run_in_executor(None, WhisperTranscriber.shared, self._stt_threads,
-                                                  self._stt_concurrency)
+                                                  self._stt_concurrency, self._stt_model)
         log.info("openai engine: upstream %s, model %s, local transcription %s", self.upstream, self.model,
                  "on" if self.stt else "off")
 

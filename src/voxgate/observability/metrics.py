@@ -79,6 +79,11 @@ SIP_INVITES = Counter("voxgate_sip_invites_total", "Inbound SIP INVITEs, by outc
                       ["outcome"])
 SIP_CALLS_ENDED = Counter("voxgate_sip_calls_ended_total", "SIP calls ended, by reason", ["reason"])
 SIP_RTP_DROPPED = Counter("voxgate_sip_rtp_dropped_total", "Inbound RTP datagrams dropped, by reason", ["reason"])
+CASCADE_LLM_FIRST_TOKEN_SECONDS = Histogram("voxgate_cascade_llm_first_token_seconds",
+                                            "Cascade engine: request to the LLM's first streamed token",
+                                            buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10))
+SPEECH_REQUESTS = Counter("voxgate_speech_requests_total",
+                          "Requests to /v1/audio/transcriptions and /v1/audio/speech, by result", ["result"])
 SIP_TRANSFERS = Counter("voxgate_sip_transfers_total", "Transfers by REFER, by outcome", ["outcome"])
 SIP_TRUNK_REGISTERED = Gauge("voxgate_sip_trunk_registered",
                              "1 while the gateway holds a registration with its SIP trunk, else 0")

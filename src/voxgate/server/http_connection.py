@@ -35,6 +35,10 @@ log = logging.getLogger("voxgate.server")
 MAX_HEAD_BYTES = 64 * 1024  # a request head beyond this is refused (431)
 BODY_HIGH_WATER = 64 * 1024  # request body the app has not read yet before reading pauses
 RETRY_AFTER_S = 5
+# After answering a request whose body was not read: how long, and how much, the rest is read and dropped
+# so the client sees the answer rather than a reset (nginx's lingering_close).
+LINGER_S = 5.0
+LINGER_BYTES = 64 * 1024 * 1024
 
 Message = MutableMapping[str, Any]
 
@@ -85,6 +89,7 @@ class HttpConnection(asyncio.Protocol):
         self._read_paused = False
         self._flow = WriteFlow()
         self._stopping = False  # the server is stopping: close once the answer in flight is out
+        self._lingering: int | None = None  # bytes still to drop after an early answer (see _linger)
 
     # -- the guard's view --------------------------------------------------------------------------
 
@@ -128,6 +133,11 @@ class HttpConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.transport is None or self.transport.is_closing():
             return  # refused or answered for good: nothing more is read
+        if self._lingering is not None:  # the rest of a body nobody will read
+            self._lingering -= len(data)
+            if self._lingering < 0:
+                self.transport.close()
+            return
         if self._awaiting_request:
             self._awaiting_request = False
             self._arm(self.listener.request_timeout_s, self._request_timed_out)
@@ -135,7 +145,7 @@ class HttpConnection(asyncio.Protocol):
         self._read()
 
     def eof_received(self) -> bool | None:
-        return None  # a client that stops sending is gone: close (the app hears http.disconnect)
+        return None  # a client that stops sending is gone (or done after a linger): close
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.handed_over:
@@ -258,8 +268,11 @@ class HttpConnection(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
+        if self.h11.our_state is h11.DONE and self.h11.their_state is h11.SEND_BODY and not self._stopping:
+            self._linger(transport)  # answered before the body was read (a 413, a 401 to an upload)
+            return
         if self._stopping or self.h11.our_state is not h11.DONE or self.h11.their_state is not h11.DONE:
-            transport.close()  # h11 says so (Connection: close, HTTP/1.0), or the app left the body unread
+            transport.close()  # h11 says so (Connection: close, HTTP/1.0)
             return
         self.h11.start_next_cycle()
         pending, _ = self.h11.trailing_data
@@ -270,6 +283,16 @@ class HttpConnection(asyncio.Protocol):
             self._arm(self.listener.keep_alive_s, self._idle_timed_out)
         self.resume_reading()
         self._read()
+
+    def _linger(self, transport: asyncio.Transport) -> None:
+        """An answer went out while the client was still sending its body. Closing now would reset the
+        connection (unread data in the kernel) and the client would lose the answer mid-upload; so stop
+        writing (FIN), read and drop what still comes for at most LINGER_S and LINGER_BYTES, then close."""
+        self._lingering = LINGER_BYTES
+        if transport.can_write_eof():
+            transport.write_eof()
+        self.resume_reading()
+        self._arm(LINGER_S, transport.close)
 
     # -- deadlines ---------------------------------------------------------------------------------
 

@@ -45,6 +45,7 @@ class CallSummary:
     first_response_ms: float | None
     turns: int
     interruptions: int
+    metadata: dict[str, Any] | None = None  # added to the record's metadata (e.g. a SIP call's media quality)
 
 
 class CallRecorder:
@@ -54,7 +55,7 @@ class CallRecorder:
         self.engine = engine
         self.owner = owner  # the key whose call this is; None: the gateway's own (phones, the dev console)
         self.node = node  # the gateway serving the call: crash recovery closes its own calls only
-        self.metadata = metadata or {}  # the transport's own facts (an outbound call's direction and dial outcome)
+        self.extra_metadata = metadata or {}  # the transport's facts from the start (an outbound call's dial)
         self.cost = cost or CostModel()
         self._queue: asyncio.Queue[Callable[[], Awaitable[Any]] | None] = asyncio.Queue(MAX_PENDING_WRITES)
         self._writer: asyncio.Task[None] | None = None
@@ -62,6 +63,7 @@ class CallRecorder:
         self.usage: dict[str, Any] = {}
         self.task_completed = False
         self.call_id = ""  # set by start_call
+        self.metadata: dict[str, Any] = {}  # what start_call stored; end_call adds the summary's to it
 
     def _write(self, make: Callable[[], Awaitable[Any]]) -> None:
         if self._writer is None:
@@ -87,10 +89,10 @@ class CallRecorder:
     def start_call(self, call_id: str, *, agent: str, transport: str, dialect: Dialect, caller: str | None,
                    model: str) -> None:
         self.call_id = call_id
+        self.metadata = {"model": model, **({"node": self.node} if self.node else {}), **self.extra_metadata}
         self._write(lambda: self.store.start_call(
             call_id, agent=agent, engine=self.engine, transport=transport, dialect=dialect, caller=caller,
-            owner=self.owner, metadata={"model": model, **({"node": self.node} if self.node else {}),
-                                        **self.metadata}))
+            owner=self.owner, metadata=self.metadata))
 
     def item(self, item: Item, truncated_at_ms: int | None = None) -> None:
         text = item.text if item.type == "message" else item.arguments or item.output or ""
@@ -134,11 +136,12 @@ class CallRecorder:
         usage = dict(self.usage)
         cost = self.cost.call_cost(self.engine, summary.duration_s, usage)
         status = "transferred" if summary.outcome == "escalated" else summary.status
+        metadata = {**self.metadata, **summary.metadata} if summary.metadata else None
         metrics.SESSIONS_ENDED.labels(status).inc()
         self._write(lambda: self.store.end_call(
             self.call_id, status=status, outcome=outcome, end_reason=redact(summary.end_reason)[0],
             first_response_ms=summary.first_response_ms, turns=summary.turns,
-            interruptions=summary.interruptions, usage=usage, cost_usd=cost))
+            interruptions=summary.interruptions, usage=usage, cost_usd=cost, metadata=metadata))
         self._ended = True
         with contextlib.suppress(asyncio.QueueFull):  # full: the writer stops when it has emptied it
             self._queue.put_nowait(None)

@@ -270,7 +270,8 @@ class ResponseRun:
             client_names = {t["name"] for t in self.settings.client_tools}
             tools = [ToolSpec(t["name"], t.get("description", ""), t.get("parameters", {}), server=False)
                      for t in self.settings.client_tools]
-            tools += [t for t in s.gateway_tools() if t.name not in client_names]
+            if not tools or s.agent.client_tools == "extend":  # the agent's say whether they stand beside
+                tools += [t for t in s.gateway_tools() if t.name not in client_names]
         return ResponseRequest(
             history=history,
             instructions=self.settings.instructions,

@@ -114,6 +114,7 @@ class Session:
         self.draining = False  # the gateway is shutting down and ending this call (recorded `drained`)
         self.end_reason = ""
         self.outcome = ""
+        self.record_metadata: dict[str, Any] = {}  # the transport's additions to the record (a SIP call's media)
 
         self._response: ResponseRun | None = None
         self._last_spoken: tuple[str, Item] | None = None  # (response id, item) a barge-in would cut
@@ -168,7 +169,7 @@ class Session:
             await self.recorder.end_call(CallSummary(
                 status=status, outcome=self.outcome, end_reason=self.end_reason,
                 duration_s=time.monotonic() - self.started_at, first_response_ms=self.first_response_ms,
-                turns=self.turns, interruptions=self.interruptions))
+                turns=self.turns, interruptions=self.interruptions, metadata=self.record_metadata or None))
         self.outbound.close()
 
     # -- output ------------------------------------------------------------------------------------

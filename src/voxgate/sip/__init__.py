@@ -15,9 +15,11 @@ so every rule is tested without an event loop and every parser is fuzzed.
     digest.py       digest authentication (RFC 7616/8760: MD5 and SHA-256) for both sides
     sdp.py          SDP offer/answer (RFC 3264/8866): PCMU, PCMA, telephone-event, Opus, hold
     sdes.py         SDES-SRTP crypto attributes (RFC 4568)
+    srtp.py         SRTP/SRTCP protection of one call's packets (RFC 3711, through pylibsrtp)
     rtp.py          RTP packets (RFC 3550) and the sender's sequence/timestamp/SSRC state
     dtmf.py         telephone-event payloads (RFC 4733) both ways, and SIP INFO dtmf-relay bodies
     jitter.py       a small adaptive jitter buffer for received RTP
-    rtcp.py         RTCP sender and receiver reports, and the reception statistics behind them
+    rtcp.py         RTCP sender and receiver reports, the reception statistics behind them, and one
+                    call's reporting (when to report, what the peer's reports say)
     endpoint.py     the thin asyncio shell: UDP and TCP, OPTIONS answered, calls handed to its user
 """

@@ -10,23 +10,34 @@ reception statistics a report block is built from (RFC 3550 Appendix A.1, A.3, A
 
 `now` is monotonic seconds; `ntp_time` turns a wall-clock time (seconds since 1970, passed in) into the
 64-bit NTP timestamp of a sender report.
+
+`RtcpSession` is one call's reporting, on a clock passed in:
+
+    rtcp = RtcpSession(sender, "voxgate@192.0.2.10", start=now)
+    rtcp.receive_rtp(packet, arrival=now)                   # every accepted RTP packet from the peer
+    if rtcp.due(now): sock.sendto(rtcp.report(now, wallclock), remote_rtcp)
+    rtcp.receive(datagram, arrival=now)                     # the peer's SR/RR: rtcp.peer, rtcp.round_trip_ms
 """
 
 from __future__ import annotations
 
+import random
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from voxgate.sip.errors import SipError
-from voxgate.sip.rtp import RtpPacket
+from voxgate.sip.rtp import RtpPacket, RtpSender
 
 __all__ = [
     "Goodbye",
+    "PeerReport",
     "ReceiverReport",
     "ReceptionStatistics",
     "ReportBlock",
     "RtcpError",
     "RtcpPacket",
+    "RtcpSession",
     "SenderReport",
     "SourceDescription",
     "build_rtcp",
@@ -268,11 +279,20 @@ class ReceptionStatistics:
     def jitter(self) -> int:
         return int(self._jitter)
 
+    @property
+    def expected(self) -> int:
+        return 0 if self._base_seq is None else self.extended_highest - self._base_seq + 1
+
+    @property
+    def lost(self) -> int:
+        """Packets lost so far (negative when duplicates arrived)."""
+        return self.expected - self.received
+
     def report_block(self, now: float) -> ReportBlock:
         if self._base_seq is None:
             return ReportBlock(self.ssrc, 0, 0, 0, 0)
-        expected = self.extended_highest - self._base_seq + 1
-        lost = expected - self.received
+        expected = self.expected
+        lost = self.lost
         expected_interval = expected - self._expected_prior
         received_interval = self.received - self._received_prior
         self._expected_prior, self._received_prior = expected, self.received
@@ -282,3 +302,94 @@ class ReceptionStatistics:
         dlsr = 0 if self._last_sr_at is None else int((now - self._last_sr_at) * 65536)
         return ReportBlock(self.ssrc, min(fraction, 255), lost, self.extended_highest, self.jitter,
                            self._last_sr, dlsr)
+
+
+REPORT_INTERVAL_S = 5.0  # RFC 3550's minimum interval; some SBCs expect reports about this often
+_SENT_REPORTS_KEPT = 16  # our recent SRs, by the LSR a peer echoes, for the round trip
+
+
+@dataclass(frozen=True, slots=True)
+class PeerReport:
+    """What the peer's latest report block says about the stream we send."""
+
+    fraction_lost: float  # 0.0-1.0, since its previous report
+    packets_lost: int  # cumulative
+    jitter_ms: float  # interarrival jitter it measured
+    highest_sequence: int  # extended: how far into our stream it has received
+
+
+class RtcpSession:
+    """One call's RTCP (RFC 3550 §6): a compound report (SR while we send, else RR, with a report block on
+    what we receive, and SDES CNAME) every `interval` s, randomised 0.5-1.5x so calls do not fall into
+    step; the peer's SR remembered for our LSR/DLSR, its report blocks on our stream read, and the round
+    trip from the LSR/DLSR it echoes (RFC 3550 §6.4.1), measured on our monotonic clock alone."""
+
+    def __init__(self, sender: RtpSender, cname: str, *, start: float, interval: float = REPORT_INTERVAL_S,
+                 uniform: Callable[[], float] = random.random) -> None:
+        self.sender = sender
+        self.cname = cname
+        self.interval = interval
+        self._uniform = uniform  # 0 <= x < 1; a test passes a fixed one
+        self.statistics: ReceptionStatistics | None = None  # of the peer's current SSRC
+        self.peer: PeerReport | None = None
+        self.round_trip_ms: float | None = None
+        self.reports_sent = 0
+        self.reports_received = 0
+        self._sent_at: dict[int, float] = {}  # LSR (middle 32 bits of our SR's NTP time) → when we sent it
+        self._packets_reported = 0
+        self.next_report_at = start + self._delay() / 2  # RFC 3550 §6.2: the first after half an interval
+
+    def _delay(self) -> float:
+        return self.interval * (0.5 + self._uniform())
+
+    def receive_rtp(self, packet: RtpPacket, arrival: float) -> None:
+        statistics = self.statistics
+        if statistics is None or statistics.ssrc != packet.ssrc:  # a new source starts its own count
+            statistics = self.statistics = ReceptionStatistics(packet.ssrc, self.sender.clock_rate)
+        statistics.receive(packet, arrival)
+
+    def due(self, now: float) -> bool:
+        return now >= self.next_report_at
+
+    def report(self, now: float, wallclock: float, *, goodbye: bool = False) -> bytes:
+        """The compound report to send now (with a BYE when the call ends); schedules the next."""
+        sender = self.sender
+        statistics = self.statistics
+        blocks = (statistics.report_block(now),) if statistics is not None else ()
+        first: SenderReport | ReceiverReport
+        if sender.packets_sent > self._packets_reported:
+            ntp = ntp_time(wallclock)
+            self._sent_at[(ntp >> 16) & 0xFFFFFFFF] = now
+            if len(self._sent_at) > _SENT_REPORTS_KEPT:
+                del self._sent_at[next(iter(self._sent_at))]
+            first = SenderReport(sender.ssrc, ntp, sender.timestamp, sender.packets_sent, sender.octets_sent, blocks)
+        else:
+            first = ReceiverReport(sender.ssrc, blocks)
+        self._packets_reported = sender.packets_sent
+        packets: list[RtcpPacket] = [first, SourceDescription(((sender.ssrc, self.cname),))]
+        if goodbye:
+            packets.append(Goodbye((sender.ssrc,)))
+        self.reports_sent += 1
+        self.next_report_at = now + self._delay()
+        return build_rtcp(*packets)
+
+    def receive(self, data: bytes, arrival: float) -> list[RtcpPacket]:
+        """A compound packet from the peer; raises RtcpError when it is malformed."""
+        packets = parse_rtcp(data)
+        statistics = self.statistics
+        for packet in packets:
+            if isinstance(packet, SenderReport) and statistics is not None and packet.ssrc == statistics.ssrc:
+                statistics.sender_report(packet, arrival)
+            if isinstance(packet, SenderReport | ReceiverReport):
+                for block in packet.reports:
+                    if block.ssrc == self.sender.ssrc:
+                        self._read(block, arrival)
+        self.reports_received += 1
+        return packets
+
+    def _read(self, block: ReportBlock, arrival: float) -> None:
+        self.peer = PeerReport(block.fraction_lost / 256, block.cumulative_lost,
+                               block.jitter * 1000 / self.sender.clock_rate, block.highest_sequence)
+        sent = self._sent_at.get(block.last_sr) if block.last_sr else None
+        if sent is not None:
+            self.round_trip_ms = max(0.0, arrival - sent - block.delay_since_last_sr / 65536) * 1000

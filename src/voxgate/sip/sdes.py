@@ -15,7 +15,7 @@ import base64
 import binascii
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from voxgate.sip.errors import SipError
 
@@ -47,7 +47,7 @@ def new_key() -> bytes:
 class CryptoAttribute:
     tag: int
     suite: str
-    key: bytes
+    key: bytes = field(repr=False)  # a secret: never in a log line
     lifetime: str | None = None
     mki: str | None = None  # "value:length"
     session_params: tuple[str, ...] = ()
@@ -98,8 +98,8 @@ class SrtpKeys:
     """What SRTP needs: protect our packets with `local_key`, unprotect theirs with `remote_key`."""
 
     suite: str
-    local_key: bytes
-    remote_key: bytes
+    local_key: bytes = field(repr=False)  # secrets: never in a log line or a record
+    remote_key: bytes = field(repr=False)
 
     @property
     def profile(self) -> int:

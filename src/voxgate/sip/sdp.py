@@ -381,6 +381,7 @@ class MediaSession:
     ptime: int  # what the peer asked to receive (default 20 ms)
     telephone_event: int | None = None  # its payload type, when negotiated
     srtp: SrtpKeys | None = None
+    rtcp_mux: bool = False  # RFC 5761: RTCP shares the RTP port (the offer asked, the answer agreed)
 
     @property
     def remote(self) -> tuple[str, int]:
@@ -489,11 +490,14 @@ def answer_offer(offer: SessionDescription, *, address: str, port: int, session_
         attributes = _audio_lines(codec, event, prefs, ours)
         if crypto_line is not None:
             attributes.append(("crypto", str(crypto_line)))
+        mux = media.attribute("rtcp-mux") is not None
+        if mux:
+            attributes.append(("rtcp-mux", None))
         answer.media.append(MediaDescription("audio", port, media.protocol,
                                              [str(codec.payload_type)] + ([str(event)] if event is not None else []),
                                              attributes=attributes))
         settled = MediaSession(codec, connection.address, media.port, media.rtcp_port, ours, remote_direction,
-                               media.ptime or 20, event, keys)
+                               media.ptime or 20, event, keys, mux)
     if settled is None:
         raise OfferRejected("no acceptable audio stream in the offer", "no_common_codec")
     return answer, settled
@@ -570,6 +574,7 @@ def accept_answer(offer: SessionDescription, answer: SessionDescription,
         remote_direction = answer.direction_of(theirs)
         ours_direction = _intersect(_COMPLEMENT[remote_direction], offer.direction_of(ours))
         event = _pick_telephone_event(theirs, codec.clock_rate) if prefs.telephone_event else None
+        mux = ours.attribute("rtcp-mux") is not None and theirs.attribute("rtcp-mux") is not None
         return MediaSession(codec, connection.address, theirs.port, theirs.rtcp_port, ours_direction,
-                            remote_direction, theirs.ptime or 20, event, keys)
+                            remote_direction, theirs.ptime or 20, event, keys, mux)
     raise OfferRejected("the answer refused every audio stream", "no_common_codec")

@@ -186,6 +186,9 @@ class CallStore:
                         interruptions=sa.bindparam("b_interruptions"),
                         usage=sa.bindparam("b_usage", type_=table.c.usage.type),
                         cost_usd=sa.bindparam("b_cost_usd"))
+                # metadata given replaces what start_call wrote; none given keeps it
+                .values({table.c["metadata"]: sa.func.coalesce(
+                    sa.bindparam("b_meta", type_=table.c["metadata"].type), table.c["metadata"])})
             )
         return self._end_call
 
@@ -222,13 +225,15 @@ class CallStore:
         interruptions: int = 0,
         usage: Mapping[str, Any] | None = None,
         cost_usd: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> bool | None:
-        """Close the call record: its final status, outcome and figures; duration from start to now."""
+        """Close the call record: its final status, outcome and figures; duration from start to now;
+        `metadata`, when given, replaces the record's (the start's with the transport's additions)."""
 
         row = {"b_call_id": call_id, "b_ended_at": self._now(), "b_status": status, "b_outcome": outcome,
                "b_end_reason": end_reason, "b_first_response_ms": first_response_ms, "b_turns": turns,
                "b_interruptions": interruptions, "b_usage": dict(usage) if usage is not None else None,
-               "b_cost_usd": cost_usd}
+               "b_cost_usd": cost_usd, "b_meta": dict(metadata) if metadata is not None else None}
         return await self._write("end_call", call_id, self._end_call_statement(), row)
 
     async def close_abandoned(self, node: str, reason: str) -> list[str]:
@@ -416,8 +421,9 @@ class CallStore:
                 for e in events
             ]
 
-    async def kpis(self, since: datetime | None = None) -> dict[str, Any]:
-        """Figures over the calls started at or after ``since`` (all calls when None).
+    async def kpis(self, since: datetime | None = None, *, visible_to: str | None = None) -> dict[str, Any]:
+        """Figures over the calls started at or after ``since`` (all calls when None); with ``visible_to``
+        (a key id), over that key's calls and those without an owner only, as ``list_calls``.
 
         Rates are over finished calls (not ``active``) and are None when there are none:
         drop rate (status ``dropped``), task completion (outcome ``task_completed``), escalation
@@ -425,6 +431,8 @@ class CallStore:
         with status ``completed``. First-response percentiles interpolate linearly between ranks.
         """
         started = Call.started_at >= since if since is not None else sa.true()
+        if visible_to is not None:  # another key's calls are not this key's business, nor their volumes
+            started = sa.and_(started, sa.or_(Call.owner.is_(None), Call.owner == visible_to))
         async with self._db.session() as session:
             by_status = {
                 status: count

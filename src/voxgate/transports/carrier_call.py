@@ -13,9 +13,9 @@ without awaiting. Only a frame whose handling must wait (a caller starting to sp
 the frames after it to a task, so they keep their order. Under any other ASGI server the reader is an
 ordinary task.
 
-All carrier calls in a process share one `FrameTicker` (one timer every 20 ms instead of one per call),
-but each keeps its own `PacingClock` grid and its own writer task, so a carrier that stops reading
-stalls its own call only; a watchdog hangs up on it after `carrier_stall_timeout_s`.
+All carrier calls in a process share one `FrameTicker` (frame_ticker.py: one timer every 20 ms instead
+of one per call), but each keeps its own `PacingClock` grid and its own writer task, so a carrier that
+stops reading stalls its own call only; a watchdog hangs up on it after `carrier_stall_timeout_s`.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from voxgate.server.websocket_connection import DirectSocket
 from voxgate.session.playback import PlaybackTracker
 from voxgate.transports.audio_output import AudioOutput
 from voxgate.transports.carrier_audio import FRAME_MS, CarrierAudio
+from voxgate.transports.frame_ticker import shared_ticker
 from voxgate.transports.media_stream import (
     AudioReceived,
     CarrierErrorReported,
@@ -146,70 +147,6 @@ def _carrier_error_code(response: httpx.Response) -> int | None:
             return int(body["code"])
         return int(body["errors"][0]["code"])  # Telnyx
     return None
-
-
-class FrameTicker:
-    """One 20 ms heartbeat for every carrier call on an event loop.
-
-    Writers `await tick()`; each tick wakes them all at once, on an absolute grid so the beat does not
-    drift. With no waiter for a second the ticker stops (an idle gateway costs nothing).
-    """
-
-    def __init__(self, period_s: float = FRAME_MS / 1000) -> None:
-        self.period_s = period_s
-        self._waiters: list[asyncio.Future[None]] = []
-        self._task: asyncio.Task[None] | None = None
-        self._next = 0.0  # loop time the next tick is due
-
-    def next_beat(self) -> float:
-        """When the next tick is due (starting the ticker if it was idle)."""
-        if self._task is None:
-            loop = asyncio.get_running_loop()
-            self._next = loop.time() + self.period_s
-            self._task = loop.create_task(self._run())
-        return self._next
-
-    async def tick(self) -> None:
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        self.next_beat()
-        await waiter
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        idle = 0
-        while True:
-            target = self._next
-            delay = target - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            now = loop.time()
-            lateness = now - target
-            metrics.CARRIER_TICK_LATENESS.observe(max(lateness, 0.0))
-            # On the absolute grid; after a stall longer than a beat, beat on from now (no catch-up race).
-            self._next = target + self.period_s if lateness <= self.period_s else now + self.period_s
-            waiters, self._waiters = self._waiters, []
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
-            idle = 0 if waiters else idle + 1
-            if idle * self.period_s >= 1.0:
-                self._task = None
-                return
-
-
-_tickers: dict[asyncio.AbstractEventLoop, FrameTicker] = {}
-
-
-def shared_ticker() -> FrameTicker:
-    """The running loop's ticker (a process normally has one loop; tests and benches may run several)."""
-    loop = asyncio.get_running_loop()
-    ticker = _tickers.get(loop)
-    if ticker is None:
-        for stale in [x for x in _tickers if x.is_closed()]:
-            del _tickers[stale]
-        ticker = _tickers[loop] = FrameTicker()
-    return ticker
 
 
 class CarrierCall:

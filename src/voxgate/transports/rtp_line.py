@@ -11,22 +11,35 @@ Caller audio waits in a small adaptive jitter buffer (40-200 ms, following the m
 it back in order; the call takes what is due on each 20 ms tick (`take_audio`), a lost packet's turn as
 silence. Key presses skip the buffer: they are reported as they arrive.
 
-The parsing is the sans-IO core's (`voxgate.sip.rtp`, `voxgate.sip.dtmf`); this shell owns the socket.
+SDES-SRTP (when the offer/answer settled keys): every packet we send, RTP and RTCP, is protected; every
+packet that arrives is authenticated and decrypted before anything reads it, so one that fails (a wrong
+key, a forgery, a replay) is a counted drop (`srtp_auth_failed`, `srtp_replay`, ...) and cannot latch.
+
+RTCP (RFC 3550): a compound report every ~5 s on the RTP port + 1 (or the RTP port with rtcp-mux): a
+sender report with the sender's counts while we send, a report block on what we receive; the peer's
+reports are read for the record (loss and jitter it saw of our stream, the round trip). RTCP latches
+like RTP, to a trusted host only.
+
+The parsing is the sans-IO cores' (`voxgate.sip.rtp`, `.rtcp`, `.dtmf`, `.srtp`); this shell owns the sockets.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable
-from typing import cast
+from typing import Any, cast
 
 from voxgate.observability import metrics
 from voxgate.sip.dtmf import DtmfError, DtmfReceiver
 from voxgate.sip.jitter import JitterBuffer, Lost
+from voxgate.sip.rtcp import RtcpError, RtcpSession
 from voxgate.sip.rtp import RtpError, RtpPacket, RtpSender, is_rtcp, parse_rtp
 from voxgate.sip.sdp import MediaSession
+from voxgate.sip.srtp import SrtpContext, SrtpError
+from voxgate.transports.rtp_ports import RtpPorts
 
 __all__ = ["RtpLine"]
 
@@ -35,100 +48,204 @@ log = logging.getLogger("voxgate.sip")
 Address = tuple[str, int]
 MAX_AUDIO_PAYLOAD = 480  # bytes of G.711: 60 ms, the longest packet time a trunk uses
 MIN_AUDIO_PAYLOAD = 8  # 1 ms
-_SILENCE = {"PCMU": b"\xff", "PCMA": b"\xd5"}
+_PAYLOAD_BYTES = {"OPUS": (1, 1275)}  # RFC 6716 §3.4: an Opus packet is 1-1275 bytes
+_SILENCE = {"PCMU": b"\xff", "PCMA": b"\xd5", "OPUS": b""}  # Opus: an empty payload, decoded as silence
+
+
+class _RtcpSocket(asyncio.DatagramProtocol):
+    """The RTCP port's datagrams, handed to the line."""
+
+    def __init__(self, line: RtpLine) -> None:
+        self.line = line
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+        self.line.rtcp_received(data, (addr[0], addr[1]))
+
+    def error_received(self, exc: Exception) -> None:
+        self.line.counters["rtcp_unreachable"] += 1  # a peer that takes no RTCP (SIPp): no fault of the call
 
 
 class RtpLine(asyncio.DatagramProtocol):
-    """`take_audio(now)` gives the G.711 payloads due, in order; `on_digit(digit)` gets each key press
-    (RFC 4733). `last_heard` is the loop time of the last accepted packet (media timeout)."""
+    """`take_audio(now)` gives the audio payloads due, in order (G.711 or Opus); `on_digit(digit)` gets each key press
+    (RFC 4733). `last_heard` is the loop time of the last accepted packet (media timeout); `report(now)`
+    sends the RTCP report when one is due."""
 
-    def __init__(self, media: MediaSession, signalling_host: str, on_digit: Callable[[str], None]) -> None:
+    def __init__(self, media: MediaSession, signalling_host: str, on_digit: Callable[[str], None], *,
+                 ports: RtpPorts | None = None, cname: str = "voxgate") -> None:
         self.media = media
         self.on_digit = on_digit
+        self.ports = ports or RtpPorts()
+        self.cname = cname
         self.jitter = JitterBuffer(clock_rate=media.codec.clock_rate)
         self._silence = _SILENCE.get(media.codec.name, b"\xff") * (media.codec.clock_rate // 50)
+        self._payload_bytes = _PAYLOAD_BYTES.get(media.codec.name, (MIN_AUDIO_PAYLOAD, MAX_AUDIO_PAYLOAD))
         self.sender = RtpSender(media.codec.payload_type, media.codec.clock_rate)
+        self.srtp = SrtpContext(media.srtp) if media.srtp is not None else None
+        self.rtcp: RtcpSession | None = None  # once the sockets are open (its clock starts then)
         self.dtmf = DtmfReceiver()
         self.counters: Counter[str] = Counter()
         self.remote: Address = media.remote
         self.latched: Address | None = None
+        self.rtcp_remote: Address = (media.remote_address, media.remote_rtcp_port)
+        self.rtcp_latched: Address | None = None
         self._trusted_hosts = {signalling_host, media.remote_address}
         self.transport: asyncio.DatagramTransport | None = None
+        self.rtcp_transport: asyncio.DatagramTransport | None = None
         self.local: Address = ("", 0)
         self.last_heard = 0.0
 
     async def open(self, host: str) -> Address:
+        """Bind the call's ports (RTP even, RTCP above it unless muxed). Raises PortsExhausted."""
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(lambda: self, local_addr=(host, 0))
-        self.transport = cast(asyncio.DatagramTransport, transport)  # the selector's class is not a subclass
-        self.local = transport.get_extra_info("sockname")[:2]
+        rtp_sock, rtcp_sock = self.ports.bind(host, rtcp=not self.media.rtcp_mux)
+        self.local = rtp_sock.getsockname()[:2]
+        try:
+            transport, _ = await loop.create_datagram_endpoint(lambda: self, sock=rtp_sock)
+            self.transport = cast(asyncio.DatagramTransport, transport)  # the selector's class is not a subclass
+            if rtcp_sock is not None:
+                transport, _ = await loop.create_datagram_endpoint(lambda: _RtcpSocket(self), sock=rtcp_sock)
+                self.rtcp_transport = cast(asyncio.DatagramTransport, transport)
+        except BaseException:
+            rtp_sock.close()
+            if rtcp_sock is not None:
+                rtcp_sock.close()
+            self.close()
+            self.ports.release(self.local[1])
+            raise
         self.last_heard = loop.time()
+        self.rtcp = RtcpSession(self.sender, self.cname, start=self.last_heard)
         return self.local
 
     def update(self, media: MediaSession) -> None:
-        """A re-INVITE settled new media: a new SDP address is trusted, and sending follows it unless latched."""
+        """A re-INVITE settled new media: a new SDP address is trusted, and sending follows it unless latched;
+        new SRTP keys take effect for the direction they changed."""
         self.media = media
         self._trusted_hosts.add(media.remote_address)
         if self.latched is None or self.latched[0] != media.remote_address:
             self.latched = None
             self.remote = media.remote
+        if self.rtcp_latched is None or self.rtcp_latched[0] != media.remote_address:
+            self.rtcp_latched = None
+            self.rtcp_remote = (media.remote_address, media.remote_rtcp_port)
         if media.codec.payload_type != self.sender.payload_type:
             self.sender.payload_type = media.codec.payload_type
             # our offer's first codec may not be the one the answer chose (PCMA's silence is not PCMU's)
             self._silence = _SILENCE.get(media.codec.name, b"\xff") * (media.codec.clock_rate // 50)
+            self._payload_bytes = _PAYLOAD_BYTES.get(media.codec.name, (MIN_AUDIO_PAYLOAD, MAX_AUDIO_PAYLOAD))
+        if media.srtp is None:
+            self.srtp = None
+        elif self.srtp is None:
+            self.srtp = SrtpContext(media.srtp)
+        else:
+            self.srtp.rekey(media.srtp)
 
     def close(self) -> None:
+        """Say BYE over RTCP (once the line was used), close the sockets, give the ports back."""
+        if self.transport is not None and self.rtcp is not None and self.sender.packets_sent:
+            self._send_rtcp(self.rtcp.report(asyncio.get_running_loop().time(), time.time(), goodbye=True))
+        for transport in (self.transport, self.rtcp_transport):
+            if transport is not None:
+                transport.close()
         if self.transport is not None:
-            self.transport.close()
-            self.transport = None
+            self.ports.release(self.local[1])
+        self.transport = self.rtcp_transport = None
 
     # -- out
 
     def send(self, packet: RtpPacket) -> None:
         if self.transport is not None and self.media.sends:
-            self.transport.sendto(packet.to_bytes(), self.remote)
+            data = packet.to_bytes()
+            self.transport.sendto(self.srtp.protect(data) if self.srtp is not None else data, self.remote)
+
+    def report(self, now: float) -> None:
+        """The RTCP report, when one is due (sent on hold too: RTCP keeps flowing, RFC 3264 §5.1)."""
+        if self.rtcp is not None and self.rtcp.due(now):
+            self._send_rtcp(self.rtcp.report(now, time.time()))
+
+    def _send_rtcp(self, data: bytes) -> None:
+        transport = self.rtcp_transport or (self.transport if self.media.rtcp_mux else None)
+        if transport is None:
+            return
+        transport.sendto(self.srtp.protect_rtcp(data) if self.srtp is not None else data,
+                         self.remote if self.media.rtcp_mux else self.rtcp_remote)
+        self.counters["rtcp_sent"] += 1
 
     # -- in
+
+    def rtcp_received(self, data: bytes, source: Address, *, muxed: bool = False) -> None:
+        """A report from the peer, on the RTCP port or `muxed` on RTP's (where RTP's latch has already
+        checked the source). The RTCP port latches like RTP: to the source of the first good report from
+        a trusted host (the host RTP latched to, once it has)."""
+        if not muxed:
+            if self.rtcp_latched is not None and source != self.rtcp_latched:
+                self.drop("wrong_source")
+                return
+            if self.latched is not None and source[0] != self.latched[0]:
+                self.drop("wrong_source")
+                return
+        if self.latched is None and source[0] not in self._trusted_hosts:
+            self.drop("untrusted_source")
+            return
+        if self.rtcp is None:
+            return
+        try:
+            plain = self.srtp.unprotect_rtcp(data) if self.srtp is not None else data
+            self.rtcp.receive(plain, asyncio.get_running_loop().time())
+        except SrtpError as error:
+            self.drop(f"srtcp_{error.code}")
+            return
+        except RtcpError as error:
+            self.drop(f"rtcp_{error.code}")
+            return
+        self.counters["rtcp"] += 1
+        if not muxed and self.rtcp_latched is None:
+            self.rtcp_latched = self.rtcp_remote = source
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         pass
 
     def error_received(self, exc: Exception) -> None:
-        self._drop("socket_error")  # an ICMP unreachable for something we sent: the far end went away
+        self.drop("socket_error")  # an ICMP unreachable for something we sent: the far end went away
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
         source = (addr[0], addr[1])
         if self.latched is not None and source != self.latched:
-            self._drop("wrong_source")
+            self.drop("wrong_source")
             return
-        if is_rtcp(data):
-            self.counters["rtcp"] += 1  # reports are read by nobody yet; receiving them is no fault
+        if is_rtcp(data):  # muxed, or a peer that sends its reports to the RTP port anyway
+            self.rtcp_received(data, source, muxed=True)
             return
+        if self.srtp is not None:
+            try:
+                data = self.srtp.unprotect(data)
+            except SrtpError as error:
+                self.drop(f"srtp_{error.code}")
+                return
         try:
             packet = parse_rtp(data)
         except RtpError as error:
-            self._drop(error.code)
+            self.drop(error.code)
             return
         media = self.media
         if packet.payload_type == media.codec.payload_type:
-            if not MIN_AUDIO_PAYLOAD <= len(packet.payload) <= MAX_AUDIO_PAYLOAD:
-                self._drop("bad_payload_size")
+            if not self._payload_bytes[0] <= len(packet.payload) <= self._payload_bytes[1]:
+                self.drop("bad_payload_size")
                 return
-            if not self._accept(source):
+            if not self._accept(source, packet):
                 return
             self.jitter.push(packet, self.last_heard)
         elif media.telephone_event is not None and packet.payload_type == media.telephone_event:
-            if not self._accept(source):
+            if not self._accept(source, packet):
                 return
             try:
                 digit = self.dtmf.receive(packet)
             except DtmfError as error:
-                self._drop(error.code)
+                self.drop(error.code)
                 return
             if digit is not None:
                 self.on_digit(digit)
         else:
-            self._drop("unknown_payload_type")
+            self.drop("unknown_payload_type")
 
     def take_audio(self, now: float) -> list[bytes]:
         """The caller's audio due at `now`, in order; a lost packet's turn as silence of the same length."""
@@ -144,17 +261,45 @@ class RtpLine(asyncio.DatagramProtocol):
                     self._silence = self._silence[:1] * len(item.payload)
         return out
 
-    def _accept(self, source: Address) -> bool:
+    def _accept(self, source: Address, packet: RtpPacket) -> bool:
         """Latch on the first good packet from a trusted host; count what a latched line accepts."""
         if self.latched is None:
             if source[0] not in self._trusted_hosts:
-                self._drop("untrusted_source")
+                self.drop("untrusted_source")
                 return False
             self.latched = self.remote = source
         self.counters["received"] += 1
         self.last_heard = asyncio.get_running_loop().time()
+        if self.rtcp is not None:
+            self.rtcp.receive_rtp(packet, self.last_heard)
         return True
 
-    def _drop(self, reason: str) -> None:
+    def quality(self) -> dict[str, Any]:
+        """What the call's record keeps of its media (never a key): the codec and SRTP suite, packets
+        each way, the loss and jitter we measured, what the peer's RTCP said of our stream, the drops."""
+        media, sender, rtcp = self.media, self.sender, self.rtcp
+        statistics = rtcp.statistics if rtcp is not None else None
+        peer = rtcp.peer if rtcp is not None else None
+        clock = media.codec.clock_rate
+        return {
+            "codec": media.codec.name,
+            "srtp": media.srtp.suite if media.srtp is not None else None,
+            "rtcp_mux": media.rtcp_mux,
+            "sent": {"packets": sender.packets_sent, "octets": sender.octets_sent},
+            "received": {"packets": self.counters["received"],
+                         "lost": statistics.lost if statistics is not None else 0,
+                         "jitter_ms": round(statistics.jitter * 1000 / clock, 2) if statistics is not None else None},
+            "peer_report": None if peer is None else {
+                "packets_lost": peer.packets_lost, "fraction_lost": round(peer.fraction_lost, 4),
+                "jitter_ms": round(peer.jitter_ms, 2), "highest_sequence": peer.highest_sequence},
+            "round_trip_ms": round(rtcp.round_trip_ms, 2) if rtcp is not None and rtcp.round_trip_ms is not None
+            else None,
+            "rtcp": {"sent": self.counters["rtcp_sent"], "received": self.counters["rtcp"]},
+            "dropped": {key.removeprefix("dropped_"): value for key, value in sorted(self.counters.items())
+                        if key.startswith("dropped_")},
+        }
+
+    def drop(self, reason: str) -> None:
+        """Count a datagram (or a payload) refused for `reason`: for this call and in the metric."""
         self.counters[f"dropped_{reason}"] += 1
         metrics.SIP_RTP_DROPPED.labels(reason).inc()

@@ -1,10 +1,11 @@
 """One SIP call bridged to a Session: the `Caller` the session sees, and the asyncio shell round the call.
 
     ringing   RTP socket opened, SDP answered, 180 Ringing, the session opened, 200 OK (resent until ACK)
-    serving   RTP in -> session (G.711 payloads as they are; RFC 4733 and INFO key presses as carrier
-              DTMF); session audio -> the call's AudioOutput (the gateway's one playout, continuous)
-              -> one RTP packet per 20 ms tick (silence between replies, so NATs and media timeouts on
-              the far side stay satisfied)
+    serving   RTP in -> session (G.711 payloads as they are, Opus decoded and resampled to the session's
+              24 kHz PCM; RFC 4733 and INFO key presses as carrier DTMF); session audio -> the call's
+              AudioOutput (the gateway's one playout, continuous) -> one RTP packet per 20 ms tick
+              (silence between replies, so NATs and media timeouts on the far side stay satisfied);
+              SRTP when the offer asked for it; an RTCP report every ~5 s
     in-dialog BYE ends the call, re-INVITE/UPDATE move or hold the media, INFO carries keys, NOTIFY
               reports a transfer we asked for with REFER
     ending    BYE (unless the caller sent it), RTP socket closed, the session closed and recorded
@@ -23,7 +24,10 @@ from collections import deque
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Protocol
 
+import numpy as np
+
 from voxgate.audio import g711
+from voxgate.audio.opus import OpusCodec, OpusError
 from voxgate.audio.playout import Playout
 from voxgate.observability import metrics
 from voxgate.protocol import server_events as se
@@ -36,14 +40,16 @@ from voxgate.sip.errors import SipError
 from voxgate.sip.headers import NameAddress
 from voxgate.sip.message import Request, Response, make_response
 from voxgate.sip.refer import TransferProgress, parse_refer_notify, refer_headers
-from voxgate.sip.sdp import CodecPreferences, MediaSession, OfferRejected, answer_offer, parse_sdp
+from voxgate.sip.sdes import new_key
+from voxgate.sip.sdp import CodecPreferences, MediaSession, OfferRejected, SrtpPolicy, answer_offer, parse_sdp
 from voxgate.sip.transaction import Address, ServerInviteTransaction, Transmit
 from voxgate.sip.uri import SipUri, Uri, UriError, parse_uri
 from voxgate.transports.audio_output import AudioOutput
 from voxgate.transports.carrier_audio import CarrierAudio
-from voxgate.transports.carrier_call import shared_ticker
+from voxgate.transports.frame_ticker import shared_ticker
 from voxgate.transports.media_stream import MediaEncoding
 from voxgate.transports.rtp_line import RtpLine
+from voxgate.transports.rtp_ports import PortsExhausted, RtpPorts
 
 if TYPE_CHECKING:
     from voxgate.config import Settings
@@ -57,6 +63,7 @@ FRAME_MS = 20
 MAX_BACKLOG = 50  # caller packets held while a barge-in completes (1 s); past that, dropped and counted
 HEARD_MAX_WAIT_S = 60.0
 APOLOGY_TRANSFER_FAILED = "I'm sorry, I could not put you through right now."
+SRTP_POLICIES: dict[str, SrtpPolicy] = {"optional": "optional", "required": "required", "off": "never"}  # sip_srtp
 
 
 class CallSignalling(Protocol):
@@ -78,8 +85,9 @@ class CallSignalling(Protocol):
 
 
 def offer_status(error: SipError) -> int:
-    """The answer to an offer we cannot take: 488 when it is well-formed but unacceptable, else 400."""
-    return 488 if isinstance(error, OfferRejected) else 400
+    """The answer to an offer we cannot take: 488 when it is well-formed but unacceptable, 503 when no
+    media port is free, else 400."""
+    return 488 if isinstance(error, OfferRejected) else 503 if isinstance(error, PortsExhausted) else 400
 
 
 def transcoded(payload: bytes, source: str, target: str) -> bytes:
@@ -114,7 +122,8 @@ class SipCall:
     def __init__(self, *, signalling: CallSignalling, invite: Request, transaction: ServerInviteTransaction | None,
                  peer: Address,
                  reliable: bool, dialog: Dialog, settings: Settings, media_host: str, public_address: str,
-                 rtp: RtpLine | None = None, media: MediaSession | None = None) -> None:
+                 ports: RtpPorts | None = None, rtp: RtpLine | None = None,
+                 media: MediaSession | None = None) -> None:
         """An inbound call: `invite` is the caller's, `transaction` its server transaction. An outbound call
         (the far end answered our `invite`, `transaction` None) brings its RTP line and settled `media`."""
         self.signalling = signalling
@@ -127,7 +136,9 @@ class SipCall:
         self.media_host = media_host
         self.public_address = public_address
         self.playback = PlaybackTracker(server_side=True)
-        self.preferences = CodecPreferences(order=tuple(settings.sip_codecs), srtp="never")
+        self.preferences = CodecPreferences(order=tuple(settings.sip_codecs), srtp=SRTP_POLICIES[settings.sip_srtp])
+        self.ports = ports
+        self._srtp_key = new_key()  # our SDES key for the whole call (every answer in the dialog repeats it)
         self.media: MediaSession | None = media
         self.rtp: RtpLine | None = rtp
         self.outbound = transaction is None
@@ -147,6 +158,8 @@ class SipCall:
         self._transfer: asyncio.Future[TransferProgress] | None = None
         self._sending_dtmf = False
         self._silence_frame = b""
+        self.opus: OpusCodec | None = None  # an Opus call's encoder and decoder
+        self._line_audio: CarrierAudio | None = None  # an Opus call's PCM both ways (its resamplers)
         self.backlog_dropped = 0
         self.bridged: SipCall | None = None  # the leg our RTP is relayed to (a refused REFER's fallback)
         self._bridge_watch: asyncio.Task[None] | None = None
@@ -169,12 +182,15 @@ class SipCall:
         offer = parse_sdp(self.invite.body)
         # The port goes into the answer, so the socket is opened first with the offer's settlement.
         answer, media = answer_offer(offer, address=self.public_address, port=0, session_id=self._sdp_id,
-                                     session_version=self._sdp_version, preferences=self.preferences)
+                                     session_version=self._sdp_version, preferences=self.preferences,
+                                     local_key=self._srtp_key)
         self.media = media
-        self.rtp = RtpLine(media, self.peer[0], self._on_digit)
+        self.rtp = RtpLine(media, self.peer[0], self._on_digit, ports=self.ports,
+                           cname=f"voxgate@{self.public_address}")
         _, port = await self.rtp.open(self.media_host)
         answer, media = answer_offer(offer, address=self.public_address, port=port, session_id=self._sdp_id,
-                                     session_version=self._sdp_version, preferences=self.preferences)
+                                     session_version=self._sdp_version, preferences=self.preferences,
+                                     local_key=self._srtp_key)
         self.media = media
         self.rtp.update(media)
         return answer.to_bytes()
@@ -213,12 +229,17 @@ class SipCall:
         playout = Playout(frame_bytes=encoder.frame_bytes, silence=encoder.silence, frame_ms=FRAME_MS,
                           continuous=True, max_frames=int(self.settings.carrier_playout_buffer_s * 1000 / FRAME_MS))
         self.audio = AudioOutput(playout, encoder, self.playback)
+        if self.media.codec.name == "OPUS":
+            self.opus, self._line_audio = OpusCodec(), encoder
         self.audio.session = session
         self._silence_frame = encoder.silence * (encoder.frame_bytes // len(encoder.silence))
 
     def codec_audio(self) -> CarrierAudio:
-        """The session's input and output formats for this call's codec (G.711 passes straight in)."""
+        """The session's input and output formats for this call's codec (G.711 passes straight in; Opus
+        is 48 kHz PCM on the line, the session's 24 kHz PCM inside)."""
         assert self.media is not None
+        if self.media.codec.name == "OPUS":
+            return CarrierAudio("l16", 48000, "l16", 48000)
         encoding: MediaEncoding = "pcma" if self.media.codec.name == "PCMA" else "pcmu"
         return CarrierAudio(encoding, 8000, encoding, 8000)
 
@@ -233,8 +254,9 @@ class SipCall:
         """Run the answered call until either side ends it; then BYE (if ours) and close the media."""
         assert self.session is not None
         loop = asyncio.get_running_loop()
-        tasks = {loop.create_task(self._pump(), name="sip-pump"), loop.create_task(self._send(), name="sip-send"),
-                 loop.create_task(self._watch(), name="sip-watch"),
+        ticker = shared_ticker()
+        ticker.add_beat(self._beat)  # the line's 20 ms, as a plain call on the shared ticker: no task per call
+        tasks = {loop.create_task(self._pump(), name="sip-pump"), loop.create_task(self._watch(), name="sip-watch"),
                  loop.create_task(self._ended.wait(), name="sip-ended")}
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -245,6 +267,7 @@ class SipCall:
                 elif isinstance(result := task.result(), str):
                     self.end(result)
         finally:
+            ticker.remove_beat(self._beat)
             if self._step is not None:
                 tasks.add(self._step)
             for task in tasks:
@@ -293,31 +316,34 @@ class SipCall:
             if isinstance(event, se.ErrorEvent):
                 log.warning("%s: session error %s", self.name, event.code)
 
-    async def _send(self) -> None:
-        """Each 20 ms tick of the shared ticker: the caller's audio that is due (out of the jitter buffer) to
+    def _beat(self, now: float) -> None:
+        """Each 20 ms beat of the shared ticker: the caller's audio that is due (out of the jitter buffer) to
         the session, and one RTP packet (on the call's own pacing grid) to the caller."""
-        assert self.audio is not None and self.rtp is not None
-        audio, rtp, ticker = self.audio, self.rtp, shared_ticker()
-        loop = asyncio.get_running_loop()
-        samples = 8000 * FRAME_MS // 1000
-        while True:
-            await ticker.tick()
-            now = loop.time()
-            if self.bridged is not None:
-                self._relay(now, self.bridged)
-                continue
-            for payload in rtp.take_audio(now):
-                self._on_audio(payload)
-            if self._sending_dtmf:
-                continue
-            for _ in range(audio.due(now)):
-                frame = audio.pop()
-                payload = frame.payload if frame is not None else self._silence_frame
-                if rtp.media.sends:
-                    rtp.send(rtp.sender.packet(payload, samples))
-                else:  # on hold: the clock runs on, nothing is sent
+        audio, rtp = self.audio, self.rtp
+        assert audio is not None and rtp is not None
+        if self.bridged is not None:
+            self._relay(now, self.bridged)
+            return
+        for payload in rtp.take_audio(now):
+            self._on_audio(payload)
+        rtp.report(now)
+        if self._sending_dtmf:
+            return
+        samples = rtp.media.codec.clock_rate * FRAME_MS // 1000  # a codec change mid-call is refused
+        opus = self.opus
+        for _ in range(audio.due(now, shared_ticker().next_beat())):
+            frame = audio.pop()
+            payload = frame.payload if frame is not None else self._silence_frame
+            if opus is not None:  # the playout holds big-endian 48 kHz PCM for an Opus line
+                payload = opus.encode(np.frombuffer(payload, dtype=">i2").astype(np.int16))
+                if not payload:  # the encoder kept this frame back: its time passes unsent
                     rtp.sender.skip(samples)
-                    rtp.counters["held"] += 1
+                    continue
+            if rtp.media.sends:
+                rtp.send(rtp.sender.packet(payload, samples))
+            else:  # on hold: the clock runs on, nothing is sent
+                rtp.sender.skip(samples)
+                rtp.counters["held"] += 1
 
     async def _watch(self) -> str:
         """2xx resends until their ACK, the media timeout and the call's length limit."""
@@ -354,6 +380,14 @@ class SipCall:
         session = self.session
         if session is None or session.closed or self._ended.is_set():
             return
+        if self.opus is not None and self._line_audio is not None:
+            try:
+                pcm = self.opus.decode(payload)  # b"": a lost packet's turn, silence
+            except OpusError:
+                if self.rtp is not None:
+                    self.rtp.drop("bad_opus")
+                return
+            payload = self._line_audio.to_session(pcm.astype(">i2").tobytes())
         if self._step is not None:  # an earlier packet is still being taken (a barge-in): keep the order
             if len(self._backlog) < MAX_BACKLOG:
                 self._backlog.append(payload)
@@ -436,7 +470,7 @@ class SipCall:
                 self._sdp_version += 1
                 answer, media = answer_offer(offer, address=self.public_address, port=self.rtp.local[1],
                                              session_id=self._sdp_id, session_version=self._sdp_version,
-                                             preferences=self.preferences)
+                                             preferences=self.preferences, local_key=self._srtp_key)
                 if media.codec.name != self.media.codec.name:
                     raise OfferRejected("a codec change mid-call is not supported", "codec_change")
                 self.media = media
@@ -458,7 +492,8 @@ class SipCall:
             return self.invite.body
         offer = parse_sdp(self.invite.body)
         answer, _ = answer_offer(offer, address=self.public_address, port=self.rtp.local[1], session_id=self._sdp_id,
-                                 session_version=self._sdp_version, preferences=self.preferences)
+                                 session_version=self._sdp_version, preferences=self.preferences,
+                                 local_key=self._srtp_key)
         return answer.to_bytes()
 
     def _info(self, request: Request) -> None:
@@ -529,6 +564,9 @@ class SipCall:
         """The REFER was refused: call the target ourselves and relay RTP between the two legs until either
         hangs up (the agent leaves the conversation). False when the target did not answer."""
         assert self.media is not None
+        if self.media.codec.name not in ("PCMU", "PCMA"):
+            log.warning("%s: %s; an %s call cannot be bridged (G.711 only)", self.name, why, self.media.codec.name)
+            return False
         log.info("%s: %s; calling %s to bridge", self.name, why, target)
         leg = await self.signalling.dial_leg(str(target), self.media.codec.name)
         if leg is None or self.ended:

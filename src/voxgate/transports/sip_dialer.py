@@ -145,7 +145,8 @@ class Dialer:
         self.trunk: SipUri | None = trunk_uri(trunk) if trunk else None
         password = settings.sip_trunk_password.get_secret_value()
         self.credentials = (settings.sip_trunk_user or "voxgate", password) if password else None
-        self.preferences = CodecPreferences(order=tuple(settings.sip_codecs), srtp="never")
+        # G.711 only: the RTP line is opened before the answer names the codec, at 8 kHz (docs/sip.md)
+        self.preferences = CodecPreferences(order=_g711(settings.sip_codecs), srtp="never")
 
     # -- where a call goes ------------------------------------------------------------------------
 
@@ -231,7 +232,7 @@ class Dialer:
         except DialError as error:
             log.warning("cannot bridge to %s: %s", to, error)
             return None
-        codecs = (codec, *(c for c in self.settings.sip_codecs if c.upper() != codec.upper()))
+        codecs = _g711([codec, *self.settings.sip_codecs])
         call = OutboundCall(new_id("leg"), destination, "", self.settings.sip_trunk_user or "voxgate", None, None,
                             preferences=CodecPreferences(order=codecs, srtp="never"))
         answered = False
@@ -259,7 +260,8 @@ class Dialer:
             ring_timeout=self.settings.sip_ring_timeout_s,
             credentials=DigestClient(*self.credentials) if destination.via_trunk and self.credentials else None)
         preferences = call.preferences or self.preferences
-        rtp = call.rtp = RtpLine(_provisional_media(list(preferences.order)), destination.peer[0], lambda _: None)
+        rtp = call.rtp = RtpLine(_provisional_media(list(preferences.order)), destination.peer[0], lambda _: None,
+                                 ports=phone.rtp_ports, cname=f"voxgate@{phone.public_address}")
         _, port = await rtp.open(phone.host)
         call.offer = make_offer(address=phone.public_address, port=port, preferences=preferences,
                                 session_id=sdp_session_id(invitation.from_.tag or ""), session_version=1)
@@ -390,6 +392,12 @@ def _user_part(caller_id: str) -> str:
         if isinstance(uri, SipUri) and uri.user:
             return uri.user
     return caller_id
+
+
+def _g711(codecs: list[str]) -> tuple[str, ...]:
+    """The G.711 laws among `codecs`, in order, each once (PCMU when there is none)."""
+    laws = [c.upper() for c in codecs if c.upper() in _STATIC_TYPES]
+    return tuple(dict.fromkeys(laws)) or ("PCMU",)
 
 
 def _provisional_media(codecs: list[str]) -> MediaSession:

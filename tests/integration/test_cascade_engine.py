@@ -1,0 +1,198 @@
+"""The cascade engine against real OpenAI-compatible services: another voxgate serves them all here
+(`/v1/audio/transcriptions`, `/v1/chat/completions` from its flow brain, `/v1/audio/speech`), so a spoken
+turn crosses STT, a streamed LLM answer with a tool call, and TTS over HTTP; a service that is gone is an
+error the session reports, and the call goes on."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from openai import AsyncOpenAI, BadRequestError
+from pydantic import TypeAdapter
+
+from tests.conftest import LiveServer, finished_call, start_server
+from tests.integration.test_spoken_conversation import decode_to_16k, stream
+from tests.integration.test_text_conversation import ORDER_STATUS_TOOL, StrictReader
+from tests.speech import silence, speak
+from voxgate.embedded import free_port
+from voxgate.engines.local.stt import WhisperTranscriber
+
+
+@pytest.fixture(scope="module")
+def cascade(live_server: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A gateway whose engine is the cascade, every service of it the live gateway's over HTTP."""
+    services = f"{live_server.base_url}/v1"
+    live = start_server(tmp_path_factory.mktemp("cascade"), engine="cascade", default_agent="acme",
+                        cascade_llm_base_url=services, cascade_llm_model="acme",
+                        cascade_llm_api_key=live_server.api_key, cascade_stt_base_url=services,
+                        cascade_stt_api_key=live_server.api_key, cascade_tts_base_url=services,
+                        cascade_tts_api_key=live_server.api_key)
+    yield live
+    live.embedded.stop()
+
+
+def client_for(live: LiveServer) -> AsyncOpenAI:
+    return AsyncOpenAI(api_key=live.api_key, base_url=f"{live.base_url}/v1", websocket_base_url=f"{live.ws_url}/v1",
+                       max_retries=0)
+
+
+async def test_the_flow_brain_answers_as_a_chat_model(live_server: LiveServer) -> None:
+    client = client_for(live_server)
+    called = await client.chat.completions.create(
+        model="acme", messages=[{"role": "user", "content": "Where is order 777?"}],
+        tools=[{"type": "function", "function": {k: v for k, v in ORDER_STATUS_TOOL.items() if k != "type"}}])
+    call = called.choices[0].message.tool_calls[0]  # type: ignore[index]
+    assert called.choices[0].finish_reason == "tool_calls"
+    assert call.function.name == "get_order_status" and json.loads(call.function.arguments) == {"order_id": "777"}
+    chunks = [c async for c in await client.chat.completions.create(
+        model="acme", stream=True, messages=[{"role": "user", "content": "hello there"}])]
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text and chunks[-1].choices[0].finish_reason == "stop"
+    with pytest.raises(BadRequestError) as refused:
+        await client.chat.completions.create(model="acme", messages=[])
+    assert refused.value.body["param"] == "messages"  # type: ignore[index]
+
+
+async def test_a_text_turn_calls_a_gateway_tool_through_the_llm_service(
+        cascade: LiveServer, ga_server_events: TypeAdapter[Any]) -> None:
+    async with client_for(cascade).realtime.connect(model="gpt-realtime") as conn:
+        reader = StrictReader(conn.recv_bytes, ga_server_events)
+        session_id = (await reader.until("session.created"))[-1]["session"]["id"]
+        await conn.session.update(session={"type": "realtime", "output_modalities": ["text"]})
+        await reader.until("session.updated")
+        await conn.conversation.item.create(item={"type": "message", "role": "user", "content": [
+            {"type": "input_text", "text": "What is the status of order 4567?"}]})
+        await conn.response.create()
+        events = await reader.until("response.done")
+        reply = "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
+        assert "shipped" in reply.lower(), reply
+    call = await finished_call(cascade, session_id)
+    assert call["engine"] == "cascade"
+    assert [(t["name"], t["status"]) for t in call["tool_calls"]] == [("lookup_order", "completed")]
+
+
+async def test_a_spoken_turn_crosses_stt_the_llm_and_tts_over_http(
+        cascade: LiveServer, ga_server_events: TypeAdapter[Any]) -> None:
+    request = np.concatenate([silence(300, 24000), speak("where is order four five six seven", rate=24000),
+                              silence(900, 24000)])
+    async with client_for(cascade).realtime.connect(model="gpt-realtime") as conn:
+        reader = StrictReader(conn.recv_bytes, ga_server_events)
+        await reader.until("session.created")
+        await conn.session.update(session={"type": "realtime", "audio": {
+            "input": {"transcription": {"model": "whisper-1"},
+                      "turn_detection": {"type": "server_vad", "silence_duration_ms": 300}}}})
+        await reader.until("session.updated")
+        await stream(conn, request.astype("<i2").tobytes(), 960, realtime=True)
+        events = await reader.until("response.done")
+        done = events[-1]["response"]
+        assert done["status"] == "completed", done
+        audio = b"".join(base64.b64decode(e["delta"]) for e in events if e["type"] == "response.output_audio.delta")
+    assert len(audio) > 24000  # half a second and more
+    heard = (await WhisperTranscriber.shared().transcribe(decode_to_16k(audio, "pcm16"))).text
+    assert "ship" in heard.lower(), heard
+
+
+async def test_an_llm_service_that_is_gone_is_an_error_and_the_session_goes_on(
+        live_server: LiveServer, tmp_path: Path, ga_server_events: TypeAdapter[Any]) -> None:
+    gone = f"http://127.0.0.1:{free_port()}/v1"  # nobody listens there
+    live = start_server(tmp_path, engine="cascade", default_agent="acme", cascade_llm_base_url=gone,
+                        cascade_max_retries=1, cascade_connect_timeout_s=2)
+    try:
+        async with client_for(live).realtime.connect(model="gpt-realtime") as conn:
+            reader = StrictReader(conn.recv_bytes, ga_server_events)
+            await reader.until("session.created")
+            await conn.session.update(session={"type": "realtime", "output_modalities": ["text"]})
+            await reader.until("session.updated")
+            await conn.conversation.item.create(item={"type": "message", "role": "user", "content": [
+                {"type": "input_text", "text": "hello"}]})
+            await conn.response.create()
+            events = []
+            while not events or events[-1]["type"] != "response.done":
+                events.append(await reader.next())
+            error = next(e for e in events if e["type"] == "error")
+            assert error["error"]["code"] == "engine_error" and "LLM service failed" in error["error"]["message"]
+            assert events[-1]["response"]["status"] == "failed"
+            await conn.conversation.item.create(item={"type": "message", "role": "user", "content": [
+                {"type": "input_text", "text": "still there?"}]})
+            assert (await reader.until("conversation.item.done"))[-1]["type"] == "conversation.item.done"
+    finally:
+        live.embedded.stop()
+
+
+async def test_an_llm_service_that_dies_mid_reply_keeps_what_was_said_and_fails_the_rest(
+        tmp_path: Path, ga_server_events: TypeAdapter[Any]) -> None:
+    """An LLM server that streams one sentence and then dies (its socket closes mid-stream): the caller has
+    the sentence that came, the response fails with an engine_error, and the session takes the next turn."""
+    import asyncio
+
+    async def dying_llm(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")  # the request head; the body is not needed to die
+        chunk = json.dumps({"choices": [{"index": 0, "delta": {"content": "Let me check that for you. "}}]})
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+        event = f"data: {chunk}\n\n".encode()
+        writer.write(f"{len(event):x}\r\n".encode() + event + b"\r\n")
+        await writer.drain()
+        writer.transport.abort()  # the process behind it is gone
+
+    server = await asyncio.start_server(dying_llm, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    live = start_server(tmp_path, engine="cascade", default_agent="acme",
+                        cascade_llm_base_url=f"http://127.0.0.1:{port}/v1")
+    try:
+        async with client_for(live).realtime.connect(model="gpt-realtime") as conn:
+            reader = StrictReader(conn.recv_bytes, ga_server_events)
+            await reader.until("session.created")
+            await conn.session.update(session={"type": "realtime", "output_modalities": ["text"]})
+            await reader.until("session.updated")
+            await conn.conversation.item.create(item={"type": "message", "role": "user", "content": [
+                {"type": "input_text", "text": "where is my order"}]})
+            await conn.response.create()
+            events: list[dict[str, Any]] = []
+            while not events or events[-1]["type"] != "response.done":
+                events.append(await reader.next())
+            said = "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
+            assert said.startswith("Let me check that for you")
+            error = next(e for e in events if e["type"] == "error")
+            assert error["error"]["code"] == "engine_error"
+            assert events[-1]["response"]["status"] == "failed"
+    finally:
+        live.embedded.stop()
+        server.close()
+
+
+async def test_a_caller_who_talks_over_a_cascade_reply_cancels_it(
+        cascade: LiveServer, ga_server_events: TypeAdapter[Any]) -> None:
+    """Barge-in on the cascade: the caller speaks while the reply is being generated and spoken; the
+    response is cancelled (its HTTP streams closed), no audio follows the caller's speech, and the next
+    turn is answered."""
+    question = np.concatenate([silence(300, 24000), speak("what can you do", rate=24000), silence(900, 24000)])
+    interruption = np.concatenate([speak("wait, where is order four five six seven", rate=24000),
+                                   silence(900, 24000)])
+    async with client_for(cascade).realtime.connect(model="gpt-realtime") as conn:
+        reader = StrictReader(conn.recv_bytes, ga_server_events)
+        await reader.until("session.created")
+        await conn.session.update(session={"type": "realtime", "audio": {
+            "input": {"transcription": {"model": "whisper-1"},
+                      "turn_detection": {"type": "server_vad", "silence_duration_ms": 300}}}})
+        await reader.until("session.updated")
+        await stream(conn, question.astype("<i2").tobytes(), 960, realtime=True)
+        await reader.until("response.output_audio.delta")  # the reply has begun: talk over it
+        talking = asyncio.create_task(stream(conn, interruption.astype("<i2").tobytes(), 960, realtime=True))
+        events = await reader.until("response.done")
+        assert events[-1]["response"]["status"] == "cancelled"
+        started = next(n for n, e in enumerate(events) if e["type"] == "input_audio_buffer.speech_started")
+        assert not any(e["type"] == "response.output_audio.delta" for e in events[started + 1:])
+        await talking
+        for _ in range(4):  # "wait," then a pause: the caller may take more than one turn to finish
+            answer = await reader.until("response.done")
+            if answer[-1]["response"]["status"] == "completed":
+                break
+        transcript = "".join(e["delta"] for e in answer if e["type"] == "response.output_audio_transcript.delta")
+        assert "shipped" in transcript.lower(), transcript
