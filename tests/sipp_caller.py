@@ -161,14 +161,20 @@ async def run_sipp(directory: Path, xml: str, sip_port: int, *, media_port: int 
                    transport: str = "u1", timeout_s: int = 90, service: str = "acme",
                    extra: tuple[str, ...] = ()) -> SippRun:
     """One SIPp call of the scenario `xml` to the gateway at 127.0.0.1:`sip_port`, run in `directory`."""
+    args = [f"127.0.0.1:{sip_port}", "-sf", "scenario.xml", "-s", service, "-i", "127.0.0.1", "-mi", "127.0.0.1",
+            "-p", str(free_port(socket.SOCK_STREAM if transport == "t1" else socket.SOCK_DGRAM)),
+            "-mp", str(media_port or free_port()), "-t", transport, "-m", "1", "-nostdin",
+            "-timeout", f"{timeout_s}s", "-timeout_error", "-trace_msg", "-message_file", "messages.log", *extra]
+    return await _sipp(directory, xml, args, timeout_s)
+
+
+async def _sipp(directory: Path, xml: str, args: list[str], timeout_s: int) -> SippRun:
+    """Run SIPp with `args` in `directory`, the scenario `xml` written there as scenario.xml; its
+    -message_file is messages.log there."""
     (directory / "scenario.xml").write_text(xml)
     messages = directory / "messages.log"
     with contextlib.suppress(FileNotFoundError):
         messages.unlink()
-    args = [f"127.0.0.1:{sip_port}", "-sf", "scenario.xml", "-s", service, "-i", "127.0.0.1", "-mi", "127.0.0.1",
-            "-p", str(free_port(socket.SOCK_STREAM if transport == "t1" else socket.SOCK_DGRAM)),
-            "-mp", str(media_port or free_port()), "-t", transport, "-m", "1", "-nostdin",
-            "-timeout", f"{timeout_s}s", "-timeout_error", "-trace_msg", "-message_file", str(messages), *extra]
     process = await asyncio.create_subprocess_exec(SIPP, *args, cwd=directory, stdout=asyncio.subprocess.PIPE,
                                                    stderr=asyncio.subprocess.STDOUT)
     try:
@@ -180,6 +186,31 @@ async def run_sipp(directory: Path, xml: str, sip_port: int, *, media_port: int 
             await process.wait()
     log = messages.read_text(errors="replace") if messages.exists() else ""
     return SippRun(process.returncode or 0, output.decode(errors="replace"), log)
+
+
+def port_taken(port: int) -> bool:
+    """Whether something listens on UDP `port` on loopback (SIPp, once it is up)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def far_end_args(sip_port: int, *, media_port: int | None = None, timeout_s: int = 60) -> list[str]:
+    """SIPp's arguments as a UAS on 127.0.0.1:`sip_port` for one call of scenario.xml (messages.log beside)."""
+    return ["-sf", "scenario.xml", "-i", "127.0.0.1", "-mi", "127.0.0.1", "-p", str(sip_port),
+            "-mp", str(media_port or free_port()), "-t", "u1", "-m", "1", "-nostdin", "-timeout", f"{timeout_s}s",
+            "-timeout_error", "-trace_msg", "-message_file", "messages.log"]
+
+
+async def run_far_end(directory: Path, xml: str, sip_port: int, *, media_port: int | None = None,
+                      timeout_s: int = 60) -> SippRun:
+    """SIPp as the far end of a call the gateway places: the UAS scenario `xml` listening on
+    127.0.0.1:`sip_port`, for one call, run in `directory`."""
+    return await _sipp(directory, xml, far_end_args(sip_port, media_port=media_port, timeout_s=timeout_s),
+                       timeout_s)
 
 
 @dataclass

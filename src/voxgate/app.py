@@ -22,6 +22,7 @@ from starlette.websockets import WebSocket
 from voxgate.admission import Refusal
 from voxgate.chat_service import chat_completions
 from voxgate.config import Settings
+from voxgate.control import outbound_calls
 from voxgate.control.auth import bearer_token, require_api_key
 from voxgate.control.ephemeral import (
     create_beta_session,
@@ -109,8 +110,11 @@ async def readyz(request: Request) -> Response:
     calls = gateway.admission.snapshot()
     if gateway.draining:
         return JSONResponse({"status": "draining", "calls": calls}, status_code=503)
-    return JSONResponse({"status": "ready", "engine": gateway.settings.engine, "sessions": len(gateway.sessions),
-                         "calls": calls, "tasks": len(asyncio.all_tasks())})
+    ready = {"status": "ready", "engine": gateway.settings.engine, "sessions": len(gateway.sessions),
+             "calls": calls, "tasks": len(asyncio.all_tasks())}
+    if gateway.sip is not None and gateway.sip.trunk is not None:  # registered with the upstream trunk?
+        ready["sip_trunk"] = gateway.sip.trunk.snapshot()
+    return JSONResponse(ready)
 
 
 async def metrics_endpoint(request: Request) -> Response:
@@ -139,9 +143,14 @@ async def get_call(request: Request) -> Response:
     if isinstance(principal, JSONResponse):
         return principal
     # Another key's call is answered as if it did not exist.
-    call = await gateway_of(request).calls.get_call(request.path_params["call_id"], visible_to=principal.owner)
+    gateway = gateway_of(request)
+    call_id = request.path_params["call_id"]
+    call = await gateway.calls.get_call(call_id, visible_to=principal.owner)
     if call is None:
-        return problem(404, "call_not_found", "No call with that id.")
+        dialing = gateway.sip.dialer.view(call_id) if gateway.sip is not None else None
+        if dialing is None or not principal.sees(dialing.owner):
+            return problem(404, "call_not_found", "No call with that id.")
+        return JSONResponse(dialing.view())  # an outbound call still ringing: no record yet
     return JSONResponse(call)
 
 
@@ -257,6 +266,7 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> Starlette:
             Route("/v1/realtime/client_secrets/revoke", revoke_client_secret, methods=["POST"]),
             Route("/v1/realtime/sessions", rate_limited(create_beta_session, "client_secrets"), methods=["POST"]),
             Route("/v1/calls", list_calls),
+            *outbound_calls.routes(),
             Route("/v1/calls/{call_id}", get_call),
             Route("/v1/kpis", kpis),
             Route("/v1/agents", list_agents),

@@ -1,4 +1,4 @@
-"""The `voxgate` command: serve, keys, db, agents, config, loadtest."""
+"""The `voxgate` command: serve, keys, db, agents, config, call, loadtest."""
 
 from __future__ import annotations
 
@@ -6,12 +6,15 @@ import asyncio
 import json
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from voxgate.config import Settings, UnsafeSettingsError, load_settings
 from voxgate.loadtest.scenario import DEFAULT_MIX
+
+if TYPE_CHECKING:
+    import httpx
 
 app = typer.Typer(help="voxgate: a self-hosted realtime voice-agent gateway.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
@@ -202,6 +205,71 @@ def agents_list(config: ConfigOption = None) -> None:
 def config_show(config: ConfigOption = None) -> None:
     """Print the effective settings, secrets masked."""
     typer.echo(json.dumps(_settings(config).shown(), indent=2))
+
+
+@app.command()
+def call(
+    to: Annotated[str, typer.Argument(help="Whom to call: a sip: or tel: URI, or a number (through the trunk).")],
+    url: Annotated[str, typer.Option(help="The running gateway's base URL.")] = "http://127.0.0.1:8000",
+    api_key: Annotated[str, typer.Option(envvar="VOXGATE_API_KEY", help="An API key of that gateway.",
+                                         show_default=False)] = "",
+    agent: Annotated[str | None, typer.Option(help="The agent who talks (default: the gateway's).")] = None,
+    caller_id: Annotated[str | None, typer.Option("--from", help="Our number or SIP user (From).")] = None,
+    metadata: Annotated[list[str] | None, typer.Option(
+        help="key=value kept in the call record's metadata (repeatable).")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for the outcome and print it.")] = False,
+    timeout: Annotated[float, typer.Option(min=1, help="Seconds --wait waits at most.")] = 120.0,
+) -> None:
+    """Place an outbound call through a running gateway (POST /v1/calls); print the call id."""
+    import time
+
+    import httpx
+
+    if not api_key:
+        raise typer.BadParameter("an API key is needed: --api-key or VOXGATE_API_KEY", param_hint="--api-key")
+    fields: dict[str, str] = {}
+    for pair in metadata or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{pair!r} is not key=value", param_hint="--metadata")
+        fields[key] = value
+    body: dict[str, object] = {"to": to, **({"agent": agent} if agent else {}),
+                               **({"from": caller_id} if caller_id else {}), **({"metadata": fields} if fields else {})}
+    headers = {"Authorization": f"Bearer {api_key}"}
+    try:
+        with httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=10.0) as http:
+            placed = http.post("/v1/calls", json=body)
+            if placed.status_code != 202:
+                typer.echo(f"refused ({placed.status_code}): {_problem_text(placed)}", err=True)
+                raise typer.Exit(1)
+            call_id = placed.json()["id"]
+            typer.echo(call_id)
+            if not wait:
+                return
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                shown = http.get(f"/v1/calls/{call_id}")
+                if shown.status_code == 200:
+                    record = shown.json()
+                    dial = (record.get("metadata") or {}).get("dial")
+                    if dial not in (None, "dialing", "ringing"):
+                        # `busy`, `no_answer`, `failed: 503 Service Unavailable` once recorded
+                        typer.echo("answered" if dial == "answered" else record.get("outcome") or dial)
+                        raise typer.Exit(0 if dial == "answered" else 1)
+                time.sleep(0.25)  # a person watching: a quarter second is prompt enough
+    except httpx.HTTPError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"still ringing after {timeout:g} s", err=True)
+    raise typer.Exit(1)
+
+
+def _problem_text(response: httpx.Response) -> str:
+    """The message of a problem response (the project's shape), else its body."""
+    try:
+        return str(response.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return response.text[:200]
 
 
 @app.command()

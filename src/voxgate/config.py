@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from voxgate.hosts import is_loopback, origin_of
 from voxgate.server.forwarded import TrustedProxies
+from voxgate.sip.registration import trunk_uri
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_AGENTS_DIR = REPO_ROOT / "examples" / "agents"
@@ -207,6 +208,21 @@ class Settings(BaseSettings):
     sip_tls_port: int = Field(default=5061, ge=0, le=65535)
     sip_tls_cert: Path | None = None
     sip_tls_key: Path | None = None
+    # When the PBX refuses our REFER: call the escalation target ourselves (through the trunk, or a host in
+    # sip_allowed_sources) and relay RTP between the caller and the person. Off: the caller is told it failed.
+    sip_transfer_bridge: bool = False
+    # An upstream trunk (docs/sip.md): REGISTER to `sip_trunk_registrar` (a sip: URI; empty: no registration)
+    # as `sip_trunk_user`, answering its digest challenges with `sip_trunk_password`; refreshed at 3/4 of
+    # the granted time, retried after failures from sip_trunk_retry_s doubling to 5 minutes, removed at stop.
+    sip_trunk_registrar: str = ""
+    sip_trunk_user: str = ""
+    sip_trunk_password: SecretStr = SecretStr("")
+    sip_trunk_expires_s: int = Field(default=600, ge=1, le=86_400)  # the binding's lifetime we ask for
+    sip_trunk_retry_s: float = Field(default=5.0, gt=0)  # first retry after a failed REGISTER
+    # Where outbound calls go (host[:port] or a sip: URI): the trunk's proxy. Empty: the registrar's host.
+    # With neither set, calls go only to sip: URIs whose host is in sip_allowed_sources (default loopback).
+    sip_trunk_proxy: str = ""
+    sip_ring_timeout_s: float = Field(default=30.0, gt=0, le=600)  # an outbound call unanswered this long: CANCEL
     # Run Python's cycle collector just after each 20 ms audio beat rather than mid-beat (see
     # voxgate/garbage_collection.py); off gives CPython's automatic collection back.
     gc_on_beat: bool = True
@@ -237,6 +253,13 @@ class Settings(BaseSettings):
     openai_connect_timeout_s: float = 10.0
     openai_max_retries: int = 2  # handshake retries per connect, with exponential backoff and jitter
     openai_response_timeout_s: float = 30.0  # an upstream response silent for this long has failed
+
+    @field_validator("sip_trunk_registrar", "sip_trunk_proxy")
+    @classmethod
+    def _trunk_parses(cls, value: str) -> str:
+        if value:
+            trunk_uri(value)  # says what is wrong with the address (a sip: URI or host[:port], over UDP)
+        return value
 
     @field_validator("sip_codecs")
     @classmethod
@@ -315,6 +338,7 @@ class Settings(BaseSettings):
         data = self.model_dump(mode="json")
         data["api_keys"] = "****" if self.api_key_list() else ""
         data["sip_digest_password"] = "****" if self.sip_digest_password.get_secret_value() else ""
+        data["sip_trunk_password"] = "****" if self.sip_trunk_password.get_secret_value() else ""
         data["ice_servers"] = [{**s, "credential": "****"} if s.get("credential") else s for s in self.ice_servers]
         if "@" in self.database_url:  # mask a password in a database URL
             scheme, rest = self.database_url.split("://", 1)

@@ -252,7 +252,10 @@ class Gateway:
         return Principal(key_id=record.id, kind=record.kind, owner=record.id)
 
     async def open_session(self, *, agent: AgentConfig, caller: Caller, dialect: Dialect, model: str | None,
-                           initial_config: dict[str, Any] | None = None, owner: str | None = None) -> Session:
+                           initial_config: dict[str, Any] | None = None, owner: str | None = None,
+                           session_id: str | None = None, record_metadata: dict[str, Any] | None = None) -> Session:
+        """A session for `caller`; `session_id` when the call's id was given out before (an outbound call),
+        `record_metadata` added to its call record's metadata."""
         engine_name = agent.engine or self.settings.engine
         engine = await self.engine(engine_name)
         # A call the gateway plays out (phone, browser) is never left silent if a remote engine fails.
@@ -260,13 +263,13 @@ class Gateway:
         fallback = await self.engine("local") if remote and caller.playback.server_side else None
         session = Session(
             agent=agent, engine=engine, tools=self.tools[agent.name], caller=caller, dialect=dialect,
-            recorder=CallRecorder(self.calls, engine_name, owner=owner, node=self.node),
+            recorder=CallRecorder(self.calls, engine_name, owner=owner, node=self.node, metadata=record_metadata),
             vad_factory=functools.partial(self.vad_stream, agent),
             model=model or f"voxgate-{engine_name}", outbound_events=self.settings.outbound_queue_events,
             max_message_bytes=self.settings.max_message_bytes, max_item_text_chars=self.settings.max_item_text_chars,
             max_input_buffer_s=self.settings.max_input_buffer_seconds, initial_config=initial_config,
             max_seconds=self.settings.session_max_seconds, audio_lead_ms=self.settings.audio_lead_ms,
-            fallback_engine=fallback,
+            fallback_engine=fallback, session_id=session_id,
         )
         self.sessions[session.id] = session
         return session

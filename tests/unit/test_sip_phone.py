@@ -3,13 +3,15 @@ goes."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from voxgate.audio import g711
 from voxgate.config import Settings
 from voxgate.sip.message import parse_message
 from voxgate.sip.uri import SipUri, TelUri, UriError
-from voxgate.transports.sip_call import transfer_uri
+from voxgate.transports.sip_call import transcoded, transfer_uri
 from voxgate.transports.sip_phone import allowed_networks, route_agent, source_allowed
 
 AGENTS = {"acme": object(), "echo": object()}
@@ -52,6 +54,16 @@ def test_transfer_targets_become_refer_to_uris() -> None:
     assert isinstance(transfer_uri("tel:+15550100", "192.0.2.1"), TelUri)
     with pytest.raises(UriError):
         transfer_uri("the front desk", "192.0.2.1")
+
+
+def test_a_bridge_transcodes_between_the_g711_laws_only_when_they_differ() -> None:
+    tone = g711.ulaw_encode((np.sin(np.arange(160) * 2 * np.pi * 440 / 8000) * 8000).astype(np.int16))
+    assert transcoded(tone, "PCMU", "PCMU") is tone
+    alaw = transcoded(tone, "PCMU", "PCMA")
+    assert len(alaw) == len(tone) and alaw != tone
+    assert transcoded(b"\xff" * 160, "PCMU", "PCMA") == b"\xd5" * 160  # silence stays silence
+    back = g711.ulaw_decode(transcoded(alaw, "PCMA", "PCMU")).astype(np.int32)
+    assert np.max(np.abs(back - g711.ulaw_decode(tone).astype(np.int32))) < 300  # both laws' step sizes
 
 
 def test_media_settings_are_checked() -> None:

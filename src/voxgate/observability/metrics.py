@@ -85,3 +85,10 @@ CASCADE_LLM_FIRST_TOKEN_SECONDS = Histogram("voxgate_cascade_llm_first_token_sec
 SPEECH_REQUESTS = Counter("voxgate_speech_requests_total",
                           "Requests to /v1/audio/transcriptions and /v1/audio/speech, by result", ["result"])
 SIP_TRANSFERS = Counter("voxgate_sip_transfers_total", "Transfers by REFER, by outcome", ["outcome"])
+SIP_TRUNK_REGISTERED = Gauge("voxgate_sip_trunk_registered",
+                             "1 while the gateway holds a registration with its SIP trunk, else 0")
+SIP_REGISTRATIONS = Counter("voxgate_sip_registrations_total",
+                            "REGISTER attempts with the trunk, by result (registered, failed, unregistered)",
+                            ["result"])
+SIP_OUTBOUND_CALLS = Counter("voxgate_sip_outbound_calls_total",
+                             "Outbound SIP calls, by outcome (answered, busy, no_answer, failed)", ["outcome"])

@@ -50,11 +50,12 @@ class CallSummary:
 
 class CallRecorder:
     def __init__(self, store: CallStore, engine: str, cost: CostModel | None = None, owner: str | None = None,
-                 node: str | None = None) -> None:
+                 node: str | None = None, metadata: dict[str, Any] | None = None) -> None:
         self.store = store
         self.engine = engine
         self.owner = owner  # the key whose call this is; None: the gateway's own (phones, the dev console)
         self.node = node  # the gateway serving the call: crash recovery closes its own calls only
+        self.extra_metadata = metadata or {}  # the transport's facts from the start (an outbound call's dial)
         self.cost = cost or CostModel()
         self._queue: asyncio.Queue[Callable[[], Awaitable[Any]] | None] = asyncio.Queue(MAX_PENDING_WRITES)
         self._writer: asyncio.Task[None] | None = None
@@ -88,7 +89,7 @@ class CallRecorder:
     def start_call(self, call_id: str, *, agent: str, transport: str, dialect: Dialect, caller: str | None,
                    model: str) -> None:
         self.call_id = call_id
-        self.metadata = {"model": model, **({"node": self.node} if self.node else {})}
+        self.metadata = {"model": model, **({"node": self.node} if self.node else {}), **self.extra_metadata}
         self._write(lambda: self.store.start_call(
             call_id, agent=agent, engine=self.engine, transport=transport, dialect=dialect, caller=caller,
             owner=self.owner, metadata=self.metadata))

@@ -46,6 +46,7 @@ from voxgate.sip.message import (
 )
 from voxgate.sip.transaction import (
     Address,
+    ClientInviteTransaction,
     ClientTransaction,
     RequestReceived,
     ResponseReceived,
@@ -306,6 +307,10 @@ class SipEndpoint:
         self._handle(events)
         return transaction
 
+    def cancel(self, transaction: ClientInviteTransaction) -> None:
+        """CANCEL our pending INVITE (at once, or after its first provisional response: RFC 3261 §9.1)."""
+        self._handle(self.layer.cancel(transaction, asyncio.get_running_loop().time()))
+
     def transmit(self, transmit: Transmit) -> None:
         """Send bytes the transaction layer does not own (a 2xx retransmitted until its ACK)."""
         self._send(transmit)
@@ -329,9 +334,11 @@ class SipEndpoint:
         while True:
             deadline = self.layer.next_deadline()
             self._wake.clear()
-            timeout = None if deadline is None else max(0.0, deadline - loop.time())
+            # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that lands as `_wake` is set
+            # (a request sent just before stop()), and this loop would then never end.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout_at(deadline):
+                    await self._wake.wait()
             self._handle(self.layer.handle_timer(loop.time()))
 
 

@@ -132,7 +132,7 @@ class RtpLine(asyncio.DatagramProtocol):
             self.rtcp_remote = (media.remote_address, media.remote_rtcp_port)
         if media.codec.payload_type != self.sender.payload_type:
             self.sender.payload_type = media.codec.payload_type
-            # a delayed offer's answer may pick another codec than the one we expected
+            # our offer's first codec may not be the one the answer chose (PCMA's silence is not PCMU's)
             self._silence = _SILENCE.get(media.codec.name, b"\xff") * (media.codec.clock_rate // 50)
             self._payload_bytes = _PAYLOAD_BYTES.get(media.codec.name, (MIN_AUDIO_PAYLOAD, MAX_AUDIO_PAYLOAD))
         if media.srtp is None:

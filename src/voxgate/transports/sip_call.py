@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from voxgate.audio import g711
 from voxgate.audio.opus import OpusCodec, OpusError
 from voxgate.audio.playout import Playout
 from voxgate.observability import metrics
@@ -78,7 +79,7 @@ if TYPE_CHECKING:
     from voxgate.config import Settings
     from voxgate.session.session import Session
 
-__all__ = ["CallSignalling", "SipCall", "offer_status", "transfer_uri"]
+__all__ = ["CallSignalling", "SipCall", "offer_status", "sdp_session_id", "transcoded", "transfer_uri"]
 
 log = logging.getLogger("voxgate.sip")
 
@@ -102,11 +103,28 @@ class CallSignalling(Protocol):
 
     def call_ended(self, call: SipCall) -> None: ...
 
+    def dial_leg(self, to: str, codec: str) -> Awaitable[SipCall | None]:
+        """Call `to` ourselves (offering `codec` first): the answered leg, or None (not answered)."""
+        ...
+
 
 def offer_status(error: SipError) -> int:
     """The answer to an offer we cannot take: 488 when it is well-formed but unacceptable, 503 when no
     media port is free, else 400."""
     return 488 if isinstance(error, OfferRejected) else 503 if isinstance(error, PortsExhausted) else 400
+
+
+def transcoded(payload: bytes, source: str, target: str) -> bytes:
+    """A G.711 payload in the other law (PCMU <-> PCMA); as it is when the laws match."""
+    if source == target:
+        return payload
+    pcm = g711.ulaw_decode(payload) if source == "PCMU" else g711.alaw_decode(payload)
+    return g711.alaw_encode(pcm) if target == "PCMA" else g711.ulaw_encode(pcm)
+
+
+def sdp_session_id(local_tag: str) -> int:
+    """Our SDP o= session id for a call, stable across its offers and answers (from our dialog tag)."""
+    return int.from_bytes(local_tag.encode()[:6].ljust(6, b"0"), "big") % 10**12
 
 
 def transfer_uri(target: str, peer_host: str) -> Uri:
@@ -125,12 +143,14 @@ class SipCall:
 
     transport = "sip"
 
-    def __init__(self, *, signalling: CallSignalling, invite: Request, transaction: ServerInviteTransaction,
+    def __init__(self, *, signalling: CallSignalling, invite: Request, transaction: ServerInviteTransaction | None,
                  peer: Address,
                  reliable: bool, dialog: Dialog, settings: Settings, media_host: str, public_address: str,
-                 ports: RtpPorts | None = None,
+                 ports: RtpPorts | None = None, rtp: RtpLine | None = None, media: MediaSession | None = None,
                  timer_policy: SessionTimerPolicy | None = None, session_timer: SessionTimer | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
+        """An inbound call: `invite` is the caller's, `transaction` its server transaction. An outbound call
+        (the far end answered our `invite`, `transaction` None) brings its RTP line and settled `media`."""
         self.signalling = signalling
         self.invite = invite
         self.transaction = transaction
@@ -144,8 +164,11 @@ class SipCall:
         self.preferences = CodecPreferences(order=tuple(settings.sip_codecs), srtp=SRTP_POLICIES[settings.sip_srtp])
         self.ports = ports
         self._srtp_key = new_key()  # our SDES key for the whole call (every answer in the dialog repeats it)
-        self.media: MediaSession | None = None
-        self.rtp: RtpLine | None = None
+        self.media: MediaSession | None = media
+        self.rtp: RtpLine | None = rtp
+        self.outbound = transaction is None
+        if rtp is not None:
+            rtp.on_digit = self._on_digit
         self.audio: AudioOutput | None = None
         self.session: Session | None = None
         self.answered = False
@@ -154,7 +177,7 @@ class SipCall:
         self._answers: list[InviteAnswer] = []  # 2xx to INVITE resent until their ACK
         self._answers_changed = asyncio.Event()
         self._sdp_version = 1
-        self._sdp_id = int.from_bytes(dialog.local_tag.encode()[:6].ljust(6, b"0"), "big") % 10**12
+        self._sdp_id = sdp_session_id(dialog.local_tag)
         self._input = CallerInput(self._append, max_backlog=MAX_BACKLOG)  # the caller's audio, in order
         self._transfer: asyncio.Future[TransferProgress] | None = None
         self._sending_dtmf = False
@@ -169,8 +192,11 @@ class SipCall:
         self._refreshing: asyncio.Task[None] | None = None
         self._reinviting = False  # our refresh re-INVITE is out: a peer's re-INVITE now is glare (491)
         self._last_ack: Request | None = None  # to our last re-INVITE's 2xx, sent again if the 2xx comes again
-        self._local_sdp: SessionDescription | None = None  # the description we last sent, offer or answer
+        # the description we last sent, offer or answer (an outbound call's: the offer its INVITE carried)
+        self._local_sdp: SessionDescription | None = parse_sdp(invite.body) if self.outbound else None
         self._awaiting: tuple[int, SessionDescription] | None = None  # (CSeq, our offer) whose answer the ACK brings
+        self.bridged: SipCall | None = None  # the leg our RTP is relayed to (a refused REFER's fallback)
+        self._bridge_watch: asyncio.Task[None] | None = None
 
     @property
     def name(self) -> str:
@@ -235,7 +261,7 @@ class SipCall:
 
     def refuse(self, status: int, headers: list[tuple[str, str]] | None = None) -> None:
         """A final non-2xx to the INVITE (the transaction resends it until the ACK)."""
-        if self.transaction.final is None:
+        if self.transaction is not None and self.transaction.final is None:
             self.signalling.respond(make_response(self.invite, status, to_tag=self.dialog.local_tag,
                                                   headers=headers or []))
 
@@ -253,6 +279,15 @@ class SipCall:
         self._session_refreshed(self.session_timer)
         if self._awaiting is None:
             self._connect_audio()
+
+    def connected(self, session: Session) -> None:
+        """Our outbound call was answered (and ACKed): the session starts taking audio now."""
+        assert self.media is not None
+        self.session = session
+        self._connect_audio()
+        if self.rtp is not None:
+            self.rtp.last_heard = asyncio.get_running_loop().time()  # ringing is not silence on the line
+        self.answered = True
 
     async def settled(self) -> bool:
         """True once the media is agreed: at once, or (delayed offer) when the ACK brought an acceptable
@@ -329,7 +364,14 @@ class SipCall:
             self._answers_changed.set()  # wake `settled`
 
     async def leave(self) -> None:
-        """Say BYE unless the caller did (or the call never came up), and close the media socket."""
+        """Say BYE unless the caller did (or the call never came up), and close the media socket; a
+        bridged leg is hung up too."""
+        leg, self.bridged = self.bridged, None
+        if self._bridge_watch is not None:
+            self._bridge_watch.cancel()
+        if leg is not None:
+            leg.end("bridge_ended")
+            await leg.leave()
         if self.answered and self.end_reason not in ("caller_hung_up", "transferred_by_peer"):
             with contextlib.suppress(SipError):
                 bye = self.dialog.bye()
@@ -355,6 +397,9 @@ class SipCall:
         the session, and one RTP packet (on the call's own pacing grid) to the caller."""
         audio, rtp = self.audio, self.rtp
         assert audio is not None and rtp is not None
+        if self.bridged is not None:
+            self._relay(now, self.bridged)
+            return
         taken = rtp.take_audio(now)
         for payload in taken:
             self._on_audio(payload)
@@ -691,7 +736,9 @@ class SipCall:
         self._transfer = asyncio.get_running_loop().create_future()
         response = await self.signalling.send(self, refer)
         if response is None or response.status >= 300:
-            self._transfer_failed(f"REFER {response.status} {response.reason}" if response else "REFER timed out")
+            why = f"REFER {response.status} {response.reason}" if response else "REFER timed out"
+            if not (self.settings.sip_transfer_bridge and await self._bridge(uri, why)):
+                self._transfer_failed(why)
             return
         try:
             async with asyncio.timeout(self.settings.sip_transfer_timeout_s):
@@ -706,6 +753,47 @@ class SipCall:
         self._note(f"REFER accepted, NOTIFY {progress.status} {progress.reason}".strip())
         log.info("%s: transferred", self.name)
         self.end("transferred")
+
+    async def _bridge(self, target: Uri, why: str) -> bool:
+        """The REFER was refused: call the target ourselves and relay RTP between the two legs until either
+        hangs up (the agent leaves the conversation). False when the target did not answer."""
+        assert self.media is not None
+        if self.media.codec.name not in ("PCMU", "PCMA"):
+            log.warning("%s: %s; an %s call cannot be bridged (G.711 only)", self.name, why, self.media.codec.name)
+            return False
+        log.info("%s: %s; calling %s to bridge", self.name, why, target)
+        leg = await self.signalling.dial_leg(str(target), self.media.codec.name)
+        if leg is None or self.ended:
+            if leg is not None:
+                leg.end("bridge_ended")
+                await leg.leave()
+            return False
+        self.bridged = leg
+        leg.answered = True  # its BYE is ours to send when this call ends
+        assert self.rtp is not None and leg.rtp is not None
+        self.rtp.sender.talkspurt()
+        leg.rtp.last_heard = asyncio.get_running_loop().time()
+        self._bridge_watch = asyncio.get_running_loop().create_task(self._until_leg_ends(leg), name="sip-bridge")
+        metrics.SIP_TRANSFERS.labels("bridged").inc()
+        session = self.session
+        if session is not None and not session.closed:
+            session.outcome = "escalated"  # a person has the caller now
+        self._note(f"{why}; bridged to {target} by a second INVITE")
+        return True
+
+    async def _until_leg_ends(self, leg: SipCall) -> None:
+        await leg.wait_ended()
+        self.end("bridged_party_hung_up")
+
+    def _relay(self, now: float, leg: SipCall) -> None:
+        """One tick of a bridge: what each side sent that is due goes to the other, re-stamped (and
+        transcoded when the legs settled on different G.711 laws)."""
+        assert self.rtp is not None and self.media is not None and leg.rtp is not None and leg.media is not None
+        ours, theirs = self.media.codec.name, leg.media.codec.name
+        for payload in self.rtp.take_audio(now):
+            leg.rtp.send(leg.rtp.sender.packet(transcoded(payload, ours, theirs), len(payload)))
+        for payload in leg.rtp.take_audio(now):
+            self.rtp.send(self.rtp.sender.packet(transcoded(payload, theirs, ours), len(payload)))
 
     def _transfer_failed(self, why: str) -> None:
         """The call stays ours: the caller hears so, and the record says why (no longer `transferred`)."""

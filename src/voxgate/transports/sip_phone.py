@@ -24,6 +24,7 @@ import dataclasses
 import ipaddress
 import logging
 import secrets
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
 from voxgate.admission import Refusal, Ticket
@@ -46,6 +47,8 @@ from voxgate.sip.transaction import (
 from voxgate.sip.uri import SipUri, TelUri
 from voxgate.transports.rtp_ports import PortsExhausted, RtpPorts
 from voxgate.transports.sip_call import SipCall, offer_status
+from voxgate.transports.sip_dialer import Dialer, OutboundCall
+from voxgate.transports.sip_trunk import Trunk
 
 if TYPE_CHECKING:
     from voxgate.admission import Admission
@@ -53,12 +56,14 @@ if TYPE_CHECKING:
     from voxgate.config import Settings
     from voxgate.protocol.items import Dialect
     from voxgate.session.session import Session
+    from voxgate.store.calls import CallStore
 
 __all__ = ["SipPhone", "allowed_networks", "route_agent", "source_allowed"]
 
 log = logging.getLogger("voxgate.sip")
 
 LOOPBACK = ("127.0.0.0/8", "::1/128")
+RETRANSMISSIONS_S = 32.0  # 64*T1: how long a 2xx to our INVITE may be retransmitted
 # ends recorded as dropped, not completed: the line or the far end failed
 DROPPED = frozenset({"media_timeout", "no_ack", "internal_error", "bad_answer", "session_timer_expired",
                      "session_refresh_failed"})
@@ -72,11 +77,15 @@ class PhoneGateway(Protocol):
     ready: bool
     admission: Admission
     agents: dict[str, AgentConfig]
+    calls: CallStore
+    node: str
 
     def agent(self, name: str | None) -> AgentConfig: ...
 
     async def open_session(self, *, agent: AgentConfig, caller: Any, dialect: Dialect, model: str | None,
-                           initial_config: dict[str, Any] | None = None) -> Session: ...
+                           initial_config: dict[str, Any] | None = None, owner: str | None = None,
+                           session_id: str | None = None,
+                           record_metadata: dict[str, Any] | None = None) -> Session: ...
 
     def session_closed(self, session: Session) -> None: ...
 
@@ -140,7 +149,10 @@ class SipPhone:
         self.calls: dict[str, SipCall] = {}
         self.rtp_ports = RtpPorts(settings.sip_rtp_port_min, settings.sip_rtp_port_max)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._pending: dict[ClientTransaction, tuple[SipCall, asyncio.Future[Response | None]]] = {}
+        # Who awaits the responses to each request we sent (every response, then None if it timed out).
+        self._handlers: dict[ClientTransaction, Callable[[Response | None], None]] = {}
+        self.dialer = Dialer(self)
+        self.trunk: Trunk | None = None  # the registration with the upstream trunk, when one is set
 
     @property
     def port(self) -> int:
@@ -152,13 +164,31 @@ class SipPhone:
         address = self.endpoint.tls_address
         return address[1] if address else None
 
+    def trusts(self, host: str) -> bool:
+        """Whether `host` is in `sip_allowed_sources` (loopback by default): it may call without digest
+        auth, and with no trunk set it is where outbound calls may go."""
+        return source_allowed(host, self.networks)
+
+    def contact(self, *, reliable: bool = False) -> NameAddress:
+        """Our Contact (where the far end sends requests in our dialogs and registrations)."""
+        params: tuple[tuple[str, str | None], ...] = (("transport", "tcp"),) if reliable else ()
+        user = self.settings.sip_trunk_user or "voxgate"
+        return NameAddress(SipUri("sip", self.public_address, user, port=self.port, params=params))
+
+    def via(self, *, reliable: bool = False) -> Via:
+        return Via("TCP" if reliable else "UDP", self.public_address, self.port, (("rport", None),))
+
     async def start(self) -> None:
         await self.endpoint.start()
         log.info("SIP on %s:%d (UDP and TCP)%s; calls from %s%s", self.host, self.port,
                  f", TLS on {self.tls_port}" if self.tls_port else "",
                  ", ".join(str(n) for n in self.networks), " or with digest auth" if self.verifier else " only")
+        if self.settings.sip_trunk_registrar:
+            self.trunk = Trunk(self, self.settings, contact=self.contact(), via=self.via())
+            await self.trunk.start()
 
     async def stop(self) -> None:
+        self.dialer.hang_up_ringing()
         for call in list(self.calls.values()):
             call.end("server_shutdown")
         if self._tasks:
@@ -167,7 +197,15 @@ class SipPhone:
                     await asyncio.gather(*self._tasks, return_exceptions=True)
         for task in self._tasks:
             task.cancel()
+        if self.trunk is not None:
+            await self.trunk.stop()
         await self.endpoint.stop()
+
+    def spawn(self, work: Coroutine[Any, Any, None], *, name: str) -> None:
+        """Run a call's task; stop() waits for it (then cancels it)."""
+        task = asyncio.get_running_loop().create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # -- the endpoint's transaction user -------------------------------------------------------------
 
@@ -188,23 +226,20 @@ class SipPhone:
         return False  # the endpoint answers (OPTIONS 200, 481 for a dialog we do not have, 405, ...)
 
     def response(self, response: Response, transaction: ClientTransaction | None) -> None:
-        if transaction is None or response.status < 200:
+        if transaction is None:  # a 2xx retransmitted after our INVITE's transaction ended
+            self.dialer.stray(response)
             return
-        pending = self._pending.pop(transaction, None)
-        if pending is None and transaction.request.method == "INVITE" and response.status < 300:
-            call = self.calls.get(response.call_id)  # a 2xx to our re-INVITE, again: it wants the ACK again
-            if call is not None:
-                call.acknowledge_again(response)
-        if pending is not None:
-            call, future = pending
-            call.dialog.receive_response(transaction.request, response)
-            if not future.done():
-                future.set_result(response)
+        handler = self._handlers.get(transaction)
+        if handler is None:
+            return
+        if response.status >= 200 and not (transaction.invite and response.status < 300):
+            del self._handlers[transaction]  # final; an INVITE's 2xx may come again (the dialer forgets it)
+        handler(response)
 
     def timed_out(self, transaction: ClientTransaction | ServerTransaction) -> None:
-        pending = self._pending.pop(transaction, None)  # type: ignore[arg-type]
-        if pending is not None and not pending[1].done():
-            pending[1].set_result(None)
+        handler = self._handlers.pop(transaction, None)  # type: ignore[arg-type]
+        if handler is not None:
+            handler(None)
 
     def cancelled(self, invite: Request) -> None:
         call = self.calls.get(invite.call_id)
@@ -225,12 +260,45 @@ class SipPhone:
 
     def send(self, call: SipCall, request: Request) -> asyncio.Future[Response | None]:
         future: asyncio.Future[Response | None] = asyncio.get_running_loop().create_future()
-        transaction = self.endpoint.send_request(request, call.peer, reliable=call.reliable)
+
+        sent: list[ClientTransaction] = []
+
+        def settle(response: Response | None) -> None:
+            if response is not None and response.status < 200:
+                return
+            if future.done():
+                if response is not None and request.method == "INVITE" and response.status < 300:
+                    call.acknowledge_again(response)  # our re-INVITE's 2xx, again: it wants the ACK again
+                return
+            if response is not None:
+                call.dialog.receive_response(request, response)
+                if request.method == "INVITE" and response.status < 300 and sent:
+                    # 2xx retransmissions stop within 64*T1; the handler is kept that long for them
+                    asyncio.get_running_loop().call_later(RETRANSMISSIONS_S, self.forget, sent[0])
+            future.set_result(response)
+
+        transaction = self.exchange(request, call.peer, settle, reliable=call.reliable)
         if transaction is None:
             future.set_result(None)
         else:
-            self._pending[transaction] = (call, future)
+            sent.append(transaction)
         return future
+
+    def exchange(self, request: Request, peer: Address, handler: Callable[[Response | None], None], *,
+                 reliable: bool = False) -> ClientTransaction | None:
+        """Send a request; `handler` gets each response, then None if the transaction timed out. An ACK has
+        no transaction (None) and no answer."""
+        transaction = self.endpoint.send_request(request, peer, reliable=reliable)
+        if transaction is not None:
+            self._handlers[transaction] = handler
+        return transaction
+
+    def forget(self, transaction: ClientTransaction) -> None:
+        """No more interest in a transaction's answers (an INVITE whose call is over)."""
+        self._handlers.pop(transaction, None)
+
+    async def dial_leg(self, to: str, codec: str) -> SipCall | None:
+        return await self.dialer.dial_leg(to, codec)
 
     def call_ended(self, call: SipCall) -> None:
         if self.calls.get(call.dialog.call_id) is call:
@@ -277,9 +345,7 @@ class SipPhone:
                        session_timer=timer)
         self.calls[request.call_id] = call
         agent = route_agent(request, self.settings.sip_routes, self.gateway.agents, self.settings.sip_agent_header)
-        task = asyncio.get_running_loop().create_task(self._run(call, ticket, agent), name="sip-call")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.spawn(self._run(call, ticket, agent), name="sip-call")
 
     def _contact_and_via(self, request: Request, peer: Address, reliable: bool) -> tuple[NameAddress, Via]:
         """Ours for this call, on the transport it came over: a call over TLS gets a TLS Via, and a `sips:`
@@ -306,7 +372,7 @@ class SipPhone:
 
     def _authorised(self, request: Request, peer: Address) -> bool:
         """An allowed source, or valid digest credentials; otherwise answered 403 or 401 here."""
-        if source_allowed(peer[0], self.networks):
+        if self.trusts(peer[0]):
             return True
         verifier = self.verifier
         if verifier is None:
@@ -381,15 +447,48 @@ class SipPhone:
             log.exception("%s: failed", call.name)
             call.refuse(500)
         finally:
-            call.close_media()
-            self.call_ended(call)
-            if session is not None:
-                if not session.closed:
-                    if call.rtp is not None:
-                        session.record_metadata["media"] = call.rtp.quality()
-                    cut_off = call.end_reason == "server_shutdown" and not session.draining
-                    status = "dropped" if call.end_reason in DROPPED or cut_off else "completed"
-                    await session.close(call.end_reason or "caller_hung_up", status=status)
-                gateway.session_closed(session)
+            await self._finish(call, session, ticket)
+
+    async def serve_outbound(self, call: SipCall, outbound: OutboundCall) -> None:
+        """An outbound call the far end answered (and we ACKed): its session, with the AI disclosure
+        first, served to its end. The ticket is released here."""
+        gateway = self.gateway
+        session: Session | None = None
+        self.calls[call.dialog.call_id] = call
+        try:
+            agent = gateway.agent(outbound.agent)
+            session = await gateway.open_session(agent=agent, caller=call, dialect="ga", model=None,
+                                                 owner=outbound.owner, session_id=outbound.id,
+                                                 record_metadata=outbound.facts())
+            # Started even if the far end hung up already: an answered call always gets its record.
+            session.configure(call.codec_audio().session_config())
+            call.connected(session)
+            log.info("%s: answered; agent %s", call.name, agent.name)
+            await session.start(greet=True, caller_id=str(outbound.destination.uri))
+            await call.serve()
+        except Exception:
+            log.exception("%s: failed", call.name)
+            if not call.answered:  # the far end is on the line and serve() never ran: say goodbye here
+                with contextlib.suppress(SipError, TimeoutError):
+                    async with asyncio.timeout(5):
+                        await self.send(call, call.dialog.bye())
+            call.end("internal_error")
+        finally:
+            await self._finish(call, session, outbound.ticket)
+
+    async def _finish(self, call: SipCall, session: Session | None, ticket: Ticket | None) -> None:
+        """A call is over: its media closed, its session closed and recorded, its ticket released."""
+        gateway = self.gateway
+        call.close_media()
+        self.call_ended(call)
+        if session is not None:
+            if not session.closed:
+                if call.rtp is not None:
+                    session.record_metadata["media"] = call.rtp.quality()
+                cut_off = call.end_reason == "server_shutdown" and not session.draining
+                status = "dropped" if call.end_reason in DROPPED or cut_off else "completed"
+                await session.close(call.end_reason or "caller_hung_up", status=status)
+            gateway.session_closed(session)
+        if ticket is not None:
             ticket.release()
-            log.info("%s: ended (%s)", call.name, call.end_reason or "closed")
+        log.info("%s: ended (%s)", call.name, call.end_reason or "closed")
