@@ -116,6 +116,9 @@ class Settings(BaseSettings):
     stt_threads: int = 2
     tts_voice: str = "joe"
     tts_max_concurrency: int = 1
+    # Piper's natural variation between renderings of the same text. Off: every rendering is identical,
+    # for tests and demos that compare what was said (a varied rendering is now and then misheard by STT).
+    tts_variation: bool = True
     stt_max_concurrency: int = 1
     # voxgate as a speech service (speech_service.py: /v1/audio/transcriptions and /v1/audio/speech with an
     # API key): requests waiting for the models beyond this get 503; uploads and their audio are bounded.

@@ -207,6 +207,7 @@ class Gateway:
                                          stt_concurrency=self.settings.stt_max_concurrency,
                                          tts_concurrency=self.settings.tts_max_concurrency,
                                          stt_model=self.settings.stt_model,
+                                         tts_variation=self.settings.tts_variation,
                                          brain=FlowBrain(today=self.clock.today))
                 elif name == "echo":
                     engine = EchoEngine()

@@ -191,7 +191,8 @@ async def speech(request: Request) -> Response:
         return await _stream_pcm(service, tts, text, voice, speed)
     try:
         with service.turn():
-            chunks = [chunk async for chunk in tts.synthesize(text, voice, speed)]
+            chunks = [chunk async for chunk in tts.synthesize(
+                text, voice, speed, deterministic=not service.settings.tts_variation)]
             pcm = np.concatenate(chunks) if chunks else np.zeros(0, np.int16)
             audio = await asyncio.get_running_loop().run_in_executor(
                 None, encode_speech, pcm, tts.sample_rate, speech_format)
@@ -242,7 +243,7 @@ async def _stream_pcm(service: SpeechService, tts: PiperSynthesizer, text: str, 
     async def chunks() -> AsyncIterator[bytes]:
         with service.turn():  # taken once the answer starts: a client gone before then holds no place
             stream = SpeechStream(tts.sample_rate)
-            async for chunk in tts.synthesize(text, voice, speed):
+            async for chunk in tts.synthesize(text, voice, speed, deterministic=not service.settings.tts_variation):
                 yield stream.feed(chunk)
             yield stream.flush()
         metrics.SPEECH_REQUESTS.labels("spoken").inc()

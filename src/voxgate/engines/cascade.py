@@ -228,7 +228,8 @@ class CascadeEngine(Engine):
             from voxgate.engines.local.engine import spoken_form
 
             voice = self._tts.resolve(request.voice)
-            async for pcm in self._tts.synthesize(spoken_form(text), voice, request.speed):
+            async for pcm in self._tts.synthesize(spoken_form(text), voice, request.speed,
+                                                  deterministic=not self.settings.tts_variation):
                 yield pcm, self._tts.sample_rate
             return
         s = self.settings

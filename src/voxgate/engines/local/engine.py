@@ -43,7 +43,8 @@ class LocalEngine(Engine):
     name = "local"
 
     def __init__(self, *, stt_threads: int = 2, stt_concurrency: int = 1, tts_concurrency: int = 1,
-                 stt_model: str = "", brain: Brain | None = None) -> None:
+                 stt_model: str = "", tts_variation: bool = True, brain: Brain | None = None) -> None:
+        self._tts_variation = tts_variation
         self._stt_model = stt_model  # "": the packaged tiny.en
         self._stt_threads = stt_threads
         self._stt_concurrency = stt_concurrency
@@ -108,7 +109,8 @@ class LocalEngine(Engine):
             yield TextDelta(sentence if n == 0 else " " + sentence)
             started = time.perf_counter()
             first = True
-            async for pcm in self.tts.synthesize(spoken_form(sentence), voice, request.speed):
+            async for pcm in self.tts.synthesize(spoken_form(sentence), voice, request.speed,
+                                                 deterministic=not self._tts_variation):
                 if first and n == 0:
                     tts_ms = (time.perf_counter() - started) * 1000.0
                     self.timings["tts_first"].append(tts_ms)

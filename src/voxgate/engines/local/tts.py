@@ -189,7 +189,7 @@ class PiperSynthesizer:
             yield from self._render(piper_voice, piece, syn)
 
     async def synthesize(
-        self, text: str, voice: str = DEFAULT_VOICE, speed: float = 1.0
+        self, text: str, voice: str = DEFAULT_VOICE, speed: float = 1.0, *, deterministic: bool = False
     ) -> AsyncGenerator[np.ndarray, None]:
         """Yield int16 mono chunks at `sample_rate`, sentence by sentence, as soon as each is ready.
 
@@ -197,7 +197,7 @@ class PiperSynthesizer:
         the current one. When the caller stops iterating (or is cancelled), the prefetched piece is
         cancelled if it has not started, and nothing further is queued.
         """
-        piper_voice, syn = self._syn_config(voice, speed)  # bad voice/speed fail before any work
+        piper_voice, syn = self._syn_config(voice, speed, deterministic)  # bad voice/speed fail before any work
         pieces = split_sentences(text)
         loop = asyncio.get_running_loop()
         render = functools.partial(self._render, piper_voice, syn=syn)
