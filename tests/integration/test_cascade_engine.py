@@ -196,3 +196,48 @@ async def test_a_caller_who_talks_over_a_cascade_reply_cancels_it(
                 break
         transcript = "".join(e["delta"] for e in answer if e["type"] == "response.output_audio_transcript.delta")
         assert "shipped" in transcript.lower(), transcript
+
+
+async def test_the_llm_gets_the_sessions_instructions_conversation_tools_and_sampling(
+        tmp_path: Path, ga_server_events: TypeAdapter[Any]) -> None:
+    """What an LLM server receives from the cascade: the session's instructions as the system message, the
+    conversation, the session's tools as chat tools, and its temperature and output-token cap."""
+    received: list[dict[str, Any]] = []
+
+    async def llm(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").lower()
+        length = int(head.split("content-length:")[1].split("\r\n")[0])
+        received.append(json.loads(await reader.readexactly(length)))
+        body = (b'data: {"choices":[{"index":0,"delta":{"content":"Okay."},"finish_reason":"stop"}]}\n\n'
+                b"data: [DONE]\n\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: "
+                     + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(llm, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    live = start_server(tmp_path, engine="cascade", default_agent="acme",
+                        cascade_llm_base_url=f"http://127.0.0.1:{port}/v1", cascade_llm_model="my-model")
+    try:
+        async with client_for(live).realtime.connect(model="gpt-realtime") as conn:
+            reader = StrictReader(conn.recv_bytes, ga_server_events)
+            await reader.until("session.created")
+            await conn.session.update(session={"type": "realtime", "output_modalities": ["text"],
+                                               "instructions": "Answer in one word.", "max_output_tokens": 40,
+                                               "tools": [ORDER_STATUS_TOOL]})
+            await reader.until("session.updated")
+            await conn.conversation.item.create(item={"type": "message", "role": "user", "content": [
+                {"type": "input_text", "text": "hello"}]})
+            await conn.response.create()
+            done = await reader.until("response.done")
+            assert done[-1]["response"]["status"] == "completed"
+    finally:
+        live.embedded.stop()
+        server.close()
+    [body] = received
+    assert body["model"] == "my-model" and body["stream"] is True
+    assert body["messages"] == [{"role": "system", "content": "Answer in one word."},
+                                {"role": "user", "content": "hello"}]
+    assert body["tools"][0]["function"]["name"] == "get_order_status"  # the client's, before the agent's
+    assert body["tool_choice"] == "auto" and body["max_tokens"] == 40 and body["temperature"] == pytest.approx(0.8)

@@ -60,6 +60,10 @@ class ResponseRequest:
     # Speak exactly this (greetings, disclosures, handover lines) instead of deciding what to say.
     say: str | None = None
     speed: float = 1.0  # speaking rate (session audio.output.speed)
+    # The session's sampling temperature and its cap on output tokens (None: no cap), for engines whose
+    # model samples (the cascade's LLM); the flow brain and the echo engine do not.
+    temperature: float = 0.8
+    max_output_tokens: int | None = None
 
 
 @dataclass(frozen=True)

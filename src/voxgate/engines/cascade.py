@@ -169,6 +169,9 @@ class CascadeEngine(Engine):
         body: dict[str, Any] = {"messages": chat_messages(request.instructions, request.history), "stream": True}
         if s.cascade_llm_model:
             body["model"] = s.cascade_llm_model
+        body["temperature"] = request.temperature
+        if request.max_output_tokens is not None:
+            body["max_tokens"] = request.max_output_tokens
         if request.tools and request.tool_choice != "none":
             body["tools"] = chat_tools(request.tools)
             body["tool_choice"] = chat_tool_choice(request.tool_choice)

@@ -286,6 +286,8 @@ class ResponseRun:
             user_audio_format=part.audio_format if part else None,
             say=self.say,
             speed=self.settings.speed,
+            temperature=self.settings.temperature,
+            max_output_tokens=m if isinstance(m := self.settings.max_output_tokens, int) else None,
         )
 
     def _input_history(self) -> list[HistoryEntry]:
