@@ -22,9 +22,10 @@ import base64
 import binascii
 import hashlib
 import hmac
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+from voxgate.transports.replay_cache import ReplayCache
 
 __all__ = [
     "DEFAULT_TOLERANCE_S",
@@ -119,29 +120,15 @@ class ReplayGuard:
 
     def __init__(self, tolerance_s: int = DEFAULT_TOLERANCE_S, capacity: int = 100_000) -> None:
         self.tolerance_s = tolerance_s
-        self.capacity = capacity
-        self._seen: OrderedDict[str, float] = OrderedDict()  # id -> when it can be forgotten, oldest first
+        self._ids = ReplayCache(window_s=tolerance_s, max_keys=capacity)
 
     def __len__(self) -> int:
-        return len(self._seen)
+        return len(self._ids)
 
     def admit(self, delivery: SignedDelivery, now: float) -> bool:
-        self._forget(now)
-        if delivery.webhook_id in self._seen:
-            return False
-        self._seen[delivery.webhook_id] = max(now, delivery.timestamp) + self.tolerance_s
-        if len(self._seen) > self.capacity:
-            self._seen.popitem(last=False)
-        return True
+        # Remembered as long as its timestamp passes the tolerance: a future-dated one, that much longer.
+        return not self._ids.seen(delivery.webhook_id, now, until=max(now, delivery.timestamp) + self.tolerance_s)
 
     def release(self, webhook_id: str) -> None:
         """Forget an id whose handling failed, so the sender's retry (the same id) is taken."""
-        self._seen.pop(webhook_id, None)
-
-    def _forget(self, now: float) -> None:
-        seen = self._seen
-        while seen:
-            webhook_id, until = next(iter(seen.items()))
-            if until >= now:
-                return
-            del seen[webhook_id]
+        self._ids.forget(webhook_id)

@@ -26,18 +26,23 @@ class ReplayCache:
     def __len__(self) -> int:
         return len(self._expiry)
 
-    def seen(self, key: str, now: float) -> bool:
-        """True when `key` was already seen within the window; otherwise remember it from `now`."""
+    def seen(self, key: str, now: float, until: float | None = None) -> bool:
+        """True when `key` was already seen within the window; otherwise remember it from `now` (until
+        `until` when given: a key whose own lifetime is known, as a webhook's timestamp sets it)."""
         self._forget_expired(now)
-        digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        digest = _digest(key)
         expires_at = self._expiry.get(digest)
         if expires_at is not None and expires_at >= now:
             return True
         self._expiry.pop(digest, None)
         if len(self._expiry) >= self.max_keys:
             self._expiry.popitem(last=False)
-        self._expiry[digest] = now + self.window_s
+        self._expiry[digest] = now + self.window_s if until is None else until
         return False
+
+    def forget(self, key: str) -> None:
+        """Take `key` back (what it stood for was not acted on after all)."""
+        self._expiry.pop(_digest(key), None)
 
     def _forget_expired(self, now: float) -> None:
         expiry = self._expiry
@@ -46,3 +51,7 @@ class ReplayCache:
             if expires_at >= now:
                 return
             del expiry[oldest]
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).digest()
