@@ -25,6 +25,7 @@ import io
 import logging
 import time
 import wave
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -69,7 +70,8 @@ class CascadeEngine(Engine):
         self._client: httpx.AsyncClient | None = None
         self._stt: Any = None  # the local WhisperTranscriber when no STT service is set
         self._tts: Any = None  # the local PiperSynthesizer when no TTS service is set
-        self.timings: dict[str, list[float]] = {"stt": [], "llm_first_token": [], "tts_first": []}
+        # Recent stage timings (ms), for benchmarks; bounded as the local engine's (a gateway runs for months).
+        self.timings: dict[str, deque[float]] = {k: deque(maxlen=1000) for k in ("stt", "llm_first_token", "tts_first")}
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
