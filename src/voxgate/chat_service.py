@@ -21,6 +21,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from voxgate.agents import AgentConfig
 from voxgate.control.auth import require_api_key
 from voxgate.control.problems import problem
 from voxgate.engines.base import HistoryEntry, ResponseRequest, ToolSpec
@@ -54,17 +55,13 @@ async def chat_completions(request: Request) -> Response:
     history, instructions, tools, tool_choice = parsed
     gateway = gateway_of(request)
     model = body.get("model") if isinstance(body.get("model"), str) else ""
-    # The request's tools are the model's only tools, as with any chat model, routed by their names,
-    # descriptions and schemas: the agent lends its replies, templates and tool-less intents (greetings,
-    # hours), not tools of its own or the phrases written for them, which the caller of this API cannot run.
-    named = gateway.agent(model)
-    agent = named.model_copy(update={"client_tools": "replace",
-                                     "intents": [i for i in named.intents if i.tool is None]})
-    brain: FlowBrain = getattr(request.app.state, "chat_brain", None) or FlowBrain(today=gateway.clock.today)
-    request.app.state.chat_brain = brain
-    decision = brain.decide(ResponseRequest(history=history, instructions=instructions, tools=tools,
-                                            tool_choice=tool_choice, modalities=["text"], voice="",
-                                            agent=agent, state={}))
+    models: ChatModels | None = getattr(request.app.state, "chat_models", None)
+    if models is None:
+        models = request.app.state.chat_models = ChatModels(FlowBrain(today=gateway.clock.today))
+    agent = models.agent(gateway.agent(model))
+    decision = models.brain.decide(ResponseRequest(history=history, instructions=instructions, tools=tools,
+                                                   tool_choice=tool_choice, modalities=["text"], voice="",
+                                                   agent=agent, state={}))
     completion_id, created = new_id("chatcmpl"), int(time.time())
     if isinstance(decision, CallTool):
         message: dict[str, Any] = {"role": "assistant", "content": None, "tool_calls": [
@@ -81,6 +78,28 @@ async def chat_completions(request: Request) -> Response:
     return JSONResponse({"id": completion_id, "object": "chat.completion", "created": created, "model": agent.name,
                          "choices": [{"index": 0, "message": message, "finish_reason": finish}],
                          "usage": _usage(history, message)})
+
+
+class ChatModels:
+    """The flow brain serving as chat models: one brain, and each agent in its chat-model form, made once
+    (the brain caches its routes per agent object, so a fresh copy per request would rebuild them)."""
+
+    def __init__(self, brain: FlowBrain) -> None:
+        self.brain = brain
+        self._agents: dict[int, tuple[AgentConfig, AgentConfig]] = {}  # id(agent) -> (agent, its chat form)
+
+    def agent(self, named: AgentConfig) -> AgentConfig:
+        """`named` as a chat model: the request's tools are its only tools, as with any chat model, routed by
+        their names, descriptions and schemas. The agent lends its replies, templates and tool-less intents
+        (greetings, hours), not tools of its own or the phrases written for them, which the caller of this
+        API cannot run."""
+        known = self._agents.get(id(named))
+        if known is not None and known[0] is named:
+            return known[1]
+        derived = named.model_copy(update={"client_tools": "replace",
+                                           "intents": [i for i in named.intents if i.tool is None]})
+        self._agents[id(named)] = (named, derived)
+        return derived
 
 
 def _parse(body: dict[str, Any]) -> JSONResponse | tuple[list[HistoryEntry], str, list[ToolSpec], Any]:
