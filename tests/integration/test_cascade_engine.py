@@ -43,6 +43,20 @@ def client_for(live: LiveServer) -> AsyncOpenAI:
                        max_retries=0)
 
 
+SPOKEN = {"type": "realtime", "audio": {"input": {
+    "transcription": {"model": "whisper-1"}, "turn_detection": {"type": "server_vad", "silence_duration_ms": 300}}}}
+TEXT = {"type": "realtime", "output_modalities": ["text"]}
+
+
+async def configured(conn: Any, adapter: TypeAdapter[Any], session: dict[str, Any]) -> tuple[StrictReader, str]:
+    """The session created and updated with `session`; its reader and id."""
+    reader = StrictReader(conn.recv_bytes, adapter)
+    session_id = (await reader.until("session.created"))[-1]["session"]["id"]
+    await conn.session.update(session=session)
+    await reader.until("session.updated")
+    return reader, session_id
+
+
 async def test_the_flow_brain_answers_as_a_chat_model(live_server: LiveServer) -> None:
     client = client_for(live_server)
     called = await client.chat.completions.create(
@@ -63,10 +77,7 @@ async def test_the_flow_brain_answers_as_a_chat_model(live_server: LiveServer) -
 async def test_a_text_turn_calls_a_gateway_tool_through_the_llm_service(
         cascade: LiveServer, ga_server_events: TypeAdapter[Any]) -> None:
     async with client_for(cascade).realtime.connect(model="gpt-realtime") as conn:
-        reader = StrictReader(conn.recv_bytes, ga_server_events)
-        session_id = (await reader.until("session.created"))[-1]["session"]["id"]
-        await conn.session.update(session={"type": "realtime", "output_modalities": ["text"]})
-        await reader.until("session.updated")
+        reader, session_id = await configured(conn, ga_server_events, TEXT)
         await conn.conversation.item.create(item={"type": "message", "role": "user", "content": [
             {"type": "input_text", "text": "What is the status of order 4567?"}]})
         await conn.response.create()
@@ -83,12 +94,7 @@ async def test_a_spoken_turn_crosses_stt_the_llm_and_tts_over_http(
     request = np.concatenate([silence(300, 24000), speak("where is order four five six seven", rate=24000),
                               silence(900, 24000)])
     async with client_for(cascade).realtime.connect(model="gpt-realtime") as conn:
-        reader = StrictReader(conn.recv_bytes, ga_server_events)
-        await reader.until("session.created")
-        await conn.session.update(session={"type": "realtime", "audio": {
-            "input": {"transcription": {"model": "whisper-1"},
-                      "turn_detection": {"type": "server_vad", "silence_duration_ms": 300}}}})
-        await reader.until("session.updated")
+        reader, _ = await configured(conn, ga_server_events, SPOKEN)
         await stream(conn, request.astype("<i2").tobytes(), 960, realtime=True)
         events = await reader.until("response.done")
         done = events[-1]["response"]
@@ -106,10 +112,7 @@ async def test_an_llm_service_that_is_gone_is_an_error_and_the_session_goes_on(
                         cascade_max_retries=1, cascade_connect_timeout_s=2)
     try:
         async with client_for(live).realtime.connect(model="gpt-realtime") as conn:
-            reader = StrictReader(conn.recv_bytes, ga_server_events)
-            await reader.until("session.created")
-            await conn.session.update(session={"type": "realtime", "output_modalities": ["text"]})
-            await reader.until("session.updated")
+            reader, _ = await configured(conn, ga_server_events, TEXT)
             await conn.conversation.item.create(item={"type": "message", "role": "user", "content": [
                 {"type": "input_text", "text": "hello"}]})
             await conn.response.create()
@@ -147,10 +150,7 @@ async def test_an_llm_service_that_dies_mid_reply_keeps_what_was_said_and_fails_
                         cascade_llm_base_url=f"http://127.0.0.1:{port}/v1")
     try:
         async with client_for(live).realtime.connect(model="gpt-realtime") as conn:
-            reader = StrictReader(conn.recv_bytes, ga_server_events)
-            await reader.until("session.created")
-            await conn.session.update(session={"type": "realtime", "output_modalities": ["text"]})
-            await reader.until("session.updated")
+            reader, _ = await configured(conn, ga_server_events, TEXT)
             await conn.conversation.item.create(item={"type": "message", "role": "user", "content": [
                 {"type": "input_text", "text": "where is my order"}]})
             await conn.response.create()
@@ -176,12 +176,7 @@ async def test_a_caller_who_talks_over_a_cascade_reply_cancels_it(
     interruption = np.concatenate([speak("wait, where is order four five six seven", rate=24000),
                                    silence(900, 24000)])
     async with client_for(cascade).realtime.connect(model="gpt-realtime") as conn:
-        reader = StrictReader(conn.recv_bytes, ga_server_events)
-        await reader.until("session.created")
-        await conn.session.update(session={"type": "realtime", "audio": {
-            "input": {"transcription": {"model": "whisper-1"},
-                      "turn_detection": {"type": "server_vad", "silence_duration_ms": 300}}}})
-        await reader.until("session.updated")
+        reader, _ = await configured(conn, ga_server_events, SPOKEN)
         await stream(conn, question.astype("<i2").tobytes(), 960, realtime=True)
         await reader.until("response.output_audio.delta")  # the reply has begun: talk over it
         talking = asyncio.create_task(stream(conn, interruption.astype("<i2").tobytes(), 960, realtime=True))
@@ -221,12 +216,8 @@ async def test_the_llm_gets_the_sessions_instructions_conversation_tools_and_sam
                         cascade_llm_base_url=f"http://127.0.0.1:{port}/v1", cascade_llm_model="my-model")
     try:
         async with client_for(live).realtime.connect(model="gpt-realtime") as conn:
-            reader = StrictReader(conn.recv_bytes, ga_server_events)
-            await reader.until("session.created")
-            await conn.session.update(session={"type": "realtime", "output_modalities": ["text"],
-                                               "instructions": "Answer in one word.", "max_output_tokens": 40,
-                                               "tools": [ORDER_STATUS_TOOL]})
-            await reader.until("session.updated")
+            reader, _ = await configured(conn, ga_server_events, {
+                **TEXT, "instructions": "Answer in one word.", "max_output_tokens": 40, "tools": [ORDER_STATUS_TOOL]})
             await conn.conversation.item.create(item={"type": "message", "role": "user", "content": [
                 {"type": "input_text", "text": "hello"}]})
             await conn.response.create()
