@@ -7,7 +7,8 @@ shared real-time tick. Over a steady window it measures:
 
     CPU per call       the gateway process's CPU time / wall time / N
     send jitter p99    |inter-arrival - 20 ms| of the RTP the gateway sends (it sends every 20 ms, silence
-                       between replies)
+                       between replies), arrivals as the kernel timestamped them (SO_TIMESTAMPNS): the
+                       callers read their sockets on their own tick, never waking per packet (see RtpLeg)
     late packets       packets that came more than 60 ms after the one before (a gap a 40 ms jitter
                        buffer cannot hide)
     INVITE -> RTP      from the INVITE to the first RTP packet back (p50, p99)
