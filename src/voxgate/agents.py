@@ -70,6 +70,34 @@ class Escalation(BaseModel):
     handover_line: str = "Let me connect you with a colleague. One moment please."
 
 
+class Recording(BaseModel):
+    """A call's audio kept on disk (off unless `enabled`): the notice is played first, then stereo
+    (caller left, agent right, as the caller heard it), PCI entry and sensitive spans silenced."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = False
+    format: Literal["opus", "wav"] = "opus"  # Ogg Opus (small) or 16-bit WAV
+    # Played before anything else on every call while recording is on, whatever the transport.
+    notice: str = "This call is recorded, and you are speaking with an automated assistant."
+    # "notice": the notice is enough (one-party consent). "keypad", "voice" or "either": the caller must
+    # agree, by a key or by saying yes; their answer is kept in the call record. Until they do, the agent
+    # answers nothing else; a caller who declines is not recorded (the audio so far is deleted).
+    consent: Literal["notice", "keypad", "voice", "either"] = "notice"
+    agree_key: str = Field(default="1", pattern=r"^[0-9*]$")
+    decline_key: str = Field(default="2", pattern=r"^[0-9*]$")
+    consent_prompt: str = "Press 1 or say yes to agree, or press 2 or say no to continue unrecorded."
+    agreed_line: str = "Thank you."
+    declined_line: str = "All right, this call will not be recorded."
+    on_decline: Literal["continue", "hang_up"] = "continue"  # an unrecorded call, or a goodbye and hang-up
+    max_prompts: int = Field(default=2, ge=1, le=5)  # unclear answers before it counts as declined
+
+    @model_validator(mode="after")
+    def _keys_differ(self) -> Recording:
+        if self.agree_key == self.decline_key:
+            raise ValueError("recording: agree_key and decline_key must differ")
+        return self
+
+
 class TurnTaking(BaseModel):
     model_config = ConfigDict(extra="forbid")
     # Caller speech shorter than this during agent playback does not interrupt (echo, coughs).
@@ -111,6 +139,10 @@ class AgentConfig(BaseModel):
     pci_mode: bool = False
     # Key -> intent or tool name: a key press acts like the caller asking for it ("press 1 for orders").
     dtmf_menu: dict[str, str] = Field(default_factory=dict)
+    recording: Recording = Field(default_factory=Recording)
+    # Days a call's data (record, items, tool calls, recording) is kept; the sweeper deletes it after
+    # that. None: kept until deleted through the API.
+    retention_days: float | None = Field(default=None, gt=0)
     source: Path | None = None  # the YAML file it came from, to resolve relative handler paths
 
     @model_validator(mode="after")
