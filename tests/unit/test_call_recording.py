@@ -35,8 +35,9 @@ def read_back(path: Path) -> tuple[np.ndarray, int]:
         frames = [frame.to_ndarray() if frame.format.is_planar else frame.to_ndarray().reshape(-1, 2).T
                   for frame in container.decode(stream)]
         rate = stream.codec_context.sample_rate
+        float_samples = stream.codec_context.format.name.startswith("flt")
     pcm = np.concatenate(frames, axis=1).astype(np.float64)
-    if np.abs(pcm).max() <= 1.0:  # planar float from the Opus decoder
+    if float_samples:  # the Opus decoder's floats, on int16's scale
         pcm *= 32767
     return pcm, rate
 

@@ -1,0 +1,196 @@
+"""Recorded calls end to end, on a live gateway (local engine) with an agent that records: on each transport
+the notice is the first thing the caller hears (its audio transcribed by Whisper), the recording is a
+stereo file on disk that PyAV reads back (the caller's speech left, the agent's voice right), and the API
+downloads it, deletes it and the call's data (each read and deletion audited), and the sweeper removes
+calls past their agent's retention."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import av
+import httpx
+import numpy as np
+import pytest
+import websockets
+
+from tests.conftest import LiveServer, finished_call, start_server
+from tests.integration.test_twilio import transcribe
+from tests.phone_carrier import TwilioLine, eventually
+from tests.speech import silence, speak
+from voxgate.audio.resample import StreamResampler
+
+NOTICE = "This call is recorded for quality."
+CALLER_SAYS = "hello I would like to check my order"
+FRAME_MS = 20
+
+AGENTS = {
+    "recorded": f"""
+name: recorded
+greeting: "Hello there."
+recording:
+  enabled: true
+  format: opus
+  notice: "{NOTICE}"
+retention_days: 30
+turn_taking: {{vad: webrtc}}
+""",
+    "recorded-wav": f"""
+name: recorded-wav
+recording:
+  enabled: true
+  format: wav
+  notice: "{NOTICE}"
+retention_days: 0.0000001
+turn_taking: {{vad: webrtc}}
+""",
+}
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    tmp = tmp_path_factory.mktemp("recorded-gateway")
+    agents = tmp / "agents"
+    agents.mkdir()
+    for name, text in AGENTS.items():
+        (agents / f"{name}.yaml").write_text(text)
+    live = start_server(tmp, engine="local", agents_dir=agents, default_agent="recorded",
+                        recordings_dir=tmp / "recordings")
+    yield live
+    live.embedded.stop()
+
+
+def read_back(data: bytes | Path) -> tuple[np.ndarray, int]:
+    """A recording as (2, n) int16-scaled samples and its rate, decoded by PyAV."""
+    import io
+
+    with av.open(io.BytesIO(data) if isinstance(data, bytes) else str(data)) as container:
+        stream = container.streams.audio[0]
+        assert stream.codec_context.channels == 2, "a stereo recording"
+        frames = [f.to_ndarray() if f.format.is_planar else f.to_ndarray().reshape(-1, 2).T
+                  for f in container.decode(stream)]
+        rate = stream.codec_context.sample_rate
+        float_samples = stream.codec_context.format.name.startswith("flt")
+    pcm = np.concatenate(frames, axis=1).astype(np.float64)
+    if float_samples:  # the Opus decoder's floats, on int16's scale
+        pcm *= 32767
+    return pcm, rate
+
+
+def loud_s(channel: np.ndarray, rate: int) -> float:
+    """Seconds of the channel louder than a quiet room (20 ms windows)."""
+    size = rate * FRAME_MS // 1000
+    windows = channel[: channel.size - channel.size % size].reshape(-1, size)
+    return float((np.abs(windows).max(axis=1) > 1500).sum() * FRAME_MS / 1000)
+
+
+async def first_words(pcm: np.ndarray, rate: int) -> str:
+    resampler = StreamResampler(rate, 8000)
+    return (await transcribe(np.concatenate([resampler.process(pcm), resampler.flush()]))).lower()
+
+
+async def recording_of(live: LiveServer, call_id: str) -> bytes:
+    async with httpx.AsyncClient(base_url=live.base_url, headers=live.auth, timeout=20) as http:
+        got = await http.get(f"/v1/calls/{call_id}/recording")
+    assert got.status_code == 200, got.text
+    return got.content
+
+
+async def test_websocket_call_notice_first_recording_download_and_deletion(gateway: LiveServer) -> None:
+    """A Realtime WebSocket client: the first response is the notice (before the client asked anything);
+    its speech is on the left of the recording and the notice on the right; the recording downloads as
+    Ogg Opus, is deleted (404 after), then the whole call is (404 after); the audit trail has all three."""
+    said = np.concatenate([speak(CALLER_SAYS, rate=24000), silence(1200, 24000)])
+    async with websockets.connect(f"{gateway.ws_url}/v1/realtime?agent=recorded",
+                                  additional_headers=gateway.auth, max_size=None) as ws:
+        created = json.loads(await ws.recv())
+        call_id = created["session"]["id"]
+        audio: list[bytes] = []
+        while (event := json.loads(await ws.recv()))["type"] != "response.done":
+            if event["type"] == "response.output_audio.delta":
+                audio.append(base64.b64decode(event["delta"]))
+        notice = await first_words(np.frombuffer(b"".join(audio), dtype="<i2"), 24000)
+        assert "recorded" in notice, notice
+        chunk = 24000 * FRAME_MS // 1000
+        for start in range(0, said.size, chunk):  # in real time: the recording's time line is the call's
+            await ws.send(json.dumps({"type": "input_audio_buffer.append",
+                                      "audio": base64.b64encode(said[start:start + chunk].tobytes()).decode()}))
+            await asyncio.sleep(FRAME_MS / 1000)
+        while (event := json.loads(await ws.recv()))["type"] != "response.done":
+            pass  # the agent's answer to the caller
+    record = await finished_call(gateway, call_id)
+    meta = record["metadata"]["recording"]
+    assert meta["format"] == "opus" and meta["consent"]["state"] == "notice" and meta["bytes"] > 0
+    pcm, rate = read_back(await recording_of(gateway, call_id))
+    assert loud_s(pcm[0], rate) >= 1.0, "the caller's speech is on the left"
+    assert loud_s(pcm[1], rate) >= 1.0, "the agent's voice is on the right"
+    opening = pcm[1][: int(rate * 2.5)]
+    assert "recorded" in await first_words(opening.astype(np.int16), rate)
+    async with httpx.AsyncClient(base_url=gateway.base_url, headers=gateway.auth, timeout=20) as http:
+        assert (await http.get(f"/v1/calls/{call_id}/recording", headers={"authorization": "Bearer nope"})
+                ).status_code == 401
+        assert (await http.delete(f"/v1/calls/{call_id}/recording")).status_code == 204
+        assert (await http.get(f"/v1/calls/{call_id}/recording")).status_code == 404
+        assert not list((gateway.gateway.recordings_dir).glob(f"{call_id}.*")), "the file is gone"
+        assert (await http.get(f"/v1/calls/{call_id}")).status_code == 200  # the record stays
+        assert (await http.delete(f"/v1/calls/{call_id}")).status_code == 204
+        assert (await http.get(f"/v1/calls/{call_id}")).status_code == 404
+        assert (await http.delete(f"/v1/calls/{call_id}")).status_code == 404
+    audit = gateway.embedded.run(gateway.gateway.calls.list_audit())
+    actions = [(e["action"], e["subject"]) for e in audit if e["subject"] == call_id]
+    assert sorted(actions) == sorted([("recording.read", call_id), ("recording.deleted", call_id),
+                                      ("call.deleted", call_id)]), actions  # one read: a refused one is none
+
+
+async def test_twilio_call_notice_first_and_both_sides_recorded(gateway: LiveServer) -> None:
+    """The test carrier plays Twilio: the first audio on the line is the notice; the caller speaks; after
+    the hang-up the recording holds the caller left and the agent right, as the line carried them."""
+    line = await TwilioLine.call(gateway.base_url, None, agent="recorded")
+    try:
+        dialled = time.monotonic()
+        await line.wait_audio(dialled, min_s=2.0, within_s=30)
+        session = next(s for s in list(gateway.gateway.sessions.values()) if s.caller.transport == "twilio")
+        heard = await transcribe(line.pcm_since(dialled)[: 8000 * 3])
+        assert "recorded" in heard.lower(), heard
+        await line.wait_played(session, 30)
+        line.say(np.concatenate([speak(CALLER_SAYS, rate=8000), silence(600, 8000)]))
+        await line.done_speaking()
+        await eventually(lambda: any(i.role == "user" for i in session.conversation.visible()), 20, "the turn")
+    finally:
+        await line.hang_up()
+    record = await finished_call(gateway, session.id)
+    assert record["transport"] == "twilio"
+    pcm, rate = read_back(await recording_of(gateway, session.id))
+    assert loud_s(pcm[0], rate) >= 1.0, "the caller's speech is on the left"
+    assert loud_s(pcm[1], rate) >= 1.5, "the notice and greeting are on the right"
+    left_first = np.argmax(np.abs(pcm[0]) > 1500) / rate
+    right_first = np.argmax(np.abs(pcm[1]) > 1500) / rate
+    assert right_first < left_first, "the agent spoke first: the notice, before the caller said anything"
+
+
+async def test_the_sweeper_deletes_calls_past_their_agents_retention(gateway: LiveServer) -> None:
+    """An agent keeping calls for a hundredth of a second: after one sweep its call, items and recording are
+    gone, the file too; a call of an agent with 30 days stays."""
+    async with websockets.connect(f"{gateway.ws_url}/v1/realtime?agent=recorded-wav",
+                                  additional_headers=gateway.auth) as ws:
+        call_id = json.loads(await ws.recv())["session"]["id"]
+        while json.loads(await ws.recv())["type"] != "response.done":
+            pass
+    await finished_call(gateway, call_id)
+    await eventually(lambda: gateway.embedded.run(gateway.gateway.recordings.get(call_id)) is not None, 10,
+                     "the recording's row")
+    path = gateway.embedded.run(gateway.gateway.recordings.get(call_id)).path
+    assert path.suffix == ".wav" and path.is_file()
+    kept = gateway.embedded.run(gateway.gateway.calls.list_calls(agent="recorded"))
+    recordings, calls = gateway.embedded.run(gateway.gateway.retention.sweep())
+    assert recordings >= 1 and calls >= 1
+    assert not path.exists()
+    async with httpx.AsyncClient(base_url=gateway.base_url, headers=gateway.auth) as http:
+        assert (await http.get(f"/v1/calls/{call_id}")).status_code == 404
+        for call in kept:
+            assert (await http.get(f"/v1/calls/{call['id']}")).status_code == 200
