@@ -19,10 +19,13 @@ import numpy as np
 import pytest
 import websockets
 
-from tests.conftest import LiveServer, finished_call, start_server
+from tests.conftest import CarrierServer, LiveServer, finished_call, start_server
+from tests.integration.test_sip_calls import call_audio, captured_call
 from tests.integration.test_twilio import transcribe
 from tests.phone_carrier import TwilioLine, eventually
+from tests.sipp_caller import answered, free_port, invite, reply, request, scenario, stream
 from tests.speech import silence, speak
+from tests.webrtc_client import WebRtcCaller
 from voxgate.audio.resample import StreamResampler
 
 NOTICE = "This call is recorded for quality."
@@ -38,6 +41,15 @@ recording:
   format: opus
   notice: "{NOTICE}"
 retention_days: 30
+turn_taking: {{vad: webrtc}}
+""",
+    "recorded-keypad": f"""
+name: recorded-keypad
+recording:
+  enabled: true
+  format: wav
+  notice: "{NOTICE}"
+  consent: keypad
 turn_taking: {{vad: webrtc}}
 """,
     "recorded-wav": f"""
@@ -60,7 +72,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     for name, text in AGENTS.items():
         (agents / f"{name}.yaml").write_text(text)
     live = start_server(tmp, engine="local", agents_dir=agents, default_agent="recorded",
-                        recordings_dir=tmp / "recordings")
+                        recordings_dir=tmp / "recordings", sip_port=free_port())
     yield live
     live.embedded.stop()
 
@@ -194,3 +206,61 @@ async def test_the_sweeper_deletes_calls_past_their_agents_retention(gateway: Li
         assert (await http.get(f"/v1/calls/{call_id}")).status_code == 404
         for call in kept:
             assert (await http.get(f"/v1/calls/{call['id']}")).status_code == 200
+
+
+async def test_sip_call_consent_by_rfc4733_key_then_both_sides_recorded(gateway: LiveServer, tmp_path: Path) -> None:
+    """SIPp calls an agent that asks for consent: the first audio on the RTP is the notice; the caller
+    presses 1 (RFC 4733) and speaks; the record keeps the keypad answer, and the WAV recording holds the
+    caller's speech left and the agent's voice right."""
+    said = speak(CALLER_SAYS, rate=8000)
+    call_audio(tmp_path, silence(300, 8000), said, silence(1500, 8000))
+    xml = scenario("consent by key", invite(), answered("m=audio [0-9]+ RTP/AVP 0 101"), request("ACK", 1),
+                   '  <pause milliseconds="3000"/>\n',
+                   '  <nop><action><exec play_pcap_audio="/usr/share/sip-tester/dtmf_2833_1.pcap"/></action></nop>\n',
+                   '  <pause milliseconds="1500"/>\n', stream("caller.ulaw"),
+                   '  <recv request="BYE"/>\n', reply(200, "OK"), variables=("sdp",))
+    server = CarrierServer(gateway, None, "", "", b"")
+    async with captured_call(server, tmp_path, xml, service="recorded-keypad") as (capture, caller, session):
+        dialled = time.monotonic()
+        await eventually(lambda: session.consent.state == "agreed", 30, "consent by the keypad")
+        await eventually(lambda: any(i.role == "user" for i in session.conversation.visible()), 30, "the turn")
+        first = await transcribe(capture.pcm(since=dialled - 1.0)[: 8000 * 3])
+        assert "recorded" in first.lower(), first
+        await asyncio.to_thread(gateway.embedded.run, session.caller.hang_up("test done"))
+        outcome = await caller
+    assert outcome.returncode == 0, outcome.messages[-3000:]
+    record = await finished_call(gateway, session.id)
+    assert record["transport"] == "sip"
+    assert record["metadata"]["recording"]["consent"] == {"mode": "keypad", "state": "agreed", "by": "keypad",
+                                                           "answer": "1"}
+    pcm, rate = read_back(await recording_of(gateway, session.id))
+    assert loud_s(pcm[0], rate) >= 1.0, "the caller's speech is on the left"
+    assert loud_s(pcm[1], rate) >= 2.0, "the notice and question are on the right"
+
+
+async def test_webrtc_call_notice_first_and_both_sides_recorded(gateway: LiveServer) -> None:
+    """An aiortc caller (what a browser page does): the first audio on the track is the notice; the caller
+    speaks after it; the recording holds the caller left and the agent right, as the track played them."""
+    caller = WebRtcCaller(np.concatenate([silence(4000, 48000), speak(CALLER_SAYS, rate=48000),
+                                          silence(1500, 48000)]))
+    try:
+        async with httpx.AsyncClient(base_url=gateway.base_url, timeout=20) as http:
+            answer = await caller.connect(http, "/v1/realtime/calls", gateway.api_key)
+        assert answer.status_code == 201, answer.text
+        call_id = (await caller.wait_for("session.created", 10))["session"]["id"]
+        await caller.wait_for("output_audio_buffer.stopped", 30)  # the notice and greeting, played in full
+        played = np.concatenate(caller.audio_pcm)
+        loud = np.flatnonzero(np.abs(played) > 1500)
+        assert loud.size, "no agent audio on the track"
+        heard = await first_words(played[loud[0]: loud[0] + 48000 * 3], 48000)
+        assert "recorded" in heard, heard
+        await caller.wait_for("input_audio_buffer.committed", 30)
+    finally:
+        await caller.close()
+    record = await finished_call(gateway, call_id, wait_s=30)
+    assert record["transport"] == "webrtc"
+    pcm, rate = read_back(await recording_of(gateway, call_id))
+    assert loud_s(pcm[0], rate) >= 1.0, "the caller's speech is on the left"
+    assert loud_s(pcm[1], rate) >= 1.0, "the notice is on the right"
+    start = int(np.argmax(np.abs(pcm[1]) > 1500))
+    assert "recorded" in await first_words(pcm[1][start: start + rate * 3].astype(np.int16), rate)
