@@ -8,7 +8,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-DTMF_KEYS = frozenset("0123456789*#ABCD")
+from voxgate.protocol.client_events import DTMF_KEYS
 
 
 class WebhookSpec(BaseModel):
@@ -137,6 +137,9 @@ class AgentConfig(BaseModel):
     # In PCI mode the arguments of `pci` tools are typed on the keypad (ended by '#'), never spoken, and
     # never reach a transcript, a log, a stored record or the model's context.
     pci_mode: bool = False
+    # Said in PCI mode when a caller reads a card number out (it is redacted before the model, the record
+    # and the logs see it): the agent's reply to those words is cut, and this is said instead.
+    pci_keypad_line: str = "For your security, please don't say card numbers out loud. Type them on your keypad."
     # Key -> intent or tool name: a key press acts like the caller asking for it ("press 1 for orders").
     dtmf_menu: dict[str, str] = Field(default_factory=dict)
     recording: Recording = Field(default_factory=Recording)

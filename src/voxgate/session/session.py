@@ -37,7 +37,7 @@ from voxgate.session.outbound import Outbound
 from voxgate.session.playback import PlaybackTracker
 from voxgate.session.recorder import CallRecorder, CallSummary
 from voxgate.session.response import ResponseRun, ResponseSettings
-from voxgate.tools.redaction import redact, redact_offloaded
+from voxgate.tools.redaction import holds_card, mask_cards, redact, redact_offloaded
 from voxgate.tools.registry import ToolContext, ToolRegistry, ToolResult
 
 log = logging.getLogger("voxgate.session")
@@ -277,6 +277,8 @@ class Session:
                 await self._cancel_by_client(response_id)
             case ce.OutputAudioBufferClear():
                 await self._clear_output_buffer()
+            case ce.InputAudioBufferDtmfEvent(event=key):
+                self.dtmf_received(key)  # a page's keypad: PCI entry and menus as on a phone
 
     def _voices(self) -> set[str]:
         return set(self.engine.voices())
@@ -428,6 +430,8 @@ class Session:
             # What the caller said about cards, SSNs or emails reaches no client, brain or record.
             shown = await redact_offloaded(text)
             item.content[0].transcript = shown
+            if self.agent.pci_mode and shown != text and holds_card(text):
+                self._keypad_please()
             if self.config.transcription is not None:
                 if shown:
                     self.emit(se.ConversationItemInputAudioTranscriptionDelta(item_id=item.id, content_index=0,
@@ -464,7 +468,9 @@ class Session:
             parts = []
             for p in spec["content"]:
                 if p["type"].endswith("text"):
-                    parts.append(ContentPart(type=p["type"], text=p["text"]))
+                    # A card number the caller typed never reaches the model (PCI); other text is theirs.
+                    text = mask_cards(p["text"])[0] if spec["role"] == "user" else p["text"]
+                    parts.append(ContentPart(type=p["type"], text=text))
                 else:
                     audio = p.get("audio")
                     if audio is not None:
@@ -714,6 +720,23 @@ class Session:
     def mark_sensitive(self, sensitive: bool) -> None:
         """An operator (the control API) marks what follows sensitive, or ends the span."""
         self.marked_sensitive = sensitive
+
+    def _keypad_please(self) -> None:
+        """The caller read a card number out: whatever the agent was about to say to it is cut, and the
+        caller is asked to use the keypad instead (the number itself was redacted before anyone saw it)."""
+        metrics.PCI_SPOKEN_CARDS.inc()
+
+        async def ask() -> None:
+            response = self._response
+            if response is not None or self.agent_audible():
+                await self._silence_agent("turn_detected")
+            if response is not None and response.task is not None:
+                await asyncio.wait([response.task], timeout=1.0)
+                await asyncio.sleep(0)  # its done-callback clears `_response`
+            if not self.closed:
+                self.say(self.agent.pci_keypad_line)
+
+        self._spawn(ask())
 
     def _hear_consent(self, item: Item) -> None:
         """The caller's turn while consent is awaited: its words (once transcribed) are the answer."""
