@@ -26,6 +26,7 @@ from voxgate.config import Settings
 from voxgate.engines.base import Engine
 from voxgate.engines.echo import EchoEngine
 from voxgate.engines.local.vad import GatedVadStream, SileroModel, WebRtcStream
+from voxgate.escalations import EscalationQueue
 from voxgate.protocol.ids import new_id
 from voxgate.protocol.items import Dialect
 from voxgate.retention import Retention
@@ -78,6 +79,7 @@ class Gateway:
         self.calls = CallStore(self.db)
         self.keys = KeyStore(self.db)
         self.recordings = RecordingStore(self.db)
+        self.escalations = EscalationQueue()  # hand-offs to a person, for operators (GET /v1/escalations)
         self.retention = Retention(self.recordings, {a.name: a.retention_days for a in self.agents.values()
                                                      if a.retention_days is not None},
                                    settings.retention_sweep_interval_s)
@@ -285,6 +287,7 @@ class Gateway:
             max_seconds=self.settings.session_max_seconds, audio_lead_ms=self.settings.audio_lead_ms,
             fallback_engine=fallback, session_id=session_id, recording=self._recording(agent, session_id),
         )
+        session.escalated = self.escalations.add
         self.sessions[session.id] = session
         return session
 
@@ -311,6 +314,7 @@ class Gateway:
 
     def session_closed(self, session: Session) -> None:
         self.sessions.pop(session.id, None)
+        self.escalations.call_ended(session.id)
         self._sessions_changed.set()
 
 

@@ -31,6 +31,7 @@ from voxgate.protocol.session_config import SessionConfig, default_turn_detectio
 from voxgate.session.call_recording import CallRecording
 from voxgate.session.consent import Consent
 from voxgate.session.conversation import Conversation
+from voxgate.session.handoff import Handoff, handoff_of
 from voxgate.session.keypad import Keypad, KeyPress
 from voxgate.session.listening import STT_RATE, Listening, Utterance, VadStream
 from voxgate.session.outbound import Outbound
@@ -132,6 +133,9 @@ class Session:
         self.marked_sensitive = False
         self._greet_after_consent = False
         self._discarding: asyncio.Task[None] | None = None  # a declined recording being deleted
+        self.handoff: Handoff | None = None  # the latest hand-off to a person, once there is one
+        self.caller_id: str | None = None  # who is calling (a number, an address), for the hand-off card
+        self.escalated: Callable[[Handoff], None] | None = None  # told of each hand-off (the gateway's queue)
         if recording is not None:
             recording.sensitive = self.recording_silenced
             self.listening.tap = recording.caller
@@ -148,6 +152,7 @@ class Session:
     async def start(self, *, greet: bool = False, caller_id: str | None = None) -> None:
         metrics.SESSIONS_STARTED.labels(self.caller.transport).inc()
         metrics.SESSIONS_ACTIVE.inc()
+        self.caller_id = caller_id
         if self.recorder:
             self.recorder.start_call(self.id, agent=self.agent.name, transport=self.caller.transport,
                                      dialect=self.dialect, caller=caller_id, model=self.config.model)
@@ -555,6 +560,7 @@ class Session:
             self.outcome = "escalated"
             self.end_reason = f"transferred: {self.end_reason or 'engine failure'}"
             metrics.ESCALATIONS.inc()
+            self._hand_off("the agent's engine failed")
             self._after_response(lambda: self.caller.transfer(target, "the agent's engine failed"))
 
     def create_response(self, params: ce.ResponseParams, say: str | None = None,
@@ -626,7 +632,16 @@ class Session:
         self.outcome = "escalated"
         self.end_reason = f"transferred: {reason}"
         metrics.ESCALATIONS.inc()
+        self._hand_off(reason)
         self._after_response(lambda: self.caller.transfer(target, reason))
+
+    def _hand_off(self, reason: str) -> None:
+        """Who is calling and why, for the person taking over (the escalation queue, a SIP whisper)."""
+        self.handoff = handoff_of(call_id=self.id, agent=self.agent.name, transport=self.caller.transport,
+                                  caller=self.caller_id, reason=reason, items=self.conversation.visible(),
+                                  owner=self.recorder.owner if self.recorder else None)
+        if self.escalated is not None:
+            self.escalated(self.handoff)
 
     async def hang_up(self, reason: str) -> None:
         reason = redact(reason)[0]
