@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,9 @@ import websockets
 from tests.conftest import LiveServer, finished_call, start_server
 from tests.integration.test_sip_outbound import OFFER_CHECK, far_end, far_response, tone
 from tests.integration.test_twilio import transcribe
-from tests.phone_carrier import eventually
+from tests.phone_carrier import CarrierApiRecorder, TwilioLine, eventually
 from tests.sipp_caller import RtpCapture, SippRun, answered, free_port, invite, reply, request, run_sipp, scenario
+from voxgate.loadtest.carrier_webhook import StreamAnswer, parse_twiml, twilio_voice_form, twilio_voice_headers
 
 REASON = "the caller wants to dispute a charge"
 AGENT = """name: warm
@@ -36,13 +38,23 @@ turn_taking: {vad: webrtc}
 SILENT = 0xFF
 
 
+TWILIO_TOKEN = "twilio-warm-token"
+
+
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def carrier_api() -> Iterator[CarrierApiRecorder]:
+    api = CarrierApiRecorder().start()
+    yield api
+    api.stop()
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory, carrier_api: CarrierApiRecorder) -> Iterator[LiveServer]:
     tmp = tmp_path_factory.mktemp("warm-transfer")
     (tmp / "agents").mkdir()
     (tmp / "agents" / "warm.yaml").write_text(AGENT)
     live = start_server(tmp, engine="local", agents_dir=tmp / "agents", default_agent="warm", sip_port=free_port(),
-                        sip_ring_timeout_s=5.0)
+                        sip_ring_timeout_s=5.0, twilio_api_base=carrier_api.url, twilio_auth_token=TWILIO_TOKEN)
     yield live
     live.embedded.stop()
 
@@ -157,3 +169,63 @@ async def test_a_browser_call_handed_over_waits_on_the_queue_with_its_card_until
     (ended,) = [c for c in await escalations(gateway) if c["call_id"] == call_id]
     assert ended["state"] == "ended"
     assert np.isfinite(ended["requested_at"])
+
+
+async def twilio_post(url: str, form: dict[str, str]) -> httpx.Response:
+    """A webhook as Twilio posts it: signed with the account's token."""
+    async with httpx.AsyncClient() as http:
+        return await http.post(url, data=form, headers=twilio_voice_headers(url, form, TWILIO_TOKEN))
+
+
+async def test_twilio_warm_transfer_whispers_through_the_dial_and_an_unanswered_dial_returns_to_the_agent(
+        gateway: LiveServer, carrier_api: CarrierApiRecorder) -> None:
+    """The test carrier plays Twilio. The hand-over updates the call with a <Dial> whose <Number url> is the
+    whisper (the TwiML Twilio plays to the person before connecting: who is calling and why, served once,
+    signed requests only) and whose action reports the dial's end; nobody answered: the caller hears the
+    agent's unanswered line and a new media stream puts them back with the agent."""
+    line = await TwilioLine.call(gateway.base_url, TWILIO_TOKEN, agent="warm")
+    try:
+        await eventually(lambda: any(getattr(s.caller, "started", None) is not None
+                                     and s.caller.started.call_id == line.call_sid
+                                     for s in list(gateway.gateway.sessions.values())), 20, "the call's session")
+        session = next(s for s in list(gateway.gateway.sessions.values())
+                       if getattr(s.caller, "started", None) is not None and s.caller.started.call_id == line.call_sid)
+        await line.wait_played(session, 30)  # the greeting, heard
+        gateway.embedded.run(session.transfer("+15550100", REASON))
+        update = await carrier_api.wait_for(f"/Calls/{line.call_sid}.json", within_s=30)
+    finally:
+        await line.close()
+    dial = ET.fromstring(update.form()["Twiml"]).find("Dial")
+    assert dial is not None
+    number = dial.find("Number")
+    assert number is not None and number.text == "+15550100"
+    whisper_url, action_url = number.get("url"), dial.get("action")
+    assert whisper_url and action_url and whisper_url.startswith(f"{gateway.base_url}/twilio/whisper/")
+    person = twilio_voice_form("CA" + "9" * 32)  # the person's leg, as Twilio posts for it
+    async with httpx.AsyncClient() as http:
+        assert (await http.post(whisper_url, data=person)).status_code == 403  # unsigned
+    said = await twilio_post(whisper_url, person)
+    assert said.status_code == 200, said.text
+    say = ET.fromstring(said.text).find("Say")
+    assert say is not None and say.text is not None
+    assert say.text.startswith(f"Incoming call: {REASON}") and "warm agent" in say.text, say.text
+    assert ET.fromstring((await twilio_post(whisper_url, person)).text).find("Say") is None  # served once
+    # Nobody answered: back to the agent, who says so first.
+    ended = await twilio_post(action_url, {**twilio_voice_form(line.call_sid), "DialCallStatus": "no-answer"})
+    assert ended.status_code == 200, ended.text
+    document = ET.fromstring(ended.text)
+    told = document.find("Say")
+    assert told is not None and told.text is not None and "nobody is free" in told.text
+    answer = parse_twiml(ended.text)
+    assert isinstance(answer, StreamAnswer)
+    again = await TwilioLine.dial(answer.url, TWILIO_TOKEN, answer.parameters, call_sid=line.call_sid)
+    try:
+        await again.wait_audio(time.monotonic(), min_s=0.5, within_s=30)  # the agent speaks again
+    finally:
+        await again.close()
+    replayed = await twilio_post(action_url, {**twilio_voice_form(line.call_sid), "DialCallStatus": "no-answer"})
+    assert replayed.status_code == 409
+    done = await twilio_post(action_url, {**twilio_voice_form(line.call_sid), "DialCallStatus": "completed"})
+    assert ET.fromstring(done.text).find("Hangup") is not None
+    record = await finished_call(gateway, session.id)
+    assert record["status"] == "transferred" and record["transport"] == "twilio", record
