@@ -13,7 +13,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import av
 import httpx
 import numpy as np
 import pytest
@@ -23,6 +22,7 @@ from tests.conftest import CarrierServer, LiveServer, finished_call, start_serve
 from tests.integration.test_sip_calls import call_audio, captured_call
 from tests.integration.test_twilio import transcribe
 from tests.phone_carrier import TwilioLine, eventually
+from tests.recording_reader import read_back
 from tests.sipp_caller import answered, free_port, invite, reply, request, scenario, stream
 from tests.speech import silence, speak
 from tests.webrtc_client import WebRtcCaller
@@ -75,23 +75,6 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
                         recordings_dir=tmp / "recordings", sip_port=free_port())
     yield live
     live.embedded.stop()
-
-
-def read_back(data: bytes | Path) -> tuple[np.ndarray, int]:
-    """A recording as (2, n) int16-scaled samples and its rate, decoded by PyAV."""
-    import io
-
-    with av.open(io.BytesIO(data) if isinstance(data, bytes) else str(data)) as container:
-        stream = container.streams.audio[0]
-        assert stream.codec_context.channels == 2, "a stereo recording"
-        frames = [f.to_ndarray() if f.format.is_planar else f.to_ndarray().reshape(-1, 2).T
-                  for f in container.decode(stream)]
-        rate = stream.codec_context.sample_rate
-        float_samples = stream.codec_context.format.name.startswith("flt")
-    pcm = np.concatenate(frames, axis=1).astype(np.float64)
-    if float_samples:  # the Opus decoder's floats, on int16's scale
-        pcm *= 32767
-    return pcm, rate
 
 
 def loud_s(channel: np.ndarray, rate: int) -> float:

@@ -7,11 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
 import pytest
 from pydantic import TypeAdapter
 
+from tests.recording_reader import read_back
 from tests.session_harness import FRAME_MS, Call, LineCaller, ScriptedEngine, speech, tone
 from voxgate.agents import AgentConfig, Recording
 from voxgate.audio.stereo import StereoMix
@@ -24,22 +24,6 @@ LOUD_FLOOR = 1000  # a 20 ms window louder than this (peak) carries speech or to
 
 def recorded_agent(**policy: Any) -> AgentConfig:
     return AgentConfig(name="recorded", recording=Recording(enabled=True, notice="This call is recorded.", **policy))
-
-
-def read_back(path: Path) -> tuple[np.ndarray, int]:
-    """The file as (2, n) float samples and its rate, decoded by PyAV."""
-    with av.open(str(path)) as container:
-        stream = container.streams.audio[0]
-        assert stream.codec_context.channels == 2
-        # Packed samples (WAV's s16) come as one interleaved row; planar ones (Opus's fltp) a row a channel.
-        frames = [frame.to_ndarray() if frame.format.is_planar else frame.to_ndarray().reshape(-1, 2).T
-                  for frame in container.decode(stream)]
-        rate = stream.codec_context.sample_rate
-        float_samples = stream.codec_context.format.name.startswith("flt")
-    pcm = np.concatenate(frames, axis=1).astype(np.float64)
-    if float_samples:  # the Opus decoder's floats, on int16's scale
-        pcm *= 32767
-    return pcm, rate
 
 
 def loud_ms(channel: np.ndarray, rate: int) -> list[bool]:

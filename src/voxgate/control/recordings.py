@@ -36,6 +36,10 @@ def _not_found() -> Response:
     return problem(404, "call_not_found", "No call with that id.")
 
 
+def _no_recording() -> Response:
+    return problem(404, "recording_not_found", "That call has no recording.")
+
+
 async def get_recording(request: Request) -> Response:
     principal = await require_api_key(request)
     if isinstance(principal, JSONResponse):
@@ -44,7 +48,7 @@ async def get_recording(request: Request) -> Response:
     call_id = request.path_params["call_id"]
     row = await gateway.recordings.get(call_id, visible_to=principal.owner)
     if row is None or not row.path.is_file():
-        return problem(404, "recording_not_found", "That call has no recording.")
+        return _no_recording()
     await audit_recording_access(gateway, principal, "recording.read", call_id)
     fmt: RecordingFormat = "wav" if row.format == "wav" else "opus"
     return FileResponse(row.path, media_type=CONTENT_TYPES[fmt], filename=f"{call_id}{row.path.suffix}")
@@ -57,7 +61,7 @@ async def delete_recording(request: Request) -> Response:
     gateway = gateway_of(request)
     call_id = request.path_params["call_id"]
     if await gateway.recordings.get(call_id, visible_to=principal.owner) is None:
-        return problem(404, "recording_not_found", "That call has no recording.")
+        return _no_recording()
     await gateway.retention.delete_recording(call_id)
     await audit_recording_access(gateway, principal, "recording.deleted", call_id)
     return Response(status_code=204)
