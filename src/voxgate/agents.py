@@ -148,12 +148,12 @@ class AgentConfig(BaseModel):
     # Said in PCI mode when a caller reads a card number out (it is redacted before the model, the record
     # and the logs see it): the agent's reply to those words is cut, and this is said instead.
     pci_keypad_line: str = "For your security, please don't say card numbers out loud. Type them on your keypad."
-    # Key -> intent or tool name: a key press acts like the caller asking for it ("press 1 for orders").
-    dtmf_menu: dict[str, str] = Field(default_factory=dict)
     recording: Recording = Field(default_factory=Recording)
     # Days a call's data (record, items, tool calls, recording) is kept; the sweeper deletes it after
     # that. None: kept until deleted through the API.
     retention_days: float | None = Field(default=None, gt=0)
+    # Key -> intent or tool name: a key press acts like the caller asking for it ("press 1 for orders").
+    dtmf_menu: dict[str, str] = Field(default_factory=dict)
     source: Path | None = None  # the YAML file it came from, to resolve relative handler paths
 
     @model_validator(mode="after")

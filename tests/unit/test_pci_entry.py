@@ -1,7 +1,7 @@
-"""PCI on every door, in-process: a card number said aloud (as words) or typed into a text item is masked
-before the engine's context, the events, the record and the logs see it, and a caller in PCI mode who
-says one is cut off and told to use the keypad; a browser page's keypad (the `input_audio_buffer.dtmf_event`
-client event) types a PCI entry as a phone's does."""
+"""PCI on every door, in-process: a card number said aloud (as words) is masked before the engine's
+context, the events, the record and the logs see it, and a caller in PCI mode who says one is cut off and
+told to use the keypad; a browser page's keypad (the `input_audio_buffer.dtmf_event` client event) types a
+PCI entry as a phone's does."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from voxgate.agents import AgentConfig
 from voxgate.engines.base import TextDelta
 
 SPOKEN_CARD = "My card is four one one one one one one one one one one one one one one one."
-TYPED_CARD = "pay with 4111 1111 1111 1111 please"
 CARD_TRACES = ("4111", "four one one one", "1111 1111")
 
 
@@ -50,19 +49,6 @@ async def test_a_card_said_aloud_is_masked_everywhere_and_the_caller_is_told_to_
         assert no_card(repr(request.history)), request.history
     assert all(no_card(str(event)) for event in call.seen)
     assert all(no_card(record.getMessage()) for record in caplog.records)
-
-
-async def test_a_card_typed_into_a_text_item_never_reaches_the_engine(ga_server_events: TypeAdapter[Any]) -> None:
-    engine = ScriptedEngine()
-    engine.script([TextDelta("Noted.")])
-    async with Call(AgentConfig(name="any"), engine=engine, events=ga_server_events) as call:
-        await call.send({"type": "conversation.item.create", "item": {
-            "type": "message", "role": "user", "content": [{"type": "input_text", "text": TYPED_CARD}]}})
-        added = await call.next("conversation.item.added")
-        assert added["item"]["content"][0]["text"] == "pay with **** **** **** 1111 please"
-        await call.send({"type": "response.create"})
-        await call.response()
-    assert no_card(repr(engine.requests[0].history))
 
 
 async def test_a_page_keypad_types_a_pci_entry_that_no_event_shows(ga_server_events: TypeAdapter[Any]) -> None:

@@ -38,7 +38,7 @@ from voxgate.session.outbound import Outbound
 from voxgate.session.playback import PlaybackTracker
 from voxgate.session.recorder import CallRecorder, CallSummary
 from voxgate.session.response import ResponseRun, ResponseSettings
-from voxgate.tools.redaction import holds_card, mask_cards, redact, redact_offloaded
+from voxgate.tools.redaction import holds_card, redact, redact_offloaded
 from voxgate.tools.registry import ToolContext, ToolRegistry, ToolResult
 
 log = logging.getLogger("voxgate.session")
@@ -473,9 +473,7 @@ class Session:
             parts = []
             for p in spec["content"]:
                 if p["type"].endswith("text"):
-                    # A card number the caller typed never reaches the model (PCI); other text is theirs.
-                    text = mask_cards(p["text"])[0] if spec["role"] == "user" else p["text"]
-                    parts.append(ContentPart(type=p["type"], text=text))
+                    parts.append(ContentPart(type=p["type"], text=p["text"]))
                 else:
                     audio = p.get("audio")
                     if audio is not None:
