@@ -22,7 +22,7 @@ from starlette.websockets import WebSocket
 from voxgate.admission import Refusal
 from voxgate.chat_service import chat_completions
 from voxgate.config import Settings
-from voxgate.control import outbound_calls
+from voxgate.control import escalations, outbound_calls, recordings
 from voxgate.control.auth import bearer_token, require_api_key
 from voxgate.control.ephemeral import (
     create_beta_session,
@@ -271,6 +271,8 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> Starlette:
             Route("/v1/realtime/sessions", rate_limited(create_beta_session, "client_secrets"), methods=["POST"]),
             Route("/v1/calls", list_calls),
             *outbound_calls.routes(),
+            *recordings.routes(),
+            *escalations.routes(),
             Route("/v1/calls/{call_id}", get_call),
             Route("/v1/kpis", kpis),
             Route("/v1/agents", list_agents),

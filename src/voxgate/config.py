@@ -134,6 +134,11 @@ class Settings(BaseSettings):
     ephemeral_ttl_s: int = 60  # a key a browser holds lives this long unless the minting server asks otherwise
     ephemeral_max_ttl_s: int = 600
     key_purge_interval_s: float = Field(default=60.0, gt=0)  # expired keys (spent browser keys, mostly) go this often
+    # Call recordings (agents with `recording.enabled`) are written here as the call goes, one file per call
+    # named by its id. Empty: `data_dir`/recordings.
+    recordings_dir: Path | None = None
+    # How often the retention sweeper deletes recordings and call records past their agent's retention.
+    retention_sweep_interval_s: float = Field(default=300.0, gt=0)
     # RTCIceServer dicts ({"urls": ..., "username": ..., "credential": ...}); empty on a LAN, STUN/TURN elsewhere
     ice_servers: list[dict[str, Any]] = Field(default_factory=list)
     webrtc_connect_timeout_s: float = 15.0  # a peer that has not connected by then is dropped

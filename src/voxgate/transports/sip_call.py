@@ -74,6 +74,7 @@ from voxgate.transports.frame_ticker import FrameTicker, shared_ticker
 from voxgate.transports.media_stream import MediaEncoding
 from voxgate.transports.rtp_line import RtpLine
 from voxgate.transports.rtp_ports import PortsExhausted, RtpPorts
+from voxgate.transports.whisper import play_whisper
 
 if TYPE_CHECKING:
     from voxgate.config import Settings
@@ -735,6 +736,9 @@ class SipCall:
         except SipError as error:
             self._transfer_failed(f"bad target ({error})")
             return
+        session = self.session
+        if session is not None and session.agent.escalation.warm and await self._warm_transfer(uri, session):
+            return
         self._transfer = asyncio.get_running_loop().create_future()
         response = await self.signalling.send(self, refer)
         if response is None or response.status >= 300:
@@ -756,6 +760,40 @@ class SipCall:
         log.info("%s: transferred", self.name)
         self.end("transferred")
 
+    async def _warm_transfer(self, target: Uri, session: Session) -> bool:
+        """Call the person first and tell them who is calling and why (the session's hand-off), then bridge
+        the caller to them. Nobody answers: the caller hears the agent's unanswered line and stays with the
+        agent. False when this call cannot be bridged (not G.711): the blind REFER goes ahead instead."""
+        assert self.media is not None
+        codec = self.media.codec.name
+        if codec not in ("PCMU", "PCMA"):
+            log.warning("%s: a warm transfer needs a G.711 call, not %s; transferring blind", self.name, codec)
+            return False
+        log.info("%s: warm transfer: calling %s", self.name, target)
+        leg = await self.signalling.dial_leg(str(target), codec)
+        if leg is None or self.ended:
+            if leg is not None:
+                leg.end("bridge_ended")
+                await leg.leave()
+            metrics.SIP_TRANSFERS.labels("unanswered").inc()
+            if not session.closed:
+                session.outcome = ""
+                session.end_reason = f"transfer failed: nobody answered at {target}"
+                session.say(session.agent.escalation.unanswered_line)
+            return True
+        assert leg.rtp is not None and leg.media is not None
+        handoff = session.handoff
+        whisper = handoff.whisper() if handoff is not None else f"A caller from the {session.agent.name} agent."
+        leg.answered = True  # its BYE is ours to send if this call ends while the person listens
+        await play_whisper(leg.rtp, leg.media.codec.name, whisper, session.agent.voice)
+        if self.ended or leg.ended:
+            if not leg.ended:
+                leg.end("bridge_ended")
+                await leg.leave()
+            return True
+        self._join(leg, target, "warm: the person heard who is calling and why")
+        return True
+
     async def _bridge(self, target: Uri, why: str) -> bool:
         """The REFER was refused: call the target ourselves and relay RTP between the two legs until either
         hangs up (the agent leaves the conversation). False when the target did not answer."""
@@ -770,6 +808,11 @@ class SipCall:
                 leg.end("bridge_ended")
                 await leg.leave()
             return False
+        self._join(leg, target, why)
+        return True
+
+    def _join(self, leg: SipCall, target: Uri, why: str) -> None:
+        """Relay RTP between the caller and the person's answered leg until either hangs up."""
         self.bridged = leg
         leg.answered = True  # its BYE is ours to send when this call ends
         assert self.rtp is not None and leg.rtp is not None
@@ -781,7 +824,6 @@ class SipCall:
         if session is not None and not session.closed:
             session.outcome = "escalated"  # a person has the caller now
         self._note(f"{why}; bridged to {target} by a second INVITE")
-        return True
 
     async def _until_leg_ends(self, leg: SipCall) -> None:
         await leg.wait_ended()
