@@ -21,6 +21,7 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from voxgate.control.call_control import (
+    DEFAULT_REJECT_STATUS,
     Accepted,
     CallControl,
     CallControlError,
@@ -107,8 +108,10 @@ class ControlledSipCall:
         declined = self.control.hang_up()
         if declined is not None:
             self._decide(declined)
-        else:
-            self.call.end("app_hung_up")
+            return
+        if not self.call.answered:  # accepted, its 200 OK not out yet: the INVITE still wants a final answer
+            self.call.refuse(DEFAULT_REJECT_STATUS)
+        self.call.end("app_hung_up")
 
     async def refer(self, target: str) -> None:
         """REFER the caller to `target`, as the agent's own transfer does: once what the agent is saying has
