@@ -255,16 +255,20 @@ async def test_bad_accepts_are_refused_the_sideband_reattaches_and_the_app_hangs
     assert record["status"] == "completed", record
 
 
-@pytest.mark.parametrize(("status", "expected"), [(None, 603), (486, 486)])
+@pytest.mark.parametrize(("action", "status", "expected"),
+                         [("reject", None, 603), ("reject", 486, 486), ("hangup", None, 603)])
 async def test_the_app_rejects_with_603_or_its_code(gateway: LiveServer, app: CarrierApiRecorder,
-                                                    client: AsyncOpenAI, tmp_path: Path, status: int | None,
-                                                    expected: int) -> None:
+                                                    client: AsyncOpenAI, tmp_path: Path, action: str,
+                                                    status: int | None, expected: int) -> None:
+    """`reject` answers the INVITE with 603 Decline, or the app's code; `hangup` while it rings declines."""
     xml = scenario("app rejects", invite(), RINGING, f'  <recv response="{expected}"/>\n',
                    request("ACK", 1, branch="[branch-4]"))
     seen = deliveries(app, "/hooks/main")
     caller = asyncio.create_task(run_sipp(tmp_path, xml, sip_port(gateway)))
     call_id, _ = await incoming_call(client, app, "/hooks/main", seen, caller)
-    if status is None:
+    if action == "hangup":
+        await client.realtime.calls.hangup(call_id)
+    elif status is None:
         await client.realtime.calls.reject(call_id)
     else:
         await client.realtime.calls.reject(call_id, status_code=status)
