@@ -315,6 +315,9 @@ async def test_a_failed_delivery_is_retried_with_the_same_webhook_id(
     the app's reject of the one call it was told of twice reaches SIPp."""
     xml = scenario("retried webhook", invite(), RINGING, '  <recv response="603"/>\n',
                    request("ACK", 1, branch="[branch-4]"))
+    async with httpx.AsyncClient(base_url=gateway.base_url, headers=gateway.auth) as http:
+        failed_before = metric((await http.get("/metrics")).text, "voxgate_call_control_webhooks_total",
+                               outcome="failed")
     caller = asyncio.create_task(run_sipp(tmp_path, xml, sip_port(gateway), service="flaky"))
     first = await next_webhook(flaky_app, "/hooks/flaky", 0, caller)
     retry = await next_webhook(flaky_app, "/hooks/flaky", 1, caller)
@@ -327,3 +330,6 @@ async def test_a_failed_delivery_is_retried_with_the_same_webhook_id(
     outcome = await caller
     assert outcome.returncode == 0, outcome.messages[-3000:]
     assert len(flaky_app.requests) == 2  # decided: no more deliveries
+    async with httpx.AsyncClient(base_url=gateway.base_url, headers=gateway.auth) as http:
+        assert metric((await http.get("/metrics")).text, "voxgate_call_control_webhooks_total",
+                      outcome="failed") == failed_before + 1

@@ -19,6 +19,7 @@ import httpx
 
 from voxgate.control.call_control import retry_delays
 from voxgate.control.standard_webhooks import sign
+from voxgate.observability import metrics
 
 __all__ = ["USER_AGENT", "deliver"]
 
@@ -39,11 +40,14 @@ async def deliver(http: httpx.AsyncClient, url: str, secret: str, webhook_id: st
         try:
             response = await http.post(url, content=body, headers=headers, timeout=timeout_s)
             if 200 <= response.status_code < 300:
+                metrics.CALL_CONTROL_WEBHOOKS.labels("delivered").inc()
                 return True
             outcome = f"answered {response.status_code}"
         except httpx.HTTPError as exc:
             outcome = f"failed ({type(exc).__name__})"
+        metrics.CALL_CONTROL_WEBHOOKS.labels("failed").inc()
         log.warning("webhook %s to %s %s (attempt %d of %d)", webhook_id, host, outcome, attempt, attempts)
         if attempt <= len(waits):
             await asyncio.sleep(waits[attempt - 1])
+    metrics.CALL_CONTROL_WEBHOOKS.labels("gave_up").inc()
     return False
