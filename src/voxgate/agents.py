@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 DTMF_KEYS = frozenset("0123456789*#ABCD")
 
@@ -81,6 +82,41 @@ class TurnTaking(BaseModel):
     vad: Literal["silero", "webrtc"] = "silero"
 
 
+class CascadeServices(BaseModel):
+    """This agent's own services for the cascade engine; a field left out keeps the gateway's `cascade_*`
+    setting. Keys are named by environment variable, so agent files can be committed without secrets."""
+
+    model_config = ConfigDict(extra="forbid")
+    llm_base_url: str | None = None
+    llm_model: str | None = None
+    llm_api_key_env: str | None = None
+    llm_seed: int | None = None
+    stt_base_url: str | None = None
+    stt_model: str | None = None
+    stt_api_key_env: str | None = None
+    tts_base_url: str | None = None
+    tts_model: str | None = None
+    tts_api_key_env: str | None = None
+
+    @model_validator(mode="after")
+    def _keys_present(self) -> CascadeServices:
+        for field in ("llm_api_key_env", "stt_api_key_env", "tts_api_key_env"):
+            name = getattr(self, field)
+            if name is not None and name not in os.environ:
+                raise ValueError(f"cascade.{field}: the environment has no variable {name!r}")
+        return self
+
+    def settings_update(self) -> dict[str, Any]:
+        """The gateway settings this agent overrides, as `Settings.model_copy(update=...)` takes them."""
+        update: dict[str, Any] = {}
+        for field, value in self.model_dump(exclude_none=True).items():
+            if field.endswith("_api_key_env"):
+                update[f"cascade_{field.removesuffix('_env')}"] = SecretStr(os.environ[value])
+            else:
+                update[f"cascade_{field}"] = value
+        return update
+
+
 class AgentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
@@ -111,6 +147,9 @@ class AgentConfig(BaseModel):
     pci_mode: bool = False
     # Key -> intent or tool name: a key press acts like the caller asking for it ("press 1 for orders").
     dtmf_menu: dict[str, str] = Field(default_factory=dict)
+    # Engine "cascade": this agent's own STT/LLM/TTS services (e.g. its own fine-tuned model); unset: the
+    # gateway's cascade_* settings.
+    cascade: CascadeServices | None = None
     source: Path | None = None  # the YAML file it came from, to resolve relative handler paths
 
     @model_validator(mode="after")

@@ -39,6 +39,7 @@ from voxgate.gateway import Gateway, gateway_of
 from voxgate.observability.logs import guard_credentials
 from voxgate.protocol.dialect import dialect_from_handshake
 from voxgate.protocol.errors import RealtimeError
+from voxgate.server.http_connection import ClientDisconnected
 from voxgate.speech_service import speech, transcriptions
 from voxgate.transports import telnyx, twilio
 from voxgate.transports.realtime_ws import WebSocketCaller, refuse_call, run_websocket_session
@@ -177,7 +178,10 @@ async def not_found(request: Request, exc: Exception) -> Response:
 
 
 async def server_error(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error on %s", request.url.path, exc_info=exc)
+    if isinstance(exc, ClientDisconnected):  # the answer found the client gone (a cancelled turn): not a fault
+        log.debug("%s %s: the client left before the answer", request.method, request.url.path)
+    else:
+        log.exception("unhandled error on %s", request.url.path, exc_info=exc)
     return problem(500, "server_error", "Internal server error.")
 
 

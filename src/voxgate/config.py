@@ -280,6 +280,9 @@ class Settings(BaseSettings):
     cascade_connect_timeout_s: float = Field(default=5.0, gt=0)
     cascade_timeout_s: float = Field(default=30.0, gt=0)  # a service silent this long (between bytes) has failed
     cascade_max_retries: int = Field(default=1, ge=0, le=5)  # an LLM request that failed before any token
+    # Sent as the request's `seed` (llama.cpp, vLLM and OpenAI honour it): the same conversation then samples
+    # the same reply, for reproducible tests and incident replays. None: the server draws.
+    cascade_llm_seed: int | None = None
 
     # OpenAI Realtime upstream (engine "openai"). The key stays in the gateway: clients never see it.
     openai_api_key: SecretStr = Field(

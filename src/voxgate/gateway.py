@@ -225,6 +225,22 @@ class Gateway:
                 self._engines[name] = engine
             return self._engines[name]
 
+    async def engine_for(self, agent: AgentConfig) -> tuple[str, Engine]:
+        """The engine an agent's calls run on, and its name. A cascade agent with its own services gets an
+        engine of its own (shared by that agent's calls); every other agent shares the named engine."""
+        name = agent.engine or self.settings.engine
+        if name != "cascade" or agent.cascade is None:
+            return name, await self.engine(name)
+        key = f"cascade:{agent.name}"
+        async with self._engine_lock:
+            if key not in self._engines:
+                from voxgate.engines.cascade import CascadeEngine
+
+                engine = CascadeEngine(self.settings.model_copy(update=agent.cascade.settings_update()))
+                await engine.start()
+                self._engines[key] = engine
+            return name, self._engines[key]
+
     def agent(self, name: str | None) -> AgentConfig:
         """The named agent; a call that matches no agent goes to the default one, never refused."""
         if name and name in self.agents:
@@ -257,8 +273,7 @@ class Gateway:
                            session_id: str | None = None, record_metadata: dict[str, Any] | None = None) -> Session:
         """A session for `caller`; `session_id` when the call's id was given out before (an outbound call),
         `record_metadata` added to its call record's metadata."""
-        engine_name = agent.engine or self.settings.engine
-        engine = await self.engine(engine_name)
+        engine_name, engine = await self.engine_for(agent)
         # A call the gateway plays out (phone, browser) is never left silent if a remote engine fails.
         remote = engine_name in ("openai", "cascade")
         fallback = await self.engine("local") if remote and caller.playback.server_side else None

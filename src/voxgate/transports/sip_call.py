@@ -70,7 +70,7 @@ from voxgate.sip.uri import SipUri, Uri, UriError, parse_uri
 from voxgate.transports.audio_output import AudioOutput
 from voxgate.transports.caller_input import CallerInput
 from voxgate.transports.carrier_audio import CarrierAudio
-from voxgate.transports.frame_ticker import shared_ticker
+from voxgate.transports.frame_ticker import FrameTicker, shared_ticker
 from voxgate.transports.media_stream import MediaEncoding
 from voxgate.transports.rtp_line import RtpLine
 from voxgate.transports.rtp_ports import PortsExhausted, RtpPorts
@@ -197,6 +197,7 @@ class SipCall:
         self._local_sdp: SessionDescription | None = parse_sdp(invite.body) if self.outbound else None
         self._awaiting: tuple[int, SessionDescription] | None = None  # (CSeq, our offer) whose answer the ACK brings
         self.bridged: SipCall | None = None  # the leg our RTP is relayed to (a refused REFER's fallback)
+        self._ticker: FrameTicker | None = None  # what beats the line, once it is served
         self.sidebands: set[Sideband] = set()  # an app's sideband sockets (call control): the session's events
         self._bridge_watch: asyncio.Task[None] | None = None
 
@@ -333,7 +334,7 @@ class SipCall:
         """Run the answered call until either side ends it; then BYE (if ours) and close the media."""
         assert self.session is not None
         loop = asyncio.get_running_loop()
-        ticker = shared_ticker()
+        ticker = self._ticker = shared_ticker()
         ticker.add_beat(self._beat)  # the line's 20 ms, as a plain call on the shared ticker: no task per call
         tasks = {loop.create_task(self._pump(), name="sip-pump"), loop.create_task(self._watch(), name="sip-watch"),
                  loop.create_task(self._ended.wait(), name="sip-ended")}
@@ -416,7 +417,8 @@ class SipCall:
             return
         samples = rtp.media.codec.clock_rate * FRAME_MS // 1000  # a codec change mid-call is refused
         opus = self.opus
-        for _ in range(audio.due(now, shared_ticker().next_beat())):
+        assert self._ticker is not None
+        for _ in range(audio.due(now, self._ticker.next_beat())):
             frame = audio.pop()
             payload = frame.payload if frame is not None else self._silence_frame
             if opus is not None:  # the playout holds big-endian 48 kHz PCM for an Opus line
