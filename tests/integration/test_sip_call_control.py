@@ -15,7 +15,6 @@ import asyncio
 import base64
 import json
 import os
-import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -88,9 +87,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, app: CarrierApiRecorder,
     fallbacks (an app that never answers) and the retries."""
     tmp = tmp_path_factory.mktemp("call-control-gateway")
     os.environ.setdefault("ACME_DB", str(tmp / "acme.db"))
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        sip_port = probe.getsockname()[1]
+    sip_port = free_port()  # free for UDP and TCP both, as the SIP door binds both
     routes = {
         "*": {"url": f"{app.url}/hooks/main"},
         "late": {"url": f"{app.url}/hooks/late", "answer_timeout_s": 1.0},
