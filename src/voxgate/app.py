@@ -40,7 +40,7 @@ from voxgate.observability.logs import guard_credentials
 from voxgate.protocol.dialect import dialect_from_handshake
 from voxgate.protocol.errors import RealtimeError
 from voxgate.speech_service import speech, transcriptions
-from voxgate.transports import telnyx, twilio
+from voxgate.transports import openai_sip, telnyx, twilio
 from voxgate.transports.realtime_ws import WebSocketCaller, refuse_call, run_websocket_session
 from voxgate.transports.webrtc import attach_sideband, create_beta_call, create_call, hangup_call
 from voxgate.web.console import ConsoleAccess, console_call, console_index, console_token, static_files
@@ -244,6 +244,7 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> Starlette:
             yield
         finally:
             undo_drain()
+            await openai_sip.calls_of(app.state, settings).close()
             await collector.stop()
             await gw.stop()
 
@@ -275,6 +276,7 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> Starlette:
             Route("/v1/chat/completions", rate_limited(chat_completions, "chat"), methods=["POST"]),
             *twilio.routes(gateway_of),
             *telnyx.routes(gateway_of),
+            *openai_sip.routes(),
         ],
         middleware=[Middleware(BrowserGuard, policy=policy),
                     Middleware(CORSMiddleware, **policy.cors_options(), allow_methods=["*"], allow_headers=["*"],
