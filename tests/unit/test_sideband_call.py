@@ -162,6 +162,10 @@ async def test_escalation_refers_to_the_agents_target_once_the_handover_was_hear
         Refer("tel:+15550100", "wants a person")]
     assert core.ended
     assert core.receive(call_done("late", "lookup_order", "{}")) == []  # nothing more runs on a moved call
+    # the REFER was refused: the call is still the agent's
+    assert core.transfer_failed("refer: HTTP 409") == []
+    assert not core.ended and core.outcome == "" and core.end_reason == "transfer failed: refer: HTTP 409"
+    assert kinds(core.receive(call_done("again", "lookup_order", '{"order_id": "4567"}'))) == ["RunTool"]
 
 
 async def test_end_call_hangs_up_after_the_goodbye(acme: ToolRegistry) -> None:

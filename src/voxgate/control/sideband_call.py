@@ -141,6 +141,13 @@ class SidebandCall:
         self._deferred.append(refer)
         return self._next()
 
+    def transfer_failed(self, why: str) -> list[Action]:
+        """The REFER was not taken: the caller is still ours, and the tools go on answering."""
+        self.ended = False
+        self.outcome = ""
+        self.end_reason = f"transfer failed: {why}"
+        return self._next()
+
     def hang_up(self, reason: str) -> list[Action]:
         self.end_reason = self.end_reason or reason or "hung up by the agent"
         self._deferred.append(HangUp(reason))

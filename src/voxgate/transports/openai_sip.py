@@ -298,7 +298,7 @@ class OpenAISipCall:
                         await self.control.refer(self.call_id, target)
                     except CallControlError as exc:
                         log.warning("openai sip call %s: transfer failed: %s", self.call_id, exc)
-                        self.core.end_reason = f"transfer failed: {exc}"
+                        await self._act(self.core.transfer_failed(str(exc)))
                 case HangUp():
                     self._hung_up.set()
                     try:
