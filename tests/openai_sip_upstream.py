@@ -9,7 +9,8 @@ OpenAI itself cannot run here. This serves the same routes and bodies as the ref
 
 A call id the test has not `ring`-ed, or has `end`-ed, is refused at the sideband handshake with 404
 `call_id_not_found`, as OpenAI does. `hold_accepts` makes accepts hang without an answer (an upstream that
-never answers). The end-to-end test (tests/e2e) uses a real voxgate instead.
+never answers). The end-to-end test (tests/integration/test_openai_sip_e2e.py) has a real voxgate
+play OpenAI instead.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ accepts the call upstream with the agent's session, and runs the call's gateway 
 
 OpenAI is played by a stand-in on loopback (tests/openai_sip_upstream.py: its routes, bodies and the 404
 of an ended call's sideband, as the reference gives them); the end-to-end test with a second voxgate
-playing OpenAI, and sipp on the phone, is tests/e2e/test_openai_sip_e2e.py.
+playing OpenAI, and sipp on the phone, is tests/integration/test_openai_sip_e2e.py.
 """
 
 from __future__ import annotations

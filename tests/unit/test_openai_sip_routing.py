@@ -96,6 +96,11 @@ def test_malformed_bodies_are_refused_with_the_reason(body: bytes, says: str) ->
     assert says in str(raised.value)
 
 
+def test_the_webhook_secret_is_masked_in_config_show() -> None:
+    shown = Settings(openai_webhook_secret="whsec_c2VjcmV0").shown()
+    assert "c2VjcmV0" not in str(shown) and shown["openai_webhook_secret"]
+
+
 def test_routes_come_from_settings_and_are_checked() -> None:
     settings = Settings(openai_sip_routes=[{"header": "to", "match": "+1415*", "agent": "sales"}])
     assert settings.openai_sip_routes == [AgentRoute(header="to", match="+1415*", agent="sales")]
