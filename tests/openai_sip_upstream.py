@@ -9,8 +9,8 @@ OpenAI itself cannot run here. This serves the same routes and bodies as the ref
 
 A call id the test has not `ring`-ed, or has `end`-ed, is refused at the sideband handshake with 404
 `call_id_not_found`, as OpenAI does. `hold_accepts` makes accepts hang without an answer (an upstream that
-never answers). The end-to-end test (tests/integration/test_openai_sip_e2e.py) has a real voxgate
-play OpenAI instead.
+never answers), `refuse_refers` answers a refer 409. The end-to-end test
+(tests/integration/test_openai_sip_e2e.py) has a real voxgate play OpenAI instead.
 """
 
 from __future__ import annotations
@@ -75,6 +75,7 @@ class StandInOpenAI:
     requests: list[ControlRequest] = field(default_factory=list)
     live: set[str] = field(default_factory=set)  # calls whose sideband may attach
     hold_accepts: set[str] = field(default_factory=set)  # calls whose accept is never answered
+    refuse_refers: set[str] = field(default_factory=set)  # calls whose refer is answered 409
     _sidebands: dict[str, asyncio.Queue[Sideband]] = field(default_factory=dict)
     _request_arrived: asyncio.Event = field(default_factory=asyncio.Event)
     _server: uvicorn.Server | None = None
@@ -116,6 +117,9 @@ class StandInOpenAI:
         self._request_arrived.set()
         if action == "accept" and call_id in self.hold_accepts:
             await self._never.wait()  # never answers; the gateway's timeout must end it
+        if action == "refer" and call_id in self.refuse_refers:
+            return JSONResponse({"error": {"type": "invalid_request_error", "code": "refer_failed",
+                                           "message": "The trunk declined the REFER."}}, status_code=409)
         if call_id not in self.live:
             return JSONResponse({"error": {"type": "invalid_request_error", "code": "call_id_not_found",
                                            "message": "No such call."}}, status_code=404)

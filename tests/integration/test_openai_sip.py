@@ -269,3 +269,51 @@ async def test_an_unconfigured_gateway_refuses_every_delivery(tmp_path: Path) ->
         live.embedded.stop()
 
 
+
+
+async def test_a_menu_key_a_refused_transfer_and_a_hang_up(gateway: LiveServer, upstream: StandInOpenAI) -> None:
+    """A key on the agent's menu reaches the model as the caller's choice; a refer the upstream refuses leaves
+    the call with the agent (its tools still answer); end_call hangs up once the goodbye is done."""
+    upstream.ring("rtc_keys")
+    upstream.refuse_refers.add("rtc_keys")
+    async with httpx.AsyncClient(timeout=20) as http:
+        body = incoming("rtc_keys")
+        assert (await post(http, gateway, body, signed(body, webhook_id="wh_keys"))).status_code == 200
+    sideband = await upstream.sideband("rtc_keys")
+    await sideband.receive_type("response.create")  # the opening
+    await sideband.send({"type": "response.created", "response": {"id": "resp_0"}})
+    await sideband.send({"type": "response.done", "response": {"id": "resp_0"}})
+    await sideband.send({"type": "input_audio_buffer.dtmf_event_received", "event": "1", "received_at": 1})
+    choice = await sideband.receive_type("conversation.item.create")
+    assert choice["item"]["role"] == "user" and "pressed 1" in choice["item"]["content"][0]["text"]
+    assert "check_order" in choice["item"]["content"][0]["text"]  # acme's menu: 1 checks an order
+    await sideband.receive_type("response.create")
+    await sideband.send({"type": "response.created", "response": {"id": "resp_k"}})
+    await sideband.send({"type": "response.done", "response": {"id": "resp_k"}})
+
+    await sideband.send({"type": "response.function_call_arguments.done", "call_id": "t1", "name": "transfer_to_human",
+                         "arguments": '{"reason": "asked for a person"}'})
+    await sideband.receive_type("conversation.item.create")
+    await sideband.receive_type("response.create")
+    await sideband.send({"type": "response.created", "response": {"id": "resp_1"}})
+    await sideband.send({"type": "response.done", "response": {"id": "resp_1"}})
+    await upstream.request("rtc_keys", "refer")  # refused 409: the call stays with the agent
+    await sideband.send({"type": "response.function_call_arguments.done", "call_id": "l1", "name": "lookup_order",
+                         "arguments": '{"order_id": "4567"}'})
+    output = await sideband.receive_type("conversation.item.create")
+    assert output["item"]["call_id"] == "l1" and json.loads(output["item"]["output"])["status"] == "shipped"
+    await sideband.receive_type("response.create")
+    await sideband.send({"type": "response.created", "response": {"id": "resp_l"}})
+    await sideband.send({"type": "response.done", "response": {"id": "resp_l"}})
+
+    await sideband.send({"type": "response.function_call_arguments.done", "call_id": "e1", "name": "end_call",
+                         "arguments": "{}"})
+    await sideband.receive_type("conversation.item.create")
+    await sideband.receive_type("response.create")
+    await sideband.send({"type": "response.created", "response": {"id": "resp_2"}})
+    await sideband.send({"type": "response.done", "response": {"id": "resp_2"}})
+    await upstream.request("rtc_keys", "hangup")
+    call = await finished_call(gateway, "rtc_keys", wait_s=20)
+    assert call["status"] == "completed" and call["outcome"] == "task_completed", call
+    assert call["end_reason"].startswith("transfer failed: refer: HTTP 409 (refer_failed)"), call
+    assert [t["name"] for t in call["tool_calls"]] == ["transfer_to_human", "lookup_order", "end_call"]
