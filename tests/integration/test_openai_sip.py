@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import socket
 import time
@@ -158,7 +159,8 @@ async def test_other_webhook_events_are_acknowledged_and_ignored(gateway: LiveSe
 
 
 async def test_a_call_runs_its_tools_over_the_sideband_survives_a_drop_and_is_referred(
-        gateway: LiveServer, upstream: StandInOpenAI) -> None:
+        gateway: LiveServer, upstream: StandInOpenAI, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)  # every logger, the sideband's handshake included: the key is in none
     upstream.ring("rtc_main")
     async with httpx.AsyncClient(timeout=20) as http:
         assert (await post(http, gateway, incoming("rtc_main"), signed(incoming("rtc_main"),
@@ -231,6 +233,7 @@ async def test_a_call_runs_its_tools_over_the_sideband_survives_a_drop_and_is_re
     assert [t["name"] for t in call["tool_calls"]] == ["lookup_order", "transfer_to_human"]
     assert all(t["side"] == "server" and t["status"] == "completed" for t in call["tool_calls"])
     assert UPSTREAM_KEY not in text
+    assert caplog.records and not [r for r in caplog.records if UPSTREAM_KEY in r.getMessage()]
 
 
 async def test_an_upstream_that_never_answers_fails_that_call_and_others_go_on(
