@@ -22,7 +22,7 @@ from starlette.websockets import WebSocket
 from voxgate.admission import Refusal
 from voxgate.chat_service import chat_completions
 from voxgate.config import Settings
-from voxgate.control import outbound_calls
+from voxgate.control import outbound_calls, realtime_calls
 from voxgate.control.auth import bearer_token, require_api_key
 from voxgate.control.ephemeral import (
     create_beta_session,
@@ -42,7 +42,8 @@ from voxgate.protocol.errors import RealtimeError
 from voxgate.speech_service import speech, transcriptions
 from voxgate.transports import openai_sip, telnyx, twilio
 from voxgate.transports.realtime_ws import WebSocketCaller, refuse_call, run_websocket_session
-from voxgate.transports.webrtc import attach_sideband, create_beta_call, create_call, hangup_call
+from voxgate.transports.sideband import attach_sideband
+from voxgate.transports.webrtc import create_beta_call, create_call
 from voxgate.web.console import ConsoleAccess, console_call, console_index, console_token, static_files
 
 log = logging.getLogger("voxgate")
@@ -61,7 +62,7 @@ async def realtime_websocket(websocket: WebSocket) -> None:
     if not gateway.ready:
         await websocket.send_denial_response(problem(503, "not_ready", "The gateway is starting."))
         return
-    if "call_id" in websocket.query_params:  # sideband: join a live WebRTC call rather than open a session
+    if "call_id" in websocket.query_params:  # sideband: join a live WebRTC or SIP call, not open a session
         await attach_sideband(websocket, principal)
         return
     params = websocket.query_params
@@ -261,7 +262,7 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> Starlette:
             WebSocketRoute("/v1/realtime", rate_limited_websocket(realtime_websocket, "realtime_ws")),
             Route("/v1/realtime", rate_limited(create_beta_call, "realtime_calls"), methods=["POST"]),
             Route("/v1/realtime/calls", rate_limited(create_call, "realtime_calls"), methods=["POST"]),
-            Route("/v1/realtime/calls/{call_id}/hangup", hangup_call, methods=["POST"]),
+            *realtime_calls.routes(),  # accept, reject, refer, hangup
             Route("/v1/realtime/client_secrets", rate_limited(create_client_secret, "client_secrets"),
                   methods=["POST"]),
             Route("/v1/realtime/client_secrets/revoke", revoke_client_secret, methods=["POST"]),

@@ -6,9 +6,10 @@ import socket
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from voxgate.control.incoming_call import AgentRoute
@@ -26,6 +27,30 @@ DIGEST_ALGORITHMS: tuple[DigestAlgorithm, ...] = ("SHA-256", "MD5")  # best firs
 
 class UnsafeSettingsError(ValueError):
     """Settings that would open the gateway wider than its operator can have meant; the message says what to do."""
+
+
+class CallControlRoute(BaseModel):
+    """Who answers the SIP calls of a route (`sip_call_control`): the gateway's agent, or an app through
+    OpenAI's SIP call control (a signed `realtime.call.incoming` webhook to `url`, then the app's accept,
+    reject, refer and hangup on /v1/realtime/calls/{call_id}/...). docs/openai.md, "SIP"."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    call_control: Literal["webhook", "gateway"] = "webhook"
+    # The app's webhook URL (http or https). Configuration only, never taken from a request: the gateway
+    # posts nowhere else.
+    url: str = ""
+    answer_timeout_s: float = Field(default=10.0, gt=0, le=300)  # ringing this long with no word from the app...
+    fallback: Literal["agent", "reject"] = "agent"  # ... then the route's agent answers, or the call is refused
+    fallback_status: int = Field(default=480, ge=400, le=699)  # with this code (480 Temporarily Unavailable)
+
+    @model_validator(mode="after")
+    def _webhook_has_url(self) -> CallControlRoute:
+        if self.call_control == "webhook":
+            parts = urlsplit(self.url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"call_control webhook needs the app's http(s) url; not {self.url!r}")
+        return self
 
 
 class Settings(BaseSettings):
@@ -227,6 +252,16 @@ class Settings(BaseSettings):
     # With neither set, calls go only to sip: URIs whose host is in sip_allowed_sources (default loopback).
     sip_trunk_proxy: str = ""
     sip_ring_timeout_s: float = Field(default=30.0, gt=0, le=600)  # an outbound call unanswered this long: CANCEL
+    # OpenAI's SIP call control for our own calls (docs/openai.md "SIP"): route key -> CallControlRoute. Keys
+    # are those of sip_routes (request-URI user or called number), "*" for every other call. Unset: the
+    # gateway answers every call itself, as before.
+    sip_call_control: dict[str, CallControlRoute] = Field(default_factory=dict)
+    # Signs the webhooks (Standard Webhooks: a "whsec_" + base64 secret, as OpenAI's, or any text); the app
+    # verifies with it (`client.webhooks.unwrap`). Required when a route uses webhook call control.
+    sip_webhook_secret: SecretStr = SecretStr("")
+    sip_webhook_attempts: int = Field(default=4, ge=1, le=20)  # deliveries tried per call (one webhook-id)
+    sip_webhook_retry_s: float = Field(default=0.5, gt=0, le=60)  # the first retry's wait, doubling after
+    sip_webhook_timeout_s: float = Field(default=5.0, gt=0, le=60)  # one attempt's limit
     # Run Python's cycle collector just after each 20 ms audio beat rather than mid-beat (see
     # voxgate/garbage_collection.py); off gives CPython's automatic collection back.
     gc_on_beat: bool = True
@@ -279,6 +314,17 @@ class Settings(BaseSettings):
         if value:
             trunk_uri(value)  # says what is wrong with the address (a sip: URI or host[:port], over UDP)
         return value
+
+    @model_validator(mode="after")
+    def _call_control_is_signed(self) -> Settings:
+        if any(route.call_control == "webhook" for route in self.sip_call_control.values()):
+            from voxgate.control.standard_webhooks import secret_bytes
+
+            secret = self.sip_webhook_secret.get_secret_value()
+            if not secret:
+                raise ValueError("sip_call_control sends webhooks: set sip_webhook_secret (e.g. whsec_ + base64)")
+            secret_bytes(secret)  # says what is wrong with a whsec_ secret
+        return self
 
     @field_validator("sip_codecs")
     @classmethod
@@ -358,6 +404,7 @@ class Settings(BaseSettings):
         data["api_keys"] = "****" if self.api_key_list() else ""
         data["sip_digest_password"] = "****" if self.sip_digest_password.get_secret_value() else ""
         data["sip_trunk_password"] = "****" if self.sip_trunk_password.get_secret_value() else ""
+        data["sip_webhook_secret"] = "****" if self.sip_webhook_secret.get_secret_value() else ""
         data["ice_servers"] = [{**s, "credential": "****"} if s.get("credential") else s for s in self.ice_servers]
         if "@" in self.database_url:  # mask a password in a database URL
             scheme, rest = self.database_url.split("://", 1)

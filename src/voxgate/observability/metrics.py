@@ -79,6 +79,10 @@ SIP_INVITES = Counter("voxgate_sip_invites_total", "Inbound SIP INVITEs, by outc
                       ["outcome"])
 SIP_CALLS_ENDED = Counter("voxgate_sip_calls_ended_total", "SIP calls ended, by reason", ["reason"])
 SIP_RTP_DROPPED = Counter("voxgate_sip_rtp_dropped_total", "Inbound RTP datagrams dropped, by reason", ["reason"])
+# OpenAI's SIP call control served for our calls (control/webhook_delivery.py): each delivery attempt,
+# `delivered` or `failed`, and `gave_up` once every attempt of one webhook failed
+CALL_CONTROL_WEBHOOKS = Counter("voxgate_call_control_webhooks_total",
+                                "realtime.call.incoming delivery attempts, by outcome", ["outcome"])
 CASCADE_LLM_FIRST_TOKEN_SECONDS = Histogram("voxgate_cascade_llm_first_token_seconds",
                                             "Cascade engine: request to the LLM's first streamed token",
                                             buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10))
