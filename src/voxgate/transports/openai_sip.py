@@ -5,8 +5,8 @@
 For each incoming call the gateway picks an agent from the SIP headers (`openai_sip_routes`), accepts the
 call upstream with that agent's session (`POST {openai_base_url}/realtime/calls/{call_id}/accept`:
 instructions, voice, its gateway tools as function tools) and attaches to the call's sideband
-(`{openai_base_url}/realtime?call_id=...`, as WebSocket). From there `SidebandCall`
-(control/sideband_call.py) decides, and this shell carries out: gateway tools run through the agent's
+(`{openai_base_url}/realtime?call_id=...`, as WebSocket). From there `SidebandAgent`
+(control/sideband_agent.py) decides, and this shell carries out: gateway tools run through the agent's
 ToolRegistry (validated, redacted, counted, recorded), a transfer is `/refer` to the agent's escalation
 target, a hang-up is `/hangup`, and the call record is written as for the gateway's own calls.
 
@@ -44,7 +44,7 @@ from voxgate.control.incoming_call import (
     parse_incoming_call,
 )
 from voxgate.control.problems import problem
-from voxgate.control.sideband_call import (
+from voxgate.control.sideband_agent import (
     Action,
     HangUp,
     RecordItem,
@@ -52,7 +52,7 @@ from voxgate.control.sideband_call import (
     Refer,
     RunTool,
     Send,
-    SidebandCall,
+    SidebandAgent,
 )
 from voxgate.control.standard_webhooks import ReplayGuard, WebhookRejected, verify
 from voxgate.engines.base import EngineError
@@ -165,7 +165,7 @@ class OpenAISipCall:
                                          settings.openai_sip_api_timeout_s)
         self.url = realtime_url(settings.openai_base_url, settings.openai_model, call_id=self.call_id)
         opening = " ".join(line for line in (agent.disclosure, agent.greeting) if line) or None
-        self.core = SidebandCall(opening=opening, menu=agent.dtmf_menu)
+        self.core = SidebandAgent(opening=opening, menu=agent.dtmf_menu)
         self.recorder = CallRecorder(gateway.calls, "openai", node=gateway.node,
                                      metadata={"transport_call_id": self.call_id})
         self.caller = incoming.caller

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from voxgate.agents import AgentConfig, load_agent
-from voxgate.control.sideband_call import (
+from voxgate.control.sideband_agent import (
     Action,
     HangUp,
     RecordItem,
@@ -18,7 +18,7 @@ from voxgate.control.sideband_call import (
     Refer,
     RunTool,
     Send,
-    SidebandCall,
+    SidebandAgent,
     target_uri,
 )
 from voxgate.engines.openai_upstream import SAY_INSTRUCTIONS
@@ -45,7 +45,7 @@ class Driver:
     """Runs the core's RunTool actions through the agent's tools, as the shell does, and is the tools'
     CallActions: a transfer or hang-up goes back into the core."""
 
-    def __init__(self, core: SidebandCall, tools: ToolRegistry) -> None:
+    def __init__(self, core: SidebandAgent, tools: ToolRegistry) -> None:
         self.core, self.tools = core, tools
         self.out: list[Action] = []
 
@@ -81,16 +81,16 @@ def acme(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ToolRegistry:
 
 
 def test_the_opening_is_said_word_for_word_without_tools() -> None:
-    core = SidebandCall(opening="This call is recorded. Hi!")
+    core = SidebandAgent(opening="This call is recorded. Hi!")
     [create] = sent(core.start())
     assert create["type"] == "response.create"
     assert create["response"] == {"instructions": SAY_INSTRUCTIONS.format(text="This call is recorded. Hi!"),
                                   "tool_choice": "none"}
-    assert SidebandCall().start() == []
+    assert SidebandAgent().start() == []
 
 
 async def test_a_tool_call_is_validated_run_and_answered_then_the_model_goes_on(acme: ToolRegistry) -> None:
-    core = SidebandCall()
+    core = SidebandAgent()
     driver = Driver(core, acme)
     assert core.receive({"type": "response.created", "response": {"id": "resp_1"}}) == []
     [run] = core.receive(call_done("call_1", "lookup_order", '{"order_id": "4567"}'))
@@ -110,7 +110,7 @@ async def test_a_tool_call_is_validated_run_and_answered_then_the_model_goes_on(
 
 
 async def test_bad_arguments_are_refused_by_the_schema_and_the_model_hears_why(acme: ToolRegistry) -> None:
-    core = SidebandCall()
+    core = SidebandAgent()
     driver = Driver(core, acme)
     core.receive({"type": "response.created", "response": {"id": "resp_1"}})
     core.receive({"type": "response.done", "response": {"id": "resp_1"}})
@@ -129,13 +129,13 @@ async def test_tool_output_pii_is_redacted(tmp_path: Path, monkeypatch: pytest.M
     agent = AgentConfig.model_validate({"name": "leaky", "tools": [
         {"name": "card", "handler": f"{handler}:card",
          "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}}}}]})
-    core = SidebandCall()
+    core = SidebandAgent()
     finished = await Driver(core, ToolRegistry(agent)).run(core.receive(call_done("c", "card", '{"order_id": "1"}')))
     assert "4111 1111 1111 1111" not in sent(finished)[0]["item"]["output"]
 
 
 async def test_two_tools_of_one_response_get_one_response_create(acme: ToolRegistry) -> None:
-    core = SidebandCall()
+    core = SidebandAgent()
     core.receive({"type": "response.created", "response": {"id": "resp_1"}})
     first = core.receive(call_done("a", "lookup_order", '{"order_id": "4567"}'))
     second = core.receive(call_done("b", "lookup_order", '{"order_id": "1234"}'))
@@ -146,7 +146,7 @@ async def test_two_tools_of_one_response_get_one_response_create(acme: ToolRegis
 
 
 async def test_escalation_refers_to_the_agents_target_once_the_handover_was_heard(acme: ToolRegistry) -> None:
-    core = SidebandCall()
+    core = SidebandAgent()
     driver = Driver(core, acme)
     core.receive({"type": "response.created", "response": {"id": "resp_1"}})
     run = core.receive(call_done("t", "transfer_to_human", '{"reason": "wants a person"}'))
@@ -169,7 +169,7 @@ async def test_escalation_refers_to_the_agents_target_once_the_handover_was_hear
 
 
 async def test_end_call_hangs_up_after_the_goodbye(acme: ToolRegistry) -> None:
-    core = SidebandCall()
+    core = SidebandAgent()
     finished = await Driver(core, acme).run(core.receive(call_done("e", "end_call", "{}")))
     assert kinds(finished) == ["conversation.item.create", "response.create"]
     core.receive({"type": "response.created", "response": {"id": "resp_9"}})
@@ -178,14 +178,14 @@ async def test_end_call_hangs_up_after_the_goodbye(acme: ToolRegistry) -> None:
 
 def test_a_transfer_without_a_usable_target_fails_the_tool() -> None:
     with pytest.raises(ValueError, match="neither"):
-        SidebandCall().transfer("the front desk", "")
+        SidebandAgent().transfer("the front desk", "")
     assert target_uri("+15550100") == "tel:+15550100"
     assert target_uri("sip:desk@pbx.example") == "sip:desk@pbx.example"
     assert target_uri("desk@pbx.example") == "sip:desk@pbx.example"
 
 
 def test_a_menu_key_asks_the_model_like_the_caller_would() -> None:
-    core = SidebandCall(menu={"1": "check_order", "0": "transfer_to_human"})
+    core = SidebandAgent(menu={"1": "check_order", "0": "transfer_to_human"})
     core.receive({"type": "response.created", "response": {"id": "resp_1"}})
     actions = core.receive({"type": "input_audio_buffer.dtmf_event_received", "event": "1", "received_at": 1})
     assert kinds(actions) == ["conversation.item.create", "response.cancel"]  # the key interrupts the reply
@@ -198,7 +198,7 @@ def test_a_menu_key_asks_the_model_like_the_caller_would() -> None:
 
 
 def test_what_was_said_and_the_usage_go_to_the_record() -> None:
-    core = SidebandCall()
+    core = SidebandAgent()
     core.receive({"type": "input_audio_buffer.committed", "item_id": "item_u"})
     [user] = core.receive({"type": "conversation.item.input_audio_transcription.completed", "item_id": "item_u",
                            "content_index": 0, "transcript": "where is my order"})
@@ -214,7 +214,7 @@ def test_what_was_said_and_the_usage_go_to_the_record() -> None:
 
 
 def test_a_refused_response_create_does_not_stall_the_call() -> None:
-    core = SidebandCall(opening="Hello")
+    core = SidebandAgent(opening="Hello")
     core.start()
     assert core.hang_up("done") == []  # waits for the opening
     assert core.receive({"type": "error", "error": {"type": "invalid_request_error", "code": "x",
@@ -222,7 +222,7 @@ def test_a_refused_response_create_does_not_stall_the_call() -> None:
 
 
 def test_a_reattached_sideband_forgets_what_the_old_one_had_in_flight() -> None:
-    core = SidebandCall()
+    core = SidebandAgent()
     core.receive({"type": "response.created", "response": {"id": "resp_1"}})
     core.receive({"type": "output_audio_buffer.started", "response_id": "resp_1"})
     assert core.hang_up("bye") == []
@@ -236,5 +236,5 @@ def test_a_reattached_sideband_forgets_what_the_old_one_had_in_flight() -> None:
     {"type": "input_audio_buffer.dtmf_event_received", "event": None}, {"type": "error", "error": "x"},
 ])
 def test_odd_events_are_ignored(event: dict[str, Any]) -> None:
-    core = SidebandCall()
+    core = SidebandAgent()
     assert [a for a in core.receive(event) if not isinstance(a, Send)] == []

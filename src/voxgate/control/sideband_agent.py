@@ -28,7 +28,7 @@ from voxgate.protocol.ids import new_id
 from voxgate.protocol.items import ContentPart, Item
 from voxgate.session.keypad import Keypad, KeyPress
 
-__all__ = ["Action", "HangUp", "RecordItem", "RecordUsage", "Refer", "RunTool", "Send", "SidebandCall",
+__all__ = ["Action", "HangUp", "RecordItem", "RecordUsage", "Refer", "RunTool", "Send", "SidebandAgent",
            "target_uri"]
 
 
@@ -87,8 +87,9 @@ def target_uri(target: str) -> str:
     raise ValueError(f"the escalation target {target!r} is neither an E.164 number nor a sip:/tel: URI")
 
 
-class SidebandCall:
-    """One call's state as the sideband shows it. Every method returns the actions it leads to."""
+class SidebandAgent:
+    """The agent's side of one call behind OpenAI's SIP, as its sideband shows it. Every method returns
+    the actions it leads to."""
 
     def __init__(self, *, opening: str | None = None, menu: Mapping[str, str] | None = None) -> None:
         self.opening = opening  # said first: the AI disclosure and the greeting
