@@ -62,6 +62,21 @@ class Sideband:
             if event["type"] == kind:
                 return event
 
+    async def reply(self, response_id: str) -> None:
+        """The model answers what the gateway asked for: a response created and done."""
+        await self.send({"type": "response.created", "response": {"id": response_id}})
+        await self.send({"type": "response.done", "response": {"id": response_id, "status": "completed"}})
+
+    async def tool_turn(self, call_id: str, name: str, arguments: str) -> dict[str, Any]:
+        """The model calls a tool: the function_call_output item the gateway sends, once the gateway's
+        response.create has followed it."""
+        await self.send({"type": "response.function_call_arguments.done", "call_id": call_id, "name": name,
+                         "arguments": arguments})
+        output = await self.receive_type("conversation.item.create")
+        await self.receive_type("response.create")
+        item: dict[str, Any] = output["item"]
+        return item
+
     async def drop(self, code: int = 1011) -> None:
         """Close it as a failing upstream would, mid-call."""
         with contextlib.suppress(Exception):

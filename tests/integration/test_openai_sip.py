@@ -284,37 +284,23 @@ async def test_a_menu_key_a_refused_transfer_and_a_hang_up(gateway: LiveServer, 
         assert (await post(http, gateway, body, signed(body, webhook_id="wh_keys"))).status_code == 200
     sideband = await upstream.sideband("rtc_keys")
     await sideband.receive_type("response.create")  # the opening
-    await sideband.send({"type": "response.created", "response": {"id": "resp_0"}})
-    await sideband.send({"type": "response.done", "response": {"id": "resp_0"}})
+    await sideband.reply("resp_0")
     await sideband.send({"type": "input_audio_buffer.dtmf_event_received", "event": "1", "received_at": 1})
     choice = await sideband.receive_type("conversation.item.create")
     assert choice["item"]["role"] == "user" and "pressed 1" in choice["item"]["content"][0]["text"]
     assert "check_order" in choice["item"]["content"][0]["text"]  # acme's menu: 1 checks an order
     await sideband.receive_type("response.create")
-    await sideband.send({"type": "response.created", "response": {"id": "resp_k"}})
-    await sideband.send({"type": "response.done", "response": {"id": "resp_k"}})
+    await sideband.reply("resp_k")
 
-    await sideband.send({"type": "response.function_call_arguments.done", "call_id": "t1", "name": "transfer_to_human",
-                         "arguments": '{"reason": "asked for a person"}'})
-    await sideband.receive_type("conversation.item.create")
-    await sideband.receive_type("response.create")
-    await sideband.send({"type": "response.created", "response": {"id": "resp_1"}})
-    await sideband.send({"type": "response.done", "response": {"id": "resp_1"}})
+    await sideband.tool_turn("t1", "transfer_to_human", '{"reason": "asked for a person"}')
+    await sideband.reply("resp_1")
     await upstream.request("rtc_keys", "refer")  # refused 409: the call stays with the agent
-    await sideband.send({"type": "response.function_call_arguments.done", "call_id": "l1", "name": "lookup_order",
-                         "arguments": '{"order_id": "4567"}'})
-    output = await sideband.receive_type("conversation.item.create")
-    assert output["item"]["call_id"] == "l1" and json.loads(output["item"]["output"])["status"] == "shipped"
-    await sideband.receive_type("response.create")
-    await sideband.send({"type": "response.created", "response": {"id": "resp_l"}})
-    await sideband.send({"type": "response.done", "response": {"id": "resp_l"}})
+    output = await sideband.tool_turn("l1", "lookup_order", '{"order_id": "4567"}')
+    assert output["call_id"] == "l1" and json.loads(output["output"])["status"] == "shipped"
+    await sideband.reply("resp_l")
 
-    await sideband.send({"type": "response.function_call_arguments.done", "call_id": "e1", "name": "end_call",
-                         "arguments": "{}"})
-    await sideband.receive_type("conversation.item.create")
-    await sideband.receive_type("response.create")
-    await sideband.send({"type": "response.created", "response": {"id": "resp_2"}})
-    await sideband.send({"type": "response.done", "response": {"id": "resp_2"}})
+    await sideband.tool_turn("e1", "end_call", "{}")
+    await sideband.reply("resp_2")
     await upstream.request("rtc_keys", "hangup")
     call = await finished_call(gateway, "rtc_keys", wait_s=20)
     assert call["status"] == "completed" and call["outcome"] == "task_completed", call

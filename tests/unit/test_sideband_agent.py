@@ -221,6 +221,26 @@ def test_a_refused_response_create_does_not_stall_the_call() -> None:
                                                     "message": "no"}}) == [HangUp("done")]
 
 
+def test_a_response_create_that_races_the_models_own_reply_is_asked_again_after_it() -> None:
+    core = SidebandAgent()
+    [create] = sent(core.tool_finished("c1", "{}")[1:])
+    # the caller spoke meanwhile: the upstream's own reply starts, and our create is refused for it
+    core.receive({"type": "response.created", "response": {"id": "resp_vad"}})
+    refused = {"type": "error", "error": {"type": "invalid_request_error", "message": "busy",
+                                          "code": "conversation_already_has_active_response",
+                                          "event_id": create["event_id"]}}
+    assert core.receive(refused) == []
+    assert kinds(core.receive({"type": "response.done", "response": {"id": "resp_vad"}})) == ["response.create"]
+
+
+def test_another_events_error_leaves_a_pending_create_alone() -> None:
+    core = SidebandAgent()
+    core.tool_finished("c1", "{}")
+    other = {"type": "error", "error": {"type": "invalid_request_error", "message": "no", "event_id": "event_x"}}
+    assert core.receive(other) == []
+    assert core.hang_up("bye") == []  # still waiting for our response
+
+
 def test_a_reattached_sideband_forgets_what_the_old_one_had_in_flight() -> None:
     core = SidebandAgent()
     core.receive({"type": "response.created", "response": {"id": "resp_1"}})

@@ -103,6 +103,7 @@ class SidebandAgent:
         self.usage_seen = False
         self._active: str | None = None  # the response the upstream is generating
         self._create_pending = False  # a response.create we sent, not yet seen as response.created
+        self._create_event: str | None = None  # that create's event_id: an error naming it refused it
         self._playing: set[str] = set()  # responses whose audio the caller is still hearing
         self._running: set[str] = set()  # tool calls being run
         self._seen: set[str] = set()  # function calls run and items recorded (the upstream repeats them)
@@ -115,9 +116,7 @@ class SidebandAgent:
         """The sideband is attached for the first time: say the opening lines."""
         if not self.opening:
             return []
-        self._create_pending = True
-        return [Send({"type": "response.create", "event_id": new_id("event"),
-                      "response": {"instructions": SAY_INSTRUCTIONS.format(text=self.opening), "tool_choice": "none"}})]
+        return [self._create({"instructions": SAY_INSTRUCTIONS.format(text=self.opening), "tool_choice": "none"})]
 
     def reattached(self) -> list[Action]:
         """A new sideband after a drop: what the old one had in flight may never be confirmed."""
@@ -189,10 +188,7 @@ class SidebandAgent:
         if kind == "input_audio_buffer.dtmf_event_received":
             return self._key(event.get("event"))
         if kind == "error":
-            error = event.get("error")
-            if self._create_pending and isinstance(error, Mapping):
-                self._create_pending = False  # our response.create was refused; the next turn tries again
-                return self._next()
+            return self._error(event.get("error"))
         return []
 
     # -- internals ---------------------------------------------------------------------------------
@@ -255,14 +251,38 @@ class SidebandAgent:
             actions.append(Send({"type": "response.cancel", "event_id": new_id("event")}))
         return actions + self._next()
 
+    def _error(self, error: Any) -> list[Action]:
+        if not isinstance(error, Mapping):
+            return []
+        named = _str(error.get("event_id"))
+        if named is not None and named == self._create_event:
+            self._create_event = None
+            self._create_pending = False
+            if error.get("code") == "conversation_already_has_active_response":
+                # The model was already answering (the caller spoke as we asked): ask again once it is done.
+                self._needs_response = True
+                return []
+            return self._next()
+        if named is None and self._create_pending:  # an upstream that does not say which event failed
+            self._create_pending = False
+            return self._next()
+        return []
+
+    def _create(self, response: dict[str, Any] | None = None) -> Send:
+        self._create_pending = True
+        self._create_event = new_id("event")
+        event: dict[str, Any] = {"type": "response.create", "event_id": self._create_event}
+        if response is not None:
+            event["response"] = response
+        return Send(event)
+
     def _next(self) -> list[Action]:
         """Ask for the next response, or carry out what waited for the last one to be heard."""
         if self.ended or self._running or self._active is not None or self._create_pending:
             return []
         if self._needs_response:
             self._needs_response = False
-            self._create_pending = True
-            return [Send({"type": "response.create", "event_id": new_id("event")})]
+            return [self._create()]
         if self._deferred and not self._playing:
             first, self._deferred = self._deferred[0], []
             self.ended = True
