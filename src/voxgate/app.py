@@ -41,7 +41,7 @@ from voxgate.protocol.dialect import dialect_from_handshake
 from voxgate.protocol.errors import RealtimeError
 from voxgate.server.http_connection import ClientDisconnected
 from voxgate.speech_service import speech, transcriptions
-from voxgate.transports import telnyx, twilio
+from voxgate.transports import openai_sip, telnyx, twilio
 from voxgate.transports.realtime_ws import WebSocketCaller, refuse_call, run_websocket_session
 from voxgate.transports.sideband import attach_sideband
 from voxgate.transports.webrtc import create_beta_call, create_call
@@ -249,6 +249,7 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> Starlette:
             yield
         finally:
             undo_drain()
+            await openai_sip.calls_of(app.state, settings).close()
             await collector.stop()
             await gw.stop()
 
@@ -282,6 +283,7 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> Starlette:
             Route("/v1/chat/completions", rate_limited(chat_completions, "chat"), methods=["POST"]),
             *twilio.routes(gateway_of),
             *telnyx.routes(gateway_of),
+            *openai_sip.routes(),
         ],
         middleware=[Middleware(BrowserGuard, policy=policy),
                     Middleware(CORSMiddleware, **policy.cors_options(), allow_methods=["*"], allow_headers=["*"],

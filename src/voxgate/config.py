@@ -12,6 +12,7 @@ import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from voxgate.control.incoming_call import AgentRoute
 from voxgate.hosts import is_loopback, origin_of
 from voxgate.server.forwarded import TrustedProxies
 from voxgate.sip.registration import trunk_uri
@@ -299,6 +300,21 @@ class Settings(BaseSettings):
     openai_connect_timeout_s: float = 10.0
     openai_max_retries: int = 2  # handshake retries per connect, with exponential backoff and jitter
     openai_response_timeout_s: float = 30.0  # an upstream response silent for this long has failed
+    # Agents behind OpenAI's SIP (transports/openai_sip.py, docs/openai.md "SIP"): OpenAI answers the phone
+    # and POSTs a signed `realtime.call.incoming` to /openai/sip/webhook; the gateway accepts the call with
+    # an agent (at openai_base_url, with openai_api_key) and runs its tools over the call's sideband.
+    # The Standard Webhooks secret (whsec_...) from OpenAI's webhook settings; several, comma-separated,
+    # while one rotates. Empty: the route refuses every delivery (503).
+    openai_webhook_secret: SecretStr = SecretStr("")
+    openai_webhook_tolerance_s: int = Field(default=300, ge=1, le=3600)  # a delivery this old (or ahead) is stale
+    # Which agent takes a call, by its SIP headers: the first rule that matches wins, e.g.
+    # {header: to, match: "+14155550100", agent: support}; `match` ending in * is a prefix. No match:
+    # openai_sip_agent, else default_agent.
+    openai_sip_routes: list[AgentRoute] = Field(default_factory=list)
+    openai_sip_agent: str = ""
+    openai_sip_api_timeout_s: float = Field(default=10.0, gt=0)  # accept, refer, hangup: no answer by then failed
+    # Transcribes the caller upstream, for the call record (the audio never reaches the gateway); empty: off
+    openai_sip_transcription_model: str = "gpt-4o-mini-transcribe"
 
     @field_validator("sip_trunk_registrar", "sip_trunk_proxy")
     @classmethod

@@ -100,3 +100,15 @@ SIP_REGISTRATIONS = Counter("voxgate_sip_registrations_total",
                             ["result"])
 SIP_OUTBOUND_CALLS = Counter("voxgate_sip_outbound_calls_total",
                              "Outbound SIP calls, by outcome (answered, busy, no_answer, failed)", ["outcome"])
+
+# Agents behind OpenAI's SIP (transports/openai_sip.py): webhooks, and the call-control requests sent upstream.
+OPENAI_SIP_WEBHOOKS = Counter("voxgate_openai_sip_webhooks_total",
+                              "OpenAI webhooks received, by result: accepted, ignored (another event type or "
+                              "a call already running), or why refused (bad_signature, missing_header, stale, "
+                              "future, replayed, malformed, invalid_body, not_configured, not_ready)", ["result"])
+OPENAI_SIP_REQUESTS = Counter("voxgate_openai_sip_requests_total",
+                              "Call-control requests to the upstream (accept, refer, hangup), by result",
+                              ["action", "result"])  # ok | error | timeout
+OPENAI_SIP_SIDEBANDS = Counter("voxgate_openai_sip_sidebands_total",
+                               "Sideband connections of calls behind OpenAI's SIP, by result "
+                               "(attached, reattached, lost, ended, failed)", ["result"])
