@@ -1,0 +1,189 @@
+"""Two gateways in this process sharing one database and a real redis-server: the registry of live calls,
+call control carried to the node holding the call, ephemeral keys spent once across nodes, shared rate
+limits and the load report. (Separate processes, PostgreSQL, Kamailio, kill -9 and SIGTERM:
+test_scale_out.py.)"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+
+from tests.phone_carrier import eventually_true
+from tests.redis_server import RedisServer
+from tests.webrtc_client import WebRtcCaller
+from voxgate.embedded import EmbeddedGateway, free_port
+
+KEY, OTHER = "sk-cluster", "sk-other"
+API = {"Authorization": f"Bearer {KEY}"}
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+def start_node(tmp: Path, name: str, redis: RedisServer, **settings: Any) -> EmbeddedGateway:
+    (tmp / name).mkdir(exist_ok=True)
+    settings = {"api_keys": f"{KEY},{OTHER}", "engine": "echo", "max_calls": 16, "redis_url": redis.url,
+                "database_url": f"sqlite+aiosqlite:///{tmp / 'shared.db'}", "cluster_heartbeat_s": 0.5,
+                "node_id": name, **settings}
+    return EmbeddedGateway(tmp / name, **settings).start()
+
+
+@pytest.fixture(scope="module")
+def nodes(tmp_path_factory: pytest.TempPathFactory,
+          redis_server: RedisServer) -> Iterator[tuple[EmbeddedGateway, EmbeddedGateway]]:
+    tmp = tmp_path_factory.mktemp("cluster")
+    a = start_node(tmp, "node-a", redis_server, load_report_port=free_port())
+    try:
+        b = start_node(tmp, "node-b", redis_server)
+        try:
+            yield a, b
+        finally:
+            b.stop()
+    finally:
+        a.stop()
+
+
+@pytest.fixture
+async def clients(nodes: tuple[EmbeddedGateway, EmbeddedGateway]) -> AsyncIterator[tuple[httpx.AsyncClient, ...]]:
+    a, b = nodes
+    async with httpx.AsyncClient(base_url=a.base_url) as http_a, httpx.AsyncClient(base_url=b.base_url) as http_b:
+        yield http_a, http_b
+
+
+async def open_websocket(node: EmbeddedGateway, key: str) -> tuple[websockets.ClientConnection, str]:
+    ws = await websockets.connect(f"{node.ws_url}/v1/realtime?model=x&agent=echo",
+                                  additional_headers={"Authorization": f"Bearer {key}"})
+    created = json.loads(await ws.recv())
+    assert created["type"] == "session.created"
+    return ws, str(created["session"]["id"])
+
+
+async def test_a_call_is_hung_up_through_the_node_that_does_not_hold_it(
+        nodes: tuple[EmbeddedGateway, EmbeddedGateway], clients: tuple[httpx.AsyncClient, ...]) -> None:
+    a, b = nodes
+    http_a, http_b = clients
+    caller = WebRtcCaller()
+    try:
+        assert (await caller.connect(http_a, "/v1/realtime/calls?agent=echo", KEY)).status_code == 201
+        await caller.wait_for("session.created", 10)
+        hangup = f"/v1/realtime/calls/{caller.call_id}/hangup"
+        assert b.run(b.gateway.cluster.holder(caller.call_id)) == "node-a"  # type: ignore[union-attr]
+
+        # B relays to A, where the route's own checks answer: no key, or another key's call, is refused
+        # exactly as A refuses it, and the call carries on.
+        assert (await http_b.post(hangup)).status_code == 401
+        other = await http_b.post(hangup, headers={"Authorization": f"Bearer {OTHER}"})
+        assert other.status_code == 404 and other.json()["error"]["code"] == "call_id_not_found"
+        assert len(a.gateway.sessions) == 1
+
+        reply = await http_b.post(hangup, headers=API)
+        assert (reply.status_code, reply.content) == (200, b"")
+        await eventually_true(lambda: asyncio.sleep(0, not a.gateway.sessions), 10, "the call ended on A")
+        await eventually_true(lambda: asyncio.sleep(0, caller.pc.connectionState == "closed"), 10,
+                              "the browser's peer connection closed")
+        assert b.run(b.gateway.cluster.holder(caller.call_id)) is None  # type: ignore[union-attr]
+        # Over now: both nodes answer as for any unknown call.
+        for http in (http_a, http_b):
+            gone = await http.post(hangup, headers=API)
+            assert gone.status_code == 404 and gone.json()["error"]["code"] == "call_id_not_found"
+    finally:
+        await caller.close()
+    calls = (await http_b.get("/v1/calls?limit=5", headers=API)).json()["data"]
+    hung_up = next(c for c in calls if c["transport"] == "webrtc")
+    assert (hung_up["status"], hung_up["end_reason"]) == ("completed", "hangup_requested")
+
+
+async def test_the_registry_names_the_node_of_every_live_session_until_it_ends(
+        nodes: tuple[EmbeddedGateway, EmbeddedGateway]) -> None:
+    a, b = nodes
+    ws_a, on_a = await open_websocket(a, KEY)
+    ws_b, on_b = await open_websocket(b, KEY)
+    try:
+        for node in (a, b):
+            cluster = node.gateway.cluster
+            assert cluster is not None
+            assert node.run(cluster.holder(on_a)) == "node-a" and node.run(cluster.holder(on_b)) == "node-b"
+
+        async def loads_reported() -> bool:  # each node's next heartbeat carries its load
+            seen = b.run(b.gateway.cluster.nodes())  # type: ignore[union-attr]
+            return {name: load["active"] for name, load in seen.items()} == {"node-a": 1, "node-b": 1}
+
+        await eventually_true(loads_reported, 10, "both nodes reporting one call")
+        seen = b.run(b.gateway.cluster.nodes())  # type: ignore[union-attr]
+        assert seen["node-a"]["draining"] is False and seen["node-a"]["limit"] == 16
+    finally:
+        await ws_a.close()
+        await ws_b.close()
+
+    async def released() -> bool:
+        cluster = b.gateway.cluster
+        assert cluster is not None
+        return b.run(cluster.holder(on_a)) is None and b.run(cluster.holder(on_b)) is None
+
+    await eventually_true(released, 10, "both sessions leaving the registry")
+
+
+async def test_an_ephemeral_key_minted_on_one_node_opens_one_session_on_any_node(
+        nodes: tuple[EmbeddedGateway, EmbeddedGateway], clients: tuple[httpx.AsyncClient, ...]) -> None:
+    a, b = nodes
+    http_a, _ = clients
+    minted = await http_a.post("/v1/realtime/client_secrets?agent=echo", headers=API, json={})
+    secret = minted.json()["value"]
+    ws, _ = await open_websocket(b, secret)
+    await ws.close()
+    for node in (a, b):  # spent: neither node opens another session with it
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            await open_websocket(node, secret)
+        assert refused.value.response.status_code == 401
+
+
+async def test_the_load_report_tells_haproxy_how_idle_the_node_is(
+        nodes: tuple[EmbeddedGateway, EmbeddedGateway]) -> None:
+    a, _ = nodes
+
+    async def report() -> str:
+        assert a.gateway.load_report is not None
+        reader, writer = await asyncio.open_connection("127.0.0.1", a.gateway.load_report.port)
+        line = await reader.read()
+        writer.close()
+        return line.decode()
+
+    assert await report() == "up 100%\n"
+    ws, _ = await open_websocket(a, KEY)
+    try:
+        assert await report() == "up 93%\n"  # 15 of 16 free
+    finally:
+        await ws.close()
+
+
+async def test_rate_limits_are_shared_by_the_nodes(tmp_path: Path, redis_server: RedisServer) -> None:
+    limits = {"rate_limit_per_key": 0.01, "rate_limit_per_key_burst": 2, "rate_limit_per_source": 0}
+    a = start_node(tmp_path, "limited-a", redis_server, **limits)
+    try:
+        b = start_node(tmp_path, "limited-b", redis_server, **limits)
+        try:
+            async with httpx.AsyncClient() as http:
+                mint = "/v1/realtime/client_secrets?agent=echo"
+                assert (await http.post(a.base_url + mint, headers=API, json={})).status_code == 200
+                assert (await http.post(b.base_url + mint, headers=API, json={})).status_code == 200
+                # The key's burst of 2 is spent across both nodes: the third request is refused on either.
+                for node in (a, b):
+                    refused = await http.post(node.base_url + mint, headers=API, json={})
+                    assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+                # Another key has its own bucket.
+                other = await http.post(b.base_url + mint, headers={"Authorization": f"Bearer {OTHER}"}, json={})
+                assert other.status_code == 200
+        finally:
+            b.stop()
+    finally:
+        a.stop()
