@@ -6,7 +6,12 @@ test_scale_out.py.)"""
 from __future__ import annotations
 
 import asyncio
+import csv
 import json
+import os
+import shutil
+import socket
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +26,7 @@ from tests.webrtc_client import WebRtcCaller
 from voxgate.embedded import EmbeddedGateway, free_port
 
 KEY, OTHER = "sk-cluster", "sk-other"
+HAPROXY_CFG = Path(__file__).resolve().parents[2] / "deploy" / "haproxy" / "haproxy.cfg"
 API = {"Authorization": f"Bearer {KEY}"}
 
 
@@ -44,7 +50,7 @@ def nodes(tmp_path_factory: pytest.TempPathFactory,
     tmp = tmp_path_factory.mktemp("cluster")
     a = start_node(tmp, "node-a", redis_server, load_report_port=free_port())
     try:
-        b = start_node(tmp, "node-b", redis_server)
+        b = start_node(tmp, "node-b", redis_server, load_report_port=free_port())
         try:
             yield a, b
         finally:
@@ -187,3 +193,86 @@ async def test_rate_limits_are_shared_by_the_nodes(tmp_path: Path, redis_server:
             b.stop()
     finally:
         a.stop()
+
+
+class HAProxy:
+    """HAProxy with the shipped config in front of `nodes`, plus an admin socket to read its tables."""
+
+    def __init__(self, tmp: Path, nodes: tuple[EmbeddedGateway, ...]) -> None:
+        binary = shutil.which("haproxy")
+        if binary is None:
+            pytest.fail("haproxy not found: `apt-get install haproxy` (the Makefile's system-deps)", pytrace=False)
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.socket = tmp / "admin.sock"
+        (tmp / "admin.cfg").write_text(f"global\n    stats socket {self.socket} mode 600 level admin\n")
+        env = {**os.environ, "LISTEN": f"127.0.0.1:{self.port}"}
+        for number, node in enumerate(nodes, 1):
+            assert node.gateway.load_report is not None
+            env[f"GATEWAY_{number}"] = node.base_url.removeprefix("http://")
+            env[f"GATEWAY_{number}_AGENT"] = str(node.gateway.load_report.port)
+        self.log = (tmp / "haproxy.log").open("w")
+        self.process = subprocess.Popen([binary, "-db", "-f", str(HAPROXY_CFG), "-f", str(tmp / "admin.cfg")],
+                                        env=env, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def ask(self, command: str) -> str:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.connect(str(self.socket))
+            sock.sendall(command.encode() + b"\n")
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        return b"".join(chunks).decode()
+
+    def weights(self) -> dict[str, int]:
+        """Each gateway's current weight, as the agent checks set it."""
+        rows = csv.DictReader(self.ask("show stat").lstrip("# ").splitlines())
+        return {row["svname"]: int(row["weight"]) for row in rows if row["pxname"] == "gateways"
+                and row["svname"] not in ("FRONTEND", "BACKEND")}
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=15)
+        self.log.close()
+
+
+async def test_behind_haproxy_a_call_sticks_to_its_node_and_the_idlest_node_weighs_most(
+        tmp_path: Path, nodes: tuple[EmbeddedGateway, EmbeddedGateway]) -> None:
+    a, _ = nodes
+    proxy = HAProxy(tmp_path, nodes)
+    caller = WebRtcCaller()
+    try:
+        async with httpx.AsyncClient(base_url=proxy.base_url) as http:
+            async def up() -> bool:
+                try:
+                    return (await http.get("/healthz")).status_code == 200 and proxy.weights() == {
+                        "gw1": 100, "gw2": 100}
+                except (httpx.TransportError, OSError):
+                    return False
+
+            await eventually_true(up, 30, "HAProxy up with both gateways at full weight")
+            assert (await caller.connect(http, "/v1/realtime/calls?agent=echo", KEY)).status_code == 201
+            await caller.wait_for("session.created", 10)
+            holder = "gw1" if caller.call_id in a.gateway.cluster.held else "gw2"  # type: ignore[union-attr]
+            # The call's id was learnt from the answer's Location: requests naming it go to its node.
+            table = proxy.ask("show table gateways")
+            assert caller.call_id in table and f"server_id={1 if holder == 'gw1' else 2}" in table
+
+            # The node holding the call reports 15 of 16 calls free: HAProxy weighs it 93, the other 100.
+            async def weighed() -> bool:
+                return proxy.weights() == {"gw1": 93, "gw2": 100} if holder == "gw1" else \
+                    proxy.weights() == {"gw1": 100, "gw2": 93}
+
+            await eventually_true(weighed, 30, "the agent checks weighing the busier node less")
+            ws = await websockets.connect(f"{proxy.base_url.replace('http', 'ws')}/v1/realtime?model=x&agent=echo",
+                                          additional_headers=API)
+            assert json.loads(await ws.recv())["type"] == "session.created"  # WebSockets pass through
+            await ws.close()
+            reply = await http.post(f"/v1/realtime/calls/{caller.call_id}/hangup", headers=API)
+            assert (reply.status_code, reply.content) == (200, b"")
+            await eventually_true(lambda: asyncio.sleep(0, caller.pc.connectionState == "closed"), 10,
+                                  "the hang-up through HAProxy")
+    finally:
+        await caller.close()
+        proxy.stop()
