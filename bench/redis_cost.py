@@ -6,7 +6,7 @@ from a client in this process (so it is latency on an idle machine, not throughp
 
 - call set-up: a WebSocket session opened and closed (handshake, rate limits, admission, session.created)
   on the single node and on a cluster node; the difference is what the registry and shared rate limits
-  add to each call (a script per limit checked, one SET on open, one DEL on close);
+  add to each call (one rate-limit script for both buckets, one SET on open, one DEL on close);
 - control action: `POST /v1/realtime/calls/{id}/hangup` for a call the node holds (answered in place)
   and for one held by the other node (registry look-up, PUBLISH, the holder runs the route, PUBLISH
   back). The call id is registered in Redis without a live call, so both answer 404 from the holder's
@@ -110,7 +110,7 @@ async def measure(single: EmbeddedGateway, a: EmbeddedGateway, b: EmbeddedGatewa
                                                 source_burst=10**6))
     for name, step in (("hold (SET call -> node)", lambda: cluster.hold("rtc_bench_b")),
                        ("holder (GET + node alive, one script)", lambda: cluster.holder("rtc_bench")),
-                       ("shared rate limits (two bucket scripts)", lambda: shared.wait_s("127.0.0.1", KEY, "x"))):
+                       ("shared rate limits (both buckets, one script)", lambda: shared.wait_s("127.0.0.1", KEY, "x"))):
         costs = b.run(timed(step, rounds * 5), timeout_s=600)
         row(name, costs)
 

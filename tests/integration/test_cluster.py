@@ -23,6 +23,7 @@ import websockets
 from tests.phone_carrier import eventually_true
 from tests.redis_server import RedisServer
 from tests.webrtc_client import WebRtcCaller
+from voxgate.control.rate_limit import RateLimits, SharedRateLimits
 from voxgate.embedded import EmbeddedGateway, free_port
 
 KEY, OTHER = "sk-cluster", "sk-other"
@@ -276,3 +277,15 @@ async def test_behind_haproxy_a_call_sticks_to_its_node_and_the_idlest_node_weig
     finally:
         await caller.close()
         proxy.stop()
+
+
+async def test_with_redis_unreachable_each_node_falls_back_to_its_own_rate_limits() -> None:
+    from redis.asyncio import Redis
+
+    nobody = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+    try:
+        limits = SharedRateLimits(nobody, RateLimits(key_rate=0.01, key_burst=2, source_rate=0, source_burst=1))
+        waits = [await limits.wait_s("127.0.0.1", KEY, "client_secrets") for _ in range(3)]
+        assert waits[:2] == [0.0, 0.0] and waits[2] > 1  # the node's own bucket: a burst of 2, then wait
+    finally:
+        await nobody.aclose()

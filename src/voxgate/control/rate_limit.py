@@ -132,20 +132,25 @@ class RateLimits:
         return self.check(source, token, route)
 
 
-# One token bucket in Redis, on Redis's clock (every node agrees on it): returns the wait as a string
-# (Lua numbers come back as integers), 0 when a token was taken.
+# The token buckets of one request in Redis, on Redis's clock (every node agrees on it), in one round trip:
+# KEYS are the buckets in order, ARGV (rate, burst, expiry ms) for each. Like `RateLimits.check`, it stops
+# at the first bucket that is empty; returns {its position from 1, the wait as a string} (Lua numbers
+# come back as integers), or {0, "0"} when every bucket gave a token.
 _TAKE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
-local held = redis.call('HMGET', KEYS[1], 'tokens', 'updated')
-local tokens, updated = tonumber(held[1]) or burst, tonumber(held[2]) or now
-tokens = math.min(burst, tokens + math.max(0, now - updated) * rate)
-local wait = 0
-if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'updated', tostring(now))
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return tostring(wait)
+for i, key in ipairs(KEYS) do
+  local rate, burst = tonumber(ARGV[3 * i - 2]), tonumber(ARGV[3 * i - 1])
+  local held = redis.call('HMGET', key, 'tokens', 'updated')
+  local tokens, updated = tonumber(held[1]) or burst, tonumber(held[2]) or now
+  tokens = math.min(burst, tokens + math.max(0, now - updated) * rate)
+  local wait = 0
+  if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
+  redis.call('HSET', key, 'tokens', tostring(tokens), 'updated', tostring(now))
+  redis.call('PEXPIRE', key, ARGV[3 * i])
+  if wait > 0 then return {i, tostring(wait)} end
+end
+return {0, '0'}
 """
 
 
@@ -161,22 +166,24 @@ class SharedRateLimits(RateLimits):
     async def wait_s(self, source: str | None, token: str | None, route: str) -> float:
         from redis.exceptions import RedisError
 
-        for scope, limiter, key in self._buckets(source, token):
-            # A full bucket refills in burst/rate seconds: after that, its entry says nothing.
-            expiry_ms = math.ceil(limiter.burst / limiter.rate * 1000) + 1000
-            try:
-                wait_s = float(await self._take(keys=[f"voxgate:rate:{scope}:{key}"],
-                                                args=[limiter.rate, limiter.burst, expiry_ms]))
-                self._failing = False
-            except (RedisError, OSError) as exc:
-                if not self._failing:
-                    log.warning("shared rate limits unreachable (%s): this node's own limits apply", exc)
-                self._failing = True
-                wait_s = limiter.check(key)
-            if wait_s:
-                metrics.RATE_LIMITED.labels(scope, route).inc()
-                return wait_s
-        return 0.0
+        buckets = list(self._buckets(source, token))
+        if not buckets:
+            return 0.0
+        args: list[float | int] = []
+        for _, limiter, _ in buckets:  # a full bucket refills in burst/rate s: after that its entry says nothing
+            args += [limiter.rate, limiter.burst, math.ceil(limiter.burst / limiter.rate * 1000) + 1000]
+        try:
+            empty, wait = await self._take(keys=[f"voxgate:rate:{scope}:{key}" for scope, _, key in buckets],
+                                           args=args)
+        except (RedisError, OSError) as exc:
+            if not self._failing:
+                log.warning("shared rate limits unreachable (%s): this node's own limits apply", exc)
+            self._failing = True
+            return self.check(source, token, route)
+        self._failing = False
+        if int(empty):
+            metrics.RATE_LIMITED.labels(buckets[int(empty) - 1][0], route).inc()
+        return float(wait)
 
 
 def _token_key(token: str) -> str:
