@@ -73,7 +73,7 @@ async def paired(first: Callable[[], Awaitable[object]], second: Callable[[], Aw
 def row(name: str, costs: list[float], baseline: list[float] | None = None) -> None:
     p50, p95 = statistics.median(costs), statistics.quantiles(costs, n=20)[18]
     extra = f"   +{p50 - statistics.median(baseline):7.0f} µs on the baseline's p50" if baseline else ""
-    print(f"  {name:<44} p50 {p50:7.0f} µs   p95 {p95:7.0f} µs{extra}")
+    print(f"  {name:<46} p50 {p50:7.0f} µs   p95 {p95:7.0f} µs{extra}")
 
 
 async def measure(single: EmbeddedGateway, a: EmbeddedGateway, b: EmbeddedGateway, rounds: int) -> None:

@@ -1,4 +1,5 @@
-"""`voxgate serve` in a child process, as an operator runs it: for tests of signals, crashes and clusters.
+"""`voxgate serve` in a child process, as an operator runs it, for tests of signals, crashes and clusters;
+and a WebSocket session on a gateway (`open_session`).
 
     serve = Serve(tmp, "sqlite+aiosqlite:///.../voxgate.db", drain_timeout_s="1")
     await serve.ready(); ...; serve.process.send_signal(signal.SIGTERM); ...; serve.stop()
@@ -9,12 +10,14 @@ Settings are given as `VOXGATE_*` environment variables (keyword arguments, uppe
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import httpx
+import websockets
 
 from voxgate.embedded import free_port
 
@@ -55,3 +58,12 @@ class Serve:
             self.process.kill()
         self.process.wait(timeout=30)
         self.log.close()
+
+
+async def open_session(ws_url: str, key: str) -> tuple[websockets.ClientConnection, str]:
+    """A Realtime WebSocket session with the echo agent on the gateway at `ws_url`; (socket, session id)."""
+    ws = await websockets.connect(f"{ws_url}/v1/realtime?model=x&agent=echo",
+                                  additional_headers={"Authorization": f"Bearer {key}"})
+    created = json.loads(await ws.recv())
+    assert created["type"] == "session.created"
+    return ws, str(created["session"]["id"])

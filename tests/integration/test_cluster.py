@@ -22,7 +22,9 @@ import websockets
 
 from tests.phone_carrier import eventually_true
 from tests.redis_server import RedisServer
+from tests.serve_process import open_session
 from tests.webrtc_client import WebRtcCaller
+from voxgate.config import Settings
 from voxgate.control.rate_limit import RateLimits, SharedRateLimits
 from voxgate.embedded import EmbeddedGateway, free_port
 
@@ -67,14 +69,6 @@ async def clients(nodes: tuple[EmbeddedGateway, EmbeddedGateway]) -> AsyncIterat
         yield http_a, http_b
 
 
-async def open_websocket(node: EmbeddedGateway, key: str) -> tuple[websockets.ClientConnection, str]:
-    ws = await websockets.connect(f"{node.ws_url}/v1/realtime?model=x&agent=echo",
-                                  additional_headers={"Authorization": f"Bearer {key}"})
-    created = json.loads(await ws.recv())
-    assert created["type"] == "session.created"
-    return ws, str(created["session"]["id"])
-
-
 async def test_a_call_is_hung_up_through_the_node_that_does_not_hold_it(
         nodes: tuple[EmbeddedGateway, EmbeddedGateway], clients: tuple[httpx.AsyncClient, ...]) -> None:
     a, b = nodes
@@ -113,8 +107,8 @@ async def test_a_call_is_hung_up_through_the_node_that_does_not_hold_it(
 async def test_the_registry_names_the_node_of_every_live_session_until_it_ends(
         nodes: tuple[EmbeddedGateway, EmbeddedGateway]) -> None:
     a, b = nodes
-    ws_a, on_a = await open_websocket(a, KEY)
-    ws_b, on_b = await open_websocket(b, KEY)
+    ws_a, on_a = await open_session(a.ws_url, KEY)
+    ws_b, on_b = await open_session(b.ws_url, KEY)
     try:
         for node in (a, b):
             cluster = node.gateway.cluster
@@ -146,11 +140,11 @@ async def test_an_ephemeral_key_minted_on_one_node_opens_one_session_on_any_node
     http_a, _ = clients
     minted = await http_a.post("/v1/realtime/client_secrets?agent=echo", headers=API, json={})
     secret = minted.json()["value"]
-    ws, _ = await open_websocket(b, secret)
+    ws, _ = await open_session(b.ws_url, secret)
     await ws.close()
     for node in (a, b):  # spent: neither node opens another session with it
         with pytest.raises(websockets.InvalidStatus) as refused:
-            await open_websocket(node, secret)
+            await open_session(node.ws_url, secret)
         assert refused.value.response.status_code == 401
 
 
@@ -166,7 +160,7 @@ async def test_the_load_report_tells_haproxy_how_idle_the_node_is(
         return line.decode()
 
     assert await report() == "up 100%\n"
-    ws, _ = await open_websocket(a, KEY)
+    ws, _ = await open_session(a.ws_url, KEY)
     try:
         assert await report() == "up 93%\n"  # 15 of 16 free
     finally:
@@ -289,3 +283,10 @@ async def test_with_redis_unreachable_each_node_falls_back_to_its_own_rate_limit
         assert waits[:2] == [0.0, 0.0] and waits[2] > 1  # the node's own bucket: a burst of 2, then wait
     finally:
         await nobody.aclose()
+
+
+def test_config_show_has_the_cluster_settings_with_the_redis_password_masked() -> None:
+    shown = Settings(redis_url="redis://:hunter2@redis.internal:6379/0").shown()  # what `voxgate config show` prints
+    assert shown["redis_url"] == "redis://****@redis.internal:6379/0" and "hunter2" not in json.dumps(shown)
+    assert (shown["cluster_heartbeat_s"], shown["cluster_relay_timeout_s"], shown["load_report_port"]) == (2.0, 5.0, 0)
+    assert Settings().shown()["redis_url"] == ""  # no Redis: one node, as before

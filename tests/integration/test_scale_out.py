@@ -32,7 +32,7 @@ import websockets
 from tests.phone_carrier import eventually_true
 from tests.postgres_server import fresh_database, postgres_cluster
 from tests.redis_server import RedisServer
-from tests.serve_process import Serve
+from tests.serve_process import Serve, open_session
 from tests.sipp_caller import OFFER, SIPP
 from tests.sipp_caller import free_port as free_udp_port
 from tests.webrtc_client import WebRtcCaller
@@ -215,14 +215,6 @@ async def active_calls(serve: Serve) -> int:
         return int((await http.get("/readyz")).json()["calls"]["active"])
 
 
-async def open_websocket(serve: Serve, key: str) -> tuple[websockets.ClientConnection, str]:
-    ws = await websockets.connect(f"{serve.ws_url}/v1/realtime?model=x&agent=echo",
-                                  additional_headers={"Authorization": f"Bearer {key}"})
-    created = json.loads(await ws.recv())
-    assert created["type"] == "session.created"
-    return ws, str(created["session"]["id"])
-
-
 def where(calls: list[dict[str, Any]], **match: Any) -> list[dict[str, Any]]:
     return [c for c in calls if all(c[k] == v for k, v in match.items())]
 
@@ -246,12 +238,12 @@ async def test_two_gateways_behind_kamailio_share_the_store_and_survive_losing_o
                 # An ephemeral key minted on A opens a session on B, and nothing after that on either node.
                 secret = (await http_a.post("/v1/realtime/client_secrets?agent=echo", headers=API, json={})
                           ).json()["value"]
-                ws_b, _ = await open_websocket(b, secret)
+                ws_b, _ = await open_session(b.ws_url, secret)
                 for serve in (a, b):
                     with pytest.raises(websockets.InvalidStatus) as refused:
-                        await open_websocket(serve, secret)
+                        await open_session(serve.ws_url, secret)
                     assert refused.value.response.status_code == 401
-                ws_a, on_a = await open_websocket(a, KEY)
+                ws_a, on_a = await open_session(a.ws_url, KEY)
 
                 # SIPp calls through Kamailio are spread over both gateways.
                 spread = await Sipp.start(tmp_path / "spread", kamailio.port, calls=4, hold_ms=500)
