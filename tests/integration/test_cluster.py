@@ -43,6 +43,7 @@ def start_node(tmp: Path, name: str, redis: RedisServer, **settings: Any) -> Emb
     (tmp / name).mkdir(exist_ok=True)
     settings = {"api_keys": f"{KEY},{OTHER}", "engine": "echo", "max_calls": 16, "redis_url": redis.url,
                 "database_url": f"sqlite+aiosqlite:///{tmp / 'shared.db'}", "cluster_heartbeat_s": 0.5,
+                "cluster_relay_timeout_s": 2,
                 "node_id": name, **settings}
     return EmbeddedGateway(tmp / name, **settings).start()
 
@@ -102,6 +103,37 @@ async def test_a_call_is_hung_up_through_the_node_that_does_not_hold_it(
     calls = (await http_b.get("/v1/calls?limit=5", headers=API)).json()["data"]
     hung_up = next(c for c in calls if c["transport"] == "webrtc")
     assert (hung_up["status"], hung_up["end_reason"]) == ("completed", "hangup_requested")
+
+
+async def test_a_holder_that_does_not_answer_is_a_503_and_one_that_is_gone_is_the_routes_own_404(
+        nodes: tuple[EmbeddedGateway, EmbeddedGateway], clients: tuple[httpx.AsyncClient, ...],
+        redis_server: RedisServer) -> None:
+    from redis.asyncio import Redis
+
+    http_a, _ = clients
+    hangup = "/v1/realtime/calls/rtc_ghost/hangup"
+    redis = Redis.from_url(redis_server.url)
+    listener = redis.pubsub()
+    try:
+        # A node alive in Redis, holding a call, listening for requests, answering none.
+        await redis.set("voxgate:node:ghost", "{}", px=60_000)
+        await redis.set("voxgate:call:rtc_ghost", "ghost")
+        await listener.subscribe("voxgate:relay:ghost")
+        stuck = await http_a.post(hangup, headers=API)
+        assert stuck.status_code == 503 and stuck.headers["retry-after"] == "1"
+        assert stuck.json()["error"]["code"] == "call_node_unreachable"  # never a false "no such call"
+
+        async def not_found() -> bool:
+            gone = await http_a.post(hangup, headers=API)
+            return gone.status_code == 404 and gone.json()["error"]["code"] == "call_id_not_found"
+
+        await listener.aclose()  # nobody listens for it any more: the call is nowhere
+        await eventually_true(not_found, 10, "the route's own 404 once nobody listens")
+        await redis.delete("voxgate:node:ghost")  # its heartbeat lapsed: its calls resolve to no node
+        assert await not_found()
+    finally:
+        await redis.delete("voxgate:node:ghost", "voxgate:call:rtc_ghost")
+        await redis.aclose()
 
 
 async def test_the_registry_names_the_node_of_every_live_session_until_it_ends(

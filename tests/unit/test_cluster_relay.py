@@ -70,6 +70,15 @@ async def test_the_holder_runs_the_request_through_its_app_marked_as_relayed() -
     assert response.headers.getlist("content-length") == [str(len(answer.body))]
 
 
+async def test_a_route_that_fails_on_the_holder_is_answered_500_not_left_without_an_answer() -> None:
+    async def broken(request: Request) -> Response:
+        raise RuntimeError("boom")
+
+    app = Starlette(routes=[Route("/v1/realtime/calls/{call_id}/hangup", broken, methods=["POST"])])
+    answer = await answer_here(app, REQUEST)
+    assert (answer.id, answer.status) == ("r1", 500)
+
+
 @pytest.mark.parametrize(("limit", "active", "draining", "line"), [
     (16, 0, False, "up 100%\n"), (16, 15, False, "up 6%\n"), (16, 16, False, "up 0%\n"),
     (16, 20, False, "up 0%\n"), (16, 3, True, "drain\n"), (0, 0, False, "up 0%\n"),

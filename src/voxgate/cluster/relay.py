@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,8 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message
 
 __all__ = ["RELAYED", "MalformedRelay", "RelayedAnswer", "RelayedRequest", "answer_here"]
+
+log = logging.getLogger("voxgate.cluster")
 
 RELAYED = "voxgate.relayed"  # ASGI scope key: this request came from another node; run it here
 VERSION = 1
@@ -138,7 +141,7 @@ class RelayedAnswer:
 
 async def answer_here(app: ASGIApp, request: RelayedRequest) -> RelayedAnswer:
     """Run a relayed request through this node's app (the ASGI interface) and collect its answer."""
-    sent = False
+    sent = started = False
     status = 500
     headers: Headers = []
     chunks: list[bytes] = []
@@ -151,12 +154,18 @@ async def answer_here(app: ASGIApp, request: RelayedRequest) -> RelayedAnswer:
         return {"type": "http.request", "body": request.body, "more_body": False}
 
     async def send(message: Message) -> None:
-        nonlocal status, headers
+        nonlocal status, headers, started
         if message["type"] == "http.response.start":
+            started = True
             status = int(message["status"])
             headers = [(bytes(k), bytes(v)) for k, v in message.get("headers", [])]
         elif message["type"] == "http.response.body":
             chunks.append(bytes(message.get("body", b"")))
 
-    await app(request.scope(), receive, send)
+    try:
+        await app(request.scope(), receive, send)
+    except Exception:  # Starlette answers 500 and raises again: the answer stands, the error is logged here
+        log.exception("relayed %s %s failed", request.method, request.path)
+        if not started:
+            status, headers, chunks = 500, [], []
     return RelayedAnswer(id=request.id, status=status, headers=headers, body=b"".join(chunks))
