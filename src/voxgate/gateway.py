@@ -102,8 +102,11 @@ class Gateway:
         # One node of several (redis_url): shared call registry, lost nodes, control relayed between nodes.
         self.cluster: ClusterNode | None = None
         if settings.redis_url:
-            from voxgate.cluster.node import ClusterNode  # redis is an optional extra: imported only when used
-
+            try:  # redis is an optional extra: imported only when used
+                from voxgate.cluster.node import ClusterNode
+            except ImportError as exc:
+                raise RuntimeError("redis_url is set but the redis package is not installed: "
+                                   "pip install 'voxgate[redis]'") from exc
             self.cluster = ClusterNode(settings, self.node, self.calls,
                                        lambda: {**self.admission.snapshot(), "draining": self.draining})
         self.load_report = (LoadReport(settings.host, settings.load_report_port, self.admission)
