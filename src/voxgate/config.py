@@ -116,7 +116,8 @@ class Settings(BaseSettings):
     # Each node says it is alive this often; one silent for three beats is lost: its calls are closed as
     # `dropped` by a survivor, and control actions for them are answered as for unknown calls.
     cluster_heartbeat_s: float = Field(default=2.0, gt=0)
-    # How long a control action relayed to the node holding the call may take before the caller gets 504.
+    # How long a control action relayed to the node holding the call may take before the caller gets 503,
+    # and how long any one Redis command may take (a stalled Redis never holds a call's set-up longer).
     cluster_relay_timeout_s: float = Field(default=5.0, gt=0)
     # HAProxy's agent-check: a TCP port answering this node's spare capacity ("up 40%", "drain" while
     # draining) so the balancer weighs nodes by how idle they are. 0: off.

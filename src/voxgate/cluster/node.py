@@ -69,7 +69,9 @@ class ClusterNode:
     def __init__(self, settings: Settings, node: str, calls: CallStore,
                  load: Callable[[], dict[str, Any]]) -> None:
         self.node = node
-        self.redis: Redis = Redis.from_url(settings.redis_url, health_check_interval=30)
+        timeout = settings.cluster_relay_timeout_s
+        self.redis: Redis = Redis.from_url(settings.redis_url, health_check_interval=30, socket_timeout=timeout,
+                                           socket_connect_timeout=timeout)
         self._calls = calls
         self._load = load
         self._beat_s = settings.cluster_heartbeat_s
