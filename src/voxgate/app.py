@@ -21,6 +21,7 @@ from starlette.websockets import WebSocket
 
 from voxgate.admission import Refusal
 from voxgate.chat_service import chat_completions
+from voxgate.cluster.call_control import on_holding_node
 from voxgate.config import Settings
 from voxgate.control import escalations, outbound_calls, realtime_calls, recordings
 from voxgate.control.auth import bearer_token, require_api_key
@@ -33,7 +34,7 @@ from voxgate.control.ephemeral import (
 )
 from voxgate.control.origin_policy import BrowserGuard, OriginPolicy
 from voxgate.control.problems import problem
-from voxgate.control.rate_limit import RateLimits, rate_limited, rate_limited_websocket
+from voxgate.control.rate_limit import RateLimits, SharedRateLimits, rate_limited, rate_limited_websocket
 from voxgate.garbage_collection import BeatCollector
 from voxgate.gateway import Gateway, gateway_of
 from voxgate.observability.logs import guard_credentials
@@ -236,6 +237,8 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         started = time.monotonic()
         await gw.start()
+        if gw.cluster is not None:  # control requests other nodes relay for this node's calls run here
+            gw.cluster.serve(app)
         # What start-up built (models, agents, routes) lives as long as the process: out of the collector's
         # way, a full collection no longer walks it and stalls every call's 20 ms audio tick.
         gc.freeze()
@@ -266,7 +269,7 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> Starlette:
             WebSocketRoute("/v1/realtime", rate_limited_websocket(realtime_websocket, "realtime_ws")),
             Route("/v1/realtime", rate_limited(create_beta_call, "realtime_calls"), methods=["POST"]),
             Route("/v1/realtime/calls", rate_limited(create_call, "realtime_calls"), methods=["POST"]),
-            *realtime_calls.routes(),  # accept, reject, refer, hangup
+            *realtime_calls.routes(around=on_holding_node),  # accept, reject, refer, hangup, on the call's node
             Route("/v1/realtime/client_secrets", rate_limited(create_client_secret, "client_secrets"),
                   methods=["POST"]),
             Route("/v1/realtime/client_secrets/revoke", revoke_client_secret, methods=["POST"]),
@@ -293,8 +296,8 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> Starlette:
     )
     app.state.gateway = gw
     app.state.console = ConsoleAccess(policy, dev_mode=settings.dev_mode)
-    app.state.rate_limits = RateLimits(
-        key_rate=settings.rate_limit_per_key, key_burst=settings.rate_limit_per_key_burst,
-        source_rate=settings.rate_limit_per_source, source_burst=settings.rate_limit_per_source_burst)
+    # Shared by every node when there is a cluster: a client spreading requests over nodes gets no more.
+    limits = RateLimits.from_settings(settings)
+    app.state.rate_limits = limits if gw.cluster is None else SharedRateLimits(gw.cluster.redis, limits)
     return app
 

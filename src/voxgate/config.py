@@ -135,6 +135,20 @@ class Settings(BaseSettings):
     # `active` (a crash) are closed as `dropped`. Keep it stable across restarts of one node.
     node_id: str = ""
 
+    # Several gateways as one (cluster/): a Redis URL (redis://[:password@]host:port/db, rediss:// for TLS)
+    # shares rate limits and the registry of live calls, and carries call control to the node holding a
+    # call. Empty: one node, all of it in this process. The nodes must share database_url too (PostgreSQL).
+    redis_url: str = ""
+    # Each node says it is alive this often; one silent for three beats is lost: its calls are closed as
+    # `dropped` by a survivor, and control actions for them are answered as for unknown calls.
+    cluster_heartbeat_s: float = Field(default=2.0, gt=0)
+    # How long a control action relayed to the node holding the call may take before the caller gets 503,
+    # and how long any one Redis command may take (a stalled Redis never holds a call's set-up longer).
+    cluster_relay_timeout_s: float = Field(default=5.0, gt=0)
+    # HAProxy's agent-check: a TCP port answering this node's spare capacity ("up 40%", "drain" while
+    # draining) so the balancer weighs nodes by how idle they are. 0: off.
+    load_report_port: int = Field(default=0, ge=0, le=65535)
+
     # Local engine
     # The Whisper model: "" is tiny.en from its package; else a CTranslate2 Whisper model directory an
     # operator placed on disk (base.en, small.en, distil-whisper): the lever for noisy real phone lines.
@@ -414,6 +428,9 @@ class Settings(BaseSettings):
         data["sip_trunk_password"] = "****" if self.sip_trunk_password.get_secret_value() else ""
         data["sip_webhook_secret"] = "****" if self.sip_webhook_secret.get_secret_value() else ""
         data["ice_servers"] = [{**s, "credential": "****"} if s.get("credential") else s for s in self.ice_servers]
+        if "@" in self.redis_url:  # mask a password in the Redis URL
+            scheme, rest = self.redis_url.split("://", 1)
+            data["redis_url"] = f"{scheme}://****@{rest.rsplit('@', 1)[1]}"
         if "@" in self.database_url:  # mask a password in a database URL
             scheme, rest = self.database_url.split("://", 1)
             creds, host = rest.rsplit("@", 1)

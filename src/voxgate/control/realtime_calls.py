@@ -59,7 +59,10 @@ async def _body(request: Request) -> bytes:
 Action = Callable[[Request, Gateway, WebRtcCall | ControlledSipCall, bytes], Awaitable[None]]
 
 
-def _route(action: Action) -> Callable[[Request], Awaitable[Response]]:
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def _route(action: Action) -> Endpoint:
     """The shared shell: the key, the call (and whether this key may act on it), the body, the problem."""
 
     async def endpoint(request: Request) -> Response:
@@ -116,6 +119,7 @@ async def hangup(request: Request, gateway: Gateway, call: WebRtcCall | Controll
         call.hang_up()
 
 
-def routes() -> list[Route]:
-    return [Route(f"/v1/realtime/calls/{{call_id}}/{action.__name__}", _route(action), methods=["POST"])
+def routes(around: Callable[[Endpoint], Endpoint] = lambda endpoint: endpoint) -> list[Route]:
+    """The four routes; `around` wraps each (the cluster's `on_holding_node`: a call is steered on its node)."""
+    return [Route(f"/v1/realtime/calls/{{call_id}}/{action.__name__}", around(_route(action)), methods=["POST"])
             for action in (accept, reject, refer, hangup)]

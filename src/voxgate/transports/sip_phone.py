@@ -233,6 +233,11 @@ class SipPhone:
         if call is not None and request.to.tag is not None and call.dialog.matches(request):
             call.in_dialog(request)
             return True
+        if request.method == "OPTIONS" and self.gateway.admission.draining:
+            # A dispatcher's health probe (Kamailio's): 503 marks this node down while its calls finish.
+            self.respond(make_response(request, 503, to_tag=new_tag(), headers=[
+                ("Retry-After", str(self.gateway.admission.drain_retry_after_s))]))
+            return True
         return False  # the endpoint answers (OPTIONS 200, 481 for a dialog we do not have, 405, ...)
 
     def response(self, response: Response, transaction: ClientTransaction | None) -> None:

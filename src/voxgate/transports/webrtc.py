@@ -380,6 +380,8 @@ class WebRtcCalls:
 
     def forget(self, call: WebRtcCall) -> None:
         self._calls.pop(call.id, None)
+        if call.gateway.cluster is not None:
+            call.gateway.cluster.release(call.id)
 
 
 def calls_of(app_state: Any) -> WebRtcCalls:
@@ -518,6 +520,8 @@ async def _open_call(request: Request, dialect: Dialect) -> Response:
         await call.close("bad_session")
         return problem(400, exc.code, exc.message, param=exc.param)
     registry.add(call)
+    if gateway.cluster is not None:  # other nodes carry control requests for this call here
+        await gateway.cluster.hold(call.id)
     call.start(session)
     await session.start(caller_id=request.client.host if request.client else None)
     return Response(answer, status_code=201, media_type="application/sdp",
