@@ -1,0 +1,129 @@
+"""The audit log is a hash chain: appends under concurrency chain in order, an edited, removed or inserted
+row is named by `voxgate audit verify` (exit 1), `export` writes JSON lines, and rows written before the
+chain existed are chained by the migration."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from alembic import command
+
+from voxgate.store.audit_log import GENESIS, export, verify
+from voxgate.store.calls import CallStore
+from voxgate.store.database import Database, alembic_config
+
+VOXGATE = [sys.executable, "-m", "voxgate.cli"]
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "voxgate.db"
+
+
+@pytest.fixture
+async def db(db_path: Path):
+    database = Database(f"sqlite+aiosqlite:///{db_path}")
+    await database.connect()
+    await database.upgrade()
+    yield database
+    await database.aclose()
+
+
+def cli(db_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "VOXGATE_DATABASE_URL": f"sqlite+aiosqlite:///{db_path}"}
+    return subprocess.run([*VOXGATE, "audit", *args], env=env, capture_output=True, text=True, timeout=120)
+
+
+async def fill(db: Database, count: int) -> None:
+    """`count` rows appended by concurrent writers, as live calls and routes append them."""
+    store = CallStore(db)
+    results = await asyncio.gather(*(store.audit(f"key_{i % 3}", "call.read", f"sess_{i}",
+                                                 {"n": i, "roles": ("admin",), "api_key": "vg_secret"})
+                                     for i in range(count)))
+    assert all(results)
+    await store.drain()
+
+
+async def test_concurrent_appends_form_one_chain(db: Database, db_path: Path) -> None:
+    await fill(db, 60)
+    verdict = await verify(db)
+    assert verdict.ok and verdict.rows == 60
+    rows = [row async for row in export(db)]
+    assert rows[0]["prev_hash"] == GENESIS
+    assert all(later["prev_hash"] == earlier["hash"] for earlier, later in zip(rows, rows[1:], strict=False))
+    assert verdict.head_hash == rows[-1]["hash"] and verdict.head_id == rows[-1]["id"]
+    assert {row["detail"]["api_key"] for row in rows} == {"****"}  # a secret never lands, chained or not
+    done = cli(db_path, "verify")
+    assert done.returncode == 0, done.stderr
+    assert f"60 row(s); head row {rows[-1]['id']} hash {rows[-1]['hash']}" in done.stdout
+
+
+@pytest.mark.parametrize("tamper", ["edit", "remove", "insert", "rehash"])
+async def test_a_tampered_row_is_named(db: Database, db_path: Path, tamper: str) -> None:
+    await fill(db, 10)
+    rows = [row async for row in export(db)]
+    target = rows[4]
+    with sqlite3.connect(db_path) as raw:
+        if tamper == "edit":  # someone hides who read a transcript
+            raw.execute("UPDATE audit_events SET actor = 'key_x' WHERE id = ?", (target["id"],))
+            bad = target["id"]
+        elif tamper == "remove":
+            raw.execute("DELETE FROM audit_events WHERE id = ?", (target["id"],))
+            bad = rows[5]["id"]
+        elif tamper == "insert":  # a row slipped in after the fact, claiming a place in the chain
+            raw.execute("INSERT INTO audit_events (id, at, actor, action, subject, detail, prev_hash, hash) "
+                        "VALUES (?, ?, 'key_x', 'call.read', 's', NULL, ?, ?)",
+                        (rows[-1]["id"] + 1, "2026-01-01 00:00:00.000000", "f" * 64, "e" * 64))
+            bad = rows[-1]["id"] + 1
+        else:  # an edit that recomputes the row's own hash still breaks the next row's link
+            raw.execute("UPDATE audit_events SET actor = 'key_x', hash = ? WHERE id = ?", ("a" * 64, target["id"]))
+            bad = target["id"]
+    verdict = await verify(db)
+    assert verdict.bad_row == bad
+    done = cli(db_path, "verify")
+    assert done.returncode == 1
+    assert f"audit log broken at row {bad}:" in done.stderr
+
+
+async def test_export_writes_json_lines(db: Database, db_path: Path, tmp_path: Path) -> None:
+    await fill(db, 5)
+    out = tmp_path / "audit.jsonl"
+    done = cli(db_path, "export", "--output", str(out))
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [line["detail"]["n"] for line in lines] == list(range(5))
+    assert lines == [row async for row in export(db)]
+    assert cli(db_path, "export").stdout.splitlines() == out.read_text().splitlines()
+
+
+async def test_rows_from_before_the_chain_are_chained_by_the_migration(db_path: Path) -> None:
+    database = Database(f"sqlite+aiosqlite:///{db_path}")
+    await database.connect()
+    try:
+        async with database.engine.begin() as conn:
+            await conn.run_sync(lambda c: command.upgrade(alembic_config(c), "0002"))
+        at = datetime(2025, 6, 1, 9, 30, 15, 123456, tzinfo=UTC).replace(tzinfo=None)
+        with sqlite3.connect(db_path) as raw:
+            for i in range(3):
+                raw.execute("INSERT INTO audit_events (at, actor, action, subject, detail) VALUES (?, ?, ?, ?, ?)",
+                            (at.isoformat(sep=" "), "static-0", "ephemeral_key.issued", f"key_{i}",
+                             json.dumps({"ttl_s": 60 + i})))
+            raw.execute("INSERT INTO api_keys (id, name, prefix, hash, kind, scopes, created_at) "
+                        "VALUES ('key_old', 'old', 'vg_x', 'h', 'api', '[]', ?)", (at.isoformat(sep=" "),))
+        await database.upgrade()
+        verdict = await verify(database)
+        assert verdict.ok and verdict.rows == 3
+        await fill(database, 2)  # new rows follow the migrated ones
+        assert (await verify(database)).rows == 5
+        with sqlite3.connect(db_path) as raw:
+            assert raw.execute("SELECT roles FROM api_keys WHERE id = 'key_old'").fetchone() == ('["admin"]',)
+    finally:
+        await database.aclose()
