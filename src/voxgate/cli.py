@@ -7,7 +7,7 @@ import contextlib
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TextIO
 
 import typer
 
@@ -248,7 +248,7 @@ def audit_export(output: Annotated[Path | None, typer.Option(
 
     from voxgate.store.audit_log import export
 
-    async def run() -> int:
+    async def run(out: TextIO) -> int:
         from voxgate.store.database import Database
 
         db = Database(_settings(config).database_url)
@@ -256,15 +256,15 @@ def audit_export(output: Annotated[Path | None, typer.Option(
         await db.upgrade()
         rows = 0
         try:
-            with open(output, "w", encoding="utf-8") if output else contextlib.nullcontext(sys.stdout) as out:
-                async for row in export(db):
-                    out.write(json.dumps(row, ensure_ascii=False) + "\n")
-                    rows += 1
+            async for row in export(db):
+                out.write(json.dumps(row, ensure_ascii=False) + "\n")
+                rows += 1
         finally:
             await db.aclose()
         return rows
 
-    rows = asyncio.run(run())
+    with open(output, "w", encoding="utf-8") if output else contextlib.nullcontext(sys.stdout) as out:
+        rows = asyncio.run(run(out))
     if output:
         typer.echo(f"{rows} audit row(s) written to {output}", err=True)
 

@@ -5,6 +5,7 @@ chain existed are chained by the migration."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import sqlite3
@@ -58,7 +59,7 @@ async def test_concurrent_appends_form_one_chain(db: Database, db_path: Path) ->
     assert verdict.ok and verdict.rows == 60
     rows = [row async for row in export(db)]
     assert rows[0]["prev_hash"] == GENESIS
-    assert all(later["prev_hash"] == earlier["hash"] for earlier, later in zip(rows, rows[1:], strict=False))
+    assert all(later["prev_hash"] == earlier["hash"] for earlier, later in itertools.pairwise(rows))
     assert verdict.head_hash == rows[-1]["hash"] and verdict.head_id == rows[-1]["id"]
     assert {row["detail"]["api_key"] for row in rows} == {"****"}  # a secret never lands, chained or not
     done = cli(db_path, "verify")

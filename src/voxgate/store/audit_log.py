@@ -48,7 +48,7 @@ def as_stored(detail: Mapping[str, Any] | None) -> Any:
 
 async def chain(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
     """Give `rows` (about to be inserted, in order, in this transaction) their `prev_hash` and `hash`."""
-    if session.bind.dialect.name == "postgresql":
+    if session.get_bind().dialect.name == "postgresql":
         await session.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _APPEND_LOCK_ID})
     else:  # a write first takes SQLite's write lock, so the head read next is the head the insert follows
         await session.execute(sa.update(AuditEvent).where(AuditEvent.id == -1).values(actor=AuditEvent.actor))
