@@ -25,6 +25,7 @@ from voxgate.engines.base import Engine
 from voxgate.engines.echo import EchoEngine
 from voxgate.engines.local.vad import GatedVadStream, SileroModel, WebRtcStream
 from voxgate.protocol.items import Dialect
+from voxgate.roles import GATEWAY_CALL_ROLES, Role
 from voxgate.session.listening import VadStream
 from voxgate.session.recorder import CallRecorder
 from voxgate.session.session import Caller, Session
@@ -50,6 +51,8 @@ class Principal:
     # gateway's own (the dev console), like phone calls.
     owner: str | None = None
     agent: str | None = None  # the agent an ephemeral key was minted for: the only one it opens
+    # What it may do (voxgate/roles.py): on the routes (control/route_roles.py), and in its sessions' tools.
+    roles: frozenset[str] = GATEWAY_CALL_ROLES
 
     def sees(self, call_owner: str | None) -> bool:
         """Whether a call with this owner is this key's to read and steer (the gateway's own are everyone's)."""
@@ -259,33 +262,38 @@ class Gateway:
             return None
         for index, key in enumerate(self.settings.api_key_list()):
             if hmac.compare_digest(key.encode(), token.encode()):
-                return Principal(key_id=f"static-{index}", kind="static", owner=f"static-{index}")
+                return Principal(key_id=f"static-{index}", kind="static", owner=f"static-{index}",
+                                 roles=frozenset({Role.ADMIN}))  # the operator's own configured keys
         record: KeyRecord | None = await self.keys.verify(token)
         if record is None:
             return None
         if record.kind == "ephemeral":
             return Principal(key_id=record.id, kind=record.kind, session_config=record.session_config,
-                             owner=record.owner, agent=record.agent)
-        return Principal(key_id=record.id, kind=record.kind, owner=record.id)
+                             owner=record.owner, agent=record.agent, roles=record.roles)
+        return Principal(key_id=record.id, kind=record.kind, owner=record.id, roles=record.roles)
 
     async def open_session(self, *, agent: AgentConfig, caller: Caller, dialect: Dialect, model: str | None,
                            initial_config: dict[str, Any] | None = None, owner: str | None = None,
-                           session_id: str | None = None, record_metadata: dict[str, Any] | None = None) -> Session:
+                           session_id: str | None = None, record_metadata: dict[str, Any] | None = None,
+                           opened_by: Principal | None = None) -> Session:
         """A session for `caller`; `session_id` when the call's id was given out before (an outbound call),
-        `record_metadata` added to its call record's metadata."""
+        `record_metadata` added to its call record's metadata; `opened_by` the key whose roles its tools run
+        with (None: a call the gateway answered, a phone's)."""
         engine_name, engine = await self.engine_for(agent)
         # A call the gateway plays out (phone, browser) is never left silent if a remote engine fails.
         remote = engine_name in ("openai", "cascade")
         fallback = await self.engine("local") if remote and caller.playback.server_side else None
         session = Session(
             agent=agent, engine=engine, tools=self.tools[agent.name], caller=caller, dialect=dialect,
-            recorder=CallRecorder(self.calls, engine_name, owner=owner, node=self.node, metadata=record_metadata),
+            recorder=CallRecorder(self.calls, engine_name, owner=owner, node=self.node, metadata=record_metadata,
+                                  actor=opened_by.key_id if opened_by is not None else "gateway"),
             vad_factory=functools.partial(self.vad_stream, agent),
             model=model or f"voxgate-{engine_name}", outbound_events=self.settings.outbound_queue_events,
             max_message_bytes=self.settings.max_message_bytes, max_item_text_chars=self.settings.max_item_text_chars,
             max_input_buffer_s=self.settings.max_input_buffer_seconds, initial_config=initial_config,
             max_seconds=self.settings.session_max_seconds, audio_lead_ms=self.settings.audio_lead_ms,
             fallback_engine=fallback, session_id=session_id,
+            roles=opened_by.roles if opened_by is not None else GATEWAY_CALL_ROLES,
         )
         self.sessions[session.id] = session
         return session

@@ -50,8 +50,9 @@ class CallSummary:
 
 class CallRecorder:
     def __init__(self, store: CallStore, engine: str, cost: CostModel | None = None, owner: str | None = None,
-                 node: str | None = None, metadata: dict[str, Any] | None = None) -> None:
+                 node: str | None = None, metadata: dict[str, Any] | None = None, actor: str = "gateway") -> None:
         self.store = store
+        self.actor = actor  # who the audit log says acted in this call: the key that opened it, or the gateway
         self.engine = engine
         self.owner = owner  # the key whose call this is; None: the gateway's own (phones, the dev console)
         self.node = node  # the gateway serving the call: crash recovery closes its own calls only
@@ -127,6 +128,10 @@ class CallRecorder:
                                   else result.arguments), status="completed" if result.ok else result.status,
             output=redact(result.output)[0],  # stored records never hold PII, even from tools allowed to return it
             duration_ms=result.duration_ms))
+
+    def audit(self, action: str, detail: dict[str, Any]) -> None:
+        """An audit row about this call (a transfer, a PII/PHI tool call, a refused tool), in call order."""
+        self._write(lambda: self.store.audit(self.actor, action, self.call_id, detail))
 
     def response_done(self, usage: dict[str, Any]) -> None:
         add_usage(self.usage, usage)

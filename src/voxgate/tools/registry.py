@@ -228,8 +228,8 @@ class ToolRegistry:
             return fail("unknown_tool", "unknown_tool", f"there is no tool named {name!r}",
                         _try_parse(arguments))
         if not self._allowed(tool.definition, ctx.roles):
-            return fail("forbidden", "forbidden", f"this caller may not use the tool {name!r}",
-                        _try_parse(arguments))
+            return fail("forbidden", "forbidden", f"this line is not allowed to use {name} (it needs the "
+                        f"{' or '.join(tool.definition.roles)} role).", _try_parse(arguments))
         args: dict[str, Any] | None = None
         try:
             args = parse_arguments(arguments)

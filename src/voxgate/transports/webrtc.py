@@ -50,7 +50,7 @@ from voxgate.audio.formats import PCM24K, OutputEncoder
 from voxgate.audio.playout import Playout
 from voxgate.audio.resample import StreamResampler
 from voxgate.config import Settings
-from voxgate.control.auth import bearer_token, require_api_key
+from voxgate.control.auth import principal_of, require_api_key
 from voxgate.control.ephemeral import merge_bound_session, redeem, session_agent, validate_session
 from voxgate.control.problems import problem, refused
 from voxgate.gateway import gateway_of
@@ -476,9 +476,9 @@ def form_parts(content_type: str, body: bytes) -> dict[str, bytes]:
 async def _open_call(request: Request, dialect: Dialect) -> Response:
 
     gateway = gateway_of(request)
-    principal = await gateway.authenticate(bearer_token(request.headers))
-    if principal is None:
-        return problem(401, "invalid_api_key", "Missing, invalid, expired or already used key.")
+    principal = await principal_of(request)
+    if isinstance(principal, JSONResponse):
+        return principal
     if not gateway.ready:
         return problem(503, "not_ready", "The gateway is starting.")
     params = request.query_params
@@ -518,7 +518,7 @@ async def _open_call(request: Request, dialect: Dialect) -> Response:
     model = params.get("model") or (principal.session_config or {}).get("model")
     try:
         session = await gateway.open_session(agent=agent, caller=call, dialect=dialect, model=model,
-                                             initial_config=initial, owner=principal.owner)
+                                             initial_config=initial, owner=principal.owner, opened_by=principal)
     except RealtimeError as exc:  # the bound config does not fit this agent (e.g. a voice its engine lacks)
         await call.close("bad_session")
         return problem(400, exc.code, exc.message, param=exc.param)
@@ -566,6 +566,8 @@ async def hangup_call(request: Request) -> Response:
     call = calls_of(request.app.state).get(request.path_params["call_id"])
     if call is None or not principal.sees(call.owner):  # another key's call is answered as if it did not exist
         return problem(404, "call_id_not_found", "No live call with that id.")
+    await call.gateway.calls.audit(principal.key_id, "call.hung_up", call.session.id if call.session else call.id,
+                                   {"transport": "webrtc"})
     await call.close("hangup_requested")
     return Response(status_code=200)
 
