@@ -29,6 +29,7 @@ from voxgate.roles import GATEWAY_CALL_ROLES, Role
 from voxgate.session.listening import VadStream
 from voxgate.session.recorder import CallRecorder
 from voxgate.session.session import Caller, Session
+from voxgate.store.audit_log import configuration_digest
 from voxgate.store.calls import CallStore
 from voxgate.store.database import Database
 from voxgate.store.keys import KeyRecord, KeyStore
@@ -107,6 +108,7 @@ class Gateway:
         abandoned = await self.calls.close_abandoned(self.node, "gateway restarted")
         if abandoned:
             log.warning("closed %d call(s) left active by this node's previous run as dropped", len(abandoned))
+        await self.calls.audit_configuration(self.node, configuration_digest(self.settings, self.agents))
         self.vad_model = SileroModel.shared()
         await self.engine(self.settings.engine)
         if self.settings.max_calls:

@@ -128,3 +128,35 @@ async def test_rows_from_before_the_chain_are_chained_by_the_migration(db_path: 
             assert raw.execute("SELECT roles FROM api_keys WHERE id = 'key_old'").fetchone() == ('["admin"]',)
     finally:
         await database.aclose()
+
+
+def test_start_up_records_a_changed_configuration_or_agent(tmp_path: Path) -> None:
+    from voxgate.embedded import EmbeddedGateway, free_port
+
+    agents = tmp_path / "agents"
+    agents.mkdir()
+    agent = {"name": "desk", "instructions": "Answer briefly.", "engine": "echo"}
+    (agents / "desk.yaml").write_text(json.dumps(agent))
+    settings = {"engine": "echo", "agents_dir": agents, "default_agent": "desk", "node_id": "node-a",
+                "port": free_port(), "api_keys": "sk-a"}
+
+    def run_once(**changes: object) -> list[tuple[str, str]]:
+        with EmbeddedGateway(tmp_path, **{**settings, **changes}):
+            pass
+        with sqlite3.connect(tmp_path / "voxgate.db") as raw:
+            return raw.execute("SELECT subject, detail FROM audit_events WHERE action = 'config.changed' "
+                               "ORDER BY id").fetchall()
+
+    first = run_once()
+    assert [subject for subject, _ in first] == ["node-a"]
+    assert run_once() == first  # the same configuration again: nothing new
+    agent["instructions"] = "Answer at length."
+    (agents / "desk.yaml").write_text(json.dumps(agent))
+    changed = run_once()
+    assert len(changed) == 2
+    before, after = (json.loads(detail) for _, detail in changed)
+    assert before["settings_sha256"] == after["settings_sha256"]
+    assert before["agents"]["desk"] != after["agents"]["desk"]
+    assert len(run_once(api_keys="sk-a,sk-b")) == 3  # a key added shows, though no key is in the row
+    with sqlite3.connect(tmp_path / "voxgate.db") as raw:
+        assert "sk-" not in json.dumps(raw.execute("SELECT detail FROM audit_events").fetchall())

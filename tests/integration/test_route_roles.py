@@ -198,6 +198,13 @@ async def test_a_tool_needing_a_role_the_call_lacks_is_refused_in_words_and_audi
     session_id, reply = await ask_for_order(gateway, operator)
     assert "shipped" in reply.lower(), reply
     assert await tool_calls(gateway, session_id) == [("lookup_order", "completed")]
+    # The key's use and its read of the transcript are audited under the key's id.
+    [opened] = [row for row in audit_rows(gateway, "session.opened") if row["subject"] == session_id]
+    async with httpx.AsyncClient(base_url=gateway.base_url) as http:
+        record = await http.get(f"/v1/calls/{session_id}", headers={"Authorization": f"Bearer {operator}"})
+    assert record.status_code == 200 and record.json()["tool_calls"][0]["name"] == "lookup_order"
+    reads = [row["actor"] for row in audit_rows(gateway, "transcript.read") if row["subject"] == session_id]
+    assert reads == [opened["actor"]] and opened["actor"].startswith("key_")
     called = [row for row in audit_rows(gateway, "tool.called") if row["subject"] == session_id]
     assert called and called[0]["detail"] == {"tool": "lookup_order", "data": ["phi"], "status": "ok"}
     assert "4567" not in json.dumps(called)  # who and which call, never the arguments

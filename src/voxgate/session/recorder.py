@@ -94,6 +94,8 @@ class CallRecorder:
         self._write(lambda: self.store.start_call(
             call_id, agent=agent, engine=self.engine, transport=transport, dialect=dialect, caller=caller,
             owner=self.owner, metadata=self.metadata))
+        if self.actor != "gateway":  # a key's use: it opened this call
+            self.audit("session.opened", {"transport": transport, "agent": agent})
 
     def item(self, item: Item, truncated_at_ms: int | None = None) -> None:
         text = item.text if item.type == "message" else item.arguments or item.output or ""

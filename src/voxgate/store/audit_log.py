@@ -19,13 +19,17 @@ import json
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from voxgate.store.database import Database
 from voxgate.store.models import AuditEvent
+
+if TYPE_CHECKING:
+    from voxgate.agents import AgentConfig
+    from voxgate.config import Settings
 
 GENESIS = "0" * 64
 # Any constant will do: it only has to be the same for every voxgate process sharing a database.
@@ -58,6 +62,19 @@ async def chain(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
         row["prev_hash"] = prev
         row["hash"] = prev = row_hash(at=row["at"], actor=row["actor"], action=row["action"],
                                       subject=row["subject"], detail=row["detail"], prev_hash=prev)
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def configuration_digest(settings: Settings, agents: Mapping[str, AgentConfig]) -> dict[str, Any]:
+    """What a start-up's `config.changed` row holds: hashes of the settings (secrets masked: a changed key
+    shows as the key list's length) and of each agent's definition."""
+    shown = settings.shown()
+    shown["api_keys"] = f"{len(settings.api_key_list())} key(s)"
+    per_agent = {name: _digest(agent.model_dump(mode="json", exclude={"source"})) for name, agent in agents.items()}
+    return {"settings_sha256": _digest(shown), "agents_sha256": _digest(per_agent), "agents": per_agent}
 
 
 @dataclass(frozen=True)

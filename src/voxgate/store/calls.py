@@ -274,6 +274,17 @@ class CallStore:
                "detail": _mask_secrets(detail) if detail is not None else None}
         return await self._write("audit", subject or "", _INSERT_AUDIT_EVENT, row)
 
+    async def audit_configuration(self, node: str, digest: Mapping[str, Any]) -> bool | None:
+        """At start-up: a `config.changed` row for `node` when `digest` (audit_log.configuration_digest)
+        differs from the one its last run recorded; None when nothing changed."""
+        async with self._db.session() as session:
+            last = await session.scalar(
+                sa.select(AuditEvent.detail).where(AuditEvent.action == "config.changed", AuditEvent.subject == node)
+                .order_by(AuditEvent.id.desc()).limit(1))
+        if last == dict(digest):
+            return None
+        return await self.audit("gateway", "config.changed", node, digest)
+
     async def _write(self, op: str, subject: str, statement: sa.Executable,
                      params: dict[str, Any]) -> bool | None:
         # Writes queue for one committer task (group commit): those that arrive while a transaction is

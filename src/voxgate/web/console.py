@@ -124,7 +124,9 @@ async def console_call(request: Request) -> Response:
     call = calls_of(request.app.state).get(request.path_params["call_id"])
     if call is None or call.session is None or not principal.sees(call.owner):
         return problem(404, "call_id_not_found", "No live call with that id.")
-    record = await gateway_of(request).calls.get_call(call.session.id)
+    gateway = gateway_of(request)
+    record = await gateway.calls.get_call(call.session.id)
+    await gateway.calls.audit(principal.key_id, "tool_calls.read", call.session.id)
     tool_calls = record["tool_calls"] if record else []
     return JSONResponse({"id": call.id, "session_id": call.session.id, "status": "live",
                          "tool_calls": tool_calls}, headers={"Cache-Control": "no-store"})
