@@ -150,6 +150,10 @@ class AgentConfig(BaseModel):
     # In PCI mode the arguments of `pci` tools are typed on the keypad (ended by '#'), never spoken, and
     # never reach a transcript, a log, a stored record or the model's context.
     pci_mode: bool = False
+    # Zero data retention for this agent's calls (or every agent's: the gateway's `zero_retention`): the call
+    # record keeps counters and timings only, logs name no words, and the openai/cascade upstream is asked
+    # not to keep them either (docs/compliance.md).
+    zero_retention: bool = False
     # Key -> intent or tool name: a key press acts like the caller asking for it ("press 1 for orders").
     dtmf_menu: dict[str, str] = Field(default_factory=dict)
     # Engine "cascade": this agent's own STT/LLM/TTS services (e.g. its own fine-tuned model); unset: the

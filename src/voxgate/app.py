@@ -37,7 +37,7 @@ from voxgate.control.rate_limit import RateLimits, rate_limited, rate_limited_we
 from voxgate.control.route_roles import declared
 from voxgate.garbage_collection import BeatCollector
 from voxgate.gateway import Gateway, gateway_of
-from voxgate.observability.logs import guard_credentials
+from voxgate.observability.logs import guard_credentials, withhold_call_content
 from voxgate.protocol.dialect import dialect_from_handshake
 from voxgate.protocol.errors import RealtimeError
 from voxgate.server.http_connection import ClientDisconnected
@@ -232,6 +232,8 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> Starlette:
                     "page mints keys for anyone who can load it. Turn dev_mode off before real callers or "
                     "real data reach this gateway.", exposure)
     guard_credentials()
+    if settings.zero_retention:
+        withhold_call_content()
     gw = gateway or Gateway(settings)
 
     @contextlib.asynccontextmanager

@@ -79,7 +79,7 @@ class Gateway:
         self.tools = {
             name: ToolRegistry(agent, timeout_s=settings.tool_timeout_s,
                                max_output_bytes=settings.tool_max_output_bytes, http=self.http,
-                               clock=self.clock)
+                               clock=self.clock, zero_retention=self.zero_retention(agent))
             for name, agent in self.agents.items()
         }
         self._engines: dict[str, Engine] = {}
@@ -288,7 +288,8 @@ class Gateway:
         session = Session(
             agent=agent, engine=engine, tools=self.tools[agent.name], caller=caller, dialect=dialect,
             recorder=CallRecorder(self.calls, engine_name, owner=owner, node=self.node, metadata=record_metadata,
-                                  actor=opened_by.key_id if opened_by is not None else "gateway"),
+                                  actor=opened_by.key_id if opened_by is not None else "gateway",
+                                  zero_retention=self.zero_retention(agent)),
             vad_factory=functools.partial(self.vad_stream, agent),
             model=model or f"voxgate-{engine_name}", outbound_events=self.settings.outbound_queue_events,
             max_message_bytes=self.settings.max_message_bytes, max_item_text_chars=self.settings.max_item_text_chars,
@@ -299,6 +300,10 @@ class Gateway:
         )
         self.sessions[session.id] = session
         return session
+
+    def zero_retention(self, agent: AgentConfig) -> bool:
+        """Whether this agent's calls leave no words behind: gateway-wide or the agent's own setting."""
+        return self.settings.zero_retention or agent.zero_retention
 
     def session_closed(self, session: Session) -> None:
         self.sessions.pop(session.id, None)
