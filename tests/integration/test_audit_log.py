@@ -67,6 +67,22 @@ async def test_concurrent_appends_form_one_chain(db: Database, db_path: Path) ->
     assert f"60 row(s); head row {rows[-1]['id']} hash {rows[-1]['hash']}" in done.stdout
 
 
+async def test_two_gateways_sharing_a_sqlite_file_keep_one_chain(db: Database, db_path: Path) -> None:
+    """A second process's store on the same file: each batch takes the write lock before reading the head."""
+    other = Database(f"sqlite+aiosqlite:///{db_path}")
+    await other.connect()
+    try:
+        stores = [CallStore(db), CallStore(other)]
+        for i in range(40):  # each round, both gateways append one row in transactions of their own, at once
+            appended = await asyncio.gather(*(store.audit(f"key_{g}", "transcript.read", f"sess_{i}", {"n": i})
+                                              for g, store in enumerate(stores)))
+            assert all(appended), f"round {i}: a row was lost ({stores[0].failures + stores[1].failures} so far)"
+        verdict = await verify(db)
+        assert verdict.ok and verdict.rows == 80, verdict
+    finally:
+        await other.aclose()
+
+
 @pytest.mark.parametrize("tamper", ["edit", "remove", "insert", "rehash"])
 async def test_a_tampered_row_is_named(db: Database, db_path: Path, tamper: str) -> None:
     await fill(db, 10)
