@@ -11,6 +11,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -30,7 +31,7 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def db(db_path: Path):
+async def db(db_path: Path) -> AsyncIterator[Database]:
     database = Database(f"sqlite+aiosqlite:///{db_path}")
     await database.connect()
     await database.upgrade()
@@ -67,13 +68,15 @@ async def test_concurrent_appends_form_one_chain(db: Database, db_path: Path) ->
     assert f"60 row(s); head row {rows[-1]['id']} hash {rows[-1]['hash']}" in done.stdout
 
 
-async def test_two_gateways_sharing_a_sqlite_file_keep_one_chain(db: Database, db_path: Path) -> None:
-    """A second process's store on the same file: each batch takes the write lock before reading the head."""
-    other = Database(f"sqlite+aiosqlite:///{db_path}")
+async def append_from_two_gateways(url: str, db: Database) -> None:
+    """A second gateway's store on the same database and `db`'s append at once, round after round, each row in
+    a transaction of its own: every row lands and the chain holds (the write lock is taken before the head
+    is read; without it, both read the same head and the unique prev_hash refuses one)."""
+    other = Database(url)
     await other.connect()
     try:
         stores = [CallStore(db), CallStore(other)]
-        for i in range(40):  # each round, both gateways append one row in transactions of their own, at once
+        for i in range(40):
             appended = await asyncio.gather(*(store.audit(f"key_{g}", "transcript.read", f"sess_{i}", {"n": i})
                                               for g, store in enumerate(stores)))
             assert all(appended), f"round {i}: a row was lost ({stores[0].failures + stores[1].failures} so far)"
@@ -81,6 +84,10 @@ async def test_two_gateways_sharing_a_sqlite_file_keep_one_chain(db: Database, d
         assert verdict.ok and verdict.rows == 80, verdict
     finally:
         await other.aclose()
+
+
+async def test_two_gateways_sharing_a_sqlite_file_keep_one_chain(db: Database, db_path: Path) -> None:
+    await append_from_two_gateways(f"sqlite+aiosqlite:///{db_path}", db)
 
 
 @pytest.mark.parametrize("tamper", ["edit", "remove", "insert", "rehash"])

@@ -27,7 +27,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from voxgate.store.audit_log import verify
+from tests.integration.test_audit_log import append_from_two_gateways
 from voxgate.store.calls import CallStore
 from voxgate.store.database import Database, alembic_config
 from voxgate.store.keys import KeyStore
@@ -242,15 +242,4 @@ async def test_the_end_of_a_call_can_replace_its_metadata(db: Database) -> None:
 
 async def test_two_gateways_append_to_one_audit_chain(db: Database, pg_url: str) -> None:
     """Two gateways sharing the database append at once: the advisory lock keeps one chain, no row lost."""
-    other = Database(pg_url)
-    await other.connect()
-    try:
-        stores = [CallStore(db), CallStore(other)]
-        for i in range(40):  # each round, both gateways append one row in transactions of their own, at once
-            appended = await asyncio.gather(*(store.audit(f"key_{g}", "transcript.read", f"sess_{i}", {"n": i})
-                                              for g, store in enumerate(stores)))
-            assert all(appended), f"round {i}: a row was lost ({stores[0].failures + stores[1].failures} so far)"
-        verdict = await verify(db)
-        assert verdict.ok and verdict.rows == 80, verdict
-    finally:
-        await other.aclose()
+    await append_from_two_gateways(pg_url, db)

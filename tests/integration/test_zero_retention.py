@@ -11,7 +11,6 @@ import json
 import re
 import sqlite3
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,9 +22,9 @@ from tests.conftest import CarrierServer, LiveServer, start_carrier_server
 from tests.integration.test_debug_logs import debug_log
 from tests.integration.test_route_roles import ask_for_order
 from tests.integration.test_sip_parity import ENDED_BY_AGENT, REQUEST, answer_played, call_over_sip, call_over_twilio
-from tests.integration.test_telnyx import answer
+from tests.integration.test_telnyx import answered_line
 from tests.integration.test_twilio import wait_session
-from tests.phone_carrier import TelnyxLine, eventually
+from tests.phone_carrier import eventually
 from tests.speech import speak
 from tests.webrtc_client import WebRtcCaller
 
@@ -111,13 +110,9 @@ async def call_over_webrtc(live: LiveServer) -> str:
 
 async def call_over_telnyx(server: CarrierServer) -> str:
     live = server.live
-    call_control_id = "v3:" + uuid.uuid4().hex
-    async with httpx.AsyncClient() as http:
-        command = await answer(server, http, call_control_id)
-    line = await TelnyxLine.dial(command["stream_url"], command["stream_auth_token"], call_control_id,
-                                 {"agent": "acme"}, encoding="pcma")
+    line = await answered_line(server)
     try:
-        session = await wait_session(server, call_control_id)
+        session = await wait_session(server, line.call_control_id)
         await line.wait_audio(time.monotonic(), min_s=1.5, within_s=30)
         line.say(speak(REQUEST, rate=8000))
         call = session.caller
