@@ -119,10 +119,10 @@ class CarrierServer:
     telnyx_private_key: bytes  # raw Ed25519 seed: the test carrier signs its webhooks with it
 
 
-@pytest.fixture(scope="session")
-def carrier_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CarrierServer]:
+def start_carrier_server(tmp: Path, **overrides: Any) -> CarrierServer:
     """Local engine, demo and echo agents, carriers' signatures enforced (dev_mode off), Telnyx in A-law,
-    and the SIP door on a free loopback port."""
+    and the SIP door on a free loopback port; `overrides` are further settings. Stop it with
+    `server.live.embedded.stop()` and `server.api.stop()`."""
     import base64
 
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -130,7 +130,6 @@ def carrier_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Carrier
 
     from tests.phone_carrier import CarrierApiRecorder
 
-    tmp = tmp_path_factory.mktemp("carrier-gateway")
     os.environ.setdefault("ACME_DB", str(tmp / "acme.db"))
     api = CarrierApiRecorder().start()
     seed = bytes(range(32))
@@ -142,10 +141,17 @@ def carrier_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Carrier
     sip_port = free_port()
     live = start_server(tmp, engine="local", dev_mode=False, twilio_api_base=api.url, telnyx_api_base=api.url,
                         telnyx_public_key=base64.b64encode(public).decode(), telnyx_codec="PCMA",
-                        carrier_stall_timeout_s=2.0, sip_port=sip_port, sip_ring_ms=300, **secrets)
-    yield CarrierServer(live, api, secrets["twilio_auth_token"], secrets["telnyx_api_key"], seed)
-    live.embedded.stop()
-    api.stop()
+                        carrier_stall_timeout_s=2.0, sip_port=sip_port, sip_ring_ms=300, **secrets, **overrides)
+    return CarrierServer(live, api, secrets["twilio_auth_token"], secrets["telnyx_api_key"], seed)
+
+
+@pytest.fixture(scope="session")
+def carrier_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CarrierServer]:
+    """A gateway that takes phone calls over Twilio, Telnyx and SIP (`start_carrier_server`)."""
+    server = start_carrier_server(tmp_path_factory.mktemp("carrier-gateway"))
+    yield server
+    server.live.embedded.stop()
+    server.api.stop()
 
 
 @pytest.fixture(scope="module")

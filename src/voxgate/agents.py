@@ -36,7 +36,12 @@ class ToolDefinition(BaseModel):
     builtin: Literal["transfer_to_human", "end_call", "send_dtmf"] | None = None
     returns_pii: bool = False  # when false, card numbers, SSNs and emails are redacted from the output
     max_output_bytes: int | None = None
-    roles: list[str] = Field(default_factory=list)  # empty: any caller may trigger it
+    # Roles (voxgate/roles.py) a call's key must hold for the tool to be offered and run; empty: any call.
+    # Phone and SIP calls run with the role `app`; a key's sessions with the key's roles.
+    roles: list[Literal["admin", "operator", "app", "read-only"]] = Field(default_factory=list)
+    # What the tool touches: each call of a tool tagged pii or phi is written to the audit log (who, which
+    # call, the outcome; never its arguments or result).
+    data: list[Literal["pii", "phi"]] = Field(default_factory=list)
     pci: bool = False  # arguments are collected by DTMF in PCI mode and never shown to the model
     # Reply templates for the flow brain, formatted with the tool's arguments and result fields.
     say: str | None = None
@@ -188,6 +193,10 @@ class AgentConfig(BaseModel):
     # Days a call's data (record, items, tool calls, recording) is kept; the sweeper deletes it after
     # that. None: kept until deleted through the API.
     retention_days: float | None = Field(default=None, gt=0)
+    # Zero data retention for this agent's calls (or every agent's: the gateway's `zero_retention`): the call
+    # record keeps counters and timings only, logs name no words, and the openai/cascade upstream is asked
+    # not to keep them either (docs/compliance.md).
+    zero_retention: bool = False
     # Key -> intent or tool name: a key press acts like the caller asking for it ("press 1 for orders").
     dtmf_menu: dict[str, str] = Field(default_factory=dict)
     # Engine "cascade": this agent's own STT/LLM/TTS services (e.g. its own fine-tuned model); unset: the

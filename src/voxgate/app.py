@@ -24,7 +24,7 @@ from voxgate.chat_service import chat_completions
 from voxgate.cluster.call_control import on_holding_node
 from voxgate.config import Settings
 from voxgate.control import escalations, outbound_calls, realtime_calls, recordings
-from voxgate.control.auth import bearer_token, require_api_key
+from voxgate.control.auth import principal_of, require_api_key
 from voxgate.control.ephemeral import (
     create_beta_session,
     create_client_secret,
@@ -35,9 +35,10 @@ from voxgate.control.ephemeral import (
 from voxgate.control.origin_policy import BrowserGuard, OriginPolicy
 from voxgate.control.problems import problem
 from voxgate.control.rate_limit import RateLimits, SharedRateLimits, rate_limited, rate_limited_websocket
+from voxgate.control.route_roles import declared
 from voxgate.garbage_collection import BeatCollector
 from voxgate.gateway import Gateway, gateway_of
-from voxgate.observability.logs import guard_credentials
+from voxgate.observability.logs import guard_credentials, withhold_call_content
 from voxgate.protocol.dialect import dialect_from_handshake
 from voxgate.protocol.errors import RealtimeError
 from voxgate.server.http_connection import ClientDisconnected
@@ -57,9 +58,9 @@ log = logging.getLogger("voxgate")
 async def realtime_websocket(websocket: WebSocket) -> None:
     gateway = gateway_of(websocket)
     subprotocols = list(websocket.scope.get("subprotocols") or [])
-    principal = await gateway.authenticate(bearer_token(websocket.headers, subprotocols))
-    if principal is None:
-        await websocket.send_denial_response(problem(401, "invalid_api_key", "Missing or invalid API key."))
+    principal = await principal_of(websocket)
+    if isinstance(principal, JSONResponse):
+        await websocket.send_denial_response(principal)
         return
     if not gateway.ready:
         await websocket.send_denial_response(problem(503, "not_ready", "The gateway is starting."))
@@ -88,7 +89,8 @@ async def realtime_websocket(websocket: WebSocket) -> None:
         await websocket.accept(subprotocol="realtime" if "realtime" in subprotocols else None)
         caller = WebSocketCaller(websocket)
         session = await gateway.open_session(agent=agent, caller=caller, dialect=dialect, model=params.get("model"),
-                                             initial_config=principal.session_config, owner=principal.owner)
+                                             initial_config=principal.session_config, owner=principal.owner,
+                                             opened_by=principal)
         try:
             await session.start(caller_id=websocket.client.host if websocket.client else None)
             await run_websocket_session(session, websocket, caller, gateway.settings.session_max_seconds,
@@ -154,6 +156,7 @@ async def get_call(request: Request) -> Response:
         if dialing is None or not principal.sees(dialing.owner):
             return problem(404, "call_not_found", "No call with that id.")
         return JSONResponse(dialing.view())  # an outbound call still ringing: no record yet
+    await gateway.calls.audit(principal.key_id, "transcript.read", call_id)
     return JSONResponse(call)
 
 
@@ -231,6 +234,8 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> Starlette:
                     "page mints keys for anyone who can load it. Turn dev_mode off before real callers or "
                     "real data reach this gateway.", exposure)
     guard_credentials()
+    if settings.zero_retention:
+        withhold_call_content()
     gw = gateway or Gateway(settings)
 
     @contextlib.asynccontextmanager
@@ -258,7 +263,7 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> Starlette:
 
     policy = OriginPolicy(settings)
     app = Starlette(
-        routes=[
+        routes=declared([  # each route's roles: control/route_roles.py
             Route("/", console_index),
             Route("/console/token", rate_limited(console_token, "console_token"), methods=["POST"]),
             Route("/console/calls/{call_id}", console_call),
@@ -287,7 +292,7 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> Starlette:
             *twilio.routes(gateway_of),
             *telnyx.routes(gateway_of),
             *openai_sip.routes(),
-        ],
+        ]),
         middleware=[Middleware(BrowserGuard, policy=policy),
                     Middleware(CORSMiddleware, **policy.cors_options(), allow_methods=["*"], allow_headers=["*"],
                                expose_headers=["Location"])],

@@ -1,12 +1,13 @@
-"""The `voxgate` command: serve, keys, db, agents, config, call, loadtest."""
+"""The `voxgate` command: serve, keys, db, agents, config, audit, call, loadtest."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TextIO
 
 import typer
 
@@ -15,6 +16,8 @@ from voxgate.loadtest.scenario import DEFAULT_MIX
 
 if TYPE_CHECKING:
     import httpx
+
+    from voxgate.store.database import Database
 
 app = typer.Typer(help="voxgate: a self-hosted realtime voice-agent gateway.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
@@ -25,6 +28,8 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
 app.add_typer(agents_app, name="agents")
 app.add_typer(config_app, name="config")
+audit_app = typer.Typer(help="The audit log.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
 
 ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="YAML settings file.", exists=True)]
 
@@ -110,16 +115,35 @@ async def _ensure_dev_key(settings: Settings) -> str | None:
         for row in await keys.list(kind="api"):
             if row.get("name") == "serve" and not row.get("revoked_at"):
                 await keys.revoke(row["id"])
-        _, secret = await keys.create("serve", kind="api")
+        key_id, secret = await keys.create("serve", kind="api", roles=["admin"])
+        await _audit_key_created(db, key_id, ["admin"])
         return secret
     finally:
         await db.aclose()
 
 
+async def _audit_key_created(db: Database, key_id: str, roles: list[str]) -> None:
+    """Issuance goes in the audit log like every other key event."""
+    from voxgate.store.calls import CallStore
+
+    calls = CallStore(db)
+    await calls.audit("cli", "key.created", key_id, {"roles": roles})
+    await calls.drain()
+
+
 @keys_app.command("create")
 def keys_create(name: Annotated[str, typer.Option(help="A label for the key.")] = "cli",
+                role: Annotated[list[str] | None, typer.Option(
+                    help="admin, operator, app or read-only (repeatable); default: app.")] = None,
                 config: ConfigOption = None) -> None:
     """Create an API key; prints it once (only its hash is stored)."""
+    from voxgate.roles import DEFAULT_KEY_ROLES, parse_roles
+
+    try:
+        roles = list(parse_roles(role or DEFAULT_KEY_ROLES))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--role") from None
+
     async def run() -> str:
         from voxgate.store.database import Database
         from voxgate.store.keys import KeyStore
@@ -128,7 +152,9 @@ def keys_create(name: Annotated[str, typer.Option(help="A label for the key.")] 
         await db.connect()
         await db.upgrade()
         try:
-            return (await KeyStore(db).create(name, kind="api"))[1]
+            key_id, secret = await KeyStore(db).create(name, kind="api", roles=roles)
+            await _audit_key_created(db, key_id, roles)
+            return secret
         finally:
             await db.aclose()
 
@@ -187,6 +213,60 @@ def db_upgrade(config: ConfigOption = None) -> None:
 
     asyncio.run(run())
     typer.echo("database is at the latest schema")
+
+
+@audit_app.command("verify")
+def audit_verify(config: ConfigOption = None) -> None:
+    """Check the audit log's hash chain; exits 1 naming the first row that does not fit."""
+    from voxgate.store.audit_log import Verdict, verify
+
+    async def run() -> Verdict:
+        from voxgate.store.database import Database
+
+        db = Database(_settings(config).database_url)
+        await db.connect()
+        await db.upgrade()
+        try:
+            return await verify(db)
+        finally:
+            await db.aclose()
+
+    verdict = asyncio.run(run())
+    if not verdict.ok:
+        typer.echo(f"audit log broken at row {verdict.bad_row}: {verdict.problem} "
+                   f"({verdict.rows} row(s) before it hold)", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"audit log holds: {verdict.rows} row(s); head row {verdict.head_id} hash {verdict.head_hash}")
+
+
+@audit_app.command("export")
+def audit_export(output: Annotated[Path | None, typer.Option(
+                     "--output", "-o", help="File to write (default: standard output).")] = None,
+                 config: ConfigOption = None) -> None:
+    """Write the audit log as JSON lines, oldest first, each row with its hashes."""
+    import sys
+
+    from voxgate.store.audit_log import export
+
+    async def run(out: TextIO) -> int:
+        from voxgate.store.database import Database
+
+        db = Database(_settings(config).database_url)
+        await db.connect()
+        await db.upgrade()
+        rows = 0
+        try:
+            async for row in export(db):
+                out.write(json.dumps(row, ensure_ascii=False) + "\n")
+                rows += 1
+        finally:
+            await db.aclose()
+        return rows
+
+    with open(output, "w", encoding="utf-8") if output else contextlib.nullcontext(sys.stdout) as out:
+        rows = asyncio.run(run(out))
+    if output:
+        typer.echo(f"{rows} audit row(s) written to {output}", err=True)
 
 
 @agents_app.command("list")

@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".voxgate")  # files the gateway makes for itself (the self-signed certificate)
 
     database_url: str = "sqlite+aiosqlite:///./voxgate.db"
+    # Zero data retention for every agent (an agent can also ask for it alone, `zero_retention: true`): no
+    # audio, transcript, tool argument or tool result is stored or logged, only counters and timings.
+    zero_retention: bool = False
     agents_dir: Path = DEFAULT_AGENTS_DIR
     default_agent: str = "acme"
     engine: Literal["local", "echo", "openai", "cascade"] = "local"

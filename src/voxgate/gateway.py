@@ -31,10 +31,12 @@ from voxgate.escalations import EscalationQueue
 from voxgate.protocol.ids import new_id
 from voxgate.protocol.items import Dialect
 from voxgate.retention import Retention
+from voxgate.roles import GATEWAY_CALL_ROLES, Role
 from voxgate.session.call_recording import CallRecording, RecordingSummary
 from voxgate.session.listening import VadStream
 from voxgate.session.recorder import CallRecorder
 from voxgate.session.session import Caller, Session
+from voxgate.store.audit_log import configuration_digest
 from voxgate.store.calls import CallStore
 from voxgate.store.database import Database
 from voxgate.store.keys import KeyRecord, KeyStore
@@ -61,6 +63,8 @@ class Principal:
     # gateway's own (the dev console), like phone calls.
     owner: str | None = None
     agent: str | None = None  # the agent an ephemeral key was minted for: the only one it opens
+    # What it may do (voxgate/roles.py): on the routes (control/route_roles.py), and in its sessions' tools.
+    roles: frozenset[str] = GATEWAY_CALL_ROLES
 
     def sees(self, call_owner: str | None) -> bool:
         """Whether a call with this owner is this key's to read and steer (the gateway's own are everyone's)."""
@@ -91,7 +95,7 @@ class Gateway:
         self.tools = {
             name: ToolRegistry(agent, timeout_s=settings.tool_timeout_s,
                                max_output_bytes=settings.tool_max_output_bytes, http=self.http,
-                               clock=self.clock)
+                               clock=self.clock, zero_retention=self.zero_retention(agent))
             for name, agent in self.agents.items()
         }
         self._engines: dict[str, Engine] = {}
@@ -132,6 +136,7 @@ class Gateway:
         abandoned = await self.calls.close_abandoned(self.node, "gateway restarted")
         if abandoned:
             log.warning("closed %d call(s) left active by this node's previous run as dropped", len(abandoned))
+        await self.calls.audit_configuration(self.node, configuration_digest(self.settings, self.agents))
         self.vad_model = SileroModel.shared()
         await self.engine(self.settings.engine)
         if self.settings.max_calls:
@@ -301,20 +306,23 @@ class Gateway:
             return None
         for index, key in enumerate(self.settings.api_key_list()):
             if hmac.compare_digest(key.encode(), token.encode()):
-                return Principal(key_id=f"static-{index}", kind="static", owner=f"static-{index}")
+                return Principal(key_id=f"static-{index}", kind="static", owner=f"static-{index}",
+                                 roles=frozenset({Role.ADMIN}))  # the operator's own configured keys
         record: KeyRecord | None = await self.keys.verify(token)
         if record is None:
             return None
         if record.kind == "ephemeral":
             return Principal(key_id=record.id, kind=record.kind, session_config=record.session_config,
-                             owner=record.owner, agent=record.agent)
-        return Principal(key_id=record.id, kind=record.kind, owner=record.id)
+                             owner=record.owner, agent=record.agent, roles=record.roles)
+        return Principal(key_id=record.id, kind=record.kind, owner=record.id, roles=record.roles)
 
     async def open_session(self, *, agent: AgentConfig, caller: Caller, dialect: Dialect, model: str | None,
                            initial_config: dict[str, Any] | None = None, owner: str | None = None,
-                           session_id: str | None = None, record_metadata: dict[str, Any] | None = None) -> Session:
+                           session_id: str | None = None, record_metadata: dict[str, Any] | None = None,
+                           opened_by: Principal | None = None) -> Session:
         """A session for `caller`; `session_id` when the call's id was given out before (an outbound call),
-        `record_metadata` added to its call record's metadata."""
+        `record_metadata` added to its call record's metadata; `opened_by` the key whose roles its tools run
+        with (None: a call the gateway answered, a phone's)."""
         engine_name, engine = await self.engine_for(agent)
         # A call the gateway plays out (phone, browser) is never left silent if a remote engine fails.
         remote = engine_name in ("openai", "cascade")
@@ -322,13 +330,16 @@ class Gateway:
         session_id = session_id or new_id("sess")
         session = Session(
             agent=agent, engine=engine, tools=self.tools[agent.name], caller=caller, dialect=dialect,
-            recorder=CallRecorder(self.calls, engine_name, owner=owner, node=self.node, metadata=record_metadata),
+            recorder=CallRecorder(self.calls, engine_name, owner=owner, node=self.node, metadata=record_metadata,
+                                  actor=opened_by.key_id if opened_by is not None else "gateway",
+                                  zero_retention=self.zero_retention(agent)),
             vad_factory=functools.partial(self.vad_stream, agent),
             model=model or f"voxgate-{engine_name}", outbound_events=self.settings.outbound_queue_events,
             max_message_bytes=self.settings.max_message_bytes, max_item_text_chars=self.settings.max_item_text_chars,
             max_input_buffer_s=self.settings.max_input_buffer_seconds, initial_config=initial_config,
             max_seconds=self.settings.session_max_seconds, audio_lead_ms=self.settings.audio_lead_ms,
             fallback_engine=fallback, session_id=session_id, recording=self._recording(agent, session_id),
+            roles=opened_by.roles if opened_by is not None else GATEWAY_CALL_ROLES,
         )
         session.escalated = self.escalations.add
         self.sessions[session.id] = session
@@ -343,7 +354,7 @@ class Gateway:
     def _recording(self, agent: AgentConfig, session_id: str) -> CallRecording | None:
         """The call's recording, when its agent records (the file is opened with its first block)."""
         policy = agent.recording
-        if not policy.enabled:
+        if not policy.enabled or self.zero_retention(agent):  # zero retention keeps no audio either
             return None
         path = (self.recordings_dir / f"{session_id}{SUFFIXES[policy.format]}").resolve()
         recording = CallRecording(path, policy.format)
@@ -356,6 +367,9 @@ class Gateway:
 
         recording.saved = saved
         return recording
+    def zero_retention(self, agent: AgentConfig) -> bool:
+        """Whether this agent's calls leave no words behind: gateway-wide or the agent's own setting."""
+        return self.settings.zero_retention or agent.zero_retention
 
     def session_closed(self, session: Session) -> None:
         self.sessions.pop(session.id, None)

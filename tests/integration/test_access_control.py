@@ -235,7 +235,15 @@ async def test_another_key_cannot_hang_up_or_join_a_call(gateway: LiveServer, ht
         assert call_id in {c.id for c in gateway.app.state.webrtc_calls}, "key B's refused hang-up ended the call"
         async with websockets.connect(f"{gateway.ws_url}/v1/realtime?call_id={call_id}", additional_headers=A) as ws:
             assert json.loads(await ws.recv())["type"] == "session.created"
+        session_id = gateway.app.state.webrtc_calls.get(call_id).session.id
         assert (await http.post(f"/v1/realtime/calls/{call_id}/hangup", headers=A)).status_code == 200
+        # The audit log says who read the call and who hung it up (key A is static-0), and not key B.
+        db = Path(gateway.embedded.settings.database_url.split("///", 1)[1])
+        with sqlite3.connect(db) as sql:
+            rows = sql.execute("SELECT actor, action FROM audit_events WHERE subject = ? ORDER BY id",
+                               (session_id,)).fetchall()
+        assert ("static-0", "tool_calls.read") in rows and rows[-1] == ("static-0", "call.hung_up")
+        assert not [actor for actor, _ in rows if actor == "static-1"]
     finally:
         await caller.close()
 

@@ -193,10 +193,12 @@ async def test_a_caller_who_talks_over_a_cascade_reply_cancels_it(
         assert "shipped" in transcript.lower(), transcript
 
 
+@pytest.mark.parametrize("zero_retention", [False, True])
 async def test_the_llm_gets_the_sessions_instructions_conversation_tools_and_sampling(
-        tmp_path: Path, ga_server_events: TypeAdapter[Any]) -> None:
+        tmp_path: Path, ga_server_events: TypeAdapter[Any], zero_retention: bool) -> None:
     """What an LLM server receives from the cascade: the session's instructions as the system message, the
-    conversation, the session's tools as chat tools, its temperature and output-token cap, and the seed set."""
+    conversation, the session's tools as chat tools, its temperature and output-token cap, and the seed set;
+    under zero retention, `store: false` too (OpenAI's Chat Completions keep nothing)."""
     received: list[dict[str, Any]] = []
 
     async def llm(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -214,7 +216,7 @@ async def test_the_llm_gets_the_sessions_instructions_conversation_tools_and_sam
     port = server.sockets[0].getsockname()[1]
     live = start_server(tmp_path, engine="cascade", default_agent="acme",
                         cascade_llm_base_url=f"http://127.0.0.1:{port}/v1", cascade_llm_model="my-model",
-                        cascade_llm_seed=7)
+                        cascade_llm_seed=7, zero_retention=zero_retention)
     try:
         async with client_for(live).realtime.connect(model="gpt-realtime") as conn:
             reader, _ = await configured(conn, ga_server_events, {
@@ -234,6 +236,7 @@ async def test_the_llm_gets_the_sessions_instructions_conversation_tools_and_sam
     assert body["tools"][0]["function"]["name"] == "get_order_status"  # the client's, before the agent's
     assert body["tool_choice"] == "auto" and body["max_tokens"] == 40 and body["temperature"] == pytest.approx(0.8)
     assert body["seed"] == 7
+    assert body.get("store") is (False if zero_retention else None)
 
 
 async def test_an_agent_with_its_own_services_uses_them_and_the_others_the_gateways(

@@ -71,12 +71,26 @@ def test_serve_prints_a_working_key_and_commands_work(tmp_path: Path) -> None:
     listed = [json.loads(line) for line in run_cli("keys", "list", env=env).stdout.splitlines()]
     assert created not in json.dumps(listed)
     ci_key = next(k for k in listed if k["name"] == "ci")
+    assert ci_key["roles"] == ["app"]  # a key created without roles is an app key
+    assert next(k for k in listed if k["name"] == "serve")["roles"] == ["admin"]
+    run_cli("keys", "create", "--name", "audit", "--role", "read-only", "--role", "operator", env=env)
+    listed = [json.loads(line) for line in run_cli("keys", "list", env=env).stdout.splitlines()]
+    assert next(k for k in listed if k["name"] == "audit")["roles"] == ["operator", "read-only"]
+    refused = subprocess.run([*VOXGATE, "keys", "create", "--role", "root"], env=env, capture_output=True, text=True,
+                             timeout=120)
+    assert refused.returncode == 2 and "unknown role(s) root" in refused.stderr
     assert run_cli("keys", "revoke", ci_key["id"], env=env).returncode == 0
+    # Each key's issuance is in the audit log, whose chain holds.
+    exported = [json.loads(line) for line in run_cli("audit", "export", env=env).stdout.splitlines()]
+    assert [row["detail"]["roles"] for row in exported if row["action"] == "key.created"][-2:] == [
+        ["app"], ["operator", "read-only"]]
+    assert "audit log holds" in run_cli("audit", "verify", env=env).stdout
     assert "acme (default)" in run_cli("agents", "list", env=env).stdout
     shown = json.loads(run_cli("config", "show", env={**env, "VOXGATE_API_KEYS": "secret-key",
                                                       "VOXGATE_SIP_DIGEST_PASSWORD": "sip-secret"}).stdout)
     assert shown["api_keys"] == "****" and shown["sip_digest_password"] == "****"
     assert shown["sip_port"] == 5060 and shown["sip_allowed_sources"] == []
+    assert shown["zero_retention"] is False
     assert run_cli("db", "upgrade", env=env).returncode == 0
 
 

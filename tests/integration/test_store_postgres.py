@@ -17,6 +17,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
+from tests.integration.test_audit_log import append_from_two_gateways
 from tests.postgres_server import fresh_database, postgres_cluster
 from voxgate.store.calls import CallStore
 from voxgate.store.database import Database, alembic_config
@@ -158,3 +159,8 @@ async def test_the_end_of_a_call_can_replace_its_metadata(db: Database) -> None:
     assert await calls.end_call("sess_pg_m", status="completed", metadata={"model": "m", "media": media})
     call = await calls.get_call("sess_pg_m")
     assert call is not None and call["metadata"] == {"model": "m", "media": media}
+
+
+async def test_two_gateways_append_to_one_audit_chain(db: Database, pg_url: str) -> None:
+    """Two gateways sharing the database append at once: the advisory lock keeps one chain, no row lost."""
+    await append_from_two_gateways(pg_url, db)

@@ -43,6 +43,15 @@ async def answer(server: CarrierServer, http: httpx.AsyncClient, call_control_id
     return command
 
 
+async def answered_line(server: CarrierServer, **options: Any) -> TelnyxLine:
+    """A new call to the acme agent, answered (a signed call.initiated) and its media stream dialled in A-law."""
+    call_control_id = "v3:" + uuid.uuid4().hex
+    async with httpx.AsyncClient() as http:
+        command = await answer(server, http, call_control_id)
+    return await TelnyxLine.dial(command["stream_url"], command["stream_auth_token"], call_control_id,
+                                 {"agent": "acme"}, encoding="pcma", **options)
+
+
 async def test_webhook_signature_and_answer_command(carrier_server: CarrierServer) -> None:
     live = carrier_server.live
     call_control_id = "v3:" + uuid.uuid4().hex
@@ -105,11 +114,8 @@ async def test_media_socket_needs_the_stream_token_of_an_answered_call(carrier_s
 
 async def test_call_barge_in_order_status_dtmf_and_transfer(carrier_server: CarrierServer) -> None:
     live = carrier_server.live
-    call_control_id = "v3:" + uuid.uuid4().hex
-    async with httpx.AsyncClient() as http:
-        command = await answer(carrier_server, http, call_control_id)
-    line = await TelnyxLine.dial(command["stream_url"], command["stream_auth_token"], call_control_id,
-                                 {"agent": "acme"}, encoding="pcma", reorder=True)
+    line = await answered_line(carrier_server, reorder=True)
+    call_control_id = line.call_control_id
     try:
         session = await wait_session(carrier_server, call_control_id)
         assert session.caller.transport == "telnyx"

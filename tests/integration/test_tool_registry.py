@@ -330,15 +330,18 @@ async def test_outputs_over_the_size_cap_are_truncated_into_valid_json(tmp_path:
 
 
 async def test_roles_restrict_who_may_run_a_tool(tmp_path: Path) -> None:
-    agent = make_agent(tmp_path, [handler("refund", "add", roles=["supervisor"]), handler("add", "add")])
+    agent = make_agent(tmp_path, [handler("refund", "add", roles=["operator"]), handler("add", "add")])
     registry = ToolRegistry(agent)
-    result = await registry.call("refund", '{"a": 1, "b": 2}', ctx_for(agent, roles=frozenset({"caller"})))
+    result = await registry.call("refund", '{"a": 1, "b": 2}', ctx_for(agent, roles=frozenset({"app"})))
     assert result.status == "forbidden" and error_of(result)["type"] == "forbidden"
+    assert "needs the operator role" in error_of(result)["message"]  # words the model can pass on
     result = await registry.call("refund", '{"a": 1, "b": 2}',
-                                 ctx_for(agent, roles=frozenset({"caller", "supervisor"})))
+                                 ctx_for(agent, roles=frozenset({"app", "operator"})))
     assert result.ok and result.output == "3"
-    assert [s.name for s in registry.specs(frozenset({"caller"}))] == ["add"]
-    assert [s.name for s in registry.specs(frozenset({"supervisor"}))] == ["refund", "add"]
+    assert [s.name for s in registry.specs(frozenset({"app"}))] == ["add"]
+    assert [s.name for s in registry.specs(frozenset({"operator"}))] == ["refund", "add"]
+    with pytest.raises(ValueError, match="supervisor"):  # a misspelt role is refused at load, not a silent lock
+        make_agent(tmp_path, [handler("refund", "add", roles=["supervisor"])])
 
 
 async def test_handlers_load_from_a_yaml_relative_path_and_from_a_package(

@@ -155,6 +155,13 @@ def test_session_config_is_sent_when_it_changes_and_a_refused_voice_is_not_asked
     assert third[0]["session"]["instructions"] == "Other."
 
 
+def test_zero_retention_asks_the_upstream_for_no_trace() -> None:
+    kept = conversation().begin_response(request([]))
+    assert "tracing" not in kept[0]["session"]  # the upstream's own default
+    withheld = conversation().begin_response(request([], zero_retention=True))
+    assert withheld[0]["type"] == "session.update" and withheld[0]["session"]["tracing"] is None
+
+
 def test_function_calls_are_announced_once_per_call_id() -> None:
     conv = conversation()
     conv.begin_response(request([]))

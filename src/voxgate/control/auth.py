@@ -6,9 +6,13 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+from starlette.websockets import WebSocket
 
 from voxgate.control.problems import problem
+from voxgate.control.route_roles import ACCESS_SCOPE_KEY, ADMIN_ONLY, Needs
 from voxgate.gateway import Principal, gateway_of
+
+_PRINCIPAL_SCOPE_KEY = "voxgate.principal"  # a request's key, once checked: routes ask more than once
 
 
 def bearer_token(headers: Any, subprotocols: list[str] | None = None) -> str | None:
@@ -22,11 +26,34 @@ def bearer_token(headers: Any, subprotocols: list[str] | None = None) -> str | N
     return None
 
 
-async def require_api_key(request: Request) -> Principal | JSONResponse:
-    """An operator's API key; ephemeral keys may only open a realtime session."""
-    principal = await gateway_of(request).authenticate(bearer_token(request.headers))
+async def principal_of(conn: Request | WebSocket) -> Principal | JSONResponse:
+    """The request's key, if it holds one of the roles its route declares (control/route_roles.py): else a
+    401 problem (no or unknown key) or a 403 one (a key without the role, audited)."""
+    checked = conn.scope.get(_PRINCIPAL_SCOPE_KEY)
+    if isinstance(checked, Principal):
+        return checked
+    gateway = gateway_of(conn)
+    subprotocols = list(conn.scope.get("subprotocols") or [])
+    principal = await gateway.authenticate(bearer_token(conn.headers, subprotocols))
     if principal is None:
-        return problem(401, "invalid_api_key", "Missing or invalid API key.")
+        return problem(401, "invalid_api_key", "Missing, invalid, expired or already used key.")
+    # A public route asks no roles of a key it is given; an app built without `declared` routes, only admin's.
+    needs = conn.scope.get(ACCESS_SCOPE_KEY, Needs(ADMIN_ONLY, route=f"{conn.url.path} (no declared roles)"))
+    if isinstance(needs, Needs) and principal.roles.isdisjoint(needs.roles):
+        wanted = ", ".join(sorted(needs.roles))
+        await gateway.calls.audit(principal.key_id, "access.denied", needs.route,
+                                  {"roles": sorted(principal.roles), "needs": sorted(needs.roles)})
+        return problem(403, "role_forbidden", f"This key's roles ({', '.join(sorted(principal.roles)) or 'none'}) "
+                       f"do not allow {needs.route}; it needs one of: {wanted}.")
+    conn.scope[_PRINCIPAL_SCOPE_KEY] = principal
+    return principal
+
+
+async def require_api_key(request: Request) -> Principal | JSONResponse:
+    """An operator's API key holding one of the route's roles; ephemeral keys may only open a realtime session."""
+    principal = await principal_of(request)
+    if isinstance(principal, JSONResponse):
+        return principal
     if principal.kind == "ephemeral":
         return problem(403, "ephemeral_key_not_allowed", "Ephemeral keys can only open a realtime session.")
     return principal

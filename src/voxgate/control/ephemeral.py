@@ -15,6 +15,8 @@ with its real API key and hands the `ek_...` value to the page. The key:
 - is bound to one agent: the one the minting request names with `?agent=` (an unknown name is a 400), or
   the default agent. A session opened with it talks to that agent; `?agent=` naming another is refused
   (403 `agent_mismatch`). Its calls belong to the key that minted it;
+- carries a subset of its minter's roles (voxgate/roles.py): all of them, or those the minting request
+  names with `?roles=app,operator` (a role the minter lacks is a 400). Its session's tools run with them;
 - can be revoked early (`POST /v1/realtime/client_secrets/revoke` with its value);
 - is audited at issuance, use and revocation, by key id and never by secret.
 
@@ -38,6 +40,7 @@ from voxgate.protocol.ids import new_id
 from voxgate.protocol.items import Dialect
 from voxgate.protocol.json_text import parse_json
 from voxgate.protocol.session_config import SessionConfig, default_turn_detection
+from voxgate.roles import narrowed
 
 if TYPE_CHECKING:
     from voxgate.agents import AgentConfig
@@ -151,6 +154,15 @@ def minted_agent(gateway: Gateway, request: Request) -> str:
     return name
 
 
+def minted_roles(principal: Principal, request: Request) -> frozenset[str]:
+    """The roles a key is minted with: `?roles=` on the minting request (comma-separated), within the minter's."""
+    asked = request.query_params.get("roles")
+    try:
+        return narrowed(principal.roles, None if asked is None else [r.strip() for r in asked.split(",") if r.strip()])
+    except ValueError as exc:
+        raise RealtimeError("invalid_value", f"roles: {exc}.", param="roles") from None
+
+
 def session_agent(gateway: Gateway, principal: Principal, requested: str | None) -> AgentConfig:
     """The agent a session opened by this key talks to; an ephemeral key opens only the one it was minted for."""
     agent = gateway.agent(requested)
@@ -186,16 +198,17 @@ def _ttl(gateway: Gateway, expires_after: Any) -> int:
 
 
 async def mint(gateway: Gateway, principal: Principal, ga_patch: dict[str, Any], ttl_s: int,
-               dialect: Dialect, agent_name: str) -> tuple[str, int]:
-    """Store a key bound to `ga_patch` and the agent, owned by `principal`, and audit its issuance;
-    returns (secret, expires_at)."""
+               dialect: Dialect, agent_name: str, roles: frozenset[str] | None = None) -> tuple[str, int]:
+    """Store a key bound to `ga_patch` and the agent, owned by `principal`, with `roles` (default: the
+    minter's), and audit its issuance; returns (secret, expires_at)."""
+    granted = principal.roles if roles is None else roles
     key_id, secret = await gateway.keys.create(f"ephemeral via {principal.key_id}", kind="ephemeral",
                                                ttl_s=ttl_s, session_config=ga_patch, owner=principal.owner,
-                                               agent=agent_name)
+                                               agent=agent_name, roles=granted)
     expires_at = int(time.time()) + ttl_s
     await gateway.calls.audit(principal.key_id, "ephemeral_key.issued", key_id,
                               {"ttl_s": ttl_s, "dialect": dialect, "agent": agent_name,
-                               "bound_fields": sorted(ga_patch)})
+                               "bound_fields": sorted(ga_patch), "roles": sorted(granted)})
     return secret, expires_at
 
 
@@ -240,10 +253,11 @@ async def create_client_secret(request: Request) -> Response:
             raise RealtimeError("unknown_parameter", f"Unknown parameter: '{name}'.", param=name)
         ttl = _ttl(gateway, body.get("expires_after"))
         agent = minted_agent(gateway, request)
+        roles = minted_roles(principal, request)
         ga_patch, config = await validate_session(gateway, body.get("session") or {"type": "realtime"}, "ga", agent)
     except RealtimeError as exc:
         return problem(400, exc.code, exc.message, param=exc.param)
-    secret, expires_at = await mint(gateway, principal, ga_patch, ttl, "ga", agent)
+    secret, expires_at = await mint(gateway, principal, ga_patch, ttl, "ga", agent, roles)
     config.expires_at = expires_at
     return JSONResponse({"value": secret, "expires_at": expires_at, "session": config.to_ga()})
 
@@ -258,11 +272,12 @@ async def create_beta_session(request: Request) -> Response:
     try:
         body = await _json_body(request)
         agent = minted_agent(gateway, request)
+        roles = minted_roles(principal, request)
         ga_patch, config = await validate_session(gateway, body, "beta", agent)
     except RealtimeError as exc:
         return problem(400, exc.code, exc.message, param=exc.param)
     ttl = gateway.settings.ephemeral_ttl_s
-    secret, expires_at = await mint(gateway, principal, ga_patch, ttl, "beta", agent)
+    secret, expires_at = await mint(gateway, principal, ga_patch, ttl, "beta", agent, roles)
     session = config.to_beta()
     session["expires_at"] = expires_at
     session["client_secret"] = {"value": secret, "expires_at": expires_at}

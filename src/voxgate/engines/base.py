@@ -64,6 +64,8 @@ class ResponseRequest:
     # model samples (the cascade's LLM); the flow brain and the echo engine do not.
     temperature: float = 0.8
     max_output_tokens: int | None = None
+    # Zero data retention (voxgate/agents.py): a remote engine asks its upstream not to keep the call either.
+    zero_retention: bool = False
 
 
 @dataclass(frozen=True)

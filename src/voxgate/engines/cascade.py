@@ -174,6 +174,8 @@ class CascadeEngine(Engine):
         body["temperature"] = request.temperature
         if s.cascade_llm_seed is not None:
             body["seed"] = s.cascade_llm_seed
+        if request.zero_retention:  # OpenAI keeps no stored completion (Chat Completions' `store`)
+            body["store"] = False
         if request.max_output_tokens is not None:
             body["max_tokens"] = request.max_output_tokens
         if request.tools and request.tool_choice != "none":

@@ -136,7 +136,7 @@ class UpstreamConversation:
 
     def _configure(self, request: ResponseRequest) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = []
-        config = {
+        config: dict[str, Any] = {
             "type": "realtime",
             "instructions": request.instructions,
             "output_modalities": ["audio"] if "audio" in request.modalities else ["text"],
@@ -148,6 +148,8 @@ class UpstreamConversation:
                                 "turn_detection": None},
                       "output": {"format": PCM24K.to_ga()}},
         }
+        if request.zero_retention:  # no trace of the session in the upstream's Traces dashboard
+            config["tracing"] = None
         if config != self._sent_config:
             events.append({"type": "session.update", "event_id": self._new_id("event"), "session": config})
             self._sent_config = config

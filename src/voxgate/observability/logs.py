@@ -75,6 +75,24 @@ def guard_credentials() -> None:
             logger.addFilter(CredentialFilter())
 
 
+class WireFrameFilter(logging.Filter):
+    """Drops the WebSocket library's debug lines for each frame (`< TEXT '{...}'`, `> BINARY ...`): under zero
+    retention they would write what callers and agents say, and the audio, to the log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg not in ("< %s", "> %s")
+
+
+def withhold_call_content() -> None:
+    """Zero retention gateway-wide: the libraries that would log what a call says at debug level stop (once
+    per process): the WebSocket frames (WireFrameFilter), and Piper, which logs each text it speaks."""
+    for name in ("websockets.server", "websockets.client"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, WireFrameFilter) for f in logger.filters):
+            logger.addFilter(WireFrameFilter())
+    logging.getLogger("piper").setLevel(logging.INFO)
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {"ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + "Z",

@@ -50,8 +50,12 @@ class CallSummary:
 
 class CallRecorder:
     def __init__(self, store: CallStore, engine: str, cost: CostModel | None = None, owner: str | None = None,
-                 node: str | None = None, metadata: dict[str, Any] | None = None) -> None:
+                 node: str | None = None, metadata: dict[str, Any] | None = None, actor: str = "gateway",
+                 zero_retention: bool = False) -> None:
         self.store = store
+        # Only counters and timings: no caller, text, tool argument or result, nor a client's metadata.
+        self.zero_retention = zero_retention
+        self.actor = actor  # who the audit log says acted in this call: the key that opened it, or the gateway
         self.engine = engine
         self.owner = owner  # the key whose call this is; None: the gateway's own (phones, the dev console)
         self.node = node  # the gateway serving the call: crash recovery closes its own calls only
@@ -89,10 +93,14 @@ class CallRecorder:
     def start_call(self, call_id: str, *, agent: str, transport: str, dialect: Dialect, caller: str | None,
                    model: str) -> None:
         self.call_id = call_id
-        self.metadata = {"model": model, **({"node": self.node} if self.node else {}), **self.extra_metadata}
+        extra = {"zero_retention": True} if self.zero_retention else self.extra_metadata
+        self.metadata = {"model": model, **({"node": self.node} if self.node else {}), **extra}
+        caller = None if self.zero_retention else caller
         self._write(lambda: self.store.start_call(
             call_id, agent=agent, engine=self.engine, transport=transport, dialect=dialect, caller=caller,
             owner=self.owner, metadata=self.metadata))
+        if self.actor != "gateway":  # a key's use: it opened this call
+            self.audit("session.opened", {"transport": transport, "agent": agent})
 
     def item(self, item: Item, truncated_at_ms: int | None = None) -> None:
         text = item.text if item.type == "message" else item.arguments or item.output or ""
@@ -101,7 +109,8 @@ class CallRecorder:
         async def write() -> Any:
             # Redacted by the writer, so a long item is masked in a thread while the call goes on.
             return await self.store.upsert_item(
-                self.call_id, item.id, role=item.role or "tool", type=item.type, text=await redact_offloaded(text),
+                self.call_id, item.id, role=item.role or "tool", type=item.type,
+                text=None if self.zero_retention else await redact_offloaded(text),
                 audio_ms=audio_ms, truncated_at_ms=truncated_at_ms, status=item.status)
 
         self._write(write)
@@ -113,7 +122,8 @@ class CallRecorder:
         async def write() -> Any:
             return await self.store.record_tool_call(
                 self.call_id, tool_call_id=item.call_id or "", name=item.name or "", side="client",
-                arguments=await redact_offloaded(arguments), status="delegated", output=None, duration_ms=None)
+                arguments=None if self.zero_retention else await redact_offloaded(arguments), status="delegated",
+                output=None, duration_ms=None)
 
         self._write(write)
 
@@ -121,12 +131,19 @@ class CallRecorder:
         """`definition`: the agent's tool that ran (a PCI one is stored masked)."""
         if result.ok and definition is not None and definition.builtin is None:
             self.task_completed = True  # a business tool did its job; transfers and hang-ups are not tasks
+        kept = not self.zero_retention
         self._write(lambda: self.store.record_tool_call(
             self.call_id, tool_call_id=result.call_id, name=result.name, side="server",
             arguments=redact_args(pci_masked(result.arguments) if definition is not None and definition.pci
-                                  else result.arguments), status="completed" if result.ok else result.status,
-            output=redact(result.output)[0],  # stored records never hold PII, even from tools allowed to return it
+                                  else result.arguments) if kept else None,
+            status="completed" if result.ok else result.status,
+            # stored records never hold PII, even from tools allowed to return it
+            output=redact(result.output)[0] if kept else None,
             duration_ms=result.duration_ms))
+
+    def audit(self, action: str, detail: dict[str, Any]) -> None:
+        """An audit row about this call (a transfer, a PII/PHI tool call, a refused tool), in call order."""
+        self._write(lambda: self.store.audit(self.actor, action, self.call_id, detail))
 
     def response_done(self, usage: dict[str, Any]) -> None:
         add_usage(self.usage, usage)
@@ -137,9 +154,14 @@ class CallRecorder:
         cost = self.cost.call_cost(self.engine, summary.duration_s, usage)
         status = "transferred" if summary.outcome == "escalated" else summary.status
         metadata = {**self.metadata, **summary.metadata} if summary.metadata else None
+        end_reason = summary.end_reason
+        if self.zero_retention:  # "transferred: <the model's words>" keeps its kind only; numbers only
+            end_reason = end_reason.split(":", 1)[0]
+            metadata = {k: v for k, v in (metadata or self.metadata).items()
+                        if k in self.metadata or isinstance(v, int | float)}
         metrics.SESSIONS_ENDED.labels(status).inc()
         self._write(lambda: self.store.end_call(
-            self.call_id, status=status, outcome=outcome, end_reason=redact(summary.end_reason)[0],
+            self.call_id, status=status, outcome=outcome, end_reason=redact(end_reason)[0],
             first_response_ms=summary.first_response_ms, turns=summary.turns,
             interruptions=summary.interruptions, usage=usage, cost_usd=cost, metadata=metadata))
         self._ended = True

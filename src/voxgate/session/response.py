@@ -288,6 +288,7 @@ class ResponseRun:
             speed=self.settings.speed,
             temperature=self.settings.temperature,
             max_output_tokens=m if isinstance(m := self.settings.max_output_tokens, int) else None,
+            zero_retention=s.recorder is not None and s.recorder.zero_retention,
         )
 
     def _input_history(self) -> list[HistoryEntry]:

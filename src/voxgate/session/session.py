@@ -28,6 +28,7 @@ from voxgate.protocol.errors import RealtimeError
 from voxgate.protocol.ids import new_id
 from voxgate.protocol.items import ContentPart, Dialect, Item
 from voxgate.protocol.session_config import SessionConfig, default_turn_detection
+from voxgate.roles import GATEWAY_CALL_ROLES
 from voxgate.session.call_recording import CallRecording
 from voxgate.session.consent import Consent
 from voxgate.session.conversation import Conversation
@@ -45,7 +46,6 @@ log = logging.getLogger("voxgate.session")
 
 MIN_COMMIT_MS = 100  # OpenAI refuses to commit less than 100 ms of audio
 PHONE_TRANSPORTS = frozenset({"twilio", "telnyx", "sip"})  # a carrier can move these calls to a person
-TOOL_ROLES = frozenset({"caller"})  # whom a gateway tool runs for: the person on the call
 
 
 class Caller(Protocol):
@@ -86,8 +86,10 @@ class Session:
         session_id: str | None = None,
         initial_config: dict[str, Any] | None = None,
         recording: CallRecording | None = None,
+        roles: frozenset[str] = GATEWAY_CALL_ROLES,
     ) -> None:
         self.id = session_id or new_id("sess")
+        self.roles = roles  # what its gateway tools may do: the opening key's roles (voxgate/roles.py)
         self.agent = agent
         self.engine = engine
         self.tools = tools
@@ -631,6 +633,8 @@ class Session:
         self.end_reason = f"transferred: {reason}"
         metrics.ESCALATIONS.inc()
         self._hand_off(reason)
+        if self.recorder:
+            self.recorder.audit("call.transferred", {"target": target, "transport": self.caller.transport})
         self._after_response(lambda: self.caller.transfer(target, reason))
 
     def _hand_off(self, reason: str) -> None:
@@ -839,13 +843,15 @@ class Session:
         self.end_reason = self.end_reason or reason  # the first cause is the one the record keeps
 
     def gateway_tools(self) -> list[ToolSpec]:
-        return self.tools.specs(TOOL_ROLES)
+        # Offered whatever the call's roles: a tool it may not run answers with an error the model can say,
+        # and the attempt is audited (run_gateway_tool), rather than the agent not knowing why it cannot help.
+        return self.tools.specs()
 
     def is_gateway_tool(self, name: str) -> bool:
         return self.tools.has(name)
 
     async def run_gateway_tool(self, call: ToolCall) -> ToolResult:
-        ctx = ToolContext(call_id=call.call_id, session_id=self.id, agent=self.agent, roles=TOOL_ROLES, actions=self)
+        ctx = ToolContext(call_id=call.call_id, session_id=self.id, agent=self.agent, roles=self.roles, actions=self)
         # The engine's call carries masks for PCI values; the tool alone gets the digits typed for it.
         return await run_on_call(self.tools, call.name, self.keypad.tool_arguments(call.name, call.arguments), ctx,
                                  self.recorder)

@@ -24,6 +24,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from voxgate.observability import metrics
+from voxgate.store.audit_log import chain
 from voxgate.store.database import Database, StoreError
 from voxgate.store.models import AuditEvent, Call, CallItem, ToolCall, utc_now
 
@@ -266,11 +267,23 @@ class CallStore:
     async def audit(
         self, actor: str, action: str, subject: str | None = None, detail: Mapping[str, Any] | None = None
     ) -> bool | None:
-        """Append to the audit trail, e.g. ``audit("api", "ephemeral_key.issued", key_id, {...})``."""
+        """Append to the audit trail, e.g. ``audit("api", "ephemeral_key.issued", key_id, {...})``; the row is
+        chained to the one before it as it is committed (store/audit_log.py)."""
 
         row = {"at": self._now(), "actor": actor, "action": action, "subject": subject,
                "detail": _mask_secrets(detail) if detail is not None else None}
         return await self._write("audit", subject or "", _INSERT_AUDIT_EVENT, row)
+
+    async def audit_configuration(self, node: str, digest: Mapping[str, Any]) -> bool | None:
+        """At start-up: a `config.changed` row for `node` when `digest` (audit_log.configuration_digest)
+        differs from the one its last run recorded; None when nothing changed."""
+        async with self._db.session() as session:
+            last = await session.scalar(
+                sa.select(AuditEvent.detail).where(AuditEvent.action == "config.changed", AuditEvent.subject == node)
+                .order_by(AuditEvent.id.desc()).limit(1))
+        if last == dict(digest):
+            return None
+        return await self.audit("gateway", "config.changed", node, digest)
 
     async def _write(self, op: str, subject: str, statement: sa.Executable,
                      params: dict[str, Any]) -> bool | None:
@@ -338,6 +351,8 @@ class CallStore:
         return True
 
     async def _execute(self, session: AsyncSession, statement: sa.Executable, rows: list[dict[str, Any]]) -> None:
+        if statement is _INSERT_AUDIT_EVENT:  # chained here, by the one committer, in the inserting transaction
+            await chain(session, rows)
         result = await session.execute(statement, rows if len(rows) > 1 else rows[0])
         # An UPDATE of a call that was never started matches no row; in a run, the halving finds which.
         if statement is self._end_call:

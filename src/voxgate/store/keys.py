@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 
+from voxgate.roles import DEFAULT_KEY_ROLES, parse_roles
 from voxgate.store.database import Database
 from voxgate.store.models import ApiKey, utc_now
 
@@ -40,6 +41,7 @@ class KeyRecord:
     expires_at: datetime | None
     owner: str | None = None  # who minted an ephemeral key
     agent: str | None = None  # the agent an ephemeral key is bound to
+    roles: frozenset[str] = frozenset(DEFAULT_KEY_ROLES)
 
 
 def hash_secret(secret: str) -> str:
@@ -62,11 +64,13 @@ class KeyStore:
         session_config: Mapping[str, Any] | None = None,
         owner: str | None = None,
         agent: str | None = None,
+        roles: Iterable[str] | None = None,
     ) -> tuple[str, str]:
         """Mint a key; returns ``(key_id, secret)``. The secret is shown once and never stored.
 
         Ephemeral keys expire after ``ttl_s`` (default 600 s); API keys only when ``ttl_s`` is given.
-        ``owner`` (the minting key) and ``agent`` bind an ephemeral key's session.
+        ``owner`` (the minting key) and ``agent`` bind an ephemeral key's session. ``roles`` (voxgate/roles.py)
+        default to ``DEFAULT_KEY_ROLES``; an unknown role is a ValueError.
         """
         if kind not in SECRET_PREFIXES:
             raise ValueError(f"key kind must be 'api' or 'ephemeral', got {kind!r}")
@@ -75,6 +79,7 @@ class KeyStore:
         if ttl_s is not None and not ttl_s > 0:
             raise ValueError(f"ttl_s must be positive, got {ttl_s}")
         scope_list = [scopes] if isinstance(scopes, str) else list(scopes)
+        role_list = list(parse_roles(DEFAULT_KEY_ROLES if roles is None else roles))
         secret = SECRET_PREFIXES[kind] + secrets.token_urlsafe(32)
         key_id = "key_" + secrets.token_hex(12)
         now = self._now()
@@ -92,6 +97,7 @@ class KeyStore:
                     expires_at=now + timedelta(seconds=ttl_s) if ttl_s is not None else None,
                     owner=owner,
                     agent=agent,
+                    roles=role_list,
                 )
             )
         return key_id, secret
@@ -126,6 +132,7 @@ class KeyStore:
                 expires_at=key.expires_at,
                 owner=key.owner,
                 agent=key.agent,
+                roles=frozenset(key.roles or ()),
             )
 
     async def revoke(self, key_id: str) -> bool:
@@ -160,6 +167,7 @@ class KeyStore:
                     "prefix": key.prefix,
                     "kind": key.kind,
                     "scopes": list(key.scopes or ()),
+                    "roles": list(key.roles or ()),
                     "created_at": key.created_at.isoformat(),
                     "expires_at": key.expires_at.isoformat() if key.expires_at else None,
                     "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,

@@ -142,9 +142,11 @@ class Recording(Base):
 
 
 class AuditEvent(Base):
-    """Who did what to which subject. Never holds a secret."""
+    """Who did what to which subject. Never holds a secret. Append-only: each row is chained to the one
+    before it by hash (store/audit_log.py), so an edited or removed row shows."""
 
     __tablename__ = "audit_events"
+    __table_args__ = (sa.UniqueConstraint("prev_hash"),)  # one successor per row: the chain cannot fork
 
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
@@ -152,6 +154,8 @@ class AuditEvent(Base):
     action: Mapped[str] = mapped_column(sa.String, index=True)  # key.created, ephemeral_key.issued, ...
     subject: Mapped[str | None] = mapped_column(sa.String)
     detail: Mapped[Any] = mapped_column(JSONValue, nullable=True)
+    prev_hash: Mapped[str] = mapped_column(sa.String(64))  # the hash of the row before; GENESIS for the first
+    hash: Mapped[str] = mapped_column(sa.String(64))  # sha256 over this row's fields and prev_hash
 
 
 class ApiKey(Base):
@@ -172,3 +176,4 @@ class ApiKey(Base):
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     owner: Mapped[str | None] = mapped_column(sa.String)  # an ephemeral key's minter: its calls belong to it
     agent: Mapped[str | None] = mapped_column(sa.String)  # the agent an ephemeral key may open a session with
+    roles: Mapped[Any] = mapped_column(sa.JSON, nullable=False)  # role names (voxgate/roles.py)

@@ -135,10 +135,11 @@ class ToolRegistry:
 
     def __init__(self, agent: AgentConfig, *, timeout_s: float = 5.0, max_output_bytes: int = 4096,
                  http: httpx.AsyncClient | None = None, webhook_backoff_s: float = 0.25,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, zero_retention: bool = False) -> None:
         if max_output_bytes < _MIN_OUTPUT_BYTES:
             raise ToolConfigError(f"max_output_bytes must be at least {_MIN_OUTPUT_BYTES}")
         self.agent = agent
+        self.zero_retention = zero_retention  # logs name the tool and the outcome, never arguments or results
         self.clock = clock or current_clock()  # what "today" is for the tools this registry runs
         self.timeout_s = timeout_s
         self.max_output_bytes = max_output_bytes
@@ -222,10 +223,11 @@ class ToolRegistry:
             extra = {"param": param} if param else {}
             output = _fit(lambda m: _dumps({"error": {"type": kind, "message": m, **extra}}),
                           message, max_bytes)
-            # Logs never carry PII, whatever the tool declares.
-            logger.warning("tool call failed: %s", output[:300] if not returns_pii else redact(output[:300])[0],
-                           extra={"tool": name, "call_id": ctx.call_id, "session_id": ctx.session_id,
-                                  "tool_status": status})
+            # Logs never carry PII, whatever the tool declares, nor under zero retention anything the call said.
+            shown = (f"{name}: {status}" if self.zero_retention
+                     else output[:300] if not returns_pii else redact(output[:300])[0])
+            logger.warning("tool call failed: %s", shown, extra={"tool": name, "call_id": ctx.call_id,
+                                                                 "session_id": ctx.session_id, "tool_status": status})
             return ToolResult(name=name, call_id=ctx.call_id, status=status, output=output, arguments=args,
                               duration_ms=(time.perf_counter() - started) * 1000, redactions=redactions)
 
@@ -233,8 +235,8 @@ class ToolRegistry:
             return fail("unknown_tool", "unknown_tool", f"there is no tool named {name!r}",
                         _try_parse(arguments))
         if not self._allowed(tool.definition, ctx.roles):
-            return fail("forbidden", "forbidden", f"this caller may not use the tool {name!r}",
-                        _try_parse(arguments))
+            return fail("forbidden", "forbidden", f"this line is not allowed to use {name} (it needs the "
+                        f"{' or '.join(tool.definition.roles)} role).", _try_parse(arguments))
         args: dict[str, Any] | None = None
         try:
             args = parse_arguments(arguments)
@@ -250,7 +252,10 @@ class ToolRegistry:
         except WebhookError as exc:
             return fail("error", "webhook_error", str(exc), args)
         except Exception as exc:
-            logger.exception("tool %r raised", name, extra={"call_id": ctx.call_id})
+            if self.zero_retention:  # the exception's words may repeat the arguments
+                logger.error("tool %r raised %s", name, type(exc).__name__, extra={"call_id": ctx.call_id})
+            else:
+                logger.exception("tool %r raised", name, extra={"call_id": ctx.call_id})
             return fail("error", "tool_error", f"{type(exc).__name__}: {exc}", args)
 
         redactions = 0
@@ -287,7 +292,12 @@ async def run_on_call(tools: ToolRegistry, name: str, arguments: str, ctx: ToolC
     metrics.TOOL_CALLS.labels(name, result.status).inc()
     metrics.TOOL_SECONDS.observe(time.monotonic() - started)
     if recorder is not None:
-        recorder.gateway_tool_call(result, ctx.agent.tool(result.name))
+        definition = ctx.agent.tool(result.name)
+        recorder.gateway_tool_call(result, definition)
+        if result.status == "forbidden":  # the model hears why; the audit log keeps who tried
+            recorder.audit("access.denied", {"tool": result.name, "roles": sorted(ctx.roles)})
+        elif definition is not None and definition.data:
+            recorder.audit("tool.called", {"tool": result.name, "data": definition.data, "status": result.status})
     return result
 
 

@@ -61,8 +61,8 @@ from voxgate.engines.reconnect import ReconnectPolicy
 from voxgate.gateway import gateway_of
 from voxgate.observability import metrics
 from voxgate.protocol.session_config import OPENAI_VOICES
+from voxgate.roles import GATEWAY_CALL_ROLES
 from voxgate.session.recorder import CallRecorder, CallSummary
-from voxgate.session.session import TOOL_ROLES
 from voxgate.tools.redaction import redact
 from voxgate.tools.registry import ToolContext, ToolRegistry, run_on_call
 
@@ -136,7 +136,7 @@ def accept_session(agent: AgentConfig, tools: ToolRegistry, settings: Settings) 
     session: dict[str, Any] = {
         "type": "realtime", "model": settings.openai_model, "instructions": agent.instructions,
         "tools": [{"type": "function", "name": t.name, "description": t.description, "parameters": t.parameters}
-                  for t in tools.specs(TOOL_ROLES)],
+                  for t in tools.specs(GATEWAY_CALL_ROLES)],
         "tool_choice": "auto",
     }
     audio: dict[str, Any] = {}
@@ -313,7 +313,7 @@ class OpenAISipCall:
                     self.recorder.response_done(usage)
 
     async def _run_tool(self, call: RunTool) -> None:
-        ctx = ToolContext(call_id=call.call_id, session_id=self.call_id, agent=self.agent, roles=TOOL_ROLES,
+        ctx = ToolContext(call_id=call.call_id, session_id=self.call_id, agent=self.agent, roles=GATEWAY_CALL_ROLES,
                           actions=self)
         result = await run_on_call(self.tools, call.name, call.arguments, ctx, self.recorder)
         await self._act(self.core.tool_finished(call.call_id, result.output))

@@ -44,14 +44,14 @@ from aiortc import (
 )
 from aiortc.mediastreams import MediaStreamError
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 from voxgate.admission import Refusal
 from voxgate.audio.formats import PCM24K, OutputEncoder
 from voxgate.audio.playout import Playout
 from voxgate.audio.resample import StreamResampler
 from voxgate.config import Settings
-from voxgate.control.auth import bearer_token
+from voxgate.control.auth import principal_of
 from voxgate.control.ephemeral import merge_bound_session, redeem, session_agent, validate_session
 from voxgate.control.problems import problem, refused
 from voxgate.gateway import gateway_of
@@ -473,9 +473,9 @@ def form_parts(content_type: str, body: bytes) -> dict[str, bytes]:
 async def _open_call(request: Request, dialect: Dialect) -> Response:
 
     gateway = gateway_of(request)
-    principal = await gateway.authenticate(bearer_token(request.headers))
-    if principal is None:
-        return problem(401, "invalid_api_key", "Missing, invalid, expired or already used key.")
+    principal = await principal_of(request)
+    if isinstance(principal, JSONResponse):
+        return principal
     if not gateway.ready:
         return problem(503, "not_ready", "The gateway is starting.")
     params = request.query_params
@@ -515,7 +515,7 @@ async def _open_call(request: Request, dialect: Dialect) -> Response:
     model = params.get("model") or (principal.session_config or {}).get("model")
     try:
         session = await gateway.open_session(agent=agent, caller=call, dialect=dialect, model=model,
-                                             initial_config=initial, owner=principal.owner)
+                                             initial_config=initial, owner=principal.owner, opened_by=principal)
     except RealtimeError as exc:  # the bound config does not fit this agent (e.g. a voice its engine lacks)
         await call.close("bad_session")
         return problem(400, exc.code, exc.message, param=exc.param)

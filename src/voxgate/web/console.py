@@ -28,6 +28,7 @@ from voxgate.control.ephemeral import mint, validate_session
 from voxgate.control.origin_policy import OriginPolicy
 from voxgate.control.problems import problem
 from voxgate.gateway import Principal, gateway_of
+from voxgate.roles import Role
 from voxgate.transports.webrtc import calls_of
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -35,7 +36,8 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 CONSOLE_SESSION = {"type": "realtime", "audio": {"input": {"transcription": {"model": "whisper-1"}}}}
 COOKIE = "voxgate_console"
 # The dev console's calls are the gateway's own (no key owns them), like phone calls.
-CONSOLE_PRINCIPAL = Principal(key_id="console", kind="console", owner=None)
+# The dev-mode console page: an operator at this machine trying agents out.
+CONSOLE_PRINCIPAL = Principal(key_id="console", kind="console", owner=None, roles=frozenset({Role.OPERATOR}))
 
 
 class ConsoleAccess:
@@ -122,7 +124,9 @@ async def console_call(request: Request) -> Response:
     call = calls_of(request.app.state).get(request.path_params["call_id"])
     if call is None or call.session is None or not principal.sees(call.owner):
         return problem(404, "call_id_not_found", "No live call with that id.")
-    record = await gateway_of(request).calls.get_call(call.session.id)
+    gateway = gateway_of(request)
+    record = await gateway.calls.get_call(call.session.id)
+    await gateway.calls.audit(principal.key_id, "tool_calls.read", call.session.id)
     tool_calls = record["tool_calls"] if record else []
     return JSONResponse({"id": call.id, "session_id": call.session.id, "status": "live",
                          "tool_calls": tool_calls}, headers={"Cache-Control": "no-store"})

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0005_compliance_media"
-down_revision: str | None = "0002"
+down_revision: str | None = "0004_compliance_records"
 branch_labels: str | None = None
 depends_on: str | None = None
 
