@@ -48,6 +48,7 @@ class Needs:
 Access = Public | Needs
 
 ADMIN_ONLY = frozenset({Role.ADMIN})
+OPERATORS = frozenset({Role.ADMIN, Role.OPERATOR})  # what deletes a caller's data
 
 ROUTE_ROLES: dict[str, frozenset[str] | Public | Needs] = {
     "GET /": Public("the console page; what it may do is checked by /console/token"),
@@ -60,6 +61,9 @@ ROUTE_ROLES: dict[str, frozenset[str] | Public | Needs] = {
     "WS /v1/realtime": CALLERS,  # sessions, and sideband joins of a key's own WebRTC calls
     "POST /v1/realtime": CALLERS,
     "POST /v1/realtime/calls": CALLERS,
+    "POST /v1/realtime/calls/{call_id}/accept": CALLERS,  # OpenAI's SIP call control, served (#12)
+    "POST /v1/realtime/calls/{call_id}/reject": CALLERS,
+    "POST /v1/realtime/calls/{call_id}/refer": CALLERS,
     "POST /v1/realtime/calls/{call_id}/hangup": CALLERS,
     "POST /v1/realtime/client_secrets": CALLERS,
     "POST /v1/realtime/client_secrets/revoke": CALLERS,
@@ -67,6 +71,12 @@ ROUTE_ROLES: dict[str, frozenset[str] | Public | Needs] = {
     "GET /v1/calls": READERS,
     "POST /v1/calls": CALLERS,
     "GET /v1/calls/{call_id}": READERS,  # the transcript
+    "GET /v1/calls/{call_id}/recording": READERS,  # the audio: audited as recording.read
+    "DELETE /v1/calls/{call_id}/recording": OPERATORS,
+    "DELETE /v1/calls/{call_id}": OPERATORS,  # the call's record, items, tool calls and recording
+    "POST /v1/calls/{call_id}/sensitive": CALLERS,  # silences a span of the recording: protective, so an app may
+    "GET /v1/escalations": READERS,
+    "GET /v1/escalations/{call_id}": READERS,
     "GET /v1/kpis": READERS,
     "GET /v1/agents": ANY_ROLE,
     "POST /v1/audio/transcriptions": CALLERS,
@@ -74,6 +84,9 @@ ROUTE_ROLES: dict[str, frozenset[str] | Public | Needs] = {
     "POST /v1/chat/completions": CALLERS,
     "POST /twilio/voice": Public("Twilio's request signature (X-Twilio-Signature)"),
     "WS /twilio/media": Public("a single-use media token minted by the signed voice webhook"),
+    "POST /twilio/whisper/{token}": Public("Twilio's request signature and a single-use whisper token"),
+    "POST /twilio/dial-ended": Public("Twilio's request signature (and a dial ends once)"),
+    "POST /openai/sip/webhook": Public("OpenAI's Standard Webhooks signature (openai_webhook_secret)"),
     "POST /telnyx/webhook": Public("Telnyx's Ed25519 webhook signature"),
     "WS /telnyx/media": Public("a single-use media token minted by the signed call webhook"),
 }
