@@ -301,7 +301,8 @@ async def test_kpis(calls: CallStore, clock: Clock) -> None:
     assert k["task_completion_rate"] == pytest.approx(2 / 5)
     assert k["escalation_rate"] == pytest.approx(1 / 5)
     assert (k["tool_calls"], k["tool_success_rate"]) == (4, pytest.approx(0.75))
-    assert k["first_response_ms"] == {"count": 4, "p50": pytest.approx(250.0), "p95": pytest.approx(385.0)}
+    assert k["first_response_ms"] == {"count": 4, "p50": pytest.approx(250.0), "p95": pytest.approx(385.0),
+                                      "p99": pytest.approx(397.0)}
 
     everything = await calls.kpis()
     assert everything["calls"] == 7 and everything["drop_rate"] == pytest.approx(2 / 6)
@@ -324,6 +325,62 @@ async def test_kpis_for_a_key_count_its_own_calls_and_the_gateways_only(calls: C
     assert mine["first_response_ms"]["count"] == 2 and mine["first_response_ms"]["p95"] < 900.0
     assert (await calls.kpis(visible_to="key_b"))["tool_calls"] == 1
     assert (await calls.kpis())["calls"] == 3
+
+
+async def test_stats_of_scripted_calls_whose_truth_is_known(calls: CallStore, clock: Clock) -> None:
+    """Ten calls: 2 barge-ins (one silenced in time), failing tools, a drop, an overflow, escalations,
+    fall-throughs and turns whose every stage is known; filters by agent, transport and time."""
+    stages = {"vad": 500.0, "transcript": 100.0, "first_token": 2.0, "tts_first_audio": 80.0,
+              "first_audio_sent": 1.0, "first_audio_heard": 40.0}
+    script = [  # (transport, status, outcome, turns, fallthroughs, overflow)
+        ("sip", "completed", "task_completed", 4, 0, False),
+        ("sip", "completed", "task_completed", 4, 1, False),
+        ("sip", "transferred", "escalated", 4, 0, False),
+        ("twilio", "completed", "task_completed", 4, 0, False),
+        ("twilio", "dropped", "no_task", 4, 2, True),
+        ("webrtc", "completed", "task_completed", 4, 0, False),
+        ("webrtc", "completed", "no_task", 4, 1, False),
+        ("realtime_ws", "completed", "task_completed", 4, 0, False),
+        ("realtime_ws", "completed", "task_completed", 4, 0, False),
+        ("realtime_ws", "completed", "task_completed", 4, 0, False),
+    ]
+    for n, (transport, status, outcome, turns, fallthroughs, overflow) in enumerate(script):
+        call_id = f"sess_{n}"
+        await calls.start_call(call_id, agent="acme" if n else "other", engine="local", transport=transport)
+        await calls.record_turn(call_id, seq=1, stages={**stages, "first_audio_heard": 40.0 + n}, total_ms=723.0 + n,
+                                heard=True)
+        await calls.record_tool_call(call_id, tool_call_id="c", name="t", side="server", arguments={},
+                                     status="failed" if n in (1, 2) else "completed", output=None, duration_ms=1.0)
+        clock.advance(60)
+        await calls.end_call(call_id, status=status, outcome=outcome, turns=turns, fallthroughs=fallthroughs,
+                             buffer_overflow=overflow, first_response_ms=600.0 + n)
+    await calls.record_barge_in("sess_3", seq=2, stop_ms=320.0)
+    await calls.record_barge_in("sess_4", seq=2, stop_ms=900.0)
+
+    k = await calls.kpis(interruption_stop_ms=500.0)
+    assert (k["calls"], k["drop_rate"], k["escalation_rate"]) == (10, 0.1, 0.1)
+    assert k["task_completion_rate"] == pytest.approx(0.7)
+    assert (k["buffer_overflows"], k["tool_calls"], k["tool_success_rate"]) == (1, 10, 0.8)
+    assert (k["turns"], k["fallthrough_rate"]) == (40, pytest.approx(4 / 40))
+    assert (k["barge_ins"], k["interruption_success_rate"]) == (2, 0.5)
+    assert k["average_handle_time_s"] == pytest.approx(60.0)
+    budget = k["latency_budget_ms"]
+    for stage in ("vad", "transcript", "first_token", "tts_first_audio", "first_audio_sent"):
+        assert budget[stage] == {"count": 10, "p50": stages[stage], "p95": stages[stage], "p99": stages[stage]}
+    assert budget["first_audio_heard"]["p50"] == pytest.approx(44.5)
+    assert budget["total"]["count"] == 10 and k["first_response_ms"]["p99"] == pytest.approx(608.91)
+
+    sip = await calls.kpis(transport="sip")
+    assert (sip["calls"], sip["escalation_rate"], sip["tool_success_rate"]) == (3, pytest.approx(1 / 3), pytest.approx(1 / 3))
+    assert (await calls.kpis(agent="other"))["calls"] == 1
+    assert (await calls.kpis(since=T0 + timedelta(seconds=60 * 5), until=T0 + timedelta(seconds=60 * 7)))["calls"] == 2
+
+    record = await calls.get_call("sess_3")
+    assert record is not None
+    assert record["latency"] == [{"seq": 1, "at": record["latency"][0]["at"], "total_ms": 726.0, "heard": True,
+                                  "stages": {**stages, "first_audio_heard": 43.0}}]
+    assert record["barge_ins"] == [{"seq": 2, "at": record["barge_ins"][0]["at"], "stop_ms": 320.0}]
+    assert (record["fallthroughs"], record["buffer_overflow"]) == (0, False)
 
 
 @settings(deadline=None)  # a per-example time limit fails on a loaded machine, not on a wrong percentile

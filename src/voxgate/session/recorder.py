@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from voxgate.observability import metrics
 from voxgate.observability.cost import CostModel
+from voxgate.observability.latency_budget import BargeIn, TurnLatency
 from voxgate.protocol.items import Dialect, Item
 from voxgate.protocol.usage import add_usage
 from voxgate.tools.redaction import redact, redact_offloaded, redact_value
@@ -46,6 +47,8 @@ class CallSummary:
     turns: int
     interruptions: int
     metadata: dict[str, Any] | None = None  # added to the record's metadata (e.g. a SIP call's media quality)
+    fallthroughs: int = 0  # turns answered with the agent's fallback line
+    buffer_overflow: bool = False  # the call was cut because its peer stopped reading
 
 
 class CallRecorder:
@@ -64,6 +67,7 @@ class CallRecorder:
         self.task_completed = False
         self.call_id = ""  # set by start_call
         self.metadata: dict[str, Any] = {}  # what start_call stored; end_call adds the summary's to it
+        self._timings = 0  # turns and barge-ins recorded, in order
 
     def _write(self, make: Callable[[], Awaitable[Any]]) -> None:
         if self._writer is None:
@@ -128,6 +132,18 @@ class CallRecorder:
             output=redact(result.output)[0],  # stored records never hold PII, even from tools allowed to return it
             duration_ms=result.duration_ms))
 
+    def turn(self, turn: TurnLatency) -> None:
+        """An answered turn's latency budget."""
+        self._timings += 1
+        seq = self._timings
+        self._write(lambda: self.store.record_turn(self.call_id, seq=seq, stages=turn.stages,
+                                                   total_ms=turn.total_ms, heard=turn.heard))
+
+    def barge_in(self, barge_in: BargeIn) -> None:
+        self._timings += 1
+        seq = self._timings
+        self._write(lambda: self.store.record_barge_in(self.call_id, seq=seq, stop_ms=barge_in.stop_ms))
+
     def response_done(self, usage: dict[str, Any]) -> None:
         add_usage(self.usage, usage)
 
@@ -141,7 +157,8 @@ class CallRecorder:
         self._write(lambda: self.store.end_call(
             self.call_id, status=status, outcome=outcome, end_reason=redact(summary.end_reason)[0],
             first_response_ms=summary.first_response_ms, turns=summary.turns,
-            interruptions=summary.interruptions, usage=usage, cost_usd=cost, metadata=metadata))
+            interruptions=summary.interruptions, usage=usage, cost_usd=cost, metadata=metadata,
+            fallthroughs=summary.fallthroughs, buffer_overflow=summary.buffer_overflow))
         self._ended = True
         with contextlib.suppress(asyncio.QueueFull):  # full: the writer stops when it has emptied it
             self._queue.put_nowait(None)

@@ -60,6 +60,7 @@ class AudioOutput:
         self.ready = asyncio.Event()  # set when audio is queued (a non-continuous sender waits on it)
         self._audio_responses: set[str] = set()  # responses that announced output_audio_buffer.started
         playback.line = playout
+        playout.on_item_heard = playback.heard_from
 
     # -- the session's events ----------------------------------------------------------------------
 
