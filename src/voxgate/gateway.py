@@ -24,6 +24,7 @@ from voxgate.config import Settings
 from voxgate.engines.base import Engine
 from voxgate.engines.echo import EchoEngine
 from voxgate.engines.local.vad import GatedVadStream, SileroModel, WebRtcStream
+from voxgate.observability.cost import CostModel
 from voxgate.protocol.items import Dialect
 from voxgate.session.listening import VadStream
 from voxgate.session.recorder import CallRecorder
@@ -264,7 +265,8 @@ class Gateway:
         fallback = await self.engine("local") if remote and caller.playback.server_side else None
         session = Session(
             agent=agent, engine=engine, tools=self.tools[agent.name], caller=caller, dialect=dialect,
-            recorder=CallRecorder(self.calls, engine_name, owner=owner, node=self.node, metadata=record_metadata),
+            recorder=CallRecorder(self.calls, engine_name, CostModel(self.settings.prices), owner=owner,
+                                  node=self.node, metadata=record_metadata),
             vad_factory=functools.partial(self.vad_stream, agent),
             model=model or f"voxgate-{engine_name}", outbound_events=self.settings.outbound_queue_events,
             max_message_bytes=self.settings.max_message_bytes, max_item_text_chars=self.settings.max_item_text_chars,

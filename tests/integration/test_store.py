@@ -17,6 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
+from tests.scripted_calls import STAGES as SCRIPTED_STAGES
+from tests.scripted_calls import T0 as SCRIPT_T0
+from tests.scripted_calls import write_scripted_calls
 from voxgate.session.recorder import CallRecorder, CallSummary
 from voxgate.store.calls import MAX_TOOL_OUTPUT_CHARS, CallStore, percentile
 from voxgate.store.database import Database, DatabaseClosedError, alembic_config, async_url
@@ -328,34 +331,9 @@ async def test_kpis_for_a_key_count_its_own_calls_and_the_gateways_only(calls: C
 
 
 async def test_stats_of_scripted_calls_whose_truth_is_known(calls: CallStore, clock: Clock) -> None:
-    """Ten calls: 2 barge-ins (one silenced in time), failing tools, a drop, an overflow, escalations,
-    fall-throughs and turns whose every stage is known; filters by agent, transport and time."""
-    stages = {"vad": 500.0, "transcript": 100.0, "first_token": 2.0, "tts_first_audio": 80.0,
-              "first_audio_sent": 1.0, "first_audio_heard": 40.0}
-    script = [  # (transport, status, outcome, turns, fallthroughs, overflow)
-        ("sip", "completed", "task_completed", 4, 0, False),
-        ("sip", "completed", "task_completed", 4, 1, False),
-        ("sip", "transferred", "escalated", 4, 0, False),
-        ("twilio", "completed", "task_completed", 4, 0, False),
-        ("twilio", "dropped", "no_task", 4, 2, True),
-        ("webrtc", "completed", "task_completed", 4, 0, False),
-        ("webrtc", "completed", "no_task", 4, 1, False),
-        ("realtime_ws", "completed", "task_completed", 4, 0, False),
-        ("realtime_ws", "completed", "task_completed", 4, 0, False),
-        ("realtime_ws", "completed", "task_completed", 4, 0, False),
-    ]
-    for n, (transport, status, outcome, turns, fallthroughs, overflow) in enumerate(script):
-        call_id = f"sess_{n}"
-        await calls.start_call(call_id, agent="acme" if n else "other", engine="local", transport=transport)
-        await calls.record_turn(call_id, seq=1, stages={**stages, "first_audio_heard": 40.0 + n}, total_ms=723.0 + n,
-                                heard=True)
-        await calls.record_tool_call(call_id, tool_call_id="c", name="t", side="server", arguments={},
-                                     status="failed" if n in (1, 2) else "completed", output=None, duration_ms=1.0)
-        clock.advance(60)
-        await calls.end_call(call_id, status=status, outcome=outcome, turns=turns, fallthroughs=fallthroughs,
-                             buffer_overflow=overflow, first_response_ms=600.0 + n)
-    await calls.record_barge_in("sess_3", seq=2, stop_ms=320.0)
-    await calls.record_barge_in("sess_4", seq=2, stop_ms=900.0)
+    """tests/scripted_calls.py: each KPI and each budget stage of calls whose truth is known; the filters."""
+    clock.at = SCRIPT_T0
+    await write_scripted_calls(calls, clock.advance)
 
     k = await calls.kpis(interruption_stop_ms=500.0)
     assert (k["calls"], k["drop_rate"], k["escalation_rate"]) == (10, 0.1, 0.1)
@@ -366,19 +344,23 @@ async def test_stats_of_scripted_calls_whose_truth_is_known(calls: CallStore, cl
     assert k["average_handle_time_s"] == pytest.approx(60.0)
     budget = k["latency_budget_ms"]
     for stage in ("vad", "transcript", "first_token", "tts_first_audio", "first_audio_sent"):
-        assert budget[stage] == {"count": 10, "p50": stages[stage], "p95": stages[stage], "p99": stages[stage]}
+        value = SCRIPTED_STAGES[stage]
+        assert budget[stage] == {"count": 10, "p50": value, "p95": value, "p99": value}
     assert budget["first_audio_heard"]["p50"] == pytest.approx(44.5)
     assert budget["total"]["count"] == 10 and k["first_response_ms"]["p99"] == pytest.approx(608.91)
+    assert (await calls.kpis(interruption_stop_ms=1000.0))["interruption_success_rate"] == 1.0
 
     sip = await calls.kpis(transport="sip")
-    assert (sip["calls"], sip["escalation_rate"], sip["tool_success_rate"]) == (3, pytest.approx(1 / 3), pytest.approx(1 / 3))
+    assert (sip["calls"], sip["escalation_rate"]) == (3, pytest.approx(1 / 3))
+    assert sip["tool_success_rate"] == pytest.approx(1 / 3)
     assert (await calls.kpis(agent="other"))["calls"] == 1
-    assert (await calls.kpis(since=T0 + timedelta(seconds=60 * 5), until=T0 + timedelta(seconds=60 * 7)))["calls"] == 2
+    window = await calls.kpis(since=SCRIPT_T0 + timedelta(minutes=5), until=SCRIPT_T0 + timedelta(minutes=7))
+    assert window["calls"] == 2
 
-    record = await calls.get_call("sess_3")
+    record = await calls.get_call("sess_scripted_3")
     assert record is not None
     assert record["latency"] == [{"seq": 1, "at": record["latency"][0]["at"], "total_ms": 726.0, "heard": True,
-                                  "stages": {**stages, "first_audio_heard": 43.0}}]
+                                  "stages": {**SCRIPTED_STAGES, "first_audio_heard": 43.0}}]
     assert record["barge_ins"] == [{"seq": 2, "at": record["barge_ins"][0]["at"], "stop_ms": 320.0}]
     assert (record["fallthroughs"], record["buffer_overflow"]) == (0, False)
 

@@ -66,6 +66,7 @@ class CallRecorder:
         self.usage: dict[str, Any] = {}
         self.task_completed = False
         self.call_id = ""  # set by start_call
+        self.transport = ""  # set by start_call: its minutes have a price
         self.metadata: dict[str, Any] = {}  # what start_call stored; end_call adds the summary's to it
         self._timings = 0  # turns and barge-ins recorded, in order
 
@@ -93,6 +94,7 @@ class CallRecorder:
     def start_call(self, call_id: str, *, agent: str, transport: str, dialect: Dialect, caller: str | None,
                    model: str) -> None:
         self.call_id = call_id
+        self.transport = transport
         self.metadata = {"model": model, **({"node": self.node} if self.node else {}), **self.extra_metadata}
         self._write(lambda: self.store.start_call(
             call_id, agent=agent, engine=self.engine, transport=transport, dialect=dialect, caller=caller,
@@ -150,7 +152,7 @@ class CallRecorder:
     async def end_call(self, summary: CallSummary) -> None:
         outcome = summary.outcome or ("task_completed" if self.task_completed else "no_task")
         usage = dict(self.usage)
-        cost = self.cost.call_cost(self.engine, summary.duration_s, usage)
+        cost = self.cost.call_cost(self.engine, summary.duration_s, usage, self.transport)
         status = "transferred" if summary.outcome == "escalated" else summary.status
         metadata = {**self.metadata, **summary.metadata} if summary.metadata else None
         metrics.SESSIONS_ENDED.labels(status).inc()

@@ -413,18 +413,32 @@ class CallStore:
         status: str | None = None,
         agent: str | None = None,
         visible_to: str | None = None,
+        transport: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        after: tuple[datetime, str] | None = None,
     ) -> list[dict[str, Any]]:
-        """Newest first, without items; with ``visible_to``, only that key's calls and those without an owner."""
-        query = sa.select(Call).order_by(Call.started_at.desc(), Call.id.desc())
-        if visible_to is not None:
-            query = query.where(sa.or_(Call.owner.is_(None), Call.owner == visible_to))
+        """Newest first, without items; with ``visible_to``, only that key's calls and those without an owner;
+        started within [``since``, ``until``); ``after``: only those listed after the call with this
+        (started_at, id), the position a cursor names (stable while new calls arrive, unlike an offset)."""
+        query = (sa.select(Call).where(*_window(since, until, agent, transport, visible_to))
+                 .order_by(Call.started_at.desc(), Call.id.desc()))
+        if after is not None:
+            at, call_id = after
+            query = query.where(sa.or_(Call.started_at < at, sa.and_(Call.started_at == at, Call.id < call_id)))
         if status is not None:
             query = query.where(Call.status == status)
-        if agent is not None:
-            query = query.where(Call.agent == agent)
         async with self._db.session() as session:
             calls = await session.scalars(query.limit(max(0, limit)).offset(max(0, offset)))
             return [_call_dict(call) for call in calls]
+
+    async def finished_calls(self, since: datetime | None = None, *, until: datetime | None = None,
+                             agent: str | None = None, transport: str | None = None,
+                             visible_to: str | None = None) -> list[dict[str, Any]]:
+        """Every finished call started within [since, until) (a cost report's input), oldest first."""
+        query = sa.select(Call).where(Call.status != "active", *_window(since, until, agent, transport, visible_to))
+        async with self._db.session() as session:
+            return [_call_dict(call) for call in await session.scalars(query.order_by(Call.started_at, Call.id))]
 
     async def list_audit(
         self, limit: int = 100, offset: int = 0, *, action: str | None = None
@@ -462,12 +476,7 @@ class CallStore:
         barge-ins whose agent audio stopped at the caller within ``interruption_stop_ms``. Latency
         percentiles (first response, each budget stage) interpolate linearly between ranks.
         """
-        chosen = sa.and_(Call.started_at >= since if since is not None else sa.true(),
-                         Call.started_at < until if until is not None else sa.true(),
-                         Call.agent == agent if agent is not None else sa.true(),
-                         Call.transport == transport if transport is not None else sa.true())
-        if visible_to is not None:  # another key's calls are not this key's business, nor their volumes
-            chosen = sa.and_(chosen, sa.or_(Call.owner.is_(None), Call.owner == visible_to))
+        chosen = sa.and_(sa.true(), *_window(since, until, agent, transport, visible_to))
         async with self._db.session() as session:
             by_status = {
                 status: count
@@ -534,6 +543,23 @@ class CallStore:
                 for name in (*TURN_STAGES, "total")
             },
         }
+
+
+def _window(since: datetime | None, until: datetime | None, agent: str | None, transport: str | None,
+            visible_to: str | None) -> list[sa.ColumnElement[bool]]:
+    """The conditions that pick a window of calls; another key's calls are not this key's business."""
+    conditions: list[sa.ColumnElement[bool]] = []
+    if since is not None:
+        conditions.append(Call.started_at >= since)
+    if until is not None:
+        conditions.append(Call.started_at < until)
+    if agent is not None:
+        conditions.append(Call.agent == agent)
+    if transport is not None:
+        conditions.append(Call.transport == transport)
+    if visible_to is not None:
+        conditions.append(sa.or_(Call.owner.is_(None), Call.owner == visible_to))
+    return conditions
 
 
 def _spread(ordered: Sequence[float]) -> dict[str, Any]:

@@ -1,0 +1,61 @@
+"""Ten calls whose truth is known, written straight into a call store: 2 barge-ins (one silenced within
+500 ms), 2 failing tools, a drop, a buffer overflow, an escalation, 4 fall-throughs in 40 turns, and one
+answered turn each whose every stage is known. The stats tests, the API tests and the dashboard test
+read them back."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from voxgate.store.calls import CallStore
+
+T0 = datetime(2026, 3, 2, 9, 0, 0, tzinfo=UTC)
+STAGES = {"vad": 500.0, "transcript": 100.0, "first_token": 2.0, "tts_first_audio": 80.0,
+          "first_audio_sent": 1.0, "first_audio_heard": 40.0}
+SCRIPT = [  # (transport, status, outcome, fall-throughs, buffer overflow)
+    ("sip", "completed", "task_completed", 0, False),
+    ("sip", "completed", "task_completed", 1, False),
+    ("sip", "transferred", "escalated", 0, False),
+    ("twilio", "completed", "task_completed", 0, False),
+    ("twilio", "dropped", "no_task", 2, True),
+    ("webrtc", "completed", "task_completed", 0, False),
+    ("webrtc", "completed", "no_task", 1, False),
+    ("realtime_ws", "completed", "task_completed", 0, False),
+    ("realtime_ws", "completed", "task_completed", 0, False),
+    ("realtime_ws", "completed", "task_completed", 0, False),
+]
+CALL_SECONDS = 60.0  # each call lasts a minute; they follow one another from T0
+
+
+class StepClock:
+    """A clock the script moves by hand."""
+
+    def __init__(self, at: datetime = T0) -> None:
+        self.at = at
+
+    def __call__(self) -> datetime:
+        return self.at
+
+    def advance(self, seconds: float) -> None:
+        self.at += timedelta(seconds=seconds)
+
+
+async def write_scripted_calls(calls: CallStore, advance: Callable[[float], None]) -> list[str]:
+    """Write the script through `calls`, whose clock `advance` moves; returns the call ids in order."""
+    ids = []
+    for n, (transport, status, outcome, fallthroughs, overflow) in enumerate(SCRIPT):
+        call_id = f"sess_scripted_{n}"
+        ids.append(call_id)
+        await calls.start_call(call_id, agent="acme" if n else "other", engine="local", transport=transport)
+        await calls.record_turn(call_id, seq=1, stages={**STAGES, "first_audio_heard": 40.0 + n},
+                                total_ms=723.0 + n, heard=True)
+        await calls.record_tool_call(call_id, tool_call_id="call_1", name="lookup_order", side="server",
+                                     arguments={}, status="failed" if n in (1, 2) else "completed", output=None,
+                                     duration_ms=1.0)
+        if n in (3, 4):
+            await calls.record_barge_in(call_id, seq=2, stop_ms=320.0 if n == 3 else 900.0)
+        advance(CALL_SECONDS)
+        await calls.end_call(call_id, status=status, outcome=outcome, turns=4, fallthroughs=fallthroughs,
+                             buffer_overflow=overflow, first_response_ms=600.0 + n, cost_usd=0.01)
+    return ids
