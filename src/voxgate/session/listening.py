@@ -258,7 +258,8 @@ class Listening:
             return self._take_turn_events(turn_events, probs)
         for turn_event in turn_events:  # only ends of speech: nothing to await
             if isinstance(turn_event, SpeechStopped):
-                self._on_speech_stopped(self._detector_origin_ms + turn_event.audio_end_ms)
+                self._on_speech_stopped(self._detector_origin_ms + turn_event.audio_end_ms,
+                                        self._detector_origin_ms + turn_event.speech_end_ms)
         self._after_scores(probs)
         return None
 
@@ -267,7 +268,8 @@ class Listening:
             if isinstance(turn_event, SpeechStarted):
                 await self._on_speech_started(self._detector_origin_ms + turn_event.audio_start_ms)
             elif isinstance(turn_event, SpeechStopped):
-                self._on_speech_stopped(self._detector_origin_ms + turn_event.audio_end_ms)
+                self._on_speech_stopped(self._detector_origin_ms + turn_event.audio_end_ms,
+                                        self._detector_origin_ms + turn_event.speech_end_ms)
         self._after_scores(probs)
 
     def _after_scores(self, probs: list[float]) -> None:
@@ -366,9 +368,9 @@ class Listening:
         if td.get("interrupt_response", True):
             await self._hooks.barge_in()
 
-    def _on_speech_stopped(self, audio_end_ms: float) -> None:
+    def _on_speech_stopped(self, audio_end_ms: float, speech_end_ms: float | None = None) -> None:
         item_id = self._speech_item_id or new_id("item")
         self._hooks.emit(se.InputAudioBufferSpeechStopped(audio_end_ms=int(audio_end_ms), item_id=item_id))
         self._speech_item_id = None
-        self.speech_ended_ms = audio_end_ms
+        self.speech_ended_ms = audio_end_ms if speech_end_ms is None else speech_end_ms
         self._hooks.turn_ended(item_id)
