@@ -1,13 +1,16 @@
 """Ten calls whose truth is known, written straight into a call store: 2 barge-ins (one silenced within
 500 ms), 2 failing tools, a drop, a buffer overflow, an escalation, 4 fall-throughs in 40 turns, and one
 answered turn each whose every stage is known. The stats tests, the API tests and the dashboard test
-read them back."""
+read them back. And a month of calls for the cost report."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+from voxgate.config import Prices
+from voxgate.observability.cost import CostModel
 from voxgate.store.calls import CallStore
 
 T0 = datetime(2026, 3, 2, 9, 0, 0, tzinfo=UTC)
@@ -59,3 +62,30 @@ async def write_scripted_calls(calls: CallStore, advance: Callable[[float], None
         await calls.end_call(call_id, status=status, outcome=outcome, turns=4, fallthroughs=fallthroughs,
                              buffer_overflow=overflow, first_response_ms=600.0 + n, cost_usd=0.01)
     return ids
+
+
+MONTH = datetime(2026, 2, 1, tzinfo=UTC)
+MONTH_MIX = [  # (calls, agent, engine, transport): 1,000 calls of 10 minutes, 10,000 minutes in February
+    (600, "acme", "local", "sip"),
+    (300, "acme", "local", "twilio"),
+    (100, "concierge", "openai", "webrtc"),
+]
+# A gpt-realtime call of 10 minutes: about 6 minutes of caller audio in, 3 of agent audio out.
+OPENAI_USAGE = {"input_token_details": {"audio_tokens": 3600, "text_tokens": 2000, "cached_tokens": 1500},
+                "output_token_details": {"audio_tokens": 3600, "text_tokens": 400}}
+
+
+def scripted_month(prices: Prices) -> list[dict[str, Any]]:
+    """The rows of a month of calls (the seed's example: 10,000 minutes), each priced as the gateway does."""
+    model = CostModel(prices)
+    rows: list[dict[str, Any]] = []
+    for count, agent, engine, transport in MONTH_MIX:
+        for n in range(count):
+            started = MONTH + timedelta(minutes=40 * len(rows))  # spread over the month's 28 days
+            usage = OPENAI_USAGE if engine == "openai" else None
+            rows.append({"id": f"sess_month_{len(rows)}", "agent": agent, "engine": engine, "transport": transport,
+                         "started_at": started, "ended_at": started + timedelta(minutes=10), "status": "completed",
+                         "outcome": "task_completed" if n % 5 else "escalated", "duration_s": 600.0,
+                         "turns": 6, "interruptions": 0, "usage": usage, "fallthroughs": 0,
+                         "buffer_overflow": False, "cost_usd": model.call_cost(engine, 600.0, usage, transport)})
+    return rows

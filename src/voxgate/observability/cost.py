@@ -95,3 +95,31 @@ def cost_report(calls: Iterable[Mapping[str, Any]], model: CostModel) -> dict[st
         # Below the human rate every minute saves money; at or above it the gateway never breaks even.
         "saving_per_minute_usd": round(human_rate - per_minute, 4) if per_minute is not None else None,
     }
+
+
+def cost_table(report: dict[str, Any], window: str) -> str:
+    """`cost_report` as `voxgate report cost` prints it: totals, per agent, per transport, break-even."""
+    head = f"{'':<22}{'calls':>8}{'minutes':>11}{'cost $':>11}{'$/call':>9}{'$/min':>8}{'human $':>11}{'saved $':>11}"
+
+    def row(name: str, tally: dict[str, Any]) -> str:
+        per_call, per_min = tally["cost_per_call_usd"], tally["cost_per_minute_usd"]
+        return (f"{name:<22}{tally['calls']:>8,}{tally['minutes']:>11,.1f}{tally['cost_usd']:>11,.2f}"
+                f"{per_call if per_call is not None else 0:>9.4f}{per_min if per_min is not None else 0:>8.4f}"
+                f"{tally['human_cost_usd']:>11,.2f}{tally['savings_usd']:>11,.2f}")
+
+    lines = [f"voxgate cost, {window}", head, row("total", report["total"])]
+    for title, key in (("agent", "by_agent"), ("transport", "by_transport")):
+        lines.append(f"by {title}:")
+        lines += [row(f"  {name}", tally) for name, tally in report[key].items()]
+    total, human = report["total"], report["human_per_minute_usd"]
+    saving = report["saving_per_minute_usd"]
+    if saving is None:
+        lines.append(f"break-even: no finished calls (a human agent costs ${human:.2f}/min)")
+    elif saving > 0:
+        lines.append(f"break-even: from the first minute. A human agent at ${human:.2f}/min would have cost "
+                     f"${total['human_cost_usd']:,.2f} for these minutes; the gateway cost ${total['cost_usd']:,.2f} "
+                     f"(${total['cost_per_minute_usd']:.4f}/min), saving ${saving:.4f} a minute.")
+    else:
+        lines.append(f"break-even: never. The gateway costs ${total['cost_per_minute_usd']:.4f}/min, a human "
+                     f"agent ${human:.2f}/min.")
+    return "\n".join(lines)
