@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from voxgate.config import Prices
 from voxgate.observability.cost import CostModel
 from voxgate.store.calls import CallStore
+from voxgate.store.database import Database
 
 T0 = datetime(2026, 3, 2, 9, 0, 0, tzinfo=UTC)
 STAGES = {"vad": 500.0, "transcript": 100.0, "first_token": 2.0, "tts_first_audio": 80.0,
@@ -51,17 +53,32 @@ async def write_scripted_calls(calls: CallStore, advance: Callable[[float], None
         call_id = f"sess_scripted_{n}"
         ids.append(call_id)
         await calls.start_call(call_id, agent="acme" if n else "other", engine="local", transport=transport)
+        advance(5)
         await calls.record_turn(call_id, seq=1, stages={**STAGES, "first_audio_heard": 40.0 + n},
                                 total_ms=723.0 + n, heard=True)
+        advance(10)
         await calls.record_tool_call(call_id, tool_call_id="call_1", name="lookup_order", side="server",
                                      arguments={}, status="failed" if n in (1, 2) else "completed", output=None,
                                      duration_ms=1.0)
+        advance(20)
         if n in (3, 4):
             await calls.record_barge_in(call_id, seq=2, stop_ms=320.0 if n == 3 else 900.0)
-        advance(CALL_SECONDS)
+        advance(CALL_SECONDS - 35)
         await calls.end_call(call_id, status=status, outcome=outcome, turns=4, fallthroughs=fallthroughs,
+                             interruptions=1 if n in (3, 4) else 0,
                              buffer_overflow=overflow, first_response_ms=600.0 + n, cost_usd=0.01)
     return ids
+
+
+async def script_into(db_path: Path) -> None:
+    """The scripted calls, written beside a running gateway into its database (SQLite in WAL mode)."""
+    db = Database(f"sqlite+aiosqlite:///{db_path}")
+    await db.connect()
+    clock = StepClock()
+    try:
+        await write_scripted_calls(CallStore(db, now=clock), clock.advance)
+    finally:
+        await db.aclose()
 
 
 MONTH = datetime(2026, 2, 1, tzinfo=UTC)

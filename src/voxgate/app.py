@@ -45,6 +45,7 @@ from voxgate.transports import telnyx, twilio
 from voxgate.transports.realtime_ws import WebSocketCaller, refuse_call, run_websocket_session
 from voxgate.transports.webrtc import attach_sideband, create_beta_call, create_call, hangup_call
 from voxgate.web.console import ConsoleAccess, console_call, console_index, console_token, static_files
+from voxgate.web.dashboard import dashboard_page
 
 log = logging.getLogger("voxgate")
 
@@ -233,6 +234,7 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> Starlette:
             *outbound_calls.routes(),
             *operators.routes(),  # calls, stats, cost: the operators' API
             Route("/openapi.json", openapi_json),
+            Route("/dashboard", dashboard_page),
             Route("/v1/agents", list_agents),
             Route("/v1/audio/transcriptions", rate_limited(transcriptions, "speech"), methods=["POST"]),
             Route("/v1/audio/speech", rate_limited(speech, "speech"), methods=["POST"]),

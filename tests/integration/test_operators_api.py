@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,29 +16,16 @@ import websockets
 from hypothesis import HealthCheck, given, settings
 
 from tests.conftest import LiveServer, finished_call, start_server
-from tests.scripted_calls import SCRIPT, T0, StepClock, write_scripted_calls
-from voxgate.store.calls import CallStore
-from voxgate.store.database import Database
+from tests.scripted_calls import SCRIPT, T0, script_into
 
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     tmp = tmp_path_factory.mktemp("operators")
     live = start_server(tmp, engine="echo", default_agent="echo")
-    asyncio.run(_script(tmp / "voxgate.db"))
+    asyncio.run(script_into(tmp / "voxgate.db"))
     yield live
     live.embedded.stop()
-
-
-async def _script(db_path: Path) -> None:
-    """The scripted calls, written beside the gateway into its database (SQLite in WAL mode takes both)."""
-    db = Database(f"sqlite+aiosqlite:///{db_path}")
-    await db.connect()
-    clock = StepClock()
-    try:
-        await write_scripted_calls(CallStore(db, now=clock), clock.advance)
-    finally:
-        await db.aclose()
 
 
 @pytest.fixture

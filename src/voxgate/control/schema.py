@@ -167,6 +167,13 @@ class Spread(BaseModel):
     p99: float | None
 
 
+class Histogram(BaseModel):
+    """Answered turns by total latency: `counts[i]` from `bins_from_ms[i]` up to the next bin (the last open)."""
+
+    bins_from_ms: list[int]
+    counts: list[int]
+
+
 class TargetCheck(BaseModel):
     value: float | None
     target: float | list[float]
@@ -195,6 +202,7 @@ class Stats(BaseModel):
     barge_ins: int
     interruption_success_rate: float | None
     first_response_ms: Spread
+    latency_histogram: Histogram
     latency_budget_ms: dict[str, Spread]
     targets: dict[str, TargetCheck]
 

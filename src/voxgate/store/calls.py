@@ -538,6 +538,7 @@ class CallStore:
             "barge_ins": len(barge_ins),
             "interruption_success_rate": _ratio(stopped_in_time, len(barge_ins)),
             "first_response_ms": _spread(first_response),
+            "latency_histogram": _histogram([t.total_ms for t in answered if t.total_ms is not None]),
             "latency_budget_ms": {
                 name: _spread(sorted(v for t in answered if (v := getattr(t, f"{name}_ms")) is not None))
                 for name in (*TURN_STAGES, "total")
@@ -560,6 +561,17 @@ def _window(since: datetime | None, until: datetime | None, agent: str | None, t
     if visible_to is not None:
         conditions.append(sa.or_(Call.owner.is_(None), Call.owner == visible_to))
     return conditions
+
+
+# The dashboard's latency histogram: answered turns by total latency, in 200 ms bins, the last one open.
+HISTOGRAM_EDGES_MS = tuple(range(0, 3001, 200))
+
+
+def _histogram(values: Sequence[float]) -> dict[str, Any]:
+    counts = [0] * len(HISTOGRAM_EDGES_MS)
+    for value in values:
+        counts[min(int(value // 200), len(counts) - 1)] += 1
+    return {"bins_from_ms": list(HISTOGRAM_EDGES_MS), "counts": counts}
 
 
 def _spread(ordered: Sequence[float]) -> dict[str, Any]:
