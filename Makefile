@@ -15,7 +15,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 # gateway) compiles its imports again, even where PYTHONDONTWRITEBYTECODE keeps Python from caching them.
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: install install-test run test unit check lint typecheck lock-check upgrade system-deps bench bench-pipecat clean
+.PHONY: install install-test run test unit check lint typecheck lock-check upgrade system-deps bench bench-pipecat vendor-charts clean
 
 # uv itself is the one thing installed before the lock: pinned and hash-checked, in a venv of its own.
 $(UV): tools/uv-requirements.txt
@@ -100,6 +100,16 @@ PIPECAT_VENV := $(CURDIR)/.venv-pipecat
 bench-pipecat: install-test | $(UV)
 	cd bench/pipecat && UV_PROJECT_ENVIRONMENT=$(PIPECAT_VENV) ../../$(UV) sync --locked
 	$(BIN)/python bench/bridge_capacity.py --pipecat-python $(PIPECAT_VENV)/bin/python
+
+# The dashboard's charting library, vendored from npm and committed (the gateway never fetches it at run
+# time): `make vendor-charts` fetches the pinned release again (npm checks its integrity) and replaces the copy.
+UPLOT_VERSION := 1.6.31
+VENDOR := src/voxgate/web/static/vendor
+vendor-charts:
+	@tmp=$$(mktemp -d) && cd $$tmp && npm pack --silent uplot@$(UPLOT_VERSION) >/dev/null && \
+	  tar xzf uplot-$(UPLOT_VERSION).tgz && \
+	  cp package/dist/uPlot.iife.min.js package/dist/uPlot.min.css $(CURDIR)/$(VENDOR)/ && \
+	  cp package/LICENSE $(CURDIR)/$(VENDOR)/uPlot.LICENSE && rm -rf $$tmp && echo "uPlot $(UPLOT_VERSION) in $(VENDOR)"
 
 clean:
 	rm -rf $(VENV) $(UV_HOME) .venv-pipecat .mypy_cache .ruff_cache .pytest_cache voxgate.db acme.db

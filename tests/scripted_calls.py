@@ -87,9 +87,11 @@ MONTH_MIX = [  # (calls, agent, engine, transport): 1,000 calls of 10 minutes, 1
     (300, "acme", "local", "twilio"),
     (100, "concierge", "openai", "webrtc"),
 ]
-# A gpt-realtime call of 10 minutes: about 6 minutes of caller audio in, 3 of agent audio out.
-OPENAI_USAGE = {"input_token_details": {"audio_tokens": 3600, "text_tokens": 2000, "cached_tokens": 1500},
-                "output_token_details": {"audio_tokens": 3600, "text_tokens": 400}}
+# A gpt-realtime call of 10 minutes: 5 of agent audio (about 1,200 tokens a minute), the caller's 5 re-sent
+# as context turn after turn, most of it from the cache.
+OPENAI_USAGE = {"input_token_details": {"audio_tokens": 30000, "text_tokens": 4000, "cached_tokens": 26000,
+                                        "cached_tokens_details": {"audio_tokens": 24000, "text_tokens": 2000}},
+                "output_token_details": {"audio_tokens": 6000, "text_tokens": 600}}
 
 
 def scripted_month(prices: Prices) -> list[dict[str, Any]]:

@@ -294,7 +294,7 @@ class Settings(BaseSettings):
     openai_response_timeout_s: float = 30.0  # an upstream response silent for this long has failed
 
     # The operators' view (GET /v1/stats, /dashboard, `voxgate report cost`): KPI targets and the price
-    # table, each field also settable alone (VOXGATE_KPI_TARGETS__DROP_RATE_MAX, VOXGATE_PRICES__SIP...).
+    # table, each field also settable alone (VOXGATE_KPI_TARGETS__DROP_RATE_MAX, VOXGATE_PRICES__HUMAN_PER_MINUTE...).
     kpi_targets: KpiTargets = Field(default_factory=KpiTargets)
     prices: Prices = Field(default_factory=Prices)
 

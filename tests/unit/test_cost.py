@@ -45,3 +45,15 @@ def test_a_scripted_month_breaks_even_against_a_human() -> None:
     assert report["by_agent"]["acme"]["calls"] == 2500 and report["by_transport"]["twilio"]["calls"] == 1250
     priced_now = cost_report([{**calls[0], "cost_usd": None, "transport": "sip"}], model)  # stored before costs
     assert priced_now["total"]["cost_usd"] == pytest.approx(model.call_cost("local", 120.0, None, "sip"), abs=1e-4)
+
+
+def test_prices_and_targets_are_settings_shown_and_set_one_field_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    from voxgate.config import load_settings
+
+    monkeypatch.setenv("VOXGATE_PRICES__HUMAN_PER_MINUTE", "0.35")
+    monkeypatch.setenv("VOXGATE_KPI_TARGETS__DROP_RATE_MAX", "0.02")
+    settings = load_settings()
+    assert (settings.prices.human_per_minute, settings.prices.openai_audio_in) == (0.35, 32.0)
+    assert (settings.kpi_targets.drop_rate_max, settings.kpi_targets.first_response_p95_ms) == (0.02, 1200.0)
+    shown = settings.shown()
+    assert shown["prices"]["transport_per_minute"]["sip"] == 0.004 and shown["kpi_targets"]["drop_rate_max"] == 0.02
