@@ -5,11 +5,13 @@ read them back. And a month of calls for the cost report."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from tests.conftest import LiveServer, start_server
 from voxgate.config import Prices
 from voxgate.observability.cost import CostModel
 from voxgate.store.calls import CallStore
@@ -68,6 +70,13 @@ async def write_scripted_calls(calls: CallStore, advance: Callable[[float], None
                              interruptions=1 if n in (3, 4) else 0,
                              buffer_overflow=overflow, first_response_ms=600.0 + n, cost_usd=0.01)
     return ids
+
+
+def scripted_gateway(tmp: Path) -> LiveServer:
+    """A gateway (echo engine) whose database holds the scripted calls; stop it with `live.embedded.stop()`."""
+    live = start_server(tmp, engine="echo", default_agent="echo")
+    asyncio.run(script_into(tmp / "voxgate.db"))
+    return live
 
 
 async def script_into(db_path: Path) -> None:

@@ -4,7 +4,6 @@ Set VOXGATE_UPDATE_SCREENSHOT=1 to refresh docs/dashboard.png."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 from collections.abc import AsyncIterator, Iterator
@@ -15,9 +14,9 @@ import httpx
 import pytest
 import websockets
 
-from tests.conftest import LiveServer, start_server
+from tests.conftest import LiveServer
 from tests.e2e.chromium import Chromium, Page
-from tests.scripted_calls import SCRIPT, T0, script_into
+from tests.scripted_calls import SCRIPT, T0, scripted_gateway
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 WINDOW = {"since": T0.isoformat(), "until": "2026-03-03T00:00:00+00:00"}
@@ -25,9 +24,7 @@ WINDOW = {"since": T0.isoformat(), "until": "2026-03-03T00:00:00+00:00"}
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    tmp = tmp_path_factory.mktemp("dashboard")
-    live = start_server(tmp, engine="echo", default_agent="echo")
-    asyncio.run(script_into(tmp / "voxgate.db"))
+    live = scripted_gateway(tmp_path_factory.mktemp("dashboard"))
     yield live
     live.embedded.stop()
 

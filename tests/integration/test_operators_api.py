@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,15 +16,16 @@ import schemathesis
 import websockets
 from hypothesis import HealthCheck, given, settings
 
-from tests.conftest import LiveServer, finished_call, start_server
-from tests.scripted_calls import SCRIPT, T0, script_into
+from tests.conftest import CarrierServer, LiveServer, finished_call
+from tests.integration.test_sip_calls import call_audio, new_sip_session, sip_port, sip_sessions
+from tests.scripted_calls import SCRIPT, T0, scripted_gateway
+from tests.sipp_caller import answered, invite, reply, request, run_sipp, scenario, stream
+from tests.speech import silence
 
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    tmp = tmp_path_factory.mktemp("operators")
-    live = start_server(tmp, engine="echo", default_agent="echo")
-    asyncio.run(script_into(tmp / "voxgate.db"))
+    live = scripted_gateway(tmp_path_factory.mktemp("operators"))
     yield live
     live.embedded.stop()
 
@@ -132,3 +134,29 @@ def test_every_route_keeps_to_its_openapi_schema(gateway: LiveServer) -> None:
             case.call_and_validate(headers=gateway.auth)
 
         check()
+
+
+async def test_an_operator_transfers_a_live_sip_call(carrier_server: CarrierServer, tmp_path: Path) -> None:
+    """POST /v1/calls/{id}/transfer on a live SIP call: once the greeting has played the gateway REFERs the
+    caller to the operator's number, SIPp accepts and reports success, and the record says transferred."""
+    live = carrier_server.live
+    call_audio(tmp_path, silence(1000, 8000))
+    notify = "Event: refer\nSubscription-State: {state}"
+    xml = scenario(
+        "operator transfer", invite(), answered(), request("ACK", 1), stream("caller.ulaw"),
+        '  <recv request="REFER">\n    <action><ereg regexp="Refer-To: &lt;sip:\\+15550199@" search_in="msg" '
+        'check_it="true" assign_to="target"/></action>\n  </recv>\n', reply(202, "Accepted"),
+        request("NOTIFY", 2, body="SIP/2.0 200 OK\n", content_type="message/sipfrag;version=2.0",
+                extra=notify.format(state="terminated;reason=noresource")), '  <recv response="200"/>\n',
+        '  <recv request="BYE"/>\n', reply(200, "OK"), variables=("target",))
+    before = sip_sessions(carrier_server)
+    caller = asyncio.create_task(run_sipp(tmp_path, xml, sip_port(carrier_server)))
+    session = await new_sip_session(carrier_server, before, caller)
+    async with httpx.AsyncClient(base_url=live.base_url, headers=live.auth) as api:
+        moved = await api.post(f"/v1/calls/{session.id}/transfer", json={"target": "+15550199", "reason": "VIP"})
+        assert moved.status_code == 202 and moved.json() == {"id": session.id, "status": "transferring"}
+    outcome = await caller
+    assert outcome.returncode == 0, outcome.messages[-3000:]
+    record = await finished_call(live, session.id)
+    assert record["status"] == "transferred" and record["outcome"] == "escalated", record
+    assert record["end_reason"].startswith("transferred: operator transfer: VIP"), record

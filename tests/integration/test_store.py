@@ -19,6 +19,7 @@ from prometheus_client import REGISTRY
 
 from tests.scripted_calls import STAGES as SCRIPTED_STAGES
 from tests.scripted_calls import T0 as SCRIPT_T0
+from tests.scripted_calls import StepClock as Clock
 from tests.scripted_calls import write_scripted_calls
 from voxgate.session.recorder import CallRecorder, CallSummary
 from voxgate.store.calls import MAX_TOOL_OUTPUT_CHARS, CallStore, percentile
@@ -27,19 +28,6 @@ from voxgate.store.keys import KeyStore
 from voxgate.store.models import Base
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, at: datetime = T0) -> None:
-        self.at = at
-
-    def __call__(self) -> datetime:
-        return self.at
-
-    def advance(self, seconds: float) -> None:
-        self.at += timedelta(seconds=seconds)
 
 
 @pytest.fixture
@@ -58,7 +46,7 @@ async def db(db_path: Path):
 
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(T0)
 
 
 @pytest.fixture

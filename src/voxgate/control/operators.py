@@ -128,28 +128,33 @@ async def live_session(gateway: Gateway, principal: Principal, call_id: str) -> 
     return problem(404, "call_not_found", "No call with that id.")
 
 
-@operator_route("calls.control")
-async def hang_up(request: Request, principal: Principal) -> Response:
+async def live_call_request(request: Request, principal: Principal,
+                            model: type[Model]) -> tuple[Session, Model] | JSONResponse:
+    """The body of a request on a live call, and the call's session; or the problem to answer."""
     try:
-        body = await body_of(request, schema.HangupRequest)
+        body = await body_of(request, model)
     except InvalidRequestError as exc:
         return invalid(exc)
     session = await live_session(gateway_of(request), principal, request.path_params["call_id"])
-    if isinstance(session, JSONResponse):
-        return session
+    return session if isinstance(session, JSONResponse) else (session, body)
+
+
+@operator_route("calls.control")
+async def hang_up(request: Request, principal: Principal) -> Response:
+    live = await live_call_request(request, principal, schema.HangupRequest)
+    if isinstance(live, JSONResponse):
+        return live
+    session, body = live
     await session.hang_up(f"operator hang-up: {body.reason}")
     return answer(schema.CallAction, {"id": session.id, "status": "hanging_up"}, status=202)
 
 
 @operator_route("calls.control")
 async def transfer(request: Request, principal: Principal) -> Response:
-    try:
-        body = await body_of(request, schema.TransferRequest)
-    except InvalidRequestError as exc:
-        return invalid(exc)
-    session = await live_session(gateway_of(request), principal, request.path_params["call_id"])
-    if isinstance(session, JSONResponse):
-        return session
+    live = await live_call_request(request, principal, schema.TransferRequest)
+    if isinstance(live, JSONResponse):
+        return live
+    session, body = live
     if session.caller.transport not in PHONE_TRANSPORTS:  # an app or browser has no line to move
         return problem(409, "transfer_unsupported",
                        f"A {session.caller.transport} call cannot be transferred: only phone calls can.")
