@@ -296,6 +296,10 @@ class Settings(BaseSettings):
     # The operators' view (GET /v1/stats, /dashboard, `voxgate report cost`): KPI targets and the price
     # table, each field also settable alone (VOXGATE_KPI_TARGETS__DROP_RATE_MAX, VOXGATE_PRICES__HUMAN_PER_MINUTE...).
     kpi_targets: KpiTargets = Field(default_factory=KpiTargets)
+    # OpenTelemetry spans per call, turn and tool call, to this OTLP/HTTP traces URL (a collector's
+    # http://host:4318/v1/traces); empty: no spans. Needs the `otel` extra installed.
+    otel_endpoint: str = ""
+    otel_service_name: str = "voxgate"  # the spans' service.name
     prices: Prices = Field(default_factory=Prices)
 
     @field_validator("sip_trunk_registrar", "sip_trunk_proxy")

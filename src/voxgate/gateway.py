@@ -25,6 +25,7 @@ from voxgate.engines.base import Engine
 from voxgate.engines.echo import EchoEngine
 from voxgate.engines.local.vad import GatedVadStream, SileroModel, WebRtcStream
 from voxgate.observability.cost import CostModel
+from voxgate.observability.tracing import Tracing
 from voxgate.protocol.items import Dialect
 from voxgate.session.listening import VadStream
 from voxgate.session.recorder import CallRecorder
@@ -71,6 +72,8 @@ class Gateway:
             raise ValueError(f"default agent {settings.default_agent!r} not found in {settings.agents_dir}")
         self.db = Database(settings.database_url)
         self.calls = CallStore(self.db)
+        # Spans per call, turn and tool call, only when an OTLP endpoint is configured.
+        self.tracing = Tracing(settings.otel_endpoint, settings.otel_service_name) if settings.otel_endpoint else None
         self.keys = KeyStore(self.db)
         self.http = httpx.AsyncClient(timeout=settings.tool_timeout_s)
         self.tools = {
@@ -194,6 +197,8 @@ class Gateway:
         await self.http.aclose()
         await self.calls.drain()
         await self.db.aclose()
+        if self.tracing is not None:  # flushes the spans still queued (in the exporter's thread)
+            await asyncio.to_thread(self.tracing.shutdown)
 
     async def engine(self, name: str) -> Engine:
         """The named engine, started on first use and shared by every session after that."""
@@ -266,7 +271,7 @@ class Gateway:
         session = Session(
             agent=agent, engine=engine, tools=self.tools[agent.name], caller=caller, dialect=dialect,
             recorder=CallRecorder(self.calls, engine_name, CostModel(self.settings.prices), owner=owner,
-                                  node=self.node, metadata=record_metadata),
+                                  node=self.node, metadata=record_metadata, tracing=self.tracing),
             vad_factory=functools.partial(self.vad_stream, agent),
             model=model or f"voxgate-{engine_name}", outbound_events=self.settings.outbound_queue_events,
             max_message_bytes=self.settings.max_message_bytes, max_item_text_chars=self.settings.max_item_text_chars,

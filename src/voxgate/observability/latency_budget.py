@@ -14,7 +14,7 @@ A barge-in is timed too: from the start of the caller's speech to the agent's au
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["MARKS", "STAGES", "BargeIn", "LatencyBudget", "TurnLatency"]
 
@@ -32,6 +32,7 @@ class TurnLatency:
     stages: dict[str, float | None]
     total_ms: float  # end of speech to first audio heard (or sent, where hearing is not known)
     heard: bool  # the total ends at the caller's ear, not at the transport
+    started: float = field(default=0.0, compare=False)  # the clock when the caller's speech ended
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +102,8 @@ class LatencyBudget:
             stages[name] = _ms(at - previous)
             previous = at
         heard = "first_audio_heard" in marks
-        self._on_turn(TurnLatency(self._seq, stages, _ms(previous - marks["speech_end"]), heard))
+        self._on_turn(TurnLatency(self._seq, stages, _ms(previous - marks["speech_end"]), heard,
+                                  marks["speech_end"]))
 
     def barge_in(self, speech_ms: float, started: float) -> None:
         """Playback was stopped; `started` is the clock when the barge-in was decided, `speech_ms` how much

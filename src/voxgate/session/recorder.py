@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from voxgate.observability import metrics
 from voxgate.observability.cost import CostModel
 from voxgate.observability.latency_budget import BargeIn, TurnLatency
+from voxgate.observability.tracing import CallTrace, Tracing
 from voxgate.protocol.items import Dialect, Item
 from voxgate.protocol.usage import add_usage
 from voxgate.tools.redaction import redact, redact_offloaded, redact_value
@@ -53,7 +54,8 @@ class CallSummary:
 
 class CallRecorder:
     def __init__(self, store: CallStore, engine: str, cost: CostModel | None = None, owner: str | None = None,
-                 node: str | None = None, metadata: dict[str, Any] | None = None) -> None:
+                 node: str | None = None, metadata: dict[str, Any] | None = None,
+                 tracing: Tracing | None = None) -> None:
         self.store = store
         self.engine = engine
         self.owner = owner  # the key whose call this is; None: the gateway's own (phones, the dev console)
@@ -69,6 +71,8 @@ class CallRecorder:
         self.transport = ""  # set by start_call: its minutes have a price
         self.metadata: dict[str, Any] = {}  # what start_call stored; end_call adds the summary's to it
         self._timings = 0  # turns and barge-ins recorded, in order
+        self._tracing = tracing
+        self.trace: CallTrace | None = None  # the call's spans, when the gateway exports traces
 
     def _write(self, make: Callable[[], Awaitable[Any]]) -> None:
         if self._writer is None:
@@ -95,6 +99,8 @@ class CallRecorder:
                    model: str) -> None:
         self.call_id = call_id
         self.transport = transport
+        if self._tracing is not None:
+            self.trace = self._tracing.call(call_id, transport=transport, agent=agent, engine=self.engine, model=model)
         self.metadata = {"model": model, **({"node": self.node} if self.node else {}), **self.extra_metadata}
         self._write(lambda: self.store.start_call(
             call_id, agent=agent, engine=self.engine, transport=transport, dialect=dialect, caller=caller,
@@ -127,6 +133,9 @@ class CallRecorder:
         """`definition`: the agent's tool that ran (a PCI one is stored masked)."""
         if result.ok and definition is not None and definition.builtin is None:
             self.task_completed = True  # a business tool did its job; transfers and hang-ups are not tasks
+        if self.trace is not None:
+            self.trace.tool_call(result.name, result.call_id, ok=result.ok, status=result.status,
+                                 duration_ms=result.duration_ms)
         self._write(lambda: self.store.record_tool_call(
             self.call_id, tool_call_id=result.call_id, name=result.name, side="server",
             arguments=redact_args(pci_masked(result.arguments) if definition is not None and definition.pci
@@ -138,6 +147,8 @@ class CallRecorder:
         """An answered turn's latency budget."""
         self._timings += 1
         seq = self._timings
+        if self.trace is not None:
+            self.trace.turn(turn, turn.started)
         self._write(lambda: self.store.record_turn(self.call_id, seq=seq, stages=turn.stages,
                                                    total_ms=turn.total_ms, heard=turn.heard))
 
@@ -156,6 +167,8 @@ class CallRecorder:
         status = "transferred" if summary.outcome == "escalated" else summary.status
         metadata = {**self.metadata, **summary.metadata} if summary.metadata else None
         metrics.SESSIONS_ENDED.labels(status).inc()
+        if self.trace is not None:
+            self.trace.end(status=status, outcome=outcome, usage=usage)
         self._write(lambda: self.store.end_call(
             self.call_id, status=status, outcome=outcome, end_reason=redact(summary.end_reason)[0],
             first_response_ms=summary.first_response_ms, turns=summary.turns,
