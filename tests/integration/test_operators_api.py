@@ -15,6 +15,7 @@ import pytest
 import schemathesis
 import websockets
 from hypothesis import HealthCheck, given, settings
+from prometheus_client import REGISTRY
 
 from tests.conftest import CarrierServer, LiveServer, finished_call
 from tests.integration.test_sip_calls import call_audio, new_sip_session, sip_port, sip_sessions
@@ -94,7 +95,12 @@ async def test_calls_are_filtered_and_paged_by_cursor(api: httpx.AsyncClient) ->
     assert call["tool_calls"][0]["name"] == "lookup_order" and call["fallthroughs"] == 2
 
 
+def outcomes(outcome: str) -> float:
+    return REGISTRY.get_sample_value("voxgate_call_outcomes_total", {"outcome": outcome}) or 0.0
+
+
 async def test_a_live_call_is_hung_up_by_the_operator(gateway: LiveServer, api: httpx.AsyncClient) -> None:
+    no_task_before = outcomes("no_task")
     async with websockets.connect(f"{gateway.ws_url}/v1/realtime?model=gpt-realtime",
                                   additional_headers=gateway.auth) as ws:
         session_id = json.loads(await ws.recv())["session"]["id"]
@@ -109,7 +115,8 @@ async def test_a_live_call_is_hung_up_by_the_operator(gateway: LiveServer, api: 
             while True:
                 await ws.recv()
     call = await finished_call(gateway, session_id)
-    assert call["end_reason"] == "operator hang-up: test over"
+    assert call["end_reason"] == "operator hang-up: test over" and call["outcome"] == "no_task"
+    assert outcomes("no_task") == no_task_before + 1  # the gateway runs in this process: its registry
     again = await api.post(f"/v1/calls/{session_id}/hangup")
     assert (again.status_code, again.json()["error"]["code"]) == (409, "call_not_live")
     assert (await api.post("/v1/calls/sess_nope/hangup")).status_code == 404

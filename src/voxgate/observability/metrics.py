@@ -33,6 +33,9 @@ TURN_SECONDS = Histogram("voxgate_turn_seconds",
 BARGE_IN_STOP_SECONDS = Histogram("voxgate_barge_in_stop_seconds",
                                   "Barge-in: start of the caller's speech to the agent's audio stopped at the caller",
                                   ["transport", "engine", "agent"], buckets=_BUDGET_BUCKETS)
+CALL_OUTCOMES = Counter("voxgate_call_outcomes_total",
+                        "Calls ended, by outcome (task_completed, escalated, no_task): task completion and escalation",
+                        ["outcome"])
 FALLTHROUGHS = Counter("voxgate_fallthroughs_total", "Turns answered with the agent's fallback line")
 STT_SECONDS = Histogram("voxgate_stt_seconds", "Transcription time per user turn")
 BRAIN_SECONDS = Histogram("voxgate_brain_seconds", "Local brain decision time",

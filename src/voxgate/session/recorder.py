@@ -167,6 +167,7 @@ class CallRecorder:
         status = "transferred" if summary.outcome == "escalated" else summary.status
         metadata = {**self.metadata, **summary.metadata} if summary.metadata else None
         metrics.SESSIONS_ENDED.labels(status).inc()
+        metrics.CALL_OUTCOMES.labels(outcome).inc()
         if self.trace is not None:
             self.trace.end(status=status, outcome=outcome, usage=usage)
         self._write(lambda: self.store.end_call(
