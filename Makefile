@@ -15,7 +15,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 # gateway) compiles its imports again, even where PYTHONDONTWRITEBYTECODE keeps Python from caching them.
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: install install-test run test unit check lint typecheck lock-check upgrade system-deps bench bench-pipecat vendor-charts clean
+.PHONY: install install-test run test unit check lint typecheck lock-check upgrade system-deps bench bench-pipecat clean
 
 # uv itself is the one thing installed before the lock: pinned and hash-checked, in a venv of its own.
 $(UV): tools/uv-requirements.txt
@@ -105,6 +105,7 @@ bench-pipecat: install-test | $(UV)
 # time): `make vendor-charts` fetches the pinned release again (npm checks its integrity) and replaces the copy.
 UPLOT_VERSION := 1.6.31
 VENDOR := src/voxgate/web/static/vendor
+.PHONY: vendor-charts
 vendor-charts:
 	@tmp=$$(mktemp -d) && cd $$tmp && npm pack --silent uplot@$(UPLOT_VERSION) >/dev/null && \
 	  tar xzf uplot-$(UPLOT_VERSION).tgz && \
