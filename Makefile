@@ -15,7 +15,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 # gateway) compiles its imports again, even where PYTHONDONTWRITEBYTECODE keeps Python from caching them.
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: install install-test run test unit check lint typecheck lock-check upgrade system-deps bench bench-pipecat clean
+.PHONY: install install-test install-llama run test unit check lint typecheck lock-check upgrade system-deps bench bench-pipecat clean
 
 # uv itself is the one thing installed before the lock: pinned and hash-checked, in a venv of its own.
 $(UV): tools/uv-requirements.txt
@@ -40,13 +40,16 @@ run: install
 	$(BIN)/voxgate serve
 
 # Debian packages the tests drive for real: PostgreSQL (store), Chromium (WebRTC end to end), SIPp (SIP),
-# stress-ng (a CPU hog beside the suite when checking that tests do not depend on the machine's load).
+# stress-ng (a CPU hog beside the suite when checking that tests do not depend on the machine's load), and a
+# C++ compiler and CMake to build llama.cpp (install-llama).
 system-deps:
 	@missing=""; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v sipp >/dev/null || missing="$$missing sip-tester"; \
 	command -v baresip >/dev/null || missing="$$missing baresip-core"; \
+	command -v c++ >/dev/null || missing="$$missing g++"; \
+	command -v cmake >/dev/null || missing="$$missing cmake"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
@@ -69,18 +72,29 @@ lock-check: | $(UV)
 # worker and every gateway they start compiles src/ again, and pytest rewrites every test module's asserts
 # again (about 2 s of CPU per process).
 test unit: export PYTHONDONTWRITEBYTECODE :=
-test: install-test system-deps lint typecheck
+test: install-test install-llama system-deps lint typecheck
 	$(BIN)/pytest -q -p no:cacheprovider -n auto --dist loadgroup tests/unit
 	$(BIN)/pytest -q -p no:cacheprovider --ignore=tests/unit
 
 unit: install-test
 	$(BIN)/pytest -q -p no:cacheprovider -n auto --dist loadgroup tests/unit
 
+# The real llama.cpp server the cascade engine is tested against (tests/integration/test_cascade_llama.py),
+# locked apart from voxgate in tests/llama. llama-cpp-python is source only: the first install compiles it
+# (~5 min on 2 cores); uv's cache keeps the built wheel, so a warm machine does not compile it again.
+LLAMA_VENV := $(CURDIR)/.venv-llama
+$(LLAMA_VENV)/.installed: tests/llama/pyproject.toml tests/llama/uv.lock | $(UV) system-deps
+	cd tests/llama && UV_PROJECT_ENVIRONMENT=$(LLAMA_VENV) ../../$(UV) sync --locked
+	touch $@
+
+install-llama: $(LLAMA_VENV)/.installed
+
 # Re-resolve every dependency to its newest release within pyproject's ranges, install exactly that and
 # run every check against it. Commit uv.lock when it is green; fix what broke when it is not.
 upgrade: | $(UV)
 	$(UV) lock --upgrade
 	cd bench/pipecat && ../../$(UV) lock --upgrade
+	cd tests/llama && ../../$(UV) lock --upgrade
 	$(UV) sync --locked --extra test
 	touch $(VENV)/.installed-test $(VENV)/.installed
 	$(MAKE) test
@@ -113,4 +127,4 @@ vendor-charts:
 	  cp package/LICENSE $(CURDIR)/$(VENDOR)/uPlot.LICENSE && rm -rf $$tmp && echo "uPlot $(UPLOT_VERSION) in $(VENDOR)"
 
 clean:
-	rm -rf $(VENV) $(UV_HOME) .venv-pipecat .mypy_cache .ruff_cache .pytest_cache voxgate.db acme.db
+	rm -rf $(VENV) $(UV_HOME) .venv-pipecat .venv-llama .mypy_cache .ruff_cache .pytest_cache voxgate.db acme.db

@@ -92,6 +92,9 @@ def start_server(tmp: Path, *, under_uvicorn: bool = False, **overrides: Any) ->
 
         gateway = UvicornGateway
     embedded = gateway(tmp, **overrides).start()
+    if overrides.get("sip_port") and embedded.gateway.sip is None:  # say so here, not as a 503 far away
+        embedded.stop()
+        raise AssertionError(f"the SIP door could not bind port {overrides['sip_port']} (see the log)")
     return LiveServer(embedded.base_url, embedded.ws_url, overrides["api_keys"], embedded)
 
 
@@ -121,7 +124,6 @@ def carrier_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Carrier
     """Local engine, demo and echo agents, carriers' signatures enforced (dev_mode off), Telnyx in A-law,
     and the SIP door on a free loopback port."""
     import base64
-    import socket
 
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -135,9 +137,9 @@ def carrier_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Carrier
     public = Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
     secrets = {"twilio_auth_token": "twilio-test-token", "telnyx_api_key": "KEYtelnyx-test"}
     # SIP too, on a free port, ringing 300 ms before answering (a CANCEL must find the call unanswered)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        sip_port = probe.getsockname()[1]
+    from tests.sipp_caller import free_port
+
+    sip_port = free_port()
     live = start_server(tmp, engine="local", dev_mode=False, twilio_api_base=api.url, telnyx_api_base=api.url,
                         telnyx_public_key=base64.b64encode(public).decode(), telnyx_codec="PCMA",
                         carrier_stall_timeout_s=2.0, sip_port=sip_port, sip_ring_ms=300, **secrets)

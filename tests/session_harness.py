@@ -195,6 +195,9 @@ class PcmLine:
     def reset(self) -> None:
         pass
 
+    def decode(self, payload: bytes) -> tuple[np.ndarray, int]:
+        return np.frombuffer(payload, dtype="<i2").astype(np.int16), RATE
+
 
 @dataclass
 class LineCaller(TestCaller):

@@ -124,9 +124,21 @@ def ulaw_file(pcm8k: np.ndarray) -> bytes:
 
 
 def free_port(kind: int = socket.SOCK_DGRAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A loopback port free for `kind`; a UDP one is also free for TCP, since a SIP door binds both (an
+    outgoing TCP connection of another test may hold the same number as its local port)."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, kind) as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+            if kind != socket.SOCK_DGRAM:
+                return port
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as stream:
+                try:
+                    stream.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            return port
+    raise AssertionError("no loopback port free for both UDP and TCP")
 
 
 def free_port_pair(pairs: int = 1) -> int:

@@ -72,6 +72,7 @@ class WebRtcCaller:
         self.raw_messages: list[str] = []
         self.audio_frames = 0
         self.audio_energy: list[float] = []  # RMS per received 20 ms frame (48 kHz, first channel)
+        self.audio_pcm: list[np.ndarray] = []  # the received frames themselves (48 kHz int16, first channel)
         self.first_audio_at: float | None = None
         self.location: str | None = None
         self.channel_open = asyncio.Event()
@@ -97,7 +98,9 @@ class WebRtcCaller:
             while True:
                 frame = await track.recv()
                 assert isinstance(frame, av.AudioFrame)
-                pcm = frame.to_ndarray().reshape(-1)[:: len(frame.layout.channels)].astype(np.float64)
+                samples = frame.to_ndarray().reshape(-1)[:: len(frame.layout.channels)]
+                self.audio_pcm.append(samples.astype(np.int16))
+                pcm = samples.astype(np.float64)
                 rms = float(np.sqrt(np.mean(pcm**2))) if pcm.size else 0.0
                 self.audio_frames += 1
                 self.audio_energy.append(rms)

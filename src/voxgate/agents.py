@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-DTMF_KEYS = frozenset("0123456789*#ABCD")
+from voxgate.protocol.client_events import DTMF_KEYS
 
 
 class WebhookSpec(BaseModel):
@@ -68,6 +69,42 @@ class Escalation(BaseModel):
     model_config = ConfigDict(extra="forbid")
     target: str = ""  # E.164 number or SIP URI of the human queue
     handover_line: str = "Let me connect you with a colleague. One moment please."
+    # Warm transfer (SIP): the gateway calls the target itself, tells the person who is calling and why
+    # (the hand-off's summary, in the gateway's voice), then connects the caller by bridging the two legs.
+    # Off: a blind REFER. Browser calls are queued for an operator either way (GET /v1/escalations).
+    warm: bool = False
+    # Said to the caller when a warm transfer finds nobody (busy, no answer); the call stays with the agent,
+    # which may offer to book a call back with its tools.
+    unanswered_line: str = ("I'm sorry, nobody is free to take your call right now. I can book a call back "
+                            "for you, or you can try again later.")
+
+
+class Recording(BaseModel):
+    """A call's audio kept on disk (off unless `enabled`): the notice is played first, then stereo
+    (caller left, agent right, as the caller heard it), PCI entry and sensitive spans silenced."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = False
+    format: Literal["opus", "wav"] = "opus"  # Ogg Opus (small) or 16-bit WAV
+    # Played before anything else on every call while recording is on, whatever the transport.
+    notice: str = "This call is recorded, and you are speaking with an automated assistant."
+    # "notice": the notice is enough (one-party consent). "keypad", "voice" or "either": the caller must
+    # agree, by a key or by saying yes; their answer is kept in the call record. Until they do, the agent
+    # answers nothing else; a caller who declines is not recorded (the audio so far is deleted).
+    consent: Literal["notice", "keypad", "voice", "either"] = "notice"
+    agree_key: str = Field(default="1", pattern=r"^[0-9*]$")
+    decline_key: str = Field(default="2", pattern=r"^[0-9*]$")
+    consent_prompt: str = "Press 1 or say yes to agree, or press 2 or say no to continue unrecorded."
+    agreed_line: str = "Thank you."
+    declined_line: str = "All right, this call will not be recorded."
+    on_decline: Literal["continue", "hang_up"] = "continue"  # an unrecorded call, or a goodbye and hang-up
+    max_prompts: int = Field(default=2, ge=1, le=5)  # unclear answers before it counts as declined
+
+    @model_validator(mode="after")
+    def _keys_differ(self) -> Recording:
+        if self.agree_key == self.decline_key:
+            raise ValueError("recording: agree_key and decline_key must differ")
+        return self
 
 
 class TurnTaking(BaseModel):
@@ -79,6 +116,41 @@ class TurnTaking(BaseModel):
     # Which voice activity detector hears the caller: Silero (gated by webrtcvad: robust to noise, the
     # default) or webrtcvad alone (no model at all: line tests, the echo agent, the bridge benchmark).
     vad: Literal["silero", "webrtc"] = "silero"
+
+
+class CascadeServices(BaseModel):
+    """This agent's own services for the cascade engine; a field left out keeps the gateway's `cascade_*`
+    setting. Keys are named by environment variable, so agent files can be committed without secrets."""
+
+    model_config = ConfigDict(extra="forbid")
+    llm_base_url: str | None = None
+    llm_model: str | None = None
+    llm_api_key_env: str | None = None
+    llm_seed: int | None = None
+    stt_base_url: str | None = None
+    stt_model: str | None = None
+    stt_api_key_env: str | None = None
+    tts_base_url: str | None = None
+    tts_model: str | None = None
+    tts_api_key_env: str | None = None
+
+    @model_validator(mode="after")
+    def _keys_present(self) -> CascadeServices:
+        for field in ("llm_api_key_env", "stt_api_key_env", "tts_api_key_env"):
+            name = getattr(self, field)
+            if name is not None and name not in os.environ:
+                raise ValueError(f"cascade.{field}: the environment has no variable {name!r}")
+        return self
+
+    def settings_update(self) -> dict[str, Any]:
+        """The gateway settings this agent overrides, as `Settings.model_copy(update=...)` takes them."""
+        update: dict[str, Any] = {}
+        for field, value in self.model_dump(exclude_none=True).items():
+            if field.endswith("_api_key_env"):
+                update[f"cascade_{field.removesuffix('_env')}"] = SecretStr(os.environ[value])
+            else:
+                update[f"cascade_{field}"] = value
+        return update
 
 
 class AgentConfig(BaseModel):
@@ -109,8 +181,18 @@ class AgentConfig(BaseModel):
     # In PCI mode the arguments of `pci` tools are typed on the keypad (ended by '#'), never spoken, and
     # never reach a transcript, a log, a stored record or the model's context.
     pci_mode: bool = False
+    # Said in PCI mode when a caller reads a card number out (it is redacted before the model, the record
+    # and the logs see it): the agent's reply to those words is cut, and this is said instead.
+    pci_keypad_line: str = "For your security, please don't say card numbers out loud. Type them on your keypad."
+    recording: Recording = Field(default_factory=Recording)
+    # Days a call's data (record, items, tool calls, recording) is kept; the sweeper deletes it after
+    # that. None: kept until deleted through the API.
+    retention_days: float | None = Field(default=None, gt=0)
     # Key -> intent or tool name: a key press acts like the caller asking for it ("press 1 for orders").
     dtmf_menu: dict[str, str] = Field(default_factory=dict)
+    # Engine "cascade": this agent's own STT/LLM/TTS services (e.g. its own fine-tuned model); unset: the
+    # gateway's cascade_* settings.
+    cascade: CascadeServices | None = None
     source: Path | None = None  # the YAML file it came from, to resolve relative handler paths
 
     @model_validator(mode="after")

@@ -22,7 +22,7 @@ from starlette.websockets import WebSocket
 from voxgate.admission import Refusal
 from voxgate.chat_service import chat_completions
 from voxgate.config import Settings
-from voxgate.control import operators, outbound_calls
+from voxgate.control import escalations, operators, outbound_calls, recordings
 from voxgate.control.auth import bearer_token, require_api_key
 from voxgate.control.ephemeral import (
     create_beta_session,
@@ -40,6 +40,7 @@ from voxgate.gateway import Gateway, gateway_of
 from voxgate.observability.logs import guard_credentials
 from voxgate.protocol.dialect import dialect_from_handshake
 from voxgate.protocol.errors import RealtimeError
+from voxgate.server.http_connection import ClientDisconnected
 from voxgate.speech_service import speech, transcriptions
 from voxgate.transports import telnyx, twilio
 from voxgate.transports.realtime_ws import WebSocketCaller, refuse_call, run_websocket_session
@@ -142,7 +143,10 @@ async def not_found(request: Request, exc: Exception) -> Response:
 
 
 async def server_error(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error on %s", request.url.path, exc_info=exc)
+    if isinstance(exc, ClientDisconnected):  # the answer found the client gone (a cancelled turn): not a fault
+        log.debug("%s %s: the client left before the answer", request.method, request.url.path)
+    else:
+        log.exception("unhandled error on %s", request.url.path, exc_info=exc)
     return problem(500, "server_error", "Internal server error.")
 
 
@@ -232,6 +236,8 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> Starlette:
             Route("/v1/realtime/client_secrets/revoke", revoke_client_secret, methods=["POST"]),
             Route("/v1/realtime/sessions", rate_limited(create_beta_session, "client_secrets"), methods=["POST"]),
             *outbound_calls.routes(),
+            *recordings.routes(),
+            *escalations.routes(),
             *operators.routes(),  # calls, stats, cost: the operators' API
             Route("/openapi.json", openapi_json),
             Route("/dashboard", dashboard_page),

@@ -170,6 +170,11 @@ class Settings(BaseSettings):
     ephemeral_ttl_s: int = 60  # a key a browser holds lives this long unless the minting server asks otherwise
     ephemeral_max_ttl_s: int = 600
     key_purge_interval_s: float = Field(default=60.0, gt=0)  # expired keys (spent browser keys, mostly) go this often
+    # Call recordings (agents with `recording.enabled`) are written here as the call goes, one file per call
+    # named by its id. Empty: `data_dir`/recordings.
+    recordings_dir: Path | None = None
+    # How often the retention sweeper deletes recordings and call records past their agent's retention.
+    retention_sweep_interval_s: float = Field(default=300.0, gt=0)
     # RTCIceServer dicts ({"urls": ..., "username": ..., "credential": ...}); empty on a LAN, STUN/TURN elsewhere
     ice_servers: list[dict[str, Any]] = Field(default_factory=list)
     webrtc_connect_timeout_s: float = 15.0  # a peer that has not connected by then is dropped
@@ -281,6 +286,9 @@ class Settings(BaseSettings):
     cascade_connect_timeout_s: float = Field(default=5.0, gt=0)
     cascade_timeout_s: float = Field(default=30.0, gt=0)  # a service silent this long (between bytes) has failed
     cascade_max_retries: int = Field(default=1, ge=0, le=5)  # an LLM request that failed before any token
+    # Sent as the request's `seed` (llama.cpp, vLLM and OpenAI honour it): the same conversation then samples
+    # the same reply, for reproducible tests and incident replays. None: the server draws.
+    cascade_llm_seed: int | None = None
 
     # OpenAI Realtime upstream (engine "openai"). The key stays in the gateway: clients never see it.
     openai_api_key: SecretStr = Field(

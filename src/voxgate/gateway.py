@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,21 +19,27 @@ from starlette.websockets import WebSocket
 
 from voxgate.admission import Admission
 from voxgate.agents import AgentConfig, load_agents
+from voxgate.audio.recording_file import SUFFIXES
 from voxgate.capacity import CallLimit, CallProfile, derive_call_limit, probe_host
 from voxgate.clock import Clock
 from voxgate.config import Settings
 from voxgate.engines.base import Engine
 from voxgate.engines.echo import EchoEngine
 from voxgate.engines.local.vad import GatedVadStream, SileroModel, WebRtcStream
+from voxgate.escalations import EscalationQueue
 from voxgate.observability.cost import CostModel
 from voxgate.observability.tracing import Tracing
+from voxgate.protocol.ids import new_id
 from voxgate.protocol.items import Dialect
+from voxgate.retention import Retention
+from voxgate.session.call_recording import CallRecording, RecordingSummary
 from voxgate.session.listening import VadStream
 from voxgate.session.recorder import CallRecorder
 from voxgate.session.session import Caller, Session
 from voxgate.store.calls import CallStore
 from voxgate.store.database import Database
 from voxgate.store.keys import KeyRecord, KeyStore
+from voxgate.store.recordings import RecordingStore
 from voxgate.tools.registry import ToolRegistry
 from voxgate.transports.media_tokens import MediaTokens
 from voxgate.transports.replay_cache import ReplayCache
@@ -75,6 +82,11 @@ class Gateway:
         # Spans per call, turn and tool call, only when an OTLP endpoint is configured.
         self.tracing = Tracing(settings.otel_endpoint, settings.otel_service_name) if settings.otel_endpoint else None
         self.keys = KeyStore(self.db)
+        self.recordings = RecordingStore(self.db)
+        self.escalations = EscalationQueue()  # hand-offs to a person, for operators (GET /v1/escalations)
+        self.retention = Retention(self.recordings, {a.name: a.retention_days for a in self.agents.values()
+                                                     if a.retention_days is not None},
+                                   settings.retention_sweep_interval_s)
         self.http = httpx.AsyncClient(timeout=settings.tool_timeout_s)
         self.tools = {
             name: ToolRegistry(agent, timeout_s=settings.tool_timeout_s,
@@ -118,6 +130,7 @@ class Gateway:
             log.info("admission: at most %d live calls (derived, bound by %s; set max_calls to override)",
                      limit.calls, limit.bound)
         self._key_purger = asyncio.get_running_loop().create_task(self._purge_keys())
+        self.retention.start()
         if self.settings.sip_port:
             await self._open_sip()
         self.ready = True
@@ -186,6 +199,7 @@ class Gateway:
         self.ready = False
         if self.sip is not None:
             await self.sip.stop()
+        await self.retention.stop()
         if self._key_purger is not None:
             self._key_purger.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -231,6 +245,22 @@ class Gateway:
                 self._engines[name] = engine
             return self._engines[name]
 
+    async def engine_for(self, agent: AgentConfig) -> tuple[str, Engine]:
+        """The engine an agent's calls run on, and its name. A cascade agent with its own services gets an
+        engine of its own (shared by that agent's calls); every other agent shares the named engine."""
+        name = agent.engine or self.settings.engine
+        if name != "cascade" or agent.cascade is None:
+            return name, await self.engine(name)
+        key = f"cascade:{agent.name}"
+        async with self._engine_lock:
+            if key not in self._engines:
+                from voxgate.engines.cascade import CascadeEngine
+
+                engine = CascadeEngine(self.settings.model_copy(update=agent.cascade.settings_update()))
+                await engine.start()
+                self._engines[key] = engine
+            return name, self._engines[key]
+
     def agent(self, name: str | None) -> AgentConfig:
         """The named agent; a call that matches no agent goes to the default one, never refused."""
         if name and name in self.agents:
@@ -263,11 +293,11 @@ class Gateway:
                            session_id: str | None = None, record_metadata: dict[str, Any] | None = None) -> Session:
         """A session for `caller`; `session_id` when the call's id was given out before (an outbound call),
         `record_metadata` added to its call record's metadata."""
-        engine_name = agent.engine or self.settings.engine
-        engine = await self.engine(engine_name)
+        engine_name, engine = await self.engine_for(agent)
         # A call the gateway plays out (phone, browser) is never left silent if a remote engine fails.
         remote = engine_name in ("openai", "cascade")
         fallback = await self.engine("local") if remote and caller.playback.server_side else None
+        session_id = session_id or new_id("sess")
         session = Session(
             agent=agent, engine=engine, tools=self.tools[agent.name], caller=caller, dialect=dialect,
             recorder=CallRecorder(self.calls, engine_name, CostModel(self.settings.prices), owner=owner,
@@ -277,13 +307,36 @@ class Gateway:
             max_message_bytes=self.settings.max_message_bytes, max_item_text_chars=self.settings.max_item_text_chars,
             max_input_buffer_s=self.settings.max_input_buffer_seconds, initial_config=initial_config,
             max_seconds=self.settings.session_max_seconds, audio_lead_ms=self.settings.audio_lead_ms,
-            fallback_engine=fallback, session_id=session_id,
+            fallback_engine=fallback, session_id=session_id, recording=self._recording(agent, session_id),
         )
+        session.escalated = self.escalations.add
         self.sessions[session.id] = session
         return session
 
+    @property
+    def recordings_dir(self) -> Path:
+        return self.settings.recordings_dir or self.settings.data_dir / "recordings"
+
+    def _recording(self, agent: AgentConfig, session_id: str) -> CallRecording | None:
+        """The call's recording, when its agent records (the file is opened with its first block)."""
+        policy = agent.recording
+        if not policy.enabled:
+            return None
+        path = (self.recordings_dir / f"{session_id}{SUFFIXES[policy.format]}").resolve()
+        recording = CallRecording(path, policy.format)
+
+        async def saved(summary: RecordingSummary) -> None:
+            await self.recordings.add(session_id, path=summary.path, format=summary.format,
+                                      duration_s=summary.duration_s, bytes=summary.bytes,
+                                      meta={"silenced": summary.silenced, "consent": summary.consent},
+                                      retention_days=agent.retention_days)
+
+        recording.saved = saved
+        return recording
+
     def session_closed(self, session: Session) -> None:
         self.sessions.pop(session.id, None)
+        self.escalations.call_ended(session.id)
         self._sessions_changed.set()
 
 

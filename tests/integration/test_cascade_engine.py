@@ -196,7 +196,7 @@ async def test_a_caller_who_talks_over_a_cascade_reply_cancels_it(
 async def test_the_llm_gets_the_sessions_instructions_conversation_tools_and_sampling(
         tmp_path: Path, ga_server_events: TypeAdapter[Any]) -> None:
     """What an LLM server receives from the cascade: the session's instructions as the system message, the
-    conversation, the session's tools as chat tools, and its temperature and output-token cap."""
+    conversation, the session's tools as chat tools, its temperature and output-token cap, and the seed set."""
     received: list[dict[str, Any]] = []
 
     async def llm(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -213,7 +213,8 @@ async def test_the_llm_gets_the_sessions_instructions_conversation_tools_and_sam
     server = await asyncio.start_server(llm, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     live = start_server(tmp_path, engine="cascade", default_agent="acme",
-                        cascade_llm_base_url=f"http://127.0.0.1:{port}/v1", cascade_llm_model="my-model")
+                        cascade_llm_base_url=f"http://127.0.0.1:{port}/v1", cascade_llm_model="my-model",
+                        cascade_llm_seed=7)
     try:
         async with client_for(live).realtime.connect(model="gpt-realtime") as conn:
             reader, _ = await configured(conn, ga_server_events, {
@@ -232,3 +233,46 @@ async def test_the_llm_gets_the_sessions_instructions_conversation_tools_and_sam
                                 {"role": "user", "content": "hello"}]
     assert body["tools"][0]["function"]["name"] == "get_order_status"  # the client's, before the agent's
     assert body["tool_choice"] == "auto" and body["max_tokens"] == 40 and body["temperature"] == pytest.approx(0.8)
+    assert body["seed"] == 7
+
+
+async def test_an_agent_with_its_own_services_uses_them_and_the_others_the_gateways(
+        live_server: LiveServer, tmp_path: Path, ga_server_events: TypeAdapter[Any],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`cascade:` in an agent's file: that agent's calls go to its own LLM (its key read from the environment
+    variable the file names); an agent without one uses the gateway's cascade_* services (here, nobody)."""
+    monkeypatch.setenv("OWN_LLM_KEY", live_server.api_key)
+    agents = tmp_path / "agents"
+    agents.mkdir()
+    (agents / "own.yaml").write_text(
+        "name: own\ninstructions: Be brief.\n"
+        f"cascade:\n  llm_base_url: {live_server.base_url}/v1\n  llm_model: acme\n  llm_api_key_env: OWN_LLM_KEY\n")
+    (agents / "plain.yaml").write_text("name: plain\ninstructions: Be brief.\n")
+    gone = f"http://127.0.0.1:{free_port()}/v1"
+    live = start_server(tmp_path, engine="cascade", agents_dir=agents, default_agent="plain",
+                        cascade_llm_base_url=gone, cascade_max_retries=0, cascade_connect_timeout_s=2)
+    try:
+        for agent, answered in (("own", True), ("plain", False)):
+            async with client_for(live).realtime.connect(model="gpt-realtime", extra_query={"agent": agent}) as conn:
+                reader, _ = await configured(conn, ga_server_events, TEXT)
+                await conn.conversation.item.create(item={"type": "message", "role": "user", "content": [
+                    {"type": "input_text", "text": "hello there"}]})
+                await conn.response.create()
+                events: list[dict[str, Any]] = []
+                while not events or events[-1]["type"] != "response.done":
+                    events.append(await reader.next())
+                status = events[-1]["response"]["status"]
+                assert status == ("completed" if answered else "failed"), (agent, events)
+    finally:
+        live.embedded.stop()
+
+
+def test_an_agent_file_naming_a_key_variable_that_is_not_set_is_refused(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from voxgate.agents import load_agent
+
+    path = tmp_path / "own.yaml"
+    path.write_text("name: own\ncascade:\n  llm_api_key_env: VOXGATE_NO_SUCH_VARIABLE\n")
+    with pytest.raises(ValidationError, match="VOXGATE_NO_SUCH_VARIABLE"):
+        load_agent(path)

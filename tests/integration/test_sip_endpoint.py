@@ -18,6 +18,7 @@ from typing import cast
 import pytest
 
 from tests.conftest import ErrorRecords
+from tests.sipp_caller import free_port
 from voxgate.sip.digest import DigestClient, pick_challenge
 from voxgate.sip.endpoint import SipEndpoint
 from voxgate.sip.headers import NameAddress, Via, new_branch
@@ -28,12 +29,6 @@ from voxgate.sip.uri import parse_uri
 SIPP = "/usr/bin/sipp"  # Debian sip-tester
 SCENARIOS = Path(__file__).parent.parent / "data" / "sip" / "sipp"
 TORTURE = Path(__file__).parent.parent / "data" / "sip" / "rfc4475"
-
-
-def free_port(kind: int = socket.SOCK_DGRAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def sipp(*args: str) -> tuple[int, str]:

@@ -3,7 +3,10 @@ back as text from /v1/audio/transcriptions, in every format; bad requests get a 
 
 from __future__ import annotations
 
+import asyncio
 import io
+import json
+import logging
 import wave
 
 import httpx
@@ -111,3 +114,26 @@ def test_requests_beyond_the_waiting_room_are_turned_away() -> None:
         with pytest.raises(Busy), service.turn():
             pass
     assert not service.full
+
+
+async def test_a_client_that_leaves_before_the_answer_is_no_server_error(
+        live_server: LiveServer, caplog: pytest.LogCaptureFixture) -> None:
+    """A cascade whose turn was cancelled hangs up on its speech request: the answer finds nobody, which is
+    logged as the client's leaving, not as an unhandled server error with a traceback."""
+    body = json.dumps({"model": "tts-1", "voice": "alloy", "input": SENTENCE * 3}).encode()
+    host, port = live_server.base_url.removeprefix("http://").split(":")
+    with caplog.at_level(logging.DEBUG, logger="voxgate"):
+        _, writer = await asyncio.open_connection(host, int(port))
+        writer.write(f"POST /v1/audio/speech HTTP/1.1\r\nhost: {host}:{port}\r\n".encode()
+                     + b"content-type: application/json\r\n"
+                     + f"authorization: Bearer {live_server.api_key}\r\ncontent-length: {len(body)}\r\n\r\n".encode()
+                     + body)
+        await writer.drain()
+        writer.close()  # gone before the voice is rendered
+        for _ in range(600):  # until the gateway has tried to answer (the voice renders in well under 60 s)
+            if any("the client has gone" in r.getMessage() for r in caplog.records):
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError(f"the gateway never finished the request: {[r.getMessage() for r in caplog.records]}")
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text

@@ -67,6 +67,16 @@ def test_crlf_events_comments_and_a_body_that_ends_without_done() -> None:
     assert stream.close() == [StreamDone("stop")]
 
 
+def test_a_name_repeated_in_every_delta_is_one_name() -> None:
+    """llama-cpp-python's streamed tool call repeats the full name (and the id) in every delta."""
+    again = {"index": 0, "id": "call_x", "type": "function", "function": {"name": "get_order_status"}}
+    body = sse(*(delta(tool_calls=[{**again, "function": {**again["function"], "arguments": piece}}])
+                 for piece in ['{"order_id"', ': "4567"}']),
+               {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}, "[DONE]")
+    assert ChatStream().feed(body) == [ToolCallDone("call_x", "get_order_status", '{"order_id": "4567"}'),
+                                       StreamDone("tool_calls")]
+
+
 @pytest.mark.parametrize(("body", "message"), [
     (b"data: not json\n\n", "not JSON"),
     (sse({"error": {"message": "model overloaded"}}), "model overloaded"),
@@ -135,6 +145,7 @@ def test_the_conversation_as_chat_messages() -> None:
     assert [m["role"] for m in messages] == ["system", "user", "assistant", "tool", "tool", "user", "assistant"]
     assert [c["id"] for c in messages[2]["tool_calls"]] == ["c1", "c2"]
     assert messages[2]["tool_calls"][1]["function"]["arguments"] == "{}"
+    assert messages[2]["content"] == ""  # not null, not absent: llama-cpp-python's server takes neither
     assert messages[5]["content"].startswith("(A tool answered")
 
 

@@ -22,7 +22,8 @@ from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[2]
 bench_pipecat = Path("bench", "pipecat")
-PROJECTS = [ROOT, ROOT / bench_pipecat]  # voxgate, and the Pipecat side of the bridge benchmark
+# voxgate, the Pipecat side of the bridge benchmark, and the llama.cpp server the cascade is tested against
+PROJECTS = [ROOT, ROOT / bench_pipecat, ROOT / "tests" / "llama"]
 
 
 def _uv_check(project: Path) -> subprocess.CompletedProcess[str]:

@@ -17,7 +17,9 @@ from voxgate.tools.redaction import (
     OFFLOAD_CHARS,
     SSN_MASK,
     fold,
+    holds_card,
     luhn_valid,
+    mask_cards,
     private_value,
     redact,
     redact_offloaded,
@@ -434,3 +436,37 @@ def test_a_window_that_takes_only_the_start_of_a_card_does_not_expose_the_rest()
     assert luhn_valid("1" * 12 + "4111")
     text = "1 " * 12 + "4111 1111 1111 1111"
     assert redact(text) == ("**** **** **** 1111", 1)
+
+
+# -- card numbers said as words -------------------------------------------------------------------
+
+@pytest.mark.parametrize(("said", "masked"), [
+    ("my card is four one one one one one one one one one one one one one one one thanks",
+     "my card is **** **** **** 1111 thanks"),
+    ("Four, one, one, one. One, one, one, one. One, one, one, one. One, one, one, one.", "**** **** **** 1111."),
+    ("it's 4 one one one 1111 one one one one 1111", "it's **** **** **** 1111"),
+    ("five five five five five five five five five five five five five five five five five five five five",
+     "five five five five five five five five five five five five five five five five five five five five"),
+    ("my visa is four one one one one one one one one one", "my visa is **** **** **** 1111"),  # labelled: 10 digits
+    ("order four five six seven please", "order four five six seven please"),
+    ("call me at five five five one two three four", "call me at five five five one two three four"),
+])
+def test_card_numbers_said_as_words_are_masked(said: str, masked: str) -> None:
+    assert redact(said)[0] == masked
+    assert redact(masked) == (masked, 0)  # idempotent
+    assert mask_cards(said)[0] == masked
+    assert holds_card(said) == (masked != said)
+
+
+def test_mask_cards_leaves_ssns_and_emails_for_the_tools_that_need_them() -> None:
+    typed = "email jane@example.com card 4111 1111 1111 1111 ssn 123-45-6789"
+    assert mask_cards(typed) == ("email jane@example.com card **** **** **** 1111 ssn 123-45-6789", 1)
+
+
+@given(st.lists(st.sampled_from(["zero", "oh", "one", "two", "four", "nine", "1", "11", ",", "-", "card", "and"]),
+                max_size=40))
+def test_spoken_redaction_is_idempotent_and_leaves_no_luhn_card(words: list[str]) -> None:
+    text = " ".join(words)
+    once = redact(text)[0]
+    assert redact(once)[0] == once
+    assert not holds_card(once)

@@ -80,7 +80,7 @@ def seed_config(gateway: Gateway, agent_name: str | None = None, model: str | No
 
 async def _voices(gateway: Gateway, agent_name: str | None = None) -> set[str] | None:
     agent = gateway.agent(agent_name)
-    engine = await gateway.engine(agent.engine or gateway.settings.engine)
+    _, engine = await gateway.engine_for(agent)
     return set(engine.voices()) or None
 
 

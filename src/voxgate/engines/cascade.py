@@ -172,6 +172,8 @@ class CascadeEngine(Engine):
         if s.cascade_llm_model:
             body["model"] = s.cascade_llm_model
         body["temperature"] = request.temperature
+        if s.cascade_llm_seed is not None:
+            body["seed"] = s.cascade_llm_seed
         if request.max_output_tokens is not None:
             body["max_tokens"] = request.max_output_tokens
         if request.tools and request.tool_choice != "none":

@@ -86,7 +86,9 @@ def chat_messages(instructions: str, history: Iterable[HistoryEntry]) -> list[di
                     and not last.get("content"):
                 last["tool_calls"].append(call)
             else:
-                messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+                # Empty, not null: OpenAI takes either, but llama-cpp-python's server refuses null and its
+                # function-calling template fails on a message without content.
+                messages.append({"role": "assistant", "content": "", "tool_calls": [call]})
             called.add(entry.call_id)
         elif entry.kind == "function_call_output":
             if entry.call_id in called:
@@ -203,8 +205,11 @@ class ChatStream:
             pending.call_id = str(call["id"])
         function = call.get("function") or {}
         if isinstance(function, dict):
-            if function.get("name"):
-                pending.name += str(function["name"])
+            name = function.get("name")
+            # OpenAI and vLLM send the name once; llama-cpp-python repeats the whole name in every delta.
+            # Names do not stream in pieces in practice, but a fragment that differs is still appended.
+            if name and str(name) != pending.name:
+                pending.name += str(name)
             if isinstance(function.get("arguments"), str):
                 pending.arguments.append(function["arguments"])
 

@@ -14,6 +14,10 @@ TOOL_CALLS = Counter("voxgate_tool_calls_total", "Gateway tool calls", ["tool", 
 TOOL_SECONDS = Histogram("voxgate_tool_seconds", "Gateway tool call duration")
 INTERRUPTIONS = Counter("voxgate_interruptions_total", "Barge-ins (caller spoke over the agent)")
 ESCALATIONS = Counter("voxgate_escalations_total", "Calls handed to a human")
+RECORDING_BLOCKS_DROPPED = Counter("voxgate_recording_blocks_dropped_total",
+                                   "Half-second blocks of call recordings dropped: the disk fell a minute behind")
+PCI_SPOKEN_CARDS = Counter("voxgate_pci_spoken_cards_total",
+                           "Card numbers callers said aloud (redacted before the model; told to use the keypad)")
 AUDIO_DROPPED = Counter("voxgate_audio_deltas_dropped_total", "Audio deltas dropped for a peer that did not read")
 BUFFER_OVERFLOWS = Counter("voxgate_buffer_overflows_total", "Sessions closed because the peer stopped reading")
 FIRST_RESPONSE_SECONDS = Histogram(

@@ -16,6 +16,8 @@ from voxgate.protocol.items import Dialect, ga_content_type
 from voxgate.protocol.json_text import parse_json
 from voxgate.protocol.session_config import check_modalities, check_tool_choice, check_tools
 
+DTMF_KEYS = frozenset("0123456789*#ABCD")  # a telephone keypad's keys (RFC 4733 events 0-15)
+
 
 @dataclass(frozen=True)
 class ClientEvent:
@@ -102,6 +104,14 @@ class OutputAudioBufferClear(ClientEvent):
     pass
 
 
+@dataclass(frozen=True)
+class InputAudioBufferDtmfEvent(ClientEvent):
+    """voxgate's own: a key the caller pressed on a page's keypad (a browser call has no carrier to report
+    one), the counterpart of the server's `input_audio_buffer.dtmf_event_received`."""
+
+    event: str  # one of 0-9 * # A-D
+
+
 WIRE_TYPES: dict[type[ClientEvent], str] = {
     SessionUpdate: "session.update",
     TranscriptionSessionUpdate: "transcription_session.update",
@@ -115,6 +125,7 @@ WIRE_TYPES: dict[type[ClientEvent], str] = {
     ResponseCreate: "response.create",
     ResponseCancel: "response.cancel",
     OutputAudioBufferClear: "output_audio_buffer.clear",
+    InputAudioBufferDtmfEvent: "input_audio_buffer.dtmf_event",
 }
 
 
@@ -192,6 +203,13 @@ def _parse(d: dict[str, Any], dialect: Dialect, eid: str | None, max_item_chars:
         case "input_audio_buffer.clear":
             _fields(d, set())
             return InputAudioBufferClear(eid)
+        case "input_audio_buffer.dtmf_event":
+            _fields(d, {"event"})
+            key = _required_str(d, "event")
+            if len(key) != 1 or key not in DTMF_KEYS:
+                raise RealtimeError("invalid_value", "'event' must be one keypad key: 0-9, *, # or A-D.",
+                                    param="event")
+            return InputAudioBufferDtmfEvent(eid, key)
         case "conversation.item.create":
             _fields(d, {"item", "previous_item_id"})
             prev = d.get("previous_item_id")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -159,6 +159,7 @@ class Listening:
         self._idle_since_ms: float | None = None  # stream time the line went quiet after the agent spoke
         self._quiet_frames = 0
         self._speculation: asyncio.Task[str | None] | None = None
+        self.tap: Callable[[np.ndarray, int], None] | None = None  # hears every decoded frame (the recording)
 
     # -- what the session tells it ----------------------------------------------------------------
 
@@ -216,6 +217,8 @@ class Listening:
             raise RealtimeError("invalid_audio", str(exc), param="audio") from exc
         if not pcm.size:
             return None
+        if self.tap is not None:
+            self.tap(pcm, self._rate)
         buffer = self._buffer
         buffer.wire.extend(data)
         buffer.pcm.append(pcm)

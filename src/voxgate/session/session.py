@@ -29,14 +29,17 @@ from voxgate.protocol.errors import RealtimeError
 from voxgate.protocol.ids import new_id
 from voxgate.protocol.items import ContentPart, Dialect, Item
 from voxgate.protocol.session_config import SessionConfig, default_turn_detection
+from voxgate.session.call_recording import CallRecording
+from voxgate.session.consent import Consent
 from voxgate.session.conversation import Conversation
+from voxgate.session.handoff import Handoff, handoff_of
 from voxgate.session.keypad import Keypad, KeyPress
 from voxgate.session.listening import STT_RATE, Listening, Utterance, VadStream
 from voxgate.session.outbound import Outbound
 from voxgate.session.playback import PlaybackTracker
 from voxgate.session.recorder import CallRecorder, CallSummary
 from voxgate.session.response import ResponseRun, ResponseSettings
-from voxgate.tools.redaction import redact, redact_offloaded
+from voxgate.tools.redaction import holds_card, redact, redact_offloaded
 from voxgate.tools.registry import ToolContext, ToolRegistry, ToolResult
 
 log = logging.getLogger("voxgate.session")
@@ -83,6 +86,7 @@ class Session:
         fallback_engine: Engine | None = None,
         session_id: str | None = None,
         initial_config: dict[str, Any] | None = None,
+        recording: CallRecording | None = None,
     ) -> None:
         self.id = session_id or new_id("sess")
         self.agent = agent
@@ -123,6 +127,19 @@ class Session:
                                    barge_in_min_speech_ms=agent.turn_taking.barge_in_min_speech_ms,
                                    max_buffer_ms=max_input_buffer_s * 1000)
         self._transcriptions: dict[str, asyncio.Task[None]] = {}
+        # The call's audio on disk (the agent's `recording`), the caller's consent to it, and whether an
+        # operator marked the present span sensitive (silenced in the recording, like a PCI entry).
+        self.recording = recording
+        self.consent = Consent(agent.recording) if recording is not None else None
+        self.marked_sensitive = False
+        self._greet_after_consent = False
+        self._discarding: asyncio.Task[None] | None = None  # a declined recording being deleted
+        self.handoff: Handoff | None = None  # the latest hand-off to a person, once there is one
+        self.caller_id: str | None = None  # who is calling (a number, an address), for the hand-off card
+        self.escalated: Callable[[Handoff], None] | None = None  # told of each hand-off (the gateway's queue)
+        if recording is not None:
+            recording.sensitive = self.recording_silenced
+            self.listening.tap = recording.caller
         self._tasks: set[asyncio.Task[Any]] = set()
         self._pending_actions: list[Callable[[], Coroutine[Any, Any, None]]] = []
         self.turn_ended_at: float | None = None  # monotonic time the caller's last turn ended
@@ -139,11 +156,21 @@ class Session:
     async def start(self, *, greet: bool = False, caller_id: str | None = None) -> None:
         metrics.SESSIONS_STARTED.labels(self.caller.transport).inc()
         metrics.SESSIONS_ACTIVE.inc()
+        self.caller_id = caller_id
         if self.recorder:
             self.recorder.start_call(self.id, agent=self.agent.name, transport=self.caller.transport,
                                      dialect=self.dialect, caller=caller_id, model=self.config.model)
         self.emit(se.SessionCreated(session=self.config))
-        if greet:
+        if self.consent is not None:  # recorded: the notice comes before anything else, on every transport
+            policy = self.agent.recording
+            lines = [policy.notice]
+            if self.consent.pending:
+                lines.append(policy.consent_prompt)
+                self._greet_after_consent = greet
+            elif greet:
+                lines += [x for x in (self.agent.disclosure, self.agent.greeting) if x]
+            self.say(" ".join(lines))
+        elif greet:
             lines = [x for x in (self.agent.disclosure, self.agent.greeting) if x]
             if lines:
                 self.say(" ".join(lines))
@@ -170,6 +197,12 @@ class Session:
         if self.outbound.overflowed:
             status = "dropped"
             metrics.BUFFER_OVERFLOWS.inc()
+        if self._discarding is not None:
+            await asyncio.shield(self._discarding)
+        if self.recording is not None:
+            self.record_metadata["recording"] = await self._finish_recording()
+        elif self.consent is not None:
+            self.record_metadata["recording"] = {"consent": self.consent.record()}
         if self.recorder:
             await self.recorder.end_call(CallSummary(
                 status=status, outcome=self.outcome, end_reason=self.end_reason,
@@ -189,6 +222,8 @@ class Session:
         """Queue an audio delta; False when the queue dropped it (a client that does not read)."""
         dropped = self.outbound.dropped_audio_events
         sent = self.outbound.put_audio(event)
+        if sent and self.recording is not None and not self.caller.playback.server_side:
+            self.recording.agent(event.pcm, event.format.rate)  # a WebSocket client plays it: what was sent
         if self.outbound.dropped_audio_events != dropped:  # full; a cut response's audio is no loss
             metrics.AUDIO_DROPPED.inc()
         return sent
@@ -245,11 +280,16 @@ class Session:
                 self.conversation.delete(item_id)
                 self.emit(se.ConversationItemDeleted(item_id=item_id))
             case ce.ResponseCreate(response=params):
+                if self.consent is not None and self.consent.pending:
+                    raise RealtimeError("consent_pending", "The caller has not yet answered the recording "
+                                        "consent question; the agent answers nothing else until they do.")
                 self.create_response(params)
             case ce.ResponseCancel(response_id=response_id):
                 await self._cancel_by_client(response_id)
             case ce.OutputAudioBufferClear():
                 await self._clear_output_buffer()
+            case ce.InputAudioBufferDtmfEvent(event=key):
+                self.dtmf_received(key)  # a page's keypad: PCI entry and menus as on a phone
 
     def _voices(self) -> set[str]:
         return set(self.engine.voices())
@@ -312,6 +352,9 @@ class Session:
         self.latency.speech_ended(self.listening.stream_ms - self.listening.speech_ended_ms)
         td = self.config.turn_detection or {}
         item = self._commit(manual=False, item_id=item_id)
+        if item is not None and self.consent is not None and self.consent.pending:
+            self._hear_consent(item)
+            return
         if item is not None and td.get("create_response", True) and self._response is None:
             self.create_response(ce.ResponseParams())
 
@@ -402,6 +445,8 @@ class Session:
             # What the caller said about cards, SSNs or emails reaches no client, brain or record.
             shown = await redact_offloaded(text)
             item.content[0].transcript = shown
+            if self.agent.pci_mode and shown != text and holds_card(text):
+                self._keypad_please()
             if self.config.transcription is not None:
                 if shown:
                     self.emit(se.ConversationItemInputAudioTranscriptionDelta(item_id=item.id, content_index=0,
@@ -523,6 +568,7 @@ class Session:
             self.outcome = "escalated"
             self.end_reason = f"transferred: {self.end_reason or 'engine failure'}"
             metrics.ESCALATIONS.inc()
+            self._hand_off("the agent's engine failed")
             self._after_response(lambda: self.caller.transfer(target, "the agent's engine failed"))
 
     def create_response(self, params: ce.ResponseParams, say: str | None = None,
@@ -597,7 +643,16 @@ class Session:
         self.outcome = "escalated"
         self.end_reason = f"transferred: {reason}"
         metrics.ESCALATIONS.inc()
+        self._hand_off(reason)
         self._after_response(lambda: self.caller.transfer(target, reason))
+
+    def _hand_off(self, reason: str) -> None:
+        """Who is calling and why, for the person taking over (the escalation queue, a SIP whisper)."""
+        self.handoff = handoff_of(call_id=self.id, agent=self.agent.name, transport=self.caller.transport,
+                                  caller=self.caller_id, reason=reason, items=self.conversation.visible(),
+                                  owner=self.recorder.owner if self.recorder else None)
+        if self.escalated is not None:
+            self.escalated(self.handoff)
 
     async def hang_up(self, reason: str) -> None:
         reason = redact(reason)[0]
@@ -649,6 +704,12 @@ class Session:
 
     def dtmf_received(self, digit: str) -> None:
         """A key press from the caller (phones): a PCI digit, a menu choice, or just an event for the client."""
+        if self.consent is not None and self.consent.pending:
+            self.emit(se.InputAudioBufferDtmfEventReceived(event=digit, received_at=int(time.time())))
+            verdict = self.consent.key(digit)
+            if verdict is not None:
+                self._consent_given(verdict)
+            return
         press = self.keypad.press(digit, self.agent.dtmf_menu)
         if press is KeyPress.TYPED:
             return  # a PCI digit: no event, item, log line or record ever holds it
@@ -675,6 +736,101 @@ class Session:
         task = asyncio.get_running_loop().create_task(respond())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    # -- recording and consent ---------------------------------------------------------------------
+
+    def recording_silenced(self) -> bool:
+        """Whether the recording hears silence now: a PCI value being typed, or a span marked sensitive."""
+        return self.keypad.entry is not None or self.marked_sensitive
+
+    def mark_sensitive(self, sensitive: bool) -> None:
+        """An operator (the control API) marks what follows sensitive, or ends the span."""
+        self.marked_sensitive = sensitive
+
+    def _keypad_please(self) -> None:
+        """The caller read a card number out: whatever the agent was about to say to it is cut, and the
+        caller is asked to use the keypad instead (the number itself was redacted before anyone saw it)."""
+        metrics.PCI_SPOKEN_CARDS.inc()
+
+        async def ask() -> None:
+            response = self._response
+            if response is not None or self.agent_audible():
+                await self._silence_agent("turn_detected")
+            if response is not None and response.task is not None:
+                await asyncio.wait([response.task], timeout=1.0)
+                await asyncio.sleep(0)  # its done-callback clears `_response`
+            if not self.closed:
+                self.say(self.agent.pci_keypad_line)
+
+        self._spawn(ask())
+
+    def _hear_consent(self, item: Item) -> None:
+        """The caller's turn while consent is awaited: its words (once transcribed) are the answer."""
+
+        async def hear() -> None:
+            transcription = self._transcriptions.get(item.id)
+            if transcription is not None:
+                await asyncio.gather(transcription, return_exceptions=True)
+            if self.closed or self.consent is None or not self.consent.pending:
+                return
+            heard = item.content[0].transcript if item.content else None
+            verdict = self.consent.heard(heard or "")
+            if verdict is not None:
+                self._consent_given(verdict)
+            else:
+                self._say_after(self.agent.recording.consent_prompt)
+
+        task = asyncio.get_running_loop().create_task(hear())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _consent_given(self, agreed: bool) -> None:
+        policy = self.agent.recording
+        if agreed:
+            lines = [policy.agreed_line, *([self.agent.greeting] if self._greet_after_consent and self.agent.greeting
+                                          else [])]
+            self._say_after(" ".join(lines))
+            return
+        recording, self.recording = self.recording, None
+        self.listening.tap = None
+        if recording is not None:  # no recording without a yes: what was taken while asking goes
+            # Not one of the call's tasks, which close() cancels: the file must go even if the caller hangs up.
+            self._discarding = asyncio.get_running_loop().create_task(recording.discard())
+        if policy.on_decline == "continue":
+            self._say_after(policy.declined_line)
+            return
+        self.end_reason = "recording consent declined"
+        self._say_after(f"{policy.declined_line} {self.agent.goodbye}",
+                        then=lambda: self.caller.hang_up("recording consent declined"))
+
+    def _say_after(self, text: str, then: Callable[[], Coroutine[Any, Any, None]] | None = None) -> None:
+        """Say `text` once the agent is quiet (the question may still be playing), then do `then`."""
+
+        async def say() -> None:
+            response = self._response
+            if response is not None and response.task is not None:
+                await asyncio.wait([response.task])
+                await asyncio.sleep(0)  # its done-callback clears `_response`
+            if self.closed:
+                return
+            self.say(text)
+            if then is not None:
+                self._after_response(then)
+
+        self._spawn(say())
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _finish_recording(self) -> dict[str, Any]:
+        assert self.recording is not None
+        consent = self.consent.record() if self.consent is not None else None
+        if consent is not None and consent["by"] == "voice" and consent["answer"]:
+            consent["answer"] = redact(consent["answer"])[0]
+        summary = await self.recording.save(consent)
+        return {**summary.as_metadata(), "consent": consent}
 
     def note_first_response(self) -> None:
         """Called by a response when its first audio (or text) leaves: the turn latency KPI."""

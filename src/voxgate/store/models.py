@@ -152,6 +152,22 @@ class ToolCall(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class Recording(Base):
+    """A call's audio file on disk (the agent's `recording`), until its retention ends or it is deleted."""
+
+    __tablename__ = "recordings"
+
+    call_id: Mapped[str] = mapped_column(sa.String, sa.ForeignKey("calls.id", ondelete="CASCADE"), primary_key=True)
+    path: Mapped[str] = mapped_column(sa.String)  # the file, absolute
+    format: Mapped[str] = mapped_column(sa.String)  # opus | wav
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    duration_s: Mapped[float] = mapped_column(sa.Float)
+    bytes: Mapped[int] = mapped_column(sa.Integer)
+    # The silenced spans ([start_s, end_s]) and the caller's consent, as the call record has them.
+    meta: Mapped[Any] = mapped_column("metadata", JSONValue, nullable=True)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)  # None: kept until deleted
+
+
 class AuditEvent(Base):
     """Who did what to which subject. Never holds a secret."""
 

@@ -14,6 +14,11 @@ Whisper adds: "4,111,111,111,111,111", "4111.1111.1111.1111"), in any script's d
 (full-width "４１１１", Arabic-Indic, Devanagari...). Every such character is folded to its ASCII
 counterpart one for one, so positions in the folded text are positions in the original.
 
+Card numbers said as words ("four one one one, one one one one...", "oh" for zero), as speech recognition
+often writes a number read out digit by digit, are read the same way: a run of digit words (and digit
+groups) holding a Luhn-valid 13-19 digit window is masked as "**** **** **** 1111", and after a card label
+any nine or more.
+
 Card numbers are masked only when their Luhn check passes, so order ids, phone numbers and dates stay
 readable; a random 13-19 digit number still passes Luhn one time in ten and is masked, which is the
 price of never letting a real card through. SSNs are nine digits grouped 3-2-4 with one separator
@@ -34,8 +39,8 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["EMAIL_MASK", "OFFLOAD_CHARS", "SSN_MASK", "fold", "luhn_valid", "mask_card", "private_value", "redact",
-           "redact_offloaded", "redact_value"]
+__all__ = ["EMAIL_MASK", "OFFLOAD_CHARS", "SSN_MASK", "fold", "holds_card", "luhn_valid", "mask_card", "mask_cards",
+           "private_value", "redact", "redact_offloaded", "redact_value"]
 
 SSN_MASK = "***-**-****"
 EMAIL_MASK = "[email redacted]"
@@ -289,6 +294,63 @@ def _number_spans(text: str, folded: str, last_four: bool) -> list[tuple[int, in
     return spans
 
 
+# -- card numbers said as words ----------------------------------------------------------------------
+
+_DIGIT_WORDS = {"zero": "0", "oh": "0", "o": "0", "one": "1", "two": "2", "three": "3", "four": "4",
+                "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9"}
+_SPOKEN_TOKEN = r"\b(?:zero|oh|one|two|three|four|five|six|seven|eight|nine|o|[0-9]+)\b"
+# A run of digit words and digit groups, joined by spaces, commas, hyphens or full stops.
+_SPOKEN_RUN = re.compile(rf"{_SPOKEN_TOKEN}(?:[\s,.\-]{{1,3}}{_SPOKEN_TOKEN})+", re.IGNORECASE)
+_SPOKEN_PIECE = re.compile(_SPOKEN_TOKEN, re.IGNORECASE)
+_ANY_DIGIT_WORD = re.compile(r"\b(?:zero|oh|one|two|three|four|five|six|seven|eight|nine)\b", re.IGNORECASE)
+
+
+def _spoken_card_spans(text: str) -> list[tuple[int, int, str]]:
+    """Card numbers in runs that hold at least one digit word (pure digit runs are `_number_spans`')."""
+    spans: list[tuple[int, int, str]] = []
+    for run in _SPOKEN_RUN.finditer(text):
+        pieces = [(m.start(), m.end(), _DIGIT_WORDS.get(m.group().lower(), m.group()))
+                  for m in _SPOKEN_PIECE.finditer(text, run.start(), run.end())]
+        if not any(not p[2].isdigit() or p[2] != text[p[0]:p[1]] for p in pieces):
+            continue  # digits only: the numeric pass reads those
+        digits = "".join(p[2] for p in pieces)
+        if len(digits) < _LABELLED_CARD_MIN_DIGITS:
+            continue
+        labelled = _CARD_MENTION.search(text, max(0, run.start() - 40), run.start()) is not None
+        if labelled:
+            spans.append((pieces[0][0], pieces[-1][1], mask_card(digits)))
+            continue
+        ends = list(itertools.accumulate(len(p[2]) for p in pieces))
+        taken = -1  # the last piece inside a masked window
+        for i in range(len(pieces)):
+            if i <= taken:
+                continue
+            before = ends[i - 1] if i else 0
+            for j in range(len(pieces) - 1, i - 1, -1):  # the longest window from piece i
+                size = ends[j] - before
+                if _MIN_CARD_DIGITS <= size <= _MAX_CARD_DIGITS and luhn_valid(digits[before:ends[j]]):
+                    spans.append((pieces[i][0], pieces[j][1], mask_card(digits[before:ends[j]])))
+                    taken = j
+                    break
+    return spans
+
+
+def holds_card(text: str) -> bool:
+    """Does `text` hold a card number (in digits or in words) that redaction would mask?"""
+    return mask_cards(text)[1] > 0
+
+
+def mask_cards(text: str) -> tuple[str, int]:
+    """Mask card numbers only (in digits or words), leaving SSNs and emails: what a caller typed or said
+    must not reach the model with a card in it, while an email they gave a tool still may."""
+    spans = _spoken_card_spans(text) if _ANY_DIGIT_WORD.search(text) else []
+    if spans:
+        text = _splice(text, spans)
+    folded = fold(text)
+    cards = [span for span in _number_spans(text, folded, True) if span[2] != SSN_MASK]
+    return (_splice(text, cards) if cards else text), len(spans) + len(cards)
+
+
 # -- emails ----------------------------------------------------------------------------------------
 
 # An email address must stand alone: no address character just before it, nor just after it (a full
@@ -327,6 +389,11 @@ def _splice(text: str, spans: list[tuple[int, int, str]]) -> str:
 
 def _redact_once(text: str, last_four: bool) -> tuple[str, int]:
     count = 0
+    if _ANY_DIGIT_WORD.search(text):
+        spoken = _spoken_card_spans(text)
+        if spoken:
+            text = _splice(text, [(s, e, m if last_four else _CARD_MASK_HIDDEN) for s, e, m in spoken])
+            count += len(spoken)
     folded = fold(text)
     spans = _number_spans(text, folded, last_four)
     if spans:

@@ -37,6 +37,8 @@ __all__ = ["AudioOutput", "LineEncoder"]
 
 log = logging.getLogger("voxgate.transports")
 
+SILENCE_RATE = 16000  # a silent frame's rate, for the recording (which mixes at this rate)
+
 
 class LineEncoder(Protocol):
     """The session's PCM in the line's bytes (G.711, L16, PCM16 at the track's rate)."""
@@ -51,6 +53,10 @@ class LineEncoder(Protocol):
         """Forget any state (a barge-in cut the stream)."""
         ...
 
+    def decode(self, payload: bytes) -> tuple[npt.NDArray[np.int16], int]:
+        """A frame of the line's bytes back as PCM and its rate: the recording hears what the caller did."""
+        ...
+
 
 class AudioOutput:
     def __init__(self, playout: Playout, encoder: LineEncoder, playback: PlaybackTracker) -> None:
@@ -59,6 +65,7 @@ class AudioOutput:
         self.session: Session | None = None  # set by the transport once the call's session is open
         self.ready = asyncio.Event()  # set when audio is queued (a non-continuous sender waits on it)
         self._audio_responses: set[str] = set()  # responses that announced output_audio_buffer.started
+        self._silence = np.zeros(int(SILENCE_RATE * playout.frame_ms / 1000), dtype=np.int16)
         playback.line = playout
         playout.on_item_heard = playback.heard_from
 
@@ -108,6 +115,12 @@ class AudioOutput:
 
     def pop(self) -> Frame | None:
         frame = self.playout.pop()
+        session = self.session
+        if session is not None and session.recording is not None:
+            if frame is not None:
+                session.recording.agent(*self.encoder.decode(frame.payload))
+            elif self.playout.continuous:  # the line's silence keeps the agent's side on time
+                session.recording.agent(self._silence, SILENCE_RATE)
         if self.playout.stopped:
             self._report_stopped()
         return frame

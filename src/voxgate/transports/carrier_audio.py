@@ -78,6 +78,14 @@ class CarrierAudio:
             return g711.alaw_encode(pcm)
         return pcm.astype(">i2").tobytes()
 
+    def decode(self, payload: bytes) -> tuple[npt.NDArray[np.int16], int]:
+        """A frame we sent, back as PCM at the carrier's rate (what the caller heard, for the recording)."""
+        if self.outbound == "pcmu":
+            return g711.ulaw_decode(payload), self.outbound_rate
+        if self.outbound == "pcma":
+            return g711.alaw_decode(payload), self.outbound_rate
+        return np.frombuffer(payload, dtype=">i2").astype(np.int16), self.outbound_rate
+
     def inbound_silence(self, ms: float) -> bytes:
         """Silence in the carrier's inbound codec, to stand in for chunks that never came."""
         return _SILENCE[self.inbound] * int(self.inbound_rate * ms / 1000)

@@ -85,7 +85,9 @@ class CarrierApiError(Exception):
 class CarrierControl(Protocol):
     """The carrier's REST commands for one call."""
 
-    async def transfer(self, target: str) -> None: ...
+    async def transfer(self, target: str, whisper: str | None = None) -> None:
+        """Move the call to `target`; `whisper`: what the person hears first, where the carrier allows it."""
+        ...
 
     async def hang_up(self) -> None: ...
 
@@ -446,8 +448,10 @@ class CarrierCall:
             return
         assert self.control is not None
         await self._until_heard()
+        session = self.session  # warm: the person first hears who is calling and why, where the carrier allows
+        handoff = session.handoff if session is not None and session.agent.escalation.warm else None
         try:
-            await self.control.transfer(target)
+            await self.control.transfer(target, handoff.whisper() if handoff is not None else None)
         except CarrierApiError as exc:
             log.error("%s: transfer failed: %s", self.name, exc)
             return

@@ -96,10 +96,13 @@ class RtpLine(asyncio.DatagramProtocol):
         self.rtcp_transport: asyncio.DatagramTransport | None = None
         self.local: Address = ("", 0)
         self.last_heard = 0.0
+        self._loop: asyncio.AbstractEventLoop  # set by open()
 
     async def open(self, host: str) -> Address:
         """Bind the call's ports (RTP even, RTCP above it unless muxed). Raises PortsExhausted."""
-        loop = asyncio.get_running_loop()
+        # Kept: on Python 3.11 each asyncio.get_running_loop() is a getpid() system call (its fork check),
+        # and a line hears 50 packets a second.
+        loop = self._loop = asyncio.get_running_loop()
         rtp_sock, rtcp_sock = self.ports.bind(host, rtcp=not self.media.rtcp_mux)
         self.local = rtp_sock.getsockname()[:2]
         try:
@@ -193,7 +196,7 @@ class RtpLine(asyncio.DatagramProtocol):
             return
         try:
             plain = self.srtp.unprotect_rtcp(data) if self.srtp is not None else data
-            self.rtcp.receive(plain, asyncio.get_running_loop().time())
+            self.rtcp.receive(plain, self._loop.time())
         except SrtpError as error:
             self.drop(f"srtcp_{error.code}")
             return
@@ -278,7 +281,7 @@ class RtpLine(asyncio.DatagramProtocol):
                 return False
             self.latched = self.remote = source
         self.counters["received"] += 1
-        self.last_heard = asyncio.get_running_loop().time()
+        self.last_heard = self._loop.time()
         if self.rtcp is not None:
             self.rtcp.receive_rtp(packet, self.last_heard)
         return True

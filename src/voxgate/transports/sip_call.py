@@ -70,10 +70,11 @@ from voxgate.sip.uri import SipUri, Uri, UriError, parse_uri
 from voxgate.transports.audio_output import AudioOutput
 from voxgate.transports.caller_input import CallerInput
 from voxgate.transports.carrier_audio import CarrierAudio
-from voxgate.transports.frame_ticker import shared_ticker
+from voxgate.transports.frame_ticker import FrameTicker, shared_ticker
 from voxgate.transports.media_stream import MediaEncoding
 from voxgate.transports.rtp_line import RtpLine
 from voxgate.transports.rtp_ports import PortsExhausted, RtpPorts
+from voxgate.transports.whisper import play_whisper
 
 if TYPE_CHECKING:
     from voxgate.config import Settings
@@ -196,6 +197,7 @@ class SipCall:
         self._local_sdp: SessionDescription | None = parse_sdp(invite.body) if self.outbound else None
         self._awaiting: tuple[int, SessionDescription] | None = None  # (CSeq, our offer) whose answer the ACK brings
         self.bridged: SipCall | None = None  # the leg our RTP is relayed to (a refused REFER's fallback)
+        self._ticker: FrameTicker | None = None  # what beats the line, once it is served
         self._bridge_watch: asyncio.Task[None] | None = None
 
     @property
@@ -331,7 +333,7 @@ class SipCall:
         """Run the answered call until either side ends it; then BYE (if ours) and close the media."""
         assert self.session is not None
         loop = asyncio.get_running_loop()
-        ticker = shared_ticker()
+        ticker = self._ticker = shared_ticker()
         ticker.add_beat(self._beat)  # the line's 20 ms, as a plain call on the shared ticker: no task per call
         tasks = {loop.create_task(self._pump(), name="sip-pump"), loop.create_task(self._watch(), name="sip-watch"),
                  loop.create_task(self._ended.wait(), name="sip-ended")}
@@ -414,7 +416,8 @@ class SipCall:
             return
         samples = rtp.media.codec.clock_rate * FRAME_MS // 1000  # a codec change mid-call is refused
         opus = self.opus
-        for _ in range(audio.due(now, shared_ticker().next_beat())):
+        assert self._ticker is not None
+        for _ in range(audio.due(now, self._ticker.next_beat())):
             frame = audio.pop()
             payload = frame.payload if frame is not None else self._silence_frame
             if opus is not None:  # the playout holds big-endian 48 kHz PCM for an Opus line
@@ -733,6 +736,9 @@ class SipCall:
         except SipError as error:
             self._transfer_failed(f"bad target ({error})")
             return
+        session = self.session
+        if session is not None and session.agent.escalation.warm and await self._warm_transfer(uri, session):
+            return
         self._transfer = asyncio.get_running_loop().create_future()
         response = await self.signalling.send(self, refer)
         if response is None or response.status >= 300:
@@ -754,6 +760,40 @@ class SipCall:
         log.info("%s: transferred", self.name)
         self.end("transferred")
 
+    async def _warm_transfer(self, target: Uri, session: Session) -> bool:
+        """Call the person first and tell them who is calling and why (the session's hand-off), then bridge
+        the caller to them. Nobody answers: the caller hears the agent's unanswered line and stays with the
+        agent. False when this call cannot be bridged (not G.711): the blind REFER goes ahead instead."""
+        assert self.media is not None
+        codec = self.media.codec.name
+        if codec not in ("PCMU", "PCMA"):
+            log.warning("%s: a warm transfer needs a G.711 call, not %s; transferring blind", self.name, codec)
+            return False
+        log.info("%s: warm transfer: calling %s", self.name, target)
+        leg = await self.signalling.dial_leg(str(target), codec)
+        if leg is None or self.ended:
+            if leg is not None:
+                leg.end("bridge_ended")
+                await leg.leave()
+            metrics.SIP_TRANSFERS.labels("unanswered").inc()
+            if not session.closed:
+                session.outcome = ""
+                session.end_reason = f"transfer failed: nobody answered at {target}"
+                session.say(session.agent.escalation.unanswered_line)
+            return True
+        assert leg.rtp is not None and leg.media is not None
+        handoff = session.handoff
+        whisper = handoff.whisper() if handoff is not None else f"A caller from the {session.agent.name} agent."
+        leg.answered = True  # its BYE is ours to send if this call ends while the person listens
+        await play_whisper(leg.rtp, leg.media.codec.name, whisper, session.agent.voice)
+        if self.ended or leg.ended:
+            if not leg.ended:
+                leg.end("bridge_ended")
+                await leg.leave()
+            return True
+        self._join(leg, target, "warm: the person heard who is calling and why")
+        return True
+
     async def _bridge(self, target: Uri, why: str) -> bool:
         """The REFER was refused: call the target ourselves and relay RTP between the two legs until either
         hangs up (the agent leaves the conversation). False when the target did not answer."""
@@ -768,6 +808,11 @@ class SipCall:
                 leg.end("bridge_ended")
                 await leg.leave()
             return False
+        self._join(leg, target, why)
+        return True
+
+    def _join(self, leg: SipCall, target: Uri, why: str) -> None:
+        """Relay RTP between the caller and the person's answered leg until either hangs up."""
         self.bridged = leg
         leg.answered = True  # its BYE is ours to send when this call ends
         assert self.rtp is not None and leg.rtp is not None
@@ -779,7 +824,6 @@ class SipCall:
         if session is not None and not session.closed:
             session.outcome = "escalated"  # a person has the caller now
         self._note(f"{why}; bridged to {target} by a second INVITE")
-        return True
 
     async def _until_leg_ends(self, leg: SipCall) -> None:
         await leg.wait_ended()

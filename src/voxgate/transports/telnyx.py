@@ -76,7 +76,8 @@ class TelnyxControl:
         await carrier_request(self._http, "telnyx", action, "POST", f"{self._base}/{action}", self._timeout_s,
                               (CALL_GONE,), json=body, headers=self._headers)
 
-    async def transfer(self, target: str) -> None:
+    async def transfer(self, target: str, whisper: str | None = None) -> None:
+        # Telnyx's transfer plays nothing to the person first: a warm transfer is blind here (the docs say so).
         await self.command("transfer", {"to": target})
 
     async def hang_up(self) -> None:

@@ -105,6 +105,9 @@ class TrackAudio:
     def reset(self) -> None:
         self._resampler.reset()
 
+    def decode(self, payload: bytes) -> tuple[npt.NDArray[np.int16], int]:
+        return np.frombuffer(payload, dtype=np.int16), RATE
+
 
 class PlayoutTrack(MediaStreamTrack):
     """The agent's voice as aiortc pulls it: one 20 ms frame per `recv`, paced on the call's playout clock

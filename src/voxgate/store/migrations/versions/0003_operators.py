@@ -1,7 +1,7 @@
 """The operators' view: each turn's latency budget and each barge-in, fall-throughs and buffer overflows.
 
 Revision ID: 0003_operators
-Revises: 0002
+Revises: 0005_compliance_media
 Create Date: 2026-12-05
 
 Written out by hand, as 0001, so this step stays what it was when later revisions change the models.
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0003_operators"
-down_revision: str | None = "0002"
+down_revision: str | None = "0005_compliance_media"  # re-chained when main (with 0005) was merged in
 branch_labels: str | None = None
 depends_on: str | None = None
 

@@ -1,0 +1,47 @@
+"""The whisper of a warm transfer: what the person taking a phone call hears before the caller is put through.
+
+Rendered in the gateway's own voice (Piper, in its worker pool, off the event loop) and sent on the person's
+leg as G.711 RTP at real time, one 20 ms packet per tick on an absolute clock; the caller meanwhile hears
+the agent's handover line and then silence. A second or so of silence after it, so the person can take it in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from voxgate.audio import g711
+from voxgate.audio.resample import StreamResampler
+from voxgate.engines.local.tts import PiperSynthesizer
+from voxgate.transports.rtp_line import RtpLine
+
+__all__ = ["play_whisper"]
+
+RATE = 8000
+FRAME_SAMPLES = RATE * 20 // 1000
+PAUSE_AFTER_S = 0.6
+
+
+async def render(text: str, voice: str) -> np.ndarray:
+    """`text` as 8 kHz int16 speech."""
+    synthesizer = PiperSynthesizer.shared()
+    resampler = StreamResampler(synthesizer.sample_rate, RATE)
+    pieces = [resampler.process(chunk) async for chunk in synthesizer.synthesize(text, voice)]
+    pieces.append(resampler.flush())
+    return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int16)
+
+
+async def play_whisper(line: RtpLine, codec: str, text: str, voice: str) -> float:
+    """Say `text` on `line` (a PCMU or PCMA leg); returns the seconds it took to play."""
+    pcm = await render(text, voice)
+    pcm = np.concatenate((pcm, np.zeros(int(RATE * PAUSE_AFTER_S), dtype=np.int16)))
+    pcm = pcm[: pcm.size - pcm.size % FRAME_SAMPLES]
+    coded = g711.alaw_encode(pcm) if codec == "PCMA" else g711.ulaw_encode(pcm)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    line.sender.talkspurt()
+    for n, at in enumerate(range(0, len(coded), FRAME_SAMPLES)):
+        line.send(line.sender.packet(coded[at:at + FRAME_SAMPLES], FRAME_SAMPLES))
+        await asyncio.sleep(max(0.0, started + (n + 1) * 0.02 - loop.time()))
+    return loop.time() - started

@@ -1,0 +1,71 @@
+"""PCI on every door, in-process: a card number said aloud (as words) is masked before the engine's
+context, the events, the record and the logs see it, and a caller in PCI mode who says one is cut off and
+told to use the keypad; a browser page's keypad (the `input_audio_buffer.dtmf_event` client event) types a
+PCI entry as a phone's does."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+from pydantic import TypeAdapter
+
+from tests.session_harness import Call, Hold, ScriptedEngine, speech
+from voxgate.agents import AgentConfig
+from voxgate.engines.base import TextDelta
+
+SPOKEN_CARD = "My card is four one one one one one one one one one one one one one one one."
+CARD_TRACES = ("4111", "four one one one", "1111 1111")
+
+
+def pci_agent() -> AgentConfig:
+    return AgentConfig(name="payments", pci_mode=True)
+
+
+def no_card(text: str) -> bool:
+    lowered = text.lower()
+    return not any(trace in lowered for trace in CARD_TRACES)
+
+
+async def test_a_card_said_aloud_is_masked_everywhere_and_the_caller_is_told_to_use_the_keypad(
+        ga_server_events: TypeAdapter[Any], caplog: pytest.LogCaptureFixture) -> None:
+    engine = ScriptedEngine(transcripts=[SPOKEN_CARD])
+    engine.script([Hold(), *speech("Thanks, charging that card.", 400)])  # the reply it must not finish
+    caplog.set_level(logging.DEBUG)
+    async with Call(pci_agent(), engine=engine, events=ga_server_events) as call:
+        await call.send({"type": "session.update", "session": {"type": "realtime", "audio": {"input": {
+            "transcription": {"model": "whisper-1"}}}}})
+        await call.speak(600)
+        await call.pause(400)
+        done = await call.next("response.done")
+        assert done["response"]["status"] == "cancelled"
+        keypad = await call.response()
+        said = keypad["response"]["output"][0]["content"][0]["transcript"]
+        assert said == pci_agent().pci_keypad_line
+        user = next(i for i in call.session.conversation.visible() if i.role == "user")
+        assert user.content[0].transcript == "My card is **** **** **** 1111."
+    for request in engine.requests:
+        assert no_card(repr(request.history)), request.history
+    assert all(no_card(str(event)) for event in call.seen)
+    assert all(no_card(record.getMessage()) for record in caplog.records)
+
+
+async def test_a_page_keypad_types_a_pci_entry_that_no_event_shows(ga_server_events: TypeAdapter[Any]) -> None:
+    engine = ScriptedEngine()
+    engine.script([TextDelta("Thank you.")])  # the answer to '#'
+    async with Call(pci_agent(), engine=engine, events=ga_server_events) as call:
+        call.session.keypad.ask("pay_invoice", "card_number", 0)  # the brain asks for the card
+        for key in "4111111111111111#":
+            await call.send({"type": "input_audio_buffer.dtmf_event", "event": key})
+        await call.response()
+        entry = call.session.keypad.take_entry()
+        assert entry is not None and entry.digits == "4111111111111111"
+        await call.send({"type": "input_audio_buffer.dtmf_event", "event": "5"})  # outside an entry: reported
+        received = await call.next("input_audio_buffer.dtmf_event_received")
+        assert received["event"] == "5"
+        await call.send({"type": "input_audio_buffer.dtmf_event", "event": "55"})
+        error = await call.next("error")
+        assert error["error"]["code"] == "invalid_value" and error["error"]["param"] == "event"
+    assert all(no_card(str(event)) for event in call.seen)
+    assert [e["event"] for e in call.seen if e["type"] == "input_audio_buffer.dtmf_event_received"] == ["5"]
