@@ -40,7 +40,8 @@ run: install
 	$(BIN)/voxgate serve
 
 # Debian packages the tests drive for real: PostgreSQL (store), Chromium (WebRTC end to end), SIPp (SIP),
-# stress-ng (a CPU hog beside the suite when checking that tests do not depend on the machine's load), and a
+# stress-ng (a CPU hog beside the suite when checking that tests do not depend on the machine's load),
+# Redis, Kamailio and HAProxy (several gateways as one: tests/integration/test_scale_out.py), and a
 # C++ compiler and CMake to build llama.cpp (install-llama).
 system-deps:
 	@missing=""; \
@@ -50,6 +51,9 @@ system-deps:
 	command -v baresip >/dev/null || missing="$$missing baresip-core"; \
 	command -v c++ >/dev/null || missing="$$missing g++"; \
 	command -v cmake >/dev/null || missing="$$missing cmake"; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v kamailio >/dev/null || missing="$$missing kamailio"; \
+	command -v haproxy >/dev/null || missing="$$missing haproxy"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \

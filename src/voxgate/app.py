@@ -21,8 +21,9 @@ from starlette.websockets import WebSocket
 
 from voxgate.admission import Refusal
 from voxgate.chat_service import chat_completions
+from voxgate.cluster.call_control import on_holding_node
 from voxgate.config import Settings
-from voxgate.control import escalations, operators, outbound_calls, recordings
+from voxgate.control import escalations, operators, outbound_calls, realtime_calls, recordings
 from voxgate.control.auth import bearer_token, require_api_key
 from voxgate.control.ephemeral import (
     create_beta_session,
@@ -34,7 +35,7 @@ from voxgate.control.ephemeral import (
 from voxgate.control.openapi import openapi_json
 from voxgate.control.origin_policy import BrowserGuard, OriginPolicy
 from voxgate.control.problems import problem
-from voxgate.control.rate_limit import RateLimits, rate_limited, rate_limited_websocket
+from voxgate.control.rate_limit import RateLimits, SharedRateLimits, rate_limited, rate_limited_websocket
 from voxgate.garbage_collection import BeatCollector
 from voxgate.gateway import Gateway, gateway_of
 from voxgate.observability.logs import guard_credentials
@@ -42,9 +43,10 @@ from voxgate.protocol.dialect import dialect_from_handshake
 from voxgate.protocol.errors import RealtimeError
 from voxgate.server.http_connection import ClientDisconnected
 from voxgate.speech_service import speech, transcriptions
-from voxgate.transports import telnyx, twilio
+from voxgate.transports import openai_sip, telnyx, twilio
 from voxgate.transports.realtime_ws import WebSocketCaller, refuse_call, run_websocket_session
-from voxgate.transports.webrtc import attach_sideband, create_beta_call, create_call, hangup_call
+from voxgate.transports.sideband import attach_sideband
+from voxgate.transports.webrtc import create_beta_call, create_call
 from voxgate.web.console import ConsoleAccess, console_call, console_index, console_token, static_files
 from voxgate.web.dashboard import dashboard_page
 
@@ -64,7 +66,7 @@ async def realtime_websocket(websocket: WebSocket) -> None:
     if not gateway.ready:
         await websocket.send_denial_response(problem(503, "not_ready", "The gateway is starting."))
         return
-    if "call_id" in websocket.query_params:  # sideband: join a live WebRTC call rather than open a session
+    if "call_id" in websocket.query_params:  # sideband: join a live WebRTC or SIP call, not open a session
         await attach_sideband(websocket, principal)
         return
     params = websocket.query_params
@@ -201,6 +203,8 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         started = time.monotonic()
         await gw.start()
+        if gw.cluster is not None:  # control requests other nodes relay for this node's calls run here
+            gw.cluster.serve(app)
         # What start-up built (models, agents, routes) lives as long as the process: out of the collector's
         # way, a full collection no longer walks it and stalls every call's 20 ms audio tick.
         gc.freeze()
@@ -214,6 +218,7 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> Starlette:
             yield
         finally:
             undo_drain()
+            await openai_sip.calls_of(app.state, settings).close()
             await collector.stop()
             await gw.stop()
 
@@ -230,7 +235,7 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> Starlette:
             WebSocketRoute("/v1/realtime", rate_limited_websocket(realtime_websocket, "realtime_ws")),
             Route("/v1/realtime", rate_limited(create_beta_call, "realtime_calls"), methods=["POST"]),
             Route("/v1/realtime/calls", rate_limited(create_call, "realtime_calls"), methods=["POST"]),
-            Route("/v1/realtime/calls/{call_id}/hangup", hangup_call, methods=["POST"]),
+            *realtime_calls.routes(around=on_holding_node),  # accept, reject, refer, hangup, on the call's node
             Route("/v1/realtime/client_secrets", rate_limited(create_client_secret, "client_secrets"),
                   methods=["POST"]),
             Route("/v1/realtime/client_secrets/revoke", revoke_client_secret, methods=["POST"]),
@@ -247,6 +252,7 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> Starlette:
             Route("/v1/chat/completions", rate_limited(chat_completions, "chat"), methods=["POST"]),
             *twilio.routes(gateway_of),
             *telnyx.routes(gateway_of),
+            *openai_sip.routes(),
         ],
         middleware=[Middleware(BrowserGuard, policy=policy),
                     Middleware(CORSMiddleware, **policy.cors_options(), allow_methods=["*"], allow_headers=["*"],
@@ -256,8 +262,8 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> Starlette:
     )
     app.state.gateway = gw
     app.state.console = ConsoleAccess(policy, dev_mode=settings.dev_mode)
-    app.state.rate_limits = RateLimits(
-        key_rate=settings.rate_limit_per_key, key_burst=settings.rate_limit_per_key_burst,
-        source_rate=settings.rate_limit_per_source, source_burst=settings.rate_limit_per_source_burst)
+    # Shared by every node when there is a cluster: a client spreading requests over nodes gets no more.
+    limits = RateLimits.from_settings(settings)
+    app.state.rate_limits = limits if gw.cluster is None else SharedRateLimits(gw.cluster.redis, limits)
     return app
 

@@ -6,11 +6,13 @@ import socket
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from voxgate.control.incoming_call import AgentRoute
 from voxgate.hosts import is_loopback, origin_of
 from voxgate.server.forwarded import TrustedProxies
 from voxgate.sip.registration import trunk_uri
@@ -61,6 +63,30 @@ class Prices(BaseModel):
 
 class UnsafeSettingsError(ValueError):
     """Settings that would open the gateway wider than its operator can have meant; the message says what to do."""
+
+
+class CallControlRoute(BaseModel):
+    """Who answers the SIP calls of a route (`sip_call_control`): the gateway's agent, or an app through
+    OpenAI's SIP call control (a signed `realtime.call.incoming` webhook to `url`, then the app's accept,
+    reject, refer and hangup on /v1/realtime/calls/{call_id}/...). docs/openai.md, "SIP"."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    call_control: Literal["webhook", "gateway"] = "webhook"
+    # The app's webhook URL (http or https). Configuration only, never taken from a request: the gateway
+    # posts nowhere else.
+    url: str = ""
+    answer_timeout_s: float = Field(default=10.0, gt=0, le=300)  # ringing this long with no word from the app...
+    fallback: Literal["agent", "reject"] = "agent"  # ... then the route's agent answers, or the call is refused
+    fallback_status: int = Field(default=480, ge=400, le=699)  # with this code (480 Temporarily Unavailable)
+
+    @model_validator(mode="after")
+    def _webhook_has_url(self) -> CallControlRoute:
+        if self.call_control == "webhook":
+            parts = urlsplit(self.url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"call_control webhook needs the app's http(s) url; not {self.url!r}")
+        return self
 
 
 class Settings(BaseSettings):
@@ -144,6 +170,20 @@ class Settings(BaseSettings):
     # This gateway's name in call records; empty: "<host name>:<port>". At start, calls this node left
     # `active` (a crash) are closed as `dropped`. Keep it stable across restarts of one node.
     node_id: str = ""
+
+    # Several gateways as one (cluster/): a Redis URL (redis://[:password@]host:port/db, rediss:// for TLS)
+    # shares rate limits and the registry of live calls, and carries call control to the node holding a
+    # call. Empty: one node, all of it in this process. The nodes must share database_url too (PostgreSQL).
+    redis_url: str = ""
+    # Each node says it is alive this often; one silent for three beats is lost: its calls are closed as
+    # `dropped` by a survivor, and control actions for them are answered as for unknown calls.
+    cluster_heartbeat_s: float = Field(default=2.0, gt=0)
+    # How long a control action relayed to the node holding the call may take before the caller gets 503,
+    # and how long any one Redis command may take (a stalled Redis never holds a call's set-up longer).
+    cluster_relay_timeout_s: float = Field(default=5.0, gt=0)
+    # HAProxy's agent-check: a TCP port answering this node's spare capacity ("up 40%", "drain" while
+    # draining) so the balancer weighs nodes by how idle they are. 0: off.
+    load_report_port: int = Field(default=0, ge=0, le=65535)
 
     # Local engine
     # The Whisper model: "" is tiny.en from its package; else a CTranslate2 Whisper model directory an
@@ -267,6 +307,16 @@ class Settings(BaseSettings):
     # With neither set, calls go only to sip: URIs whose host is in sip_allowed_sources (default loopback).
     sip_trunk_proxy: str = ""
     sip_ring_timeout_s: float = Field(default=30.0, gt=0, le=600)  # an outbound call unanswered this long: CANCEL
+    # OpenAI's SIP call control for our own calls (docs/openai.md "SIP"): route key -> CallControlRoute. Keys
+    # are those of sip_routes (request-URI user or called number), "*" for every other call. Unset: the
+    # gateway answers every call itself, as before.
+    sip_call_control: dict[str, CallControlRoute] = Field(default_factory=dict)
+    # Signs the webhooks (Standard Webhooks: a "whsec_" + base64 secret, as OpenAI's, or any text); the app
+    # verifies with it (`client.webhooks.unwrap`). Required when a route uses webhook call control.
+    sip_webhook_secret: SecretStr = SecretStr("")
+    sip_webhook_attempts: int = Field(default=4, ge=1, le=20)  # deliveries tried per call (one webhook-id)
+    sip_webhook_retry_s: float = Field(default=0.5, gt=0, le=60)  # the first retry's wait, doubling after
+    sip_webhook_timeout_s: float = Field(default=5.0, gt=0, le=60)  # one attempt's limit
     # Run Python's cycle collector just after each 20 ms audio beat rather than mid-beat (see
     # voxgate/garbage_collection.py); off gives CPython's automatic collection back.
     gc_on_beat: bool = True
@@ -300,6 +350,21 @@ class Settings(BaseSettings):
     openai_connect_timeout_s: float = 10.0
     openai_max_retries: int = 2  # handshake retries per connect, with exponential backoff and jitter
     openai_response_timeout_s: float = 30.0  # an upstream response silent for this long has failed
+    # Agents behind OpenAI's SIP (transports/openai_sip.py, docs/openai.md "SIP"): OpenAI answers the phone
+    # and POSTs a signed `realtime.call.incoming` to /openai/sip/webhook; the gateway accepts the call with
+    # an agent (at openai_base_url, with openai_api_key) and runs its tools over the call's sideband.
+    # The Standard Webhooks secret (whsec_...) from OpenAI's webhook settings; several, comma-separated,
+    # while one rotates. Empty: the route refuses every delivery (503).
+    openai_webhook_secret: SecretStr = SecretStr("")
+    openai_webhook_tolerance_s: int = Field(default=300, ge=1, le=3600)  # a delivery this old (or ahead) is stale
+    # Which agent takes a call, by its SIP headers: the first rule that matches wins, e.g.
+    # {header: to, match: "+14155550100", agent: support}; `match` ending in * is a prefix. No match:
+    # openai_sip_agent, else default_agent.
+    openai_sip_routes: list[AgentRoute] = Field(default_factory=list)
+    openai_sip_agent: str = ""
+    openai_sip_api_timeout_s: float = Field(default=10.0, gt=0)  # accept, refer, hangup: no answer by then failed
+    # Transcribes the caller upstream, for the call record (the audio never reaches the gateway); empty: off
+    openai_sip_transcription_model: str = "gpt-4o-mini-transcribe"
 
     # The operators' view (GET /v1/stats, /dashboard, `voxgate report cost`): KPI targets and the price
     # table, each field also settable alone (VOXGATE_KPI_TARGETS__DROP_RATE_MAX, VOXGATE_PRICES__HUMAN_PER_MINUTE...).
@@ -316,6 +381,17 @@ class Settings(BaseSettings):
         if value:
             trunk_uri(value)  # says what is wrong with the address (a sip: URI or host[:port], over UDP)
         return value
+
+    @model_validator(mode="after")
+    def _call_control_is_signed(self) -> Settings:
+        if any(route.call_control == "webhook" for route in self.sip_call_control.values()):
+            from voxgate.control.standard_webhooks import secret_bytes
+
+            secret = self.sip_webhook_secret.get_secret_value()
+            if not secret:
+                raise ValueError("sip_call_control sends webhooks: set sip_webhook_secret (e.g. whsec_ + base64)")
+            secret_bytes(secret)  # says what is wrong with a whsec_ secret
+        return self
 
     @field_validator("sip_codecs")
     @classmethod
@@ -395,7 +471,11 @@ class Settings(BaseSettings):
         data["api_keys"] = "****" if self.api_key_list() else ""
         data["sip_digest_password"] = "****" if self.sip_digest_password.get_secret_value() else ""
         data["sip_trunk_password"] = "****" if self.sip_trunk_password.get_secret_value() else ""
+        data["sip_webhook_secret"] = "****" if self.sip_webhook_secret.get_secret_value() else ""
         data["ice_servers"] = [{**s, "credential": "****"} if s.get("credential") else s for s in self.ice_servers]
+        if "@" in self.redis_url:  # mask a password in the Redis URL
+            scheme, rest = self.redis_url.split("://", 1)
+            data["redis_url"] = f"{scheme}://****@{rest.rsplit('@', 1)[1]}"
         if "@" in self.database_url:  # mask a password in a database URL
             scheme, rest = self.database_url.split("://", 1)
             creds, host = rest.rsplit("@", 1)

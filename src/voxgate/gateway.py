@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from starlette.requests import Request
@@ -22,6 +22,7 @@ from voxgate.agents import AgentConfig, load_agents
 from voxgate.audio.recording_file import SUFFIXES
 from voxgate.capacity import CallLimit, CallProfile, derive_call_limit, probe_host
 from voxgate.clock import Clock
+from voxgate.cluster.load_report import LoadReport
 from voxgate.config import Settings
 from voxgate.engines.base import Engine
 from voxgate.engines.echo import EchoEngine
@@ -44,6 +45,9 @@ from voxgate.tools.registry import ToolRegistry
 from voxgate.transports.media_tokens import MediaTokens
 from voxgate.transports.replay_cache import ReplayCache
 from voxgate.transports.sip_phone import SipPhone
+
+if TYPE_CHECKING:
+    from voxgate.cluster.node import ClusterNode
 
 log = logging.getLogger("voxgate")
 
@@ -111,6 +115,18 @@ class Gateway:
         self.admission = Admission(settings.max_calls or self.call_limit().calls, settings.max_calls_per_key)
         self.sip: SipPhone | None = None  # the SIP door, once started (sip_port)
         self.loop: asyncio.AbstractEventLoop | None = None  # the loop the gateway serves on, once started
+        # One node of several (redis_url): shared call registry, lost nodes, control relayed between nodes.
+        self.cluster: ClusterNode | None = None
+        if settings.redis_url:
+            try:  # redis is an optional extra: imported only when used
+                from voxgate.cluster.node import ClusterNode
+            except ImportError as exc:
+                raise RuntimeError("redis_url is set but the redis package is not installed: "
+                                   "pip install 'voxgate[redis]'") from exc
+            self.cluster = ClusterNode(settings, self.node, self.calls,
+                                       lambda: {**self.admission.snapshot(), "draining": self.draining})
+        self.load_report = (LoadReport(settings.host, settings.load_report_port, self.admission)
+                            if settings.load_report_port else None)
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()  # what other threads hand work to (EmbeddedGateway.run)
@@ -133,6 +149,11 @@ class Gateway:
         self.retention.start()
         if self.settings.sip_port:
             await self._open_sip()
+        if self.cluster is not None:
+            await self.cluster.start()
+            log.info("cluster: node %s joined through Redis", self.node)
+        if self.load_report is not None:
+            await self.load_report.start()
         self.ready = True
 
     async def _open_sip(self) -> None:
@@ -173,6 +194,9 @@ class Gateway:
         handed to a person) and give that `drain_goodbye_timeout_s`. Calls still up after that are
         closed by `stop()`."""
         self.admission.start_draining()
+        if self.cluster is not None:  # the other nodes see this one draining now, not at its next beat
+            with contextlib.suppress(Exception):
+                await self.cluster.beat()
         log.info("draining: %d live call(s); new calls are refused", len(self.sessions))
         if await self._calls_ended(self.settings.drain_timeout_s, now):
             return
@@ -209,6 +233,10 @@ class Gateway:
         for engine in self._engines.values():
             await engine.aclose()
         await self.http.aclose()
+        if self.load_report is not None:
+            await self.load_report.stop()
+        if self.cluster is not None:
+            await self.cluster.stop()
         await self.calls.drain()
         await self.db.aclose()
         if self.tracing is not None:  # flushes the spans still queued (in the exporter's thread)
@@ -311,6 +339,8 @@ class Gateway:
         )
         session.escalated = self.escalations.add
         self.sessions[session.id] = session
+        if self.cluster is not None:
+            await self.cluster.hold(session.id)
         return session
 
     @property
@@ -337,6 +367,8 @@ class Gateway:
     def session_closed(self, session: Session) -> None:
         self.sessions.pop(session.id, None)
         self.escalations.call_ended(session.id)
+        if self.cluster is not None:
+            self.cluster.release(session.id)
         self._sessions_changed.set()
 
 

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,45 +23,10 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from tests.phone_carrier import CarrierApiRecorder, TwilioLine, eventually_true, twilio_sign, twilio_voice_form
-from voxgate.embedded import free_port
+from tests.serve_process import KEY, Serve
 
-KEY = "sk-drain"
 TWILIO_TOKEN = "twilio-drain-token"
 GOODBYE = "I'm sorry, this line has to close for a moment. Please call back shortly. Goodbye."
-
-
-class Serve:
-    """`voxgate serve` in a child process, on its own port and the given database."""
-
-    def __init__(self, tmp: Path, db: Path, **settings: str) -> None:
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.ws_url = f"ws://127.0.0.1:{self.port}"
-        env = {**os.environ, "VOXGATE_DATABASE_URL": f"sqlite+aiosqlite:///{db}", "VOXGATE_API_KEYS": KEY,
-               "ACME_DB": str(tmp / "acme.db"), "VOXGATE_MAX_CALLS": "8",
-               **{f"VOXGATE_{k.upper()}": v for k, v in settings.items()}}
-        self.log = (tmp / f"serve-{self.port}.log").open("w")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "voxgate.cli", "serve", "--engine", "echo", "--port", str(self.port)],
-            env=env, stdout=self.log, stderr=subprocess.STDOUT)
-
-    async def ready(self) -> None:
-        async with httpx.AsyncClient(base_url=self.base_url) as http:
-            for _ in range(1200):
-                assert self.process.poll() is None, "the gateway exited during start-up"
-                try:
-                    if (await http.get("/readyz")).status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.1)
-        raise AssertionError("the gateway never became ready")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait(timeout=30)
-        self.log.close()
 
 
 @pytest.fixture
@@ -104,7 +67,7 @@ async def wait_exit(process: subprocess.Popen[bytes], within_s: float) -> int:
 async def test_sigterm_refuses_new_calls_says_goodbye_hands_phones_over_and_exits(
         tmp_path: Path, carrier_api: CarrierApiRecorder) -> None:
     db = tmp_path / "voxgate.db"
-    serve = Serve(tmp_path, db, drain_timeout_s="1", drain_goodbye_timeout_s="30",
+    serve = Serve(tmp_path, f"sqlite+aiosqlite:///{db}", drain_timeout_s="1", drain_goodbye_timeout_s="30",
                   twilio_auth_token=TWILIO_TOKEN, twilio_api_base=carrier_api.url)
     try:
         await serve.ready()
@@ -164,7 +127,7 @@ async def test_sigterm_refuses_new_calls_says_goodbye_hands_phones_over_and_exit
 async def test_calls_that_end_during_the_drain_are_recorded_as_they_ended_and_the_process_exits_then(
         tmp_path: Path) -> None:
     db = tmp_path / "voxgate.db"
-    serve = Serve(tmp_path, db, drain_timeout_s="600")
+    serve = Serve(tmp_path, f"sqlite+aiosqlite:///{db}", drain_timeout_s="600")
     try:
         await serve.ready()
         ws, call_id = await open_call(serve)
@@ -181,7 +144,7 @@ async def test_calls_that_end_during_the_drain_are_recorded_as_they_ended_and_th
 
 async def test_calls_left_active_by_a_crash_are_closed_as_dropped_at_the_next_start(tmp_path: Path) -> None:
     db = tmp_path / "voxgate.db"
-    first = Serve(tmp_path, db, node_id="node-a")
+    first = Serve(tmp_path, f"sqlite+aiosqlite:///{db}", node_id="node-a")
     try:
         await first.ready()
         ws, call_id = await open_call(first)
@@ -197,7 +160,7 @@ async def test_calls_left_active_by_a_crash_are_closed_as_dropped_at_the_next_st
     assert stored_call(db, call_id)["status"] == "active"
     await ws.close()
 
-    second = Serve(tmp_path, db, node_id="node-a")
+    second = Serve(tmp_path, f"sqlite+aiosqlite:///{db}", node_id="node-a")
     try:
         await second.ready()
         async with httpx.AsyncClient(base_url=second.base_url, headers={"Authorization": f"Bearer {KEY}"}) as http:

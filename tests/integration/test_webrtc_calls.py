@@ -275,6 +275,16 @@ async def test_hangup_frees_everything(gateway: LiveServer, http: httpx.AsyncCli
     assert (await caller.connect(http, "/v1/realtime/calls", await ephemeral(http))).status_code == 201
     await caller.wait_for("session.created", 5)
     assert (await http.post(f"/v1/realtime/calls/{caller.call_id}/hangup")).status_code == 401
+    # OpenAI's other call-control routes: a browser call was accepted when it was made, and has no phone
+    # line to transfer. Each is refused with a problem that says so, and the call goes on.
+    refer = await http.post(f"/v1/realtime/calls/{caller.call_id}/refer", headers=API,
+                            json={"target_uri": "tel:+15550100"})
+    assert refer.status_code == 400 and refer.json()["error"]["code"] == "refer_not_supported", refer.text
+    for action in ("accept", "reject"):
+        answer = await http.post(f"/v1/realtime/calls/{caller.call_id}/{action}", headers=API,
+                                 json={"type": "realtime"})
+        assert answer.status_code == 409 and "WebRTC" in answer.json()["error"]["message"], answer.text
+    assert live_calls(gateway) == 1
     reply = await http.post(f"/v1/realtime/calls/{caller.call_id}/hangup", headers=API)
     assert reply.status_code == 200 and reply.content == b""
     assert await wait_until(lambda: live_calls(gateway) == 0 and not gateway.gateway.sessions)

@@ -42,3 +42,5 @@ def test_carrier_handshake_credentials_are_scrubbed() -> None:
         "< x-telnyx-streaming-auth-token: [redacted]", "< X-Twilio-Signature: [redacted]",
         "< Authorization: [redacted]"]
     assert scrub_credentials("< Upgrade: websocket") == "< Upgrade: websocket"
+    # a webhook signing secret, wherever it turns up
+    assert scrub_credentials("secret whsec_c2VjcmV0LXNoYXJlZA+/= rotated") == "secret whsec_[redacted] rotated"

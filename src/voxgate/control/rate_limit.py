@@ -10,16 +10,23 @@ and admission control bounds the calls they open.
     Route("/v1/realtime/calls", rate_limited(create_call, "calls"), methods=["POST"])
 
 The buckets read time only through `now`, so tests run them on their own clock.
+
+Several gateways sharing a Redis (`redis_url`) share their buckets too (`SharedRateLimits`): the same
+token bucket, kept in Redis and updated by one script on Redis's clock, so a client spreading its
+requests over the nodes gets no more than from one. If Redis fails, each node falls back to its own
+buckets (logged) rather than refusing everyone or letting everyone in.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
@@ -29,7 +36,12 @@ from voxgate.control.auth import bearer_token
 from voxgate.control.problems import problem
 from voxgate.observability import metrics
 
-__all__ = ["RateLimiter", "RateLimits", "TokenBucket", "rate_limited", "rate_limited_websocket"]
+if TYPE_CHECKING:
+    from voxgate.config import Settings
+
+__all__ = ["RateLimiter", "RateLimits", "SharedRateLimits", "TokenBucket", "rate_limited", "rate_limited_websocket"]
+
+log = logging.getLogger("voxgate")
 
 MAX_TRACKED = 10_000  # buckets kept per limiter; the least recently used is forgotten beyond it
 
@@ -94,28 +106,95 @@ class RateLimits:
         self.by_key = RateLimiter(key_rate, key_burst, now=now)
         self.by_source = RateLimiter(source_rate, source_burst, now=now)
 
-    def check(self, source: str | None, token: str | None, route: str) -> float:
-        """0 to go ahead, else the seconds to wait (the request is counted as limited)."""
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RateLimits:
+        return cls(key_rate=settings.rate_limit_per_key, key_burst=settings.rate_limit_per_key_burst,
+                   source_rate=settings.rate_limit_per_source, source_burst=settings.rate_limit_per_source_burst)
+
+    def _buckets(self, source: str | None, token: str | None) -> Iterator[tuple[str, RateLimiter, str]]:
+        """(scope, limiter, bucket key) to check, the source first; limits turned off are left out."""
         for scope, limiter, key in (("source", self.by_source, source),
                                     ("key", self.by_key, _token_key(token) if token else None)):
-            if key is None:
-                continue
+            if key is not None and limiter.enabled:
+                yield scope, limiter, key
+
+    def check(self, source: str | None, token: str | None, route: str) -> float:
+        """0 to go ahead, else the seconds to wait (the request is counted as limited)."""
+        for scope, limiter, key in self._buckets(source, token):
             wait_s = limiter.check(key)
             if wait_s:
                 metrics.RATE_LIMITED.labels(scope, route).inc()
                 return wait_s
         return 0.0
 
+    async def wait_s(self, source: str | None, token: str | None, route: str) -> float:
+        """`check`, for callers that serve every kind of limits (the shared ones ask Redis)."""
+        return self.check(source, token, route)
+
+
+# The token buckets of one request in Redis, on Redis's clock (every node agrees on it), in one round trip:
+# KEYS are the buckets in order, ARGV (rate, burst, expiry ms) for each. Like `RateLimits.check`, it stops
+# at the first bucket that is empty; returns {its position from 1, the wait as a string} (Lua numbers
+# come back as integers), or {0, "0"} when every bucket gave a token.
+_TAKE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+for i, key in ipairs(KEYS) do
+  local rate, burst = tonumber(ARGV[3 * i - 2]), tonumber(ARGV[3 * i - 1])
+  local held = redis.call('HMGET', key, 'tokens', 'updated')
+  local tokens, updated = tonumber(held[1]) or burst, tonumber(held[2]) or now
+  tokens = math.min(burst, tokens + math.max(0, now - updated) * rate)
+  local wait = 0
+  if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
+  redis.call('HSET', key, 'tokens', tostring(tokens), 'updated', tostring(now))
+  redis.call('PEXPIRE', key, ARGV[3 * i])
+  if wait > 0 then return {i, tostring(wait)} end
+end
+return {0, '0'}
+"""
+
+
+class SharedRateLimits(RateLimits):
+    """`RateLimits` whose buckets live in Redis, shared by every node (this node's own are the fallback)."""
+
+    def __init__(self, redis: Any, limits: RateLimits) -> None:
+        """`limits`' rates and bursts, kept in `redis` (a redis.asyncio client); its buckets are the fallback."""
+        self.by_key, self.by_source = limits.by_key, limits.by_source
+        self._take = redis.register_script(_TAKE)
+        self._failing = False
+
+    async def wait_s(self, source: str | None, token: str | None, route: str) -> float:
+        from redis.exceptions import RedisError
+
+        buckets = list(self._buckets(source, token))
+        if not buckets:
+            return 0.0
+        args: list[float | int] = []
+        for _, limiter, _ in buckets:  # a full bucket refills in burst/rate s: after that its entry says nothing
+            args += [limiter.rate, limiter.burst, math.ceil(limiter.burst / limiter.rate * 1000) + 1000]
+        try:
+            empty, wait = await self._take(keys=[f"voxgate:rate:{scope}:{key}" for scope, _, key in buckets],
+                                           args=args)
+        except (RedisError, OSError) as exc:
+            if not self._failing:
+                log.warning("shared rate limits unreachable (%s): this node's own limits apply", exc)
+            self._failing = True
+            return self.check(source, token, route)
+        self._failing = False
+        if int(empty):
+            metrics.RATE_LIMITED.labels(buckets[int(empty) - 1][0], route).inc()
+        return float(wait)
+
 
 def _token_key(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()[:32]
 
 
-def _wait(connection: HTTPConnection, route: str) -> float:
+async def _wait(connection: HTTPConnection, route: str) -> float:
     limits: RateLimits = connection.app.state.rate_limits
     subprotocols = list(connection.scope.get("subprotocols") or [])
     source = connection.client.host if connection.client else None
-    return limits.check(source, bearer_token(connection.headers, subprotocols), route)
+    return await limits.wait_s(source, bearer_token(connection.headers, subprotocols), route)
 
 
 def _too_many(wait_s: float) -> Response:
@@ -129,7 +208,7 @@ def rate_limited(endpoint: Callable[[Request], Awaitable[Response]],
     """`endpoint` behind the rate limits (`route` labels the metric)."""
 
     async def limited(request: Request) -> Response:
-        wait_s = _wait(request, route)
+        wait_s = await _wait(request, route)
         return _too_many(wait_s) if wait_s else await endpoint(request)
 
     return limited
@@ -140,7 +219,7 @@ def rate_limited_websocket(endpoint: Callable[[WebSocket], Awaitable[None]],
     """A WebSocket `endpoint` behind the rate limits: refused with HTTP 429 at the handshake."""
 
     async def limited(websocket: WebSocket) -> None:
-        wait_s = _wait(websocket, route)
+        wait_s = await _wait(websocket, route)
         if wait_s:
             await websocket.send_denial_response(_too_many(wait_s))
             return

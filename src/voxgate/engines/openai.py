@@ -28,7 +28,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -72,13 +72,14 @@ MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 RETRY_AFTER_CAP_S = 10.0
 
 
-def realtime_url(base_url: str, model: str) -> str:
-    """`https://api.openai.com/v1` -> `wss://api.openai.com/v1/realtime?model=...` (http -> ws)."""
+def realtime_url(base_url: str, model: str, *, call_id: str | None = None) -> str:
+    """`https://api.openai.com/v1` -> `wss://api.openai.com/v1/realtime?model=...` (http -> ws); with
+    `call_id`, the sideband of that live call instead: `...?call_id=...`."""
     parts = urlsplit(base_url)
     scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
     if scheme not in ("ws", "wss") or not parts.netloc:
         raise ValueError(f"openai_base_url must be an http(s) or ws(s) URL, not {base_url!r}")
-    query = urlencode([*parse_qsl(parts.query), ("model", model)])
+    query = urlencode([*parse_qsl(parts.query), ("call_id", call_id) if call_id is not None else ("model", model)])
     return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + "/realtime", query, ""))
 
 
@@ -378,50 +379,72 @@ class OpenAIEngine(Engine):
         await link.close()
 
     async def _connect(self) -> UpstreamLink:
-        wait = self.policy.wait_s(time.monotonic())
-        if wait > 0:
-            metrics.UPSTREAM_CONNECTS.labels("circuit_open").inc()
-            raise EngineError(f"the upstream {self.upstream} is unavailable after repeated failures; "
-                              f"the next attempt is in {wait:.0f} s")
-        last = "no attempt"
-        for attempt in range(self.max_retries + 1):
-            retry_after = 0.0
-            try:
-                ws = await connect(self.url, additional_headers={"Authorization": f"Bearer {self._key}"},
-                                   open_timeout=self.connect_timeout_s, max_size=MAX_MESSAGE_BYTES,
-                                   logger=_wire_log)
-            except InvalidStatus as exc:
-                status = exc.response.status_code
-                code = _refusal_code(exc.response.body)
-                last = f"HTTP {status}" + (f" ({code})" if code else "")
-                self.policy.failed(time.monotonic(), random.random())
-                if status in (401, 403):
-                    metrics.UPSTREAM_CONNECTS.labels("refused").inc()
-                    raise EngineError(f"the upstream {self.upstream} refused the connection: {last}; "
-                                      "check the OpenAI API key") from None
-                if status == 429:
-                    metrics.UPSTREAM_CONNECTS.labels("rate_limited").inc()
-                    metrics.UPSTREAM_RATE_LIMITED.labels("handshake").inc()
-                    with contextlib.suppress(TypeError, ValueError):
-                        retry_after = min(float(exc.response.headers.get("Retry-After", 0)), RETRY_AFTER_CAP_S)
-                else:
-                    metrics.UPSTREAM_CONNECTS.labels("error").inc()
-            except TimeoutError:
-                last = f"no answer within {self.connect_timeout_s:g} s"
-                metrics.UPSTREAM_CONNECTS.labels("timeout").inc()
-                self.policy.failed(time.monotonic(), random.random())
-            except (OSError, InvalidHandshake, InvalidURI) as exc:
-                last = self.scrub(f"{type(exc).__name__}: {exc}")
-                metrics.UPSTREAM_CONNECTS.labels("error").inc()
-                self.policy.failed(time.monotonic(), random.random())
+        ws = await open_upstream(self.url, self._key, policy=self.policy, connect_timeout_s=self.connect_timeout_s,
+                                 max_retries=self.max_retries)
+        link = UpstreamLink(ws, UpstreamConversation(), self)
+        self._links.add(link)
+        return link
+
+
+class UpstreamRefused(EngineError):
+    """The upstream answered the handshake with a status that retrying will not change."""
+
+    def __init__(self, message: str, status: int, code: str | None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+async def open_upstream(url: str, key: str, *, policy: ReconnectPolicy, connect_timeout_s: float,
+                        max_retries: int, final_statuses: Collection[int] = (401, 403)) -> ClientConnection:
+    """A Realtime WebSocket to the upstream (a session's, or a call's sideband), with `max_retries` retries
+    under `policy`'s backoff and circuit breaker. Raises UpstreamRefused for `final_statuses`, EngineError
+    otherwise; the key goes in the handshake header only, and no error text quotes it."""
+    upstream = urlsplit(url).netloc
+    wait = policy.wait_s(time.monotonic())
+    if wait > 0:
+        metrics.UPSTREAM_CONNECTS.labels("circuit_open").inc()
+        raise EngineError(f"the upstream {upstream} is unavailable after repeated failures; "
+                          f"the next attempt is in {wait:.0f} s")
+    last = "no attempt"
+    for attempt in range(max_retries + 1):
+        retry_after = 0.0
+        try:
+            ws = await connect(url, additional_headers={"Authorization": f"Bearer {key}"},
+                               open_timeout=connect_timeout_s, max_size=MAX_MESSAGE_BYTES, logger=_wire_log)
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            code = _refusal_code(exc.response.body)
+            last = f"HTTP {status}" + (f" ({code})" if code else "")
+            if status in final_statuses:
+                metrics.UPSTREAM_CONNECTS.labels("refused").inc()
+                if status != 404:  # an ended call's sideband is no sign of a failing upstream
+                    policy.failed(time.monotonic(), random.random())
+                hint = "; check the OpenAI API key" if status in (401, 403) else ""
+                raise UpstreamRefused(f"the upstream {upstream} refused the connection: {last}{hint}", status,
+                                      code) from None
+            policy.failed(time.monotonic(), random.random())
+            if status == 429:
+                metrics.UPSTREAM_CONNECTS.labels("rate_limited").inc()
+                metrics.UPSTREAM_RATE_LIMITED.labels("handshake").inc()
+                with contextlib.suppress(TypeError, ValueError):
+                    retry_after = min(float(exc.response.headers.get("Retry-After", 0)), RETRY_AFTER_CAP_S)
             else:
-                self.policy.succeeded()
-                metrics.UPSTREAM_CONNECTS.labels("ok").inc()
-                link = UpstreamLink(ws, UpstreamConversation(), self)
-                self._links.add(link)
-                return link
-            if attempt == self.max_retries or self.policy.wait_s(time.monotonic()) > 0:
-                break
-            await asyncio.sleep(max(self.policy.delay(attempt, random.random()), retry_after))
-        log.warning("upstream %s unreachable: %s", self.upstream, last)
-        raise EngineError(f"could not connect to the upstream {self.upstream}: {last}")
+                metrics.UPSTREAM_CONNECTS.labels("error").inc()
+        except TimeoutError:
+            last = f"no answer within {connect_timeout_s:g} s"
+            metrics.UPSTREAM_CONNECTS.labels("timeout").inc()
+            policy.failed(time.monotonic(), random.random())
+        except (OSError, InvalidHandshake, InvalidURI) as exc:
+            last = f"{type(exc).__name__}: {exc}".replace(key, "****")
+            metrics.UPSTREAM_CONNECTS.labels("error").inc()
+            policy.failed(time.monotonic(), random.random())
+        else:
+            policy.succeeded()
+            metrics.UPSTREAM_CONNECTS.labels("ok").inc()
+            return ws
+        if attempt == max_retries or policy.wait_s(time.monotonic()) > 0:
+            break
+        await asyncio.sleep(max(policy.delay(attempt, random.random()), retry_after))
+    log.warning("upstream %s unreachable: %s", upstream, last)
+    raise EngineError(f"could not connect to the upstream {upstream}: {last}")

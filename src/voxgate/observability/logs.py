@@ -38,10 +38,12 @@ _CREDENTIALS = re.compile(
     r"|x-twilio-signature)\s*[:=]\s*)[^\r\n]+"
     r"|(?P<keep2>openai-insecure-api-key\.)[^\s,;'\"]+"
     r"|(?P<keep3>\bbearer\s+)[^\s,;'\"]+"
-    r"|(?P<keep4>\b(?:ek|vg)_)[A-Za-z0-9_-]{8,}",
+    r"|(?P<keep4>\b(?:ek|vg)_)[A-Za-z0-9_-]{8,}"
+    r"|(?P<keep5>\bwhsec_)[A-Za-z0-9+/=_-]{8,}",  # a Standard Webhooks secret (sip_webhook_secret)
     re.IGNORECASE,
 )
-_MARKERS = ("authoriz", "cookie", "api-key", "bearer", "ek_", "vg_", "auth-token", "signature")  # cheap pre-test
+# a cheap pre-test
+_MARKERS = ("authoriz", "cookie", "api-key", "bearer", "ek_", "vg_", "auth-token", "signature", "whsec_")
 # Where records carrying request headers are made: websockets logs every handshake header on its own
 # loggers (the listener's WebSocket connections use "websockets.server"); uvicorn's, for an app embedded
 # under uvicorn, log on "uvicorn.error".

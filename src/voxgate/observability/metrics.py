@@ -99,6 +99,10 @@ SIP_INVITES = Counter("voxgate_sip_invites_total", "Inbound SIP INVITEs, by outc
                       ["outcome"])
 SIP_CALLS_ENDED = Counter("voxgate_sip_calls_ended_total", "SIP calls ended, by reason", ["reason"])
 SIP_RTP_DROPPED = Counter("voxgate_sip_rtp_dropped_total", "Inbound RTP datagrams dropped, by reason", ["reason"])
+# OpenAI's SIP call control served for our calls (control/webhook_delivery.py): each delivery attempt,
+# `delivered` or `failed`, and `gave_up` once every attempt of one webhook failed
+CALL_CONTROL_WEBHOOKS = Counter("voxgate_call_control_webhooks_total",
+                                "realtime.call.incoming delivery attempts, by outcome", ["outcome"])
 CASCADE_LLM_FIRST_TOKEN_SECONDS = Histogram("voxgate_cascade_llm_first_token_seconds",
                                             "Cascade engine: request to the LLM's first streamed token",
                                             buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10))
@@ -112,3 +116,15 @@ SIP_REGISTRATIONS = Counter("voxgate_sip_registrations_total",
                             ["result"])
 SIP_OUTBOUND_CALLS = Counter("voxgate_sip_outbound_calls_total",
                              "Outbound SIP calls, by outcome (answered, busy, no_answer, failed)", ["outcome"])
+
+# Agents behind OpenAI's SIP (transports/openai_sip.py): webhooks, and the call-control requests sent upstream.
+OPENAI_SIP_WEBHOOKS = Counter("voxgate_openai_sip_webhooks_total",
+                              "OpenAI webhooks received, by result: accepted, ignored (another event type or "
+                              "a call already running), or why refused (bad_signature, missing_header, stale, "
+                              "future, replayed, malformed, invalid_body, not_configured, not_ready)", ["result"])
+OPENAI_SIP_REQUESTS = Counter("voxgate_openai_sip_requests_total",
+                              "Call-control requests to the upstream (accept, refer, hangup), by result",
+                              ["action", "result"])  # ok | error | timeout
+OPENAI_SIP_SIDEBANDS = Counter("voxgate_openai_sip_sidebands_total",
+                               "Sideband connections of calls behind OpenAI's SIP, by result "
+                               "(attached, reattached, lost, ended, failed)", ["result"])

@@ -15,6 +15,8 @@ from voxgate.protocol.errors import RealtimeError
 from voxgate.protocol.items import Dialect
 
 _VAD_TYPES = ("server_vad", "semantic_vad")
+# OpenAI's built-in voices (the local engine speaks them in its own voice)
+OPENAI_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
 # The beta SDK types `session.model` as a closed list; strict beta clients drop any other name.
 BETA_MODELS = (
     "gpt-realtime", "gpt-realtime-2025-08-28", "gpt-4o-realtime-preview", "gpt-4o-realtime-preview-2024-10-01",

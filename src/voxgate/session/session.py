@@ -40,7 +40,7 @@ from voxgate.session.playback import PlaybackTracker
 from voxgate.session.recorder import CallRecorder, CallSummary
 from voxgate.session.response import ResponseRun, ResponseSettings
 from voxgate.tools.redaction import holds_card, redact, redact_offloaded
-from voxgate.tools.registry import ToolContext, ToolRegistry, ToolResult
+from voxgate.tools.registry import ToolContext, ToolRegistry, ToolResult, run_on_call
 
 log = logging.getLogger("voxgate.session")
 
@@ -880,14 +880,9 @@ class Session:
 
     async def run_gateway_tool(self, call: ToolCall) -> ToolResult:
         ctx = ToolContext(call_id=call.call_id, session_id=self.id, agent=self.agent, roles=TOOL_ROLES, actions=self)
-        started = time.monotonic()
         # The engine's call carries masks for PCI values; the tool alone gets the digits typed for it.
-        result = await self.tools.call(call.name, self.keypad.tool_arguments(call.name, call.arguments), ctx)
-        metrics.TOOL_CALLS.labels(call.name, result.status).inc()
-        metrics.TOOL_SECONDS.observe(time.monotonic() - started)
-        if self.recorder:
-            self.recorder.gateway_tool_call(result, self.agent.tool(result.name))
-        return result
+        return await run_on_call(self.tools, call.name, self.keypad.tool_arguments(call.name, call.arguments), ctx,
+                                 self.recorder)
 
     def __repr__(self) -> str:
         return f"<Session {self.id} agent={self.agent.name} transport={self.caller.transport}>"

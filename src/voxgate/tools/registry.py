@@ -19,13 +19,14 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import httpx
 
 from voxgate.agents import AgentConfig, ToolDefinition
 from voxgate.clock import Clock, current_clock, using_clock
 from voxgate.engines.base import ToolSpec
+from voxgate.observability import metrics
 from voxgate.tools.builtins import BUILTINS
 from voxgate.tools.python_tool import HandlerError, PythonTool, resolve_handler
 from voxgate.tools.redaction import redact, redact_value
@@ -37,7 +38,11 @@ from voxgate.tools.validation import (
 )
 from voxgate.tools.webhook import WebhookError, WebhookTool
 
-__all__ = ["CallActions", "ToolConfigError", "ToolContext", "ToolRegistry", "ToolResult", "ToolStatus"]
+if TYPE_CHECKING:
+    from voxgate.session.recorder import CallRecorder
+
+__all__ = ["CallActions", "ToolConfigError", "ToolContext", "ToolRegistry", "ToolResult", "ToolStatus",
+           "run_on_call"]
 
 logger = logging.getLogger(__name__)
 
@@ -272,6 +277,18 @@ class ToolRegistry:
                     return await tool.python.run(args)
             assert tool.definition.builtin is not None
             return await BUILTINS[tool.definition.builtin].run(args, ctx)
+
+
+async def run_on_call(tools: ToolRegistry, name: str, arguments: str, ctx: ToolContext,
+                      recorder: CallRecorder | None) -> ToolResult:
+    """A tool call the model made on a live call: run, counted, and kept in the call record (masked)."""
+    started = time.monotonic()
+    result = await tools.call(name, arguments, ctx)
+    metrics.TOOL_CALLS.labels(name, result.status).inc()
+    metrics.TOOL_SECONDS.observe(time.monotonic() - started)
+    if recorder is not None:
+        recorder.gateway_tool_call(result, ctx.agent.tool(result.name))
+    return result
 
 
 def _try_parse(arguments: str) -> dict[str, Any] | None:

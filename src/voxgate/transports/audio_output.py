@@ -93,10 +93,11 @@ class AudioOutput:
             self._report_stopped()
         return None
 
-    async def take_from(self, session: Session, on_dropped: Callable[[int], None] | None = None) -> None:
+    async def take_from(self, session: Session, on_dropped: Callable[[int], None] | None = None,
+                        on_event: Callable[[se.ServerEvent], None] | None = None) -> None:
         """A phone line's pump: every event the session queues, in order, until the session closes. Only
-        audio matters on a phone line; the rest is the session's record (an error is logged).
-        `on_dropped(frames)` hears of audio the line's queue had no room for."""
+        audio matters on a phone line; the rest is the session's record (an error is logged) and goes to
+        `on_event` (an app's sideband). `on_dropped(frames)` hears of audio the line's queue had no room for."""
         while True:
             event = await session.outbound.get()
             if event is None:
@@ -105,8 +106,11 @@ class AudioOutput:
             if dropped:
                 if on_dropped is not None:
                     on_dropped(dropped)
-            elif dropped is None and isinstance(event, se.ErrorEvent):
-                log.warning("session %s: error %s", session.id, event.code)
+            elif dropped is None:
+                if isinstance(event, se.ErrorEvent):
+                    log.warning("session %s: error %s", session.id, event.code)
+                if on_event is not None:
+                    on_event(event)
 
     # -- the line ----------------------------------------------------------------------------------
 

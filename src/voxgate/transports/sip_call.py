@@ -74,6 +74,7 @@ from voxgate.transports.frame_ticker import FrameTicker, shared_ticker
 from voxgate.transports.media_stream import MediaEncoding
 from voxgate.transports.rtp_line import RtpLine
 from voxgate.transports.rtp_ports import PortsExhausted, RtpPorts
+from voxgate.transports.sideband import Sideband, broadcast
 from voxgate.transports.whisper import play_whisper
 
 if TYPE_CHECKING:
@@ -198,6 +199,7 @@ class SipCall:
         self._awaiting: tuple[int, SessionDescription] | None = None  # (CSeq, our offer) whose answer the ACK brings
         self.bridged: SipCall | None = None  # the leg our RTP is relayed to (a refused REFER's fallback)
         self._ticker: FrameTicker | None = None  # what beats the line, once it is served
+        self.sidebands: set[Sideband] = set()  # an app's sideband sockets (call control): the session's events
         self._bridge_watch: asyncio.Task[None] | None = None
 
     @property
@@ -391,7 +393,7 @@ class SipCall:
     async def _pump(self) -> str:
         """Session output -> the paced line."""
         assert self.session is not None and self.audio is not None
-        await self.audio.take_from(self.session)
+        await self.audio.take_from(self.session, on_event=lambda event: broadcast(self.sidebands, event))
         return "session_closed"
 
     def _beat(self, now: float) -> None:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from voxgate.admission import Refusal, Ticket
 from voxgate.certificates import server_context, sip_tls_files
+from voxgate.control.call_control import Accepted, Decision, FellBack, Rejected
 from voxgate.observability import metrics
 from voxgate.sip.dialog import Dialog, DialogError
 from voxgate.sip.digest import DigestError, DigestVerifier, parse_credentials
@@ -45,14 +46,18 @@ from voxgate.sip.transaction import (
     Transmit,
 )
 from voxgate.sip.uri import SipUri, TelUri
+from voxgate.transports.controlled_sip_calls import ControlledSipCall, ControlledSipCalls, call_control_route
 from voxgate.transports.rtp_ports import PortsExhausted, RtpPorts
 from voxgate.transports.sip_call import SipCall, offer_status
 from voxgate.transports.sip_dialer import Dialer, OutboundCall
 from voxgate.transports.sip_trunk import Trunk
 
 if TYPE_CHECKING:
+    import httpx
+
     from voxgate.admission import Admission
     from voxgate.agents import AgentConfig
+    from voxgate.clock import Clock
     from voxgate.config import Settings
     from voxgate.protocol.items import Dialect
     from voxgate.session.session import Session
@@ -79,6 +84,8 @@ class PhoneGateway(Protocol):
     agents: dict[str, AgentConfig]
     calls: CallStore
     node: str
+    http: httpx.AsyncClient
+    real_clock: Clock
 
     def agent(self, name: str | None) -> AgentConfig: ...
 
@@ -153,6 +160,8 @@ class SipPhone:
         self._handlers: dict[ClientTransaction, Callable[[Response | None], None]] = {}
         self.dialer = Dialer(self)
         self.trunk: Trunk | None = None  # the registration with the upstream trunk, when one is set
+        # calls an app answers through OpenAI's SIP call control (sip_call_control), by call id
+        self.controlled = ControlledSipCalls(settings, gateway.http, gateway.real_clock)
 
     @property
     def port(self) -> int:
@@ -197,6 +206,7 @@ class SipPhone:
                     await asyncio.gather(*self._tasks, return_exceptions=True)
         for task in self._tasks:
             task.cancel()
+        self.controlled.close()
         if self.trunk is not None:
             await self.trunk.stop()
         await self.endpoint.stop()
@@ -222,6 +232,11 @@ class SipPhone:
         call = self.calls.get(request.call_id)
         if call is not None and request.to.tag is not None and call.dialog.matches(request):
             call.in_dialog(request)
+            return True
+        if request.method == "OPTIONS" and self.gateway.admission.draining:
+            # A dispatcher's health probe (Kamailio's): 503 marks this node down while its calls finish.
+            self.respond(make_response(request, 503, to_tag=new_tag(), headers=[
+                ("Retry-After", str(self.gateway.admission.drain_retry_after_s))]))
             return True
         return False  # the endpoint answers (OPTIONS 200, 481 for a dialog we do not have, 405, ...)
 
@@ -410,6 +425,8 @@ class SipPhone:
         """Ring, answer with a session, and serve the call to its end; the ticket is held throughout."""
         gateway = self.gateway
         session: Session | None = None
+        controlled: ControlledSipCall | None = None
+        decision: Decision | None = None
         try:
             try:
                 sdp = await call.open_media()
@@ -423,17 +440,32 @@ class SipPhone:
                 call.refuse(offer_status(error))
                 return
             call.provisional(180)
-            if self.settings.sip_ring_ms:
+            route = call_control_route(call.invite, self.settings.sip_call_control)
+            if route is not None:  # an app answers it (OpenAI's SIP call control)
+                controlled = self.controlled.open(call, route, agent_name)
+                decision = await controlled.decision()
+                self.controlled.decided(controlled, decision)
+                if not self._app_answers(call, decision):
+                    return
+            elif self.settings.sip_ring_ms:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.settings.sip_ring_ms / 1000):
                         await call.wait_ended()
             if call.ended:  # cancelled while ringing: the endpoint has answered 487
                 return
             agent = gateway.agent(agent_name)
-            session = await gateway.open_session(agent=agent, caller=call, dialect="ga", model=None)
+            if controlled is not None and isinstance(decision, Accepted):
+                # the app's session config is the call's, and the call's id its session's (and record's)
+                session = await gateway.open_session(agent=agent, caller=call, dialect="ga",
+                                                     model=decision.session.get("model"),
+                                                     initial_config=decision.session, session_id=controlled.id)
+            else:
+                session = await gateway.open_session(agent=agent, caller=call, dialect="ga", model=None)
             if call.ended:
                 return
             call.answer(sdp, session)
+            if controlled is not None:
+                controlled.answered()
             metrics.SIP_INVITES.labels("answered").inc()
             log.info("%s: answered for agent %s", call.name, agent.name)
             settled = await call.settled()  # a delayed offer's answer comes in the ACK
@@ -447,7 +479,20 @@ class SipPhone:
             log.exception("%s: failed", call.name)
             call.refuse(500)
         finally:
+            if controlled is not None:
+                self.controlled.finish(controlled)
             await self._finish(call, session, ticket)
+
+    @staticmethod
+    def _app_answers(call: SipCall, decision: Decision | None) -> bool:
+        """Carry out an app's refusal (or a fallback refusal); False when the call is not to be answered."""
+        status = decision.status if isinstance(decision, Rejected | FellBack) else None
+        if status is not None:
+            metrics.SIP_INVITES.labels("rejected_by_app" if isinstance(decision, Rejected) else "app_silent").inc()
+            call.refuse(status)
+            call.end("rejected")
+            return False
+        return decision is not None
 
     async def serve_outbound(self, call: SipCall, outbound: OutboundCall) -> None:
         """An outbound call the far end answered (and we ACKed): its session, with the AI disclosure

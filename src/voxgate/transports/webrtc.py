@@ -5,9 +5,11 @@ Signalling is OpenAI's, so a page written for OpenAI works by changing its base 
 - GA `POST /v1/realtime/calls`: raw `application/sdp` body, or `multipart/form-data` with an `sdp` part
   and an optional `session` part (JSON); 201, the answer SDP, `Location: /v1/realtime/calls/{call_id}`.
 - beta `POST /v1/realtime?model=...`: SDP in, SDP out, beta event names on the data channel.
-- `POST /v1/realtime/calls/{call_id}/hangup` (API key) ends a call.
-- sideband: a WebSocket to `/v1/realtime?call_id=...` (API key) joins a live call's session: it sees
-  the call's events and may send events (tools, instructions); the audio stays on the peer connection.
+- `POST /v1/realtime/calls/{call_id}/hangup` (API key) ends a call (`control/realtime_calls.py`; `/refer`
+  is refused there: a browser has no phone line to transfer).
+- sideband: a WebSocket to `/v1/realtime?call_id=...` (API key) joins a live call's session
+  (`transports/sideband.py`): it sees the call's events and may send events (tools, instructions); the
+  audio stays on the peer connection.
   Both answer 404 to a key that does not own the call (see `Principal.sees`).
 
 The server owns playback here: agent audio leaves on an RTP track paced at real time, so the track
@@ -42,29 +44,26 @@ from aiortc import (
 )
 from aiortc.mediastreams import MediaStreamError
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.websockets import WebSocket
+from starlette.responses import Response
 
 from voxgate.admission import Refusal
 from voxgate.audio.formats import PCM24K, OutputEncoder
 from voxgate.audio.playout import Playout
 from voxgate.audio.resample import StreamResampler
 from voxgate.config import Settings
-from voxgate.control.auth import bearer_token, require_api_key
+from voxgate.control.auth import bearer_token
 from voxgate.control.ephemeral import merge_bound_session, redeem, session_agent, validate_session
 from voxgate.control.problems import problem, refused
 from voxgate.gateway import gateway_of
 from voxgate.protocol import server_events as se
-from voxgate.protocol.dialect import dialect_from_handshake
 from voxgate.protocol.errors import RealtimeError
 from voxgate.protocol.ids import new_id
 from voxgate.protocol.items import Dialect
 from voxgate.protocol.json_text import parse_json
 from voxgate.protocol.serialiser import encode_event
-from voxgate.session.outbound import Outbound
 from voxgate.session.playback import PlaybackTracker
 from voxgate.transports.audio_output import AudioOutput
-from voxgate.transports.realtime_ws import pump_outbound, read_client_events
+from voxgate.transports.sideband import Sideband, broadcast
 from voxgate.transports.webrtc_offer import OfferError, read_offer
 
 if TYPE_CHECKING:
@@ -141,15 +140,6 @@ class PlayoutTrack(MediaStreamTrack):
         frame.time_base = _TIME_BASE
         self._pts += FRAME_SAMPLES
         return frame
-
-
-class Sideband:
-    """An app server's WebSocket joined to a live call: the call's events out, its events in."""
-
-    def __init__(self, websocket: WebSocket, dialect: Dialect, max_events: int) -> None:
-        self.websocket = websocket
-        self.dialect: Dialect = dialect
-        self.outbound = Outbound(max_events)  # control events only; a reader that stalls is cut off
 
 
 class WebRtcCall:
@@ -278,8 +268,7 @@ class WebRtcCall:
                     self._pending.append(text)
                 else:
                     self.events_dropped += 1
-        for sideband in list(self.sidebands):
-            sideband.outbound.put(event)
+        broadcast(self.sidebands, event)
 
     # -- audio out: session -> playout -> track --------------------------------------------------
 
@@ -341,6 +330,9 @@ class WebRtcCall:
     async def send_dtmf(self, digits: str) -> None:
         raise RealtimeError("unsupported", "DTMF cannot be sent on a WebRTC call.")
 
+    async def wait_ended(self) -> None:
+        await self.closed.wait()
+
     # -- teardown ----------------------------------------------------------------------------------
 
     async def close(self, reason: str) -> None:
@@ -388,6 +380,8 @@ class WebRtcCalls:
 
     def forget(self, call: WebRtcCall) -> None:
         self._calls.pop(call.id, None)
+        if call.gateway.cluster is not None:
+            call.gateway.cluster.release(call.id)
 
 
 def calls_of(app_state: Any) -> WebRtcCalls:
@@ -526,6 +520,8 @@ async def _open_call(request: Request, dialect: Dialect) -> Response:
         await call.close("bad_session")
         return problem(400, exc.code, exc.message, param=exc.param)
     registry.add(call)
+    if gateway.cluster is not None:  # other nodes carry control requests for this call here
+        await gateway.cluster.hold(call.id)
     call.start(session)
     await session.start(caller_id=request.client.host if request.client else None)
     return Response(answer, status_code=201, media_type="application/sdp",
@@ -558,52 +554,3 @@ async def create_call(request: Request) -> Response:
 async def create_beta_call(request: Request) -> Response:
     """Beta `POST /v1/realtime?model=...`: SDP in, SDP out."""
     return await _open_call(request, "beta")
-
-
-async def hangup_call(request: Request) -> Response:
-    """`POST /v1/realtime/calls/{call_id}/hangup`: 200, empty body, as OpenAI answers it."""
-
-    principal = await require_api_key(request)
-    if isinstance(principal, JSONResponse):
-        return principal
-    call = calls_of(request.app.state).get(request.path_params["call_id"])
-    if call is None or not principal.sees(call.owner):  # another key's call is answered as if it did not exist
-        return problem(404, "call_id_not_found", "No live call with that id.")
-    await call.close("hangup_requested")
-    return Response(status_code=200)
-
-
-async def attach_sideband(websocket: WebSocket, principal: Principal) -> None:
-    """`/v1/realtime?call_id=...`: join a live WebRTC call's session; refused at the handshake otherwise."""
-
-    call_id = websocket.query_params.get("call_id", "")
-    if principal.kind == "ephemeral":
-        await websocket.send_denial_response(
-            problem(403, "ephemeral_key_not_allowed", "A sideband connection needs an API key."))
-        return
-    call = calls_of(websocket.app.state).get(call_id)
-    if call is None or call.session is None or not principal.sees(call.owner):
-        await websocket.send_denial_response(problem(404, "call_id_not_found", f"No live call {call_id!r}."))
-        return
-    session = call.session
-    subprotocols = list(websocket.scope.get("subprotocols") or [])
-    headers = {k.lower(): v for k, v in websocket.headers.items()}
-    sideband = Sideband(websocket, dialect_from_handshake(headers, subprotocols),
-                        call.gateway.settings.outbound_queue_events)
-    await websocket.accept(subprotocol="realtime" if "realtime" in subprotocols else None)
-    sideband.outbound.put(se.SessionCreated(session=session.config))
-    call.sidebands.add(sideband)
-    writer = asyncio.create_task(pump_outbound(sideband.outbound, websocket, sideband.dialect))
-    reader = asyncio.create_task(read_client_events(session, websocket))
-    call_over = asyncio.create_task(call.closed.wait())
-    try:
-        await asyncio.wait({writer, reader, call_over}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        call.sidebands.discard(sideband)
-        sideband.outbound.close()
-        reader.cancel()
-        call_over.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await asyncio.wait_for(writer, timeout=2.0)
-        with contextlib.suppress(Exception):
-            await websocket.close(1008 if sideband.outbound.overflowed else 1000)

@@ -26,9 +26,10 @@ import numpy as np
 import onnxruntime as ort
 from piper import PiperConfig, PiperVoice, SynthesisConfig
 
+from voxgate.protocol.session_config import OPENAI_VOICES as OPENAI_VOICES
+
 DEFAULT_VOICE = "joe"
 # Clients written for OpenAI name its voices; each maps to an installed voice so they work unchanged.
-OPENAI_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
 MIN_SPEED, MAX_SPEED = 0.25, 4.0
 # Piper phonemizes through espeak-ng, whose state is process-global and not thread-safe: two threads
 # synthesizing at once can hang. Every synthesis in the process takes this lock.
