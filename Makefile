@@ -119,5 +119,16 @@ bench-pipecat: install-test | $(UV)
 	cd bench/pipecat && UV_PROJECT_ENVIRONMENT=$(PIPECAT_VENV) ../../$(UV) sync --locked
 	$(BIN)/python bench/bridge_capacity.py --pipecat-python $(PIPECAT_VENV)/bin/python
 
+# The dashboard's charting library, vendored from npm and committed (the gateway never fetches it at run
+# time): `make vendor-charts` fetches the pinned release again (npm checks its integrity) and replaces the copy.
+UPLOT_VERSION := 1.6.31
+VENDOR := src/voxgate/web/static/vendor
+.PHONY: vendor-charts
+vendor-charts:
+	@tmp=$$(mktemp -d) && cd $$tmp && npm pack --silent uplot@$(UPLOT_VERSION) >/dev/null && \
+	  tar xzf uplot-$(UPLOT_VERSION).tgz && \
+	  cp package/dist/uPlot.iife.min.js package/dist/uPlot.min.css $(CURDIR)/$(VENDOR)/ && \
+	  cp package/LICENSE $(CURDIR)/$(VENDOR)/uPlot.LICENSE && rm -rf $$tmp && echo "uPlot $(UPLOT_VERSION) in $(VENDOR)"
+
 clean:
 	rm -rf $(VENV) $(UV_HOME) .venv-pipecat .venv-llama .mypy_cache .ruff_cache .pytest_cache voxgate.db acme.db

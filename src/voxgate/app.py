@@ -23,7 +23,7 @@ from voxgate.admission import Refusal
 from voxgate.chat_service import chat_completions
 from voxgate.cluster.call_control import on_holding_node
 from voxgate.config import Settings
-from voxgate.control import escalations, outbound_calls, realtime_calls, recordings
+from voxgate.control import escalations, operators, outbound_calls, realtime_calls, recordings
 from voxgate.control.auth import principal_of, require_api_key
 from voxgate.control.ephemeral import (
     create_beta_session,
@@ -32,6 +32,7 @@ from voxgate.control.ephemeral import (
     revoke_client_secret,
     session_agent,
 )
+from voxgate.control.openapi import openapi_json
 from voxgate.control.origin_policy import BrowserGuard, OriginPolicy
 from voxgate.control.problems import problem
 from voxgate.control.rate_limit import RateLimits, SharedRateLimits, rate_limited, rate_limited_websocket
@@ -48,6 +49,7 @@ from voxgate.transports.realtime_ws import WebSocketCaller, refuse_call, run_web
 from voxgate.transports.sideband import attach_sideband
 from voxgate.transports.webrtc import create_beta_call, create_call
 from voxgate.web.console import ConsoleAccess, console_call, console_index, console_token, static_files
+from voxgate.web.dashboard import dashboard_page
 
 log = logging.getLogger("voxgate")
 
@@ -128,43 +130,6 @@ async def metrics_endpoint(request: Request) -> Response:
         if isinstance(principal, JSONResponse):
             return principal
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
-
-async def list_calls(request: Request) -> Response:
-    principal = await require_api_key(request)
-    if isinstance(principal, JSONResponse):
-        return principal
-    try:
-        limit = min(int(request.query_params.get("limit", 50)), 500)
-        offset = max(int(request.query_params.get("offset", 0)), 0)
-    except ValueError:
-        return problem(400, "invalid_value", "limit and offset must be integers.")
-    calls = await gateway_of(request).calls.list_calls(limit=limit, offset=offset, visible_to=principal.owner)
-    return JSONResponse({"object": "list", "data": calls})
-
-
-async def get_call(request: Request) -> Response:
-    principal = await require_api_key(request)
-    if isinstance(principal, JSONResponse):
-        return principal
-    # Another key's call is answered as if it did not exist.
-    gateway = gateway_of(request)
-    call_id = request.path_params["call_id"]
-    call = await gateway.calls.get_call(call_id, visible_to=principal.owner)
-    if call is None:
-        dialing = gateway.sip.dialer.view(call_id) if gateway.sip is not None else None
-        if dialing is None or not principal.sees(dialing.owner):
-            return problem(404, "call_not_found", "No call with that id.")
-        return JSONResponse(dialing.view())  # an outbound call still ringing: no record yet
-    await gateway.calls.audit(principal.key_id, "transcript.read", call_id)
-    return JSONResponse(call)
-
-
-async def kpis(request: Request) -> Response:
-    principal = await require_api_key(request)
-    if isinstance(principal, JSONResponse):
-        return principal
-    return JSONResponse(await gateway_of(request).calls.kpis(visible_to=principal.owner))
 
 
 async def list_agents(request: Request) -> Response:
@@ -279,12 +244,12 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> Starlette:
                   methods=["POST"]),
             Route("/v1/realtime/client_secrets/revoke", revoke_client_secret, methods=["POST"]),
             Route("/v1/realtime/sessions", rate_limited(create_beta_session, "client_secrets"), methods=["POST"]),
-            Route("/v1/calls", list_calls),
             *outbound_calls.routes(),
             *recordings.routes(),
             *escalations.routes(),
-            Route("/v1/calls/{call_id}", get_call),
-            Route("/v1/kpis", kpis),
+            *operators.routes(around=on_holding_node),  # calls, stats, cost: the operators' API
+            Route("/openapi.json", openapi_json),
+            Route("/dashboard", dashboard_page),
             Route("/v1/agents", list_agents),
             Route("/v1/audio/transcriptions", rate_limited(transcriptions, "speech"), methods=["POST"]),
             Route("/v1/audio/speech", rate_limited(speech, "speech"), methods=["POST"]),

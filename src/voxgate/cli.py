@@ -1,4 +1,4 @@
-"""The `voxgate` command: serve, keys, db, agents, config, audit, call, loadtest."""
+"""The `voxgate` command: serve, keys, db, agents, config, audit, call, loadtest, report."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TextIO
 
@@ -24,12 +25,14 @@ keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 db_app = typer.Typer(help="Database.", no_args_is_help=True)
 agents_app = typer.Typer(help="Agents.", no_args_is_help=True)
 config_app = typer.Typer(help="Configuration.", no_args_is_help=True)
+report_app = typer.Typer(help="Reports on recorded calls.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
 app.add_typer(agents_app, name="agents")
 app.add_typer(config_app, name="config")
 audit_app = typer.Typer(help="The audit log.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
+app.add_typer(report_app, name="report")
 
 ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="YAML settings file.", exists=True)]
 
@@ -285,6 +288,52 @@ def agents_list(config: ConfigOption = None) -> None:
 def config_show(config: ConfigOption = None) -> None:
     """Print the effective settings, secrets masked."""
     typer.echo(json.dumps(_settings(config).shown(), indent=2))
+
+
+def _moment(text: str, now: datetime) -> datetime:
+    """A time on the command line: an ISO date or time (UTC unless it says), or a span back from now
+    ("30d", "12h", "90m")."""
+    spans = {"d": 86400, "h": 3600, "m": 60}
+    if text[-1:] in spans and text[:-1].isdigit():
+        return now - timedelta(seconds=int(text[:-1]) * spans[text[-1]])
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is neither an ISO date or time nor a span like 30d, 12h, 90m") from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+@report_app.command("cost")
+def report_cost(
+    since: Annotated[str, typer.Option(help="From: an ISO date or time, or a span back from now (30d, 12h).")] = "30d",
+    until: Annotated[str | None, typer.Option(help="Until (excluded): an ISO date or time; default now.")] = None,
+    agent: Annotated[str | None, typer.Option(help="Only this agent's calls.")] = None,
+    transport: Annotated[str | None, typer.Option(help="Only calls on this transport.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="The report as JSON.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Cost of the finished calls in a window: totals, per agent, per transport and break-even against a
+    human agent (prices: the `prices` settings)."""
+    from voxgate.observability.cost import CostModel, cost_report, cost_table
+    from voxgate.store.calls import CallStore
+    from voxgate.store.database import Database
+
+    settings = _settings(config)
+    now = datetime.now(UTC)
+    start, end = _moment(since, now), _moment(until, now) if until else None
+
+    async def run() -> list[dict[str, object]]:
+        db = Database(settings.database_url)
+        await db.connect()
+        await db.upgrade()
+        try:
+            return await CallStore(db).finished_calls(start, until=end, agent=agent, transport=transport)
+        finally:
+            await db.aclose()
+
+    report = cost_report(asyncio.run(run()), CostModel(settings.prices))
+    window = f"calls started {start:%Y-%m-%d %H:%M} to {(end or now):%Y-%m-%d %H:%M} UTC"
+    typer.echo(json.dumps(report, indent=2) if as_json else cost_table(report, window))
 
 
 @app.command()

@@ -25,6 +25,42 @@ DigestAlgorithm = Literal["SHA-256", "MD5"]
 DIGEST_ALGORITHMS: tuple[DigestAlgorithm, ...] = ("SHA-256", "MD5")  # best first (RFC 8760)
 
 
+class KpiTargets(BaseModel):
+    """What the operators' KPIs are held to (GET /v1/stats says whether each is met); the seed playbook's."""
+
+    first_response_p95_ms: float = Field(default=1200.0, gt=0)  # end of speech to first audio, 95th percentile
+    interruption_stop_ms: float = Field(default=500.0, gt=0)  # a barge-in silences the agent within this...
+    interruption_success_min: float = Field(default=0.95, ge=0, le=1)  # ...this often
+    task_completion_min: float = Field(default=0.80, ge=0, le=1)
+    drop_rate_max: float = Field(default=0.01, ge=0, le=1)  # calls ended by an error or the transport's loss
+    buffer_overflows_max: int = Field(default=0, ge=0)
+    tool_success_min: float = Field(default=0.98, ge=0, le=1)
+    fallthrough_rate_max: float = Field(default=0.05, ge=0, le=1)  # turns answered "I didn't catch that"
+    escalation_rate_min: float = Field(default=0.10, ge=0, le=1)  # fewer: callers who need a person may
+    escalation_rate_max: float = Field(default=0.25, ge=0, le=1)  # not reach one; more: the agent does too little
+
+
+class Prices(BaseModel):
+    """What a call costs in USD (observability/cost.py). List prices as of late 2025: set your own."""
+
+    # OpenAI gpt-realtime, per 1M tokens (gpt-realtime-mini: text 0.6/2.4, audio 10/20, cached 0.06/0.3).
+    openai_text_in: float = Field(default=4.0, ge=0)
+    openai_cached_text_in: float = Field(default=0.4, ge=0)
+    openai_text_out: float = Field(default=16.0, ge=0)
+    openai_audio_in: float = Field(default=32.0, ge=0)
+    openai_cached_audio_in: float = Field(default=0.4, ge=0)
+    openai_audio_out: float = Field(default=64.0, ge=0)
+    # Per minute of call, by transport: carrier voice plus media streams (Twilio 0.0085 + 0.004, Telnyx
+    # 0.0055 + 0.002), a SIP trunk's inbound rate; browsers and WebSocket clients cost the gateway nothing.
+    transport_per_minute: dict[str, float] = Field(default_factory=lambda: {
+        "twilio": 0.0125, "telnyx": 0.0075, "sip": 0.004, "webrtc": 0.0, "realtime_ws": 0.0})
+    # The local and cascade engines' own compute per call minute: bench/turn_latency.py measures half a core
+    # per live call, at $0.04 per core-hour (a cloud vCPU).
+    local_compute_per_minute: float = Field(default=0.5 * 0.04 / 60, ge=0)
+    # A loaded human agent per minute, the break-even baseline (the seed's example: $0.40).
+    human_per_minute: float = Field(default=0.40, ge=0)
+
+
 class UnsafeSettingsError(ValueError):
     """Settings that would open the gateway wider than its operator can have meant; the message says what to do."""
 
@@ -332,6 +368,15 @@ class Settings(BaseSettings):
     openai_sip_api_timeout_s: float = Field(default=10.0, gt=0)  # accept, refer, hangup: no answer by then failed
     # Transcribes the caller upstream, for the call record (the audio never reaches the gateway); empty: off
     openai_sip_transcription_model: str = "gpt-4o-mini-transcribe"
+
+    # The operators' view (GET /v1/stats, /dashboard, `voxgate report cost`): KPI targets and the price
+    # table, each field also settable alone (VOXGATE_KPI_TARGETS__DROP_RATE_MAX, VOXGATE_PRICES__HUMAN_PER_MINUTE...).
+    kpi_targets: KpiTargets = Field(default_factory=KpiTargets)
+    # OpenTelemetry spans per call, turn and tool call, to this OTLP/HTTP traces URL (a collector's
+    # http://host:4318/v1/traces); empty: no spans. Needs the `otel` extra installed.
+    otel_endpoint: str = ""
+    otel_service_name: str = "voxgate"  # the spans' service.name
+    prices: Prices = Field(default_factory=Prices)
 
     @field_validator("sip_trunk_registrar", "sip_trunk_proxy")
     @classmethod

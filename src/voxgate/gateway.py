@@ -28,6 +28,8 @@ from voxgate.engines.base import Engine
 from voxgate.engines.echo import EchoEngine
 from voxgate.engines.local.vad import GatedVadStream, SileroModel, WebRtcStream
 from voxgate.escalations import EscalationQueue
+from voxgate.observability.cost import CostModel
+from voxgate.observability.tracing import Tracing
 from voxgate.protocol.ids import new_id
 from voxgate.protocol.items import Dialect
 from voxgate.retention import Retention
@@ -85,6 +87,8 @@ class Gateway:
             raise ValueError(f"default agent {settings.default_agent!r} not found in {settings.agents_dir}")
         self.db = Database(settings.database_url)
         self.calls = CallStore(self.db)
+        # Spans per call, turn and tool call, only when an OTLP endpoint is configured.
+        self.tracing = Tracing(settings.otel_endpoint, settings.otel_service_name) if settings.otel_endpoint else None
         self.keys = KeyStore(self.db)
         self.recordings = RecordingStore(self.db)
         self.escalations = EscalationQueue()  # hand-offs to a person, for operators (GET /v1/escalations)
@@ -240,6 +244,8 @@ class Gateway:
             await self.cluster.stop()
         await self.calls.drain()
         await self.db.aclose()
+        if self.tracing is not None:  # flushes the spans still queued (in the exporter's thread)
+            await asyncio.to_thread(self.tracing.shutdown)
 
     async def engine(self, name: str) -> Engine:
         """The named engine, started on first use and shared by every session after that."""
@@ -330,7 +336,8 @@ class Gateway:
         session_id = session_id or new_id("sess")
         session = Session(
             agent=agent, engine=engine, tools=self.tools[agent.name], caller=caller, dialect=dialect,
-            recorder=CallRecorder(self.calls, engine_name, owner=owner, node=self.node, metadata=record_metadata,
+            recorder=CallRecorder(self.calls, engine_name, CostModel(self.settings.prices), owner=owner,
+                                  node=self.node, metadata=record_metadata, tracing=self.tracing,
                                   actor=opened_by.key_id if opened_by is not None else "gateway",
                                   zero_retention=self.zero_retention(agent)),
             vad_factory=functools.partial(self.vad_stream, agent),

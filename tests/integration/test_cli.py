@@ -104,3 +104,45 @@ def test_serve_refuses_dev_mode_behind_a_public_url(tmp_path: Path) -> None:
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert "refusing to start" in refused.stderr and "VOXGATE_DEV_MODE=false" in refused.stderr
     assert "API key" not in refused.stdout, "a key was minted for a gateway that did not start"
+
+
+def test_report_cost_of_a_scripted_month(tmp_path: Path) -> None:
+    """`voxgate report cost` over a month of 10,000 call minutes: totals, per agent and transport, and
+    break-even against a human agent at $0.40 a minute ($4,000, the seed's example)."""
+    import asyncio
+
+    import sqlalchemy as sa
+
+    from tests.scripted_calls import scripted_month
+    from voxgate.config import Prices
+    from voxgate.store.database import Database
+    from voxgate.store.models import Call
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'vg.db'}"
+    rows = scripted_month(Prices())
+
+    async def write() -> None:
+        db = Database(url)
+        await db.connect()
+        await db.upgrade()
+        async with db.session() as session, session.begin():
+            await session.execute(sa.insert(Call), rows)
+        await db.aclose()
+
+    asyncio.run(write())
+    env = {**os.environ, "VOXGATE_DATABASE_URL": url}
+    window = ("--since", "2026-02-01", "--until", "2026-03-01")
+    report = json.loads(run_cli("report", "cost", *window, "--json", env=env).stdout)
+    total = report["total"]
+    assert (total["calls"], total["minutes"], total["human_cost_usd"]) == (1000, 10_000.0, 4000.0)
+    assert total["cost_usd"] == round(sum(row["cost_usd"] for row in rows), 4)
+    assert report["by_agent"]["concierge"]["calls"] == 100 and report["by_transport"]["sip"]["minutes"] == 6000.0
+    assert report["saving_per_minute_usd"] == round(0.40 - total["cost_per_minute_usd"], 4) > 0
+    text = run_cli("report", "cost", *window, env=env).stdout
+    assert "break-even: from the first minute" in text and "$4,000.00" in text
+    print(text)  # the README shows it
+    assert json.loads(run_cli("report", "cost", "--since", "2026-02-10", "--until", "2026-02-11", "--json",
+                              env=env).stdout)["total"]["calls"] == 36  # one call every 40 minutes
+    bad = subprocess.run([*VOXGATE, "report", "cost", "--since", "last month"], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert bad.returncode != 0 and "neither an ISO date" in bad.stderr

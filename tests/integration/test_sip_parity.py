@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import pytest
 
 from tests.conftest import CarrierServer, LiveServer, finished_call
 from tests.integration.test_sip_calls import new_sip_session, sip_port, sip_sessions
@@ -189,12 +190,17 @@ def record_shape(record: dict[str, Any]) -> dict[str, Any]:
     # A SIP call's record adds what only RTP measures (codec, SRTP, RTCP loss and jitter): set aside.
     metadata = {key: value for key, value in (record.get("metadata") or {}).items() if key != "media"}
     return {
-        **{key: value for key, value in record.items() if key not in ("items", "tool_calls", "metadata", *VARYING)},
+        **{key: value for key, value in record.items()
+           if key not in ("items", "tool_calls", "metadata", "latency", "barge_ins", *VARYING)},
         "metadata": metadata,
         "filled": {key: record[key] is not None for key in VARYING},
         "items": items,
         "tool_calls": [{key: tool[key] for key in ("name", "side", "arguments", "status", "output")}
                        for tool in record["tool_calls"]],
+        # The latency budget: the same stages reached in each turn (their times are the line's own).
+        "latency": [{"heard": turn["heard"], **{stage: ms is not None for stage, ms in turn["stages"].items()}}
+                    for turn in record["latency"]],
+        "barge_ins": len(record["barge_ins"]),
     }
 
 
@@ -235,6 +241,12 @@ async def test_the_same_spoken_request_over_sip_and_twilio_gets_the_same_answer_
     # The same call record: turns, interruptions, outcome, end reason, items and tool calls.
     assert sip.record["end_reason"] == ENDED_BY_AGENT and sip.record["interruptions"] == 1, sip.record
     assert record_shape(sip.record) == record_shape(twilio.record), (sip.record, twilio.record)
+    # Each answered turn's budget runs to the caller's ear on a phone line: every stage, the heard one too.
+    assert sip.record["latency"], sip.record
+    for turn in sip.record["latency"] + twilio.record["latency"]:
+        assert turn["heard"] and None not in turn["stages"].values(), turn
+        assert turn["total_ms"] == pytest.approx(sum(turn["stages"].values()), abs=0.01), turn
+    assert len(sip.record["barge_ins"]) == 1 and sip.record["barge_ins"][0]["stop_ms"] > 0
 
 
 async def test_a_caller_who_hangs_up_is_recorded_the_same_over_sip_and_twilio(

@@ -137,6 +137,17 @@ async def test_spoken_turn_tool_call_and_barge_in(live_server: LiveServer, ga_se
     assert json.loads(lookups[0]["arguments"]) == {"order_id": "4567"}
     assert call["interruptions"] >= 1
     assert any(t["name"] == "transfer_to_human" for t in call["tool_calls"])
+    # Each answered turn's latency budget: a WebSocket client plays the audio itself, so the budget ends
+    # when the first audio is sent; every stage before it happened (the VAD heard 300 ms of silence first).
+    assert len(call["latency"]) == 3, call["latency"]  # the request, the follow-up (cut), the interruption
+    for turn in call["latency"]:
+        stages = turn["stages"]
+        assert not turn["heard"] and stages["first_audio_heard"] is None, turn
+        assert None not in [stages[s] for s in ("vad", "transcript", "first_token", "tts_first_audio",
+                                                "first_audio_sent")], turn
+        assert turn["total_ms"] == pytest.approx(sum(ms for ms in stages.values() if ms is not None), abs=0.01)
+    assert call["latency"][0]["stages"]["vad"] >= 300 - 32  # 300 ms of silence, to the VAD's 32 ms frame
+    assert len(call["barge_ins"]) == call["interruptions"] and all(b["stop_ms"] > 0 for b in call["barge_ins"])
 
 
 async def test_semantic_vad_waits_longer_after_an_unfinished_phrase(live_server: LiveServer,

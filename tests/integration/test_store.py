@@ -17,6 +17,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
+from tests.scripted_calls import STAGES as SCRIPTED_STAGES
+from tests.scripted_calls import T0 as SCRIPT_T0
+from tests.scripted_calls import StepClock as Clock
+from tests.scripted_calls import write_scripted_calls
 from voxgate.session.recorder import CallRecorder, CallSummary
 from voxgate.store.calls import MAX_TOOL_OUTPUT_CHARS, CallStore, percentile
 from voxgate.store.database import Database, DatabaseClosedError, alembic_config, async_url
@@ -24,19 +28,6 @@ from voxgate.store.keys import KeyStore
 from voxgate.store.models import Base
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, at: datetime = T0) -> None:
-        self.at = at
-
-    def __call__(self) -> datetime:
-        return self.at
-
-    def advance(self, seconds: float) -> None:
-        self.at += timedelta(seconds=seconds)
 
 
 @pytest.fixture
@@ -55,7 +46,7 @@ async def db(db_path: Path):
 
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(T0)
 
 
 @pytest.fixture
@@ -301,7 +292,8 @@ async def test_kpis(calls: CallStore, clock: Clock) -> None:
     assert k["task_completion_rate"] == pytest.approx(2 / 5)
     assert k["escalation_rate"] == pytest.approx(1 / 5)
     assert (k["tool_calls"], k["tool_success_rate"]) == (4, pytest.approx(0.75))
-    assert k["first_response_ms"] == {"count": 4, "p50": pytest.approx(250.0), "p95": pytest.approx(385.0)}
+    assert k["first_response_ms"] == {"count": 4, "p50": pytest.approx(250.0), "p95": pytest.approx(385.0),
+                                      "p99": pytest.approx(397.0)}
 
     everything = await calls.kpis()
     assert everything["calls"] == 7 and everything["drop_rate"] == pytest.approx(2 / 6)
@@ -324,6 +316,41 @@ async def test_kpis_for_a_key_count_its_own_calls_and_the_gateways_only(calls: C
     assert mine["first_response_ms"]["count"] == 2 and mine["first_response_ms"]["p95"] < 900.0
     assert (await calls.kpis(visible_to="key_b"))["tool_calls"] == 1
     assert (await calls.kpis())["calls"] == 3
+
+
+async def test_stats_of_scripted_calls_whose_truth_is_known(calls: CallStore, clock: Clock) -> None:
+    """tests/scripted_calls.py: each KPI and each budget stage of calls whose truth is known; the filters."""
+    clock.at = SCRIPT_T0
+    await write_scripted_calls(calls, clock.advance)
+
+    k = await calls.kpis(interruption_stop_ms=500.0)
+    assert (k["calls"], k["drop_rate"], k["escalation_rate"]) == (10, 0.1, 0.1)
+    assert k["task_completion_rate"] == pytest.approx(0.7)
+    assert (k["buffer_overflows"], k["tool_calls"], k["tool_success_rate"]) == (1, 10, 0.8)
+    assert (k["turns"], k["fallthrough_rate"]) == (40, pytest.approx(4 / 40))
+    assert (k["barge_ins"], k["interruption_success_rate"]) == (2, 0.5)
+    assert k["average_handle_time_s"] == pytest.approx(60.0)
+    budget = k["latency_budget_ms"]
+    for stage in ("vad", "transcript", "first_token", "tts_first_audio", "first_audio_sent"):
+        value = SCRIPTED_STAGES[stage]
+        assert budget[stage] == {"count": 10, "p50": value, "p95": value, "p99": value}
+    assert budget["first_audio_heard"]["p50"] == pytest.approx(44.5)
+    assert budget["total"]["count"] == 10 and k["first_response_ms"]["p99"] == pytest.approx(608.91)
+    assert (await calls.kpis(interruption_stop_ms=1000.0))["interruption_success_rate"] == 1.0
+
+    sip = await calls.kpis(transport="sip")
+    assert (sip["calls"], sip["escalation_rate"]) == (3, pytest.approx(1 / 3))
+    assert sip["tool_success_rate"] == pytest.approx(1 / 3)
+    assert (await calls.kpis(agent="other"))["calls"] == 1
+    window = await calls.kpis(since=SCRIPT_T0 + timedelta(minutes=5), until=SCRIPT_T0 + timedelta(minutes=7))
+    assert window["calls"] == 2
+
+    record = await calls.get_call("sess_scripted_3")
+    assert record is not None
+    assert record["latency"] == [{"seq": 1, "at": record["latency"][0]["at"], "total_ms": 726.0, "heard": True,
+                                  "stages": {**SCRIPTED_STAGES, "first_audio_heard": 43.0}}]
+    assert record["barge_ins"] == [{"seq": 2, "at": record["barge_ins"][0]["at"], "stop_ms": 320.0}]
+    assert (record["fallthroughs"], record["buffer_overflow"]) == (0, False)
 
 
 @settings(deadline=None)  # a per-example time limit fails on a loaded machine, not on a wrong percentile

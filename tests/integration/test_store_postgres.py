@@ -19,6 +19,8 @@ from alembic.script import ScriptDirectory
 
 from tests.integration.test_audit_log import append_from_two_gateways
 from tests.postgres_server import fresh_database, postgres_cluster
+from tests.scripted_calls import STAGES, StepClock, write_scripted_calls
+from tests.scripted_calls import T0 as SCRIPT_T0
 from voxgate.store.calls import CallStore
 from voxgate.store.database import Database, alembic_config
 from voxgate.store.keys import KeyStore
@@ -128,7 +130,7 @@ async def test_round_trip(db: Database) -> None:
 
     k = await calls.kpis(since=T0)
     assert (k["calls"], k["escalation_rate"], k["tool_success_rate"]) == (1, 1.0, 1.0)
-    assert k["first_response_ms"] == {"count": 1, "p50": 420.0, "p95": 420.0}
+    assert k["first_response_ms"] == {"count": 1, "p50": 420.0, "p95": 420.0, "p99": 420.0}
     assert (await calls.kpis(since=T0 + timedelta(seconds=1)))["calls"] == 0
 
 
@@ -164,3 +166,16 @@ async def test_the_end_of_a_call_can_replace_its_metadata(db: Database) -> None:
 async def test_two_gateways_append_to_one_audit_chain(db: Database, pg_url: str) -> None:
     """Two gateways sharing the database append at once: the advisory lock keeps one chain, no row lost."""
     await append_from_two_gateways(pg_url, db)
+async def test_stats_and_cost_of_the_scripted_calls(db: Database) -> None:
+    """The KPIs, latency budget and cost queries on PostgreSQL give what SQLite gives (tests/scripted_calls.py)."""
+    clock = StepClock()
+    calls = CallStore(db, now=clock)
+    await write_scripted_calls(calls, clock.advance)
+    k = await calls.kpis(interruption_stop_ms=500.0)
+    assert (k["calls"], k["drop_rate"], k["buffer_overflows"], k["turns"]) == (10, 0.1, 1, 40)
+    assert (k["barge_ins"], k["interruption_success_rate"], k["tool_success_rate"]) == (2, 0.5, 0.8)
+    assert k["average_handle_time_s"] == pytest.approx(60.0) and k["fallthrough_rate"] == pytest.approx(0.1)
+    assert k["latency_budget_ms"]["transcript"]["p95"] == STAGES["transcript"]
+    page = await calls.list_calls(limit=3, transport="sip", since=SCRIPT_T0)
+    assert [c["id"] for c in page] == ["sess_scripted_2", "sess_scripted_1", "sess_scripted_0"]
+    assert len(await calls.finished_calls(SCRIPT_T0, until=SCRIPT_T0 + timedelta(minutes=3))) == 3

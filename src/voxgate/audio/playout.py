@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 
 from voxgate.audio.clock import PacingClock
 
@@ -84,6 +85,7 @@ class Playout:
         self.frames_released = 0
         self.frames_dropped = 0
         self.unknown_confirmations = 0
+        self.on_item_heard: Callable[[str], None] | None = None  # an item's first frame was released
 
     # -- audio in ----------------------------------------------------------------------------------
 
@@ -190,6 +192,8 @@ class Playout:
             if self._heard_item is not None:
                 self._remember(self._heard_item, self._heard_ms)
             self._heard_item = item
+            if self.on_item_heard is not None:
+                self.on_item_heard(item)
         self._heard_ms = frame.heard_ms
         if self.confirm_every:
             self._since_confirm += 1

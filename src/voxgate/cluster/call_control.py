@@ -13,22 +13,19 @@ cannot tell which node held the call. When the registry or the holder cannot be 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from voxgate.cluster.node import RelayFailed
 from voxgate.cluster.relay import RELAYED
+from voxgate.control.auth import Endpoint
 from voxgate.control.problems import problem
 from voxgate.gateway import gateway_of
 
 __all__ = ["on_holding_node", "run_on_holding_node"]
 
 log = logging.getLogger("voxgate.cluster")
-
-Endpoint = Callable[[Request], Awaitable[Response]]
-
 
 async def run_on_holding_node(request: Request, endpoint: Endpoint) -> Response:
     """`endpoint(request)` on the node holding the call that `request.path_params["call_id"]` names."""

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.websockets import WebSocket
 
 from voxgate.control.problems import problem
@@ -57,3 +59,27 @@ async def require_api_key(request: Request) -> Principal | JSONResponse:
     if principal.kind == "ephemeral":
         return problem(403, "ephemeral_key_not_allowed", "Ephemeral keys can only open a realtime session.")
     return principal
+
+
+# An operator route: (request, the key's principal) -> response.
+Endpoint = Callable[[Request], Awaitable[Response]]  # an HTTP route's handler
+OperatorHandler = Callable[[Request, Principal], Awaitable[Response]]
+
+
+def operator_route(action: str) -> Callable[[OperatorHandler], Callable[[Request], Awaitable[Response]]]:
+    """The one auth check of an operator route: an API key (`require_api_key`) allowed to do `action`
+    ("calls.read", "calls.control", "stats.read", "dashboard.read"). Every operator key may do every action
+    today; roles on keys plug in here, naming the actions each role allows."""
+
+    def wrap(handler: OperatorHandler) -> Callable[[Request], Awaitable[Response]]:
+        @functools.wraps(handler)
+        async def route(request: Request) -> Response:
+            principal = await require_api_key(request)
+            if isinstance(principal, JSONResponse):
+                return principal
+            return await handler(request, principal)
+
+        route.action = action  # type: ignore[attr-defined]  # what the route needs, for roles and docs
+        return route
+
+    return wrap

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from voxgate.control.auth import require_api_key
+from voxgate.control.auth import Endpoint, require_api_key
 from voxgate.control.call_control import CallControlError, refer_target, reject_status, session_of
 from voxgate.control.ephemeral import validate_session
 from voxgate.control.problems import problem
@@ -57,9 +57,6 @@ async def _body(request: Request) -> bytes:
 
 
 Action = Callable[[Request, Gateway, WebRtcCall | ControlledSipCall, bytes], Awaitable[None]]
-
-
-Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 def _route(action: Action) -> Endpoint:

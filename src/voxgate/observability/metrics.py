@@ -25,6 +25,22 @@ FIRST_RESPONSE_SECONDS = Histogram(
     "End of caller speech to the first agent audio (or text) sent",
     buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.2, 1.5, 2.0, 3.0, 5.0),
 )
+# The latency budget of each answered turn, stage by stage (observability/latency_budget.py), and barge-ins.
+_BUDGET_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.2, 1.5, 2.0, 3.0, 5.0)
+TURN_STAGE_SECONDS = Histogram("voxgate_turn_stage_seconds",
+                               "Latency budget of answered turns by stage (vad, transcript, first_token, "
+                               "tts_first_audio, first_audio_sent, first_audio_heard)",
+                               ["stage", "transport", "engine", "agent"], buckets=_BUDGET_BUCKETS)
+TURN_SECONDS = Histogram("voxgate_turn_seconds",
+                         "End of caller speech to the first agent audio heard at the caller (sent, where "
+                         "the transport cannot tell)", ["transport", "engine", "agent"], buckets=_BUDGET_BUCKETS)
+BARGE_IN_STOP_SECONDS = Histogram("voxgate_barge_in_stop_seconds",
+                                  "Barge-in: start of the caller's speech to the agent's audio stopped at the caller",
+                                  ["transport", "engine", "agent"], buckets=_BUDGET_BUCKETS)
+CALL_OUTCOMES = Counter("voxgate_call_outcomes_total",
+                        "Calls ended, by outcome (task_completed, escalated, no_task): task completion and escalation",
+                        ["outcome"])
+FALLTHROUGHS = Counter("voxgate_fallthroughs_total", "Turns answered with the agent's fallback line")
 STT_SECONDS = Histogram("voxgate_stt_seconds", "Transcription time per user turn")
 BRAIN_SECONDS = Histogram("voxgate_brain_seconds", "Local brain decision time",
                           buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25))

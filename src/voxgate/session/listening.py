@@ -150,6 +150,9 @@ class Listening:
         self._decoder = InputDecoder(config.input_format, self._rate)
         self._buffer = InputBuffer(self._rate)
         self.stream_ms = 0.0  # total caller audio received, the clock of audio_start/end_ms
+        # Stream times of the last turn's first speech frame and of its end (the latency budget reads them).
+        self.speech_started_ms = 0.0
+        self.speech_ended_ms = 0.0
         self._detector = self._make_detector(config.turn_detection)
         self._speech_item_id: str | None = None  # the user item a speech_started announced
         self._detector_origin_ms = 0.0
@@ -258,7 +261,8 @@ class Listening:
             return self._take_turn_events(turn_events, probs)
         for turn_event in turn_events:  # only ends of speech: nothing to await
             if isinstance(turn_event, SpeechStopped):
-                self._on_speech_stopped(self._detector_origin_ms + turn_event.audio_end_ms)
+                self._on_speech_stopped(self._detector_origin_ms + turn_event.audio_end_ms,
+                                        self._detector_origin_ms + turn_event.speech_end_ms)
         self._after_scores(probs)
         return None
 
@@ -267,7 +271,8 @@ class Listening:
             if isinstance(turn_event, SpeechStarted):
                 await self._on_speech_started(self._detector_origin_ms + turn_event.audio_start_ms)
             elif isinstance(turn_event, SpeechStopped):
-                self._on_speech_stopped(self._detector_origin_ms + turn_event.audio_end_ms)
+                self._on_speech_stopped(self._detector_origin_ms + turn_event.audio_end_ms,
+                                        self._detector_origin_ms + turn_event.speech_end_ms)
         self._after_scores(probs)
 
     def _after_scores(self, probs: list[float]) -> None:
@@ -355,6 +360,8 @@ class Listening:
         # The turn's audio starts where the event says: exactly the prefix padding before the first
         # speech frame, whatever the idle trimming happened to leave.
         self._buffer.drop_before(audio_start_ms, self._hooks.config.input_format)
+        padding = self._detector.config.prefix_padding_ms if self._detector is not None else 0.0
+        self.speech_started_ms = min(self.stream_ms, audio_start_ms + padding)
         self._speech_item_id = new_id("item")
         self._idle_since_ms = None
         self._quiet_frames = 0
@@ -364,8 +371,9 @@ class Listening:
         if td.get("interrupt_response", True):
             await self._hooks.barge_in()
 
-    def _on_speech_stopped(self, audio_end_ms: float) -> None:
+    def _on_speech_stopped(self, audio_end_ms: float, speech_end_ms: float | None = None) -> None:
         item_id = self._speech_item_id or new_id("item")
         self._hooks.emit(se.InputAudioBufferSpeechStopped(audio_end_ms=int(audio_end_ms), item_id=item_id))
         self._speech_item_id = None
+        self.speech_ended_ms = audio_end_ms if speech_end_ms is None else speech_end_ms
         self._hooks.turn_ended(item_id)

@@ -9,6 +9,7 @@ client, which owns its own playback, the best the server knows is what it sent, 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 __all__ = ["HeardPosition", "PlaybackTracker"]
@@ -27,6 +28,7 @@ class PlaybackTracker:
         # server_side: the transport plays the audio itself, so the session truncates on barge-in.
         self.server_side = server_side
         self.line: HeardPosition | None = None  # the paced line's playout, once the transport has one
+        self.on_heard: Callable[[str], None] | None = None  # told when an item's first frame reaches the caller
         self._sent: dict[str, float] = {}
 
     def sent(self, item_id: str, ms: float) -> None:
@@ -35,6 +37,11 @@ class PlaybackTracker:
         sent[item_id] = sent.get(item_id, 0.0) + ms
         if len(sent) > _ITEMS:
             del sent[next(iter(sent))]
+
+    def heard_from(self, item_id: str) -> None:
+        """The line released the first frame of `item_id`: the caller is hearing it."""
+        if self.on_heard is not None:
+            self.on_heard(item_id)
 
     def sent_ms(self, item_id: str) -> float:
         return self._sent.get(item_id, 0.0)

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from voxgate.observability import metrics
 from voxgate.observability.cost import CostModel
+from voxgate.observability.latency_budget import BargeIn, TurnLatency
+from voxgate.observability.tracing import CallTrace, Tracing
 from voxgate.protocol.items import Dialect, Item
 from voxgate.protocol.usage import add_usage
 from voxgate.tools.redaction import redact, redact_offloaded, redact_value
@@ -46,12 +48,14 @@ class CallSummary:
     turns: int
     interruptions: int
     metadata: dict[str, Any] | None = None  # added to the record's metadata (e.g. a SIP call's media quality)
+    fallthroughs: int = 0  # turns answered with the agent's fallback line
+    buffer_overflow: bool = False  # the call was cut because its peer stopped reading
 
 
 class CallRecorder:
     def __init__(self, store: CallStore, engine: str, cost: CostModel | None = None, owner: str | None = None,
-                 node: str | None = None, metadata: dict[str, Any] | None = None, actor: str = "gateway",
-                 zero_retention: bool = False) -> None:
+                 node: str | None = None, metadata: dict[str, Any] | None = None,
+                 tracing: Tracing | None = None, actor: str = "gateway", zero_retention: bool = False) -> None:
         self.store = store
         # Only counters and timings: no caller, text, tool argument or result, nor a client's metadata.
         self.zero_retention = zero_retention
@@ -67,7 +71,11 @@ class CallRecorder:
         self.usage: dict[str, Any] = {}
         self.task_completed = False
         self.call_id = ""  # set by start_call
+        self.transport = ""  # set by start_call: its minutes have a price
         self.metadata: dict[str, Any] = {}  # what start_call stored; end_call adds the summary's to it
+        self._timings = 0  # turns and barge-ins recorded, in order
+        self._tracing = tracing
+        self.trace: CallTrace | None = None  # the call's spans, when the gateway exports traces
 
     def _write(self, make: Callable[[], Awaitable[Any]]) -> None:
         if self._writer is None:
@@ -93,6 +101,9 @@ class CallRecorder:
     def start_call(self, call_id: str, *, agent: str, transport: str, dialect: Dialect, caller: str | None,
                    model: str) -> None:
         self.call_id = call_id
+        self.transport = transport
+        if self._tracing is not None:
+            self.trace = self._tracing.call(call_id, transport=transport, agent=agent, engine=self.engine, model=model)
         extra = {"zero_retention": True} if self.zero_retention else self.extra_metadata
         self.metadata = {"model": model, **({"node": self.node} if self.node else {}), **extra}
         caller = None if self.zero_retention else caller
@@ -132,6 +143,9 @@ class CallRecorder:
         if result.ok and definition is not None and definition.builtin is None:
             self.task_completed = True  # a business tool did its job; transfers and hang-ups are not tasks
         kept = not self.zero_retention
+        if self.trace is not None:
+            self.trace.tool_call(result.name, result.call_id, ok=result.ok, status=result.status,
+                                 duration_ms=result.duration_ms)
         self._write(lambda: self.store.record_tool_call(
             self.call_id, tool_call_id=result.call_id, name=result.name, side="server",
             arguments=redact_args(pci_masked(result.arguments) if definition is not None and definition.pci
@@ -144,6 +158,19 @@ class CallRecorder:
     def audit(self, action: str, detail: dict[str, Any]) -> None:
         """An audit row about this call (a transfer, a PII/PHI tool call, a refused tool), in call order."""
         self._write(lambda: self.store.audit(self.actor, action, self.call_id, detail))
+    def turn(self, turn: TurnLatency) -> None:
+        """An answered turn's latency budget."""
+        self._timings += 1
+        seq = self._timings
+        if self.trace is not None:
+            self.trace.turn(turn, turn.started)
+        self._write(lambda: self.store.record_turn(self.call_id, seq=seq, stages=turn.stages,
+                                                   total_ms=turn.total_ms, heard=turn.heard))
+
+    def barge_in(self, barge_in: BargeIn) -> None:
+        self._timings += 1
+        seq = self._timings
+        self._write(lambda: self.store.record_barge_in(self.call_id, seq=seq, stop_ms=barge_in.stop_ms))
 
     def response_done(self, usage: dict[str, Any]) -> None:
         add_usage(self.usage, usage)
@@ -151,7 +178,7 @@ class CallRecorder:
     async def end_call(self, summary: CallSummary) -> None:
         outcome = summary.outcome or ("task_completed" if self.task_completed else "no_task")
         usage = dict(self.usage)
-        cost = self.cost.call_cost(self.engine, summary.duration_s, usage)
+        cost = self.cost.call_cost(self.engine, summary.duration_s, usage, self.transport)
         status = "transferred" if summary.outcome == "escalated" else summary.status
         metadata = {**self.metadata, **summary.metadata} if summary.metadata else None
         end_reason = summary.end_reason
@@ -160,10 +187,14 @@ class CallRecorder:
             metadata = {k: v for k, v in (metadata or self.metadata).items()
                         if k in self.metadata or isinstance(v, int | float)}
         metrics.SESSIONS_ENDED.labels(status).inc()
+        metrics.CALL_OUTCOMES.labels(outcome).inc()
+        if self.trace is not None:
+            self.trace.end(status=status, outcome=outcome, usage=usage)
         self._write(lambda: self.store.end_call(
             self.call_id, status=status, outcome=outcome, end_reason=redact(end_reason)[0],
             first_response_ms=summary.first_response_ms, turns=summary.turns,
-            interruptions=summary.interruptions, usage=usage, cost_usd=cost, metadata=metadata))
+            interruptions=summary.interruptions, usage=usage, cost_usd=cost, metadata=metadata,
+            fallthroughs=summary.fallthroughs, buffer_overflow=summary.buffer_overflow))
         self._ended = True
         with contextlib.suppress(asyncio.QueueFull):  # full: the writer stops when it has emptied it
             self._queue.put_nowait(None)

@@ -94,6 +94,10 @@ class ResponseHost(Protocol):
         """The response's first audio or text left: the turn-latency KPI."""
         ...
 
+    def note_latency(self, mark: str) -> None:
+        """A mark of the turn's latency budget was reached (observability.latency_budget.MARKS)."""
+        ...
+
     def engine_failed(self, reason: str) -> None:
         """The engine gave up on a response; the call record shows why."""
         ...
@@ -226,6 +230,11 @@ class ResponseRun:
         if s.recorder:
             s.recorder.response_done(self.usage())
 
+    def spoken_text(self) -> str:
+        """What the response said (its messages' text or transcript), e.g. to tell a fallback line."""
+        return " ".join(part.transcript or part.text or "" for item in self.output if item.type == "message"
+                        for part in item.content)
+
     # -- generation --------------------------------------------------------------------------------
 
     async def _generate(self) -> None:
@@ -237,10 +246,12 @@ class ResponseRun:
             ran_gateway_tool = False
             async with contextlib.aclosing(self.engine.respond(request)) as stream:  # type: ignore[type-var]
                 async for out in stream:
+                    s.note_latency("first_token")  # the brain's or upstream's first output
                     if isinstance(out, TextDelta):
                         self._text(out.text)
                     elif isinstance(out, AudioChunk):
                         if self.settings.audio:
+                            s.note_latency("tts_first_audio")
                             await self._audio(out.pcm, out.rate)
                     elif isinstance(out, ToolCall):
                         self._close_message("completed")

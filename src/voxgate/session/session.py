@@ -22,6 +22,7 @@ from voxgate.agents import AgentConfig
 from voxgate.audio.formats import AudioFormatError, InputDecoder
 from voxgate.engines.base import Engine, ToolCall, ToolSpec
 from voxgate.observability import metrics
+from voxgate.observability.latency_budget import BargeIn, LatencyBudget, TurnLatency
 from voxgate.protocol import client_events as ce
 from voxgate.protocol import server_events as se
 from voxgate.protocol.errors import RealtimeError
@@ -147,7 +148,10 @@ class Session:
         self.first_response_ms: float | None = None
         self.turns = 0
         self.interruptions = 0
+        self.fallthroughs = 0  # turns answered with the agent's fallback line
         self.started_at = time.monotonic()
+        self.latency = LatencyBudget(time.monotonic, on_turn=self._turn_timed, on_barge_in=self._barge_in_timed)
+        caller.playback.on_heard = self.latency.heard
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -189,6 +193,7 @@ class Session:
         except Exception:
             log.exception("session %s: the engine failed to close its session state", self.id)
         metrics.SESSIONS_ACTIVE.dec()
+        self.latency.finish()  # a turn still waiting to be heard ends with what it has
         if self.draining and status == "completed":
             status = "drained"
         if self.outbound.overflowed:
@@ -204,7 +209,8 @@ class Session:
             await self.recorder.end_call(CallSummary(
                 status=status, outcome=self.outcome, end_reason=self.end_reason,
                 duration_s=time.monotonic() - self.started_at, first_response_ms=self.first_response_ms,
-                turns=self.turns, interruptions=self.interruptions, metadata=self.record_metadata or None))
+                turns=self.turns, interruptions=self.interruptions, metadata=self.record_metadata or None,
+                fallthroughs=self.fallthroughs, buffer_overflow=self.outbound.overflowed))
         self.outbound.close()
 
     # -- output ------------------------------------------------------------------------------------
@@ -345,6 +351,7 @@ class Session:
     def turn_ended(self, item_id: str) -> None:
         """Speech stopped: the turn becomes a user item, answered unless `create_response` is off."""
         self.turn_ended_at = time.monotonic()
+        self.latency.speech_ended(self.listening.stream_ms - self.listening.speech_ended_ms)
         td = self.config.turn_detection or {}
         item = self._commit(manual=False, item_id=item_id)
         if item is not None and self.consent is not None and self.consent.pending:
@@ -366,7 +373,9 @@ class Session:
             return
         self.interruptions += 1
         metrics.INTERRUPTIONS.inc()
+        started = self.latency.now()
         await self._silence_agent("turn_detected")
+        self.latency.barge_in(self.listening.stream_ms - self.listening.speech_started_ms, started)
 
     async def _silence_agent(self, reason: str) -> None:
         """Stop the agent mid-sentence: at the transport first, then its response; the item keeps what
@@ -434,6 +443,7 @@ class Session:
             if text is None:
                 return
             metrics.STT_SECONDS.observe(time.monotonic() - started)
+            self.latency.mark("transcript")
             # What the caller said about cards, SSNs or emails reaches no client, brain or record.
             shown = await redact_offloaded(text)
             item.content[0].transcript = shown
@@ -578,6 +588,9 @@ class Session:
         self.listening.agent_audibility_changed()
 
         def finished(_task: asyncio.Task[None]) -> None:
+            if say is None and self.agent.fallback and run.spoken_text().strip() == self.agent.fallback.strip():
+                self.fallthroughs += 1
+                metrics.FALLTHROUGHS.inc()
             if self._response is run:
                 self._response = None
                 self.listening.agent_audibility_changed()
@@ -832,6 +845,27 @@ class Session:
         metrics.FIRST_RESPONSE_SECONDS.observe(latency_ms / 1000.0)
         if self.first_response_ms is None:
             self.first_response_ms = latency_ms
+        playback = self.caller.playback
+        self.latency.sent(self._last_spoken[1].id if self._last_spoken else None,
+                          heard_known=playback.server_side and playback.line is not None)
+
+    def note_latency(self, mark: str) -> None:
+        self.latency.mark(mark)
+
+    def _turn_timed(self, turn: TurnLatency) -> None:
+        labels = (self.caller.transport, self.engine.name, self.agent.name)
+        for stage, ms in turn.stages.items():
+            if ms is not None:
+                metrics.TURN_STAGE_SECONDS.labels(stage, *labels).observe(ms / 1000.0)
+        metrics.TURN_SECONDS.labels(*labels).observe(turn.total_ms / 1000.0)
+        if self.recorder:
+            self.recorder.turn(turn)
+
+    def _barge_in_timed(self, barge_in: BargeIn) -> None:
+        metrics.BARGE_IN_STOP_SECONDS.labels(self.caller.transport, self.engine.name,
+                                             self.agent.name).observe(barge_in.stop_ms / 1000.0)
+        if self.recorder:
+            self.recorder.barge_in(barge_in)
 
     # -- what responses ask of the call (ResponseHost) ------------------------------------------------
 

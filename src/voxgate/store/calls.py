@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from voxgate.observability import metrics
 from voxgate.store.audit_log import chain
 from voxgate.store.database import Database, StoreError
-from voxgate.store.models import AuditEvent, Call, CallItem, ToolCall, utc_now
+from voxgate.store.models import AuditEvent, Call, CallItem, CallTurn, ToolCall, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,9 @@ class _Write:
 _INSERT_CALL = sa.insert(Call)
 _INSERT_TOOL_CALL = sa.insert(ToolCall)
 _INSERT_AUDIT_EVENT = sa.insert(AuditEvent)
+_INSERT_TURN = sa.insert(CallTurn)
+# A turn's stages as the record keeps them (observability.latency_budget.STAGES), and its other figures.
+TURN_STAGES = ("vad", "transcript", "first_token", "tts_first_audio", "first_audio_sent", "first_audio_heard")
 
 
 def _runs(batch: list[_Write]) -> list[list[_Write]]:
@@ -112,6 +115,7 @@ class CallStore:
 
         row = {"id": call_id, "agent": agent, "engine": engine, "transport": transport, "dialect": dialect,
                "caller": caller, "started_at": self._now(), "status": "active", "turns": 0, "interruptions": 0,
+               "fallthroughs": 0, "buffer_overflow": False,
                "meta": dict(metadata) if metadata is not None else None, "owner": owner}
         return await self._write("start_call", call_id, _INSERT_CALL, row)
 
@@ -186,7 +190,8 @@ class CallStore:
                         first_response_ms=sa.bindparam("b_first_response_ms"), turns=sa.bindparam("b_turns"),
                         interruptions=sa.bindparam("b_interruptions"),
                         usage=sa.bindparam("b_usage", type_=table.c.usage.type),
-                        cost_usd=sa.bindparam("b_cost_usd"))
+                        cost_usd=sa.bindparam("b_cost_usd"), fallthroughs=sa.bindparam("b_fallthroughs"),
+                        buffer_overflow=sa.bindparam("b_buffer_overflow"))
                 # metadata given replaces what start_call wrote; none given keeps it
                 .values({table.c["metadata"]: sa.func.coalesce(
                     sa.bindparam("b_meta", type_=table.c["metadata"].type), table.c["metadata"])})
@@ -214,6 +219,19 @@ class CallStore:
                "created_at": self._now()}
         return await self._write("record_tool_call", call_id, _INSERT_TOOL_CALL, row)
 
+    async def record_turn(self, call_id: str, *, seq: int, stages: Mapping[str, float | None], total_ms: float,
+                          heard: bool) -> bool | None:
+        """One answered turn's latency budget: `stages` in ms by name (TURN_STAGES; None: not reached)."""
+        row = {"call_id": call_id, "seq": seq, "kind": "turn", "at": self._now(), "total_ms": total_ms,
+               "heard": heard, "stop_ms": None, **{f"{name}_ms": stages.get(name) for name in TURN_STAGES}}
+        return await self._write("record_turn", call_id, _INSERT_TURN, row)
+
+    async def record_barge_in(self, call_id: str, *, seq: int, stop_ms: float) -> bool | None:
+        """The caller spoke over the agent, whose audio stopped at the caller `stop_ms` after they began."""
+        row = {"call_id": call_id, "seq": seq, "kind": "barge_in", "at": self._now(), "total_ms": None,
+               "heard": None, "stop_ms": stop_ms, **{f"{name}_ms": None for name in TURN_STAGES}}
+        return await self._write("record_barge_in", call_id, _INSERT_TURN, row)
+
     async def end_call(
         self,
         call_id: str,
@@ -227,6 +245,8 @@ class CallStore:
         usage: Mapping[str, Any] | None = None,
         cost_usd: float | None = None,
         metadata: Mapping[str, Any] | None = None,
+        fallthroughs: int = 0,
+        buffer_overflow: bool = False,
     ) -> bool | None:
         """Close the call record: its final status, outcome and figures; duration from start to now;
         `metadata`, when given, replaces the record's (the start's with the transport's additions)."""
@@ -234,7 +254,8 @@ class CallStore:
         row = {"b_call_id": call_id, "b_ended_at": self._now(), "b_status": status, "b_outcome": outcome,
                "b_end_reason": end_reason, "b_first_response_ms": first_response_ms, "b_turns": turns,
                "b_interruptions": interruptions, "b_usage": dict(usage) if usage is not None else None,
-               "b_cost_usd": cost_usd, "b_meta": dict(metadata) if metadata is not None else None}
+               "b_cost_usd": cost_usd, "b_meta": dict(metadata) if metadata is not None else None,
+               "b_fallthroughs": fallthroughs, "b_buffer_overflow": buffer_overflow}
         return await self._write("end_call", call_id, self._end_call_statement(), row)
 
     async def close_abandoned(self, node: str, reason: str) -> list[str]:
@@ -392,6 +413,11 @@ class CallStore:
             record = _call_dict(call)
             record["items"] = [_item_dict(item) for item in items]
             record["tool_calls"] = [_tool_call_dict(tool) for tool in tools]
+            timings = list(await session.scalars(
+                sa.select(CallTurn).where(CallTurn.call_id == call_id).order_by(CallTurn.seq, CallTurn.id)))
+            record["latency"] = [_turn_dict(turn) for turn in timings if turn.kind == "turn"]
+            record["barge_ins"] = [{"seq": turn.seq, "at": _iso(turn.at), "stop_ms": turn.stop_ms}
+                                   for turn in timings if turn.kind == "barge_in"]
             return record
 
     async def list_calls(
@@ -402,18 +428,32 @@ class CallStore:
         status: str | None = None,
         agent: str | None = None,
         visible_to: str | None = None,
+        transport: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        after: tuple[datetime, str] | None = None,
     ) -> list[dict[str, Any]]:
-        """Newest first, without items; with ``visible_to``, only that key's calls and those without an owner."""
-        query = sa.select(Call).order_by(Call.started_at.desc(), Call.id.desc())
-        if visible_to is not None:
-            query = query.where(sa.or_(Call.owner.is_(None), Call.owner == visible_to))
+        """Newest first, without items; with ``visible_to``, only that key's calls and those without an owner;
+        started within [``since``, ``until``); ``after``: only those listed after the call with this
+        (started_at, id), the position a cursor names (stable while new calls arrive, unlike an offset)."""
+        query = (sa.select(Call).where(*_window(since, until, agent, transport, visible_to))
+                 .order_by(Call.started_at.desc(), Call.id.desc()))
+        if after is not None:
+            at, call_id = after
+            query = query.where(sa.or_(Call.started_at < at, sa.and_(Call.started_at == at, Call.id < call_id)))
         if status is not None:
             query = query.where(Call.status == status)
-        if agent is not None:
-            query = query.where(Call.agent == agent)
         async with self._db.session() as session:
             calls = await session.scalars(query.limit(max(0, limit)).offset(max(0, offset)))
             return [_call_dict(call) for call in calls]
+
+    async def finished_calls(self, since: datetime | None = None, *, until: datetime | None = None,
+                             agent: str | None = None, transport: str | None = None,
+                             visible_to: str | None = None) -> list[dict[str, Any]]:
+        """Every finished call started within [since, until) (a cost report's input), oldest first."""
+        query = sa.select(Call).where(Call.status != "active", *_window(since, until, agent, transport, visible_to))
+        async with self._db.session() as session:
+            return [_call_dict(call) for call in await session.scalars(query.order_by(Call.started_at, Call.id))]
 
     async def list_audit(
         self, limit: int = 100, offset: int = 0, *, action: str | None = None
@@ -436,33 +476,41 @@ class CallStore:
                 for e in events
             ]
 
-    async def kpis(self, since: datetime | None = None, *, visible_to: str | None = None) -> dict[str, Any]:
-        """Figures over the calls started at or after ``since`` (all calls when None); with ``visible_to``
-        (a key id), over that key's calls and those without an owner only, as ``list_calls``.
+    async def kpis(self, since: datetime | None = None, *, until: datetime | None = None, agent: str | None = None,
+                   transport: str | None = None, visible_to: str | None = None,
+                   interruption_stop_ms: float = 500.0) -> dict[str, Any]:
+        """Figures over the calls started within [``since``, ``until``) (open ends: no bound), of one
+        ``agent`` or ``transport`` when given; with ``visible_to`` (a key id), over that key's calls and those
+        without an owner only, as ``list_calls``.
 
         Rates are over finished calls (not ``active``) and are None when there are none:
-        drop rate (status ``dropped``), task completion (outcome ``task_completed``), escalation
-        (status ``transferred`` or outcome ``escalated``). Tool success is the share of tool calls
-        with status ``completed``. First-response percentiles interpolate linearly between ranks.
+        drop rate (status ``dropped``: ended by an error or the transport's loss), task completion (outcome
+        ``task_completed``), escalation (status ``transferred`` or outcome ``escalated``), buffer overflows
+        (a count). Tool success is the share of server tool calls with status ``completed``; fall-through
+        the share of answered turns that got the agent's fallback line; interruption success the share of
+        barge-ins whose agent audio stopped at the caller within ``interruption_stop_ms``. Latency
+        percentiles (first response, each budget stage) interpolate linearly between ranks.
         """
-        started = Call.started_at >= since if since is not None else sa.true()
-        if visible_to is not None:  # another key's calls are not this key's business, nor their volumes
-            started = sa.and_(started, sa.or_(Call.owner.is_(None), Call.owner == visible_to))
+        chosen = sa.and_(sa.true(), *_window(since, until, agent, transport, visible_to))
         async with self._db.session() as session:
             by_status = {
                 status: count
                 for status, count in await session.execute(
-                    sa.select(Call.status, sa.func.count()).where(started).group_by(Call.status)
+                    sa.select(Call.status, sa.func.count()).where(chosen).group_by(Call.status)
                 )
             }
-            finished = sa.and_(started, Call.status != "active")
-            completed_tasks, escalated = (
+            finished = sa.and_(chosen, Call.status != "active")
+            completed_tasks, escalated, overflows, handle_s, turns, fallthroughs = (
                 await session.execute(
                     sa.select(
                         sa.func.count().filter(Call.outcome == "task_completed"),
                         sa.func.count().filter(
                             sa.or_(Call.status == "transferred", Call.outcome == "escalated")
                         ),
+                        sa.func.count().filter(Call.buffer_overflow.is_(True)),
+                        sa.func.avg(Call.duration_s),
+                        sa.func.coalesce(sa.func.sum(Call.turns), 0),
+                        sa.func.coalesce(sa.func.sum(Call.fallthroughs), 0),
                     ).where(finished)
                 )
             ).one()
@@ -470,32 +518,81 @@ class CallStore:
                 await session.execute(
                     sa.select(sa.func.count(), sa.func.count().filter(ToolCall.status == TOOL_SUCCESS_STATUS))
                     .join(Call, Call.id == ToolCall.call_id)
-                    .where(started, ToolCall.side == "server")  # client tools run outside the gateway
+                    .where(chosen, ToolCall.side == "server")  # client tools run outside the gateway
                 )
             ).one()
             first_response = sorted(
                 ms
-                for ms in await session.scalars(sa.select(Call.first_response_ms).where(started))
+                for ms in await session.scalars(sa.select(Call.first_response_ms).where(chosen))
                 if ms is not None
             )
+            timings = (await session.scalars(
+                sa.select(CallTurn).join(Call, Call.id == CallTurn.call_id).where(chosen))).all()
         total = sum(by_status.values())
         ended = total - by_status.get("active", 0)
+        answered = [t for t in timings if t.kind == "turn"]
+        barge_ins = [t.stop_ms for t in timings if t.kind == "barge_in" and t.stop_ms is not None]
+        stopped_in_time = sum(1 for ms in barge_ins if ms <= interruption_stop_ms)
         return {
             "since": _iso(since) if since is not None else None,
+            "until": _iso(until) if until is not None else None,
+            "agent": agent,
+            "transport": transport,
             "calls": total,
             "active": by_status.get("active", 0),
             "by_status": by_status,
             "drop_rate": _ratio(by_status.get("dropped", 0), ended),
             "task_completion_rate": _ratio(completed_tasks, ended),
             "escalation_rate": _ratio(escalated, ended),
+            "buffer_overflows": overflows,
+            "average_handle_time_s": float(handle_s) if handle_s is not None else None,
             "tool_calls": tool_total,
             "tool_success_rate": _ratio(tool_ok, tool_total),
-            "first_response_ms": {
-                "count": len(first_response),
-                "p50": percentile(first_response, 0.50),
-                "p95": percentile(first_response, 0.95),
+            "turns": int(turns),
+            "fallthrough_rate": _ratio(int(fallthroughs), int(turns)),
+            "barge_ins": len(barge_ins),
+            "interruption_success_rate": _ratio(stopped_in_time, len(barge_ins)),
+            "first_response_ms": _spread(first_response),
+            "latency_histogram": _histogram([t.total_ms for t in answered if t.total_ms is not None]),
+            "latency_budget_ms": {
+                name: _spread(sorted(v for t in answered if (v := getattr(t, f"{name}_ms")) is not None))
+                for name in (*TURN_STAGES, "total")
             },
         }
+
+
+def _window(since: datetime | None, until: datetime | None, agent: str | None, transport: str | None,
+            visible_to: str | None) -> list[sa.ColumnElement[bool]]:
+    """The conditions that pick a window of calls; another key's calls are not this key's business."""
+    conditions: list[sa.ColumnElement[bool]] = []
+    if since is not None:
+        conditions.append(Call.started_at >= since)
+    if until is not None:
+        conditions.append(Call.started_at < until)
+    if agent is not None:
+        conditions.append(Call.agent == agent)
+    if transport is not None:
+        conditions.append(Call.transport == transport)
+    if visible_to is not None:
+        conditions.append(sa.or_(Call.owner.is_(None), Call.owner == visible_to))
+    return conditions
+
+
+# The dashboard's latency histogram: answered turns by total latency, in 200 ms bins, the last one open.
+HISTOGRAM_EDGES_MS = tuple(range(0, 3001, 200))
+
+
+def _histogram(values: Sequence[float]) -> dict[str, Any]:
+    counts = [0] * len(HISTOGRAM_EDGES_MS)
+    for value in values:
+        counts[min(int(value // 200), len(counts) - 1)] += 1
+    return {"bins_from_ms": list(HISTOGRAM_EDGES_MS), "counts": counts}
+
+
+def _spread(ordered: Sequence[float]) -> dict[str, Any]:
+    """Count and percentiles of sorted values."""
+    return {"count": len(ordered), "p50": percentile(ordered, 0.50), "p95": percentile(ordered, 0.95),
+            "p99": percentile(ordered, 0.99)}
 
 
 def percentile(ordered: Sequence[float], q: float) -> float | None:
@@ -553,8 +650,15 @@ def _call_dict(call: Call) -> dict[str, Any]:
         "duration_s": call.duration_s,
         "usage": call.usage,
         "cost_usd": call.cost_usd,
+        "fallthroughs": call.fallthroughs,
+        "buffer_overflow": call.buffer_overflow,
         "metadata": call.meta,
     }
+
+
+def _turn_dict(turn: CallTurn) -> dict[str, Any]:
+    return {"seq": turn.seq, "at": _iso(turn.at), "total_ms": turn.total_ms, "heard": turn.heard,
+            "stages": {name: getattr(turn, f"{name}_ms") for name in TURN_STAGES}}
 
 
 def _item_dict(item: CallItem) -> dict[str, Any]:

@@ -84,6 +84,33 @@ class Call(Base):
     # The key that opened the call (for an ephemeral key, the key that minted it); None: the gateway's own
     # (phone calls, the dev console), which every API key sees.
     owner: Mapped[str | None] = mapped_column(sa.String, index=True)
+    # Turns answered with the agent's fallback line (it did not understand), and whether the call was cut
+    # because its peer stopped reading (an audio buffer overflow): two of the operators' KPIs.
+    fallthroughs: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
+    buffer_overflow: Mapped[bool] = mapped_column(sa.Boolean, default=False, server_default=sa.false())
+
+
+class CallTurn(Base):
+    """One answered turn's latency budget by stage (ms; None: that stage never happened), or one barge-in
+    (`kind` "barge_in", with `stop_ms`). See observability/latency_budget.py for the stages."""
+
+    __tablename__ = "call_turns"
+    __table_args__ = (sa.Index("ix_call_turns_call_id_seq", "call_id", "seq"),)
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    call_id: Mapped[str] = mapped_column(sa.String, sa.ForeignKey("calls.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(sa.Integer)  # order within the call, turns and barge-ins together
+    kind: Mapped[str] = mapped_column(sa.String)  # turn | barge_in
+    at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    vad_ms: Mapped[float | None] = mapped_column(sa.Float)
+    transcript_ms: Mapped[float | None] = mapped_column(sa.Float)
+    first_token_ms: Mapped[float | None] = mapped_column(sa.Float)
+    tts_first_audio_ms: Mapped[float | None] = mapped_column(sa.Float)
+    first_audio_sent_ms: Mapped[float | None] = mapped_column(sa.Float)
+    first_audio_heard_ms: Mapped[float | None] = mapped_column(sa.Float)
+    total_ms: Mapped[float | None] = mapped_column(sa.Float)  # end of speech to first audio heard (or sent)
+    heard: Mapped[bool | None] = mapped_column(sa.Boolean)  # total_ms ends at the caller's ear
+    stop_ms: Mapped[float | None] = mapped_column(sa.Float)  # barge-in: caller's speech to agent silenced
 
 
 class CallItem(Base):

@@ -67,6 +67,7 @@ class AudioOutput:
         self._audio_responses: set[str] = set()  # responses that announced output_audio_buffer.started
         self._silence = np.zeros(int(SILENCE_RATE * playout.frame_ms / 1000), dtype=np.int16)
         playback.line = playout
+        playout.on_item_heard = playback.heard_from
 
     # -- the session's events ----------------------------------------------------------------------
 
