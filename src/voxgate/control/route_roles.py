@@ -71,6 +71,12 @@ ROUTE_ROLES: dict[str, frozenset[str] | Public | Needs] = {
     "GET /v1/calls": READERS,
     "POST /v1/calls": CALLERS,
     "GET /v1/calls/{call_id}": READERS,  # the transcript
+    "POST /v1/calls/{call_id}/hangup": CALLERS,  # a key's own calls (an operator's: the gateway's too)
+    "POST /v1/calls/{call_id}/transfer": CALLERS,
+    "GET /v1/stats": READERS,
+    "GET /v1/stats/cost": READERS,
+    "GET /openapi.json": Public("the API's schema: no call data"),
+    "GET /dashboard": Public("the page alone: every number on it comes from routes that take a key"),
     "GET /v1/calls/{call_id}/recording": READERS,  # the audio: audited as recording.read
     "DELETE /v1/calls/{call_id}/recording": OPERATORS,
     "DELETE /v1/calls/{call_id}": OPERATORS,  # the call's record, items, tool calls and recording
