@@ -137,7 +137,8 @@ async def test_websocket_call_notice_first_recording_download_and_deletion(gatew
         assert (await http.get(f"/v1/calls/{call_id}")).status_code == 404
         assert (await http.delete(f"/v1/calls/{call_id}")).status_code == 404
     audit = gateway.embedded.run(gateway.gateway.calls.list_audit())
-    actions = [(e["action"], e["subject"]) for e in audit if e["subject"] == call_id]
+    actions = [(e["action"], e["subject"]) for e in audit if e["subject"] == call_id
+               and e["action"].split(".")[0] in ("recording", "call")]  # not the session's and transcript's
     assert sorted(actions) == sorted([("recording.read", call_id), ("recording.deleted", call_id),
                                       ("call.deleted", call_id)]), actions  # one read: a refused one is none
 

@@ -57,6 +57,7 @@ async def _body(request: Request) -> bytes:
 
 
 Action = Callable[[Request, Gateway, WebRtcCall | ControlledSipCall, bytes], Awaitable[None]]
+AUDITED = {"accept": "call.accepted", "reject": "call.rejected", "refer": "call.referred", "hangup": "call.hung_up"}
 
 
 def _route(action: Action) -> Endpoint:
@@ -73,6 +74,11 @@ def _route(action: Action) -> Endpoint:
             if not principal.sees(call.owner):
                 raise CallControlError(404, "call_id_not_found", f"No call {call_id!r}.")
             await action(request, gateway, call, await _body(request))
+            # Who steered which call, in the audit log (the call record's id: a WebRTC call's session's).
+            session = getattr(call, "session", None)
+            await gateway.calls.audit(principal.key_id, AUDITED[action.__name__],
+                                      session.id if session is not None else call.id,
+                                      {"transport": "webrtc" if isinstance(call, WebRtcCall) else "sip"})
         except CallControlError as exc:
             return problem(exc.status, exc.code, exc.message, param=exc.param)
         except RealtimeError as exc:  # the session config failed validation
