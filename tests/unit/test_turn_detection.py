@@ -256,3 +256,14 @@ def test_constant_input(config: TurnDetectionConfig, frame_ms: float, n: int) ->
     events = TurnDetector(config).feed([1.0] * n, frame_ms)
     assert events in ([], [SpeechStarted(audio_start_ms=0, speech_start_ms=0)])
     assert (events != []) == (n * frame_ms >= config.min_speech_ms)
+
+
+def test_speech_that_may_be_echo_never_starts_a_turn_but_carries_one_on() -> None:
+    detector = TurnDetector(TurnDetectionConfig(min_speech_ms=64, prefix_padding_ms=0))
+    # Two seconds of what the VAD calls speech, none of it louder than the agent's echo: no turn.
+    assert detector.feed([0.9] * 100, 20, [False] * 100) == []
+    # A loud frame starts it; the quieter speech after it counts towards the 64 ms.
+    events = detector.feed([0.9] * 4, 20, [True, False, False, False])
+    assert events == [SpeechStarted(audio_start_ms=2000, speech_start_ms=2000)]
+    with pytest.raises(TurnDetectionError):
+        detector.feed([0.9, 0.9], 20, [True])

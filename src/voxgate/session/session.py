@@ -120,7 +120,8 @@ class Session:
         self._last_spoken: tuple[str, Item] | None = None  # (response id, item) a barge-in would cut
         self.listening = Listening(self, engine, vad_factory() if vad_factory else None,
                                    barge_in_min_speech_ms=agent.turn_taking.barge_in_min_speech_ms,
-                                   max_buffer_ms=max_input_buffer_s * 1000)
+                                   max_buffer_ms=max_input_buffer_s * 1000,
+                                   echo_margin_db=agent.turn_taking.barge_in_echo_margin_db)
         self._transcriptions: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._pending_actions: list[Callable[[], Coroutine[Any, Any, None]]] = []
@@ -183,6 +184,7 @@ class Session:
         """Queue an audio delta; False when the queue dropped it (a client that does not read)."""
         dropped = self.outbound.dropped_audio_events
         sent = self.outbound.put_audio(event)
+        self.listening.agent_spoke(event.pcm, event.format.rate)
         if self.outbound.dropped_audio_events != dropped:  # full; a cut response's audio is no loss
             metrics.AUDIO_DROPPED.inc()
         return sent
