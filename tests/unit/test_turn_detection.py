@@ -267,3 +267,13 @@ def test_speech_that_may_be_echo_never_starts_a_turn_but_carries_one_on() -> Non
     assert events == [SpeechStarted(audio_start_ms=2000, speech_start_ms=2000)]
     with pytest.raises(TurnDetectionError):
         detector.feed([0.9, 0.9], 20, [True])
+
+
+def test_speech_may_start_just_after_the_loud_onset_the_vad_scored_late() -> None:
+    """The VAD's score crosses the threshold a frame after the loud onset it heard: still a start. Two frames
+    of echo after a lone loud click are the limit; a third is not."""
+    late = TurnDetector(TurnDetectionConfig(min_speech_ms=40, prefix_padding_ms=0))
+    assert late.feed([0.3, 0.9, 0.9], 20, [True, False, False]) == [SpeechStarted(audio_start_ms=20,
+                                                                                 speech_start_ms=20)]
+    click = TurnDetector(TurnDetectionConfig(min_speech_ms=40, prefix_padding_ms=0))
+    assert click.feed([0.0, 0.0, 0.0, 0.9, 0.9, 0.9], 20, [True, False, False, False, False, False]) == []

@@ -18,8 +18,9 @@ Local additions, each there for a reason:
   is still the first speech frame). During agent playback a click or a cough would otherwise cut the
   agent off.
 - Echo: the caller may say, per frame, which frames are louder than the agent's own echo could be
-  (`feed(..., loud=...)`, see `voxgate.session.echo_gate`). Speech then starts only at a loud frame:
-  echo alone never starts a turn, however long it lasts; once started, quieter speech frames carry it on.
+  (`feed(..., loud=...)`, see `voxgate.session.echo_gate`). Speech then starts only at or just after
+  (`LOUD_ONSET_FRAMES`) a loud frame: echo alone never starts a turn, however long it lasts; once
+  started, quieter speech frames carry the turn on.
 - Hysteresis (as Silero's own segmenter does): once speaking, a frame only counts as silence below
   `threshold - 0.15`. Frames in between (a trailing "mmm", breath, a soft syllable) neither count as
   speech nor start the silence clock, so a phrase that trails off is not cut mid-word.
@@ -42,6 +43,9 @@ from typing import Any, Literal
 
 Eagerness = Literal["low", "medium", "high", "auto"]
 HYSTERESIS = 0.15
+# Speech may start this many frames after a frame louder than any echo: the VAD's score crosses the
+# threshold a frame or two after the onset it heard, when the syllable may already be fading.
+LOUD_ONSET_FRAMES = 2
 
 # Silence (ms) a semantic_vad turn needs before it ends: (phrase finished, unknown, phrase unfinished).
 SEMANTIC_SILENCE_MS: dict[str, tuple[float, float, float]] = {
@@ -136,6 +140,7 @@ class TurnDetector:
         self._last_speech_end = 0.0
         self._quiet_since: float | None = None  # start of the current pause (below the low threshold)
         self._phrase_finished: bool | None = None
+        self._since_loud = LOUD_ONSET_FRAMES + 1  # frames since the last one louder than any echo
 
     def update(self, config: TurnDetectionConfig) -> None:
         """Apply a new configuration; speech in progress continues under the new rules."""
@@ -160,7 +165,8 @@ class TurnDetector:
         for index, p in enumerate(probs):
             start = self._position_ms
             self._position_ms = end = start + frame_ms
-            event = self._step(float(p), start, end, loud is None or loud[index])
+            self._since_loud = 0 if loud is None or loud[index] else self._since_loud + 1
+            event = self._step(float(p), start, end, self._since_loud <= LOUD_ONSET_FRAMES)
             if event is not None:
                 events.append(event)
         return events
