@@ -568,6 +568,9 @@ async def main(args: argparse.Namespace) -> None:
     for r in results:
         print(f"{r.transport:<10} {r.agent:<8} {what[r.transport]:<26} {pct(r.stop_ms, 50):>7.0f} "
               f"{pct(r.stop_ms, 95):>7.0f} {max(r.stop_ms, default=float('nan')):>7.0f} {r.missed:>7} {r.false:>6}")
+    if args.each:
+        for r in results:
+            print(f"{r.transport} {r.agent}: {' '.join(f'{v:.0f}' for v in r.stop_ms)}")
 
 
 if __name__ == "__main__":
@@ -579,5 +582,6 @@ if __name__ == "__main__":
         parser.add_argument("--transports", default="ws,twilio,telnyx,sip,webrtc")
         parser.add_argument("--seed", type=int, default=17)
         parser.add_argument("--agents", default="before,shipped", help="turn taking before the echo gate, as shipped")
+        parser.add_argument("--each", action="store_true", help="print every barge-in's time")
         parser.add_argument("--realtime", action="store_true", help="callers (and the gateway) under SCHED_FIFO")
         asyncio.run(main(parser.parse_args()))
