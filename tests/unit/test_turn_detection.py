@@ -277,3 +277,11 @@ def test_speech_may_start_just_after_the_loud_onset_the_vad_scored_late() -> Non
                                                                                  speech_start_ms=20)]
     click = TurnDetector(TurnDetectionConfig(min_speech_ms=40, prefix_padding_ms=0))
     assert click.feed([0.0, 0.0, 0.0, 0.9, 0.9, 0.9], 20, [True, False, False, False, False, False]) == []
+
+
+def test_speech_before_the_agent_talked_does_not_let_its_echo_start_a_turn() -> None:
+    """Frames fed without loudness (the agent silent: no echo to rule out) give echo no head start once the
+    agent talks."""
+    detector = TurnDetector(TurnDetectionConfig(min_speech_ms=40, prefix_padding_ms=0))
+    assert detector.feed([0.0] * 5, 20) == []
+    assert detector.feed([0.9] * 10, 20, [False] * 10) == []

@@ -165,8 +165,13 @@ class TurnDetector:
         for index, p in enumerate(probs):
             start = self._position_ms
             self._position_ms = end = start + frame_ms
-            self._since_loud = 0 if loud is None or loud[index] else self._since_loud + 1
-            event = self._step(float(p), start, end, self._since_loud <= LOUD_ONSET_FRAMES)
+            if loud is None:  # no echo to rule out; and nothing of this carries into a time with echo
+                self._since_loud = LOUD_ONSET_FRAMES + 1
+                may_start = True
+            else:
+                self._since_loud = 0 if loud[index] else self._since_loud + 1
+                may_start = self._since_loud <= LOUD_ONSET_FRAMES
+            event = self._step(float(p), start, end, may_start)
             if event is not None:
                 events.append(event)
         return events
