@@ -17,8 +17,11 @@ agent's: in this call the agent's voice is the caller's own, said back. On the p
 agent's audio also leaks back into the caller's microphone 20 dB down (line echo), all the time; a barge-in
 signalled while the caller was silent is a false interruption, counted per transport.
 
+Each transport runs twice in the same run (`--agents before,shipped`): the turn taking as it was before the
+echo gate (200 ms of speech while the agent talks, no gate), and as shipped.
+
     .venv/bin/python bench/barge_in.py [--barge-ins 20] [--transports ws,twilio,telnyx,sip,webrtc]
-        [--realtime]
+        [--agents before,shipped] [--each] [--realtime]
 """
 
 from __future__ import annotations
