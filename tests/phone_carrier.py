@@ -110,6 +110,10 @@ class PhoneLine:
     _spoke_at: float = 0.0  # when the last speech frame was written
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     reorder: bool = False  # Telnyx does not promise order: swap neighbouring media frames now and then
+    # Line echo: the agent's audio comes back in the caller's microphone this many dB down (None: no echo),
+    # mixed into the frame sent on the tick after it arrived, as a handset or a hybrid leaks it.
+    echo_db: float | None = None
+    _leak: deque[np.ndarray] = field(default_factory=deque)  # echo frames still to be mixed in
 
     @property
     def codec(self) -> LineCodec:
@@ -159,7 +163,11 @@ class PhoneLine:
         held: tuple[str, bool] | None = None
         while True:
             speech = bool(self._speech)
-            message = self.messages.media(self._speech.popleft() if speech else silence)
+            payload = self._speech.popleft() if speech else silence
+            if self._leak:
+                mixed = self.codec.decode(payload).astype(np.int32) + self._leak.popleft()
+                payload = self.codec.encode(np.clip(mixed, -32768, 32767).astype(np.int16))
+            message = self.messages.media(payload)
             if self.reorder and held is None and sent % 7 == 3:
                 held = (message, speech)  # send the next frame first
             else:
@@ -185,11 +193,14 @@ class PhoneLine:
                 if kind == "media":
                     payload = base64.b64decode(message["media"]["payload"])
                     self.frames.append(Played(now, payload))
+                    if self.echo_db is not None:
+                        self._leak.append((self.codec.decode(payload) * 10 ** (self.echo_db / 20)).astype(np.int32))
                     self.playback.audio(now, self.codec.seconds(len(payload)))
                 elif kind == "mark":
                     self.playback.mark(now, message["mark"]["name"])
                 elif kind == "clear":
                     self.clears.append(now)
+                    self._leak.clear()  # the line drops what it had not played: no echo of it either
                     for name in self.playback.clear(now):  # discarded marks come back at once
                         await self._echo(name)
                 else:

@@ -114,8 +114,11 @@ class Recording(BaseModel):
 
 class TurnTaking(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    # Caller speech shorter than this during agent playback does not interrupt (echo, coughs).
-    barge_in_min_speech_ms: int = Field(default=200, ge=0, le=2000)
+    # Caller speech shorter than this during agent playback does not interrupt (clicks, coughs).
+    barge_in_min_speech_ms: int = Field(default=64, ge=0, le=2000)
+    # While the agent talks, caller audio quieter than the agent's loudest audio minus this many dB may be
+    # the agent's own echo (a line's echo loss is ~20 dB) and does not count as speech; null: no echo gate.
+    barge_in_echo_margin_db: float | None = Field(default=14.0, ge=0.0, le=60.0)
     silence_duration_ms: int = Field(default=300, ge=100, le=5000)
     threshold: float = Field(default=0.5, ge=0.0, le=1.0)
     # Which voice activity detector hears the caller: Silero (gated by webrtcvad: robust to noise, the

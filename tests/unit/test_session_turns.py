@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from pydantic import TypeAdapter
 
-from tests.session_harness import Call, Hold, ScriptedEngine, TestCaller, audio_ms, speech, types
+from tests.session_harness import LOUD, Call, Hold, ScriptedEngine, TestCaller, audio_ms, speech, tone, types
+from voxgate.agents import AgentConfig
 from voxgate.engines.base import HistoryEntry, TextDelta
 
 
@@ -62,9 +63,9 @@ async def test_barge_in_cancels_and_truncates_at_what_the_caller_heard(ga_server
         for _ in range(10):  # 2 s of audio in 200 ms deltas, then the engine holds
             await call.next("response.output_audio.delta")
         call.heard(item["id"], 1000)  # the caller has heard the first sentence
-        await call.speak(180)  # shorter than barge_in_min_speech_ms: an echo or a cough
+        await call.speak(40)  # shorter than barge_in_min_speech_ms (64): a click or a cough
         assert not {"input_audio_buffer.speech_started", "response.done"} & set(types(await call.queued()))
-        await call.pause(100)
+        await call.pause(240)
         await call.speak(200)
         started = await call.next("input_audio_buffer.speech_started")
         done = await call.response()
@@ -81,6 +82,30 @@ async def test_barge_in_cancels_and_truncates_at_what_the_caller_heard(ga_server
         assert kept["content"][0]["transcript"] == "Hello there."
         assert audio_ms(kept["content"][0]) == 1000
         assert started["audio_start_ms"] == 1280 - 300  # the turn starts at its first speech frame, not the cough
+
+
+async def test_speech_no_louder_than_the_agents_echo_never_barges_in(ga_server_events: TypeAdapter[Any]) -> None:
+    """The agent's own voice leaking back (here 9.5 dB down: a VAD that hears it as speech) does not interrupt
+    it however long it lasts, with an echo margin of 6 dB; the caller as loud as the agent does, at once.
+    Without the echo gate (margin null) the same leak is a barge-in."""
+    for margin, interrupted_by_echo in ((6.0, False), (None, True)):
+        engine = ScriptedEngine()
+        engine.script([*speech("A long sentence.", 2000), Hold()])
+        agent = AgentConfig(name="test", turn_taking={"barge_in_echo_margin_db": margin})
+        caller = TestCaller(server_side=True, transport="twilio")
+        async with Call(agent, engine=engine, caller=caller, events=ga_server_events) as call:
+            await call.send({"type": "response.create"})
+            await call.next("response.output_audio.delta")  # the agent's voice, before any echo of it
+            await call.append(tone(1000, amplitude=LOUD // 3))  # echo: the VAD calls it speech
+            echo_barged = "input_audio_buffer.speech_started" in types(await call.queued())
+            assert echo_barged is interrupted_by_echo, (margin, echo_barged)
+            if not echo_barged:
+                assert call.session.interruptions == 0
+                await call.speak(100)
+                await call.next("input_audio_buffer.speech_started")
+                assert (await call.response())["response"]["status"] == "cancelled"
+            assert call.session.interruptions == 1
+            engine.release()
 
 
 async def test_barge_in_after_the_response_ended_cuts_what_was_still_playing(

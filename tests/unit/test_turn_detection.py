@@ -256,3 +256,32 @@ def test_constant_input(config: TurnDetectionConfig, frame_ms: float, n: int) ->
     events = TurnDetector(config).feed([1.0] * n, frame_ms)
     assert events in ([], [SpeechStarted(audio_start_ms=0, speech_start_ms=0)])
     assert (events != []) == (n * frame_ms >= config.min_speech_ms)
+
+
+def test_speech_that_may_be_echo_never_starts_a_turn_but_carries_one_on() -> None:
+    detector = TurnDetector(TurnDetectionConfig(min_speech_ms=64, prefix_padding_ms=0))
+    # Two seconds of what the VAD calls speech, none of it louder than the agent's echo: no turn.
+    assert detector.feed([0.9] * 100, 20, [False] * 100) == []
+    # A loud frame starts it; the quieter speech after it counts towards the 64 ms.
+    events = detector.feed([0.9] * 4, 20, [True, False, False, False])
+    assert events == [SpeechStarted(audio_start_ms=2000, speech_start_ms=2000)]
+    with pytest.raises(TurnDetectionError):
+        detector.feed([0.9, 0.9], 20, [True])
+
+
+def test_speech_may_start_just_after_the_loud_onset_the_vad_scored_late() -> None:
+    """The VAD's score crosses the threshold a frame after the loud onset it heard: still a start. Two frames
+    of echo after a lone loud click are the limit; a third is not."""
+    late = TurnDetector(TurnDetectionConfig(min_speech_ms=40, prefix_padding_ms=0))
+    assert late.feed([0.3, 0.9, 0.9], 20, [True, False, False]) == [SpeechStarted(audio_start_ms=20,
+                                                                                 speech_start_ms=20)]
+    click = TurnDetector(TurnDetectionConfig(min_speech_ms=40, prefix_padding_ms=0))
+    assert click.feed([0.0, 0.0, 0.0, 0.9, 0.9, 0.9], 20, [True, False, False, False, False, False]) == []
+
+
+def test_speech_before_the_agent_talked_does_not_let_its_echo_start_a_turn() -> None:
+    """Frames fed without loudness (the agent silent: no echo to rule out) give echo no head start once the
+    agent talks."""
+    detector = TurnDetector(TurnDetectionConfig(min_speech_ms=40, prefix_padding_ms=0))
+    assert detector.feed([0.0] * 5, 20) == []
+    assert detector.feed([0.9] * 10, 20, [False] * 10) == []

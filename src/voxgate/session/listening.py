@@ -23,6 +23,7 @@ from voxgate.protocol import server_events as se
 from voxgate.protocol.errors import RealtimeError
 from voxgate.protocol.ids import new_id
 from voxgate.protocol.session_config import SessionConfig
+from voxgate.session.echo_gate import EchoGate
 from voxgate.session.turn_detection import (
     SpeechStarted,
     SpeechStopped,
@@ -139,14 +140,15 @@ class Utterance:
 
 class Listening:
     def __init__(self, hooks: ListeningHooks, transcriber: Transcriber, vad: VadStream | None, *,
-                 barge_in_min_speech_ms: int, max_buffer_ms: int) -> None:
+                 barge_in_min_speech_ms: int, max_buffer_ms: int, echo_margin_db: float | None = None) -> None:
         self._hooks = hooks
         self._transcriber = transcriber
         self._vad = vad
         self._barge_in_min_speech_ms = barge_in_min_speech_ms
         self._max_buffer_ms = max_buffer_ms
+        self._echo = EchoGate(echo_margin_db)
         config = hooks.config
-        self._rate = vad.use_rate(config.input_format.rate) if vad else STT_RATE
+        self._rate = self._use_rate(config.input_format.rate)
         self._decoder = InputDecoder(config.input_format, self._rate)
         self._buffer = InputBuffer(self._rate)
         self.stream_ms = 0.0  # total caller audio received, the clock of audio_start/end_ms
@@ -166,7 +168,7 @@ class Listening:
     def reconfigure(self, old: SessionConfig, new: SessionConfig) -> None:
         """A session update: a new input format or turn detection takes effect from the next audio."""
         if new.input_format != old.input_format:
-            rate = self._vad.use_rate(new.input_format.rate) if self._vad else STT_RATE
+            rate = self._use_rate(new.input_format.rate)
             if rate != self._rate:  # the audio buffered so far is at the old rate: start over
                 self._rate = rate
                 self._buffer = InputBuffer(rate, start_ms=self.stream_ms)
@@ -179,6 +181,10 @@ class Listening:
         """A response started or ended: barge-in needs longer speech while the agent talks."""
         if self._detector is not None:
             self._detector.update(dataclasses.replace(self._detector.config, min_speech_ms=self._min_speech_ms()))
+
+    def agent_spoke(self, pcm: np.ndarray, rate: int) -> None:
+        """Audio on its way to the caller: how loud its echo in the caller's line can be."""
+        self._echo.agent_spoke(pcm, rate)
 
     def agent_finished(self) -> None:
         """A response ended: the idle timeout counts from here."""
@@ -225,13 +231,17 @@ class Listening:
         buffer.pcm_samples += pcm.size
         self.stream_ms += pcm.size * 1000.0 / self._rate
         if self._detector is not None and self._vad is not None:
-            if self._detector.config.min_speech_ms != self._min_speech_ms():
+            audible = self._hooks.agent_audible()
+            if not audible:
+                self._echo.agent_quiet()
+            if self._detector.config.min_speech_ms != self._min_speech_ms(audible):
                 self.agent_audibility_changed()
+            loud = self._echo.gate(pcm)  # which frames are louder than the agent's echo (None: no gate)
             if pcm.size >= self._rate * VAD_OFFLOAD_MS // 1000:
                 # A burst of audio (a client sending faster than real time) is scored off the loop;
                 # a 20-100 ms frame costs ~0.1 ms, less than the thread hop, so it stays inline.
-                return self._score_offloaded(pcm)
-            return self._take_scores(self._vad.feed(pcm))
+                return self._score_offloaded(pcm, loud)
+            return self._take_scores(self._vad.feed(pcm), loud)
         self._check_buffer_size()
         return None
 
@@ -240,23 +250,35 @@ class Listening:
             return None
         return TurnDetector(TurnDetectionConfig.from_openai(td, min_speech_ms=self._min_speech_ms()))
 
-    def _min_speech_ms(self) -> int:
-        # Echo of the agent's own voice and short noises must not cut it off: while the agent is
-        # talking, the caller has to speak for a while before it counts as barge-in.
-        return self._barge_in_min_speech_ms if self._hooks.agent_audible() else QUIET_MIN_SPEECH_MS
+    def _use_rate(self, input_rate: int) -> int:
+        """The VAD's rate for this input (its stream reset), and the echo gate aligned with its frames."""
+        if self._vad is None:
+            return STT_RATE
+        rate = self._vad.use_rate(input_rate)
+        self._echo.use_frames(round(self._vad.frame_ms * rate / 1000))
+        return rate
 
-    async def _score_offloaded(self, pcm: np.ndarray) -> None:
+    def _min_speech_ms(self, audible: bool | None = None) -> int:
+        # Short noises must not cut the agent off: while it is talking, the caller has to speak for a while
+        # before it counts as barge-in (its echo is the echo gate's to rule out).
+        audible = self._hooks.agent_audible() if audible is None else audible
+        return self._barge_in_min_speech_ms if audible else QUIET_MIN_SPEECH_MS
+
+    async def _score_offloaded(self, pcm: np.ndarray, loud: list[bool] | None) -> None:
         assert self._vad is not None
         probs = await asyncio.get_running_loop().run_in_executor(None, self._vad.feed, pcm)
-        rest = self._take_scores(probs)
+        rest = self._take_scores(probs, loud)
         if rest is not None:
             await rest
 
-    def _take_scores(self, probs: list[float]) -> Awaitable[None] | None:
-        """Turn the VAD's scores into turn events; an awaitable when one of them starts a turn."""
+    def _take_scores(self, probs: list[float], loud: list[bool] | None = None) -> Awaitable[None] | None:
+        """Turn the VAD's scores into turn events; an awaitable when one of them starts a turn. `loud`: which
+        frames are louder than the agent's echo (None: no echo to rule out)."""
         assert self._detector is not None
         assert self._vad is not None
-        turn_events = self._detector.feed(probs, self._vad.frame_ms) if probs else []
+        if loud is not None and len(loud) != len(probs):  # a VAD whose frames are not the ones counted
+            loud = None
+        turn_events = self._detector.feed(probs, self._vad.frame_ms, loud) if probs else []
         if any(isinstance(turn_event, SpeechStarted) for turn_event in turn_events):
             return self._take_turn_events(turn_events, probs)
         for turn_event in turn_events:  # only ends of speech: nothing to await

@@ -127,7 +127,8 @@ class Session:
         self._last_spoken: tuple[str, Item] | None = None  # (response id, item) a barge-in would cut
         self.listening = Listening(self, engine, vad_factory() if vad_factory else None,
                                    barge_in_min_speech_ms=agent.turn_taking.barge_in_min_speech_ms,
-                                   max_buffer_ms=max_input_buffer_s * 1000)
+                                   max_buffer_ms=max_input_buffer_s * 1000,
+                                   echo_margin_db=agent.turn_taking.barge_in_echo_margin_db)
         self._transcriptions: dict[str, asyncio.Task[None]] = {}
         # The call's audio on disk (the agent's `recording`), the caller's consent to it, and whether an
         # operator marked the present span sensitive (silenced in the recording, like a PCI entry).
@@ -226,6 +227,7 @@ class Session:
         sent = self.outbound.put_audio(event)
         if sent and self.recording is not None and not self.caller.playback.server_side:
             self.recording.agent(event.pcm, event.format.rate)  # a WebSocket client plays it: what was sent
+        self.listening.agent_spoke(event.pcm, event.format.rate)
         if self.outbound.dropped_audio_events != dropped:  # full; a cut response's audio is no loss
             metrics.AUDIO_DROPPED.inc()
         return sent

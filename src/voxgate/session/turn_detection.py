@@ -15,8 +15,12 @@ Semantics follow OpenAI's `server_vad`:
 Local additions, each there for a reason:
 
 - `min_speech_ms`: speech must last this long before `SpeechStarted` is declared (the reported start
-  is still the first speech frame). During agent playback a short echo leak or a cough would
-  otherwise cut the agent off.
+  is still the first speech frame). During agent playback a click or a cough would otherwise cut the
+  agent off.
+- Echo: the caller may say, per frame, which frames are louder than the agent's own echo could be
+  (`feed(..., loud=...)`, see `voxgate.session.echo_gate`). Speech then starts only at or just after
+  (`LOUD_ONSET_FRAMES`) a loud frame: echo alone never starts a turn, however long it lasts; once
+  started, quieter speech frames carry the turn on.
 - Hysteresis (as Silero's own segmenter does): once speaking, a frame only counts as silence below
   `threshold - 0.15`. Frames in between (a trailing "mmm", breath, a soft syllable) neither count as
   speech nor start the silence clock, so a phrase that trails off is not cut mid-word.
@@ -39,6 +43,9 @@ from typing import Any, Literal
 
 Eagerness = Literal["low", "medium", "high", "auto"]
 HYSTERESIS = 0.15
+# Speech may start this many frames after a frame louder than any echo: the VAD's score crosses the
+# threshold a frame or two after the onset it heard, when the syllable may already be fading.
+LOUD_ONSET_FRAMES = 2
 
 # Silence (ms) a semantic_vad turn needs before it ends: (phrase finished, unknown, phrase unfinished).
 SEMANTIC_SILENCE_MS: dict[str, tuple[float, float, float]] = {
@@ -133,6 +140,7 @@ class TurnDetector:
         self._last_speech_end = 0.0
         self._quiet_since: float | None = None  # start of the current pause (below the low threshold)
         self._phrase_finished: bool | None = None
+        self._since_loud = LOUD_ONSET_FRAMES + 1  # frames since the last one louder than any echo
 
     def update(self, config: TurnDetectionConfig) -> None:
         """Apply a new configuration; speech in progress continues under the new rules."""
@@ -143,29 +151,38 @@ class TurnDetector:
         if self._speaking:
             self._phrase_finished = finished
 
-    def feed(self, probs: list[float], frame_ms: float) -> list[TurnEvent]:
-        """Advance over consecutive frames of `frame_ms` each; return the events they caused, in order."""
+    def feed(self, probs: list[float], frame_ms: float, loud: list[bool] | None = None) -> list[TurnEvent]:
+        """Advance over consecutive frames of `frame_ms` each; return the events they caused, in order.
+        `loud`, one per frame: whether it is louder than any echo of the agent (None: every frame is)."""
         if not (math.isfinite(frame_ms) and frame_ms > 0):
             raise TurnDetectionError(f"frame_ms must be a finite number > 0, got {frame_ms}")
         for p in probs:
             if not (isinstance(p, numbers.Real) and 0.0 <= p <= 1.0):
                 raise TurnDetectionError(f"speech probabilities must be numbers within 0..1, got {p!r}")
+        if loud is not None and len(loud) != len(probs):
+            raise TurnDetectionError(f"{len(loud)} loudness flags for {len(probs)} frames")
         events: list[TurnEvent] = []
-        for p in probs:
+        for index, p in enumerate(probs):
             start = self._position_ms
             self._position_ms = end = start + frame_ms
-            event = self._step(float(p), start, end)
+            if loud is None:  # no echo to rule out; and nothing of this carries into a time with echo
+                self._since_loud = LOUD_ONSET_FRAMES + 1
+                may_start = True
+            else:
+                self._since_loud = 0 if loud[index] else self._since_loud + 1
+                may_start = self._since_loud <= LOUD_ONSET_FRAMES
+            event = self._step(float(p), start, end, may_start)
             if event is not None:
                 events.append(event)
         return events
 
-    def _step(self, p: float, start: float, end: float) -> TurnEvent | None:
+    def _step(self, p: float, start: float, end: float, loud: bool) -> TurnEvent | None:
         config = self.config
         high = config.threshold
         low = max(high - HYSTERESIS, 0.0)
         if not self._speaking:
             if self._candidate_start is None:
-                if p < high:
+                if p < high or not loud:  # silence, or speech that may be the agent's echo
                     return None
                 self._candidate_start = start
             elif p < low:  # too short: an echo blip or a cough

@@ -48,7 +48,7 @@ class JitterStats:
 @dataclass
 class JitterBuffer:
     clock_rate: int = 8000
-    min_delay: float = 0.04
+    min_delay: float = 0.02  # one frame: on a quiet link the caller is heard 20 ms sooner (barge-in, turns)
     max_delay: float = 0.2
     capacity: int = 50  # packets: a second of 20 ms audio
     stats: JitterStats = field(default_factory=JitterStats)
