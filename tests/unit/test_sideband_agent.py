@@ -22,7 +22,7 @@ from voxgate.control.sideband_agent import (
     target_uri,
 )
 from voxgate.engines.openai_upstream import SAY_INSTRUCTIONS
-from voxgate.session.session import TOOL_ROLES
+from voxgate.roles import GATEWAY_CALL_ROLES
 from voxgate.tools.registry import ToolContext, ToolRegistry
 
 ACME = Path(__file__).resolve().parents[2] / "examples" / "agents" / "acme.yaml"
@@ -65,7 +65,7 @@ class Driver:
             if not isinstance(action, RunTool):
                 result.append(action)
                 continue
-            ctx = ToolContext(call_id=action.call_id, session_id="s", agent=self.tools.agent, roles=TOOL_ROLES,
+            ctx = ToolContext(call_id=action.call_id, session_id="s", agent=self.tools.agent, roles=GATEWAY_CALL_ROLES,
                               actions=self)
             outcome = await self.tools.call(action.name, action.arguments, ctx)
             self.out = []

@@ -68,8 +68,9 @@ OperatorHandler = Callable[[Request, Principal], Awaitable[Response]]
 
 def operator_route(action: str) -> Callable[[OperatorHandler], Callable[[Request], Awaitable[Response]]]:
     """The one auth check of an operator route: an API key (`require_api_key`) allowed to do `action`
-    ("calls.read", "calls.control", "stats.read", "dashboard.read"). Every operator key may do every action
-    today; roles on keys plug in here, naming the actions each role allows."""
+    ("calls.read", "calls.control", "calls.delete", "recordings.read", "recordings.delete", "stats.read"),
+    recorded on the route for docs. Which roles may call the route is control/route_roles.py's, checked with
+    the key."""
 
     def wrap(handler: OperatorHandler) -> Callable[[Request], Awaitable[Response]]:
         @functools.wraps(handler)

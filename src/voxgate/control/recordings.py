@@ -19,7 +19,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from voxgate.audio.recording_file import CONTENT_TYPES, RecordingFormat
-from voxgate.control.auth import require_api_key
+from voxgate.control.auth import operator_route
 from voxgate.control.problems import problem
 from voxgate.gateway import Gateway, Principal, gateway_of
 
@@ -40,10 +40,8 @@ def _no_recording() -> Response:
     return problem(404, "recording_not_found", "That call has no recording.")
 
 
-async def get_recording(request: Request) -> Response:
-    principal = await require_api_key(request)
-    if isinstance(principal, JSONResponse):
-        return principal
+@operator_route("recordings.read")
+async def get_recording(request: Request, principal: Principal) -> Response:
     gateway = gateway_of(request)
     call_id = request.path_params["call_id"]
     row = await gateway.recordings.get(call_id, visible_to=principal.owner)
@@ -54,10 +52,8 @@ async def get_recording(request: Request) -> Response:
     return FileResponse(row.path, media_type=CONTENT_TYPES[fmt], filename=f"{call_id}{row.path.suffix}")
 
 
-async def delete_recording(request: Request) -> Response:
-    principal = await require_api_key(request)
-    if isinstance(principal, JSONResponse):
-        return principal
+@operator_route("recordings.delete")
+async def delete_recording(request: Request, principal: Principal) -> Response:
     gateway = gateway_of(request)
     call_id = request.path_params["call_id"]
     if await gateway.recordings.get(call_id, visible_to=principal.owner) is None:
@@ -67,10 +63,8 @@ async def delete_recording(request: Request) -> Response:
     return Response(status_code=204)
 
 
-async def delete_call(request: Request) -> Response:
-    principal = await require_api_key(request)
-    if isinstance(principal, JSONResponse):
-        return principal
+@operator_route("calls.delete")
+async def delete_call(request: Request, principal: Principal) -> Response:
     gateway = gateway_of(request)
     call_id = request.path_params["call_id"]
     if not await gateway.recordings.call_visible(call_id, visible_to=principal.owner):
@@ -82,10 +76,8 @@ async def delete_call(request: Request) -> Response:
     return Response(status_code=204)
 
 
-async def mark_sensitive(request: Request) -> Response:
-    principal = await require_api_key(request)
-    if isinstance(principal, JSONResponse):
-        return principal
+@operator_route("calls.control")
+async def mark_sensitive(request: Request, principal: Principal) -> Response:
     gateway = gateway_of(request)
     session = gateway.sessions.get(request.path_params["call_id"])
     if session is None or not principal.sees(session.recorder.owner if session.recorder else None):
