@@ -136,4 +136,5 @@ async def test_a_client_that_leaves_before_the_answer_is_no_server_error(
             await asyncio.sleep(0.1)
         else:
             raise AssertionError(f"the gateway never finished the request: {[r.getMessage() for r in caplog.records]}")
-    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    # The gateway's own records (another test's client, collected meanwhile, may log through asyncio)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR and r.name.startswith("voxgate")], caplog.text
