@@ -116,9 +116,7 @@ async def test_an_llm_service_that_is_gone_is_an_error_and_the_session_goes_on(
             await conn.conversation.item.create(item={"type": "message", "role": "user", "content": [
                 {"type": "input_text", "text": "hello"}]})
             await conn.response.create()
-            events = []
-            while not events or events[-1]["type"] != "response.done":
-                events.append(await reader.next())
+            events = await reader.through("response.done")
             error = next(e for e in events if e["type"] == "error")
             assert error["error"]["code"] == "engine_error" and "LLM service failed" in error["error"]["message"]
             assert events[-1]["response"]["status"] == "failed"
@@ -154,9 +152,7 @@ async def test_an_llm_service_that_dies_mid_reply_keeps_what_was_said_and_fails_
             await conn.conversation.item.create(item={"type": "message", "role": "user", "content": [
                 {"type": "input_text", "text": "where is my order"}]})
             await conn.response.create()
-            events: list[dict[str, Any]] = []
-            while not events or events[-1]["type"] != "response.done":
-                events.append(await reader.next())
+            events = await reader.through("response.done")
             said = "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
             assert said.startswith("Let me check that for you")
             error = next(e for e in events if e["type"] == "error")
@@ -261,9 +257,7 @@ async def test_an_agent_with_its_own_services_uses_them_and_the_others_the_gatew
                 await conn.conversation.item.create(item={"type": "message", "role": "user", "content": [
                     {"type": "input_text", "text": "hello there"}]})
                 await conn.response.create()
-                events: list[dict[str, Any]] = []
-                while not events or events[-1]["type"] != "response.done":
-                    events.append(await reader.next())
+                events = await reader.through("response.done")
                 status = events[-1]["response"]["status"]
                 assert status == ("completed" if answered else "failed"), (agent, events)
     finally:

@@ -209,10 +209,9 @@ async def test_a_llama_cpp_server_that_dies_mid_reply_fails_the_response_and_the
             await conn.conversation.item.create(item={"type": "message", "role": "user", "content": [
                 {"type": "input_text", "text": "Tell me a long story about a dragon."}]})
             await conn.response.create()
-            events = [await reader.until("response.output_text.delta")][0]
+            events = await reader.until("response.output_text.delta")
             llama.process.kill()  # the server's process is gone mid-stream
-            while events[-1]["type"] != "response.done":
-                events.append(await reader.next())
+            events += await reader.through("response.done")
             error = next(e for e in events if e["type"] == "error")
             assert error["error"]["code"] == "engine_error", error
             assert events[-1]["response"]["status"] == "failed", events[-1]

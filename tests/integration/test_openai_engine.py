@@ -315,9 +315,7 @@ async def test_upstream_killed_mid_response(tmp_path: Path, ga_server_events: Ty
             assert "lost mid-response" in error["message"], error
             # The session is still up: the next response gets a clear error too (nothing to reconnect to).
             await conn.response.create()
-            events: list[dict[str, Any]] = []
-            while not events or events[-1]["type"] != "response.done":
-                events.append(await reader.next())
+            events = await reader.through("response.done")
             assert events[-1]["response"]["status"] == "failed"
             assert any(e["type"] == "error" and "could not connect" in e["error"]["message"] for e in events)
         call = await call_record(own.front, session_id)

@@ -27,6 +27,7 @@ import websockets
 from openai import AsyncOpenAI, ConflictError, InvalidWebhookSignatureError
 
 from tests.conftest import LiveServer, finished_call, start_server
+from tests.integration.test_text_conversation import ORDER_STATUS_TOOL
 from tests.integration.test_twilio import metric, transcribe
 from tests.phone_carrier import eventually
 from tests.sipp_caller import (
@@ -47,11 +48,6 @@ from voxgate.loadtest.carrier_api import ApiRequest, CarrierApiRecorder
 
 SECRET = "whsec_" + base64.b64encode(b"voxgate call control test secret").decode()
 REQUEST = "what is the status of order four five six seven"
-ORDER_STATUS_TOOL = {
-    "type": "function", "name": "get_order_status", "description": "Get the status of a customer's order.",
-    "parameters": {"type": "object", "properties": {"order_id": {"type": "string", "description": "The order id"}},
-                   "required": ["order_id"]},
-}
 # The app's answer to the tool: words the demo data never says, so hearing them proves the app answered.
 APP_ANSWER = "Order four five six seven left our warehouse in Denver this morning."
 INSTRUCTIONS = "You are the order desk of a bicycle shop. Be brief."

@@ -41,6 +41,13 @@ class StrictReader:
         self.seen.append(event)
         return event
 
+    async def through(self, kind: str) -> list[dict[str, Any]]:
+        """Every event up to and including the next `kind`, error events too (for a test that expects one)."""
+        events = [await self.next()]
+        while events[-1]["type"] != kind:
+            events.append(await self.next())
+        return events
+
     async def until(self, kind: str) -> list[dict[str, Any]]:
         events = []
         while True:
