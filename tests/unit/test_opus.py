@@ -14,8 +14,9 @@ def tone(frames: int, hz: float = 440.0) -> np.ndarray:
     return (np.sin(2 * np.pi * hz * t) * 8000).astype(np.int16)
 
 
-def test_a_tone_survives_the_round_trip() -> None:
-    sender, receiver = OpusCodec(), OpusCodec()
+@pytest.mark.parametrize("application", ["voip", "lowdelay"])
+def test_a_tone_survives_the_round_trip(application: str) -> None:
+    sender, receiver = OpusCodec(application=application), OpusCodec()
     sent = tone(50)
     packets = [sender.encode(sent[i * FRAME_SAMPLES:(i + 1) * FRAME_SAMPLES]) for i in range(50)]
     assert all(1 <= len(p) <= 1275 for p in packets) and sum(map(len, packets)) < sent.nbytes // 10

@@ -115,7 +115,7 @@ class PlayoutTrack(MediaStreamTrack):
     """The agent's voice as aiortc pulls it: one 20 ms Opus packet per `recv`, paced on the call's playout
     clock (silence when nothing is queued).
 
-    The packet is coded here, on the loop (well under 0.1 ms): handed a frame, aiortc's sender would
+    The packet is coded here, on the loop (about 0.1 ms in CELT's low-delay mode): handed a frame, aiortc's sender would
     resample it to stereo, scan its level and code it on a thread-pool worker, a round trip between threads
     50 times a second per call that costs several times the coding itself. A coded packet (`av.Packet`,
     which `MediaStreamTrack.recv` may return) it sends as it is."""
@@ -127,7 +127,7 @@ class PlayoutTrack(MediaStreamTrack):
         self._output = output
         self._owed = 0
         self._pts = 0
-        self._opus = OpusCodec(input_rate=TRACK_RATE)
+        self._opus = OpusCodec(input_rate=TRACK_RATE, application="lowdelay")  # CELT: a browser plays any mode
 
     async def recv(self) -> av.Packet:
         if self.readyState != "live":
