@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from concurrent.futures import CancelledError
 
@@ -16,7 +17,7 @@ def test_an_urgent_job_overtakes_queued_later_ones() -> None:
     ran: list[str] = []
     try:
         busy = pool.submit(LATER, release.wait)  # holds the only thread until released
-        later = [pool.submit(LATER, lambda n=n: ran.append(f"later {n}")) for n in range(2)]
+        later = [pool.submit(LATER, functools.partial(ran.append, f"later {n}")) for n in range(2)]
         urgent = pool.submit(URGENT, lambda: ran.append("urgent"))
         release.set()
         busy.result(timeout=30)
