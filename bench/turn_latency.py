@@ -120,10 +120,31 @@ async def connect(url: str) -> Client:
     return client
 
 
-async def measure_turns(url: str, turns: int) -> dict[str, list[float]]:
+class StageLog:
+    """The engine's stage timings split by what the bench was doing: a phase's, a turn's."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+        self.marks: dict[str, int] = {}
+        self.mark()
+
+    def mark(self) -> None:
+        self.marks = {k: len(v) for k, v in self.engine.timings.items()}
+
+    def since_mark(self) -> dict[str, list[float]]:
+        """Timings recorded since the last mark (deques hold 1,000 each: far more than a phase adds)."""
+        new = {k: list(v)[self.marks.get(k, 0):] for k, v in self.engine.timings.items()}
+        self.mark()
+        return new
+
+
+async def measure_turns(url: str, turns: int, stages: StageLog | None = None,
+                        per_turn: list[dict[str, list[float]]] | None = None) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {k: [] for k in ("stopped", "transcribed", "first_audio", "wer")}
     client = await connect(url)
     for n in range(turns):
+        if stages is not None:
+            stages.mark()
         text = REQUESTS[n % len(REQUESTS)]
         speed = SPEEDS[n % len(SPEEDS)]
         lead = silence(300, RATE)
@@ -150,6 +171,8 @@ async def measure_turns(url: str, turns: int) -> dict[str, list[float]]:
         speech_end = start + (lead.size + speech.size) / RATE
         for key in ("stopped", "transcribed", "first_audio"):
             out[key].append((got[key] - speech_end) * 1000.0)
+        if stages is not None and per_turn is not None:
+            per_turn.append({**stages.since_mark(), "first_audio": [out["first_audio"][-1]]})
         out["wer"].append(wer(text, transcript) * len(normalise(text)))
         out.setdefault("words", []).append(len(normalise(text)))
     await client.close()
@@ -219,12 +242,19 @@ async def main(args: argparse.Namespace) -> None:
                 for speed in SPEEDS:
                     speak(text, rate=RATE, speed=speed)
             rss_idle = peak_rss_mb()
-            turns = await measure_turns(url, args.turns)
+            load_before = os.getloadavg()[0]
+            stages = StageLog(engine)
+            per_turn: list[dict[str, list[float]]] = []
+            turns = await measure_turns(url, args.turns, stages, per_turn)
+            timings = {k: [x for t in per_turn for x in t.get(k, [])] for k in engine.timings}
+            load_after = os.getloadavg()[0]
             rss_one = peak_rss_mb()
+            stages.mark()
             barge = await measure_barge_in(url, args.barge_ins)
+            barge_timings = stages.since_mark()
             await concurrent_sessions(url, args.concurrent)
+            concurrent_timings = stages.since_mark()
             rss_many = peak_rss_mb()
-            timings = {k: list(v) for k, v in engine.timings.items()}
             cascade_turns: dict[str, list[float]] = {}
             cascade_timings: dict[str, list[float]] = {}
             if args.cascade_turns:
@@ -243,15 +273,13 @@ async def main(args: argparse.Namespace) -> None:
     words = sum(turns.pop("words"))
     errors = sum(turns.pop("wer"))
     print(f"voxgate turn latency — local engine, {args.turns} spoken turns, server VAD silence 300 ms, "
-          f"{os.cpu_count()} CPUs")
+          f"{os.cpu_count()} CPUs, load average {load_before:.1f} before the turns, {load_after:.1f} after")
     print("From the end of the caller's speech:")
     print(row("-> input_audio_buffer.speech_stopped", turns["stopped"]))
     print(row("-> input transcription completed", turns["transcribed"]))
     print(row("-> first response.output_audio.delta", turns["first_audio"]))
-    print("Engine stages:")
-    print(row("STT (Whisper tiny.en int8, per decode)", timings["stt"]))
-    print(row("brain (flow)", timings["brain"]))
-    print(row("TTS first chunk (Piper joe)", timings["tts_first"]))
+    print("Engine stages of these turns (a turn may decode more than once: speculative decodes):")
+    print_stages(timings)
     print(f"  word error rate of the transcripts        {errors / max(words, 1) * 100:.1f} %"
           f" ({errors:.0f}/{words} words)")
     print(f"Barge-in ({args.barge_ins} attempts, {len(barge['missed'])} finished before the caller spoke):")
@@ -261,6 +289,18 @@ async def main(args: argparse.Namespace) -> None:
           f"{rss_one:.0f} MB, after {args.concurrent} concurrent sessions {rss_many:.0f} MB")
     if turns["first_audio"]:
         print(f"mean first audio {statistics.mean(turns['first_audio']):.0f} ms")
+    print("Engine stages during the barge-ins (the interrupted reply's pieces may still be rendering):")
+    print_stages(barge_timings)
+    print(f"Engine stages of {args.concurrent} concurrent sessions (one turn each, all at once):")
+    print_stages(concurrent_timings)
+    if args.per_turn:
+        print("Per turn (ms): first audio | STT decodes: wait+decode ... | TTS first piece: wait+render (CPU)")
+        for n, t in enumerate(per_turn):
+            decodes = " ".join(f"{w:.0f}+{d:.0f}" for w, d in zip(t.get("stt_wait", []), t.get("stt", []),
+                                                                  strict=False))
+            tts = " ".join(f"{w:.0f}+{r:.0f} ({c:.0f})" for w, r, c in zip(
+                t.get("tts_first_wait", []), t.get("tts_first_render", []), t.get("tts_first_cpu", []), strict=False))
+            print(f"  {n:>2} {t['first_audio'][0]:7.0f} | {decodes:<24} | {tts}")
     if cascade_turns:
         cascade_words = sum(cascade_turns.pop("words"))
         cascade_errors = sum(cascade_turns.pop("wer"))
@@ -277,6 +317,18 @@ async def main(args: argparse.Namespace) -> None:
               f" ({cascade_errors:.0f}/{cascade_words} words)")
 
 
+def print_stages(timings: dict[str, list[float]]) -> None:
+    print(row("STT (Whisper tiny.en int8, per decode)", timings.get("stt", [])))
+    if "stt_wait" in timings:  # older engines did not split their stages
+        print(row("  STT: queued for the Whisper pool", timings["stt_wait"]))
+    print(row("brain (flow)", timings.get("brain", [])))
+    print(row("TTS first chunk (Piper joe)", timings.get("tts_first", [])))
+    if "tts_first_wait" in timings:
+        print(row("  TTS first piece: queued for the Piper pool", timings["tts_first_wait"]))
+        print(row("  TTS first piece: rendering (wall)", timings["tts_first_render"]))
+        print(row("  TTS first piece: rendering (thread CPU)", timings["tts_first_cpu"]))
+
+
 def await_engine(gw: EmbeddedGateway) -> Any:
     engine = gw.gateway._engines.get("local")
     if engine is None:
@@ -289,6 +341,7 @@ if __name__ == "__main__":
     parser.add_argument("--turns", type=int, default=24)
     parser.add_argument("--barge-ins", type=int, default=6)
     parser.add_argument("--concurrent", type=int, default=10)
+    parser.add_argument("--per-turn", action="store_true", help="print each turn's stage timings")
     parser.add_argument("--cascade-turns", type=int, default=12, help="the same turns on the cascade engine (0: none)")
     parser.add_argument("--cascade-llm-url", default="", help="an OpenAI-compatible /v1 URL for the cascade's LLM "
                         "(default: this gateway's flow brain as a chat model)")

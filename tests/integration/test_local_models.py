@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +13,9 @@ from hypothesis import strategies as st
 
 from tests.speech import silence, speak, wer
 from voxgate.audio.resample import StreamResampler
+from voxgate.engines.local.priority_pool import URGENT
 from voxgate.engines.local.stt import Transcription, WhisperTranscriber
-from voxgate.engines.local.tts import OPENAI_VOICES, PiperSynthesizer, UnknownVoice, split_sentences
+from voxgate.engines.local.tts import OPENAI_VOICES, PieceTiming, PiperSynthesizer, UnknownVoice, split_sentences
 from voxgate.engines.local.vad import SILERO_FRAME_MS, SileroModel, SileroStream, WebRtcStream
 from voxgate.session.turn_detection import SpeechStarted, SpeechStopped, TurnDetectionConfig, TurnDetector
 
@@ -191,9 +193,37 @@ async def test_async_synthesis_stops_when_the_consumer_does(tts: PiperSynthesize
         break
     await stream.aclose()  # the prefetched sentence is dropped, nothing more is queued
     await asyncio.sleep(0.3)
-    assert tts._pool._work_queue.qsize() == 0
+    assert tts._pool.queued() == 0
     # The pool is free for the next caller straight away.
     assert [c async for c in tts.synthesize("Okay.")]
+
+
+async def test_a_reply_s_first_piece_goes_ahead_of_another_call_s_later_pieces() -> None:
+    tts = PiperSynthesizer(max_concurrency=1)  # its own single thread, so the order is the pool's alone
+    release = threading.Event()
+    heard: list[str] = []
+    timings: list[tuple[int, PieceTiming]] = []
+
+    async def call(name: str, text: str, urgent: bool) -> None:
+        async for _ in tts.synthesize(text, urgent=urgent, on_piece=lambda n, t: timings.append((n, t))):
+            heard.append(name)
+
+    try:
+        busy = tts._pool.submit(URGENT, release.wait)  # the thread is taken: both calls queue
+        later = asyncio.create_task(call("later", "And it will arrive on Friday.", urgent=False))
+        await asyncio.sleep(0)  # one step of the task: it queues its piece and waits for it
+        first = asyncio.create_task(call("first", "Your order has shipped.", urgent=True))
+        await asyncio.sleep(0)
+        assert tts._pool.queued() == 2
+        release.set()
+        await asyncio.gather(later, first)
+        assert busy.result() is True
+        assert heard == ["first", "later"]  # queued second, rendered first: a caller is waiting on it
+        assert [n for n, _ in timings] == [0, 0]
+        assert all(t.render_ms > 0 and t.cpu_ms > 0 and t.wait_ms >= 0 for _, t in timings)
+    finally:
+        release.set()
+        tts.close()
 
 
 def test_speed_changes_duration() -> None:

@@ -20,7 +20,7 @@ from voxgate.engines.base import AudioChunk, Engine, EngineOutput, ResponseReque
 from voxgate.engines.local.brains.base import Brain, CallTool, Say
 from voxgate.engines.local.brains.flow import FlowBrain
 from voxgate.engines.local.stt import WhisperTranscriber
-from voxgate.engines.local.tts import PiperSynthesizer, split_sentences
+from voxgate.engines.local.tts import PieceTiming, PiperSynthesizer, split_sentences
 from voxgate.observability import metrics
 from voxgate.protocol.ids import new_id
 
@@ -52,8 +52,11 @@ class LocalEngine(Engine):
         self.brain: Brain = brain or FlowBrain()
         self.stt: WhisperTranscriber | None = None
         self.tts: PiperSynthesizer | None = None
-        # Recent stage timings (ms), for benchmarks and the metrics below; bounded.
-        self.timings: dict[str, deque[float]] = {k: deque(maxlen=1000) for k in ("stt", "brain", "tts_first")}
+        # Recent stage timings (ms), for benchmarks and the metrics below; bounded. Each stage's time split
+        # into its wait for the stage's pool and its compute (the TTS first piece's also in CPU time), so
+        # a slow turn shows whether it queued behind other work or ran short of cores.
+        self.timings: dict[str, deque[float]] = {k: deque(maxlen=1000) for k in (
+            "stt", "stt_wait", "brain", "tts_first", "tts_first_wait", "tts_first_render", "tts_first_cpu")}
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -79,6 +82,7 @@ class LocalEngine(Engine):
             return ""
         result = await self.stt.transcribe(pcm16k)
         self.timings["stt"].append(result.decode_ms)
+        self.timings["stt_wait"].append(result.wait_ms)
         return result.text
 
     async def respond(self, request: ResponseRequest) -> AsyncIterator[EngineOutput]:
@@ -110,10 +114,17 @@ class LocalEngine(Engine):
             started = time.perf_counter()
             first = True
             async for pcm in self.tts.synthesize(spoken_form(sentence), voice, request.speed,
-                                                 deterministic=not self._tts_variation):
+                                                 deterministic=not self._tts_variation,
+                                                 on_piece=self._first_piece if n == 0 else None, urgent=n == 0):
                 if first and n == 0:
                     tts_ms = (time.perf_counter() - started) * 1000.0
                     self.timings["tts_first"].append(tts_ms)
                     metrics.TTS_FIRST_CHUNK_SECONDS.observe(tts_ms / 1000.0)
                 first = False
                 yield AudioChunk(pcm, self.tts.sample_rate)
+
+    def _first_piece(self, index: int, timing: PieceTiming) -> None:
+        if index == 0:
+            self.timings["tts_first_wait"].append(timing.wait_ms)
+            self.timings["tts_first_render"].append(timing.render_ms)
+            self.timings["tts_first_cpu"].append(timing.cpu_ms)

@@ -20,6 +20,7 @@ guards keep that out of the conversation:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import re
 import threading
@@ -66,6 +67,7 @@ class Transcription:
     text: str  # "" when the audio held no speech
     audio_ms: float  # length of the audio transcribed
     decode_ms: float  # wall time spent in Whisper (0 when the energy gate skipped it)
+    wait_ms: float = 0.0  # time queued for the pool before the decode started (behind other decodes)
 
 
 def level_dbfs(pcm: np.ndarray, window: int = SAMPLE_RATE // 50) -> float:
@@ -137,8 +139,13 @@ class WhisperTranscriber:
     async def transcribe(self, pcm16k: np.ndarray) -> Transcription:
         """Transcribe one utterance without blocking the loop; cancelling drops a decode still queued."""
         _check_pcm(pcm16k)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self.transcribe_sync, pcm16k)
+        queued = time.perf_counter()
+
+        def decode() -> Transcription:
+            wait_ms = (time.perf_counter() - queued) * 1000.0
+            return dataclasses.replace(self.transcribe_sync(pcm16k), wait_ms=wait_ms)
+
+        return await asyncio.get_running_loop().run_in_executor(self._pool, decode)
 
     def transcribe_sync(self, pcm16k: np.ndarray) -> Transcription:
         """Blocking variant, in the caller's thread (for benches and tests)."""

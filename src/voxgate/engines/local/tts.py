@@ -4,7 +4,8 @@ Piper synthesises a whole sentence at a time, so time-to-first-audio is the time
 text. `split_sentences` cuts a reply into sentences, and long sentences into clauses, so the first audio
 leaves after ~20-70 ms instead of after the whole reply. Synthesis runs in a small thread pool shared by
 every call in the process (bounded: on 2 cores, TTS competes with Whisper), one piece at a time per call,
-with the next piece prefetched while the current one is consumed.
+with the next piece prefetched while the current one is consumed; a reply's first piece goes ahead of
+other calls' prefetched pieces, which have the current piece's playback to be ready in.
 
 Output is int16 mono at the voice's native rate (`sample_rate`, 22 050 Hz for joe); transports resample.
 """
@@ -16,8 +17,8 @@ import functools
 import json
 import re
 import threading
-from collections.abc import AsyncGenerator, Iterator
-from concurrent.futures import ThreadPoolExecutor
+import time
+from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,7 @@ import numpy as np
 import onnxruntime as ort
 from piper import PiperConfig, PiperVoice, SynthesisConfig
 
+from voxgate.engines.local.priority_pool import LATER, URGENT, PriorityPool
 from voxgate.protocol.session_config import OPENAI_VOICES as OPENAI_VOICES
 
 DEFAULT_VOICE = "joe"
@@ -42,6 +44,15 @@ class UnknownVoice(ValueError):
     def __init__(self, voice: str, known: list[str]) -> None:
         super().__init__(f"unknown voice {voice!r}; available: {', '.join(known)}")
         self.voice = voice
+
+
+@dataclass(frozen=True)
+class PieceTiming:
+    """How one piece of text was synthesised: what a slow first audio lost its time to."""
+
+    wait_ms: float  # queued behind other pieces (the pool, the phonemizer lock)
+    render_ms: float  # wall time of the synthesis itself
+    cpu_ms: float  # CPU time of the rendering thread: well below render_ms, the thread waited for a core
 
 
 @dataclass(frozen=True)
@@ -142,7 +153,7 @@ class PiperSynthesizer:
         if len(rates) != 1:
             raise RuntimeError(f"installed voices disagree on the sample rate: {sorted(rates)}")
         self.sample_rate: int = rates.pop()
-        self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="piper")
+        self._pool = PriorityPool(max_workers=max_concurrency, thread_name_prefix="piper")
 
     @classmethod
     def shared(cls, max_concurrency: int = 1, threads: int = 1) -> PiperSynthesizer:
@@ -173,9 +184,16 @@ class PiperSynthesizer:
         return piper_voice, syn
 
     @staticmethod
-    def _render(piper_voice: PiperVoice, piece: str, syn: SynthesisConfig) -> list[np.ndarray]:
+    def _render(piper_voice: PiperVoice, piece: str, syn: SynthesisConfig,
+                queued: float | None = None) -> tuple[list[np.ndarray], PieceTiming]:
+        """The piece's audio, and its timing from `queued` (perf_counter when it was submitted)."""
         with _PHONEMIZER_LOCK:
-            return [chunk.audio_int16_array for chunk in piper_voice.synthesize(piece, syn_config=syn)]
+            started, cpu = time.perf_counter(), time.thread_time()
+            chunks = [chunk.audio_int16_array for chunk in piper_voice.synthesize(piece, syn_config=syn)]
+            timing = PieceTiming(wait_ms=(started - (queued or started)) * 1000.0,
+                                 render_ms=(time.perf_counter() - started) * 1000.0,
+                                 cpu_ms=(time.thread_time() - cpu) * 1000.0)
+        return chunks, timing
 
     def synthesize_sync(
         self, text: str, voice: str = DEFAULT_VOICE, speed: float = 1.0, *, deterministic: bool = False
@@ -187,29 +205,40 @@ class PiperSynthesizer:
         """
         piper_voice, syn = self._syn_config(voice, speed, deterministic)
         for piece in split_sentences(text):
-            yield from self._render(piper_voice, piece, syn)
+            yield from self._render(piper_voice, piece, syn)[0]
 
     async def synthesize(
-        self, text: str, voice: str = DEFAULT_VOICE, speed: float = 1.0, *, deterministic: bool = False
+        self, text: str, voice: str = DEFAULT_VOICE, speed: float = 1.0, *, deterministic: bool = False,
+        on_piece: Callable[[int, PieceTiming], None] | None = None, urgent: bool = True,
     ) -> AsyncGenerator[np.ndarray, None]:
         """Yield int16 mono chunks at `sample_rate`, sentence by sentence, as soon as each is ready.
 
         Each piece is rendered in the shared pool, the next one prefetched while the caller consumes
         the current one. When the caller stops iterating (or is cancelled), the prefetched piece is
-        cancelled if it has not started, and nothing further is queued.
+        cancelled if it has not started, and nothing further is queued. `on_piece(index, timing)` hears
+        how each piece's synthesis went, before its audio is yielded.
+
+        The first piece goes ahead of other calls' prefetched pieces when `urgent` (a caller waits to
+        hear it); pass False for text that follows audio still playing.
         """
         piper_voice, syn = self._syn_config(voice, speed, deterministic)  # bad voice/speed fail before any work
         pieces = split_sentences(text)
         loop = asyncio.get_running_loop()
-        render = functools.partial(self._render, piper_voice, syn=syn)
-        pending: list[asyncio.Future[list[np.ndarray]]] = []
+        pending: list[asyncio.Future[tuple[list[np.ndarray], PieceTiming]]] = []
+
+        def submit(piece: str, urgency: int) -> None:
+            render = functools.partial(self._render, piper_voice, piece, syn, time.perf_counter())
+            pending.append(asyncio.wrap_future(self._pool.submit(urgency, render), loop=loop))
+
         try:
             for i in range(len(pieces)):
                 if not pending:
-                    pending.append(loop.run_in_executor(self._pool, render, pieces[i]))
-                chunks = await pending.pop(0)
+                    submit(pieces[i], URGENT if i == 0 and urgent else LATER)
+                chunks, timing = await pending.pop(0)
                 if i + 1 < len(pieces):
-                    pending.append(loop.run_in_executor(self._pool, render, pieces[i + 1]))
+                    submit(pieces[i + 1], LATER)
+                if on_piece is not None:
+                    on_piece(i, timing)
                 for chunk in chunks:
                     yield chunk
         finally:
@@ -218,4 +247,4 @@ class PiperSynthesizer:
 
     def close(self) -> None:
         """Stop the pool; queued pieces are dropped."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown()
