@@ -119,7 +119,8 @@ def parse_frame(text: str | bytes, max_bytes: int) -> dict[str, Any]:
     try:
         # bytes decoded here, not by json.loads: its encoding sniffing is Python code run on every frame
         message = json.loads(text.decode() if isinstance(text, bytes) else text)
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError  # RecursionError: arrays or objects nested thousands deep
+    # UnicodeDecodeError is a ValueError; RecursionError: arrays or objects nested thousands deep
+    except (ValueError, RecursionError) as exc:
         raise CarrierMessageError("invalid_json", f"frame is not JSON: {str(exc)[:80]}") from exc
     if not isinstance(message, dict):
         raise CarrierMessageError("invalid_json", "frame is not a JSON object")
