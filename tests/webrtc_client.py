@@ -2,7 +2,8 @@
 
 It opens a peer connection with a microphone track (speaking a PCM array, then silence), creates the
 `oai-events` data channel, posts the SDP offer with a key, and records the events and the agent audio
-that come back.
+that come back. The microphone sends Opus as a browser does (voip mode, 48 kHz mono), coded once per
+utterance and kept, so a bench's many callers saying the same sentence do not spend its caller core coding.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fractions
+import hashlib
 import json
 import time
 from typing import Any
@@ -20,8 +22,37 @@ import numpy as np
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
+from voxgate.audio.opus import SETTLE_FRAMES, OpusCodec
+
 RATE = 48000
 FRAME = 960  # 20 ms
+_TIME_BASE = fractions.Fraction(1, RATE)
+_CODED: dict[bytes, list[bytes]] = {}  # an utterance's digest -> its Opus packets, 20 ms each
+_MAX_CODED = 64
+
+
+def coded(pcm: np.ndarray) -> list[bytes]:
+    """`pcm` (48 kHz mono int16) as Opus packets, coded once and kept."""
+    key = hashlib.blake2b(pcm.tobytes(), digest_size=16).digest()
+    packets = _CODED.get(key)
+    if packets is None:
+        opus = OpusCodec()
+        whole = np.zeros(-(-pcm.size // FRAME) * FRAME, np.int16)
+        whole[:pcm.size] = pcm
+        packets = [opus.encode(whole[i:i + FRAME]) for i in range(0, whole.size, FRAME)]
+        packets += [opus.encode_silence() for _ in range(SETTLE_FRAMES)]  # the voice's tail, then silence
+        if len(_CODED) >= _MAX_CODED:
+            _CODED.clear()
+        _CODED[key] = packets
+    return packets
+
+
+def _settled_silence() -> bytes:
+    opus = OpusCodec()
+    return [opus.encode_silence() for _ in range(SETTLE_FRAMES)][-1]
+
+
+SILENCE = _settled_silence()
 
 
 class SpeechTrack(MediaStreamTrack):
@@ -32,6 +63,7 @@ class SpeechTrack(MediaStreamTrack):
     def __init__(self, pcm: np.ndarray | None = None) -> None:
         super().__init__()
         self.pcm = pcm if pcm is not None else np.zeros(0, np.int16)
+        self._packets = coded(self.pcm) if self.pcm.size else []
         self._sent = 0  # frames sent so far
         self._offset = 0  # the frame at which the current `pcm` started
         self._start: float | None = None
@@ -39,9 +71,10 @@ class SpeechTrack(MediaStreamTrack):
     def say(self, pcm: np.ndarray) -> None:
         """Speak `pcm` next (replaces whatever was left to say)."""
         self.pcm = pcm
+        self._packets = coded(pcm)
         self._offset = self._sent
 
-    async def recv(self) -> av.AudioFrame:
+    async def recv(self) -> av.Packet:
         if self.readyState != "live":
             raise MediaStreamError
         now = time.monotonic()
@@ -50,16 +83,12 @@ class SpeechTrack(MediaStreamTrack):
         due = self._start + self._sent * FRAME / RATE
         if due > now:
             await asyncio.sleep(due - now)
-        start = (self._sent - self._offset) * FRAME
-        chunk = self.pcm[start:start + FRAME]
-        samples = np.zeros(FRAME, np.int16)
-        samples[:chunk.size] = chunk
-        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = RATE
-        frame.pts = self._sent * FRAME
-        frame.time_base = fractions.Fraction(1, RATE)
+        index = self._sent - self._offset
+        packet = av.Packet(self._packets[index] if index < len(self._packets) else SILENCE)
+        packet.pts = self._sent * FRAME
+        packet.time_base = _TIME_BASE
         self._sent += 1
-        return frame
+        return packet
 
 
 class WebRtcCaller:

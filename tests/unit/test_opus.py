@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from voxgate.audio.opus import FRAME_SAMPLES, OpusCodec, OpusError
+from voxgate.audio.opus import FRAME_SAMPLES, SETTLE_FRAMES, OpusCodec, OpusError
 
 
 def tone(frames: int, hz: float = 440.0) -> np.ndarray:
@@ -14,8 +14,9 @@ def tone(frames: int, hz: float = 440.0) -> np.ndarray:
     return (np.sin(2 * np.pi * hz * t) * 8000).astype(np.int16)
 
 
-def test_a_tone_survives_the_round_trip() -> None:
-    sender, receiver = OpusCodec(), OpusCodec()
+@pytest.mark.parametrize("application", ["voip", "lowdelay"])
+def test_a_tone_survives_the_round_trip(application: str) -> None:
+    sender, receiver = OpusCodec(application=application), OpusCodec()
     sent = tone(50)
     packets = [sender.encode(sent[i * FRAME_SAMPLES:(i + 1) * FRAME_SAMPLES]) for i in range(50)]
     assert all(1 <= len(p) <= 1275 for p in packets) and sum(map(len, packets)) < sent.nbytes // 10
@@ -38,3 +39,25 @@ def test_silence_and_a_lost_packet_decode_to_silence() -> None:
 def test_garbage_is_a_typed_error() -> None:
     with pytest.raises(OpusError):
         OpusCodec().decode(b"\xff" * 3)
+
+
+def test_silence_is_coded_until_the_encoder_settles_then_sent_again_as_it_is() -> None:
+    sender, receiver = OpusCodec(input_rate=24000), OpusCodec()
+    assert sender.frame_samples == 480
+    t = np.arange(10 * 480) / 24000
+    speech = (np.sin(2 * np.pi * 300 * t) * 8000).astype(np.int16)
+    packets = [sender.encode(speech[i * 480:(i + 1) * 480]) for i in range(10)]
+    quiet = [sender.encode_silence() for _ in range(SETTLE_FRAMES + 20)]
+    assert len(set(quiet[SETTLE_FRAMES - 1:])) == 1  # settled: one packet, kept
+    assert len(set(quiet[:SETTLE_FRAMES])) > 1  # the tone's tail was coded, not skipped
+    heard = [receiver.decode(p) for p in packets + quiet]
+    assert all(h.size == FRAME_SAMPLES for h in heard)  # 20 ms at 48 kHz whatever rate went in
+    assert np.abs(np.concatenate(heard[:10])[4800:]).max() > 4000
+    assert np.abs(np.concatenate(heard[10 + SETTLE_FRAMES:])).max() < 10  # the kept packet is silence
+    sender.encode(speech[:480])  # sound again: the silence after it is coded anew (the tone's tail)
+    assert sender.encode_silence() != quiet[-1]
+
+
+def test_opus_takes_only_the_rates_it_codes() -> None:
+    with pytest.raises(ValueError, match="44100"):
+        OpusCodec(input_rate=44100)

@@ -48,6 +48,7 @@ from starlette.responses import JSONResponse, Response
 
 from voxgate.admission import Refusal
 from voxgate.audio.formats import PCM24K, OutputEncoder
+from voxgate.audio.opus import OpusCodec
 from voxgate.audio.playout import Playout
 from voxgate.audio.resample import StreamResampler
 from voxgate.config import Settings
@@ -73,9 +74,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("voxgate.webrtc")
 
-RATE = 48000  # Opus runs at 48 kHz; aiortc hands us and takes 48 kHz frames
+RATE = 48000  # Opus's RTP clock (RFC 7587); aiortc hands us the caller's audio decoded at this rate
 FRAME_MS = 20
-FRAME_SAMPLES = RATE * FRAME_MS // 1000
+FRAME_SAMPLES = RATE * FRAME_MS // 1000  # one packet's step of the RTP clock
+TRACK_RATE = PCM24K.rate  # the agent's voice is queued and coded at the session's rate: no resampling
+TRACK_FRAME_SAMPLES = TRACK_RATE * FRAME_MS // 1000
 CHANNEL_LABEL = "oai-events"
 MAX_INBOX_MESSAGES = 256  # data channel messages waiting for the session; more is a flood, refused
 MAX_PENDING_EVENTS = 512  # events held for a data channel that has not opened yet
@@ -91,11 +94,11 @@ class TrackAudio:
     """The session's PCM at the track's rate, as the bytes of 16-bit native samples the playout cuts."""
 
     def __init__(self) -> None:
-        self._resampler = StreamResampler(PCM24K.rate, RATE)
+        self._resampler = StreamResampler(PCM24K.rate, TRACK_RATE)
 
     def encode(self, pcm: npt.NDArray[np.int16], rate: int) -> bytes:
         if self._resampler.in_rate != rate:
-            self._resampler = StreamResampler(rate, RATE)
+            self._resampler = StreamResampler(rate, TRACK_RATE)
         return self._resampler.process(pcm).tobytes()
 
     def flush(self) -> bytes:
@@ -105,12 +108,17 @@ class TrackAudio:
         self._resampler.reset()
 
     def decode(self, payload: bytes) -> tuple[npt.NDArray[np.int16], int]:
-        return np.frombuffer(payload, dtype=np.int16), RATE
+        return np.frombuffer(payload, dtype=np.int16), TRACK_RATE
 
 
 class PlayoutTrack(MediaStreamTrack):
-    """The agent's voice as aiortc pulls it: one 20 ms frame per `recv`, paced on the call's playout clock
-    (silence when nothing is queued)."""
+    """The agent's voice as aiortc pulls it: one 20 ms Opus packet per `recv`, paced on the call's playout
+    clock (silence when nothing is queued).
+
+    The packet is coded here, on the loop (about 0.1 ms in CELT's low-delay mode): handed a frame, aiortc's sender would
+    resample it to stereo, scan its level and code it on a thread-pool worker, a round trip between threads
+    50 times a second per call that costs several times the coding itself. A coded packet (`av.Packet`,
+    which `MediaStreamTrack.recv` may return) it sends as it is."""
 
     kind = "audio"
 
@@ -119,9 +127,9 @@ class PlayoutTrack(MediaStreamTrack):
         self._output = output
         self._owed = 0
         self._pts = 0
-        self._silence = np.zeros((1, FRAME_SAMPLES), dtype=np.int16)
+        self._opus = OpusCodec(input_rate=TRACK_RATE, application="lowdelay")  # CELT: a browser plays any mode
 
-    async def recv(self) -> av.AudioFrame:
+    async def recv(self) -> av.Packet:
         if self.readyState != "live":
             raise MediaStreamError
         loop = asyncio.get_running_loop()
@@ -133,13 +141,14 @@ class PlayoutTrack(MediaStreamTrack):
                 await asyncio.sleep(max(0.0, (deadline or 0.0) - loop.time()))
         self._owed -= 1
         played = output.pop()
-        pcm = self._silence if played is None else np.frombuffer(played.payload, dtype=np.int16).reshape(1, -1)
-        frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
-        frame.sample_rate = RATE
-        frame.pts = self._pts
-        frame.time_base = _TIME_BASE
+        opus = self._opus
+        payload = opus.encode_silence() if played is None else \
+            opus.encode(np.frombuffer(played.payload, dtype=np.int16))
+        packet = av.Packet(payload)
+        packet.pts = self._pts
+        packet.time_base = _TIME_BASE
         self._pts += FRAME_SAMPLES
-        return frame
+        return packet
 
 
 class WebRtcCall:
@@ -159,8 +168,8 @@ class WebRtcCall:
         self.playback = PlaybackTracker(server_side=True)
         self.session: Session | None = None
         self.pc = RTCPeerConnection(ice_configuration(settings))
-        self.playout = Playout(frame_bytes=FRAME_SAMPLES * 2, silence=b"\x00\x00", frame_ms=FRAME_MS, continuous=True,
-                               max_frames=int(settings.webrtc_playout_buffer_s * 1000 / FRAME_MS))
+        self.playout = Playout(frame_bytes=TRACK_FRAME_SAMPLES * 2, silence=b"\x00\x00", frame_ms=FRAME_MS,
+                               continuous=True, max_frames=int(settings.webrtc_playout_buffer_s * 1000 / FRAME_MS))
         self.output = AudioOutput(self.playout, TrackAudio(), self.playback)
         self.track = PlayoutTrack(self.output)
         self.channel: RTCDataChannel | None = None
@@ -307,7 +316,9 @@ class WebRtcCall:
                 self._encoder = OutputEncoder(fmt, frame.sample_rate)
                 self._encoder_rate = frame.sample_rate
             try:
-                await session.append_audio(self._encoder.encode(pcm))
+                rest = session.append_audio_nowait(self._encoder.encode(pcm))
+                if rest is not None:  # the frame starts a turn: the barge-in finishes before the next counts
+                    await rest
             except RealtimeError as exc:
                 session.error(exc)
 
@@ -410,13 +421,16 @@ def ice_configuration(settings: Settings) -> RTCConfiguration:
     return RTCConfiguration(iceServers=servers)
 
 
-def _mono(frame: av.AudioFrame) -> np.ndarray:
-    """A decoded frame (interleaved s16, any channel count) as int16 mono."""
+def _mono(frame: av.AudioFrame) -> npt.NDArray[np.int16]:
+    """A decoded frame (interleaved s16, any channel count) as int16 mono: the channels' mean, in integers
+    (a browser's microphone arrives as two equal channels; a float mean cost more than the resampling)."""
     channels = len(frame.layout.channels)
-    samples = frame.to_ndarray().reshape(-1)
+    samples = frame.to_ndarray().reshape(-1).astype(np.int16, copy=False)
     if channels == 1:
-        return samples.astype(np.int16, copy=False)
-    return samples.reshape(-1, channels).mean(axis=1).astype(np.int16)
+        return samples
+    if channels == 2:
+        return ((samples[0::2].astype(np.int32) + samples[1::2]) >> 1).astype(np.int16)
+    return (samples.reshape(-1, channels).sum(axis=1, dtype=np.int32) // channels).astype(np.int16)
 
 
 # -- routes ----------------------------------------------------------------------------------------
