@@ -249,50 +249,55 @@ class Gateway:
 
     async def engine(self, name: str) -> Engine:
         """The named engine, started on first use and shared by every session after that."""
-        async with self._engine_lock:
-            if name not in self._engines:
-                engine: Engine
-                if name == "local":
-                    from voxgate.engines.local.brains.flow import FlowBrain
-                    from voxgate.engines.local.engine import LocalEngine
-
-                    engine = LocalEngine(stt_threads=self.settings.stt_threads,
-                                         stt_concurrency=self.settings.stt_max_concurrency,
-                                         tts_concurrency=self.settings.tts_max_concurrency,
-                                         stt_model=self.settings.stt_model,
-                                         tts_variation=self.settings.tts_variation,
-                                         brain=FlowBrain(today=self.clock.today))
-                elif name == "echo":
-                    engine = EchoEngine()
-                elif name == "openai":
-                    from voxgate.engines.openai import OpenAIEngine
-
-                    engine = OpenAIEngine.from_settings(self.settings)
-                elif name == "cascade":
-                    from voxgate.engines.cascade import CascadeEngine
-
-                    engine = CascadeEngine(self.settings)
-                else:
-                    raise ValueError(f"engine {name!r} is not available")
-                await engine.start()
-                self._engines[name] = engine
-            return self._engines[name]
+        return await self._started(name, lambda: self._make_engine(name))
 
     async def engine_for(self, agent: AgentConfig) -> tuple[str, Engine]:
         """The engine an agent's calls run on, and its name. A cascade agent with its own services gets an
         engine of its own (shared by that agent's calls); every other agent shares the named engine."""
         name = agent.engine or self.settings.engine
-        if name != "cascade" or agent.cascade is None:
+        services = agent.cascade
+        if name != "cascade" or services is None:
             return name, await self.engine(name)
-        key = f"cascade:{agent.name}"
-        async with self._engine_lock:
-            if key not in self._engines:
-                from voxgate.engines.cascade import CascadeEngine
 
-                engine = CascadeEngine(self.settings.model_copy(update=agent.cascade.settings_update()))
+        def make() -> Engine:
+            from voxgate.engines.cascade import CascadeEngine
+
+            return CascadeEngine(self.settings.model_copy(update=services.settings_update()))
+
+        return name, await self._started(f"cascade:{agent.name}", make)
+
+    async def _started(self, key: str, make: Callable[[], Engine]) -> Engine:
+        """The engine kept under `key`, made and started by the first caller (the others wait for it)."""
+        async with self._engine_lock:
+            engine = self._engines.get(key)
+            if engine is None:
+                engine = make()
                 await engine.start()
                 self._engines[key] = engine
-            return name, self._engines[key]
+            return engine
+
+    def _make_engine(self, name: str) -> Engine:
+        if name == "local":
+            from voxgate.engines.local.brains.flow import FlowBrain
+            from voxgate.engines.local.engine import LocalEngine
+
+            return LocalEngine(stt_threads=self.settings.stt_threads,
+                               stt_concurrency=self.settings.stt_max_concurrency,
+                               tts_concurrency=self.settings.tts_max_concurrency,
+                               stt_model=self.settings.stt_model,
+                               tts_variation=self.settings.tts_variation,
+                               brain=FlowBrain(today=self.clock.today))
+        if name == "echo":
+            return EchoEngine()
+        if name == "openai":
+            from voxgate.engines.openai import OpenAIEngine
+
+            return OpenAIEngine.from_settings(self.settings)
+        if name == "cascade":
+            from voxgate.engines.cascade import CascadeEngine
+
+            return CascadeEngine(self.settings)
+        raise ValueError(f"engine {name!r} is not available")
 
     def agent(self, name: str | None) -> AgentConfig:
         """The named agent; a call that matches no agent goes to the default one, never refused."""

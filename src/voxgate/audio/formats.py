@@ -144,15 +144,18 @@ class InputDecoder:
         self.format = fmt
         self.target_rate = target_rate
         self._resampler = StreamResampler(fmt.rate, target_rate)
+        self._same_rate = fmt.rate == target_rate
 
     def decode(self, data: bytes) -> npt.NDArray[np.int16]:
-        if self.format.encoding == "pcmu":
+        encoding = self.format.encoding
+        if encoding == "pcmu":
             pcm = g711.ulaw_decode(data)
-        elif self.format.encoding == "pcma":
+        elif encoding == "pcma":
             pcm = g711.alaw_decode(data)
         else:
-            pcm = pcm16_array(data)
-        return self._resampler.process(pcm)
+            return self._resampler.process(pcm16_array(data))
+        # A phone line read at its own rate (webrtcvad's 8 kHz): the decoded array is already a fresh one.
+        return pcm if self._same_rate else self._resampler.process(pcm)
 
     def flush(self) -> npt.NDArray[np.int16]:
         """End of a stretch of input (a committed buffer, a hang-up): what the resampler still holds."""

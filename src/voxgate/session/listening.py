@@ -278,7 +278,10 @@ class Listening:
         assert self._vad is not None
         if loud is not None and len(loud) != len(probs):  # a VAD whose frames are not the ones counted
             loud = None
-        turn_events = self._detector.feed(probs, self._vad.frame_ms, loud) if probs else []
+        if not probs:  # a 20 ms frame that completes no 30 ms VAD frame: nothing to turn into events
+            self._after_scores(probs)
+            return None
+        turn_events = self._detector.feed(probs, self._vad.frame_ms, loud)
         if any(isinstance(turn_event, SpeechStarted) for turn_event in turn_events):
             return self._take_turn_events(turn_events, probs)
         for turn_event in turn_events:  # only ends of speech: nothing to await

@@ -17,6 +17,7 @@ from __future__ import annotations
 import secrets
 import struct
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from voxgate.sip.errors import SipError
 
@@ -45,8 +46,10 @@ class RtpExtension:
     data: bytes  # a multiple of 4 bytes
 
 
-@dataclass(frozen=True, slots=True)
-class RtpPacket:
+class RtpPacket(NamedTuple):
+    """A tuple, not a frozen dataclass: a call parses 50 a second, and a frozen dataclass's __init__ sets
+    each of its nine fields through object.__setattr__."""
+
     payload_type: int
     sequence: int
     timestamp: int
@@ -142,6 +145,17 @@ class RtpSender:
         self.packets_sent += 1
         self.octets_sent += len(payload)
         return packet
+
+    def datagram(self, payload: bytes, samples: int) -> bytes:
+        """`packet(payload, samples).to_bytes()` without the packet: a call sends 50 a second."""
+        marker = 0x80 if self._marker_next else 0
+        data = _HEADER.pack(0x80, marker | self.payload_type, self.sequence, self.timestamp, self.ssrc) + payload
+        self._marker_next = False
+        self.sequence = (self.sequence + 1) & 0xFFFF
+        self.timestamp = (self.timestamp + samples) & 0xFFFFFFFF
+        self.packets_sent += 1
+        self.octets_sent += len(payload)
+        return data
 
     def event_packet(self, payload: bytes, payload_type: int, timestamp: int, *, marker: bool) -> RtpPacket:
         """A packet at a fixed timestamp (RFC 4733: every packet of one event carries its start time)."""

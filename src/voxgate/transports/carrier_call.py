@@ -40,7 +40,7 @@ from voxgate.session.playback import PlaybackTracker
 from voxgate.transports.audio_output import AudioOutput
 from voxgate.transports.caller_input import CallerInput
 from voxgate.transports.carrier_audio import FRAME_MS, CarrierAudio
-from voxgate.transports.frame_ticker import shared_ticker
+from voxgate.transports.frame_ticker import FrameTicker, shared_ticker
 from voxgate.transports.media_stream import (
     AudioReceived,
     CarrierErrorReported,
@@ -374,10 +374,20 @@ class CarrierCall:
         assert self.output is not None
         output, playout, codec, ticker = self.output, self.output.playout, self.codec, shared_ticker()
         loop = asyncio.get_running_loop()
+        direct = self._direct
         while True:
             if playout.idle:
                 output.ready.clear()
                 await output.ready.wait()
+            if direct is not None and direct.writable:
+                # Frames go out from the shared ticker's beat, a plain call per call per beat: no task to
+                # wake 50 times a second. The beat hands back here when the line falls idle, the carrier
+                # stops reading (wait for room below), or the socket is gone.
+                if await self._play_on_beats(ticker) == "closed":
+                    return
+                if not direct.writable and not await self._send_after_room():
+                    return
+                continue
             generation = self._generation
             for _ in range(output.due(loop.time(), ticker.next_beat())):
                 frame = output.pop()
@@ -391,6 +401,53 @@ class CarrierCall:
                     break  # cleared while a send waited: the rest of this batch is stale
             if not playout.idle:
                 await ticker.tick()
+
+    async def _play_on_beats(self, ticker: FrameTicker) -> str:
+        """Play the line from the ticker's beats until it is idle ("idle"), the carrier's socket has no room
+        ("blocked") or is gone ("closed")."""
+        assert self.output is not None and self._direct is not None
+        output, playout, codec, direct = self.output, self.output.playout, self.codec, self._direct
+        handed_back: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+        def beat(now: float) -> None:
+            try:
+                for _ in range(output.due(now, ticker.next_beat())):
+                    frame = output.pop()
+                    if frame is None:
+                        break
+                    direct.send_text(codec.media(frame.payload))
+                    if frame.confirm is not None:
+                        direct.send_text(codec.mark(frame.confirm))
+            except ConnectionError:
+                self._end("carrier_closed")
+                outcome = "closed"
+            except Exception as exc:  # a bug: the writer task fails with it, and the call ends
+                ticker.remove_beat(beat)
+                if not handed_back.done():
+                    handed_back.set_exception(exc)
+                return
+            else:
+                outcome = "idle" if playout.idle else "blocked" if not direct.writable else ""
+            if outcome:
+                ticker.remove_beat(beat)
+                if not handed_back.done():
+                    handed_back.set_result(outcome)
+
+        ticker.add_beat(beat)
+        try:
+            return await handed_back
+        finally:
+            ticker.remove_beat(beat)
+
+    async def _send_after_room(self) -> bool:
+        """Wait, watched by the stall watchdog, until the carrier reads again; False when the socket is gone."""
+        assert self._direct is not None
+        self._send_since = asyncio.get_running_loop().time()
+        try:
+            await self._direct.wait_writable()
+        finally:
+            self._send_since = None
+        return not self._ended.is_set()
 
     async def _send(self, text: str) -> bool:
         direct = self._direct

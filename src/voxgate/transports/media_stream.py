@@ -9,7 +9,6 @@ Sans-IO: nothing here reads a socket or a clock.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
 from dataclasses import dataclass, field
@@ -118,8 +117,10 @@ def parse_frame(text: str | bytes, max_bytes: int) -> dict[str, Any]:
     if len(text) > max_bytes:
         raise CarrierMessageError("too_large", f"frame of {len(text)} bytes is larger than {max_bytes}")
     try:
-        message = json.loads(text)
-    except (ValueError, RecursionError) as exc:  # RecursionError: arrays or objects nested thousands deep
+        # bytes decoded here, not by json.loads: its encoding sniffing is Python code run on every frame
+        message = json.loads(text.decode() if isinstance(text, bytes) else text)
+    # UnicodeDecodeError is a ValueError; RecursionError: arrays or objects nested thousands deep
+    except (ValueError, RecursionError) as exc:
         raise CarrierMessageError("invalid_json", f"frame is not JSON: {str(exc)[:80]}") from exc
     if not isinstance(message, dict):
         raise CarrierMessageError("invalid_json", "frame is not a JSON object")
@@ -166,7 +167,8 @@ def decode_payload(payload: object, encoding: MediaEncoding, sample_rate: int) -
     if not isinstance(payload, str):
         raise CarrierMessageError("missing_field", "media.payload must be a base64 string")
     try:
-        data = base64.b64decode(payload, validate=True)
+        # strict: the alphabet and the padding checked in C (b64decode's validate runs a regex first)
+        data = binascii.a2b_base64(payload, strict_mode=True)
     except (binascii.Error, ValueError) as exc:
         raise CarrierMessageError("invalid_base64", f"media.payload is not valid base64: {exc}") from exc
     width = 2 if encoding == "l16" else 1

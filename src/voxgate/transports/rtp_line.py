@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -95,6 +96,7 @@ class RtpLine(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
         self.rtcp_transport: asyncio.DatagramTransport | None = None
         self.local: Address = ("", 0)
+        self._sock: socket.socket | None = None  # the RTP socket, which we send on ourselves
         self.last_heard = 0.0
         self._loop: asyncio.AbstractEventLoop  # set by open()
 
@@ -105,6 +107,7 @@ class RtpLine(asyncio.DatagramProtocol):
         loop = self._loop = asyncio.get_running_loop()
         rtp_sock, rtcp_sock = self.ports.bind(host, rtcp=not self.media.rtcp_mux)
         self.local = rtp_sock.getsockname()[:2]
+        self._sock = rtp_sock
         try:
             transport, _ = await loop.create_datagram_endpoint(lambda: self, sock=rtp_sock)
             self.transport = cast(asyncio.DatagramTransport, transport)  # the selector's class is not a subclass
@@ -155,13 +158,30 @@ class RtpLine(asyncio.DatagramProtocol):
         if self.transport is not None:
             self.ports.release(self.local[1])
         self.transport = self.rtcp_transport = None
+        self._sock = None
 
     # -- out
 
     def send(self, packet: RtpPacket) -> None:
         if self.transport is not None and self.media.sends:
-            data = packet.to_bytes()
-            self.transport.sendto(self.srtp.protect(data) if self.srtp is not None else data, self.remote)
+            self._send_datagram(packet.to_bytes())
+
+    def send_audio(self, payload: bytes, samples: int) -> None:
+        """The agent's next frame, as the stream's next packet (the hot path: no packet object)."""
+        data = self.sender.datagram(payload, samples)
+        if self.transport is not None and self.media.sends:
+            self._send_datagram(data)
+
+    def _send_datagram(self, data: bytes) -> None:
+        # Straight to our own socket: a datagram is sent or dropped, never queued (late audio is no use),
+        # and the transport's checks would cost more than the send on a line that sends 50 a second.
+        assert self._sock is not None
+        try:
+            self._sock.sendto(self.srtp.protect(data) if self.srtp is not None else data, self.remote)
+        except (BlockingIOError, InterruptedError):
+            self.drop("send_blocked")
+        except OSError:
+            self.drop("socket_error")  # e.g. the far end's ICMP unreachable, reported on a later send
 
     def report(self, now: float) -> None:
         """The RTCP report, when one is due (sent on hold too: RTCP keeps flowing, RFC 3264 §5.1)."""

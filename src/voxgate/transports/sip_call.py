@@ -428,7 +428,7 @@ class SipCall:
                     rtp.sender.skip(samples)
                     continue
             if rtp.media.sends:
-                rtp.send(rtp.sender.packet(payload, samples))
+                rtp.send_audio(payload, samples)
             else:  # on hold: the clock runs on, nothing is sent
                 rtp.sender.skip(samples)
                 rtp.counters["held"] += 1
