@@ -6,6 +6,7 @@ test_scale_out.py.)"""
 from __future__ import annotations
 
 import asyncio
+import base64
 import csv
 import json
 import os
@@ -24,6 +25,8 @@ from openai import AsyncOpenAI
 from tests.phone_carrier import eventually_true
 from tests.redis_server import RedisServer
 from tests.serve_process import open_session
+from tests.sipp_caller import free_port as free_udp_port
+from tests.sipp_caller import invite, request, run_sipp, scenario
 from tests.webrtc_client import WebRtcCaller
 from voxgate.config import Settings
 from voxgate.control.rate_limit import RateLimits, SharedRateLimits
@@ -32,6 +35,7 @@ from voxgate.embedded import EmbeddedGateway, free_port
 KEY, OTHER = "sk-cluster", "sk-other"
 HAPROXY_CFG = Path(__file__).resolve().parents[2] / "deploy" / "haproxy" / "haproxy.cfg"
 API = {"Authorization": f"Bearer {KEY}"}
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"the app behind the cluster").decode()
 
 
 @pytest.fixture(scope="module")
@@ -215,6 +219,43 @@ async def test_a_carried_sideband_that_stops_reading_is_cut_off_by_the_holder_an
     finally:
         await caller.close()
         c.stop()
+
+
+async def test_a_ringing_sip_call_an_app_controls_is_rejected_through_the_node_that_does_not_hold_it(
+        nodes: tuple[EmbeddedGateway, EmbeddedGateway], redis_server: RedisServer, tmp_path: Path) -> None:
+    """The app's word on a ringing call (its webhook went out from D) may reach any node: the call is in
+    the registry from its first ring, so B carries the reject to D, whose SIPp caller gets the code."""
+    from redis.asyncio import Redis
+
+    _, b = nodes
+    sip = free_udp_port()
+    d = start_node(tmp_path, "node-d", redis_server, sip_port=sip, sip_webhook_secret=WEBHOOK_SECRET,
+                   sip_call_control={"*": {"url": f"http://127.0.0.1:{free_port()}/hook", "answer_timeout_s": 120}})
+    redis = Redis.from_url(redis_server.url)
+    try:
+        xml = scenario("rejected through another node", invite(), '  <recv response="100" optional="true"/>\n'
+                       '  <recv response="180"/>\n  <recv response="486"/>\n', request("ACK", 1, branch="[branch-4]"))
+        caller = asyncio.create_task(run_sipp(tmp_path, xml, sip))
+
+        async def ringing_on_d() -> str | None:
+            assert not caller.done(), caller.result().messages[-3000:]
+            for key in await redis.keys("voxgate:call:rtc_*"):
+                if await redis.get(key) == b"node-d":
+                    return key.decode().rsplit(":", 1)[1]
+            return None
+
+        await eventually_true(ringing_on_d, 30, "the ringing call in the registry")
+        call_id = await ringing_on_d()
+        async with httpx.AsyncClient(base_url=b.base_url) as http_b:
+            reply = await http_b.post(f"/v1/realtime/calls/{call_id}/reject", headers=API, json={"status_code": 486})
+        assert reply.status_code == 200, reply.text
+        outcome = await caller
+        assert outcome.returncode == 0, outcome.messages[-3000:]
+        await eventually_true(lambda: asyncio.sleep(0, not b.run(b.gateway.cluster.holder(str(call_id)))),  # type: ignore[union-attr]
+                              10, "the rejected call leaving the registry")
+    finally:
+        await redis.aclose()
+        d.stop()
 
 
 async def test_a_holder_that_does_not_answer_is_a_503_and_one_that_is_gone_is_the_routes_own_404(
