@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import csv
 import json
 import os
@@ -22,6 +23,7 @@ import pytest
 import websockets
 from openai import AsyncOpenAI
 
+from tests.integration.test_sip_call_control import until
 from tests.phone_carrier import eventually_true
 from tests.redis_server import RedisServer
 from tests.serve_process import open_session
@@ -110,19 +112,22 @@ async def test_a_call_is_hung_up_through_the_node_that_does_not_hold_it(
     assert (hung_up["status"], hung_up["end_reason"]) == ("completed", "hangup_requested")
 
 
+@contextlib.asynccontextmanager
+async def browser_call(http: httpx.AsyncClient) -> AsyncIterator[WebRtcCaller]:
+    """A browser's call to the echo agent on the node `http` reaches, hung up at the end."""
+    caller = WebRtcCaller()
+    try:
+        assert (await caller.connect(http, "/v1/realtime/calls?agent=echo", KEY)).status_code == 201
+        await caller.wait_for("session.created", 10)
+        yield caller
+    finally:
+        await caller.close()
+
+
 def refusal(exc: pytest.ExceptionInfo[websockets.InvalidStatus]) -> tuple[int, str]:
     """A refused handshake's status and problem code."""
     body = json.loads(exc.value.response.body or b"{}")
     return exc.value.response.status_code, str(body.get("error", {}).get("code"))
-
-
-async def next_event(conn: Any, kind: str, within_s: float = 20) -> Any:
-    """SDK events from a Realtime connection until one of `kind`."""
-    async with asyncio.timeout(within_s):
-        while True:
-            event = await conn.recv()
-            if event.type == kind:
-                return event
 
 
 async def test_a_sideband_opened_on_the_node_that_does_not_hold_the_call_is_carried_to_it(
@@ -132,10 +137,7 @@ async def test_a_sideband_opened_on_the_node_that_does_not_hold_the_call_is_carr
     closes the sideband with A's code; a sideband that leaves is gone from A's call."""
     a, b = nodes
     http_a, http_b = clients
-    caller = WebRtcCaller()
-    try:
-        assert (await caller.connect(http_a, "/v1/realtime/calls?agent=echo", KEY)).status_code == 201
-        await caller.wait_for("session.created", 10)
+    async with browser_call(http_a) as caller:
         call = a.app.state.webrtc_calls.get(caller.call_id)
         sideband = f"{b.ws_url}/v1/realtime?call_id={caller.call_id}"
         # No key: refused by B, where the client connected. Another key, or a browser's key: refused by
@@ -151,15 +153,15 @@ async def test_a_sideband_opened_on_the_node_that_does_not_hold_the_call_is_carr
 
         client = AsyncOpenAI(api_key=KEY, base_url=f"{b.base_url}/v1", max_retries=0)
         async with client.realtime.connect(call_id=caller.call_id) as conn:
-            created = await next_event(conn, "session.created")
+            created = await until(conn, "session.created")
             assert created.session.id == call.session.id
             assert len(call.sidebands) == 1  # held by A, not B
             await conn.session.update(session={"type": "realtime", "instructions": "Carried across nodes."})
-            await next_event(conn, "session.updated")
+            await until(conn, "session.updated")
             assert call.session.config.instructions == "Carried across nodes."
             await conn.conversation.item.create(item={"type": "message", "role": "user", "content": [
                 {"type": "input_text", "text": "over the tunnel"}]})
-            added = await next_event(conn, "conversation.item.added")
+            added = await until(conn, "conversation.item.added")
             assert added.item.content[0].text == "over the tunnel"
             assert [i.text for i in call.session.conversation.visible() if i.type == "message"][-1:] == [
                 "over the tunnel"]
@@ -180,8 +182,6 @@ async def test_a_sideband_opened_on_the_node_that_does_not_hold_the_call_is_carr
         with pytest.raises(websockets.InvalidStatus) as exc:
             await websockets.connect(sideband, additional_headers=API)
         assert refusal(exc) == (404, "call_id_not_found")
-    finally:
-        await caller.close()
 
 
 async def test_a_carried_sideband_that_stops_reading_is_cut_off_by_the_holder_and_the_call_goes_on(
@@ -191,33 +191,29 @@ async def test_a_carried_sideband_that_stops_reading_is_cut_off_by_the_holder_an
     as it would a local one, and B passes the code on. The call itself carries on."""
     _, b = nodes
     c = start_node(tmp_path, "node-c", redis_server, outbound_queue_events=8)
-    caller = WebRtcCaller()
     try:
-        async with httpx.AsyncClient(base_url=c.base_url) as http_c:
-            assert (await caller.connect(http_c, "/v1/realtime/calls?agent=echo", KEY)).status_code == 201
-        await caller.wait_for("session.created", 10)
-        call = c.app.state.webrtc_calls.get(caller.call_id)
-        slow = socket.socket()
-        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a client that soon stops taking frames
-        slow.connect(("127.0.0.1", b.settings.port))
-        async with websockets.connect(f"{b.ws_url}/v1/realtime?call_id={caller.call_id}", sock=slow,
-                                      additional_headers=API, max_queue=1) as ws:
-            assert json.loads(await ws.recv())["type"] == "session.created"
-            item = json.dumps({"type": "conversation.item.create", "item": {
-                "type": "message", "role": "user", "content": [{"type": "input_text", "text": "x" * 500}]}})
-            for _ in range(5000):  # each is echoed back as events the client never reads
-                if not call.sidebands:
-                    break
-                await ws.send(item)
-                await asyncio.sleep(0)
-            assert not call.sidebands, "C never cut the stalled sideband off"
-            assert not call.session.closed
-            with pytest.raises(websockets.ConnectionClosed):
-                while True:
-                    await ws.recv()
-            assert ws.close_code == 1008
+        async with httpx.AsyncClient(base_url=c.base_url) as http_c, browser_call(http_c) as caller:
+            call = c.app.state.webrtc_calls.get(caller.call_id)
+            slow = socket.socket()
+            slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a client that soon stops taking frames
+            slow.connect(("127.0.0.1", b.settings.port))
+            async with websockets.connect(f"{b.ws_url}/v1/realtime?call_id={caller.call_id}", sock=slow,
+                                          additional_headers=API, max_queue=1) as ws:
+                assert json.loads(await ws.recv())["type"] == "session.created"
+                item = json.dumps({"type": "conversation.item.create", "item": {
+                    "type": "message", "role": "user", "content": [{"type": "input_text", "text": "x" * 500}]}})
+                for _ in range(5000):  # each is echoed back as events the client never reads
+                    if not call.sidebands:
+                        break
+                    await ws.send(item)
+                    await asyncio.sleep(0)
+                assert not call.sidebands, "C never cut the stalled sideband off"
+                assert not call.session.closed
+                with pytest.raises(websockets.ConnectionClosed):
+                    while True:
+                        await ws.recv()
+                assert ws.close_code == 1008
     finally:
-        await caller.close()
         c.stop()
 
 
