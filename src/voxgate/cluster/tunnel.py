@@ -351,6 +351,10 @@ async def _client_frames(websocket: WebSocket, end: TunnelEnd) -> None:
                 return
     except TunnelLost:
         end.lose()  # `carry` closes the client
+    except (OSError, RuntimeError, WebSocketDisconnect):  # the client's side failed: the holder hears it left
+        with contextlib.suppress(TunnelLost):
+            await end.send({"type": "websocket.disconnect", "code": 1006})
+        end.lose()
 
 
 async def carry(websocket: WebSocket, end: TunnelEnd) -> None:
