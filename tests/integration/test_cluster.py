@@ -185,36 +185,33 @@ async def test_a_sideband_opened_on_the_node_that_does_not_hold_the_call_is_carr
 
 
 async def test_a_carried_sideband_that_stops_reading_is_cut_off_by_the_holder_and_the_call_goes_on(
-        nodes: tuple[EmbeddedGateway, EmbeddedGateway], redis_server: RedisServer, tmp_path: Path) -> None:
+        nodes: tuple[EmbeddedGateway, EmbeddedGateway], clients: tuple[httpx.AsyncClient, ...]) -> None:
     """Back-pressure end to end: a client on B that reads nothing stops B's sends to it, then the credit
-    of the holder C, then C's writer; C's bounded queue overflows and C cuts the sideband off with 1008,
-    as it would a local one, and B passes the code on. The call itself carries on."""
-    _, b = nodes
-    c = start_node(tmp_path, "node-c", redis_server, outbound_queue_events=8)
-    try:
-        async with httpx.AsyncClient(base_url=c.base_url) as http_c, browser_call(http_c) as caller:
-            call = c.app.state.webrtc_calls.get(caller.call_id)
-            slow = socket.socket()
-            slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a client that soon stops taking frames
-            slow.connect(("127.0.0.1", b.settings.port))
-            async with websockets.connect(f"{b.ws_url}/v1/realtime?call_id={caller.call_id}", sock=slow,
-                                          additional_headers=API, max_queue=1) as ws:
-                assert json.loads(await ws.recv())["type"] == "session.created"
-                item = json.dumps({"type": "conversation.item.create", "item": {
-                    "type": "message", "role": "user", "content": [{"type": "input_text", "text": "x" * 500}]}})
-                for _ in range(5000):  # each is echoed back as events the client never reads
-                    if not call.sidebands:
-                        break
-                    await ws.send(item)
-                    await asyncio.sleep(0)
-                assert not call.sidebands, "C never cut the stalled sideband off"
-                assert not call.session.closed
-                with pytest.raises(websockets.ConnectionClosed):
-                    while True:
-                        await ws.recv()
-                assert ws.close_code == 1008
-    finally:
-        c.stop()
+    of the holder A, then A's writer; A's bounded queue overflows (outbound_queue_events) and A cuts the
+    sideband off with 1008, as it would a local one, and B passes the code on. The call carries on."""
+    a, b = nodes
+    http_a, _ = clients
+    async with browser_call(http_a) as caller:
+        call = a.app.state.webrtc_calls.get(caller.call_id)
+        slow = socket.socket()
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a client that soon stops taking frames
+        slow.connect(("127.0.0.1", b.settings.port))
+        async with websockets.connect(f"{b.ws_url}/v1/realtime?call_id={caller.call_id}", sock=slow,
+                                      additional_headers=API, max_queue=1) as ws:
+            assert json.loads(await ws.recv())["type"] == "session.created"
+            item = json.dumps({"type": "conversation.item.create", "item": {
+                "type": "message", "role": "user", "content": [{"type": "input_text", "text": "x" * 200}]}})
+            for _ in range(50_000):  # each is echoed back as events the client never reads
+                if not call.sidebands:
+                    break
+                await ws.send(item)
+                await asyncio.sleep(0)
+            assert not call.sidebands, "A never cut the stalled sideband off"
+            assert not call.session.closed
+            with pytest.raises(websockets.ConnectionClosed):
+                while True:
+                    await ws.recv()
+            assert ws.close_code == 1008
 
 
 async def test_a_ringing_sip_call_an_app_controls_is_rejected_through_the_node_that_does_not_hold_it(
