@@ -11,6 +11,10 @@ from a client in this process (so it is latency on an idle machine, not throughp
   and for one held by the other node (registry look-up, PUBLISH, the holder runs the route, PUBLISH
   back). The call id is registered in Redis without a live call, so both answer 404 from the holder's
   route: this times the carrying, not the hang-up itself;
+- sideband frames: a client event on a browser call's sideband and the event it brings back
+  (`session.update` -> `session.updated`), on a sideband attached to the node holding the call and on
+  one carried from the other node through Redis (each frame a PUBLISH to the other node, both ways);
+  half the difference is what the tunnel adds to each frame;
 - the bare Redis operations behind them: hold (SET), holder (a script), a shared rate-limit check.
 
     .venv/bin/python bench/redis_cost.py [--rounds N]
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
 import sys
 import tempfile
@@ -33,6 +38,7 @@ import websockets
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.redis_server import RedisServer
+from tests.webrtc_client import WebRtcCaller
 
 from voxgate.control.rate_limit import RateLimits, SharedRateLimits
 from voxgate.embedded import EmbeddedGateway
@@ -73,7 +79,7 @@ async def paired(first: Callable[[], Awaitable[object]], second: Callable[[], Aw
 def row(name: str, costs: list[float], baseline: list[float] | None = None) -> None:
     p50, p95 = statistics.median(costs), statistics.quantiles(costs, n=20)[18]
     extra = f"   +{p50 - statistics.median(baseline):7.0f} µs on the baseline's p50" if baseline else ""
-    print(f"  {name:<46} p50 {p50:7.0f} µs   p95 {p95:7.0f} µs{extra}")
+    print(f"  {name:<52} p50 {p50:7.0f} µs   p95 {p95:7.0f} µs{extra}")
 
 
 async def measure(single: EmbeddedGateway, a: EmbeddedGateway, b: EmbeddedGateway, rounds: int) -> None:
@@ -102,6 +108,37 @@ async def measure(single: EmbeddedGateway, a: EmbeddedGateway, b: EmbeddedGatewa
         here, relayed = await paired(hangup(on_a), hangup(on_b), rounds)
         row("on the node holding the call", here)
         row("on the other node (relayed through Redis)", relayed, here)
+
+    print("sideband frame round trip (session.update -> session.updated), two browser calls on node-a:")
+    callers = [WebRtcCaller(), WebRtcCaller()]
+    try:
+        async with httpx.AsyncClient(base_url=a.base_url) as on_a:
+            for caller in callers:
+                await caller.connect(on_a, "/v1/realtime/calls?agent=echo", KEY)
+                await caller.wait_for("session.created", 30)
+        update = json.dumps({"type": "session.update", "session": {"type": "realtime", "instructions": "Bench."}})
+
+        def round_trip(ws: websockets.ClientConnection) -> Callable[[], Awaitable[None]]:
+            async def step() -> None:
+                await ws.send(update)
+                while json.loads(await ws.recv())["type"] != "session.updated":
+                    pass
+            return step
+
+        async with websockets.connect(f"{a.ws_url}/v1/realtime?call_id={callers[0].call_id}",
+                                      additional_headers=API) as direct, \
+                websockets.connect(f"{b.ws_url}/v1/realtime?call_id={callers[1].call_id}",
+                                   additional_headers=API) as carried:
+            await direct.recv()
+            await carried.recv()  # session.created
+            here, there = await paired(round_trip(direct), round_trip(carried), rounds)
+        row("attached on the node holding the call", here)
+        row("attached on the other node (carried through Redis)", there, here)
+        print(f"  {'per frame, one way (half the difference)':<52} "
+              f"+{(statistics.median(there) - statistics.median(here)) / 2:7.0f} µs")
+    finally:
+        for caller in callers:
+            await caller.close()
 
     print("Redis operations (from this process, one client):")
     cluster = b.gateway.cluster

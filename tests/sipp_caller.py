@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from voxgate.audio import g711
+from voxgate.sip.message import Request
 from voxgate.sip.rtp import RtpError, RtpPacket, parse_rtp
 
 SIPP = "/usr/bin/sipp"  # Debian sip-tester
@@ -110,6 +111,34 @@ Contact: <sip:caller@[local_ip]:[local_port]>
 
 def stream(file: str) -> str:
     return f'  <nop><action><exec rtp_stream="{file},1,0"/></action></nop>\n'
+
+
+def cue() -> str:
+    """The caller waits here until the test cues it (`send_cue`): its next step happens on an event of the
+    test's choosing (the agent ready to listen, its answer heard) rather than at a fixed time."""
+    return '  <recv request="INFO" timeout="180000"/>\n' + reply(200, "OK")
+
+
+async def send_cue(invite: Request, cseq: int) -> None:
+    """Move the SIPp caller that sent `invite` past its next `cue()`: an INFO in its dialog (SIPp finds the
+    call by its Call-ID). SIPp sends its 200 to the gateway, not to us (a UAC talks to its remote end only),
+    so the INFO goes three times: SIPp takes the copies as retransmissions, and loopback loses none of
+    three unless SIPp's socket is full."""
+    caller = invite.via[0]
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0))
+    try:
+        local = transport.get_extra_info("sockname")[1]
+        message = (f"INFO sip:caller@{caller.host}:{caller.port} SIP/2.0\r\n"
+                   f"Via: SIP/2.0/UDP 127.0.0.1:{local};branch=z9hG4bKcue{cseq}{local}\r\n"
+                   f"From: {invite.headers.get('To')};tag=cue\r\nTo: {invite.headers.get('From')}\r\n"
+                   f"Call-ID: {invite.call_id}\r\nCSeq: {cseq} INFO\r\nMax-Forwards: 70\r\n"
+                   "Content-Length: 0\r\n\r\n").encode()
+        for _ in range(3):
+            transport.sendto(message, (caller.host, caller.port or 5060))
+            await asyncio.sleep(0.02)
+    finally:
+        transport.close()
 
 
 def scenario(name: str, *parts: str, variables: tuple[str, ...] = ()) -> str:

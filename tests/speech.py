@@ -3,18 +3,36 @@
 `speak` and `silence` are the load generator's caller voice (`voxgate.loadtest.speech`, the project's
 own Piper voice, deterministic and cached), named here too so tests keep one import. `wer` scores a
 transcript against what was said, after normalising the differences that are not errors: case,
-punctuation, "4,567" vs "four five six seven", "3.5" vs "three point five", "p.m." vs "pm".
+punctuation, "4,567" vs "four five six seven", "3.5" vs "three point five", "p.m." vs "pm". `utterances`
+cuts a recording into its stretches of speech before it is transcribed.
 """
 
 from __future__ import annotations
 
 import re
 
+import numpy as np
+
 from voxgate.loadtest.speech import silence, speak
 
-__all__ = ["normalise", "silence", "speak", "wer"]
+__all__ = ["normalise", "silence", "speak", "utterances", "wer"]
 
 _DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+
+def utterances(pcm: np.ndarray, rate: int, gap_ms: int = 600, floor: int = 300) -> list[np.ndarray]:
+    """The stretches of speech in a recording: runs of samples louder than `floor` that no silence of
+    `gap_ms` or more interrupts, each with `gap_ms / 2` of its silence either side. Transcribe them one
+    by one: given a recording with pauses in it, Whisper tiny stops at the first (a greeting, a pause,
+    then the answer came back as "Hello.")."""
+    loud = np.flatnonzero(np.abs(pcm.astype(np.int32)) > floor)
+    if loud.size == 0:
+        return []
+    gap = rate * gap_ms // 1000
+    breaks = np.flatnonzero(np.diff(loud) > gap)
+    starts = [int(loud[0]), *(int(loud[b + 1]) for b in breaks)]
+    ends = [*(int(loud[b]) for b in breaks), int(loud[-1])]
+    return [pcm[max(0, a - gap // 2):b + gap // 2] for a, b in zip(starts, ends, strict=True)]
 
 
 def normalise(text: str) -> list[str]:

@@ -21,7 +21,7 @@ from starlette.websockets import WebSocket
 
 from voxgate.admission import Refusal
 from voxgate.chat_service import chat_completions
-from voxgate.cluster.call_control import on_holding_node
+from voxgate.cluster.call_control import attach_on_holding_node, on_holding_node
 from voxgate.config import Settings
 from voxgate.control import escalations, operators, outbound_calls, realtime_calls, recordings
 from voxgate.control.auth import principal_of, require_api_key
@@ -67,8 +67,9 @@ async def realtime_websocket(websocket: WebSocket) -> None:
     if not gateway.ready:
         await websocket.send_denial_response(problem(503, "not_ready", "The gateway is starting."))
         return
-    if "call_id" in websocket.query_params:  # sideband: join a live WebRTC or SIP call, not open a session
-        await attach_sideband(websocket, principal)
+    if "call_id" in websocket.query_params:  # sideband: join a live WebRTC or SIP call, on whichever node holds it
+        await attach_on_holding_node(websocket, websocket.query_params["call_id"],
+                                     lambda: attach_sideband(websocket, principal))
         return
     params = websocket.query_params
     try:

@@ -6,6 +6,8 @@ test_scale_out.py.)"""
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import csv
 import json
 import os
@@ -19,10 +21,14 @@ from typing import Any
 import httpx
 import pytest
 import websockets
+from openai import AsyncOpenAI
 
+from tests.integration.test_sip_call_control import until
 from tests.phone_carrier import eventually_true
 from tests.redis_server import RedisServer
 from tests.serve_process import open_session
+from tests.sipp_caller import free_port as free_udp_port
+from tests.sipp_caller import invite, request, run_sipp, scenario
 from tests.webrtc_client import WebRtcCaller
 from voxgate.config import Settings
 from voxgate.control.rate_limit import RateLimits, SharedRateLimits
@@ -31,6 +37,7 @@ from voxgate.embedded import EmbeddedGateway, free_port
 KEY, OTHER = "sk-cluster", "sk-other"
 HAPROXY_CFG = Path(__file__).resolve().parents[2] / "deploy" / "haproxy" / "haproxy.cfg"
 API = {"Authorization": f"Bearer {KEY}"}
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"the app behind the cluster").decode()
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +110,145 @@ async def test_a_call_is_hung_up_through_the_node_that_does_not_hold_it(
     calls = (await http_b.get("/v1/calls?limit=5", headers=API)).json()["data"]
     hung_up = next(c for c in calls if c["transport"] == "webrtc")
     assert (hung_up["status"], hung_up["end_reason"]) == ("completed", "hangup_requested")
+
+
+@contextlib.asynccontextmanager
+async def browser_call(http: httpx.AsyncClient) -> AsyncIterator[WebRtcCaller]:
+    """A browser's call to the echo agent on the node `http` reaches, hung up at the end."""
+    caller = WebRtcCaller()
+    try:
+        assert (await caller.connect(http, "/v1/realtime/calls?agent=echo", KEY)).status_code == 201
+        await caller.wait_for("session.created", 10)
+        yield caller
+    finally:
+        await caller.close()
+
+
+def refusal(exc: pytest.ExceptionInfo[websockets.InvalidStatus]) -> tuple[int, str]:
+    """A refused handshake's status and problem code."""
+    body = json.loads(exc.value.response.body or b"{}")
+    return exc.value.response.status_code, str(body.get("error", {}).get("code"))
+
+
+async def test_a_sideband_opened_on_the_node_that_does_not_hold_the_call_is_carried_to_it(
+        nodes: tuple[EmbeddedGateway, EmbeddedGateway], clients: tuple[httpx.AsyncClient, ...]) -> None:
+    """The official SDK's `realtime.connect(call_id=...)` on B joins a browser call held by A: the key is
+    checked on B, the call's own rules on A; events and client events flow both ways; the call's end
+    closes the sideband with A's code; a sideband that leaves is gone from A's call."""
+    a, b = nodes
+    http_a, http_b = clients
+    async with browser_call(http_a) as caller:
+        call = a.app.state.webrtc_calls.get(caller.call_id)
+        sideband = f"{b.ws_url}/v1/realtime?call_id={caller.call_id}"
+        # No key: refused by B, where the client connected. Another key, or a browser's key: refused by
+        # A's route, as A refuses them (the call is not theirs; a sideband needs an API key).
+        ephemeral = (await http_b.post("/v1/realtime/client_secrets?agent=echo", headers=API, json={})).json()["value"]
+        for headers, refused in (({}, (401, "invalid_api_key")), ({"Authorization": f"Bearer {OTHER}"},
+                                 (404, "call_id_not_found")),
+                                 ({"Authorization": f"Bearer {ephemeral}"}, (403, "ephemeral_key_not_allowed"))):
+            with pytest.raises(websockets.InvalidStatus) as exc:
+                await websockets.connect(sideband, additional_headers=headers)
+            assert refusal(exc) == refused
+        assert not call.sidebands
+
+        client = AsyncOpenAI(api_key=KEY, base_url=f"{b.base_url}/v1", max_retries=0)
+        async with client.realtime.connect(call_id=caller.call_id) as conn:
+            created = await until(conn, "session.created")
+            assert created.session.id == call.session.id
+            assert len(call.sidebands) == 1  # held by A, not B
+            await conn.session.update(session={"type": "realtime", "instructions": "Carried across nodes."})
+            await until(conn, "session.updated")
+            assert call.session.config.instructions == "Carried across nodes."
+            await conn.conversation.item.create(item={"type": "message", "role": "user", "content": [
+                {"type": "input_text", "text": "over the tunnel"}]})
+            added = await until(conn, "conversation.item.added")
+            assert added.item.content[0].text == "over the tunnel"
+            assert [i.text for i in call.session.conversation.visible() if i.type == "message"][-1:] == [
+                "over the tunnel"]
+        await eventually_true(lambda: asyncio.sleep(0, not call.sidebands), 10, "the SDK's sideband leaving A's call")
+        assert not call.session.closed  # the call goes on without its sideband
+
+        # A sideband is open through B when the call is hung up (also through B): A closes it, 1000, and B
+        # passes the code on.
+        async with websockets.connect(sideband, additional_headers=API, subprotocols=["realtime"]) as ws:
+            assert ws.subprotocol == "realtime"  # A's accept, as A chose it
+            assert json.loads(await ws.recv())["type"] == "session.created"
+            assert (await http_b.post(f"/v1/realtime/calls/{caller.call_id}/hangup", headers=API)).status_code == 200
+            with pytest.raises(websockets.ConnectionClosed):
+                while True:
+                    await ws.recv()
+            assert ws.close_code == 1000
+        # Over: neither node holds it, and both answer as for any unknown call.
+        with pytest.raises(websockets.InvalidStatus) as exc:
+            await websockets.connect(sideband, additional_headers=API)
+        assert refusal(exc) == (404, "call_id_not_found")
+
+
+async def test_a_carried_sideband_that_stops_reading_is_cut_off_by_the_holder_and_the_call_goes_on(
+        nodes: tuple[EmbeddedGateway, EmbeddedGateway], clients: tuple[httpx.AsyncClient, ...]) -> None:
+    """Back-pressure end to end: a client on B that reads nothing stops B's sends to it, then the credit
+    of the holder A, then A's writer; A's bounded queue overflows (outbound_queue_events) and A cuts the
+    sideband off with 1008, as it would a local one, and B passes the code on. The call carries on."""
+    a, b = nodes
+    http_a, _ = clients
+    async with browser_call(http_a) as caller:
+        call = a.app.state.webrtc_calls.get(caller.call_id)
+        slow = socket.socket()
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a client that soon stops taking frames
+        slow.connect(("127.0.0.1", b.settings.port))
+        async with websockets.connect(f"{b.ws_url}/v1/realtime?call_id={caller.call_id}", sock=slow,
+                                      additional_headers=API, max_queue=1) as ws:
+            assert json.loads(await ws.recv())["type"] == "session.created"
+            item = json.dumps({"type": "conversation.item.create", "item": {
+                "type": "message", "role": "user", "content": [{"type": "input_text", "text": "x" * 200}]}})
+            for _ in range(50_000):  # each is echoed back as events the client never reads
+                if not call.sidebands:
+                    break
+                await ws.send(item)
+                await asyncio.sleep(0)
+            assert not call.sidebands, "A never cut the stalled sideband off"
+            assert not call.session.closed
+            with pytest.raises(websockets.ConnectionClosed):
+                while True:
+                    await ws.recv()
+            assert ws.close_code == 1008
+
+
+async def test_a_ringing_sip_call_an_app_controls_is_rejected_through_the_node_that_does_not_hold_it(
+        nodes: tuple[EmbeddedGateway, EmbeddedGateway], redis_server: RedisServer, tmp_path: Path) -> None:
+    """The app's word on a ringing call (its webhook went out from D) may reach any node: the call is in
+    the registry from its first ring, so B carries the reject to D, whose SIPp caller gets the code."""
+    from redis.asyncio import Redis
+
+    _, b = nodes
+    sip = free_udp_port()
+    d = start_node(tmp_path, "node-d", redis_server, sip_port=sip, sip_webhook_secret=WEBHOOK_SECRET,
+                   sip_call_control={"*": {"url": f"http://127.0.0.1:{free_port()}/hook", "answer_timeout_s": 120}})
+    redis = Redis.from_url(redis_server.url)
+    try:
+        xml = scenario("rejected through another node", invite(), '  <recv response="100" optional="true"/>\n'
+                       '  <recv response="180"/>\n  <recv response="486"/>\n', request("ACK", 1, branch="[branch-4]"))
+        caller = asyncio.create_task(run_sipp(tmp_path, xml, sip))
+
+        async def ringing_on_d() -> str | None:
+            assert not caller.done(), caller.result().messages[-3000:]
+            for key in await redis.keys("voxgate:call:rtc_*"):
+                if await redis.get(key) == b"node-d":
+                    return key.decode().rsplit(":", 1)[1]
+            return None
+
+        await eventually_true(ringing_on_d, 30, "the ringing call in the registry")
+        call_id = await ringing_on_d()
+        async with httpx.AsyncClient(base_url=b.base_url) as http_b:
+            reply = await http_b.post(f"/v1/realtime/calls/{call_id}/reject", headers=API, json={"status_code": 486})
+        assert reply.status_code == 200, reply.text
+        outcome = await caller
+        assert outcome.returncode == 0, outcome.messages[-3000:]
+        await eventually_true(lambda: asyncio.sleep(0, not b.run(b.gateway.cluster.holder(str(call_id)))),  # type: ignore[union-attr]
+                              10, "the rejected call leaving the registry")
+    finally:
+        await redis.aclose()
+        d.stop()
 
 
 async def test_a_holder_that_does_not_answer_is_a_503_and_one_that_is_gone_is_the_routes_own_404(

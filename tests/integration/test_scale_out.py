@@ -3,7 +3,8 @@ PostgreSQL store and a Redis, all from Debian packages on loopback ports.
 
 One run, in the order an operator lives it: SIPp calls through Kamailio land on both gateways and
 WebSocket calls are opened on both; an ephemeral key minted on one opens a session on the other, once;
-a browser call on one is hung up through the other; one gateway is killed (kill -9) with calls up: the
+a browser call on one is steered by its app's sideband (the official SDK's `realtime.connect(call_id=)`)
+through the other, and hung up through the other too; one gateway is killed (kill -9) with calls up: the
 survivor closes its records as dropped and new calls through Kamailio go to the survivor; then the
 survivor drains on SIGTERM: OPTIONS and INVITE get 503, Kamailio takes it out, HAProxy's agent hears
 "drain", its live calls finish, every record is written, and it exits 0.
@@ -28,7 +29,9 @@ import asyncpg
 import httpx
 import pytest
 import websockets
+from openai import AsyncOpenAI
 
+from tests.integration.test_sip_call_control import until as until_event
 from tests.phone_carrier import eventually_true
 from tests.postgres_server import fresh_database, postgres_cluster
 from tests.redis_server import RedisServer
@@ -254,20 +257,37 @@ async def test_two_gateways_behind_kamailio_share_the_store_and_survive_losing_o
                 spread_on_b = len(where(sip, node="node-b"))  # round robin: two each, unless a probe raced
                 assert len(where(sip, node="node-a")) >= 1 and spread_on_b >= 1
 
-                # A browser call on A is hung up through B.
+                # A browser call on A: its app's sideband lands on B (the balancer is not sticky for it) and
+                # is carried to A, where it steers the call; the call is hung up through B, which ends the
+                # sideband with A's close.
                 browser = WebRtcCaller()
                 try:
                     assert (await browser.connect(http_a, "/v1/realtime/calls?agent=echo", KEY)).status_code == 201
                     await browser.wait_for("session.created", 20)
-                    reply = await http_b.post(f"/v1/realtime/calls/{browser.call_id}/hangup", headers=API)
-                    assert (reply.status_code, reply.content) == (200, b"")
+                    app = AsyncOpenAI(api_key=KEY, base_url=f"{b.base_url}/v1", max_retries=0)
+                    async with app.realtime.connect(call_id=browser.call_id) as sideband:
+                        assert (await sideband.recv()).type == "session.created"
+                        await sideband.session.update(session={"type": "realtime", "instructions": "Steered from B."})
+                        updated = await until_event(sideband, "session.updated")
+                        assert updated.session.instructions == "Steered from B."  # type: ignore[union-attr]
+                        reply = await http_b.post(f"/v1/realtime/calls/{browser.call_id}/hangup", headers=API)
+                        assert (reply.status_code, reply.content) == (200, b"")
+                        with pytest.raises(websockets.ConnectionClosedOK):
+                            while True:
+                                await sideband.recv()
                     await until(lambda: asyncio.sleep(0, browser.pc.connectionState == "closed"), "the hang-up")
                 finally:
                     await browser.close()
 
                 # A call on A straight from SIPp, beside the WebSocket call; then A dies (kill -9).
                 doomed = await Sipp.start(tmp_path / "doomed", sip_a, calls=1, hold_ms=600_000)
+                # Killed only once both live records are in the store: records are written off the call's path
+                # (grouped commits), and a call killed before its first write has nothing to mark dropped.
+                async def a_recorded() -> bool:
+                    return len(where(await store.calls(), node="node-a", status="active")) == 2
+
                 await until(lambda: _equals(active_calls(a), 2), "A holding a SIP and a WebSocket call")
+                await until(a_recorded, "A's two live calls recorded")
                 a.process.kill()
                 a.process.wait(timeout=30)
                 with contextlib.suppress(websockets.ConnectionClosed):
@@ -295,6 +315,13 @@ async def test_two_gateways_behind_kamailio_share_the_store_and_survive_losing_o
             assert await _agent_line(b) == "drain\n"
             await until(lambda: _equals(sip_final(kamailio.port, "INVITE"), "503 No gateway available"),
                         "Kamailio taking B out of the set")
+            # The drain cuts no live call: B's WebSocket session still answers its client.
+            await ws_b.send(json.dumps({"type": "session.update", "session": {"type": "realtime",
+                                                                              "instructions": "Still here."}}))
+            async with asyncio.timeout(30):
+                while (event := json.loads(await ws_b.recv()))["type"] != "session.updated":
+                    pass
+            assert event["session"]["instructions"] == "Still here."
             await ws_b.close()  # the browser-key session ends on its own
             rc, output = await survivors.finished()
             assert rc == 0, output  # both calls ran their full length: none was cut

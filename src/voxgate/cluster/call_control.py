@@ -8,22 +8,29 @@ live node does (the route's own "no such call" answer); otherwise the request is
 (`ClusterNode.relay`), run there by the same route, and its answer is this node's answer. The caller
 cannot tell which node held the call. When the registry or the holder cannot be reached the answer is
 503 with Retry-After: the call may well be alive there, so "not found" would be a lie.
+
+A WebSocket naming a call (the sideband, `/v1/realtime?call_id=...`) is the same, frames both ways:
+
+    await attach_on_holding_node(websocket, call_id, lambda: attach_sideband(websocket, principal))
+
+runs the attach here, or carries the socket to the holder (`ClusterNode.carry`), whose own route decides.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.websockets import WebSocket
 
 from voxgate.cluster.node import RelayFailed
-from voxgate.cluster.relay import RELAYED
+from voxgate.cluster.relay import RELAYED, unreachable
 from voxgate.control.auth import Endpoint
-from voxgate.control.problems import problem
 from voxgate.gateway import gateway_of
 
-__all__ = ["on_holding_node", "run_on_holding_node"]
+__all__ = ["attach_on_holding_node", "on_holding_node", "run_on_holding_node"]
 
 log = logging.getLogger("voxgate.cluster")
 
@@ -38,9 +45,25 @@ async def run_on_holding_node(request: Request, endpoint: Endpoint) -> Response:
         answer = await cluster.relay(request, node) if node is not None and node != cluster.node else None
     except RelayFailed as exc:
         log.warning("call %s: control request not carried to its node: %s", call_id, exc)
-        return problem(503, "call_node_unreachable", "The node holding this call cannot be reached; try again.",
-                       headers={"Retry-After": "1"})
+        return unreachable()
     return answer.response() if answer is not None else await endpoint(request)
+
+
+async def attach_on_holding_node(websocket: WebSocket, call_id: str, attach: Callable[[], Awaitable[None]]) -> None:
+    """`attach()` here, or `websocket` served by the node holding `call_id` (see the module's docs)."""
+    cluster = gateway_of(websocket).cluster
+    if cluster is None or websocket.scope.get(RELAYED) or cluster.holds(call_id):
+        await attach()
+        return
+    try:
+        node = await cluster.holder(call_id)
+        carried = node is not None and node != cluster.node and await cluster.carry(websocket, node)
+    except RelayFailed as exc:
+        log.warning("call %s: WebSocket not carried to its node: %s", call_id, exc)
+        await websocket.send_denial_response(unreachable())
+        return
+    if not carried:
+        await attach()
 
 
 def on_holding_node(endpoint: Endpoint) -> Endpoint:

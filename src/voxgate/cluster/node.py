@@ -7,6 +7,7 @@ and control requests relayed to the node holding a call.
     await node.hold("rtc_123")          # this node holds the call (one SET)
     await node.holder("rtc_123")        # "gw-a": the node holding it, if that node is alive
     await node.relay(request, "gw-b")   # run an HTTP request on gw-b, get its answer (PUBLISH, then wait)
+    await node.carry(websocket, "gw-b") # serve a WebSocket from gw-b's app, frames both ways (tunnel.py)
     node.release("rtc_123"); await node.stop()
 
 Keys (all under `voxgate:`): `node:<id>` this node's load as JSON, expiring after three missed beats;
@@ -15,7 +16,8 @@ longest a session lives). A call's holder counts only while that node's key live
 calls stop resolving within three beats. Each beat also looks for nodes in `nodes` whose key expired:
 the one survivor whose SREM removes such a node closes that node's live call records as `dropped`.
 
-Channels: `voxgate:relay:<id>` takes requests for this node, `voxgate:reply:<id>` their answers. Redis
+Channels: `voxgate:relay:<id>` takes requests for this node, `voxgate:reply:<id>` their answers,
+`voxgate:tunnel:<id>` the messages of WebSockets carried to or from this node (by tunnel id). Redis
 trouble never ends a call: registry writes that fail are logged (only cross-node control misses that
 call), and a relay that cannot be made is answered 503 by the route.
 """
@@ -34,8 +36,20 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.types import ASGIApp
+from starlette.websockets import WebSocket
 
 from voxgate.cluster.relay import MalformedRelay, RelayedAnswer, RelayedRequest, answer_here
+from voxgate.cluster.tunnel import (
+    CLIENT_MESSAGES,
+    SERVER_MESSAGES,
+    Opening,
+    TunnelEnd,
+    TunnelLost,
+    carry,
+    serve_through,
+    to_wire,
+    tunnel_message,
+)
 
 if TYPE_CHECKING:
     from voxgate.config import Settings
@@ -85,20 +99,23 @@ class ClusterNode:
         self._pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
         self._loops: list[asyncio.Task[None]] = []  # the heartbeat and the listener
         self._tasks: set[asyncio.Task[Any]] = set()  # relayed requests being answered, entries being forgotten
+        self._tunnels: dict[str, TunnelEnd] = {}  # carried WebSockets, either end, by tunnel id
         self.requests_channel = f"{PREFIX}relay:{node}"
         self.replies_channel = f"{PREFIX}reply:{node}"
+        self.tunnels_channel = f"{PREFIX}tunnel:{node}"
 
     # -- life ----------------------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Join: the first heartbeat, then listen. Raises when Redis cannot be reached (start-up fails loudly)."""
         await self.beat()
-        await self._pubsub.subscribe(self.requests_channel, self.replies_channel)
+        await self._pubsub.subscribe(self.requests_channel, self.replies_channel, self.tunnels_channel)
         loop = asyncio.get_running_loop()
         self._loops = [loop.create_task(self._beat_forever()), loop.create_task(self._listen())]
 
     def serve(self, app: ASGIApp) -> None:
-        """Run relayed requests through `app` from now on (until then they are answered 503)."""
+        """Run relayed requests and carried WebSockets through `app` from now on (until then they are
+        answered 503)."""
         self._app = app
 
     async def stop(self) -> None:
@@ -236,6 +253,8 @@ class ClusterNode:
                 self._answered(message["data"])
             elif channel == self.requests_channel:
                 self._spawn(self._answer(message["data"]))
+            elif channel == self.tunnels_channel:
+                self._tunnel_message(message["data"])
 
     def _answered(self, data: bytes) -> None:
         try:
@@ -261,3 +280,71 @@ class ClusterNode:
             await self.redis.publish(request.reply_to, answer.to_wire())
         except (RedisError, OSError) as exc:
             log.warning("relay answer to %s lost: %s", request.reply_to, exc)
+
+    # -- carried WebSockets (tunnel.py) ----------------------------------------------------------------------
+
+    def _end(self, tunnel: str, peer: str, accepts: frozenset[str]) -> TunnelEnd:
+        channel = self._key("tunnel", peer)
+
+        async def publish(data: str) -> int:
+            try:
+                return int(await self.redis.publish(channel, data))
+            except RedisError as exc:
+                raise TunnelLost(f"cannot publish to {peer}: {exc}") from exc
+
+        async def peer_alive() -> bool:
+            try:
+                return bool(await self.redis.exists(self._key("node", peer)))
+            except (RedisError, OSError):  # not known to be gone: frames would not flow either way
+                return True
+
+        end = TunnelEnd(tunnel, publish, peer_alive, self._beat_s * MISSED_BEATS, accepts)
+        self._tunnels[tunnel] = end
+        return end
+
+    async def carry(self, websocket: WebSocket, node: str) -> bool:
+        """Serve `websocket` from `node`'s app until either side ends it; False (nothing sent to the client)
+        when no such node is listening. Raises RelayFailed when Redis cannot be reached."""
+        opening = Opening.of(websocket, secrets.token_hex(16), self.node)
+        end = self._end(opening.tunnel, node, SERVER_MESSAGES)
+        try:
+            try:
+                listeners = await self.redis.publish(self._key("tunnel", node), to_wire(opening))
+            except (RedisError, OSError) as exc:
+                raise RelayFailed(f"cannot publish to {node}: {exc}") from exc
+            if not listeners:
+                return False
+            await carry(websocket, end)
+            return True
+        finally:
+            self._tunnels.pop(opening.tunnel, None)
+
+    def _tunnel_message(self, data: bytes) -> None:
+        try:
+            message = tunnel_message(data)
+        except MalformedRelay as exc:
+            log.warning("malformed tunnel message dropped: %s", exc)
+            return
+        if not isinstance(message, Opening):
+            end = self._tunnels.get(message.tunnel)
+            if end is not None:
+                end.delivered(message)
+            return
+        if message.tunnel in self._tunnels:
+            log.warning("tunnel %s opened twice; the second opening dropped", message.tunnel)
+            return
+        self._spawn(self._serve_tunnel(message, self._end(message.tunnel, message.node, CLIENT_MESSAGES)))
+
+    async def _serve_tunnel(self, opening: Opening, end: TunnelEnd) -> None:
+        try:
+            if self._app is None:  # starting: the client is refused, and may try again
+                await end.send({"type": "websocket.http.response.start", "status": 503,
+                                "headers": [(b"retry-after", b"1")]})
+                await end.send({"type": "websocket.http.response.body", "body": b""})
+                await end.end()
+            else:
+                await serve_through(self._app, opening, end)
+        except TunnelLost:
+            pass
+        finally:
+            self._tunnels.pop(opening.tunnel, None)

@@ -22,7 +22,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message
 
-__all__ = ["RELAYED", "MalformedRelay", "RelayedAnswer", "RelayedRequest", "answer_here"]
+from voxgate.control.problems import problem
+
+__all__ = ["RELAYED", "Headers", "MalformedRelay", "RelayedAnswer", "RelayedRequest", "answer_here", "binary_in",
+           "headers_in", "headers_out", "relay_message", "unreachable"]
 
 log = logging.getLogger("voxgate.cluster")
 
@@ -38,18 +41,27 @@ class MalformedRelay(ValueError):
     """A relay message that is not one of ours."""
 
 
-def _headers_out(headers: Headers) -> list[list[str]]:
+def unreachable() -> Response:
+    """The answer when the node holding a call cannot be reached: it may well be alive, so never a 404."""
+    return problem(503, "call_node_unreachable", "The node holding this call cannot be reached; try again.",
+                   headers={"Retry-After": "1"})
+
+
+def headers_out(headers: Headers) -> list[list[str]]:
+    """Headers as JSON can carry them (the relay's and the WebSocket tunnel's messages)."""
     return [[k.decode("latin-1"), v.decode("latin-1")] for k, v in headers]
 
 
-def _headers_in(raw: Any) -> Headers:
+def headers_in(raw: Any) -> Headers:
+    """`headers_out`'s JSON back as ASGI headers; MalformedRelay for anything else."""
     if not isinstance(raw, list) or not all(isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p)
                                             for p in raw):
         raise MalformedRelay("headers must be a list of [name, value] strings")
     return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in raw]
 
 
-def _message(data: bytes | str) -> dict[str, Any]:
+def relay_message(data: bytes | str) -> dict[str, Any]:
+    """A message between nodes as a dict: JSON, this version, with an id; MalformedRelay otherwise."""
     try:
         message = json.loads(data)
     except ValueError as exc:
@@ -59,11 +71,16 @@ def _message(data: bytes | str) -> dict[str, Any]:
     return message
 
 
-def _body(message: dict[str, Any]) -> bytes:
+def binary_in(value: Any, name: str = "body") -> bytes:
+    """A base64 field back as bytes; MalformedRelay when it is not base64."""
     try:
-        return base64.b64decode(message.get("body", ""), validate=True)
+        return base64.b64decode(value, validate=True)
     except (ValueError, TypeError) as exc:
-        raise MalformedRelay("body is not base64") from exc
+        raise MalformedRelay(f"{name} is not base64") from exc
+
+
+def _body(message: dict[str, Any]) -> bytes:
+    return binary_in(message.get("body", ""))
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,18 +105,18 @@ class RelayedRequest:
     def to_wire(self) -> str:
         return json.dumps({"v": VERSION, "id": self.id, "reply_to": self.reply_to, "method": self.method,
                            "path": self.path, "query": self.query.decode("latin-1"),
-                           "headers": _headers_out(self.headers), "body": base64.b64encode(self.body).decode(),
+                           "headers": headers_out(self.headers), "body": base64.b64encode(self.body).decode(),
                            "client": self.client})
 
     @classmethod
     def from_wire(cls, data: bytes | str) -> RelayedRequest:
-        m = _message(data)
+        m = relay_message(data)
         fields = (m.get("reply_to"), m.get("method"), m.get("path"), m.get("query", ""))
         if not all(isinstance(f, str) for f in fields) or not str(m.get("path")).startswith("/"):
             raise MalformedRelay("reply_to, method, path and query must be strings (path absolute)")
         client = m.get("client")
         return cls(id=m["id"], reply_to=m["reply_to"], method=m["method"], path=m["path"],
-                   query=str(m.get("query", "")).encode("latin-1"), headers=_headers_in(m.get("headers", [])),
+                   query=str(m.get("query", "")).encode("latin-1"), headers=headers_in(m.get("headers", [])),
                    body=_body(m), client=client if isinstance(client, str) else None)
 
     def scope(self) -> dict[str, Any]:
@@ -121,15 +138,15 @@ class RelayedAnswer:
 
     def to_wire(self) -> str:
         return json.dumps({"v": VERSION, "id": self.id, "status": self.status,
-                           "headers": _headers_out(self.headers), "body": base64.b64encode(self.body).decode()})
+                           "headers": headers_out(self.headers), "body": base64.b64encode(self.body).decode()})
 
     @classmethod
     def from_wire(cls, data: bytes | str) -> RelayedAnswer:
-        m = _message(data)
+        m = relay_message(data)
         status = m.get("status")
         if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
             raise MalformedRelay("status must be an HTTP status code")
-        return cls(id=m["id"], status=status, headers=_headers_in(m.get("headers", [])), body=_body(m))
+        return cls(id=m["id"], status=status, headers=headers_in(m.get("headers", [])), body=_body(m))
 
     def response(self) -> Response:
         """The answer for the client of the node that relayed the request, as if that node had run it."""

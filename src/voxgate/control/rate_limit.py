@@ -32,6 +32,7 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 
+from voxgate.cluster.relay import RELAYED
 from voxgate.control.auth import bearer_token
 from voxgate.control.problems import problem
 from voxgate.observability import metrics
@@ -191,6 +192,8 @@ def _token_key(token: str) -> str:
 
 
 async def _wait(connection: HTTPConnection, route: str) -> float:
+    if connection.scope.get(RELAYED):  # counted on the node the client reached, which carried it here
+        return 0.0
     limits: RateLimits = connection.app.state.rate_limits
     subprotocols = list(connection.scope.get("subprotocols") or [])
     source = connection.client.host if connection.client else None

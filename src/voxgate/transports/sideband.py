@@ -100,13 +100,16 @@ async def attach_sideband(websocket: WebSocket, principal: Principal) -> None:
     writer = asyncio.create_task(pump_outbound(sideband.outbound, websocket, sideband.dialect))
     reader = asyncio.create_task(read_client_events(session, websocket))
     call_over = asyncio.create_task(call.wait_ended())
+    # A reader that stalls is cut off even while the writer waits on it (a socket, or a tunnel's credit).
+    overflow = asyncio.create_task(sideband.outbound.overflow.wait())
     try:
-        await asyncio.wait({writer, reader, call_over}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({writer, reader, call_over, overflow}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         call.sidebands.discard(sideband)
         sideband.outbound.close()
         reader.cancel()
         call_over.cancel()
+        overflow.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await asyncio.wait_for(writer, timeout=2.0)
         with contextlib.suppress(Exception):

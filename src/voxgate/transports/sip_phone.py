@@ -58,6 +58,7 @@ if TYPE_CHECKING:
     from voxgate.admission import Admission
     from voxgate.agents import AgentConfig
     from voxgate.clock import Clock
+    from voxgate.cluster.node import ClusterNode
     from voxgate.config import Settings
     from voxgate.protocol.items import Dialect
     from voxgate.session.session import Session
@@ -86,6 +87,7 @@ class PhoneGateway(Protocol):
     node: str
     http: httpx.AsyncClient
     real_clock: Clock
+    cluster: ClusterNode | None  # several nodes (redis_url): where an app-controlled call is registered
 
     def agent(self, name: str | None) -> AgentConfig: ...
 
@@ -443,6 +445,8 @@ class SipPhone:
             route = call_control_route(call.invite, self.settings.sip_call_control)
             if route is not None:  # an app answers it (OpenAI's SIP call control)
                 controlled = self.controlled.open(call, route, agent_name)
+                if gateway.cluster is not None:  # the app's accept or reject may reach any node
+                    await gateway.cluster.hold(controlled.id)
                 decision = await controlled.decision()
                 self.controlled.decided(controlled, decision)
                 if not self._app_answers(call, decision):
@@ -481,6 +485,8 @@ class SipPhone:
         finally:
             if controlled is not None:
                 self.controlled.finish(controlled)
+                if gateway.cluster is not None:
+                    gateway.cluster.release(controlled.id)
             await self._finish(call, session, ticket)
 
     @staticmethod
