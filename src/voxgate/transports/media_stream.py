@@ -10,9 +10,10 @@ Sans-IO: nothing here reads a socket or a clock.
 from __future__ import annotations
 
 import binascii
-import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+import orjson
 
 __all__ = [
     "DTMF_DIGITS",
@@ -117,10 +118,10 @@ def parse_frame(text: str | bytes, max_bytes: int) -> dict[str, Any]:
     if len(text) > max_bytes:
         raise CarrierMessageError("too_large", f"frame of {len(text)} bytes is larger than {max_bytes}")
     try:
-        # bytes decoded here, not by json.loads: its encoding sniffing is Python code run on every frame
-        message = json.loads(text.decode() if isinstance(text, bytes) else text)
-    # UnicodeDecodeError is a ValueError; RecursionError: arrays or objects nested thousands deep
-    except (ValueError, RecursionError) as exc:
+        # orjson: a phone call's 50 frames a second parsed in C, bytes or str, with the UTF-8 checked and
+        # nesting limited (its errors are ValueErrors)
+        message = orjson.loads(text)
+    except ValueError as exc:
         raise CarrierMessageError("invalid_json", f"frame is not JSON: {str(exc)[:80]}") from exc
     if not isinstance(message, dict):
         raise CarrierMessageError("invalid_json", "frame is not a JSON object")
