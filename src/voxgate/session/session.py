@@ -11,6 +11,7 @@ the `CallRecorder` is told what to keep; the Session is the hooks and the host.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -40,6 +41,7 @@ from voxgate.session.outbound import Outbound
 from voxgate.session.playback import PlaybackTracker
 from voxgate.session.recorder import CallRecorder, CallSummary
 from voxgate.session.response import ResponseRun, ResponseSettings
+from voxgate.session.typed_cards import without_cards_offloaded
 from voxgate.tools.redaction import holds_card, redact, redact_offloaded
 from voxgate.tools.registry import ToolContext, ToolRegistry, ToolResult, run_on_call
 
@@ -274,7 +276,10 @@ class Session:
                 self.listening.clear()
                 self.emit(se.InputAudioBufferCleared())
             case ce.ConversationItemCreate():
-                self._create_item(event)
+                [spec], cards = await without_cards_offloaded([event.item])
+                self._create_item(dataclasses.replace(event, item=spec))
+                if cards:
+                    self._card_typed(spec)
             case ce.ConversationItemRetrieve(item_id=item_id):
                 item = self._require_item(item_id)
                 self.emit(se.ConversationItemRetrieved(item=item.snapshot(include_audio=True)))
@@ -287,6 +292,11 @@ class Session:
                 if self.consent is not None and self.consent.pending:
                     raise RealtimeError("consent_pending", "The caller has not yet answered the recording "
                                         "consent question; the agent answers nothing else until they do.")
+                if params.input:
+                    entries, cards = await without_cards_offloaded(params.input)
+                    params = dataclasses.replace(params, input=entries)
+                    if cards:
+                        self._card_typed({})
                 self.create_response(params)
             case ce.ResponseCancel(response_id=response_id):
                 await self._cancel_by_client(response_id)
@@ -769,6 +779,13 @@ class Session:
                 self.say(self.agent.pci_keypad_line)
 
         self._spawn(ask())
+
+    def _card_typed(self, spec: dict[str, Any]) -> None:
+        """A client typed a card number (masked before anyone saw it): on a PCI agent's call the caller is
+        asked to use the keypad, once the agent is quiet (what it is saying was not about the card)."""
+        metrics.PCI_TYPED_CARDS.inc()
+        if self.agent.pci_mode and spec.get("role", "user") == "user":
+            self._say_after(self.agent.pci_keypad_line)
 
     def _hear_consent(self, item: Item) -> None:
         """The caller's turn while consent is awaited: its words (once transcribed) are the answer."""
