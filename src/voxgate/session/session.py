@@ -140,6 +140,7 @@ class Session:
         self._greet_after_consent = False
         self._discarding: asyncio.Task[None] | None = None  # a declined recording being deleted
         self.handoff: Handoff | None = None  # the latest hand-off to a person, once there is one
+        self.operator: str | None = None  # the key of an operator who took the call over: the agent is silent
         self.caller_id: str | None = None  # who is calling (a number, an address), for the hand-off card
         self.escalated: Callable[[Handoff], None] | None = None  # told of each hand-off (the gateway's queue)
         if recording is not None:
@@ -587,6 +588,9 @@ class Session:
 
     def create_response(self, params: ce.ResponseParams, say: str | None = None,
                         engine: Engine | None = None) -> ResponseRun:
+        if self.operator is not None:
+            raise RealtimeError("operator_on_call", "An operator has taken this call over; the agent answers "
+                                "nothing more.")
         if self._response is not None:
             raise RealtimeError(
                 "conversation_already_has_active_response",
@@ -620,7 +624,7 @@ class Session:
 
     def say(self, text: str) -> ResponseRun | None:
         """Speak a fixed line (greeting, disclosure, handover) as an ordinary response."""
-        if self._response is not None or self.closed:
+        if self._response is not None or self.closed or self.operator is not None:
             return None
         return self.create_response(ce.ResponseParams(), say=text)
 
@@ -669,6 +673,12 @@ class Session:
                                   owner=self.recorder.owner if self.recorder else None)
         if self.escalated is not None:
             self.escalated(self.handoff)
+
+    async def take_over(self, operator: str) -> None:
+        """An operator takes the call over from the escalation queue (the transport now carries their
+        voice): the agent stops mid-sentence, if it is talking, and answers nothing more."""
+        self.operator = operator
+        await self._silence_agent("client_cancelled")
 
     async def hang_up(self, reason: str) -> None:
         reason = redact(reason)[0]
