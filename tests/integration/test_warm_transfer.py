@@ -239,7 +239,7 @@ async def test_twilio_warm_transfer_whispers_through_the_dial_and_an_unanswered_
     assert record["status"] == "transferred" and record["transport"] == "twilio", record
 
 
-HOLD_LINE = " ".join(["Please hold while I find someone from the billing team to take your call."] * 4)
+HOLD_LINE = " ".join(["Please hold while I find a person to take your call."] * 5)  # none of the operator's words
 
 
 async def console_call(gateway: LiveServer, caller: WebRtcCaller) -> str:
@@ -254,8 +254,8 @@ async def console_call(gateway: LiveServer, caller: WebRtcCaller) -> str:
     return str((await caller.wait_for("session.created", 10))["session"]["id"])
 
 
-async def heard_after(pcm: list[np.ndarray], start: int, words: str, within_s: float) -> str:
-    """Whisper's reading of the received 48 kHz frames from index `start`, once it holds `words`."""
+async def heard_after(pcm: list[np.ndarray], start: int, words: tuple[str, ...], within_s: float) -> str:
+    """Whisper's reading of the received 48 kHz frames from index `start`, once it holds one of `words`."""
     deadline = time.monotonic() + within_s
     heard = ""
     while time.monotonic() < deadline:
@@ -263,10 +263,10 @@ async def heard_after(pcm: list[np.ndarray], start: int, words: str, within_s: f
         if got.size > 48000 and np.abs(got).max() > 1500:
             resampler = StreamResampler(48000, 8000)
             heard = (await transcribe(np.concatenate([resampler.process(got), resampler.flush()]))).lower()
-            if words in heard:
+            if any(word in heard for word in words):
                 return heard
         await asyncio.sleep(0.5)
-    raise AssertionError(f"never heard {words!r}; heard {heard!r}")
+    raise AssertionError(f"never heard any of {words}; heard {heard!r}")
 
 
 async def test_an_operator_takes_a_browser_call_over_from_the_queue(gateway: LiveServer) -> None:
@@ -309,11 +309,10 @@ async def test_an_operator_takes_a_browser_call_over_from_the_queue(gateway: Liv
         (card,) = [c for c in await escalations(gateway) if c["call_id"] == call_id]
         assert card["state"] == "taken_over" and card["taken_by"] == operator_id
         operator.mic.say(operator_says)
-        heard = await heard_after(caller.audio_pcm, heard_from, "billing", 30)
-        assert "dana" in heard or "billing team" in heard, heard
+        await heard_after(caller.audio_pcm, heard_from, ("dana", "billing"), 30)
         operator_heard_from = len(operator.audio_pcm)
         caller.mic.say(caller_says)
-        assert "charged" in await heard_after(operator.audio_pcm, operator_heard_from, "charged", 30)
+        await heard_after(operator.audio_pcm, operator_heard_from, ("charged", "twice"), 30)
 
         caller.send({"type": "response.create"})
         refusal = await caller.wait_for("error", 10, after=events_before)
