@@ -23,8 +23,9 @@ from starlette.routing import Route
 
 from voxgate.control.auth import require_api_key
 from voxgate.control.problems import problem
-from voxgate.gateway import gateway_of
+from voxgate.gateway import Principal, gateway_of
 from voxgate.protocol.errors import RealtimeError
+from voxgate.session.handoff import Handoff
 from voxgate.transports.operator_leg import OperatorLeg
 from voxgate.transports.webrtc import TRACK_RATE, calls_of, ice_configuration, receive_signalling
 from voxgate.transports.webrtc_offer import OfferError, read_offer
@@ -47,25 +48,30 @@ async def list_escalations(request: Request) -> Response:
     return JSONResponse({"object": "list", "data": [entry.card() for entry in entries]})
 
 
-async def get_escalation(request: Request) -> Response:
+async def _card_for(request: Request) -> tuple[Principal, Handoff] | JSONResponse:
+    """The key and the hand-off of the path's call, or the problem: a 404 for a call this key may not see."""
     principal = await require_api_key(request)
     if isinstance(principal, JSONResponse):
         return principal
     entry = gateway_of(request).escalations.get(request.path_params["call_id"])
     if entry is None or not principal.sees(entry.owner):
         return problem(404, "escalation_not_found", "That call was not handed to a person.")
-    return JSONResponse(entry.card())
+    return principal, entry
+
+
+async def get_escalation(request: Request) -> Response:
+    found = await _card_for(request)
+    if isinstance(found, JSONResponse):
+        return found
+    return JSONResponse(found[1].card())
 
 
 async def take_over(request: Request) -> Response:
-    principal = await require_api_key(request)
-    if isinstance(principal, JSONResponse):
-        return principal
-    gateway = gateway_of(request)
-    call_id = request.path_params["call_id"]
-    entry = gateway.escalations.get(call_id)
-    if entry is None or not principal.sees(entry.owner):
-        return problem(404, "escalation_not_found", "That call was not handed to a person.")
+    found = await _card_for(request)
+    if isinstance(found, JSONResponse):
+        return found
+    principal, entry = found
+    gateway, call_id = gateway_of(request), entry.call_id
     if entry.state != "waiting":
         return problem(409, "escalation_not_waiting", f"That call is {entry.state.replace('_', ' ')}: only a call "
                        "waiting on the queue can be taken over.")
