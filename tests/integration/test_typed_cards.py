@@ -1,10 +1,11 @@
 """PCI (issue 15): a card number a client types into a text item reaches no engine, row or log line.
 
 One typed request per engine path, each over a live gateway: the local brain (the shared demo gateway), the
-cascade's LLM (a chat service on loopback that keeps every request body) and the openai engine's upstream (a
-second voxgate behind a WebSocket relay that keeps every frame the front gateway sent it). Each test then
-reads what that engine was given, every row the gateway stored of the call, and the gateway's debug log
-(every logger, as `voxgate serve --log-level debug` writes it): none holds the card, in any of its forms.
+cascade's LLM (a chat service on loopback that keeps every request body; typed over the WebSocket and over
+the WebRTC data channel) and the openai engine's upstream (a second voxgate behind a WebSocket relay that
+keeps every frame the front gateway sent it). Each test then reads what that engine was given, every row
+the gateway stored of the call, and the gateway's debug log (every logger, as `voxgate serve --log-level
+debug` writes it): none holds the card, in any of its forms.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
+import pytest
 import websockets
 from websockets.asyncio.server import ServerConnection
 
@@ -25,6 +28,7 @@ from tests.integration.test_cascade_engine import recording_llm
 from tests.integration.test_debug_logs import debug_log
 from tests.integration.test_input_bounds import connect, item_event, next_of
 from tests.integration.test_zero_retention import every_table
+from tests.webrtc_client import WebRtcCaller
 
 CARD_DIGITS = "5555555555554444"  # a Luhn-valid test card
 TYPED = "charge my card 5555 5555 5555 4444, or 5555-5555-5555-4444 if that one fails"
@@ -80,13 +84,31 @@ async def test_the_local_brain_reads_no_typed_card(live_server: LiveServer) -> N
                    rows=every_table(live_server, {session_id}))
 
 
-async def test_the_cascade_llm_is_sent_no_typed_card(tmp_path: Path) -> None:
+async def typed_over_data_channel(live: LiveServer) -> tuple[str, list[str]]:
+    """`typed_turn` over WebRTC: the events go on the peer connection's `oai-events` data channel."""
+    caller = WebRtcCaller()
+    try:
+        async with httpx.AsyncClient(base_url=live.base_url, timeout=20) as http:
+            assert (await caller.connect(http, "/v1/realtime/calls", live.api_key)).status_code == 201
+        session_id = (await caller.wait_for("session.created", 10))["session"]["id"]
+        caller.send({"type": "session.update", "session": {"type": "realtime", "output_modalities": ["text"]}})
+        caller.send(item_event(TYPED, "evt_card"))
+        caller.send({"type": "response.create"})
+        await caller.wait_for("response.done", 30)
+        assert "error" not in caller.types(), [e for e in caller.events if e["type"] == "error"]
+    finally:
+        await caller.close()
+    return str(session_id), caller.raw_messages
+
+
+@pytest.mark.parametrize("door", ["websocket", "data_channel"])
+async def test_the_cascade_llm_is_sent_no_typed_card(tmp_path: Path, door: str) -> None:
     async with recording_llm() as (llm_url, received):
         live = start_server(tmp_path, engine="cascade", default_agent="acme", cascade_llm_base_url=llm_url,
-                            cascade_llm_model="my-model")
+                            cascade_llm_model="my-model", webrtc_host_addresses=["127.0.0.1"])
         try:
             with debug_log() as log:
-                session_id, seen = await typed_turn(live)
+                session_id, seen = await (typed_turn(live) if door == "websocket" else typed_over_data_channel(live))
                 call = await finished_call(live, session_id)
             rows = every_table(live)
         finally:
