@@ -141,6 +141,7 @@ class Session:
         self._discarding: asyncio.Task[None] | None = None  # a declined recording being deleted
         self.handoff: Handoff | None = None  # the latest hand-off to a person, once there is one
         self.operator: str | None = None  # the key of an operator who took the call over: the agent is silent
+        self._keypad_line_due = False  # a card was typed: ask for the keypad once the next response ends
         self.caller_id: str | None = None  # who is calling (a number, an address), for the hand-off card
         self.escalated: Callable[[Handoff], None] | None = None  # told of each hand-off (the gateway's queue)
         if recording is not None:
@@ -724,6 +725,9 @@ class Session:
             task = asyncio.get_running_loop().create_task(action())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+        if self._keypad_line_due:
+            self._keypad_line_due = False
+            self._say_after(self.agent.pci_keypad_line)
 
     async def send_dtmf(self, digits: str) -> None:
         await self.caller.send_dtmf(digits)
@@ -792,10 +796,11 @@ class Session:
 
     def _card_typed(self, spec: dict[str, Any]) -> None:
         """A client typed a card number (masked before anyone saw it): on a PCI agent's call the caller is
-        asked to use the keypad, once the agent is quiet (what it is saying was not about the card)."""
+        asked to use the keypad once the next response ends. A typed item is answered when the client asks
+        (`response.create`), so the line follows that answer rather than racing it."""
         metrics.PCI_TYPED_CARDS.inc()
         if self.agent.pci_mode and spec.get("role", "user") == "user":
-            self._say_after(self.agent.pci_keypad_line)
+            self._keypad_line_due = True
 
     def _hear_consent(self, item: Item) -> None:
         """The caller's turn while consent is awaited: its words (once transcribed) are the answer."""
