@@ -37,7 +37,10 @@ from tests.speech import silence, speak
 from tests.webrtc_client import WebRtcCaller
 from voxgate.transports.webrtc import calls_of
 
-REQUEST = "what is the status of order four five six seven"
+# "order number ...": after a bare "order", Whisper now and then hears "four" as "for" ("order for 567") once
+# the words have been through Chromium's capture processing (automatic gain, noise suppression) and Opus:
+# 3 of 19 console calls, and the agent rightly asks for the order number. No turn was cut short in any.
+REQUEST = "what is the status of order number four five six seven"
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
