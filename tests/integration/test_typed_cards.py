@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import websockets
 from websockets.asyncio.server import ServerConnection
@@ -28,7 +27,7 @@ from tests.integration.test_cascade_engine import recording_llm
 from tests.integration.test_debug_logs import debug_log
 from tests.integration.test_input_bounds import connect, item_event, next_of
 from tests.integration.test_zero_retention import every_table
-from tests.webrtc_client import WebRtcCaller
+from tests.webrtc_client import typed_turn as typed_turn_over_webrtc
 
 CARD_DIGITS = "5555555555554444"  # a Luhn-valid test card
 TYPED = "charge my card 5555 5555 5555 4444, or 5555-5555-5555-4444 if that one fails"
@@ -86,19 +85,9 @@ async def test_the_local_brain_reads_no_typed_card(live_server: LiveServer) -> N
 
 async def typed_over_data_channel(live: LiveServer) -> tuple[str, list[str]]:
     """`typed_turn` over WebRTC: the events go on the peer connection's `oai-events` data channel."""
-    caller = WebRtcCaller()
-    try:
-        async with httpx.AsyncClient(base_url=live.base_url, timeout=20) as http:
-            assert (await caller.connect(http, "/v1/realtime/calls", live.api_key)).status_code == 201
-        session_id = (await caller.wait_for("session.created", 10))["session"]["id"]
-        caller.send({"type": "session.update", "session": {"type": "realtime", "output_modalities": ["text"]}})
-        caller.send(item_event(TYPED, "evt_card"))
-        caller.send({"type": "response.create"})
-        await caller.wait_for("response.done", 30)
-        assert "error" not in caller.types(), [e for e in caller.events if e["type"] == "error"]
-    finally:
-        await caller.close()
-    return str(session_id), caller.raw_messages
+    session_id, caller = await typed_turn_over_webrtc(live.base_url, live.api_key, TYPED)
+    assert "error" not in caller.types(), [e for e in caller.events if e["type"] == "error"]
+    return session_id, caller.raw_messages
 
 
 @pytest.mark.parametrize("door", ["websocket", "data_channel"])
