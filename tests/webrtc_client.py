@@ -187,3 +187,21 @@ class WebRtcCaller:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+async def typed_turn(base_url: str, key: str, text: str) -> tuple[str, WebRtcCaller]:
+    """A WebRTC call that types `text` on the data channel and asks for a text reply: the session id, and
+    the caller (closed) with every event it got, up to that reply's `response.done`."""
+    caller = WebRtcCaller()
+    try:
+        async with httpx.AsyncClient(base_url=base_url, timeout=20) as http:
+            assert (await caller.connect(http, "/v1/realtime/calls", key)).status_code == 201
+        session_id = (await caller.wait_for("session.created", 10))["session"]["id"]
+        caller.send({"type": "session.update", "session": {"type": "realtime", "output_modalities": ["text"]}})
+        caller.send({"type": "conversation.item.create", "item": {
+            "type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}})
+        caller.send({"type": "response.create"})
+        await caller.wait_for("response.done", 30)
+    finally:
+        await caller.close()
+    return str(session_id), caller

@@ -1,8 +1,9 @@
 """The escalation queue operators read: the recent hand-offs (`GET /v1/escalations`).
 
 Bounded and in memory: a live queue, not a record (the call record keeps the outcome). A browser call
-stays `waiting` for an operator while it is live (there is no carrier leg to move it to), a phone call
-is `transferred` to the escalation target, and a waiting entry whose call has ended says `ended`.
+stays `waiting` for an operator while it is live (there is no carrier leg to move it to) until one takes
+it over (`taken_over`), a phone call is `transferred` to the escalation target, and a waiting or taken
+over entry whose call has ended says `ended`.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ class EscalationQueue:
 
     def call_ended(self, call_id: str) -> None:
         entry = self._entries.get(call_id)
-        if entry is not None and entry.state == "waiting":
+        if entry is not None and entry.state in ("waiting", "taken_over"):
             entry.state = "ended"
 
     def get(self, call_id: str) -> Handoff | None:

@@ -18,6 +18,7 @@ import wave
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import numpy as np
@@ -29,9 +30,17 @@ from starlette.routing import Route
 
 from tests.conftest import LiveServer, start_server
 from tests.e2e.chromium import Chromium, Page
+from tests.integration.test_route_roles import audit_rows
+from tests.integration.test_warm_transfer import HOLD_LINE, REASON, console_call, heard_after
+from tests.phone_carrier import eventually
 from tests.speech import silence, speak
+from tests.webrtc_client import WebRtcCaller
+from voxgate.transports.webrtc import calls_of
 
-REQUEST = "what is the status of order four five six seven"
+# "order number ...": after a bare "order", Whisper now and then hears "four" as "for" ("order for 567") once
+# the words have been through Chromium's capture processing (automatic gain, noise suppression) and Opus:
+# 3 of 19 console calls, and the agent rightly asks for the order number. No turn was cut short in any.
+REQUEST = "what is the status of order number four five six seven"
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
@@ -49,7 +58,11 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 def spoken_request(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The request as a 48 kHz 16-bit WAV, after a pause long enough for the call to connect."""
     pcm = np.concatenate([silence(2500, 48000), speak(REQUEST, rate=48000), silence(500, 48000)])
-    path = tmp_path_factory.mktemp("audio") / "request.wav"
+    return wav_of(tmp_path_factory.mktemp("audio") / "request.wav", pcm)
+
+
+def wav_of(path: Path, pcm: np.ndarray) -> Path:
+    """`pcm` (48 kHz mono) as a 16-bit WAV at `path`, for Chromium's fake microphone."""
     with wave.open(str(path), "wb") as out:
         out.setnchannels(1)
         out.setsampwidth(2)
@@ -70,7 +83,7 @@ async def page(spoken_request: Path) -> AsyncIterator[Page]:
 async def _calls_gone(live: LiveServer, within: float = 10.0) -> bool:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        if not len(live.app.state.webrtc_calls) and not live.gateway.sessions:
+        if not len(calls_of(live.app.state)) and not live.gateway.sessions:
             return True
         await asyncio.sleep(0.1)
     return False
@@ -302,3 +315,58 @@ async def test_pages_on_other_sites_cannot_drive_the_gateway(gateway: LiveServer
     async with websockets.connect(f"{gateway.ws_url}/v1/realtime?model=x",
                                   additional_headers={"Authorization": f"Bearer {leaked}"}) as ws:
         assert json.loads(await ws.recv())["type"] == "session.created"
+
+
+OPERATOR_SAYS = "hello this is dana from the billing team"
+
+
+@pytest.fixture
+async def operator_page(tmp_path: Path) -> AsyncIterator[Page]:
+    """A second browser: the operator's, whose microphone says OPERATOR_SAYS once the call is theirs."""
+    said = np.concatenate([silence(3000, 48000), speak(OPERATOR_SAYS, rate=48000), silence(1000, 48000)])
+    browser = await Chromium.launch(fake_mic=wav_of(tmp_path / "operator.wav", said))
+    try:
+        yield await browser.page()
+    finally:
+        await browser.close()
+
+
+async def test_an_operator_takes_a_console_call_over_from_the_dashboard(gateway: LiveServer,
+                                                                         operator_page: Page) -> None:
+    """A console call (aiortc plays the caller's browser) is handed over while the agent talks. On the
+    dashboard the queue shows its card: who is calling and why. "take over" connects the operator's
+    microphone: the agent's reply is cut, the caller hears the operator (transcribed off their track), the
+    take-over is audited; hanging up in the dashboard ends the call."""
+    caller = WebRtcCaller()
+    try:
+        call_id = await console_call(gateway, caller)
+        await eventually(lambda: caller.pc.connectionState == "connected", 15, "the caller's peer connected")
+        session = gateway.gateway.sessions[call_id]
+
+        async def hold_on() -> None:
+            await session.transfer("+15550100", REASON)
+            session.say(HOLD_LINE)
+
+        gateway.embedded.run(hold_on())
+        await caller.wait_for("output_audio_buffer.started", 30)
+
+        await operator_page.goto(f"{gateway.base_url}/dashboard#{urlencode({'key': gateway.api_key})}")
+        row = f"document.querySelector('#queue tr[data-call=\"{call_id}\"]')"
+        await operator_page.wait_for(f"{row} !== null && {row}.querySelector('button.take-over') !== null", within=30)
+        assert "dispute a charge" in await operator_page.evaluate(f"{row}.querySelector('.why').textContent")
+        events_before, heard_from = len(caller.events), len(caller.audio_pcm)
+        await operator_page.evaluate(f"{row}.querySelector('button.take-over').click()")
+        await operator_page.wait_for("window.__dashboard.operator !== null && "
+                                     "window.__dashboard.operator.state === 'connected'", within=20)
+
+        cut = await caller.wait_for("response.done", 10, after=events_before)
+        assert cut["response"]["status"] == "cancelled"  # the agent stopped mid-sentence
+        await heard_after(caller.audio_pcm, heard_from, ("dana", "billing"), 30)  # the operator's words
+        assert "response.created" not in [e["type"] for e in caller.events[events_before:]]
+        assert [(r["actor"], r["subject"]) for r in audit_rows(gateway, "escalation.taken_over")] == [
+            ("static-0", call_id)]
+
+        await operator_page.evaluate("document.getElementById('operator-hangup').click()")
+        await eventually(lambda: call_id not in gateway.gateway.sessions, 15, "the call ended with the operator")
+    finally:
+        await caller.close()

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -189,12 +190,10 @@ async def test_a_caller_who_talks_over_a_cascade_reply_cancels_it(
         assert "shipped" in transcript.lower(), transcript
 
 
-@pytest.mark.parametrize("zero_retention", [False, True])
-async def test_the_llm_gets_the_sessions_instructions_conversation_tools_and_sampling(
-        tmp_path: Path, ga_server_events: TypeAdapter[Any], zero_retention: bool) -> None:
-    """What an LLM server receives from the cascade: the session's instructions as the system message, the
-    conversation, the session's tools as chat tools, its temperature and output-token cap, and the seed set;
-    under zero retention, `store: false` too (OpenAI's Chat Completions keep nothing)."""
+@contextlib.asynccontextmanager
+async def recording_llm() -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+    """An OpenAI-compatible chat service on loopback that answers "Okay." to every request and keeps each
+    request's body, as received: its base URL and that list."""
     received: list[dict[str, Any]] = []
 
     async def llm(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -209,22 +208,33 @@ async def test_the_llm_gets_the_sessions_instructions_conversation_tools_and_sam
         writer.close()
 
     server = await asyncio.start_server(llm, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    live = start_server(tmp_path, engine="cascade", default_agent="acme",
-                        cascade_llm_base_url=f"http://127.0.0.1:{port}/v1", cascade_llm_model="my-model",
-                        cascade_llm_seed=7, zero_retention=zero_retention)
     try:
-        async with client_for(live).realtime.connect(model="gpt-realtime") as conn:
-            reader, _ = await configured(conn, ga_server_events, {
-                **TEXT, "instructions": "Answer in one word.", "max_output_tokens": 40, "tools": [ORDER_STATUS_TOOL]})
-            await conn.conversation.item.create(item={"type": "message", "role": "user", "content": [
-                {"type": "input_text", "text": "hello"}]})
-            await conn.response.create()
-            done = await reader.until("response.done")
-            assert done[-1]["response"]["status"] == "completed"
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1", received
     finally:
-        live.embedded.stop()
         server.close()
+
+
+@pytest.mark.parametrize("zero_retention", [False, True])
+async def test_the_llm_gets_the_sessions_instructions_conversation_tools_and_sampling(
+        tmp_path: Path, ga_server_events: TypeAdapter[Any], zero_retention: bool) -> None:
+    """What an LLM server receives from the cascade: the session's instructions as the system message, the
+    conversation, the session's tools as chat tools, its temperature and output-token cap, and the seed set;
+    under zero retention, `store: false` too (OpenAI's Chat Completions keep nothing)."""
+    async with recording_llm() as (llm_url, received):
+        live = start_server(tmp_path, engine="cascade", default_agent="acme", cascade_llm_base_url=llm_url,
+                            cascade_llm_model="my-model", cascade_llm_seed=7, zero_retention=zero_retention)
+        try:
+            async with client_for(live).realtime.connect(model="gpt-realtime") as conn:
+                reader, _ = await configured(conn, ga_server_events, {
+                    **TEXT, "instructions": "Answer in one word.", "max_output_tokens": 40,
+                    "tools": [ORDER_STATUS_TOOL]})
+                await conn.conversation.item.create(item={"type": "message", "role": "user", "content": [
+                    {"type": "input_text", "text": "hello"}]})
+                await conn.response.create()
+                done = await reader.until("response.done")
+                assert done[-1]["response"]["status"] == "completed"
+        finally:
+            live.embedded.stop()
     [body] = received
     assert body["model"] == "my-model" and body["stream"] is True
     assert body["messages"] == [{"role": "system", "content": "Answer in one word."},

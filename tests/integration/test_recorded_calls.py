@@ -18,12 +18,13 @@ import numpy as np
 import pytest
 import websockets
 
-from tests.conftest import CarrierServer, LiveServer, finished_call, start_server
+from tests.conftest import CarrierServer, LiveServer, finished_call, start_carrier_server
 from tests.integration.test_sip_calls import call_audio, captured_call
+from tests.integration.test_telnyx import answered_line
 from tests.integration.test_twilio import transcribe
-from tests.phone_carrier import TwilioLine, eventually
+from tests.phone_carrier import PhoneLine, TwilioLine, eventually
 from tests.recording_reader import read_back
-from tests.sipp_caller import answered, free_port, invite, reply, request, scenario, stream
+from tests.sipp_caller import answered, invite, reply, request, scenario, stream
 from tests.speech import silence, speak
 from tests.webrtc_client import WebRtcCaller
 from voxgate.audio.resample import StreamResampler
@@ -65,16 +66,23 @@ turn_taking: {{vad: webrtc}}
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def carrier(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CarrierServer]:
+    """The recording agents behind every door: WebSocket, WebRTC, Twilio and Telnyx (signed, through the test
+    carrier) and SIP."""
     tmp = tmp_path_factory.mktemp("recorded-gateway")
     agents = tmp / "agents"
     agents.mkdir()
     for name, text in AGENTS.items():
         (agents / f"{name}.yaml").write_text(text)
-    live = start_server(tmp, engine="local", agents_dir=agents, default_agent="recorded",
-                        recordings_dir=tmp / "recordings", sip_port=free_port())
-    yield live
-    live.embedded.stop()
+    server = start_carrier_server(tmp, agents_dir=agents, default_agent="recorded", recordings_dir=tmp / "recordings")
+    yield server
+    server.live.embedded.stop()
+    server.api.stop()
+
+
+@pytest.fixture(scope="module")
+def gateway(carrier: CarrierServer) -> LiveServer:
+    return carrier.live
 
 
 def loud_s(channel: np.ndarray, rate: int) -> float:
@@ -143,14 +151,29 @@ async def test_websocket_call_notice_first_recording_download_and_deletion(gatew
                                       ("call.deleted", call_id)]), actions  # one read: a refused one is none
 
 
-async def test_twilio_call_notice_first_and_both_sides_recorded(gateway: LiveServer) -> None:
+async def test_twilio_call_notice_first_and_both_sides_recorded(carrier: CarrierServer) -> None:
     """The test carrier plays Twilio: the first audio on the line is the notice; the caller speaks; after
     the hang-up the recording holds the caller left and the agent right, as the line carried them."""
-    line = await TwilioLine.call(gateway.base_url, None, agent="recorded")
+    gateway = carrier.live
+    line = await TwilioLine.call(gateway.base_url, carrier.twilio_auth_token, agent="recorded")
+    await both_sides_recorded(carrier, line, "twilio")
+
+
+async def test_telnyx_call_notice_first_and_both_sides_recorded(carrier: CarrierServer) -> None:
+    """The same through Telnyx: a signed call.initiated, the answer command over the REST API, then the
+    media stream in A-law; the notice is the first audio on it, and the recording holds both sides."""
+    line = await answered_line(carrier, agent="recorded")
+    await both_sides_recorded(carrier, line, "telnyx")
+
+
+async def both_sides_recorded(carrier: CarrierServer, line: PhoneLine, transport: str) -> None:
+    """A carrier's call from its first audio: the notice first; the caller speaks; after the hang-up the
+    recording holds the caller left and the agent right, the agent first."""
+    gateway = carrier.live
     try:
         dialled = time.monotonic()
         await line.wait_audio(dialled, min_s=2.0, within_s=30)
-        session = next(s for s in list(gateway.gateway.sessions.values()) if s.caller.transport == "twilio")
+        session = next(s for s in list(gateway.gateway.sessions.values()) if s.caller.transport == transport)
         heard = await transcribe(line.pcm_since(dialled)[: 8000 * 3])
         assert "recorded" in heard.lower(), heard
         await line.wait_played(session, 30)
@@ -160,7 +183,7 @@ async def test_twilio_call_notice_first_and_both_sides_recorded(gateway: LiveSer
     finally:
         await line.hang_up()
     record = await finished_call(gateway, session.id)
-    assert record["transport"] == "twilio"
+    assert record["transport"] == transport
     pcm, rate = read_back(await recording_of(gateway, session.id))
     assert loud_s(pcm[0], rate) >= 1.0, "the caller's speech is on the left"
     assert loud_s(pcm[1], rate) >= 1.5, "the notice and greeting are on the right"
@@ -192,10 +215,12 @@ async def test_the_sweeper_deletes_calls_past_their_agents_retention(gateway: Li
             assert (await http.get(f"/v1/calls/{call['id']}")).status_code == 200
 
 
-async def test_sip_call_consent_by_rfc4733_key_then_both_sides_recorded(gateway: LiveServer, tmp_path: Path) -> None:
+async def test_sip_call_consent_by_rfc4733_key_then_both_sides_recorded(carrier: CarrierServer,
+                                                                       tmp_path: Path) -> None:
     """SIPp calls an agent that asks for consent: the first audio on the RTP is the notice; the caller
     presses 1 (RFC 4733) and speaks; the record keeps the keypad answer, and the WAV recording holds the
     caller's speech left and the agent's voice right."""
+    gateway = carrier.live
     said = speak(CALLER_SAYS, rate=8000)
     call_audio(tmp_path, silence(300, 8000), said, silence(1500, 8000))
     xml = scenario("consent by key", invite(), answered("m=audio [0-9]+ RTP/AVP 0 101"), request("ACK", 1),
@@ -203,8 +228,7 @@ async def test_sip_call_consent_by_rfc4733_key_then_both_sides_recorded(gateway:
                    '  <nop><action><exec play_pcap_audio="/usr/share/sip-tester/dtmf_2833_1.pcap"/></action></nop>\n',
                    '  <pause milliseconds="1500"/>\n', stream("caller.ulaw"),
                    '  <recv request="BYE"/>\n', reply(200, "OK"), variables=("sdp",))
-    server = CarrierServer(gateway, None, "", "", b"")
-    async with captured_call(server, tmp_path, xml, service="recorded-keypad") as (capture, caller, session):
+    async with captured_call(carrier, tmp_path, xml, service="recorded-keypad") as (capture, caller, session):
         dialled = time.monotonic()
         await eventually(lambda: session.consent.state == "agreed", 30, "consent by the keypad")
         await eventually(lambda: any(i.role == "user" for i in session.conversation.visible()), 30, "the turn")

@@ -31,10 +31,11 @@ def signed(server: CarrierServer, body: bytes, timestamp: int | None = None) -> 
     return telnyx_signature_headers(server.telnyx_private_key, body, timestamp)
 
 
-async def answer(server: CarrierServer, http: httpx.AsyncClient, call_control_id: str) -> dict[str, Any]:
-    """Deliver a signed call.initiated and return the answer command the gateway sent to Telnyx."""
+async def answer(server: CarrierServer, http: httpx.AsyncClient, call_control_id: str,
+                 agent: str = "acme") -> dict[str, Any]:
+    """Deliver a signed call.initiated (for `agent`) and return the answer command the gateway sent to Telnyx."""
     body = call_initiated(call_control_id)
-    response = await http.post(f"{server.live.base_url}/telnyx/webhook?agent=acme", content=body,
+    response = await http.post(f"{server.live.base_url}/telnyx/webhook?agent={agent}", content=body,
                                headers=signed(server, body))
     assert response.status_code == 200, response.text
     request = await server.api.wait_for(f"/v2/calls/{quote(call_control_id, safe='')}/actions/answer", within_s=5)
@@ -43,13 +44,13 @@ async def answer(server: CarrierServer, http: httpx.AsyncClient, call_control_id
     return command
 
 
-async def answered_line(server: CarrierServer, **options: Any) -> TelnyxLine:
-    """A new call to the acme agent, answered (a signed call.initiated) and its media stream dialled in A-law."""
+async def answered_line(server: CarrierServer, agent: str = "acme", **options: Any) -> TelnyxLine:
+    """A new call to `agent`, answered (a signed call.initiated) and its media stream dialled in A-law."""
     call_control_id = "v3:" + uuid.uuid4().hex
     async with httpx.AsyncClient() as http:
-        command = await answer(server, http, call_control_id)
+        command = await answer(server, http, call_control_id, agent)
     return await TelnyxLine.dial(command["stream_url"], command["stream_auth_token"], call_control_id,
-                                 {"agent": "acme"}, encoding="pcma", **options)
+                                 {"agent": agent}, encoding="pcma", **options)
 
 
 async def test_webhook_signature_and_answer_command(carrier_server: CarrierServer) -> None:

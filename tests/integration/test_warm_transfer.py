@@ -2,7 +2,8 @@
 the gateway calls the person, who first hears who is calling and why (transcribed off their RTP), and is
 then bridged to the caller (the caller's audio reaches them). A person who is busy leaves the caller with
 the agent, who says so. Every hand-off is on the escalation queue (`GET /v1/escalations`); a browser
-call's waits there for an operator until it ends."""
+call's waits there for an operator until it ends, or until an operator takes it over from the queue with
+their own browser's microphone (aiortc plays both browsers)."""
 
 from __future__ import annotations
 
@@ -20,10 +21,14 @@ import pytest
 import websockets
 
 from tests.conftest import LiveServer, finished_call, start_server
+from tests.integration.test_route_roles import audit_rows, key_with
 from tests.integration.test_sip_outbound import OFFER_CHECK, far_end, far_response, tone
 from tests.integration.test_twilio import transcribe
 from tests.phone_carrier import CarrierApiRecorder, TwilioLine, eventually
 from tests.sipp_caller import RtpCapture, SippRun, answered, free_port, invite, reply, request, run_sipp, scenario
+from tests.speech import speak
+from tests.webrtc_client import WebRtcCaller
+from voxgate.audio.resample import StreamResampler
 from voxgate.loadtest.carrier_webhook import StreamAnswer, parse_twiml, twilio_voice_form, twilio_voice_headers
 
 REASON = "the caller wants to dispute a charge"
@@ -54,7 +59,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, carrier_api: CarrierApiRec
     (tmp / "agents").mkdir()
     (tmp / "agents" / "warm.yaml").write_text(AGENT)
     live = start_server(tmp, engine="local", agents_dir=tmp / "agents", default_agent="warm", sip_port=free_port(),
-                        sip_ring_timeout_s=5.0, twilio_api_base=carrier_api.url, twilio_auth_token=TWILIO_TOKEN)
+                        sip_ring_timeout_s=5.0, twilio_api_base=carrier_api.url, twilio_auth_token=TWILIO_TOKEN,
+                        webrtc_host_addresses=["127.0.0.1"])
     yield live
     live.embedded.stop()
 
@@ -231,3 +237,96 @@ async def test_twilio_warm_transfer_whispers_through_the_dial_and_an_unanswered_
     assert ET.fromstring(done.text).find("Hangup") is not None
     record = await finished_call(gateway, session.id)
     assert record["status"] == "transferred" and record["transport"] == "twilio", record
+
+
+HOLD_LINE = " ".join(["Please hold while I find a person to take your call."] * 5)  # none of the operator's words
+
+
+async def console_call(gateway: LiveServer, caller: WebRtcCaller) -> str:
+    """`caller` calls as the dev voice console does (the page's session cookie, a minted ephemeral key): a
+    call that is the gateway's own, as a phone call is; its session id."""
+    async with httpx.AsyncClient(base_url=gateway.base_url, timeout=20) as http:
+        assert (await http.get("/")).status_code == 200  # the page, and with it the console session
+        token = await http.post("/console/token", headers={"Origin": gateway.base_url})
+        assert token.status_code == 200, token.text
+        answer = await caller.connect(http, "/v1/realtime/calls", token.json()["value"])
+        assert answer.status_code == 201, answer.text
+    return str((await caller.wait_for("session.created", 10))["session"]["id"])
+
+
+async def heard_after(pcm: list[np.ndarray], start: int, words: tuple[str, ...], within_s: float) -> str:
+    """Whisper's reading of the received 48 kHz frames from index `start`, once it holds one of `words`."""
+    deadline = time.monotonic() + within_s
+    heard = ""
+    while time.monotonic() < deadline:
+        got = np.concatenate(pcm[start:]) if len(pcm) > start else np.zeros(0, np.int16)
+        if got.size > 48000 and np.abs(got).max() > 1500:
+            resampler = StreamResampler(48000, 8000)
+            heard = (await transcribe(np.concatenate([resampler.process(got), resampler.flush()]))).lower()
+            if any(word in heard for word in words):
+                return heard
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"never heard any of {words}; heard {heard!r}")
+
+
+async def test_an_operator_takes_a_browser_call_over_from_the_queue(gateway: LiveServer) -> None:
+    """A console call is handed over and waits on the queue with its card. An app key may not take it; an
+    operator key takes it over with its own peer connection: the agent stops and answers nothing more, the
+    caller hears the operator and the operator the caller, the card says who took it, and the take-over is
+    audited. When the operator hangs up, the call ends."""
+    caller_says = speak("my card was charged twice last week", rate=48000)  # rendered before any call speaks
+    operator_says = speak("hello this is dana from the billing team", rate=48000)
+    caller, operator, intruder = WebRtcCaller(), WebRtcCaller(), WebRtcCaller()
+    operator_id, operator_key = gateway.embedded.run(gateway.gateway.keys.create("desk", roles=["operator"]))
+    try:
+        call_id = await console_call(gateway, caller)
+        await eventually(lambda: caller.pc.connectionState == "connected", 15, "the caller's peer connected")
+        session = gateway.gateway.sessions[call_id]
+
+        async def hold_on() -> None:  # the agent is talking when the operator picks up
+            await session.transfer("sip:billing@127.0.0.1:5999", REASON)
+            session.say(HOLD_LINE)
+
+        gateway.embedded.run(hold_on())
+        await caller.wait_for("output_audio_buffer.started", 30)
+        (card,) = [c for c in await escalations(gateway, state="waiting") if c["call_id"] == call_id]
+        assert card["transport"] == "webrtc" and "dispute a charge" in card["summary"]
+
+        url = f"/v1/escalations/{call_id}/take_over"
+        async with httpx.AsyncClient(base_url=gateway.base_url, timeout=20) as http:
+            refused = await intruder.connect(http, url, key_with(gateway, "app"))
+            assert refused.status_code == 403 and refused.json()["error"]["code"] == "role_forbidden"
+            events_before = len(caller.events)
+            heard_from = len(caller.audio_pcm)
+            taken = await operator.connect(http, url, operator_key)
+            assert taken.status_code == 201, taken.text
+            cut = await caller.wait_for("response.done", 10, after=events_before)
+            assert cut["response"]["status"] == "cancelled"  # the agent stopped mid-sentence
+            again = await http.post(url, content="v=0", headers={"Authorization": f"Bearer {operator_key}",
+                                                                 "Content-Type": "application/sdp"})
+            assert again.status_code == 409 and again.json()["error"]["code"] == "escalation_not_waiting"
+
+        (card,) = [c for c in await escalations(gateway) if c["call_id"] == call_id]
+        assert card["state"] == "taken_over" and card["taken_by"] == operator_id
+        operator.mic.say(operator_says)
+        await heard_after(caller.audio_pcm, heard_from, ("dana", "billing"), 30)
+        operator_heard_from = len(operator.audio_pcm)
+        caller.mic.say(caller_says)
+        await heard_after(operator.audio_pcm, operator_heard_from, ("charged", "twice"), 30)
+
+        caller.send({"type": "response.create"})
+        refusal = await caller.wait_for("error", 10, after=events_before)
+        assert refusal["error"]["code"] == "operator_on_call"
+        after = [e["type"] for e in caller.events[events_before:]]
+        assert "response.created" not in after and "input_audio_buffer.speech_started" not in after, after
+        assert session.turns == 0  # the caller's words went to the operator, not the agent
+
+        audited = audit_rows(gateway, "escalation.taken_over")
+        assert [(r["actor"], r["subject"]) for r in audited] == [(operator_id, call_id)]
+        await operator.close()  # the operator hangs up: so does the call
+        await eventually(lambda: call_id not in gateway.gateway.sessions, 15, "the call ended with the operator")
+    finally:
+        for peer in (caller, operator, intruder):
+            await peer.close()
+    (ended,) = [c for c in await escalations(gateway) if c["call_id"] == call_id]
+    assert ended["state"] == "ended" and ended["taken_by"] == operator_id

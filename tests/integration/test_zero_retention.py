@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.conftest import CarrierServer, LiveServer, start_carrier_server
@@ -26,7 +25,7 @@ from tests.integration.test_telnyx import answered_line
 from tests.integration.test_twilio import wait_session
 from tests.phone_carrier import eventually
 from tests.speech import speak
-from tests.webrtc_client import WebRtcCaller
+from tests.webrtc_client import typed_turn
 
 TYPED = "What is the status of order 4567?"
 # What the calls said, as the words, the tool's argument and its answer would be kept.
@@ -92,20 +91,10 @@ async def call_over_websocket(live: LiveServer) -> str:
 
 
 async def call_over_webrtc(live: LiveServer) -> str:
-    caller = WebRtcCaller()
-    try:
-        async with httpx.AsyncClient(base_url=live.base_url, timeout=20) as http:
-            assert (await caller.connect(http, "/v1/realtime/calls", live.api_key)).status_code == 201
-        session_id = (await caller.wait_for("session.created", 10))["session"]["id"]
-        caller.send({"type": "session.update", "session": {"type": "realtime", "output_modalities": ["text"]}})
-        caller.send({"type": "conversation.item.create", "item": {
-            "type": "message", "role": "user", "content": [{"type": "input_text", "text": TYPED}]}})
-        caller.send({"type": "response.create"})
-        done = await caller.wait_for("response.done", 30)
-        assert "shipped" in json.dumps(done["response"]["output"]).lower(), done
-    finally:
-        await caller.close()
-    return str(session_id)
+    session_id, caller = await typed_turn(live.base_url, live.api_key, TYPED)
+    done = next(e for e in caller.events if e["type"] == "response.done")
+    assert "shipped" in json.dumps(done["response"]["output"]).lower(), done
+    return session_id
 
 
 async def call_over_telnyx(server: CarrierServer) -> str:

@@ -69,3 +69,44 @@ async def test_a_page_keypad_types_a_pci_entry_that_no_event_shows(ga_server_eve
         assert error["error"]["code"] == "invalid_value" and error["error"]["param"] == "event"
     assert all(no_card(str(event)) for event in call.seen)
     assert [e["event"] for e in call.seen if e["type"] == "input_audio_buffer.dtmf_event_received"] == ["5"]
+
+
+TYPED_CARDS = ("my card is 4111 1111 1111 1111", "or 4,111,111,111,111,111", "and ４１１１１１１１１１１１１１１１")
+
+
+async def test_a_card_typed_into_any_text_item_is_masked_before_the_engine_and_the_caller_told_to_use_the_keypad(
+        ga_server_events: TypeAdapter[Any], caplog: pytest.LogCaptureFixture) -> None:
+    """A message's text, a client's function output and an inline `response.input` message: each card in
+    them is masked in the item itself, so the engine's context, every event and every log line are free of
+    it; in PCI mode the agent follows its answer to a typed card with the keypad line."""
+    engine = ScriptedEngine()
+    engine.script([TextDelta("Noted.")], [TextDelta("Okay.")])
+    caplog.set_level(logging.DEBUG)
+    keypad_line = pci_agent().pci_keypad_line
+    async with Call(pci_agent(), engine=engine, events=ga_server_events) as call:
+        await call.send({"type": "session.update", "session": {"type": "realtime", "output_modalities": ["text"]}})
+        await call.next("session.updated")
+        await call.send({"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [
+            {"type": "input_text", "text": " ".join(TYPED_CARDS)}]}})
+        added = await call.next("conversation.item.added")
+        assert added["item"]["content"][0]["text"] == (
+            "my card is **** **** **** 1111 or **** **** **** 1111 and **** **** **** 1111")
+        await call.send({"type": "response.create"})
+        answer = await call.response()  # the client's answer first, then the keypad line
+        assert answer["response"]["output"][0]["content"][0]["text"] == "Noted."
+        keypad = await call.response()
+        assert keypad["response"]["output"][0]["content"][0]["text"] == keypad_line
+        await call.send({"type": "conversation.item.create", "item": {
+            "type": "function_call_output", "call_id": "call_1", "output": '{"card": "4111111111111111"}'}})
+        output = await call.next("conversation.item.added")
+        assert output["item"]["output"] == '{"card": "**** **** **** 1111"}'
+        await call.send({"type": "response.create", "response": {"conversation": "none", "input": [
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": TYPED_CARDS[1]}]}]}})
+        await call.response()
+        await call.response()
+        assert [r.say for r in engine.requests] == [None, keypad_line, None, keypad_line]
+        assert engine.requests[2].history[0].text == "or **** **** **** 1111"
+    for request in engine.requests:
+        assert no_card(repr(request.history)), request.history
+    assert all(no_card(str(event)) for event in call.seen)
+    assert all(no_card(record.getMessage()) for record in caplog.records)

@@ -470,3 +470,12 @@ def test_spoken_redaction_is_idempotent_and_leaves_no_luhn_card(words: list[str]
     once = redact(text)[0]
     assert redact(once)[0] == once
     assert not holds_card(once)
+
+
+def test_hiding_last_fours_hides_those_of_cards_masked_earlier() -> None:
+    """A reader that must not take a card's tail for a number (the flow brain) gets none, even from a text
+    whose card was masked before it (a typed item, a stored transcript)."""
+    masked = redact("my card 4111 1111 1111 1111, order 4567")[0]
+    assert masked == "my card **** **** **** 1111, order 4567"
+    assert redact(masked, last_four=False)[0] == "my card **** **** **** ****, order 4567"
+    assert redact(masked)[0] == masked  # idempotent as before

@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 from av.error import FFmpegError
 
-__all__ = ["OpusCodec", "OpusError"]
+__all__ = ["OpusCodec", "OpusError", "mono_pcm"]
 
 RATE = 48000
 FRAME_SAMPLES = RATE * 20 // 1000
@@ -93,11 +93,11 @@ class OpusCodec:
             frames = self._decoder.decode(av.Packet(payload))
         except FFmpegError as error:
             raise OpusError(f"undecodable Opus packet: {error}") from None
-        out = [_mono(frame) for frame in frames]
+        out = [mono_pcm(frame) for frame in frames]
         return np.concatenate(out) if out else np.zeros(0, dtype=np.int16)
 
 
-def _mono(frame: av.AudioFrame) -> npt.NDArray[np.int16]:
+def mono_pcm(frame: av.AudioFrame) -> npt.NDArray[np.int16]:
     """A decoded frame (float planar or int16, any channel count) as int16 mono."""
     samples = frame.to_ndarray()
     if samples.dtype.kind == "f":

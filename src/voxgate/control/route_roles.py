@@ -83,6 +83,7 @@ ROUTE_ROLES: dict[str, frozenset[str] | Public | Needs] = {
     "POST /v1/calls/{call_id}/sensitive": CALLERS,  # silences a span of the recording: protective, so an app may
     "GET /v1/escalations": READERS,
     "GET /v1/escalations/{call_id}": READERS,
+    "POST /v1/escalations/{call_id}/take_over": OPERATORS,  # the operator's voice replaces the agent's
     "GET /v1/kpis": READERS,
     "GET /v1/agents": ANY_ROLE,
     "POST /v1/audio/transcriptions": CALLERS,

@@ -18,6 +18,8 @@ RECORDING_BLOCKS_DROPPED = Counter("voxgate_recording_blocks_dropped_total",
                                    "Half-second blocks of call recordings dropped: the disk fell a minute behind")
 PCI_SPOKEN_CARDS = Counter("voxgate_pci_spoken_cards_total",
                            "Card numbers callers said aloud (redacted before the model; told to use the keypad)")
+PCI_TYPED_CARDS = Counter("voxgate_pci_typed_cards_total",
+                          "Card numbers clients typed into conversation items (masked before any engine saw them)")
 AUDIO_DROPPED = Counter("voxgate_audio_deltas_dropped_total", "Audio deltas dropped for a peer that did not read")
 BUFFER_OVERFLOWS = Counter("voxgate_buffer_overflows_total", "Sessions closed because the peer stopped reading")
 FIRST_RESPONSE_SECONDS = Histogram(

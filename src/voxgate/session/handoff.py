@@ -20,7 +20,7 @@ SUMMARY_TURNS = 3  # the caller's last turns on the card
 MAX_TURN_CHARS = 240
 BROWSER_TRANSPORTS = frozenset({"webrtc", "realtime_ws"})
 
-HandoffState = Literal["waiting", "transferred", "ended"]
+HandoffState = Literal["waiting", "taken_over", "transferred", "ended"]
 
 
 @dataclass
@@ -34,6 +34,7 @@ class Handoff:
     owner: str | None = None  # the key whose call it is (None: the gateway's own)
     requested_at: float = field(default_factory=time.time)
     state: HandoffState = "waiting"
+    taken_by: str | None = None  # the key of the operator who took a browser call over
 
     def whisper(self) -> str:
         """What a person hears before the caller is put through (a SIP whisper), and the card's headline."""
@@ -46,7 +47,8 @@ class Handoff:
     def card(self) -> dict[str, Any]:
         return {"call_id": self.call_id, "agent": self.agent, "transport": self.transport, "caller": self.caller,
                 "reason": self.reason, "said": list(self.said), "summary": self.whisper(),
-                "requested_at": int(self.requested_at), "state": self.state}
+                "requested_at": int(self.requested_at), "state": self.state,
+                "taken_by": self.taken_by}
 
 
 def handoff_of(*, call_id: str, agent: str, transport: str, caller: str | None, reason: str,

@@ -11,6 +11,7 @@ the `CallRecorder` is told what to keep; the Session is the hooks and the host.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -40,6 +41,7 @@ from voxgate.session.outbound import Outbound
 from voxgate.session.playback import PlaybackTracker
 from voxgate.session.recorder import CallRecorder, CallSummary
 from voxgate.session.response import ResponseRun, ResponseSettings
+from voxgate.session.typed_cards import without_cards_offloaded
 from voxgate.tools.redaction import holds_card, redact, redact_offloaded
 from voxgate.tools.registry import ToolContext, ToolRegistry, ToolResult, run_on_call
 
@@ -138,6 +140,8 @@ class Session:
         self._greet_after_consent = False
         self._discarding: asyncio.Task[None] | None = None  # a declined recording being deleted
         self.handoff: Handoff | None = None  # the latest hand-off to a person, once there is one
+        self.operator: str | None = None  # the key of an operator who took the call over: the agent is silent
+        self._keypad_line_due = False  # a card was typed: ask for the keypad once the next response ends
         self.caller_id: str | None = None  # who is calling (a number, an address), for the hand-off card
         self.escalated: Callable[[Handoff], None] | None = None  # told of each hand-off (the gateway's queue)
         if recording is not None:
@@ -274,7 +278,10 @@ class Session:
                 self.listening.clear()
                 self.emit(se.InputAudioBufferCleared())
             case ce.ConversationItemCreate():
-                self._create_item(event)
+                [spec], cards = await without_cards_offloaded([event.item])
+                self._create_item(dataclasses.replace(event, item=spec))
+                if cards:
+                    self._card_typed(spec)
             case ce.ConversationItemRetrieve(item_id=item_id):
                 item = self._require_item(item_id)
                 self.emit(se.ConversationItemRetrieved(item=item.snapshot(include_audio=True)))
@@ -287,6 +294,11 @@ class Session:
                 if self.consent is not None and self.consent.pending:
                     raise RealtimeError("consent_pending", "The caller has not yet answered the recording "
                                         "consent question; the agent answers nothing else until they do.")
+                if params.input:
+                    entries, cards = await without_cards_offloaded(params.input)
+                    params = dataclasses.replace(params, input=entries)
+                    if cards:
+                        self._card_typed({})
                 self.create_response(params)
             case ce.ResponseCancel(response_id=response_id):
                 await self._cancel_by_client(response_id)
@@ -577,6 +589,9 @@ class Session:
 
     def create_response(self, params: ce.ResponseParams, say: str | None = None,
                         engine: Engine | None = None) -> ResponseRun:
+        if self.operator is not None:
+            raise RealtimeError("operator_on_call", "An operator has taken this call over; the agent answers "
+                                "nothing more.")
         if self._response is not None:
             raise RealtimeError(
                 "conversation_already_has_active_response",
@@ -610,7 +625,7 @@ class Session:
 
     def say(self, text: str) -> ResponseRun | None:
         """Speak a fixed line (greeting, disclosure, handover) as an ordinary response."""
-        if self._response is not None or self.closed:
+        if self._response is not None or self.closed or self.operator is not None:
             return None
         return self.create_response(ce.ResponseParams(), say=text)
 
@@ -660,6 +675,12 @@ class Session:
         if self.escalated is not None:
             self.escalated(self.handoff)
 
+    async def take_over(self, operator: str) -> None:
+        """An operator takes the call over from the escalation queue (the transport now carries their
+        voice): the agent stops mid-sentence, if it is talking, and answers nothing more."""
+        self.operator = operator
+        await self._silence_agent("client_cancelled")
+
     async def hang_up(self, reason: str) -> None:
         reason = redact(reason)[0]
         self.end_reason = reason
@@ -704,6 +725,9 @@ class Session:
             task = asyncio.get_running_loop().create_task(action())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+        if self._keypad_line_due:
+            self._keypad_line_due = False
+            self._say_after(self.agent.pci_keypad_line)
 
     async def send_dtmf(self, digits: str) -> None:
         await self.caller.send_dtmf(digits)
@@ -769,6 +793,14 @@ class Session:
                 self.say(self.agent.pci_keypad_line)
 
         self._spawn(ask())
+
+    def _card_typed(self, spec: dict[str, Any]) -> None:
+        """A client typed a card number (masked before anyone saw it): on a PCI agent's call the caller is
+        asked to use the keypad once the next response ends. A typed item is answered when the client asks
+        (`response.create`), so the line follows that answer rather than racing it."""
+        metrics.PCI_TYPED_CARDS.inc()
+        if self.agent.pci_mode and spec.get("role", "user") == "user":
+            self._keypad_line_due = True
 
     def _hear_consent(self, item: Item) -> None:
         """The caller's turn while consent is awaited: its words (once transcribed) are the answer."""

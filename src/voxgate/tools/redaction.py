@@ -46,6 +46,8 @@ SSN_MASK = "***-**-****"
 EMAIL_MASK = "[email redacted]"
 _CARD_MASK_PREFIX = "**** **** **** "
 _CARD_MASK_HIDDEN = "**** **** **** ****"
+# A card mask's visible tail; not the digits after a hidden mask ("**** **** **** **** 1234" is a mask, then 1234).
+_MASKED_CARD_TAIL = re.compile(r"(?<!\* )" + re.escape(_CARD_MASK_PREFIX) + "[0-9]{4}(?![0-9])")
 
 # Texts longer than this are redacted in a worker thread by `redact_offloaded` (a few milliseconds).
 OFFLOAD_CHARS = 16 * 1024
@@ -422,6 +424,8 @@ def redact(text: str, *, last_four: bool = True) -> tuple[str, int]:
     while n:
         text, n = _redact_once(text, last_four)
         count += n
+    if not last_four and _CARD_MASK_PREFIX in text:  # a card masked earlier (a stored or typed text) keeps its tail
+        text = _MASKED_CARD_TAIL.sub(_CARD_MASK_HIDDEN, text)
     return text, count
 
 

@@ -27,7 +27,7 @@ import email.parser
 import email.policy
 import fractions
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import aioice.ice
@@ -64,6 +64,7 @@ from voxgate.protocol.json_text import parse_json
 from voxgate.protocol.serialiser import encode_event
 from voxgate.session.playback import PlaybackTracker
 from voxgate.transports.audio_output import AudioOutput
+from voxgate.transports.operator_leg import OperatorLeg
 from voxgate.transports.sideband import Sideband, broadcast
 from voxgate.transports.webrtc_offer import OfferError, read_offer
 
@@ -128,6 +129,7 @@ class PlayoutTrack(MediaStreamTrack):
         self._owed = 0
         self._pts = 0
         self._opus = OpusCodec(input_rate=TRACK_RATE, application="lowdelay")  # CELT: a browser plays any mode
+        self.relay: Callable[[], bytes | None] | None = None  # an operator's voice, once one took the call over
 
     async def recv(self) -> av.Packet:
         if self.readyState != "live":
@@ -141,9 +143,10 @@ class PlayoutTrack(MediaStreamTrack):
                 await asyncio.sleep(max(0.0, (deadline or 0.0) - loop.time()))
         self._owed -= 1
         played = output.pop()
+        relay = self.relay
+        pcm = relay() if relay is not None else None if played is None else played.payload
         opus = self._opus
-        payload = opus.encode_silence() if played is None else \
-            opus.encode(np.frombuffer(played.payload, dtype=np.int16))
+        payload = opus.encode_silence() if pcm is None else opus.encode(np.frombuffer(pcm, dtype=np.int16))
         packet = av.Packet(payload)
         packet.pts = self._pts
         packet.time_base = _TIME_BASE
@@ -174,6 +177,7 @@ class WebRtcCall:
         self.track = PlayoutTrack(self.output)
         self.channel: RTCDataChannel | None = None
         self.sidebands: set[Sideband] = set()
+        self.operator: OperatorLeg | None = None  # the operator who took the call over from the agent
         self.connected = asyncio.Event()
         self.closed = asyncio.Event()
         self._closing = False
@@ -311,6 +315,10 @@ class WebRtcCall:
             if not isinstance(frame, av.AudioFrame):
                 continue
             pcm = _mono(frame)
+            operator = self.operator
+            if operator is not None:  # taken over: the caller talks to the operator, not the agent
+                operator.hear_caller(pcm, frame.sample_rate)
+                continue
             fmt = session.config.input_format  # PCM at the frame's rate -> the session's wire format
             if self._encoder is None or self._encoder.format != fmt or self._encoder_rate != frame.sample_rate:
                 self._encoder = OutputEncoder(fmt, frame.sample_rate)
@@ -321,6 +329,22 @@ class WebRtcCall:
                     await rest
             except RealtimeError as exc:
                 session.error(exc)
+
+    # -- an operator taking over (control/escalations.py) ------------------------------------------
+
+    async def take_over(self, leg: OperatorLeg) -> None:
+        """The operator's leg replaces the agent: the caller's audio goes to it, its audio to the caller,
+        and the session is silenced; the call ends when the operator's connection does."""
+        self.operator = leg
+        self.track.relay = leg.next_frame
+        self.output.clear()
+        if self.session is not None:
+            await self.session.take_over(leg.operator)
+        self._spawn(self._until_operator_leaves(leg))
+
+    async def _until_operator_leaves(self, leg: OperatorLeg) -> None:
+        await leg.ended.wait()
+        self._spawn(self.close("operator_hung_up"))
 
     # -- the Caller protocol -----------------------------------------------------------------------
 
@@ -363,6 +387,8 @@ class WebRtcCall:
             await session.close(reason)
             self.gateway.session_closed(session)
         self.track.stop()
+        if self.operator is not None:
+            await self.operator.close()
         with contextlib.suppress(Exception):
             await self.pc.close()
         for sideband in list(self.sidebands):
@@ -436,7 +462,7 @@ def _mono(frame: av.AudioFrame) -> npt.NDArray[np.int16]:
 # -- routes ----------------------------------------------------------------------------------------
 
 
-async def _read_signalling(request: Request, allow_session: bool) -> tuple[str, Any]:
+async def receive_signalling(request: Request, allow_session: bool) -> tuple[str, Any]:
     """(offer SDP, session part or None) from the request body, read up to MAX_SIGNALLING_BYTES."""
     body = b""
     async for chunk in request.stream():
@@ -501,7 +527,7 @@ async def _open_call(request: Request, dialect: Dialect) -> Response:
     if isinstance(ticket, Refusal):
         return refused(ticket)
     try:
-        sdp, session_part = await _read_signalling(request, allow_session=dialect == "ga")
+        sdp, session_part = await receive_signalling(request, allow_session=dialect == "ga")
         read_offer(sdp)
         initial = await _initial_config(gateway, principal, session_part, agent.name)
     except OfferError as exc:

@@ -165,6 +165,97 @@ async function showCall(id) {
     (call.outcome ? ` (${call.outcome})` : "") + ", no recording kept";
 }
 
+// -- the escalation queue: an operator takes a waiting browser call over with this browser's microphone
+// (POST /v1/escalations/{id}/take_over with an SDP offer); the agent stops and the caller hears the operator.
+
+state.queue = [];
+state.operator = null; // {callId, pc, mic, state: "connecting" | "connected" | "ended"} while on a call
+
+function waitForIceGathering(pc, timeoutMs) {
+  if (pc.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    pc.addEventListener("icegatheringstatechange", () => { if (pc.iceGatheringState === "complete") resolve(); });
+    setTimeout(resolve, timeoutMs); // post what we have: the gateway learns the rest from ICE checks
+  });
+}
+
+function showOperatorCall(text) {
+  $("operator-call").hidden = !state.operator;
+  $("operator-status").textContent = text;
+}
+
+async function takeOver(card) {
+  if (state.operator) return;
+  let mic;
+  try {
+    mic = await navigator.mediaDevices.getUserMedia({ audio: true });
+  } catch (err) {
+    throw new Error(`The microphone could not be opened (${err.name}): allow it for this page to take a call.`);
+  }
+  const pc = new RTCPeerConnection();
+  const call = { callId: card.call_id, pc, mic, state: "connecting" };
+  state.operator = call;
+  mic.getTracks().forEach((t) => pc.addTrack(t, mic));
+  pc.ontrack = (e) => { $("operator-audio").srcObject = e.streams[0] || new MediaStream([e.track]); };
+  pc.onconnectionstatechange = () => {
+    if (pc.connectionState === "connected") {
+      call.state = "connected";
+      showOperatorCall(`On the call with ${card.caller || "the caller"} (${card.call_id}): ${card.reason}`);
+    } else if (["failed", "closed"].includes(pc.connectionState)) {
+      endOperatorCall("The call ended.");
+    }
+  };
+  showOperatorCall(`Taking over ${card.call_id}…`);
+  try {
+    await pc.setLocalDescription(await pc.createOffer());
+    await waitForIceGathering(pc, 1500);
+    const reply = await fetch(`/v1/escalations/${encodeURIComponent(card.call_id)}/take_over`, {
+      method: "POST", body: pc.localDescription.sdp,
+      headers: { Authorization: `Bearer ${state.key}`, "Content-Type": "application/sdp" },
+    });
+    if (!reply.ok) {
+      let message = `HTTP ${reply.status}`;
+      try { message = (await reply.json()).error.message; } catch (_) { /* keep the status */ }
+      throw new Error(`The call could not be taken over: ${message}`);
+    }
+    await pc.setRemoteDescription({ type: "answer", sdp: await reply.text() });
+  } catch (err) {
+    endOperatorCall("");
+    throw err;
+  }
+  await drawQueue();
+}
+
+function endOperatorCall(text) {
+  const call = state.operator;
+  if (!call) return;
+  call.state = "ended";
+  call.pc.close(); // the gateway sees the operator leave and ends the call
+  call.mic.getTracks().forEach((t) => t.stop());
+  state.operator = null;
+  showOperatorCall(text);
+  $("operator-call").hidden = !text;
+}
+
+async function drawQueue() {
+  const queue = await api("/v1/escalations", { state: "waiting" });
+  state.queue = queue.data;
+  const body = $("queue").tBodies[0];
+  body.replaceChildren(...queue.data.map((card) => {
+    const cell = el("td");
+    if (card.transport === "webrtc") {  // a browser call: its caller can talk to this browser
+      const button = el("button", { class: "take-over", type: "button" }, "take over");
+      button.disabled = state.operator !== null;
+      button.onclick = () => takeOver(card).catch(showError);
+      cell.append(button);
+    }
+    return el("tr", { "data-call": card.call_id }, el("td", {}, card.call_id), el("td", { class: "why" }, card.summary),
+      el("td", {}, card.agent), el("td", {}, card.transport),
+      el("td", {}, new Date(card.requested_at * 1000).toLocaleTimeString()), cell);
+  }));
+  if (!queue.data.length) body.append(el("tr", {}, el("td", { colspan: "6" }, "Nobody is waiting.")));
+}
+
 function showError(err) {
   $("error").hidden = false;
   $("error").textContent = String(err.message || err);
@@ -183,6 +274,7 @@ async function refresh() {
   drawHistogram(stats);
   drawCost(cost);
   drawCalls(live, recent);
+  await drawQueue();
   await drawBudget();
   if (!state.call && recent.data.length) await showCall(recent.data[0].id);
   state.loaded = true;
@@ -212,6 +304,8 @@ function start() {
     refresh().catch(showError);
   };
   setInterval(() => { if (state.key) refresh().catch(showError); }, 10000);
+  setInterval(() => { if (state.key && state.loaded) drawQueue().catch(showError); }, 2000); // callers wait
+  $("operator-hangup").onclick = () => endOperatorCall("Call ended.");
 }
 
 start();
