@@ -136,6 +136,26 @@ def test_a_body_the_app_leaves_unread_closes_the_connection_after_the_answer(por
     assert answer.startswith(b"HTTP/1.1 413 ") and answer.endswith(b"not reading that")  # and no second answer
 
 
+def test_an_answer_before_the_body_has_come_says_the_connection_closes(port: int) -> None:
+    """A client that sends its head, then its body (as httpx does under load): answered before the body
+    has come, the connection will close after the answer, so the answer must say so; a client that took it
+    as kept alive would send its next request into the close ("Server disconnected without a response")."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"POST /ignore HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n")  # no body yet
+        answer = b""
+        while b"not reading that" not in answer:
+            chunk = sock.recv(65536)
+            assert chunk, answer
+            answer += chunk
+        head = answer.partition(b"\r\n\r\n")[0].lower()
+        assert head.startswith(b"http/1.1 413 ") and b"connection: close" in head
+        sock.sendall(b"hello")  # the body, late: read and dropped, then the server closes
+        assert sock.recv(65536) == b""
+    kept = exchange(port, b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi"
+                          b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert kept.count(b"HTTP/1.1 200 ") == 2 and b"connection: close" not in kept.partition(b"\r\n\r\n")[0].lower()
+
+
 async def test_an_answer_sent_before_a_large_upload_is_read_reaches_the_client_whole(port: int) -> None:
     """A 413 (or a 401) to an upload still being sent: closing at once would reset the connection and the
     client would see a broken pipe instead of the answer; the rest of the body is read and dropped first."""

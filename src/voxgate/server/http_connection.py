@@ -268,7 +268,8 @@ class HttpConnection(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        if self.h11.our_state is h11.DONE and self.h11.their_state is h11.SEND_BODY and not self._stopping:
+        if (self.h11.our_state in (h11.DONE, h11.MUST_CLOSE) and self.h11.their_state is h11.SEND_BODY
+                and not self._stopping):
             self._linger(transport)  # answered before the body was read (a 413, a 401 to an upload)
             return
         if self._stopping or self.h11.our_state is not h11.DONE or self.h11.their_state is not h11.DONE:
@@ -451,8 +452,14 @@ class Exchange:
                 raise RuntimeError("http.response.body outside a response")
             events: list[h11.Event] = []
             if self._head is not None:
-                events.append(self._head)
-                self._head = None
+                head, self._head = self._head, None
+                if not self.read_whole:
+                    # Answered before the request's body has all come (a 401 to a POST whose body is still on
+                    # its way): the connection closes after this answer (`answered` lingers to read the rest),
+                    # so the answer says so; a client would otherwise send its next request into the close.
+                    head = h11.Response(status_code=head.status_code, reason=head.reason,
+                                        headers=[*head.headers.raw_items(), (b"connection", b"close")])
+                events.append(head)
             body = message.get("body", b"")
             if body and not self._head_only:
                 await connection.drain()
