@@ -3,11 +3,14 @@ invoice and card numbers (Twilio and Telnyx media-stream events, SIP's RFC 4733 
 page's `input_audio_buffer.dtmf_event` on the data channel). The payment tool gets the card (it checks the
 Luhn digit and answers with the last four); the recording read back with PyAV is silent on both channels
 over every entry span (the agent's typing prompts fall inside them), and the card is in no stored row,
-no debug log line, no conversation item and not in the history the brain reads."""
+no debug log line, no conversation item and not in the history the brain reads. A card said aloud anyway
+(the project's Piper voice, heard by the gateway's Whisper) is masked in the transcript before the brain,
+the store, the events and the logs see it, and the caller is told to use the keypad (WebSocket, Twilio)."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
 import shutil
@@ -19,16 +22,19 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+import websockets
 
 from tests.conftest import CarrierServer, LiveServer, finished_call, start_carrier_server
 from tests.integration.test_debug_logs import debug_log
 from tests.integration.test_recorded_calls import NOTICE, loud_s, recording_of
 from tests.integration.test_sip_calls import captured_call
 from tests.integration.test_telnyx import answered_line
+from tests.integration.test_twilio import wait_session
 from tests.integration.test_zero_retention import every_table
 from tests.phone_carrier import PhoneLine, TwilioLine, eventually
 from tests.recording_reader import read_back
 from tests.sipp_caller import answered, cue, invite, reply, request, scenario, send_cue
+from tests.speech import silence, speak
 from tests.webrtc_client import WebRtcCaller
 from voxgate.session.session import Session
 
@@ -37,6 +43,8 @@ EXAMPLES = Path(__file__).parents[2] / "examples"
 # per key, so a key repeated is (rightly) taken for a retransmission of the first.
 CARD_DIGITS = "4242424242424242"
 INVOICE = "20931"
+SAID = "my card number is " + " ".join(["four two"] * 8)
+KEYPAD_LINE = "please don't say card numbers out loud"
 AGENT = "acme-recorded"
 
 
@@ -209,3 +217,59 @@ async def test_webrtc_data_channel_payment_is_silenced_in_the_recording_and_the_
             await caller.close()
     assert_no_card(events=caller.events)
     await assert_entry_silenced_and_card_nowhere(live, session, log.getvalue())
+
+
+def assert_spoken_card_masked(live: LiveServer, session: Session, record: dict[str, Any], log: str,
+                              events: object = ()) -> None:
+    """The caller's item holds the card masked, and nothing else holds it."""
+    said = [i.content[0].transcript or "" for i in session.conversation.visible() if i.role == "user"]
+    assert any("**** **** **** 4242" in text for text in said), said  # heard, and masked
+    assert_no_card(brain=repr(session.conversation.history()), said=said, record=record, log=log, events=events,
+                   rows=every_table(live, {session.id}))
+
+
+def keypad_asked(session: Session) -> bool:
+    return any(i.role == "assistant" and KEYPAD_LINE in json.dumps(i.to_wire("ga"))
+               for i in session.conversation.visible())
+
+
+async def test_websocket_card_said_aloud_is_masked_before_the_brain_store_events_and_logs(
+        carrier: CarrierServer) -> None:
+    live = carrier.live
+    said = np.concatenate([speak(SAID, rate=24000), silence(1200, 24000)])
+    events: list[str] = []
+    with debug_log() as log:
+        async with websockets.connect(f"{live.ws_url}/v1/realtime?agent={AGENT}", additional_headers=live.auth,
+                                      max_size=None) as ws:
+            session = live.gateway.sessions[json.loads(await ws.recv())["session"]["id"]]
+            await ws.send(json.dumps({"type": "session.update", "session": {"type": "realtime", "audio": {
+                "input": {"transcription": {"model": "whisper-1"}}}}}))
+            while json.loads(raw := await ws.recv())["type"] != "response.done":  # the notice and greeting
+                events.append(str(raw))
+            chunk = 24000 * 20 // 1000
+            for start in range(0, said.size, chunk):  # in real time, as a caller speaks
+                await ws.send(json.dumps({"type": "input_audio_buffer.append",
+                                          "audio": base64.b64encode(said[start:start + chunk].tobytes()).decode()}))
+                await asyncio.sleep(0.02)
+            while not keypad_asked(session):  # the caller told to use the keypad
+                events.append(str(await asyncio.wait_for(ws.recv(), 60)))
+        record = await finished_call(live, session.id)
+    assert_spoken_card_masked(live, session, record, log.getvalue(), events)
+
+
+async def test_twilio_card_said_aloud_is_masked_before_the_brain_store_and_logs(carrier: CarrierServer) -> None:
+    live = carrier.live
+    with debug_log() as log:
+        line = await TwilioLine.call(live.base_url, carrier.twilio_auth_token, agent=AGENT)
+        dialled = time.monotonic()
+        try:
+            await line.wait_audio(dialled, min_s=1.0, within_s=30)
+            session: Session = await wait_session(carrier, line.call_sid)
+            await eventually(lambda: settled(session), 60, "the notice and greeting played")
+            line.say(np.concatenate([speak(SAID, rate=8000), silence(1200, 8000)]))
+            await line.done_speaking()
+            await eventually(lambda: keypad_asked(session), 60, "the caller told to use the keypad")
+        finally:
+            await line.hang_up()
+        record = await finished_call(live, session.id, wait_s=30)
+    assert_spoken_card_masked(live, session, record, log.getvalue())
