@@ -84,7 +84,10 @@ async def test_another_call_is_served_while_a_maximal_item_is_redacted(gateway: 
             if items and items[0]["text"]:
                 break
         print(f"the other call was answered {answered} times while a {limit}-character item was redacted")
-        assert answered >= 5  # redaction on the loop would answer it only once the item was stored
+        # Redaction on the loop would hold the other call's first ping until the item was stored: answered
+        # once. Off the loop it is answered while the redaction runs, however fast the machine (a fixed
+        # higher count measured the machine's speed: 4 on a fast hour of CI).
+        assert answered >= 2
         stored = items[0]["text"]
         assert stored == text[:-len(card)] + " and **** **** **** 1111"
         added = await next_of(heavy, "conversation.item.added")
