@@ -139,23 +139,23 @@ class RtpSender:
         """The next packet: `payload` covering `samples` at the clock rate; advances sequence and time."""
         packet = RtpPacket(self.payload_type if payload_type is None else payload_type, self.sequence,
                            self.timestamp, self.ssrc, payload, self._marker_next)
-        self._marker_next = False
-        self.sequence = (self.sequence + 1) & 0xFFFF
-        self.timestamp = (self.timestamp + samples) & 0xFFFFFFFF
-        self.packets_sent += 1
-        self.octets_sent += len(payload)
+        self._advance(len(payload), samples)
         return packet
 
     def datagram(self, payload: bytes, samples: int) -> bytes:
         """`packet(payload, samples).to_bytes()` without the packet: a call sends 50 a second."""
         marker = 0x80 if self._marker_next else 0
         data = _HEADER.pack(0x80, marker | self.payload_type, self.sequence, self.timestamp, self.ssrc) + payload
+        self._advance(len(payload), samples)
+        return data
+
+    def _advance(self, octets: int, samples: int) -> None:
+        """A packet of `octets` covering `samples` went out: the next one follows it in sequence and time."""
         self._marker_next = False
         self.sequence = (self.sequence + 1) & 0xFFFF
         self.timestamp = (self.timestamp + samples) & 0xFFFFFFFF
         self.packets_sent += 1
-        self.octets_sent += len(payload)
-        return data
+        self.octets_sent += octets
 
     def event_packet(self, payload: bytes, payload_type: int, timestamp: int, *, marker: bool) -> RtpPacket:
         """A packet at a fixed timestamp (RFC 4733: every packet of one event carries its start time)."""
