@@ -54,7 +54,10 @@ async def echo(websocket: WebSocket) -> None:
     def on_message(data: bytes) -> None:
         nonlocal count
         count += 1
-        direct.send_text(f"{count}:{data.decode()}")
+        if data.startswith(b"several:"):  # answered by as many messages as it names, in one write
+            direct.send_texts([f"{count}.{n}" for n in range(int(data[8:]))])
+        else:
+            direct.send_text(f"{count}:{data.decode()}")
 
     def on_disconnect(code: int) -> None:
         ENDINGS.append(code)
@@ -215,6 +218,22 @@ def test_messages_arrive_whole_and_in_order_however_the_bytes_are_cut(
                 got.append(payload)
         assert got == [f"{n + 1}:".encode() + m for n, m in enumerate(expected)]
         assert pongs == (1 if ping_at < len(messages) else 0)
+    finally:
+        client.sock.close()
+
+
+def test_messages_written_together_arrive_as_separate_messages_in_order(server: int) -> None:
+    client = RawClient(server)
+    try:
+        client.hello()
+        for request, count in ((b"several:1", 1), (b"several:3", 3), (b"plain", 0)):
+            client.sock.sendall(frame(0x1, request))
+            if count:
+                got = [client.read_frame() for _ in range(count)]
+                seq = got[0][1].split(b".")[0].decode()
+                assert got == [(0x1, f"{seq}.{n}".encode()) for n in range(count)]
+            else:
+                assert client.read_frame()[1].endswith(b":plain")
     finally:
         client.sock.close()
 

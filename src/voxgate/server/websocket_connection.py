@@ -27,7 +27,7 @@ import logging
 import os
 import socket
 from collections import deque
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from websockets.datastructures import Headers
@@ -72,6 +72,11 @@ class DirectSocket(Protocol):
 
     def send_text(self, text: str) -> None:
         """Write one text message now; ConnectionError once the connection is closing or gone."""
+        ...
+
+    def send_texts(self, texts: Sequence[str]) -> None:
+        """Write these text messages now, in order, in one write to the socket (one system call where a
+        frame of audio and its mark go together); ConnectionError as `send_text`."""
         ...
 
     def limit_send_buffer(self, nbytes: int) -> None:
@@ -209,6 +214,14 @@ class WebSocketConnection(asyncio.Protocol):
         if self.closing or not self.answered or self.transport.is_closing():
             raise ConnectionError("the WebSocket is closed")
         self.transport.write(text_frame(text))
+
+    def send_texts(self, texts: Sequence[str]) -> None:
+        if len(texts) == 1:
+            self.send_text(texts[0])
+            return
+        if self.closing or not self.answered or self.transport.is_closing():
+            raise ConnectionError("the WebSocket is closed")
+        self.transport.writelines([text_frame(text) for text in texts])
 
     def limit_send_buffer(self, nbytes: int) -> None:
         # Linux otherwise grows a socket's send buffer to megabytes while the peer's window is shut: minutes of

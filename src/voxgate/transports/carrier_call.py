@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
@@ -372,7 +372,7 @@ class CarrierCall:
 
     async def _write(self) -> None:
         assert self.output is not None
-        output, playout, codec, ticker = self.output, self.output.playout, self.codec, shared_ticker()
+        output, playout, ticker = self.output, self.output.playout, shared_ticker()
         loop = asyncio.get_running_loop()
         direct = self._direct
         while True:
@@ -389,16 +389,12 @@ class CarrierCall:
                     return
                 continue
             generation = self._generation
-            for _ in range(output.due(loop.time(), ticker.next_beat())):
-                frame = output.pop()
-                if frame is None:
-                    break
-                if not await self._send(codec.media(frame.payload)):
-                    return
-                if frame.confirm is not None and not await self._send(codec.mark(frame.confirm)):
-                    return
+            for messages in self._due_messages(loop.time(), ticker.next_beat()):
+                for text in messages:
+                    if not await self._send(text):
+                        return
                 if generation != self._generation:
-                    break  # cleared while a send waited: the rest of this batch is stale
+                    break  # cleared while a send waited: the rest of this batch is stale (and stays unpopped)
             if not playout.idle:
                 await ticker.tick()
 
@@ -406,18 +402,13 @@ class CarrierCall:
         """Play the line from the ticker's beats until it is idle ("idle"), the carrier's socket has no room
         ("blocked") or is gone ("closed")."""
         assert self.output is not None and self._direct is not None
-        output, playout, codec, direct = self.output, self.output.playout, self.codec, self._direct
+        playout, direct = self.output.playout, self._direct
         handed_back: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
         def beat(now: float) -> None:
             try:
-                for _ in range(output.due(now, ticker.next_beat())):
-                    frame = output.pop()
-                    if frame is None:
-                        break
-                    direct.send_text(codec.media(frame.payload))
-                    if frame.confirm is not None:
-                        direct.send_text(codec.mark(frame.confirm))
+                for messages in self._due_messages(now, ticker.next_beat()):
+                    direct.send_texts(messages)
             except ConnectionError:
                 self._end("carrier_closed")
                 outcome = "closed"
@@ -438,6 +429,18 @@ class CarrierCall:
             return await handed_back
         finally:
             ticker.remove_beat(beat)
+
+    def _due_messages(self, now: float, next_beat: float) -> Iterator[tuple[str, ...]]:
+        """The messages of each frame due by `next_beat`: its media, and the mark that asks for its
+        confirmation where it carries one. Lazy: a frame is popped only when its turn to be sent comes."""
+        assert self.output is not None
+        output, codec = self.output, self.codec
+        for _ in range(output.due(now, next_beat)):
+            frame = output.pop()
+            if frame is None:
+                return
+            media = codec.media(frame.payload)
+            yield (media,) if frame.confirm is None else (media, codec.mark(frame.confirm))
 
     async def _send_after_room(self) -> bool:
         """Wait, watched by the stall watchdog, until the carrier reads again; False when the socket is gone."""
