@@ -6,11 +6,13 @@ a PCMU offer, ACK, BYE) and streams a spoken sentence then silence, over and ove
 shared real-time tick. Over a steady window it measures:
 
     CPU per call       the gateway process's CPU time / wall time / N
-    send jitter p99    |inter-arrival - 20 ms| of the RTP the gateway sends (it sends every 20 ms, silence
-                       between replies), arrivals as the kernel timestamped them (SO_TIMESTAMPNS): the
-                       callers read their sockets on their own tick, never waking per packet (see RtpLeg)
-    late packets       packets that came more than 60 ms after the one before (a gap a 40 ms jitter
-                       buffer cannot hide)
+    send jitter p99    |inter-arrival - media time since the packet before| of the RTP the gateway sends
+                       (20 ms on a continuous line, which sends silence between replies; the length of the
+                       pause after a comfort noise packet), arrivals as the kernel timestamped them
+                       (SO_TIMESTAMPNS): the callers read their sockets on their own tick, never waking per
+                       packet (see RtpLeg)
+    late packets       packets that came more than 40 ms after they were due (a gap a 40 ms jitter buffer
+                       cannot hide)
     INVITE -> RTP      from the INVITE to the first RTP packet back (p50, p99)
 
 N passes when p99 jitter <= 20 ms, no packet is late, every call was answered and the gateway's CPU
@@ -21,8 +23,13 @@ measures the carrier bridge (Twilio Media Streams, the same echo agent) and both
 by side (`--no-bridge` skips it). `--realtime` runs the gateway and the callers under SCHED_FIFO, so
 neighbours on a shared machine do not decide the result.
 
+The ladder runs twice: callers that offer PCMU only, so the gateway sends a packet every 20 ms through the
+agent's silence, and callers that also offer RFC 3389 comfort noise (CN), as many phones and PBXs do, so
+the agent's silence goes as one CN packet where it starts and every 5 s after (`--comfort-noise on|off`
+runs one of them).
+
     .venv/bin/python bench/sip_capacity.py [--calls 200,300,400,500] [--window 10] [--realtime]
-        [--bridge-calls 200,250,300] [--no-bridge]
+        [--comfort-noise both|on|off] [--bridge-calls 200,250,300] [--no-bridge]
 """
 
 from __future__ import annotations
@@ -147,7 +154,8 @@ class RtpLeg:
                 call.arrivals.append((arrived, parse_rtp(data).timestamp))
 
 
-async def run(n: int, sip_port: int, window_s: float, audio: list[bytes]) -> dict[str, float]:
+async def run(n: int, sip_port: int, window_s: float, audio: list[bytes],
+              comfort_noise: bool = False) -> dict[str, float]:
     loop = asyncio.get_running_loop()
     calls: dict[str, Call] = {}
     window = [float("inf"), float("inf")]
@@ -161,7 +169,8 @@ async def run(n: int, sip_port: int, window_s: float, audio: list[bytes]) -> dic
         leg = RtpLeg(call)
         port = leg.port
         sdp = (f"v=0\r\no=- {index} 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-               f"m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=ptime:20\r\n").encode()
+               f"m=audio {port} RTP/AVP 0{' 13' if comfort_noise else ''}\r\na=rtpmap:0 PCMU/8000\r\n"
+               f"{'a=rtpmap:13 CN/8000' + chr(13) + chr(10) if comfort_noise else ''}a=ptime:20\r\n").encode()
         call_id = secrets.token_hex(8)
         me = SipUri("sip", local[0], "bench", port=local[1])
         invite = new_request("INVITE", SipUri("sip", "127.0.0.1", "echo", port=sip_port),
@@ -216,9 +225,13 @@ async def run(n: int, sip_port: int, window_s: float, audio: list[bytes]) -> dic
     jitter: list[float] = []
     late = 0
     for leg in rtps:
-        for (a0, _), (a1, _) in itertools.pairwise(leg.call.arrivals):
-            jitter.append(abs(a1 - a0 - FRAME_S))
-            late += a1 - a0 > LATE_GAP_S
+        # Against the RTP clock, as RFC 3550's interarrival jitter: a packet is due the media time after the
+        # one before it, so comfort noise's pauses (a CN packet, then the next speech a second later) are
+        # no gap, while a packet of a continuous stream is due 20 ms after the last.
+        for (a0, t0), (a1, t1) in itertools.pairwise(leg.call.arrivals):
+            due = ((t1 - t0) & 0xFFFFFFFF) / 8000
+            jitter.append(abs(a1 - a0 - due))
+            late += a1 - a0 - due > LATE_GAP_S - FRAME_S
     setup = [leg.call.first_rtp - leg.call.invited_at for leg in rtps if leg.call.first_rtp is not None]
     def ms(values: list[float], q: int) -> float:
         return 1000 * float(np.percentile(values, q)) if values else float("nan")
@@ -243,6 +256,8 @@ def main() -> None:
                         help="run gateway and callers under SCHED_FIFO (root; a busy shared machine)")
     parser.add_argument("--bridge-calls", default="150,200,250,300", help="the carrier bridge's ladder, same run")
     parser.add_argument("--no-bridge", action="store_true", help="skip the carrier bridge figure")
+    parser.add_argument("--comfort-noise", choices=["off", "on", "both"], default="both",
+                        help="callers that offer RFC 3389 CN, that do not, or a ladder of each (default)")
     parser.add_argument("--serve", nargs=2, type=int, help=argparse.SUPPRESS)  # HTTP and SIP ports
     parser.add_argument("--data", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -258,6 +273,20 @@ def main() -> None:
     audio = [g711.ulaw_encode(pcm[i:i + 160]) for i in range(0, len(pcm), 160)]
     print(f"SIP calls per core: gateway pinned to CPU 0, callers on CPU 1"
           f"{' (both SCHED_FIFO)' if args.realtime else ''}; echo agent; window {args.window:.0f} s")
+    held = {}
+    for comfort_noise in {"off": [False], "on": [True], "both": [False, True]}[args.comfort_noise]:
+        held[comfort_noise] = ladder(args, audio, comfort_noise)
+    if len(held) == 2:
+        print(f"\nSIP: comfort noise holds {held[True] / max(1, held[False]):.2f}x the calls of a continuous line")
+    if args.no_bridge:
+        return
+    bridge_row(args, max(held.values()))
+
+
+def ladder(args: argparse.Namespace, audio: list[bytes], comfort_noise: bool) -> int:
+    """The largest N that holds, the callers offering RFC 3389 CN (the agent's silence goes as comfort
+    noise) or not (a packet every 20 ms, silence too)."""
+    print(f"\ncallers offer {'PCMU and CN (comfort noise)' if comfort_noise else 'PCMU only (a continuous line)'}")
     print(f"{'calls':>6} {'CPU':>5} {'CPU/call':>9} {'jitter p50':>11} {'p99':>7} {'late':>5} "
           f"{'INVITE->RTP p50':>16} {'p99':>7}")
     search = CapacitySearch([int(x) for x in args.calls.split(",")], resolution=args.resolution)
@@ -271,7 +300,7 @@ def main() -> None:
             try:
                 wait_ready(http_port)
                 os.environ["SIP_BENCH_PID"] = str(server.pid)
-                row = asyncio.run(run(n, sip_port, args.window, audio))
+                row = asyncio.run(run(n, sip_port, args.window, audio, comfort_noise))
             finally:
                 server.terminate()
                 server.wait(timeout=30)
@@ -280,9 +309,11 @@ def main() -> None:
         print(f"{n:>6} {row['cpu_pct']:>4.0f}% {row['cpu_per_call_pct']:>8.2f}% {row['jitter_p50_ms']:>9.2f}ms "
               f"{row['jitter_p99_ms']:>5.1f}ms {row['late']:>5} {row['setup_p50_ms']:>14.0f}ms "
               f"{row['setup_p99_ms']:>5.0f}ms  {'pass' if ok else 'FAIL'}", flush=True)
-    print(f"\nSIP: largest N one core holds: {search.best}")
-    if args.no_bridge:
-        return
+    print(f"SIP{' with CN' if comfort_noise else ''}: largest N one core holds: {search.best}")
+    return search.best
+
+
+def bridge_row(args: argparse.Namespace, sip_best: int) -> None:
     # The carrier bridge on the same cores, in the same run: bench/bridge_capacity.py's echo row alone.
     bridge = [sys.executable, str(Path(__file__).with_name("bridge_capacity.py")), "--calls", args.bridge_calls,
               "--silero-calls", "", "--window", str(args.window), "--resolution", str(args.resolution)]
@@ -293,8 +324,8 @@ def main() -> None:
     print(result.stdout.strip())
     held = re.search(r"largest N one core holds: (\d+)", result.stdout)
     if held and int(held.group(1)):
-        print(f"\nSIP {search.best} / carrier bridge {held.group(1)} calls per core: "
-              f"{search.best / int(held.group(1)):.2f}x")
+        print(f"\nSIP {sip_best} / carrier bridge {held.group(1)} calls per core: "
+              f"{sip_best / int(held.group(1)):.2f}x")
     elif result.returncode:
         print(result.stderr.strip()[-2000:])
 

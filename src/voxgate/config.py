@@ -273,6 +273,10 @@ class Settings(BaseSettings):
     sip_agent_header: str = ""  # e.g. "X-Voxgate-Agent"; empty: routing by URI and number only
     # Answered in this order of preference: PCMU, PCMA, and "opus" (RFC 7587, 48 kHz) where a PBX offers it.
     sip_codecs: list[str] = Field(default_factory=lambda: ["PCMU", "PCMA"])
+    # RFC 3389 comfort noise on G.711 lines whose far end lists CN: the agent's silence goes as a CN packet
+    # where it starts and every 5 s after, not a packet every 20 ms (a listening call sends a third of the
+    # packets). False: CN is neither offered nor accepted, and silence is sent as audio.
+    sip_comfort_noise: bool = True
     sip_ring_ms: int = Field(default=0, ge=0, le=60_000)  # 180 Ringing this long before the 200 OK
     sip_media_timeout_s: float = Field(default=30.0, gt=0)  # a call with no RTP for this long is hung up (not on hold)
     sip_transfer_timeout_s: float = Field(default=30.0, gt=0)  # a REFER whose outcome is not known by then failed

@@ -117,6 +117,58 @@ async def received(sock: socket.socket) -> bytes:
     return await asyncio.wait_for(asyncio.get_running_loop().sock_recv(sock, 2048), 5)
 
 
+async def test_comfort_noise_replaces_the_agents_silence_and_the_callers_is_heard_as_quiet() -> None:
+    caller = udp()
+    media = negotiated(OFFER.replace("RTP/AVP 0 101", "RTP/AVP 0 101 13").format(port=caller.getsockname()[1]))
+    assert media.comfort_noise == 13
+    line = RtpLine(media, "127.0.0.1", lambda digit: None)
+    local = await line.open("127.0.0.1")
+    try:
+        caller.sendto(packet(0, b"\x7f" * 160), local)  # latch
+        await eventually(lambda: line.latched is not None, 5, "the latch")
+        speech = b"\x10" * 160
+        line.send_audio(speech, 160)
+        first = parse_rtp(await received(caller))
+        t0 = 1000.0
+        for frame in range(100):  # two seconds of the agent's silence: one CN packet where it starts
+            line.send_silence(160, t0 + frame * 0.02)
+        line.send_audio(speech, 160)
+        noise, after = parse_rtp(await received(caller)), parse_rtp(await received(caller))
+        assert (noise.payload_type, noise.payload, noise.timestamp) == (13, bytes([127]), first.timestamp + 160)
+        assert not noise.marker and noise.sequence == (first.sequence + 1) & 0xFFFF
+        # the stream's clock ran on through the silence; the speech after it starts a talkspurt
+        assert after.payload_type == 0 and after.marker and after.sequence == (noise.sequence + 1) & 0xFFFF
+        assert after.timestamp == first.timestamp + 160 * 101
+        for frame in range(251):  # a long silence: CN where it starts and again 5 s later, to keep timers alive
+            line.send_silence(160, t0 + 10 + frame * 0.02)
+        line.send_audio(speech, 160)
+        assert [parse_rtp(await received(caller)).payload_type for _ in range(3)] == [13, 13, 0]
+        assert line.counters["comfort_noise_sent"] == 3
+        caller.sendto(packet(13, bytes([60]), sequence=2, timestamp=320), local)  # the caller's own CN
+        await eventually(lambda: line.counters["comfort_noise_received"] == 1, 5, "the caller's CN")
+        assert "dropped_unknown_payload_type" not in line.counters
+        assert line.take_audio(asyncio.get_running_loop().time() + 1.0) == [b"\x7f" * 160]  # CN is no audio
+    finally:
+        line.close()
+        caller.close()
+
+
+async def test_without_comfort_noise_the_agents_silence_is_sent_as_audio() -> None:
+    caller = udp()
+    line = RtpLine(negotiated(OFFER.format(port=caller.getsockname()[1])), "127.0.0.1", lambda digit: None)
+    await line.open("127.0.0.1")
+    try:
+        assert line.media.comfort_noise is None
+        for frame in range(3):
+            line.send_silence(160, 1000.0 + frame * 0.02)
+        got = [parse_rtp(await received(caller)) for _ in range(3)]
+        assert [(p.payload_type, p.payload) for p in got] == [(0, b"\xff" * 160)] * 3
+        assert line.counters["comfort_noise_sent"] == 0
+    finally:
+        line.close()
+        caller.close()
+
+
 async def test_srtp_authenticates_before_latching_and_protects_what_it_sends() -> None:
     """Plain RTP, a wrong key, a tampered packet: dropped and counted, the line still unlatched; the caller's
     good packet latches and is heard; its replay is dropped; what we send the caller decrypts; so is SRTCP."""

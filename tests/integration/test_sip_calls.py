@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import re
 import socket
 import time
@@ -42,6 +43,7 @@ from tests.sipp_caller import (
     ulaw_file,
 )
 from tests.speech import silence, speak
+from voxgate.audio import g711
 from voxgate.sip.dtmf import parse_telephone_event
 
 REQUEST = "what is the status of order four five six seven"
@@ -135,6 +137,45 @@ async def test_a_spoken_request_is_answered_by_voice_with_barge_in_and_a_call_re
     assert all(f.count(SILENT) == len(f) for f in frames[cut + 1:cut + 25]), "audio went on after the cut"
     record = await finished_call(live, session.id)
     assert record["transport"] == "sip" and record["status"] == "completed", record
+
+
+async def test_a_caller_that_offers_comfort_noise_hears_the_agents_pauses_as_cn(
+        carrier_server: CarrierServer, tmp_path: Path) -> None:
+    """SIPp offers CN (RFC 3389) beside PCMU: the answer takes it, the echo agent's silence comes back as CN
+    packets (one where each pause starts, none every 20 ms), the echoed speech after a pause starts a
+    marked talkspurt on the same RTP clock, and it is the caller's words."""
+    speech = speak(REQUEST, rate=8000)
+    call_audio(tmp_path, silence(1000, 8000), speech, silence(3000, 8000))
+    offer_cn = invite().replace("RTP/AVP 0 101", "RTP/AVP 0 101 13").replace("a=ptime:20",
+                                                                          "a=rtpmap:13 CN/8000\na=ptime:20")
+    xml = scenario("comfort noise", offer_cn, answered("m=audio [0-9]+ RTP/AVP 0 101 13.*a=rtpmap:13 CN/8000"),
+                   request("ACK", 1), stream("caller.ulaw"), '  <recv request="BYE"/>\n', reply(200, "OK"),
+                   variables=("sdp",))
+    async with captured_call(carrier_server, tmp_path, xml, service="echo") as (capture, caller, session):
+        call = session.caller
+        assert call.media is not None and call.media.comfort_noise == 13
+        await eventually(lambda: any(i.role == "assistant" and i.status == "completed"
+                                     for i in session.conversation.visible())
+                         and session.response is None and call.audio is not None and call.audio.playout.drained,
+                         60, "the echo played out")
+        started = capture.packets[0].at
+        await asyncio.to_thread(carrier_server.live.embedded.run, call.hang_up("test done"))
+        outcome = await caller
+    assert outcome.returncode == 0, outcome.messages[-3000:]
+    sent = [c for c in capture.packets if c.source_port == call.rtp.local[1]]
+    noise = [c.packet for c in sent if c.packet.payload_type == 13]
+    speech_packets = [c.packet for c in sent if c.packet.payload_type == 0]
+    assert noise and all(p.payload == bytes([127]) for p in noise)
+    # A continuous line would have sent a packet every 20 ms; this one sent the echo and a few CN packets.
+    elapsed_frames = (sent[-1].at - started) / 0.02
+    assert len(sent) < 0.8 * elapsed_frames, (len(sent), elapsed_frames)
+    for before, after in itertools.pairwise(sent):
+        if before.packet.payload_type == 13 and after.packet.payload_type == 0:
+            assert after.packet.marker, "speech after comfort noise must start a talkspurt"
+            assert (after.packet.timestamp - before.packet.timestamp) % 2**32 >= 160  # the clock ran on
+    echoed = await transcribe(np.concatenate([g711.ulaw_decode(p.payload) for p in speech_packets]))
+    assert "status" in echoed.lower() and "order" in echoed.lower(), echoed
+    assert call.rtp.counters["comfort_noise_sent"] == len(noise)
 
 
 async def test_rfc4733_and_info_key_presses_reach_the_session(carrier_server: CarrierServer, tmp_path: Path) -> None:

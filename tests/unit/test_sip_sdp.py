@@ -14,6 +14,7 @@ from voxgate.sip.sdp import (
     CodecPreferences,
     MediaSession,
     OfferRejected,
+    RtpMap,
     SdpError,
     SessionDescription,
     accept_answer,
@@ -117,13 +118,54 @@ def test_offer_and_its_answer_agree() -> None:
     ours = make_offer(address="192.0.2.10", port=40000, session_id=9, session_version=1,
                       preferences=CodecPreferences(order=("opus", "PCMU", "PCMA")))
     text = ours.to_bytes().decode()
-    assert "m=audio 40000 RTP/AVP 111 0 8 101 102\r\n" in text
+    assert "m=audio 40000 RTP/AVP 111 0 8 101 102 13\r\n" in text
     assert "a=rtpmap:101 telephone-event/48000" in text and "a=rtpmap:102 telephone-event/8000" in text
+    assert "a=rtpmap:13 CN/8000" in text
     theirs, their_media = answer_offer(parse_sdp(ours.to_bytes()), address="198.51.100.7", port=5004,
                                        session_id=3, session_version=1)
     assert their_media.codec.name == "PCMU" and their_media.telephone_event == 102
+    assert their_media.comfort_noise == 13
     settled = accept_answer(ours, parse_sdp(theirs.to_bytes()), CodecPreferences(order=("opus", "PCMU", "PCMA")))
     assert settled.codec.name == "PCMU" and settled.telephone_event == 102 and settled.remote == ("198.51.100.7", 5004)
+    assert settled.comfort_noise == 13
+
+
+@pytest.mark.parametrize(("formats", "rtpmaps", "expected"), [
+    ("0 13", "", 13),  # static CN/8000: no rtpmap needed
+    ("0 101 96", "a=rtpmap:101 telephone-event/8000\r\na=rtpmap:96 CN/8000\r\n", 96),  # CN on a dynamic number
+    ("0 96", "a=rtpmap:96 CN/16000\r\n", None),  # CN at another clock rate than the codec's
+    ("0", "", None),  # not offered
+])
+def test_comfort_noise_is_agreed_when_the_offer_lists_it_at_the_codecs_clock(
+        formats: str, rtpmaps: str, expected: int | None) -> None:
+    sdp, media = answer(offer(f"m=audio 40000 RTP/AVP {formats}\r\n{rtpmaps}"))
+    assert media.comfort_noise == expected
+    [audio] = parse_sdp(sdp.to_bytes()).media
+    if expected is None:
+        assert all(rtpmap.encoding != "CN" for rtpmap in map(audio.rtpmap, map(int, audio.formats)) if rtpmap)
+    else:
+        assert str(expected) in audio.formats and audio.rtpmap(expected) == RtpMap(expected, "CN", 8000)
+
+
+def test_comfort_noise_is_not_agreed_when_turned_off_or_beside_opus() -> None:
+    _, off = answer(offer("m=audio 40000 RTP/AVP 0 13\r\n"),
+                    preferences=CodecPreferences(comfort_noise=False))
+    assert off.comfort_noise is None
+    _, opus = answer(offer("m=audio 40000 RTP/AVP 111 13\r\na=rtpmap:111 opus/48000/2\r\n"),
+                     preferences=CodecPreferences(order=("opus", "PCMU")))
+    assert opus.codec.name == "OPUS" and opus.comfort_noise is None
+    plain = make_offer(address="192.0.2.10", port=40000, session_id=9, session_version=1,
+                       preferences=CodecPreferences(comfort_noise=False))
+    assert "CN/" not in plain.to_bytes().decode()
+
+
+def test_an_answer_cannot_add_comfort_noise_our_offer_lacked() -> None:
+    ours = make_offer(address="192.0.2.10", port=40000, session_id=9, session_version=1,
+                      preferences=CodecPreferences(comfort_noise=False))
+    theirs = parse_sdp(offer("m=audio 5004 RTP/AVP 0 13\r\n"))
+    assert accept_answer(ours, theirs).comfort_noise is None
+    assert accept_answer(make_offer(address="192.0.2.10", port=40000, session_id=9, session_version=1),
+                         theirs).comfort_noise == 13
 
 
 def test_answer_that_refuses_our_audio() -> None:

@@ -1,5 +1,5 @@
 """SDP (RFC 8866) and the offer/answer model (RFC 3264) for one audio stream: PCMU, PCMA, Opus when
-offered and preferred, telephone-event (RFC 4733), SDES-SRTP (RFC 4568), hold.
+offered and preferred, telephone-event (RFC 4733), comfort noise (RFC 3389), SDES-SRTP (RFC 4568), hold.
 
     offer = parse_sdp(invite.body)                       # SessionDescription; raises SdpError
     answer, media = answer_offer(offer, address="192.0.2.10", port=40000, session_id=7, session_version=1)
@@ -355,11 +355,13 @@ class Codec:
 @dataclass(frozen=True)
 class CodecPreferences:
     """Which audio codecs we take, best first (encoding names; add "opus" to accept Opus), whether we
-    negotiate RFC 4733 telephone-event, our packet time, and SRTP: `never`, `optional` (when offered) or
-    `required` (refuse plain RTP)."""
+    negotiate RFC 4733 telephone-event and RFC 3389 comfort noise (G.711 lines: the agent's silence goes as an
+    occasional CN packet instead of a packet every 20 ms), our packet time, and SRTP: `never`, `optional`
+    (when offered) or `required` (refuse plain RTP)."""
 
     order: tuple[str, ...] = ("PCMU", "PCMA")
     telephone_event: bool = True
+    comfort_noise: bool = True
     ptime: int = 20
     srtp: SrtpPolicy = "optional"
 
@@ -382,6 +384,7 @@ class MediaSession:
     telephone_event: int | None = None  # its payload type, when negotiated
     srtp: SrtpKeys | None = None
     rtcp_mux: bool = False  # RFC 5761: RTCP shares the RTP port (the offer asked, the answer agreed)
+    comfort_noise: int | None = None  # RFC 3389 CN's payload type, when both sides listed it
 
     @property
     def remote(self) -> tuple[str, int]:
@@ -432,8 +435,19 @@ def _pick_telephone_event(media: MediaDescription, clock_rate: int) -> int | Non
     return None
 
 
+def _pick_comfort_noise(media: MediaDescription, codec: Codec) -> int | None:
+    """CN at the codec's clock rate, where the offer lists it; never beside Opus, which has its own DTX."""
+    if codec.name == "OPUS":
+        return None
+    for fmt in media.formats:
+        rtpmap = media.rtpmap(int(fmt))
+        if rtpmap and rtpmap.encoding.upper() == "CN" and rtpmap.clock_rate == codec.clock_rate:
+            return rtpmap.payload_type
+    return None
+
+
 def _audio_lines(codec: Codec, event: int | None, preferences: CodecPreferences,
-                 direction: Direction) -> list[tuple[str, str | None]]:
+                 direction: Direction, comfort_noise: int | None = None) -> list[tuple[str, str | None]]:
     attributes: list[tuple[str, str | None]] = [
         ("rtpmap", str(RtpMap(codec.payload_type, "opus" if codec.name == "OPUS" else codec.name,
                               codec.clock_rate, codec.channels)))]
@@ -441,6 +455,8 @@ def _audio_lines(codec: Codec, event: int | None, preferences: CodecPreferences,
         attributes.append(("fmtp", f"{codec.payload_type} {codec.fmtp}"))
     if event is not None:
         attributes += [("rtpmap", f"{event} telephone-event/{codec.clock_rate}"), ("fmtp", f"{event} 0-16")]
+    if comfort_noise is not None:
+        attributes.append(("rtpmap", f"{comfort_noise} CN/{codec.clock_rate}"))
     attributes += [("ptime", str(preferences.ptime)), (direction, None)]
     return attributes
 
@@ -487,17 +503,17 @@ def answer_offer(offer: SessionDescription, *, address: str, port: int, session_
         remote_direction = offer.direction_of(media)
         ours = _intersect(_COMPLEMENT[remote_direction], direction)
         event = _pick_telephone_event(media, codec.clock_rate) if prefs.telephone_event else None
-        attributes = _audio_lines(codec, event, prefs, ours)
+        comfort_noise = _pick_comfort_noise(media, codec) if prefs.comfort_noise else None
+        attributes = _audio_lines(codec, event, prefs, ours, comfort_noise)
         if crypto_line is not None:
             attributes.append(("crypto", str(crypto_line)))
         mux = media.attribute("rtcp-mux") is not None
         if mux:
             attributes.append(("rtcp-mux", None))
-        answer.media.append(MediaDescription("audio", port, media.protocol,
-                                             [str(codec.payload_type)] + ([str(event)] if event is not None else []),
-                                             attributes=attributes))
+        formats = [str(pt) for pt in (codec.payload_type, event, comfort_noise) if pt is not None]
+        answer.media.append(MediaDescription("audio", port, media.protocol, formats, attributes=attributes))
         settled = MediaSession(codec, connection.address, media.port, media.rtcp_port, ours, remote_direction,
-                               media.ptime or 20, event, keys, mux)
+                               media.ptime or 20, event, keys, mux, comfort_noise)
     if settled is None:
         raise OfferRejected("no acceptable audio stream in the offer", "no_common_codec")
     return answer, settled
@@ -540,6 +556,9 @@ def make_offer(*, address: str, port: int, session_id: int, session_version: int
             event = 101 + index
             formats.append(str(event))
             attributes += [("rtpmap", f"{event} telephone-event/{clock}"), ("fmtp", f"{event} 0-16")]
+    if prefs.comfort_noise and 8000 in clocks:  # static payload type 13: CN/8000, for the G.711 codecs
+        formats.append("13")
+        attributes.append(("rtpmap", "13 CN/8000"))
     attributes += [("ptime", str(prefs.ptime)), (direction, None)]
     protocol = "RTP/AVP"
     if prefs.srtp == "required":
@@ -575,6 +594,9 @@ def accept_answer(offer: SessionDescription, answer: SessionDescription,
         ours_direction = _intersect(_COMPLEMENT[remote_direction], offer.direction_of(ours))
         event = _pick_telephone_event(theirs, codec.clock_rate) if prefs.telephone_event else None
         mux = ours.attribute("rtcp-mux") is not None and theirs.attribute("rtcp-mux") is not None
+        # CN only where we offered it too (an answer may not add a format the offer lacked)
+        comfort_noise = (_pick_comfort_noise(theirs, codec)
+                         if prefs.comfort_noise and _pick_comfort_noise(ours, codec) is not None else None)
         return MediaSession(codec, connection.address, theirs.port, theirs.rtcp_port, ours_direction,
-                            remote_direction, theirs.ptime or 20, event, keys, mux)
+                            remote_direction, theirs.ptime or 20, event, keys, mux, comfort_noise)
     raise OfferRejected("the answer refused every audio stream", "no_common_codec")

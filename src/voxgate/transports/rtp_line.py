@@ -11,7 +11,12 @@ Caller audio waits in a small adaptive jitter buffer (20-200 ms, following the m
 it back in order; the call takes what is due on each 20 ms tick (`take_audio`), a lost packet's turn as
 silence. A caller may also stop sending between talkspurts (silence suppression, RFC 3551 §4.1): the line
 says when it has (`caller_quiet`), so the call can hand the session that silence as a carrier's
-continuous line would. Key presses skip the buffer: they are reported as they arrive.
+continuous line would; RFC 3389 comfort noise packets, where CN was agreed, are accepted as that quiet.
+Key presses skip the buffer: they are reported as they arrive.
+
+Going out, the agent's silence is a packet of silence every 20 ms, or, where CN was agreed, one CN packet
+when the silence starts and one every 5 s after (`send_silence`): a listening call sends a third of the
+packets, and the next speech packet is marked as a new talkspurt.
 
 SDES-SRTP (when the offer/answer settled keys): every packet we send, RTP and RTCP, is protected; every
 packet that arrives is authenticated and decrypted before anything reads it, so one that fails (a wrong
@@ -53,6 +58,11 @@ MAX_AUDIO_PAYLOAD = 480  # bytes of G.711: 60 ms, the longest packet time a trun
 MIN_AUDIO_PAYLOAD = 8  # 1 ms
 TICK_S = 0.02  # the call takes the caller's audio once per 20 ms tick
 _PAYLOAD_BYTES = {"OPUS": (1, 1275)}  # RFC 6716 §3.4: an Opus packet is 1-1275 bytes
+# RFC 3389 §3: one byte, the noise level in -dBov; 127 is digital silence, which is what the agent's pauses
+# are (no spectral coefficients: the far end's own comfort noise model fills in). Refreshed every CN_REFRESH_S
+# during a silence, as PJSIP's keep-alive does (its default 5 s), well inside RTP inactivity timers (30 s+).
+CN_SILENCE = bytes([127])
+CN_REFRESH_S = 5.0
 _SILENCE = {"PCMU": b"\xff", "PCMA": b"\xd5", "OPUS": b""}  # Opus: an empty payload, decoded as silence
 
 
@@ -98,6 +108,7 @@ class RtpLine(asyncio.DatagramProtocol):
         self.local: Address = ("", 0)
         self._sock: socket.socket | None = None  # the RTP socket, which we send on ourselves
         self.last_heard = 0.0
+        self._noise_sent_at: float | None = None  # loop time of the last CN packet of the current silence
         self._loop: asyncio.AbstractEventLoop  # set by open()
 
     async def open(self, host: str) -> Address:
@@ -163,14 +174,35 @@ class RtpLine(asyncio.DatagramProtocol):
     # -- out
 
     def send(self, packet: RtpPacket) -> None:
+        self._noise_sent_at = None  # audio (or an event): the next silence starts with a CN packet
         if self.transport is not None and self.media.sends:
             self._send_datagram(packet.to_bytes())
 
     def send_audio(self, payload: bytes, samples: int) -> None:
         """The agent's next frame, as the stream's next packet (the hot path: no packet object)."""
+        self._noise_sent_at = None  # speech: the next silence starts with a CN packet
         data = self.sender.datagram(payload, samples)
         if self.transport is not None and self.media.sends:
             self._send_datagram(data)
+
+    def send_silence(self, samples: int, now: float) -> None:
+        """A frame of the agent's silence. With RFC 3389 comfort noise agreed, one CN packet where the
+        silence starts and one every CN_REFRESH_S after it (so the far end's inactivity timer and a NAT's
+        binding stay alive), nothing between: the stream's clock runs on and its next speech packet is marked
+        as a new talkspurt. Otherwise a packet of silence, as a line without CN must send."""
+        comfort_noise = self.media.comfort_noise
+        if comfort_noise is None:
+            self.send_audio(self._silence, samples)
+            return
+        if self._noise_sent_at is not None and now - self._noise_sent_at < CN_REFRESH_S:
+            self.sender.skip(samples)
+            return
+        self._noise_sent_at = now
+        packet = self.sender.packet(CN_SILENCE, samples, payload_type=comfort_noise)
+        self.sender.talkspurt()
+        self.counters["comfort_noise_sent"] += 1
+        if self.transport is not None and self.media.sends:
+            self._send_datagram(packet.to_bytes())
 
     def _send_datagram(self, data: bytes) -> None:
         # Straight to our own socket: a datagram is sent or dropped, never queued (late audio is no use),
@@ -260,6 +292,10 @@ class RtpLine(asyncio.DatagramProtocol):
             if not self._accept(source, packet):
                 return
             self.jitter.push(packet, self.last_heard)
+        elif packet.payload_type == media.comfort_noise and media.comfort_noise is not None:
+            # RFC 3389: the caller stopped sending speech; its quiet is heard as silence (`caller_quiet`)
+            if self._accept(source, packet):
+                self.counters["comfort_noise_received"] += 1
         elif media.telephone_event is not None and packet.payload_type == media.telephone_event:
             if not self._accept(source, packet):
                 return

@@ -163,7 +163,8 @@ class SipCall:
         self.media_host = media_host
         self.public_address = public_address
         self.playback = PlaybackTracker(server_side=True)
-        self.preferences = CodecPreferences(order=tuple(settings.sip_codecs), srtp=SRTP_POLICIES[settings.sip_srtp])
+        self.preferences = CodecPreferences(order=tuple(settings.sip_codecs), srtp=SRTP_POLICIES[settings.sip_srtp],
+                                            comfort_noise=settings.sip_comfort_noise)
         self.ports = ports
         self._srtp_key = new_key()  # our SDES key for the whole call (every answer in the dialog repeats it)
         self.media: MediaSession | None = media
@@ -421,6 +422,9 @@ class SipCall:
         assert self._ticker is not None
         for _ in range(audio.due(now, self._ticker.next_beat())):
             frame = audio.pop()
+            if frame is None and opus is None and rtp.media.sends:
+                rtp.send_silence(samples, now)  # a packet of silence, or comfort noise where agreed
+                continue
             payload = frame.payload if frame is not None else self._silence_frame
             if opus is not None:  # the playout holds big-endian 48 kHz PCM for an Opus line
                 payload = opus.encode(np.frombuffer(payload, dtype=">i2").astype(np.int16))
@@ -836,10 +840,12 @@ class SipCall:
         transcoded when the legs settled on different G.711 laws)."""
         assert self.rtp is not None and self.media is not None and leg.rtp is not None and leg.media is not None
         ours, theirs = self.media.codec.name, leg.media.codec.name
-        for payload in self.rtp.take_audio(now):
-            leg.rtp.send(leg.rtp.sender.packet(transcoded(payload, ours, theirs), len(payload)))
-        for payload in leg.rtp.take_audio(now):
-            self.rtp.send(self.rtp.sender.packet(transcoded(payload, theirs, ours), len(payload)))
+        for source, sink, law, other_law in ((self.rtp, leg.rtp, ours, theirs), (leg.rtp, self.rtp, theirs, ours)):
+            taken = source.take_audio(now)
+            for payload in taken:
+                sink.send(sink.sender.packet(transcoded(payload, law, other_law), len(payload)))
+            if not taken and source.caller_quiet(now):  # a side in a pause (CN, suppression): the other hears
+                sink.send_silence(source.media.codec.samples_per_20ms, now)  # silence (or CN, where agreed)
 
     def _transfer_failed(self, why: str) -> None:
         """The call stays ours: the caller hears so, and the record says why (no longer `transferred`)."""

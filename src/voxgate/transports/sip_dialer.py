@@ -146,7 +146,8 @@ class Dialer:
         password = settings.sip_trunk_password.get_secret_value()
         self.credentials = (settings.sip_trunk_user or "voxgate", password) if password else None
         # G.711 only: the RTP line is opened before the answer names the codec, at 8 kHz (docs/sip.md)
-        self.preferences = CodecPreferences(order=_g711(settings.sip_codecs), srtp="never")
+        self.preferences = CodecPreferences(order=_g711(settings.sip_codecs), srtp="never",
+                                            comfort_noise=settings.sip_comfort_noise)
 
     # -- where a call goes ------------------------------------------------------------------------
 
@@ -233,8 +234,10 @@ class Dialer:
             log.warning("cannot bridge to %s: %s", to, error)
             return None
         codecs = _g711([codec, *self.settings.sip_codecs])
+        # No comfort noise on a bridge's leg: the relay forwards audio packets, so a CN pause would reach the
+        # caller as a gap in the RTP, not as silence.
         call = OutboundCall(new_id("leg"), destination, "", self.settings.sip_trunk_user or "voxgate", None, None,
-                            preferences=CodecPreferences(order=codecs, srtp="never"))
+                            preferences=CodecPreferences(order=codecs, srtp="never", comfort_noise=False))
         answered = False
         try:
             outcome = await self._dial(call)
