@@ -135,6 +135,7 @@ def test_offer_and_its_answer_agree() -> None:
     ("0 101 96", "a=rtpmap:101 telephone-event/8000\r\na=rtpmap:96 CN/8000\r\n", 96),  # CN on a dynamic number
     ("0 96", "a=rtpmap:96 CN/16000\r\n", None),  # CN at another clock rate than the codec's
     ("0", "", None),  # not offered
+    ("0 101", "a=rtpmap:101 telephone-event/8000\r\na=rtpmap:101 CN/8000\r\n", None),  # one number, two maps
 ])
 def test_comfort_noise_is_agreed_when_the_offer_lists_it_at_the_codecs_clock(
         formats: str, rtpmaps: str, expected: int | None) -> None:

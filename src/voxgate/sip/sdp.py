@@ -504,6 +504,8 @@ def answer_offer(offer: SessionDescription, *, address: str, port: int, session_
         ours = _intersect(_COMPLEMENT[remote_direction], direction)
         event = _pick_telephone_event(media, codec.clock_rate) if prefs.telephone_event else None
         comfort_noise = _pick_comfort_noise(media, codec) if prefs.comfort_noise else None
+        if comfort_noise in (event, codec.payload_type):  # one number mapped twice: a broken offer, no CN
+            comfort_noise = None
         attributes = _audio_lines(codec, event, prefs, ours, comfort_noise)
         if crypto_line is not None:
             attributes.append(("crypto", str(crypto_line)))
