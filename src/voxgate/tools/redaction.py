@@ -97,8 +97,9 @@ def fold(text: str) -> str:
 
 # -- digit runs ------------------------------------------------------------------------------------
 
-# Between two groups of a number: a short run of spaces, dashes, slashes, commas, dots, apostrophes.
-_SEPARATOR = r"[ \t,./'_-]"
+# Between two groups of a number: a short run of spaces, dashes, slashes, commas, dots, apostrophes, and
+# the sentence marks a transcriber puts between the groups a caller pauses over ("4-1-1-1! 1-1-1-1...").
+_SEPARATOR = r"[ \t,./'_!?;:-]"
 _MAX_SEPARATOR = 4
 # A maximal run of digit groups that holds at least nine digits (fewer can be neither a card nor an
 # SSN). Groups and separators are disjoint, so matching never backtracks beyond one separator run; a
