@@ -447,6 +447,7 @@ def test_a_window_that_takes_only_the_start_of_a_card_does_not_expose_the_rest()
     ("my card is four one one one one one one one one one one one one one one one thanks",
      "my card is **** **** **** 1111 thanks"),
     ("Four, one, one, one. One, one, one, one. One, one, one, one. One, one, one, one.", "**** **** **** 1111."),
+    ("Four one one one! One one one one? One one one one; one one one one.", "**** **** **** 1111."),
     ("it's 4 one one one 1111 one one one one 1111", "it's **** **** **** 1111"),
     ("five five five five five five five five five five five five five five five five five five five five",
      "five five five five five five five five five five five five five five five five five five five five"),

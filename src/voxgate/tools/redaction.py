@@ -302,8 +302,9 @@ def _number_spans(text: str, folded: str, last_four: bool) -> list[tuple[int, in
 _DIGIT_WORDS = {"zero": "0", "oh": "0", "o": "0", "one": "1", "two": "2", "three": "3", "four": "4",
                 "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9"}
 _SPOKEN_TOKEN = r"\b(?:zero|oh|one|two|three|four|five|six|seven|eight|nine|o|[0-9]+)\b"
-# A run of digit words and digit groups, joined by spaces, commas, hyphens or full stops.
-_SPOKEN_RUN = re.compile(rf"{_SPOKEN_TOKEN}(?:[\s,.\-]{{1,3}}{_SPOKEN_TOKEN})+", re.IGNORECASE)
+# A run of digit words and digit groups, joined by spaces, commas, hyphens, full stops or the other marks
+# a transcriber ends a pause with.
+_SPOKEN_RUN = re.compile(rf"{_SPOKEN_TOKEN}(?:[\s,.!?;:\-]{{1,3}}{_SPOKEN_TOKEN})+", re.IGNORECASE)
 _SPOKEN_PIECE = re.compile(_SPOKEN_TOKEN, re.IGNORECASE)
 _ANY_DIGIT_WORD = re.compile(r"\b(?:zero|oh|one|two|three|four|five|six|seven|eight|nine)\b", re.IGNORECASE)
 
