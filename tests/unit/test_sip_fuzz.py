@@ -4,21 +4,17 @@ value or raises its documented error, never anything else, and what it accepts s
 Inputs are raw bytes, mutations of well-formed messages (RFC 4475's and our own: bytes replaced, inserted,
 deleted, lines repeated or dropped, header values swapped for SIP-ish text) and grammar-shaped text.
 Thousands of cases per parser; pure cores, so it is fast. Hypothesis is derandomised by conftest.
-
-A stateless parser gets its inputs in batches of one to eight per example: hypothesis' own cost per
-example (its bookkeeping, the mutations it derives, the search for a novel one) is paid once per batch,
-so 400 batches give a parser more inputs (1,200 to 1,900) than 1200 single ones did, at about half the
-cost. A failing batch still shrinks to the one input that fails.
+A stateless parser gets its inputs in batches (tests/input_batches.py).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.input_batches import BATCHED, batches
 from tests.sip_network import ALICE
 from voxgate.sip.dialog import Dialog, DialogError
 from voxgate.sip.digest import DigestError, parse_challenge, parse_credentials
@@ -43,12 +39,6 @@ from voxgate.sip.transaction import TransactionLayer
 from voxgate.sip.uri import UriError, parse_uri
 
 FUZZ = settings(max_examples=1200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-BATCHED = settings(FUZZ, max_examples=400)
-
-
-def batches(*inputs: st.SearchStrategy[Any]) -> st.SearchStrategy[list[Any]]:
-    """One to eight inputs (a tuple of them where a parser takes several) for one example."""
-    return st.lists(inputs[0] if len(inputs) == 1 else st.tuples(*inputs), min_size=1, max_size=8)
 DATA = Path(__file__).parent.parent / "data" / "sip" / "rfc4475"
 SEEDS = [path.read_bytes() for path in sorted(DATA.glob("*.dat"))]
 SDP_SEED = (b"v=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
