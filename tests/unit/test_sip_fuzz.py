@@ -154,10 +154,15 @@ def test_message_parser_on_datagrams(datagrams: list[bytes]) -> None:
         _exercise(message)
 
 
-@FUZZ
-@given(st.lists(mutated(SEEDS), min_size=1, max_size=3), st.lists(st.integers(1, 300), max_size=6))
-def test_message_stream_in_chunks(messages: list[bytes], cuts: list[int]) -> None:
-    data = b"".join(messages)
+@settings(BATCHED, max_examples=300)  # 1,200 connections, as many as before batching
+@given(batches(st.lists(mutated(SEEDS), min_size=1, max_size=3), st.lists(st.integers(1, 300), max_size=6)))
+def test_message_stream_in_chunks(connections: list[tuple[list[bytes], list[int]]]) -> None:
+    """Each connection: its messages back to back, cut into chunks anywhere."""
+    for messages, cuts in connections:
+        _receive_in_chunks(b"".join(messages), cuts)
+
+
+def _receive_in_chunks(data: bytes, cuts: list[int]) -> None:
     stream = MessageStream()
     position = 0
     for cut in [*cuts, len(data)]:
