@@ -7,6 +7,7 @@ import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Annotated, Any
 
 import pytest
@@ -195,11 +196,21 @@ async def finished_call(live: LiveServer, session_id: str, wait_s: float = 10.0)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under `--dist loadgroup` (`make unit`), the tests that use the SDK's validators share one worker:
-    building them takes seconds, and every worker that ran one would build its own."""
+    """Under `--dist loadgroup` (`make unit`), the tests that use the official SDK share one worker:
+    importing it takes half a second and building its validators seconds, and every worker that ran one
+    would pay for its own. (pytest-xdist 3.8 drops every xdist_group on pytest 9.2, pytest-xdist#1386:
+    until a release fixes it, the groups are spread like other tests.)"""
     for item in items:
-        if {"ga_server_events", "beta_server_events"} & set(getattr(item, "fixturenames", ())):
+        if {"ga_server_events", "beta_server_events", "openai_sdk"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.xdist_group("openai_sdk_validators"))
+
+
+@pytest.fixture(scope="session")
+def openai_sdk() -> ModuleType:
+    """The official SDK, imported by the tests that use it rather than at collection (by every worker)."""
+    import openai
+
+    return openai
 
 
 def _adapter(union: Any) -> TypeAdapter[Any]:

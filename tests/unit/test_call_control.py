@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import base64
 import json
+from types import ModuleType
 from typing import Any
 
 import pytest
-from openai import OpenAI
 from pydantic import ValidationError
 
 from tests.unit.test_sip_phone import invite
@@ -76,12 +76,12 @@ def test_a_ringing_call_is_rejected_declined_or_falls_back() -> None:
         cancelled.accept({})
 
 
-def test_the_webhook_is_the_one_the_official_sdk_unwraps() -> None:
+def test_the_webhook_is_the_one_the_official_sdk_unwraps(openai_sdk: ModuleType) -> None:
     sip = parse_message(invite("sip:acme@gw", "sip:acme@gw", "Authorization: Digest username=\"pbx\"",
                                "X-Account: 42"))
     body = incoming_event("evt_1", "rtc_1", 1_700_000_000, sip.headers)
     headers = sign(SECRET, "wh_1", 1_700_000_000, body)
-    sdk = OpenAI(api_key="unused", webhook_secret=SECRET)
+    sdk = openai_sdk.OpenAI(api_key="unused", webhook_secret=SECRET)
     sdk.webhooks.verify_signature(body, headers, tolerance=10**10)  # the fixed time is long past
     event = json.loads(body)
     assert event["type"] == "realtime.call.incoming" and event["data"]["call_id"] == "rtc_1"

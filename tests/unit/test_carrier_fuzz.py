@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl, urlencode
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.input_batches import BATCHED, batches
 from tests.unit.test_carrier_messages import TELNYX_START, TWILIO_START, telnyx_media, twilio_media
 from voxgate.transports.media_stream import (
     AudioReceived,
@@ -37,6 +38,7 @@ from voxgate.transports.twilio_messages import TwilioMediaStream, VoiceCall, par
 FUZZ = settings(max_examples=1200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 EVENTS = (StreamConnected, StreamStarted, AudioReceived, ChunksLost, DigitPressed, MarkPlayed, StreamStopped,
           CarrierErrorReported)
+
 CODE = re.compile(r"[a-z][a-z0-9_]{2,40}")
 
 scalars = (st.none() | st.booleans() | st.integers() | st.integers(-10**30, 10**30) | st.floats()
@@ -54,22 +56,25 @@ def _paths(value: Any, prefix: tuple[str | int, ...] = ()) -> list[tuple[str | i
     return out
 
 
-def _swap(template: dict[str, Any], path: tuple[Any, ...], value: Any, delete: bool) -> dict[str, Any]:
+REMOVED = object()  # a field's "value" when the field is left out
+replacements = st.just(REMOVED) | json_values  # no value is drawn for a field that goes
+
+
+def _swap(template: dict[str, Any], path: tuple[Any, ...], value: Any) -> str:
     frame = copy.deepcopy(template)
     parent = frame
     for key in path[:-1]:
         parent = parent[key]
-    if delete:
+    if value is REMOVED:
         del parent[path[-1]]
     else:
         parent[path[-1]] = value
-    return frame
+    return json.dumps(frame)
 
 
 def near(template: dict[str, Any]) -> st.SearchStrategy[str]:
     """The documented frame with one field (at any depth) replaced by anything, or removed."""
-    return st.builds(_swap, st.just(template), st.sampled_from(_paths(template)), json_values,
-                     st.booleans()).map(json.dumps)
+    return st.builds(_swap, st.just(template), st.sampled_from(_paths(template)), replacements)
 
 
 def odd_text() -> st.SearchStrategy[str | bytes]:
@@ -118,18 +123,20 @@ TELNYX_TEMPLATES: list[dict[str, Any]] = [
                                "custom_parameters": [{"name": "agent", "value": "acme"}]}}]
 
 
-@FUZZ
-@given(frames([*TWILIO_TEMPLATES, *TELNYX_TEMPLATES], twilio_media(2, b"\xff" * 160), telnyx_media(2, b"\xd5" * 160)))
-def test_media_frames_are_answered_whatever_they_hold(sequence: list[str | bytes]) -> None:
+@BATCHED  # 1,450-1,600 sequences, 4,500-5,400 frames (1200 and ~4,200 unbatched)
+@given(batches(frames([*TWILIO_TEMPLATES, *TELNYX_TEMPLATES], twilio_media(2, b"\xff" * 160),
+                      telnyx_media(2, b"\xd5" * 160))))
+def test_media_frames_are_answered_whatever_they_hold(sequences: list[list[str | bytes]]) -> None:
     """Every frame goes to both carriers' parsers, before and after a good `start` (one carrier's frames
-    are garbage to the other, which is a test too)."""
-    streams: list[TwilioMediaStream | TelnyxMediaStream] = [TwilioMediaStream(), TelnyxMediaStream()]
-    for stream, start in ((TwilioMediaStream(), TWILIO_START), (TelnyxMediaStream(), TELNYX_START)):
-        stream.receive(json.dumps(start))
-        streams.append(stream)
-    for frame in sequence:
-        for stream in streams:
-            answered(stream, frame)
+    are garbage to the other, which is a test too); each sequence to fresh streams."""
+    for sequence in sequences:
+        streams: list[TwilioMediaStream | TelnyxMediaStream] = [TwilioMediaStream(), TelnyxMediaStream()]
+        for stream, start in ((TwilioMediaStream(), TWILIO_START), (TelnyxMediaStream(), TELNYX_START)):
+            stream.receive(json.dumps(start))
+            streams.append(stream)
+        for frame in sequence:
+            for stream in streams:
+                answered(stream, frame)
 
 
 CALL_INITIATED = {"data": {"record_type": "event", "event_type": "call.initiated", "id": "0ccc7b54",
@@ -138,18 +145,19 @@ CALL_INITIATED = {"data": {"record_type": "event", "event_type": "call.initiated
                                        "from": "+15557654321", "to": "+15551234567", "state": "parked"}}}
 
 
-@FUZZ
-@given(st.one_of(near(CALL_INITIATED), json_values.map(json.dumps), odd_text()))
-def test_telnyx_webhook_bodies_are_answered_whatever_they_hold(body: str | bytes) -> None:
-    raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
-    try:
-        event = parse_call_event(raw)
-    except CallEventError as exc:
-        assert str(exc)
-        return
-    assert isinstance(event, CallEvent)
-    assert event.event_type and 0 < len(event.call_control_id) <= 256
-    assert all(isinstance(v, str) for v in vars(event).values())
+@BATCHED
+@given(batches(st.one_of(near(CALL_INITIATED), json_values.map(json.dumps), odd_text())))
+def test_telnyx_webhook_bodies_are_answered_whatever_they_hold(bodies: list[str | bytes]) -> None:
+    for body in bodies:
+        raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
+        try:
+            event = parse_call_event(raw)
+        except CallEventError as exc:
+            assert str(exc)
+            continue
+        assert isinstance(event, CallEvent)
+        assert event.event_type and 0 < len(event.call_control_id) <= 256
+        assert all(isinstance(v, str) for v in vars(event).values())
 
 
 VOICE_FORM = {"CallSid": "CA" + "1" * 32, "AccountSid": "AC" + "2" * 32, "From": "+15557654321",
@@ -158,20 +166,23 @@ SID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 form_values = st.text(max_size=80) | st.sampled_from(["CA" + "1" * 32, "CA1\n", "../../x", "AC" + "2" * 32, ""])
+# Any subset of the fields, each with any value: one draw per field, where a dictionary with sampled keys
+# would draw (and throw away) a whole value for every repeated key.
 voice_forms = st.builds(lambda real, changes: {**(VOICE_FORM if real else {}), **changes}, st.booleans(),
-                        st.dictionaries(st.sampled_from([*VOICE_FORM, "Caller"]), form_values))
+                        st.fixed_dictionaries({}, optional=dict.fromkeys([*VOICE_FORM, "Caller"], form_values)))
 
 
-@FUZZ
-@given(voice_forms)
-def test_twilio_voice_webhook_forms_are_answered_whatever_they_hold(form: dict[str, str]) -> None:
-    # Through the wire encoding the route reads, so characters survive as Twilio would send them.
-    params = parse_qsl(urlencode(form), keep_blank_values=True)
-    try:
-        call = parse_voice_call(params)
-    except CallEventError as exc:
-        assert str(exc)
-        return
-    assert isinstance(call, VoiceCall)
-    # These end up in a REST URL: nothing there may be able to steer it.
-    assert SID.fullmatch(call.call_sid) and (not call.account_sid or SID.fullmatch(call.account_sid))
+@settings(BATCHED, max_examples=330)  # ~1,350-1,450 forms (1200 unbatched)
+@given(batches(voice_forms))
+def test_twilio_voice_webhook_forms_are_answered_whatever_they_hold(forms: list[dict[str, str]]) -> None:
+    for form in forms:
+        # Through the wire encoding the route reads, so characters survive as Twilio would send them.
+        params = parse_qsl(urlencode(form), keep_blank_values=True)
+        try:
+            call = parse_voice_call(params)
+        except CallEventError as exc:
+            assert str(exc)
+            continue
+        assert isinstance(call, VoiceCall)
+        # These end up in a REST URL: nothing there may be able to steer it.
+        assert SID.fullmatch(call.call_sid) and (not call.account_sid or SID.fullmatch(call.account_sid))

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.input_batches import BATCHED, batches
 from voxgate.audio.formats import PCMU
 from voxgate.protocol import client_events as ce
 from voxgate.protocol.dialect import dialect_from_handshake
@@ -171,22 +172,23 @@ _event_keys = st.sampled_from(["session", "item", "audio", "response", "item_id"
                                "response_id", "previous_item_id", "event_id", "type"])
 
 
-@settings(max_examples=400)
-@given(_event_types, st.dictionaries(_event_keys, _json, max_size=4), st.sampled_from(["ga", "beta"]),
-       st.integers(0, 3 * MAX_JSON_DEPTH))
+@settings(BATCHED, max_examples=110)  # ~500 events (400 unbatched)
+@given(batches(_event_types, st.dictionaries(_event_keys, _json, max_size=4), st.sampled_from(["ga", "beta"]),
+               st.integers(0, 3 * MAX_JSON_DEPTH)))
 def test_parser_answers_any_event_with_an_event_or_a_realtime_error(
-        kind: str, fields: dict[str, Any], dialect: str, depth: int) -> None:
-    event = {"type": kind, **fields}
-    if depth:
-        event[str(kind.split(".")[0] or "session")] = nested(depth)
-    try:
-        parsed = ce.parse_client_event(json.dumps(event), dialect, 1 << 20,  # type: ignore[arg-type]
-                                       max_item_chars=64)
-    except RealtimeError as exc:
-        error = exc.to_event()
-        assert error.error_type == "invalid_request_error" and error.message and error.code
-    else:
-        assert isinstance(parsed, ce.ClientEvent) and depth <= MAX_JSON_DEPTH
+        events: list[tuple[str, dict[str, Any], str, int]]) -> None:
+    for kind, fields, dialect, depth in events:
+        event = {"type": kind, **fields}
+        if depth:
+            event[str(kind.split(".")[0] or "session")] = nested(depth)
+        try:
+            parsed = ce.parse_client_event(json.dumps(event), dialect, 1 << 20,  # type: ignore[arg-type]
+                                           max_item_chars=64)
+        except RealtimeError as exc:
+            error = exc.to_event()
+            assert error.error_type == "invalid_request_error" and error.message and error.code
+        else:
+            assert isinstance(parsed, ce.ClientEvent) and depth <= MAX_JSON_DEPTH
 
 
 def test_session_update_is_all_or_nothing() -> None:

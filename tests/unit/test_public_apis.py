@@ -13,6 +13,7 @@ a syntax check can see: review catches those.
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -119,14 +120,24 @@ def internals_named(text: str) -> list[str]:
     return [name for name in ("uvicorn.protocols", "websockets.legacy") if name in text]
 
 
-OURS = private_names_defined([ast.parse(path.read_text(), str(path)) for path in FILES])
+@functools.cache
+def parsed() -> dict[Path, tuple[str, ast.Module]]:
+    """Every source file's text and tree, read once by the worker that runs these tests (not at collection,
+    by every worker)."""
+    return {path: (text, ast.parse(text, str(path))) for path in FILES for text in [path.read_text()]}
 
 
+@functools.cache
+def ours() -> set[str]:
+    return private_names_defined([tree for _, tree in parsed().values()])
+
+
+# One worker checks the whole tree under `--dist loadgroup`: each worker would parse all of it.
+@pytest.mark.xdist_group("source_tree")
 @pytest.mark.parametrize("path", FILES, ids=lambda p: str(p.relative_to(SOURCE)))
 def test_dependencies_are_used_through_their_public_apis(path: Path) -> None:
-    text = path.read_text()
-    tree = ast.parse(text, str(path))
-    found = private_imports(tree) + private_attributes(tree, OURS) + server_subclasses(tree) + internals_named(text)
+    text, tree = parsed()[path]
+    found = private_imports(tree) + private_attributes(tree, ours()) + server_subclasses(tree) + internals_named(text)
     known = KNOWN.get(str(path.relative_to(SOURCE)), [])
     for use in known:
         assert any(use in line for line in found), f"{path}: {use!r} is gone: drop it from KNOWN"

@@ -4,6 +4,7 @@ value or raises its documented error, never anything else, and what it accepts s
 Inputs are raw bytes, mutations of well-formed messages (RFC 4475's and our own: bytes replaced, inserted,
 deleted, lines repeated or dropped, header values swapped for SIP-ish text) and grammar-shaped text.
 Thousands of cases per parser; pure cores, so it is fast. Hypothesis is derandomised by conftest.
+A stateless parser gets its inputs in batches (tests/input_batches.py).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.input_batches import BATCHED, batches
 from tests.sip_network import ALICE
 from voxgate.sip.dialog import Dialog, DialogError
 from voxgate.sip.digest import DigestError, parse_challenge, parse_credentials
@@ -136,25 +138,31 @@ def _exercise(message: Request | Response) -> None:
         TransactionLayer().receive_response(message, 0.0)
 
 
-@FUZZ
-@given(mutated(SEEDS) | assembled() | st.binary(max_size=600))
-def test_message_parser_on_datagrams(data: bytes) -> None:
-    try:
-        message = parse_message(data)
-    except BadRequest as error:
-        assert 400 <= error.status < 600 and error.code
-        error.response(to_tag="t").to_bytes()
-        return
-    except MessageError as error:
-        assert error.code
-        return
-    _exercise(message)
+@BATCHED
+@given(batches(mutated(SEEDS) | assembled() | st.binary(max_size=600)))
+def test_message_parser_on_datagrams(datagrams: list[bytes]) -> None:
+    for data in datagrams:
+        try:
+            message = parse_message(data)
+        except BadRequest as error:
+            assert 400 <= error.status < 600 and error.code
+            error.response(to_tag="t").to_bytes()
+            continue
+        except MessageError as error:
+            assert error.code
+            continue
+        _exercise(message)
 
 
-@FUZZ
-@given(st.lists(mutated(SEEDS), min_size=1, max_size=3), st.lists(st.integers(1, 300), max_size=6))
-def test_message_stream_in_chunks(messages: list[bytes], cuts: list[int]) -> None:
-    data = b"".join(messages)
+@settings(BATCHED, max_examples=300)  # 1,200 connections, as many as before batching
+@given(batches(st.lists(mutated(SEEDS), min_size=1, max_size=3), st.lists(st.integers(1, 300), max_size=6)))
+def test_message_stream_in_chunks(connections: list[tuple[list[bytes], list[int]]]) -> None:
+    """Each connection: its messages back to back, cut into chunks anywhere."""
+    for messages, cuts in connections:
+        _receive_in_chunks(b"".join(messages), cuts)
+
+
+def _receive_in_chunks(data: bytes, cuts: list[int]) -> None:
     stream = MessageStream()
     position = 0
     for cut in [*cuts, len(data)]:
@@ -176,103 +184,113 @@ def test_message_stream_in_chunks(messages: list[bytes], cuts: list[int]) -> Non
             return
 
 
-@FUZZ
-@given(st.text(max_size=80) | sip_text.map(lambda s: "sip:" + s) | sip_text.map(lambda s: "tel:+" + s))
-def test_uri_parser(text: str) -> None:
-    try:
-        uri = parse_uri(text)
-    except UriError as error:
-        assert error.code
-        return
-    assert str(parse_uri(str(uri))) == str(uri)  # what parses, round-trips
-
-
-@FUZZ
-@given(sip_text | st.text(max_size=60))
-def test_header_value_parsers(text: str) -> None:
-    for parser in (parse_via, parse_name_addresses):
+@BATCHED
+@given(batches(st.text(max_size=80) | sip_text.map(lambda s: "sip:" + s) | sip_text.map(lambda s: "tel:+" + s)))
+def test_uri_parser(texts: list[str]) -> None:
+    for text in texts:
         try:
-            parser(text)
-        except HeaderError as error:
+            uri = parse_uri(text)
+        except UriError as error:
+            assert error.code
+            continue
+        assert str(parse_uri(str(uri))) == str(uri)  # what parses, round-trips
+
+
+@BATCHED
+@given(batches(sip_text | st.text(max_size=60)))
+def test_header_value_parsers(texts: list[str]) -> None:
+    for text in texts:
+        for parser in (parse_via, parse_name_addresses):
+            try:
+                parser(text)
+            except HeaderError as error:
+                assert error.code
+
+
+@BATCHED
+@given(batches(mutated([SDP_SEED]) | st.binary(max_size=400)))
+def test_sdp_parser_and_answer(bodies: list[bytes]) -> None:
+    for data in bodies:
+        try:
+            offer = parse_sdp(data)
+        except SdpError as error:
+            assert error.code
+            continue
+        assert parse_sdp(offer.to_bytes()).to_bytes() == offer.to_bytes()
+        try:
+            answer, media = answer_offer(offer, address="192.0.2.10", port=40000, session_id=1, session_version=1)
+        except SdpError:
+            continue  # OfferRejected (488) is an SdpError
+        assert len(answer.media) == len(offer.media) and 0 <= media.remote_port <= 65535
+        parse_sdp(answer.to_bytes())
+
+
+@BATCHED
+@given(batches(st.binary(max_size=200)
+               | st.tuples(st.binary(min_size=12, max_size=12), st.binary(max_size=200)).map(
+                   lambda parts: bytes([0x80 | (parts[0][0] & 0x3F)]) + parts[0][1:] + parts[1])))  # version 2
+def test_rtp_rtcp_and_dtmf_parsers(datagrams: list[bytes]) -> None:
+    for data in datagrams:
+        try:
+            packet = parse_rtp(data)
+        except RtpError as error:
+            assert error.code
+        else:
+            assert parse_rtp(packet.to_bytes()) == packet
+            try:
+                DtmfReceiver().receive(packet)
+            except DtmfError:
+                pass
+        try:
+            parse_rtcp(data)
+        except RtcpError as error:
             assert error.code
 
 
-@FUZZ
-@given(mutated([SDP_SEED]) | st.binary(max_size=400))
-def test_sdp_parser_and_answer(data: bytes) -> None:
-    try:
-        offer = parse_sdp(data)
-    except SdpError as error:
-        assert error.code
-        return
-    assert parse_sdp(offer.to_bytes()).to_bytes() == offer.to_bytes()
-    try:
-        answer, media = answer_offer(offer, address="192.0.2.10", port=40000, session_id=1, session_version=1)
-    except SdpError:
-        return  # OfferRejected (488) is an SdpError
-    assert len(answer.media) == len(offer.media) and 0 <= media.remote_port <= 65535
-    parse_sdp(answer.to_bytes())
+@settings(BATCHED, max_examples=360)  # ~1,500 buffers, ~7,000 packets (1200 and ~5,900 unbatched)
+@given(batches(st.lists(st.tuples(st.integers(0, 0xFFFF), st.integers(0, 2**32 - 1), st.sampled_from([1, 2]),
+                                  st.floats(0, 10, allow_nan=False)), max_size=80),
+               st.lists(st.floats(0, 12, allow_nan=False), max_size=40)))
+def test_jitter_buffer_never_breaks_its_bounds(
+        buffers: list[tuple[list[tuple[int, int, int, float]], list[float]]]) -> None:
+    """Each buffer: packets arrive (any sequence, timestamp, source, time), then it is read at any times."""
+    for arrivals, pops in buffers:
+        buffer = JitterBuffer(capacity=20)
+        for sequence, timestamp, ssrc, arrival in arrivals:
+            buffer.push(RtpPacket(0, sequence, timestamp, ssrc, b"x"), arrival)
+            assert len(buffer) <= 20
+        for now in sorted(pops):
+            buffer.pop(now)
+        stats = buffer.stats  # every packet is accounted for exactly once
+        assert stats.received == (stats.played + stats.late + stats.duplicate + stats.overflow + stats.flushed
+                                   + len(buffer))
 
 
-@FUZZ
-@given(st.binary(max_size=200)
-       | st.tuples(st.binary(min_size=12, max_size=12), st.binary(max_size=200)).map(
-           lambda parts: bytes([0x80 | (parts[0][0] & 0x3F)]) + parts[0][1:] + parts[1]))  # version 2 headers
-def test_rtp_rtcp_and_dtmf_parsers(data: bytes) -> None:
-    try:
-        packet = parse_rtp(data)
-    except RtpError as error:
-        assert error.code
-    else:
-        assert parse_rtp(packet.to_bytes()) == packet
+@BATCHED
+@given(batches(st.text(max_size=120) | sip_text.map(lambda s: "Digest " + s)
+               | st.lists(st.sampled_from(['realm="r"', 'nonce="n"', "qop=auth", 'uri="u"', 'response="0a"',
+                                           "nc=00000001", 'cnonce="c"', 'username="a"', "algorithm=SHA-256", "x",
+                                           '"', ",", "="]),
+                          max_size=10).map(lambda parts: "Digest " + ", ".join(parts))))
+def test_digest_header_parsers(values: list[str]) -> None:
+    for value in values:
+        for parser in (parse_challenge, parse_credentials):
+            try:
+                parser(value)
+            except DigestError as error:
+                assert error.code
+
+
+@BATCHED
+@given(batches(st.text(max_size=80), st.binary(max_size=80),
+               st.sampled_from(["application/dtmf-relay", "application/dtmf", None])))
+def test_crypto_and_info_parsers(inputs: list[tuple[str, bytes, str | None]]) -> None:
+    for text, body, content_type in inputs:
         try:
-            DtmfReceiver().receive(packet)
-        except DtmfError:
-            pass
-    try:
-        parse_rtcp(data)
-    except RtcpError as error:
-        assert error.code
-
-
-@FUZZ
-@given(st.lists(st.tuples(st.integers(0, 0xFFFF), st.integers(0, 2**32 - 1), st.sampled_from([1, 2]),
-                          st.floats(0, 10, allow_nan=False)), max_size=80),
-       st.lists(st.floats(0, 12, allow_nan=False), max_size=40))
-def test_jitter_buffer_never_breaks_its_bounds(arrivals: list[tuple[int, int, int, float]], pops: list[float]) -> None:
-    buffer = JitterBuffer(capacity=20)
-    for sequence, timestamp, ssrc, arrival in arrivals:
-        buffer.push(RtpPacket(0, sequence, timestamp, ssrc, b"x"), arrival)
-        assert len(buffer) <= 20
-    for now in sorted(pops):
-        buffer.pop(now)
-    stats = buffer.stats  # every packet is accounted for exactly once
-    assert stats.received == (stats.played + stats.late + stats.duplicate + stats.overflow + stats.flushed
-                               + len(buffer))
-
-
-@FUZZ
-@given(st.text(max_size=120) | sip_text.map(lambda s: "Digest " + s)
-       | st.lists(st.sampled_from(['realm="r"', 'nonce="n"', "qop=auth", 'uri="u"', 'response="0a"', "nc=00000001",
-                                   'cnonce="c"', 'username="a"', "algorithm=SHA-256", "x", '"', ",", "="]),
-                  max_size=10).map(lambda parts: "Digest " + ", ".join(parts)))
-def test_digest_header_parsers(value: str) -> None:
-    for parser in (parse_challenge, parse_credentials):
-        try:
-            parser(value)
-        except DigestError as error:
+            parse_crypto(text)
+        except SdesError as error:
             assert error.code
-
-
-@FUZZ
-@given(st.text(max_size=80), st.binary(max_size=80),
-       st.sampled_from(["application/dtmf-relay", "application/dtmf", None]))
-def test_crypto_and_info_parsers(text: str, body: bytes, content_type: str | None) -> None:
-    try:
-        parse_crypto(text)
-    except SdesError as error:
-        assert error.code
-    try:
-        parse_dtmf_info(content_type, body)
-    except DtmfError as error:
-        assert error.code
+        try:
+            parse_dtmf_info(content_type, body)
+        except DtmfError as error:
+            assert error.code

@@ -7,12 +7,12 @@ import base64
 import hashlib
 import hmac
 import time
+from types import ModuleType
 
 import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from openai import InvalidWebhookSignatureError, OpenAI
 
 from voxgate.control.standard_webhooks import ReplayGuard, WebhookRejected, secret_bytes, sign, verify
 
@@ -22,13 +22,13 @@ BODY = (b'{"object":"event","id":"evt_1","type":"realtime.call.incoming","create
 NOW = 1_764_900_000
 
 
-def test_what_voxgate_signs_the_official_sdk_unwraps() -> None:
+def test_what_voxgate_signs_the_official_sdk_unwraps(openai_sdk: ModuleType) -> None:
     now = int(time.time())  # the SDK checks the timestamp against its own clock: sign at that time
     headers = sign(SECRET, "wh_1", now, BODY)
-    client = OpenAI(api_key="unused", http_client=httpx.Client())
+    client = openai_sdk.OpenAI(api_key="unused", http_client=httpx.Client())
     event = client.webhooks.unwrap(BODY, headers, secret=SECRET)
     assert event.type == "realtime.call.incoming" and event.data.call_id == "rtc_1"
-    with pytest.raises(InvalidWebhookSignatureError):
+    with pytest.raises(openai_sdk.InvalidWebhookSignatureError):
         client.webhooks.unwrap(BODY + b" ", headers, secret=SECRET)
 
 

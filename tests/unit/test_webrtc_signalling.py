@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.input_batches import BATCHED, batches
 from voxgate.protocol.errors import RealtimeError
 from voxgate.protocol.json_text import MAX_JSON_DEPTH
 from voxgate.transports.webrtc import read_signalling
@@ -85,12 +86,13 @@ def _bodies(draw: st.DrawFn) -> bytes:
     return body
 
 
-@settings(max_examples=400)
-@given(_headers, _bodies(), st.booleans())
-def test_any_body_is_an_offer_or_a_realtime_error(header: str, body: bytes, allow_session: bool) -> None:
-    try:
-        sdp, _session = read_signalling(header, body, allow_session)
-    except RealtimeError as exc:
-        assert exc.code and exc.message and exc.type == "invalid_request_error"
-    else:
-        assert isinstance(sdp, str)
+@settings(BATCHED, max_examples=120)  # ~450 bodies (400 unbatched)
+@given(batches(_headers, _bodies(), st.booleans()))
+def test_any_body_is_an_offer_or_a_realtime_error(requests: list[tuple[str, bytes, bool]]) -> None:
+    for header, body, allow_session in requests:
+        try:
+            sdp, _session = read_signalling(header, body, allow_session)
+        except RealtimeError as exc:
+            assert exc.code and exc.message and exc.type == "invalid_request_error"
+        else:
+            assert isinstance(sdp, str)

@@ -29,8 +29,9 @@ Beat = Callable[[float], None]  # called with the loop time at each beat
 
 
 class FrameTicker:
-    def __init__(self, period_s: float = 0.02) -> None:  # a phone line's frame
+    def __init__(self, period_s: float = 0.02, idle_s: float = 1.0) -> None:  # a phone line's frame
         self.period_s = period_s
+        self.idle_s = idle_s  # with nothing to beat for this long, the ticker stops
         self._waiters: list[asyncio.Future[None]] = []
         # Insertion-ordered: a line that joins later beats after the ones before it, every beat.
         self._beats: dict[Beat, None] = {}
@@ -98,7 +99,7 @@ class FrameTicker:
                 if not waiter.done():
                     waiter.set_result(None)
             idle = 0 if waiters or beats else idle + 1
-            if idle * self.period_s >= 1.0 and not self._beats:
+            if idle * self.period_s >= self.idle_s and not self._beats:
                 self._task = None
                 return
 
