@@ -8,10 +8,11 @@ take the call's audio. Everything malformed (not RTP, unknown payload type, a pa
 has, a telephone-event payload that is not one) is a counted drop for this call alone.
 
 Caller audio waits in a small adaptive jitter buffer (20-200 ms, following the measured jitter) that puts
-it back in order; the call takes what is due on each 20 ms tick (`take_audio`), a lost packet's turn as
-silence. A caller may also stop sending between talkspurts (silence suppression, RFC 3551 §4.1): the line
-says when it has (`caller_quiet`), so the call can hand the session that silence as a carrier's
-continuous line would. Key presses skip the buffer: they are reported as they arrive.
+it back in order; the call takes what is due (`take_audio`) as each packet arrives (`on_audio`) and on
+each 20 ms tick, a lost packet's turn as silence. A caller may also stop sending between talkspurts
+(silence suppression, RFC 3551 §4.1): the line says when it has (`caller_quiet`), so the call can hand the
+session that silence as a carrier's continuous line would. Key presses skip the buffer: they are reported
+as they arrive.
 
 SDES-SRTP (when the offer/answer settled keys): every packet we send, RTP and RTCP, is protected; every
 packet that arrives is authenticated and decrypted before anything reads it, so one that fails (a wrong
@@ -98,6 +99,9 @@ class RtpLine(asyncio.DatagramProtocol):
         self.local: Address = ("", 0)
         self._sock: socket.socket | None = None  # the RTP socket, which we send on ourselves
         self.last_heard = 0.0
+        # Told after each audio packet is buffered: the call takes what is due at once, not on its next
+        # 20 ms tick (up to a frame sooner to the VAD: barge-in, turn ends).
+        self.on_audio: Callable[[float], None] | None = None
         self._loop: asyncio.AbstractEventLoop  # set by open()
 
     async def open(self, host: str) -> Address:
@@ -260,6 +264,8 @@ class RtpLine(asyncio.DatagramProtocol):
             if not self._accept(source, packet):
                 return
             self.jitter.push(packet, self.last_heard)
+            if self.on_audio is not None:
+                self.on_audio(self.last_heard)
         elif media.telephone_event is not None and packet.payload_type == media.telephone_event:
             if not self._accept(source, packet):
                 return
