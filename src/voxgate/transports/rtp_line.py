@@ -7,9 +7,10 @@ signalling came from, or the SDP's host, may latch the line, so a stranger who g
 take the call's audio. Everything malformed (not RTP, unknown payload type, a payload no 20-60 ms frame
 has, a telephone-event payload that is not one) is a counted drop for this call alone.
 
-Caller audio waits in a small adaptive jitter buffer (20-200 ms, following the measured jitter) that puts
-it back in order; the call takes what is due (`take_audio`) as each packet arrives (`on_audio`) and on
-each 20 ms tick, a lost packet's turn as silence. A caller may also stop sending between talkspurts
+Caller audio passes a small adaptive jitter buffer that puts it back in order (the next packet in sequence
+goes at once; a gap is waited for 20-200 ms, following the measured jitter); the call takes what is due
+(`take_audio`) as each packet arrives (`on_audio`) and on each 20 ms tick, a lost packet's turn as
+silence. A caller may also stop sending between talkspurts
 (silence suppression, RFC 3551 §4.1): the line says when it has (`caller_quiet`), so the call can hand the
 session that silence as a carrier's continuous line would. Key presses skip the buffer: they are reported
 as they arrive.

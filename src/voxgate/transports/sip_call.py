@@ -438,9 +438,9 @@ class SipCall:
                 rtp.counters["held"] += 1
 
     def _take_arrived(self, now: float) -> None:
-        """A packet came: what the jitter buffer has due now goes to the session at once. With the buffer's
-        playout delay of one frame, a packet is due when the next one arrives; waiting for the beat as well
-        cost up to 20 ms more before the VAD heard the caller. A bridge relays on the beat alone."""
+        """A packet came: what the jitter buffer has due now (the packet itself, when it is the next in
+        sequence) goes to the session at once; waiting for the beat cost up to 20 ms more before the VAD
+        heard the caller. A bridge relays on the beat alone."""
         if self.bridged is None and self.audio is not None and self.rtp is not None:
             for payload in self.rtp.take_audio(now):
                 self._on_audio(payload)
