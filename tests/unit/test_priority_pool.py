@@ -124,17 +124,42 @@ def _may_raise_priority() -> bool:
     return allowed[0]
 
 
-def test_an_urgent_job_runs_at_a_raised_priority_and_its_thread_returns_to_the_process_s() -> None:
-    pool = PriorityPool(1, "test", urgent_boost=5)
+def test_the_lane_runs_urgent_jobs_at_a_raised_priority_and_returns_to_the_process_s_after() -> None:
+    pool = PriorityPool(1, "test", urgent_workers=1, urgent_boost=5)
+    release = threading.Event()
     try:
         base = pool.submit(LATER, _nice).result(timeout=30)
-        urgent = pool.submit(URGENT, _nice).result(timeout=30)
-        after = pool.submit(LATER, _nice).result(timeout=30)  # the same (only) thread, back to its nice
-        assert after == base
+        busy = pool.submit(LATER, release.wait)  # the general thread is held: urgent jobs go to the lane
+        seen = pool.submit(URGENT, lambda: (threading.get_native_id(), _nice())).result(timeout=30)
+        lane, urgent = seen
+        after = os.getpriority(os.PRIO_PROCESS, lane)  # restored before the job's result was given
         if _may_raise_priority():
             assert urgent == max(-20, base - 5) and not pool.boost_refused
         else:  # no right to: the job still runs, at the process's priority, and the pool says why
             assert urgent == base and pool.boost_refused
+        assert after == base and not busy.done()
+    finally:
+        release.set()
+        pool.shutdown()
+
+
+def test_an_idle_lane_takes_the_urgent_job_and_a_general_thread_never_runs_one_boosted() -> None:
+    pool = PriorityPool(1, "test", urgent_workers=1, urgent_boost=5)
+    try:
+        base = pool.submit(LATER, _nice).result(timeout=30)
+        names = [pool.submit(URGENT, lambda: (threading.current_thread().name, _nice())).result(timeout=30)
+                 for _ in range(3)]
+        assert all(name.startswith("test-urgent") for name, _ in names)  # left to the free lane every time
+        assert pool.submit(LATER, _nice).result(timeout=30) == base
+    finally:
+        pool.shutdown()
+
+
+def test_an_unknown_urgency_is_refused() -> None:
+    pool = PriorityPool(1, "test")
+    try:
+        with pytest.raises(ValueError):
+            pool.submit(2, lambda: None)
     finally:
         pool.shutdown()
 

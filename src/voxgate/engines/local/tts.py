@@ -38,9 +38,9 @@ MIN_SPEED, MAX_SPEED = 0.25, 4.0
 # (an onnxruntime session, whose run() is thread-safe) renders outside it, so an urgent piece never waits
 # for another piece's rendering.
 _PHONEMIZER_LOCK = threading.Lock()
-# A reply's first piece renders with its thread's nice this much lower than the process's (when the
-# process may raise it: CAP_SYS_NICE), so on a busy machine it gets a core ahead of Whisper and of other
-# processes of the same nice: its wall time stays near its CPU time, the tail near the median.
+# A reply's first piece renders on the pool's lane thread with its nice this much lower than the
+# process's (when the process may raise it: CAP_SYS_NICE), so on a busy machine it gets a core ahead of
+# Whisper and of other processes of the same nice: its wall time stays near its CPU time.
 URGENT_NICE_BOOST = 10
 
 
