@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 
 from tests.speech import silence, speak, wer
 from voxgate.audio.resample import StreamResampler
-from voxgate.engines.local.priority_pool import URGENT
+from voxgate.engines.local.priority_pool import LATER
 from voxgate.engines.local.stt import Transcription, WhisperTranscriber
 from voxgate.engines.local.tts import OPENAI_VOICES, PieceTiming, PiperSynthesizer, UnknownVoice, split_sentences
 from voxgate.engines.local.vad import SILERO_FRAME_MS, SileroModel, SileroStream, WebRtcStream
@@ -198,8 +199,8 @@ async def test_async_synthesis_stops_when_the_consumer_does(tts: PiperSynthesize
     assert [c async for c in tts.synthesize("Okay.")]
 
 
-async def test_a_reply_s_first_piece_goes_ahead_of_another_call_s_later_pieces() -> None:
-    tts = PiperSynthesizer(max_concurrency=1)  # its own single thread, so the order is the pool's alone
+async def test_a_reply_s_first_piece_renders_while_another_call_s_piece_holds_the_pool() -> None:
+    tts = PiperSynthesizer(max_concurrency=1)  # one thread for any piece, and the lane for first pieces
     release = threading.Event()
     heard: list[str] = []
     timings: list[tuple[int, PieceTiming]] = []
@@ -209,21 +210,30 @@ async def test_a_reply_s_first_piece_goes_ahead_of_another_call_s_later_pieces()
             heard.append(name)
 
     try:
-        busy = tts._pool.submit(URGENT, release.wait)  # the thread is taken: both calls queue
+        busy = tts._pool.submit(LATER, release.wait)  # another call's piece holds the pool's thread
         later = asyncio.create_task(call("later", "And it will arrive on Friday.", urgent=False))
-        await asyncio.sleep(0)  # one step of the task: it queues its piece and waits for it
-        first = asyncio.create_task(call("first", "Your order has shipped.", urgent=True))
-        await asyncio.sleep(0)
-        assert tts._pool.queued() == 2
+        await call("first", "Your order has shipped.", urgent=True)  # rendered on the lane meanwhile
+        assert heard == ["first"] and not busy.done() and not later.done()
         release.set()
-        await asyncio.gather(later, first)
+        await later
         assert busy.result() is True
-        assert heard == ["first", "later"]  # queued second, rendered first: a caller is waiting on it
+        assert heard == ["first", "later"]
         assert [n for n, _ in timings] == [0, 0]
         assert all(t.render_ms > 0 and t.cpu_ms > 0 and t.wait_ms >= 0 for _, t in timings)
     finally:
         release.set()
         tts.close()
+
+
+def test_pieces_render_at_once_outside_the_phonemizer_lock_as_piper_itself_renders_them(
+        tts: PiperSynthesizer) -> None:
+    texts = ["Your order has shipped.", "Okay.", "It will arrive on Friday, and it is paid."]
+    voice, syn = tts._syn_config("joe", 1.0, deterministic=True)
+    expected = [[chunk.audio_int16_array for chunk in voice.synthesize(text, syn_config=syn)] for text in texts]
+    with ThreadPoolExecutor(max_workers=3) as threads:  # three renders in flight together
+        rendered = list(threads.map(lambda text: tts._render(voice, text, syn)[0], texts))
+    for mine, piper_s in zip(rendered, expected, strict=True):
+        assert len(mine) == len(piper_s) and all(np.array_equal(a, b) for a, b in zip(mine, piper_s, strict=True))
 
 
 def test_speed_changes_duration() -> None:

@@ -102,6 +102,28 @@ async def test_caller_audio_comes_out_in_order_with_a_lost_packet_as_silence() -
         line.close()
 
 
+async def test_the_call_is_told_of_each_audio_packet_as_it_arrives_and_takes_it_then() -> None:
+    _, media = answer_offer(parse_sdp(OFFER.format(port=40000)), address="127.0.0.1", port=1, session_id=1,
+                            session_version=1)
+    digits: list[str] = []
+    line = RtpLine(media, "127.0.0.1", digits.append)
+    taken: list[tuple[float, list[bytes]]] = []
+    line.on_audio = lambda arrival: taken.append((arrival, line.take_audio(arrival)))
+    local = await line.open("127.0.0.1")
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as caller:
+            caller.sendto(packet(0, b"\x01" * 160, 1, 160), local)
+            caller.sendto(packet(0, b"\x02" * 4, 2, 320), local)  # no G.711 frame: dropped, never told
+            caller.sendto(packet(101, TelephoneEvent(5, True, 10, 160).to_bytes(), 3, 320), local)  # a key
+            caller.sendto(packet(0, b"\x02" * 160, 2, 320), local)
+            await eventually(lambda: digits and len(taken) == 2, 5, "two audio packets and a key")
+        # each packet, the next in sequence, went out in its own arrival's call: no playout delay, no tick
+        assert [audio for _, audio in taken] == [[b"\x01" * 160], [b"\x02" * 160]]
+        assert taken[-1][0] == line.last_heard and line.take_audio(line.last_heard + 1.0) == []
+    finally:
+        line.close()
+
+
 def udp(port: int = 0) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", port))

@@ -197,15 +197,17 @@ def play(buffer: JitterBuffer, until: float, start: float = 0.0) -> list[RtpPack
     return out
 
 
-def test_reorders_and_waits_for_its_delay() -> None:
+def test_the_next_packet_plays_as_it_comes_and_one_out_of_order_waits_for_the_gap() -> None:
     packets = stream(5)
-    buffer = JitterBuffer(min_delay=0.04)  # a packet 21 ms late is waited for only with more than one frame's delay
+    buffer = JitterBuffer(min_delay=0.04)  # a gap is waited for 40 ms past its turn
+    played: list[tuple[float, int]] = []
     for packet, arrival in zip([packets[0], packets[2], packets[1], packets[4], packets[3]],
                                [0.0, 0.04, 0.041, 0.08, 0.081], strict=True):
         buffer.push(packet, arrival)
-    assert buffer.pop(0.039) is None  # the first packet is due after the minimum delay
-    played = play(buffer, 0.2, start=0.04)
-    assert [p.sequence for p in played if isinstance(p, RtpPacket)] == [1000, 1001, 1002, 1003, 1004]
+        while isinstance(item := buffer.pop(arrival), RtpPacket):  # as the line takes it: on arrival
+            played.append((arrival, item.sequence))
+    # 1000 at once (nothing can come before it); 1002 waits for 1001, and both go when it comes
+    assert played == [(0.0, 1000), (0.041, 1001), (0.041, 1002), (0.081, 1003), (0.081, 1004)]
     assert buffer.stats.lost == 0 and buffer.stats.played == 5
 
 

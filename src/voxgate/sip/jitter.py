@@ -5,11 +5,14 @@ when one is lost, on the caller's clock.
     buffer.push(packet, arrival=now)         # as packets arrive
     item = buffer.pop(now)                   # once per frame: an RtpPacket, Lost(sequence) or None
 
-Each packet is played at its RTP time (mapped to the local clock by the earliest transit seen) plus a
-playout delay. The delay follows the measured interarrival jitter (RFC 3550 §6.4.1), three times it,
-within [min_delay, max_delay]; it changes only when the buffer runs dry or a talkspurt begins, so audio
-is never skipped to adapt. A packet that arrives after its turn is dropped as late; when the turn of a
-missing packet has passed and a later one is due, `Lost` lets the decoder conceal one frame. A change of
+What reads the audio is a session (a VAD, a decoder), not a sound card: it needs the order, not an even
+pace. So the next packet in sequence plays as soon as it is here, nothing being able to come before it;
+only a gap is waited for. Each packet's turn is its RTP time (mapped to the local clock by the earliest
+transit seen) plus a playout delay; the delay follows the measured interarrival jitter (RFC 3550
+§6.4.1), three times it, within [min_delay, max_delay], and changes only when the buffer runs dry or a
+talkspurt begins. A packet that arrives after its turn is dropped as late; when the turn of a missing
+packet has passed and a later one is due, `Lost` lets the decoder conceal one frame. (A turn-by-turn
+playout held every packet for the delay: 20 ms more before the VAD heard a caller barge in.) A change of
 SSRC or a large jump restarts the stream. Everything is bounded (`capacity` packets) and counted.
 """
 
@@ -48,7 +51,7 @@ class JitterStats:
 @dataclass
 class JitterBuffer:
     clock_rate: int = 8000
-    min_delay: float = 0.02  # one frame: on a quiet link the caller is heard 20 ms sooner (barge-in, turns)
+    min_delay: float = 0.02  # how long a gap is waited for at least: one frame
     max_delay: float = 0.2
     capacity: int = 50  # packets: a second of 20 ms audio
     stats: JitterStats = field(default_factory=JitterStats)
@@ -141,17 +144,16 @@ class JitterBuffer:
         return timestamp / self.clock_rate + self._base + self._delay
 
     def pop(self, now: float) -> RtpPacket | Lost | None:
-        """The next frame to play at `now`: the packet, Lost for a gap whose turn has passed, or None."""
+        """The next frame to play at `now`: the next packet in sequence if it is here, Lost for a gap whose
+        turn has passed (a later packet is due), or None."""
         if not self._packets:
             if self._playing:
                 self._playing = False  # ran dry: the next talk may use a new delay
                 self._adapt()
             return None
         entry = self._packets.get(self._next)
-        if entry is not None:
-            packet, timestamp = entry
-            if self._due(timestamp) > now:
-                return None
+        if entry is not None:  # next in sequence: nothing can come before it, so it plays now
+            packet = entry[0]
             del self._packets[self._next]
             self._next += 1
             self._playing = True

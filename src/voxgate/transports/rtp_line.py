@@ -7,8 +7,9 @@ signalling came from, or the SDP's host, may latch the line, so a stranger who g
 take the call's audio. Everything malformed (not RTP, unknown payload type, a payload no 20-60 ms frame
 has, a telephone-event payload that is not one) is a counted drop for this call alone.
 
-Caller audio waits in a small adaptive jitter buffer (20-200 ms, following the measured jitter) that puts
-it back in order; the call takes what is due on each 20 ms tick (`take_audio`), a lost packet's turn as
+Caller audio passes a small adaptive jitter buffer that puts it back in order (the next packet in sequence
+goes at once; a gap is waited for 20-200 ms, following the measured jitter); the call takes what is due
+(`take_audio`) as each packet arrives (`on_audio`) and on each 20 ms tick, a lost packet's turn as
 silence. A caller may also stop sending between talkspurts (silence suppression, RFC 3551 §4.1): the line
 says when it has (`caller_quiet`), so the call can hand the session that silence as a carrier's
 continuous line would; RFC 3389 comfort noise packets, where CN was agreed, are accepted as that quiet.
@@ -109,6 +110,9 @@ class RtpLine(asyncio.DatagramProtocol):
         self._sock: socket.socket | None = None  # the RTP socket, which we send on ourselves
         self.last_heard = 0.0
         self._noise_sent_at: float | None = None  # loop time of the last CN packet of the current silence
+        # Told after each audio packet is buffered: the call takes what is due at once, not on its next
+        # 20 ms tick (up to a frame sooner to the VAD: barge-in, turn ends).
+        self.on_audio: Callable[[float], None] | None = None
         self._loop: asyncio.AbstractEventLoop  # set by open()
 
     async def open(self, host: str) -> Address:
@@ -292,6 +296,8 @@ class RtpLine(asyncio.DatagramProtocol):
             if not self._accept(source, packet):
                 return
             self.jitter.push(packet, self.last_heard)
+            if self.on_audio is not None:
+                self.on_audio(self.last_heard)
         elif packet.payload_type == media.comfort_noise and media.comfort_noise is not None:
             # RFC 3389: the caller stopped sending speech; its quiet is heard as silence (`caller_quiet`)
             if self._accept(source, packet):

@@ -34,8 +34,14 @@ DEFAULT_VOICE = "joe"
 # Clients written for OpenAI name its voices; each maps to an installed voice so they work unchanged.
 MIN_SPEED, MAX_SPEED = 0.25, 4.0
 # Piper phonemizes through espeak-ng, whose state is process-global and not thread-safe: two threads
-# synthesizing at once can hang. Every synthesis in the process takes this lock.
+# phonemizing at once can hang. Every phonemization in the process takes this lock; the model itself
+# (an onnxruntime session, whose run() is thread-safe) renders outside it, so an urgent piece never waits
+# for another piece's rendering.
 _PHONEMIZER_LOCK = threading.Lock()
+# A reply's first piece renders on the pool's lane thread with its nice this much lower than the
+# process's (when the process may raise it: CAP_SYS_NICE), so on a busy machine it gets a core ahead of
+# Whisper and of other processes of the same nice: its wall time stays near its CPU time.
+URGENT_NICE_BOOST = 10
 
 
 class UnknownVoice(ValueError):
@@ -137,6 +143,19 @@ def _split_clauses(sentence: str, boundary: re.Pattern[str] = _CLAUSE_END) -> li
     return pieces
 
 
+def _int16(audio: np.ndarray | tuple[np.ndarray, object], syn: SynthesisConfig) -> np.ndarray:
+    """A sentence's model output as Piper's `synthesize` finishes it (peak-normalised when asked, its
+    volume, clipped), in int16."""
+    if isinstance(audio, tuple):  # (audio, alignments): only when alignments were asked for
+        audio = audio[0]
+    if syn.normalize_audio:
+        peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+        audio = audio / peak if peak >= 1e-8 else np.zeros_like(audio)
+    if syn.volume != 1.0:
+        audio = audio * syn.volume
+    return (np.clip(audio, -1.0, 1.0).astype(np.float32) * 32767.0).clip(-32767.0, 32767.0).astype(np.int16)
+
+
 class PiperSynthesizer:
     """Piper voices loaded once per process, synthesising text into int16 chunks sentence by sentence."""
 
@@ -153,7 +172,10 @@ class PiperSynthesizer:
         if len(rates) != 1:
             raise RuntimeError(f"installed voices disagree on the sample rate: {sorted(rates)}")
         self.sample_rate: int = rates.pop()
-        self._pool = PriorityPool(max_workers=max_concurrency, thread_name_prefix="piper")
+        # One more thread for first pieces only: a caller waiting to hear the agent never waits for
+        # another call's next sentence to finish rendering.
+        self._pool = PriorityPool(max_workers=max_concurrency, thread_name_prefix="piper", urgent_workers=1,
+                                  urgent_boost=URGENT_NICE_BOOST)
 
     @classmethod
     def shared(cls, max_concurrency: int = 1, threads: int = 1) -> PiperSynthesizer:
@@ -189,10 +211,12 @@ class PiperSynthesizer:
         """The piece's audio, and its timing from `queued` (perf_counter when it was submitted)."""
         with _PHONEMIZER_LOCK:
             started, cpu = time.perf_counter(), time.thread_time()
-            chunks = [chunk.audio_int16_array for chunk in piper_voice.synthesize(piece, syn_config=syn)]
-            timing = PieceTiming(wait_ms=(started - (queued or started)) * 1000.0,
-                                 render_ms=(time.perf_counter() - started) * 1000.0,
-                                 cpu_ms=(time.thread_time() - cpu) * 1000.0)
+            sentences = piper_voice.phonemize(piece)
+        chunks = [_int16(piper_voice.phoneme_ids_to_audio(piper_voice.phonemes_to_ids(phonemes), syn), syn)
+                  for phonemes in sentences if phonemes]
+        timing = PieceTiming(wait_ms=(started - (queued or started)) * 1000.0,
+                             render_ms=(time.perf_counter() - started) * 1000.0,
+                             cpu_ms=(time.thread_time() - cpu) * 1000.0)
         return chunks, timing
 
     def synthesize_sync(
