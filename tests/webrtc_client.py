@@ -74,6 +74,11 @@ class SpeechTrack(MediaStreamTrack):
         self._packets = coded(pcm)
         self._offset = self._sent
 
+    @property
+    def said(self) -> bool:
+        """Whether every packet of what `say` was last given (and its settling silence) has gone out."""
+        return self._sent - self._offset >= len(self._packets)
+
     async def recv(self) -> av.Packet:
         if self.readyState != "live":
             raise MediaStreamError

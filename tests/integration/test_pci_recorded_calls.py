@@ -1,11 +1,13 @@
 """PCI on a recorded call, per transport (issue 15): the caller picks the payment on the keypad and types the
 invoice and card numbers (Twilio and Telnyx media-stream events, SIP's RFC 4733 events from SIPp, a WebRTC
-page's `input_audio_buffer.dtmf_event` on the data channel). The payment tool gets the card (it checks the
-Luhn digit and answers with the last four); the recording read back with PyAV is silent on both channels
-over every entry span (the agent's typing prompts fall inside them), and the card is in no stored row,
-no debug log line, no conversation item and not in the history the brain reads. A card said aloud anyway
-(the project's Piper voice, heard by the gateway's Whisper) is masked in the transcript before the brain,
-the store, the events and the logs see it, and the caller is told to use the keypad (WebSocket, Twilio)."""
+page's or a WebSocket client's `input_audio_buffer.dtmf_event`), the keys' in-band tones going down the
+line with them as a handset sends them. The payment tool gets the card (it checks the Luhn digit and
+answers with the last four); the recording read back with PyAV is silent on both channels over every entry
+span (the agent's typing prompts and the caller's key tones fall inside them), and the card is in no stored
+row, no debug log line, no conversation item and not in the history the brain reads. A card said aloud
+anyway (the project's Piper voice, heard by the gateway's Whisper) is masked in the transcript before the
+brain, the store, the events and the logs see it, and the caller is told to use the keypad (on every
+transport)."""
 
 from __future__ import annotations
 
@@ -29,12 +31,11 @@ from tests.integration.test_debug_logs import debug_log
 from tests.integration.test_recorded_calls import NOTICE, loud_s, recording_of
 from tests.integration.test_sip_calls import captured_call
 from tests.integration.test_telnyx import answered_line
-from tests.integration.test_twilio import wait_session
 from tests.integration.test_zero_retention import every_table
 from tests.phone_carrier import PhoneLine, TwilioLine, eventually
 from tests.recording_reader import read_back
-from tests.sipp_caller import answered, cue, invite, reply, request, scenario, send_cue
-from tests.speech import silence, speak
+from tests.sipp_caller import answered, cue, invite, reply, request, scenario, send_cue, stream, ulaw_file
+from tests.speech import key_tones, silence, speak
 from tests.webrtc_client import WebRtcCaller
 from voxgate.session.session import Session
 
@@ -45,6 +46,11 @@ CARD_DIGITS = "4242424242424242"
 INVOICE = "20931"
 SAID = "my card number is " + " ".join(["four two"] * 8)
 KEYPAD_LINE = "please don't say card numbers out loud"
+# The keys' in-band tones on the caller's line: quiet enough that neither the VAD nor Whisper's energy gate
+# (-50 dBFS) takes them for words (the flow brain answers words during an entry by asking again), loud
+# enough that a recorder letting the caller's side through would write them: any sample not zero in an
+# entry span fails the silence check, so the caller's channel is not silent only because the caller was.
+KEY_TONE_DBFS = -56.0
 AGENT = "acme-recorded"
 
 
@@ -81,9 +87,11 @@ def waiting_for(session: Session) -> str | None:
 
 
 def settled(session: Session) -> bool:
-    """Nothing left for the agent to say, and the line has played all it was given."""
-    line = session.caller.audio if session.caller.transport == "sip" else session.caller.output
-    return session.response is None and len(session.outbound) == 0 and line.playout.drained
+    """Nothing left for the agent to say, and the line has played all it was given (a WebSocket client
+    plays the audio itself: all of it sent)."""
+    caller = session.caller
+    line = caller.audio if caller.transport == "sip" else getattr(caller, "output", None)
+    return session.response is None and len(session.outbound) == 0 and (line is None or line.playout.drained)
 
 
 def paid(session: Session) -> bool:
@@ -94,7 +102,8 @@ def paid(session: Session) -> bool:
 
 async def pay_by_keypad(session: Session, press: Callable[[str], Awaitable[None]]) -> None:
     """The caller waits out the notice and greeting, presses 3 (pay an invoice), then types the invoice
-    and card numbers, each once the brain waits for it and its prompt has played, each ended with '#'."""
+    and card numbers, each once the brain waits for it and its prompt has played, each ended with '#'.
+    `press` puts the keys' tones on the caller's line first, then sends their events."""
     await eventually(lambda: settled(session), 60, "the notice and greeting played")
     await press("3")
 
@@ -137,7 +146,7 @@ async def test_twilio_keypad_payment_is_silenced_in_the_recording_and_the_card_i
     live = carrier.live
     with debug_log() as log:
         line = await TwilioLine.call(live.base_url, carrier.twilio_auth_token, agent=AGENT)
-        session = await phone_payment(carrier, line, "twilio")
+        session = await phone_call(carrier, line, "twilio", lambda session: pay_by_keypad(session, keys_on(line)))
     await assert_entry_silenced_and_card_nowhere(live, session, log.getvalue())
 
 
@@ -145,33 +154,45 @@ async def test_telnyx_keypad_payment_is_silenced_in_the_recording_and_the_card_i
         carrier: CarrierServer) -> None:
     with debug_log() as log:
         line = await answered_line(carrier, agent=AGENT)
-        session = await phone_payment(carrier, line, "telnyx")
+        session = await phone_call(carrier, line, "telnyx", lambda session: pay_by_keypad(session, keys_on(line)))
     await assert_entry_silenced_and_card_nowhere(carrier.live, session, log.getvalue())
 
 
-async def phone_payment(carrier: CarrierServer, line: PhoneLine, transport: str) -> Session:
-    """A carrier's call: the payment typed as the carrier's DTMF events, then the hang-up."""
-    dialled = time.monotonic()
+def keys_on(line: PhoneLine) -> Callable[[str], Awaitable[None]]:
+    """A carrier line's keypad: the keys' tones in the caller's audio, then the carrier's DTMF events."""
 
     async def press(keys: str) -> None:
+        line.say(key_tones(keys, 8000, KEY_TONE_DBFS))
+        await line.done_speaking()
         for key in keys:
             await line.press(key)
 
+    return press
+
+
+async def phone_call(carrier: CarrierServer, line: PhoneLine, transport: str,
+                     caller: Callable[[Session], Awaitable[None]]) -> Session:
+    """A carrier's call: once the agent is heard, `caller` does its part with the session; then the hang-up."""
+    dialled = time.monotonic()
     try:
         await line.wait_audio(dialled, min_s=1.0, within_s=30)
         session: Session = next(s for s in list(carrier.live.gateway.sessions.values())
                                 if s.caller.transport == transport)
-        await pay_by_keypad(session, press)
+        await caller(session)
     finally:
         await line.hang_up()
     return session
 
 
-def keys_played(keys: str) -> str:
-    """SIPp sends each key as RFC 4733 events (the pcap SIPp ships per key), one after another."""
+def keys_played(directory: Path, keys: str) -> str:
+    """SIPp plays the keys' tones (an RTP stream) in `directory`, then sends each key as RFC 4733 events (the
+    pcap SIPp ships per key), one after another."""
     name = {"#": "pound", "*": "star"}
-    return "".join(f'  <nop><action><exec play_pcap_audio="/usr/share/sip-tester/dtmf_2833_{name.get(k, k)}.pcap"/>'
-                   '</action></nop>\n  <pause milliseconds="400"/>\n' for k in keys)
+    tones, file = key_tones(keys, 8000, KEY_TONE_DBFS), "tones-" + "-".join(name.get(k, k) for k in keys) + ".ulaw"
+    (directory / file).write_bytes(ulaw_file(tones))
+    return (stream(file) + f'  <pause milliseconds="{tones.size // 8 + 200}"/>\n'  # the tones, then the keys
+            + "".join(f'  <nop><action><exec play_pcap_audio="/usr/share/sip-tester/dtmf_2833_{name.get(k, k)}.pcap"/>'
+                      '</action></nop>\n  <pause milliseconds="400"/>\n' for k in keys))
 
 
 async def test_sip_rfc4733_payment_is_silenced_in_the_recording_and_the_card_is_nowhere(
@@ -179,8 +200,9 @@ async def test_sip_rfc4733_payment_is_silenced_in_the_recording_and_the_card_is_
     """SIPp types each number once the test cues it, that is once the brain waits for that number."""
     live = carrier.live
     xml = scenario("pci by key", invite(), answered("m=audio [0-9]+ RTP/AVP 0 101"), request("ACK", 1),
-                   cue(), keys_played("3"), cue(), keys_played(INVOICE + "#"), cue(), keys_played(CARD_DIGITS + "#"),
-                   '  <recv request="BYE"/>\n', reply(200, "OK"), variables=("sdp",))
+                   cue(), keys_played(tmp_path, "3"), cue(), keys_played(tmp_path, INVOICE + "#"), cue(),
+                   keys_played(tmp_path, CARD_DIGITS + "#"), '  <recv request="BYE"/>\n', reply(200, "OK"),
+                   variables=("sdp",))
     with debug_log() as log:
         async with captured_call(carrier, tmp_path, xml, service=AGENT) as (_capture, caller, session):
             cues = iter(range(10, 20))
@@ -197,12 +219,15 @@ async def test_sip_rfc4733_payment_is_silenced_in_the_recording_and_the_card_is_
 
 async def test_webrtc_data_channel_payment_is_silenced_in_the_recording_and_the_card_is_nowhere(
         carrier: CarrierServer) -> None:
-    """A browser page's keypad: each key an `input_audio_buffer.dtmf_event` on the data channel; none of
-    the typed keys comes back to the page as an event."""
+    """A browser page's keypad: the keys' tones on the microphone, then each key an
+    `input_audio_buffer.dtmf_event` on the data channel; none of the typed keys comes back to the page as an
+    event."""
     live = carrier.live
     caller = WebRtcCaller()
 
     async def press(keys: str) -> None:
+        caller.mic.say(key_tones(keys, 48000, KEY_TONE_DBFS))
+        await eventually(lambda: caller.mic.said, 30, "the key tones sent")
         for key in keys:
             caller.send({"type": "input_audio_buffer.dtmf_event", "event": key})
 
@@ -219,12 +244,48 @@ async def test_webrtc_data_channel_payment_is_silenced_in_the_recording_and_the_
     await assert_entry_silenced_and_card_nowhere(live, session, log.getvalue())
 
 
+async def test_websocket_keypad_payment_is_silenced_in_the_recording_and_the_card_is_nowhere(
+        carrier: CarrierServer) -> None:
+    """A Realtime WebSocket client's keypad: the keys' tones appended as its caller audio, then each key an
+    `input_audio_buffer.dtmf_event`; none of the typed keys comes back as an event."""
+    live = carrier.live
+    events: list[str] = []
+
+    async def read(ws: websockets.ClientConnection) -> None:
+        async for raw in ws:
+            events.append(str(raw))
+
+    with debug_log() as log:
+        async with websockets.connect(f"{live.ws_url}/v1/realtime?agent={AGENT}", additional_headers=live.auth,
+                                      max_size=None) as ws:
+            events.append(str(await ws.recv()))
+            session = live.gateway.sessions[json.loads(events[0])["session"]["id"]]
+            reader = asyncio.create_task(read(ws))
+
+            async def press(keys: str) -> None:
+                tones = key_tones(keys, 24000, KEY_TONE_DBFS)
+                for start in range(0, tones.size, 24000 // 10):  # 100 ms an event, in order before the keys
+                    await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(
+                        tones[start:start + 24000 // 10].tobytes()).decode()}))
+                for key in keys:
+                    await ws.send(json.dumps({"type": "input_audio_buffer.dtmf_event", "event": key}))
+
+            try:
+                await pay_by_keypad(session, press)
+            finally:
+                reader.cancel()
+                await asyncio.gather(reader, return_exceptions=True)
+    assert_no_card(events=events)
+    await assert_entry_silenced_and_card_nowhere(live, session, log.getvalue())
+
+
 def assert_spoken_card_masked(live: LiveServer, session: Session, record: dict[str, Any], log: str,
                               events: object = ()) -> None:
     """The caller's item holds the card masked, and nothing else holds it."""
     said = [i.content[0].transcript or "" for i in session.conversation.visible() if i.role == "user"]
-    # Heard, and masked: Whisper hears 16 to 24 "four two"s on a phone line, so the last four shown vary.
-    assert any(re.search(r"\*\*\*\* \*\*\*\* \*\*\*\* (4242|2424)", text) for text in said), said
+    # Heard, and masked: Whisper hears 16 to 24 "four two"s on a phone line, and on Telnyx's A-law now and
+    # then a digit swapped ("**** **** **** 2442"), so the last four shown vary; the card is in none of it.
+    assert any(re.search(r"\*\*\*\* \*\*\*\* \*\*\*\* [0-9]{4}", text) for text in said), said
     assert_no_card(brain=repr(session.conversation.history()), said=said, record=record, log=log, events=events,
                    rows=every_table(live, {session.id}))
 
@@ -258,19 +319,76 @@ async def test_websocket_card_said_aloud_is_masked_before_the_brain_store_events
     assert_spoken_card_masked(live, session, record, log.getvalue(), events)
 
 
+def card_said(rate: int) -> np.ndarray:
+    """The caller reading the card out, then a pause that ends the turn."""
+    return np.concatenate([speak(SAID, rate=rate), silence(1200, rate)])
+
+
+async def say_card(session: Session, say: Callable[[], Awaitable[None]]) -> None:
+    """Once the notice and greeting have played, the caller reads the card out (`say`); the agent tells them
+    to use the keypad."""
+    await eventually(lambda: settled(session), 60, "the notice and greeting played")
+    await say()
+    await eventually(lambda: keypad_asked(session), 60, "the caller told to use the keypad")
+
+
+def card_said_on(line: PhoneLine) -> Callable[[Session], Awaitable[None]]:
+    async def say() -> None:
+        line.say(card_said(8000))
+        await line.done_speaking()
+
+    return lambda session: say_card(session, say)
+
+
 async def test_twilio_card_said_aloud_is_masked_before_the_brain_store_and_logs(carrier: CarrierServer) -> None:
     live = carrier.live
     with debug_log() as log:
         line = await TwilioLine.call(live.base_url, carrier.twilio_auth_token, agent=AGENT)
-        dialled = time.monotonic()
-        try:
-            await line.wait_audio(dialled, min_s=1.0, within_s=30)
-            session: Session = await wait_session(carrier, line.call_sid)
-            await eventually(lambda: settled(session), 60, "the notice and greeting played")
-            line.say(np.concatenate([speak(SAID, rate=8000), silence(1200, 8000)]))
-            await line.done_speaking()
-            await eventually(lambda: keypad_asked(session), 60, "the caller told to use the keypad")
-        finally:
-            await line.hang_up()
+        session = await phone_call(carrier, line, "twilio", card_said_on(line))
         record = await finished_call(live, session.id, wait_s=30)
     assert_spoken_card_masked(live, session, record, log.getvalue())
+
+
+async def test_telnyx_card_said_aloud_is_masked_before_the_brain_store_and_logs(carrier: CarrierServer) -> None:
+    with debug_log() as log:
+        line = await answered_line(carrier, agent=AGENT)
+        session = await phone_call(carrier, line, "telnyx", card_said_on(line))
+        record = await finished_call(carrier.live, session.id, wait_s=30)
+    assert_spoken_card_masked(carrier.live, session, record, log.getvalue())
+
+
+async def test_sip_card_said_aloud_is_masked_before_the_brain_store_and_logs(
+        carrier: CarrierServer, tmp_path: Path) -> None:
+    """SIPp reads the card out (an RTP stream of the Piper voice) once the test cues it."""
+    live = carrier.live
+    (tmp_path / "said.ulaw").write_bytes(ulaw_file(card_said(8000)))
+    xml = scenario("card said", invite(), answered("m=audio [0-9]+ RTP/AVP 0 101"), request("ACK", 1),
+                   cue(), stream("said.ulaw"), '  <recv request="BYE"/>\n', reply(200, "OK"), variables=("sdp",))
+    with debug_log() as log:
+        async with captured_call(carrier, tmp_path, xml, service=AGENT) as (_capture, caller, session):
+            await say_card(session, lambda: send_cue(session.caller.invite, 10))
+            await asyncio.to_thread(live.embedded.run, session.caller.hang_up("test done"))
+            outcome = await caller
+        assert outcome.returncode == 0, outcome.messages[-3000:]
+        record = await finished_call(live, session.id, wait_s=30)
+    assert_spoken_card_masked(live, session, record, log.getvalue())
+
+
+async def test_webrtc_card_said_aloud_is_masked_before_the_brain_store_events_and_logs(
+        carrier: CarrierServer) -> None:
+    live = carrier.live
+    caller = WebRtcCaller()
+
+    async def say() -> None:
+        caller.mic.say(card_said(48000))
+
+    with debug_log() as log:
+        try:
+            async with httpx.AsyncClient(base_url=live.base_url, timeout=20) as http:
+                assert (await caller.connect(http, "/v1/realtime/calls", live.api_key)).status_code == 201
+            session = live.gateway.sessions[(await caller.wait_for("session.created", 10))["session"]["id"]]
+            await say_card(session, say)
+        finally:
+            await caller.close()
+        record = await finished_call(live, session.id, wait_s=30)
+    assert_spoken_card_masked(live, session, record, log.getvalue(), caller.events)

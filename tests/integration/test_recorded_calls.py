@@ -2,7 +2,8 @@
 the notice is the first thing the caller hears (its audio transcribed by Whisper), the recording is a
 stereo file on disk that PyAV reads back (the caller's speech left, the agent's voice right), and the API
 downloads it, deletes it and the call's data (each read and deletion audited), and the sweeper removes
-calls past their agent's retention."""
+calls past their agent's retention. A browser call an operator takes over from the escalation queue is
+recorded on as the caller hears it: the operator's voice on the agent's side."""
 
 from __future__ import annotations
 
@@ -22,10 +23,11 @@ from tests.conftest import CarrierServer, LiveServer, finished_call, start_carri
 from tests.integration.test_sip_calls import call_audio, captured_call
 from tests.integration.test_telnyx import answered_line
 from tests.integration.test_twilio import transcribe
+from tests.integration.test_warm_transfer import heard_after
 from tests.phone_carrier import PhoneLine, TwilioLine, eventually
 from tests.recording_reader import read_back
 from tests.sipp_caller import answered, invite, reply, request, scenario, stream
-from tests.speech import silence, speak
+from tests.speech import silence, speak, utterances
 from tests.webrtc_client import WebRtcCaller
 from voxgate.audio.resample import StreamResampler
 
@@ -272,3 +274,44 @@ async def test_webrtc_call_notice_first_and_both_sides_recorded(gateway: LiveSer
     assert loud_s(pcm[1], rate) >= 1.0, "the notice is on the right"
     start = int(np.argmax(np.abs(pcm[1]) > 1500))
     assert "recorded" in await first_words(pcm[1][start: start + rate * 3].astype(np.int16), rate)
+
+
+async def test_after_an_operator_takes_a_browser_call_over_the_operator_is_recorded_as_the_agent(
+        gateway: LiveServer) -> None:
+    """A browser call handed to a person waits on the queue; an operator's browser takes it over (the
+    gateway's admin key, which may do what an operator does, places the call and takes it over). The
+    recording goes on as the caller hears the call: the operator's voice (which the caller's track plays in
+    the agent's place) on the right, the caller's (which now goes to the operator, not the session) on the
+    left; the notice before them on the right."""
+    operator_says = speak("hello this is dana from the billing team", rate=48000)  # rendered before the call
+    caller_says = speak("my card was charged twice last week", rate=48000)
+    caller, operator = WebRtcCaller(), WebRtcCaller()
+    try:
+        async with httpx.AsyncClient(base_url=gateway.base_url, timeout=20) as http:
+            assert (await caller.connect(http, "/v1/realtime/calls", gateway.api_key)).status_code == 201
+        call_id = (await caller.wait_for("session.created", 10))["session"]["id"]
+        session = gateway.gateway.sessions[call_id]
+        await caller.wait_for("output_audio_buffer.stopped", 30)  # the notice and greeting, played in full
+        gateway.embedded.run(session.transfer("sip:billing@127.0.0.1:5999", "the caller disputes a charge"))
+        async with httpx.AsyncClient(base_url=gateway.base_url, timeout=20) as http:
+            taken = await operator.connect(http, f"/v1/escalations/{call_id}/take_over", gateway.api_key)
+        assert taken.status_code == 201, taken.text
+        heard_from = len(caller.audio_pcm)
+        operator.mic.say(operator_says)
+        await heard_after(caller.audio_pcm, heard_from, ("dana", "billing"), 30)
+        heard_from = len(operator.audio_pcm)
+        caller.mic.say(caller_says)
+        await heard_after(operator.audio_pcm, heard_from, ("charged", "twice"), 30)
+        await operator.close()  # the operator hangs up: so does the call
+        await eventually(lambda: call_id not in gateway.gateway.sessions, 15, "the call ended with the operator")
+    finally:
+        for peer in (caller, operator):
+            await peer.close()
+    await finished_call(gateway, call_id, wait_s=30)
+    pcm, rate = read_back(await recording_of(gateway, call_id))
+    left, right = np.clip(pcm, -32768, 32767).astype(np.int16)
+    on_the_left = " ".join([await first_words(part, rate) for part in utterances(left, rate)])
+    on_the_right = " ".join([await first_words(part, rate) for part in utterances(right, rate)])
+    operator_at = max(on_the_right.find("dana"), on_the_right.find("billing"))
+    assert 0 <= on_the_right.find("recorded") < operator_at, on_the_right  # the notice, later the operator
+    assert "charged" in on_the_left or "twice" in on_the_left, on_the_left

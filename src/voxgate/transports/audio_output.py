@@ -117,11 +117,15 @@ class AudioOutput:
     def due(self, now: float, beat: float | None = None) -> int:
         return self.playout.due(now, beat)
 
-    def pop(self) -> Frame | None:
+    def pop(self, instead: bytes | None = None) -> Frame | None:
+        """The agent's next frame (None: the line's silence). `instead`: what the line plays this beat in the
+        agent's place (an operator's voice on a taken-over call), which the recording hears instead."""
         frame = self.playout.pop()
         session = self.session
         if session is not None and session.recording is not None:
-            if frame is not None:
+            if instead is not None:
+                session.recording.agent(*self.encoder.decode(instead))
+            elif frame is not None:
                 session.recording.agent(*self.encoder.decode(frame.payload))
             elif self.playout.continuous:  # the line's silence keeps the agent's side on time
                 session.recording.agent(self._silence, SILENCE_RATE)

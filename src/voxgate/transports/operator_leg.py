@@ -8,7 +8,8 @@ A browser call handed to a person has no carrier leg to move to: it waits on the
 card. The operator's page (the dashboard) takes it over with its own microphone: the gateway answers the
 operator's offer with a peer connection of its own and bridges the two. The caller's audio goes to the
 operator's track instead of the session, the operator's audio plays on the caller's track instead of the
-agent, and the session is silenced for good (`Session.take_over`); the caller's data channel stays. When
+agent (a recorded call records both, the operator where the agent was), and the session is silenced for
+good (`Session.take_over`); the caller's data channel stays. When
 the operator's connection ends, so does the call: the agent already said its goodbye.
 """
 

@@ -142,9 +142,10 @@ class PlayoutTrack(MediaStreamTrack):
                 deadline = output.playout.next_deadline
                 await asyncio.sleep(max(0.0, (deadline or 0.0) - loop.time()))
         self._owed -= 1
-        played = output.pop()
         relay = self.relay
-        pcm = relay() if relay is not None else None if played is None else played.payload
+        relayed = relay() if relay is not None else None
+        played = output.pop(instead=relayed)  # the recording hears the operator, once one took the call over
+        pcm = relayed if relay is not None else None if played is None else played.payload
         opus = self._opus
         payload = opus.encode_silence() if pcm is None else opus.encode(np.frombuffer(pcm, dtype=np.int16))
         packet = av.Packet(payload)
@@ -318,6 +319,8 @@ class WebRtcCall:
             operator = self.operator
             if operator is not None:  # taken over: the caller talks to the operator, not the agent
                 operator.hear_caller(pcm, frame.sample_rate)
+                if session.recording is not None:  # and is still recorded (the session hears no more of it)
+                    session.recording.caller(pcm, frame.sample_rate)
                 continue
             fmt = session.config.input_format  # PCM at the frame's rate -> the session's wire format
             if self._encoder is None or self._encoder.format != fmt or self._encoder_rate != frame.sample_rate:
