@@ -132,6 +132,17 @@ def test_words_while_typing_are_never_the_value(agent: AgentConfig) -> None:
     assert phone.keypad.entry is None and phone.keypad.vault is None
 
 
+def test_words_in_the_middle_of_an_entry_keep_the_digits_typed_so_far(agent: AgentConfig) -> None:
+    phone = Phone(agent)
+    phone.press("3")
+    assert phone.keypad.entry is not None
+    phone.keypad.entry.digits = INVOICE[:3]  # typed, not yet ended with '#'
+    reminder = phone.say("hold on a second")
+    assert isinstance(reminder, Say) and "keypad" in reminder.text
+    assert phone.waiting_for() == "invoice_id" and phone.keypad.entry.digits == INVOICE[:3]
+    assert INVOICE[:3] not in phone.visible()
+
+
 def test_without_pci_mode_the_arguments_are_spoken(agent: AgentConfig) -> None:
     plain = agent.model_copy(update={"pci_mode": False})
     phone = Phone(plain)

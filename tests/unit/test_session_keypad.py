@@ -102,3 +102,43 @@ async def test_a_card_typed_on_the_keypad_reaches_the_tool_and_nothing_else(ga_s
         wire = json.dumps(call.seen)
         assert CARD not in wire and "5500" not in wire
         assert call.session.keypad.pressed == []  # PCI keys are not kept as menu presses either
+
+
+async def test_a_keys_in_band_tone_is_no_turn_of_the_callers(ga_server_events: TypeAdapter[Any]) -> None:
+    """Carriers pass a key's tones on the line beside its key event: loud enough for the VAD, they must not
+    make a turn (whose reply would ask for the card again and drop the digits typed so far)."""
+    agent = AgentConfig(name="payments", pci_mode=True, tools=[ToolDefinition(
+        name="pay", pci=True, parameters=CARD_PARAMETERS, handler=f"{__name__}:pay")])
+    typed: list[str] = []
+
+    def ask(request: ResponseRequest) -> list[Step]:
+        request.keypad.ask("pay", "card", tries=0)
+        return speech("Please type your card number, then press the pound key.", 600)
+
+    def charge(request: ResponseRequest) -> list[Step]:
+        entry = request.keypad.take_entry()
+        assert entry is not None and entry.done
+        typed.append(entry.digits)
+        request.keypad.vault_for("pay").values["card"] = entry.digits
+        return [ToolCall("pay", json.dumps({"card": MASKED}), "call_pay")]
+
+    def confirm(request: ResponseRequest) -> list[Step]:
+        return speech("Your payment went through.", 400)
+
+    engine = ScriptedEngine(transcripts=["Beep."])  # what a transcriber might make of tones
+    engine.script(ask, charge, confirm)
+    caller = TestCaller(server_side=True, transport="twilio")
+    async with Call(agent, engine=engine, caller=caller, events=ga_server_events) as call:
+        await call.send({"type": "response.create"})
+        await call.response()
+        for key in CARD + "#":
+            await call.speak(240)  # the key's tone: long enough to start a turn
+            call.press(key)  # its key event, as the tone ends
+            await call.pause(120)  # the gap to the next key: shorter than a turn's closing silence
+        done = await call.response()
+        assert done["response"]["output"][0]["content"][0]["transcript"] == "Your payment went through."
+        await call.pause(1000)  # any turn left open would close here
+        seen = types(call.seen + await call.queued())
+        assert "input_audio_buffer.speech_started" in seen  # the tones did reach the VAD ...
+        assert "input_audio_buffer.committed" not in seen  # ... and made no turn
+        assert typed == [CARD] and len(engine.requests) == 3

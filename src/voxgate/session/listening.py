@@ -209,6 +209,18 @@ class Listening:
             self._speculation.cancel()
             self._speculation = None
 
+    def drop_speech(self) -> None:
+        """What the VAD heard since the last turn was a key's tone, not words: a PCI entry's in-band DTMF,
+        which carriers pass on beside the key event. A turn it started is dropped (`input_audio_buffer.
+        cleared`, no item, no response), and a run of tones never adds up to one."""
+        if self._detector is None:
+            return
+        speaking = self._detector.speaking
+        self._detector.reset()
+        if speaking:
+            self.clear()
+            self._hooks.emit(se.InputAudioBufferCleared())
+
     def close(self) -> None:
         if self._speculation is not None:
             self._speculation.cancel()

@@ -741,6 +741,8 @@ class Session:
                 self._consent_given(verdict)
             return
         press = self.keypad.press(digit, self.agent.dtmf_menu)
+        if press in (KeyPress.TYPED, KeyPress.ENTERED):
+            self.listening.drop_speech()  # the key's own tone on the line is no turn of the caller's
         if press is KeyPress.TYPED:
             return  # a PCI digit: no event, item, log line or record ever holds it
         if press is not KeyPress.ENTERED:

@@ -225,16 +225,17 @@ class FlowBrain:
             flow["route"] = "cancel"
         elif switch and switch[0].score >= SWITCH_ABOVE and (switch[0].route.tool or "") != entry.tool:
             decision = None
-        else:
+        else:  # a reminder: the digits typed so far stay, the caller goes on where they were
             props = _properties(_parameters(request, entry.tool))
             return self._ask_keypad(request, entry.tool, entry.argument, props, entry.tries,
-                                    "For your security, please use the keypad.")
+                                    "For your security, please use the keypad.", restart=False)
         request.keypad.cancel()
         return decision
 
     def _ask_keypad(self, request: ResponseRequest, tool: str, name: str, props: Mapping[str, dict[str, Any]],
-                    tries: int, hint: str | None) -> Say:
-        request.keypad.ask(tool, name, tries)
+                    tries: int, hint: str | None, *, restart: bool = True) -> Say:
+        if restart:
+            request.keypad.ask(tool, name, tries)
         phrase = _phrase(name, props.get(name, {}))
         question = f"Please type {phrase} on your keypad, then press the pound key."
         return Say(f"{hint} {question}" if hint else question)
