@@ -13,10 +13,7 @@ a syntax check can see: review catches those.
 from __future__ import annotations
 
 import ast
-import functools
 from pathlib import Path
-
-import pytest
 
 SOURCE = Path(__file__).resolve().parents[2] / "src" / "voxgate"
 FILES = sorted(SOURCE.rglob("*.py"))
@@ -120,29 +117,22 @@ def internals_named(text: str) -> list[str]:
     return [name for name in ("uvicorn.protocols", "websockets.legacy") if name in text]
 
 
-@functools.cache
-def parsed() -> dict[Path, tuple[str, ast.Module]]:
-    """Every source file's text and tree, read once by the worker that runs these tests (not at collection,
-    by every worker)."""
-    return {path: (text, ast.parse(text, str(path))) for path in FILES for text in [path.read_text()]}
-
-
-@functools.cache
-def ours() -> set[str]:
-    return private_names_defined([tree for _, tree in parsed().values()])
-
-
-# One worker checks the whole tree under `--dist loadgroup`: each worker would parse all of it.
-@pytest.mark.xdist_group("source_tree")
-@pytest.mark.parametrize("path", FILES, ids=lambda p: str(p.relative_to(SOURCE)))
-def test_dependencies_are_used_through_their_public_apis(path: Path) -> None:
-    text, tree = parsed()[path]
-    found = private_imports(tree) + private_attributes(tree, ours()) + server_subclasses(tree) + internals_named(text)
-    known = KNOWN.get(str(path.relative_to(SOURCE)), [])
-    for use in known:
-        assert any(use in line for line in found), f"{path}: {use!r} is gone: drop it from KNOWN"
-    found = [line for line in found if not any(use in line for use in known)]
-    assert not found, f"{path.relative_to(SOURCE.parent)}:\n" + "\n".join(found)
+def test_dependencies_are_used_through_their_public_apis() -> None:
+    """One test over the whole tree, each file's findings reported under its name: the tree is parsed once,
+    by one worker (the private names voxgate defines need every file; a test per file made each xdist
+    worker parse all of it)."""
+    parsed = {path: (text, ast.parse(text, str(path))) for path in FILES for text in [path.read_text()]}
+    ours = private_names_defined([tree for _, tree in parsed.values()])
+    problems = []
+    for path, (text, tree) in parsed.items():
+        found = private_imports(tree) + private_attributes(tree, ours) + server_subclasses(tree) + internals_named(text)
+        known = KNOWN.get(str(path.relative_to(SOURCE)), [])
+        problems += [f"{path}: {use!r} is gone: drop it from KNOWN" for use in known
+                     if not any(use in line for line in found)]
+        found = [line for line in found if not any(use in line for use in known)]
+        if found:
+            problems.append(f"{path.relative_to(SOURCE.parent)}:\n" + "\n".join(found))
+    assert not problems, "\n\n".join(problems)
 
 
 def test_the_guard_catches_what_it_is_for() -> None:
