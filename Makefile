@@ -26,10 +26,13 @@ $(UV): tools/uv-requirements.txt
 # The runtime as locked; --inexact keeps the test tools if `make test` installed them.
 $(VENV)/.installed: pyproject.toml uv.lock | $(UV)
 	$(UV) sync --locked --inexact
+	$(BIN)/python -m compileall -q src
 	touch $@
 
+# voxgate itself is installed editable, which uv does not compile: src/ and the tests' helpers are, here.
 $(VENV)/.installed-test: pyproject.toml uv.lock | $(UV)
 	$(UV) sync --locked --extra test
+	$(BIN)/python -m compileall -q src tests
 	touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed
