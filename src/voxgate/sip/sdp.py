@@ -435,14 +435,15 @@ def _pick_telephone_event(media: MediaDescription, clock_rate: int) -> int | Non
     return None
 
 
-def _pick_comfort_noise(media: MediaDescription, codec: Codec) -> int | None:
-    """CN at the codec's clock rate, where the offer lists it; never beside Opus, which has its own DTX."""
+def _pick_comfort_noise(media: MediaDescription, codec: Codec, event: int | None) -> int | None:
+    """CN at the codec's clock rate, where `media` lists it; never beside Opus, which has its own DTX, and
+    not when its number is also the codec's or telephone-event's (one number mapped twice: a broken SDP)."""
     if codec.name == "OPUS":
         return None
     for fmt in media.formats:
         rtpmap = media.rtpmap(int(fmt))
         if rtpmap and rtpmap.encoding.upper() == "CN" and rtpmap.clock_rate == codec.clock_rate:
-            return rtpmap.payload_type
+            return None if rtpmap.payload_type in (event, codec.payload_type) else rtpmap.payload_type
     return None
 
 
@@ -503,9 +504,7 @@ def answer_offer(offer: SessionDescription, *, address: str, port: int, session_
         remote_direction = offer.direction_of(media)
         ours = _intersect(_COMPLEMENT[remote_direction], direction)
         event = _pick_telephone_event(media, codec.clock_rate) if prefs.telephone_event else None
-        comfort_noise = _pick_comfort_noise(media, codec) if prefs.comfort_noise else None
-        if comfort_noise in (event, codec.payload_type):  # one number mapped twice: a broken offer, no CN
-            comfort_noise = None
+        comfort_noise = _pick_comfort_noise(media, codec, event) if prefs.comfort_noise else None
         attributes = _audio_lines(codec, event, prefs, ours, comfort_noise)
         if crypto_line is not None:
             attributes.append(("crypto", str(crypto_line)))
@@ -597,8 +596,8 @@ def accept_answer(offer: SessionDescription, answer: SessionDescription,
         event = _pick_telephone_event(theirs, codec.clock_rate) if prefs.telephone_event else None
         mux = ours.attribute("rtcp-mux") is not None and theirs.attribute("rtcp-mux") is not None
         # CN only where we offered it too (an answer may not add a format the offer lacked)
-        comfort_noise = (_pick_comfort_noise(theirs, codec)
-                         if prefs.comfort_noise and _pick_comfort_noise(ours, codec) is not None else None)
+        comfort_noise = (_pick_comfort_noise(theirs, codec, event)
+                         if prefs.comfort_noise and _pick_comfort_noise(ours, codec, None) is not None else None)
         return MediaSession(codec, connection.address, theirs.port, theirs.rtcp_port, ours_direction,
                             remote_direction, theirs.ptime or 20, event, keys, mux, comfort_noise)
     raise OfferRejected("the answer refused every audio stream", "no_common_codec")
