@@ -14,10 +14,14 @@ Whisper adds: "4,111,111,111,111,111", "4111.1111.1111.1111"), in any script's d
 (full-width "４１１１", Arabic-Indic, Devanagari...). Every such character is folded to its ASCII
 counterpart one for one, so positions in the folded text are positions in the original.
 
-Card numbers said as words ("four one one one, one one one one...", "oh" for zero), as speech recognition
-often writes a number read out digit by digit, are read the same way: a run of digit words (and digit
-groups) holding a Luhn-valid 13-19 digit window is masked as "**** **** **** 1111", and after a card label
-any nine or more.
+Numbers said as words, as speech recognition often writes a number read out, are read the same way:
+digits ("four one one one", "oh" and "nought" for zero), pairs ("forty-one eleven", "twenty"), hundreds
+("fifty-five hundred"), repeats ("double four", "triple one") and digit groups, in one run. A run holding a
+Luhn-valid 13-19 digit window is masked as "**** **** **** 1111", and after a card label any nine or more;
+nine after an SSN label, or nine said in three breaths of 3, 2 and 4 ("one two three, four five, six seven
+eight nine"), are an SSN.
+Email addresses said aloud ("jane dot doe at example dot com", "j a n e at example dot co dot uk") are
+masked as written ones are.
 
 Card numbers are masked only when their Luhn check passes, so order ids, phone numbers and dates stay
 readable; a random 13-19 digit number still passes Luhn one time in ten and is masked, which is the
@@ -297,45 +301,119 @@ def _number_spans(text: str, folded: str, last_four: bool) -> list[tuple[int, in
     return spans
 
 
-# -- card numbers said as words ----------------------------------------------------------------------
+# -- numbers said as words -------------------------------------------------------------------------
 
-_DIGIT_WORDS = {"zero": "0", "oh": "0", "o": "0", "one": "1", "two": "2", "three": "3", "four": "4",
-                "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9"}
-_SPOKEN_TOKEN = r"\b(?:zero|oh|one|two|three|four|five|six|seven|eight|nine|o|[0-9]+)\b"
-# A run of digit words and digit groups, joined by spaces, commas, hyphens, full stops or the other marks
-# a transcriber ends a pause with.
+_DIGIT_WORDS = {"zero": "0", "oh": "0", "o": "0", "nought": "0", "one": "1", "two": "2", "three": "3",
+                "four": "4", "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9"}
+_TEENS = {"ten": "10", "eleven": "11", "twelve": "12", "thirteen": "13", "fourteen": "14", "fifteen": "15",
+          "sixteen": "16", "seventeen": "17", "eighteen": "18", "nineteen": "19"}
+_TENS = {"twenty": "2", "thirty": "3", "forty": "4", "fourty": "4", "fifty": "5", "sixty": "6", "seventy": "7",
+         "eighty": "8", "ninety": "9"}
+_REPEATS = {"double": 2, "triple": 3}
+_DIGIT_WORD = "zero|oh|o|nought|one|two|three|four|five|six|seven|eight|nine"
+# One spoken piece of a number, as people read a card or an SSN out: a digit word ("oh" for zero), a pair
+# ("forty one", "forty-one", "eleven", "twenty"), a repeat ("double four", "triple one"), or digits.
+_PAIR = rf"(?:{'|'.join(_TENS)})(?:[\s-]+(?:one|two|three|four|five|six|seven|eight|nine)\b)?|{'|'.join(_TEENS)}"
+_SPOKEN_TOKEN = (
+    rf"\b(?:(?:{_PAIR}|one|two|three|four|five|six|seven|eight|nine)[\s-]+hundred"  # "fifty-five hundred"
+    rf"|(?:double|triple)[\s-]+(?:{_DIGIT_WORD}|[0-9])|{_PAIR}|{_DIGIT_WORD}|[0-9]+)\b")
+# A run of spoken pieces, joined by spaces, commas, hyphens, full stops or the other marks a transcriber
+# ends a pause with.
 _SPOKEN_RUN = re.compile(rf"{_SPOKEN_TOKEN}(?:[\s,.!?;:\-]{{1,3}}{_SPOKEN_TOKEN})+", re.IGNORECASE)
 _SPOKEN_PIECE = re.compile(_SPOKEN_TOKEN, re.IGNORECASE)
-_ANY_DIGIT_WORD = re.compile(r"\b(?:zero|oh|one|two|three|four|five|six|seven|eight|nine)\b", re.IGNORECASE)
+_ANY_NUMBER_WORD = re.compile(
+    rf"\b(?:{_DIGIT_WORD}|{'|'.join(_TEENS)}|{'|'.join(_TENS)}|double|triple)\b", re.IGNORECASE)
+_PAUSE = re.compile(r"[,.!?;:]")  # what ends a group said in one breath ("one two three, four five, ...")
+_SPOKEN_SSN_GROUPS = [3, 2, 4]
 
 
-def _spoken_card_spans(text: str) -> list[tuple[int, int, str]]:
-    """Card numbers in runs that hold at least one digit word (pure digit runs are `_number_spans`')."""
+def _spoken_digits(piece: str) -> str:
+    """The digits one spoken piece stands for: "forty-one" -> "41", "double four" -> "44", "oh" -> "0"."""
+    words = [word for word in re.split(r"[\s-]+", piece.lower()) if word]
+    if words[-1] == "hundred":
+        return _spoken_digits(" ".join(words[:-1])) + "00"
+    if words[0] in _REPEATS:
+        digit = _DIGIT_WORDS.get(words[1], words[1])
+        return digit * _REPEATS[words[0]]
+    if words[0] in _TENS:
+        return _TENS[words[0]] + (_DIGIT_WORDS[words[1]] if len(words) > 1 else "0")
+    return _TEENS.get(words[0]) or _DIGIT_WORDS.get(words[0], words[0])
+
+
+@dataclass
+class _SpokenRun:
+    """A run of spoken pieces: each piece's (start, end) in the text and its digits, read once."""
+
+    pieces: list[tuple[int, int, str]]
+    digits: str
+    ends: list[int]  # ends[k]: digits in pieces[0..k]
+
+    @classmethod
+    def find(cls, text: str) -> list[_SpokenRun]:
+        """The runs that hold at least one number word (runs of digits alone are `_number_spans`')."""
+        runs = []
+        for run in _SPOKEN_RUN.finditer(text):
+            pieces = [(m.start(), m.end(), _spoken_digits(m.group()))
+                      for m in _SPOKEN_PIECE.finditer(text, run.start(), run.end())]
+            if all(text[start:end] == digits for start, end, digits in pieces):
+                continue
+            digits = "".join(piece[2] for piece in pieces)
+            runs.append(cls(pieces, digits, list(itertools.accumulate(len(piece[2]) for piece in pieces))))
+        return runs
+
+    def span(self, first: int, last: int) -> tuple[int, int]:
+        return self.pieces[first][0], self.pieces[last][1]
+
+
+def _spoken_card_spans(text: str, runs: list[_SpokenRun]) -> list[tuple[int, int, str]]:
+    """Card numbers in spoken runs: after a card label any nine digits or more, else Luhn-valid windows."""
     spans: list[tuple[int, int, str]] = []
-    for run in _SPOKEN_RUN.finditer(text):
-        pieces = [(m.start(), m.end(), _DIGIT_WORDS.get(m.group().lower(), m.group()))
-                  for m in _SPOKEN_PIECE.finditer(text, run.start(), run.end())]
-        if not any(not p[2].isdigit() or p[2] != text[p[0]:p[1]] for p in pieces):
-            continue  # digits only: the numeric pass reads those
-        digits = "".join(p[2] for p in pieces)
+    for run in runs:
+        pieces, digits, ends = run.pieces, run.digits, run.ends
         if len(digits) < _LABELLED_CARD_MIN_DIGITS:
             continue
-        labelled = _CARD_MENTION.search(text, max(0, run.start() - 40), run.start()) is not None
-        if labelled:
-            spans.append((pieces[0][0], pieces[-1][1], mask_card(digits)))
+        if _CARD_MENTION.search(text, max(0, pieces[0][0] - 40), pieces[0][0]) is not None:
+            spans.append((*run.span(0, len(pieces) - 1), mask_card(digits)))
             continue
-        ends = list(itertools.accumulate(len(p[2]) for p in pieces))
+        even, odd = _luhn_sums(digits)
         taken = -1  # the last piece inside a masked window
+        hi = 0  # the last piece a window from piece i may end on (19 digits at most): linear in the run
         for i in range(len(pieces)):
+            before = ends[i - 1] if i else 0
+            while hi + 1 < len(pieces) and ends[hi + 1] - before <= _MAX_CARD_DIGITS:
+                hi += 1
             if i <= taken:
                 continue
-            before = ends[i - 1] if i else 0
-            for j in range(len(pieces) - 1, i - 1, -1):  # the longest window from piece i
-                size = ends[j] - before
-                if _MIN_CARD_DIGITS <= size <= _MAX_CARD_DIGITS and luhn_valid(digits[before:ends[j]]):
-                    spans.append((pieces[i][0], pieces[j][1], mask_card(digits[before:ends[j]])))
+            for j in range(hi, i - 1, -1):  # the longest window from piece i
+                end = ends[j]
+                sums = even if end % 2 == 0 else odd
+                if _MIN_CARD_DIGITS <= end - before <= _MAX_CARD_DIGITS and (sums[end] - sums[before]) % 10 == 0:
+                    spans.append((*run.span(i, j), mask_card(digits[before:end])))
                     taken = j
                     break
+    return spans
+
+
+def _spoken_ssn_spans(text: str, runs: list[_SpokenRun]) -> list[tuple[int, int, str]]:
+    """SSNs in spoken runs: the first nine digits after an SSN label ("my social is one two three four five
+    six seven eight nine"), or nine said in three breaths of 3, 2 and 4 digits ("one two three, four five,
+    six seven eight nine") that stand alone."""
+    spans: list[tuple[int, int, str]] = []
+    for run in runs:
+        pieces, ends = run.pieces, run.ends
+        nine = bisect.bisect_left(ends, _SSN_DIGITS)
+        if (nine < len(ends) and ends[nine] == _SSN_DIGITS and _ssn_plausible(run.digits[:_SSN_DIGITS])
+                and _SSN_MENTION.search(text, max(0, pieces[0][0] - 40), pieces[0][0]) is not None):
+            spans.append((*run.span(0, nine), SSN_MASK))
+            continue
+        groups: list[list[int]] = [[0]]  # piece indexes, cut where the caller paused
+        for k in range(1, len(pieces)):
+            if _PAUSE.search(text, pieces[k - 1][1], pieces[k][0]):
+                groups.append([])
+            groups[-1].append(k)
+        sizes = [ends[group[-1]] - (ends[group[0] - 1] if group[0] else 0) for group in groups]
+        if sizes == _SPOKEN_SSN_GROUPS and _ssn_plausible(run.digits):
+            spans.append((*run.span(0, len(pieces) - 1), SSN_MASK))
     return spans
 
 
@@ -347,7 +425,7 @@ def holds_card(text: str) -> bool:
 def mask_cards(text: str) -> tuple[str, int]:
     """Mask card numbers only (in digits or words), leaving SSNs and emails: what a caller typed or said
     must not reach the model with a card in it, while an email they gave a tool still may."""
-    spans = _spoken_card_spans(text) if _ANY_DIGIT_WORD.search(text) else []
+    spans = _spoken_card_spans(text, _SpokenRun.find(text)) if _ANY_NUMBER_WORD.search(text) else []
     if spans:
         text = _splice(text, spans)
     folded = fold(text)
@@ -377,6 +455,36 @@ def _email_spans(text: str, folded: str) -> list[tuple[int, int, str]]:
     return spans
 
 
+# An address said aloud, as speech recognition writes it: "jane at example dot com", "jane dot doe at
+# gmail.com", "j a n e at example dot co dot uk", "jane@example dot com". It needs a spoken "at" or "dot"
+# (the written form is `_EMAIL`'s) and a domain that ends in a common top-level domain after a dot, which
+# everyday speech never says; a site named after "us", "me" or "visit" ("visit us at example dot com") is
+# a site, not an address. Labels and their joins are disjoint, and each repeat is bounded: linear.
+_TOP_LEVEL = ("com|org|net|edu|gov|mil|io|co|ai|app|dev|info|biz|email|online|site|tech|uk|us|ca|au|nz|ie|de|fr|"
+              "es|it|nl|be|ch|se|dk|fi|pl|pt|eu|in|jp|br|mx|za")
+_NOT_A_MAILBOX = ("us|me|him|her|them|it|you|we|look|visit|visiting|here|there|home|work|online|site|website|"
+                  "page|find|found|reach|email|mail|write|contact|available|is|are|was|be|located|based|out|"
+                  "up|shop|buy|order|ordered|bought|sign|log|go|check|apply|register|book|click")
+_SPOKEN_JOIN = r"\s+(?:dot|underscore|dash|hyphen)\s+"
+_SPOKEN_EMAIL = re.compile(
+    rf"(?<![A-Za-z0-9._%+@-])(?!(?:{_NOT_A_MAILBOX})\s+at\s)"
+    rf"(?:[A-Za-z0-9](?:\s[A-Za-z0-9]){{1,63}}(?![A-Za-z0-9])"  # spelled out, a letter at a time
+    rf"|[A-Za-z0-9._%+-]{{1,64}}(?:{_SPOKEN_JOIN}[A-Za-z0-9._%+-]{{1,64}}){{0,4}})"
+    rf"(?:\s+at\s+|\s*@\s*)(?:[A-Za-z0-9-]{{1,63}}(?:\s+dot\s+|\.)){{1,5}}(?:{_TOP_LEVEL})\b",
+    re.IGNORECASE)
+_SPOKEN_EMAIL_HINT = re.compile(r"\s(?:at|dot)\s|@", re.IGNORECASE)
+
+
+def _spoken_email_spans(folded: str) -> list[tuple[int, int, str]]:
+    spans = []
+    for m in _SPOKEN_EMAIL.finditer(folded):
+        said = m.group()
+        if "@" in said and not re.search(r"\s(?:dot|underscore|dash|hyphen)\s|\s@|@\s", said, re.IGNORECASE):
+            continue  # a written address: `_EMAIL`'s, which knows a SIP URI from an address
+        spans.append((m.start(), m.end(), EMAIL_MASK))
+    return spans
+
+
 # -- putting it together ---------------------------------------------------------------------------
 
 
@@ -393,10 +501,13 @@ def _splice(text: str, spans: list[tuple[int, int, str]]) -> str:
 
 def _redact_once(text: str, last_four: bool) -> tuple[str, int]:
     count = 0
-    if _ANY_DIGIT_WORD.search(text):
-        spoken = _spoken_card_spans(text)
+    if _ANY_NUMBER_WORD.search(text):
+        runs = _SpokenRun.find(text)
+        spoken = [(s, e, m if last_four else _CARD_MASK_HIDDEN) for s, e, m in _spoken_card_spans(text, runs)]
+        if not spoken:  # an SSN only where no card is (the next pass reads what a card mask leaves)
+            spoken = _spoken_ssn_spans(text, runs)
         if spoken:
-            text = _splice(text, [(s, e, m if last_four else _CARD_MASK_HIDDEN) for s, e, m in spoken])
+            text = _splice(text, spoken)
             count += len(spoken)
     folded = fold(text)
     spans = _number_spans(text, folded, last_four)
@@ -406,6 +517,12 @@ def _redact_once(text: str, last_four: bool) -> tuple[str, int]:
         count += len(spans)
     if "@" in folded:
         spans = _email_spans(text, folded)
+        if spans:
+            text = _splice(text, spans)
+            folded = fold(text)
+            count += len(spans)
+    if _SPOKEN_EMAIL_HINT.search(folded):
+        spans = _spoken_email_spans(folded)
         if spans:
             text = _splice(text, spans)
             count += len(spans)
@@ -433,8 +550,8 @@ def redact(text: str, *, last_four: bool = True) -> tuple[str, int]:
 
 def private_value(value: str, said: str) -> bool:
     """Is `value`, taken from what a caller `said`, something redaction hides: a card number, an SSN or an
-    email in itself, or as many digits as an SSN or a card has where `said` names one ("my social is one
-    two three four five six seven eight nine": words that redaction cannot see as digits)?"""
+    email in itself, or as many digits as an SSN or a card has where `said` names one (a slot reads "my
+    social is, um, one two three four five six seven eight nine" whose words no run of numbers joins)?"""
     if redact(value)[1]:
         return True
     if not value.isdigit():
