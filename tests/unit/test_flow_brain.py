@@ -15,7 +15,10 @@ from voxgate.agents import AgentConfig, load_agent
 from voxgate.engines.base import HistoryEntry, ResponseRequest, ToolSpec
 from voxgate.engines.local.brains.base import BrainDecision, CallTool, Say
 from voxgate.engines.local.brains.flow import (
+    AI_ANSWER,
+    AI_ANSWER_OFFER,
     MAX_UTTERANCE_CHARS,
+    PRESENCE_ANSWER,
     FlowBrain,
     describe,
     heard,
@@ -110,6 +113,37 @@ def test_small_talk_answers_from_templates(agent: AgentConfig, said: str, intent
     decision = Call(agent).user(said)
     reply = next(i.reply for i in agent.intents if i.name == intent)
     assert decision == Say(reply)
+
+
+@pytest.mark.parametrize("said", ["Are you a robot?", "Is this an AI?", "am I talking to a real person?",
+                                  "Are you human?", "Wait, is this automated?", "Is that a person or a machine?",
+                                  "are you real"])
+def test_a_caller_who_asks_whether_it_is_a_machine_is_told_the_truth(agent: AgentConfig, said: str) -> None:
+    assert Call(agent).user(said) == Say(AI_ANSWER + AI_ANSWER_OFFER)
+    # an agent with no way to a person does not offer one
+    alone = agent.model_copy(update={"tools": [t for t in agent.tools if t.name != "transfer_to_human"],
+                                     "intents": [i for i in agent.intents if i.tool != "transfer_to_human"]})
+    assert Call(alone).user(said) == Say(AI_ANSWER)
+
+
+@pytest.mark.parametrize(("said", "tool"), [
+    ("Is this a real person? I want to talk to a human", "transfer_to_human"),  # a request for a person
+    ("are you able to check my order 4567", "lookup_order"),
+])
+def test_questions_that_only_start_like_the_machine_question_route_as_before(agent: AgentConfig, said: str,
+                                                                            tool: str) -> None:
+    decision = Call(agent).user(said)
+    assert isinstance(decision, CallTool) and decision.name == tool
+
+
+@pytest.mark.parametrize("said", ["Are you there?", "hello, are you still there?", "can you hear me?",
+                                  "is anybody there"])
+def test_a_caller_checking_the_line_is_answered(agent: AgentConfig, said: str) -> None:
+    assert Call(agent).user(said) == Say(PRESENCE_ANSWER)
+
+
+def test_a_reschedule_is_a_booking(agent: AgentConfig) -> None:
+    assert Call(agent).user("I need to reschedule my appointment") == Say("What day and time would you like?")
 
 
 @pytest.mark.parametrize("said", ["What's the capital of France?", "blah blah", "um", "Purple monkey dishwasher."])

@@ -57,6 +57,22 @@ MAX_TRIES = 3
 MAX_UTTERANCE_CHARS = 2000
 
 _ESCALATION_TOOLS = ("transfer_to_human",)
+# "Are you a robot?", "am I talking to a real person?", "is this an AI?": a caller who asks gets a true answer
+# whatever the agent's intents say (the seed's disclosure duty does not end with the greeting, and laws such
+# as California's B.O.T. Act ask for it when asked). Not a request for a person: that is escalation's.
+_WHAT_AM_I = (r"(?:a |an )?(?:real |actual |live |automated )?(?:person|human(?: being)?|robot|bot|ai|a\.i\.?|"
+              r"machine|computer|recording|automated(?: system| assistant| voice)?|artificial intelligence|"
+              r"real|live)\b")
+_ASKS_IF_AI = re.compile(
+    rf"\b(?:are|r) (?:you|u) {_WHAT_AM_I}"
+    rf"|\b(?:am i|are we) (?:talking|speaking|chatting) (?:to|with) {_WHAT_AM_I}"
+    rf"|\bis (?:this|that|it) {_WHAT_AM_I}")
+_CHECKS_PRESENCE = re.compile(r"^(?:hello[,.!?]* )?(?:are you (?:still )?(?:there|with me)|can you hear me|"
+                              r"is (?:anyone|anybody|someone|somebody) there)\b")
+PRESENCE_ANSWER = "Yes, I'm here. How can I help?"
+_WANTS_A_PERSON = re.compile(r"\b(?:talk|speak|transfer|connect|put me through|get me|give me|let me)\b")
+AI_ANSWER = "I'm an automated assistant, not a person."
+AI_ANSWER_OFFER = " I can connect you with someone if you'd like."
 _CANCEL = re.compile(r"\b(never ?mind|forget (it|that|about it)|cancel (that|it)|no thanks|don't bother)\b")
 
 
@@ -165,6 +181,16 @@ class FlowBrain:
         forced = _forced_tool(request.tool_choice)
         if forced is not None:
             return self._start_tool(request, flow, forced, text)
+        lowered = text.lower()
+        if _ASKS_IF_AI.search(lowered) and not _WANTS_A_PERSON.search(lowered):
+            flow["route"] = "asked_if_ai"
+            allowed = _allowed_tools(request)
+            tools = {t.name for t in request.tools} | {t.name for t in request.agent.tools}
+            can_transfer = any(name in tools and (allowed is None or name in allowed) for name in _ESCALATION_TOOLS)
+            return Say(AI_ANSWER + (AI_ANSWER_OFFER if can_transfer else ""))
+        if _CHECKS_PRESENCE.search(lowered):
+            flow["route"] = "presence"
+            return Say(PRESENCE_ANSWER)
         ranked = self.rank(request, text)
         if not ranked or ranked[0].score < FALLBACK_BELOW:
             flow["route"] = "fallback"
