@@ -169,6 +169,14 @@ async def test_consent_by_voice_is_heard_before_any_reply(tmp_path: Path, ga_ser
 @pytest.mark.parametrize(("said", "verdict"), [
     ("yes", True), ("Yeah, sure.", True), ("okay", True), ("I agree", True), ("No.", False),
     ("I don't agree", False), ("nope", False), ("what did you say", None), ("", None), ("yesterday", None),
+    # yes in the words of a no, and no in the words of a yes
+    ("Sure, no problem.", True), ("No problem", True), ("Yes, I don't mind", True), ("I don\u2019t mind.", True),
+    ("No, I don't mind.", True), ("no objection", True), ("I don't mind, but no", False),
+    ("Absolutely not", False), ("Of course not.", False), ("I'd rather you didn't", False), ("Not really", False),
+    ("not right now", False), ("I object", False), ("Yes. Actually, no.", False),
+    # other ways to agree, and not knowing
+    ("Absolutely", True), ("Sounds good", True), ("I consent", True), ("Uh-huh.", True), ("Certainly", True),
+    ("Alright", True), ("I don't know", None), ("Not sure", None), ("Could you say that again?", None),
 ])
 def test_spoken_answers(said: str, verdict: bool | None) -> None:
     assert spoken_answer(said) is verdict

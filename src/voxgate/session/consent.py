@@ -6,29 +6,20 @@ and what was pressed or said, redacted) goes into the call record as the proof.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from voxgate.agents import Recording
+from voxgate.session.yes_no import read_yes_no
 
 __all__ = ["Consent", "ConsentState", "spoken_answer"]
 
 ConsentState = Literal["notice", "pending", "agreed", "declined"]
 
-# Whole words, checked "no" first: "I don't agree" is a refusal, though it holds "agree".
-_NO = re.compile(r"\b(no|nope|nah|don'?t|do not|decline|disagree|refuse|rather not|not ok(ay)?|stop)\b")
-_YES = re.compile(r"\b(yes|yeah|yep|yup|sure|ok(ay)?|agree|i agree|fine|of course|go ahead|that'?s fine|correct)\b")
-
 
 def spoken_answer(text: str) -> bool | None:
-    """True for a yes, False for a no, None when the words are neither (or both)."""
-    words = text.lower()
-    if _NO.search(words):
-        return False
-    if _YES.search(words):
-        return True
-    return None
+    """True for a yes, False for a no, None when the words are neither (or the caller is unsure)."""
+    return read_yes_no(text)
 
 
 @dataclass

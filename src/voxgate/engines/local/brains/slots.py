@@ -21,6 +21,7 @@ import regex
 from jsonschema import FormatChecker
 from jsonschema.exceptions import SchemaError
 
+from voxgate.session.yes_no import read_yes_no
 from voxgate.tools.validation import PatternTooSlow, SchemaValidator, pattern_search
 
 SlotKind = Literal["date", "time", "digits", "number", "enum", "boolean", "text"]
@@ -411,17 +412,8 @@ def extract_enum(text: str, values: list[Any]) -> Any | None:
     return None
 
 
-_YES = {"yes", "yeah", "yep", "sure", "correct", "right", "please", "ok", "okay", "absolutely", "true"}
-_NO = {"no", "nope", "nah", "don't", "not", "false", "never"}
-
-
 def extract_boolean(text: str) -> bool | None:
-    toks = set(tokens(text))
-    if toks & _NO:
-        return False
-    if toks & _YES:
-        return True
-    return None
+    return read_yes_no(text)
 
 
 _FREE_TEXT_NAMES = re.compile(r"reason|message|note|query|question|comment|detail|description|text|summary|"
