@@ -43,6 +43,18 @@ def test_spoken_digits(said: str, digits: str) -> None:
     assert spoken_digits(said) == [digits]
 
 
+@pytest.mark.parametrize(("said", "order_id"), [
+    ("Where is my order for 5-6-7?", "4567"),  # what Whisper wrote for "order four five six seven"
+    ("my order is to 1 3 4", "2134"),
+    ("for 5 6 7", "4567"),
+    ("I'm calling for order 1234", "1234"),  # the plain reading fits: the homophone is a word
+    ("order for 12", None),  # neither fits
+])
+def test_a_digit_misheard_as_a_word_is_tried_when_the_plain_reading_does_not_fit(said: str,
+                                                                                  order_id: str | None) -> None:
+    assert extract_argument("order_id", ORDER_ID, said, TODAY) == order_id
+
+
 def test_separate_numbers_stay_separate() -> None:
     assert spoken_digits("I ordered 2 things, order 4567") == ["2", "4567"]
     assert spoken_digits("oh, I need help") == []

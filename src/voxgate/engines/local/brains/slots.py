@@ -175,6 +175,19 @@ def spoken_digits(text: str) -> list[str]:
     return [run.digit_string() for run in number_runs(tokens(text)) if run.digit_string()]
 
 
+# Words speech recognition writes for a digit said before others: "order four five six seven" comes back as
+# "order for 5-6-7", "two one" as "to 1".
+_DIGIT_HOMOPHONES = {"for": "4", "fore": "4", "to": "2", "too": "2", "won": "1", "ate": "8"}
+
+
+def misheard_digits(text: str) -> list[str]:
+    """Digit strings with the digit a homophone just before them may have been: "order for 5-6-7" ->
+    ["4567"]. Only for a value whose plain reading does not fit: "for 1234" is still most likely 1234."""
+    toks = tokens(text)
+    return [_DIGIT_HOMOPHONES[toks[run.start - 1]] + run.digit_string() for run in number_runs(toks)
+            if run.start and toks[run.start - 1] in _DIGIT_HOMOPHONES and run.digit_string()]
+
+
 def extract_number(text: str) -> int | float | None:
     norm = normalize(text)
     decimal = re.search(r"(-?\d+\.\d+)", norm)
@@ -522,6 +535,8 @@ def extract_argument(name: str, schema: dict[str, Any], text: str, today: date, 
     if kind == "digits":
         candidates = spoken_digits(text)
         valid = [c for c in candidates if argument_error(schema, c) is None]
+        if not valid:
+            valid = [c for c in misheard_digits(text) if argument_error(schema, c) is None]
         if valid:
             return valid[0]
         if answer and candidates:
