@@ -74,9 +74,9 @@ class Escalation(BaseModel):
     model_config = ConfigDict(extra="forbid")
     target: str = ""  # E.164 number or SIP URI of the human queue
     handover_line: str = "Let me connect you with a colleague. One moment please."
-    # Warm transfer (SIP): the gateway calls the target itself, tells the person who is calling and why
-    # (the hand-off's summary, in the gateway's voice), then connects the caller by bridging the two legs.
-    # Off: a blind REFER. Browser calls are queued for an operator either way (GET /v1/escalations).
+    # Warm transfer: the person first hears who is calling and why (the hand-off's summary). SIP: the gateway
+    # calls the target itself, says it in the gateway's voice, then bridges the two legs; Twilio: a whisper
+    # URL on the <Dial>; Telnyx: the transfer's audio_url. Off: a blind REFER (SIP) or transfer (carriers). Browser calls are queued for an operator either way (GET /v1/escalations).
     warm: bool = False
     # Said to the caller when a warm transfer finds nobody (busy, no answer); the call stays with the agent,
     # which may offer to book a call back with its tools.

@@ -8,12 +8,16 @@ their own browser's microphone (aiortc plays both browsers)."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import time
+import uuid
+import wave
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import numpy as np
@@ -24,12 +28,18 @@ from tests.conftest import LiveServer, finished_call, start_server
 from tests.integration.test_route_roles import audit_rows, key_with
 from tests.integration.test_sip_outbound import OFFER_CHECK, far_end, far_response, tone
 from tests.integration.test_twilio import transcribe
-from tests.phone_carrier import CarrierApiRecorder, TwilioLine, eventually
+from tests.phone_carrier import CarrierApiRecorder, TelnyxLine, TwilioLine, eventually
 from tests.sipp_caller import RtpCapture, SippRun, answered, free_port, invite, reply, request, run_sipp, scenario
 from tests.speech import speak
 from tests.webrtc_client import WebRtcCaller
 from voxgate.audio.resample import StreamResampler
-from voxgate.loadtest.carrier_webhook import StreamAnswer, parse_twiml, twilio_voice_form, twilio_voice_headers
+from voxgate.loadtest.carrier_webhook import (
+    StreamAnswer,
+    parse_twiml,
+    telnyx_call_initiated,
+    twilio_voice_form,
+    twilio_voice_headers,
+)
 
 REASON = "the caller wants to dispute a charge"
 AGENT = """name: warm
@@ -44,6 +54,7 @@ SILENT = 0xFF
 
 
 TWILIO_TOKEN = "twilio-warm-token"
+TELNYX_KEY = "KEYtelnyx-warm"
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +71,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, carrier_api: CarrierApiRec
     (tmp / "agents" / "warm.yaml").write_text(AGENT)
     live = start_server(tmp, engine="local", agents_dir=tmp / "agents", default_agent="warm", sip_port=free_port(),
                         sip_ring_timeout_s=5.0, twilio_api_base=carrier_api.url, twilio_auth_token=TWILIO_TOKEN,
+                        telnyx_api_base=carrier_api.url, telnyx_api_key=TELNYX_KEY,
                         webrtc_host_addresses=["127.0.0.1"])
     yield live
     live.embedded.stop()
@@ -237,6 +249,50 @@ async def test_twilio_warm_transfer_whispers_through_the_dial_and_an_unanswered_
     assert ET.fromstring(done.text).find("Hangup") is not None
     record = await finished_call(gateway, session.id)
     assert record["status"] == "transferred" and record["transport"] == "twilio", record
+
+
+async def test_telnyx_warm_transfer_plays_who_is_calling_and_why_to_the_person_before_bridging(
+        gateway: LiveServer, carrier_api: CarrierApiRecorder) -> None:
+    """The test carrier plays Telnyx. The hand-over is a transfer command whose `audio_url` is the whisper as a
+    WAV file (Telnyx plays it to the person once they answer, before bridging the caller): who is calling and
+    why in the agent's voice, transcribed back; served a few times under an unguessable token, then gone."""
+    call_control_id = "v3:" + uuid.uuid4().hex
+    body = telnyx_call_initiated(call_control_id)
+    async with httpx.AsyncClient() as http:  # dev mode and no public key: the test carrier signs nothing
+        response = await http.post(f"{gateway.base_url}/telnyx/webhook?agent=warm", content=body)
+        assert response.status_code == 200, response.text
+    actions = f"/v2/calls/{quote(call_control_id, safe='')}/actions"
+    answer = (await carrier_api.wait_for(f"{actions}/answer", within_s=5)).json()
+    line = await TelnyxLine.dial(answer["stream_url"], answer["stream_auth_token"], call_control_id,
+                                 {"agent": "warm"}, encoding="pcmu")
+    try:
+        await eventually(lambda: any(getattr(s.caller, "started", None) is not None
+                                     and s.caller.started.call_id == call_control_id
+                                     for s in list(gateway.gateway.sessions.values())), 20, "the call's session")
+        session = next(s for s in list(gateway.gateway.sessions.values())
+                       if getattr(s.caller, "started", None) is not None
+                       and s.caller.started.call_id == call_control_id)
+        await line.wait_played(session, 30)  # the greeting, heard
+        gateway.embedded.run(session.transfer("+15550100", REASON))
+        transfer = await carrier_api.wait_for(f"{actions}/transfer", within_s=60)
+    finally:
+        await line.close()
+    command = transfer.json()
+    assert command["to"] == "+15550100" and transfer.headers["authorization"] == f"Bearer {TELNYX_KEY}"
+    audio_url = command["audio_url"]
+    assert audio_url.startswith(f"{gateway.base_url}/telnyx/whisper/") and audio_url.endswith(".wav"), audio_url
+    async with httpx.AsyncClient() as http:
+        fetched = await http.get(audio_url)
+        assert fetched.status_code == 200 and fetched.headers["content-type"] == "audio/wav"
+        assert (await http.get(audio_url.replace("/whisper/", "/whisper/x"))).status_code == 404  # a guess
+        assert [(await http.get(audio_url)).status_code for _ in range(3)] == [200, 200, 404]  # then gone
+    with wave.open(io.BytesIO(fetched.content)) as wav:
+        assert (wav.getnchannels(), wav.getsampwidth(), wav.getframerate()) == (1, 2, 8000)
+        pcm = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
+    heard = (await transcribe(pcm)).lower()
+    assert "incoming call" in heard and "dispute" in heard and "charge" in heard, heard
+    record = await finished_call(gateway, session.id)
+    assert record["status"] == "transferred" and record["transport"] == "telnyx", record
 
 
 HOLD_LINE = " ".join(["Please hold while I find a person to take your call."] * 5)  # none of the operator's words

@@ -96,6 +96,7 @@ ROUTE_ROLES: dict[str, frozenset[str] | Public | Needs] = {
     "POST /openai/sip/webhook": Public("OpenAI's Standard Webhooks signature (openai_webhook_secret)"),
     "POST /telnyx/webhook": Public("Telnyx's Ed25519 webhook signature"),
     "WS /telnyx/media": Public("a single-use media token minted by the signed call webhook"),
+    "GET /telnyx/whisper/{token}.wav": Public("an unguessable whisper token, a few fetches within minutes"),
 }
 
 

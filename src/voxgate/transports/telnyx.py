@@ -3,6 +3,7 @@
     POST /telnyx/webhook[?agent=NAME]  Ed25519-signed call events; on `call.initiated` the gateway answers
                                         with streaming requested in the same command (bidirectional rtp)
     WS   /telnyx/media                  the media stream, served by CarrierCall
+    GET  /telnyx/whisper/{token}.wav    a warm transfer's whisper, for Telnyx to play to the person
 
 On `call.initiated` the gateway mints a single-use media token bound to the call_control_id
 (media_tokens.py) and sends it as the answer's `stream_auth_token`, which Telnyx echoes in the media
@@ -12,6 +13,11 @@ in access logs.) A webhook is refused when its timestamp is older than `telnyx_w
 more than `telnyx_webhook_max_future_s` ahead, and when its event id or signature was already seen in
 that window (a replay). Transfer, hang-up and DTMF are call commands (POST
 /v2/calls/{call_control_id}/actions/{command}) on the webhook's call_control_id.
+
+A warm transfer (the agent's `escalation.warm`) is the transfer command's `audio_url`: a file Telnyx plays to
+the person once they answer, before bridging the caller. The gateway renders who is calling and why in the
+agent's voice (Piper, off the event loop) as a WAV file kept under an unguessable token, served at most
+`WHISPER_FETCHES` times within `WHISPER_TTL_S`; a whisper that cannot be rendered leaves the transfer blind.
 """
 
 from __future__ import annotations
@@ -20,6 +26,9 @@ import asyncio
 import base64
 import json
 import logging
+import secrets
+import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
@@ -49,13 +58,50 @@ from voxgate.transports.media_stream import CallEventError, StreamStarted
 from voxgate.transports.media_tokens import MediaGrant
 from voxgate.transports.signatures import SignatureError, verify_telnyx
 from voxgate.transports.telnyx_messages import CODEC_ENCODINGS, TelnyxMediaStream, parse_call_event
+from voxgate.transports.whisper import whisper_wav
 
-__all__ = ["MEDIA_PATH", "WEBHOOK_PATH", "TelnyxControl", "answer_command", "routes"]
+__all__ = ["MEDIA_PATH", "WEBHOOK_PATH", "WHISPER_PATH", "TelnyxControl", "WhisperFiles", "answer_command",
+           "routes"]
 
 log = logging.getLogger("voxgate.telnyx")
 
 WEBHOOK_PATH = "/telnyx/webhook"
 MEDIA_PATH = "/telnyx/media"
+WHISPER_PATH = "/telnyx/whisper"
+WHISPER_TTL_S = 600.0  # a transfer's person answers within minutes, or not at all
+WHISPER_FETCHES = 3  # Telnyx fetches the file once per answer; a retry or two, then it is gone
+MAX_WHISPERS = 256
+
+
+class WhisperFiles:
+    """Warm transfers' whispers as WAV files, each under an unguessable token until Telnyx has fetched it."""
+
+    def __init__(self, clock: Callable[[], float], *, limit: int = MAX_WHISPERS, ttl_s: float = WHISPER_TTL_S,
+                 fetches: int = WHISPER_FETCHES) -> None:
+        self._clock = clock
+        self.limit, self.ttl_s, self.fetches = limit, ttl_s, fetches
+        self._files: OrderedDict[str, tuple[bytes, float, int]] = OrderedDict()  # token -> (wav, kept at, fetched)
+
+    def keep(self, wav: bytes) -> str:
+        token = secrets.token_urlsafe(24)
+        self._files[token] = (wav, self._clock(), 0)
+        while len(self._files) > self.limit:
+            self._files.popitem(last=False)
+        return token
+
+    def fetch(self, token: str) -> bytes | None:
+        kept = self._files.get(token)
+        if kept is None:
+            return None
+        wav, at, fetched = kept
+        if self._clock() - at > self.ttl_s:
+            del self._files[token]
+            return None
+        if fetched + 1 >= self.fetches:
+            del self._files[token]
+        else:
+            self._files[token] = (wav, at, fetched + 1)
+        return wav
 CALL_GONE = 90018  # Telnyx's code for "the call has already ended"
 
 
@@ -63,11 +109,15 @@ class TelnyxControl:
     """Call commands on one call leg."""
 
     def __init__(self, http: httpx.AsyncClient, api_base: str, call_control_id: str, api_key: str,
-                 timeout_s: float) -> None:
+                 timeout_s: float, *, base_url: str = "", whispers: WhisperFiles | None = None,
+                 voice: str = "joe") -> None:
         self._http = http
         self._base = f"{api_base.rstrip('/')}/v2/calls/{quote(call_control_id, safe='')}/actions"
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._timeout_s = timeout_s
+        self._public_url = base_url.rstrip("/")  # where Telnyx reaches us: the whisper's file
+        self._whispers = whispers
+        self._voice = voice
 
     async def command(self, action: str, body: dict[str, Any]) -> None:
         if not self._headers:  # Telnyx would answer 401: say what is missing instead
@@ -77,8 +127,15 @@ class TelnyxControl:
                               (CALL_GONE,), json=body, headers=self._headers)
 
     async def transfer(self, target: str, whisper: str | None = None) -> None:
-        # Telnyx's transfer plays nothing to the person first: a warm transfer is blind here (the docs say so).
-        await self.command("transfer", {"to": target})
+        body = {"to": target}
+        if whisper is not None and self._whispers is not None:
+            try:
+                wav = await whisper_wav(whisper, self._voice)
+            except Exception:  # no voice to say it in: the person still gets the caller, without the whisper
+                log.exception("telnyx: the warm transfer's whisper could not be rendered; transferring blind")
+            else:
+                body["audio_url"] = f"{self._public_url}{WHISPER_PATH}/{self._whispers.keep(wav)}.wav"
+        await self.command("transfer", body)
 
     async def hang_up(self) -> None:
         await self.command("hangup", {})
@@ -111,6 +168,7 @@ _background: set[asyncio.Task[None]] = set()
 
 def routes(gateway_of: Callable[[Request | WebSocket], CallGateway]) -> list[BaseRoute]:
     """The Telnyx routes, bound to the app's gateway lookup."""
+    whispers = WhisperFiles(time.monotonic)
 
     async def call_webhook(request: Request) -> Response:
         gateway = gateway_of(request)
@@ -178,10 +236,19 @@ def routes(gateway_of: Callable[[Request | WebSocket], CallGateway]) -> list[Bas
         audio = CarrierAudio(started.encoding, started.sample_rate, outbound,
                              settings.telnyx_sample_rate if outbound == "l16" else 8000)
         control = TelnyxControl(gateway.http, settings.telnyx_api_base, grant.call_id,
-                                settings.telnyx_api_key.get_secret_value(), settings.carrier_api_timeout_s)
+                                settings.telnyx_api_key.get_secret_value(), settings.carrier_api_timeout_s,
+                                base_url=settings.base_url(), whispers=whispers, voice=gateway.agent(grant.agent).voice)
         await run_carrier_call(gateway, call, started, grant, audio, control)
 
-    return [Route(WEBHOOK_PATH, call_webhook, methods=["POST"]), WebSocketRoute(MEDIA_PATH, media_socket)]
+    async def whisper(request: Request) -> Response:
+        """A warm transfer's whisper, as Telnyx fetches it for the person (`audio_url`)."""
+        wav = whispers.fetch(request.path_params["token"])
+        if wav is None:
+            return problem(404, "not_found", "No such whisper (or it was already played).")
+        return Response(wav, media_type="audio/wav", headers={"Cache-Control": "no-store"})
+
+    return [Route(WEBHOOK_PATH, call_webhook, methods=["POST"]), WebSocketRoute(MEDIA_PATH, media_socket),
+            Route(WHISPER_PATH + "/{token}.wav", whisper, methods=["GET"])]
 
 
 def _presented_token(call: CarrierCall, started: StreamStarted) -> str | None:

@@ -1,13 +1,17 @@
 """The whisper of a warm transfer: what the person taking a phone call hears before the caller is put through.
 
-Rendered in the gateway's own voice (Piper, in its worker pool, off the event loop) and sent on the person's
-leg as G.711 RTP at real time, one 20 ms packet per tick on an absolute clock; the caller meanwhile hears
-the agent's handover line and then silence. A second or so of silence after it, so the person can take it in.
+Rendered in the gateway's own voice (Piper, in its worker pool, off the event loop). On SIP it is sent on the
+person's leg as G.711 RTP at real time, one 20 ms packet per tick on an absolute clock (`play_whisper`); the
+caller meanwhile hears the agent's handover line and then silence. A carrier that plays a file to the person
+before bridging (Telnyx's `audio_url`) gets it as a WAV file (`whisper_wav`). A second or so of silence
+after it, so the person can take it in.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
+import wave
 
 import numpy as np
 
@@ -16,7 +20,7 @@ from voxgate.audio.resample import StreamResampler
 from voxgate.engines.local.tts import PiperSynthesizer
 from voxgate.transports.rtp_line import RtpLine
 
-__all__ = ["play_whisper"]
+__all__ = ["play_whisper", "whisper_wav"]
 
 RATE = 8000
 FRAME_SAMPLES = RATE * 20 // 1000
@@ -25,7 +29,7 @@ PAUSE_AFTER_S = 0.6
 
 async def render(text: str, voice: str) -> np.ndarray:
     """`text` as 8 kHz int16 speech."""
-    synthesizer = PiperSynthesizer.shared()
+    synthesizer = await asyncio.to_thread(PiperSynthesizer.shared)  # loads the voices once, off the loop
     resampler = StreamResampler(synthesizer.sample_rate, RATE)
     pieces = [resampler.process(chunk) async for chunk in synthesizer.synthesize(text, voice)]
     pieces.append(resampler.flush())
@@ -45,3 +49,16 @@ async def play_whisper(line: RtpLine, codec: str, text: str, voice: str) -> floa
         line.send(line.sender.packet(coded[at:at + FRAME_SAMPLES], FRAME_SAMPLES))
         await asyncio.sleep(max(0.0, started + (n + 1) * 0.02 - loop.time()))
     return loop.time() - started
+
+
+async def whisper_wav(text: str, voice: str) -> bytes:
+    """`text` said, then the pause, as an 8 kHz 16-bit mono WAV file (what a carrier plays to the person)."""
+    pcm = await render(text, voice)
+    pcm = np.concatenate((pcm, np.zeros(int(RATE * PAUSE_AFTER_S), dtype=np.int16)))
+    out = io.BytesIO()
+    with wave.open(out, "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(RATE)
+        wav.writeframes(pcm.astype("<i2").tobytes())
+    return out.getvalue()
