@@ -15,7 +15,11 @@ stopped at the caller:
 The speech is held out from the tests: espeak-ng voices (the tests speak with Piper), levelled to the
 agent's: in this call the agent's voice is the caller's own, said back. On the phone and SIP lines the
 agent's audio also leaks back into the caller's microphone 20 dB down (line echo), all the time; a barge-in
-signalled while the caller was silent is a false interruption, counted per transport.
+signalled while the caller was silent is a false interruption, counted per transport. Where the stop is the
+end of the audio (SIP, WebRTC), audio half a second on is a miss, unless the agent had stopped and a new
+reply began after a pause: the turn ended in a pause of the interruption ("wait, ..."), the agent said its
+first words back, and the rest of the interruption cut that reply too (the gateway counted two barge-ins).
+Those are stops, counted under "replied".
 
 Each transport runs twice in the same run (`--agents before,shipped`): the turn taking as it was before the
 echo gate (200 ms of speech while the agent talks, no gate), and as shipped.
@@ -30,6 +34,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import itertools
 import json
 import os
 import random
@@ -73,6 +78,7 @@ PROMPT = ("I would like to check on an order I placed last week", "en-us+m3")
 INTERRUPTIONS = [("wait, stop please", "en-gb+f2"), ("no no, hold on", "en-us+m5"),
                  ("sorry, one moment", "en-gb-scotland+m2"), ("excuse me", "en-us+f4")]
 QUIET_S = 1.2  # agent silence that ends its reply
+RESUMED_AFTER_S = 0.3  # agent audio after this much silence following a stop is a new reply, not the old one
 RT_PRIORITY = 10
 # Two agents, measured in the same run: the turn taking as shipped, and as it was before the echo gate
 # (`--agents`): 200 ms of speech before a barge-in counted, every frame the VAD called speech counted.
@@ -396,6 +402,8 @@ class Result:
     stop_ms: list[float] = field(default_factory=list)
     missed: int = 0  # the reply had ended before the caller spoke, or the gateway never stopped it
     false: int = 0  # stops signalled while the caller was silent (its echo only)
+    misses: list[str] = field(default_factory=list)  # each miss: which attempt, and what the ear heard
+    replied: int = 0  # stopped, then a new reply to the interruption's first words after a pause in it
 
 
 async def until(check: Callable[[], bool], every_s: float = 0.001) -> None:
@@ -438,6 +446,7 @@ async def measure(caller: Caller, agent: str, n: int, lines: dict[str, np.ndarra
         talking = caller.ear.talking_since(said)
         if talking is None:
             result.missed += 1
+            result.misses.append(f"#{attempt}: no reply to the prompt within 15 s")
             continue
         # false interruptions: barge-ins while only the agent's echo was on the caller's line
         counted = await interruptions(url)
@@ -446,6 +455,7 @@ async def measure(caller: Caller, agent: str, n: int, lines: dict[str, np.ndarra
         poll()
         stops_before = len(caller.ear.stops)
         interruption = lines[f"barge{attempt % len(INTERRUPTIONS)}"]
+        barge_ins_before = await interruptions(url)
         voiced_at = await caller.say(interruption)
         await asyncio.sleep(1.0)
         poll()
@@ -455,9 +465,21 @@ async def measure(caller: Caller, agent: str, n: int, lines: dict[str, np.ndarra
             after = [t for t in caller.ear.voiced if voiced_at <= t <= voiced_at + 1.0]
             stop = after[-1] if after else voiced_at
             if caller.ear.talking_since(voiced_at + 0.5) is not None:
-                stop = None  # still talking half a second later: not stopped
+                # Audio half a second later: not stopped, unless it stopped first and a new reply began after a
+                # pause (the turn ended in a pause of the interruption, "wait, ..." said back): a stop, counted.
+                # The gateway's barge-in count tells them apart: the new reply is interrupted too (the rest of the
+                # interruption talks over it), where a stop that never was counts once.
+                gaps = [(b, a) for a, b in itertools.pairwise(after) if b - a >= RESUMED_AFTER_S]
+                stop = None
+                if gaps and gaps[0][1] - voiced_at <= 0.5 and await interruptions(url) - barge_ins_before >= 2:
+                    stop = gaps[0][1]
+                    result.replied += 1
         if stop is None:
             result.missed += 1
+            heard = [round((t - voiced_at) * 1000) for t in caller.ear.voiced if t >= voiced_at - 0.1]
+            stops = [round((t - voiced_at) * 1000) for t in caller.ear.stops[stops_before:]]
+            result.misses.append(f"#{attempt} ({INTERRUPTIONS[attempt % len(INTERRUPTIONS)][0]!r}): agent audio "
+                                 f"at ms {heard[:8]}...{heard[-3:]}, stop signals at ms {stops}")
         else:
             result.stop_ms.append((stop - voiced_at) * 1000)
         await quiet(caller, poll, QUIET_S)  # the interruption said back, then quiet
@@ -565,15 +587,18 @@ async def main(args: argparse.Namespace) -> None:
           f"{args.barge_ins} barge-ins per transport, held-out espeak-ng voices, line echo {ECHO_DB:.0f} dB on "
           f"phone and SIP lines; {os.cpu_count()} CPUs{', SCHED_FIFO' if args.realtime else ''}")
     print(f"{'transport':<10} {'agent':<8} {'stopped at':<26} {'p50 ms':>7} {'p95 ms':>7} {'max ms':>7} {'missed':>7} "
-          f"{'false':>6}")
+          f"{'false':>6} {'replied':>8}")
     what = {"ws": "speech_started received", "twilio": "clear received", "telnyx": "clear received",
             "sip": "last voiced RTP packet", "webrtc": "last voiced audio frame"}
     for r in results:
         print(f"{r.transport:<10} {r.agent:<8} {what[r.transport]:<26} {pct(r.stop_ms, 50):>7.0f} "
-              f"{pct(r.stop_ms, 95):>7.0f} {max(r.stop_ms, default=float('nan')):>7.0f} {r.missed:>7} {r.false:>6}")
+              f"{pct(r.stop_ms, 95):>7.0f} {max(r.stop_ms, default=float('nan')):>7.0f} {r.missed:>7} {r.false:>6} "
+              f"{r.replied:>8}")
     if args.each:
         for r in results:
             print(f"{r.transport} {r.agent}: {' '.join(f'{v:.0f}' for v in r.stop_ms)}")
+            for miss in r.misses:
+                print(f"  missed {miss}")
 
 
 if __name__ == "__main__":
