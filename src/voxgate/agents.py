@@ -76,7 +76,8 @@ class Escalation(BaseModel):
     handover_line: str = "Let me connect you with a colleague. One moment please."
     # Warm transfer: the person first hears who is calling and why (the hand-off's summary). SIP: the gateway
     # calls the target itself, says it in the gateway's voice, then bridges the two legs; Twilio: a whisper
-    # URL on the <Dial>; Telnyx: the transfer's audio_url. Off: a blind REFER (SIP) or transfer (carriers). Browser calls are queued for an operator either way (GET /v1/escalations).
+    # URL on the <Dial>; Telnyx: the transfer's audio_url. Off: a blind REFER (SIP) or transfer (carriers).
+    # Browser calls are queued for an operator either way (GET /v1/escalations).
     warm: bool = False
     # Said to the caller when a warm transfer finds nobody (busy, no answer); the call stays with the agent,
     # which may offer to book a call back with its tools.

@@ -90,6 +90,13 @@ def test_any_id_in_asr_digit_groups_round_trips(digits: str, sep: str) -> None:
     ("at ten oh five", "10:05"),
     ("at 7 in the evening", "19:00"),
     ("midnight", "00:00"),
+    ("twenty past four", "16:20"),  # was 20:00 ("twenty" read as the hour)
+    ("five to ten", "09:55"),
+    ("twenty five past three", "15:25"),
+    ("ten minutes past two", "14:10"),
+    ("at 10 to 4 in the afternoon", "15:50"),
+    ("twenty to nine in the morning", "08:40"),
+    ("2.30 pm", "14:30"),  # a British caller's time, as Whisper writes it
 ])
 def test_times(said: str, time: str) -> None:
     assert extract_time(said) == time
@@ -100,6 +107,8 @@ def test_bare_numbers_are_times_only_when_answering() -> None:
     assert extract_time("order 4567") is None
     assert extract_time("eleven", loose=True) == "11:00"
     assert extract_time("in 3 days", loose=True) is None
+    assert extract_time("from ten to twelve") is None  # a range, not 11:50
+    assert extract_time("the price is 2.30") is None
 
 
 @pytest.mark.parametrize(("said", "day"), [
@@ -124,6 +133,10 @@ def test_bare_numbers_are_times_only_when_answering() -> None:
     ("in two days", "2025-03-14"),
     ("in a week", "2025-03-19"),
     ("Wednesday the 19th", "2025-03-19"),
+    ("a week from today", "2025-03-19"),  # was today: "today" was read first
+    ("two weeks from tomorrow", "2025-03-27"),
+    ("Thurs the 13th", "2025-03-13"),
+    ("tues", "2025-03-18"),
 ])
 def test_dates(said: str, day: str) -> None:
     found = extract_date(said, TODAY)
@@ -133,6 +146,7 @@ def test_dates(said: str, day: str) -> None:
 def test_no_date_where_none_was_said() -> None:
     assert extract_date("may I book something", TODAY) is None
     assert extract_date("order 4567", TODAY) is None
+    assert extract_date("I sat in the sun on the way", TODAY) is None  # short forms that are other words
 
 
 @given(st.dates(min_value=date(2000, 1, 1), max_value=date(2099, 12, 31)),

@@ -12,6 +12,7 @@ pattern, enum, type) and, for client tools with thin schemas, from its name and 
 from __future__ import annotations
 
 import difflib
+import itertools
 import re
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -45,6 +46,8 @@ _MONTHS.update({"jan": 1, "feb": 2, "mar": 3, "apr": 4, "jun": 6, "jul": 7, "aug
                 "oct": 10, "nov": 11, "dec": 12})
 _WEEKDAYS = {name: i for i, name in enumerate(
     ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"])}
+# Typed short forms, only those that are no other English word ("sat", "sun", "wed" and "mon" are).
+_WEEKDAYS.update({"tues": 1, "weds": 2, "thur": 3, "thurs": 3})
 _ENUM_SYNONYMS = {"celsius": ("centigrade",)}
 
 
@@ -217,17 +220,23 @@ def extract_time(text: str, loose: bool = False) -> str | None:
     norm = normalize(text)
     toks = _TOKEN.findall(norm)
     day_part = _day_part(toks)
-    clock = re.search(r"\b(\d{1,2}):(\d{2})\b", norm)
-    if clock:
+    clock = re.search(r"\b(\d{1,2}):(\d{2})\b", norm) or re.search(r"\b(\d{1,2})\.(\d{2})(?= (?:am|pm)\b)", norm)
+    if clock:  # "2:30", and "2.30 pm" as a British caller's time is written
         hour, minute = int(clock.group(1)), int(clock.group(2))
         after = norm[clock.end():].split()
         return _clock(hour, minute, after[0] if after else None, day_part)
+    runs = number_runs(toks)
+    relative = _minutes_past_or_to(toks, runs)
+    if relative is not None:
+        hour, minute, end = relative
+        after = toks[end:end + 1]
+        return _clock(hour, minute, after[0] if after and after[0] in ("am", "pm") else None, day_part)
     for i, tok in enumerate(toks):
         if tok in ("noon", "midday") and not (i > 0 and toks[i - 1] in ("after", "afternoon")):
             return "12:00"
         if tok == "midnight":
             return "00:00"
-    for run in number_runs(toks):
+    for run in runs:
         hm = _hour_minute(run)
         if hm is None:
             continue
@@ -252,6 +261,29 @@ def extract_time(text: str, loose: bool = False) -> str | None:
         result = _clock(hour, minute, marker, day_part)
         if result:
             return result
+    return None
+
+
+def _minutes_past_or_to(toks: list[str], runs: list[NumberRun]) -> tuple[int, int, int] | None:
+    """ "twenty past four" -> (4, 20), "five to ten" -> (9, 50), "ten minutes after three" -> (3, 10): the hour,
+    the minute, and where the hour's words end. Minutes by fives unless "minutes" is said, and never after
+    "from" or "between" ("from ten to twelve" is a range, not 11:50)."""
+    for first, second in itertools.pairwise(runs):
+        if len(first.parts) != 1 or len(second.parts) != 1:
+            continue
+        between = toks[first.end:second.start]
+        said_minutes = between[:1] in (["minutes"], ["minute"])
+        word = between[1:] if said_minutes else between
+        if word not in (["past"], ["after"], ["to"], ["till"], ["before"]):
+            continue
+        minutes, hour = first.parts[0].value, second.parts[0].value
+        if not (1 <= hour <= 12 and 1 <= minutes <= 59 and (said_minutes or minutes % 5 == 0)):
+            continue
+        if first.start and toks[first.start - 1] in ("from", "between"):
+            continue
+        if word[0] in ("past", "after"):
+            return hour, minutes, second.end
+        return (hour - 1) or 12, 60 - minutes, second.end
     return None
 
 
@@ -362,6 +394,11 @@ def extract_date(text: str, today: date) -> date | None:
             candidate = _safe_date(nxt.year, nxt.month, nth)
         if candidate:
             return candidate
+    rel = re.search(r"\b(a|an|one|\d+)\s+(day|days|week|weeks)\s+from\s+(today|now|tomorrow)\b", joined)
+    if rel:  # "a week from today": before "today" and "tomorrow" alone are read
+        n = 1 if rel.group(1) in ("a", "an", "one") else int(rel.group(1))
+        start = today + timedelta(days=1 if rel.group(3) == "tomorrow" else 0)
+        return start + timedelta(days=n * (7 if rel.group(2).startswith("week") else 1))
     if re.search(r"\bday after tomorrow\b", joined):
         return today + timedelta(days=2)
     if "tomorrow" in toks:
