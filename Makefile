@@ -15,7 +15,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 # gateway) compiles its imports again, even where PYTHONDONTWRITEBYTECODE keeps Python from caching them.
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: install install-test install-llama run test unit check lint typecheck lock-check upgrade system-deps bench bench-pipecat clean
+.PHONY: install install-test install-llama install-node-sdk run test unit check lint typecheck lock-check upgrade system-deps bench bench-pipecat clean
 
 # uv itself is the one thing installed before the lock: pinned and hash-checked, in a venv of its own.
 $(UV): tools/uv-requirements.txt
@@ -44,8 +44,8 @@ run: install
 
 # Debian packages the tests drive for real: PostgreSQL (store), Chromium (WebRTC end to end), SIPp (SIP),
 # stress-ng (a CPU hog beside the suite when checking that tests do not depend on the machine's load),
-# Redis, Kamailio and HAProxy (several gateways as one: tests/integration/test_scale_out.py), and a
-# C++ compiler and CMake to build llama.cpp (install-llama).
+# Redis, Kamailio and HAProxy (several gateways as one: tests/integration/test_scale_out.py), a C++
+# compiler and CMake to build llama.cpp (install-llama), and Node.js with npm (the openai Node SDK's tests).
 system-deps:
 	@missing=""; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
@@ -57,6 +57,7 @@ system-deps:
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v kamailio >/dev/null || missing="$$missing kamailio"; \
 	command -v haproxy >/dev/null || missing="$$missing haproxy"; \
+	command -v npm >/dev/null || missing="$$missing nodejs npm"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
@@ -81,7 +82,7 @@ lock-check: | $(UV)
 # operators' API fuzz, an integration test, uses schemathesis): loading it costs each process 0.3 s.
 UNIT_PYTEST := $(BIN)/pytest -q -p no:cacheprovider -p no:schemathesis -n auto --dist loadgroup tests/unit
 test unit: export PYTHONDONTWRITEBYTECODE :=
-test: install-test install-llama system-deps lint typecheck
+test: install-test install-llama install-node-sdk system-deps lint typecheck
 	$(UNIT_PYTEST)
 	$(BIN)/pytest -q -p no:cacheprovider --ignore=tests/unit
 
@@ -97,6 +98,15 @@ $(LLAMA_VENV)/.installed: tests/llama/pyproject.toml tests/llama/uv.lock | $(UV)
 	touch $@
 
 install-llama: $(LLAMA_VENV)/.installed
+
+# The official openai Node SDK, the Realtime client a JavaScript server uses (tests/integration/test_node_sdk.py),
+# locked in tests/node: npm ci installs exactly the lock and checks each package's integrity.
+NODE_SDK := tests/node/node_modules/.installed
+$(NODE_SDK): tests/node/package.json tests/node/package-lock.json | system-deps
+	cd tests/node && npm ci --silent --no-audit --no-fund
+	touch $@
+
+install-node-sdk: $(NODE_SDK)
 
 # Re-resolve every dependency to its newest release within pyproject's ranges, install exactly that and
 # run every check against it. Commit uv.lock when it is green; fix what broke when it is not.
@@ -136,4 +146,4 @@ vendor-charts:
 	  cp package/LICENSE $(CURDIR)/$(VENDOR)/uPlot.LICENSE && rm -rf $$tmp && echo "uPlot $(UPLOT_VERSION) in $(VENDOR)"
 
 clean:
-	rm -rf $(VENV) $(UV_HOME) .venv-pipecat .venv-llama .mypy_cache .ruff_cache .pytest_cache voxgate.db acme.db
+	rm -rf $(VENV) $(UV_HOME) .venv-pipecat .venv-llama tests/node/node_modules .mypy_cache .ruff_cache .pytest_cache voxgate.db acme.db
