@@ -8,6 +8,7 @@ their own browser's microphone (aiortc plays both browsers)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import json
 import time
@@ -251,11 +252,22 @@ async def test_twilio_warm_transfer_whispers_through_the_dial_and_an_unanswered_
     assert record["status"] == "transferred" and record["transport"] == "twilio", record
 
 
+def person_leg_event(event_type: str, caller_leg: str, person_leg: str, **payload: str) -> bytes:
+    """A webhook of the person's leg that a transfer rings: Telnyx hands the transfer's client_state back."""
+    state = base64.b64encode(json.dumps({"voxgate_transfer_of": caller_leg}).encode()).decode()
+    return json.dumps({"data": {"record_type": "event", "event_type": event_type, "id": str(uuid.uuid4()),
+                                "payload": {"call_control_id": person_leg, "direction": "outgoing",
+                                            "client_state": state, **payload}}}).encode()
+
+
 async def test_telnyx_warm_transfer_plays_who_is_calling_and_why_to_the_person_before_bridging(
         gateway: LiveServer, carrier_api: CarrierApiRecorder) -> None:
     """The test carrier plays Telnyx. The hand-over is a transfer command whose `audio_url` is the whisper as a
     WAV file (Telnyx plays it to the person once they answer, before bridging the caller): who is calling and
-    why in the agent's voice, transcribed back; served a few times under an unguessable token, then gone."""
+    why in the agent's voice, transcribed back; served a few times under an unguessable token, then gone.
+    Nobody answers: Telnyx reports the person's leg hung up and keeps the caller's up; the agent takes the
+    call back on a new media stream, its unanswered line first. A hang-up of an answered leg, or one of a
+    call the gateway never transferred, starts nothing."""
     call_control_id = "v3:" + uuid.uuid4().hex
     body = telnyx_call_initiated(call_control_id)
     async with httpx.AsyncClient() as http:  # dev mode and no public key: the test carrier signs nothing
@@ -293,6 +305,36 @@ async def test_telnyx_warm_transfer_plays_who_is_calling_and_why_to_the_person_b
     assert "incoming call" in heard and "dispute" in heard and "charge" in heard, heard
     record = await finished_call(gateway, session.id)
     assert record["status"] == "transferred" and record["transport"] == "telnyx", record
+    assert base64.b64decode(command["client_state"]) == json.dumps(
+        {"voxgate_transfer_of": call_control_id}, separators=(",", ":")).encode()
+
+    async with httpx.AsyncClient() as http:
+        async def webhook(body: bytes) -> None:
+            response = await http.post(f"{gateway.base_url}/telnyx/webhook", content=body)
+            assert response.status_code == 200, response.text
+        stranger = "v3:" + uuid.uuid4().hex  # a call the gateway never transferred: nothing to take back
+        await webhook(person_leg_event("call.hangup", stranger, "v3:person-0", hangup_cause="timeout"))
+        person = "v3:" + uuid.uuid4().hex
+        await webhook(person_leg_event("call.initiated", call_control_id, person))
+        await webhook(person_leg_event("call.hangup", call_control_id, person, hangup_cause="timeout"))
+        resumed = (await carrier_api.wait_for(f"{actions}/streaming_start", within_s=10)).json()
+        await webhook(person_leg_event("call.hangup", call_control_id, person, hangup_cause="timeout"))  # again
+    assert resumed["stream_bidirectional_mode"] == "rtp" and resumed["stream_auth_token"]
+    assert not [r for r in carrier_api.requests if quote(stranger, safe="") in r.path]
+    again = await TelnyxLine.dial(resumed["stream_url"], resumed["stream_auth_token"], call_control_id,
+                                  {"agent": "warm"}, encoding="pcmu")
+    try:
+        started = time.monotonic()
+        await again.wait_audio(started, min_s=1.0, within_s=30)
+        back = next(s for s in list(gateway.gateway.sessions.values())
+                    if getattr(s.caller, "started", None) is not None and s.caller.started.call_id == call_control_id
+                    and s.id != session.id)
+        await again.wait_played(back, 30)
+        told = (await transcribe(again.pcm_since(started))).lower()
+    finally:
+        await again.close()
+    assert "nobody is free" in told, told  # the unanswered line, then the greeting
+    assert [r.path for r in carrier_api.requests].count(f"{actions}/streaming_start") == 1  # the repeat started none
 
 
 HOLD_LINE = " ".join(["Please hold while I find a person to take your call."] * 5)  # none of the operator's words

@@ -9,12 +9,14 @@ nothing else can escape into a traceback. Pure cores, so it is fast.
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import re
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -142,7 +144,9 @@ def test_media_frames_are_answered_whatever_they_hold(sequences: list[list[str |
 CALL_INITIATED = {"data": {"record_type": "event", "event_type": "call.initiated", "id": "0ccc7b54",
                            "occurred_at": "2025-01-01T00:00:00.000000Z",
                            "payload": {"call_control_id": "v3:abc", "direction": "incoming",
-                                       "from": "+15557654321", "to": "+15551234567", "state": "parked"}}}
+                                       "from": "+15557654321", "to": "+15551234567", "state": "parked",
+                                       "client_state": "eyJ2b3hnYXRlX3RyYW5zZmVyX29mIjoidjM6YWJjIn0=",
+                                       "hangup_cause": "timeout"}}}
 
 
 @BATCHED
@@ -157,7 +161,8 @@ def test_telnyx_webhook_bodies_are_answered_whatever_they_hold(bodies: list[str 
             continue
         assert isinstance(event, CallEvent)
         assert event.event_type and 0 < len(event.call_control_id) <= 256
-        assert all(isinstance(v, str) for v in vars(event).values())
+        assert all(isinstance(v, str) for k, v in vars(event).items() if k != "client_state")
+        assert all(isinstance(k, str) and isinstance(v, str) and len(v) <= 256 for k, v in event.client_state.items())
 
 
 VOICE_FORM = {"CallSid": "CA" + "1" * 32, "AccountSid": "AC" + "2" * 32, "From": "+15557654321",
@@ -186,3 +191,19 @@ def test_twilio_voice_webhook_forms_are_answered_whatever_they_hold(forms: list[
         assert isinstance(call, VoiceCall)
         # These end up in a REST URL: nothing there may be able to steer it.
         assert SID.fullmatch(call.call_sid) and (not call.account_sid or SID.fullmatch(call.account_sid))
+
+
+@pytest.mark.parametrize(("state", "read"), [
+    (base64.b64encode(b'{"voxgate_transfer_of": "v3:abc"}').decode(), {"voxgate_transfer_of": "v3:abc"}),
+    (base64.b64encode(b'{"a": 1, "b": "x", "c": null}').decode(), {"b": "x"}),  # strings only
+    (base64.b64encode(b'["v3:abc"]').decode(), {}),  # not an object
+    (base64.b64encode(b"not json").decode(), {}),
+    ("not base64!", {}),
+    (base64.b64encode(b"[" * 10_000 + b"]" * 10_000).decode(), {}),  # too long to be ours
+    (42, {}),
+])
+def test_a_telnyx_client_state_is_read_only_when_it_is_a_json_object_of_strings(state: object,
+                                                                                read: dict[str, str]) -> None:
+    body = copy.deepcopy(CALL_INITIATED)
+    body["data"]["payload"]["client_state"] = state
+    assert parse_call_event(json.dumps(body).encode()).client_state == read

@@ -160,7 +160,9 @@ class Session:
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
-    async def start(self, *, greet: bool = False, caller_id: str | None = None) -> None:
+    async def start(self, *, greet: bool = False, caller_id: str | None = None, opening: str = "") -> None:
+        """Open the call record and say what opens the call: the recording notice, `opening` (a line for a
+        caller coming back to the agent), the disclosure and the greeting."""
         metrics.SESSIONS_STARTED.labels(self.caller.transport).inc()
         metrics.SESSIONS_ACTIVE.inc()
         self.caller_id = caller_id
@@ -175,10 +177,10 @@ class Session:
                 lines.append(policy.consent_prompt)
                 self._greet_after_consent = greet
             elif greet:
-                lines += [x for x in (self.agent.disclosure, self.agent.greeting) if x]
+                lines += [x for x in (opening, self.agent.disclosure, self.agent.greeting) if x]
             self.say(" ".join(lines))
         elif greet:
-            lines = [x for x in (self.agent.disclosure, self.agent.greeting) if x]
+            lines = [x for x in (opening, self.agent.disclosure, self.agent.greeting) if x]
             if lines:
                 self.say(" ".join(lines))
 

@@ -623,7 +623,7 @@ async def run_carrier_call(gateway: CallGateway, call: CarrierCall, started: Str
             call.attach(session, audio, control)
             session.configure(audio.session_config())
             log.info("%s: stream %s started for agent %s", call.name, started.stream_id, agent.name)
-            await session.start(greet=True, caller_id=grant.from_number or None)
+            await session.start(greet=True, caller_id=grant.from_number or None, opening=grant.opening)
             await call.serve()
         finally:
             if not session.closed:

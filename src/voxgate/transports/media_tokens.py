@@ -32,6 +32,8 @@ class MediaGrant:
     agent: str = ""
     from_number: str = ""
     to_number: str = ""
+    # Said before the greeting when the call comes back to the agent (a transfer nobody answered).
+    opening: str = ""
 
 
 class MediaTokenError(Exception):

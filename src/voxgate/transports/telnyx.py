@@ -18,6 +18,12 @@ A warm transfer (the agent's `escalation.warm`) is the transfer command's `audio
 the person once they answer, before bridging the caller. The gateway renders who is calling and why in the
 agent's voice (Piper, off the event loop) as a WAV file kept under an unguessable token, served at most
 `WHISPER_FETCHES` times within `WHISPER_TTL_S`; a whisper that cannot be rendered leaves the transfer blind.
+
+A transfer nobody answers (busy, no answer, refused) leaves the caller's leg up, in silence: Telnyx reports
+the person's leg's `call.hangup`, with the transfer's `client_state` naming the caller's leg. The gateway
+then starts a new media stream on the caller's leg (`streaming_start`, a new media token) and the agent
+takes the call back, its `escalation.unanswered_line` before the greeting, as on Twilio and SIP. Only a
+transfer this gateway sent and that is still pending is taken back, once.
 """
 
 from __future__ import annotations
@@ -57,7 +63,7 @@ from voxgate.transports.carrier_call import (
 from voxgate.transports.media_stream import CallEventError, StreamStarted
 from voxgate.transports.media_tokens import MediaGrant
 from voxgate.transports.signatures import SignatureError, verify_telnyx
-from voxgate.transports.telnyx_messages import CODEC_ENCODINGS, TelnyxMediaStream, parse_call_event
+from voxgate.transports.telnyx_messages import CODEC_ENCODINGS, CallEvent, TelnyxMediaStream, parse_call_event
 from voxgate.transports.whisper import whisper_wav
 
 __all__ = ["MEDIA_PATH", "WEBHOOK_PATH", "WHISPER_PATH", "TelnyxControl", "WhisperFiles", "answer_command",
@@ -71,6 +77,32 @@ WHISPER_PATH = "/telnyx/whisper"
 WHISPER_TTL_S = 600.0  # a transfer's person answers within minutes, or not at all
 WHISPER_FETCHES = 3  # Telnyx fetches the file once per answer; a retry or two, then it is gone
 MAX_WHISPERS = 256
+TRANSFER_OF = "voxgate_transfer_of"  # the client_state key that names the caller's leg on the person's
+TRANSFER_TTL_S = 600.0  # a person's leg rings for a minute or two; its end is awaited no longer than this
+
+
+class Transfers:
+    """Transfers this gateway asked Telnyx for, until the person's leg answers (the caller is theirs) or hangs
+    up unanswered (the caller's leg is still up, in silence: the agent takes the call back)."""
+
+    def __init__(self, clock: Callable[[], float], *, ttl_s: float = TRANSFER_TTL_S, limit: int = 1024) -> None:
+        self._clock, self.ttl_s, self.limit = clock, ttl_s, limit
+        self._pending: OrderedDict[str, tuple[MediaGrant, float]] = OrderedDict()
+
+    def sent(self, grant: MediaGrant) -> None:
+        self._pending[grant.call_id] = (grant, self._clock())
+        while len(self._pending) > self.limit:
+            self._pending.popitem(last=False)
+
+    def answered(self, call_id: str) -> None:
+        self._pending.pop(call_id, None)
+
+    def unanswered(self, call_id: str) -> MediaGrant | None:
+        """The caller's grant when `call_id`'s transfer was ours and still pending; it is settled either way."""
+        pending = self._pending.pop(call_id, None)
+        if pending is None or self._clock() - pending[1] > self.ttl_s:
+            return None
+        return pending[0]
 
 
 class WhisperFiles:
@@ -110,7 +142,7 @@ class TelnyxControl:
 
     def __init__(self, http: httpx.AsyncClient, api_base: str, call_control_id: str, api_key: str,
                  timeout_s: float, *, base_url: str = "", whispers: WhisperFiles | None = None,
-                 voice: str = "joe") -> None:
+                 voice: str = "joe", transfers: Transfers | None = None, grant: MediaGrant | None = None) -> None:
         self._http = http
         self._base = f"{api_base.rstrip('/')}/v2/calls/{quote(call_control_id, safe='')}/actions"
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -118,6 +150,7 @@ class TelnyxControl:
         self._public_url = base_url.rstrip("/")  # where Telnyx reaches us: the whisper's file
         self._whispers = whispers
         self._voice = voice
+        self._transfers, self._grant = transfers, grant  # a transfer nobody answers comes back to the agent
 
     async def command(self, action: str, body: dict[str, Any]) -> None:
         if not self._headers:  # Telnyx would answer 401: say what is missing instead
@@ -128,6 +161,10 @@ class TelnyxControl:
 
     async def transfer(self, target: str, whisper: str | None = None) -> None:
         body = {"to": target}
+        if self._transfers is not None and self._grant is not None:
+            # Telnyx hands the state back on the person's leg's webhooks: its hang-up, unanswered, finds us.
+            self._transfers.sent(self._grant)
+            body["client_state"] = _encode_state({TRANSFER_OF: self._grant.call_id})
         if whisper is not None and self._whispers is not None:
             try:
                 wav = await whisper_wav(whisper, self._voice)
@@ -144,6 +181,10 @@ class TelnyxControl:
         await self.command("send_dtmf", {"digits": digits})
 
 
+def _encode_state(state: dict[str, str]) -> str:
+    return base64.b64encode(json.dumps(state, separators=(",", ":")).encode()).decode("ascii")
+
+
 def answer_command(settings: Settings, agent: str, media_token: str) -> dict[str, Any]:
     """The `answer` body: pick up and start a bidirectional media stream to this gateway at once, with the
     call's media token as the `stream_auth_token` Telnyx echoes on the media socket."""
@@ -157,7 +198,7 @@ def answer_command(settings: Settings, agent: str, media_token: str) -> dict[str
         "stream_bidirectional_sampling_rate": settings.telnyx_sample_rate if codec == "L16" else 8000,
         "stream_bidirectional_target_legs": "self",
         "custom_parameters": [{"name": "agent", "value": agent}],
-        "client_state": base64.b64encode(json.dumps({"agent": agent}).encode()).decode("ascii"),
+        "client_state": _encode_state({"agent": agent}),
         "stream_auth_token": media_token,
     }
     return body
@@ -169,6 +210,7 @@ _background: set[asyncio.Task[None]] = set()
 def routes(gateway_of: Callable[[Request | WebSocket], CallGateway]) -> list[BaseRoute]:
     """The Telnyx routes, bound to the app's gateway lookup."""
     whispers = WhisperFiles(time.monotonic)
+    transfers = Transfers(time.monotonic)
 
     async def call_webhook(request: Request) -> Response:
         gateway = gateway_of(request)
@@ -221,6 +263,8 @@ def routes(gateway_of: Callable[[Request | WebSocket], CallGateway]) -> list[Bas
             task = asyncio.get_running_loop().create_task(command)
             _background.add(task)
             task.add_done_callback(_background.discard)
+        elif event.client_state.get(TRANSFER_OF, event.call_control_id) != event.call_control_id:
+            _person_leg(gateway, event, transfers, event.client_state[TRANSFER_OF], now)
         elif event.event_type == "call.hangup":
             gateway.admission.cancel(event.call_control_id)  # hung up before its media came: free the slot
         return JSONResponse({"received": event.event_type})
@@ -237,7 +281,8 @@ def routes(gateway_of: Callable[[Request | WebSocket], CallGateway]) -> list[Bas
                              settings.telnyx_sample_rate if outbound == "l16" else 8000)
         control = TelnyxControl(gateway.http, settings.telnyx_api_base, grant.call_id,
                                 settings.telnyx_api_key.get_secret_value(), settings.carrier_api_timeout_s,
-                                base_url=settings.base_url(), whispers=whispers, voice=gateway.agent(grant.agent).voice)
+                                base_url=settings.base_url(), whispers=whispers, voice=gateway.agent(grant.agent).voice,
+                                transfers=transfers, grant=grant)
         await run_carrier_call(gateway, call, started, grant, audio, control)
 
     async def whisper(request: Request) -> Response:
@@ -249,6 +294,40 @@ def routes(gateway_of: Callable[[Request | WebSocket], CallGateway]) -> list[Bas
 
     return [Route(WEBHOOK_PATH, call_webhook, methods=["POST"]), WebSocketRoute(MEDIA_PATH, media_socket),
             Route(WHISPER_PATH + "/{token}.wav", whisper, methods=["GET"])]
+
+
+def _person_leg(gateway: CallGateway, event: CallEvent, transfers: Transfers, caller_leg: str, now: float) -> None:
+    """A webhook of the leg a transfer of ours rings (the person's). Answered: the caller is theirs. Hung up
+    unanswered (busy, no answer, refused): Telnyx keeps the caller's leg up, so the agent takes it back with
+    a new media stream, saying its unanswered line first, as on Twilio and SIP."""
+    if event.event_type in ("call.answered", "call.bridged"):
+        transfers.answered(caller_leg)
+        return
+    if event.event_type != "call.hangup":
+        return
+    grant = transfers.unanswered(caller_leg)
+    if grant is None:  # answered before, not ours, or long gone
+        return
+    settings = gateway.settings
+    agent = gateway.agent(grant.agent)
+    control = TelnyxControl(gateway.http, settings.telnyx_api_base, caller_leg,
+                            settings.telnyx_api_key.get_secret_value(), settings.carrier_api_timeout_s)
+    ticket = gateway.admission.try_admit(None, "telnyx")
+    if isinstance(ticket, Refusal):
+        log.warning("telnyx call %s: nobody took the transfer (%s) and the gateway is full (%s): hanging up",
+                    caller_leg, event.hangup_cause or "?", ticket.reason)
+        command = _command(control, "hangup", {}, caller_leg)
+    else:
+        log.info("telnyx call %s: nobody took the transfer (%s); back to agent %s", caller_leg,
+                 event.hangup_cause or "?", agent.name)
+        gateway.admission.reserve(caller_leg, ticket)
+        back = MediaGrant("telnyx", caller_leg, "", agent.name, grant.from_number, grant.to_number,
+                          opening=agent.escalation.unanswered_line)
+        command = _command(control, "streaming_start", answer_command(settings, agent.name,
+                                                                      gateway.media_tokens.mint(back, now)), caller_leg)
+    task = asyncio.get_running_loop().create_task(command)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
 
 
 def _presented_token(call: CarrierCall, started: StreamStarted) -> str | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from voxgate.transports.media_stream import (
@@ -46,6 +46,8 @@ class CallEvent:
     direction: str  # "incoming" | "outgoing"
     from_number: str
     to_number: str
+    client_state: dict[str, str] = field(default_factory=dict)  # what a command of ours asked to see again
+    hangup_cause: str = ""
 
 
 def parse_call_event(body: bytes) -> CallEvent:
@@ -67,7 +69,22 @@ def parse_call_event(body: bytes) -> CallEvent:
     return CallEvent(
         event_id=event_id[:128] if isinstance(event_id, str) else "", event_type=event_type,
         call_control_id=call_control_id, direction=_text(payload.get("direction"), "incoming"),
-        from_number=_text(payload.get("from")), to_number=_text(payload.get("to")))
+        from_number=_text(payload.get("from")), to_number=_text(payload.get("to")),
+        client_state=_client_state(payload.get("client_state")), hangup_cause=_text(payload.get("hangup_cause")))
+
+
+def _client_state(value: object) -> dict[str, str]:
+    """A command's `client_state` (base64 of a JSON object of strings), as Telnyx hands it back; {} when it is
+    absent or anything else (a state set by another application on the same connection)."""
+    if not isinstance(value, str) or not value or len(value) > 4096:
+        return {}
+    try:
+        state = json.loads(base64.b64decode(value, validate=True))
+    except (ValueError, RecursionError):
+        return {}
+    if not isinstance(state, dict):
+        return {}
+    return {k: v[:256] for k, v in state.items() if isinstance(k, str) and isinstance(v, str)}
 
 
 def _text(value: object, default: str = "") -> str:
