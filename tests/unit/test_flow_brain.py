@@ -142,6 +142,21 @@ def test_a_caller_checking_the_line_is_answered(agent: AgentConfig, said: str) -
     assert Call(agent).user(said) == Say(PRESENCE_ANSWER)
 
 
+@pytest.mark.parametrize("said", ["I want to cancel my appointment", "cancel my order 4567",
+                                  "I'd like a refund for order 4567"])
+def test_undoing_what_no_tool_undoes_is_not_that_tool(agent: AgentConfig, said: str) -> None:
+    """The demo agent books appointments and looks orders up; it cannot cancel or refund: the fallback (which
+    offers a person), not a booking or a lookup."""
+    assert Call(agent).user(said) == Say(agent.fallback)
+    assert isinstance(decision := Call(agent).user("can I talk to a person about a refund"), CallTool)
+    assert decision.name == "transfer_to_human"
+    cancel = ToolSpec("cancel_appointment", "Cancel an existing appointment.",
+                      {"type": "object", "properties": {"date": {"type": "string", "format": "date"}},
+                       "required": ["date"]}, server=False)
+    assert Call(agent, client_tools=(cancel,)).user("I want to cancel my appointment on Friday") == \
+        CallTool("cancel_appointment", {"date": "2025-03-14"})
+
+
 def test_a_reschedule_is_a_booking(agent: AgentConfig) -> None:
     assert Call(agent).user("I need to reschedule my appointment") == Say("What day and time would you like?")
 

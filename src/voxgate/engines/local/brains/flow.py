@@ -196,6 +196,10 @@ class FlowBrain:
             flow["route"] = "fallback"
             return Say(request.agent.fallback)
         route = ranked[0].route
+        if route.tool is not None and route.tool not in _ESCALATION_TOOLS and \
+                self.router(request.agent, request.tools).undoes(route, text) is not None:
+            flow["route"] = "fallback"  # "cancel my appointment" to an agent that can only book one
+            return Say(request.agent.fallback)
         flow["route"] = route.tool or route.name
         if route.tool is None:
             return Say(route.reply or request.agent.fallback)

@@ -67,6 +67,11 @@ def _stem(word: str) -> str:
     return word
 
 
+# Requests to undo or object: a route that never mentions one cannot be what the caller wants done.
+_UNDO = frozenset(_stem(w) for w in ("cancel", "cancelled", "canceled", "cancelling", "cancellation", "refund",
+                                     "refunds", "unsubscribe", "complain", "complaint", "dispute"))
+
+
 def terms(text: str) -> list[str]:
     """The words of `text` that carry meaning, as concepts or stems. Numbers are left to slot evidence."""
     out: list[str] = []
@@ -124,6 +129,13 @@ class Router:
     def weight(self, term: str) -> float:
         weight = self._idf.get(term, self._unknown_weight)
         return 0.5 * weight if term in _QUESTION_WORDS else weight
+
+    def undoes(self, route: Route, text: str) -> str | None:
+        """A word of `text` that asks to undo something (cancel, refund, ...) that `route` never mentions:
+        "cancel my appointment" is not a booking, whatever else the words share. None when there is none."""
+        index = self.routes.index(route)
+        known = self._vocab[index] | self._secondary[index]
+        return next((t for t in terms(text) if t in _UNDO and t not in known), None)
 
     def match(self, text: str) -> list[Match]:
         """Every route scored in [0, 1], best first."""
