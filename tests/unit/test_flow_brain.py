@@ -18,6 +18,8 @@ from voxgate.engines.local.brains.flow import (
     AI_ANSWER,
     AI_ANSWER_OFFER,
     MAX_UTTERANCE_CHARS,
+    NO_ANSWER,
+    NO_ANSWER_OFFER,
     PRESENCE_ANSWER,
     FlowBrain,
     describe,
@@ -155,6 +157,19 @@ def test_undoing_what_no_tool_undoes_is_not_that_tool(agent: AgentConfig, said: 
                        "required": ["date"]}, server=False)
     assert Call(agent, client_tools=(cancel,)).user("I want to cancel my appointment on Friday") == \
         CallTool("cancel_appointment", {"date": "2025-03-14"})
+
+
+@pytest.mark.parametrize("said", ["I don't know it", "I can't remember", "no idea", "I don't have it with me"])
+def test_a_caller_without_the_answer_is_offered_a_way_on_not_asked_again(agent: AgentConfig, said: str) -> None:
+    call = Call(agent)
+    assert call.user("where is my order") == Say("What's your order number?")
+    assert call.user(said) == Say(NO_ANSWER + NO_ANSWER_OFFER)
+    assert call.user("yes please connect me to someone") == CallTool(
+        "transfer_to_human", {"reason": "yes please connect me to someone"})
+    assert Call(agent).user("where is my order") == Say("What's your order number?")
+    knows = Call(agent)
+    knows.user("where is my order")
+    assert knows.user("I don't know, maybe 4567") == CallTool("lookup_order", {"order_id": "4567"})
 
 
 def test_a_reschedule_is_a_booking(agent: AgentConfig) -> None:

@@ -70,6 +70,13 @@ _ASKS_IF_AI = re.compile(
 _CHECKS_PRESENCE = re.compile(r"^(?:hello[,.!?]* )?(?:are you (?:still )?(?:there|with me)|can you hear me|"
                               r"is (?:anyone|anybody|someone|somebody) there)\b")
 PRESENCE_ANSWER = "Yes, I'm here. How can I help?"
+# A caller asked for a value they do not have ("I don't know it", "I can't remember"): asking again cannot help.
+_DOES_NOT_HAVE_IT = re.compile(
+    r"\b(?:(?:do not|don't|dont|didn't|did not) (?:know|have|remember|see|get)|no idea|can'?t (?:remember|find|"
+    r"recall)|cannot (?:remember|find|recall)|(?:i )?forgot|lost it|not sure what it is)\b")
+NO_ANSWER = "No problem."
+NO_ANSWER_OFFER = " I can connect you with a person who can help, or is there anything else I can do?"
+NO_ANSWER_ELSE = " Is there anything else I can help with?"
 _WANTS_A_PERSON = re.compile(r"\b(?:talk|speak|transfer|connect|put me through|get me|give me|let me)\b")
 AI_ANSWER = "I'm an automated assistant, not a person."
 AI_ANSWER_OFFER = " I can connect you with someone if you'd like."
@@ -184,10 +191,7 @@ class FlowBrain:
         lowered = text.lower()
         if _ASKS_IF_AI.search(lowered) and not _WANTS_A_PERSON.search(lowered):
             flow["route"] = "asked_if_ai"
-            allowed = _allowed_tools(request)
-            tools = {t.name for t in request.tools} | {t.name for t in request.agent.tools}
-            can_transfer = any(name in tools and (allowed is None or name in allowed) for name in _ESCALATION_TOOLS)
-            return Say(AI_ANSWER + (AI_ANSWER_OFFER if can_transfer else ""))
+            return Say(AI_ANSWER + (AI_ANSWER_OFFER if self._can_transfer(request) else ""))
         if _CHECKS_PRESENCE.search(lowered):
             flow["route"] = "presence"
             return Say(PRESENCE_ANSWER)
@@ -204,6 +208,13 @@ class FlowBrain:
         if route.tool is None:
             return Say(route.reply or request.agent.fallback)
         return self._start_tool(request, flow, route.tool, text)
+
+    @staticmethod
+    def _can_transfer(request: ResponseRequest) -> bool:
+        """Whether this agent, in this request, can put the caller through to a person."""
+        allowed = _allowed_tools(request)
+        tools = {t.name for t in request.tools} | {t.name for t in request.agent.tools}
+        return any(name in tools and (allowed is None or name in allowed) for name in _ESCALATION_TOOLS)
 
     def _menu_choice(self, request: ResponseRequest, flow: dict[str, Any], key: str) -> BrainDecision:
         """A menu key acts like asking for its intent or tool, with nothing said to fill arguments from."""
@@ -327,6 +338,11 @@ class FlowBrain:
             if ranked and ranked[0].score >= SWITCH_ABOVE and (ranked[0].route.tool or "") != tool:
                 flow.pop("pending")
                 return None
+            if _DOES_NOT_HAVE_IT.search(text.lower()):
+                # Asking again cannot help a caller who does not have the answer: offer what can.
+                flow.pop("pending")
+                flow["route"] = "no_answer"
+                return Say(NO_ANSWER + (NO_ANSWER_OFFER if self._can_transfer(request) else NO_ANSWER_ELSE))
             tries = pending.get("tries", 0) + 1
             if tries >= MAX_TRIES:
                 flow.pop("pending")
