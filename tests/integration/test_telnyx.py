@@ -10,6 +10,8 @@ The test carrier swaps neighbouring media frames now and then: Telnyx does not p
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import time
 import uuid
 from datetime import timedelta
@@ -147,7 +149,11 @@ async def test_call_barge_in_order_status_dtmf_and_transfer(carrier_server: Carr
         line.say(speak(HUMAN, rate=8000))
         request = await carrier_server.api.wait_for(
             f"/v2/calls/{quote(call_control_id, safe='')}/actions/transfer", within_s=30)
-        assert request.json() == {"to": "+15550100"}
+        # Blind (the demo agent's transfer is not warm): no whisper; the state names this call, so that a
+        # transfer nobody answers comes back to the agent (tests/integration/test_warm_transfer.py).
+        command = request.json()
+        assert command.keys() == {"to", "client_state"} and command["to"] == "+15550100"
+        assert json.loads(base64.b64decode(command["client_state"])) == {"voxgate_transfer_of": call_control_id}
         assert request.headers["authorization"] == f"Bearer {carrier_server.telnyx_api_key}"
         handover = [f for f in line.frames if f.at > asked_at]
         assert len(handover) * 0.02 > 1.5 and request.at >= handover[-1].at
