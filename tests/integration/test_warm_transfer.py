@@ -302,7 +302,9 @@ async def test_telnyx_warm_transfer_plays_who_is_calling_and_why_to_the_person_b
         assert (wav.getnchannels(), wav.getsampwidth(), wav.getframerate()) == (1, 2, 8000)
         pcm = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
     heard = (await transcribe(pcm)).lower()
-    assert "incoming call" in heard and "dispute" in heard and "charge" in heard, heard
+    # "Incoming call: the caller wants to dispute a charge. From a caller at ...": Whisper tiny has written its
+    # first word as "and coming" (a varied rendering); the rendering is the same each time here (tts_variation).
+    assert "coming call" in heard and "dispute" in heard and "charge" in heard, heard
     record = await finished_call(gateway, session.id)
     assert record["status"] == "transferred" and record["transport"] == "telnyx", record
     assert base64.b64decode(command["client_state"]) == json.dumps(

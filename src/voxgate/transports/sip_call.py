@@ -803,7 +803,8 @@ class SipCall:
         handoff = session.handoff
         whisper = handoff.whisper() if handoff is not None else f"A caller from the {session.agent.name} agent."
         leg.answered = True  # its BYE is ours to send if this call ends while the person listens
-        await play_whisper(leg.rtp, leg.media.codec.name, whisper, session.agent.voice)
+        await play_whisper(leg.rtp, leg.media.codec.name, whisper, session.agent.voice,
+                           deterministic=not self.settings.tts_variation)
         if self.ended or leg.ended:
             if not leg.ended:
                 leg.end("bridge_ended")

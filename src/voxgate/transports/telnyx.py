@@ -142,7 +142,8 @@ class TelnyxControl:
 
     def __init__(self, http: httpx.AsyncClient, api_base: str, call_control_id: str, api_key: str,
                  timeout_s: float, *, base_url: str = "", whispers: WhisperFiles | None = None,
-                 voice: str = "joe", transfers: Transfers | None = None, grant: MediaGrant | None = None) -> None:
+                 voice: str = "joe", transfers: Transfers | None = None, grant: MediaGrant | None = None,
+                 deterministic_voice: bool = False) -> None:
         self._http = http
         self._base = f"{api_base.rstrip('/')}/v2/calls/{quote(call_control_id, safe='')}/actions"
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -150,6 +151,7 @@ class TelnyxControl:
         self._public_url = base_url.rstrip("/")  # where Telnyx reaches us: the whisper's file
         self._whispers = whispers
         self._voice = voice
+        self._deterministic_voice = deterministic_voice  # `tts_variation: false`
         self._transfers, self._grant = transfers, grant  # a transfer nobody answers comes back to the agent
 
     async def command(self, action: str, body: dict[str, Any]) -> None:
@@ -167,7 +169,7 @@ class TelnyxControl:
             body["client_state"] = _encode_state({TRANSFER_OF: self._grant.call_id})
         if whisper is not None and self._whispers is not None:
             try:
-                wav = await whisper_wav(whisper, self._voice)
+                wav = await whisper_wav(whisper, self._voice, deterministic=self._deterministic_voice)
             except Exception:  # no voice to say it in: the person still gets the caller, without the whisper
                 log.exception("telnyx: the warm transfer's whisper could not be rendered; transferring blind")
             else:
@@ -282,7 +284,7 @@ def routes(gateway_of: Callable[[Request | WebSocket], CallGateway]) -> list[Bas
         control = TelnyxControl(gateway.http, settings.telnyx_api_base, grant.call_id,
                                 settings.telnyx_api_key.get_secret_value(), settings.carrier_api_timeout_s,
                                 base_url=settings.base_url(), whispers=whispers, voice=gateway.agent(grant.agent).voice,
-                                transfers=transfers, grant=grant)
+                                transfers=transfers, grant=grant, deterministic_voice=not settings.tts_variation)
         await run_carrier_call(gateway, call, started, grant, audio, control)
 
     async def whisper(request: Request) -> Response:

@@ -27,18 +27,19 @@ FRAME_SAMPLES = RATE * 20 // 1000
 PAUSE_AFTER_S = 0.6
 
 
-async def render(text: str, voice: str) -> np.ndarray:
-    """`text` as 8 kHz int16 speech."""
+async def render(text: str, voice: str, *, deterministic: bool = False) -> np.ndarray:
+    """`text` as 8 kHz int16 speech (`deterministic`: the same every time, as `tts_variation: false` asks)."""
     synthesizer = await asyncio.to_thread(PiperSynthesizer.shared)  # loads the voices once, off the loop
     resampler = StreamResampler(synthesizer.sample_rate, RATE)
-    pieces = [resampler.process(chunk) async for chunk in synthesizer.synthesize(text, voice)]
+    pieces = [resampler.process(chunk)
+              async for chunk in synthesizer.synthesize(text, voice, deterministic=deterministic)]
     pieces.append(resampler.flush())
     return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int16)
 
 
-async def play_whisper(line: RtpLine, codec: str, text: str, voice: str) -> float:
+async def play_whisper(line: RtpLine, codec: str, text: str, voice: str, *, deterministic: bool = False) -> float:
     """Say `text` on `line` (a PCMU or PCMA leg); returns the seconds it took to play."""
-    pcm = await render(text, voice)
+    pcm = await render(text, voice, deterministic=deterministic)
     pcm = np.concatenate((pcm, np.zeros(int(RATE * PAUSE_AFTER_S), dtype=np.int16)))
     pcm = pcm[: pcm.size - pcm.size % FRAME_SAMPLES]
     coded = g711.alaw_encode(pcm) if codec == "PCMA" else g711.ulaw_encode(pcm)
@@ -51,9 +52,9 @@ async def play_whisper(line: RtpLine, codec: str, text: str, voice: str) -> floa
     return loop.time() - started
 
 
-async def whisper_wav(text: str, voice: str) -> bytes:
+async def whisper_wav(text: str, voice: str, *, deterministic: bool = False) -> bytes:
     """`text` said, then the pause, as an 8 kHz 16-bit mono WAV file (what a carrier plays to the person)."""
-    pcm = await render(text, voice)
+    pcm = await render(text, voice, deterministic=deterministic)
     pcm = np.concatenate((pcm, np.zeros(int(RATE * PAUSE_AFTER_S), dtype=np.int16)))
     out = io.BytesIO()
     with wave.open(out, "wb") as wav:
