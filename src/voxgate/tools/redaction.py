@@ -40,6 +40,7 @@ import functools
 import itertools
 import re
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -191,21 +192,11 @@ _PLAIN = bytes.maketrans(b"0123456789", bytes(range(10)))
 _DOUBLED = bytes.maketrans(b"0123456789", bytes(d * 2 - 9 if d > 4 else d * 2 for d in range(10)))
 
 
-def _card_spans(run: _Run, text: str, last_four: bool) -> list[tuple[int, int, str]]:
-    """Every window of whole groups that is a Luhn-valid 13-19 digit number, overlapping ones merged.
-
-    Every window, not just the leftmost: in "1 1 1 4111 1111 1111 1111" a window of ones and the card's
-    first group may pass Luhn too, and masking it alone would leave the rest of the card readable.
-    """
-    ends, count = run.ends, len(run.groups)
-    even, odd = _luhn_sums(run.digits)
-    first = 0
-    # The last four digits of a card masked earlier start a run of their own; skip them so that digits
-    # which follow a mask are judged alone, exactly as on the first pass.
-    if ends[0] == 4 and text.endswith(_CARD_MASK_PREFIX, 0, run.groups[0][0]):
-        run.taken[0] = True
-        first = 1
-    windows: list[list[int]] = []  # [first group, last group] of each masked span
+def _luhn_windows(ends: list[int], digits: str, first: int = 0) -> Iterator[tuple[int, int]]:
+    """For each group from `first` on, the longest run of whole groups from it that is a Luhn-valid 13-19 digit
+    number, as (first group, last group). `ends[k]` counts the digits in groups 0..k; linear in the groups."""
+    even, odd = _luhn_sums(digits)
+    count = len(ends)
     lo = hi = first  # candidate ends: the groups where a window from group i holds 13..19 digits
     for i in range(first, count):
         before = ends[i - 1] if i else 0
@@ -220,11 +211,28 @@ def _card_spans(run: _Run, text: str, last_four: bool) -> list[tuple[int, int, s
                 continue
             sums = even if end % 2 == 0 else odd
             if (sums[end] - sums[before]) % 10 == 0:
-                if windows and i <= windows[-1][1]:
-                    windows[-1][1] = max(windows[-1][1], j)
-                else:
-                    windows.append([i, j])
+                yield i, j
                 break
+
+
+def _card_spans(run: _Run, text: str, last_four: bool) -> list[tuple[int, int, str]]:
+    """Every window of whole groups that is a Luhn-valid 13-19 digit number, overlapping ones merged.
+
+    Every window, not just the leftmost: in "1 1 1 4111 1111 1111 1111" a window of ones and the card's
+    first group may pass Luhn too, and masking it alone would leave the rest of the card readable.
+    """
+    first = 0
+    # The last four digits of a card masked earlier start a run of their own; skip them so that digits
+    # which follow a mask are judged alone, exactly as on the first pass.
+    if run.ends[0] == 4 and text.endswith(_CARD_MASK_PREFIX, 0, run.groups[0][0]):
+        run.taken[0] = True
+        first = 1
+    windows: list[list[int]] = []  # [first group, last group] of each masked span
+    for i, j in _luhn_windows(run.ends, run.digits, first):
+        if windows and i <= windows[-1][1]:
+            windows[-1][1] = max(windows[-1][1], j)
+        else:
+            windows.append([i, j])
     spans = []
     for start, last in windows:
         number = run.digits_of(start, last)
@@ -375,22 +383,11 @@ def _spoken_card_spans(text: str, runs: list[_SpokenRun]) -> list[tuple[int, int
         if _CARD_MENTION.search(text, max(0, pieces[0][0] - 40), pieces[0][0]) is not None:
             spans.append((*run.span(0, len(pieces) - 1), mask_card(digits)))
             continue
-        even, odd = _luhn_sums(digits)
-        taken = -1  # the last piece inside a masked window
-        hi = 0  # the last piece a window from piece i may end on (19 digits at most): linear in the run
-        for i in range(len(pieces)):
-            before = ends[i - 1] if i else 0
-            while hi + 1 < len(pieces) and ends[hi + 1] - before <= _MAX_CARD_DIGITS:
-                hi += 1
-            if i <= taken:
-                continue
-            for j in range(hi, i - 1, -1):  # the longest window from piece i
-                end = ends[j]
-                sums = even if end % 2 == 0 else odd
-                if _MIN_CARD_DIGITS <= end - before <= _MAX_CARD_DIGITS and (sums[end] - sums[before]) % 10 == 0:
-                    spans.append((*run.span(i, j), mask_card(digits[before:end])))
-                    taken = j
-                    break
+        taken = -1  # the last piece inside a masked window: a window that starts inside it is not another card
+        for i, j in _luhn_windows(ends, digits):
+            if i > taken:
+                spans.append((*run.span(i, j), mask_card(digits[(ends[i - 1] if i else 0):ends[j]])))
+                taken = j
     return spans
 
 
