@@ -32,7 +32,6 @@ import asyncio
 import base64
 import json
 import logging
-import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -64,10 +63,9 @@ from voxgate.transports.media_stream import CallEventError, StreamStarted
 from voxgate.transports.media_tokens import MediaGrant
 from voxgate.transports.signatures import SignatureError, verify_telnyx
 from voxgate.transports.telnyx_messages import CODEC_ENCODINGS, CallEvent, TelnyxMediaStream, parse_call_event
-from voxgate.transports.whisper import whisper_wav
+from voxgate.transports.whisper import KeptWhispers, whisper_wav
 
-__all__ = ["MEDIA_PATH", "WEBHOOK_PATH", "WHISPER_PATH", "TelnyxControl", "WhisperFiles", "answer_command",
-           "routes"]
+__all__ = ["MEDIA_PATH", "WEBHOOK_PATH", "WHISPER_PATH", "TelnyxControl", "answer_command", "routes"]
 
 log = logging.getLogger("voxgate.telnyx")
 
@@ -105,35 +103,6 @@ class Transfers:
         return pending[0]
 
 
-class WhisperFiles:
-    """Warm transfers' whispers as WAV files, each under an unguessable token until Telnyx has fetched it."""
-
-    def __init__(self, clock: Callable[[], float], *, limit: int = MAX_WHISPERS, ttl_s: float = WHISPER_TTL_S,
-                 fetches: int = WHISPER_FETCHES) -> None:
-        self._clock = clock
-        self.limit, self.ttl_s, self.fetches = limit, ttl_s, fetches
-        self._files: OrderedDict[str, tuple[bytes, float, int]] = OrderedDict()  # token -> (wav, kept at, fetched)
-
-    def keep(self, wav: bytes) -> str:
-        token = secrets.token_urlsafe(24)
-        self._files[token] = (wav, self._clock(), 0)
-        while len(self._files) > self.limit:
-            self._files.popitem(last=False)
-        return token
-
-    def fetch(self, token: str) -> bytes | None:
-        kept = self._files.get(token)
-        if kept is None:
-            return None
-        wav, at, fetched = kept
-        if self._clock() - at > self.ttl_s:
-            del self._files[token]
-            return None
-        if fetched + 1 >= self.fetches:
-            del self._files[token]
-        else:
-            self._files[token] = (wav, at, fetched + 1)
-        return wav
 CALL_GONE = 90018  # Telnyx's code for "the call has already ended"
 
 
@@ -141,7 +110,7 @@ class TelnyxControl:
     """Call commands on one call leg."""
 
     def __init__(self, http: httpx.AsyncClient, api_base: str, call_control_id: str, api_key: str,
-                 timeout_s: float, *, base_url: str = "", whispers: WhisperFiles | None = None,
+                 timeout_s: float, *, base_url: str = "", whispers: KeptWhispers[bytes] | None = None,
                  voice: str = "joe", transfers: Transfers | None = None, grant: MediaGrant | None = None,
                  deterministic_voice: bool = False) -> None:
         self._http = http
@@ -211,7 +180,8 @@ _background: set[asyncio.Task[None]] = set()
 
 def routes(gateway_of: Callable[[Request | WebSocket], CallGateway]) -> list[BaseRoute]:
     """The Telnyx routes, bound to the app's gateway lookup."""
-    whispers = WhisperFiles(time.monotonic)
+    whispers: KeptWhispers[bytes] = KeptWhispers(limit=MAX_WHISPERS, fetches=WHISPER_FETCHES,
+                                                 ttl_s=WHISPER_TTL_S, clock=time.monotonic)
     transfers = Transfers(time.monotonic)
 
     async def call_webhook(request: Request) -> Response:
@@ -289,7 +259,7 @@ def routes(gateway_of: Callable[[Request | WebSocket], CallGateway]) -> list[Bas
 
     async def whisper(request: Request) -> Response:
         """A warm transfer's whisper, as Telnyx fetches it for the person (`audio_url`)."""
-        wav = whispers.fetch(request.path_params["token"])
+        wav = whispers.take(request.path_params["token"])
         if wav is None:
             return problem(404, "not_found", "No such whisper (or it was already played).")
         return Response(wav, media_type="audio/wav", headers={"Cache-Control": "no-store"})

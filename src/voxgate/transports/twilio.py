@@ -27,8 +27,6 @@ Twilio plays to the person once they answer, before the caller is connected, and
 from __future__ import annotations
 
 import logging
-import secrets
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlencode
@@ -59,6 +57,7 @@ from voxgate.transports.media_stream import CallEventError, StreamStarted
 from voxgate.transports.media_tokens import MediaGrant
 from voxgate.transports.signatures import twilio_signature_valid
 from voxgate.transports.twilio_messages import TOKEN_PARAMETER, TwilioMediaStream, VoiceCall, parse_voice_call
+from voxgate.transports.whisper import KeptWhispers
 
 if TYPE_CHECKING:
     from voxgate.agents import AgentConfig
@@ -75,29 +74,12 @@ MAX_WHISPERS = 1000  # whispers waiting for Twilio to fetch them; the oldest go 
 CALL_GONE = 20404  # Twilio's code for "the call is already over"
 
 
-class Whispers:
-    """What a warm transfer's person is to hear, kept under an unguessable token until Twilio fetches it."""
-
-    def __init__(self, limit: int = MAX_WHISPERS) -> None:
-        self.limit = limit
-        self._texts: OrderedDict[str, str] = OrderedDict()
-
-    def keep(self, text: str) -> str:
-        token = secrets.token_urlsafe(24)
-        self._texts[token] = text
-        while len(self._texts) > self.limit:
-            self._texts.popitem(last=False)
-        return token
-
-    def take(self, token: str) -> str | None:
-        return self._texts.pop(token, None)
-
-
 class TwilioControl:
     """REST commands on one live call."""
 
     def __init__(self, http: httpx.AsyncClient, api_base: str, account_sid: str, call_sid: str, auth_token: str,
-                 timeout_s: float, *, base_url: str = "", agent: str = "", whispers: Whispers | None = None) -> None:
+                 timeout_s: float, *, base_url: str = "", agent: str = "",
+                 whispers: KeptWhispers[str] | None = None) -> None:
         self._http = http
         self._url = f"{api_base.rstrip('/')}/2010-04-01/Accounts/{account_sid}/Calls/{call_sid}.json"
         self._auth = (account_sid, auth_token)
@@ -129,7 +111,7 @@ class TwilioControl:
 
 def routes(gateway_of: Callable[[Request | WebSocket], CallGateway]) -> list[BaseRoute]:
     """The Twilio routes, bound to the app's gateway lookup."""
-    whispers = Whispers()
+    whispers: KeptWhispers[str] = KeptWhispers(limit=MAX_WHISPERS)  # each served once
 
     async def signed_form(request: Request) -> list[tuple[str, str]] | Response:
         """The webhook's form, or the 403 when its X-Twilio-Signature is missing or wrong."""

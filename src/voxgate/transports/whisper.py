@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import io
+import secrets
 import wave
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 import numpy as np
 
@@ -20,27 +24,66 @@ from voxgate.audio.resample import StreamResampler
 from voxgate.engines.local.tts import PiperSynthesizer
 from voxgate.transports.rtp_line import RtpLine
 
-__all__ = ["play_whisper", "whisper_wav"]
+__all__ = ["KeptWhispers", "play_whisper", "whisper_wav"]
 
 RATE = 8000
 FRAME_SAMPLES = RATE * 20 // 1000
 PAUSE_AFTER_S = 0.6
 
+T = TypeVar("T")
+
+
+class KeptWhispers(Generic[T]):
+    """Whispers a carrier fetches from us (Twilio's TwiML text, Telnyx's WAV file), each under an unguessable
+    token: served `fetches` times, within `ttl_s` of being kept (None: until newer ones push it out), the
+    oldest forgotten first beyond `limit`."""
+
+    def __init__(self, *, limit: int, fetches: int = 1, ttl_s: float | None = None,
+                 clock: Callable[[], float] | None = None) -> None:
+        if ttl_s is not None and clock is None:
+            raise ValueError("a time to live needs a clock")
+        self.limit, self.fetches, self.ttl_s = limit, fetches, ttl_s
+        self._clock = clock
+        self._kept: OrderedDict[str, tuple[T, float, int]] = OrderedDict()  # token -> (whisper, kept at, served)
+
+    def keep(self, whisper: T) -> str:
+        token = secrets.token_urlsafe(24)
+        self._kept[token] = (whisper, self._clock() if self._clock is not None else 0.0, 0)
+        while len(self._kept) > self.limit:
+            self._kept.popitem(last=False)
+        return token
+
+    def take(self, token: str) -> T | None:
+        """The whisper under `token`, or None (never kept, served its last time, or expired)."""
+        kept = self._kept.get(token)
+        if kept is None:
+            return None
+        whisper, at, served = kept
+        if self.ttl_s is not None and self._clock is not None and self._clock() - at > self.ttl_s:
+            del self._kept[token]
+            return None
+        if served + 1 >= self.fetches:
+            del self._kept[token]
+        else:
+            self._kept[token] = (whisper, at, served + 1)
+        return whisper
+
 
 async def render(text: str, voice: str, *, deterministic: bool = False) -> np.ndarray:
-    """`text` as 8 kHz int16 speech (`deterministic`: the same every time, as `tts_variation: false` asks)."""
+    """`text` as 8 kHz int16 speech, then the pause (`deterministic`: the same every time, as
+    `tts_variation: false` asks)."""
     synthesizer = await asyncio.to_thread(PiperSynthesizer.shared)  # loads the voices once, off the loop
     resampler = StreamResampler(synthesizer.sample_rate, RATE)
     pieces = [resampler.process(chunk)
               async for chunk in synthesizer.synthesize(text, voice, deterministic=deterministic)]
     pieces.append(resampler.flush())
-    return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int16)
+    pieces.append(np.zeros(int(RATE * PAUSE_AFTER_S), dtype=np.int16))  # so the person can take it in
+    return np.concatenate(pieces)
 
 
 async def play_whisper(line: RtpLine, codec: str, text: str, voice: str, *, deterministic: bool = False) -> float:
     """Say `text` on `line` (a PCMU or PCMA leg); returns the seconds it took to play."""
     pcm = await render(text, voice, deterministic=deterministic)
-    pcm = np.concatenate((pcm, np.zeros(int(RATE * PAUSE_AFTER_S), dtype=np.int16)))
     pcm = pcm[: pcm.size - pcm.size % FRAME_SAMPLES]
     coded = g711.alaw_encode(pcm) if codec == "PCMA" else g711.ulaw_encode(pcm)
     loop = asyncio.get_running_loop()
@@ -55,7 +98,6 @@ async def play_whisper(line: RtpLine, codec: str, text: str, voice: str, *, dete
 async def whisper_wav(text: str, voice: str, *, deterministic: bool = False) -> bytes:
     """`text` said, then the pause, as an 8 kHz 16-bit mono WAV file (what a carrier plays to the person)."""
     pcm = await render(text, voice, deterministic=deterministic)
-    pcm = np.concatenate((pcm, np.zeros(int(RATE * PAUSE_AFTER_S), dtype=np.int16)))
     out = io.BytesIO()
     with wave.open(out, "wb") as wav:
         wav.setnchannels(1)
