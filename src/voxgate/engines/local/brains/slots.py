@@ -265,7 +265,7 @@ def extract_time(text: str, loose: bool = False) -> str | None:
 
 
 def _minutes_past_or_to(toks: list[str], runs: list[NumberRun]) -> tuple[int, int, int] | None:
-    """ "twenty past four" -> (4, 20), "five to ten" -> (9, 50), "ten minutes after three" -> (3, 10): the hour,
+    """ "twenty past four" -> (4, 20), "five to ten" -> (9, 55), "ten minutes after three" -> (3, 10): the hour,
     the minute, and where the hour's words end. Minutes by fives unless "minutes" is said, and never after
     "from" or "between" ("from ten to twelve" is a range, not 11:50)."""
     for first, second in itertools.pairwise(runs):
