@@ -451,11 +451,11 @@ async def measure(caller: Caller, agent: str, n: int, lines: dict[str, np.ndarra
         # false interruptions: barge-ins while only the agent's echo was on the caller's line
         counted = await interruptions(url)
         await asyncio.sleep(draw.uniform(0.3, 0.9))
-        result.false += int(await interruptions(url) - counted)
+        barge_ins_before = await interruptions(url)
+        result.false += int(barge_ins_before - counted)
         poll()
         stops_before = len(caller.ear.stops)
         interruption = lines[f"barge{attempt % len(INTERRUPTIONS)}"]
-        barge_ins_before = await interruptions(url)
         voiced_at = await caller.say(interruption)
         await asyncio.sleep(1.0)
         poll()
