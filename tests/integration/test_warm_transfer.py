@@ -192,6 +192,17 @@ async def test_a_browser_call_handed_over_waits_on_the_queue_with_its_card_until
     assert np.isfinite(ended["requested_at"])
 
 
+async def carrier_session(gateway: LiveServer, call_id: str, other_than: str = "") -> Any:
+    """The session of the carrier call `call_id` (a CallSid or call_control_id), once its stream has started;
+    `other_than`: a session of the same call that is not this one (the call back with the agent)."""
+    def find() -> Any:
+        return next((s for s in list(gateway.gateway.sessions.values())
+                     if getattr(s.caller, "started", None) is not None and s.caller.started.call_id == call_id
+                     and s.id != other_than), None)
+    await eventually(lambda: find() is not None, 20, "the call's session")
+    return find()
+
+
 async def twilio_post(url: str, form: dict[str, str]) -> httpx.Response:
     """A webhook as Twilio posts it: signed with the account's token."""
     async with httpx.AsyncClient() as http:
@@ -206,11 +217,7 @@ async def test_twilio_warm_transfer_whispers_through_the_dial_and_an_unanswered_
     agent's unanswered line and a new media stream puts them back with the agent."""
     line = await TwilioLine.call(gateway.base_url, TWILIO_TOKEN, agent="warm")
     try:
-        await eventually(lambda: any(getattr(s.caller, "started", None) is not None
-                                     and s.caller.started.call_id == line.call_sid
-                                     for s in list(gateway.gateway.sessions.values())), 20, "the call's session")
-        session = next(s for s in list(gateway.gateway.sessions.values())
-                       if getattr(s.caller, "started", None) is not None and s.caller.started.call_id == line.call_sid)
+        session = await carrier_session(gateway, line.call_sid)
         await line.wait_played(session, 30)  # the greeting, heard
         gateway.embedded.run(session.transfer("+15550100", REASON))
         update = await carrier_api.wait_for(f"/Calls/{line.call_sid}.json", within_s=30)
@@ -278,12 +285,7 @@ async def test_telnyx_warm_transfer_plays_who_is_calling_and_why_to_the_person_b
     line = await TelnyxLine.dial(answer["stream_url"], answer["stream_auth_token"], call_control_id,
                                  {"agent": "warm"}, encoding="pcmu")
     try:
-        await eventually(lambda: any(getattr(s.caller, "started", None) is not None
-                                     and s.caller.started.call_id == call_control_id
-                                     for s in list(gateway.gateway.sessions.values())), 20, "the call's session")
-        session = next(s for s in list(gateway.gateway.sessions.values())
-                       if getattr(s.caller, "started", None) is not None
-                       and s.caller.started.call_id == call_control_id)
+        session = await carrier_session(gateway, call_control_id)
         await line.wait_played(session, 30)  # the greeting, heard
         gateway.embedded.run(session.transfer("+15550100", REASON))
         transfer = await carrier_api.wait_for(f"{actions}/transfer", within_s=60)
@@ -328,9 +330,7 @@ async def test_telnyx_warm_transfer_plays_who_is_calling_and_why_to_the_person_b
     try:
         started = time.monotonic()
         await again.wait_audio(started, min_s=1.0, within_s=30)
-        back = next(s for s in list(gateway.gateway.sessions.values())
-                    if getattr(s.caller, "started", None) is not None and s.caller.started.call_id == call_control_id
-                    and s.id != session.id)
+        back = await carrier_session(gateway, call_control_id, other_than=session.id)
         await again.wait_played(back, 30)
         told = (await transcribe(again.pcm_since(started))).lower()
     finally:
