@@ -34,7 +34,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 from urllib.parse import quote
 
@@ -178,6 +178,13 @@ def answer_command(settings: Settings, agent: str, media_token: str) -> dict[str
 _background: set[asyncio.Task[None]] = set()
 
 
+def _in_background(command: Coroutine[Any, Any, None]) -> None:
+    """Run a call command after the webhook is answered, held until it is done."""
+    task = asyncio.get_running_loop().create_task(command)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
 def routes(gateway_of: Callable[[Request | WebSocket], CallGateway]) -> list[BaseRoute]:
     """The Telnyx routes, bound to the app's gateway lookup."""
     whispers: KeptWhispers[bytes] = KeptWhispers(limit=MAX_WHISPERS, fetches=WHISPER_FETCHES,
@@ -232,9 +239,7 @@ def routes(gateway_of: Callable[[Request | WebSocket], CallGateway]) -> list[Bas
                 command = _command(control, "answer", answer_command(settings, agent.name, media_token),
                                    event.call_control_id)
             # Command after replying: Telnyx wants its webhook acknowledged quickly, and retries otherwise.
-            task = asyncio.get_running_loop().create_task(command)
-            _background.add(task)
-            task.add_done_callback(_background.discard)
+            _in_background(command)
         elif event.client_state.get(TRANSFER_OF, event.call_control_id) != event.call_control_id:
             _person_leg(gateway, event, transfers, event.client_state[TRANSFER_OF], now)
         elif event.event_type == "call.hangup":
@@ -297,9 +302,7 @@ def _person_leg(gateway: CallGateway, event: CallEvent, transfers: Transfers, ca
                           opening=agent.escalation.unanswered_line)
         command = _command(control, "streaming_start", answer_command(settings, agent.name,
                                                                       gateway.media_tokens.mint(back, now)), caller_leg)
-    task = asyncio.get_running_loop().create_task(command)
-    _background.add(task)
-    task.add_done_callback(_background.discard)
+    _in_background(command)
 
 
 def _presented_token(call: CarrierCall, started: StreamStarted) -> str | None:
