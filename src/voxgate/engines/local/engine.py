@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
@@ -19,24 +18,13 @@ import numpy as np
 from voxgate.engines.base import AudioChunk, Engine, EngineOutput, ResponseRequest, TextDelta, ToolCall
 from voxgate.engines.local.brains.base import Brain, CallTool, Say
 from voxgate.engines.local.brains.flow import FlowBrain
+from voxgate.engines.local.spoken_text import spoken_text
 from voxgate.engines.local.stt import WhisperTranscriber
 from voxgate.engines.local.tts import PieceTiming, PiperSynthesizer, split_sentences
 from voxgate.observability import metrics
 from voxgate.protocol.ids import new_id
 
 log = logging.getLogger("voxgate.local")
-
-_LONG_NUMBER = re.compile(r"(?<![\d:/-])\d{4,}(?![\d:/-])")  # not years inside dates
-
-
-def spoken_form(text: str) -> str:
-    """How a sentence should be read aloud: ids digit by digit ("4567" → "4 5 6 7"), as an agent would.
-
-    Piper reads "4567" as "four thousand five hundred sixty-seven"; callers expect their order
-    number back the way they said it. The transcript keeps the digits.
-    """
-    return _LONG_NUMBER.sub(lambda m: " ".join(m.group(0)), text)
-
 
 class LocalEngine(Engine):
     transcribes = True
@@ -113,7 +101,7 @@ class LocalEngine(Engine):
             yield TextDelta(sentence if n == 0 else " " + sentence)
             started = time.perf_counter()
             first = True
-            async for pcm in self.tts.synthesize(spoken_form(sentence), voice, request.speed,
+            async for pcm in self.tts.synthesize(spoken_text(sentence), voice, request.speed,
                                                  deterministic=not self._tts_variation,
                                                  on_piece=self._first_piece if n == 0 else None, urgent=n == 0):
                 if first and n == 0:

@@ -37,6 +37,7 @@ from voxgate.engines.local.brains.slots import (
     slot_kind,
     tokens,
 )
+from voxgate.engines.local.spoken_text import clock_time
 from voxgate.session.keypad import KeypadEntry
 from voxgate.tools.redaction import private_value, redact, redact_value
 
@@ -476,12 +477,7 @@ def spoken(value: Any) -> str:
         return f"{d:%A}, {d:%B} {d.day}"
     clock = re.fullmatch(r"([01]?\d|2[0-3]):([0-5]\d)(?::\d{2})?", value)
     if clock:
-        hour, minute = int(clock.group(1)), int(clock.group(2))
-        if (hour, minute) == (12, 0):
-            return "noon"
-        suffix = "AM" if hour < 12 else "PM"
-        h12 = hour % 12 or 12
-        return f"{h12} {suffix}" if minute == 0 else f"{h12}:{minute:02d} {suffix}"
+        return clock_time(int(clock.group(1)), int(clock.group(2)))
     return value
 
 
