@@ -187,6 +187,20 @@ async def test_async_synthesis_yields_sentence_by_sentence(tts: PiperSynthesizer
             pass
 
 
+@pytest.mark.parametrize(("written", "said"), [
+    ("Order 4567 has shipped.", "Order four five six seven has shipped."),
+    ("Call 555-123-4567 by 15:00.", "Call five five five, one two three, four five six seven by three PM."),
+    ("That's $12.50, since 1999.", "That's twelve dollars fifty, since nineteen ninety nine."),
+])
+async def test_text_is_read_as_a_person_says_it(tts: PiperSynthesizer, written: str, said: str) -> None:
+    """Both ways in, the voice reads ids digit by digit, phone numbers in groups, times, amounts and years
+    as they are said (espeak alone: "four thousand five hundred...", "dollar twelve point five zero")."""
+    async_pcm = np.concatenate([c async for c in tts.synthesize(written, deterministic=True)])
+    sync_pcm = np.concatenate(list(tts.synthesize_sync(written, deterministic=True)))
+    assert np.array_equal(async_pcm, sync_pcm)
+    assert np.array_equal(sync_pcm, np.concatenate(list(tts.synthesize_sync(said, deterministic=True))))
+
+
 async def test_async_synthesis_stops_when_the_consumer_does(tts: PiperSynthesizer) -> None:
     text = " ".join(f"This is sentence number {n}." for n in range(20))
     stream = tts.synthesize(text)

@@ -20,10 +20,11 @@ from pydantic import TypeAdapter
 
 from tests.conftest import LiveServer, finished_call
 from tests.integration.test_text_conversation import StrictReader
-from tests.speech import silence, speak
+from tests.speech import normalise, silence, speak
 from voxgate.audio import g711
 from voxgate.audio.resample import StreamResampler
 from voxgate.engines.local.stt import WhisperTranscriber
+from voxgate.engines.local.tts import PiperSynthesizer
 
 REQUEST = "what is the status of order four five six seven"
 INTERRUPTION = "wait, can I talk to a real person please"
@@ -45,6 +46,12 @@ def decode_to_16k(data: bytes, fmt: str) -> np.ndarray:
         pcm, rate = np.frombuffer(data, dtype="<i2").astype(np.int16), 24000
     resampler = StreamResampler(rate, 16000)
     return np.concatenate([resampler.process(pcm), resampler.flush()])
+
+
+def voiced_seconds(text: str) -> float:
+    """How long the local voice (deterministic, as in tests) takes to say `text`."""
+    tts = PiperSynthesizer.shared()
+    return sum(chunk.size for chunk in tts.synthesize_sync(text, deterministic=True)) / tts.sample_rate
 
 
 async def stream(conn: Any, audio: bytes, chunk: int, realtime: bool) -> None:
@@ -96,6 +103,15 @@ async def test_spoken_turn_tool_call_and_barge_in(live_server: LiveServer, ga_se
         audio = b"".join(base64.b64decode(e["delta"]) for e in events if e["type"] == "response.output_audio.delta")
         heard = (await WhisperTranscriber.shared().transcribe(decode_to_16k(audio, fmt))).text
         assert "ship" in heard.lower(), heard
+        # The transcript keeps the order number as written; the voice reads it digit by digit, which Whisper
+        # may write "4567" or "4, 5, 6, 7": compared as digits. The audio lasts as long as the reply said
+        # with "four five six seven", not with "four thousand five hundred sixty-seven" (espeak's reading).
+        assert "Order 4567 " in transcript, transcript
+        assert "four five six seven" in " ".join(normalise(heard)), heard
+        seconds = len(audio) / (2 if fmt == "pcm16" else 1) / rate
+        by_digit, as_number = await asyncio.gather(*(asyncio.to_thread(voiced_seconds, transcript.replace(
+            "4567", words)) for words in ("four five six seven", "four thousand five hundred sixty-seven")))
+        assert abs(seconds - by_digit) < 0.1 < abs(seconds - as_number), (seconds, by_digit, as_number)
 
         # Turn 2: ask again, and talk over the agent as soon as its audio starts.
         await stream(conn, encode(follow_up, fmt), bytes_per_20ms, realtime=False)

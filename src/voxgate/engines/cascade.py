@@ -45,7 +45,6 @@ from voxgate.engines.chat_completions import (
     chat_tool_choice,
     chat_tools,
 )
-from voxgate.engines.local.spoken_text import spoken_text
 from voxgate.observability import metrics
 from voxgate.protocol.ids import new_id
 
@@ -236,7 +235,7 @@ class CascadeEngine(Engine):
     async def _synthesize(self, text: str, request: ResponseRequest) -> AsyncIterator[tuple[np.ndarray, int]]:
         if self._tts is not None:
             voice = self._tts.resolve(request.voice)
-            async for pcm in self._tts.synthesize(spoken_text(text), voice, request.speed,
+            async for pcm in self._tts.synthesize(text, voice, request.speed,
                                                   deterministic=not self.settings.tts_variation):
                 yield pcm, self._tts.sample_rate
             return

@@ -18,7 +18,6 @@ import numpy as np
 from voxgate.engines.base import AudioChunk, Engine, EngineOutput, ResponseRequest, TextDelta, ToolCall
 from voxgate.engines.local.brains.base import Brain, CallTool, Say
 from voxgate.engines.local.brains.flow import FlowBrain
-from voxgate.engines.local.spoken_text import spoken_text
 from voxgate.engines.local.stt import WhisperTranscriber
 from voxgate.engines.local.tts import PieceTiming, PiperSynthesizer, split_sentences
 from voxgate.observability import metrics
@@ -101,7 +100,7 @@ class LocalEngine(Engine):
             yield TextDelta(sentence if n == 0 else " " + sentence)
             started = time.perf_counter()
             first = True
-            async for pcm in self.tts.synthesize(spoken_text(sentence), voice, request.speed,
+            async for pcm in self.tts.synthesize(sentence, voice, request.speed,
                                                  deterministic=not self._tts_variation,
                                                  on_piece=self._first_piece if n == 0 else None, urgent=n == 0):
                 if first and n == 0:

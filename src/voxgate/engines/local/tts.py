@@ -7,6 +7,9 @@ every call in the process (bounded: on 2 cores, TTS competes with Whisper), one 
 with the next piece prefetched while the current one is consumed; a reply's first piece goes ahead of
 other calls' prefetched pieces, which have the current piece's playback to be ready in.
 
+Each piece is read as a person says it (spoken_text.py: "Order 4567" as "Order 4 5 6 7", "$12.50" as
+"12 dollars 50"); callers pass the text as written, which is what their transcripts keep.
+
 Output is int16 mono at the voice's native rate (`sample_rate`, 22 050 Hz for joe); transports resample.
 """
 
@@ -28,6 +31,7 @@ import onnxruntime as ort
 from piper import PiperConfig, PiperVoice, SynthesisConfig
 
 from voxgate.engines.local.priority_pool import LATER, URGENT, PriorityPool
+from voxgate.engines.local.spoken_text import spoken_text
 from voxgate.protocol.session_config import OPENAI_VOICES as OPENAI_VOICES
 
 DEFAULT_VOICE = "joe"
@@ -229,7 +233,7 @@ class PiperSynthesizer:
         """
         piper_voice, syn = self._syn_config(voice, speed, deterministic)
         for piece in split_sentences(text):
-            yield from self._render(piper_voice, piece, syn)[0]
+            yield from self._render(piper_voice, spoken_text(piece), syn)[0]
 
     async def synthesize(
         self, text: str, voice: str = DEFAULT_VOICE, speed: float = 1.0, *, deterministic: bool = False,
@@ -246,7 +250,7 @@ class PiperSynthesizer:
         hear it); pass False for text that follows audio still playing.
         """
         piper_voice, syn = self._syn_config(voice, speed, deterministic)  # bad voice/speed fail before any work
-        pieces = split_sentences(text)
+        pieces = [spoken_text(piece) for piece in split_sentences(text)]
         loop = asyncio.get_running_loop()
         pending: list[asyncio.Future[tuple[list[np.ndarray], PieceTiming]]] = []
 
