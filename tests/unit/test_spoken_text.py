@@ -62,6 +62,7 @@ ACME = Path(__file__).resolve().parents[2] / "examples" / "agents" / "acme.yaml"
 ])
 def test_spoken_text_examples(text: str, said: str) -> None:
     assert spoken_text(text) == said
+    assert spoken_text(said) == said  # read twice (a caller that already passed spoken text), the same
 
 
 @pytest.mark.parametrize(("run", "said"), [
