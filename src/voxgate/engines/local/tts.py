@@ -212,10 +212,12 @@ class PiperSynthesizer:
     @staticmethod
     def _render(piper_voice: PiperVoice, piece: str, syn: SynthesisConfig,
                 queued: float | None = None) -> tuple[list[np.ndarray], PieceTiming]:
-        """The piece's audio, and its timing from `queued` (perf_counter when it was submitted)."""
+        """The piece's audio, read as spoken text, and its timing from `queued` (perf_counter when it was
+        submitted)."""
+        said = spoken_text(piece)  # here, in the pool's thread: a long text's rewriting never holds the loop
         with _PHONEMIZER_LOCK:
             started, cpu = time.perf_counter(), time.thread_time()
-            sentences = piper_voice.phonemize(piece)
+            sentences = piper_voice.phonemize(said)
         chunks = [_int16(piper_voice.phoneme_ids_to_audio(piper_voice.phonemes_to_ids(phonemes), syn), syn)
                   for phonemes in sentences if phonemes]
         timing = PieceTiming(wait_ms=(started - (queued or started)) * 1000.0,
@@ -233,7 +235,7 @@ class PiperSynthesizer:
         """
         piper_voice, syn = self._syn_config(voice, speed, deterministic)
         for piece in split_sentences(text):
-            yield from self._render(piper_voice, spoken_text(piece), syn)[0]
+            yield from self._render(piper_voice, piece, syn)[0]
 
     async def synthesize(
         self, text: str, voice: str = DEFAULT_VOICE, speed: float = 1.0, *, deterministic: bool = False,
@@ -250,7 +252,7 @@ class PiperSynthesizer:
         hear it); pass False for text that follows audio still playing.
         """
         piper_voice, syn = self._syn_config(voice, speed, deterministic)  # bad voice/speed fail before any work
-        pieces = [spoken_text(piece) for piece in split_sentences(text)]
+        pieces = split_sentences(text)
         loop = asyncio.get_running_loop()
         pending: list[asyncio.Future[tuple[list[np.ndarray], PieceTiming]]] = []
 
