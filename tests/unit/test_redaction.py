@@ -117,13 +117,66 @@ def test_card_numbers_of_every_length_and_script(text: str, expected: str) -> No
     ("card 1 of 2, 3 cards", "card 1 of 2, 3 cards"),
     ("discover 12 new things", "discover 12 new things"),
     ("My card number is 4-1-1-1-1-1-1-1-1-1", "My card number is **** **** **** 1111"),  # six digits lost
-    ("card 12345678", "card 12345678"),  # eight digits: not enough to be a card
+    ("card 12345678", "card **** **** **** 5678"),  # eight digits: a card cut short (see the short-run test)
     # Whisper repeating groups of a spoken card (seen on a loaded machine): 29 digits, every one masked.
     ("My card number is 4111, 1111, 1111, 1111, 111, 111, 111.", "My card number is **** **** **** 1111."),
 ])
 def test_digits_after_a_card_label_are_masked_even_when_luhn_fails(text: str, expected: str) -> None:
     assert redact(text)[0] == expected
     assert redact(expected) == (expected, 0)
+
+
+# Whisper stops at a caller's first pause and writes only the start of a card (a CI run at f66a1f1): after a card
+# label, five digits or more are a card, in every form the module reads numbers in.
+@pytest.mark.parametrize(("text", "expected"), [
+    ("My card number is 4-1-1-1-1.", "My card number is **** **** **** 1111."),
+    ("My card number is 4-1-1-1-1. 1-1-1-1", "My card number is **** **** **** 1111"),
+    ("My card number is 4-1-1-1-1. 1-1-1", "My card number is **** **** **** 1111"),  # eight digits
+    ("my card number is four one one one one.", "my card number is **** **** **** 1111."),
+    ("My card number is four, one, one, one, one.", "My card number is **** **** **** 1111."),
+    ("my card is forty-one eleven one", "my card is **** **** **** 1111"),
+    ("card 41111", "card **** **** **** 1111"),
+    ("my credit card is 4111 1", "my credit card is **** **** **** 1111"),
+    ("my debit card: 41,111", "my debit card: **** **** **** 1111"),
+    ("card no. 4111.1 thanks", "card no. **** **** **** 1111 thanks"),
+    ("card # 41111", "card # **** **** **** 1111"),
+    ("my visa is 4111-1111", "my visa is **** **** **** 1111"),
+    ("my mastercard is 5-5-5-5-5!", "my mastercard is **** **** **** 5555!"),
+    ("my amex is 3 7 8 2 8 2", "my amex is **** **** **** 8282"),
+    ("my card number is \uff14\uff11\uff11\uff11\uff11", "my card number is **** **** **** 1111"),
+])
+def test_a_short_number_after_a_card_label_is_a_card(text: str, expected: str) -> None:
+    assert redact(text) == (expected, 1)
+    assert redact(expected) == (expected, 0)  # idempotent
+    assert mask_cards(text) == (expected, 1)
+    assert redact(text, last_four=False)[0] == re.sub(r"(\*{4} ){3}[0-9]{4}", "**** **** **** ****", expected)
+
+
+# What a card label does not make a card: fewer than five digits (a card's last four, a PIN, a short expiry;
+# a card's PIN is not its number and this module masks numbers), a number the words between name as something
+# else, an amount or a date, or a number with no card label at all.
+@pytest.mark.parametrize("text", [
+    "my card ending in 1234",
+    "the last four of my card are 4242",
+    "card expires 12/27",
+    "my card PIN is 1234",
+    "order 12345",
+    "my card was charged $12,345",
+    "my card was charged $ 12,345.00 twice",
+    "a charge on my card of 12,345 dollars",
+    "my card has a limit of 15000",
+    "my card expires 12/2027",
+    "the card expired on 01/15/2025",
+    "my card was declined on 2025-01-15",
+    "my card's billing zip is 94105",
+    "card 1 of 2, 3 cards",
+    "my card number is four one one one",  # four digits
+    "my card number is, um, one moment",
+    "my card is fine, order 12345",  # the words between name another number
+])
+def test_numbers_that_a_card_label_does_not_make_a_card(text: str) -> None:
+    assert redact(text) == (text, 0)
+    assert mask_cards(text) == (text, 0)
 
 
 @pytest.mark.parametrize(("value", "said", "private"), [
@@ -323,6 +376,7 @@ def test_digit_strings_failing_luhn_are_left_alone(before: str, digits: str, aft
 
 @given(_surrounding, st.text(alphabet="0123456789", max_size=12), _surrounding)
 def test_short_digit_strings_are_left_alone(before: str, digits: str, after: str) -> None:
+    assume(not re.search(r"card|visa|amex|american|discover", before, re.IGNORECASE))  # see the label rule
     text = before + digits + after
     assert redact(text)[0] == text
 

@@ -17,9 +17,10 @@ counterpart one for one, so positions in the folded text are positions in the or
 Numbers said as words, as speech recognition often writes a number read out, are read the same way:
 digits ("four one one one", "oh" and "nought" for zero), pairs ("forty-one eleven", "twenty"), hundreds
 ("fifty-five hundred"), repeats ("double four", "triple one") and digit groups, in one run. A run holding a
-Luhn-valid 13-19 digit window is masked as "**** **** **** 1111", and after a card label any nine or more;
-nine after an SSN label, or nine said in three breaths of 3, 2 and 4 ("one two three, four five, six seven
-eight nine"), are an SSN.
+Luhn-valid 13-19 digit window is masked as "**** **** **** 1111", and after a card label any nine or more,
+or five or more unless they read as an amount, a date or a number the words between name ("zip", "order"):
+a card cut short where the caller paused (see `_labelled_card`). Nine after an SSN label, or nine said in
+three breaths of 3, 2 and 4 ("one two three, four five, six seven eight nine"), are an SSN.
 Email addresses said aloud ("jane dot doe at example dot com", "j a n e at example dot co dot uk") are
 masked as written ones are.
 
@@ -121,14 +122,39 @@ _WHITESPACE = re.compile(r"\s+")
 _SSN_WORDS = r"\b(?:ssn|social\s+security|social)\b"
 _SSN_LABEL = re.compile(_SSN_WORDS + r"[^0-9\n*]{0,24}?(?=[0-9])", re.IGNORECASE)
 _SSN_MENTION = re.compile(_SSN_WORDS, re.IGNORECASE)
-# A card label: the digits after it are a card even when speech recognition dropped or doubled some and the
-# Luhn check fails ("my card number is 4-1-1-1-1-1-1-1-1-1": ten of sixteen), from 9 digits (the fewest a
-# digit run holds here; a PIN, an amount or a card's last four are shorter), with no upper bound: Whisper
-# also repeats groups ("4111, 1111, 1111, 1111, 111, 111, 111."), and a Luhn window would leave the repeats.
+# Any run of digit groups, however short: what follows a card label (`_DIGIT_RUN` holds nine digits or more).
+_NUMBER = re.compile(rf"[0-9]+(?:{_SEPARATOR}{{1,{_MAX_SEPARATOR}}}[0-9]+)*")
+# A card label ("card", "my card number is", "credit card #", "my visa is"), then up to the number: the number
+# after it is a card even when speech recognition dropped or doubled digits and the Luhn check fails ("my card
+# number is 4-1-1-1-1-1-1-1-1-1": ten of sixteen), or stopped at the caller's first pause ("My card number is
+# 4-1-1-1-1."). No upper bound: Whisper also repeats groups ("4111, 1111, 1111, 1111, 111, 111, 111."), and a
+# Luhn window would leave the repeats. The gap may not hold '*', so a label never reaches past an earlier mask
+# (idempotence), nor a digit, so the number is the first after the label.
 _CARD_WORDS = r"\b(?:card|visa|master\s?card|amex|american\s+express|discover)\b"
-_CARD_LABEL = re.compile(_CARD_WORDS + r"[^0-9\n*]{0,24}?(?=[0-9])", re.IGNORECASE)
+_CARD_GAP = r"[^0-9\n*]{0,24}"
+_CARD_LABEL = re.compile(rf"{_CARD_WORDS}({_CARD_GAP}?)(?=[0-9])", re.IGNORECASE)
+_CARD_LABEL_ENDING = re.compile(rf"{_CARD_WORDS}({_CARD_GAP})\Z", re.IGNORECASE)  # one just before a spoken run
 _CARD_MENTION = re.compile(_CARD_WORDS, re.IGNORECASE)
-_LABELLED_CARD_MIN_DIGITS = 9
+# After a card label, this many digits are a card in any form (more than a PIN, an amount or a date has) ...
+_LABELLED_CARD_ANY_DIGITS = 9
+# ... and from this many, a card unless they read as something else: a card's last four, a PIN and an expiry
+# ("card expires 12/27") are shorter, and stay readable.
+_LABELLED_CARD_MIN_DIGITS = 5
+# What a shorter number after a card label is instead: another number the words between name ("billing zip
+# 94105", "card PIN", "order"), an amount ("was charged $12,345", "a limit of 15000 dollars") or a date
+# ("expires 12/2027", "declined on 01/15/2025", "2025-01-15").
+_OTHER_NUMBER_WORDS = re.compile(
+    r"\b(?:zip|postal|post\s?code|pin|cvv|cvc|cv2|security|exp(?:ir\w*)?|valid|phone|order|balance|limit|"
+    r"charged?|paid|payment|amount|total|fee|points|miles)\b|[$\u00a2\u00a3\u00a5\u20ac\u20b9]", re.IGNORECASE)
+_CURRENCY_AFTER = re.compile(
+    r" ?(?:dollars?|bucks|cents?|euros?|pounds?|usd|eur|gbp|cad|aud)\b|[$\u00a2\u00a3\u00a5\u20ac\u20b9]",
+    re.IGNORECASE)
+_DAY = r"(?:0?[1-9]|[12][0-9]|3[01])"
+_MONTH = r"(?:0?[1-9]|1[0-2])"
+_DATE = re.compile(
+    rf"{_MONTH}([/.-])(?:[0-9]{{2}}){{1,2}}"  # an expiry: 12/27, 12/2027
+    rf"|(?:{_DAY}([/.-]){_MONTH}|{_MONTH}([/.-]){_DAY})(?:\2|\3)(?:[0-9]{{2}}){{1,2}}"  # 15/01/2025, 01/15/25
+    rf"|[0-9]{{4}}([/.-]){_MONTH}\4{_DAY}")  # 2025-01-15
 
 
 @dataclass
@@ -241,6 +267,15 @@ def _card_spans(run: _Run, text: str, last_four: bool) -> list[tuple[int, int, s
     return spans
 
 
+def _labelled_card(text: str, gap: str, start: int, end: int, digits: int) -> bool:
+    """Is the number text[start:end], of `digits` digits, the card's, when a card label and then `gap` come just
+    before it? Nine digits or more always are; five to eight are unless they read as another number."""
+    if digits >= _LABELLED_CARD_ANY_DIGITS:
+        return True
+    return digits >= _LABELLED_CARD_MIN_DIGITS and not (
+        _OTHER_NUMBER_WORDS.search(gap) or _CURRENCY_AFTER.match(text, end) or _DATE.fullmatch(text, start, end))
+
+
 def _ssn_plausible(digits: str) -> bool:
     # Numbers the SSA never issues; rejecting them spares look-alikes such as 000-00-0000.
     area, group, serial = digits[:3], digits[3:5], digits[5:]
@@ -284,17 +319,22 @@ def _labelled_ssn_span(run: _Run) -> tuple[int, int, str] | None:
 
 def _number_spans(text: str, folded: str, last_four: bool) -> list[tuple[int, int, str]]:
     runs = {m.start(): _Run.read(folded, m.start(), m.end()) for m in _DIGIT_RUN.finditer(folded)}
-    if not runs:
-        return []
     spans: list[tuple[int, int, str]] = []
     lowered = folded.lower()
     if any(word in lowered for word in ("card", "visa", "amex", "american", "discover")):
         for label in _CARD_LABEL.finditer(folded):
-            labelled = runs.get(label.end())
-            if labelled is not None and not any(labelled.taken) and len(labelled.digits) >= _LABELLED_CARD_MIN_DIGITS:
-                spans.append((labelled.groups[0][0], labelled.groups[-1][1],
-                              mask_card(labelled.digits) if last_four else _CARD_MASK_HIDDEN))
+            start = label.end()
+            labelled = runs.get(start)
+            if labelled is None:  # fewer than nine digits: read here, since only a label makes them a card
+                number = _NUMBER.match(folded, start)
+                assert number is not None  # the label ends before a digit
+                labelled = _Run.read(folded, start, number.end())
+            end = labelled.groups[-1][1]
+            if not any(labelled.taken) and _labelled_card(folded, label.group(1), start, end, len(labelled.digits)):
+                spans.append((start, end, mask_card(labelled.digits) if last_four else _CARD_MASK_HIDDEN))
                 labelled.taken[:] = [True] * len(labelled.taken)
+    if not runs:
+        return spans
     for run in runs.values():
         if not run.taken[0]:
             spans += _card_spans(run, text, last_four)
@@ -374,14 +414,17 @@ class _SpokenRun:
 
 
 def _spoken_card_spans(text: str, runs: list[_SpokenRun]) -> list[tuple[int, int, str]]:
-    """Card numbers in spoken runs: after a card label any nine digits or more, else Luhn-valid windows."""
+    """Card numbers in spoken runs: after a card label the whole run (as `_labelled_card` decides, as for
+    digits), else Luhn-valid windows."""
     spans: list[tuple[int, int, str]] = []
     for run in runs:
         pieces, digits, ends = run.pieces, run.digits, run.ends
         if len(digits) < _LABELLED_CARD_MIN_DIGITS:
             continue
-        if _CARD_MENTION.search(text, max(0, pieces[0][0] - 40), pieces[0][0]) is not None:
-            spans.append((*run.span(0, len(pieces) - 1), mask_card(digits)))
+        start, end = run.span(0, len(pieces) - 1)
+        label = _CARD_LABEL_ENDING.search(text, max(0, start - 48), start)
+        if label is not None and _labelled_card(text, label.group(1), start, end, len(digits)):
+            spans.append((start, end, mask_card(digits)))
             continue
         taken = -1  # the last piece inside a masked window: a window that starts inside it is not another card
         for i, j in _luhn_windows(ends, digits):
@@ -554,7 +597,7 @@ def private_value(value: str, said: str) -> bool:
     if not value.isdigit():
         return False
     return (len(value) == _SSN_DIGITS and _SSN_MENTION.search(said) is not None) or (
-        len(value) >= _LABELLED_CARD_MIN_DIGITS and _CARD_MENTION.search(said) is not None)
+        len(value) >= _LABELLED_CARD_ANY_DIGITS and _CARD_MENTION.search(said) is not None)
 
 
 async def redact_offloaded(text: str) -> str:
