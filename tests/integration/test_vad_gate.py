@@ -23,19 +23,9 @@ SENTENCES = [
 ]
 
 
-class CountingSilero(SileroModel):
-    """The real model, counting the frames it is asked to score."""
-
-    frames = 0
-
-    def run(self, frames: np.ndarray, h: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        self.frames += frames.shape[0]
-        return super().run(frames, h, c)
-
-
 @pytest.fixture(scope="module")
-def silero() -> CountingSilero:
-    return CountingSilero()
+def silero() -> SileroModel:
+    return SileroModel()  # it counts the frames it is asked to score (frames_scored)
 
 
 def over_the_phone(pcm16k: np.ndarray) -> list[np.ndarray]:
@@ -60,11 +50,11 @@ def hiss(ms: float, dbfs: float, seed: int = 7) -> np.ndarray:
 
 
 @pytest.mark.parametrize("sentence", SENTENCES)
-def test_turns_match_silero_alone_on_a_phone_line(silero: CountingSilero, sentence: str) -> None:
+def test_turns_match_silero_alone_on_a_phone_line(silero: SileroModel, sentence: str) -> None:
     audio = np.concatenate([silence(1000), speak(sentence), silence(1000)])
     chunks = over_the_phone(audio)
     ungated = turns(probabilities(SileroStream(silero), chunks))
-    silero.frames = 0
+    silero.frames_scored = 0
     gated_probs = probabilities(GatedVadStream(silero), chunks)
     gated = turns(gated_probs)
     assert len(gated_probs) == sum(c.size for c in chunks) // 512
@@ -74,11 +64,11 @@ def test_turns_match_silero_alone_on_a_phone_line(silero: CountingSilero, senten
     assert isinstance(gated[1], SpeechStopped) and isinstance(ungated[1], SpeechStopped)
     assert abs(gated[1].speech_end_ms - ungated[1].speech_end_ms) <= 100
     assert gated[1].audio_end_ms == pytest.approx(ungated[1].audio_end_ms, abs=100)
-    assert silero.frames < 0.8 * len(gated_probs)  # the silence around the turn was not scored
+    assert silero.frames_scored < 0.8 * len(gated_probs)  # the silence around the turn was not scored
 
 
 @pytest.mark.parametrize("gap_ms", [700, 3000])
-def test_a_second_turn_after_silero_went_idle_is_not_clipped(silero: CountingSilero, gap_ms: int) -> None:
+def test_a_second_turn_after_silero_went_idle_is_not_clipped(silero: SileroModel, gap_ms: int) -> None:
     speech = speak(SENTENCES[2])
     chunks = over_the_phone(np.concatenate([silence(1000), speech, silence(gap_ms), speech, silence(1000)]))
     ungated = turns(probabilities(SileroStream(silero), chunks))
@@ -90,33 +80,33 @@ def test_a_second_turn_after_silero_went_idle_is_not_clipped(silero: CountingSil
     assert second.speech_start_ms - reference.speech_start_ms <= 64
 
 
-def test_digital_silence_never_calls_silero(silero: CountingSilero) -> None:
+def test_digital_silence_never_calls_silero(silero: SileroModel) -> None:
     stream = GatedVadStream(silero)
-    silero.frames = 0
+    silero.frames_scored = 0
     probs = probabilities(stream, over_the_phone(silence(10_000)))
     assert probs == [0.0] * len(probs) and len(probs) == 312
-    assert silero.frames == 0
+    assert silero.frames_scored == 0
 
 
 @pytest.mark.parametrize("noise", ["hiss -50 dBFS", "hiss -40 dBFS", "hiss -30 dBFS", "tone 1 kHz"])
-def test_steady_line_noise_stops_calling_silero(silero: CountingSilero, noise: str) -> None:
+def test_steady_line_noise_stops_calling_silero(silero: SileroModel, noise: str) -> None:
     if noise.startswith("hiss"):
         audio = hiss(10_000, float(noise.split()[1]))
     else:
         audio = (300 * np.sin(2 * np.pi * 1000 * np.arange(160_000) / 16000)).astype(np.int16)
     chunks = over_the_phone(audio)
     stream = GatedVadStream(silero)
-    silero.frames = 0
+    silero.frames_scored = 0
     probabilities(stream, chunks[:50])  # the first second: webrtcvad adapts to the noise
-    adapting = silero.frames
-    silero.frames = 0
+    adapting = silero.frames_scored
+    silero.frames_scored = 0
     probs = probabilities(stream, chunks[50:])
     assert adapting <= 25  # at most webrtcvad's few frames of doubt, their preroll and hangover
-    assert silero.frames == 0 and max(probs) == 0.0
+    assert silero.frames_scored == 0 and max(probs) == 0.0
     assert turns(probabilities(GatedVadStream(silero), chunks)) == []
 
 
-def test_speech_over_line_noise_is_still_heard(silero: CountingSilero) -> None:
+def test_speech_over_line_noise_is_still_heard(silero: SileroModel) -> None:
     speech = speak(SENTENCES[1])
     audio = hiss(4000 + speech.size / 16, -40)
     audio[64000:] = np.clip(audio[64000:].astype(np.int32) + speech, -32768, 32767).astype(np.int16)
@@ -127,7 +117,7 @@ def test_speech_over_line_noise_is_still_heard(silero: CountingSilero) -> None:
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(sizes=st.lists(st.integers(min_value=1, max_value=3000), min_size=1, max_size=40))
-def test_chunking_does_not_change_the_probabilities(silero: CountingSilero, sizes: list[int]) -> None:
+def test_chunking_does_not_change_the_probabilities(silero: SileroModel, sizes: list[int]) -> None:
     audio = np.concatenate([silence(700), speak(SENTENCES[3]), silence(900), speak(SENTENCES[4]), silence(600)])
     whole = GatedVadStream(silero).feed(audio)
     stream = GatedVadStream(silero)
@@ -141,7 +131,7 @@ def test_chunking_does_not_change_the_probabilities(silero: CountingSilero, size
     assert chunked == pytest.approx(whole, abs=1e-4)
 
 
-def test_reset_starts_over_and_bad_input_is_refused(silero: CountingSilero) -> None:
+def test_reset_starts_over_and_bad_input_is_refused(silero: SileroModel) -> None:
     audio = np.concatenate([silence(500), speak(SENTENCES[3]), silence(500)])
     stream = GatedVadStream(silero)
     first = stream.feed(audio)

@@ -61,6 +61,9 @@ class AudioFormat:
         if self.encoding != "pcm16" and self.rate != _G711_RATE:
             raise AudioFormatError(f"G.711 audio is 8000 Hz, not {self.rate}", "rate")
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> AudioFormat:
+        return self  # immutable: a session config's copy may share it
+
     @classmethod
     def from_ga(cls, obj: Any, param: str = "format") -> AudioFormat:
         """Parse a GA format object; ``param`` is where it sits in the event, for error reports."""

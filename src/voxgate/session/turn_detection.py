@@ -39,7 +39,7 @@ import numbers
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 Eagerness = Literal["low", "medium", "high", "auto"]
 HYSTERESIS = 0.15
@@ -156,8 +156,10 @@ class TurnDetector:
         `loud`, one per frame: whether it is louder than any echo of the agent (None: every frame is)."""
         if not (math.isfinite(frame_ms) and frame_ms > 0):
             raise TurnDetectionError(f"frame_ms must be a finite number > 0, got {frame_ms}")
-        for p in probs:  # a float tested first: the ABC's isinstance costs more than the frame's step
-            if not ((type(p) is float or isinstance(p, numbers.Real)) and 0.0 <= p <= 1.0):
+        # Checked as objects: a caller's list may hold anything (compiled, a `float` loop variable would
+        # raise TypeError itself). A float is tested first: the ABC's isinstance costs more than the step.
+        for p in cast("list[object]", probs):
+            if not ((type(p) is float or isinstance(p, numbers.Real)) and 0.0 <= float(p) <= 1.0):
                 raise TurnDetectionError(f"speech probabilities must be numbers within 0..1, got {p!r}")
         if loud is not None and len(loud) != len(probs):
             raise TurnDetectionError(f"{len(loud)} loudness flags for {len(probs)} frames")

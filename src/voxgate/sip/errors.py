@@ -7,13 +7,15 @@ with `error.code`, a short stable name.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 __all__ = ["SipError"]
 
 
 class SipError(ValueError):
     """Input a core refuses. `code` is a short stable name (a metric label), `str(error)` the detail."""
 
-    default_code = "bad_input"
+    default_code: ClassVar[str] = "bad_input"
 
     def __init__(self, message: str, code: str | None = None) -> None:
         super().__init__(message)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import threading
 from importlib import resources
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import onnxruntime as ort
@@ -52,8 +53,8 @@ def _as_pcm16(pcm: np.ndarray) -> np.ndarray:
 class SileroModel:
     """The loaded Silero network; share one per process (see `shared()`) across all calls."""
 
-    _shared: SileroModel | None = None
-    _shared_lock = threading.Lock()
+    _shared: ClassVar[SileroModel | None] = None
+    _shared_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, path: Path | None = None) -> None:
         options = ort.SessionOptions()
@@ -63,6 +64,7 @@ class SileroModel:
         options.log_severity_level = 3
         self.path = path or silero_model_path()
         self._session = ort.InferenceSession(str(self.path), sess_options=options, providers=["CPUExecutionProvider"])
+        self.frames_scored = 0  # frames run through the network: what a gate in front of it saves is what this is not
         names = {i.name for i in self._session.get_inputs()}
         if names != {"input", "h", "c"}:
             raise RuntimeError(f"{self.path}: unexpected Silero inputs {sorted(names)}; expected input, h, c")
@@ -78,15 +80,15 @@ class SileroModel:
     def run(self, frames: np.ndarray, h: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Probabilities for consecutive frames ([n, 64 + 512] float32 in [-1, 1]) and the next state."""
         probs, h_next, c_next = self._session.run(None, {"input": frames, "h": h, "c": c})
+        self.frames_scored += frames.shape[0]
         return np.asarray(probs, dtype=np.float32).reshape(-1), h_next, c_next
 
 
 class SileroStream:
     """Per-call Silero state: feed 16 kHz int16 audio in chunks of any size, get one probability per 32 ms."""
 
-    frame_ms: float = SILERO_FRAME_MS
-
     def __init__(self, model: SileroModel) -> None:
+        self.frame_ms = SILERO_FRAME_MS  # set here, not as a class default: compiled, those are constants only
         self._model = model
         self.reset()
 
@@ -172,10 +174,9 @@ class GatedVadStream:
     keep webrtcvad voiced (a -24 dBFS hiss, a mains hum) just keeps Silero running, as ungated.
     """
 
-    frame_ms: float = SILERO_FRAME_MS
-
     def __init__(self, model: SileroModel, *, aggressiveness: int = 2, preroll_frames: int = 6,
                  hangover_frames: int = 10, release: float = 0.1) -> None:
+        self.frame_ms = SILERO_FRAME_MS
         if aggressiveness not in (0, 1, 2, 3):
             raise ValueError(f"webrtcvad aggressiveness must be 0..3, got {aggressiveness}")
         if preroll_frames < 0 or hangover_frames < 0:
