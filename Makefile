@@ -15,7 +15,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 # gateway) compiles its imports again, even where PYTHONDONTWRITEBYTECODE keeps Python from caching them.
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: install install-test install-llama install-node-sdk run test unit check lint typecheck lock-check upgrade system-deps bench bench-pipecat clean
+.PHONY: compile install install-test install-llama install-node-sdk run test unit check lint typecheck lock-check upgrade system-deps bench bench-pipecat clean
 
 # uv itself is the one thing installed before the lock: pinned and hash-checked, in a venv of its own.
 $(UV): tools/uv-requirements.txt
@@ -25,19 +25,24 @@ $(UV): tools/uv-requirements.txt
 
 # The runtime as locked; --inexact keeps the test tools if `make test` installed them.
 $(VENV)/.installed: pyproject.toml uv.lock | $(UV)
-	$(UV) sync --locked --inexact
+	$(UV) sync --locked --inexact --extra compiled
 	$(BIN)/python -m compileall -q src
 	touch $@
 
 # voxgate itself is installed editable, which uv does not compile: src/ and the tests' helpers are, here.
 $(VENV)/.installed-test: pyproject.toml uv.lock | $(UV)
-	$(UV) sync --locked --extra test
+	$(UV) sync --locked --extra test --extra compiled
 	$(BIN)/python -m compileall -q src tests
 	touch $@ $(VENV)/.installed
 
-install: $(VENV)/.installed
+# The media path's modules compiled with mypyc (src/voxgate/compiled.py): rebuilt when one of their sources
+# changed, a no-op otherwise; without a C compiler they run from source.
+compile: | $(VENV)/.installed
+	$(BIN)/voxgate compile
 
-install-test: $(VENV)/.installed-test
+install: $(VENV)/.installed compile
+
+install-test: $(VENV)/.installed-test compile
 
 run: install
 	$(BIN)/voxgate serve
@@ -114,7 +119,7 @@ upgrade: | $(UV)
 	$(UV) lock --upgrade
 	cd bench/pipecat && ../../$(UV) lock --upgrade
 	cd tests/llama && ../../$(UV) lock --upgrade
-	$(UV) sync --locked --extra test
+	$(UV) sync --locked --extra test --extra compiled
 	touch $(VENV)/.installed-test $(VENV)/.installed
 	$(MAKE) test
 
@@ -146,4 +151,4 @@ vendor-charts:
 	  cp package/LICENSE $(CURDIR)/$(VENDOR)/uPlot.LICENSE && rm -rf $$tmp && echo "uPlot $(UPLOT_VERSION) in $(VENDOR)"
 
 clean:
-	rm -rf $(VENV) $(UV_HOME) .venv-pipecat .venv-llama tests/node/node_modules .mypy_cache .ruff_cache .pytest_cache voxgate.db acme.db
+	rm -rf src/voxgate/.compiled.json $$(find src -name "*.so") $(VENV) $(UV_HOME) .venv-pipecat .venv-llama tests/node/node_modules .mypy_cache .ruff_cache .pytest_cache voxgate.db acme.db

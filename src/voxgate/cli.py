@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, TextIO
 
 import typer
 
+from voxgate import compiled
 from voxgate.config import Settings, UnsafeSettingsError, load_settings
 from voxgate.loadtest.scenario import DEFAULT_MIX
 
@@ -77,7 +78,8 @@ def serve(
     dev_key = asyncio.run(_ensure_dev_key(settings))
     base = settings.base_url()
     ws = base.replace("http", "ws", 1)
-    typer.echo(f"voxgate on {base}  (engine: {settings.engine}, default agent: {settings.default_agent})")
+    typer.echo(f"voxgate on {base}  (engine: {settings.engine}, default agent: {settings.default_agent}, "
+               f"media path: {compiled.state()})")
     typer.echo(f"  Voice console:      {base}/")
     typer.echo(f"  Realtime WebSocket: {ws}/v1/realtime?model=voxgate")
     typer.echo(f"  WebRTC (GA):        {base}/v1/realtime/calls   ephemeral keys: {base}/v1/realtime/client_secrets")
@@ -282,6 +284,14 @@ def agents_list(config: ConfigOption = None) -> None:
         default = " (default)" if agent.name == settings.default_agent else ""
         tools = ", ".join(t.name for t in agent.tools) or "-"
         typer.echo(f"{agent.name}{default}: {agent.description}  [tools: {tools}]")
+
+
+@app.command("compile")
+def compile_media_path(force: Annotated[bool, typer.Option(help="Build even when the build is current.")] = False,
+                       ) -> None:
+    """Compile the media path's modules with mypyc (`make install` does); a no-op when they are current."""
+    built = compiled.build(force=force)
+    typer.echo(f"media path: {'compiled' if built else 'source'} ({len(compiled.MODULES)} modules)")
 
 
 @config_app.command("show")
