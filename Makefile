@@ -29,10 +29,13 @@ $(VENV)/.installed: pyproject.toml uv.lock | $(UV)
 	$(BIN)/python -m compileall -q src
 	touch $@
 
-# voxgate itself is installed editable, which uv does not compile: src/ and the tests' helpers are, here.
+# voxgate itself is installed editable, which uv does not compile: src/ and the tests' helpers are, here,
+# and the unit tests as pytest rewrites their asserts (each xdist worker would otherwise rewrite them all;
+# later runs keep that cache current themselves).
 $(VENV)/.installed-test: pyproject.toml uv.lock | $(UV)
 	$(UV) sync --locked --extra test --extra compiled
 	$(BIN)/python -m compileall -q src tests
+	PYTHONDONTWRITEBYTECODE= $(BIN)/pytest -q -p no:cacheprovider -p no:schemathesis --collect-only tests/unit >/dev/null
 	touch $@ $(VENV)/.installed
 
 # The media path's modules compiled with mypyc (src/voxgate/compiled.py): rebuilt when one of their sources

@@ -4,17 +4,18 @@ value or raises its documented error, never anything else, and what it accepts s
 Inputs are raw bytes, mutations of well-formed messages (RFC 4475's and our own: bytes replaced, inserted,
 deleted, lines repeated or dropped, header values swapped for SIP-ish text) and grammar-shaped text.
 Thousands of cases per parser; pure cores, so it is fast. Hypothesis is derandomised by conftest.
-A stateless parser gets its inputs in batches (tests/input_batches.py).
+A stateless parser gets its inputs in batches, bulky ones built from a seeded Random (tests/input_batches.py).
 """
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.input_batches import BATCHED, batches
+from tests.input_batches import BATCHED, batches, seeded, text_from
 from tests.sip_network import ALICE
 from voxgate.sip.dialog import Dialog, DialogError
 from voxgate.sip.digest import DigestError, parse_challenge, parse_credentials
@@ -38,47 +39,54 @@ from voxgate.sip.sdp import SdpError, answer_offer, parse_sdp
 from voxgate.sip.transaction import TransactionLayer
 from voxgate.sip.uri import UriError, parse_uri
 
-FUZZ = settings(max_examples=1200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 DATA = Path(__file__).parent.parent / "data" / "sip" / "rfc4475"
 SEEDS = [path.read_bytes() for path in sorted(DATA.glob("*.dat"))]
 SDP_SEED = (b"v=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
             b"m=audio 6000 RTP/SAVP 0 8 101 111\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n"
             b"a=fmtp:101 0-16\r\na=rtpmap:111 opus/48000/2\r\na=ptime:20\r\na=sendonly\r\n"
             b"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwd\r\n")
-SIP_CHARS = st.sampled_from(list(" \t;:,=<>\"@/\\%.-_!*~'+`()[]?&$") + list("sipSIPtagbranchz9hG4bK0123456789"))
-sip_text = st.text(SIP_CHARS, max_size=40)
-# Strategies the composites draw from are built once: hypothesis validates each new one, which cost more
-# than drawing from it.
-MUTATIONS = st.sampled_from(["replace", "insert", "delete", "line", "value"])
-REPLACEMENTS = sip_text.map(str.encode) | st.binary(min_size=1, max_size=8)
-INSERTIONS = sip_text.map(str.encode) | st.binary(min_size=1, max_size=16)
+SIP_CHARS = list(" \t;:,=<>\"@/\\%.-_!*~'+`()[]?&$") + list("sipSIPtagbranchz9hG4bK0123456789")
+sip_text = st.text(st.sampled_from(SIP_CHARS), max_size=40)
 
 
-@st.composite
-def mutated(draw: st.DrawFn, seeds: list[bytes]) -> bytes:
-    data = bytearray(draw(st.sampled_from(seeds)))
-    for _ in range(draw(st.integers(1, 3))):
-        kind = draw(MUTATIONS)
+def _sip_text(rnd: random.Random) -> str:
+    return text_from(rnd, SIP_CHARS, 40)
+
+
+def _some_bytes(rnd: random.Random, low: int, high: int) -> bytes:
+    """SIP-ish text most of the time, so most cases get past UTF-8 decoding into the grammar."""
+    if rnd.random() < 0.5:
+        return _sip_text(rnd).encode()[:high] or b"x"
+    return rnd.randbytes(rnd.randint(low, high))
+
+
+def mutate(data: bytearray, rnd: random.Random) -> bytes:
+    """One to three edits: bytes replaced, inserted or deleted, a line repeated, a header's value swapped."""
+    for _ in range(rnd.randint(1, 3)):
         if not data:
             break
-        at = draw(st.integers(0, len(data) - 1))
-        # SIP-ish text most of the time, so most cases get past UTF-8 decoding into the grammar
+        kind = rnd.choice(["replace", "insert", "delete", "line", "value"])
+        at = rnd.randrange(len(data))
         if kind == "replace":
-            data[at : at + draw(st.integers(1, 8))] = draw(REPLACEMENTS)
+            data[at : at + rnd.randint(1, 8)] = _some_bytes(rnd, 1, 8)
         elif kind == "insert":
-            data[at:at] = draw(INSERTIONS)
+            data[at:at] = _some_bytes(rnd, 1, 16)
         elif kind == "delete":
-            del data[at : at + draw(st.integers(1, 40))]
+            del data[at : at + rnd.randint(1, 40)]
         else:
             lines = bytes(data).split(b"\r\n")
-            index = draw(st.integers(0, len(lines) - 1))
+            index = rnd.randrange(len(lines))
             if kind == "line":
-                lines.insert(draw(st.integers(0, len(lines))), lines[index])  # a repeated header
+                lines.insert(rnd.randint(0, len(lines)), lines[index])  # a repeated header
             else:
                 name, colon, _ = lines[index].partition(b":")
-                lines[index] = name + colon + b" " + draw(sip_text).encode()
+                lines[index] = name + colon + b" " + _sip_text(rnd).encode()
             data = bytearray(b"\r\n".join(lines))
     return bytes(data)
+
+
+def mutated(seeds: list[bytes]) -> st.SearchStrategy[bytes]:
+    return seeded(lambda rnd: mutate(bytearray(rnd.choice(seeds)), rnd))
 
 
 HEADER_VALUES = {
@@ -99,26 +107,26 @@ HEADER_VALUES = {
 }
 METHODS = ["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REFER", "NOTIFY", "INFO", "UPDATE", "REGISTER"]
 REQUIRED = ["Via", "From", "To", "Call-ID", "CSeq"]
-OPTIONAL = st.lists(st.sampled_from(sorted(set(HEADER_VALUES) - set(REQUIRED))), unique=True, max_size=6)
-REPEATED = st.sampled_from([[], [], [], ["Via"], ["To"]])
-VALUES = {name: st.sampled_from(values) for name, values in HEADER_VALUES.items()}
-METHOD = st.sampled_from(METHODS)
-BODIES = st.sampled_from([b"", SDP_SEED, b"SIP/2.0 200 OK\r\n", b"Signal=5\r\n"])
+OPTIONAL = sorted(set(HEADER_VALUES) - set(REQUIRED))
+REPEATED: list[list[str]] = [[], [], [], ["Via"], ["To"]]
+BODIES = [b"", SDP_SEED, b"SIP/2.0 200 OK\r\n", b"Signal=5\r\n"]
 
 
-@st.composite
-def assembled(draw: st.DrawFn) -> bytes:
+def _assemble(rnd: random.Random) -> bytes:
     """A request or response from a pool of good, odd and bad header values, in any order and number."""
-    names = draw(st.permutations(REQUIRED + draw(OPTIONAL) + draw(REPEATED)))
-    if draw(st.integers(0, 9)) == 0:
+    names = REQUIRED + rnd.sample(OPTIONAL, rnd.randint(0, 6)) + rnd.choice(REPEATED)
+    rnd.shuffle(names)
+    if rnd.randrange(10) == 0:
         names = names[1:]  # now and then a required header is missing
-    values = [draw(VALUES[name] if draw(st.integers(0, 7)) else sip_text) for name in names]
+    values = [rnd.choice(HEADER_VALUES[name]) if rnd.randrange(8) else _sip_text(rnd) for name in names]
     lines = [f"{name}: {value}" for name, value in zip(names, values, strict=True)]
-    method = draw(METHOD)
-    start = draw(st.sampled_from([f"{method} sip:bot@192.0.2.10 SIP/2.0", "SIP/2.0 200 OK", "SIP/2.0 180 Ringing",
-                                  f"{method} tel:+1555 SIP/2.0"]))
-    body = draw(BODIES)
-    return ("\r\n".join([start, *lines]) + "\r\n\r\n").encode() + body
+    method = rnd.choice(METHODS)
+    start = rnd.choice([f"{method} sip:bot@192.0.2.10 SIP/2.0", "SIP/2.0 200 OK", "SIP/2.0 180 Ringing",
+                        f"{method} tel:+1555 SIP/2.0"])
+    return ("\r\n".join([start, *lines]) + "\r\n\r\n").encode() + rnd.choice(BODIES)
+
+
+assembled = seeded(_assemble)
 
 
 def _exercise(message: Request | Response) -> None:
@@ -139,7 +147,7 @@ def _exercise(message: Request | Response) -> None:
 
 
 @BATCHED
-@given(batches(mutated(SEEDS) | assembled() | st.binary(max_size=600)))
+@given(batches(mutated(SEEDS) | assembled | st.binary(max_size=600)))
 def test_message_parser_on_datagrams(datagrams: list[bytes]) -> None:
     for data in datagrams:
         try:
@@ -247,10 +255,22 @@ def test_rtp_rtcp_and_dtmf_parsers(datagrams: list[bytes]) -> None:
             assert error.code
 
 
-@settings(BATCHED, max_examples=360)  # ~1,500 buffers, ~7,000 packets (1200 and ~5,900 unbatched)
-@given(batches(st.lists(st.tuples(st.integers(0, 0xFFFF), st.integers(0, 2**32 - 1), st.sampled_from([1, 2]),
-                                  st.floats(0, 10, allow_nan=False)), max_size=80),
-               st.lists(st.floats(0, 12, allow_nan=False), max_size=40)))
+def _arrivals(rnd: random.Random) -> list[tuple[int, int, int, float]]:
+    """Packets in any order, often near one another (reordered, duplicated, wrapping), now and then anywhere."""
+    sequence, timestamp = rnd.randrange(0x10000), rnd.randrange(2**32)
+    arrivals = []
+    for _ in range(rnd.randint(0, 80)):
+        if rnd.random() < 0.2:
+            sequence, timestamp = rnd.randrange(0x10000), rnd.randrange(2**32)
+        else:
+            step = rnd.choice([1, 1, 1, 0, -1, 2, 3, -5])
+            sequence, timestamp = (sequence + step) % 0x10000, (timestamp + 160 * step) % 2**32
+        arrivals.append((sequence, timestamp, rnd.choice([1, 1, 1, 2]), rnd.uniform(0, 10)))
+    return arrivals
+
+
+@settings(BATCHED, max_examples=360)  # ~1,500 buffers, ~7,000 packets
+@given(batches(seeded(_arrivals), st.lists(st.floats(0, 12, allow_nan=False), max_size=40)))
 def test_jitter_buffer_never_breaks_its_bounds(
         buffers: list[tuple[list[tuple[int, int, int, float]], list[float]]]) -> None:
     """Each buffer: packets arrive (any sequence, timestamp, source, time), then it is read at any times."""

@@ -375,9 +375,13 @@ _PAUSE = re.compile(r"[,.!?;:]")  # what ends a group said in one breath ("one t
 _SPOKEN_SSN_GROUPS = [3, 2, 4]
 
 
+_WORD_GAP = re.compile(r"[\s-]+")
+
+
+@functools.lru_cache(maxsize=1024)  # a long run says the same few pieces over and over
 def _spoken_digits(piece: str) -> str:
     """The digits one spoken piece stands for: "forty-one" -> "41", "double four" -> "44", "oh" -> "0"."""
-    words = [word for word in re.split(r"[\s-]+", piece.lower()) if word]
+    words = [word for word in _WORD_GAP.split(piece.lower()) if word]
     if words[-1] == "hundred":
         return _spoken_digits(" ".join(words[:-1])) + "00"
     if words[0] in _REPEATS:
