@@ -24,7 +24,12 @@ workload then runs against Pipecat (`pipecat-ai`: FastAPIWebsocketTransport + Tw
 Silero VADProcessor + an echo-the-turn processor, 8 kHz) and the ratio to voxgate with Silero is printed.
 
     .venv/bin/python bench/bridge_capacity.py [--calls 50,100,...] [--silero-calls 100,...] [--window 12]
-        [--resolution 0.1] [--pipecat-python /path/to/venv/bin/python | --no-pipecat]
+        [--resolution 0.1] [--pipecat-python /path/to/venv/bin/python | --no-pipecat] [--baseline DIR]
+
+--baseline DIR measures an earlier voxgate in the same run, right after this one's echo row, with this
+generator and these criteria (a checkout with its own venv: `git worktree add DIR REV && make -C DIR
+install`), and prints the ratio: figures from different runs on a shared VM differ by more than the
+change being measured.
 
 Pipecat is not a project dependency: it gets a virtualenv of its own (it pins its own numpy, websockets...),
 installed exactly from bench/pipecat/uv.lock by `make bench-pipecat`, which passes its python with
@@ -433,6 +438,23 @@ def ramp(name: str, argv: list[str], port: int, steps: list[int], speech: list[b
     return search.best
 
 
+def ramp_baseline(checkout: Path, port: int, steps: list[int], speech: list[bytes], args: argparse.Namespace,
+                  tmp: Path) -> int:
+    """The same ladder against an earlier voxgate: a checkout with its own .venv (`make install` there), served
+    by that checkout's own bench/bridge_capacity.py (its `serve-voxgate` role takes the same arguments), loaded
+    and judged by this one's generator and criteria, so the two figures differ only in the gateway."""
+    commit = subprocess.run(["git", "-C", str(checkout), "log", "-1", "--format=%h %cs"], capture_output=True,
+                            text=True).stdout.strip() or "?"
+    data = tmp / "baseline"  # its own database: this one's migrations are newer than it knows
+    data.mkdir(exist_ok=True)
+    serve = [str(checkout / ".venv" / "bin" / "python"), str(checkout / "bench" / "bridge_capacity.py"),
+             "serve-voxgate", "--port", str(port), "--data", str(data), "--vad", "webrtc"]
+    best = ramp(f"baseline (voxgate at {commit} from {checkout}, echo agent as it shipped)", serve, port, steps,
+                speech, args, tmp)
+    print(f"\nbaseline: largest N one core holds: {best}")
+    return best
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("role", nargs="?", default="bench", choices=["bench", "serve-voxgate", "serve-pipecat"])
@@ -451,6 +473,9 @@ def main() -> None:
                              "fraction of N (0: the ladder's steps only, and halving below a first step that fails)")
     parser.add_argument("--pipecat-python", default="", help="a python with pipecat-ai installed")
     parser.add_argument("--no-pipecat", action="store_true")
+    parser.add_argument("--baseline", default="",
+                        help="an earlier voxgate checkout with its own .venv: its echo row runs right after this "
+                             "one's, and the ratio is printed")
     parser.add_argument("--realtime", action="store_true",
                         help="run server and load generator under SCHED_FIFO (root; a busy shared machine)")
     args = parser.parse_args()
@@ -486,6 +511,10 @@ def main() -> None:
     voxgate_best = ramp("voxgate (echo agent as shipped: webrtcvad turns, no model; media sockets read by callback)",
                         [*serve, "--vad", "webrtc"], port, steps, speech, args, tmp)
     print(f"\nvoxgate: largest N one core holds: {voxgate_best}")
+    if args.baseline:
+        baseline_best = ramp_baseline(Path(args.baseline), port, steps, speech, args, tmp)
+        if baseline_best:
+            print(f"voxgate / baseline capacity ratio, same workload, same run: {voxgate_best / baseline_best:.2f}x")
     if not args.silero_calls:  # --silero-calls "": the bridge alone (bench/sip_capacity.py runs it so)
         return
     silero_best = ramp("voxgate-silero (echo agent with Silero VAD on every call, as the Pipecat pipeline)",
