@@ -276,12 +276,26 @@ def test_speed_changes_duration() -> None:
                 "or book an appointment for you.",
             ],
         ),
+        # The opening a caller waits for is cut at its first break once it is long, counted as said
+        # ("4567" is four words), and never mid-phrase.
+        ("We're open Monday to Saturday, 9 AM to 5 PM, and closed on Sundays.",
+         ["We're open Monday to Saturday,", "9 AM to 5 PM, and closed on Sundays."]),
+        ("Order 4567 has shipped and should arrive Thursday.",
+         ["Order 4567 has shipped", "and should arrive Thursday."]),
+        ("Is there anything else I can help you with today?", ["Is there anything else I can help you with today?"]),
+        ("Yes, and thanks for calling.", ["Yes, and thanks for calling."]),  # no head of 20 characters
         ("", []),
         (" ... ", []),
     ],
 )
 def test_split_sentences_examples(text: str, pieces: list[str]) -> None:
     assert split_sentences(text) == pieces
+
+
+def test_only_the_opening_is_cut_short() -> None:
+    """A later sentence plays while it renders: it stays whole."""
+    text = "We're open Monday to Saturday, 9 AM to 5 PM, and closed on Sundays."
+    assert split_sentences(text, short_first=False) == [text]
 
 
 @settings(max_examples=200, deadline=None)

@@ -1,11 +1,12 @@
 """Text to speech with Piper voices shipped inside PyPI packages (no download at run time).
 
 Piper synthesises a whole sentence at a time, so time-to-first-audio is the time of the first piece of
-text. `split_sentences` cuts a reply into sentences, and long sentences into clauses, so the first audio
-leaves after ~20-70 ms instead of after the whole reply. Synthesis runs in a small thread pool shared by
-every call in the process (bounded: on 2 cores, TTS competes with Whisper), one piece at a time per call,
-with the next piece prefetched while the current one is consumed; a reply's first piece goes ahead of
-other calls' prefetched pieces, which have the current piece's playback to be ready in.
+text. `split_sentences` cuts a reply into sentences, long sentences into clauses, and a long opening at its
+first break, so the first audio leaves after one short piece instead of after the whole reply. Synthesis
+runs in a small thread pool shared by every call in the process (bounded: on 2 cores, TTS competes with
+Whisper), one piece at a time per call, with the next piece prefetched while the current one is consumed;
+a reply's first piece goes ahead of other calls' prefetched pieces, which have the current piece's
+playback to be ready in.
 
 Each piece is read as a person says it (spoken_text.py: "Order 4567" as "Order 4 5 6 7", "$12.50" as
 "12 dollars 50"); callers pass the text as written, which is what their transcripts keep.
@@ -98,14 +99,19 @@ _ABBREVIATIONS = frozenset(
 )
 LONG_SENTENCE_CHARS = 80  # longer sentences are also cut at clause boundaries
 MIN_CLAUSE_CHARS = 20  # but never into pieces shorter than this, which would sound choppy
-# Only the first piece's synthesis is heard as latency (the rest renders while it plays), so a long
-# first piece is also cut before a conjunction: ~200 ms -> ~140 ms to first audio for a 60-char sentence.
-LONG_FIRST_PIECE_CHARS = 50
-_BEFORE_CONJUNCTION = re.compile(r"\s+(?=(?:and|but|or|so|because|which|while|then)\s)", re.IGNORECASE)
+# Only the first piece's synthesis is heard as latency (the rest renders while it plays), and Piper's
+# time is about linear in what it says (~7 ms of CPU a spoken character on this project's machine), so
+# the first piece is kept short: past FIRST_PIECE_CHARS it is cut at its first clause boundary or before
+# a conjunction ("We're open Monday to Saturday," then "9 AM to 5 PM, and closed on Sundays."). A piece
+# without a break stays whole: a cut mid-phrase would be heard.
+FIRST_PIECE_CHARS = 32
+_FIRST_BREAK = re.compile(
+    r"(?<=[,;:—])\s+|\s+(?=[—–-]\s)|\s+(?=(?:and|but|or|so|because|which|while|then)\s)", re.IGNORECASE)
 
 
-def split_sentences(text: str) -> list[str]:
-    """Cut text into pieces to synthesise one at a time: sentences, and clauses of long sentences."""
+def split_sentences(text: str, short_first: bool = True) -> list[str]:
+    """Cut text into pieces to synthesise one at a time: sentences, clauses of long sentences, and (when
+    `short_first`: the reply's opening, which a caller waits for) a long first piece at its first break."""
     sentences: list[str] = []
     for part in _SENTENCE_END.split(text):
         part = part.strip()
@@ -121,9 +127,23 @@ def split_sentences(text: str) -> list[str]:
     for sentence in sentences:
         pieces.extend(_split_clauses(sentence) if len(sentence) > LONG_SENTENCE_CHARS else [sentence])
     pieces = [p for p in pieces if any(ch.isalnum() for ch in p)]
-    if pieces and len(pieces[0]) > LONG_FIRST_PIECE_CHARS:
-        pieces[:1] = _split_clauses(pieces[0], _BEFORE_CONJUNCTION)
+    if short_first and pieces and _spoken_length(pieces[0]) > FIRST_PIECE_CHARS:
+        pieces[:1] = _cut_first_break(pieces[0])
     return pieces
+
+
+def _spoken_length(piece: str) -> int:
+    """About how many characters the piece is said as: a digit is said on its own ("4567" as "4 5 6 7")."""
+    return len(piece) + sum(ch.isdigit() for ch in piece)
+
+
+def _cut_first_break(piece: str) -> list[str]:
+    """The piece cut at its first break that leaves a head of at least MIN_CLAUSE_CHARS (whole otherwise)."""
+    for match in _FIRST_BREAK.finditer(piece, MIN_CLAUSE_CHARS):
+        head, rest = piece[: match.start()].strip(), piece[match.end() :].strip()
+        if any(ch.isalnum() for ch in rest):
+            return [head, rest]
+    return [piece]
 
 
 def _ends_with_abbreviation(sentence: str) -> bool:
@@ -252,7 +272,7 @@ class PiperSynthesizer:
         hear it); pass False for text that follows audio still playing.
         """
         piper_voice, syn = self._syn_config(voice, speed, deterministic)  # bad voice/speed fail before any work
-        pieces = split_sentences(text)
+        pieces = split_sentences(text, short_first=urgent)
         loop = asyncio.get_running_loop()
         pending: list[asyncio.Future[tuple[list[np.ndarray], PieceTiming]]] = []
 
