@@ -198,7 +198,9 @@ async def test_text_is_read_as_a_person_says_it(tts: PiperSynthesizer, written: 
     async_pcm = np.concatenate([c async for c in tts.synthesize(written, deterministic=True)])
     sync_pcm = np.concatenate(list(tts.synthesize_sync(written, deterministic=True)))
     assert np.array_equal(async_pcm, sync_pcm)
-    assert np.array_equal(sync_pcm, np.concatenate(list(tts.synthesize_sync(said, deterministic=True))))
+    # Written, each of these is one piece; said, the phone number's commas would cut its opening short.
+    assert np.array_equal(sync_pcm, np.concatenate(list(tts.synthesize_sync(said, deterministic=True,
+                                                                            short_first=False))))
 
 
 async def test_async_synthesis_stops_when_the_consumer_does(tts: PiperSynthesizer) -> None:

@@ -27,7 +27,8 @@ def _speak(text: str, rate: int, speed: float) -> Pcm:
     from voxgate.engines.local.tts import PiperSynthesizer
 
     synthesizer = PiperSynthesizer.shared()
-    chunks = synthesizer.synthesize_sync(text, speed=speed, deterministic=True)
+    # A caller says a sentence in one breath: no opening cut short, as the agent's replies are.
+    chunks = synthesizer.synthesize_sync(text, speed=speed, deterministic=True, short_first=False)
     pcm = np.concatenate([np.zeros(0, np.int16), *chunks])
     if rate != synthesizer.sample_rate:
         resampler = StreamResampler(synthesizer.sample_rate, rate)

@@ -246,15 +246,16 @@ class PiperSynthesizer:
         return chunks, timing
 
     def synthesize_sync(
-        self, text: str, voice: str = DEFAULT_VOICE, speed: float = 1.0, *, deterministic: bool = False
+        self, text: str, voice: str = DEFAULT_VOICE, speed: float = 1.0, *, deterministic: bool = False,
+        short_first: bool = True,
     ) -> Iterator[np.ndarray]:
         """Blocking variant, in the caller's thread: one int16 chunk per sentence (for tests and benches).
 
         `deterministic` turns off the voice's random variation so that a text renders identically
-        every time, which tests need to be reproducible.
+        every time, which tests need to be reproducible; `short_first` as for `split_sentences`.
         """
         piper_voice, syn = self._syn_config(voice, speed, deterministic)
-        for piece in split_sentences(text):
+        for piece in split_sentences(text, short_first):
             yield from self._render(piper_voice, piece, syn)[0]
 
     async def synthesize(
