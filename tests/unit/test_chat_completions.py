@@ -77,6 +77,20 @@ def test_a_name_repeated_in_every_delta_is_one_name() -> None:
                                        StreamDone("tool_calls")]
 
 
+@pytest.mark.parametrize(("written", "passed_on"), [
+    ('{"order_id": "4567"}', '{"order_id": "4567"}'),  # strict JSON goes as written
+    ('{"order_id": "}\n\n\nThe status of order 4567 is: " }',
+     '{"order_id": "}\\n\\n\\nThe status of order 4567 is: "}'),
+    ('{"note": "a\tb"}', '{"note": "a\\tb"}'),
+    ('{"order_id": 45', '{"order_id": 45'),  # not JSON at all: the tool's validation answers it
+])
+def test_tool_arguments_reach_the_client_as_strict_json(written: str, passed_on: str) -> None:
+    """llama.cpp's small models write raw newlines inside a string; every client's JSON parser refuses them."""
+    body = sse(delta(tool_calls=[{"index": 0, "id": "call_y", "function": {"name": "f", "arguments": written}}]),
+               {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}, "[DONE]")
+    assert ChatStream().feed(body)[0] == ToolCallDone("call_y", "f", passed_on)
+
+
 @pytest.mark.parametrize(("body", "message"), [
     (b"data: not json\n\n", "not JSON"),
     (sse({"error": {"message": "model overloaded"}}), "model overloaded"),

@@ -221,9 +221,25 @@ class ChatStream:
             if not pending.name:
                 raise ChatStreamError("a tool call without a name")
             events.append(ToolCallDone(pending.call_id or f"call_{index}", pending.name,
-                                       "".join(pending.arguments) or "{}"))
+                                       strict_json("".join(pending.arguments) or "{}")))
         events.append(StreamDone(self._finish, self._usage))
         return events
+
+
+def strict_json(arguments: str) -> str:
+    """A model's tool arguments as strict JSON. Small local models write raw newlines and tabs inside
+    strings, which `json.loads` (and every client's strict parser) refuses: such text is read leniently
+    and written again with the characters escaped. Anything else is passed on as the model wrote it (the
+    tool's validation answers it)."""
+    try:
+        json.loads(arguments)
+        return arguments
+    except ValueError:
+        pass
+    try:
+        return json.dumps(json.loads(arguments, strict=False))
+    except ValueError:
+        return arguments
 
 
 def _event_end(buffer: bytearray) -> tuple[int, int] | None:
