@@ -288,29 +288,6 @@ def test_folding_keeps_every_position() -> None:
     assert fold("plain ascii 123") == "plain ascii 123"
 
 
-@pytest.mark.timeout(60)  # a hang guard, not a measurement: each input takes well under a second
-@pytest.mark.parametrize("text", [
-    "@" * 15_000_000,  # froze every call for 26 s (H4)
-    "a@" * 500_000,
-    "a" * 1_000_000 + "@",
-    "a@" + "b." * 500_000,
-    "1 " * 100_000,
-    "1-" * 100_000 + "x",
-    "social " * 100_000 + "1",
-    "\uff11 " * 100_000,
-    "one two " * 100_000,  # 0.8 s; a window per piece and a fresh Luhn sum per window took 70 s
-    "forty " * 100_000,
-    "double " * 100_000,
-    "fifty five hundred " * 100_000,
-    "a " * 200_000 + "at",
-    "a at b dot " * 50_000,
-    "x dot " * 100_000,
-])
-def test_adversarial_inputs_take_linear_time(text: str) -> None:
-    redacted, count = redact(text)
-    assert len(redacted) <= len(text) + 10 * count
-
-
 async def test_long_texts_are_redacted_off_the_event_loop() -> None:
     async def loop_turns_while(text: str) -> tuple[str, int]:
         """How many times the event loop came round while `text` was being redacted."""

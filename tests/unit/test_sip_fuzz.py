@@ -146,8 +146,8 @@ def _exercise(message: Request | Response) -> None:
         TransactionLayer().receive_response(message, 0.0)
 
 
-@BATCHED
-@given(batches(mutated(SEEDS) | assembled | st.binary(max_size=600)))
+@settings(BATCHED, max_examples=200)
+@given(batches(mutated(SEEDS) | assembled | st.binary(max_size=600), max_size=16))
 def test_message_parser_on_datagrams(datagrams: list[bytes]) -> None:
     for data in datagrams:
         try:
@@ -162,8 +162,9 @@ def test_message_parser_on_datagrams(datagrams: list[bytes]) -> None:
         _exercise(message)
 
 
-@settings(BATCHED, max_examples=300)  # 1,200 connections, as many as before batching
-@given(batches(st.lists(mutated(SEEDS), min_size=1, max_size=3), st.lists(st.integers(1, 300), max_size=6)))
+@settings(BATCHED, max_examples=150)  # ~1,200 connections
+@given(batches(st.lists(mutated(SEEDS), min_size=1, max_size=3), st.lists(st.integers(1, 300), max_size=6),
+               max_size=16))
 def test_message_stream_in_chunks(connections: list[tuple[list[bytes], list[int]]]) -> None:
     """Each connection: its messages back to back, cut into chunks anywhere."""
     for messages, cuts in connections:
@@ -215,8 +216,8 @@ def test_header_value_parsers(texts: list[str]) -> None:
                 assert error.code
 
 
-@BATCHED
-@given(batches(mutated([SDP_SEED]) | st.binary(max_size=400)))
+@settings(BATCHED, max_examples=200)
+@given(batches(mutated([SDP_SEED]) | st.binary(max_size=400), max_size=16))
 def test_sdp_parser_and_answer(bodies: list[bytes]) -> None:
     for data in bodies:
         try:
@@ -269,8 +270,8 @@ def _arrivals(rnd: random.Random) -> list[tuple[int, int, int, float]]:
     return arrivals
 
 
-@settings(BATCHED, max_examples=360)  # ~1,500 buffers, ~7,000 packets
-@given(batches(seeded(_arrivals), st.lists(st.floats(0, 12, allow_nan=False), max_size=40)))
+@settings(BATCHED, max_examples=180)  # ~1,500 buffers of up to 80 packets
+@given(batches(seeded(_arrivals), st.lists(st.floats(0, 12, allow_nan=False), max_size=40), max_size=16))
 def test_jitter_buffer_never_breaks_its_bounds(
         buffers: list[tuple[list[tuple[int, int, int, float]], list[float]]]) -> None:
     """Each buffer: packets arrive (any sequence, timestamp, source, time), then it is read at any times."""
