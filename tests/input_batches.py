@@ -4,8 +4,8 @@ Hypothesis' own work per example (its bookkeeping, the mutations it derives, the
 choice sequence) costs more than parsing one input, and so does each of its draws: a mutated SIP message
 or a nested JSON frame drawn field by field took hundreds of draws, and the fuzz tests spent over 90 % of
 their time in hypothesis, not in the parsers. So:
-- inputs come in batches of one to eight per example: a failing batch still shrinks to the one input
-  that fails;
+- inputs come in batches per example (up to eight; up to sixteen where they are seeded, in half the
+  examples): a failing batch still shrinks to the one input that fails;
 - a bulky input is built by plain code from a `random.Random` seeded by one hypothesis draw (`seeded`):
   the run stays repeatable (conftest derandomises hypothesis), a failure prints the seed that builds it, and
   the parser gets the same kinds of inputs for a tenth of the cost. What it gives up is shrinking inside
@@ -26,9 +26,9 @@ BATCHED = settings(max_examples=400, deadline=None, suppress_health_check=[Healt
 
 
 def batches(*inputs: st.SearchStrategy[Any], max_size: int = 8) -> st.SearchStrategy[list[Any]]:
-    """One to eight inputs for one example (a tuple of them where the parser takes several). Seeded inputs
-    cost hypothesis one draw each, so their tests take batches of up to 16 in half the examples: as many
-    inputs, half of hypothesis' per-example work."""
+    """One to `max_size` inputs for one example (a tuple of them where the parser takes several). Seeded
+    inputs cost hypothesis one draw each, so their tests take batches of up to 16 in half the examples: as
+    many inputs, half of hypothesis' per-example work."""
     return st.lists(inputs[0] if len(inputs) == 1 else st.tuples(*inputs), min_size=1, max_size=max_size)
 
 

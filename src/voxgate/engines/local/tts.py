@@ -105,8 +105,8 @@ MIN_CLAUSE_CHARS = 20  # but never into pieces shorter than this, which would so
 # a conjunction ("We're open Monday to Saturday," then "9 AM to 5 PM, and closed on Sundays."). A piece
 # without a break stays whole: a cut mid-phrase would be heard.
 FIRST_PIECE_CHARS = 32
-_FIRST_BREAK = re.compile(
-    r"(?<=[,;:—])\s+|\s+(?=[—–-]\s)|\s+(?=(?:and|but|or|so|because|which|while|then)\s)", re.IGNORECASE)
+_FIRST_BREAK = re.compile(  # a clause boundary, or the gap before a conjunction
+    rf"{_CLAUSE_END.pattern}|\s+(?=(?:and|but|or|so|because|which|while|then)\s)", re.IGNORECASE)
 
 
 def split_sentences(text: str, short_first: bool = True) -> list[str]:
