@@ -28,6 +28,7 @@ __all__ = ["MODULES", "build", "changed", "fingerprint", "guard", "state"]
 
 # What a phone or SIP call runs 50 times a second each way, and what that calls in turn.
 MODULES: tuple[str, ...] = (
+    "voxgate.audio.clock",
     "voxgate.audio.formats",
     "voxgate.audio.g711",
     "voxgate.audio.playout",
@@ -51,6 +52,7 @@ MODULES: tuple[str, ...] = (
     "voxgate.transports.frame_ticker",
     "voxgate.transports.media_stream",
     "voxgate.transports.rtp_line",
+    "voxgate.transports.sip_call",
     "voxgate.transports.twilio_messages",
 )
 

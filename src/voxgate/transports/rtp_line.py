@@ -88,6 +88,9 @@ class RtpLine(asyncio.DatagramProtocol):
     def __init__(self, media: MediaSession, signalling_host: str, on_digit: Callable[[str], None], *,
                  ports: RtpPorts | None = None, cname: str = "voxgate") -> None:
         self.media = media
+        # Read 50 times a second each: kept as plain fields, set again whenever the media changes (`update`).
+        self.sends = media.sends
+        self.on_hold = media.on_hold
         self.on_digit = on_digit
         self.ports = ports or RtpPorts()
         self.cname = cname
@@ -144,6 +147,7 @@ class RtpLine(asyncio.DatagramProtocol):
         """A re-INVITE settled new media: a new SDP address is trusted, and sending follows it unless latched;
         new SRTP keys take effect for the direction they changed."""
         self.media = media
+        self.sends, self.on_hold = media.sends, media.on_hold
         self._trusted_hosts.add(media.remote_address)
         if self.latched is None or self.latched[0] != media.remote_address:
             self.latched = None
@@ -179,14 +183,14 @@ class RtpLine(asyncio.DatagramProtocol):
 
     def send(self, packet: RtpPacket) -> None:
         self._noise_sent_at = None  # audio (or an event): the next silence starts with a CN packet
-        if self.transport is not None and self.media.sends:
+        if self.transport is not None and self.sends:
             self._send_datagram(packet.to_bytes())
 
     def send_audio(self, payload: bytes, samples: int) -> None:
         """The agent's next frame, as the stream's next packet (the hot path: no packet object)."""
         self._noise_sent_at = None  # speech: the next silence starts with a CN packet
         data = self.sender.datagram(payload, samples)
-        if self.transport is not None and self.media.sends:
+        if self.transport is not None and self.sends:
             self._send_datagram(data)
 
     def send_silence(self, samples: int, now: float) -> None:
@@ -205,7 +209,7 @@ class RtpLine(asyncio.DatagramProtocol):
         packet = self.sender.packet(CN_SILENCE, samples, payload_type=comfort_noise)
         self.sender.talkspurt()
         self.counters["comfort_noise_sent"] += 1
-        if self.transport is not None and self.media.sends:
+        if self.transport is not None and self.sends:
             self._send_datagram(packet.to_bytes())
 
     def _send_datagram(self, data: bytes) -> None:
@@ -332,7 +336,7 @@ class RtpLine(asyncio.DatagramProtocol):
     def caller_quiet(self, now: float) -> bool:
         """The caller has stopped sending, not on hold: nothing waits in the jitter buffer and nothing has come
         for longer than its playout delay and a tick (a late packet is still waited for that long)."""
-        return (not self.jitter and not self.media.on_hold
+        return (not self.jitter and not self.on_hold
                 and now - self.last_heard > self.jitter.delay + TICK_S)
 
     def _accept(self, source: Address, packet: RtpPacket) -> bool:

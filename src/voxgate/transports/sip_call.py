@@ -88,6 +88,7 @@ log = logging.getLogger("voxgate.sip")
 FRAME_MS = 20
 MAX_BACKLOG = 50  # caller packets held while a barge-in completes (1 s); past that, dropped and counted
 HEARD_MAX_WAIT_S = 60.0
+WATCH_MAX_WAIT_S = 5.0  # the longest the call's watcher sleeps: a hold lifted by an UPDATE is noticed within it
 APOLOGY_TRANSFER_FAILED = "I'm sorry, I could not put you through right now."
 SRTP_POLICIES: dict[str, SrtpPolicy] = {"optional": "optional", "required": "required", "off": "never"}  # sip_srtp
 
@@ -426,7 +427,7 @@ class SipCall:
         assert self._ticker is not None
         for _ in range(audio.due(now, self._ticker.next_beat())):
             frame = audio.pop()
-            if frame is None and opus is None and rtp.media.sends:
+            if frame is None and opus is None and rtp.sends:
                 rtp.send_silence(samples, now)  # a packet of silence, or comfort noise where agreed
                 continue
             payload = frame.payload if frame is not None else self._silence_frame
@@ -435,7 +436,7 @@ class SipCall:
                 if not payload:  # the encoder kept this frame back: its time passes unsent
                     rtp.sender.skip(samples)
                     continue
-            if rtp.media.sends:
+            if rtp.sends:
                 rtp.send_audio(payload, samples)
             else:  # on hold: the clock runs on, nothing is sent
                 rtp.sender.skip(samples)
@@ -456,14 +457,21 @@ class SipCall:
         rtp, settings = self.rtp, self.settings
         deadline = loop.time() + settings.session_max_seconds
         while True:
+            # Asleep until the first thing that can fall due (the media timeout counts from the last packet),
+            # and a 2xx to resend or a hold lifted wakes it sooner: hundreds of calls, not a wake-up a second each.
+            now = loop.time()
+            wake = min(deadline, now + WATCH_MAX_WAIT_S)
+            if not rtp.on_hold:
+                wake = min(wake, rtp.last_heard + settings.sip_media_timeout_s)
+            longest = max(0.0, wake - now)
             refresh = self.refresh
-            reason = await self._tend_answers(1.0 if refresh is None else
-                                              min(1.0, max(0.0, refresh.deadline - self.clock())))
+            if refresh is not None:
+                longest = min(longest, 1.0, max(0.0, refresh.deadline - self.clock()))
+            reason = await self._tend_answers(longest)
             if reason is not None:
                 return reason
             now = loop.time()
-            media = rtp.media
-            if not media.on_hold and now - rtp.last_heard > settings.sip_media_timeout_s:
+            if not rtp.on_hold and now - rtp.last_heard >= settings.sip_media_timeout_s:
                 log.warning("%s: no RTP for %.0f s; hanging up", self.name, now - rtp.last_heard)
                 return "media_timeout"
             if now > deadline:
