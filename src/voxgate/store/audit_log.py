@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from voxgate.store.database import Database
 from voxgate.store.models import AuditEvent
@@ -50,9 +50,9 @@ def as_stored(detail: Mapping[str, Any] | None) -> Any:
     return None if detail is None else json.loads(json.dumps(detail, allow_nan=False, default=str))
 
 
-async def chain(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+async def chain(session: AsyncConnection, rows: list[dict[str, Any]]) -> None:
     """Give `rows` (about to be inserted, in order, in this transaction) their `prev_hash` and `hash`."""
-    if session.get_bind().dialect.name == "postgresql":
+    if session.dialect.name == "postgresql":
         await session.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _APPEND_LOCK_ID})
     else:  # a write first takes SQLite's write lock, so the head read next is the head the insert follows
         await session.execute(sa.update(AuditEvent).where(AuditEvent.id == -1).values(actor=AuditEvent.actor))
