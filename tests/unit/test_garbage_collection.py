@@ -52,6 +52,22 @@ def test_the_generation_follows_cpython_policy() -> None:
             gc.enable()
 
 
+def test_a_full_collection_waits_until_the_oldest_generation_grew_by_a_quarter() -> None:
+    collector = BeatCollector(thresholds=(0, -1, -1))  # CPython's counts alone would ask for a full one each time
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        assert collector.collect_due() == 2
+        assert collector.collect_due() == 1  # nothing has reached the oldest generation since
+        held = [[] for _ in range(len(gc.get_objects(generation=2)) // 4 + 1)]
+        assert collector.collect_due() == 1  # `held` is young still: this moves it to the oldest generation
+        assert collector.collect_due() == 2
+        assert collector.collections == [0, 2, 2] and held
+    finally:
+        if was:
+            gc.enable()
+
+
 async def test_two_collectors_keep_automatic_collection_off_until_both_stop() -> None:
     was = gc.isenabled()
     first, second = BeatCollector(), BeatCollector()
