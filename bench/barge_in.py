@@ -39,6 +39,7 @@ import json
 import os
 import random
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -605,6 +606,9 @@ if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--serve":
         serve(Path(sys.argv[2]), json.loads(sys.argv[3]))
     else:
+        if shutil.which("espeak-ng") is None:  # the callers' voices; Piper's own espeak-ng is a library, not this
+            raise SystemExit("bench/barge_in.py speaks its callers with the espeak-ng program: "
+                             "apt-get install espeak-ng (Debian)")
         parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
         parser.add_argument("--barge-ins", type=int, default=20)
         parser.add_argument("--transports", default="ws,twilio,telnyx,sip,webrtc")
