@@ -50,13 +50,13 @@ def as_stored(detail: Mapping[str, Any] | None) -> Any:
     return None if detail is None else json.loads(json.dumps(detail, allow_nan=False, default=str))
 
 
-async def chain(session: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+async def chain(connection: AsyncConnection, rows: list[dict[str, Any]]) -> None:
     """Give `rows` (about to be inserted, in order, in this transaction) their `prev_hash` and `hash`."""
-    if session.dialect.name == "postgresql":
-        await session.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _APPEND_LOCK_ID})
+    if connection.dialect.name == "postgresql":
+        await connection.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _APPEND_LOCK_ID})
     else:  # a write first takes SQLite's write lock, so the head read next is the head the insert follows
-        await session.execute(sa.update(AuditEvent).where(AuditEvent.id == -1).values(actor=AuditEvent.actor))
-    prev = await session.scalar(sa.select(AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1)) or GENESIS
+        await connection.execute(sa.update(AuditEvent).where(AuditEvent.id == -1).values(actor=AuditEvent.actor))
+    prev = await connection.scalar(sa.select(AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1)) or GENESIS
     for row in rows:
         row["detail"] = as_stored(row["detail"])
         row["prev_hash"] = prev
