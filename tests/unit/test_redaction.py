@@ -152,6 +152,30 @@ def test_a_short_number_after_a_card_label_is_a_card(text: str, expected: str) -
     assert redact(text, last_four=False)[0] == re.sub(r"(\*{4} ){3}[0-9]{4}", "**** **** **** ****", expected)
 
 
+# Whisper hearing a digit as a lone letter inside a number it writes a digit at a time ("one" as "W", a CI run
+# at 7e2dc15): the digits around the letter are one number, and after a card label every one of them is masked.
+@pytest.mark.parametrize(("text", "expected"), [
+    ("My card number is 4-1-1-1. W-1-1-1. W-1-1-1-1.", "My card number is **** **** **** 1111."),
+    ("My card number is 4-1-1-1-W. 1-1-1-1, 1-1-1-1.", "My card number is **** **** **** 1111."),
+    ("my card is 4111 W 1111 1111", "my card is **** **** **** 1111"),
+    ("my card is 4111, W111, 1111, 1111", "my card is **** **** **** 1111"),
+    ("my card is 4111O, 1111, 1111", "my card is **** **** **** 1111"),
+])
+def test_a_digit_misheard_as_a_letter_does_not_split_a_card(text: str, expected: str) -> None:
+    assert redact(text) == (expected, 1)
+    assert redact(expected) == (expected, 0)
+    assert mask_cards(text) == (expected, 1)
+
+
+@pytest.mark.parametrize("text", [
+    "Room 12B, 345 and flight A 12",  # no label, no Luhn: letters between numbers alone mask nothing
+    "my card number is 4111 and my PIN is 1234",  # a letter inside a word never joins two numbers
+    "card 12 a 34",
+])
+def test_letters_between_short_numbers_stay_readable(text: str) -> None:
+    assert redact(text) == (text, 0)
+
+
 # What a card label does not make a card: fewer than five digits (a card's last four, a PIN, a short expiry;
 # a card's PIN is not its number and this module masks numbers), a number the words between name as something
 # else, an amount or a date, or a number with no card label at all.

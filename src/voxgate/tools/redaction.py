@@ -107,13 +107,20 @@ def fold(text: str) -> str:
 # the sentence marks a transcriber puts between the groups a caller pauses over ("4-1-1-1! 1-1-1-1...").
 _SEPARATOR = r"[ \t,./'_!?;:-]"
 _MAX_SEPARATOR = 4
+# A digit that speech recognition misheard as a lone letter, in a number it writes a digit at a time ("My card
+# number is 4-1-1-1. W-1-1-1. W-1-1-1-1.": "one" heard as "W"), is part of the gap between groups: a letter
+# after a separator and before the next group ("1. W-1", "1 W 1", "1, W1"), or just after a group and before a
+# separator ("1-W. 1", "1W, 1"). Its digit is lost, so only a card label or an SSN's grouping can judge the run;
+# but the digits around it are one number and are masked as one. A letter inside a word never is.
+_GAP = (rf"(?:{_SEPARATOR}{{1,{_MAX_SEPARATOR}}}(?:[A-Za-z]{_SEPARATOR}{{0,{_MAX_SEPARATOR}}})?"
+        rf"|-?[A-Za-z]{_SEPARATOR}{{1,{_MAX_SEPARATOR}}})")
 # A maximal run of digit groups that holds at least nine digits (fewer can be neither a card nor an
 # SSN). Groups and separators are disjoint, so matching never backtracks beyond one separator run; a
 # shorter run fails its lookahead within 9 digits, so no start inside a run is ever tried at length. The
 # lookahead follows the first digit so that the engine skips ahead to digits.
 _DIGIT_RUN = re.compile(
-    rf"[0-9](?=(?:{_SEPARATOR}{{0,{_MAX_SEPARATOR}}}[0-9]){{{_SSN_DIGITS - 1}}})"
-    rf"[0-9]*(?:{_SEPARATOR}{{1,{_MAX_SEPARATOR}}}[0-9]+)*")
+    rf"[0-9](?=(?:{_GAP}?[0-9]){{{_SSN_DIGITS - 1}}})"
+    rf"[0-9]*(?:{_GAP}[0-9]+)*")
 _DIGIT_GROUP = re.compile(r"[0-9]+")
 _NOT_DIGIT = re.compile(r"[^0-9]+")
 _WHITESPACE = re.compile(r"\s+")
@@ -123,7 +130,7 @@ _SSN_WORDS = r"\b(?:ssn|social\s+security|social)\b"
 _SSN_LABEL = re.compile(_SSN_WORDS + r"[^0-9\n*]{0,24}?(?=[0-9])", re.IGNORECASE)
 _SSN_MENTION = re.compile(_SSN_WORDS, re.IGNORECASE)
 # Any run of digit groups, however short: what follows a card label (`_DIGIT_RUN` holds nine digits or more).
-_NUMBER = re.compile(rf"[0-9]+(?:{_SEPARATOR}{{1,{_MAX_SEPARATOR}}}[0-9]+)*")
+_NUMBER = re.compile(rf"[0-9]+(?:{_GAP}[0-9]+)*")
 # A card label ("card", "my card number is", "credit card #", "my visa is"), then up to the number: the number
 # after it is a card even when speech recognition dropped or doubled digits and the Luhn check fails ("my card
 # number is 4-1-1-1-1-1-1-1-1-1": ten of sixteen), or stopped at the caller's first pause ("My card number is
