@@ -129,6 +129,9 @@ async def test_bad_multipart_and_sdp_get_a_400_problem_without_library_internals
 
     # Media sections without their own ICE credentials: aiortc refuses with words about its internals.
     bare_section = offer.decode().replace("m=application", "m=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:9\r\nm=application")
+    # The module's gateway is shared: an earlier test's WebSocket session may still be closing (a CI run on a
+    # loaded machine saw one). What counts is that none of these offers left a session behind.
+    earlier = set(gateway.gateway.sessions)
     cases: list[tuple[str, bytes, str, str]] = [
         (form, multipart("xyz", ("sdp", offer), ("session", deep)), "invalid_json", "deeper than"),
         (form, multipart("xyz", ("sdp", offer), ("session", b"[1,")), "invalid_json", "not valid JSON"),
@@ -151,7 +154,7 @@ async def test_bad_multipart_and_sdp_get_a_400_problem_without_library_internals
         assert message in error["message"], (message, error)
         assert not any(word in error["message"] for word in ("aiortc", "Traceback", "username fragment", "mid"))
     assert not error_logs.records
-    assert not gateway.gateway.sessions
+    assert set(gateway.gateway.sessions) <= earlier
 
 
 # -- what speech recognition writes (H3) ------------------------------------------------------------------
