@@ -63,7 +63,11 @@ class Playout:
         self.max_frames = max(1, max_frames)
         self.clock = PacingClock(frame_ms, max_catchup_ms=max(100.0, 3 * frame_ms))
         self._silence = silence
-        self._queue: deque[Frame] = deque()
+        # (payload, item id, heard ms) per frame, a Frame only once popped: a reply is queued seconds ahead of
+        # the line, and a tuple of a bytes, a str and a float leaves the cycle collector's lists at its first
+        # young collection, where a Frame object would be walked by every middle collection until it played
+        # (hundreds of calls each hold a reply's worth).
+        self._queue: deque[tuple[bytes, str, float]] = deque()
         self._partial = b""  # bytes short of a whole frame, of `_push_item`
         self._push_item: str | None = None
         self._push_ms = 0.0  # audio of `_push_item` queued so far
@@ -105,7 +109,7 @@ class Playout:
                 dropped += 1
                 continue
             self._push_ms += frame_ms
-            queue.append(Frame(data[start:start + size], item_id, self._push_ms))
+            queue.append((data[start:start + size], item_id, self._push_ms))
             room -= 1
         self._pushed += whole // size - dropped
         self._partial = data[whole:]
@@ -135,8 +139,8 @@ class Playout:
             return
         missing = self.frame_bytes - len(partial)
         self._push_ms += self.frame_ms * len(partial) / self.frame_bytes  # only the real audio is heard
-        self._queue.append(Frame(partial + self._silence * (missing // len(self._silence)), self._push_item,
-                                 self._push_ms))
+        self._queue.append((partial + self._silence * (missing // len(self._silence)), self._push_item,
+                            self._push_ms))
         self._pushed += 1
 
     # -- frames out, on the clock ------------------------------------------------------------------
@@ -184,10 +188,10 @@ class Playout:
         queue = self._queue
         if not queue:
             return None
-        frame = queue.popleft()
+        payload, item, heard_ms = queue.popleft()
+        frame = Frame(payload, item, heard_ms)
         self._released += 1
         self.frames_released += 1
-        item = frame.item_id
         if item != self._heard_item:
             if self._heard_item is not None:
                 self._remember(self._heard_item, self._heard_ms)
@@ -197,7 +201,7 @@ class Playout:
         self._heard_ms = frame.heard_ms
         if self.confirm_every:
             self._since_confirm += 1
-            if self._since_confirm >= self.confirm_every or not queue or queue[0].item_id != item:
+            if self._since_confirm >= self.confirm_every or not queue or queue[0][1] != item:
                 name = frame.confirm = f"{item}:{frame.heard_ms:.0f}"
                 self._outstanding[name] = self._released
                 self._since_confirm = 0
