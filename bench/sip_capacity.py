@@ -13,6 +13,9 @@ shared real-time tick. Over a steady window it measures:
                        packet (see RtpLeg)
     late packets       packets that came more than 40 ms after they were due (a gap a 40 ms jitter buffer
                        cannot hide)
+    GC                 the cycle collector's pauses in the gateway (its voxgate_gc_pause_seconds), young /
+                       middle / full, from the last call's set-up to the window's end: a failing step
+                       says whether a collection or the CPU made its packets late
     INVITE -> RTP      from the INVITE to the first RTP packet back (p50, p99)
 
 N passes when p99 jitter <= 20 ms, no packet is late, every call was answered and the gateway's CPU
@@ -195,6 +198,8 @@ async def run(n: int, sip_port: int, window_s: float, audio: list[bytes],
         for earlier in rtps:
             earlier.drain(window)
     process = GatewayProcess(int(os.environ["SIP_BENCH_PID"]))
+    http_port = int(os.environ["SIP_BENCH_HTTP"])
+    gc_before = gc_pauses(http_port)  # read now, 2 s before the window: the scrape is work on the gateway's loop
     phase = [i * 7 % len(audio) for i in range(n)]
     start = time.time()
     window[:] = [start + 2.0, start + 2.0 + window_s]
@@ -216,6 +221,9 @@ async def run(n: int, sip_port: int, window_s: float, audio: list[bytes],
         await asyncio.sleep(max(0.0, start + tick * FRAME_S - time.time()))
     cpu = process.read().cpu_s - (cpu_before or 0.0)
     window_s = time.time() - cpu_at
+    gc_after = gc_pauses(http_port)
+    gc_ms = [1000 * (gc_after[g][1] - gc_before[g][1]) for g in ("0", "1", "2")]
+    full = gc_after["2"][0] - gc_before["2"][0]
     for leg in rtps:
         assert leg.call.ok is not None
         sip_t.sendto(_in_dialog("BYE", leg.call.ok, 2, local).to_bytes(), gateway)
@@ -238,7 +246,22 @@ async def run(n: int, sip_port: int, window_s: float, audio: list[bytes],
 
     return {"calls": n, "cpu_pct": 100 * cpu / window_s, "cpu_per_call_pct": 100 * cpu / window_s / n,
             "jitter_p50_ms": ms(jitter, 50),
-            "jitter_p99_ms": ms(jitter, 99), "late": late, "setup_p50_ms": ms(setup, 50), "setup_p99_ms": ms(setup, 99)}
+            "jitter_p99_ms": ms(jitter, 99), "late": late, "setup_p50_ms": ms(setup, 50), "setup_p99_ms": ms(setup, 99),
+            "gc_young_ms": gc_ms[0], "gc_middle_ms": gc_ms[1], "gc_full_ms": gc_ms[2], "gc_full": full}
+
+
+_GC_METRIC = re.compile(r'^voxgate_gc_pause_seconds_(count|sum)\{generation="([012])"\} (\S+)$', re.MULTILINE)
+
+
+def gc_pauses(http_port: int) -> dict[str, tuple[int, float]]:
+    """The gateway's cycle-collector pauses so far, by generation: (how many, seconds in all)."""
+    request = urllib.request.Request(f"http://127.0.0.1:{http_port}/metrics", headers={"Authorization": "Bearer bench"})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        text = answer.read().decode()
+    found: dict[str, dict[str, float]] = {g: {"count": 0.0, "sum": 0.0} for g in ("0", "1", "2")}
+    for kind, generation, value in _GC_METRIC.findall(text):
+        found[generation][kind] = float(value)
+    return {g: (int(v["count"]), v["sum"]) for g, v in found.items()}
 
 
 def _in_dialog(method: str, ok: Response, cseq: int, local: tuple[str, int]) -> Request:
@@ -288,7 +311,7 @@ def ladder(args: argparse.Namespace, audio: list[bytes], comfort_noise: bool) ->
     noise) or not (a packet every 20 ms, silence too)."""
     print(f"\ncallers offer {'PCMU and CN (comfort noise)' if comfort_noise else 'PCMU only (a continuous line)'}")
     print(f"{'calls':>6} {'CPU':>5} {'CPU/call':>9} {'jitter p50':>11} {'p99':>7} {'late':>5} "
-          f"{'INVITE->RTP p50':>16} {'p99':>7}")
+          f"{'INVITE->RTP p50':>16} {'p99':>7}  {'GC young/middle/full':>22}")
     search = CapacitySearch([int(x) for x in args.calls.split(",")], resolution=args.resolution)
     while (n := search.next_n()) is not None:
         http_port, sip_port = free_port(socket.SOCK_STREAM), free_port()
@@ -300,6 +323,7 @@ def ladder(args: argparse.Namespace, audio: list[bytes], comfort_noise: bool) ->
             try:
                 wait_ready(http_port)
                 os.environ["SIP_BENCH_PID"] = str(server.pid)
+                os.environ["SIP_BENCH_HTTP"] = str(http_port)
                 row = asyncio.run(run(n, sip_port, args.window, audio, comfort_noise))
             finally:
                 server.terminate()
@@ -308,7 +332,8 @@ def ladder(args: argparse.Namespace, audio: list[bytes], comfort_noise: bool) ->
         search.record(n, ok)
         print(f"{n:>6} {row['cpu_pct']:>4.0f}% {row['cpu_per_call_pct']:>8.2f}% {row['jitter_p50_ms']:>9.2f}ms "
               f"{row['jitter_p99_ms']:>5.1f}ms {row['late']:>5} {row['setup_p50_ms']:>14.0f}ms "
-              f"{row['setup_p99_ms']:>5.0f}ms  {'pass' if ok else 'FAIL'}", flush=True)
+              f"{row['setup_p99_ms']:>5.0f}ms  {row['gc_young_ms']:>5.0f}/{row['gc_middle_ms']:.0f}/"
+              f"{row['gc_full_ms']:.0f} ms ({row['gc_full']:.0f} full)  {'pass' if ok else 'FAIL'}", flush=True)
     print(f"SIP{' with CN' if comfort_noise else ''}: largest N one core holds: {search.best}")
     return search.best
 
