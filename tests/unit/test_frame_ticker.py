@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 
 import pytest
 
@@ -63,3 +64,23 @@ async def test_the_ticker_stops_when_nothing_listens_and_starts_again() -> None:
     ticker.add_beat(beats.append)
     await ticker.tick()
     assert beats
+
+
+async def test_a_line_removed_from_a_ticker_that_beats_on_is_not_kept_alive() -> None:
+    """The last call to end must be freed at once, though the ticker beats on for its waiters (a gateway's
+    cycle collector waits on every beat): nothing of a past beat may stay behind in the ticker."""
+
+    class Line:
+        def beat(self, now: float) -> None:
+            pass
+
+    ticker = FrameTicker(period_s=0.001)
+    line = Line()
+    ticker.add_beat(line.beat)
+    await ticker.tick()
+    ticker.remove_beat(line.beat)
+    gone = weakref.ref(line)
+    del line
+    await ticker.tick()
+    await ticker.tick()
+    assert gone() is None

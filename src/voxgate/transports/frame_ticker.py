@@ -87,21 +87,28 @@ class FrameTicker:
             metrics.CARRIER_TICK_LATENESS.observe(max(lateness, 0.0))
             # On the absolute grid; after a stall longer than a beat, beat on from now (no catch-up race).
             self._next = target + self.period_s if lateness <= self.period_s else now + self.period_s
-            beats = list(self._beats)  # a callback may add or remove lines (its own, or a call it ends)
-            for beat in beats:
-                try:
-                    beat(now)
-                except Exception:
-                    log.exception("a line's beat failed; it stops beating")
-                    self._beats.pop(beat, None)
-            waiters, self._waiters = self._waiters, []
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
-            idle = 0 if waiters or beats else idle + 1
+            idle = 0 if self._beat_all(now) else idle + 1
             if idle * self.period_s >= self.idle_s and not self._beats:
                 self._task = None
                 return
+
+
+    def _beat_all(self, now: float) -> bool:
+        """One beat: every line's callback, then every waiter; whether there was any. A method of its own so
+        that nothing of this beat outlives it in `_run`'s frame: a loop variable left there held the last call
+        to end (its whole session) for as long as the ticker ran on without lines."""
+        beats = list(self._beats)  # a callback may add or remove lines (its own, or a call it ends)
+        for beat in beats:
+            try:
+                beat(now)
+            except Exception:
+                log.exception("a line's beat failed; it stops beating")
+                self._beats.pop(beat, None)
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        return bool(waiters or beats)
 
 
 _tickers: dict[asyncio.AbstractEventLoop, FrameTicker] = {}
