@@ -156,6 +156,10 @@ class Listening:
         self.speech_started_ms = 0.0
         self.speech_ended_ms = 0.0
         self._detector = self._make_detector(config.turn_detection)
+        # What the scored frames read of the config, kept here: SessionConfig is interpreted Python, where
+        # each attribute costs a dictionary lookup, 33 times a second a call (`reconfigure` sets them again).
+        self._input_format = config.input_format
+        self._idle_timeout_ms = self._idle_timeout(config)
         self._speech_item_id: str | None = None  # the user item a speech_started announced
         self._detector_origin_ms = 0.0
         self._idle_since_ms: float | None = None  # stream time the line went quiet after the agent spoke
@@ -173,6 +177,8 @@ class Listening:
                 self._rate = rate
                 self._buffer = InputBuffer(rate, start_ms=self.stream_ms)
             self._decoder = InputDecoder(new.input_format, rate)
+        self._input_format = new.input_format
+        self._idle_timeout_ms = self._idle_timeout(new)
         if new.turn_detection != old.turn_detection:
             self._detector = self._make_detector(new.turn_detection)
             self._detector_origin_ms = self.stream_ms  # its clock starts now; events are in stream time
@@ -270,6 +276,11 @@ class Listening:
         self._echo.use_frames(round(self._vad.frame_ms * rate / 1000))
         return rate
 
+    @staticmethod
+    def _idle_timeout(config: SessionConfig) -> int | None:
+        timeout = (config.turn_detection or {}).get("idle_timeout_ms")
+        return int(timeout) if timeout else None
+
     def _min_speech_ms(self, audible: bool | None = None) -> int:
         # Short noises must not cut the agent off: while it is talking, the caller has to speak for a while
         # before it counts as barge-in (its echo is the echo gate's to rule out).
@@ -333,7 +344,7 @@ class Listening:
 
     def _check_idle(self) -> None:
         """idle_timeout_ms: the caller has said nothing for that long since the agent last spoke."""
-        timeout = (self._hooks.config.turn_detection or {}).get("idle_timeout_ms")
+        timeout = self._idle_timeout_ms
         if not timeout or self._idle_since_ms is None:
             return
         if self._hooks.agent_audible():
@@ -391,12 +402,12 @@ class Listening:
         keep_ms = config.prefix_padding_ms + config.min_speech_ms + self._vad.frame_ms
         if self._buffer.duration_ms() - keep_ms < 1000.0:  # trim in steps, not on every frame
             return
-        self._buffer.drop_before(self.stream_ms - keep_ms, self._hooks.config.input_format)
+        self._buffer.drop_before(self.stream_ms - keep_ms, self._input_format)
 
     async def _on_speech_started(self, audio_start_ms: float) -> None:
         # The turn's audio starts where the event says: exactly the prefix padding before the first
         # speech frame, whatever the idle trimming happened to leave.
-        self._buffer.drop_before(audio_start_ms, self._hooks.config.input_format)
+        self._buffer.drop_before(audio_start_ms, self._input_format)
         padding = self._detector.config.prefix_padding_ms if self._detector is not None else 0.0
         self.speech_started_ms = min(self.stream_ms, audio_start_ms + padding)
         self._speech_item_id = new_id("item")

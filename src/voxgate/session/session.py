@@ -342,9 +342,11 @@ class Session:
         """Is the agent talking: generating a response, or still playing one out at the caller?"""
         if self._response is not None:
             return True
-        playback, last = self.caller.playback, self._last_spoken
-        return (playback.server_side and last is not None
-                and playback.heard_ms(last[1].id) < playback.sent_ms(last[1].id) - 1.0)
+        last = self._last_spoken
+        if last is None:
+            return False
+        playback, item_id = self.caller.playback, last[1].id
+        return playback.server_side and playback.heard_ms(item_id) < playback.sent_ms(item_id) - 1.0
 
     async def append_audio(self, data: bytes) -> None:
         """Caller audio in the session's input format (from the wire or from a carrier)."""

@@ -58,6 +58,7 @@ Address = tuple[str, int]
 MAX_AUDIO_PAYLOAD = 480  # bytes of G.711: 60 ms, the longest packet time a trunk uses
 MIN_AUDIO_PAYLOAD = 8  # 1 ms
 TICK_S = 0.02  # the call takes the caller's audio once per 20 ms tick
+FRAME_MS = 20  # what one packet carries, each way
 _PAYLOAD_BYTES = {"OPUS": (1, 1275)}  # RFC 6716 §3.4: an Opus packet is 1-1275 bytes
 # RFC 3389 §3: one byte, the noise level in -dBov; 127 is digital silence, which is what the agent's pauses
 # are (no spectral coefficients: the far end's own comfort noise model fills in). Refreshed every CN_REFRESH_S
@@ -89,8 +90,13 @@ class RtpLine(asyncio.DatagramProtocol):
                  ports: RtpPorts | None = None, cname: str = "voxgate") -> None:
         self.media = media
         # Read 50 times a second each: kept as plain fields, set again whenever the media changes (`update`).
+        # The SDP's dataclasses are interpreted Python: each of their attributes is a dictionary lookup.
         self.sends = media.sends
         self.on_hold = media.on_hold
+        self.audio_payload_type = media.codec.payload_type
+        self.frame_samples = media.codec.clock_rate * FRAME_MS // 1000  # a packet's step of the RTP clock
+        self.comfort_noise = media.comfort_noise
+        self.telephone_event = media.telephone_event
         self.on_digit = on_digit
         self.ports = ports or RtpPorts()
         self.cname = cname
@@ -148,6 +154,9 @@ class RtpLine(asyncio.DatagramProtocol):
         new SRTP keys take effect for the direction they changed."""
         self.media = media
         self.sends, self.on_hold = media.sends, media.on_hold
+        self.audio_payload_type, self.comfort_noise = media.codec.payload_type, media.comfort_noise
+        self.telephone_event = media.telephone_event
+        self.frame_samples = media.codec.clock_rate * FRAME_MS // 1000
         self._trusted_hosts.add(media.remote_address)
         if self.latched is None or self.latched[0] != media.remote_address:
             self.latched = None
@@ -198,7 +207,7 @@ class RtpLine(asyncio.DatagramProtocol):
         silence starts and one every CN_REFRESH_S after it (so the far end's inactivity timer and a NAT's
         binding stay alive), nothing between: the stream's clock runs on and its next speech packet is marked
         as a new talkspurt. Otherwise a packet of silence, as a line without CN must send."""
-        comfort_noise = self.media.comfort_noise
+        comfort_noise = self.comfort_noise
         if comfort_noise is None:
             self.send_audio(self._silence, samples)
             return
@@ -292,8 +301,8 @@ class RtpLine(asyncio.DatagramProtocol):
         except RtpError as error:
             self.drop(error.code)
             return
-        media = self.media
-        if packet.payload_type == media.codec.payload_type:
+        payload_type = packet.payload_type
+        if payload_type == self.audio_payload_type:
             if not self._payload_bytes[0] <= len(packet.payload) <= self._payload_bytes[1]:
                 self.drop("bad_payload_size")
                 return
@@ -302,11 +311,11 @@ class RtpLine(asyncio.DatagramProtocol):
             self.jitter.push(packet, self.last_heard)
             if self.on_audio is not None:
                 self.on_audio(self.last_heard)
-        elif packet.payload_type == media.comfort_noise and media.comfort_noise is not None:
+        elif payload_type == self.comfort_noise:
             # RFC 3389: the caller stopped sending speech; its quiet is heard as silence (`caller_quiet`)
             if self._accept(source, packet):
                 self.counters["comfort_noise_received"] += 1
-        elif media.telephone_event is not None and packet.payload_type == media.telephone_event:
+        elif payload_type == self.telephone_event:
             if not self._accept(source, packet):
                 return
             try:

@@ -422,7 +422,7 @@ class SipCall:
         rtp.report(now)
         if self._sending_dtmf:
             return
-        samples = rtp.media.codec.clock_rate * FRAME_MS // 1000  # a codec change mid-call is refused
+        samples = rtp.frame_samples  # a codec change mid-call is refused
         opus = self.opus
         assert self._ticker is not None
         for _ in range(audio.due(now, self._ticker.next_beat())):
