@@ -92,7 +92,6 @@ class FrameTicker:
                 self._task = None
                 return
 
-
     def _beat_all(self, now: float) -> bool:
         """One beat: every line's callback, then every waiter; whether there was any. A method of its own so
         that nothing of this beat outlives it in `_run`'s frame: a loop variable left there held the last call

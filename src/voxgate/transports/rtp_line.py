@@ -88,15 +88,7 @@ class RtpLine(asyncio.DatagramProtocol):
 
     def __init__(self, media: MediaSession, signalling_host: str, on_digit: Callable[[str], None], *,
                  ports: RtpPorts | None = None, cname: str = "voxgate") -> None:
-        self.media = media
-        # Read 50 times a second each: kept as plain fields, set again whenever the media changes (`update`).
-        # The SDP's dataclasses are interpreted Python: each of their attributes is a dictionary lookup.
-        self.sends = media.sends
-        self.on_hold = media.on_hold
-        self.audio_payload_type = media.codec.payload_type
-        self.frame_samples = media.codec.clock_rate * FRAME_MS // 1000  # a packet's step of the RTP clock
-        self.comfort_noise = media.comfort_noise
-        self.telephone_event = media.telephone_event
+        self._follow(media)
         self.on_digit = on_digit
         self.ports = ports or RtpPorts()
         self.cname = cname
@@ -149,14 +141,21 @@ class RtpLine(asyncio.DatagramProtocol):
         self.rtcp = RtcpSession(self.sender, self.cname, start=self.last_heard)
         return self.local
 
+    def _follow(self, media: MediaSession) -> None:
+        """Take `media` as the line's. What each packet reads of it is kept as plain fields: the SDP's dataclasses
+        are interpreted Python, where each attribute is a dictionary lookup, 50 times a second each way."""
+        self.media = media
+        self.sends = media.sends
+        self.on_hold = media.on_hold
+        self.audio_payload_type = media.codec.payload_type
+        self.frame_samples = media.codec.clock_rate * FRAME_MS // 1000  # a packet's step of the RTP clock
+        self.comfort_noise = media.comfort_noise
+        self.telephone_event = media.telephone_event
+
     def update(self, media: MediaSession) -> None:
         """A re-INVITE settled new media: a new SDP address is trusted, and sending follows it unless latched;
         new SRTP keys take effect for the direction they changed."""
-        self.media = media
-        self.sends, self.on_hold = media.sends, media.on_hold
-        self.audio_payload_type, self.comfort_noise = media.codec.payload_type, media.comfort_noise
-        self.telephone_event = media.telephone_event
-        self.frame_samples = media.codec.clock_rate * FRAME_MS // 1000
+        self._follow(media)
         self._trusted_hosts.add(media.remote_address)
         if self.latched is None or self.latched[0] != media.remote_address:
             self.latched = None

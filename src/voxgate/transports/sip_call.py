@@ -72,7 +72,7 @@ from voxgate.transports.caller_input import CallerInput
 from voxgate.transports.carrier_audio import CarrierAudio
 from voxgate.transports.frame_ticker import FrameTicker, shared_ticker
 from voxgate.transports.media_stream import MediaEncoding
-from voxgate.transports.rtp_line import RtpLine
+from voxgate.transports.rtp_line import FRAME_MS, RtpLine
 from voxgate.transports.rtp_ports import PortsExhausted, RtpPorts
 from voxgate.transports.sideband import Sideband, broadcast
 from voxgate.transports.whisper import play_whisper
@@ -85,7 +85,6 @@ __all__ = ["CallSignalling", "SipCall", "offer_status", "sdp_session_id", "trans
 
 log = logging.getLogger("voxgate.sip")
 
-FRAME_MS = 20
 MAX_BACKLOG = 50  # caller packets held while a barge-in completes (1 s); past that, dropped and counted
 HEARD_MAX_WAIT_S = 60.0
 WATCH_MAX_WAIT_S = 5.0  # the longest the call's watcher sleeps: a hold lifted by an UPDATE is noticed within it
