@@ -105,6 +105,13 @@ class LatencyBudget:
         self._on_turn(TurnLatency(self._seq, stages, _ms(previous - marks["speech_end"]), heard,
                                   marks["speech_end"]))
 
+    def close(self) -> None:
+        """The call is over: its open turn ends with what it has, and nothing more is reported (the
+        callbacks, which point back at the session, are let go)."""
+        self.finish()
+        self._on_turn = _ignore
+        self._on_barge_in = _ignore
+
     def barge_in(self, speech_ms: float, started: float) -> None:
         """Playback was stopped; `started` is the clock when the barge-in was decided, `speech_ms` how much
         caller speech the VAD had heard by then."""
@@ -114,6 +121,10 @@ class LatencyBudget:
 
     def now(self) -> float:
         return self._clock()
+
+
+def _ignore(_: object) -> None:
+    """What a closed budget reports to."""
 
 
 def _ms(seconds: float) -> float:

@@ -462,8 +462,9 @@ class WebSocketConnection(asyncio.Protocol):
     def _call_on_disconnect(self, code: int) -> None:
         assert self._on_disconnect is not None
         self._ended = True
+        on_disconnect, self._on_disconnect = self._on_disconnect, _told
         try:
-            self._on_disconnect(code)
+            on_disconnect(code)
         except Exception:
             log.exception("a WebSocket's disconnect handler failed")
 
@@ -495,3 +496,8 @@ def _http_response(status: int, headers: list[tuple[str, str]], body: bytes) -> 
     fields.setdefault("Content-Length", str(len(body)))
     fields.setdefault("Content-Type", "text/plain; charset=utf-8")
     return Response(status, phrase, fields, body)
+
+
+def _told(code: int) -> None:
+    """The disconnect handler once it has been told: the app's (a call's) is let go, so the call is freed
+    by reference counting when it ends, not left in a cycle through the ASGI scope."""

@@ -89,6 +89,32 @@ class ListeningHooks(Protocol):
         ...
 
 
+class _Released:
+    """The hooks of a listener whose session has closed: its last config, and nothing happens."""
+
+    def __init__(self, config: SessionConfig) -> None:
+        self._config = config
+
+    @property
+    def config(self) -> SessionConfig:
+        return self._config
+
+    def emit(self, event: se.ServerEvent) -> None:
+        pass
+
+    def agent_audible(self) -> bool:
+        return False
+
+    async def barge_in(self) -> None:
+        pass
+
+    def turn_ended(self, item_id: str) -> None:
+        pass
+
+    def idle_timed_out(self) -> None:
+        pass
+
+
 @dataclass
 class InputBuffer:
     """Audio appended since the last commit or clear, as wire bytes and as PCM at the VAD's rate."""
@@ -230,6 +256,11 @@ class Listening:
     def close(self) -> None:
         if self._speculation is not None:
             self._speculation.cancel()
+
+    def release(self) -> None:
+        """The session has closed: let go of it (the hooks are the session) and of the recording's tap."""
+        self._hooks = _Released(self._hooks.config)
+        self.tap = None
 
     # -- caller audio -----------------------------------------------------------------------------
 

@@ -65,6 +65,11 @@ class CallerInput(Generic[T]):
         """Take nothing more (a piece being finished is the caller's to cancel: `finishing`)."""
         self._closed = True
         self._backlog.clear()
+        # The transport's methods: let go of them, and so of the transport, once a piece being finished
+        # has resumed the line it paused.
+        self._take = _take_nothing
+        if self._task is None:
+            self._pause = self._resume = None
 
     async def _finish(self, rest: Awaitable[None] | None) -> None:
         try:
@@ -80,3 +85,9 @@ class CallerInput(Generic[T]):
             self._task = None
             if self._resume is not None:
                 self._resume()
+            if self._closed:
+                self._pause = self._resume = None
+
+
+def _take_nothing(piece: object) -> None:
+    """What a closed input takes with."""

@@ -173,6 +173,8 @@ class CarrierCall:
         self._send_since: float | None = None  # when the send in progress began (stall watchdog)
         self._direct: DirectSocket | None = None
         self._frames: CallerInput[bytes] | None = None  # the direct socket's frames, in order
+        self._beats: FrameTicker | None = None  # what beats the line while `_play_on_beats` plays it
+        self._handed_back: asyncio.Future[str] | None = None  # its outcome, once a beat has one
 
     @property
     def name(self) -> str:
@@ -223,6 +225,15 @@ class CarrierCall:
             max_frames=int(s.carrier_playout_buffer_s * 1000 / FRAME_MS))
         self.output = AudioOutput(playout, audio, self.playback)
         self.output.session = session
+
+    def release(self) -> None:
+        """The call is over and recorded: let go of its session, whose caller is this call, and of the socket
+        (whose scope the call's WebSocket holds), so all are freed by reference counting rather than by a
+        full pass of the cycle collector (see `Session._let_go`)."""
+        self.session = None
+        if self.output is not None:
+            self.output.session = None
+        self._direct = None
 
     # -- the call ----------------------------------------------------------------------------------
 
@@ -401,34 +412,38 @@ class CarrierCall:
     async def _play_on_beats(self, ticker: FrameTicker) -> str:
         """Play the line from the ticker's beats until it is idle ("idle"), the carrier's socket has no room
         ("blocked") or is gone ("closed")."""
-        assert self.output is not None and self._direct is not None
-        playout, direct = self.output.playout, self._direct
-        handed_back: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-
-        def beat(now: float) -> None:
-            try:
-                for messages in self._due_messages(now, ticker.next_beat()):
-                    direct.send_texts(messages)
-            except ConnectionError:
-                self._end("carrier_closed")
-                outcome = "closed"
-            except Exception as exc:  # a bug: the writer task fails with it, and the call ends
-                ticker.remove_beat(beat)
-                if not handed_back.done():
-                    handed_back.set_exception(exc)
-                return
-            else:
-                outcome = "idle" if playout.idle else "blocked" if not direct.writable else ""
-            if outcome:
-                ticker.remove_beat(beat)
-                if not handed_back.done():
-                    handed_back.set_result(outcome)
-
-        ticker.add_beat(beat)
+        handed_back = self._handed_back = asyncio.get_running_loop().create_future()
+        self._beats = ticker
+        ticker.add_beat(self._play_beat)  # a method, not a closure: one that names itself is a reference cycle
         try:
             return await handed_back
         finally:
-            ticker.remove_beat(beat)
+            ticker.remove_beat(self._play_beat)
+            self._handed_back = None
+
+    def _play_beat(self, now: float) -> None:
+        """One beat of `_play_on_beats`: the frames due, then hand back once there is nothing to play or no
+        room to play it."""
+        ticker, handed_back = self._beats, self._handed_back
+        assert self.output is not None and self._direct is not None and ticker is not None
+        if handed_back is None or handed_back.done():
+            return
+        playout, direct = self.output.playout, self._direct
+        try:
+            for messages in self._due_messages(now, ticker.next_beat()):
+                direct.send_texts(messages)
+        except ConnectionError:
+            self._end("carrier_closed")
+            outcome = "closed"
+        except Exception as exc:  # a bug: the writer task fails with it, and the call ends
+            ticker.remove_beat(self._play_beat)
+            handed_back.set_exception(exc)
+            return
+        else:
+            outcome = "idle" if playout.idle else "blocked" if not direct.writable else ""
+        if outcome:
+            ticker.remove_beat(self._play_beat)
+            handed_back.set_result(outcome)
 
     def _due_messages(self, now: float, next_beat: float) -> Iterator[tuple[str, ...]]:
         """The messages of each frame due by `next_beat`: its media, and the mark that asks for its
@@ -629,6 +644,7 @@ async def run_carrier_call(gateway: CallGateway, call: CarrierCall, started: Str
             if not session.closed:
                 await session.close(call.end_reason or "carrier_closed")
             gateway.session_closed(session)
+            call.release()
             log.info("%s: ended (%s)", call.name, call.end_reason or "closed")
     finally:
         ticket.release()

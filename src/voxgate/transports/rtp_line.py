@@ -186,6 +186,8 @@ class RtpLine(asyncio.DatagramProtocol):
             self.ports.release(self.local[1])
         self.transport = self.rtcp_transport = None
         self._sock = None
+        self.on_digit = _ignore_digit  # the call's method: a closed line keeps no reference to its call
+        self.on_audio = None
 
     # -- out
 
@@ -389,3 +391,7 @@ class RtpLine(asyncio.DatagramProtocol):
         """Count a datagram (or a payload) refused for `reason`: for this call and in the metric."""
         self.counters[f"dropped_{reason}"] += 1
         metrics.SIP_RTP_DROPPED.labels(reason).inc()
+
+
+def _ignore_digit(digit: str) -> None:
+    """What a closed line reports key presses to."""

@@ -395,6 +395,13 @@ class SipCall:
         if self.rtp is not None:
             self.rtp.close()
 
+    def release(self) -> None:
+        """The call is over and recorded: let go of its session, whose caller is this call, so both are freed
+        by reference counting (see `Session._let_go`) rather than by a full pass of the cycle collector."""
+        self.session = None
+        if self.audio is not None:
+            self.audio.session = None
+
     async def _pump(self) -> str:
         """Session output -> the paced line."""
         assert self.session is not None and self.audio is not None

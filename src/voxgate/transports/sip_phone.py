@@ -542,4 +542,5 @@ class SipPhone:
             gateway.session_closed(session)
         if ticket is not None:
             ticket.release()
+        call.release()
         log.info("%s: ended (%s)", call.name, call.end_reason or "closed")
