@@ -13,6 +13,18 @@ carriers' shared FrameTicker, once the writers that beat woke have written: the 
 20 ms of slack before the next beat, and the carriers' 40 ms lead absorbs most of a full collection.
 Cycles are found at most one beat (20 ms) later than before. The automatic collector comes back when the
 last BeatCollector stops.
+
+A full collection walks every live object, so its pause grows with the calls up: 60-95 ms at 400-450 SIP
+calls, two or more beats late on every one of them. So what survives a full collection is tenured
+(`gc.freeze()`), and a full collection comes as soon as the oldest generation holds `tenure_after` objects
+(10,000, about what a middle collection walks; some 40 calls' worth): each walks only what came since the
+last, whatever the load, in the ~10 ms a middle one takes. A tenured object is
+still freed the moment its last reference goes, which is how an ended call goes: calls hold no reference
+cycles (tests/integration/test_ended_calls.py). What no collection walks is a cycle that forms among
+tenured objects, so now and then a full collection thaws them all (`gc.unfreeze()`) and walks everything:
+after `thaw_s` at first (5 minutes), then twice as long each time one finds next to nothing (up to a day),
+and half as long when one finds a lot (down to a minute). Garbage among tenured objects is collected as
+often as it actually builds up, and the long pause is paid that rarely.
 """
 
 from __future__ import annotations
@@ -22,21 +34,36 @@ import contextlib
 import gc
 import threading
 import time
+from collections.abc import Callable
 
 from voxgate.observability import metrics
 from voxgate.transports.frame_ticker import shared_ticker
 
 __all__ = ["BeatCollector"]
 
+TENURE_AFTER = 10_000  # objects in the oldest generation that bring a full collection, when tenuring
+THAW_S = (60.0, 300.0, 86400.0)  # the shortest, first and longest time between thaws, in seconds
+_FEW = 0.01  # a thaw that finds less than this share of the objects it walked as garbage: thaw half as often
 _lock = threading.Lock()
 _running = 0  # BeatCollectors started in this process (tests run several gateways, one loop each)
 
 
 class BeatCollector:
-    def __init__(self, thresholds: tuple[int, int, int] | None = None) -> None:
+    """`tenure`: freeze what a full collection leaves, and collect fully once `tenure_after` objects reached
+    the oldest generation (see above); off, CPython's brake decides and full collections walk everything.
+    `clock` (seconds) times the thaws."""
+
+    def __init__(self, thresholds: tuple[int, int, int] | None = None, *, tenure: bool = True,
+                 tenure_after: int = TENURE_AFTER, clock: Callable[[], float] = time.monotonic) -> None:
         self.thresholds = thresholds or gc.get_threshold()
+        self.tenure = tenure
+        self.tenure_after = tenure_after
         self.collections = [0, 0, 0]  # by generation
-        self._long_lived = 0  # objects the last full collection left in the oldest generation
+        self.thaws = 0  # full collections that walked the tenured objects too
+        self.thaw_s = THAW_S[1]  # until the next thaw, from the last one
+        self._clock = clock
+        self._thaw_at = clock() + self.thaw_s
+        self._long_lived = 0  # objects the last full collection left in the oldest generation (no tenure)
         self._old_refused_at: int | None = None  # the oldest generation's count when a full one was refused
         self._task: asyncio.Task[None] | None = None
 
@@ -77,21 +104,43 @@ class BeatCollector:
             return None
         generation = 0
         if middle > t1:
-            generation = 2 if old > t2 and self._old_generation_grew(old) else 1
+            if self.tenure:  # the oldest generation is only what came since the last full one: ~1 ms to count
+                generation = 2 if len(gc.get_objects(generation=2)) >= self.tenure_after else 1
+            else:
+                generation = 2 if old > t2 and self._old_generation_grew(old) else 1
         started = time.perf_counter()
-        gc.collect(generation)
+        if generation == 2 and self.tenure:
+            self._collect_old()
+        else:
+            gc.collect(generation)
         metrics.GC_PAUSES.labels(str(generation)).observe(time.perf_counter() - started)
         self.collections[generation] += 1
-        if generation == 2:
+        if generation == 2 and not self.tenure:
             self._long_lived = len(gc.get_objects(generation=2))
         return generation
 
+    def _collect_old(self) -> None:
+        """A full collection of what is not tenured (or, when a thaw is due, of everything), then tenure
+        what it left."""
+        now = self._clock()
+        if now >= self._thaw_at:
+            walked = gc.get_freeze_count()
+            gc.unfreeze()
+            found = gc.collect(2)
+            self.thaws += 1
+            shortest, _, longest = THAW_S
+            self.thaw_s = min(longest, self.thaw_s * 2) if found < walked * _FEW else max(shortest, self.thaw_s / 2)
+            self._thaw_at = now + self.thaw_s
+        else:
+            gc.collect(2)
+        gc.freeze()
+
     def _old_generation_grew(self, old: int) -> bool:
         """CPython's brake on full collections, which `gc.collect(2)` skips: only once the objects that reached
-        the oldest generation since the last full collection are a quarter of those it left there. A full
-        collection walks every live object: 70-140 ms with 400 calls up, two beats of every call late, where
-        the young ones take a few ms. Counting the generation costs ~1 ms, so a refusal is not re-checked
-        until as many middle collections have passed again as the threshold asks."""
+        the oldest generation since the last full collection are a quarter of those it left there. Without
+        tenure a full collection walks every live object: 60-140 ms with 400 calls up, two beats of every
+        call late, where the young ones take a few ms. Counting the generation then costs ~10 ms, so a
+        refusal is not re-checked until as many middle collections have passed again as the threshold asks."""
         if self._old_refused_at is not None and old - self._old_refused_at <= self.thresholds[2]:
             return False
         if len(gc.get_objects(generation=2)) - self._long_lived >= self._long_lived / 4:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import weakref
+from collections.abc import Iterator
 
-from voxgate.garbage_collection import BeatCollector
+from voxgate.garbage_collection import THAW_S, BeatCollector
 
 
 class Node:
@@ -36,7 +38,7 @@ async def test_cycles_are_collected_on_the_beat_and_automatic_collection_comes_b
 
 
 def test_the_generation_follows_cpython_policy() -> None:
-    collector = BeatCollector(thresholds=(10**9, 10, 10))
+    collector = BeatCollector(thresholds=(10**9, 10, 10), tenure=False)
     assert collector.collect_due() is None  # nothing close to the young threshold
     was = gc.isenabled()
     gc.disable()
@@ -53,7 +55,8 @@ def test_the_generation_follows_cpython_policy() -> None:
 
 
 def test_a_full_collection_waits_until_the_oldest_generation_grew_by_a_quarter() -> None:
-    collector = BeatCollector(thresholds=(0, -1, -1))  # CPython's counts alone would ask for a full one each time
+    # CPython's counts alone would ask for a full one each time; no tenure: the oldest generation keeps what is left
+    collector = BeatCollector(thresholds=(0, -1, -1), tenure=False)
     was = gc.isenabled()
     gc.disable()
     try:
@@ -77,3 +80,58 @@ async def test_two_collectors_keep_automatic_collection_off_until_both_stop() ->
     assert not gc.isenabled()
     await second.stop()
     assert gc.isenabled() == was
+
+
+@contextlib.contextmanager
+def tenuring() -> Iterator[None]:
+    """Automatic collection off for a test that collects itself; what it tenured is thawed afterwards (unless
+    a gateway in this process had frozen its start-up already)."""
+    was, frozen = gc.isenabled(), gc.get_freeze_count()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if frozen == 0:
+            gc.unfreeze()
+        if was:
+            gc.enable()
+
+
+def test_a_full_collection_tenures_what_it_leaves_and_a_thaw_walks_it_later() -> None:
+    """A cycle that forms among tenured objects outlives the full collections that follow, until the one that
+    thaws (after `thaw_s` on the collector's clock); a thaw that finds next to nothing doubles the wait."""
+    now = 0.0
+    with tenuring():
+        frozen = gc.get_freeze_count()
+        collector = BeatCollector(thresholds=(0, -1, -1), tenure_after=1, clock=lambda: now)
+        a, b = Node(), Node()
+        a.other, b.other = b, a
+        dead = weakref.ref(a)
+        while collector.collect_due() != 2:  # a middle collection first, if the oldest generation was empty
+            pass
+        assert gc.get_freeze_count() > frozen and not gc.get_objects(generation=2)  # all tenured
+        del a, b  # a cycle among tenured objects: garbage no collection walks
+        held = [[]]
+        assert collector.collect_due() == 1  # `held` moves to the oldest generation
+        assert collector.collect_due() == 2 and collector.thaws == 0
+        assert dead() is not None
+        now += collector.thaw_s
+        more = [[]]
+        assert collector.collect_due() == 1
+        assert collector.collect_due() == 2 and collector.thaws == 1
+        assert dead() is None, "the thaw did not collect the tenured cycle"
+        assert collector.thaw_s == THAW_S[1] * 2  # two dead Nodes among thousands: thaw half as often
+        assert held and more
+
+
+def test_with_tenure_a_full_collection_comes_once_the_oldest_generation_holds_enough() -> None:
+    with tenuring():
+        collector = BeatCollector(thresholds=(0, -1, -1), tenure_after=1000)
+        while collector.collect_due() != 2:
+            pass
+        held = [[] for _ in range(500)]
+        assert collector.collect_due() == 1  # 500 reached the oldest generation: not yet
+        more = [[] for _ in range(500)]
+        assert collector.collect_due() == 1
+        assert collector.collect_due() == 2 and not gc.get_objects(generation=2)
+        assert held and more
