@@ -98,30 +98,36 @@ def tenuring() -> Iterator[None]:
 
 
 def test_a_full_collection_tenures_what_it_leaves_and_a_thaw_walks_it_later() -> None:
-    """A cycle that forms among tenured objects outlives the full collections that follow, until the one that
-    thaws (after `thaw_s` on the collector's clock); a thaw that finds next to nothing doubles the wait."""
+    """Cycles that form among tenured objects outlive the full collections that follow, until the one that
+    thaws (after `thaw_s` on the collector's clock). A thaw that finds more garbage than `tenure_after`
+    halves the wait for the next; one that finds less doubles it."""
     now = 0.0
     with tenuring():
         frozen = gc.get_freeze_count()
-        collector = BeatCollector(thresholds=(0, -1, -1), tenure_after=1, clock=lambda: now)
-        a, b = Node(), Node()
-        a.other, b.other = b, a
-        dead = weakref.ref(a)
-        while collector.collect_due() != 2:  # a middle collection first, if the oldest generation was empty
-            pass
+        collector = BeatCollector(thresholds=(0, -1, -1), tenure_after=1000, clock=lambda: now)
+        held: list[list[list[int]]] = []
+
+        def full() -> None:
+            held.append([[] for _ in range(1000)])  # enough for the oldest generation, once promoted
+            while collector.collect_due() != 2:
+                pass
+
+        cycles = [Node() for _ in range(2000)]
+        for node in cycles:
+            node.other = node
+        dead = weakref.ref(cycles[0])
+        full()
         assert gc.get_freeze_count() > frozen and not gc.get_objects(generation=2)  # all tenured
-        del a, b  # a cycle among tenured objects: garbage no collection walks
-        held = [[]]
-        assert collector.collect_due() == 1  # `held` moves to the oldest generation
-        assert collector.collect_due() == 2 and collector.thaws == 0
-        assert dead() is not None
+        del cycles, node  # cycles among tenured objects: garbage no plain full collection walks
+        full()
+        assert collector.thaws == 0 and dead() is not None
         now += collector.thaw_s
-        more = [[]]
-        assert collector.collect_due() == 1
-        assert collector.collect_due() == 2 and collector.thaws == 1
-        assert dead() is None, "the thaw did not collect the tenured cycle"
-        assert collector.thaw_s == THAW_S[1] * 2  # two dead Nodes among thousands: thaw half as often
-        assert held and more
+        full()
+        assert collector.thaws == 1 and dead() is None, "the thaw did not collect the tenured cycles"
+        assert collector.thaw_s == THAW_S[1] / 2  # 2,000 cycles found: thaw twice as often
+        now += collector.thaw_s
+        full()
+        assert collector.thaws == 2 and collector.thaw_s == THAW_S[1]  # next to nothing: half as often again
 
 
 def test_with_tenure_a_full_collection_comes_once_the_oldest_generation_holds_enough() -> None:
