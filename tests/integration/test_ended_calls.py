@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 from openai import AsyncOpenAI
@@ -25,6 +26,7 @@ from tests.conftest import LiveServer, start_server
 from tests.phone_carrier import TwilioLine, eventually
 from tests.sipp_caller import SippRun, answered, free_port, invite, reply, request, run_sipp, scenario, ulaw_file
 from tests.speech import silence, speak
+from tests.webrtc_client import WebRtcCaller
 
 SPEECH = np.concatenate([speak("hello is anybody there", rate=8000), silence(16000, 8000)])
 
@@ -32,7 +34,8 @@ SPEECH = np.concatenate([speak("hello is anybody there", rate=8000), silence(160
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     live = start_server(tmp_path_factory.mktemp("ended-calls"), engine="echo", default_agent="echo",
-                        sip_port=free_port(), dev_mode=True, verify_carrier_signatures=False)
+                        sip_port=free_port(), dev_mode=True, verify_carrier_signatures=False,
+                        webrtc_host_addresses=["127.0.0.1"])
     yield live
     live.embedded.stop()
 
@@ -135,3 +138,25 @@ async def test_an_ended_websocket_session_is_freed_without_the_cycle_collector(g
             await connection.close()
 
         await freed_when_ended(call, hang_up)
+
+
+async def test_an_ended_webrtc_call_is_freed_without_the_cycle_collector(gateway: LiveServer) -> None:
+    caller = WebRtcCaller()
+    caller.mic.say(np.concatenate([silence(300, 48000), speak("hello is anybody there", rate=48000),
+                                   silence(900, 48000)]))
+    auth = {"Authorization": f"Bearer {gateway.api_key}"}
+    try:
+        async with httpx.AsyncClient(base_url=gateway.base_url) as http:
+            key = (await http.post("/v1/realtime/client_secrets", headers=auth, json={})).json()["value"]
+            assert (await caller.connect(http, "/v1/realtime/calls", key)).status_code == 201
+            await caller.wait_for("output_audio_buffer.stopped", 30)  # the echo was played to the browser
+            session = next(s for s in list(gateway.gateway.sessions.values()) if s.caller.transport == "webrtc")
+            call = Call(session, lambda rtc: rtc.id)
+            del session
+
+            async def hang_up() -> None:
+                assert (await http.post(f"/v1/realtime/calls/{caller.call_id}/hangup", headers=auth)).status_code == 200
+
+            await freed_when_ended(call, hang_up)
+    finally:
+        await caller.close()

@@ -396,8 +396,22 @@ class WebRtcCall:
             await self.pc.close()
         for sideband in list(self.sidebands):
             sideband.outbound.close()
+        self._let_go()
         self.closed.set()
         log.info("call %s closed: %s", self.id, reason)
+
+    def _let_go(self) -> None:
+        """The call is closed and recorded: let go of its session (whose caller is this call), and take the call
+        out of the peer connection (its listeners, the channel's, the sender's track). aiortc's own reference
+        cycles then hold nothing of ours, and the call is freed as it ends, not by a full pass of the cycle
+        collector (see `Session._let_go`)."""
+        self.session = None
+        self.output.session = None
+        self.pc.remove_all_listeners()
+        if self.channel is not None:
+            self.channel.remove_all_listeners()
+        for sender in self.pc.getSenders():
+            sender.replaceTrack(None)
 
 
 class WebRtcCalls:
