@@ -73,9 +73,10 @@ def _route(action: Action) -> Endpoint:
             call = _find(request, gateway, call_id)
             if not principal.sees(call.owner):
                 raise CallControlError(404, "call_id_not_found", f"No call {call_id!r}.")
+            before = getattr(call, "session", None)  # a call lets go of its session once it has ended
             await action(request, gateway, call, await _body(request))
             # Who steered which call, in the audit log (the call record's id: a WebRTC call's session's).
-            session = getattr(call, "session", None)
+            session = getattr(call, "session", None) or before
             await gateway.calls.audit(principal.key_id, AUDITED[action.__name__],
                                       session.id if session is not None else call.id,
                                       {"transport": "webrtc" if isinstance(call, WebRtcCall) else "sip"})
