@@ -146,6 +146,8 @@ class TestCaller:
     transport: str = "realtime_ws"
     playback: PlaybackTracker = field(init=False)
     interrupted: int = 0
+    holds: int = 0  # barge-in checks the session paused the agent for
+    resumes: int = 0
     hung_up: list[str] = field(default_factory=list)
     transferred: list[tuple[str, str]] = field(default_factory=list)
     dtmf_sent: list[str] = field(default_factory=list)
@@ -164,6 +166,12 @@ class TestCaller:
 
     async def interrupt_playback(self) -> None:
         self.interrupted += 1
+
+    async def hold_playback(self) -> None:
+        self.holds += 1
+
+    async def resume_playback(self) -> None:
+        self.resumes += 1
 
     async def transfer(self, target: str, reason: str) -> None:
         self.transferred.append((target, reason))
@@ -233,6 +241,14 @@ class LineCaller(TestCaller):
     @property
     def played_ms(self) -> float:
         return len(self.played) / 2 * 1000 / RATE
+
+    async def hold_playback(self) -> None:
+        self.holds += 1
+        self.output.hold()
+
+    async def resume_playback(self) -> None:
+        self.resumes += 1
+        self.output.resume()
 
     async def interrupt_playback(self) -> None:
         self.interrupted += 1

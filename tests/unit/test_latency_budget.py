@@ -84,3 +84,15 @@ def test_marks_outside_a_turn_are_ignored_and_unknown_marks_refused(clock: FakeC
     assert turns == []
     with pytest.raises(ValueError):
         latency.mark("lunch")
+
+
+def test_a_barge_in_the_agent_paused_for_counts_to_the_pause_not_the_confirmation(clock: FakeClock) -> None:
+    """The agent stopped at the caller when the onset was heard (20 ms of speech, 2 ms to pause the line);
+    the confirmation 60 ms later changes nothing the caller heard."""
+    latency, _, barge_ins = budget(clock)
+    held = clock()
+    clock.advance(2)
+    paused = clock()
+    clock.advance(60)
+    latency.barge_in(speech_ms=20, started=held, stopped=paused)
+    assert barge_ins == [BargeIn(stop_ms=22)]

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from voxgate.audio.playout import Frame, Playout
+from voxgate.audio.playout import MAX_HOLD_S, Frame, Playout
 
 FRAME = 160  # 20 ms of G.711 at 8 kHz, as a carrier or RTP line carries it
 SILENCE = b"\xff"
@@ -112,6 +112,51 @@ def test_clear_mid_item_drops_what_was_not_played_and_keeps_what_was() -> None:
     p.push(b"\x03" * 320, "b")  # the next reply plays at once, on a fresh grid
     assert [f.payload[0] for f in release(p, 1.0)] == [3, 3]
     assert p.heard_ms("a") == 60.0 and p.heard_ms("b") == 40.0
+
+
+def test_a_held_continuous_line_plays_silence_and_plays_on_from_the_same_frame() -> None:
+    p = Playout(frame_bytes=8, silence=b"\x00\x00", frame_ms=20, continuous=True)
+    p.push(bytes([1]) * 8 + bytes([2]) * 8 + bytes([3]) * 8, "a")
+    assert p.due(10.0) == 1 and (frame := p.pop()) is not None and frame.payload[0] == 1
+    p.hold()
+    for now in (10.02, 10.04, 10.06):  # the grid keeps its ticks: silence, and nothing more is heard
+        assert p.due(now) == 1 and p.pop() is None
+    assert p.heard_ms("a") == 20.0 and len(p) == 2
+    p.resume()
+    assert p.due(10.08) == 1 and (frame := p.pop()) is not None and frame.payload[0] == 2
+    assert p.heard_ms("a") == 40.0
+
+
+def test_a_held_carrier_line_sends_nothing_then_starts_a_fresh_grid_with_its_lead() -> None:
+    p = line(lead_frames=2)
+    p.push(bytes(range(160)) * 10, "a")
+    assert len(release(p, 100.0)) == 3
+    p.hold()
+    assert p.due(100.02) == 0 and p.due(100.2) == 0 and not p.idle
+    assert p.next_deadline is None
+    p.resume()
+    assert len(release(p, 100.21)) == 3  # as after any pause: the frame due and its lead
+    assert p.heard_ms("a") == 120.0
+
+
+def test_a_hold_lifts_by_itself_when_nothing_decides_it() -> None:
+    p = Playout(frame_bytes=8, silence=b"\x00\x00", frame_ms=20, continuous=True)
+    p.push(bytes([1]) * 8 * 40, "a")
+    p.due(0.0)
+    p.hold()
+    held = [p.due(t / 1000) and p.pop() for t in range(20, 20 + round(MAX_HOLD_S * 1000), 20)]
+    assert held and not any(held)
+    assert p.due(0.02 + MAX_HOLD_S + 0.001) == 1 and p.pop() is not None and not p.held
+
+
+def test_a_clear_ends_a_hold() -> None:
+    p = line(lead_frames=0)
+    p.push(bytes(160) * 5, "a")
+    release(p, 0.0)
+    p.hold()
+    assert p.clear() == 4 and not p.held
+    p.push(bytes([7]) * 160, "b")
+    assert [f.payload[0] for f in release(p, 1.0)] == [7]
 
 
 async def test_futures_resolve_when_a_position_is_sent_and_heard() -> None:

@@ -110,3 +110,53 @@ async def test_an_agent_still_playing_on_the_line_is_not_silence(ga_server_event
         # the line at 1000 ms); counted from when it was sent, it would have begun at 0.
         assert timeout["audio_start_ms"] == 900
         await call.response()
+
+
+async def test_a_cough_over_the_agent_pauses_it_and_it_plays_on_from_where_it_paused(
+        ga_server_events: TypeAdapter[Any]) -> None:
+    """The VAD's first trigger pauses the agent at the caller at once; speech too short to be a barge-in
+    (a cough, under barge_in_min_speech_ms) lets it play on from the frame it paused at: nothing lost,
+    nothing cancelled."""
+    engine = ScriptedEngine()
+    engine.script(speech("One two three four five six.", 1200))
+    caller = LineCaller()
+    async with Call(engine=engine, caller=caller, events=ga_server_events) as call:
+        await call.send({"type": "response.create"})
+        done = await call.response()
+        item_id = done["response"]["output"][0]["id"]
+        caller.play(400)
+        await call.speak(40)
+        assert (caller.holds, caller.resumes) == (1, 0)
+        caller.play(100)  # the line plays silence while the onset is checked
+        assert call.session.caller.playback.heard_ms(item_id) == 400 and caller.played_ms == 400
+        await call.pause(20)  # not speech after all
+        assert (caller.holds, caller.resumes) == (1, 1)
+        caller.play(1000)
+        assert caller.played_ms == 1200  # every frame, in order, after the pause
+        assert call.session.caller.playback.heard_ms(item_id) == 1200
+        assert call.session.interruptions == 0 and caller.interrupted == 0
+        assert not {"input_audio_buffer.speech_started", "conversation.item.truncated"} & set(types(call.seen))
+
+
+async def test_a_barge_in_stops_the_agent_at_the_first_speech_frame_and_cuts_it_there(
+        ga_server_events: TypeAdapter[Any]) -> None:
+    """The agent stops at the caller on the first frame of speech, not once barge_in_min_speech_ms has
+    confirmed it: the item is cut at what was heard when the caller began."""
+    engine = ScriptedEngine()
+    engine.script(speech("One two three four five six.", 1200))
+    caller = LineCaller()
+    async with Call(engine=engine, caller=caller, events=ga_server_events) as call:
+        await call.send({"type": "response.create"})
+        done = await call.response()
+        caller.play(600)
+        await call.speak(20)  # the first speech frame: the agent pauses
+        assert caller.holds == 1 and caller.interrupted == 0
+        caller.play(60)  # nothing more is heard while min_speech_ms (64) decides
+        await call.speak(180)
+        await call.next("input_audio_buffer.speech_started")
+        truncated = await call.next("conversation.item.truncated")
+        assert truncated["audio_end_ms"] == 600
+        assert caller.interrupted == 1 and caller.resumes == 0
+        caller.play(1000)
+        assert caller.played_ms == 600
+        assert (await call.retrieve(done["response"]["output"][0]["id"]))["status"] == "incomplete"

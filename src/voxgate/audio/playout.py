@@ -15,6 +15,12 @@ confirmation, not just the release. `clear()` (barge-in) drops what is queued an
 flight: what was released stays heard, the rest never will be. Which late audio a barge-in must refuse is
 the session's decision, not this queue's: it only plays what it is given.
 
+`hold()` pauses the line where it is (a continuous line plays silence, a carrier's sends nothing) while the
+session checks whether a sound over the agent is the caller barging in: the agent stops at the caller on
+the VAD's first trigger, not a confirmation later. `resume()` plays on from the same frame (a cough, not
+words); `clear()` ends the hold with the barge-in. Nothing held counts as heard, and a hold lifts by itself
+after `MAX_HOLD_S`, so a caller whose audio stops mid-check never leaves the agent silent.
+
 Bound: at most `max_frames` queued; audio beyond it is dropped and counted (`frames_dropped`), and never
 counted as heard.
 """
@@ -27,7 +33,9 @@ from collections.abc import Callable
 
 from voxgate.audio.clock import PacingClock
 
-__all__ = ["Frame", "Playout"]
+__all__ = ["MAX_HOLD_S", "Frame", "Playout"]
+
+MAX_HOLD_S = 0.3  # a barge-in check takes the confirmation's speech (64 ms by default) and a VAD frame or two
 
 _HEARD_ITEMS = 64  # items whose heard position is remembered once later items play (recent ones matter)
 _MAX_DISCARDED = 4096  # cleared confirmation names remembered, so their late echo is not a stranger
@@ -90,6 +98,8 @@ class Playout:
         self.frames_dropped = 0
         self.unknown_confirmations = 0
         self.on_item_heard: Callable[[str], None] | None = None  # an item's first frame was released
+        self.held = False  # paused by `hold()`: nothing is released until `resume()`, `clear()` or the expiry
+        self._hold_expires: float | None = None  # set by the first `due` after `hold()`, on the shell's clock
 
     # -- audio in ----------------------------------------------------------------------------------
 
@@ -153,10 +163,15 @@ class Playout:
         deadline half a frame before a beat, so a beat that wakes a few ms early or late still finds exactly
         one frame due, never none and then two.
         """
+        if self.held and not self._still_held(now):
+            self.resume()
         if self.continuous:
             if not self.clock.started:
                 self.clock.start(self._first_deadline(now, beat) - self.clock.frame_s)
-            return self.clock.due(now)
+            return self.clock.due(now)  # held, each tick's `pop()` gives None: the line's silence
+        if self.held:
+            self._running = False  # on resume, a fresh grid with its lead, as after any pause
+            return 0
         if not self._queue:
             self._running = False
             return 0
@@ -184,9 +199,9 @@ class Playout:
         return self.clock.next_deadline if self._running and self._queue else None
 
     def pop(self) -> Frame | None:
-        """The next frame for the line (counted as heard), or None when nothing is queued."""
+        """The next frame for the line (counted as heard), or None when nothing is queued or it is held."""
         queue = self._queue
-        if not queue:
+        if not queue or self.held:
             return None
         payload, item, heard_ms = queue.popleft()
         frame = Frame(payload, item, heard_ms)
@@ -234,10 +249,27 @@ class Playout:
 
     # -- barge-in ----------------------------------------------------------------------------------
 
+    def hold(self) -> None:
+        """Pause the line where it is: the caller may be barging in (see the module docstring)."""
+        if not self.held:
+            self.held = True
+            self._hold_expires = None
+
+    def resume(self) -> None:
+        """Play on from where `hold()` paused."""
+        self.held = False
+        self._hold_expires = None
+
+    def _still_held(self, now: float) -> bool:
+        if self._hold_expires is None:
+            self._hold_expires = now + MAX_HOLD_S
+        return now < self._hold_expires
+
     def clear(self) -> int:
         """Drop everything queued (what was released stays heard); returns the frames dropped. Responses
         waiting to stop never will (they end as cleared); waiters on audio that will not play get False."""
         dropped = len(self._queue) + (1 if self._partial else 0)
+        self.resume()  # the barge-in a hold was waiting for: what comes next is a new reply
         self._queue.clear()
         self._partial = b""
         self._pushed = self._released

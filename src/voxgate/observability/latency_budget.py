@@ -112,11 +112,12 @@ class LatencyBudget:
         self._on_turn = _ignore
         self._on_barge_in = _ignore
 
-    def barge_in(self, speech_ms: float, started: float) -> None:
-        """Playback was stopped; `started` is the clock when the barge-in was decided, `speech_ms` how much
-        caller speech the VAD had heard by then."""
+    def barge_in(self, speech_ms: float, started: float, stopped: float | None = None) -> None:
+        """Playback was stopped; `started` is the clock when the stop was decided, `speech_ms` how much
+        caller speech the VAD had heard by then, `stopped` the clock once the transport had stopped it (now
+        if None; earlier where the agent was paused at the VAD's first trigger and this confirms it)."""
         self.finish()
-        stop_ms = _ms(self._clock() - started + max(0.0, speech_ms) / 1000.0)
+        stop_ms = _ms((self._clock() if stopped is None else stopped) - started + max(0.0, speech_ms) / 1000.0)
         self._on_barge_in(BargeIn(stop_ms))
 
     def now(self) -> float:

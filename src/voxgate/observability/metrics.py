@@ -13,6 +13,10 @@ RESPONSES = Counter("voxgate_responses_total", "Responses, by final status", ["s
 TOOL_CALLS = Counter("voxgate_tool_calls_total", "Gateway tool calls", ["tool", "status"])
 TOOL_SECONDS = Histogram("voxgate_tool_seconds", "Gateway tool call duration")
 INTERRUPTIONS = Counter("voxgate_interruptions_total", "Barge-ins (caller spoke over the agent)")
+AGENT_PAUSES = Counter("voxgate_agent_pauses_total",
+                       "The agent paused at the caller on the VAD's first trigger over it, by what it turned out "
+                       "to be: barge_in, or played_on (too short for speech: a cough, a click, a noise)",
+                       ["outcome"])
 ESCALATIONS = Counter("voxgate_escalations_total", "Calls handed to a human")
 RECORDING_BLOCKS_DROPPED = Counter("voxgate_recording_blocks_dropped_total",
                                    "Half-second blocks of call recordings dropped: the disk fell a minute behind")

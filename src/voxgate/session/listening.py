@@ -80,6 +80,15 @@ class ListeningHooks(Protocol):
         """The caller started speaking, and `interrupt_response` is on."""
         ...
 
+    async def hold_agent(self) -> None:
+        """The VAD's first trigger while the agent is audible, and `interrupt_response` is on: pause the agent
+        at the caller until `min_speech_ms` says whether this is a barge-in."""
+        ...
+
+    async def resume_agent(self) -> None:
+        """It was not speech (a cough, a click): play on where the agent paused."""
+        ...
+
     def turn_ended(self, item_id: str) -> None:
         """Speech stopped (announced as `item_id`): commit the turn and maybe respond."""
         ...
@@ -106,6 +115,12 @@ class _Released:
         return False
 
     async def barge_in(self) -> None:
+        pass
+
+    async def hold_agent(self) -> None:
+        pass
+
+    async def resume_agent(self) -> None:
         pass
 
     def turn_ended(self, item_id: str) -> None:
@@ -191,6 +206,7 @@ class Listening:
         self._idle_since_ms: float | None = None  # stream time the line went quiet after the agent spoke
         self._quiet_frames = 0
         self._speculation: asyncio.Task[str | None] | None = None
+        self._holding = False  # the agent is paused at the caller while an onset is checked (`hold_agent`)
         self.tap: Callable[[np.ndarray, int], None] | None = None  # hears every decoded frame (the recording)
 
     # -- what the session tells it ----------------------------------------------------------------
@@ -336,8 +352,9 @@ class Listening:
             self._after_scores(probs)
             return None
         turn_events = self._detector.feed(probs, self._vad.frame_ms, loud)
-        if any(isinstance(turn_event, SpeechStarted) for turn_event in turn_events):
-            return self._take_turn_events(turn_events, probs)
+        hold = self._hold_change()
+        if hold is not None or any(isinstance(turn_event, SpeechStarted) for turn_event in turn_events):
+            return self._take_turn_events(turn_events, probs, hold)
         for turn_event in turn_events:  # only ends of speech: nothing to await
             if isinstance(turn_event, SpeechStopped):
                 self._on_speech_stopped(self._detector_origin_ms + turn_event.audio_end_ms,
@@ -345,13 +362,35 @@ class Listening:
         self._after_scores(probs)
         return None
 
-    async def _take_turn_events(self, turn_events: list[TurnEvent], probs: list[float]) -> None:
+    def _hold_change(self) -> bool | None:
+        """Whether to pause the agent at the caller (True) or play on (False) after the frames just scored:
+        the seed's "cancel on the first VAD trigger", with `min_speech_ms` still deciding what a barge-in is.
+        None: no change."""
+        assert self._detector is not None
+        pending = self._detector.onset_pending
+        if pending == self._holding:
+            return None
+        if self._holding:
+            self._holding = False
+            return False
+        td = self._hooks.config.turn_detection or {}
+        if not td.get("interrupt_response", True) or not self._hooks.agent_audible():
+            return None
+        self._holding = True
+        return True
+
+    async def _take_turn_events(self, turn_events: list[TurnEvent], probs: list[float],
+                                hold: bool | None = None) -> None:
+        if hold:
+            await self._hooks.hold_agent()
         for turn_event in turn_events:
             if isinstance(turn_event, SpeechStarted):
                 await self._on_speech_started(self._detector_origin_ms + turn_event.audio_start_ms)
             elif isinstance(turn_event, SpeechStopped):
                 self._on_speech_stopped(self._detector_origin_ms + turn_event.audio_end_ms,
                                         self._detector_origin_ms + turn_event.speech_end_ms)
+        if hold is False:  # after a barge-in's clear this is moot: the clear ended the hold
+            await self._hooks.resume_agent()
         self._after_scores(probs)
 
     def _after_scores(self, probs: list[float]) -> None:

@@ -60,6 +60,13 @@ class Caller(Protocol):
     async def interrupt_playback(self) -> None:
         """Stop agent audio at the caller now (carrier `clear`, drop RTP queue, flush the track)."""
 
+    async def hold_playback(self) -> None:
+        """The caller may be barging in: pause the agent's audio at the caller where it is, until
+        `resume_playback` or `interrupt_playback` (nothing to do where the client plays the audio itself)."""
+
+    async def resume_playback(self) -> None:
+        """It was not a barge-in: play on from where `hold_playback` paused."""
+
     async def transfer(self, target: str, reason: str) -> None: ...
 
     async def hang_up(self, reason: str) -> None: ...
@@ -127,6 +134,9 @@ class Session:
 
         self._response: ResponseRun | None = None
         self._last_spoken: tuple[str, Item] | None = None  # (response id, item) a barge-in would cut
+        # While the agent is paused at the caller for a possible barge-in: the clock and the caller audio
+        # received when the pause began, and the clock once the transport had paused it.
+        self._held: tuple[float, float, float] | None = None
         self.listening = Listening(self, engine, vad_factory() if vad_factory else None,
                                    barge_in_min_speech_ms=agent.turn_taking.barge_in_min_speech_ms,
                                    max_buffer_ms=max_input_buffer_s * 1000,
@@ -405,9 +415,29 @@ class Session:
             return
         self.interruptions += 1
         metrics.INTERRUPTIONS.inc()
-        started = self.latency.now()
+        started, heard_ms, stopped = self.latency.now(), self.listening.stream_ms, None
+        if self._held is not None:  # the agent already stopped at the caller when the onset was heard
+            started, heard_ms, stopped = self._held
+            self._held = None
+            metrics.AGENT_PAUSES.labels("barge_in").inc()
         await self._silence_agent("turn_detected")
-        self.latency.barge_in(self.listening.stream_ms - self.listening.speech_started_ms, started)
+        self.latency.barge_in(heard_ms - self.listening.speech_started_ms, started, stopped)
+
+    async def hold_agent(self) -> None:
+        """The VAD's first trigger over the agent: pause it at the caller while the turn detector decides
+        whether the caller is barging in (the next frame or two)."""
+        if not self.caller.playback.server_side:
+            return  # the client plays the audio: it stops on `speech_started`
+        started, heard_ms = self.latency.now(), self.listening.stream_ms
+        await self.caller.hold_playback()
+        self._held = (started, heard_ms, self.latency.now())
+
+    async def resume_agent(self) -> None:
+        """The trigger was not speech: play on."""
+        if self._held is not None:
+            self._held = None
+            metrics.AGENT_PAUSES.labels("played_on").inc()
+            await self.caller.resume_playback()
 
     async def _silence_agent(self, reason: str) -> None:
         """Stop the agent mid-sentence: at the transport first, then its response; the item keeps what

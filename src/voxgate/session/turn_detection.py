@@ -133,6 +133,11 @@ class TurnDetector:
         """True between `SpeechStarted` and `SpeechStopped`."""
         return self._speaking
 
+    @property
+    def onset_pending(self) -> bool:
+        """A frame has crossed the threshold, and `min_speech_ms` has yet to say whether speech started."""
+        return self._candidate_start is not None
+
     def reset(self) -> None:
         """Forget any speech in progress, silently. The stream clock keeps running."""
         self._speaking = False

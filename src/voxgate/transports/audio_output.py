@@ -140,6 +140,14 @@ class AudioOutput:
             for response_id in stopped:
                 session.emit(se.OutputAudioBufferStopped(response_id=response_id))
 
+    def hold(self) -> None:
+        """The caller may be barging in: pause the line where it is (see `Playout.hold`)."""
+        self.playout.hold()
+
+    def resume(self) -> None:
+        """It was not a barge-in: play on from where the line paused."""
+        self.playout.resume()
+
     def clear(self) -> int:
         """Barge-in: drop what the line has not played; returns the frames dropped. The responses cut end
         with the session's `output_audio_buffer.cleared`, never `stopped`."""

@@ -511,10 +511,27 @@ class CarrierCall:
         """Barge-in: tell the carrier to drop its buffer now, and drop ours."""
         if self.output is None or self.started is None:
             return
+        held = self.output.playout.held  # nothing sent since the hold's clear: the carrier has none of it
         self.output.clear()
+        if not held:
+            await self._clear_carrier()
+
+    async def hold_playback(self) -> None:
+        """A possible barge-in: stop sending, and have the carrier drop the frames it holds ahead
+        (`carrier_lead_frames`; if it was no barge-in they are lost, ~40 ms the caller does not miss)."""
+        if self.output is None or self.started is None:
+            return
+        self.output.hold()
+        await self._clear_carrier()
+
+    async def _clear_carrier(self) -> None:
         self._generation += 1
         metrics.CARRIER_CLEARS.labels(self.carrier).inc()
         await self._send(self.codec.clear())
+
+    async def resume_playback(self) -> None:
+        if self.output is not None:
+            self.output.resume()
 
     async def transfer(self, target: str, reason: str) -> None:
         """Move the call to a person once the caller has heard the handover line."""

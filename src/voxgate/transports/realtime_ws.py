@@ -46,6 +46,12 @@ class WebSocketCaller:
     async def interrupt_playback(self) -> None:
         """Nothing to do server-side: the client stops its player on `speech_started`."""
 
+    async def hold_playback(self) -> None:
+        """Nothing to pause server-side: the client plays the audio."""
+
+    async def resume_playback(self) -> None:
+        """As `hold_playback`."""
+
     async def transfer(self, target: str, reason: str) -> None:
         # A WebSocket client is an app, not a phone line: it learns of the transfer from the
         # agent's reply and the call record; there is no carrier to move the call.

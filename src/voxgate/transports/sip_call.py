@@ -753,6 +753,15 @@ class SipCall:
         self.audio.clear()
         self.rtp.sender.talkspurt()
 
+    async def hold_playback(self) -> None:
+        """A possible barge-in: the line plays silence from the next tick, the agent's frames wait."""
+        if self.audio is not None:
+            self.audio.hold()
+
+    async def resume_playback(self) -> None:
+        if self.audio is not None:
+            self.audio.resume()
+
     async def transfer(self, target: str, reason: str) -> None:
         """Blind transfer by REFER once the caller has heard the handover line; the outcome (NOTIFY) is
         recorded. Refused or failed, the caller is told and the call goes on."""

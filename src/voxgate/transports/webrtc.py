@@ -355,6 +355,13 @@ class WebRtcCall:
         """Barge-in: drop every queued frame now (the session has already cut the audio still on its way)."""
         self.output.clear()
 
+    async def hold_playback(self) -> None:
+        """A possible barge-in: the track plays silence from the next frame, the agent's frames wait."""
+        self.output.hold()
+
+    async def resume_playback(self) -> None:
+        self.output.resume()
+
     async def transfer(self, target: str, reason: str) -> None:
         # A browser is not a phone line: it learns of the hand-over from the agent's words and the call
         # record; there is no carrier leg to move.
