@@ -19,7 +19,9 @@ signalled while the caller was silent is a false interruption, counted per trans
 end of the audio (SIP, WebRTC), audio half a second on is a miss, unless the agent had stopped and a new
 reply began after a pause: the turn ended in a pause of the interruption ("wait, ..."), the agent said its
 first words back, and the rest of the interruption cut that reply too (the gateway counted two barge-ins).
-Those are stops, counted under "replied".
+Those are stops, counted under "replied". The agent pauses at the caller on the VAD's first trigger over it
+and plays on if that was too short to be speech: "paused" counts those pauses that were no barge-in (on
+the gateway's counter, so on any call of the run), which a caller hears as a gap of ~60-100 ms.
 
 Each transport runs twice in the same run (`--agents before,shipped`): the turn taking as it was before the
 echo gate (200 ms of speech while the agent talks, no gate), and as shipped.
@@ -405,6 +407,7 @@ class Result:
     false: int = 0  # stops signalled while the caller was silent (its echo only)
     misses: list[str] = field(default_factory=list)  # each miss: which attempt, and what the ear heard
     replied: int = 0  # stopped, then a new reply to the interruption's first words after a pause in it
+    paused: int = 0  # the agent paused on a VAD trigger that turned out no barge-in, then played on
 
 
 async def until(check: Callable[[], bool], every_s: float = 0.001) -> None:
@@ -424,10 +427,18 @@ async def quiet(caller: Caller, poll: Callable[[], None], quiet_s: float, within
 
 async def interruptions(url: str) -> float:
     """The gateway's barge-in count (every call's): what a false interruption is counted by."""
+    return await counted(url, "voxgate_interruptions_total")
+
+
+async def played_on(url: str) -> float:
+    """How often the agent paused on the VAD's first trigger and then played on: no barge-in after all."""
+    return await counted(url, 'voxgate_agent_pauses_total{outcome="played_on"}')
+
+
+async def counted(url: str, series: str) -> float:
     async with httpx.AsyncClient() as http:
         text = (await http.get(f"{url}/metrics", headers={"Authorization": f"Bearer {KEY}"})).text
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("voxgate_interruptions_total"))
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(series))
 
 
 async def measure(caller: Caller, agent: str, n: int, lines: dict[str, np.ndarray], seed: int, url: str) -> Result:
@@ -435,6 +446,7 @@ async def measure(caller: Caller, agent: str, n: int, lines: dict[str, np.ndarra
     poll: Callable[[], None] = caller.poll if isinstance(caller, PhoneCaller) else (lambda: None)
     result = Result(caller.transport, agent)
     await quiet(caller, poll, 1.0)
+    paused_before = await played_on(url)
     for attempt in range(n):
         stops_before = len(caller.ear.stops)
         await caller.say(lines["prompt"])
@@ -484,6 +496,7 @@ async def measure(caller: Caller, agent: str, n: int, lines: dict[str, np.ndarra
         else:
             result.stop_ms.append((stop - voiced_at) * 1000)
         await quiet(caller, poll, QUIET_S)  # the interruption said back, then quiet
+    result.paused = int(await played_on(url) - paused_before)
     return result
 
 
@@ -588,13 +601,13 @@ async def main(args: argparse.Namespace) -> None:
           f"{args.barge_ins} barge-ins per transport, held-out espeak-ng voices, line echo {ECHO_DB:.0f} dB on "
           f"phone and SIP lines; {os.cpu_count()} CPUs{', SCHED_FIFO' if args.realtime else ''}")
     print(f"{'transport':<10} {'agent':<8} {'stopped at':<26} {'p50 ms':>7} {'p95 ms':>7} {'max ms':>7} {'missed':>7} "
-          f"{'false':>6} {'replied':>8}")
+          f"{'false':>6} {'replied':>8} {'paused':>7}")
     what = {"ws": "speech_started received", "twilio": "clear received", "telnyx": "clear received",
             "sip": "last voiced RTP packet", "webrtc": "last voiced audio frame"}
     for r in results:
         print(f"{r.transport:<10} {r.agent:<8} {what[r.transport]:<26} {pct(r.stop_ms, 50):>7.0f} "
               f"{pct(r.stop_ms, 95):>7.0f} {max(r.stop_ms, default=float('nan')):>7.0f} {r.missed:>7} {r.false:>6} "
-              f"{r.replied:>8}")
+              f"{r.replied:>8} {r.paused:>7}")
     if args.each:
         for r in results:
             print(f"{r.transport} {r.agent}: {' '.join(f'{v:.0f}' for v in r.stop_ms)}")
