@@ -12,6 +12,7 @@ import numpy as np
 from pydantic import TypeAdapter
 
 from tests.session_harness import RATE, Call, Hold, LineCaller, ScriptedEngine, speech, types
+from voxgate.agents import AgentConfig
 
 
 async def test_truncation_is_at_what_the_line_played_not_at_what_was_sent(
@@ -159,4 +160,25 @@ async def test_a_barge_in_stops_the_agent_at_the_first_speech_frame_and_cuts_it_
         assert caller.interrupted == 1 and caller.resumes == 0
         caller.play(1000)
         assert caller.played_ms == 600
+        assert (await call.retrieve(done["response"]["output"][0]["id"]))["status"] == "incomplete"
+
+
+async def test_an_agent_that_asks_for_a_long_check_is_not_paused_for_it(ga_server_events: TypeAdapter[Any]) -> None:
+    """A check longer than a line may hold (barge_in_min_speech_ms 400 > 300 ms): the agent plays on while
+    it runs and stops at the confirmation, as it did before the pause on the first trigger."""
+    engine = ScriptedEngine()
+    engine.script(speech("One two three four five six.", 1200))
+    caller = LineCaller()
+    agent = AgentConfig(name="test", turn_taking={"barge_in_min_speech_ms": 400})
+    async with Call(agent, engine=engine, caller=caller, events=ga_server_events) as call:
+        await call.send({"type": "response.create"})
+        done = await call.response()
+        caller.play(200)
+        await call.speak(200)
+        caller.play(200)
+        assert caller.holds == 0 and caller.played_ms == 400
+        await call.speak(300)
+        await call.next("input_audio_buffer.speech_started")
+        truncated = await call.next("conversation.item.truncated")
+        assert truncated["audio_end_ms"] == 400 and caller.interrupted == 1
         assert (await call.retrieve(done["response"]["output"][0]["id"]))["status"] == "incomplete"

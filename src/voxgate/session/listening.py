@@ -41,6 +41,9 @@ SPECULATE_AFTER_FRAMES = 4  # ~130 ms of pause before transcribing speculatively
 # early), and with this much silence after it, as the turn's final decode has, it hears "and...".
 SPECULATIVE_PAUSE_MS = 300
 QUIET_MIN_SPEECH_MS = 60  # speech that starts a turn while the agent is silent
+# The agent pauses on the first trigger only where the check is shorter than this: a longer one would
+# outlast the line's hold (`Playout`'s MAX_HOLD_S, 0.3 s), and the agent then stops at the confirmation.
+HOLD_UP_TO_MIN_SPEECH_MS = 200
 
 
 class VadStream(Protocol):
@@ -374,7 +377,8 @@ class Listening:
             self._holding = False
             return False
         td = self._hooks.config.turn_detection or {}
-        if not td.get("interrupt_response", True) or not self._hooks.agent_audible():
+        if (not td.get("interrupt_response", True) or self._detector.config.min_speech_ms > HOLD_UP_TO_MIN_SPEECH_MS
+                or not self._hooks.agent_audible()):
             return None
         self._holding = True
         return True
