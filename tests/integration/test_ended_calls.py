@@ -167,3 +167,27 @@ async def test_an_ended_webrtc_call_is_freed_without_the_cycle_collector(gateway
             await freed_when_ended(call, hang_up)
     finally:
         await caller.close()
+
+
+class _Cycle:
+    """Garbage in a reference cycle, as a call's leftovers would be."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_a_stopped_gateway_hands_what_it_froze_back_to_the_collector(tmp_path: Path) -> None:
+    """The beat's collector tenures (freezes) what full collections leave, and a frozen cycle is never
+    collected, not even at exit. Once the gateway has stopped, it is again."""
+    import weakref
+
+    live = start_server(tmp_path, engine="echo", default_agent="echo")
+    try:
+        leftover = weakref.ref(_Cycle())
+        gc.freeze()  # as the beat's collector tenures what a full collection leaves
+        gc.collect()
+        assert leftover() is not None  # frozen: out of the collector's reach
+    finally:
+        live.embedded.stop()
+    gc.collect()
+    assert leftover() is None
