@@ -10,7 +10,10 @@ stopped at the caller:
     WebSocket  `input_audio_buffer.speech_started` received (a Realtime client stops its player on it)
     Twilio     `clear` received            Telnyx   `clear` received
     SIP        the last RTP packet of the agent's reply with energy in it (above -40 dBFS)
-    WebRTC     the last 20 ms of received audio with energy in it (aiortc's receiver, as a browser's)
+    WebRTC     the last RTP packet of the reply with energy in it, taken as it lands (a browser's roles on
+               voxgate's own DTLS/SCTP, tests/webrtc_wire_caller.py)
+    webrtc-aiortc  the last 20 ms aiortc's receiver played with energy in it: what a client behind a jitter
+               buffer of four packets hears (a browser's NetEq holds 20-40 ms on a clean line)
 
 The speech is held out from the tests: espeak-ng voices (the tests speak with Piper), levelled to the
 agent's: in this call the agent's voice is the caller's own, said back. On the phone and SIP lines the
@@ -26,7 +29,7 @@ the gateway's counter, so on any call of the run), which a caller hears as a gap
 Each transport runs twice in the same run (`--agents before,shipped`): the turn taking as it was before the
 echo gate (200 ms of speech while the agent talks, no gate), and as shipped.
 
-    .venv/bin/python bench/barge_in.py [--barge-ins 20] [--transports ws,twilio,telnyx,sip,webrtc]
+    .venv/bin/python bench/barge_in.py [--barge-ins 20] [--transports ws,twilio,telnyx,sip,webrtc,webrtc-aiortc]
         [--agents before,shipped] [--each] [--realtime]
 """
 
@@ -62,7 +65,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere: the test callers live in tests/
 
 from tests.phone_carrier import CarrierApiRecorder, PhoneLine, TelnyxLine, TwilioLine  # noqa: E402
-from tests.webrtc_client import WebRtcCaller  # noqa: E402
+from tests.webrtc_client import SILENCE, WebRtcCaller, coded  # noqa: E402
+from tests.webrtc_wire_caller import WireCaller  # noqa: E402
 
 from voxgate.audio import g711  # noqa: E402
 from voxgate.audio.resample import StreamResampler  # noqa: E402
@@ -303,7 +307,9 @@ class SipCaller(Caller, asyncio.DatagramProtocol):
 
 
 class BrowserCaller(Caller):
-    transport = "webrtc"
+    """aiortc as the browser: what a caller behind a jitter buffer of four packets (80 ms) hears."""
+
+    transport = "webrtc-aiortc"
     rate = 48000
 
     def __init__(self) -> None:
@@ -336,6 +342,25 @@ class BrowserCaller(Caller):
 
     async def close(self) -> None:
         await self.client.close()
+
+
+class WireBrowserCaller(BrowserCaller):
+    """A browser's roles (full ICE agent, DTLS client, opens `oai-events`) hearing each RTP packet as it lands:
+    what the gateway sends, without a client's jitter buffer in the figure (tests/webrtc_wire_caller.py)."""
+
+    transport = "webrtc"
+
+    def __init__(self) -> None:
+        self.ear = Ear()
+        self.client = WireCaller(on_audio=self.ear.heard, silence=SILENCE)  # type: ignore[assignment]
+
+    async def say(self, pcm: np.ndarray) -> float:
+        wire = cast(WireCaller, self.client)
+        wire.mic.clear()
+        wire.mic.extend(coded(pcm))
+        start_frame = wire.sent + int(first_voiced_s(pcm, 48000) / FRAME_S)
+        await until(lambda: wire.sent > start_frame)
+        return time.monotonic()
 
 
 class SocketCaller(Caller):
@@ -501,7 +526,7 @@ async def measure(caller: Caller, agent: str, n: int, lines: dict[str, np.ndarra
 
 
 async def run_transport(name: str, agent: str, url: str, ws_url: str, sip_port: int, n: int, seed: int) -> Result:
-    rate = {"ws": 24000, "webrtc": 48000}.get(name, 8000)
+    rate = {"ws": 24000, "webrtc": 48000, "webrtc-aiortc": 48000}.get(name, 8000)
     lines = {"prompt": espeak(*PROMPT, rate)}
     for i, (text, voice) in enumerate(INTERRUPTIONS):
         lines[f"barge{i}"] = espeak(text, voice, rate)
@@ -523,6 +548,10 @@ async def run_transport(name: str, agent: str, url: str, ws_url: str, sip_port: 
         await sip.dial(sip_port, agent)
         caller = sip
     elif name == "webrtc":
+        wire = WireBrowserCaller()
+        await wire.dial(url, agent)
+        caller = wire
+    elif name == "webrtc-aiortc":
         browser = BrowserCaller()
         await browser.dial(url, agent)
         caller = browser
@@ -600,12 +629,13 @@ async def main(args: argparse.Namespace) -> None:
     print(f"voxgate barge-in, caller's first voiced frame (sent) -> agent audio stopped at the caller; "
           f"{args.barge_ins} barge-ins per transport, held-out espeak-ng voices, line echo {ECHO_DB:.0f} dB on "
           f"phone and SIP lines; {os.cpu_count()} CPUs{', SCHED_FIFO' if args.realtime else ''}")
-    print(f"{'transport':<10} {'agent':<8} {'stopped at':<26} {'p50 ms':>7} {'p95 ms':>7} {'max ms':>7} {'missed':>7} "
+    print(f"{'transport':<14} {'agent':<8} {'stopped at':<26} {'p50 ms':>7} {'p95 ms':>7} {'max ms':>7} {'missed':>7} "
           f"{'false':>6} {'replied':>8} {'paused':>7}")
     what = {"ws": "speech_started received", "twilio": "clear received", "telnyx": "clear received",
-            "sip": "last voiced RTP packet", "webrtc": "last voiced audio frame"}
+            "sip": "last voiced RTP packet", "webrtc": "last voiced RTP packet",
+            "webrtc-aiortc": "last voiced frame played"}
     for r in results:
-        print(f"{r.transport:<10} {r.agent:<8} {what[r.transport]:<26} {pct(r.stop_ms, 50):>7.0f} "
+        print(f"{r.transport:<14} {r.agent:<8} {what[r.transport]:<26} {pct(r.stop_ms, 50):>7.0f} "
               f"{pct(r.stop_ms, 95):>7.0f} {max(r.stop_ms, default=float('nan')):>7.0f} {r.missed:>7} {r.false:>6} "
               f"{r.replied:>8} {r.paused:>7}")
     if args.each:

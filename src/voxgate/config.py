@@ -221,8 +221,13 @@ class Settings(BaseSettings):
     # RTCIceServer dicts ({"urls": ..., "username": ..., "credential": ...}); empty on a LAN, STUN/TURN elsewhere
     ice_servers: list[dict[str, Any]] = Field(default_factory=list)
     webrtc_connect_timeout_s: float = 15.0  # a peer that has not connected by then is dropped
-    # Host addresses offered as ICE candidates; empty: every interface (aioice's choice, loopback excluded)
+    # Addresses browsers reach the gateway's media on, offered as its ICE candidates (the gateway is an
+    # ICE-lite agent: behind a 1:1 NAT, name the public address). Empty: every interface's IPv4 address,
+    # loopback excluded.
     webrtc_host_addresses: list[str] = Field(default_factory=list)
+    # UDP ports browser calls take for their media, one per call; 0-0: ephemeral ports (the kernel's pick)
+    webrtc_port_min: int = Field(default=0, ge=0, le=65535)
+    webrtc_port_max: int = Field(default=0, ge=0, le=65535)
     webrtc_playout_buffer_s: float = 60.0  # agent audio queued on a call's track; beyond it, dropped and counted
 
     # Phone carriers (Twilio Media Streams, Telnyx media streaming)
@@ -414,6 +419,10 @@ class Settings(BaseSettings):
         if (low == 0) != (high == 0) or (low and (low < 1024 or high < low + low % 2 + 1)):
             raise ValueError(f"sip_rtp_port_min/max ({low}-{high}) must both be 0 (ephemeral ports) or a range "
                              "from 1024 up holding at least one even RTP port and the RTCP port above it")
+        low, high = self.webrtc_port_min, self.webrtc_port_max
+        if (low == 0) != (high == 0) or (low and (low < 1024 or high < low + low % 2)):
+            raise ValueError(f"webrtc_port_min/max ({low}-{high}) must both be 0 (ephemeral ports) or a range "
+                             "from 1024 up holding at least one even port")
         return self
 
     @field_validator("stt_model")

@@ -1,4 +1,5 @@
-"""The WebRTC transport: a browser's peer connection (aiortc), Opus both ways, events on `oai-events`.
+"""The WebRTC transport: a browser's call on voxgate's own media stack (`voxgate.webrtc`), Opus both ways,
+events on `oai-events`.
 
 Signalling is OpenAI's, so a page written for OpenAI works by changing its base URL:
 
@@ -12,43 +13,41 @@ Signalling is OpenAI's, so a page written for OpenAI works by changing its base 
   audio stays on the peer connection.
   Both answer 404 to a key that does not own the call (see `Principal.sees`).
 
-The server owns playback here: agent audio leaves on an RTP track paced at real time, so the track
+The gateway is an ICE-lite agent with one UDP socket per call (`webrtc_host_addresses`,
+`webrtc_port_min`-`webrtc_port_max`); the browser checks it, DTLS-SRTP keys the audio, SCTP carries the
+data channel (`webrtc/peer.py`). The caller's packets go through the SIP calls' adaptive jitter buffer,
+which hands a packet on the moment it is next in sequence: no fixed prefetch.
+
+The server owns playback here: agent audio leaves as RTP paced on the shared 20 ms ticker, so the line
 knows what the caller heard and the session truncates by itself on barge-in. Audio deltas never go on
 the data channel; `output_audio_buffer.stopped` is sent when a response's audio has all been played.
 A peer that has not connected within `webrtc_connect_timeout_s` is dropped, and a call ends (session
-closed, peer connection closed, call forgotten) on hang-up, on peer loss, or at the session time limit.
+closed, sockets closed, call forgotten) on hang-up, on peer loss (DTLS close, or no consent check for
+30 s), or at the session time limit.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import email.parser
 import email.policy
-import fractions
 import logging
-from collections.abc import Callable, Iterator
+import socket
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import aioice.ice
-import av
 import numpy as np
 import numpy.typing as npt
-from aiortc import (
-    MediaStreamTrack,
-    RTCConfiguration,
-    RTCDataChannel,
-    RTCIceServer,
-    RTCPeerConnection,
-    RTCSessionDescription,
-)
-from aiortc.mediastreams import MediaStreamError
+from aiortc import RTCConfiguration, RTCIceServer
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from voxgate.admission import Refusal
 from voxgate.audio.formats import PCM24K, OutputEncoder
-from voxgate.audio.opus import OpusCodec
+from voxgate.audio.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
+from voxgate.audio.opus import OpusCodec, OpusError
 from voxgate.audio.playout import Playout
 from voxgate.audio.resample import StreamResampler
 from voxgate.config import Settings
@@ -63,10 +62,19 @@ from voxgate.protocol.items import Dialect
 from voxgate.protocol.json_text import parse_json
 from voxgate.protocol.serialiser import encode_event
 from voxgate.session.playback import PlaybackTracker
+from voxgate.sip.jitter import JitterBuffer, Lost
+from voxgate.sip.rtp import RtpPacket, RtpSender
 from voxgate.transports.audio_output import AudioOutput
+from voxgate.transports.caller_input import CallerInput
+from voxgate.transports.frame_ticker import FrameTicker, shared_ticker
 from voxgate.transports.operator_leg import OperatorLeg
+from voxgate.transports.rtp_ports import PortsExhausted, RtpPorts
 from voxgate.transports.sideband import Sideband, broadcast
 from voxgate.transports.webrtc_offer import OfferError, read_offer
+from voxgate.webrtc.answer import AnswerPlan, plan_answer
+from voxgate.webrtc.data_channels import Channel
+from voxgate.webrtc.dtls import DtlsCertificate
+from voxgate.webrtc.peer import BrowserPeer
 
 if TYPE_CHECKING:
     from voxgate.admission import Ticket
@@ -75,31 +83,31 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("voxgate.webrtc")
 
-RATE = 48000  # Opus's RTP clock (RFC 7587); aiortc hands us the caller's audio decoded at this rate
 FRAME_MS = 20
-FRAME_SAMPLES = RATE * FRAME_MS // 1000  # one packet's step of the RTP clock
-TRACK_RATE = PCM24K.rate  # the agent's voice is queued and coded at the session's rate: no resampling
-TRACK_FRAME_SAMPLES = TRACK_RATE * FRAME_MS // 1000
+TRACK_RATE = PCM24K.rate  # the agent's voice is queued at the session's rate; Opus codes it as it is
 CHANNEL_LABEL = "oai-events"
 MAX_INBOX_MESSAGES = 256  # data channel messages waiting for the session; more is a flood, refused
 MAX_PENDING_EVENTS = 512  # events held for a data channel that has not opened yet
 MAX_CHANNEL_BUFFERED = 4 * 1024 * 1024  # bytes a peer may leave unread on the channel before we hang up
 MAX_SIGNALLING_BYTES = 256 * 1024  # an offer plus a session: a few KiB in practice
+MAX_INPUT_BACKLOG = 50  # caller frames waiting behind a barge-in (a second); more are dropped, counted
 HANGUP_DRAIN_S = 30.0  # how long a goodbye may keep playing after the agent hangs up
-_TIME_BASE = fractions.Fraction(1, RATE)
+CONSENT_TIMEOUT_S = 30.0  # RFC 7675: a browser that has sent no check for this long is gone
+CERTIFICATE_RENEW_S = 24 * 3600.0  # a fresh DTLS certificate for new calls each day (each is valid 30)
 _SESSION_AUDIO = {"input": {"format": PCM24K.to_ga()}, "output": {"format": PCM24K.to_ga()}}
 _ORIGINAL_HOST_ADDRESSES = aioice.ice.get_host_addresses
 
 
 class TrackAudio:
-    """The session's PCM at the track's rate, as the bytes of 16-bit native samples the playout cuts."""
+    """The session's PCM at the line's rate, as the bytes of 16-bit native samples the playout cuts."""
 
-    def __init__(self) -> None:
-        self._resampler = StreamResampler(PCM24K.rate, TRACK_RATE)
+    def __init__(self, rate: int = TRACK_RATE) -> None:
+        self.rate = rate
+        self._resampler = StreamResampler(PCM24K.rate, rate)
 
     def encode(self, pcm: npt.NDArray[np.int16], rate: int) -> bytes:
         if self._resampler.in_rate != rate:
-            self._resampler = StreamResampler(rate, TRACK_RATE)
+            self._resampler = StreamResampler(rate, self.rate)
         return self._resampler.process(pcm).tobytes()
 
     def flush(self) -> bytes:
@@ -109,60 +117,44 @@ class TrackAudio:
         self._resampler.reset()
 
     def decode(self, payload: bytes) -> tuple[npt.NDArray[np.int16], int]:
-        return np.frombuffer(payload, dtype=np.int16), TRACK_RATE
+        return np.frombuffer(payload, dtype=np.int16), self.rate
 
 
-class PlayoutTrack(MediaStreamTrack):
-    """The agent's voice as aiortc pulls it: one 20 ms Opus packet per `recv`, paced on the call's playout
-    clock (silence when nothing is queued).
+class LineCodec:
+    """The agreed codec both ways: RTP payloads to mono PCM, the playout's PCM frames to payloads.
 
-    The packet is coded here, on the loop (about 0.1 ms in CELT's low-delay mode): handed a frame, aiortc's sender would
-    resample it to stereo, scan its level and code it on a thread-pool worker, a round trip between threads
-    50 times a second per call that costs several times the coding itself. A coded packet (`av.Packet`,
-    which `MediaStreamTrack.recv` may return) it sends as it is."""
+    Opus (what every browser offers first) codes the agent's 24 kHz voice as it is, in CELT's low-delay
+    mode; G.711 is for a client that offers nothing else."""
 
-    kind = "audio"
+    def __init__(self, codec: str) -> None:
+        self.codec = codec
+        self.opus = OpusCodec(input_rate=TRACK_RATE, application="lowdelay") if codec == "opus" else None
+        self.line_rate = TRACK_RATE if codec == "opus" else 8000  # the PCM the playout holds
+        self.heard_rate = 48000 if codec == "opus" else 8000  # the PCM a caller's packet decodes to
+        self.clock_samples = 960 if codec == "opus" else 160  # one 20 ms packet's step of the RTP clock
+        self._encode = ulaw_encode if codec == "pcmu" else alaw_encode
+        self._decode = ulaw_decode if codec == "pcmu" else alaw_decode
+        self._silence = b"" if self.opus is not None else self._encode(np.zeros(160, np.int16))
 
-    def __init__(self, output: AudioOutput) -> None:
-        super().__init__()
-        self._output = output
-        self._owed = 0
-        self._pts = 0
-        self._opus = OpusCodec(input_rate=TRACK_RATE, application="lowdelay")  # CELT: a browser plays any mode
-        self.relay: Callable[[], bytes | None] | None = None  # an operator's voice, once one took the call over
+    def decode(self, payload: bytes) -> npt.NDArray[np.int16]:
+        """OpusError for a payload the decoder refuses; b"" (a lost packet's turn) is 20 ms of silence."""
+        if self.opus is not None:
+            return self.opus.decode(payload)
+        return self._decode(payload) if payload else np.zeros(160, np.int16)
 
-    async def recv(self) -> av.Packet:
-        if self.readyState != "live":
-            raise MediaStreamError
-        loop = asyncio.get_running_loop()
-        output = self._output
-        while self._owed <= 0:
-            self._owed += output.due(loop.time())
-            if self._owed <= 0:
-                deadline = output.playout.next_deadline
-                await asyncio.sleep(max(0.0, (deadline or 0.0) - loop.time()))
-        self._owed -= 1
-        relay = self.relay
-        relayed = relay() if relay is not None else None
-        played = output.pop(instead=relayed)  # the recording hears the operator, once one took the call over
-        pcm = relayed if relay is not None else None if played is None else played.payload
-        opus = self._opus
-        payload = opus.encode_silence() if pcm is None else opus.encode(np.frombuffer(pcm, dtype=np.int16))
-        packet = av.Packet(payload)
-        packet.pts = self._pts
-        packet.time_base = _TIME_BASE
-        self._pts += FRAME_SAMPLES
-        return packet
+    def encode(self, pcm: bytes | None) -> bytes:
+        if self.opus is not None:
+            return self.opus.encode_silence() if pcm is None else self.opus.encode(np.frombuffer(pcm, np.int16))
+        return self._silence if pcm is None else self._encode(np.frombuffer(pcm, np.int16))
 
 
 class WebRtcCall:
-    """One browser call: the peer connection, its session, and the Caller the session talks to."""
+    """One browser call: its peer (ICE, DTLS, SRTP, SCTP), its session, and the Caller the session talks to."""
 
     transport = "webrtc"
 
     def __init__(self, gateway: Gateway, registry: WebRtcCalls, dialect: Dialect, owner: str | None = None,
                  ticket: Ticket | None = None) -> None:
-        settings = gateway.settings
         self.id = new_id("rtc")
         self.owner = owner  # the key whose call this is (hang-up and sideband check it)
         self.ticket = ticket  # admission: released when the call closes
@@ -171,41 +163,65 @@ class WebRtcCall:
         self.dialect: Dialect = dialect
         self.playback = PlaybackTracker(server_side=True)
         self.session: Session | None = None
-        self.pc = RTCPeerConnection(ice_configuration(settings))
-        self.playout = Playout(frame_bytes=TRACK_FRAME_SAMPLES * 2, silence=b"\x00\x00", frame_ms=FRAME_MS,
-                               continuous=True, max_frames=int(settings.webrtc_playout_buffer_s * 1000 / FRAME_MS))
-        self.output = AudioOutput(self.playout, TrackAudio(), self.playback)
-        self.track = PlayoutTrack(self.output)
-        self.channel: RTCDataChannel | None = None
+        self.peer: BrowserPeer | None = None
+        self.plan: AnswerPlan | None = None
+        self.codec: LineCodec | None = None
+        self.playout: Playout | None = None
+        self.output: AudioOutput | None = None
+        self.jitter: JitterBuffer | None = None
+        self.sender: RtpSender | None = None
+        self.channel: Channel | None = None
         self.sidebands: set[Sideband] = set()
         self.operator: OperatorLeg | None = None  # the operator who took the call over from the agent
+        self.relay: Callable[[], bytes | None] | None = None  # the operator's voice, once one took the call
         self.connected = asyncio.Event()
         self.closed = asyncio.Event()
         self._closing = False
         self._pending: list[str] = []  # serialised events waiting for the channel to open
         self._inbox: asyncio.Queue[str | bytes] = asyncio.Queue(MAX_INBOX_MESSAGES)
+        self._input = CallerInput(self._append, max_backlog=MAX_INPUT_BACKLOG)
         self._encoder: OutputEncoder | None = None
-        self._encoder_rate = 0
+        self._encoder_key: tuple[Any, int] | None = None
+        self._ticker: FrameTicker | None = None
+        self._port: int | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.events_dropped = 0
-        self.pc.on("connectionstatechange", self._on_connection_state)
-        self.pc.on("datachannel", self._on_datachannel)
-        self.pc.on("track", self._on_track)
+        self.counters: dict[str, int] = {}
 
     # -- signalling --------------------------------------------------------------------------------
 
     async def answer(self, offer_sdp: str) -> str:
-        """Take the browser's offer and return our answer (ICE candidates included: no trickle)."""
-        await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
-        self.pc.addTrack(self.track)
-        answer = await self.pc.createAnswer()
-        await self.pc.setLocalDescription(answer)
-        return str(self.pc.localDescription.sdp)
+        """Take the browser's offer and return our answer (our candidates included: no trickle). Raises
+        OfferError for an offer the media path cannot serve, PortsExhausted when no port is free."""
+        plan = self.plan = plan_answer(read_offer(offer_sdp))
+        codec = self.codec = LineCodec(plan.codec)
+        settings = self.gateway.settings
+        frame_bytes = codec.line_rate // 50 * 2
+        self.playout = Playout(frame_bytes=frame_bytes, silence=b"\x00\x00", frame_ms=FRAME_MS, continuous=True,
+                               max_frames=int(settings.webrtc_playout_buffer_s * 1000 / FRAME_MS))
+        self.output = AudioOutput(self.playout, TrackAudio(codec.line_rate), self.playback)
+        self.jitter = JitterBuffer(clock_rate=plan.clock_rate)
+        self.sender = RtpSender(plan.payload_type, plan.clock_rate, ssrc=plan.ssrc)
+        self.peer = BrowserPeer(plan, self.registry.certificate(), self)
+        ports = self.registry.ports(settings)
+
+        def bind(host: str) -> Any:
+            # An address that is not this host's (a 1:1 NAT's public one) is offered as it is, and the socket
+            # takes the port on every interface of its family.
+            sock, _ = ports.bind(host if is_local_address(host) else "::" if ":" in host else "0.0.0.0", rtcp=False)
+            if self._port is None:
+                self._port = sock.getsockname()[1]
+            return sock
+
+        return await self.peer.open(host_addresses(settings), bind)
 
     def start(self, session: Session) -> None:
-        """Run the call: pump the session's output, feed it the channel, watch the clock."""
+        """Run the call: pump the session's output, feed it the channel, beat the line, watch the clock."""
+        assert self.output is not None
         self.session = session
         self.output.session = session
+        self._ticker = shared_ticker()
+        self._ticker.add_beat(self._beat)  # the line's 20 ms, as a plain call on the shared ticker
         self._spawn(self._pump())
         self._spawn(self._read_inbox())
         self._spawn(self._watch(self.gateway.settings))
@@ -223,38 +239,67 @@ class WebRtcCall:
             log.info("call %s: peer did not connect within %.0f s", self.id, settings.webrtc_connect_timeout_s)
             self._spawn(self.close("connect_timeout"))
             return
-        await asyncio.sleep(settings.session_max_seconds)
-        if self.session is not None:
-            self.session.error(RealtimeError("session_expired", "The session reached its maximum duration."))
-        self._spawn(self.close("session_expired"))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + settings.session_max_seconds
+        while True:
+            peer = self.peer
+            assert peer is not None
+            wake = min(deadline, peer.last_check + CONSENT_TIMEOUT_S)
+            await asyncio.sleep(max(0.0, wake - loop.time()))
+            now = loop.time()
+            if now >= deadline:
+                if self.session is not None:
+                    self.session.error(RealtimeError("session_expired", "The session reached its maximum duration."))
+                self._spawn(self.close("session_expired"))
+                return
+            if now - peer.last_check >= CONSENT_TIMEOUT_S:
+                log.info("call %s: no consent check for %.0f s", self.id, CONSENT_TIMEOUT_S)
+                self._spawn(self.close("connection_failed"))
+                return
 
-    async def _on_connection_state(self) -> None:
-        state = self.pc.connectionState
+    # -- the peer's news (webrtc/peer.py's PeerListener) ---------------------------------------------
+
+    def state_changed(self, state: str) -> None:
         if state == "connected":
             self.connected.set()
         elif state in ("failed", "closed"):
             self._spawn(self.close("connection_failed" if state == "failed" else "client_closed"))
 
-    # -- events: data channel and sideband --------------------------------------------------------
-
-    def _on_datachannel(self, channel: RTCDataChannel) -> None:
+    def channel_opened(self, channel: Channel) -> None:
+        peer = self.peer
+        assert peer is not None
         if channel.label != CHANNEL_LABEL or self.channel is not None:
-            channel.close()  # the protocol has exactly one channel; anything else is not ours to read
+            peer.close_channel(channel)  # the protocol has exactly one channel; anything else is not ours to read
             return
         self.channel = channel
-
-        @channel.on("message")
-        def on_message(message: str | bytes) -> None:
-            try:
-                self._inbox.put_nowait(message)
-            except asyncio.QueueFull:
-                if self.session is not None:
-                    self.session.error(RealtimeError("rate_limit_exceeded",
-                                                     "Too many events at once; this one was dropped."))
-
         pending, self._pending = self._pending, []
         for text in pending:
-            channel.send(text)
+            peer.send_text(channel, text)
+
+    def channel_closed(self, channel: Channel) -> None:
+        if channel is self.channel:
+            self.channel = None
+            self._spawn(self.close("client_closed"))
+
+    def message_received(self, channel: Channel, data: str | bytes) -> None:
+        if channel is not self.channel:
+            return
+        try:
+            self._inbox.put_nowait(data)
+        except asyncio.QueueFull:
+            if self.session is not None:
+                self.session.error(RealtimeError("rate_limit_exceeded",
+                                                 "Too many events at once; this one was dropped."))
+
+    def audio_received(self, packet: RtpPacket, now: float) -> None:
+        """A caller's packet: into the jitter buffer, and what it has due (this packet, when it is the next in
+        sequence) to the session at once; the beat takes what a gap held back."""
+        jitter = self.jitter
+        assert jitter is not None
+        jitter.push(packet, now)
+        self._take_audio(now)
+
+    # -- events: data channel and sideband --------------------------------------------------------
 
     async def _read_inbox(self) -> None:
         assert self.session is not None
@@ -271,24 +316,32 @@ class WebRtcCall:
     def _send_event(self, event: se.ServerEvent) -> None:
         text = encode_event(event, self.dialect)
         if text is not None:
-            channel = self.channel
-            if channel is not None and channel.readyState == "open":
-                channel.send(text)
-                if channel.bufferedAmount > MAX_CHANNEL_BUFFERED:
+            channel, peer = self.channel, self.peer
+            if channel is not None and peer is not None:
+                refused = peer.send_text(channel, text)
+                if refused == "too_large":  # the event is lost to this client: it is told so, in an event that fits
+                    self.events_dropped += 1
+                    log.warning("call %s: a %s event of %d bytes is over the data channel's message size",
+                                self.id, event.type, len(text))
+                    error = RealtimeError("event_too_large", f"A {event.type} event was over the data channel's "
+                                          "max-message-size and was not sent; offer a larger a=max-message-size."
+                                          ).to_event()
+                    if (notice := encode_event(error, self.dialect)) is not None:
+                        peer.send_text(channel, notice)
+                elif refused == "backlog" or peer.buffered_amount > MAX_CHANNEL_BUFFERED:
                     log.warning("call %s: peer stopped reading its data channel", self.id)
                     self._spawn(self.close("client_not_reading"))
-            elif channel is None:
-                if len(self._pending) < MAX_PENDING_EVENTS:
-                    self._pending.append(text)
-                else:
-                    self.events_dropped += 1
+            elif len(self._pending) < MAX_PENDING_EVENTS:
+                self._pending.append(text)
+            else:
+                self.events_dropped += 1
         broadcast(self.sidebands, event)
 
-    # -- audio out: session -> playout -> track --------------------------------------------------
+    # -- audio out: session -> playout -> RTP ----------------------------------------------------
 
     async def _pump(self) -> None:
-        """Drain the session's output: audio to the track's playout, every other event to the channel."""
-        assert self.session is not None
+        """Drain the session's output: audio to the line's playout, every other event to the channel."""
+        assert self.session is not None and self.output is not None
         session, output = self.session, self.output
         while True:
             event = await session.outbound.get()
@@ -298,48 +351,69 @@ class WebRtcCall:
                 self._send_event(event)
         self._spawn(self.close(session.end_reason or "session_closed"))
 
-    # -- audio in: track -> session ----------------------------------------------------------------
+    def _beat(self, now: float) -> None:
+        """Each 20 ms beat: what a gap in the caller's packets held back, then the agent's frames that are due,
+        one RTP packet each (silence when nothing is queued: a browser's line never pauses)."""
+        output, codec, sender, peer, ticker = self.output, self.codec, self.sender, self.peer, self._ticker
+        assert output is not None and codec is not None and sender is not None and peer is not None
+        assert ticker is not None
+        self._take_audio(now)
+        for _ in range(output.due(now, ticker.next_beat())):
+            relay = self.relay
+            relayed = relay() if relay is not None else None
+            played = output.pop(instead=relayed)  # the recording hears the operator, once one took the call over
+            pcm = relayed if relay is not None else None if played is None else played.payload
+            payload = codec.encode(pcm)
+            if not peer.send_rtp(sender.datagram(payload, codec.clock_samples)):
+                self.counters["unsent"] = self.counters.get("unsent", 0) + 1
 
-    def _on_track(self, track: MediaStreamTrack) -> None:
-        if track.kind == "audio":
-            self._spawn(self._read_audio(track))
+    # -- audio in: RTP -> jitter buffer -> session -------------------------------------------------
 
-    async def _read_audio(self, track: MediaStreamTrack) -> None:
-        while True:
+    def _take_audio(self, now: float) -> None:
+        jitter, codec = self.jitter, self.codec
+        assert jitter is not None and codec is not None
+        while (item := jitter.pop(now)) is not None:
             try:
-                frame = await track.recv()
-            except MediaStreamError:
-                return
-            session = self.session
-            if session is None or session.closed:
-                return
-            if not isinstance(frame, av.AudioFrame):
+                pcm = codec.decode(b"" if isinstance(item, Lost) else item.payload)
+            except OpusError:
+                self.counters["dropped_bad_opus"] = self.counters.get("dropped_bad_opus", 0) + 1
                 continue
-            pcm = _mono(frame)
-            operator = self.operator
-            if operator is not None:  # taken over: the caller talks to the operator, not the agent
-                operator.hear_caller(pcm, frame.sample_rate)
-                if session.recording is not None:  # and is still recorded (the session hears no more of it)
-                    session.recording.caller(pcm, frame.sample_rate)
-                continue
-            fmt = session.config.input_format  # PCM at the frame's rate -> the session's wire format
-            if self._encoder is None or self._encoder.format != fmt or self._encoder_rate != frame.sample_rate:
-                self._encoder = OutputEncoder(fmt, frame.sample_rate)
-                self._encoder_rate = frame.sample_rate
-            try:
-                rest = session.append_audio_nowait(self._encoder.encode(pcm))
-                if rest is not None:  # the frame starts a turn: the barge-in finishes before the next counts
-                    await rest
-            except RealtimeError as exc:
-                session.error(exc)
+            self._hear(pcm, codec.heard_rate)
+
+    def _hear(self, pcm: npt.NDArray[np.int16], rate: int) -> None:
+        session = self.session
+        if session is None or session.closed:
+            return
+        operator = self.operator
+        if operator is not None:  # taken over: the caller talks to the operator, not the agent
+            operator.hear_caller(pcm, rate)
+            if session.recording is not None:  # and is still recorded (the session hears no more of it)
+                session.recording.caller(pcm, rate)
+            return
+        fmt = session.config.input_format  # PCM at the line's rate -> the session's wire format
+        if self._encoder is None or self._encoder_key != (fmt, rate):
+            self._encoder = OutputEncoder(fmt, rate)
+            self._encoder_key = (fmt, rate)
+        self._input.put(self._encoder.encode(pcm))
+
+    def _append(self, payload: bytes) -> Awaitable[None] | None:
+        session = self.session
+        if session is None or session.closed:
+            return None
+        try:
+            return session.append_audio_nowait(payload)
+        except RealtimeError as exc:
+            session.error(exc)
+        return None
 
     # -- an operator taking over (control/escalations.py) ------------------------------------------
 
     async def take_over(self, leg: OperatorLeg) -> None:
         """The operator's leg replaces the agent: the caller's audio goes to it, its audio to the caller,
         and the session is silenced; the call ends when the operator's connection does."""
+        assert self.output is not None
         self.operator = leg
-        self.track.relay = leg.next_frame
+        self.relay = leg.next_frame
         self.output.clear()
         if self.session is not None:
             await self.session.take_over(leg.operator)
@@ -353,14 +427,19 @@ class WebRtcCall:
 
     async def interrupt_playback(self) -> None:
         """Barge-in: drop every queued frame now (the session has already cut the audio still on its way)."""
-        self.output.clear()
+        if self.output is not None:
+            self.output.clear()
+            if self.sender is not None:
+                self.sender.talkspurt()
 
     async def hold_playback(self) -> None:
-        """A possible barge-in: the track plays silence from the next frame, the agent's frames wait."""
-        self.output.hold()
+        """A possible barge-in: the line plays silence from the next frame, the agent's frames wait."""
+        if self.output is not None:
+            self.output.hold()
 
     async def resume_playback(self) -> None:
-        self.output.resume()
+        if self.output is not None:
+            self.output.resume()
 
     async def transfer(self, target: str, reason: str) -> None:
         # A browser is not a phone line: it learns of the hand-over from the agent's words and the call
@@ -369,7 +448,8 @@ class WebRtcCall:
 
     async def hang_up(self, reason: str) -> None:
         """The agent ends the call: let the goodbye play out, then close."""
-        await self.output.until_heard(HANGUP_DRAIN_S)
+        if self.output is not None:
+            await self.output.until_heard(HANGUP_DRAIN_S)
         await self.close(reason)
 
     async def send_dtmf(self, digits: str) -> None:
@@ -381,26 +461,32 @@ class WebRtcCall:
     # -- teardown ----------------------------------------------------------------------------------
 
     async def close(self, reason: str) -> None:
-        """End the call on any path; idempotent. Frees the session, the peer connection and the id."""
+        """End the call on any path; idempotent. Frees the session, the sockets and the id."""
         if self._closing:
             return
         self._closing = True
         self.registry.forget(self)
         if self.ticket is not None:
             self.ticket.release()
+        if self._ticker is not None:
+            self._ticker.remove_beat(self._beat)
+        self._input.close()
         current = asyncio.current_task()
         for task in list(self._tasks):
             if task is not current:
                 task.cancel()
+        if (step := self._input.finishing) is not None:
+            step.cancel()
         session = self.session
         if session is not None:
             await session.close(reason)
             self.gateway.session_closed(session)
-        self.track.stop()
         if self.operator is not None:
             await self.operator.close()
-        with contextlib.suppress(Exception):
-            await self.pc.close()
+        if self.peer is not None:
+            self.peer.close()
+        if self._port is not None:
+            self.registry.ports(self.gateway.settings).release(self._port)
         for sideband in list(self.sidebands):
             sideband.outbound.close()
         self._let_go()
@@ -408,17 +494,14 @@ class WebRtcCall:
         log.info("call %s closed: %s", self.id, reason)
 
     def _let_go(self) -> None:
-        """The call is closed and recorded: let go of its session (whose caller is this call), and take the call
-        out of the peer connection (its listeners, the channel's, the sender's track). aiortc's own reference
-        cycles then hold nothing of ours, and the call is freed as it ends, not by a full pass of the cycle
-        collector (see `Session._let_go`)."""
+        """The call is closed and recorded: let go of its session (whose caller is this call) and of the peer
+        (whose listener is this call), so both are freed as the call ends, by reference counting, not by a
+        full pass of the cycle collector (see `Session._let_go`)."""
         self.session = None
-        self.output.session = None
-        self.pc.remove_all_listeners()
-        if self.channel is not None:
-            self.channel.remove_all_listeners()
-        for sender in self.pc.getSenders():
-            sender.replaceTrack(None)
+        if self.output is not None:
+            self.output.session = None
+        self.peer = None
+        self.relay = None
 
 
 class WebRtcCalls:
@@ -426,6 +509,22 @@ class WebRtcCalls:
 
     def __init__(self) -> None:
         self._calls: dict[str, WebRtcCall] = {}
+        self._certificate: DtlsCertificate | None = None
+        self._certificate_made = 0.0
+        self._ports: RtpPorts | None = None
+
+    def certificate(self) -> DtlsCertificate:
+        """The DTLS certificate new calls present (browsers trust it by the fingerprint in our answer), made
+        on first use and anew each day; a call keeps the one it started with."""
+        now = time.monotonic()
+        if self._certificate is None or now - self._certificate_made > CERTIFICATE_RENEW_S:
+            self._certificate, self._certificate_made = DtlsCertificate.generate(), now
+        return self._certificate
+
+    def ports(self, settings: Settings) -> RtpPorts:
+        if self._ports is None:
+            self._ports = RtpPorts(settings.webrtc_port_min, settings.webrtc_port_max)
+        return self._ports
 
     def __len__(self) -> int:
         return len(self._calls)
@@ -454,33 +553,40 @@ def calls_of(app_state: Any) -> WebRtcCalls:
     return registry
 
 
+def host_addresses(settings: Settings) -> list[str]:
+    """The addresses a browser call's socket binds and offers: the configured ones, else every interface's
+    IPv4 address but loopback (aioice's enumeration, as the operator's leg uses)."""
+    if settings.webrtc_host_addresses:
+        return list(settings.webrtc_host_addresses)
+    return _ORIGINAL_HOST_ADDRESSES(use_ipv4=True, use_ipv6=False) or ["127.0.0.1"]
+
+
+def is_local_address(host: str) -> bool:
+    """Whether a socket can be bound to `host` here."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.bind((host, 0))
+    except (OSError, OverflowError):
+        return False
+    return True
+
+
 def ice_configuration(settings: Settings) -> RTCConfiguration:
-    """ICE as configured: no STUN/TURN by default (a LAN needs none; aiortc would otherwise ask Google's)."""
+    """ICE for an operator's leg (aiortc, control/escalations.py): no STUN/TURN by default (a LAN needs none;
+    aiortc would otherwise ask Google's)."""
     if settings.webrtc_host_addresses:
         offered = list(settings.webrtc_host_addresses)
 
-        def host_addresses(use_ipv4: bool = True, use_ipv6: bool = True) -> list[str]:
+        def addresses(use_ipv4: bool = True, use_ipv6: bool = True) -> list[str]:
             return [a for a in offered if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
 
         # aioice has no option for this and never offers loopback; the patch is process-wide, like the setting.
-        aioice.ice.get_host_addresses = host_addresses
+        aioice.ice.get_host_addresses = addresses
     else:
         aioice.ice.get_host_addresses = _ORIGINAL_HOST_ADDRESSES
     servers = [RTCIceServer(urls=s["urls"], username=s.get("username"), credential=s.get("credential"))
                for s in settings.ice_servers]
     return RTCConfiguration(iceServers=servers)
-
-
-def _mono(frame: av.AudioFrame) -> npt.NDArray[np.int16]:
-    """A decoded frame (interleaved s16, any channel count) as int16 mono: the channels' mean, in integers
-    (a browser's microphone arrives as two equal channels; a float mean cost more than the resampling)."""
-    channels = len(frame.layout.channels)
-    samples = frame.to_ndarray().reshape(-1).astype(np.int16, copy=False)
-    if channels == 1:
-        return samples
-    if channels == 2:
-        return ((samples[0::2].astype(np.int32) + samples[1::2]) >> 1).astype(np.int16)
-    return (samples.reshape(-1, channels).sum(axis=1, dtype=np.int32) // channels).astype(np.int16)
 
 
 # -- routes ----------------------------------------------------------------------------------------
@@ -571,11 +677,12 @@ async def _open_call(request: Request, dialect: Dialect) -> Response:
         return problem(401, "invalid_api_key", "This ephemeral key has already been used to open a session.")
     try:
         answer = await call.answer(sdp)
-    except Exception as exc:  # aiortc refuses offers it cannot serve with assorted exception types
+    except OfferError as exc:
         await call.close("bad_offer")
-        log.info("offer refused by aiortc: %r", exc)  # its words name its internals: for the log, not the caller
-        return problem(400, "invalid_offer", "The SDP offer could not be answered: check that every media "
-                       "section has ICE credentials, a DTLS fingerprint and a codec the gateway speaks.", param="sdp")
+        return problem(400, "invalid_offer", str(exc), param="sdp")
+    except PortsExhausted:
+        await call.close("no_media_port")
+        return problem(503, "media_ports_exhausted", "No media port is free for another call; try again shortly.")
     model = params.get("model") or (principal.session_config or {}).get("model")
     try:
         session = await gateway.open_session(agent=agent, caller=call, dialect=dialect, model=model,

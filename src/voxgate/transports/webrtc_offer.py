@@ -1,22 +1,24 @@
-"""What a browser's SDP offer asks for, checked before any peer connection is built (sans-IO).
+"""What a browser's SDP offer asks for, read and checked before anything is bound (sans-IO).
 
-aiortc fails on a bad offer with exceptions that name its internals, or answers an offer it cannot
-serve with an answer that carries no audio. This reads the offer first, so the caller gets a 400 that
-says what is wrong: not SDP at all, no audio section, or only codecs the gateway does not speak.
+The caller gets a 400 that says what is wrong (not SDP at all, no audio section, only codecs the gateway
+does not speak, no DTLS fingerprint or ICE credentials), and `webrtc/answer.py` plans the answer from
+what is read here: the sections with their mids, codecs and directions, the transport attributes
+(ICE credentials, DTLS fingerprints and role, SCTP port), session-level or per section, and the BUNDLE
+group.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-# Bounds an offer must keep before aiortc sees it: aiortc parses on the event loop, about 0.4 ms per ICE
-# candidate and 0.1 ms per other line, so a 64 KB offer of 700 media sections or 1000 candidates would stall
-# every call. A browser's audio, video and data offer is about 150 lines and 10 KB, with a few candidates.
+# Bounds an offer must keep: it is read on the event loop, so a 64 KB offer of 700 media sections or 1000
+# candidates must not stall every call. A browser's audio, video and data offer is about 150 lines and
+# 10 KB, with a few candidates.
 MAX_OFFER_BYTES = 32 * 1024
 MAX_OFFER_LINES = 300
 MAX_MEDIA_SECTIONS = 8
 MAX_CANDIDATES = 32
-# Codecs aiortc can encode and decode for audio, as rtpmap names them (lower case).
+# Codecs the media path codes for audio, as rtpmap names them (lower case).
 SUPPORTED_AUDIO = ("opus", "pcmu", "pcma")
 _STATIC_PAYLOADS = {"0": "pcmu", "8": "pcma", "9": "g722", "18": "g729", "3": "gsm", "4": "g723"}
 
@@ -34,6 +36,11 @@ class MediaSection:
     codecs: dict[str, str] = field(default_factory=dict)  # payload type -> codec name, lower case
     direction: str = "sendrecv"
     bundle_only: bool = False
+    mid: str | None = None
+    fmtp: dict[str, str] = field(default_factory=dict)  # payload type -> format parameters
+    transport: dict[str, str] = field(default_factory=dict)  # ice-ufrag, ice-pwd, setup, sctp-port, ...
+    fingerprints: list[tuple[str, str]] = field(default_factory=list)  # (hash function, hex digest)
+    candidates: list[str] = field(default_factory=list)  # a=candidate values, as offered
 
     @property
     def enabled(self) -> bool:
@@ -43,6 +50,21 @@ class MediaSection:
 @dataclass
 class Offer:
     sections: list[MediaSection]
+    session: MediaSection = field(default_factory=lambda: MediaSection("session", 0, "", []))  # session-level lines
+    bundle: list[str] = field(default_factory=list)  # the mids of the offer's BUNDLE group
+
+    def transport_of(self, section: MediaSection, name: str) -> str | None:
+        """A transport attribute (ice-ufrag, ice-pwd, setup, ...) of a section, or the session's."""
+        return section.transport.get(name, self.session.transport.get(name))
+
+    def fingerprints_of(self, section: MediaSection) -> list[tuple[str, str]]:
+        return section.fingerprints or self.session.fingerprints
+
+    @property
+    def data(self) -> MediaSection | None:
+        """The data channel's section (SCTP over DTLS), if the offer has one."""
+        return next((s for s in self.sections if s.kind == "application" and s.enabled and "SCTP" in s.protocol),
+                    None)
 
     @property
     def audio(self) -> MediaSection:
@@ -87,16 +109,20 @@ def read_offer(sdp: str) -> Offer:
             not any(line.startswith("a=ice-pwd:") for line in lines):
         raise OfferError("The SDP offer has no ICE credentials ('a=ice-ufrag' and 'a=ice-pwd').")
     sections: list[MediaSection] = []
+    session = MediaSection("session", 0, "", [])
+    bundle: list[str] = []
     for line in lines:
         if line.startswith("m="):
             sections.append(_media_line(line))
-        elif sections and line.startswith("a="):
-            _attribute(sections[-1], line[2:])
+        elif line.startswith("a=group:BUNDLE"):
+            bundle = line.split()[1:]
+        elif line.startswith("a="):
+            _attribute(sections[-1] if sections else session, line[2:])
     audio = [s for s in sections if s.kind == "audio" and s.enabled]
     if not audio:
         raise OfferError("The SDP offer has no audio section; a realtime call needs a microphone or a "
                          "recvonly audio transceiver.")
-    offer = Offer(sections)
+    offer = Offer(sections, session, bundle)
     if not offer.audio_codecs:
         offered = sorted({offer.audio.codecs.get(pt, pt) for pt in offer.audio.formats})
         raise OfferError(f"None of the offered audio codecs ({', '.join(offered)}) is supported; "
@@ -133,3 +159,19 @@ def _attribute(section: MediaSection, attribute: str) -> None:
         section.direction = name
     elif name == "bundle-only":
         section.bundle_only = True
+    elif name == "mid":
+        section.mid = value.strip()
+    elif name == "fmtp":
+        pt, _, parameters = value.partition(" ")
+        section.fmtp[pt] = parameters.strip()
+    elif name in ("ice-ufrag", "ice-pwd", "setup", "sctp-port", "max-message-size", "ice-options"):
+        section.transport[name] = value.strip()
+    elif name == "ice-lite":
+        section.transport[name] = "1"
+    elif name == "fingerprint":
+        algorithm, _, digest = value.strip().partition(" ")
+        section.fingerprints.append((algorithm.lower(), digest.strip()))
+    elif name == "sctpmap":  # the pre-2017 form: a=sctpmap:5000 webrtc-datachannel 1024
+        section.transport.setdefault("sctp-port", value.split()[0] if value.split() else "")
+    elif name == "candidate":
+        section.candidates.append(value)
