@@ -1,5 +1,5 @@
-"""Opus (RFC 6716) for one call, both ways, through PyAV's public codec API (its bundled libopus encodes,
-FFmpeg's native decoder decodes): 48 kHz mono, one 20 ms frame per RTP packet, as RFC 7587 carries it.
+"""Opus (RFC 6716) for one call, both ways, through PyAV's public codec API (its bundled libopus encodes
+and decodes): 48 kHz mono, one 20 ms frame per RTP packet, as RFC 7587 carries it.
 
     opus = OpusCodec()
     payload = opus.encode(pcm48k)      # 960 int16 samples in, one Opus packet out
@@ -52,7 +52,9 @@ class OpusCodec:
         encoder.options = {"application": application, "frame_duration": "20"}
         encoder.open()
         self._encoder = encoder
-        decoder = av.CodecContext.create("opus", "r")
+        # libopus itself (not FFmpeg's own decoder, which gives float planar at the stream's channel count):
+        # int16 mono straight out, a stereo packet downmixed inside, nothing left for numpy to convert.
+        decoder = av.CodecContext.create("libopus", "r")
         decoder.sample_rate = RATE
         decoder.layout = "mono"
         decoder.open()
@@ -93,6 +95,8 @@ class OpusCodec:
             frames = self._decoder.decode(av.Packet(payload))
         except FFmpegError as error:
             raise OpusError(f"undecodable Opus packet: {error}") from None
+        if len(frames) == 1 and frames[0].format.name == "s16" and len(frames[0].layout.channels) == 1:
+            return frames[0].to_ndarray().reshape(-1)
         out = [mono_pcm(frame) for frame in frames]
         return np.concatenate(out) if out else np.zeros(0, dtype=np.int16)
 
