@@ -285,6 +285,8 @@ def test_speed_changes_duration() -> None:
         ("Order 4567 has shipped and should arrive Thursday.",
          ["Order 4567 has shipped", "and should arrive Thursday."]),
         ("Is there anything else I can help you with today?", ["Is there anything else I can help you with today?"]),
+        ("Your appointment is booked for tomorrow at 3 PM.", ["Your appointment is booked", "for tomorrow at 3 PM."]),
+        ("Your appointment is booked for tomorrow.", ["Your appointment is booked for tomorrow."]),
         ("Yes, and thanks for calling.", ["Yes, and thanks for calling."]),  # no head of 20 characters
         ("", []),
         (" ... ", []),

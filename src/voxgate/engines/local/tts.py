@@ -101,12 +101,17 @@ LONG_SENTENCE_CHARS = 80  # longer sentences are also cut at clause boundaries
 MIN_CLAUSE_CHARS = 20  # but never into pieces shorter than this, which would sound choppy
 # Only the first piece's synthesis is heard as latency (the rest renders while it plays), and Piper's
 # time is about linear in what it says (~7 ms of CPU a spoken character on this project's machine), so
-# the first piece is kept short: past FIRST_PIECE_CHARS it is cut at its first clause boundary or before
-# a conjunction ("We're open Monday to Saturday," then "9 AM to 5 PM, and closed on Sundays."). A piece
-# without a break stays whole: a cut mid-phrase would be heard.
+# the first piece is kept short: past FIRST_PIECE_CHARS it is cut at its first clause boundary, before a
+# conjunction ("We're open Monday to Saturday," then "9 AM to 5 PM, and closed on Sundays."), or before a
+# prepositional phrase of three words or more ("Your appointment is booked" then "for tomorrow at 3 PM."),
+# where a speaker may pause too; a preposition with less after it ("help you with today?") is part of the
+# phrase before. A piece without such a break stays whole: a cut mid-phrase would be heard.
 FIRST_PIECE_CHARS = 32
-_FIRST_BREAK = re.compile(  # a clause boundary, or the gap before a conjunction
-    rf"{_CLAUSE_END.pattern}|\s+(?=(?:and|but|or|so|because|which|while|then)\s)", re.IGNORECASE)
+_FIRST_BREAK = re.compile(
+    rf"{_CLAUSE_END.pattern}"
+    r"|\s+(?=(?:and|but|or|so|because|which|while|then)\s)"
+    r"|\s+(?=(?:for|at|with|from|until|after|before|about|during|within|between)(?:\s+[^\s]+){3})",
+    re.IGNORECASE)
 
 
 def split_sentences(text: str, short_first: bool = True) -> list[str]:
