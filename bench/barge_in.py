@@ -507,10 +507,13 @@ async def measure(caller: Caller, agent: str, n: int, lines: dict[str, np.ndarra
                 # pause (the turn ended in a pause of the interruption, "wait, ..." said back): a stop, counted.
                 # The gateway's barge-in count tells them apart: the new reply is interrupted too (the rest of the
                 # interruption talks over it), where a stop that never was counts once.
-                gaps = [(b, a) for a, b in itertools.pairwise(after) if b - a >= RESUMED_AFTER_S]
+                # The agent may have paused before the caller's first voiced frame (on a quieter onset): the
+                # last audio before that frame is where such a gap begins.
+                edge = [t for t in caller.ear.voiced if t < voiced_at][-1:] + after
+                gaps = [(b, a) for a, b in itertools.pairwise(edge) if b - a >= RESUMED_AFTER_S]
                 stop = None
                 if gaps and gaps[0][1] - voiced_at <= 0.5 and await interruptions(url) - barge_ins_before >= 2:
-                    stop = gaps[0][1]
+                    stop = max(gaps[0][1], voiced_at)
                     result.replied += 1
         if stop is None:
             result.missed += 1

@@ -96,7 +96,7 @@ class OpusCodec:
         except FFmpegError as error:
             raise OpusError(f"undecodable Opus packet: {error}") from None
         if len(frames) == 1 and frames[0].format.name == "s16" and len(frames[0].layout.channels) == 1:
-            return frames[0].to_ndarray().reshape(-1)
+            return frames[0].to_ndarray().reshape(-1).astype(np.int16, copy=False)
         out = [mono_pcm(frame) for frame in frames]
         return np.concatenate(out) if out else np.zeros(0, dtype=np.int16)
 
