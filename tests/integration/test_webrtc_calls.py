@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -196,6 +197,32 @@ async def test_data_channel_garbage_gets_errors_and_the_call_goes_on(http: httpx
     assert updated["session"]["instructions"] == "Still here."
 
 
+async def test_an_event_over_the_browsers_message_size_is_replaced_by_an_error_and_the_call_goes_on(
+        http: httpx.AsyncClient, caller: WebRtcCaller) -> None:
+    """A browser that takes 64 KiB messages (a=max-message-size:65536) may send us a 100 KB item (our answer
+    allows 256 KiB); the item's echo cannot be sent back whole, so the page gets an error that says why."""
+    offer = caller.offer
+
+    async def smaller() -> str:
+        sdp = await offer()
+        assert "a=max-message-size:262144" in sdp
+        return sdp.replace("a=max-message-size:262144", "a=max-message-size:65536")
+
+    caller.offer = smaller  # type: ignore[method-assign]
+    assert (await caller.connect(http, "/v1/realtime/calls", await ephemeral(http))).status_code == 201
+    await caller.wait_for("session.created", 5)
+    await asyncio.wait_for(caller.channel_open.wait(), 5)
+    mark = len(caller.events)
+    text = "words " * 17_000
+    caller.send({"type": "conversation.item.create",
+                 "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}})
+    error = await caller.wait_for("error", 10, after=mark)
+    assert error["error"]["code"] == "event_too_large" and "max-message-size" in error["error"]["message"]
+    caller.send({"type": "session.update", "session": {"type": "realtime", "instructions": "Still here."}})
+    assert (await caller.wait_for("session.updated", 5, after=mark))["session"]["instructions"] == "Still here."
+    assert all(len(raw) <= 65536 for raw in caller.raw_messages)
+
+
 async def test_multipart_session_and_bound_keys(http: httpx.AsyncClient) -> None:
     # API key + session part: the part configures the call.
     client = WebRtcCaller()
@@ -294,10 +321,15 @@ async def test_hangup_frees_everything(gateway: LiveServer, http: httpx.AsyncCli
 
 async def test_peer_that_leaves_or_never_connects_is_dropped(gateway: LiveServer, http: httpx.AsyncClient) -> None:
     client = WebRtcCaller()
-    assert (await client.connect(http, "/v1/realtime/calls", await ephemeral(http))).status_code == 201
+    reply = await client.connect(http, "/v1/realtime/calls", await ephemeral(http))
+    assert reply.status_code == 201
+    port = int(re.search(r"^a=candidate:\S+ 1 udp \d+ 127\.0\.0\.1 (\d+) typ host", reply.text, re.M).group(1))  # type: ignore[union-attr]
     await client.wait_for("session.created", 5)
-    await client.close()  # the browser tab goes away
+    await client.close()  # the browser tab goes away (its DTLS close_notify and SCTP ABORT end the call)
     assert await wait_until(lambda: live_calls(gateway) == 0 and not gateway.gateway.sessions)
+    # ...and the call's media socket with it: its port can be bound again.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        assert await wait_until(lambda: _binds(probe, port))
 
     ghost = WebRtcCaller()  # posts an offer and never applies the answer: ICE never starts
     try:
@@ -307,3 +339,11 @@ async def test_peer_that_leaves_or_never_connects_is_dropped(gateway: LiveServer
         assert await wait_until(lambda: live_calls(gateway) == 0 and not gateway.gateway.sessions, 6)
     finally:
         await ghost.close()
+
+
+def _binds(sock: socket.socket, port: int) -> bool:
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError:
+        return False
+    return True

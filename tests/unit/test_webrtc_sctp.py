@@ -740,7 +740,7 @@ def test_send_refuses_what_it_cannot_take() -> None:
     a = SctpAssociation(random_bytes=seeded(1), max_message_size=1000, max_send_buffer=2500)
     with pytest.raises(ValueError, match="empty"):
         a.send(1, 53, b"", 0.0)
-    with pytest.raises(ValueError, match="max_message_size"):
+    with pytest.raises(ValueError, match="max_send_message_size"):
         a.send(1, 53, b"x" * 1001, 0.0)
     with pytest.raises(ValueError, match="out of range"):
         a.send(65535, 53, b"x", 0.0)
@@ -884,3 +884,18 @@ def test_fuzz_into_an_established_association_never_raises_nor_breaks_it() -> No
     target.send(5, 53, b"still alive", link.now)
     link.run(lambda: b"still alive" in link.messages(0))
     assert link.messages(0)[-1] == b"still alive"
+
+
+def test_each_side_sends_what_the_other_takes_and_takes_what_it_said() -> None:
+    """RFC 8841: a browser that offers a=max-message-size:65536 is sent no more than that, while it may send
+    us what our answer's 262144 allows."""
+    link = Link(SctpAssociation(random_bytes=seeded(1), max_message_size=262144, max_send_message_size=65536),
+                SctpAssociation(random_bytes=seeded(2), max_message_size=65536, max_send_message_size=262144))
+    link.a.connect(link.now)
+    link.run(lambda: link.a.state is State.ESTABLISHED and link.b.state is State.ESTABLISHED)
+    with pytest.raises(ValueError, match="max_send_message_size"):
+        link.a.send(1, 53, b"x" * 65537, link.now)
+    big = bytes(range(256)) * 400  # 100 KiB
+    link.b.send(1, 53, big, link.now)
+    link.run(lambda: big in link.messages(0))
+    assert link.messages(0) == [big] and link.a.state is State.ESTABLISHED

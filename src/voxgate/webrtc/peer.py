@@ -24,7 +24,7 @@ from typing import Protocol, cast
 from voxgate.sip.rtp import RtpError, RtpPacket, parse_rtp
 from voxgate.sip.srtp import SrtpContext, SrtpError
 from voxgate.webrtc import stun
-from voxgate.webrtc.answer import AnswerPlan, IceCredentials
+from voxgate.webrtc.answer import MAX_MESSAGE_SIZE, AnswerPlan, IceCredentials
 from voxgate.webrtc.data_channels import (
     AssociationClosed,
     Channel,
@@ -92,6 +92,7 @@ class BrowserPeer:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._dtls_started = False
+        self._closed = False  # `close` has run: the sockets are closed (the state may say so earlier)
 
     # -- set-up and teardown -------------------------------------------------------------------------
 
@@ -111,12 +112,13 @@ class BrowserPeer:
 
     def close(self) -> None:
         """Say goodbye on the data channel's transport (close_notify) and close the sockets; idempotent."""
-        if self.state == "closed":
+        if self._closed:
             return
+        self._closed = True
         if self.state == "connected":
             self.dtls.close()
             self._flush_dtls()
-        self._set_state("closed")
+        self._set_state("closed")  # the listener hears it, unless the browser's leaving already ended the call
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -226,7 +228,8 @@ class BrowserPeer:
                 if plan.data is not None:
                     # An SCTP packet rides in one DTLS record in one datagram: its MTU leaves room for the record.
                     self.sctp = SctpAssociation(remote_port=plan.remote_sctp_port, mtu=SCTP_MTU,
-                                                max_message_size=plan.remote_max_message_size)
+                                                max_message_size=MAX_MESSAGE_SIZE,
+                                                max_send_message_size=plan.remote_max_message_size)
                     self.channels = DataChannels(self.sctp, dtls_client=not plan.dtls_server)
                 self._set_state("connected")
             elif isinstance(event, ApplicationData):

@@ -32,8 +32,9 @@ Choices, each bounded so that a hostile peer cannot grow memory without limit:
   the peer ignored the SDP's max-message-size). Out-of-order chunks are held up to RECEIVE_WINDOW bytes and
   MAX_OUT_OF_ORDER chunks; beyond that a chunk is dropped unacknowledged, and the peer sends it again.
 - `send()` raises BufferError when `buffered_amount` would pass `max_send_buffer`, ValueError for a message
-  over `max_message_size`, an empty one, a stream out of range or one being reset, ConnectionError once
-  the association is shutting down or closed. Before the handshake completes, messages are queued.
+  over `max_send_message_size` (the peer's a=max-message-size), an empty one, a stream out of range or
+  one being reset, ConnectionError once the association is shutting down or closed. Before the handshake
+  completes, messages are queued.
 - Partial reliability (RFC 3758): `send(max_retransmits=..., lifetime=...)` abandons a message past its
   limit and moves the peer on with FORWARD-TSN, when the peer supports it (browsers do); otherwise the
   message is sent reliably.
@@ -570,12 +571,14 @@ class SctpAssociation:
 
     def __init__(self, *, port: int = 5000, remote_port: int = 5000, max_message_size: int = 262144,
                  random_bytes: Callable[[int], bytes] = secrets.token_bytes, mtu: int = 1200,
-                 max_send_buffer: int = MAX_SEND_BUFFER) -> None:
+                 max_send_buffer: int = MAX_SEND_BUFFER, max_send_message_size: int | None = None) -> None:
         if mtu < 256:
             raise ValueError("mtu too small")
         self.port = port
         self.remote_port = remote_port
-        self.max_message_size = max_message_size
+        self.max_message_size = max_message_size  # what we take: our a=max-message-size
+        # what we may send: the peer's a=max-message-size (RFC 8841), ours when not given
+        self.max_send_message_size = max_message_size if max_send_message_size is None else max_send_message_size
         self.max_send_buffer = max_send_buffer
         self.mtu = mtu
         self.state = State.CLOSED
@@ -700,8 +703,8 @@ class SctpAssociation:
             raise ValueError(f"stream {stream_id} is being reset")
         if not data:
             raise ValueError("an SCTP message cannot be empty")
-        if len(data) > self.max_message_size:
-            raise ValueError(f"message of {len(data)} bytes over max_message_size")
+        if len(data) > self.max_send_message_size:
+            raise ValueError(f"message of {len(data)} bytes over the peer's max_send_message_size")
         if self._buffered + len(data) > self.max_send_buffer:
             raise BufferError("send buffer full")
         ssn = 0
