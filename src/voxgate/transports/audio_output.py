@@ -1,7 +1,7 @@
 """The agent's voice on a paced line: the thin asyncio shell every paced transport puts round a `Playout`.
 
-A carrier's media stream, a WebRTC track and RTP differ in how a frame leaves (a media message with
-marks, an Opus frame aiortc pulls, a datagram) but not in anything else, which lives here once:
+A carrier's media stream, a browser's and a SIP call's RTP differ in how a frame leaves (a media message
+with marks, an SRTP packet of Opus, a datagram) but not in anything else, which lives here once:
 
     the transport's pump  session events -> take(): audio encoded for the line (PCM in, bytes queued),
                           items and responses closed as the session closes them (`take_from`: a phone

@@ -40,8 +40,8 @@ MAX_PAYLOAD_MS = 1000  # carriers send 20 ms; anything past a second is not a me
 
 
 class CarrierMessageError(ValueError):
-    """A carrier frame the codec refused (not aiortc's MediaStreamError, which ends a WebRTC track). `code`
-    is a short stable name (a metric label); `fatal` ends the call."""
+    """A carrier frame the codec refused. `code` is a short stable name (a metric label); `fatal` ends the
+    call."""
 
     def __init__(self, code: str, message: str, *, fatal: bool = False) -> None:
         super().__init__(message)
