@@ -21,9 +21,10 @@ import pytest
 import websockets
 from aiortc import RTCConfiguration, RTCPeerConnection
 
-from tests.conftest import LiveServer, start_server
+from tests.conftest import LiveServer, finished_call, start_server
 from tests.speech import silence, speak
 from tests.webrtc_client import WebRtcCaller
+from voxgate.transports.webrtc import calls_of
 
 API = {"Authorization": "Bearer sk-test-voxgate"}
 
@@ -160,6 +161,18 @@ async def test_echo_call_audio_both_ways(gateway: LiveServer, http: httpx.AsyncC
     # The echo came back as audio on the track: loud frames, about as long as what was said.
     loud = sum(1 for rms in caller.audio_energy if rms > 300)
     assert loud * 20 > 600, loud
+    # RTCP both ways over SRTCP: aiortc's report echoes one of our sender reports, so the round trip is known,
+    # and the call's record keeps the media's figures (never a key).
+    call = calls_of(gateway.app.state).get(caller.call_id)
+    assert call is not None and call.session is not None and call.rtcp is not None
+    rtcp, session_id = call.rtcp, call.session.id
+    assert await wait_until(lambda: rtcp.round_trip_ms is not None, 15)
+    assert (await http.post(f"/v1/realtime/calls/{caller.call_id}/hangup", headers=API)).status_code == 200
+    media = (await finished_call(gateway, session_id))["metadata"]["media"]
+    assert media["codec"] == "opus" and media["srtp"] == "AES_CM_128_HMAC_SHA1_80", media
+    assert media["received"]["packets"] > 50 and media["sent"]["packets"] > 50, media
+    assert media["rtcp"]["sent"] >= 1 and media["rtcp"]["received"] >= 1 and media["round_trip_ms"] is not None
+    assert media["peer_report"]["highest_sequence"] > 0 and not media["dropped"], media
 
 
 async def test_barge_in_is_truncated_at_what_was_played(http: httpx.AsyncClient, caller: WebRtcCaller) -> None:

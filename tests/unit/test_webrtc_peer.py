@@ -36,6 +36,8 @@ class Listener:
     def state_changed(self, state: str) -> None:
         self.states.append(state)
 
+    def rtcp_received(self, data: bytes, now: float) -> None: ...
+
 
 def check(username: str, password: str) -> bytes:
     message = aioice_stun.Message(aioice_stun.Method.BINDING, aioice_stun.Class.REQUEST)

@@ -25,6 +25,7 @@ import random
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from voxgate.sip.errors import SipError
 from voxgate.sip.rtp import RtpPacket, RtpSender
@@ -43,6 +44,7 @@ __all__ = [
     "build_rtcp",
     "ntp_time",
     "parse_rtcp",
+    "reception_record",
 ]
 
 SR, RR, SDES, BYE = 200, 201, 202, 203
@@ -393,3 +395,19 @@ class RtcpSession:
         sent = self._sent_at.get(block.last_sr) if block.last_sr else None
         if sent is not None:
             self.round_trip_ms = max(0.0, arrival - sent - block.delay_since_last_sr / 65536) * 1000
+
+
+def reception_record(rtcp: RtcpSession | None, received: int, clock_rate: int) -> dict[str, Any]:
+    """A call record's view of its reception and reports: `received` packets accepted, the loss and jitter
+    we measured, what the peer's latest report said of our stream, and the round trip."""
+    statistics = rtcp.statistics if rtcp is not None else None
+    peer = rtcp.peer if rtcp is not None else None
+    round_trip = rtcp.round_trip_ms if rtcp is not None else None
+    return {
+        "received": {"packets": received, "lost": statistics.lost if statistics is not None else 0,
+                     "jitter_ms": round(statistics.jitter * 1000 / clock_rate, 2) if statistics is not None else None},
+        "peer_report": None if peer is None else {
+            "packets_lost": peer.packets_lost, "fraction_lost": round(peer.fraction_lost, 4),
+            "jitter_ms": round(peer.jitter_ms, 2), "highest_sequence": peer.highest_sequence},
+        "round_trip_ms": round(round_trip, 2) if round_trip is not None else None,
+    }

@@ -44,7 +44,7 @@ from typing import Any, cast
 from voxgate.observability import metrics
 from voxgate.sip.dtmf import DtmfError, DtmfReceiver
 from voxgate.sip.jitter import JitterBuffer, Lost
-from voxgate.sip.rtcp import RtcpError, RtcpSession
+from voxgate.sip.rtcp import RtcpError, RtcpSession, reception_record
 from voxgate.sip.rtp import RtpError, RtpPacket, RtpSender, is_rtcp, parse_rtp
 from voxgate.sip.sdp import MediaSession
 from voxgate.sip.srtp import SrtpContext, SrtpError
@@ -366,22 +366,12 @@ class RtpLine(asyncio.DatagramProtocol):
         """What the call's record keeps of its media (never a key): the codec and SRTP suite, packets
         each way, the loss and jitter we measured, what the peer's RTCP said of our stream, the drops."""
         media, sender, rtcp = self.media, self.sender, self.rtcp
-        statistics = rtcp.statistics if rtcp is not None else None
-        peer = rtcp.peer if rtcp is not None else None
-        clock = media.codec.clock_rate
         return {
             "codec": media.codec.name,
             "srtp": media.srtp.suite if media.srtp is not None else None,
             "rtcp_mux": media.rtcp_mux,
             "sent": {"packets": sender.packets_sent, "octets": sender.octets_sent},
-            "received": {"packets": self.counters["received"],
-                         "lost": statistics.lost if statistics is not None else 0,
-                         "jitter_ms": round(statistics.jitter * 1000 / clock, 2) if statistics is not None else None},
-            "peer_report": None if peer is None else {
-                "packets_lost": peer.packets_lost, "fraction_lost": round(peer.fraction_lost, 4),
-                "jitter_ms": round(peer.jitter_ms, 2), "highest_sequence": peer.highest_sequence},
-            "round_trip_ms": round(rtcp.round_trip_ms, 2) if rtcp is not None and rtcp.round_trip_ms is not None
-            else None,
+            **reception_record(rtcp, self.counters["received"], media.codec.clock_rate),
             "rtcp": {"sent": self.counters["rtcp_sent"], "received": self.counters["rtcp"]},
             "dropped": {key.removeprefix("dropped_"): value for key, value in sorted(self.counters.items())
                         if key.startswith("dropped_")},

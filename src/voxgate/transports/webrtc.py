@@ -63,6 +63,7 @@ from voxgate.protocol.json_text import parse_json
 from voxgate.protocol.serialiser import encode_event
 from voxgate.session.playback import PlaybackTracker
 from voxgate.sip.jitter import JitterBuffer, Lost
+from voxgate.sip.rtcp import RtcpError, RtcpSession, reception_record
 from voxgate.sip.rtp import RtpPacket, RtpSender
 from voxgate.transports.audio_output import AudioOutput
 from voxgate.transports.caller_input import CallerInput
@@ -170,6 +171,7 @@ class WebRtcCall:
         self.output: AudioOutput | None = None
         self.jitter: JitterBuffer | None = None
         self.sender: RtpSender | None = None
+        self.rtcp: RtcpSession | None = None  # reports both ways once the call runs (RFC 3550 §6)
         self.channel: Channel | None = None
         self.sidebands: set[Sideband] = set()
         self.operator: OperatorLeg | None = None  # the operator who took the call over from the agent
@@ -220,6 +222,8 @@ class WebRtcCall:
         assert self.output is not None
         self.session = session
         self.output.session = session
+        assert self.sender is not None
+        self.rtcp = RtcpSession(self.sender, "voxgate", start=asyncio.get_running_loop().time())
         self._ticker = shared_ticker()
         self._ticker.add_beat(self._beat)  # the line's 20 ms, as a plain call on the shared ticker
         self._spawn(self._pump())
@@ -297,7 +301,17 @@ class WebRtcCall:
         jitter = self.jitter
         assert jitter is not None
         jitter.push(packet, now)
+        if self.rtcp is not None:
+            self.rtcp.receive_rtp(packet, now)
         self._take_audio(now)
+
+    def rtcp_received(self, data: bytes, now: float) -> None:
+        """The browser's report: its loss and jitter on our stream, and the round trip (our SR echoed)."""
+        if self.rtcp is not None:
+            try:
+                self.rtcp.receive(data, now)
+            except RtcpError:
+                self.counters["dropped_bad_rtcp"] = self.counters.get("dropped_bad_rtcp", 0) + 1
 
     # -- events: data channel and sideband --------------------------------------------------------
 
@@ -366,6 +380,28 @@ class WebRtcCall:
             payload = codec.encode(pcm)
             if not peer.send_rtp(sender.datagram(payload, codec.clock_samples)):
                 self.counters["unsent"] = self.counters.get("unsent", 0) + 1
+        rtcp = self.rtcp
+        if rtcp is not None and rtcp.due(now):
+            peer.send_rtcp(rtcp.report(now, time.time()))
+
+    def quality(self) -> dict[str, Any]:
+        """What the call's record keeps of its media (never a key): codec and SRTP suite, packets each way,
+        the loss and jitter we measured, what the browser's RTCP said of our stream, the round trip, drops."""
+        plan, sender, rtcp, peer = self.plan, self.sender, self.rtcp, self.peer
+        keys = peer.srtp.keys if peer is not None and peer.srtp is not None else None
+        counters = {**self.counters, **(peer.counters if peer is not None else {})}
+        statistics = rtcp.statistics if rtcp is not None else None
+        return {
+            "codec": plan.codec if plan is not None else None,
+            "srtp": keys.suite if keys is not None else None,
+            "dtls": peer.dtls.cipher if peer is not None else None,
+            "sent": {"packets": sender.packets_sent if sender else 0, "octets": sender.octets_sent if sender else 0},
+            **reception_record(rtcp, statistics.received if statistics is not None else 0,
+                               plan.clock_rate if plan is not None else 48000),
+            "rtcp": {"sent": counters.get("rtcp_sent", 0), "received": counters.get("rtcp_received", 0)},
+            "dropped": {key.removeprefix("dropped_"): value for key, value in sorted(counters.items())
+                        if key.startswith("dropped_")},
+        }
 
     # -- audio in: RTP -> jitter buffer -> session -------------------------------------------------
 
@@ -479,6 +515,8 @@ class WebRtcCall:
             step.cancel()
         session = self.session
         if session is not None:
+            if not session.closed:
+                session.record_metadata["media"] = self.quality()
             await session.close(reason)
             self.gateway.session_closed(session)
         if self.operator is not None:

@@ -52,6 +52,7 @@ class PeerListener(Protocol):
     def message_received(self, channel: Channel, data: str | bytes) -> None: ...
     def channel_closed(self, channel: Channel) -> None: ...
     def state_changed(self, state: str) -> None: ...  # "connected" | "failed" | "closed"
+    def rtcp_received(self, data: bytes, now: float) -> None: ...  # a compound report, decrypted
 
 
 class _Socket(asyncio.DatagramProtocol):
@@ -138,6 +139,15 @@ class BrowserPeer:
         if srtp is None or selected is None or selected[0].transport is None:
             return False
         selected[0].transport.sendto(srtp.protect(packet), selected[1])
+        return True
+
+    def send_rtcp(self, packet: bytes) -> bool:
+        """Protect and send one compound RTCP packet (muxed on the media socket, RFC 5761)."""
+        srtp, selected = self.srtp, self._selected
+        if srtp is None or selected is None or selected[0].transport is None:
+            return False
+        selected[0].transport.sendto(srtp.protect_rtcp(packet), selected[1])
+        self.counters["rtcp_sent"] = self.counters.get("rtcp_sent", 0) + 1
         return True
 
     def send_text(self, channel: Channel, data: str | bytes) -> str | None:
@@ -263,11 +273,12 @@ class BrowserPeer:
             return
         if len(data) >= 2 and 192 <= data[1] <= 223:  # RFC 5761: RTCP on the muxed port
             try:
-                srtp.unprotect_rtcp(data)
+                plain = srtp.unprotect_rtcp(data)
             except SrtpError:
                 self._drop("bad_srtcp")
                 return
             self.counters["rtcp_received"] = self.counters.get("rtcp_received", 0) + 1
+            self.listener.rtcp_received(plain, self._loop.time())
             return
         try:
             packet = parse_rtp(srtp.unprotect(data))
@@ -345,6 +356,7 @@ class _Nobody:
     def message_received(self, channel: Channel, data: str | bytes) -> None: ...
     def channel_closed(self, channel: Channel) -> None: ...
     def state_changed(self, state: str) -> None: ...
+    def rtcp_received(self, data: bytes, now: float) -> None: ...
 
 
 _NOBODY = _Nobody()
