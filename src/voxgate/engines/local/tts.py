@@ -101,17 +101,17 @@ LONG_SENTENCE_CHARS = 80  # longer sentences are also cut at clause boundaries
 MIN_CLAUSE_CHARS = 20  # but never into pieces shorter than this, which would sound choppy
 # Only the first piece's synthesis is heard as latency (the rest renders while it plays), and Piper's
 # time is about linear in what it says (~7 ms of CPU a spoken character on this project's machine), so
-# the first piece is kept short: past FIRST_PIECE_CHARS it is cut at its first clause boundary, before a
-# conjunction ("We're open Monday to Saturday," then "9 AM to 5 PM, and closed on Sundays."), or before a
-# prepositional phrase of three words or more ("Your appointment is booked" then "for tomorrow at 3 PM."),
-# where a speaker may pause too; a preposition with less after it ("help you with today?") is part of the
-# phrase before. A piece without such a break stays whole: a cut mid-phrase would be heard.
+# the first piece is kept short: past FIRST_PIECE_CHARS it is cut at its first clause boundary or before
+# a conjunction ("We're open Monday to Saturday," then "9 AM to 5 PM, and closed on Sundays."). A piece
+# without a break stays whole: a cut mid-phrase would be heard. Nor is a piece cut after a word in "-ed":
+# Piper clips the end of what it renders, and a past participle's last sound is the first to go (heard
+# by Whisper: "Order 4567 has shipped" as "...has shit", "is booked" as "is book"). Cutting before a
+# prepositional phrase too ("Your appointment is booked" / "for tomorrow at 3 PM.") was measured and
+# withdrawn for that reason.
 FIRST_PIECE_CHARS = 32
-_FIRST_BREAK = re.compile(
-    rf"{_CLAUSE_END.pattern}"
-    r"|\s+(?=(?:and|but|or|so|because|which|while|then)\s)"
-    r"|\s+(?=(?:for|at|with|from|until|after|before|about|during|within|between)(?:\s+[^\s]+){3})",
-    re.IGNORECASE)
+_FIRST_BREAK = re.compile(  # a clause boundary, or the gap before a conjunction
+    rf"{_CLAUSE_END.pattern}|\s+(?=(?:and|but|or|so|because|which|while|then)\s)", re.IGNORECASE)
+_CLIPPED_ENDING = re.compile(r"[a-z]ed$", re.IGNORECASE)  # a past participle: its final plosive is clipped
 
 
 def split_sentences(text: str, short_first: bool = True) -> list[str]:
@@ -146,7 +146,7 @@ def _cut_first_break(piece: str) -> list[str]:
     """The piece cut at its first break that leaves a head of at least MIN_CLAUSE_CHARS (whole otherwise)."""
     for match in _FIRST_BREAK.finditer(piece, MIN_CLAUSE_CHARS):
         head, rest = piece[: match.start()].strip(), piece[match.end() :].strip()
-        if any(ch.isalnum() for ch in rest):
+        if any(ch.isalnum() for ch in rest) and not _CLIPPED_ENDING.search(head.rstrip(",;:—")):
             return [head, rest]
     return [piece]
 
