@@ -185,7 +185,7 @@ class WebRtcCall:
         self._encoder: OutputEncoder | None = None
         self._encoder_key: tuple[Any, int] | None = None
         self._ticker: FrameTicker | None = None
-        self._port: int | None = None
+        self._ports: list[int] = []  # the media ports this call took (one per host address)
         self._tasks: set[asyncio.Task[Any]] = set()
         self.events_dropped = 0
         self.counters: dict[str, int] = {}
@@ -211,8 +211,7 @@ class WebRtcCall:
             # An address that is not this host's (a 1:1 NAT's public one) is offered as it is, and the socket
             # takes the port on every interface of its family.
             sock, _ = ports.bind(host if is_local_address(host) else "::" if ":" in host else "0.0.0.0", rtcp=False)
-            if self._port is None:
-                self._port = sock.getsockname()[1]
+            self._ports.append(sock.getsockname()[1])
             return sock
 
         return await self.peer.open(host_addresses(settings), bind)
@@ -523,8 +522,8 @@ class WebRtcCall:
             await self.operator.close()
         if self.peer is not None:
             self.peer.close()
-        if self._port is not None:
-            self.registry.ports(self.gateway.settings).release(self._port)
+        for port in self._ports:
+            self.registry.ports(self.gateway.settings).release(port)
         for sideband in list(self.sidebands):
             sideband.outbound.close()
         self._let_go()
