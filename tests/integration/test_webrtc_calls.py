@@ -106,6 +106,7 @@ async def test_bad_offers_get_a_clear_400_and_spend_no_key(gateway: LiveServer, 
         "no fingerprint": (re.sub(r"^a=fingerprint:.*\r?\n", "", offer, flags=re.M), "DTLS fingerprint"),
         "no ice": (re.sub(r"^a=ice-pwd:.*\r?\n", "", offer, flags=re.M), "ICE credentials"),
         "bad port": (re.sub(r"^m=audio \d+ ", "m=audio 99999 ", offer, flags=re.M), "Port out of range"),
+        "lite peer": (offer.replace("t=0 0\r\n", "t=0 0\r\na=ice-lite\r\n"), "ICE-lite"),  # the answer's plan
     }
     for name, (sdp, message) in cases.items():
         reply = await http.post("/v1/realtime/calls", content=sdp,

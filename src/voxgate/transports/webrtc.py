@@ -34,6 +34,7 @@ import email.policy
 import logging
 import socket
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -188,14 +189,14 @@ class WebRtcCall:
         self._ports: list[int] = []  # the media ports this call took (one per host address)
         self._tasks: set[asyncio.Task[Any]] = set()
         self.events_dropped = 0
-        self.counters: dict[str, int] = {}
+        self.counters: Counter[str] = Counter()
 
     # -- signalling --------------------------------------------------------------------------------
 
-    async def answer(self, offer_sdp: str) -> str:
-        """Take the browser's offer and return our answer (our candidates included: no trickle). Raises
-        OfferError for an offer the media path cannot serve, PortsExhausted when no port is free."""
-        plan = self.plan = plan_answer(read_offer(offer_sdp))
+    async def answer(self, plan: AnswerPlan) -> str:
+        """Bind the call's media for the planned answer and return the answer SDP (our candidates included: no
+        trickle). Raises PortsExhausted when no port is free."""
+        self.plan = plan
         codec = self.codec = LineCodec(plan.codec)
         settings = self.gateway.settings
         frame_bytes = codec.line_rate // 50 * 2
@@ -310,7 +311,7 @@ class WebRtcCall:
             try:
                 self.rtcp.receive(data, now)
             except RtcpError:
-                self.counters["dropped_bad_rtcp"] = self.counters.get("dropped_bad_rtcp", 0) + 1
+                self.counters["dropped_bad_rtcp"] += 1
 
     # -- events: data channel and sideband --------------------------------------------------------
 
@@ -378,7 +379,7 @@ class WebRtcCall:
             pcm = relayed if relay is not None else None if played is None else played.payload
             payload = codec.encode(pcm)
             if not peer.send_rtp(sender.datagram(payload, codec.clock_samples)):
-                self.counters["unsent"] = self.counters.get("unsent", 0) + 1
+                self.counters["unsent"] += 1
         rtcp = self.rtcp
         if rtcp is not None and rtcp.due(now):
             peer.send_rtcp(rtcp.report(now, time.time()))
@@ -388,7 +389,7 @@ class WebRtcCall:
         the loss and jitter we measured, what the browser's RTCP said of our stream, the round trip, drops."""
         plan, sender, rtcp, peer = self.plan, self.sender, self.rtcp, self.peer
         keys = peer.srtp.keys if peer is not None and peer.srtp is not None else None
-        counters = {**self.counters, **(peer.counters if peer is not None else {})}
+        counters = self.counters + peer.counters if peer is not None else self.counters
         statistics = rtcp.statistics if rtcp is not None else None
         return {
             "codec": plan.codec if plan is not None else None,
@@ -397,7 +398,7 @@ class WebRtcCall:
             "sent": {"packets": sender.packets_sent if sender else 0, "octets": sender.octets_sent if sender else 0},
             **reception_record(rtcp, statistics.received if statistics is not None else 0,
                                plan.clock_rate if plan is not None else 48000),
-            "rtcp": {"sent": counters.get("rtcp_sent", 0), "received": counters.get("rtcp_received", 0)},
+            "rtcp": {"sent": counters["rtcp_sent"], "received": counters["rtcp_received"]},
             "dropped": {key.removeprefix("dropped_"): value for key, value in sorted(counters.items())
                         if key.startswith("dropped_")},
         }
@@ -411,7 +412,7 @@ class WebRtcCall:
             try:
                 pcm = codec.decode(b"" if isinstance(item, Lost) else item.payload)
             except OpusError:
-                self.counters["dropped_bad_opus"] = self.counters.get("dropped_bad_opus", 0) + 1
+                self.counters["dropped_bad_opus"] += 1
                 continue
             self._hear(pcm, codec.heard_rate)
 
@@ -695,7 +696,7 @@ async def _open_call(request: Request, dialect: Dialect) -> Response:
         return refused(ticket)
     try:
         sdp, session_part = await receive_signalling(request, allow_session=dialect == "ga")
-        read_offer(sdp)
+        plan = plan_answer(read_offer(sdp))  # before a key is spent: an offer we cannot answer is refused here
         initial = await _initial_config(gateway, principal, session_part, agent.name)
     except OfferError as exc:
         ticket.release()
@@ -713,10 +714,7 @@ async def _open_call(request: Request, dialect: Dialect) -> Response:
         await call.close("key_reused")
         return problem(401, "invalid_api_key", "This ephemeral key has already been used to open a session.")
     try:
-        answer = await call.answer(sdp)
-    except OfferError as exc:
-        await call.close("bad_offer")
-        return problem(400, "invalid_offer", str(exc), param="sdp")
+        answer = await call.answer(plan)
     except PortsExhausted:
         await call.close("no_media_port")
         return problem(503, "media_ports_exhausted", "No media port is free for another call; try again shortly.")

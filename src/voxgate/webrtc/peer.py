@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections import Counter
 from typing import Protocol, cast
 
 from voxgate.sip.rtp import RtpError, RtpPacket, parse_rtp
@@ -69,7 +70,7 @@ class _Socket(asyncio.DatagramProtocol):
         self.peer.datagram_received(self, data, (addr[0], addr[1]))
 
     def error_received(self, exc: Exception) -> None:
-        self.peer.counters["socket_errors"] = self.peer.counters.get("socket_errors", 0) + 1
+        self.peer.counters["socket_errors"] += 1
 
 
 class BrowserPeer:
@@ -85,7 +86,7 @@ class BrowserPeer:
         self.sctp: SctpAssociation | None = None
         self.channels: DataChannels | None = None
         self.last_check = 0.0  # loop time of the last authenticated check (consent freshness)
-        self.counters: dict[str, int] = {}
+        self.counters: Counter[str] = Counter()
         self._loop = asyncio.get_running_loop()
         self._sockets: list[_Socket] = []
         self._checked: dict[Address, _Socket] = {}  # addresses that passed a check, and the socket they reached
@@ -135,19 +136,21 @@ class BrowserPeer:
 
     def send_rtp(self, packet: bytes) -> bool:
         """Protect and send one RTP packet; False (nothing sent) until DTLS has given us keys."""
-        srtp, selected = self.srtp, self._selected
-        if srtp is None or selected is None or selected[0].transport is None:
-            return False
-        selected[0].transport.sendto(srtp.protect(packet), selected[1])
-        return True
+        return self.srtp is not None and self._send(self.srtp.protect(packet))
 
     def send_rtcp(self, packet: bytes) -> bool:
         """Protect and send one compound RTCP packet (muxed on the media socket, RFC 5761)."""
-        srtp, selected = self.srtp, self._selected
-        if srtp is None or selected is None or selected[0].transport is None:
+        if self.srtp is None or not self._send(self.srtp.protect_rtcp(packet)):
             return False
-        selected[0].transport.sendto(srtp.protect_rtcp(packet), selected[1])
-        self.counters["rtcp_sent"] = self.counters.get("rtcp_sent", 0) + 1
+        self.counters["rtcp_sent"] += 1
+        return True
+
+    def _send(self, datagram: bytes) -> bool:
+        """One datagram to the pair the browser nominated; False while there is none."""
+        selected = self._selected
+        if selected is None or selected[0].transport is None:
+            return False
+        selected[0].transport.sendto(datagram, selected[1])
         return True
 
     def send_text(self, channel: Channel, data: str | bytes) -> str | None:
@@ -277,7 +280,7 @@ class BrowserPeer:
             except SrtpError:
                 self._drop("bad_srtcp")
                 return
-            self.counters["rtcp_received"] = self.counters.get("rtcp_received", 0) + 1
+            self.counters["rtcp_received"] += 1
             self.listener.rtcp_received(plain, self._loop.time())
             return
         try:
@@ -300,11 +303,8 @@ class BrowserPeer:
         self._flush_dtls()
 
     def _flush_dtls(self) -> None:
-        selected = self._selected
-        datagrams = self.dtls.datagrams_to_send()
-        if selected is not None and selected[0].transport is not None:
-            for datagram in datagrams:
-                selected[0].transport.sendto(datagram, selected[1])
+        for datagram in self.dtls.datagrams_to_send():
+            self._send(datagram)
         self._arm()
 
     def _arm(self) -> None:
@@ -344,8 +344,7 @@ class BrowserPeer:
             self.listener.state_changed(state)
 
     def _drop(self, reason: str) -> None:
-        key = f"dropped_{reason}"
-        self.counters[key] = self.counters.get(key, 0) + 1
+        self.counters[f"dropped_{reason}"] += 1
 
 
 class _Nobody:
