@@ -126,13 +126,15 @@ class LineCodec:
     """The agreed codec both ways: RTP payloads to mono PCM, the playout's PCM frames to payloads.
 
     Opus (what every browser offers first) codes the agent's 24 kHz voice as it is, in CELT's low-delay
-    mode; G.711 is for a client that offers nothing else."""
+    mode, and decodes the caller's straight to the session's 24 kHz (no resampler between); G.711 is for a
+    client that offers nothing else."""
 
     def __init__(self, codec: str) -> None:
         self.codec = codec
-        self.opus = OpusCodec(input_rate=TRACK_RATE, application="lowdelay") if codec == "opus" else None
+        self.opus = OpusCodec(input_rate=TRACK_RATE, output_rate=TRACK_RATE, application="lowdelay") \
+            if codec == "opus" else None
         self.line_rate = TRACK_RATE if codec == "opus" else 8000  # the PCM the playout holds
-        self.heard_rate = 48000 if codec == "opus" else 8000  # the PCM a caller's packet decodes to
+        self.heard_rate = TRACK_RATE if codec == "opus" else 8000  # the PCM a caller's packet decodes to
         self.clock_samples = 960 if codec == "opus" else 160  # one 20 ms packet's step of the RTP clock
         self._encode = ulaw_encode if codec == "pcmu" else alaw_encode
         self._decode = ulaw_decode if codec == "pcmu" else alaw_decode
