@@ -115,8 +115,11 @@ class Recording(BaseModel):
 
 class TurnTaking(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    # Caller speech shorter than this during agent playback does not interrupt (clicks, coughs).
-    barge_in_min_speech_ms: int = Field(default=64, ge=0, le=2000)
+    # Caller speech shorter than this during agent playback does not interrupt (clicks, coughs). Unset: 64 ms
+    # where the gateway plays the audio (phone, SIP, WebRTC: the agent pauses at the caller on the first
+    # speech frame while it is checked), none where the client does (the Realtime WebSocket: it stops its
+    # player on `speech_started`, which is then sent on the first frame, as OpenAI's server VAD does).
+    barge_in_min_speech_ms: int | None = Field(default=None, ge=0, le=2000)
     # While the agent talks, caller audio quieter than the agent's loudest audio minus this many dB may be
     # the agent's own echo (a line's echo loss is ~20 dB) and does not count as speech; null: no echo gate.
     barge_in_echo_margin_db: float | None = Field(default=14.0, ge=0.0, le=60.0)

@@ -84,6 +84,34 @@ async def test_barge_in_cancels_and_truncates_at_what_the_caller_heard(ga_server
         assert started["audio_start_ms"] == 1280 - 300  # the turn starts at its first speech frame, not the cough
 
 
+async def test_a_realtime_client_hears_speech_started_on_the_first_speech_frame_over_the_agent(
+        ga_server_events: TypeAdapter[Any]) -> None:
+    """A WebSocket client plays the agent's audio itself and stops its player on `speech_started`: the
+    gateway cannot pause it there while a check runs, so by default speech over the agent is announced on
+    its first frame (the seed's "cancel on the first VAD trigger", as OpenAI's server VAD does); the agent
+    still talks on through the first frame of a turn that starts while it is silent. An agent that sets
+    `barge_in_min_speech_ms` keeps its check on this transport too."""
+    for check, blip_interrupts in ((None, True), (64, False)):
+        engine = ScriptedEngine()
+        engine.script([*speech("A long sentence.", 2000), Hold()])
+        agent = AgentConfig(name="test", turn_taking={"barge_in_min_speech_ms": check})
+        async with Call(agent, engine=engine, events=ga_server_events) as call:
+            await call.send({"type": "response.create"})
+            await call.next("response.output_audio.delta")
+            await call.speak(20)  # one speech frame of the loudness VAD
+            queued = await call.queued()
+            announced = "input_audio_buffer.speech_started" in types(queued)
+            assert announced is blip_interrupts, (check, announced)
+            if announced:
+                [done] = [event for event in queued if event["type"] == "response.done"]
+                assert done["response"]["status"] == "cancelled"
+                assert call.session.interruptions == 1
+            else:
+                await call.pause(100)
+                assert call.session.interruptions == 0
+            engine.release()
+
+
 async def test_speech_no_louder_than_the_agents_echo_never_barges_in(ga_server_events: TypeAdapter[Any]) -> None:
     """The agent's own voice leaking back (here 9.5 dB down: a VAD that hears it as speech) does not interrupt
     it however long it lasts, with an echo margin of 6 dB; the caller as loud as the agent does, at once.

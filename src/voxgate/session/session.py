@@ -48,6 +48,9 @@ from voxgate.tools.registry import ToolContext, ToolRegistry, ToolResult, run_on
 log = logging.getLogger("voxgate.session")
 
 MIN_COMMIT_MS = 100  # OpenAI refuses to commit less than 100 ms of audio
+# Caller speech that interrupts the agent on a line the gateway plays (an agent may set its own): two VAD
+# frames, heard while the agent is already paused at the caller (`hold_agent`).
+BARGE_IN_CHECK_MS = 64
 PHONE_TRANSPORTS = frozenset({"twilio", "telnyx", "sip"})  # a carrier can move these calls to a person
 
 
@@ -137,8 +140,11 @@ class Session:
         # While the agent is paused at the caller for a possible barge-in: the clock and the caller audio
         # received when the pause began, and the clock once the transport had paused it.
         self._held: tuple[float, float, float] | None = None
+        barge_in_check = agent.turn_taking.barge_in_min_speech_ms
+        if barge_in_check is None:  # a check only where the agent can be paused at the caller meanwhile
+            barge_in_check = BARGE_IN_CHECK_MS if caller.playback.server_side else 0
         self.listening = Listening(self, engine, vad_factory() if vad_factory else None,
-                                   barge_in_min_speech_ms=agent.turn_taking.barge_in_min_speech_ms,
+                                   barge_in_min_speech_ms=barge_in_check,
                                    max_buffer_ms=max_input_buffer_s * 1000,
                                    echo_margin_db=agent.turn_taking.barge_in_echo_margin_db)
         self._transcriptions: dict[str, asyncio.Task[None]] = {}
