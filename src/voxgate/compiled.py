@@ -54,6 +54,8 @@ MODULES: tuple[str, ...] = (
     "voxgate.transports.rtp_line",
     "voxgate.transports.sip_call",
     "voxgate.transports.twilio_messages",
+    "voxgate.transports.webrtc",
+    "voxgate.webrtc.peer",
 )
 
 _SRC = Path(__file__).resolve().parent.parent  # the directory that holds the voxgate package
