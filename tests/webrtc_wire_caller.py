@@ -4,9 +4,12 @@ aiortc's receiver (tests/webrtc_client.py) holds four packets (80 ms) before it 
 NetEq holds 20-40 ms on a clean line. To measure what the gateway does, as the SIP rows of the barge-in
 bench do (the last voiced RTP packet), this caller takes each packet when it lands. It is a full ICE
 agent (aioice, controlling, as a browser is), the DTLS client, and opens `oai-events` itself: the roles
-a browser takes, on voxgate's own DTLS and SCTP code in the client's seat.
+a browser takes, on voxgate's own DTLS and SCTP code in the client's seat. The answer's `a=setup` decides
+its DTLS role, as a browser's does (voxgate answers passive; aiortc answers active, and then this caller
+is the DTLS server and waits for the peer's SCTP INIT).
 
     caller = WireCaller(on_audio=lambda at, pcm: ...)       # 48 kHz mono int16 per packet, monotonic time
+    caller = WireCaller(on_audio=None)                         # a load generator: packets counted, not decoded
     await caller.connect(http, "/v1/realtime/calls", key)
     caller.mic.append(packets)                                 # Opus packets to send, one per 20 ms
     await caller.wait_for("session.created")
@@ -38,8 +41,9 @@ FRAME_S = 0.02
 
 
 class WireCaller:
-    def __init__(self, on_audio: Callable[[float, np.ndarray], None], silence: bytes) -> None:
+    def __init__(self, on_audio: Callable[[float, np.ndarray], None] | None, silence: bytes) -> None:
         self.on_audio = on_audio
+        self.received = 0  # audio packets from the peer
         self.silence = silence  # the Opus packet sent when the mic has nothing to say
         self.mic: deque[bytes] = deque()
         self.sent = 0  # packets sent so far
@@ -50,7 +54,7 @@ class WireCaller:
         self._dtls: DtlsEndpoint | None = None
         self._srtp: SrtpContext | None = None
         self._sctp = SctpAssociation(mtu=1100)
-        self._channels = DataChannels(self._sctp, dtls_client=True)
+        self._channels: DataChannels | None = None  # the answer's a=setup says which stream ids are ours
         self._channel: Channel | None = None
         self._opus = OpusCodec()
         self._sender = RtpSender(PAYLOAD_TYPE, 48000)
@@ -81,7 +85,9 @@ class WireCaller:
                 await self._ice.add_remote_candidate(Candidate.from_sdp(line[12:]))
         await self._ice.add_remote_candidate(None)
         algorithm, _, digest = value["fingerprint"].partition(" ")
-        self._dtls = DtlsEndpoint(self._certificate, server=False, remote_fingerprints=[(algorithm, digest)])
+        server = value.get("setup") == "active"  # the answerer connects: this caller accepts
+        self._dtls = DtlsEndpoint(self._certificate, server=server, remote_fingerprints=[(algorithm, digest)])
+        self._channels = DataChannels(self._sctp, dtls_client=not server)
         await self._ice.connect()
         self._dtls.start(time.monotonic())
         await self._flush()
@@ -106,18 +112,26 @@ class WireCaller:
                 while (event := self._dtls.next_event()) is not None:
                     if isinstance(event, Connected):
                         self._srtp = SrtpContext(event.keys)
-                        self._sctp.connect(now)
-                        self._channel = self._channels.open("oai-events", now)
+                        if not self._dtls.server:  # the DTLS client starts the association (RFC 8261)
+                            self._sctp.connect(now)
+                        self._channel = self.channels.open("oai-events", now)
                     elif isinstance(event, ApplicationData):
-                        self._channels.receive(event.data, now)
+                        self.channels.receive(event.data, now)
                 self._read_channel()
                 await self._flush()
             elif 128 <= data[0] <= 191 and self._srtp is not None and not 192 <= data[1] <= 223:
                 packet = parse_rtp(self._srtp.unprotect(data))
-                self.on_audio(now, self._opus.decode(packet.payload))
+                self.received += 1
+                if self.on_audio is not None:
+                    self.on_audio(now, self._opus.decode(packet.payload))
+
+    @property
+    def channels(self) -> DataChannels:
+        assert self._channels is not None, "connect() first"
+        return self._channels
 
     def _read_channel(self) -> None:
-        while (event := self._channels.next_event()) is not None:
+        while (event := self.channels.next_event()) is not None:
             if isinstance(event, ChannelMessage) and event.channel is self._channel:
                 text = event.data if isinstance(event.data, str) else event.data.decode()
                 self.events.append(json.loads(text))
@@ -136,14 +150,14 @@ class WireCaller:
             now = time.monotonic()
             due = self._sctp.next_timer()
             if due is not None and due <= now:
-                self._channels.handle_timer(now)
+                self.channels.handle_timer(now)
                 self._read_channel()
                 await self._flush()
             await asyncio.sleep(max(0.0, start + self.sent * FRAME_S - time.monotonic()))
 
     def send(self, event: dict[str, Any]) -> None:
         assert self._channel is not None
-        self._channels.send(self._channel, json.dumps(event), time.monotonic())
+        self.channels.send(self._channel, json.dumps(event), time.monotonic())
         self._tasks.append(asyncio.ensure_future(self._flush()))
 
     async def wait_for(self, kind: str, within: float = 20.0) -> dict[str, Any]:
