@@ -186,7 +186,7 @@ def row(label: str, r: dict) -> str:
             f"{'yes' if holds(r) else 'NO'}")
 
 
-async def main() -> None:
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", default="1,2,4,8,12,16")
     parser.add_argument("--window", type=float, default=8.0)
@@ -198,10 +198,10 @@ async def main() -> None:
     parser.add_argument("--realtime", action="store_true",
                         help="run gateway and callers under SCHED_FIFO (root; a busy shared machine)")
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)  # internal: run as the gateway child
-    args = parser.parse_args()
-    if args.serve is not None:
-        await serve(args.serve)
-        return
+    return parser.parse_args()
+
+
+async def main(args: argparse.Namespace) -> None:
     from tests.speech import silence, speak
     others = sorted(os.sched_getaffinity(0) - {args.core}) or [args.core]
     os.sched_setaffinity(0, set(others))
@@ -221,14 +221,12 @@ async def main() -> None:
                   + (f"; against {args.against}" if args.against else ""))
             print(f"{'gateway':<8} {'calls':>5} {'gw cpu %':>9} {'% / call':>9} {'loop p99 ms':>12} {'reanchors':>10} "
                   f"{'frames %':>9} {'callers cpu %':>14}  holds")
-            held = dict.fromkeys(children, 0)
             results: dict[str, dict[int, dict]] = {label: {} for label in children}
             going = set(children)
             for n in (int(s) for s in args.steps.split(",")):
                 for label in [label for label in children if label in going]:
                     r = await run_step(children[label], n, args.window, speech, args.callers)
                     results[label][n] = r
-                    held[label] = n if holds(r) else held[label]
                     print(row(label, r), flush=True)
                     if r["callers_cpu_pct"] > 90:
                         print("  (the callers' cores are saturated: this step measures them, not the gateway)")
@@ -236,8 +234,10 @@ async def main() -> None:
                         going.discard(label)
                 if not going:
                     break
+            held = dict.fromkeys(children, 0)
             for label in children:
                 steady = [(n, r["cpu_pct"]) for n, r in results[label].items() if holds(r)]
+                held[label] = steady[-1][0] if steady else 0  # a step that fails ends the ladder: the last held
                 slope = ""
                 if len(steady) >= 2:  # what one more call adds, the process's fixed cost left out
                     ns, cpus = np.array(steady, dtype=float).T
@@ -258,9 +258,10 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    if "--serve" in sys.argv:  # the gateway child: on the event loop `voxgate serve` runs (uvloop where installed)
+    parsed = arguments()
+    if parsed.serve is not None:  # the gateway child: on the event loop `voxgate serve` runs (uvloop where installed)
         from voxgate.server.listener import new_event_loop
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
-            runner.run(main())
+            runner.run(serve(parsed.serve))
     else:
-        asyncio.run(main())
+        asyncio.run(main(parsed))
