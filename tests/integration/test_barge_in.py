@@ -33,6 +33,9 @@ async def test_the_agents_own_echo_does_not_interrupt_it_and_the_caller_does(car
         # The caller talks over it, as loud as the agent (the echo still leaking): that is a barge-in.
         line.say(speak("hold on a second please", rate=8000))
         await eventually(lambda: line.clears, 5, "a clear when the caller talks over the agent")
+        # The clear is the pause at the first voiced frame; the barge-in is counted once the onset has
+        # lasted `barge_in_min_speech_ms` (64 ms on a phone line), a few frames after the clear.
+        await eventually(lambda: session.interruptions, 5, "the barge-in counted")
         assert session.interruptions == 1
     finally:
         await line.close()
