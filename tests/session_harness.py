@@ -28,6 +28,7 @@ from pydantic import TypeAdapter
 
 from voxgate.agents import AgentConfig
 from voxgate.audio.playout import Playout
+from voxgate.audio.resample import StreamResampler
 from voxgate.engines.base import AudioChunk, Engine, EngineOutput, ResponseRequest, TextDelta
 from voxgate.protocol.serialiser import encode_event
 from voxgate.protocol.server_events import ServerEvent
@@ -50,18 +51,20 @@ def tone(ms: float, rate: int = RATE, amplitude: int = LOUD) -> np.ndarray:
 
 
 class LoudnessVad:
-    """A deterministic VadStream: a 20 ms frame is speech (1.0) when any sample is loud, else silence (0.0)."""
+    """A deterministic VadStream: a 20 ms frame is speech (1.0) when any sample is loud, else silence (0.0).
+    It reads the input's rate, or `listens_at` (as Silero reads 16 kHz only)."""
 
     frame_ms: float = FRAME_MS
 
-    def __init__(self) -> None:
+    def __init__(self, listens_at: int | None = None) -> None:
         self._rate = RATE
+        self._listens_at = listens_at
         self._pending = np.zeros(0, dtype=np.int16)
 
     def use_rate(self, input_rate: int) -> int:
-        self._rate = input_rate
+        self._rate = self._listens_at or input_rate
         self.reset()
-        return input_rate
+        return self._rate
 
     def feed(self, pcm: np.ndarray) -> list[float]:
         samples = np.concatenate((self._pending, pcm))
@@ -271,13 +274,18 @@ class Call:
 
     def __init__(self, agent: AgentConfig | None = None, *, engine: ScriptedEngine | None = None,
                  caller: TestCaller | None = None, events: TypeAdapter[Any] | None = None,
-                 **session_options: Any) -> None:
+                 decoded_at: int | None = None, **session_options: Any) -> None:
         self.agent = agent or AgentConfig(name="test")
         self.engine = engine or ScriptedEngine()
         self.caller = caller or TestCaller()
         self.tools = ToolRegistry(self.agent)
+        session_options.setdefault("vad_factory", LoudnessVad)
         self.session = Session(agent=self.agent, engine=self.engine, tools=self.tools, caller=self.caller,
-                               vad_factory=LoudnessVad, audio_lead_ms=3_600_000.0, **session_options)
+                               audio_lead_ms=3_600_000.0, **session_options)
+        # The caller's audio as a browser call's transport hands it over: PCM it decoded itself at this rate
+        # (`append_pcm_nowait`), not `input_audio_buffer.append` events. None: the events.
+        self.decoded_at = decoded_at
+        self._decoder = StreamResampler(RATE, decoded_at) if decoded_at is not None else None
         self._events = events  # the SDK's server-event union: every event must validate against it
         if isinstance(self.caller, LineCaller):
             self.caller.output.session = self.session
@@ -318,9 +326,15 @@ class Call:
         between as the 20 ms between real frames would."""
         size = RATE * FRAME_MS // 1000
         for start in range(0, pcm.size, size):
-            frame = pcm[start:start + size].astype("<i2").tobytes()
-            await self.send({"type": "input_audio_buffer.append", "audio": base64.b64encode(frame).decode()})
-            self.stream_ms += len(frame) / 2 * 1000 / RATE
+            frame = pcm[start:start + size]
+            if self._decoder is not None and self.decoded_at is not None:
+                rest = self.session.append_pcm_nowait(self._decoder.process(frame), self.decoded_at)
+                if rest is not None:
+                    await rest
+            else:
+                await self.send({"type": "input_audio_buffer.append",
+                                 "audio": base64.b64encode(frame.astype("<i2").tobytes()).decode()})
+            self.stream_ms += frame.size * 1000 / RATE
             for _ in range(3):  # a task started by this frame runs, finishes, and its callbacks run
                 await asyncio.sleep(0)
 

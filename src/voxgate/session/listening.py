@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from voxgate.audio.formats import AudioFormat, AudioFormatError, InputDecoder
+from voxgate.audio.formats import AudioFormat, AudioFormatError, InputDecoder, encode_pcm
 from voxgate.audio.resample import StreamResampler
 from voxgate.protocol import server_events as se
 from voxgate.protocol.errors import RealtimeError
@@ -135,19 +135,49 @@ class _Released:
 
 @dataclass
 class InputBuffer:
-    """Audio appended since the last commit or clear, as wire bytes and as PCM at the VAD's rate."""
+    """Audio appended since the last commit or clear, as wire bytes and as PCM at the VAD's rate.
+
+    PCM a transport decoded itself (a browser's Opus) has no wire bytes: it is put into the input format
+    only when a commit takes it (`wire_bytes`), so the idle line trimmed away never is. `wire` covers the
+    first `wire_samples` of the PCM."""
 
     rate: int
     wire: bytearray = field(default_factory=bytearray)
     pcm: list[np.ndarray] = field(default_factory=list)
     pcm_samples: int = 0
+    wire_samples: int = 0
     start_ms: float = 0.0  # stream time of the buffer's first sample
+
+    def append(self, pcm: np.ndarray, wire: bytes | None, fmt: AudioFormat) -> None:
+        if wire is not None:
+            if self.wire_samples < self.pcm_samples:  # PCM before it: its wire bytes first, in order
+                self._encode_rest(fmt)
+            self.wire.extend(wire)
+            self.wire_samples += pcm.size
+        self.pcm.append(pcm)
+        self.pcm_samples += pcm.size
+
+    def wire_bytes(self, fmt: AudioFormat) -> bytes:
+        """The buffer in the input format `fmt`."""
+        if self.wire_samples < self.pcm_samples:
+            self._encode_rest(fmt)
+        return bytes(self.wire)
+
+    def _encode_rest(self, fmt: AudioFormat) -> None:
+        rest = self.pcm_array()[self.wire_samples:]
+        if fmt.rate != self.rate:  # once per commit, not per frame: a filter that holds nothing back
+            resampler = StreamResampler(self.rate, fmt.rate, quality="HQ")
+            rest = np.concatenate((resampler.process(rest), resampler.flush()))
+        self.wire.extend(encode_pcm(rest, fmt))
+        self.wire_samples = self.pcm_samples
 
     def duration_ms(self) -> float:
         return self.pcm_samples * 1000.0 / self.rate
 
     def pcm_array(self) -> np.ndarray:
-        return np.concatenate(self.pcm) if self.pcm else np.zeros(0, dtype=np.int16)
+        if len(self.pcm) > 1:  # joined once: a commit, a speculation and the wire bytes all read it
+            self.pcm = [np.concatenate(self.pcm)]
+        return self.pcm[0] if self.pcm else np.zeros(0, dtype=np.int16)
 
     def drop_before(self, stream_ms: float, fmt: AudioFormat) -> None:
         """Forget the audio before stream time `stream_ms`: the PCM to the sample, the wire bytes
@@ -157,8 +187,12 @@ class InputBuffer:
             return
         dropped_ms = samples * 1000 / self.rate
         pcm = self.pcm_array()[samples:]
-        wire_bytes = round(dropped_ms * fmt.rate / 1000) * fmt.bytes_per_sample
-        del self.wire[:wire_bytes]
+        if samples >= self.wire_samples:
+            self.wire.clear()
+        else:
+            wire_bytes = round(dropped_ms * fmt.rate / 1000) * fmt.bytes_per_sample
+            del self.wire[:wire_bytes]
+        self.wire_samples = max(0, self.wire_samples - samples)
         self.pcm = [pcm]
         self.pcm_samples = pcm.size
         self.start_ms += dropped_ms
@@ -211,6 +245,7 @@ class Listening:
         self._speculation: asyncio.Task[str | None] | None = None
         self._holding = False  # the agent is paused at the caller while an onset is checked (`hold_agent`)
         self.tap: Callable[[np.ndarray, int], None] | None = None  # hears every decoded frame (the recording)
+        self._pcm_resampler: StreamResampler | None = None  # PCM a transport decoded at another rate
 
     # -- what the session tells it ----------------------------------------------------------------
 
@@ -246,7 +281,7 @@ class Listening:
 
     def take(self) -> Utterance:
         """Empty the buffer into an utterance for a commit."""
-        utterance = Utterance(wire=bytes(self._buffer.wire),
+        utterance = Utterance(wire=self._buffer.wire_bytes(self._input_format),
                               speech_pcm=self._buffer.speech_pcm() if self._transcriber.transcribes else None,
                               speculation=self._speculation)
         self._speculation = None
@@ -283,20 +318,36 @@ class Listening:
 
     # -- caller audio -----------------------------------------------------------------------------
 
+    @property
+    def rate(self) -> int:
+        """The rate the caller is listened to at (the VAD's): what a transport that decodes the caller's
+        audio itself (a browser's Opus) decodes to, so that nothing resamples it frame by frame."""
+        return self._rate
+
     def append_nowait(self, data: bytes) -> Awaitable[None] | None:
         """See `Session.append_audio_nowait`."""
         try:
             pcm = self._decoder.decode(data)
         except AudioFormatError as exc:
             raise RealtimeError("invalid_audio", str(exc), param="audio") from exc
+        return self._hear(pcm, data)
+
+    def append_pcm_nowait(self, pcm: np.ndarray, rate: int) -> Awaitable[None] | None:
+        """See `Session.append_pcm_nowait`."""
+        if rate != self._rate:
+            resampler = self._pcm_resampler
+            if resampler is None or resampler.in_rate != rate or resampler.out_rate != self._rate:
+                resampler = self._pcm_resampler = StreamResampler(rate, self._rate)
+            pcm = resampler.process(pcm)
+        return self._hear(pcm, None)
+
+    def _hear(self, pcm: np.ndarray, wire: bytes | None) -> Awaitable[None] | None:
+        """A frame at the listening rate (and as the caller sent it, where it came as wire bytes)."""
         if not pcm.size:
             return None
         if self.tap is not None:
             self.tap(pcm, self._rate)
-        buffer = self._buffer
-        buffer.wire.extend(data)
-        buffer.pcm.append(pcm)
-        buffer.pcm_samples += pcm.size
+        self._buffer.append(pcm, wire, self._input_format)
         self.stream_ms += pcm.size * 1000.0 / self._rate
         if self._detector is not None and self._vad is not None:
             audible = self._hooks.agent_audible()

@@ -394,6 +394,14 @@ class Session:
             return None
         return self.listening.append_nowait(data)
 
+    def append_pcm_nowait(self, pcm: np.ndarray, rate: int) -> Awaitable[None] | None:
+        """`append_audio_nowait` for a transport that decodes the caller's codec itself (a browser's Opus):
+        int16 PCM at `rate`, best at `listening.rate`, where nothing resamples it. Buffered as PCM, it is
+        put into the input format only when a commit takes it."""
+        if self.closed:
+            return None
+        return self.listening.append_pcm_nowait(pcm, rate)
+
     # -- turns (the listening hooks) ---------------------------------------------------------------
 
     def turn_ended(self, item_id: str) -> None:

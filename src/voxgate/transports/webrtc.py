@@ -46,7 +46,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from voxgate.admission import Refusal
-from voxgate.audio.formats import PCM24K, OutputEncoder
+from voxgate.audio.formats import PCM24K
 from voxgate.audio.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 from voxgate.audio.opus import OpusCodec, OpusError
 from voxgate.audio.playout import Playout
@@ -62,6 +62,7 @@ from voxgate.protocol.ids import new_id
 from voxgate.protocol.items import Dialect
 from voxgate.protocol.json_text import parse_json
 from voxgate.protocol.serialiser import encode_event
+from voxgate.session.listening import STT_RATE
 from voxgate.session.playback import PlaybackTracker
 from voxgate.sip.jitter import JitterBuffer, Lost
 from voxgate.sip.rtcp import RtcpError, RtcpSession, reception_record
@@ -87,6 +88,9 @@ log = logging.getLogger("voxgate.webrtc")
 
 FRAME_MS = 20
 TRACK_RATE = PCM24K.rate  # the agent's voice is queued at the session's rate; Opus codes it as it is
+# The caller's Opus decodes to the rate the session listens at (its VAD's and STT's): the session takes the
+# PCM as it is and puts it into its input format only when a turn is committed.
+HEARD_RATE = STT_RATE
 CHANNEL_LABEL = "oai-events"
 MAX_INBOX_MESSAGES = 256  # data channel messages waiting for the session; more is a flood, refused
 MAX_PENDING_EVENTS = 512  # events held for a data channel that has not opened yet
@@ -126,15 +130,15 @@ class LineCodec:
     """The agreed codec both ways: RTP payloads to mono PCM, the playout's PCM frames to payloads.
 
     Opus (what every browser offers first) codes the agent's 24 kHz voice as it is, in CELT's low-delay
-    mode, and decodes the caller's straight to the session's 24 kHz (no resampler between); G.711 is for a
-    client that offers nothing else."""
+    mode, and decodes the caller's straight to the 16 kHz the session listens at (no resampler between,
+    libopus does it inside); G.711 is for a client that offers nothing else."""
 
     def __init__(self, codec: str) -> None:
         self.codec = codec
-        self.opus = OpusCodec(input_rate=TRACK_RATE, output_rate=TRACK_RATE, application="lowdelay") \
+        self.opus = OpusCodec(input_rate=TRACK_RATE, output_rate=HEARD_RATE, application="lowdelay") \
             if codec == "opus" else None
         self.line_rate = TRACK_RATE if codec == "opus" else 8000  # the PCM the playout holds
-        self.heard_rate = TRACK_RATE if codec == "opus" else 8000  # the PCM a caller's packet decodes to
+        self.heard_rate = HEARD_RATE if codec == "opus" else 8000  # the PCM a caller's packet decodes to
         self.clock_samples = 960 if codec == "opus" else 160  # one 20 ms packet's step of the RTP clock
         self._encode = ulaw_encode if codec == "pcmu" else alaw_encode
         self._decode = ulaw_decode if codec == "pcmu" else alaw_decode
@@ -184,9 +188,7 @@ class WebRtcCall:
         self._closing = False
         self._pending: list[str] = []  # serialised events waiting for the channel to open
         self._inbox: asyncio.Queue[str | bytes] = asyncio.Queue(MAX_INBOX_MESSAGES)
-        self._input = CallerInput(self._append, max_backlog=MAX_INPUT_BACKLOG)
-        self._encoder: OutputEncoder | None = None
-        self._encoder_key: tuple[Any, int] | None = None
+        self._input: CallerInput[npt.NDArray[np.int16]] = CallerInput(self._append, max_backlog=MAX_INPUT_BACKLOG)
         self._ticker: FrameTicker | None = None
         self._ports: list[int] = []  # the media ports this call took (one per host address)
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -428,18 +430,14 @@ class WebRtcCall:
             if session.recording is not None:  # and is still recorded (the session hears no more of it)
                 session.recording.caller(pcm, rate)
             return
-        fmt = session.config.input_format  # PCM at the line's rate -> the session's wire format
-        if self._encoder is None or self._encoder_key != (fmt, rate):
-            self._encoder = OutputEncoder(fmt, rate)
-            self._encoder_key = (fmt, rate)
-        self._input.put(self._encoder.encode(pcm))
+        self._input.put(pcm)
 
-    def _append(self, payload: bytes) -> Awaitable[None] | None:
-        session = self.session
-        if session is None or session.closed:
+    def _append(self, pcm: npt.NDArray[np.int16]) -> Awaitable[None] | None:
+        session, codec = self.session, self.codec
+        if session is None or session.closed or codec is None:
             return None
         try:
-            return session.append_audio_nowait(payload)
+            return session.append_pcm_nowait(pcm, codec.heard_rate)
         except RealtimeError as exc:
             session.error(exc)
         return None
