@@ -54,6 +54,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
 
 
+def vad_frames() -> int:
+    """Frames Silero has scored in this process so far (0 where the model was never loaded)."""
+    from voxgate.engines.local.vad import SileroModel
+    model = SileroModel._shared
+    return int(getattr(model, "frames_scored", 0)) if model is not None else 0
+
+
 async def serve(data_dir: Path) -> None:
     """The child: a gateway on this process's loop, answering `report` on stdin with its own figures."""
     from pydantic import SecretStr
@@ -90,7 +97,8 @@ async def serve(data_dir: Path) -> None:
         ordered = sorted(lags) or [0.0]
         print(json.dumps({"live": len(calls), "lag_p99_ms": 1000 * ordered[int(0.99 * (len(ordered) - 1))],
                           "reanchors": sum(c.playout.clock.reanchors for c in calls),
-                          "dropped_ms": sum(c.playout.dropped_ms for c in calls)}), flush=True)
+                          "dropped_ms": sum(c.playout.dropped_ms for c in calls),
+                          "vad_frames": vad_frames()}), flush=True)
         lags.clear()
     probing.cancel()
     listener.stop_soon()
@@ -165,6 +173,7 @@ async def run_step(child: Child, n: int, window: float, speech: np.ndarray, kind
         cpu1, own1, t1 = cpu_seconds(child.process.pid), time.process_time(), time.monotonic()
         stats = child.report()
         stats["reanchors"] -= before["reanchors"]  # only those inside the window, not the call set-up
+        stats["vad_frames"] = stats.get("vad_frames", 0) - before.get("vad_frames", 0)
         got = sum(heard(c) - f for c, f in zip(callers, frames0, strict=True))
         for task in talkers:
             task.cancel()
@@ -173,7 +182,8 @@ async def run_step(child: Child, n: int, window: float, speech: np.ndarray, kind
     cpu = (cpu1 - cpu0) / (t1 - t0)
     return {"calls": n, "cpu_pct": 100 * cpu, "cpu_pct_per_call": 100 * cpu / n,
             "callers_cpu_pct": 100 * (own1 - own0) / (t1 - t0) / len(os.sched_getaffinity(0)),
-            "frames_pct": 100 * got / (n * 50 * (t1 - t0)), **stats}
+            "frames_pct": 100 * got / (n * 50 * (t1 - t0)),
+            "vad_frames_per_call_s": stats["vad_frames"] / (n * (t1 - t0)), **stats}
 
 
 def holds(r: dict) -> bool:
@@ -182,7 +192,8 @@ def holds(r: dict) -> bool:
 
 def row(label: str, r: dict) -> str:
     return (f"{label:<8} {r['calls']:>5} {r['cpu_pct']:>9.1f} {r['cpu_pct_per_call']:>9.2f} {r['lag_p99_ms']:>12.1f} "
-            f"{r['reanchors']:>10} {r['frames_pct']:>9.1f} {r['callers_cpu_pct']:>14.1f}  "
+            f"{r['reanchors']:>10} {r['frames_pct']:>9.1f} {r['vad_frames_per_call_s']:>9.1f} "
+            f"{r['callers_cpu_pct']:>14.1f}  "
             f"{'yes' if holds(r) else 'NO'}")
 
 
@@ -220,7 +231,7 @@ async def main(args: argparse.Namespace) -> None:
                   f"{args.window:.0f} s{'; both SCHED_FIFO' if args.realtime else ''}"
                   + (f"; against {args.against}" if args.against else ""))
             print(f"{'gateway':<8} {'calls':>5} {'gw cpu %':>9} {'% / call':>9} {'loop p99 ms':>12} {'reanchors':>10} "
-                  f"{'frames %':>9} {'callers cpu %':>14}  holds")
+                  f"{'frames %':>9} {'VAD fr/s':>9} {'callers cpu %':>14}  holds")
             results: dict[str, dict[int, dict]] = {label: {} for label in children}
             going = set(children)
             for n in (int(s) for s in args.steps.split(",")):
