@@ -54,11 +54,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
 
 
-def vad_frames() -> int:
-    """Frames Silero has scored in this process so far (0 where the model was never loaded)."""
+def vad_frames() -> int | None:
+    """Frames Silero has scored in this process so far (0 where the model was never loaded; None where
+    this checkout's model does not count them)."""
     from voxgate.engines.local.vad import SileroModel
     model = SileroModel._shared
-    return int(getattr(model, "frames_scored", 0)) if model is not None else 0
+    return 0 if model is None else getattr(model, "frames_scored", None)
 
 
 async def serve(data_dir: Path) -> None:
@@ -173,7 +174,8 @@ async def run_step(child: Child, n: int, window: float, speech: np.ndarray, kind
         cpu1, own1, t1 = cpu_seconds(child.process.pid), time.process_time(), time.monotonic()
         stats = child.report()
         stats["reanchors"] -= before["reanchors"]  # only those inside the window, not the call set-up
-        stats["vad_frames"] = stats.get("vad_frames", 0) - before.get("vad_frames", 0)
+        if stats["vad_frames"] is not None:
+            stats["vad_frames"] -= before["vad_frames"]
         got = sum(heard(c) - f for c, f in zip(callers, frames0, strict=True))
         for task in talkers:
             task.cancel()
@@ -183,16 +185,22 @@ async def run_step(child: Child, n: int, window: float, speech: np.ndarray, kind
     return {"calls": n, "cpu_pct": 100 * cpu, "cpu_pct_per_call": 100 * cpu / n,
             "callers_cpu_pct": 100 * (own1 - own0) / (t1 - t0) / len(os.sched_getaffinity(0)),
             "frames_pct": 100 * got / (n * 50 * (t1 - t0)),
-            "vad_frames_per_call_s": stats["vad_frames"] / (n * (t1 - t0)), **stats}
+            "vad_frames_per_call_s": None if stats["vad_frames"] is None else stats["vad_frames"] / (n * (t1 - t0)),
+            **stats}
 
 
 def holds(r: dict) -> bool:
     return bool(r["lag_p99_ms"] < 20 and r["reanchors"] == 0 and r["frames_pct"] >= 98)
 
 
+def vad_rate(r: dict) -> str:
+    rate = r["vad_frames_per_call_s"]
+    return "n/a" if rate is None else f"{rate:.1f}"
+
+
 def row(label: str, r: dict) -> str:
     return (f"{label:<8} {r['calls']:>5} {r['cpu_pct']:>9.1f} {r['cpu_pct_per_call']:>9.2f} {r['lag_p99_ms']:>12.1f} "
-            f"{r['reanchors']:>10} {r['frames_pct']:>9.1f} {r['vad_frames_per_call_s']:>9.1f} "
+            f"{r['reanchors']:>10} {r['frames_pct']:>9.1f} {vad_rate(r):>9} "
             f"{r['callers_cpu_pct']:>14.1f}  "
             f"{'yes' if holds(r) else 'NO'}")
 
