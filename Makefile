@@ -15,7 +15,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 # gateway) compiles its imports again, even where PYTHONDONTWRITEBYTECODE keeps Python from caching them.
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: compile install install-test install-llama install-node-sdk run test unit check lint typecheck lock-check upgrade system-deps bench bench-pipecat clean
+.PHONY: compile install install-test install-llama install-node-sdk run test unit check lint typecheck lock-check upgrade system-deps bench-deps bench bench-pipecat clean
 
 # uv itself is the one thing installed before the lock: pinned and hash-checked, in a venv of its own.
 $(UV): tools/uv-requirements.txt
@@ -127,7 +127,13 @@ upgrade: | $(UV)
 	touch $(VENV)/.installed-test $(VENV)/.installed
 	$(MAKE) test
 
-bench: install-test
+# The benchmarks' own Debian packages: espeak-ng speaks bench/barge_in.py's callers.
+bench-deps:
+	@command -v espeak-ng >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends espeak-ng >/dev/null; }
+
+bench: install-test system-deps bench-deps
 	$(BIN)/python bench/brain_accuracy.py
 	$(BIN)/python bench/codec_cost.py
 	$(BIN)/python bench/models_cost.py
@@ -135,6 +141,7 @@ bench: install-test
 	$(BIN)/python bench/webrtc_capacity.py
 	$(BIN)/python bench/bridge_capacity.py --no-pipecat
 	$(BIN)/python bench/sip_capacity.py
+	$(BIN)/python bench/barge_in.py
 
 # Pipecat pins its own numpy and websockets, so its side of the bridge benchmark gets its own virtualenv,
 # installed from its own lock (bench/pipecat/uv.lock).
