@@ -284,8 +284,7 @@ class Call:
                                audio_lead_ms=3_600_000.0, **session_options)
         # The caller's audio as a browser call's transport hands it over: PCM it decoded itself at this rate
         # (`append_pcm_nowait`), not `input_audio_buffer.append` events. None: the events.
-        self.decoded_at = decoded_at
-        self._decoder = StreamResampler(RATE, decoded_at) if decoded_at is not None else None
+        self._decoder = (StreamResampler(RATE, decoded_at), decoded_at) if decoded_at is not None else None
         self._events = events  # the SDK's server-event union: every event must validate against it
         if isinstance(self.caller, LineCaller):
             self.caller.output.session = self.session
@@ -327,8 +326,9 @@ class Call:
         size = RATE * FRAME_MS // 1000
         for start in range(0, pcm.size, size):
             frame = pcm[start:start + size]
-            if self._decoder is not None and self.decoded_at is not None:
-                rest = self.session.append_pcm_nowait(self._decoder.process(frame), self.decoded_at)
+            if self._decoder is not None:
+                resampler, rate = self._decoder
+                rest = self.session.append_pcm_nowait(resampler.process(frame), rate)
                 if rest is not None:
                     await rest
             else:

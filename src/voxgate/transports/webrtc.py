@@ -418,17 +418,17 @@ class WebRtcCall:
             except OpusError:
                 self.counters["dropped_bad_opus"] += 1
                 continue
-            self._hear(pcm, codec.heard_rate)
+            self._hear(pcm)
 
-    def _hear(self, pcm: npt.NDArray[np.int16], rate: int) -> None:
-        session = self.session
-        if session is None or session.closed:
+    def _hear(self, pcm: npt.NDArray[np.int16]) -> None:
+        """A caller's frame, at the codec's `heard_rate`: for the session, or the operator who took over."""
+        session, operator, codec = self.session, self.operator, self.codec
+        if session is None or session.closed or codec is None:
             return
-        operator = self.operator
         if operator is not None:  # taken over: the caller talks to the operator, not the agent
-            operator.hear_caller(pcm, rate)
+            operator.hear_caller(pcm, codec.heard_rate)
             if session.recording is not None:  # and is still recorded (the session hears no more of it)
-                session.recording.caller(pcm, rate)
+                session.recording.caller(pcm, codec.heard_rate)
             return
         self._input.put(pcm)
 
